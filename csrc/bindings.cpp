@@ -1,0 +1,200 @@
+// finetune._C: the only file that includes pybind11. Converts between Python and the core, releases the
+// GIL around the loop, and turns C++ errors into Python exceptions.
+#include <torch/extension.h>
+
+#include <chrono>
+
+#include "config.h"
+#include "data.h"
+#include "models.h"
+#include "optim.h"
+#include "train.h"
+
+namespace py = pybind11;
+using namespace finetune;
+
+namespace {
+
+Model as_model(const py::object& model) {
+  if (py::isinstance<NativeModule>(model)) return Model(model.cast<std::shared_ptr<NativeModule>>());
+  return Model(model.cast<torch::jit::Module>());  // torch._C.ScriptModule, i.e. scripted._c
+}
+
+py::dict metrics_dict(const Metrics& metrics) {
+  py::dict out;
+  for (const auto& [name, value] : metrics.values) out[py::str(name)] = value;
+  return out;
+}
+
+py::dict epoch_dict(const EpochRecord& r) {
+  py::dict out;
+  out["epoch"] = r.epoch;
+  out["train_loss"] = r.train_loss;
+  for (const auto& [name, value] : r.val) out[py::str("val_" + name)] = value;
+  out["lr"] = r.lr;
+  out["seconds"] = r.seconds;
+  out["samples_per_s"] = r.samples_per_s;
+  return out;
+}
+
+// Turns the Python callback into loop hooks. The GIL is taken only when Python is called, at most every
+// `interval_s` seconds and at the end of each epoch; Ctrl-C is noticed at the same moments.
+TrainHooks python_hooks(const py::object& callback, double interval_s) {
+  using Clock = std::chrono::steady_clock;
+  auto last_call = std::make_shared<Clock::time_point>(Clock::time_point::min());
+  TrainHooks hooks;
+  hooks.on_step = [callback, interval_s, last_call](const StepInfo& info) {
+    const auto now = Clock::now();
+    const bool due = info.epoch_step == info.steps_per_epoch ||
+                     std::chrono::duration<double>(now - *last_call).count() >= interval_s;
+    if (!due) return false;
+    *last_call = now;
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (callback.is_none()) return false;
+    py::dict d;
+    d["epoch"] = info.epoch;
+    d["step"] = info.step;
+    d["epoch_step"] = info.epoch_step;
+    d["steps_per_epoch"] = info.steps_per_epoch;
+    d["samples"] = info.samples;
+    d["loss"] = info.loss.item<double>();
+    d["lr"] = info.lr;
+    d["epoch_seconds"] = info.epoch_seconds;
+    return py::bool_(callback("step", d)).cast<bool>();
+  };
+  hooks.on_epoch_end = [callback](const EpochRecord& record) {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (!callback.is_none()) callback("epoch", epoch_dict(record));
+  };
+  return hooks;
+}
+
+py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& train_inputs,
+                  const at::Tensor& train_targets, const std::optional<std::vector<at::Tensor>>& val_inputs,
+                  const std::optional<at::Tensor>& val_targets, const TrainConfig& config, const py::object& callback,
+                  double callback_interval_s) {
+  auto model = as_model(model_obj);
+  const Dataset train_data(train_inputs, train_targets);
+  std::optional<Dataset> val_data;
+  if (val_inputs && val_targets) val_data.emplace(*val_inputs, *val_targets);
+  const auto hooks = python_hooks(callback, callback_interval_s);
+  TrainResult result;
+  {
+    py::gil_scoped_release no_gil;
+    result = train(model, train_data, val_data ? &*val_data : nullptr, config, hooks);
+  }
+  py::list history;
+  for (const auto& record : result.history) history.append(epoch_dict(record));
+  py::dict out;
+  out["history"] = history;
+  out["metrics"] = metrics_dict(result.metrics);
+  out["confusion"] = result.metrics.confusion.defined() ? py::cast(result.metrics.confusion) : py::none();
+  out["class_counts"] = result.class_counts;
+  out["train_size"] = result.train_size;
+  out["steps"] = result.steps;
+  out["seconds"] = result.seconds;
+  out["stopped"] = result.stopped;
+  return out;
+}
+
+py::dict evaluate_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const at::Tensor& targets,
+                     const TrainConfig& config) {
+  auto model = as_model(model_obj);
+  const Dataset data(inputs, targets);
+  Metrics metrics;
+  {
+    py::gil_scoped_release no_gil;
+    metrics = evaluate(model, data, config);
+  }
+  auto out = metrics_dict(metrics);
+  if (metrics.confusion.defined()) out["confusion_matrix"] = metrics.confusion;
+  return out;
+}
+
+at::Tensor predict_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const TrainConfig& config) {
+  auto model = as_model(model_obj);
+  py::gil_scoped_release no_gil;
+  return predict(model, inputs, config);
+}
+
+py::list named_tensors(const NamedTensors& tensors) {
+  py::list out;
+  for (const auto& [name, tensor] : tensors) out.append(py::make_tuple(name, tensor));
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "finetune's compiled core: the LibTorch training loop";
+
+  // c10's typed errors become the matching Python exceptions, without the C++ backtrace.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const c10::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+    } catch (const c10::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
+    } catch (const c10::IndexError& e) {
+      PyErr_SetString(PyExc_IndexError, e.what_without_backtrace());
+    } catch (const c10::Error& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+    }
+  });
+
+  py::class_<TrainConfig> config(m, "TrainConfig");
+  config.def(py::init<>());
+#define FINETUNE_BIND_FIELD(type, name, default_value) config.def_readwrite(#name, &TrainConfig::name);
+  FINETUNE_CONFIG_FIELDS(FINETUNE_BIND_FIELD)
+#undef FINETUNE_BIND_FIELD
+  config.def_static("field_names", &config_field_names);
+  config.def("validate", [](const TrainConfig& c) { validate(c); });
+
+  py::class_<MlpOptions>(m, "MlpOptions")
+      .def(py::init<>())
+      .def_readwrite("in_features", &MlpOptions::in_features)
+      .def_readwrite("hidden", &MlpOptions::hidden)
+      .def_readwrite("num_classes", &MlpOptions::num_classes)
+      .def_readwrite("dropout", &MlpOptions::dropout);
+  py::class_<CnnOptions>(m, "CnnOptions")
+      .def(py::init<>())
+      .def_readwrite("in_channels", &CnnOptions::in_channels)
+      .def_readwrite("height", &CnnOptions::height)
+      .def_readwrite("width", &CnnOptions::width)
+      .def_readwrite("channels", &CnnOptions::channels)
+      .def_readwrite("hidden", &CnnOptions::hidden)
+      .def_readwrite("num_classes", &CnnOptions::num_classes)
+      .def_readwrite("dropout", &CnnOptions::dropout);
+
+  py::class_<NativeModule, std::shared_ptr<NativeModule>>(m, "NativeModule")
+      .def("forward", [](NativeModule& self, const std::vector<at::Tensor>& inputs) { return self.forward(inputs); })
+      .def("named_parameters",
+           [](const std::shared_ptr<NativeModule>& self) { return named_tensors(Model(self).named_parameters()); })
+      .def("named_buffers",
+           [](const std::shared_ptr<NativeModule>& self) { return named_tensors(Model(self).named_buffers()); })
+      .def("train", [](NativeModule& self, bool on) { self.train(on); }, py::arg("mode") = true)
+      .def_property_readonly("training", [](const NativeModule& self) { return self.is_training(); })
+      .def("to", [](NativeModule& self, const std::string& device) { self.to(resolve_device(device)); })
+      .def("__repr__", [](const NativeModule& self) {
+        std::ostringstream s;
+        self.pretty_print(s);
+        return s.str();
+      });
+  m.def("make_mlp", &make_mlp);
+  m.def("make_cnn", &make_cnn);
+
+  m.def("train", &train_py, py::arg("model"), py::arg("train_inputs"), py::arg("train_targets"),
+        py::arg("val_inputs"), py::arg("val_targets"), py::arg("config"), py::arg("callback") = py::none(),
+        py::arg("callback_interval_s") = 0.1);
+  m.def("evaluate", &evaluate_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"));
+  m.def("predict", &predict_py, py::arg("model"), py::arg("inputs"), py::arg("config"));
+
+  m.def("sample_indices", &sample_indices, py::arg("targets"), py::arg("config"));
+  m.def("class_counts", &class_counts, py::arg("targets"), py::arg("indices"));
+  m.def("epoch_order", &epoch_order, py::arg("subset"), py::arg("seed"), py::arg("epoch"), py::arg("shuffle") = true);
+  m.def("read_idx", &read_idx, py::arg("path"));
+  m.def("optimizer_names", &optimizer_names);
+}

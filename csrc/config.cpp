@@ -1,0 +1,41 @@
+// Validation of TrainConfig: every out-of-range field is reported with its name and value.
+#include "config.h"
+
+#include <cmath>
+
+#include <c10/util/Exception.h>
+
+#include "optim.h"
+
+namespace finetune {
+
+std::vector<std::string> config_field_names() {
+  return {
+#define FINETUNE_FIELD_NAME(type, name, default_value) #name,
+      FINETUNE_CONFIG_FIELDS(FINETUNE_FIELD_NAME)
+#undef FINETUNE_FIELD_NAME
+  };
+}
+
+void validate(const TrainConfig& c) {
+  TORCH_CHECK_VALUE(c.task == "classification" || c.task == "regression",
+                    "task must be one of ['classification', 'regression'], got '", c.task, "'");
+  TORCH_CHECK_VALUE(c.epochs >= 0, "epochs must be >= 0, got ", c.epochs);
+  TORCH_CHECK_VALUE(c.batch_size >= 0, "batch_size must be a positive integer or 'full', got ", c.batch_size);
+  TORCH_CHECK_VALUE(c.eval_batch_size >= 1, "eval_batch_size must be >= 1, got ", c.eval_batch_size);
+  check_optimizer_name(c.optimizer);
+  TORCH_CHECK_VALUE(c.lr > 0.0 && std::isfinite(c.lr), "lr must be a finite number > 0, got ", c.lr);
+  TORCH_CHECK_VALUE(c.momentum >= 0.0 && c.momentum < 1.0, "momentum must be in [0, 1), got ", c.momentum);
+  TORCH_CHECK_VALUE(!c.nesterov || c.momentum > 0.0, "nesterov=True needs momentum > 0, got momentum=", c.momentum);
+  TORCH_CHECK_VALUE(c.weight_decay >= 0.0 && std::isfinite(c.weight_decay),
+                    "weight_decay must be a finite number >= 0, got ", c.weight_decay);
+  TORCH_CHECK_VALUE(c.beta1 >= 0.0 && c.beta1 < 1.0, "beta1 must be in [0, 1), got ", c.beta1);
+  TORCH_CHECK_VALUE(c.beta2 >= 0.0 && c.beta2 < 1.0, "beta2 must be in [0, 1), got ", c.beta2);
+  TORCH_CHECK_VALUE(c.eps > 0.0, "eps must be > 0, got ", c.eps);
+  TORCH_CHECK_VALUE(c.sample_fraction > 0.0 && c.sample_fraction <= 1.0,
+                    "sample_fraction must be in (0, 1], got ", c.sample_fraction);
+  TORCH_CHECK_VALUE(c.sample_size >= 0, "sample_size must be a positive integer, got ", c.sample_size);
+  TORCH_CHECK_VALUE(c.topk >= 1, "topk must be >= 1, got ", c.topk);
+}
+
+}  // namespace finetune

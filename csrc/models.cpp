@@ -1,0 +1,143 @@
+// Native models and the Model adapter over native and TorchScript modules.
+#include "models.h"
+
+#include <c10/util/Exception.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/pooling.h>
+#include <torch/nn/modules/activation.h>
+
+namespace finetune {
+
+namespace {
+
+class Mlp : public NativeModule {
+ public:
+  explicit Mlp(const MlpOptions& o) {
+    TORCH_CHECK_VALUE(o.in_features >= 1, "mlp in_features must be >= 1, got ", o.in_features);
+    TORCH_CHECK_VALUE(o.num_classes >= 1, "mlp num_classes must be >= 1, got ", o.num_classes);
+    TORCH_CHECK_VALUE(o.dropout >= 0.0 && o.dropout < 1.0, "mlp dropout must be in [0, 1), got ", o.dropout);
+    int64_t width = o.in_features;
+    for (const int64_t h : o.hidden) {
+      TORCH_CHECK_VALUE(h >= 1, "mlp hidden sizes must be >= 1, got ", h);
+      layers_->push_back(torch::nn::Linear(width, h));
+      layers_->push_back(torch::nn::ReLU());
+      if (o.dropout > 0.0) layers_->push_back(torch::nn::Dropout(o.dropout));
+      width = h;
+    }
+    layers_->push_back(torch::nn::Linear(width, o.num_classes));
+    register_module("layers", layers_);
+  }
+
+  at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
+    TORCH_CHECK_VALUE(inputs.size() == 1, "mlp takes one input tensor, got ", inputs.size());
+    return layers_->forward(inputs[0].flatten(1));
+  }
+
+ private:
+  torch::nn::Sequential layers_;
+};
+
+class Cnn : public NativeModule {
+ public:
+  explicit Cnn(const CnnOptions& o) {
+    TORCH_CHECK_VALUE(o.in_channels >= 1, "cnn in_channels must be >= 1, got ", o.in_channels);
+    TORCH_CHECK_VALUE(o.num_classes >= 1, "cnn num_classes must be >= 1, got ", o.num_classes);
+    TORCH_CHECK_VALUE(o.dropout >= 0.0 && o.dropout < 1.0, "cnn dropout must be in [0, 1), got ", o.dropout);
+    int64_t channels = o.in_channels, height = o.height, width = o.width;
+    for (const int64_t out : o.channels) {
+      TORCH_CHECK_VALUE(out >= 1, "cnn channels must be >= 1, got ", out);
+      TORCH_CHECK_VALUE(height >= 2 && width >= 2, "cnn input ", o.height, "x", o.width, " is too small for ",
+                        o.channels.size(), " pooling stages");
+      features_->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, out, 3).padding(1).bias(false)));
+      features_->push_back(torch::nn::BatchNorm2d(out));
+      features_->push_back(torch::nn::ReLU());
+      features_->push_back(torch::nn::MaxPool2d(2));
+      channels = out, height /= 2, width /= 2;
+    }
+    classifier_->push_back(torch::nn::Dropout(o.dropout));
+    classifier_->push_back(torch::nn::Linear(channels * height * width, o.hidden));
+    classifier_->push_back(torch::nn::ReLU());
+    classifier_->push_back(torch::nn::Linear(o.hidden, o.num_classes));
+    register_module("features", features_);
+    register_module("classifier", classifier_);
+  }
+
+  at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
+    TORCH_CHECK_VALUE(inputs.size() == 1, "cnn takes one input tensor, got ", inputs.size());
+    return classifier_->forward(features_->forward(inputs[0]).flatten(1));
+  }
+
+ private:
+  torch::nn::Sequential features_;
+  torch::nn::Sequential classifier_;
+};
+
+}  // namespace
+
+std::shared_ptr<NativeModule> make_mlp(const MlpOptions& options) { return std::make_shared<Mlp>(options); }
+std::shared_ptr<NativeModule> make_cnn(const CnnOptions& options) { return std::make_shared<Cnn>(options); }
+
+Model::Model(std::shared_ptr<NativeModule> native) : native_(std::move(native)) {
+  TORCH_CHECK_VALUE(native_ != nullptr, "model is empty");
+}
+
+Model::Model(const torch::jit::Module& script) : script_(std::make_shared<torch::jit::Module>(script)) {
+  TORCH_CHECK_VALUE(script_->find_method("forward").has_value(), "model has no forward() method");
+}
+
+at::Tensor Model::forward(const std::vector<at::Tensor>& inputs) {
+  if (native_) return native_->forward(inputs);
+  std::vector<c10::IValue> args(inputs.begin(), inputs.end());
+  const auto output = script_->forward(std::move(args));
+  TORCH_CHECK_VALUE(output.isTensor(), "model forward() must return a tensor, got ", output.tagKind());
+  return output.toTensor();
+}
+
+NamedTensors Model::named_parameters() const {
+  NamedTensors out;
+  if (native_) {
+    for (const auto& item : native_->named_parameters(/*recurse=*/true)) {
+      if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
+    }
+  } else {
+    for (const auto& item : script_->named_parameters(/*recurse=*/true)) {
+      if (item.value.requires_grad()) out.emplace_back(item.name, item.value);
+    }
+  }
+  return out;
+}
+
+NamedTensors Model::named_buffers() const {
+  NamedTensors out;
+  if (native_) {
+    for (const auto& item : native_->named_buffers(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+  } else {
+    for (const auto& item : script_->named_buffers(/*recurse=*/true)) out.emplace_back(item.name, item.value);
+  }
+  return out;
+}
+
+void Model::train(bool on) {
+  if (native_) {
+    native_->train(on);
+  } else {
+    script_->train(on);
+  }
+}
+
+bool Model::is_training() const { return native_ ? native_->is_training() : script_->is_training(); }
+
+void Model::to(const at::Device& device) {
+  if (native_) {
+    native_->to(device);
+  } else {
+    script_->to(device);
+  }
+}
+
+}  // namespace finetune

@@ -1,0 +1,68 @@
+// The models the loop trains: built-in native LibTorch modules ("mlp", "cnn") and TorchScript modules
+// handed over from Python, behind one Model interface.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/module.h>
+
+namespace torch::jit {
+struct Module;
+}
+
+namespace finetune {
+
+// A native model takes the dataset's input tensors (most take one) and returns logits or predictions.
+class NativeModule : public torch::nn::Module {
+ public:
+  using torch::nn::Module::Module;
+  virtual at::Tensor forward(const std::vector<at::Tensor>& inputs) = 0;
+};
+
+struct MlpOptions {
+  int64_t in_features = 0;
+  std::vector<int64_t> hidden = {128};
+  int64_t num_classes = 0;  // outputs; 1 for a scalar regression
+  double dropout = 0.0;
+};
+
+// Conv3x3 + BatchNorm + ReLU + MaxPool2 per entry of `channels`, then dropout, a hidden linear layer and
+// the classifier. Input (N, in_channels, height, width).
+struct CnnOptions {
+  int64_t in_channels = 1;
+  int64_t height = 28;
+  int64_t width = 28;
+  std::vector<int64_t> channels = {16, 32};
+  int64_t hidden = 64;
+  int64_t num_classes = 10;
+  double dropout = 0.25;
+};
+
+std::shared_ptr<NativeModule> make_mlp(const MlpOptions& options);
+std::shared_ptr<NativeModule> make_cnn(const CnnOptions& options);
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// What the loop sees of a model. Parameters are the model's own tensors: training updates them in place,
+// so a Python nn.Module that was scripted to make a Model sees every update.
+class Model {
+ public:
+  explicit Model(std::shared_ptr<NativeModule> native);
+  explicit Model(const torch::jit::Module& script);
+
+  at::Tensor forward(const std::vector<at::Tensor>& inputs);
+  NamedTensors named_parameters() const;  // trainable ones (requires_grad)
+  NamedTensors named_buffers() const;
+  void train(bool on);
+  bool is_training() const;
+  void to(const at::Device& device);
+
+ private:
+  std::shared_ptr<NativeModule> native_;
+  std::shared_ptr<torch::jit::Module> script_;
+};
+
+}  // namespace finetune

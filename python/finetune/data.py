@@ -1,0 +1,89 @@
+"""Turning what users pass (numpy arrays, tensors, tuples of them) into the tensors the C++ loop reads."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+ArrayLike = Any  # numpy array, torch tensor, or a nested sequence numpy accepts
+
+
+def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
+    """A CPU tensor sharing the memory of ``value`` where the dtype allows it."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:  # ragged nested lists
+        raise ValueError(f"{name} could not be converted to an array: {error}") from None
+    if array.dtype == object or array.dtype.kind in "USV":
+        raise TypeError(f"{name} must hold numbers, got an array of dtype {array.dtype}")
+    if array.dtype.kind == "u" and array.dtype != np.uint8:
+        array = array.astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dtype) -> list[torch.Tensor]:
+    """One or more input tensors. Floating inputs are cast to ``dtype`` (the model's) and must be finite."""
+    items = list(value) if isinstance(value, (list, tuple)) and value and _is_array(value[0]) else [value]
+    tensors = []
+    for i, item in enumerate(items):
+        label = name if len(items) == 1 else f"{name}[{i}]"
+        tensor = as_tensor(item, label)
+        if tensor.dim() == 0:
+            raise ValueError(f"{label} must have a first (example) dimension, got a scalar")
+        if tensor.shape[0] == 0:
+            raise ValueError(f"{label} is empty (0 examples)")
+        if tensor.is_floating_point() or tensor.dtype == torch.uint8:
+            tensor = tensor.to(dtype)
+            if not bool(torch.isfinite(tensor).all()):
+                bad = torch.nonzero(~torch.isfinite(tensor.reshape(tensor.shape[0], -1)))[0].tolist()
+                raise ValueError(f"{label} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
+        tensors.append(tensor)
+    rows = {t.shape[0] for t in tensors}
+    if len(rows) > 1:
+        raise ValueError(f"the inputs of {name} have different numbers of rows: {[t.shape[0] for t in tensors]}")
+    return tensors
+
+
+def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
+    """Class ids (int64, >= 0) for classification, float32 values for regression."""
+    tensor = as_tensor(value, name)
+    if tensor.dim() == 0 or tensor.shape[0] != rows:
+        got = "a scalar" if tensor.dim() == 0 else f"{tensor.shape[0]} rows"
+        raise ValueError(f"{name} has {got} but the features have {rows} rows")
+    if task == "classification":
+        if tensor.dim() != 1:
+            raise ValueError(f"{name} must be a 1-D array of class ids, got shape {tuple(tensor.shape)}")
+        if tensor.is_floating_point():
+            if not bool(torch.isfinite(tensor).all()) or not bool((tensor == tensor.round()).all()):
+                raise ValueError(f"{name} must be integer class ids for task='classification', got non-integer "
+                                 f"values such as {tensor[(tensor != tensor.round()) | ~torch.isfinite(tensor)][0].item()!r}")
+        elif tensor.dtype == torch.bool:
+            pass
+        elif tensor.dtype not in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64):
+            raise TypeError(f"{name} must be integer class ids, got dtype {tensor.dtype}")
+        tensor = tensor.to(torch.int64)
+        if int(tensor.min()) < 0:
+            raise ValueError(f"{name} must be class ids >= 0, got {int(tensor.min())}")
+        return tensor
+    tensor = tensor.to(torch.float32)
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return tensor
+
+
+def split(data: Any, name: str) -> tuple[Any, Any]:
+    """``(X, y)`` from a tuple or list of two."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"{name} must be a tuple (X, y), got {type(data).__name__}"
+                        + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
+    return data[0], data[1]
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, torch.Tensor))

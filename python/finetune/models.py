@@ -1,0 +1,163 @@
+"""Models the C++ loop can train: built-in native models by name, and any TorchScript-able nn.Module."""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Any, Callable, Sequence
+
+import torch
+
+from . import _C
+
+# name -> (options struct, factory). An unknown name is an error listing these.
+MODELS: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]] = {
+    "mlp": (_C.MlpOptions, _C.make_mlp),
+    "cnn": (_C.CnnOptions, _C.make_cnn),
+}
+
+
+class NativeModel:
+    """A built-in model whose layers live in C++. Its parameters are ordinary tensors shared with C++, so
+    ``state_dict()`` and ``parameters()`` see what training wrote."""
+
+    def __init__(self, name: str, module: Any, options: dict[str, Any]):
+        self.name = name
+        self.options = options
+        self._module = module
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self._module.forward(list(inputs))
+
+    forward = __call__
+
+    def named_parameters(self) -> list[tuple[str, torch.Tensor]]:
+        return self._module.named_parameters()
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for _, p in self.named_parameters()]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: t.detach() for name, t in self._module.named_parameters() + self._module.named_buffers()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        own = self.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"state_dict does not fit {self.name}: missing keys {missing}, unexpected keys {unexpected}")
+        for key, tensor in own.items():
+            if tuple(state[key].shape) != tuple(tensor.shape):
+                raise ValueError(f"state_dict[{key!r}] has shape {tuple(state[key].shape)}, "
+                                 f"the model's is {tuple(tensor.shape)}")
+        with torch.no_grad():
+            for key, tensor in own.items():
+                tensor.copy_(state[key])
+
+    def train(self, mode: bool = True) -> "NativeModel":
+        self._module.train(mode)
+        return self
+
+    def eval(self) -> "NativeModel":
+        return self.train(False)
+
+    @property
+    def training(self) -> bool:
+        return self._module.training
+
+    def to(self, device: str | torch.device) -> "NativeModel":
+        self._module.to(str(device))
+        return self
+
+    def __repr__(self) -> str:
+        return f"NativeModel({self.name!r}, {self.options})\n{self._module!r}"
+
+
+def build(name: str, **options: Any) -> NativeModel:
+    """A built-in model: ``build("mlp", in_features=64, num_classes=10, hidden=[128])``."""
+    if name not in MODELS:
+        raise ValueError(f"model must be an nn.Module or one of {sorted(MODELS)}, got {name!r}")
+    make_options, factory = MODELS[name]
+    cpp_options = make_options()
+    known = [k for k in dir(cpp_options) if not k.startswith("_")]
+    for key, value in options.items():
+        if key not in known:
+            raise TypeError(f"unknown option {key!r} for model {name!r}; known options: {known}")
+        try:
+            setattr(cpp_options, key, list(value) if isinstance(value, tuple) else value)
+        except TypeError:
+            raise TypeError(f"model option {key}={value!r} has the wrong type "
+                            f"(default is {getattr(make_options(), key)!r})") from None
+    resolved = {k: getattr(cpp_options, k) for k in known}
+    return NativeModel(name, factory(cpp_options), resolved)
+
+
+def infer_options(name: str, inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
+    """Sizes of a built-in model read off the training data, for the options the user left out."""
+    x = inputs[0]
+    outputs = int(targets.max()) + 1 if task == "classification" else (targets[0].numel() if targets.dim() > 1 else 1)
+    if name == "mlp":
+        return {"in_features": int(x[0].numel()), "num_classes": outputs}
+    if name == "cnn":
+        if x.dim() != 4:
+            raise ValueError(f"model 'cnn' needs images shaped (N, channels, height, width), got X of shape {tuple(x.shape)}")
+        return {"in_channels": x.shape[1], "height": x.shape[2], "width": x.shape[3], "num_classes": outputs}
+    return {}
+
+
+_scripted: "weakref.WeakKeyDictionary[torch.nn.Module, Any]" = weakref.WeakKeyDictionary()
+
+
+def to_cpp(model: Any, example: Sequence[torch.Tensor] | None = None) -> Any:
+    """What the C++ loop takes: the native module, or a TorchScript module sharing ``model``'s parameters."""
+    if isinstance(model, NativeModel):
+        return model._module
+    if isinstance(model, torch.jit.ScriptModule):
+        return model._c
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be an nn.Module, a NativeModel or one of {sorted(MODELS)}, "
+                        f"got {type(model).__name__}")
+    if model in _scripted:
+        return _scripted[model]._c
+    scripted = _script(model, example)
+    _scripted[model] = scripted
+    return scripted._c
+
+
+def _script(model: torch.nn.Module, example: Sequence[torch.Tensor] | None) -> torch.jit.ScriptModule:
+    # torch.jit.script warns that TorchScript is deprecated; it is our internal bridge to C++, not the user's.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return torch.jit.script(model)
+        except Exception as script_error:  # noqa: BLE001 - any failure means: try tracing
+            if example is None:
+                raise TypeError(f"model {type(model).__name__} cannot be compiled with torch.jit.script "
+                                f"({_first_line(script_error)}) and there is no example input to trace it") from None
+            try:
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                traced = torch.jit.trace(model, tuple(t[:2] for t in example), check_trace=False)
+            except Exception as trace_error:  # noqa: BLE001
+                raise TypeError(f"model {type(model).__name__} can be neither scripted ({_first_line(script_error)}) "
+                                f"nor traced ({_first_line(trace_error)})") from None
+    warnings.warn(f"model {type(model).__name__} could not be scripted ({_first_line(script_error)}); it was traced "
+                  "instead, so its train/eval behaviour (dropout, batch norm) is frozen as it was when traced",
+                  UserWarning, stacklevel=4)
+    return traced
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def parameter_dtype(model: Any) -> torch.dtype:
+    if isinstance(model, NativeModel):
+        params = model.parameters()
+    elif isinstance(model, torch.nn.Module):
+        params = list(model.parameters())
+    else:
+        return torch.float32  # to_cpp() rejects it with a clear message
+    for p in params:
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32

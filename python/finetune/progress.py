@@ -1,0 +1,55 @@
+"""The progress display: tqdm when installed, otherwise one line per epoch on stderr."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+class Progress:
+    """Receives ``("step", info)`` and ``("epoch", record)`` from the C++ loop (GIL taken only then)."""
+
+    def __init__(self, epochs: int, enabled: bool = True):
+        self.epochs = epochs
+        self.enabled = enabled
+        self._bar = None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            tqdm = None
+        self._tqdm = tqdm
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> bool:
+        if not self.enabled:
+            return False
+        if kind == "step":
+            self._step(info)
+        else:
+            self._epoch(info)
+        return False
+
+    def _step(self, info: dict[str, Any]) -> None:
+        if self._tqdm is None:
+            return
+        if self._bar is None:
+            self._bar = self._tqdm(total=info["steps_per_epoch"], desc=f"epoch {info['epoch'] + 1}/{self.epochs}",
+                                   unit="step", leave=False, file=sys.stderr, dynamic_ncols=True,
+                                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix}")
+        self._bar.n = info["epoch_step"]
+        rate = info["samples"] / max(info["epoch_seconds"], 1e-9)
+        self._bar.set_postfix(loss=f"{info['loss']:.4f}", samples_per_s=f"{rate:,.0f}", refresh=False)
+        self._bar.refresh()
+
+    def _epoch(self, record: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        parts = [f"epoch {record['epoch'] + 1}/{self.epochs}", f"train_loss {record['train_loss']:.4f}"]
+        parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
+        parts.append(f"{record['samples_per_s']:,.0f} samples/s")
+        print("  ".join(parts), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
