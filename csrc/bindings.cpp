@@ -66,7 +66,7 @@ TrainHooks python_hooks(const py::object& callback, double interval_s) {
   hooks.on_epoch_end = [callback](const EpochRecord& record) {
     py::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-    if (!callback.is_none()) callback("epoch", epoch_dict(record));
+    return !callback.is_none() && py::bool_(callback("epoch", epoch_dict(record))).cast<bool>();
   };
   return hooks;
 }

@@ -68,27 +68,28 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// How many examples each class contributes to a sample of `k` out of `counts` (largest remainder):
-// every class gets floor or ceil of its exact share, the total is k, and no present class gets zero.
+// How many examples each class contributes to a sample of `k` out of `counts`: every class gets the floor
+// or the ceiling of its exact share, and no class present in the data gets zero. The total is k, except
+// when k is too small to give each present class one example: then it is the number of classes needed.
 std::vector<int64_t> stratified_quota(const std::vector<int64_t>& counts, int64_t k) {
   const int64_t n = std::accumulate(counts.begin(), counts.end(), int64_t{0});
   std::vector<int64_t> quota(counts.size());
-  std::vector<std::pair<double, size_t>> remainders;
+  std::vector<std::pair<double, size_t>> remainders;  // (fractional part, class) of classes that may get +1
   int64_t assigned = 0;
   for (size_t c = 0; c < counts.size(); ++c) {
     const double exact = static_cast<double>(counts[c]) * static_cast<double>(k) / static_cast<double>(n);
     quota[c] = static_cast<int64_t>(std::floor(exact));
+    if (counts[c] > 0 && quota[c] == 0) {
+      quota[c] = 1;  // the ceiling of a share below one: the class is kept
+    } else if (counts[c] > quota[c]) {
+      remainders.emplace_back(exact - std::floor(exact), c);
+    }
     assigned += quota[c];
-    if (counts[c] > quota[c]) remainders.emplace_back(exact - std::floor(exact), c);
   }
   // Largest remainder first; ties go to the lower class id so the result is deterministic.
   std::stable_sort(remainders.begin(), remainders.end(),
                    [](const auto& a, const auto& b) { return a.first > b.first; });
   for (size_t i = 0; assigned < k && i < remainders.size(); ++i, ++assigned) quota[remainders[i].second] += 1;
-  // A tiny sample must still see every class (the caller reports the counts it got).
-  for (size_t c = 0; c < counts.size(); ++c) {
-    if (counts[c] > 0 && quota[c] == 0) quota[c] = 1;
-  }
   return quota;
 }
 

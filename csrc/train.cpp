@@ -170,7 +170,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
       record.val = result.metrics.values;
     }
     result.history.push_back(record);
-    if (hooks.on_epoch_end) hooks.on_epoch_end(record);
+    if (hooks.on_epoch_end && hooks.on_epoch_end(record)) result.stopped = true;
   }
   if (val_data && result.history.empty()) result.metrics = evaluate(model, *val_data, config);
   result.seconds = seconds_since(run_start);

@@ -38,8 +38,8 @@ struct EpochRecord {
 struct TrainHooks {
   // After each optimizer step; returning true stops training after this step.
   std::function<bool(const StepInfo&)> on_step;
-  // After each epoch's validation.
-  std::function<void(const EpochRecord&)> on_epoch_end;
+  // After each epoch's validation; returning true stops training (early stopping).
+  std::function<bool(const EpochRecord&)> on_epoch_end;
   // Between backward and the optimizer step, with the parameters whose .grad() is set: a data-parallel
   // run all-reduces them here.
   std::function<void(const std::vector<at::Tensor>&)> reduce_gradients;

@@ -129,18 +129,19 @@ def _script(model: torch.nn.Module, example: Sequence[torch.Tensor] | None) -> t
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             return torch.jit.script(model)
-        except Exception as script_error:  # noqa: BLE001 - any failure means: try tracing
-            if example is None:
-                raise TypeError(f"model {type(model).__name__} cannot be compiled with torch.jit.script "
-                                f"({_first_line(script_error)}) and there is no example input to trace it") from None
-            try:
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                traced = torch.jit.trace(model, tuple(t[:2] for t in example), check_trace=False)
-            except Exception as trace_error:  # noqa: BLE001
-                raise TypeError(f"model {type(model).__name__} can be neither scripted ({_first_line(script_error)}) "
-                                f"nor traced ({_first_line(trace_error)})") from None
-    warnings.warn(f"model {type(model).__name__} could not be scripted ({_first_line(script_error)}); it was traced "
-                  "instead, so its train/eval behaviour (dropout, batch norm) is frozen as it was when traced",
+        except Exception as error:  # noqa: BLE001 - any failure means: try tracing
+            script_error = _first_line(error)
+        if example is None:
+            raise TypeError(f"model {type(model).__name__} cannot be compiled with torch.jit.script "
+                            f"({script_error}) and there is no example input to trace it")
+        try:
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(model, tuple(t[:2] for t in example), check_trace=False)
+        except Exception as error:  # noqa: BLE001
+            raise TypeError(f"model {type(model).__name__} can be neither scripted ({script_error}) "
+                            f"nor traced ({_first_line(error)})") from None
+    warnings.warn(f"model {type(model).__name__} could not be scripted ({script_error}); it was traced instead, so "
+                  "its train/eval behaviour (dropout, batch norm) is frozen as it was when traced",
                   UserWarning, stacklevel=4)
     return traced
 

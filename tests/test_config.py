@@ -1,0 +1,51 @@
+"""The Python dataclass and the C++ struct agree field for field; types are checked with clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import finetune
+from finetune import _C
+from finetune.config import TrainConfig, config_fields
+
+
+def test_fields_match_in_name_and_order():
+    assert config_fields() == _C.TrainConfig.field_names()
+
+
+def test_defaults_match():
+    python_defaults = TrainConfig().to_cpp()
+    cpp_defaults = _C.TrainConfig()
+    for name in config_fields():
+        assert getattr(python_defaults, name) == getattr(cpp_defaults, name), name
+
+
+def test_every_field_round_trips_to_cpp():
+    changed = TrainConfig(task="regression", epochs=3, batch_size=7, eval_batch_size=9, optimizer="adamw", lr=0.3,
+                          momentum=0.5, nesterov=True, weight_decay=0.1, beta1=0.8, beta2=0.99, eps=1e-6,
+                          sample_fraction=0.5, sample_size=11, stratify=False, shuffle=False, seed=42,
+                          device="cpu", topk=3, progress=False)
+    assert set(dataclasses.asdict(changed)) == set(config_fields())
+    cpp = changed.to_cpp()
+    for name, value in dataclasses.asdict(changed).items():
+        assert getattr(cpp, name) == value, name
+
+
+def test_special_values_map_to_cpp():
+    assert TrainConfig(batch_size="full").to_cpp().batch_size == 0
+    assert TrainConfig(sample_size=None).to_cpp().sample_size == 0
+
+
+@pytest.mark.parametrize("field, value", [("epochs", "10"), ("lr", "0.1"), ("stratify", 1), ("task", 3),
+                                          ("seed", 1.5), ("momentum", True), ("batch_size", 2.0)])
+def test_wrong_type_names_field_and_value(field, value):
+    with pytest.raises(TypeError, match=f"{field} must be .*{value!r}"):
+        TrainConfig(**{field: value}).to_cpp()
+
+
+def test_unknown_setting_lists_known_ones(digits):
+    x, y, _, _ = digits
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['lrr'\].*'lr'"):
+        finetune.train("mlp", (x, y), lrr=0.1, progress=False)

@@ -1,0 +1,215 @@
+"""The C++ loop against a plain PyTorch loop, and learning on real data."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import finetune
+from finetune import _C
+from finetune.config import TrainConfig
+
+from helpers import mlp
+
+OPTIMIZERS = {
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                                        weight_decay=c.weight_decay),
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
+                                          weight_decay=c.weight_decay),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
+                                            weight_decay=c.weight_decay),
+}
+SETTINGS = {
+    "sgd": dict(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "sgd-nesterov": dict(lr=0.05, momentum=0.9, nesterov=True),
+    "sgd-plain": dict(lr=0.1, momentum=0.0),
+    "adam": dict(lr=1e-3, weight_decay=1e-3),
+    "adamw": dict(lr=1e-3, weight_decay=0.05),
+}
+
+
+def reference_loop(model, x, y, cfg: TrainConfig):
+    """The same fine-tune written the usual way in PyTorch, visiting batches in the loop's order."""
+    opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+    subset = _C.sample_indices(y, cfg.to_cpp())
+    batch = len(subset) if cfg.batch_size == "full" else cfg.batch_size
+    for epoch in range(cfg.epochs):
+        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
+        for start in range(0, len(order), batch):
+            idx = order[start:start + batch]
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+
+
+def test_optimizer_registry_lists_known_names():
+    assert finetune.optimizers() == sorted(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.parametrize("fraction, batch_size", [(1.0, 16), (0.3, 1), (0.5, "full")])
+def test_weights_match_plain_pytorch_loop(digits, name, fraction, batch_size):
+    x, y, _, _ = digits
+    x, y = torch.from_numpy(x[:400]), torch.from_numpy(y[:400])
+    cfg = TrainConfig(optimizer=name.split("-")[0], epochs=2, batch_size=batch_size, sample_fraction=fraction,
+                      seed=3, progress=False, **SETTINGS[name])
+    ours, reference = mlp(), None
+    reference = copy.deepcopy(ours)
+    finetune.train(ours, (x, y), config=cfg)
+    reference_loop(reference, x, y, cfg)
+    for (name_a, a), (_, b) in zip(ours.named_parameters(), reference.named_parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"{name}: parameter {name_a} differs")
+
+
+def test_module_is_updated_in_place_and_returned(digits):
+    x, y, _, _ = digits
+    model = mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    result = finetune.train(model, (x, y), epochs=1, progress=False)
+    assert result.model is model
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_fine_tune_on_digits_reaches_90_percent(digits):
+    x, y, x_test, y_test = digits
+    result = finetune.train(mlp(hidden=128), (x, y), val=(x_test, y_test), epochs=15, lr=0.05, progress=False)
+    assert result.metrics["accuracy"] >= 0.9, result.metrics
+    assert len(result.history) == 15
+    assert result.history[-1]["val_accuracy"] == result.metrics["accuracy"]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("batch_size, epochs, lr", [(1, 2, 0.01), (32, 10, 0.05), ("full", 150, 0.5)])
+def test_stochastic_minibatch_and_full_batch_all_learn(digits, batch_size, epochs, lr):
+    x, y, x_test, y_test = digits
+    result = finetune.train("mlp", (x, y), val=(x_test, y_test), batch_size=batch_size, epochs=epochs, lr=lr,
+                            progress=False)
+    steps_per_epoch = {1: len(x), 32: -(-len(x) // 32), "full": 1}[batch_size]
+    assert result.steps == steps_per_epoch * epochs
+    assert result.metrics["accuracy"] >= 0.85, (batch_size, result.metrics)
+
+
+def test_sampled_fraction_is_stratified_and_reported(digits):
+    x, y, _, _ = digits
+    result = finetune.train("mlp", (x, y), sample_fraction=0.1, epochs=1, progress=False)
+    full = np.bincount(y)
+    assert result.train_size == round(0.1 * len(y))
+    for c, n in result.class_counts.items():
+        assert abs(n - full[c] * result.train_size / len(y)) < 1
+
+
+def test_native_models_train_predict_and_round_trip_state(digits):
+    x, y, x_test, y_test = digits
+    images = x.reshape(-1, 1, 8, 8)
+    result = finetune.train("cnn", (images, y), val=(x_test.reshape(-1, 1, 8, 8), y_test), epochs=5, lr=0.05,
+                            channels=[8, 16], progress=False)
+    model = result.model
+    assert isinstance(model, finetune.NativeModel) and model.options["channels"] == [8, 16]
+    assert result.metrics["accuracy"] > 0.8
+    probs = finetune.predict(model, x_test.reshape(-1, 1, 8, 8), output="probabilities")
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    assert (probs.argmax(1) == finetune.predict(model, x_test.reshape(-1, 1, 8, 8))).all()
+    clone = finetune.build("cnn", height=8, width=8, channels=[8, 16])
+    clone.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(finetune.predict(clone, x_test.reshape(-1, 1, 8, 8), output="logits"),
+                                  finetune.predict(model, x_test.reshape(-1, 1, 8, 8), output="logits"))
+
+
+def test_batchnorm_and_dropout_follow_train_and_eval_mode(digits):
+    x, y, x_test, _ = digits
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                            torch.nn.Dropout(0.5), torch.nn.Linear(32, 10))
+
+        def forward(self, x):
+            return self.body(x)
+
+    model = Net()
+    finetune.train(model, (x, y), epochs=1, progress=False)
+    bn = model.body[1]
+    assert bn.num_batches_tracked.item() == -(-len(x) // 32)  # running stats updated in train mode only
+    assert model.training  # the caller's mode is restored
+    a = finetune.predict(model, x_test, output="logits")
+    b = finetune.predict(model, x_test, output="logits")
+    np.testing.assert_array_equal(a, b)  # eval mode: dropout off, running statistics used
+    model.eval()
+    np.testing.assert_allclose(a, model(torch.from_numpy(x_test)).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_regression_reports_rmse_mae_r2():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 5)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + 0.1 * rng.normal(size=600)).astype(np.float32)
+    result = finetune.train("mlp", (x[:500], y[:500]), val=(x[500:], y[500:]), task="regression", epochs=30,
+                            lr=0.01, progress=False)
+    assert result.class_counts is None
+    assert set(result.metrics) == {"loss", "rmse", "mae", "r2"}
+    assert result.metrics["r2"] > 0.95, result.metrics
+    pred = finetune.predict(result.model, x[500:], task="regression")
+    assert pred.shape == (100, 1)
+
+
+def test_untraceable_fallback_warns_that_mode_is_frozen(digits):
+    x, y, _, _ = digits
+
+    class VarArgs(torch.nn.Module):  # *inputs: torch.jit.script rejects it, tracing works
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(64, 16), torch.nn.Linear(16, 10)
+
+        def forward(self, *inputs):
+            return self.b(torch.relu(self.a(inputs[0])))
+
+    model = VarArgs()
+    before = model.a.weight.detach().clone()
+    with pytest.warns(UserWarning, match="traced instead"):
+        finetune.train(model, (x, y), epochs=1, progress=False)
+    assert not torch.equal(before, model.a.weight)
+
+
+def test_callback_sees_steps_and_epochs_and_can_stop(digits):
+    x, y, _, _ = digits
+    events = []
+
+    def callback(kind, info):
+        events.append((kind, info))
+        return kind == "epoch" and info["epoch"] == 1
+
+    result = finetune.train("mlp", (x, y), epochs=5, progress=False, callback=callback)
+    kinds = [k for k, _ in events]
+    assert "step" in kinds and kinds.count("epoch") == 2
+    step = next(info for kind, info in events if kind == "step")
+    assert {"epoch", "step", "loss", "lr", "samples"} <= set(step)
+
+
+def test_step_callback_returning_true_stops_early(digits):
+    x, y, _, _ = digits
+    result = finetune.train("mlp", (x, y), epochs=5, progress=False, callback=lambda kind, info: kind == "step")
+    assert result.stopped and len(result.history) == 1
+
+
+def test_keyboard_interrupt_from_callback_propagates(digits):
+    x, y, _, _ = digits
+
+    def interrupt(kind, info):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune.train("mlp", (x, y), epochs=2, progress=False, callback=interrupt)
+
+
+def test_progress_bar_prints_epochs(digits, capsys):
+    x, y, x_test, y_test = digits
+    finetune.train("mlp", (x, y), val=(x_test, y_test), epochs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err and "val_accuracy" in err and "samples/s" in err
+    finetune.train("mlp", (x, y), epochs=2, progress=False)
+    assert capsys.readouterr().err == ""
