@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <optional>
+#include <sstream>
 
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
@@ -60,6 +61,20 @@ void check_output(const at::Tensor& output, const at::Tensor& targets, int64_t n
 
 int64_t num_labels(const Dataset& data, const TrainConfig& config) {
   return config.is_classification() ? data.targets.max().item<int64_t>() + 1 : 0;
+}
+
+// The model's forward, with the input shapes added to any error: a model that does not fit the data
+// (wrong in_features, wrong image size) is the usual cause, and the shapes say so at once.
+at::Tensor forward(Model& model, const std::vector<at::Tensor>& inputs, const char* split) {
+  try {
+    return model.forward(inputs);
+  } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's own errors
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    std::ostringstream shapes;
+    for (const auto& input : inputs) shapes << (shapes.tellp() ? ", " : "") << input.sizes();
+    TORCH_CHECK_VALUE(false, "model forward() failed on ", split, " inputs of shape ", shapes.str(), ": ",
+                      c10_error ? c10_error->what_without_backtrace() : e.what());
+  }
 }
 
 at::Tensor compute_loss(const at::Tensor& output, const at::Tensor& targets, const TrainConfig& config) {
@@ -131,7 +146,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
       const auto inputs = to_device(batch.inputs, device);
       const auto targets = batch.targets.to(device, /*non_blocking=*/true);
 
-      const auto output = model.forward(inputs);
+      const auto output = forward(model, inputs, "training");
       if (result.steps == 0) check_output(output, targets, labels_needed, config);
       const auto loss = compute_loss(output, targets, config);
       optimizer->zero_grad();
@@ -196,7 +211,7 @@ at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const Tr
     const int64_t end = std::min(begin + config.eval_batch_size, n);
     std::vector<at::Tensor> batch;
     for (const auto& input : inputs) batch.push_back(input.slice(0, begin, end).to(device));
-    outputs.push_back(model.forward(batch).to(at::kCPU));
+    outputs.push_back(forward(model, batch, "evaluation").to(at::kCPU));
   }
   return at::cat(outputs);
 }

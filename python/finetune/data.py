@@ -20,6 +20,8 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
         array = np.asarray(value)
     except (ValueError, TypeError) as error:  # ragged nested lists
         raise ValueError(f"{name} could not be converted to an array: {error}") from None
+    if array.ndim == 0:
+        raise ValueError(f"{name} must have a first (example) dimension, got a scalar")
     if array.dtype == object or array.dtype.kind in "USV":
         raise TypeError(f"{name} must hold numbers, got an array of dtype {array.dtype}")
     if array.dtype.kind == "u" and array.dtype != np.uint8:
@@ -75,6 +77,13 @@ def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} contains NaN or inf")
     return tensor
+
+
+def check_same_example_shape(a: list[torch.Tensor], b: list[torch.Tensor], name_a: str, name_b: str) -> None:
+    shapes_a, shapes_b = [tuple(t.shape[1:]) for t in a], [tuple(t.shape[1:]) for t in b]
+    if shapes_a != shapes_b:
+        raise ValueError(f"{name_b} has examples of shape {shapes_b if len(b) > 1 else shapes_b[0]} but {name_a} has "
+                         f"{shapes_a if len(a) > 1 else shapes_a[0]}")
 
 
 def split(data: Any, name: str) -> tuple[Any, Any]:

@@ -77,6 +77,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         vx, vy = data.split(val, "val")
         val_inputs = data.features(vx, "X_val", dtype)
         val_targets = data.targets(vy, "y_val", cfg.task, val_inputs[0].shape[0])
+        data.check_same_example_shape(inputs, val_inputs, "X", "X_val")
 
     if isinstance(model, str):
         model_options = {**models.infer_options(model, inputs, targets, cfg.task), **model_options}

@@ -1,0 +1,107 @@
+"""Every bad input raises a clear ValueError/TypeError naming the argument and the value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import finetune
+
+from helpers import mlp
+
+rng = np.random.default_rng(0)
+X = rng.random((40, 64), dtype=np.float32)
+Y = np.arange(40) % 4
+
+
+def with_nan(value: float) -> np.ndarray:
+    x = X.copy()
+    x[3, 5] = value
+    return x
+
+
+class Unscriptable(torch.nn.Module):
+    def forward(self, *inputs):  # neither scriptable (*args) nor traceable (returns no tensor)
+        return np.asarray(inputs[0])
+
+
+def train(model="mlp", data=(X, Y), **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("epochs", 1)
+    return finetune.train(model, data, **kw)
+
+
+CASES = [
+    # data
+    ("lengths differ", lambda: train(data=(X, Y[:-1])), ValueError, r"y has 39 rows but the features have 40"),
+    ("empty X", lambda: train(data=(X[:0], Y[:0])), ValueError, r"X is empty"),
+    ("scalar X", lambda: train(data=(np.float32(1), Y)), ValueError, r"X must have a first"),
+    ("NaN in X", lambda: train(data=(with_nan(np.nan), Y)), ValueError, r"X contains NaN or inf \(first at row 3, column 5\)"),
+    ("inf in X", lambda: train(data=(with_nan(np.inf), Y)), ValueError, r"X contains NaN or inf"),
+    ("string X", lambda: train(data=(np.array([["a"]] * 40), Y)), TypeError, r"X must hold numbers, got .*<U1"),
+    ("ragged X", lambda: train(data=([[1.0, 2.0], [1.0]], [0, 1])), ValueError, r"X could not be converted"),
+    ("X is None", lambda: train(data=(None, Y)), TypeError, r"X must be a numpy array or a torch tensor, got NoneType"),
+    ("data not a pair", lambda: train(data=X), TypeError, r"train_data must be a tuple \(X, y\), got ndarray"),
+    ("data triple", lambda: train(data=(X, Y, Y)), TypeError, r"train_data must be a tuple \(X, y\), got tuple of length 3"),
+    ("negative label", lambda: train(data=(X, Y - 1)), ValueError, r"y must be class ids >= 0, got -1"),
+    ("fractional label", lambda: train(data=(X, Y + 0.5)), ValueError, r"y must be integer class ids .* such as 0.5"),
+    ("NaN label", lambda: train(data=(X, np.where(Y == 0, np.nan, Y))), ValueError, r"y must be integer class ids"),
+    ("string labels", lambda: train(data=(X, Y.astype(str))), TypeError, r"y must hold numbers"),
+    ("2-D labels", lambda: train(data=(X, np.stack([Y, Y], 1))), ValueError, r"y must be a 1-D array of class ids, got shape \(40, 2\)"),
+    ("NaN regression target", lambda: train(data=(X, np.full(40, np.nan)), task="regression"), ValueError, r"y contains NaN"),
+    ("val lengths differ", lambda: train(val=(X, Y[:5])), ValueError, r"y_val has 5 rows but the features have 40"),
+    ("val width differs", lambda: train(val=(X[:, :10], Y)), ValueError, r"X_val has examples of shape \(10,\) but X has \(64,\)"),
+    ("val NaN", lambda: train(val=(with_nan(np.nan), Y)), ValueError, r"X_val contains NaN"),
+    # config fields
+    ("sample_fraction 0", lambda: train(sample_fraction=0.0), ValueError, r"sample_fraction must be in \(0, 1\], got 0"),
+    ("sample_fraction 1.5", lambda: train(sample_fraction=1.5), ValueError, r"sample_fraction must be in \(0, 1\], got 1.5"),
+    ("sample_size too big", lambda: train(sample_size=41), ValueError, r"sample_size must be <= the number of training examples \(40\), got 41"),
+    ("sample_size 0", lambda: train(sample_size=0), ValueError, r"sample_size must be a positive integer or None, got 0"),
+    ("unknown optimizer", lambda: train(optimizer="lion"), ValueError, r"optimizer must be one of \['adam', 'adamw', 'sgd'\], got 'lion'"),
+    ("unknown task", lambda: train(task="ranking"), ValueError, r"task must be one of \['classification', 'regression'\], got 'ranking'"),
+    ("batch_size 0", lambda: train(batch_size=0), ValueError, r"batch_size must be a positive integer or 'full', got 0"),
+    ("batch_size word", lambda: train(batch_size="half"), ValueError, r"batch_size must be a positive integer or 'full', got 'half'"),
+    ("batch_size float", lambda: train(batch_size=3.5), TypeError, r"batch_size must be int or str, got 3.5"),
+    ("negative lr", lambda: train(lr=-0.1), ValueError, r"lr must be a finite number > 0, got -0.1"),
+    ("NaN lr", lambda: train(lr=float("nan")), ValueError, r"lr must be a finite number > 0, got nan"),
+    ("lr as string", lambda: train(lr="0.1"), TypeError, r"lr must be float, got '0.1'"),
+    ("momentum 1", lambda: train(momentum=1.0), ValueError, r"momentum must be in \[0, 1\), got 1"),
+    ("nesterov without momentum", lambda: train(nesterov=True, momentum=0.0), ValueError, r"nesterov=True needs momentum > 0"),
+    ("negative weight_decay", lambda: train(weight_decay=-1.0), ValueError, r"weight_decay must be a finite number >= 0, got -1"),
+    ("negative epochs", lambda: train(epochs=-1), ValueError, r"epochs must be >= 0, got -1"),
+    ("unknown device", lambda: train(device="tpu"), ValueError, r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    ("cuda absent", lambda: train(device="cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("CUDA is not available")), ValueError, r"CUDA is not available"),
+    ("unknown setting", lambda: train(epoch=3), TypeError, r"unknown setting\(s\) \['epoch'\]"),
+    ("config not a TrainConfig", lambda: train(config={"lr": 1}), TypeError, r"config must be a finetune.TrainConfig, got dict"),
+    # models
+    ("unknown model name", lambda: train(model="resnet"), ValueError, r"model must be an nn.Module or one of \['cnn', 'mlp'\], got 'resnet'"),
+    ("unknown model option", lambda: train(model="mlp", hiden=[3]), TypeError, r"unknown setting\(s\) \['hiden'\]"),
+    ("model option wrong type", lambda: finetune.build("mlp", hidden="wide"), TypeError, r"model option hidden='wide' has the wrong type"),
+    ("model options on a module", lambda: train(model=mlp(), in_features=3), TypeError, r"unknown setting\(s\) \['in_features'\]"),
+    ("model not a module", lambda: train(model=42), TypeError, r"model must be an nn.Module, a NativeModel or one of .* got int"),
+    ("unscriptable, untraceable", lambda: train(model=Unscriptable()), TypeError, r"model Unscriptable can be neither scripted .* nor traced"),
+    ("too few classes in head", lambda: train(model=mlp(out=3)), ValueError, r"model outputs 3 classes but the labels need 4 \(largest label 3\)"),
+    ("wrong input width", lambda: train(model=mlp(in_features=10)), ValueError, r"model forward\(\) failed on training inputs of shape \[32, 64\]"),
+    ("regression head too wide", lambda: train(model=mlp(out=2), data=(X, Y.astype(np.float32)), task="regression"), ValueError, r"model output has shape \[32, 2\] but task='regression' targets have shape \[32\]"),
+    ("cnn on flat data", lambda: train(model="cnn"), ValueError, r"model 'cnn' needs images shaped \(N, channels, height, width\), got X of shape \(40, 64\)"),
+    ("no trainable parameters", lambda: train(model=mlp().requires_grad_(False)), ValueError, r"model has no trainable parameters"),
+    # evaluate / predict
+    ("evaluate empty", lambda: finetune.evaluate(mlp(), (X[:0], Y[:0])), ValueError, r"X is empty"),
+    ("evaluate model name", lambda: finetune.evaluate("mlp", (X, Y)), TypeError, r"model must be an nn.Module"),
+    ("predict unknown output", lambda: finetune.predict(mlp(), X, output="scores"), ValueError, r"output must be one of \['classes', 'probabilities', 'logits', 'values'\], got 'scores'"),
+    ("predict wrong width", lambda: finetune.predict(mlp(in_features=10), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\]"),
+    ("predict NaN", lambda: finetune.predict(mlp(), with_nan(np.nan)), ValueError, r"X contains NaN"),
+    ("evaluate batch_size 0", lambda: finetune.evaluate(mlp(), (X, Y), batch_size=0), ValueError, r"eval_batch_size must be >= 1, got 0"),
+    ("read_idx missing file", lambda: finetune._C.read_idx("/nonexistent/file.idx"), RuntimeError, r"cannot open IDX file '/nonexistent/file.idx'"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_raises_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_case_count():
+    assert len(CASES) >= 40

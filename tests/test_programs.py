@@ -1,0 +1,84 @@
+"""The C++ programs built with the package (the article's example, the benchmark) and the IDX reader they use."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from finetune import _C
+from finetune.__main__ import bin_path
+
+IDX_TYPES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
+
+
+def write_idx(path, array: np.ndarray, compress: bool) -> None:
+    header = struct.pack(">BBBB", 0, 0, IDX_TYPES[array.dtype.type], array.ndim)
+    header += b"".join(struct.pack(">I", n) for n in array.shape)
+    payload = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(payload)
+
+
+@pytest.mark.parametrize("dtype", list(IDX_TYPES))
+@pytest.mark.parametrize("compress", [True, False])
+def test_read_idx_round_trips(tmp_path, dtype, compress):
+    array = (np.arange(2 * 3 * 5) * 7 - 40).reshape(2, 3, 5).astype(dtype) if dtype != np.uint8 else \
+        (np.arange(30) * 7 % 256).reshape(2, 3, 5).astype(np.uint8)
+    path = tmp_path / "a.idx"
+    write_idx(path, array, compress)
+    np.testing.assert_array_equal(_C.read_idx(str(path)).numpy(), array)
+
+
+def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
+    path = tmp_path / "t.idx"
+    write_idx(path, np.zeros((10, 4), np.float32), compress=False)
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(ValueError, match=r"IDX file '.*t.idx' is truncated or corrupt"):
+        _C.read_idx(str(path))
+    path.write_bytes(b"PK\x03\x04 not an idx file")
+    with pytest.raises(ValueError, match=r"is not an IDX file \(bad magic number\)"):
+        _C.read_idx(str(path))
+
+
+@pytest.fixture(scope="module")
+def digits_idx(tmp_path_factory, digits):
+    """scikit-learn's digits written as a small MNIST-style IDX data set."""
+    x_train, y_train, x_test, y_test = digits
+    folder = tmp_path_factory.mktemp("idx")
+    for prefix, x, y in (("train", x_train, y_train), ("t10k", x_test, y_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (x.reshape(-1, 8, 8) * 255).astype(np.uint8), True)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y.astype(np.uint8), True)
+    return folder
+
+
+def test_article_example_fine_tunes_and_improves(digits_idx):
+    out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), "--fraction", "0.3",
+                          "--epochs", "15", "--pretrain-epochs", "10", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    match = re.search(r"before fine-tuning ([\d.]+), after ([\d.]+)", out.stdout)
+    assert match, out.stdout
+    before, after = map(float, match.groups())
+    assert before < 0.6  # the pretrained model knows only digits 0-4
+    assert after > 0.85 and after > before + 0.3, out.stdout
+    assert "class counts:" in out.stdout
+
+
+def test_article_example_reports_missing_data(tmp_path):
+    out = subprocess.run([str(bin_path("finetune_example")), "--data", str(tmp_path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1 and "cannot open IDX file" in out.stderr
+
+
+def test_benchmark_binary_reports_throughput():
+    out = subprocess.run([str(bin_path("finetune_bench")), "--steps", "20"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("mlp", "cnn"))]
+    assert len(rows) == 5 and all(float(row[-1]) > 0 for row in rows)
