@@ -81,6 +81,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
 
     if isinstance(model, str):
         model_options = {**models.infer_options(model, inputs, targets, cfg.task), **model_options}
+        torch.manual_seed(cfg.seed)  # the initial weights are part of a seeded run
         model = models.build(model, **model_options)
     elif model_options:
         raise TypeError(f"model options {sorted(model_options)} apply only to a built-in model name")
