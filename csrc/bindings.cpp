@@ -8,6 +8,7 @@
 #include "data.h"
 #include "models.h"
 #include "optim.h"
+#include "schedule.h"
 #include "train.h"
 
 namespace py = pybind11;
@@ -96,6 +97,36 @@ py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& tr
   out["steps"] = result.steps;
   out["seconds"] = result.seconds;
   out["stopped"] = result.stopped;
+  out["best_epoch"] = result.best_epoch >= 0 ? py::cast(result.best_epoch) : py::none();
+  out["best_value"] = result.best_epoch >= 0 ? py::cast(result.best_value) : py::none();
+  py::list groups;
+  for (const auto& g : result.param_groups) {
+    py::dict group;
+    group["names"] = g.names;
+    group["lr"] = g.lr;
+    group["weight_decay"] = g.weight_decay;
+    group["from_epoch"] = g.from_epoch;
+    groups.append(group);
+  }
+  out["param_groups"] = groups;
+  return out;
+}
+
+py::dict find_lr_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const at::Tensor& targets,
+                    const TrainConfig& config, double start_lr, double end_lr, int64_t num_steps,
+                    double diverge_factor) {
+  auto model = as_model(model_obj);
+  const Dataset data(inputs, targets);
+  LrFinderResult result;
+  {
+    py::gil_scoped_release no_gil;
+    result = find_lr(model, data, config, start_lr, end_lr, num_steps, diverge_factor);
+  }
+  py::dict out;
+  out["lrs"] = result.lrs;
+  out["losses"] = result.losses;
+  out["suggestion"] = result.suggestion;
+  out["diverged"] = result.diverged;
   return out;
 }
 
@@ -189,6 +220,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("train", &train_py, py::arg("model"), py::arg("train_inputs"), py::arg("train_targets"),
         py::arg("val_inputs"), py::arg("val_targets"), py::arg("config"), py::arg("callback") = py::none(),
         py::arg("callback_interval_s") = 0.1);
+  m.def("find_lr", &find_lr_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"),
+        py::arg("start_lr"), py::arg("end_lr"), py::arg("num_steps"), py::arg("diverge_factor"));
+  m.def("scheduled_lr", &scheduled_lr, py::arg("config"), py::arg("base_lr"), py::arg("step"), py::arg("total_steps"),
+        py::arg("steps_per_epoch"));
+  m.def("schedule_names", &schedule_names);
   m.def("evaluate", &evaluate_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"));
   m.def("predict", &predict_py, py::arg("model"), py::arg("inputs"), py::arg("config"));
 

@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 
 #include "optim.h"
+#include "schedule.h"
 
 namespace finetune {
 
@@ -36,6 +37,35 @@ void validate(const TrainConfig& c) {
                     "sample_fraction must be in (0, 1], got ", c.sample_fraction);
   TORCH_CHECK_VALUE(c.sample_size >= 0, "sample_size must be a positive integer, got ", c.sample_size);
   TORCH_CHECK_VALUE(c.topk >= 1, "topk must be >= 1, got ", c.topk);
+  TORCH_CHECK_VALUE(c.alpha >= 0.0 && c.alpha < 1.0, "alpha must be in [0, 1), got ", c.alpha);
+  check_schedule(c);
+  for (const auto& [epoch, patterns] : c.unfreeze_at) {
+    TORCH_CHECK_VALUE(epoch >= 0, "unfreeze_at epochs must be >= 0, got ", epoch);
+  }
+  for (const auto& [pattern, multiplier] : c.lr_groups) {
+    TORCH_CHECK_VALUE(multiplier >= 0.0 && std::isfinite(multiplier), "lr_groups['", pattern,
+                      "'] must be a finite multiplier >= 0, got ", multiplier);
+  }
+  TORCH_CHECK_VALUE(c.layer_decay > 0.0 && c.layer_decay <= 1.0, "layer_decay must be in (0, 1], got ", c.layer_decay);
+  TORCH_CHECK_VALUE(c.clip_grad_norm >= 0.0 && std::isfinite(c.clip_grad_norm),
+                    "clip_grad_norm must be >= 0 (0 = off), got ", c.clip_grad_norm);
+  TORCH_CHECK_VALUE(c.accumulate >= 1, "accumulate must be >= 1, got ", c.accumulate);
+  for (const double w : c.class_weights) {
+    TORCH_CHECK_VALUE(w >= 0.0 && std::isfinite(w), "class_weights must be finite and >= 0, got ", w);
+  }
+  TORCH_CHECK_VALUE(c.class_weights.empty() || c.is_classification(),
+                    "class_weights apply to task='classification' only, got task='", c.task, "'");
+  TORCH_CHECK_VALUE(c.label_smoothing >= 0.0 && c.label_smoothing < 1.0, "label_smoothing must be in [0, 1), got ",
+                    c.label_smoothing);
+  TORCH_CHECK_VALUE(c.sampler == "shuffle" || c.sampler == "balanced",
+                    "sampler must be one of ['shuffle', 'balanced'], got '", c.sampler, "'");
+  TORCH_CHECK_VALUE(c.sampler != "balanced" || c.is_classification(),
+                    "sampler='balanced' needs task='classification', got task='", c.task, "'");
+  TORCH_CHECK_VALUE(c.early_stopping >= 0, "early_stopping must be >= 0 (epochs of patience, 0 = off), got ",
+                    c.early_stopping);
+  TORCH_CHECK_VALUE(c.ema >= 0.0 && c.ema < 1.0, "ema must be in [0, 1) (0 = off), got ", c.ema);
+  TORCH_CHECK_VALUE(c.precision == "fp32" || c.precision == "bf16",
+                    "precision must be one of ['fp32', 'bf16'], got '", c.precision, "'");
 }
 
 }  // namespace finetune

@@ -2,10 +2,17 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace finetune {
+
+using StringList = std::vector<std::string>;
+using PatternMultipliers = std::vector<std::pair<std::string, double>>;  // in the order given: first match wins
+using UnfreezeSchedule = std::map<int64_t, StringList>;                  // epoch -> patterns
+using Weights = std::vector<double>;
 
 // One list drives the struct, its Python binding and field_names(), so the three cannot drift apart.
 // The Python dataclass is the source of truth for defaults; tests/test_config.py checks both agree.
@@ -20,9 +27,31 @@ namespace finetune {
   X(double, momentum, 0.9) /* sgd */                                                    \
   X(bool, nesterov, false) /* sgd */                                                    \
   X(double, weight_decay, 0.0)                                                          \
+  X(bool, decay_norm_and_bias, false) /* weight decay on 1-d params (biases, norms) */  \
   X(double, beta1, 0.9)   /* adam, adamw */                                             \
   X(double, beta2, 0.999) /* adam, adamw */                                             \
-  X(double, eps, 1e-8)    /* adam, adamw */                                             \
+  X(double, eps, 1e-8)    /* adam, adamw, rmsprop */                                    \
+  X(double, alpha, 0.99)  /* rmsprop smoothing */                                       \
+  X(std::string, schedule, "constant")                                                  \
+  X(double, warmup, 0.0) /* steps (>= 1) or a fraction of all steps (< 1) */            \
+  X(int64_t, step_size, 0) /* "step": optimizer steps between decays, 0 = one epoch */  \
+  X(double, gamma, 0.1)    /* "step": decay factor */                                   \
+  X(double, min_lr, 0.0)   /* "cosine", "linear": final rate */                         \
+  X(double, pct_start, 0.3) /* "onecycle": fraction of steps spent warming up */        \
+  X(StringList, freeze, {}) /* parameter-name prefixes or regexes */                    \
+  X(UnfreezeSchedule, unfreeze_at, {}) /* epoch -> patterns made trainable then */      \
+  X(PatternMultipliers, lr_groups, {}) /* pattern -> lr multiplier */                   \
+  X(double, layer_decay, 1.0) /* lr x layer_decay^depth, counted from the head */       \
+  X(double, clip_grad_norm, 0.0) /* 0 = off */                                          \
+  X(int64_t, accumulate, 1) /* micro-batches per optimizer step */                      \
+  X(Weights, class_weights, {}) /* per-class loss weights, empty = none */              \
+  X(double, label_smoothing, 0.0)                                                       \
+  X(std::string, sampler, "shuffle") /* "shuffle" or "balanced" (with replacement) */   \
+  X(int64_t, early_stopping, 0) /* patience in epochs, 0 = off */                       \
+  X(std::string, monitor, "val_loss")                                                   \
+  X(bool, restore_best, false)                                                          \
+  X(double, ema, 0.0) /* decay of the weights' moving average, 0 = off */               \
+  X(std::string, precision, "fp32") /* "fp32" or "bf16" (autocast) */                   \
   X(double, sample_fraction, 1.0)                                                       \
   X(int64_t, sample_size, 0) /* 0 = use sample_fraction */                              \
   X(bool, stratify, true)    /* classification only */                                  \

@@ -128,10 +128,25 @@ std::vector<int64_t> class_counts(const at::Tensor& targets, const at::Tensor& i
   return std::vector<int64_t>(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
 }
 
+namespace {
+
+at::Generator epoch_generator(int64_t seed, int64_t epoch) {
+  return seeded_generator(mix(mix(static_cast<uint64_t>(seed)) ^ static_cast<uint64_t>(epoch + 1)));
+}
+
+}  // namespace
+
 at::Tensor epoch_order(const at::Tensor& subset, int64_t seed, int64_t epoch, bool shuffle) {
   if (!shuffle) return subset;
-  auto generator = seeded_generator(mix(mix(static_cast<uint64_t>(seed)) ^ static_cast<uint64_t>(epoch + 1)));
+  auto generator = epoch_generator(seed, epoch);
   return subset.index_select(0, at::randperm(subset.size(0), generator, at::kLong));
+}
+
+at::Tensor balanced_epoch_order(const at::Tensor& targets, const at::Tensor& subset, int64_t seed, int64_t epoch) {
+  const auto labels = targets.index_select(0, subset).to(at::kLong);
+  const auto weights = at::bincount(labels).to(at::kDouble).reciprocal().index_select(0, labels);
+  auto generator = epoch_generator(seed, epoch);
+  return subset.index_select(0, at::multinomial(weights, subset.size(0), /*replacement=*/true, generator));
 }
 
 namespace {

@@ -46,6 +46,10 @@ std::vector<int64_t> class_counts(const at::Tensor& targets, const at::Tensor& i
 // (seed, epoch) alone, so any epoch's order can be recomputed (resume, other ranks) without replay.
 at::Tensor epoch_order(const at::Tensor& subset, int64_t seed, int64_t epoch, bool shuffle);
 
+// sampler="balanced": `subset.size(0)` draws with replacement, each example weighted by 1 / its class's count
+// in the subset, so every class is drawn equally often on average. Seeded by (seed, epoch) like epoch_order.
+at::Tensor balanced_epoch_order(const at::Tensor& targets, const at::Tensor& subset, int64_t seed, int64_t epoch);
+
 // Reads an IDX file (the MNIST format), gzip-compressed or not, into a tensor of its stored type.
 at::Tensor read_idx(const std::string& path);
 

@@ -106,13 +106,9 @@ at::Tensor Model::forward(const std::vector<at::Tensor>& inputs) {
 NamedTensors Model::named_parameters() const {
   NamedTensors out;
   if (native_) {
-    for (const auto& item : native_->named_parameters(/*recurse=*/true)) {
-      if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
-    }
+    for (const auto& item : native_->named_parameters(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
   } else {
-    for (const auto& item : script_->named_parameters(/*recurse=*/true)) {
-      if (item.value.requires_grad()) out.emplace_back(item.name, item.value);
-    }
+    for (const auto& item : script_->named_parameters(/*recurse=*/true)) out.emplace_back(item.name, item.value);
   }
   return out;
 }
@@ -132,6 +128,42 @@ void Model::train(bool on) {
     native_->train(on);
   } else {
     script_->train(on);
+  }
+}
+
+namespace {
+
+// A batch-norm layer is frozen when it has parameters and all of them are frozen.
+bool batchnorm_frozen(const std::string& prefix, const std::vector<std::string>& param_names,
+                      const std::function<bool(const std::string&)>& is_frozen) {
+  if (param_names.empty()) return false;
+  for (const auto& local : param_names) {
+    if (!is_frozen(prefix.empty() ? local : prefix + "." + local)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void Model::keep_frozen_batchnorm_in_eval(const std::function<bool(const std::string&)>& is_frozen) {
+  if (native_) {
+    for (const auto& item : native_->named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+      if (item.value()->name().find("BatchNorm") == std::string::npos) continue;
+      std::vector<std::string> names;
+      for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) names.push_back(p.key());
+      if (batchnorm_frozen(item.key(), names, is_frozen)) item.value()->eval();
+    }
+    return;
+  }
+  for (const auto& item : script_->named_modules()) {
+    const auto type = item.value.type()->name();
+    if (!type || type->qualifiedName().find("BatchNorm") == std::string::npos) continue;
+    std::vector<std::string> names;
+    for (const auto& p : item.value.named_parameters(/*recurse=*/false)) names.push_back(p.name);
+    if (batchnorm_frozen(item.name, names, is_frozen)) {
+      auto module = item.value;
+      module.train(false);
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 // handed over from Python, behind one Model interface.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -54,10 +55,14 @@ class Model {
   explicit Model(const torch::jit::Module& script);
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs);
-  NamedTensors named_parameters() const;  // trainable ones (requires_grad)
+  NamedTensors named_parameters() const;  // all of them, trainable or not
   NamedTensors named_buffers() const;
   void train(bool on);
   bool is_training() const;
+  // Puts every batch-norm layer whose parameters are all frozen into eval mode, so that its running
+  // statistics stay as pretrained (a frozen layer must not drift through its buffers either). Call after
+  // train(true).
+  void keep_frozen_batchnorm_in_eval(const std::function<bool(const std::string&)>& is_frozen);
   void to(const at::Device& device);
 
  private:

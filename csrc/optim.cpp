@@ -1,53 +1,57 @@
-// The optimizer registry. Each entry maps TrainConfig fields onto LibTorch's option builders, whose
-// updates are the same as torch.optim's (tests/test_optim.py checks that against torch.optim).
+// The optimizer registry and parameter-group resolution. Each entry maps TrainConfig fields onto LibTorch's
+// option builders, whose updates equal torch.optim's (tests/test_train.py checks each against torch.optim).
 #include "optim.h"
 
+#include <cmath>
+#include <regex>
 #include <sstream>
 
 #include <c10/util/Exception.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
+#include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
 namespace finetune {
 
 namespace {
 
-std::unique_ptr<torch::optim::Optimizer> make_sgd(std::vector<torch::optim::OptimizerParamGroup> groups,
-                                                  const TrainConfig& c) {
-  auto options = torch::optim::SGDOptions(c.lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(
-      c.weight_decay);
-  return std::make_unique<torch::optim::SGD>(std::move(groups), options);
-}
-
-std::unique_ptr<torch::optim::Optimizer> make_adam(std::vector<torch::optim::OptimizerParamGroup> groups,
-                                                   const TrainConfig& c) {
-  auto options =
-      torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay);
-  return std::make_unique<torch::optim::Adam>(std::move(groups), options);
-}
-
-std::unique_ptr<torch::optim::Optimizer> make_adamw(std::vector<torch::optim::OptimizerParamGroup> groups,
-                                                    const TrainConfig& c) {
-  auto options =
-      torch::optim::AdamWOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay);
-  return std::make_unique<torch::optim::AdamW>(std::move(groups), options);
+template <typename Optimizer, typename Options>
+OptimizerEntry entry(std::function<Options(const TrainConfig&, double lr, double weight_decay)> options) {
+  OptimizerEntry e;
+  e.options = [options](const TrainConfig& c, double lr, double wd) {
+    return std::make_unique<Options>(options(c, lr, wd));
+  };
+  e.make = [options](std::vector<torch::optim::OptimizerParamGroup> groups, const TrainConfig& c) {
+    return std::make_unique<Optimizer>(std::move(groups), options(c, c.lr, c.weight_decay));
+  };
+  return e;
 }
 
 }  // namespace
 
-const std::map<std::string, OptimizerFactory>& optimizer_registry() {
-  static const std::map<std::string, OptimizerFactory> registry = {
-      {"sgd", make_sgd},
-      {"adam", make_adam},
-      {"adamw", make_adamw},
+const std::map<std::string, OptimizerEntry>& optimizer_registry() {
+  using namespace torch::optim;
+  static const std::map<std::string, OptimizerEntry> registry = {
+      {"sgd", entry<SGD, SGDOptions>([](const TrainConfig& c, double lr, double wd) {
+         return SGDOptions(lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(wd);
+       })},
+      {"adam", entry<Adam, AdamOptions>([](const TrainConfig& c, double lr, double wd) {
+         return AdamOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
+       })},
+      {"adamw", entry<AdamW, AdamWOptions>([](const TrainConfig& c, double lr, double wd) {
+         return AdamWOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
+       })},
+      {"rmsprop", entry<RMSprop, RMSpropOptions>([](const TrainConfig& c, double lr, double wd) {
+         return RMSpropOptions(lr).alpha(c.alpha).eps(c.eps).weight_decay(wd);
+       })},
   };
   return registry;
 }
 
 std::vector<std::string> optimizer_names() {
   std::vector<std::string> names;
-  for (const auto& entry : optimizer_registry()) names.push_back(entry.first);
+  for (const auto& item : optimizer_registry()) names.push_back(item.first);
   return names;
 }
 
@@ -58,18 +62,86 @@ void check_optimizer_name(const std::string& name) {
   TORCH_CHECK_VALUE(false, "optimizer must be one of [", known.str(), "], got '", name, "'");
 }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::optim::OptimizerParamGroup> groups,
+bool name_matches(const std::string& name, const std::string& pattern, const char* field) {
+  if (name == pattern || (name.size() > pattern.size() && name.compare(0, pattern.size(), pattern) == 0 &&
+                          name[pattern.size()] == '.')) {
+    return true;
+  }
+  try {
+    return std::regex_match(name, std::regex(pattern));
+  } catch (const std::regex_error& e) {
+    TORCH_CHECK_VALUE(false, field, " pattern '", pattern, "' is not a valid regular expression: ", e.what());
+  }
+  return false;
+}
+
+bool matches_any(const std::string& name, const StringList& patterns, const char* field) {
+  for (const auto& pattern : patterns) {
+    if (name_matches(name, pattern, field)) return true;
+  }
+  return false;
+}
+
+std::vector<ParamGroupSpec> resolve_param_groups(const NamedTensors& all,
+                                                 const std::function<bool(const std::string&)>& include,
+                                                 const TrainConfig& config) {
+  // Layers are the distinct modules owning parameters, in model order; the last is the head.
+  std::vector<std::string> layers;
+  std::map<std::string, size_t> layer_of;
+  for (const auto& [name, tensor] : all) {
+    const auto module = name.substr(0, name.rfind('.') == std::string::npos ? 0 : name.rfind('.'));
+    if (layer_of.emplace(module, layers.size()).second) layers.push_back(module);
+  }
+  std::vector<ParamGroupSpec> groups;
+  for (const auto& [name, tensor] : all) {
+    if (!include(name)) continue;
+    double multiplier = 1.0;
+    for (const auto& [pattern, value] : config.lr_groups) {
+      if (name_matches(name, pattern, "lr_groups")) {
+        multiplier = value;
+        break;
+      }
+    }
+    const auto module = name.substr(0, name.rfind('.') == std::string::npos ? 0 : name.rfind('.'));
+    const auto depth = static_cast<double>(layers.size() - 1 - layer_of.at(module));
+    multiplier *= std::pow(config.layer_decay, depth);
+    const double decay = (tensor.dim() <= 1 && !config.decay_norm_and_bias) ? 0.0 : config.weight_decay;
+    auto group = std::find_if(groups.begin(), groups.end(), [&](const ParamGroupSpec& g) {
+      return g.lr_multiplier == multiplier && g.weight_decay == decay;
+    });
+    if (group == groups.end()) {
+      groups.push_back(ParamGroupSpec{{}, {}, multiplier, decay});
+      group = groups.end() - 1;
+    }
+    group->names.push_back(name);
+    group->params.push_back(tensor);
+  }
+  return groups;
+}
+
+namespace {
+
+std::vector<torch::optim::OptimizerParamGroup> to_param_groups(const std::vector<ParamGroupSpec>& groups,
+                                                               const TrainConfig& config) {
+  const auto& e = optimizer_registry().at(config.optimizer);
+  std::vector<torch::optim::OptimizerParamGroup> out;
+  for (const auto& g : groups) {
+    out.emplace_back(g.params, e.options(config, config.lr * g.lr_multiplier, g.weight_decay));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<ParamGroupSpec>& groups,
                                                         const TrainConfig& config) {
   check_optimizer_name(config.optimizer);
-  return optimizer_registry().at(config.optimizer)(std::move(groups), config);
+  return optimizer_registry().at(config.optimizer).make(to_param_groups(groups, config), config);
 }
 
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
-}
-
-double learning_rate(const torch::optim::Optimizer& optimizer) {
-  return optimizer.param_groups().front().options().get_lr();
+void add_param_groups(torch::optim::Optimizer& optimizer, const std::vector<ParamGroupSpec>& groups,
+                      const TrainConfig& config) {
+  for (const auto& group : to_param_groups(groups, config)) optimizer.add_param_group(group);
 }
 
 }  // namespace finetune

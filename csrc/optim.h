@@ -1,4 +1,4 @@
-// Optimizers by name: a registry of LibTorch optimizers built from a TrainConfig.
+// Optimizers by name, and the parameter groups they train: freezing, per-layer rates, weight-decay rules.
 #pragma once
 
 #include <functional>
@@ -10,24 +10,53 @@
 #include <torch/optim/optimizer.h>
 
 #include "config.h"
+#include "models.h"
 
 namespace finetune {
 
-using OptimizerFactory = std::function<std::unique_ptr<torch::optim::Optimizer>(
-    std::vector<torch::optim::OptimizerParamGroup> groups, const TrainConfig& config)>;
+// A set of parameters that share a learning rate and a weight decay.
+struct ParamGroupSpec {
+  std::vector<std::string> names;
+  std::vector<at::Tensor> params;
+  double lr_multiplier = 1.0;  // of config.lr, before the schedule
+  double weight_decay = 0.0;
+};
 
-// name -> factory; "sgd", "adam", "adamw".
-const std::map<std::string, OptimizerFactory>& optimizer_registry();
+struct OptimizerEntry {
+  // The options of one parameter group.
+  std::function<std::unique_ptr<torch::optim::OptimizerOptions>(const TrainConfig&, double lr, double weight_decay)>
+      options;
+  std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<torch::optim::OptimizerParamGroup>,
+                                                         const TrainConfig&)>
+      make;
+};
+
+// name -> entry; "adam", "adamw", "rmsprop", "sgd".
+const std::map<std::string, OptimizerEntry>& optimizer_registry();
 std::vector<std::string> optimizer_names();
 
 // Throws c10::ValueError listing the known names when `name` is not one of them.
 void check_optimizer_name(const std::string& name);
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::optim::OptimizerParamGroup> groups,
-                                                        const TrainConfig& config);
+// Whether a parameter name matches a pattern: the name itself, a prefix of dotted components ("layers.0"
+// matches "layers.0.weight"), or a regular expression matching the whole name. A bad regex is a ValueError
+// naming `field`.
+bool name_matches(const std::string& name, const std::string& pattern, const char* field);
+bool matches_any(const std::string& name, const StringList& patterns, const char* field);
 
-// Sets every parameter group's learning rate (the loop's schedule writes through this).
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
-double learning_rate(const torch::optim::Optimizer& optimizer);
+// Groups the parameters `include` accepts, in model order, by (lr multiplier, weight decay):
+//   lr multiplier = the first matching lr_groups entry (else 1) x layer_decay ^ depth, where depth counts
+//                   modules back from the last one (the head, depth 0) over *all* parameters, so depths stay
+//                   fixed as layers are unfrozen;
+//   weight decay  = config.weight_decay, or 0 for 1-d parameters (biases, norm weights) unless
+//                   decay_norm_and_bias.
+std::vector<ParamGroupSpec> resolve_param_groups(const NamedTensors& all,
+                                                 const std::function<bool(const std::string&)>& include,
+                                                 const TrainConfig& config);
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<ParamGroupSpec>& groups,
+                                                        const TrainConfig& config);
+void add_param_groups(torch::optim::Optimizer& optimizer, const std::vector<ParamGroupSpec>& groups,
+                      const TrainConfig& config);
 
 }  // namespace finetune

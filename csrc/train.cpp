@@ -1,16 +1,21 @@
-// The loop. Read top to bottom: resolve the run (device, subset, batch size, optimizer), then for each
-// epoch train over the sampled subset in a fresh seeded order, validate, and record the epoch.
+// The loop. Read top to bottom: resolve the run (device, sampled subset, batches, parameter groups), then for
+// each epoch unfreeze what is due, train over the subset in a fresh seeded order, validate, and record.
 #include "train.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
+#include <torch/nn/utils/clip_grad.h>
 
 #include "optim.h"
+#include "schedule.h"
 
 namespace finetune {
 
@@ -35,10 +40,99 @@ class ModeGuard {
   bool previous_;
 };
 
+// Restores every parameter's requires_grad flag (freezing changes them for the run's duration).
+class RequiresGradGuard {
+ public:
+  explicit RequiresGradGuard(const NamedTensors& params) {
+    for (const auto& [name, p] : params) saved_.emplace_back(p, p.requires_grad());
+  }
+  ~RequiresGradGuard() {
+    for (auto& [p, flag] : saved_) p.requires_grad_(flag);
+  }
+  RequiresGradGuard(const RequiresGradGuard&) = delete;
+  RequiresGradGuard& operator=(const RequiresGradGuard&) = delete;
+
+ private:
+  std::vector<std::pair<at::Tensor, bool>> saved_;
+};
+
+// precision="bf16": autocast on the run's device type for the forward pass and the loss.
+class AutocastGuard {
+ public:
+  AutocastGuard(bool enabled, at::DeviceType type) : enabled_(enabled), type_(type) {
+    if (!enabled_) return;
+    previous_enabled_ = at::autocast::is_autocast_enabled(type_);
+    previous_dtype_ = at::autocast::get_autocast_dtype(type_);
+    at::autocast::set_autocast_enabled(type_, true);
+    at::autocast::set_autocast_dtype(type_, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastGuard() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(type_, previous_enabled_);
+    at::autocast::set_autocast_dtype(type_, previous_dtype_);
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool enabled_;
+  at::DeviceType type_;
+  bool previous_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kBFloat16;
+};
+
+// An exponential moving average of the parameters (config.ema), swapped in for evaluation.
+class WeightAverage {
+ public:
+  WeightAverage(std::vector<at::Tensor> params, double decay) : params_(std::move(params)), decay_(decay) {
+    at::NoGradGuard no_grad;
+    for (const auto& p : params_) shadow_.push_back(p.detach().clone());
+  }
+  void update() {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) shadow_[i].mul_(decay_).add_(params_[i].detach(), 1.0 - decay_);
+  }
+  // Exchanges the model's weights with the averaged ones; calling it twice restores the model.
+  void swap() {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const auto current = params_[i].detach().clone();
+      params_[i].detach().copy_(shadow_[i]);
+      shadow_[i].copy_(current);
+    }
+  }
+
+ private:
+  std::vector<at::Tensor> params_, shadow_;
+  double decay_;
+};
+
+// Every tensor of the model's state (parameters, then buffers).
+std::vector<at::Tensor> state_tensors(const Model& model) {
+  std::vector<at::Tensor> out;
+  for (const auto& [name, t] : model.named_parameters()) out.push_back(t);
+  for (const auto& [name, t] : model.named_buffers()) out.push_back(t);
+  return out;
+}
+
+std::vector<at::Tensor> clone_all(const std::vector<at::Tensor>& tensors) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> out;
+  for (const auto& t : tensors) out.push_back(t.detach().clone());
+  return out;
+}
+
+void copy_into(const std::vector<at::Tensor>& destination, const std::vector<at::Tensor>& source) {
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < destination.size(); ++i) destination[i].detach().copy_(source[i]);
+}
+
 std::vector<at::Tensor> to_device(const std::vector<at::Tensor>& tensors, const at::Device& device) {
   std::vector<at::Tensor> out;
   out.reserve(tensors.size());
-  for (const auto& t : tensors) out.push_back(t.to(device, /*non_blocking=*/true));
+  for (const auto& t : tensors) out.push_back(t.device() == device ? t : t.to(device, /*non_blocking=*/true));
   return out;
 }
 
@@ -77,14 +171,61 @@ at::Tensor forward(Model& model, const std::vector<at::Tensor>& inputs, const ch
   }
 }
 
-at::Tensor compute_loss(const at::Tensor& output, const at::Tensor& targets, const TrainConfig& config) {
-  if (config.is_classification()) return at::cross_entropy_loss(output, targets);
-  return at::mse_loss(output.reshape(targets.sizes()), targets.to(output.scalar_type()));
+// The loss *summed* over a micro-batch (class-weighted per example when weights are set). The caller divides
+// by the total weight of the whole optimizer step, so micro-batches accumulated into one step add up to
+// exactly the mean loss of the large batch they stand for, a last partial group included.
+at::Tensor summed_loss(const at::Tensor& output_in, const at::Tensor& targets, const at::Tensor& class_weights,
+                       const TrainConfig& config) {
+  const auto output = output_in.scalar_type() == at::kBFloat16 ? output_in.to(at::kFloat) : output_in;
+  if (config.is_classification()) {
+    return at::cross_entropy_loss(output, targets, class_weights.defined() ? std::optional<at::Tensor>(class_weights)
+                                                                           : std::nullopt,
+                                  at::Reduction::Sum, /*ignore_index=*/-100, config.label_smoothing);
+  }
+  return at::mse_loss(output.reshape(targets.sizes()), targets.to(output.scalar_type()), at::Reduction::Sum);
 }
 
-std::vector<at::Tensor> parameters_with_grad(const std::vector<at::Tensor>& parameters) {
+// What summed_loss is divided by for the examples `indices`: their count (times outputs per example for
+// regression), or the sum of their class weights.
+double loss_denominator(const Dataset& data, const at::Tensor& indices, const at::Tensor& class_weights_cpu,
+                        const TrainConfig& config) {
+  if (config.is_classification() && class_weights_cpu.defined()) {
+    return class_weights_cpu.index_select(0, data.targets.index_select(0, indices)).sum().item<double>();
+  }
+  const int64_t per_example = config.is_classification() ? 1 : data.targets[0].numel();
+  return static_cast<double>(indices.size(0) * per_example);
+}
+
+bool lower_is_better(const std::string& monitor) {
+  return monitor.find("loss") != std::string::npos || monitor.find("rmse") != std::string::npos ||
+         monitor.find("mae") != std::string::npos;
+}
+
+double monitored_value(const EpochRecord& record, const std::string& monitor) {
+  if (monitor == "train_loss") return record.train_loss;
+  const auto found = record.val.find(monitor.substr(4));
+  if (monitor.rfind("val_", 0) == 0 && found != record.val.end()) return found->second;
+  std::ostringstream known;
+  known << "'train_loss'";
+  for (const auto& [name, value] : record.val) known << ", 'val_" << name << "'";
+  TORCH_CHECK_VALUE(false, "monitor must be one of [", known.str(), "], got '", monitor, "'");
+}
+
+void set_learning_rates(torch::optim::Optimizer& optimizer, const std::vector<double>& base_lrs,
+                        const TrainConfig& config, int64_t step, int64_t total_steps, int64_t steps_per_epoch) {
+  auto& groups = optimizer.param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    groups[g].options().set_lr(scheduled_lr(config, base_lrs[g], step, total_steps, steps_per_epoch));
+  }
+}
+
+double current_lr(const torch::optim::Optimizer& optimizer) {
+  return optimizer.param_groups().empty() ? 0.0 : optimizer.param_groups().front().options().get_lr();
+}
+
+std::vector<at::Tensor> parameters_with_grad(const NamedTensors& params) {
   std::vector<at::Tensor> out;
-  for (const auto& p : parameters) {
+  for (const auto& [name, p] : params) {
     if (p.grad().defined()) out.push_back(p);
   }
   return out;
@@ -114,6 +255,9 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   validate(config);
   check_dataset(train_data, config, "train");
   if (val_data) check_dataset(*val_data, config, "val");
+  const bool monitoring = config.early_stopping > 0 || config.restore_best;
+  TORCH_CHECK_VALUE(!monitoring || val_data || config.monitor == "train_loss", "early_stopping/restore_best monitor '",
+                    config.monitor, "' needs validation data (val=...)");
   const auto device = resolve_device(config.device);
   model.to(device);
   // Dropout and any other randomness inside the model draw from the global generator.
@@ -124,39 +268,113 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   result.train_size = subset.size(0);
   if (config.is_classification()) result.class_counts = class_counts(train_data.targets, subset);
   const int64_t batch_size = config.batch_size == 0 ? result.train_size : std::min(config.batch_size, result.train_size);
-  const int64_t steps_per_epoch = (result.train_size + batch_size - 1) / batch_size;
+  const int64_t micro_steps_per_epoch = (result.train_size + batch_size - 1) / batch_size;
+  const int64_t steps_per_epoch = (micro_steps_per_epoch + config.accumulate - 1) / config.accumulate;
+  const int64_t total_steps = steps_per_epoch * config.epochs;
   const int64_t labels_needed = num_labels(train_data, config);
 
-  std::vector<at::Tensor> parameters;
-  for (const auto& named : model.named_parameters()) parameters.push_back(named.second);
-  TORCH_CHECK_VALUE(!parameters.empty(), "model has no trainable parameters (all have requires_grad=False)");
-  auto optimizer = make_optimizer({torch::optim::OptimizerParamGroup(parameters)}, config);
+  at::Tensor class_weights_cpu, class_weights;
+  if (!config.class_weights.empty()) {
+    TORCH_CHECK_VALUE(static_cast<int64_t>(config.class_weights.size()) >= labels_needed, "class_weights has ",
+                      config.class_weights.size(), " entries but the labels need ", labels_needed);
+    class_weights_cpu = at::tensor(config.class_weights, at::kDouble).to(at::kFloat);
+    class_weights = class_weights_cpu.to(device);
+  }
+
+  // Parameters: those matching `freeze` start frozen (no gradient, no optimizer state) and become trainable
+  // when an unfreeze_at entry names them. A parameter the caller set requires_grad=False stays frozen.
+  const auto params = model.named_parameters();
+  RequiresGradGuard restore_requires_grad(params);
+  std::set<std::string> trainable;
+  for (const auto& [name, p] : params) {
+    if (p.requires_grad() && !matches_any(name, config.freeze, "freeze")) trainable.insert(name);
+  }
+  std::set<std::string> user_trainable;
+  for (const auto& [name, p] : params) {
+    if (p.requires_grad()) user_trainable.insert(name);
+    p.requires_grad_(trainable.count(name) > 0);
+  }
+  const auto is_frozen = [&trainable](const std::string& name) { return trainable.count(name) == 0; };
+  const auto initial_groups = resolve_param_groups(params, [&](const std::string& n) { return !is_frozen(n); }, config);
+  auto optimizer = make_optimizer(initial_groups, config);
+  std::vector<double> base_lrs;
+  const auto report_groups = [&](const std::vector<ParamGroupSpec>& groups, int64_t epoch) {
+    for (const auto& g : groups) {
+      base_lrs.push_back(config.lr * g.lr_multiplier);
+      result.param_groups.push_back(ParamGroupReport{g.names, config.lr * g.lr_multiplier, g.weight_decay, epoch});
+    }
+  };
+  report_groups(initial_groups, 0);
+
+  std::optional<WeightAverage> ema;
+  if (config.ema > 0.0) {
+    std::vector<at::Tensor> tensors;
+    for (const auto& [name, p] : params) tensors.push_back(p);
+    ema.emplace(tensors, config.ema);
+  }
+  std::vector<at::Tensor> best_state;
+  Metrics best_metrics;
+  int64_t epochs_without_improvement = 0;
+  const bool autocast = config.precision == "bf16";
 
   ModeGuard restore_mode(model, /*training=*/true);
   const auto run_start = Clock::now();
   for (int64_t epoch = 0; epoch < config.epochs && !result.stopped; ++epoch) {
+    const auto due = config.unfreeze_at.find(epoch);
+    if (due != config.unfreeze_at.end()) {
+      std::set<std::string> unfrozen;
+      for (const auto& [name, p] : params) {
+        if (is_frozen(name) && user_trainable.count(name) && matches_any(name, due->second, "unfreeze_at")) {
+          unfrozen.insert(name);
+          p.requires_grad_(true);
+        }
+      }
+      trainable.insert(unfrozen.begin(), unfrozen.end());
+      const auto groups = resolve_param_groups(params, [&](const std::string& n) { return unfrozen.count(n) > 0; }, config);
+      add_param_groups(*optimizer, groups, config);
+      report_groups(groups, epoch);
+    }
+    TORCH_CHECK_VALUE(!trainable.empty(), "model has no trainable parameters at epoch ", epoch,
+                      " (all are frozen by `freeze` or have requires_grad=False)");
+
     model.train(true);
-    const auto order = epoch_order(subset, config.seed, epoch, config.shuffle);
+    model.keep_frozen_batchnorm_in_eval(is_frozen);
+    const auto order = config.sampler == "balanced"
+                           ? balanced_epoch_order(train_data.targets, subset, config.seed, epoch)
+                           : epoch_order(subset, config.seed, epoch, config.shuffle);
     auto loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+    double weight_sum = 0.0;
     int64_t samples = 0;
     const auto epoch_start = Clock::now();
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
-      const int64_t begin = s * batch_size, end = std::min(begin + batch_size, result.train_size);
-      const auto batch = train_data.gather(order.slice(0, begin, end));
-      const auto inputs = to_device(batch.inputs, device);
-      const auto targets = batch.targets.to(device, /*non_blocking=*/true);
-
-      const auto output = forward(model, inputs, "training");
-      if (result.steps == 0) check_output(output, targets, labels_needed, config);
-      const auto loss = compute_loss(output, targets, config);
+      const int64_t first = s * config.accumulate * batch_size;
+      const int64_t last = std::min((s + 1) * config.accumulate * batch_size, result.train_size);
+      const double denominator = loss_denominator(train_data, order.slice(0, first, last), class_weights_cpu, config);
+      set_learning_rates(*optimizer, base_lrs, config, result.steps, total_steps, steps_per_epoch);
       optimizer->zero_grad();
-      loss.backward();
-      if (hooks.reduce_gradients) hooks.reduce_gradients(parameters_with_grad(parameters));
+      auto step_loss = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+      for (int64_t begin = first; begin < last; begin += batch_size) {
+        const int64_t end = std::min(begin + batch_size, last);
+        const auto batch = train_data.gather(order.slice(0, begin, end));
+        const auto targets = batch.targets.to(device, /*non_blocking=*/true);
+        at::Tensor loss;
+        {
+          AutocastGuard bf16(autocast, device.type());
+          const auto output = forward(model, to_device(batch.inputs, device), "training");
+          if (result.steps == 0 && begin == first) check_output(output, targets, labels_needed, config);
+          loss = summed_loss(output, targets, class_weights, config);
+        }
+        (loss / denominator).backward();
+        step_loss.add_(loss.detach());
+      }
+      if (hooks.reduce_gradients) hooks.reduce_gradients(parameters_with_grad(params));
+      if (config.clip_grad_norm > 0.0) torch::nn::utils::clip_grad_norm_(parameters_with_grad(params), config.clip_grad_norm);
       optimizer->step();
+      if (ema) ema->update();
 
-      const auto detached = loss.detach();
-      loss_sum.add_(detached, /*alpha=*/static_cast<double>(end - begin));
-      samples += end - begin;
+      loss_sum.add_(step_loss);
+      weight_sum += denominator;
+      samples += last - first;
       result.steps += 1;
       if (hooks.on_step) {
         StepInfo info;
@@ -165,8 +383,8 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         info.epoch_step = s + 1;
         info.steps_per_epoch = steps_per_epoch;
         info.samples = samples;
-        info.loss = detached;
-        info.lr = learning_rate(*optimizer);
+        info.loss = step_loss / denominator;
+        info.lr = current_lr(*optimizer);
         info.epoch_seconds = seconds_since(epoch_start);
         if (hooks.on_step(info)) {
           result.stopped = true;
@@ -177,15 +395,41 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     EpochRecord record;
     record.epoch = epoch;
     record.seconds = seconds_since(epoch_start);
-    record.train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(samples, 1));
+    record.train_loss = loss_sum.item<double>() / std::max(weight_sum, 1e-300);
     record.samples_per_s = static_cast<double>(samples) / std::max(record.seconds, 1e-9);
-    record.lr = learning_rate(*optimizer);
+    record.lr = current_lr(*optimizer);
     if (val_data) {
+      if (ema) ema->swap();
       result.metrics = evaluate(model, *val_data, config);
       record.val = result.metrics.values;
+      if (ema) ema->swap();
+    }
+    if (val_data || config.monitor == "train_loss") {
+      const double value = monitored_value(record, config.monitor);
+      const bool improved = result.best_epoch < 0 ||
+                            (lower_is_better(config.monitor) ? value < result.best_value : value > result.best_value);
+      if (improved) {
+        result.best_epoch = epoch;
+        result.best_value = value;
+        best_metrics = result.metrics;
+        epochs_without_improvement = 0;
+        if (config.restore_best) {
+          if (ema) ema->swap();
+          best_state = clone_all(state_tensors(model));
+          if (ema) ema->swap();
+        }
+      } else if (config.early_stopping > 0 && ++epochs_without_improvement >= config.early_stopping) {
+        result.stopped = true;
+      }
     }
     result.history.push_back(record);
     if (hooks.on_epoch_end && hooks.on_epoch_end(record)) result.stopped = true;
+  }
+  if (config.restore_best && !best_state.empty()) {
+    copy_into(state_tensors(model), best_state);
+    result.metrics = best_metrics;
+  } else if (ema) {
+    ema->swap();  // the returned model is the one that was evaluated
   }
   if (val_data && result.history.empty()) result.metrics = evaluate(model, *val_data, config);
   result.seconds = seconds_since(run_start);
@@ -211,7 +455,8 @@ at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const Tr
     const int64_t end = std::min(begin + config.eval_batch_size, n);
     std::vector<at::Tensor> batch;
     for (const auto& input : inputs) batch.push_back(input.slice(0, begin, end).to(device));
-    outputs.push_back(forward(model, batch, "evaluation").to(at::kCPU));
+    AutocastGuard bf16(config.precision == "bf16", device.type());
+    outputs.push_back(forward(model, batch, "evaluation").to(at::kCPU).to(at::kFloat));
   }
   return at::cat(outputs);
 }
@@ -222,6 +467,92 @@ Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config) {
   check_output(outputs, data.targets, num_labels(data, config), config);
   if (config.is_classification()) return classification_metrics(outputs, data.targets, config.topk);
   return regression_metrics(outputs, data.targets);
+}
+
+LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& config, double start_lr, double end_lr,
+                       int64_t num_steps, double diverge_factor) {
+  validate(config);
+  check_dataset(data, config, "train");
+  TORCH_CHECK_VALUE(start_lr > 0.0 && end_lr > start_lr, "find_lr needs 0 < start_lr < end_lr, got start_lr=",
+                    start_lr, ", end_lr=", end_lr);
+  TORCH_CHECK_VALUE(num_steps >= 2, "num_steps must be >= 2, got ", num_steps);
+  TORCH_CHECK_VALUE(diverge_factor > 1.0, "diverge_factor must be > 1, got ", diverge_factor);
+  const auto device = resolve_device(config.device);
+  model.to(device);
+  at::manual_seed(static_cast<uint64_t>(config.seed));
+  const auto saved = clone_all(state_tensors(model));
+
+  const auto params = model.named_parameters();
+  RequiresGradGuard restore_requires_grad(params);
+  for (const auto& [name, p] : params) p.requires_grad_(p.requires_grad() && !matches_any(name, config.freeze, "freeze"));
+  const auto groups = resolve_param_groups(params, [&](const std::string& n) {
+    for (const auto& [name, p] : params) {
+      if (name == n) return p.requires_grad();
+    }
+    return false;
+  }, config);
+  TORCH_CHECK_VALUE(!groups.empty(), "model has no trainable parameters (all are frozen or have requires_grad=False)");
+  auto optimizer = make_optimizer(groups, config);
+  at::Tensor class_weights;
+  if (!config.class_weights.empty()) class_weights = at::tensor(config.class_weights, at::kDouble).to(at::kFloat).to(device);
+
+  const auto subset = sample_indices(data.targets, config);
+  const int64_t batch_size = config.batch_size == 0 ? subset.size(0) : std::min(config.batch_size, subset.size(0));
+  const int64_t labels_needed = num_labels(data, config);
+  ModeGuard train_mode(model, /*training=*/true);
+  LrFinderResult result;
+  double average = 0.0, best = std::numeric_limits<double>::infinity();
+  at::Tensor order;
+  for (int64_t t = 0, position = 0, epoch = 0; t < num_steps; ++t, position += batch_size) {
+    if (!order.defined() || position >= order.size(0)) {
+      order = epoch_order(subset, config.seed, epoch++, config.shuffle);
+      position = 0;
+    }
+    const double lr = start_lr * std::pow(end_lr / start_lr, static_cast<double>(t) / static_cast<double>(num_steps - 1));
+    for (size_t g = 0; g < optimizer->param_groups().size(); ++g) {
+      optimizer->param_groups()[g].options().set_lr(lr * groups[g].lr_multiplier);
+    }
+    const auto batch = data.gather(order.slice(0, position, std::min(position + batch_size, order.size(0))));
+    const auto targets = batch.targets.to(device);
+    optimizer->zero_grad();
+    at::Tensor loss;
+    {
+      AutocastGuard bf16(config.precision == "bf16", device.type());
+      const auto output = forward(model, to_device(batch.inputs, device), "training");
+      if (t == 0) check_output(output, targets, labels_needed, config);
+      loss = summed_loss(output, targets, class_weights, config) /
+             (config.is_classification() ? static_cast<double>(targets.size(0)) : static_cast<double>(targets.numel()));
+    }
+    loss.backward();
+    if (config.clip_grad_norm > 0.0) torch::nn::utils::clip_grad_norm_(parameters_with_grad(params), config.clip_grad_norm);
+    optimizer->step();
+    // fastai's smoothing: an exponential moving average with bias correction.
+    const double value = loss.item<double>();
+    average = 0.98 * average + 0.02 * value;
+    const double smoothed = average / (1.0 - std::pow(0.98, static_cast<double>(t + 1)));
+    result.lrs.push_back(lr);
+    result.losses.push_back(smoothed);
+    if (!std::isfinite(smoothed) || (t > 0 && smoothed > diverge_factor * best)) {
+      result.diverged = true;
+      break;
+    }
+    best = std::min(best, smoothed);
+  }
+  copy_into(state_tensors(model), saved);
+
+  // Suggest the rate where the smoothed loss falls fastest against log(lr), skipping the noisy ends.
+  const size_t n = result.losses.size();
+  const size_t skip_start = std::min<size_t>(n / 10, 10), skip_end = std::min<size_t>(n / 20 + 1, 5);
+  double steepest = std::numeric_limits<double>::infinity();
+  result.suggestion = result.lrs.empty() ? start_lr : result.lrs[n / 2];
+  for (size_t i = skip_start + 1; i + skip_end < n; ++i) {
+    const double slope = (result.losses[i] - result.losses[i - 1]) / std::log(result.lrs[i] / result.lrs[i - 1]);
+    if (slope < steepest) {
+      steepest = slope;
+      result.suggestion = result.lrs[i];
+    }
+  }
+  return result;
 }
 
 }  // namespace finetune

@@ -58,7 +58,7 @@ CASES = [
     ("sample_fraction 1.5", lambda: train(sample_fraction=1.5), ValueError, r"sample_fraction must be in \(0, 1\], got 1.5"),
     ("sample_size too big", lambda: train(sample_size=41), ValueError, r"sample_size must be <= the number of training examples \(40\), got 41"),
     ("sample_size 0", lambda: train(sample_size=0), ValueError, r"sample_size must be a positive integer or None, got 0"),
-    ("unknown optimizer", lambda: train(optimizer="lion"), ValueError, r"optimizer must be one of \['adam', 'adamw', 'sgd'\], got 'lion'"),
+    ("unknown optimizer", lambda: train(optimizer="lion"), ValueError, r"optimizer must be one of \['adam', 'adamw', 'rmsprop', 'sgd'\], got 'lion'"),
     ("unknown task", lambda: train(task="ranking"), ValueError, r"task must be one of \['classification', 'regression'\], got 'ranking'"),
     ("batch_size 0", lambda: train(batch_size=0), ValueError, r"batch_size must be a positive integer or 'full', got 0"),
     ("batch_size word", lambda: train(batch_size="half"), ValueError, r"batch_size must be a positive integer or 'full', got 'half'"),

@@ -23,13 +23,21 @@ def test_defaults_match():
 
 
 def test_every_field_round_trips_to_cpp():
-    changed = TrainConfig(task="regression", epochs=3, batch_size=7, eval_batch_size=9, optimizer="adamw", lr=0.3,
-                          momentum=0.5, nesterov=True, weight_decay=0.1, beta1=0.8, beta2=0.99, eps=1e-6,
+    changed = TrainConfig(task="classification", epochs=3, batch_size=7, eval_batch_size=9, optimizer="adamw", lr=0.3,
+                          momentum=0.5, nesterov=True, weight_decay=0.1, decay_norm_and_bias=True, beta1=0.8,
+                          beta2=0.99, eps=1e-6, alpha=0.9, schedule="cosine", warmup=5, step_size=3, gamma=0.5,
+                          min_lr=0.01, pct_start=0.25, freeze=["features"], unfreeze_at={2: ["features.0"]},
+                          lr_groups={"head": 10.0, "body": 0.5}, layer_decay=0.8, clip_grad_norm=1.0,
+                          accumulate=4, class_weights=[1.0, 2.0], label_smoothing=0.1, sampler="balanced",
+                          early_stopping=3, monitor="val_accuracy", restore_best=True, ema=0.99, precision="bf16",
                           sample_fraction=0.5, sample_size=11, stratify=False, shuffle=False, seed=42,
                           device="cpu", topk=3, progress=False)
     assert set(dataclasses.asdict(changed)) == set(config_fields())
+    defaults = TrainConfig()
+    assert all(getattr(changed, f) != getattr(defaults, f) for f in config_fields() if f not in ("task", "device"))
     cpp = changed.to_cpp()
-    for name, value in dataclasses.asdict(changed).items():
+    expected = {**dataclasses.asdict(changed), "lr_groups": [("head", 10.0), ("body", 0.5)]}
+    for name, value in expected.items():
         assert getattr(cpp, name) == value, name
 
 

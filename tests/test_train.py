@@ -23,6 +23,7 @@ OPTIMIZERS = {
                                           weight_decay=c.weight_decay),
     "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
                                             weight_decay=c.weight_decay),
+    "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c.lr, alpha=c.alpha, eps=c.eps, weight_decay=c.weight_decay),
 }
 SETTINGS = {
     "sgd": dict(lr=0.05, momentum=0.9, weight_decay=1e-3),
@@ -30,11 +31,13 @@ SETTINGS = {
     "sgd-plain": dict(lr=0.1, momentum=0.0),
     "adam": dict(lr=1e-3, weight_decay=1e-3),
     "adamw": dict(lr=1e-3, weight_decay=0.05),
+    "rmsprop": dict(lr=1e-3, alpha=0.9, weight_decay=1e-3),
 }
 
 
 def reference_loop(model, x, y, cfg: TrainConfig):
-    """The same fine-tune written the usual way in PyTorch, visiting batches in the loop's order."""
+    """The same fine-tune written the usual way in PyTorch, visiting batches in the loop's order. Weight decay
+    applies to every parameter here, so the runs compared use decay_norm_and_bias=True."""
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     subset = _C.sample_indices(y, cfg.to_cpp())
     batch = len(subset) if cfg.batch_size == "full" else cfg.batch_size
@@ -57,7 +60,7 @@ def test_weights_match_plain_pytorch_loop(digits, name, fraction, batch_size):
     x, y, _, _ = digits
     x, y = torch.from_numpy(x[:400]), torch.from_numpy(y[:400])
     cfg = TrainConfig(optimizer=name.split("-")[0], epochs=2, batch_size=batch_size, sample_fraction=fraction,
-                      seed=3, progress=False, **SETTINGS[name])
+                      seed=3, progress=False, decay_norm_and_bias=True, **SETTINGS[name])
     ours, reference = mlp(), None
     reference = copy.deepcopy(ours)
     finetune.train(ours, (x, y), config=cfg)

@@ -11,9 +11,12 @@ import torch  # noqa: F401  (loads libtorch and registers torch's Python types b
 from . import _C
 from .config import TrainConfig
 from .models import NativeModel, build
-from .train import Result, evaluate, predict, train
+from .train import LrFinderResult, Result, evaluate, find_lr, predict, train
 
 __version__ = "0.1.0"
 optimizers = _C.optimizer_names
 
-__all__ = ["NativeModel", "Result", "TrainConfig", "build", "evaluate", "optimizers", "predict", "train"]
+schedules = _C.schedule_names
+
+__all__ = ["LrFinderResult", "NativeModel", "Result", "TrainConfig", "build", "evaluate", "find_lr", "optimizers",
+           "predict", "schedules", "train"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Callable
 
 from . import _C
 
@@ -20,14 +20,36 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int | str = 32  # an int >= 1 (1 = stochastic) or "full" (full-batch gradient descent)
     eval_batch_size: int = 1024
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"  # "sgd", "adam", "adamw", "rmsprop"
     lr: float = 0.01
     momentum: float = 0.9  # sgd
     nesterov: bool = False  # sgd
     weight_decay: float = 0.0
+    decay_norm_and_bias: bool = False  # also decay 1-d parameters (biases, norm weights)
     beta1: float = 0.9  # adam, adamw
     beta2: float = 0.999  # adam, adamw
-    eps: float = 1e-8  # adam, adamw
+    eps: float = 1e-8  # adam, adamw, rmsprop
+    alpha: float = 0.99  # rmsprop smoothing
+    schedule: str = "constant"  # "constant", "step", "cosine", "linear", "onecycle" (per optimizer step)
+    warmup: float = 0.0  # linear warm-up: steps (>= 1) or a fraction of all steps (< 1)
+    step_size: int = 0  # "step": optimizer steps between decays (0 = one epoch)
+    gamma: float = 0.1  # "step": decay factor
+    min_lr: float = 0.0  # "cosine", "linear": the final rate
+    pct_start: float = 0.3  # "onecycle": fraction of the steps spent warming up
+    freeze: list[str] | Callable[[str], bool] | None = None  # name prefixes / regexes, or a predicate
+    unfreeze_at: dict[int, list[str]] | None = None  # {epoch: patterns} made trainable at that epoch
+    lr_groups: dict[str, float] | None = None  # {pattern: lr multiplier}, first match wins
+    layer_decay: float = 1.0  # lr x layer_decay^depth, depth counted back from the head
+    clip_grad_norm: float = 0.0  # 0 = off
+    accumulate: int = 1  # micro-batches per optimizer step (effective batch = batch_size x accumulate)
+    class_weights: str | list[float] | None = None  # "balanced" or one weight per class
+    label_smoothing: float = 0.0
+    sampler: str = "shuffle"  # "shuffle" or "balanced" (class-balanced, with replacement)
+    early_stopping: int = 0  # patience in epochs on `monitor`, 0 = off
+    monitor: str = "val_loss"  # "train_loss" or "val_<metric>"
+    restore_best: bool = False  # return the weights of the best epoch by `monitor`
+    ema: float = 0.0  # decay of an exponential moving average of the weights, used for evaluation
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
     sample_fraction: float = 1.0  # train on this fraction of the training set, in (0, 1]
     sample_size: int | None = None  # or on exactly this many examples
     stratify: bool = True  # keep each class's share when sampling (classification only)
@@ -44,43 +66,100 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def to_cpp(self) -> _C.TrainConfig:
-        """The C++ struct, after checking each field's type; ranges are checked in C++ (one place)."""
+        """The C++ struct, after checking each field's type; ranges are checked in C++ (one place).
+
+        ``freeze`` as a predicate and ``class_weights="balanced"`` need the model and the data: ``train``
+        resolves them first (see :func:`finetune.train.resolve_config`)."""
         cpp = _C.TrainConfig()
         for f in fields(self):
             value = getattr(self, f.name)
             _check_type(f.name, value, f.type)
-            if f.name == "batch_size":
-                if isinstance(value, str):
-                    if value != "full":
-                        raise ValueError(f"batch_size must be a positive integer or 'full', got {value!r}")
-                    value = 0
-                elif value < 1:
-                    raise ValueError(f"batch_size must be a positive integer or 'full', got {value!r}")
-            elif f.name == "sample_size":
-                if value is not None and value < 1:
-                    raise ValueError(f"sample_size must be a positive integer or None, got {value!r}")
-                value = 0 if value is None else value
-            setattr(cpp, f.name, value)
+            setattr(cpp, f.name, _CONVERT.get(f.name, lambda v: v)(value))
         cpp.validate()
         return cpp
 
 
-_TYPES = {
+def _batch_size(value: int | str) -> int:
+    if value == "full":
+        return 0
+    if isinstance(value, str) or value < 1:
+        raise ValueError(f"batch_size must be a positive integer or 'full', got {value!r}")
+    return value
+
+
+def _sample_size(value: int | None) -> int:
+    if value is not None and value < 1:
+        raise ValueError(f"sample_size must be a positive integer or None, got {value!r}")
+    return 0 if value is None else value
+
+
+def _freeze(value: Any) -> list[str]:
+    if callable(value):
+        raise TypeError("freeze as a callable is resolved against the model's parameter names by finetune.train; "
+                        "TrainConfig.to_cpp() takes the resolved list of patterns")
+    return list(value or [])
+
+
+def _class_weights(value: Any) -> list[float]:
+    if isinstance(value, str):
+        if value != "balanced":
+            raise ValueError(f"class_weights must be 'balanced', a list of weights or None, got {value!r}")
+        raise TypeError("class_weights='balanced' is resolved from the training labels by finetune.train; "
+                        "TrainConfig.to_cpp() takes the resolved list of weights")
+    return [float(w) for w in (value or [])]
+
+
+def _unfreeze_at(value: dict | None) -> dict[int, list[str]]:
+    value = value or {}
+    for epoch, patterns in value.items():
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
+            raise TypeError(f"unfreeze_at keys must be epochs (int), got {epoch!r}")
+        if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+            raise TypeError(f"unfreeze_at[{epoch}] must be a list of patterns, got {patterns!r}")
+    return {int(e): list(p) for e, p in value.items()}
+
+
+def _lr_groups(value: dict | None) -> list[tuple[str, float]]:
+    value = value or {}
+    for pattern, multiplier in value.items():
+        if not isinstance(pattern, str) or isinstance(multiplier, bool) or not isinstance(multiplier, numbers.Real):
+            raise TypeError(f"lr_groups must map patterns (str) to multipliers (float), got {pattern!r}: {multiplier!r}")
+    return [(p, float(m)) for p, m in value.items()]
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "batch_size": _batch_size,
+    "sample_size": _sample_size,
+    "freeze": _freeze,
+    "class_weights": _class_weights,
+    "unfreeze_at": _unfreeze_at,
+    "lr_groups": _lr_groups,
+}
+
+_TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (numbers.Integral,),
     "float": (numbers.Real,),
     "bool": (bool,),
     "int | str": (numbers.Integral, str),
     "int | None": (numbers.Integral, type(None)),
+    "list[str] | Callable[[str], bool] | None": (list, tuple, type(None)),
+    "dict[int, list[str]] | None": (dict, type(None)),
+    "dict[str, float] | None": (dict, type(None)),
+    "str | list[float] | None": (str, list, tuple, type(None)),
 }
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:
     allowed = _TYPES[annotation]
+    if name == "freeze" and callable(value):
+        return
     # bool is an int in Python; a bool where a number is meant is almost always a mistake.
     if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
-        expected = annotation.replace("|", "or")
+        expected = annotation.replace(" | ", " or ")
         raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if name == "freeze" and value is not None and not all(isinstance(p, str) for p in value):
+        raise TypeError(f"freeze must be a list of name patterns (str) or a callable, got {value!r}")
 
 
 def config_fields() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,7 +28,10 @@ class Result:
     steps: int
     seconds: float
     confusion_matrix: np.ndarray | None = None
-    stopped: bool = False
+    stopped: bool = False  # stopped before the last epoch (early stopping, or the callback)
+    best_epoch: int | None = None  # by config.monitor (0-based), when it could be monitored
+    best_value: float | None = None
+    param_groups: list[dict[str, Any]] = field(default_factory=list)  # names, lr, weight_decay, from_epoch
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -43,7 +47,29 @@ def resolve_config(config: TrainConfig | None, settings: dict[str, Any]) -> Trai
     unknown = sorted(set(settings) - set(config_fields()))
     if unknown:
         raise TypeError(f"unknown setting(s) {unknown}; known settings: {config_fields()}")
-    return dataclasses.replace(config or TrainConfig(), **settings)
+    cfg = dataclasses.replace(config or TrainConfig(), **settings)
+    # Check every field now, before any work; the two fields that need the model or the data are checked
+    # in full once those are known (resolve_for_run).
+    dataclasses.replace(cfg, freeze=None if callable(cfg.freeze) else cfg.freeze,
+                        class_weights=None if cfg.class_weights == "balanced" else cfg.class_weights).to_cpp()
+    return cfg
+
+
+def resolve_for_run(cfg: TrainConfig, parameter_names: list[str], targets: torch.Tensor) -> TrainConfig:
+    """``freeze`` given as a predicate becomes the exact names it accepts; ``class_weights="balanced"``
+    becomes n / (classes x count) per class, counted on the sampled training subset."""
+    if callable(cfg.freeze):
+        cfg = dataclasses.replace(cfg, freeze=[re.escape(n) for n in parameter_names if cfg.freeze(n)])
+    if cfg.class_weights == "balanced":
+        if cfg.task != "classification":
+            raise ValueError(f"class_weights apply to task='classification' only, got task={cfg.task!r}")
+        probe = dataclasses.replace(cfg, class_weights=None).to_cpp()
+        counts = np.array(_C.class_counts(targets, _C.sample_indices(targets, probe)), dtype=np.float64)
+        present = counts > 0
+        weights = np.zeros_like(counts)
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        cfg = dataclasses.replace(cfg, class_weights=weights.tolist())
+    return cfg
 
 
 def _split_model_options(model: Any, settings: dict[str, Any]) -> dict[str, Any]:
@@ -54,20 +80,23 @@ def _split_model_options(model: Any, settings: dict[str, Any]) -> dict[str, Any]
     return {k: settings.pop(k) for k in list(settings) if k in option_names}
 
 
-def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None = None, *,
-          config: TrainConfig | None = None, callback: Callable[[str, dict], bool | None] | None = None,
-          **settings: Any) -> Result:
-    """Fine-tune ``model`` on ``train_data = (X, y)`` in the C++ loop.
+@dataclass
+class _Run:
+    """A fine-tune's inputs, checked and converted for C++."""
 
-    ``model`` is an ``nn.Module`` (scripted for C++, its parameters updated in place), a ``NativeModel``,
-    or a built-in name ("mlp", "cnn") whose sizes are read off the data unless given (``hidden=[256]``).
-    Settings are the fields of :class:`TrainConfig` as keywords (``epochs=5, lr=0.01, batch_size="full"``).
-    ``callback(kind, info)`` is called with ``"step"`` at most every 0.1 s and with ``"epoch"`` after each
-    epoch; returning True stops training.
-    """
+    model: Any
+    cpp_model: Any
+    inputs: list[torch.Tensor]
+    targets: torch.Tensor
+    val_inputs: list[torch.Tensor] | None
+    val_targets: torch.Tensor | None
+    config: TrainConfig
+    cpp_config: Any
+
+
+def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any]) -> _Run:
     model_options = _split_model_options(model, settings)
     cfg = resolve_config(config, settings)
-    cpp_config = cfg.to_cpp()
     x, y = data.split(train_data, "train_data")
     dtype = torch.float32 if isinstance(model, str) else models.parameter_dtype(model)
     inputs = data.features(x, "X", dtype)
@@ -88,7 +117,25 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     if cfg.device != "cpu" and isinstance(model, torch.nn.Module):
         model.to(cfg.device)  # before scripting, so the scripted module shares the moved parameters
     cpp_model = models.to_cpp(model, inputs)
+    names = [n for n, _ in (model.named_parameters() if isinstance(model, (torch.nn.Module, models.NativeModel))
+                            else cpp_model.named_parameters())]
+    cfg = resolve_for_run(cfg, names, targets)
+    return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp())
 
+
+def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None = None, *,
+          config: TrainConfig | None = None, callback: Callable[[str, dict], bool | None] | None = None,
+          **settings: Any) -> Result:
+    """Fine-tune ``model`` on ``train_data = (X, y)`` in the C++ loop.
+
+    ``model`` is an ``nn.Module`` (scripted for C++, its parameters updated in place), a ``NativeModel``,
+    or a built-in name ("mlp", "cnn") whose sizes are read off the data unless given (``hidden=[256]``).
+    Settings are the fields of :class:`TrainConfig` as keywords (``epochs=5, lr=0.01, batch_size="full"``).
+    ``callback(kind, info)`` is called with ``"step"`` at most every 0.1 s and with ``"epoch"`` after each
+    epoch; returning True stops training.
+    """
+    run = _prepare(model, train_data, val, config, settings)
+    cfg = run.config
     progress = Progress(cfg.epochs, enabled=cfg.progress)
 
     def on_event(kind: str, info: dict[str, Any]) -> bool:
@@ -96,12 +143,13 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         return bool(callback(kind, info)) if callback is not None else False
 
     try:
-        out = _C.train(cpp_model, inputs, targets, val_inputs, val_targets, cpp_config, on_event)
+        out = _C.train(run.cpp_model, run.inputs, run.targets, run.val_inputs, run.val_targets, run.cpp_config,
+                       on_event)
     finally:
         progress.close()
     counts = out["class_counts"]
     return Result(
-        model=model,
+        model=run.model,
         history=out["history"],
         metrics=out["metrics"],
         config=cfg,
@@ -111,8 +159,44 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         seconds=out["seconds"],
         confusion_matrix=out["confusion"].numpy() if out["confusion"] is not None else None,
         stopped=out["stopped"],
-        model_options=getattr(model, "options", {}) if isinstance(model, models.NativeModel) else {},
+        best_epoch=out["best_epoch"],
+        best_value=out["best_value"],
+        param_groups=out["param_groups"],
+        model_options=run.model.options if isinstance(run.model, models.NativeModel) else {},
     )
+
+
+@dataclass
+class LrFinderResult:
+    lrs: list[float]
+    losses: list[float]  # smoothed training loss at each rate
+    suggestion: float  # where the smoothed loss falls fastest
+    diverged: bool
+
+    def plot(self, ax: Any = None) -> Any:
+        """Loss against learning rate (log scale); needs matplotlib."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.figure().gca()
+        ax.plot(self.lrs, self.losses)
+        ax.axvline(self.suggestion, linestyle="--", color="gray")
+        ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss",
+               title=f"suggested lr {self.suggestion:.2e}")
+        return ax
+
+
+def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, end_lr: float = 10.0,
+            num_steps: int = 100, diverge_factor: float = 4.0, config: TrainConfig | None = None,
+            **settings: Any) -> LrFinderResult:
+    """fastai-style learning-rate range test in the C++ loop: ``num_steps`` steps with the rate growing
+    exponentially from ``start_lr`` to ``end_lr``, stopping once the smoothed loss exceeds
+    ``diverge_factor`` x its minimum. The model's weights are restored afterwards. Settings (optimizer,
+    batch_size, freeze, lr_groups, ...) are those of :func:`train`."""
+    settings.setdefault("progress", False)
+    run = _prepare(model, train_data, None, config, settings)
+    out = _C.find_lr(run.cpp_model, run.inputs, run.targets, run.cpp_config, float(start_lr), float(end_lr),
+                     int(num_steps), float(diverge_factor))
+    return LrFinderResult(out["lrs"], out["losses"], out["suggestion"], out["diverged"])
 
 
 def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classification", batch_size: int = 1024,

@@ -1,0 +1,76 @@
+// Learning-rate schedules as closed forms of PyTorch's schedulers (tests/test_schedule.py compares them).
+#include "schedule.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include <c10/util/Exception.h>
+
+namespace finetune {
+
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+double cosine_anneal(double start, double end, double pct) { return end + (start - end) / 2.0 * (std::cos(kPi * pct) + 1.0); }
+
+double onecycle_lr(const TrainConfig& c, double max_lr, int64_t step, int64_t total) {
+  const double initial = max_lr / 25.0, final_lr = initial / 1e4;
+  // OneCycleLR's two phases: warm up to max_lr until pct_start, then anneal to final_lr.
+  const double phase1_end = c.pct_start * static_cast<double>(total) - 1.0;
+  const double phase2_end = static_cast<double>(total) - 1.0;
+  const double t = static_cast<double>(step);
+  if (t <= phase1_end) return cosine_anneal(initial, max_lr, t / phase1_end);
+  return cosine_anneal(max_lr, final_lr, (t - phase1_end) / (phase2_end - phase1_end));
+}
+
+}  // namespace
+
+std::vector<std::string> schedule_names() { return {"constant", "cosine", "linear", "onecycle", "step"}; }
+
+void check_schedule(const TrainConfig& c) {
+  const auto names = schedule_names();
+  if (std::find(names.begin(), names.end(), c.schedule) == names.end()) {
+    std::ostringstream known;
+    for (const auto& n : names) known << (known.tellp() ? ", " : "") << "'" << n << "'";
+    TORCH_CHECK_VALUE(false, "schedule must be one of [", known.str(), "], got '", c.schedule, "'");
+  }
+  TORCH_CHECK_VALUE(c.warmup >= 0.0 && std::isfinite(c.warmup), "warmup must be >= 0 (steps, or a fraction < 1), got ",
+                    c.warmup);
+  TORCH_CHECK_VALUE(c.warmup == 0.0 || c.schedule != "onecycle",
+                    "warmup does not combine with schedule='onecycle' (it warms up by itself, see pct_start), got warmup=",
+                    c.warmup);
+  TORCH_CHECK_VALUE(c.step_size >= 0, "step_size must be >= 0 (0 = one epoch), got ", c.step_size);
+  TORCH_CHECK_VALUE(c.gamma > 0.0 && c.gamma <= 1.0, "gamma must be in (0, 1], got ", c.gamma);
+  TORCH_CHECK_VALUE(c.min_lr >= 0.0 && c.min_lr <= c.lr, "min_lr must be in [0, lr], got ", c.min_lr);
+  TORCH_CHECK_VALUE(c.pct_start > 0.0 && c.pct_start < 1.0, "pct_start must be in (0, 1), got ", c.pct_start);
+}
+
+int64_t warmup_steps(const TrainConfig& c, int64_t total_steps) {
+  if (c.warmup >= 1.0) return std::min<int64_t>(static_cast<int64_t>(c.warmup), total_steps);
+  return static_cast<int64_t>(std::llround(c.warmup * static_cast<double>(total_steps)));
+}
+
+double scheduled_lr(const TrainConfig& c, double base_lr, int64_t step, int64_t total_steps, int64_t steps_per_epoch) {
+  const int64_t warmup = warmup_steps(c, total_steps);
+  if (step < warmup) return base_lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  const int64_t t = step - warmup, total = std::max<int64_t>(total_steps - warmup, 1);
+  if (c.schedule == "constant") return base_lr;
+  if (c.schedule == "step") {
+    const int64_t size = c.step_size > 0 ? c.step_size : std::max<int64_t>(steps_per_epoch, 1);
+    return base_lr * std::pow(c.gamma, static_cast<double>(t / size));
+  }
+  if (c.schedule == "cosine") {
+    return c.min_lr + (base_lr - c.min_lr) * (1.0 + std::cos(kPi * static_cast<double>(std::min(t, total)) /
+                                                             static_cast<double>(total))) / 2.0;
+  }
+  if (c.schedule == "linear") {
+    const double end_factor = c.min_lr / c.lr;
+    return base_lr * (1.0 + (end_factor - 1.0) * static_cast<double>(std::min(t, total)) / static_cast<double>(total));
+  }
+  TORCH_CHECK_VALUE(c.schedule == "onecycle", "schedule must be a known name, got '", c.schedule, "'");
+  return onecycle_lr(c, base_lr, std::min(t, total - 1), total);
+}
+
+}  // namespace finetune
