@@ -231,6 +231,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sample_indices", &sample_indices, py::arg("targets"), py::arg("config"));
   m.def("class_counts", &class_counts, py::arg("targets"), py::arg("indices"));
   m.def("epoch_order", &epoch_order, py::arg("subset"), py::arg("seed"), py::arg("epoch"), py::arg("shuffle") = true);
+  m.def("balanced_epoch_order", &balanced_epoch_order, py::arg("targets"), py::arg("subset"), py::arg("seed"),
+        py::arg("epoch"));
   m.def("read_idx", &read_idx, py::arg("path"));
   m.def("optimizer_names", &optimizer_names);
 }

@@ -131,17 +131,33 @@ std::vector<torch::optim::OptimizerParamGroup> to_param_groups(const std::vector
   return out;
 }
 
+// LibTorch's add_param_group fills a group's option that equals the option's default value (weight_decay 0,
+// say) from the optimizer's defaults, so a no-decay group would silently decay. Setting each group's options
+// again afterwards makes them exactly what was resolved.
+void set_group_options(torch::optim::Optimizer& optimizer, size_t first, const std::vector<ParamGroupSpec>& groups,
+                       const TrainConfig& config) {
+  const auto& e = optimizer_registry().at(config.optimizer);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    optimizer.param_groups()[first + g].set_options(
+        e.options(config, config.lr * groups[g].lr_multiplier, groups[g].weight_decay));
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<ParamGroupSpec>& groups,
                                                         const TrainConfig& config) {
   check_optimizer_name(config.optimizer);
-  return optimizer_registry().at(config.optimizer).make(to_param_groups(groups, config), config);
+  auto optimizer = optimizer_registry().at(config.optimizer).make(to_param_groups(groups, config), config);
+  set_group_options(*optimizer, 0, groups, config);
+  return optimizer;
 }
 
 void add_param_groups(torch::optim::Optimizer& optimizer, const std::vector<ParamGroupSpec>& groups,
                       const TrainConfig& config) {
+  const size_t first = optimizer.param_groups().size();
   for (const auto& group : to_param_groups(groups, config)) optimizer.add_param_group(group);
+  set_group_options(optimizer, first, groups, config);
 }
 
 }  // namespace finetune

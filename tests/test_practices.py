@@ -1,0 +1,276 @@
+"""Fine-tuning practices in the C++ loop, each against the same computation written with torch.optim."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import finetune
+from finetune import _C
+from finetune.config import TrainConfig
+
+from helpers import mlp
+
+
+class Net(torch.nn.Module):
+    """A small "pretrained" network: a body with batch norm and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                        torch.nn.Linear(32, 32), torch.nn.ReLU())
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+@pytest.fixture
+def small(digits):
+    x, y, x_test, y_test = digits
+    return torch.from_numpy(x[:300]), torch.from_numpy(y[:300]), x_test, y_test
+
+
+def reference(model, x, y, cfg: TrainConfig, groups, *, loss_fn=F.cross_entropy, clip=0.0, ema=0.0,
+              on_epoch=None):
+    """A plain PyTorch loop over the same batches as finetune's; `groups` are torch.optim param groups."""
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    subset = _C.sample_indices(y, cfg.to_cpp())
+    shadow = [p.detach().clone() for p in model.parameters()]
+    for epoch in range(cfg.epochs):
+        if on_epoch:
+            on_epoch(epoch, opt)
+        model.train()
+        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            opt.zero_grad()
+            loss_fn(model(x[idx]), y[idx]).backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip)
+            opt.step()
+            with torch.no_grad():
+                for s, p in zip(shadow, model.parameters()):
+                    s.mul_(ema).add_(p, alpha=1 - ema)
+    if ema:
+        with torch.no_grad():
+            for s, p in zip(shadow, model.parameters()):
+                p.copy_(s)
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module, atol=1e-5):
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(p.float(), q.float(), atol=atol, rtol=0, msg=name)
+
+
+def named(model, prefix):
+    return [p for n, p in model.named_parameters() if n.startswith(prefix)]
+
+
+def test_frozen_body_gets_no_update_and_its_batchnorm_stays_in_eval(small):
+    x, y, _, _ = small
+    model = Net()
+    body_before = copy.deepcopy(model.body.state_dict())
+    ours_ref = copy.deepcopy(model)
+    cfg = TrainConfig(epochs=2, lr=0.05, freeze=["body"], progress=False)
+    result = finetune.train(model, (x, y), config=cfg)
+    for key, value in model.body.state_dict().items():  # weights *and* running statistics unchanged
+        assert torch.equal(value, body_before[key]), key
+    assert all(p.requires_grad for p in model.parameters())  # the caller's flags are restored
+    assert [g["names"] for g in result.param_groups] == [["head.weight", "head.bias"]]
+
+    # the reference: only the head in the optimizer, the frozen batch norm in eval mode
+    for p in ours_ref.body.parameters():
+        p.requires_grad_(False)
+    original_train = ours_ref.train
+
+    def train_keeping_bn_eval(mode=True):
+        original_train(mode)
+        ours_ref.body[1].eval()
+        return ours_ref
+
+    ours_ref.train = train_keeping_bn_eval
+    reference(ours_ref, x, y, cfg, [{"params": list(ours_ref.head.parameters())}])
+    assert_same_weights(model, ours_ref)
+
+
+def test_freeze_accepts_regex_and_callable(small):
+    x, y, _, _ = small
+    by_regex = finetune.train(Net(), (x, y), epochs=1, freeze=[r"body\.\d\.bias"], progress=False)
+    assert all(not n.startswith("body.") or not n.endswith("bias") for g in by_regex.param_groups for n in g["names"])
+    by_callable = finetune.train(Net(), (x, y), epochs=1, freeze=lambda name: "head" not in name, progress=False)
+    assert [n for g in by_callable.param_groups for n in g["names"]] == ["head.weight", "head.bias"]
+
+
+def test_gradual_unfreezing_equals_adding_a_param_group(small):
+    x, y, _, _ = small
+    model = Net()
+    ref = copy.deepcopy(model)
+    cfg = TrainConfig(epochs=3, lr=0.05, freeze=["body"], unfreeze_at={1: ["body"]}, progress=False)
+    result = finetune.train(model, (x, y), config=cfg)
+    assert [g["from_epoch"] for g in result.param_groups] == [0, 1]
+
+    def unfreeze(epoch, opt):
+        if epoch == 1:
+            opt.add_param_group({"params": list(ref.body.parameters())})
+
+    original_train = ref.train
+    state = {"epoch": 0}
+
+    def train(mode=True):  # batch norm frozen (eval) during epoch 0 only
+        original_train(mode)
+        if state["epoch"] == 0:
+            ref.body[1].eval()
+        return ref
+
+    ref.train = train
+
+    def on_epoch(epoch, opt):
+        state["epoch"] = epoch
+        unfreeze(epoch, opt)
+
+    reference(ref, x, y, cfg, [{"params": list(ref.head.parameters())}], on_epoch=on_epoch)
+    assert_same_weights(model, ref)
+
+
+def test_layer_decay_and_lr_groups_resolve_to_param_groups(small):
+    x, y, _, _ = small
+    model = Net()
+    ref = copy.deepcopy(model)
+    cfg = TrainConfig(epochs=2, lr=0.05, layer_decay=0.5, lr_groups={r"body\.0\..*": 0.1}, progress=False)
+    result = finetune.train(model, (x, y), config=cfg)
+    lr_of = {n: g["lr"] for g in result.param_groups for n in g["names"]}
+    # modules back from the head: head (0), body.3 (1), body.1 (2), body.0 (3)
+    assert lr_of["head.weight"] == pytest.approx(0.05)
+    assert lr_of["body.3.weight"] == pytest.approx(0.05 * 0.5)
+    assert lr_of["body.1.weight"] == pytest.approx(0.05 * 0.25)
+    assert lr_of["body.0.weight"] == pytest.approx(0.05 * 0.1 * 0.125)
+    params = dict(ref.named_parameters())
+    reference(ref, x, y, cfg, [{"params": [params[n] for n in g["names"]], "lr": g["lr"]} for g in result.param_groups])
+    assert_same_weights(model, ref)
+
+
+def test_weight_decay_skips_biases_and_norms_unless_asked(small):
+    x, y, _, _ = small
+    model = Net()
+    ref = copy.deepcopy(model)
+    cfg = TrainConfig(epochs=2, lr=0.05, weight_decay=0.1, progress=False)
+    result = finetune.train(model, (x, y), config=cfg)
+    decay = {n: g["weight_decay"] for g in result.param_groups for n in g["names"]}
+    assert decay == {n: (0.1 if p.dim() > 1 else 0.0) for n, p in model.named_parameters()}
+    params = dict(ref.named_parameters())
+    reference(ref, x, y, cfg, [{"params": [params[n] for n in g["names"]], "weight_decay": g["weight_decay"]}
+                               for g in result.param_groups])
+    assert_same_weights(model, ref)
+    everything = finetune.train(Net(), (x, y), epochs=1, weight_decay=0.1, decay_norm_and_bias=True, progress=False)
+    assert [g["weight_decay"] for g in everything.param_groups] == [0.1]
+
+
+def test_gradient_clipping_matches_clip_grad_norm(small):
+    x, y, _, _ = small
+    model = mlp()
+    ref = copy.deepcopy(model)
+    cfg = TrainConfig(epochs=2, lr=0.5, clip_grad_norm=0.1, progress=False)
+    finetune.train(model, (x, y), config=cfg)
+    reference(ref, x, y, cfg, ref.parameters(), clip=0.1)
+    assert_same_weights(model, ref)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_accumulation_equals_the_large_batch_including_a_partial_last_group(small, optimizer):
+    x, y, _, _ = small  # 300 examples: 9 full groups of 32 and a last group of 12 (micro-batches 8, 4)
+    model = mlp()
+    large = copy.deepcopy(model)
+    common = dict(epochs=2, lr=0.05 if optimizer == "sgd" else 1e-3, optimizer=optimizer, seed=5, progress=False)
+    accumulated = finetune.train(model, (x, y), batch_size=8, accumulate=4, **common)
+    one_batch = finetune.train(large, (x, y), batch_size=32, **common)
+    assert accumulated.steps == one_batch.steps == 2 * 10
+    assert_same_weights(model, large, atol=1e-6)
+    assert accumulated.history[-1]["train_loss"] == pytest.approx(one_batch.history[-1]["train_loss"], rel=1e-6)
+
+
+def test_balanced_class_weights_and_label_smoothing_match_cross_entropy(small):
+    x, y, _, _ = small
+    keep = (y != 3) | (torch.arange(len(y)) % 5 == 0)  # make class 3 rare
+    x, y = x[keep], y[keep]
+    model = mlp()
+    ref = copy.deepcopy(model)
+    cfg = TrainConfig(epochs=2, lr=0.05, class_weights="balanced", label_smoothing=0.1, progress=False)
+    result = finetune.train(model, (x, y), config=cfg)
+    counts = torch.bincount(y).double()
+    expected = (len(y) / (10 * counts)).tolist()
+    assert result.config.class_weights == pytest.approx(expected)
+    weight = torch.tensor(expected, dtype=torch.float32)
+    reference(ref, x, y, cfg.replace(class_weights=None), ref.parameters(),
+              loss_fn=lambda out, t: F.cross_entropy(out, t, weight=weight, label_smoothing=0.1))
+    assert_same_weights(model, ref)
+
+
+def test_balanced_sampler_draws_classes_evenly(small):
+    x, y, _, _ = small
+    keep = (y != 3) | (torch.arange(len(y)) % 10 == 0)
+    y = y[keep]
+    drawn = torch.cat([_C.balanced_epoch_order(y, torch.arange(len(y)), 0, e) for e in range(20)])
+    share = torch.bincount(y[drawn], minlength=10).double() / len(drawn)
+    assert torch.allclose(share, torch.full((10,), 0.1, dtype=torch.float64), atol=0.02), share
+    result = finetune.train("mlp", (x[keep], y), epochs=1, sampler="balanced", progress=False)
+    assert result.steps == -(-len(y) // 32)
+
+
+def test_early_stopping_and_restore_best(digits):
+    x, y, x_test, y_test = digits
+    # a rate high enough that the validation loss stops improving
+    result = finetune.train("mlp", (x[:200], y[:200]), val=(x_test, y_test), epochs=60, lr=0.3,
+                            early_stopping=3, restore_best=True, progress=False)
+    losses = [h["val_loss"] for h in result.history]
+    assert result.stopped and len(losses) < 60
+    assert result.best_epoch == int(np.argmin(losses)) and len(losses) == result.best_epoch + 4
+    assert result.best_value == pytest.approx(min(losses))
+    assert finetune.evaluate(result.model, (x_test, y_test))["loss"] == pytest.approx(min(losses), rel=1e-9)
+    assert result.metrics["loss"] == pytest.approx(min(losses), rel=1e-9)
+
+
+def test_monitor_can_maximise_accuracy(digits):
+    x, y, x_test, y_test = digits
+    result = finetune.train("mlp", (x, y), val=(x_test, y_test), epochs=6, monitor="val_accuracy", progress=False)
+    accuracies = [h["val_accuracy"] for h in result.history]
+    assert result.best_epoch == int(np.argmax(accuracies))
+    with pytest.raises(ValueError, match=r"monitor must be one of \['train_loss', 'val_accuracy'.*got 'val_auc'"):
+        finetune.train("mlp", (x, y), val=(x_test, y_test), epochs=1, monitor="val_auc", progress=False)
+    with pytest.raises(ValueError, match=r"monitor 'val_loss' needs validation data"):
+        finetune.train("mlp", (x, y), epochs=1, early_stopping=2, progress=False)
+
+
+def test_ema_weights_equal_a_reference_average(small):
+    x, y, _, _ = small
+    model = mlp()
+    ref = copy.deepcopy(model)
+    cfg = TrainConfig(epochs=2, lr=0.05, ema=0.9, progress=False)
+    finetune.train(model, (x, y), config=cfg)
+    reference(ref, x, y, cfg, ref.parameters(), ema=0.9)
+    assert_same_weights(model, ref)
+
+
+def test_bf16_autocast_learns(digits):
+    x, y, x_test, y_test = digits
+    fp32 = finetune.train("mlp", (x, y), val=(x_test, y_test), epochs=8, lr=0.05, progress=False)
+    bf16 = finetune.train("mlp", (x, y), val=(x_test, y_test), epochs=8, lr=0.05, precision="bf16", progress=False)
+    assert bf16.metrics["accuracy"] > 0.85
+    assert bf16.history[-1]["train_loss"] != fp32.history[-1]["train_loss"]  # it really ran in bf16
+
+
+def test_find_lr_restores_weights_and_suggests_a_rate_inside_the_sweep(digits):
+    x, y, _, _ = digits
+    model = mlp()
+    before = copy.deepcopy(model.state_dict())
+    curve = finetune.find_lr(model, (x, y), start_lr=1e-5, end_lr=100.0, num_steps=120)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert curve.diverged and len(curve.lrs) < 120
+    assert 1e-5 <= curve.suggestion <= curve.lrs[-1]
+    assert min(curve.losses) < curve.losses[0]  # the loss fell somewhere in the sweep
+    assert curve.lrs == sorted(curve.lrs)
