@@ -38,9 +38,86 @@ py::dict epoch_dict(const EpochRecord& r) {
   return out;
 }
 
+EpochRecord epoch_record(const py::dict& d) {
+  EpochRecord r;
+  for (const auto& [key_obj, value] : d) {
+    const auto key = key_obj.cast<std::string>();
+    if (key == "epoch") r.epoch = value.cast<int64_t>();
+    else if (key == "train_loss") r.train_loss = value.cast<double>();
+    else if (key == "lr") r.lr = value.cast<double>();
+    else if (key == "seconds") r.seconds = value.cast<double>();
+    else if (key == "samples_per_s") r.samples_per_s = value.cast<double>();
+    else if (key.rfind("val_", 0) == 0) r.val[key.substr(4)] = value.cast<double>();
+  }
+  return r;
+}
+
+py::dict named_dict(const NamedTensors& tensors) {
+  py::dict out;
+  for (const auto& [name, tensor] : tensors) out[py::str(name)] = tensor;
+  return out;
+}
+
+NamedTensors named_from(const py::dict& d) {
+  NamedTensors out;
+  for (const auto& [name, tensor] : d) out.emplace_back(name.cast<std::string>(), tensor.cast<at::Tensor>());
+  return out;
+}
+
+// LoopState <-> a dict of plain values ("counters", "history", "best_metrics") and tensors ("rng_state",
+// "optimizer", "ema", "best"): the checkpoint files are written from it in Python.
+py::dict loop_state_dict(const LoopState& s) {
+  py::dict counters;
+  counters["epoch"] = s.epoch;
+  counters["epoch_step"] = s.epoch_step;
+  counters["steps"] = s.steps;
+  counters["skipped_steps"] = s.skipped_steps;
+  counters["loss_sum"] = s.loss_sum;
+  counters["weight_sum"] = s.weight_sum;
+  counters["samples"] = s.samples;
+  counters["epoch_seconds"] = s.epoch_seconds;
+  counters["best_epoch"] = s.best_epoch;
+  counters["best_value"] = s.best_value;
+  counters["epochs_without_improvement"] = s.epochs_without_improvement;
+  py::list history;
+  for (const auto& record : s.history) history.append(epoch_dict(record));
+  py::dict out;
+  out["counters"] = counters;
+  out["history"] = history;
+  out["best_metrics"] = s.best_metrics;
+  out["rng_state"] = s.rng_state;
+  out["optimizer"] = named_dict(s.optimizer);
+  out["ema"] = named_dict(s.ema);
+  out["best"] = named_dict(s.best);
+  return out;
+}
+
+LoopState loop_state_from(const py::dict& d) {
+  LoopState s;
+  const auto c = d["counters"].cast<py::dict>();
+  s.epoch = c["epoch"].cast<int64_t>();
+  s.epoch_step = c["epoch_step"].cast<int64_t>();
+  s.steps = c["steps"].cast<int64_t>();
+  s.skipped_steps = c["skipped_steps"].cast<int64_t>();
+  s.loss_sum = c["loss_sum"].cast<double>();
+  s.weight_sum = c["weight_sum"].cast<double>();
+  s.samples = c["samples"].cast<int64_t>();
+  s.epoch_seconds = c["epoch_seconds"].cast<double>();
+  s.best_epoch = c["best_epoch"].cast<int64_t>();
+  s.best_value = c["best_value"].cast<double>();
+  s.epochs_without_improvement = c["epochs_without_improvement"].cast<int64_t>();
+  for (const auto& record : d["history"].cast<py::list>()) s.history.push_back(epoch_record(record.cast<py::dict>()));
+  s.best_metrics = d["best_metrics"].cast<std::map<std::string, double>>();
+  if (!d["rng_state"].is_none()) s.rng_state = d["rng_state"].cast<at::Tensor>();
+  s.optimizer = named_from(d["optimizer"].cast<py::dict>());
+  s.ema = named_from(d["ema"].cast<py::dict>());
+  s.best = named_from(d["best"].cast<py::dict>());
+  return s;
+}
+
 // Turns the Python callback into loop hooks. The GIL is taken only when Python is called, at most every
 // `interval_s` seconds and at the end of each epoch; Ctrl-C is noticed at the same moments.
-TrainHooks python_hooks(const py::object& callback, double interval_s) {
+TrainHooks python_hooks(const py::object& callback, double interval_s, const py::object& checkpoint) {
   using Clock = std::chrono::steady_clock;
   auto last_call = std::make_shared<Clock::time_point>(Clock::time_point::min());
   TrainHooks hooks;
@@ -69,22 +146,31 @@ TrainHooks python_hooks(const py::object& callback, double interval_s) {
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     return !callback.is_none() && py::bool_(callback("epoch", epoch_dict(record))).cast<bool>();
   };
+  if (!checkpoint.is_none()) {
+    hooks.on_checkpoint = [checkpoint](const LoopState& state, const std::string& reason) {
+      py::gil_scoped_acquire gil;
+      checkpoint(reason, loop_state_dict(state));
+    };
+  }
   return hooks;
 }
 
 py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& train_inputs,
                   const at::Tensor& train_targets, const std::optional<std::vector<at::Tensor>>& val_inputs,
                   const std::optional<at::Tensor>& val_targets, const TrainConfig& config, const py::object& callback,
-                  double callback_interval_s) {
+                  double callback_interval_s, const py::object& checkpoint, const py::object& resume) {
   auto model = as_model(model_obj);
   const Dataset train_data(train_inputs, train_targets);
   std::optional<Dataset> val_data;
   if (val_inputs && val_targets) val_data.emplace(*val_inputs, *val_targets);
-  const auto hooks = python_hooks(callback, callback_interval_s);
+  const auto hooks = python_hooks(callback, callback_interval_s, checkpoint);
+  std::optional<LoopState> resume_state;
+  if (!resume.is_none()) resume_state = loop_state_from(resume.cast<py::dict>());
   TrainResult result;
   {
     py::gil_scoped_release no_gil;
-    result = train(model, train_data, val_data ? &*val_data : nullptr, config, hooks);
+    result = train(model, train_data, val_data ? &*val_data : nullptr, config, hooks,
+                   resume_state ? &*resume_state : nullptr);
   }
   py::list history;
   for (const auto& record : result.history) history.append(epoch_dict(record));
@@ -95,6 +181,7 @@ py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& tr
   out["class_counts"] = result.class_counts;
   out["train_size"] = result.train_size;
   out["steps"] = result.steps;
+  out["skipped_steps"] = result.skipped_steps;
   out["seconds"] = result.seconds;
   out["stopped"] = result.stopped;
   out["best_epoch"] = result.best_epoch >= 0 ? py::cast(result.best_epoch) : py::none();
@@ -219,7 +306,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
   m.def("train", &train_py, py::arg("model"), py::arg("train_inputs"), py::arg("train_targets"),
         py::arg("val_inputs"), py::arg("val_targets"), py::arg("config"), py::arg("callback") = py::none(),
-        py::arg("callback_interval_s") = 0.1);
+        py::arg("callback_interval_s") = 0.1, py::arg("checkpoint") = py::none(), py::arg("resume") = py::none());
   m.def("find_lr", &find_lr_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"),
         py::arg("start_lr"), py::arg("end_lr"), py::arg("num_steps"), py::arg("diverge_factor"));
   m.def("scheduled_lr", &scheduled_lr, py::arg("config"), py::arg("base_lr"), py::arg("step"), py::arg("total_steps"),

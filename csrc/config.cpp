@@ -66,6 +66,11 @@ void validate(const TrainConfig& c) {
   TORCH_CHECK_VALUE(c.ema >= 0.0 && c.ema < 1.0, "ema must be in [0, 1) (0 = off), got ", c.ema);
   TORCH_CHECK_VALUE(c.precision == "fp32" || c.precision == "bf16",
                     "precision must be one of ['fp32', 'bf16'], got '", c.precision, "'");
+  TORCH_CHECK_VALUE(c.on_nan == "stop" || c.on_nan == "skip", "on_nan must be one of ['stop', 'skip'], got '",
+                    c.on_nan, "'");
+  TORCH_CHECK_VALUE(c.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0 = each epoch), got ",
+                    c.checkpoint_every);
+  TORCH_CHECK_VALUE(c.keep_last >= 0, "keep_last must be >= 0 (0 = keep all), got ", c.keep_last);
 }
 
 }  // namespace finetune

@@ -52,6 +52,10 @@ using Weights = std::vector<double>;
   X(bool, restore_best, false)                                                          \
   X(double, ema, 0.0) /* decay of the weights' moving average, 0 = off */               \
   X(std::string, precision, "fp32") /* "fp32" or "bf16" (autocast) */                   \
+  X(std::string, on_nan, "stop") /* NaN/inf loss or gradient: "stop" or "skip" the step */ \
+  X(std::string, checkpoint_dir, "") /* "" = no checkpoints */                          \
+  X(int64_t, checkpoint_every, 0) /* optimizer steps between checkpoints, 0 = each epoch */ \
+  X(int64_t, keep_last, 3) /* checkpoints kept, 0 = all */                              \
   X(double, sample_fraction, 1.0)                                                       \
   X(int64_t, sample_size, 0) /* 0 = use sample_fraction */                              \
   X(bool, stratify, true)    /* classification only */                                  \

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include <c10/util/Exception.h>
@@ -158,6 +159,116 @@ void add_param_groups(torch::optim::Optimizer& optimizer, const std::vector<Para
   const size_t first = optimizer.param_groups().size();
   for (const auto& group : to_param_groups(groups, config)) optimizer.add_param_group(group);
   set_group_options(optimizer, first, groups, config);
+}
+
+namespace {
+
+using State = torch::optim::OptimizerParamState;
+
+// Each optimizer's state fields: how to read them into named tensors and write them back.
+struct StateFields {
+  std::function<void(State&, const std::string&, NamedTensors&)> save;
+  std::function<std::unique_ptr<State>(const std::string&, const std::map<std::string, at::Tensor>&)> load;
+};
+
+void put(NamedTensors& out, const std::string& prefix, const char* field, const at::Tensor& t) {
+  if (t.defined()) out.emplace_back(prefix + "/" + field, t);
+}
+
+at::Tensor get(const std::map<std::string, at::Tensor>& state, const std::string& prefix, const char* field) {
+  const auto found = state.find(prefix + "/" + field);
+  return found == state.end() ? at::Tensor() : found->second;
+}
+
+at::Tensor step_tensor(int64_t step) { return at::scalar_tensor(step, at::kLong); }
+
+template <typename AdamState>
+StateFields adam_fields() {
+  return {[](State& s, const std::string& p, NamedTensors& out) {
+            auto& st = static_cast<AdamState&>(s);
+            put(out, p, "step", step_tensor(st.step()));
+            put(out, p, "exp_avg", st.exp_avg());
+            put(out, p, "exp_avg_sq", st.exp_avg_sq());
+            put(out, p, "max_exp_avg_sq", st.max_exp_avg_sq());
+          },
+          [](const std::string& p, const std::map<std::string, at::Tensor>& state) {
+            auto st = std::make_unique<AdamState>();
+            st->step(get(state, p, "step").template item<int64_t>());
+            st->exp_avg(get(state, p, "exp_avg").clone());
+            st->exp_avg_sq(get(state, p, "exp_avg_sq").clone());
+            if (get(state, p, "max_exp_avg_sq").defined()) st->max_exp_avg_sq(get(state, p, "max_exp_avg_sq").clone());
+            return std::unique_ptr<State>(std::move(st));
+          }};
+}
+
+const std::map<std::string, StateFields>& state_fields() {
+  using namespace torch::optim;
+  static const std::map<std::string, StateFields> fields = {
+      {"sgd",
+       {[](State& s, const std::string& p, NamedTensors& out) {
+          put(out, p, "momentum_buffer", static_cast<SGDParamState&>(s).momentum_buffer());
+        },
+        [](const std::string& p, const std::map<std::string, at::Tensor>& state) {
+          auto st = std::make_unique<SGDParamState>();
+          st->momentum_buffer(get(state, p, "momentum_buffer").clone());
+          return std::unique_ptr<State>(std::move(st));
+        }}},
+      {"adam", adam_fields<AdamParamState>()},
+      {"adamw", adam_fields<AdamWParamState>()},
+      {"rmsprop",
+       {[](State& s, const std::string& p, NamedTensors& out) {
+          auto& st = static_cast<RMSpropParamState&>(s);
+          put(out, p, "step", step_tensor(st.step()));
+          put(out, p, "square_avg", st.square_avg());
+          put(out, p, "momentum_buffer", st.momentum_buffer());
+          put(out, p, "grad_avg", st.grad_avg());
+        },
+        [](const std::string& p, const std::map<std::string, at::Tensor>& state) {
+          auto st = std::make_unique<RMSpropParamState>();
+          st->step(get(state, p, "step").item<int64_t>());
+          st->square_avg(get(state, p, "square_avg").clone());
+          if (get(state, p, "momentum_buffer").defined()) st->momentum_buffer(get(state, p, "momentum_buffer").clone());
+          if (get(state, p, "grad_avg").defined()) st->grad_avg(get(state, p, "grad_avg").clone());
+          return std::unique_ptr<State>(std::move(st));
+        }}},
+  };
+  return fields;
+}
+
+// The registry name of a live optimizer (the state layout depends on it).
+std::string optimizer_kind(torch::optim::Optimizer& optimizer) {
+  using namespace torch::optim;
+  if (dynamic_cast<SGD*>(&optimizer)) return "sgd";
+  if (dynamic_cast<AdamW*>(&optimizer)) return "adamw";
+  if (dynamic_cast<Adam*>(&optimizer)) return "adam";
+  if (dynamic_cast<RMSprop*>(&optimizer)) return "rmsprop";
+  TORCH_CHECK(false, "unknown optimizer type");
+}
+
+}  // namespace
+
+NamedTensors optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params) {
+  const auto& fields = state_fields().at(optimizer_kind(optimizer));
+  NamedTensors out;
+  for (const auto& [name, p] : params) {
+    const auto found = optimizer.state().find(p.unsafeGetTensorImpl());
+    if (found != optimizer.state().end()) fields.save(*found->second, name, out);
+  }
+  return out;
+}
+
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params, const NamedTensors& state) {
+  const auto& fields = state_fields().at(optimizer_kind(optimizer));
+  std::map<std::string, at::Tensor> by_name(state.begin(), state.end());
+  std::set<std::string> owners;
+  for (const auto& [key, tensor] : state) owners.insert(key.substr(0, key.rfind('/')));
+  for (const auto& [name, p] : params) {
+    if (!owners.count(name)) continue;
+    owners.erase(name);
+    auto loaded = fields.load(name, by_name);
+    optimizer.state()[p.unsafeGetTensorImpl()] = std::move(loaded);
+  }
+  TORCH_CHECK_VALUE(owners.empty(), "optimizer state names parameters the model does not have: ", *owners.begin());
 }
 
 }  // namespace finetune

@@ -59,4 +59,9 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<ParamG
 void add_param_groups(torch::optim::Optimizer& optimizer, const std::vector<ParamGroupSpec>& groups,
                       const TrainConfig& config);
 
+// The optimizer's per-parameter state as plain tensors named "<parameter name>/<field>" (momentum_buffer,
+// exp_avg, exp_avg_sq, square_avg, step, ...), for checkpoints that need no pickle; and back.
+NamedTensors optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params);
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params, const NamedTensors& state);
+
 }  // namespace finetune

@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -250,8 +252,51 @@ at::Device resolve_device(const std::string& name) {
   return *device;
 }
 
+namespace {
+
+NamedTensors by_name(const NamedTensors& names, const std::vector<at::Tensor>& tensors) {
+  NamedTensors out;
+  for (size_t i = 0; i < names.size(); ++i) out.emplace_back(names[i].first, tensors[i]);
+  return out;
+}
+
+NamedTensors named_state(const Model& model) {
+  auto out = model.named_parameters();
+  for (const auto& item : model.named_buffers()) out.push_back(item);
+  return out;
+}
+
+// Copies `saved` (by name) into `into`; every name must be present with the same shape.
+std::vector<at::Tensor> match_by_name(const NamedTensors& into, const NamedTensors& saved, const char* what,
+                                      const at::Device& device) {
+  std::map<std::string, at::Tensor> lookup(saved.begin(), saved.end());
+  std::vector<at::Tensor> out;
+  for (const auto& [name, tensor] : into) {
+    const auto found = lookup.find(name);
+    TORCH_CHECK_VALUE(found != lookup.end(), "checkpoint ", what, " lacks '", name, "'");
+    TORCH_CHECK_VALUE(found->second.sizes() == tensor.sizes(), "checkpoint ", what, " '", name, "' has shape ",
+                      found->second.sizes(), " but the model's is ", tensor.sizes());
+    out.push_back(found->second.to(device));
+  }
+  return out;
+}
+
+// A NaN or inf in the step's loss or in any gradient.
+bool step_is_finite(const at::Tensor& step_loss, const NamedTensors& params) {
+  std::vector<at::Tensor> grads;
+  for (const auto& [name, p] : params) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  if (!std::isfinite(step_loss.item<double>())) return false;
+  if (grads.empty()) return true;
+  // One reduction per gradient and a single sync: a sum is NaN/inf when any element is.
+  return at::stack(at::_foreach_norm(grads)).isfinite().all().item<bool>();
+}
+
+}  // namespace
+
 TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_data, const TrainConfig& config,
-                  const TrainHooks& hooks) {
+                  const TrainHooks& hooks, const LoopState* resume) {
   validate(config);
   check_dataset(train_data, config, "train");
   if (val_data) check_dataset(*val_data, config, "val");
@@ -285,15 +330,12 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   // when an unfreeze_at entry names them. A parameter the caller set requires_grad=False stays frozen.
   const auto params = model.named_parameters();
   RequiresGradGuard restore_requires_grad(params);
-  std::set<std::string> trainable;
-  for (const auto& [name, p] : params) {
-    if (p.requires_grad() && !matches_any(name, config.freeze, "freeze")) trainable.insert(name);
-  }
-  std::set<std::string> user_trainable;
+  std::set<std::string> trainable, user_trainable;
   for (const auto& [name, p] : params) {
     if (p.requires_grad()) user_trainable.insert(name);
-    p.requires_grad_(trainable.count(name) > 0);
+    if (p.requires_grad() && !matches_any(name, config.freeze, "freeze")) trainable.insert(name);
   }
+  for (const auto& [name, p] : params) p.requires_grad_(trainable.count(name) > 0);
   const auto is_frozen = [&trainable](const std::string& name) { return trainable.count(name) == 0; };
   const auto initial_groups = resolve_param_groups(params, [&](const std::string& n) { return !is_frozen(n); }, config);
   auto optimizer = make_optimizer(initial_groups, config);
@@ -305,35 +347,105 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     }
   };
   report_groups(initial_groups, 0);
+  const auto unfreeze = [&](int64_t epoch) {
+    const auto due = config.unfreeze_at.find(epoch);
+    if (due == config.unfreeze_at.end()) return;
+    std::set<std::string> unfrozen;
+    for (const auto& [name, p] : params) {
+      if (is_frozen(name) && user_trainable.count(name) && matches_any(name, due->second, "unfreeze_at")) {
+        unfrozen.insert(name);
+        p.requires_grad_(true);
+      }
+    }
+    trainable.insert(unfrozen.begin(), unfrozen.end());
+    const auto groups = resolve_param_groups(params, [&](const std::string& n) { return unfrozen.count(n) > 0; }, config);
+    add_param_groups(*optimizer, groups, config);
+    report_groups(groups, epoch);
+  };
 
   std::optional<WeightAverage> ema;
-  if (config.ema > 0.0) {
-    std::vector<at::Tensor> tensors;
-    for (const auto& [name, p] : params) tensors.push_back(p);
-    ema.emplace(tensors, config.ema);
-  }
+  std::vector<at::Tensor> all_params;
+  for (const auto& [name, p] : params) all_params.push_back(p);
+  if (config.ema > 0.0) ema.emplace(all_params, config.ema);
   std::vector<at::Tensor> best_state;
-  Metrics best_metrics;
+  std::map<std::string, double> best_metrics;
   int64_t epochs_without_improvement = 0;
   const bool autocast = config.precision == "bf16";
 
+  // Resuming: replay the unfreezing up to the saved epoch (the optimizer's groups come back in the same
+  // order), then restore the optimizer, the generator and the loop's counters.
+  int64_t start_epoch = 0, start_step = 0;
+  double resumed_loss = 0.0, resumed_weight = 0.0, resumed_seconds = 0.0;
+  int64_t resumed_samples = 0;
+  if (resume) {
+    for (int64_t e = 0; e <= std::min(resume->epoch, config.epochs - 1); ++e) unfreeze(e);
+    NamedTensors optimizer_saved;
+    for (const auto& [name, t] : resume->optimizer) optimizer_saved.emplace_back(name, t.to(device));
+    load_optimizer_state(*optimizer, params, optimizer_saved);
+    if (resume->rng_state.defined()) {
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(resume->rng_state);
+    }
+    if (ema && !resume->ema.empty()) {
+      ema.emplace(all_params, config.ema);
+      ema->swap();
+      copy_into(all_params, match_by_name(params, resume->ema, "ema weights", device));
+      ema->swap();
+    }
+    if (!resume->best.empty()) best_state = match_by_name(named_state(model), resume->best, "best weights", device);
+    start_epoch = resume->epoch;
+    start_step = resume->epoch_step;
+    result.steps = resume->steps;
+    result.skipped_steps = resume->skipped_steps;
+    result.history = resume->history;
+    result.best_epoch = resume->best_epoch;
+    result.best_value = resume->best_value;
+    best_metrics = resume->best_metrics;
+    epochs_without_improvement = resume->epochs_without_improvement;
+    resumed_loss = resume->loss_sum, resumed_weight = resume->weight_sum, resumed_seconds = resume->epoch_seconds;
+    resumed_samples = resume->samples;
+    if (!result.history.empty()) result.metrics.values = result.history.back().val;
+  }
+
+  // The state a checkpoint records; model weights are read by the hook from the model itself.
+  const auto snapshot = [&](int64_t epoch, int64_t epoch_step, double loss_sum, double weight_sum, int64_t samples,
+                            double epoch_seconds) {
+    LoopState state;
+    state.epoch = epoch;
+    state.epoch_step = epoch_step;
+    state.steps = result.steps;
+    state.skipped_steps = result.skipped_steps;
+    state.loss_sum = loss_sum;
+    state.weight_sum = weight_sum;
+    state.samples = samples;
+    state.epoch_seconds = epoch_seconds;
+    state.history = result.history;
+    state.best_epoch = result.best_epoch;
+    state.best_value = result.best_value;
+    state.epochs_without_improvement = epochs_without_improvement;
+    state.best_metrics = best_metrics;
+    {
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      state.rng_state = generator.get_state();
+    }
+    state.optimizer = optimizer_state(*optimizer, params);
+    if (ema) {
+      ema->swap();
+      state.ema = by_name(params, clone_all(all_params));
+      ema->swap();
+    }
+    if (!best_state.empty()) state.best = by_name(named_state(model), best_state);
+    return state;
+  };
+  const bool checkpointing = static_cast<bool>(hooks.on_checkpoint) && !config.checkpoint_dir.empty();
+
   ModeGuard restore_mode(model, /*training=*/true);
   const auto run_start = Clock::now();
-  for (int64_t epoch = 0; epoch < config.epochs && !result.stopped; ++epoch) {
-    const auto due = config.unfreeze_at.find(epoch);
-    if (due != config.unfreeze_at.end()) {
-      std::set<std::string> unfrozen;
-      for (const auto& [name, p] : params) {
-        if (is_frozen(name) && user_trainable.count(name) && matches_any(name, due->second, "unfreeze_at")) {
-          unfrozen.insert(name);
-          p.requires_grad_(true);
-        }
-      }
-      trainable.insert(unfrozen.begin(), unfrozen.end());
-      const auto groups = resolve_param_groups(params, [&](const std::string& n) { return unfrozen.count(n) > 0; }, config);
-      add_param_groups(*optimizer, groups, config);
-      report_groups(groups, epoch);
-    }
+  for (int64_t epoch = start_epoch; epoch < config.epochs && !result.stopped; ++epoch) {
+    const bool resuming_here = resume && epoch == start_epoch;
+    if (!resuming_here) unfreeze(epoch);
     TORCH_CHECK_VALUE(!trainable.empty(), "model has no trainable parameters at epoch ", epoch,
                       " (all are frozen by `freeze` or have requires_grad=False)");
 
@@ -342,11 +454,12 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     const auto order = config.sampler == "balanced"
                            ? balanced_epoch_order(train_data.targets, subset, config.seed, epoch)
                            : epoch_order(subset, config.seed, epoch, config.shuffle);
-    auto loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
-    double weight_sum = 0.0;
-    int64_t samples = 0;
+    // Summed on the CPU in double, step by step, so that a resumed epoch adds up exactly as an unbroken one.
+    double loss_sum = resuming_here ? resumed_loss : 0.0, weight_sum = resuming_here ? resumed_weight : 0.0;
+    int64_t samples = resuming_here ? resumed_samples : 0;
+    const double seconds_before = resuming_here ? resumed_seconds : 0.0;
     const auto epoch_start = Clock::now();
-    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+    for (int64_t s = resuming_here ? start_step : 0; s < steps_per_epoch; ++s) {
       const int64_t first = s * config.accumulate * batch_size;
       const int64_t last = std::min((s + 1) * config.accumulate * batch_size, result.train_size);
       const double denominator = loss_denominator(train_data, order.slice(0, first, last), class_weights_cpu, config);
@@ -368,14 +481,29 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         step_loss.add_(loss.detach());
       }
       if (hooks.reduce_gradients) hooks.reduce_gradients(parameters_with_grad(params));
-      if (config.clip_grad_norm > 0.0) torch::nn::utils::clip_grad_norm_(parameters_with_grad(params), config.clip_grad_norm);
-      optimizer->step();
-      if (ema) ema->update();
-
-      loss_sum.add_(step_loss);
-      weight_sum += denominator;
+      const bool finite = step_is_finite(step_loss, params);
+      if (!finite && config.on_nan == "stop") {
+        const auto indices = order.slice(0, first, std::min(first + 8, last));
+        std::ostringstream shown;
+        for (int64_t i = 0; i < indices.size(0); ++i) shown << (i ? ", " : "") << indices[i].item<int64_t>();
+        TORCH_CHECK_VALUE(false, "non-finite loss or gradient at epoch ", epoch, ", step ", s + 1, " of ",
+                          steps_per_epoch, " (run step ", result.steps + 1, "), training examples [", shown.str(),
+                          last - first > 8 ? ", ..." : "", "] (on_nan='stop'; on_nan='skip' drops such steps)");
+      }
+      if (finite) {
+        if (config.clip_grad_norm > 0.0) {
+          torch::nn::utils::clip_grad_norm_(parameters_with_grad(params), config.clip_grad_norm);
+        }
+        optimizer->step();
+        if (ema) ema->update();
+        loss_sum += step_loss.item<double>();
+        weight_sum += denominator;
+      } else {
+        result.skipped_steps += 1;
+      }
       samples += last - first;
       result.steps += 1;
+      const double elapsed = seconds_before + seconds_since(epoch_start);
       if (hooks.on_step) {
         StepInfo info;
         info.epoch = epoch;
@@ -385,17 +513,28 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         info.samples = samples;
         info.loss = step_loss / denominator;
         info.lr = current_lr(*optimizer);
-        info.epoch_seconds = seconds_since(epoch_start);
-        if (hooks.on_step(info)) {
+        info.epoch_seconds = elapsed;
+        bool stop = false;
+        try {
+          stop = hooks.on_step(info);
+        } catch (...) {
+          // Ctrl-C, SIGTERM or an error in a callback: the step is complete, so save it before leaving.
+          if (checkpointing) hooks.on_checkpoint(snapshot(epoch, s + 1, loss_sum, weight_sum, samples, elapsed), "interrupt");
+          throw;
+        }
+        if (stop) {
           result.stopped = true;
           break;
         }
       }
+      if (checkpointing && config.checkpoint_every > 0 && result.steps % config.checkpoint_every == 0) {
+        hooks.on_checkpoint(snapshot(epoch, s + 1, loss_sum, weight_sum, samples, elapsed), "step");
+      }
     }
     EpochRecord record;
     record.epoch = epoch;
-    record.seconds = seconds_since(epoch_start);
-    record.train_loss = loss_sum.item<double>() / std::max(weight_sum, 1e-300);
+    record.seconds = seconds_before + seconds_since(epoch_start);
+    record.train_loss = loss_sum / std::max(weight_sum, 1e-300);
     record.samples_per_s = static_cast<double>(samples) / std::max(record.seconds, 1e-9);
     record.lr = current_lr(*optimizer);
     if (val_data) {
@@ -411,7 +550,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
       if (improved) {
         result.best_epoch = epoch;
         result.best_value = value;
-        best_metrics = result.metrics;
+        best_metrics = result.metrics.values;
         epochs_without_improvement = 0;
         if (config.restore_best) {
           if (ema) ema->swap();
@@ -424,14 +563,20 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     }
     result.history.push_back(record);
     if (hooks.on_epoch_end && hooks.on_epoch_end(record)) result.stopped = true;
+    if (checkpointing) {
+      // A stopped run is complete: its checkpoint says so, and resuming it trains no further.
+      hooks.on_checkpoint(snapshot(result.stopped ? config.epochs : epoch + 1, 0, 0.0, 0.0, 0, 0.0), "epoch");
+    }
   }
   if (config.restore_best && !best_state.empty()) {
     copy_into(state_tensors(model), best_state);
-    result.metrics = best_metrics;
+    result.metrics.values = best_metrics;
   } else if (ema) {
     ema->swap();  // the returned model is the one that was evaluated
   }
-  if (val_data && result.history.empty()) result.metrics = evaluate(model, *val_data, config);
+  if (val_data && (result.history.empty() || (config.restore_best && !best_state.empty()))) {
+    result.metrics = evaluate(model, *val_data, config);  // also fills the confusion matrix of what is returned
+  }
   result.seconds = seconds_since(run_start);
   return result;
 }

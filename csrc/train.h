@@ -34,6 +34,29 @@ struct EpochRecord {
   double samples_per_s = 0.0;
 };
 
+// Everything a run needs to continue exactly where it was: a checkpoint, with the model's own weights.
+// Taken after an optimizer step or an epoch's end; the data order and schedule are recomputed from
+// (seed, epoch, steps), the rest is here.
+struct LoopState {
+  int64_t epoch = 0;          // the epoch in progress (== epochs when the run is complete)
+  int64_t epoch_step = 0;     // optimizer steps already taken in it
+  int64_t steps = 0;          // optimizer steps taken in the run
+  int64_t skipped_steps = 0;  // on_nan="skip"
+  double loss_sum = 0.0;      // the epoch so far: summed loss, its weight, examples and training time
+  double weight_sum = 0.0;
+  int64_t samples = 0;
+  double epoch_seconds = 0.0;
+  std::vector<EpochRecord> history;
+  int64_t best_epoch = -1;
+  double best_value = 0.0;
+  int64_t epochs_without_improvement = 0;
+  std::map<std::string, double> best_metrics;
+  at::Tensor rng_state;       // the global CPU generator (dropout)
+  NamedTensors optimizer;     // optimizer_state()
+  NamedTensors ema;           // averaged weights by parameter name (config.ema)
+  NamedTensors best;          // restore_best: the best epoch's parameters and buffers by name
+};
+
 // Extension points of the loop. All are optional.
 struct TrainHooks {
   // After each optimizer step; returning true stops training after this step.
@@ -43,6 +66,9 @@ struct TrainHooks {
   // Between backward and the optimizer step, with the parameters whose .grad() is set: a data-parallel
   // run all-reduces them here.
   std::function<void(const std::vector<at::Tensor>&)> reduce_gradients;
+  // When a checkpoint is due (config.checkpoint_every, each epoch's end, and before an exception from
+  // on_step, e.g. Ctrl-C, leaves the loop): `reason` is "step", "epoch" or "interrupt".
+  std::function<void(const LoopState&, const std::string& reason)> on_checkpoint;
 };
 
 struct ParamGroupReport {
@@ -58,6 +84,7 @@ struct TrainResult {
   std::vector<int64_t> class_counts;  // training examples per class in the sampled subset
   int64_t train_size = 0;             // examples in the sampled subset
   int64_t steps = 0;                  // optimizer steps
+  int64_t skipped_steps = 0;          // dropped by on_nan="skip"
   double seconds = 0.0;
   bool stopped = false;               // stopped before the last epoch (a hook, or early stopping)
   int64_t best_epoch = -1;            // by config.monitor; -1 when nothing was monitored
@@ -65,8 +92,9 @@ struct TrainResult {
   std::vector<ParamGroupReport> param_groups;
 };
 
+// `resume`, when given, continues from a LoopState whose model weights are already in `model`.
 TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_data, const TrainConfig& config,
-                  const TrainHooks& hooks = {});
+                  const TrainHooks& hooks = {}, const LoopState* resume = nullptr);
 
 // Loss and metrics of the model on `data`, in eval mode without autograd, in batches.
 Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config);

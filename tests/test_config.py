@@ -30,6 +30,7 @@ def test_every_field_round_trips_to_cpp():
                           lr_groups={"head": 10.0, "body": 0.5}, layer_decay=0.8, clip_grad_norm=1.0,
                           accumulate=4, class_weights=[1.0, 2.0], label_smoothing=0.1, sampler="balanced",
                           early_stopping=3, monitor="val_accuracy", restore_best=True, ema=0.99, precision="bf16",
+                          on_nan="skip", checkpoint_dir="/tmp/checkpoints", checkpoint_every=5, keep_last=2,
                           sample_fraction=0.5, sample_size=11, stratify=False, shuffle=False, seed=42,
                           device="cpu", topk=3, progress=False)
     assert set(dataclasses.asdict(changed)) == set(config_fields())
@@ -44,6 +45,18 @@ def test_every_field_round_trips_to_cpp():
 def test_special_values_map_to_cpp():
     assert TrainConfig(batch_size="full").to_cpp().batch_size == 0
     assert TrainConfig(sample_size=None).to_cpp().sample_size == 0
+    assert TrainConfig(checkpoint_every="epoch").to_cpp().checkpoint_every == 0
+    assert TrainConfig(checkpoint_dir=None).to_cpp().checkpoint_dir == ""
+
+
+def test_dict_round_trip_through_json():
+    import json
+
+    cfg = TrainConfig(unfreeze_at={2: ["body"]}, lr_groups={"head": 3.0}, freeze=["body"], class_weights=[1.0, 2.0])
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(TypeError, match=r"unknown config key\(s\) \['lrate'\]"):
+        TrainConfig.from_dict({"lrate": 0.1})
 
 
 @pytest.mark.parametrize("field, value", [("epochs", "10"), ("lr", "0.1"), ("stratify", 1), ("task", 3),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
@@ -50,6 +51,10 @@ class TrainConfig:
     restore_best: bool = False  # return the weights of the best epoch by `monitor`
     ema: float = 0.0  # decay of an exponential moving average of the weights, used for evaluation
     precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    on_nan: str = "stop"  # a NaN/inf loss or gradient: "stop" (raise, naming the step) or "skip" the update
+    checkpoint_dir: str | None = None  # write checkpoints here (resume with train(..., resume=True))
+    checkpoint_every: int | str = "epoch"  # optimizer steps between checkpoints, or "epoch"
+    keep_last: int = 3  # checkpoints kept (0 = all); `latest` and `best` are always kept
     sample_fraction: float = 1.0  # train on this fraction of the training set, in (0, 1]
     sample_size: int | None = None  # or on exactly this many examples
     stratify: bool = True  # keep each class's share when sampling (classification only)
@@ -63,7 +68,26 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as JSON-ready values (what is saved beside checkpoints and reports)."""
+        out = dataclasses.asdict(self)
+        if out["checkpoint_dir"] is not None:
+            out["checkpoint_dir"] = str(out["checkpoint_dir"])
+        if out["unfreeze_at"] is not None:
+            out["unfreeze_at"] = {str(k): list(v) for k, v in out["unfreeze_at"].items()}
+        if callable(out["freeze"]):
+            out["freeze"] = "<callable>"
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """The inverse of to_dict; an unknown key is a TypeError naming it."""
+        unknown = sorted(set(values) - set(config_fields()))
+        if unknown:
+            raise TypeError(f"unknown config key(s) {unknown}; known keys: {config_fields()}")
+        values = dict(values)
+        if values.get("unfreeze_at"):
+            values["unfreeze_at"] = {int(k): v for k, v in values["unfreeze_at"].items()}
+        return cls(**values)
 
     def to_cpp(self) -> _C.TrainConfig:
         """The C++ struct, after checking each field's type; ranges are checked in C++ (one place).
@@ -91,6 +115,14 @@ def _sample_size(value: int | None) -> int:
     if value is not None and value < 1:
         raise ValueError(f"sample_size must be a positive integer or None, got {value!r}")
     return 0 if value is None else value
+
+
+def _checkpoint_every(value: int | str) -> int:
+    if value == "epoch":
+        return 0
+    if isinstance(value, str) or value < 1:
+        raise ValueError(f"checkpoint_every must be a positive number of steps or 'epoch', got {value!r}")
+    return value
 
 
 def _freeze(value: Any) -> list[str]:
@@ -134,6 +166,8 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "class_weights": _class_weights,
     "unfreeze_at": _unfreeze_at,
     "lr_groups": _lr_groups,
+    "checkpoint_every": _checkpoint_every,
+    "checkpoint_dir": lambda value: "" if value is None else str(value),
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -147,6 +181,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "dict[int, list[str]] | None": (dict, type(None)),
     "dict[str, float] | None": (dict, type(None)),
     "str | list[float] | None": (str, list, tuple, type(None)),
+    "str | None": (str, os.PathLike, type(None)),
 }
 
 

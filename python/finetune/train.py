@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import logging
+import os
 import re
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from . import _C, data, models
+from . import _C, checkpoint, data, models
 from .config import TrainConfig, config_fields
 from .progress import Progress
+
+log = logging.getLogger("finetune")
 
 
 @dataclass
@@ -29,6 +37,7 @@ class Result:
     seconds: float
     confusion_matrix: np.ndarray | None = None
     stopped: bool = False  # stopped before the last epoch (early stopping, or the callback)
+    skipped_steps: int = 0  # updates dropped by on_nan="skip"
     best_epoch: int | None = None  # by config.monitor (0-based), when it could be monitored
     best_value: float | None = None
     param_groups: list[dict[str, Any]] = field(default_factory=list)  # names, lr, weight_decay, from_epoch
@@ -123,9 +132,57 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp())
 
 
+# Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
+RESUMABLE_CHANGES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_last", "eval_batch_size")
+
+
+def _resume_state(run: _Run, resume: bool | str | os.PathLike) -> dict[str, Any] | None:
+    """Loads the checkpoint `resume` names into the model and returns its loop state (None: start afresh)."""
+    if resume is True:
+        if not run.config.checkpoint_dir:
+            raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
+        found = checkpoint.find(run.config.checkpoint_dir)
+        if found is None:
+            log.info("no checkpoint in %s: starting from the beginning", run.config.checkpoint_dir)
+            return None
+    else:
+        found = checkpoint.find(resume)
+        if found is None:
+            raise FileNotFoundError(f"resume: no checkpoint at '{resume}'")
+    tensors, loop_state, saved = checkpoint.load(found)
+    current = json.loads(json.dumps(run.config.to_dict()))
+    differing = {k: (saved.get(k), current[k]) for k in current
+                 if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]}
+    if differing:
+        details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differing.items())
+        raise ValueError(f"checkpoint '{found}' was written with other settings ({details}); resume with the same "
+                         f"settings, or start a new run")
+    checkpoint.load_model_state(run.model, tensors, str(found))
+    log.info("resuming from %s (epoch %d, step %d)", found, loop_state["counters"]["epoch"],
+             loop_state["counters"]["steps"])
+    return loop_state
+
+
+@contextlib.contextmanager
+def _sigterm_as_keyboard_interrupt():
+    """SIGTERM (a scheduler's polite kill) becomes KeyboardInterrupt, so the loop saves a checkpoint and stops."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None = None, *,
           config: TrainConfig | None = None, callback: Callable[[str, dict], bool | None] | None = None,
-          **settings: Any) -> Result:
+          resume: bool | str | os.PathLike = False, **settings: Any) -> Result:
     """Fine-tune ``model`` on ``train_data = (X, y)`` in the C++ loop.
 
     ``model`` is an ``nn.Module`` (scripted for C++, its parameters updated in place), a ``NativeModel``,
@@ -133,18 +190,33 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     Settings are the fields of :class:`TrainConfig` as keywords (``epochs=5, lr=0.01, batch_size="full"``).
     ``callback(kind, info)`` is called with ``"step"`` at most every 0.1 s and with ``"epoch"`` after each
     epoch; returning True stops training.
+
+    With ``checkpoint_dir`` set, checkpoints are written every ``checkpoint_every`` steps (or epoch), and
+    when Ctrl-C or SIGTERM stops the run (after the step in progress, then KeyboardInterrupt is raised).
+    ``resume=True`` continues from the latest checkpoint there (or starts afresh if there is none);
+    ``resume=path`` from that checkpoint. On CPU a resumed run ends with the same weights, bit for bit, as
+    one never interrupted.
     """
     run = _prepare(model, train_data, val, config, settings)
     cfg = run.config
+    resume_state = _resume_state(run, resume) if resume else None
     progress = Progress(cfg.epochs, enabled=cfg.progress)
+    saved_config = cfg.to_dict()
 
     def on_event(kind: str, info: dict[str, Any]) -> bool:
         progress(kind, info)
         return bool(callback(kind, info)) if callback is not None else False
 
+    def on_checkpoint(reason: str, state: dict[str, Any]) -> None:
+        history, best = state["history"], state["counters"]["best_epoch"]
+        is_best = reason == "epoch" and bool(history) and best == history[-1]["epoch"]
+        path = checkpoint.write(cfg.checkpoint_dir, run.model, state, saved_config, cfg.keep_last, is_best)
+        log.debug("checkpoint (%s): %s", reason, path)
+
     try:
-        out = _C.train(run.cpp_model, run.inputs, run.targets, run.val_inputs, run.val_targets, run.cpp_config,
-                       on_event)
+        with _sigterm_as_keyboard_interrupt():
+            out = _C.train(run.cpp_model, run.inputs, run.targets, run.val_inputs, run.val_targets, run.cpp_config,
+                           on_event, 0.1, on_checkpoint if cfg.checkpoint_dir else None, resume_state)
     finally:
         progress.close()
     counts = out["class_counts"]
@@ -159,6 +231,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         seconds=out["seconds"],
         confusion_matrix=out["confusion"].numpy() if out["confusion"] is not None else None,
         stopped=out["stopped"],
+        skipped_steps=out["skipped_steps"],
         best_epoch=out["best_epoch"],
         best_value=out["best_value"],
         param_groups=out["param_groups"],
