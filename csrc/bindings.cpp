@@ -119,12 +119,12 @@ LoopState loop_state_from(const py::dict& d) {
 // `interval_s` seconds and at the end of each epoch; Ctrl-C is noticed at the same moments.
 TrainHooks python_hooks(const py::object& callback, double interval_s, const py::object& checkpoint) {
   using Clock = std::chrono::steady_clock;
-  auto last_call = std::make_shared<Clock::time_point>(Clock::time_point::min());
+  auto last_call = std::make_shared<std::optional<Clock::time_point>>();
   TrainHooks hooks;
   hooks.on_step = [callback, interval_s, last_call](const StepInfo& info) {
     const auto now = Clock::now();
-    const bool due = info.epoch_step == info.steps_per_epoch ||
-                     std::chrono::duration<double>(now - *last_call).count() >= interval_s;
+    const bool due = !last_call->has_value() || info.epoch_step == info.steps_per_epoch ||
+                     std::chrono::duration<double>(now - **last_call).count() >= interval_s;
     if (!due) return false;
     *last_call = now;
     py::gil_scoped_acquire gil;

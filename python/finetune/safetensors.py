@@ -30,7 +30,7 @@ def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: di
         t = tensor.detach().to("cpu").contiguous()
         if t.dtype not in _DTYPES:
             raise TypeError(f"tensor {name!r} has dtype {t.dtype}, which safetensors cannot store")
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)

@@ -182,14 +182,15 @@ def _sigterm_as_keyboard_interrupt():
 
 def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None = None, *,
           config: TrainConfig | None = None, callback: Callable[[str, dict], bool | None] | None = None,
-          resume: bool | str | os.PathLike = False, **settings: Any) -> Result:
+          callback_interval: float = 0.1, resume: bool | str | os.PathLike = False, **settings: Any) -> Result:
     """Fine-tune ``model`` on ``train_data = (X, y)`` in the C++ loop.
 
     ``model`` is an ``nn.Module`` (scripted for C++, its parameters updated in place), a ``NativeModel``,
     or a built-in name ("mlp", "cnn") whose sizes are read off the data unless given (``hidden=[256]``).
     Settings are the fields of :class:`TrainConfig` as keywords (``epochs=5, lr=0.01, batch_size="full"``).
-    ``callback(kind, info)`` is called with ``"step"`` at most every 0.1 s and with ``"epoch"`` after each
-    epoch; returning True stops training.
+    ``callback(kind, info)`` is called with ``"step"`` at most every ``callback_interval`` seconds (0: after
+    every step) and with ``"epoch"`` after each epoch; returning True stops training. Python is entered only
+    then, which is also when Ctrl-C is noticed.
 
     With ``checkpoint_dir`` set, checkpoints are written every ``checkpoint_every`` steps (or epoch), and
     when Ctrl-C or SIGTERM stops the run (after the step in progress, then KeyboardInterrupt is raised).
@@ -216,7 +217,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     try:
         with _sigterm_as_keyboard_interrupt():
             out = _C.train(run.cpp_model, run.inputs, run.targets, run.val_inputs, run.val_targets, run.cpp_config,
-                           on_event, 0.1, on_checkpoint if cfg.checkpoint_dir else None, resume_state)
+                           on_event, float(callback_interval), on_checkpoint if cfg.checkpoint_dir else None,
+                           resume_state)
     finally:
         progress.close()
     counts = out["class_counts"]

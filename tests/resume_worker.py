@@ -1,0 +1,66 @@
+"""A fine-tune run in its own process, for the kill/resume tests (tests/test_checkpoint.py).
+
+    python resume_worker.py CHECKPOINT_DIR OUT.safetensors [--resume] [--pause-in-write]
+
+Prints "step N" after every optimizer step (flushed), so the parent can kill it at a chosen step.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import finetune
+from finetune import checkpoint, safetensors
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3))
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 64), dtype=np.float32)
+    y = (x[:, :10].argmax(1) + (x[:, 10] > 0.5)) % 10
+    return x, y
+
+
+SETTINGS = dict(epochs=4, batch_size=16, optimizer="adamw", lr=3e-3, schedule="cosine", warmup=5, accumulate=2,
+                ema=0.9, sample_fraction=0.8, checkpoint_every=3, keep_last=2, seed=11, progress=False)
+
+
+def main() -> None:
+    directory, out = sys.argv[1], sys.argv[2]
+    if "--pause-in-write" in sys.argv:
+        def pause(path: Path) -> None:
+            if path.name == "state.safetensors":
+                print(f"writing {path.parent.name}", flush=True)
+                time.sleep(30)
+        checkpoint._after_file_written = pause
+    torch.manual_seed(0)
+    model = Net()
+    x, y = data()
+
+    def report(kind, info):
+        if kind == "step":
+            print(f"step {info['step']}", flush=True)
+            time.sleep(0.05)  # a window for the parent's kill; numerics are unaffected
+
+    finetune.train(model, (x[:240], y[:240]), val=(x[240:], y[240:]), checkpoint_dir=directory,
+                   resume="--resume" in sys.argv, callback=report, callback_interval=0, **SETTINGS)
+    safetensors.save(out, {k: v for k, v in model.state_dict().items()})
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
