@@ -105,3 +105,70 @@ def test_bad_input_raises_clear_error(call, error, message):
 
 def test_case_count():
     assert len(CASES) >= 40
+
+
+# Every TrainConfig field with a bad value: (value, exception, what the message must say).
+BAD_FIELDS = {
+    "task": ("ranking", ValueError, r"task must be one of .* got 'ranking'"),
+    "epochs": (-1, ValueError, r"epochs must be >= 0, got -1"),
+    "batch_size": (0, ValueError, r"batch_size must be a positive integer or 'full', got 0"),
+    "eval_batch_size": (0, ValueError, r"eval_batch_size must be >= 1, got 0"),
+    "optimizer": ("lion", ValueError, r"optimizer must be one of .* got 'lion'"),
+    "lr": (-1.0, ValueError, r"lr must be a finite number > 0, got -1"),
+    "momentum": (1.5, ValueError, r"momentum must be in \[0, 1\), got 1.5"),
+    "nesterov": ("yes", TypeError, r"nesterov must be bool, got 'yes'"),
+    "weight_decay": (-0.1, ValueError, r"weight_decay must be a finite number >= 0, got -0.1"),
+    "decay_norm_and_bias": (1, TypeError, r"decay_norm_and_bias must be bool, got 1"),
+    "beta1": (1.0, ValueError, r"beta1 must be in \[0, 1\), got 1"),
+    "beta2": (-0.1, ValueError, r"beta2 must be in \[0, 1\), got -0.1"),
+    "eps": (0.0, ValueError, r"eps must be > 0, got 0"),
+    "alpha": (1.0, ValueError, r"alpha must be in \[0, 1\), got 1"),
+    "schedule": ("exp", ValueError, r"schedule must be one of .* got 'exp'"),
+    "warmup": (-1.0, ValueError, r"warmup must be >= 0 .* got -1"),
+    "step_size": (-1, ValueError, r"step_size must be >= 0 .* got -1"),
+    "gamma": (0.0, ValueError, r"gamma must be in \(0, 1\], got 0"),
+    "min_lr": (1.0, ValueError, r"min_lr must be in \[0, lr\], got 1"),
+    "pct_start": (0.0, ValueError, r"pct_start must be in \(0, 1\), got 0"),
+    "freeze": ("body", TypeError, r"freeze must be list\[str\] or Callable.* got 'body'"),
+    "unfreeze_at": ({"1": ["body"]}, TypeError, r"unfreeze_at keys must be epochs \(int\), got '1'"),
+    "lr_groups": ({"head": -1.0}, ValueError, r"lr_groups\['head'\] must be a finite multiplier >= 0, got -1"),
+    "layer_decay": (0.0, ValueError, r"layer_decay must be in \(0, 1\], got 0"),
+    "clip_grad_norm": (-1.0, ValueError, r"clip_grad_norm must be >= 0 .* got -1"),
+    "accumulate": (0, ValueError, r"accumulate must be >= 1, got 0"),
+    "class_weights": ("inverse", ValueError, r"class_weights must be 'balanced', a list of weights or None, got 'inverse'"),
+    "label_smoothing": (1.0, ValueError, r"label_smoothing must be in \[0, 1\), got 1"),
+    "sampler": ("random", ValueError, r"sampler must be one of \['shuffle', 'balanced'\], got 'random'"),
+    "early_stopping": (-1, ValueError, r"early_stopping must be >= 0 .* got -1"),
+    "monitor": ("val_auc", ValueError, r"monitor must be one of .* got 'val_auc'"),
+    "restore_best": ("yes", TypeError, r"restore_best must be bool, got 'yes'"),
+    "ema": (1.0, ValueError, r"ema must be in \[0, 1\) \(0 = off\), got 1"),
+    "precision": ("fp16", ValueError, r"precision must be one of \['fp32', 'bf16'\], got 'fp16'"),
+    "on_nan": ("ignore", ValueError, r"on_nan must be one of \['stop', 'skip'\], got 'ignore'"),
+    "checkpoint_dir": (5, TypeError, r"checkpoint_dir must be str or None, got 5"),
+    "checkpoint_every": (0, ValueError, r"checkpoint_every must be a positive number of steps or 'epoch', got 0"),
+    "keep_last": (-1, ValueError, r"keep_last must be >= 0 .* got -1"),
+    "sample_fraction": (2.0, ValueError, r"sample_fraction must be in \(0, 1\], got 2"),
+    "sample_size": (0, ValueError, r"sample_size must be a positive integer or None, got 0"),
+    "stratify": ("no", TypeError, r"stratify must be bool, got 'no'"),
+    "shuffle": (None, TypeError, r"shuffle must be bool, got None"),
+    "seed": (1.5, TypeError, r"seed must be int, got 1.5"),
+    "device": ("tpu", ValueError, r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    "topk": (0, ValueError, r"topk must be >= 1, got 0"),
+    "progress": ("no", TypeError, r"progress must be bool, got 'no'"),
+}
+
+
+def test_every_config_field_has_a_bad_value_case():
+    assert sorted(BAD_FIELDS) == sorted(finetune.TrainConfig.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("field", sorted(BAD_FIELDS))
+def test_bad_config_field_raises_naming_field_and_value(field):
+    value, error, message = BAD_FIELDS[field]
+    with pytest.raises(error, match=message):
+        train(val=(X, Y), **{field: value})
+
+
+def test_bad_regex_in_freeze_names_the_pattern():
+    with pytest.raises(ValueError, match=r"freeze pattern '\(' is not a valid regular expression"):
+        train(model=mlp(), freeze=["("])
