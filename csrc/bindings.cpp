@@ -136,7 +136,7 @@ TrainHooks python_hooks(const py::object& callback, double interval_s, const py:
     d["epoch_step"] = info.epoch_step;
     d["steps_per_epoch"] = info.steps_per_epoch;
     d["samples"] = info.samples;
-    d["loss"] = info.loss.item<double>();
+    d["loss"] = info.loss;
     d["lr"] = info.lr;
     d["epoch_seconds"] = info.epoch_seconds;
     return py::bool_(callback("step", d)).cast<bool>();

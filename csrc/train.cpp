@@ -173,29 +173,34 @@ at::Tensor forward(Model& model, const std::vector<at::Tensor>& inputs, const ch
   }
 }
 
-// The loss *summed* over a micro-batch (class-weighted per example when weights are set). The caller divides
-// by the total weight of the whole optimizer step, so micro-batches accumulated into one step add up to
+// The loss of a micro-batch, class-weighted per example when weights are set. A step of one micro-batch
+// uses the mean (sum over weight, as torch's mean with weights does). A step of several micro-batches
+// (accumulate > 1) sums each and divides by the total weight of the whole step, so that they add up to
 // exactly the mean loss of the large batch they stand for, a last partial group included.
-at::Tensor summed_loss(const at::Tensor& output_in, const at::Tensor& targets, const at::Tensor& class_weights,
-                       const TrainConfig& config) {
+at::Tensor batch_loss(const at::Tensor& output_in, const at::Tensor& targets, const at::Tensor& class_weights,
+                      const TrainConfig& config, int64_t reduction) {
   const auto output = output_in.scalar_type() == at::kBFloat16 ? output_in.to(at::kFloat) : output_in;
   if (config.is_classification()) {
     return at::cross_entropy_loss(output, targets, class_weights.defined() ? std::optional<at::Tensor>(class_weights)
                                                                            : std::nullopt,
-                                  at::Reduction::Sum, /*ignore_index=*/-100, config.label_smoothing);
+                                  reduction, /*ignore_index=*/-100, config.label_smoothing);
   }
-  return at::mse_loss(output.reshape(targets.sizes()), targets.to(output.scalar_type()), at::Reduction::Sum);
+  return at::mse_loss(output.reshape(targets.sizes()), targets.to(output.scalar_type()), reduction);
 }
 
-// What summed_loss is divided by for the examples `indices`: their count (times outputs per example for
-// regression), or the sum of their class weights.
-double loss_denominator(const Dataset& data, const at::Tensor& indices, const at::Tensor& class_weights_cpu,
-                        const TrainConfig& config) {
-  if (config.is_classification() && class_weights_cpu.defined()) {
-    return class_weights_cpu.index_select(0, data.targets.index_select(0, indices)).sum().item<double>();
+at::Tensor summed_loss(const at::Tensor& output, const at::Tensor& targets, const at::Tensor& class_weights,
+                       const TrainConfig& config) {
+  return batch_loss(output, targets, class_weights, config, at::Reduction::Sum);
+}
+
+// What summed_loss is divided by for the examples order[first:last]: their count (times outputs per example
+// for regression), or the sum of their class weights.
+double loss_denominator(const Dataset& data, const at::Tensor& order, int64_t first, int64_t last,
+                        const at::Tensor& class_weights_cpu, int64_t outputs_per_example) {
+  if (class_weights_cpu.defined()) {
+    return class_weights_cpu.index_select(0, data.targets.index_select(0, order.slice(0, first, last))).sum().item<double>();
   }
-  const int64_t per_example = config.is_classification() ? 1 : data.targets[0].numel();
-  return static_cast<double>(indices.size(0) * per_example);
+  return static_cast<double>((last - first) * outputs_per_example);
 }
 
 bool lower_is_better(const std::string& monitor) {
@@ -281,17 +286,34 @@ std::vector<at::Tensor> match_by_name(const NamedTensors& into, const NamedTenso
   return out;
 }
 
-// A NaN or inf in the step's loss or in any gradient.
-bool step_is_finite(const at::Tensor& step_loss, const NamedTensors& params) {
-  std::vector<at::Tensor> grads;
-  for (const auto& [name, p] : params) {
-    if (p.grad().defined()) grads.push_back(p.grad());
+// The step's loss, and whether it and every gradient are finite. The gradients are checked by the one fused
+// op automatic mixed precision uses for this (a multiply by 1.0 that raises a flag on NaN/inf), so the guard
+// costs one dispatch per step rather than one per parameter.
+class FiniteCheck {
+ public:
+  explicit FiniteCheck(const at::Device& device)
+      : found_(at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(device))),
+        one_(at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(device))) {}
+
+  std::pair<double, bool> operator()(const at::Tensor& step_loss, const NamedTensors& params) {
+    std::vector<at::Tensor> grads;
+    for (const auto& [name, p] : params) {
+      if (p.grad().defined() && p.grad().scalar_type() == at::kFloat) grads.push_back(p.grad());
+      else if (p.grad().defined()) others_.push_back(p.grad());
+    }
+    found_.zero_();
+    if (!grads.empty()) at::_amp_foreach_non_finite_check_and_unscale_(grads, found_, one_);
+    bool finite = found_.item<float>() == 0.0f;
+    for (const auto& g : others_) finite = finite && g.isfinite().all().item<bool>();  // double/half models
+    others_.clear();
+    const double loss = step_loss.item<double>();
+    return {loss, finite && std::isfinite(loss)};
   }
-  if (!std::isfinite(step_loss.item<double>())) return false;
-  if (grads.empty()) return true;
-  // One reduction per gradient and a single sync: a sum is NaN/inf when any element is.
-  return at::stack(at::_foreach_norm(grads)).isfinite().all().item<bool>();
-}
+
+ private:
+  at::Tensor found_, one_;
+  std::vector<at::Tensor> others_;
+};
 
 }  // namespace
 
@@ -317,6 +339,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   const int64_t steps_per_epoch = (micro_steps_per_epoch + config.accumulate - 1) / config.accumulate;
   const int64_t total_steps = steps_per_epoch * config.epochs;
   const int64_t labels_needed = num_labels(train_data, config);
+  const int64_t outputs_per_example = config.is_classification() ? 1 : train_data.targets[0].numel();
 
   at::Tensor class_weights_cpu, class_weights;
   if (!config.class_weights.empty()) {
@@ -440,6 +463,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     return state;
   };
   const bool checkpointing = static_cast<bool>(hooks.on_checkpoint) && !config.checkpoint_dir.empty();
+  FiniteCheck check_finite(device);
 
   ModeGuard restore_mode(model, /*training=*/true);
   const auto run_start = Clock::now();
@@ -462,10 +486,12 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     for (int64_t s = resuming_here ? start_step : 0; s < steps_per_epoch; ++s) {
       const int64_t first = s * config.accumulate * batch_size;
       const int64_t last = std::min((s + 1) * config.accumulate * batch_size, result.train_size);
-      const double denominator = loss_denominator(train_data, order.slice(0, first, last), class_weights_cpu, config);
+      const double denominator = loss_denominator(train_data, order, first, last, class_weights_cpu, outputs_per_example);
       set_learning_rates(*optimizer, base_lrs, config, result.steps, total_steps, steps_per_epoch);
       optimizer->zero_grad();
-      auto step_loss = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+      // One micro-batch: its mean loss is the step's. Several: each one's sum over the step's total weight.
+      const bool one_batch = last - first <= batch_size;
+      at::Tensor step_loss;  // the step's mean loss
       for (int64_t begin = first; begin < last; begin += batch_size) {
         const int64_t end = std::min(begin + batch_size, last);
         const auto batch = train_data.gather(order.slice(0, begin, end));
@@ -475,13 +501,14 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
           AutocastGuard bf16(autocast, device.type());
           const auto output = forward(model, to_device(batch.inputs, device), "training");
           if (result.steps == 0 && begin == first) check_output(output, targets, labels_needed, config);
-          loss = summed_loss(output, targets, class_weights, config);
+          loss = one_batch ? batch_loss(output, targets, class_weights, config, at::Reduction::Mean)
+                           : summed_loss(output, targets, class_weights, config) / denominator;
         }
-        (loss / denominator).backward();
-        step_loss.add_(loss.detach());
+        loss.backward();
+        step_loss = step_loss.defined() ? step_loss + loss.detach() : loss.detach();
       }
       if (hooks.reduce_gradients) hooks.reduce_gradients(parameters_with_grad(params));
-      const bool finite = step_is_finite(step_loss, params);
+      const auto [step_loss_value, finite] = check_finite(step_loss, params);
       if (!finite && config.on_nan == "stop") {
         const auto indices = order.slice(0, first, std::min(first + 8, last));
         std::ostringstream shown;
@@ -496,7 +523,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         }
         optimizer->step();
         if (ema) ema->update();
-        loss_sum += step_loss.item<double>();
+        loss_sum += step_loss_value * denominator;
         weight_sum += denominator;
       } else {
         result.skipped_steps += 1;
@@ -511,7 +538,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         info.epoch_step = s + 1;
         info.steps_per_epoch = steps_per_epoch;
         info.samples = samples;
-        info.loss = step_loss / denominator;
+        info.loss = step_loss_value;
         info.lr = current_lr(*optimizer);
         info.epoch_seconds = elapsed;
         bool stop = false;

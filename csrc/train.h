@@ -20,7 +20,7 @@ struct StepInfo {
   int64_t epoch_step = 0;       // 1-based within the epoch
   int64_t steps_per_epoch = 0;
   int64_t samples = 0;          // training examples seen this epoch
-  at::Tensor loss;              // this step's loss (detached, on the device: call item() only if needed)
+  double loss = 0.0;            // this step's mean loss
   double lr = 0.0;              // of the first parameter group
   double epoch_seconds = 0.0;   // training time so far this epoch
 };
