@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "data.h"
+#include "distributed.h"
 #include "models.h"
 #include "optim.h"
 #include "schedule.h"
@@ -158,12 +159,17 @@ TrainHooks python_hooks(const py::object& callback, double interval_s, const py:
 py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& train_inputs,
                   const at::Tensor& train_targets, const std::optional<std::vector<at::Tensor>>& val_inputs,
                   const std::optional<at::Tensor>& val_targets, const TrainConfig& config, const py::object& callback,
-                  double callback_interval_s, const py::object& checkpoint, const py::object& resume) {
+                  double callback_interval_s, const py::object& checkpoint, const py::object& resume,
+                  const py::object& process_group) {
   auto model = as_model(model_obj);
   const Dataset train_data(train_inputs, train_targets);
   std::optional<Dataset> val_data;
   if (val_inputs && val_targets) val_data.emplace(*val_inputs, *val_targets);
-  const auto hooks = python_hooks(callback, callback_interval_s, checkpoint);
+  auto hooks = python_hooks(callback, callback_interval_s, checkpoint);
+  if (!process_group.is_none()) {
+    hooks.parallel = std::make_shared<ProcessGroupParallel>(process_group.cast<c10::intrusive_ptr<c10d::ProcessGroup>>(),
+                                                            config.bucket_mb, resolve_device(config.device));
+  }
   std::optional<LoopState> resume_state;
   if (!resume.is_none()) resume_state = loop_state_from(resume.cast<py::dict>());
   TrainResult result;
@@ -182,6 +188,7 @@ py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& tr
   out["train_size"] = result.train_size;
   out["steps"] = result.steps;
   out["skipped_steps"] = result.skipped_steps;
+  out["communication_seconds"] = result.communication_seconds;
   out["seconds"] = result.seconds;
   out["stopped"] = result.stopped;
   out["best_epoch"] = result.best_epoch >= 0 ? py::cast(result.best_epoch) : py::none();
@@ -306,7 +313,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
   m.def("train", &train_py, py::arg("model"), py::arg("train_inputs"), py::arg("train_targets"),
         py::arg("val_inputs"), py::arg("val_targets"), py::arg("config"), py::arg("callback") = py::none(),
-        py::arg("callback_interval_s") = 0.1, py::arg("checkpoint") = py::none(), py::arg("resume") = py::none());
+        py::arg("callback_interval_s") = 0.1, py::arg("checkpoint") = py::none(), py::arg("resume") = py::none(),
+        py::arg("process_group") = py::none());
   m.def("find_lr", &find_lr_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"),
         py::arg("start_lr"), py::arg("end_lr"), py::arg("num_steps"), py::arg("diverge_factor"));
   m.def("scheduled_lr", &scheduled_lr, py::arg("config"), py::arg("base_lr"), py::arg("step"), py::arg("total_steps"),

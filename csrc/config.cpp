@@ -71,6 +71,11 @@ void validate(const TrainConfig& c) {
   TORCH_CHECK_VALUE(c.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0 = each epoch), got ",
                     c.checkpoint_every);
   TORCH_CHECK_VALUE(c.keep_last >= 0, "keep_last must be >= 0 (0 = keep all), got ", c.keep_last);
+  TORCH_CHECK_VALUE(c.distributed == "auto" || c.distributed == "off",
+                    "distributed must be one of ['auto', 'off'], got '", c.distributed, "'");
+  TORCH_CHECK_VALUE(c.bucket_mb > 0.0 && std::isfinite(c.bucket_mb), "bucket_mb must be > 0, got ", c.bucket_mb);
+  TORCH_CHECK_VALUE(c.dist_timeout > 0.0 && std::isfinite(c.dist_timeout), "dist_timeout must be > 0 seconds, got ",
+                    c.dist_timeout);
 }
 
 }  // namespace finetune

@@ -56,6 +56,9 @@ using Weights = std::vector<double>;
   X(std::string, checkpoint_dir, "") /* "" = no checkpoints */                          \
   X(int64_t, checkpoint_every, 0) /* optimizer steps between checkpoints, 0 = each epoch */ \
   X(int64_t, keep_last, 3) /* checkpoints kept, 0 = all */                              \
+  X(std::string, distributed, "auto") /* "auto": data-parallel when launched by torchrun; "off" */ \
+  X(double, bucket_mb, 25.0) /* gradient all-reduce bucket size */                      \
+  X(double, dist_timeout, 300.0) /* seconds before a collective waiting on a dead rank fails */ \
   X(double, sample_fraction, 1.0)                                                       \
   X(int64_t, sample_size, 0) /* 0 = use sample_fraction */                              \
   X(bool, stratify, true)    /* classification only */                                  \

@@ -327,16 +327,20 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
                     config.monitor, "' needs validation data (val=...)");
   const auto device = resolve_device(config.device);
   model.to(device);
-  // Dropout and any other randomness inside the model draw from the global generator.
-  at::manual_seed(static_cast<uint64_t>(config.seed));
+  // Dropout and any other randomness inside the model draw from the global generator (a stream per rank).
+  at::manual_seed(static_cast<uint64_t>(config.seed + (hooks.parallel ? hooks.parallel->rank() : 0)));
 
   TrainResult result;
   const auto subset = sample_indices(train_data.targets, config);
   result.train_size = subset.size(0);
   if (config.is_classification()) result.class_counts = class_counts(train_data.targets, subset);
   const int64_t batch_size = config.batch_size == 0 ? result.train_size : std::min(config.batch_size, result.train_size);
-  const int64_t micro_steps_per_epoch = (result.train_size + batch_size - 1) / batch_size;
-  const int64_t steps_per_epoch = (micro_steps_per_epoch + config.accumulate - 1) / config.accumulate;
+  // A step takes accumulate x batch_size examples on each rank: the global batch is that times the world size.
+  const auto& parallel = hooks.parallel;
+  const int64_t world = parallel ? parallel->world_size() : 1, rank = parallel ? parallel->rank() : 0;
+  const int64_t rank_step_examples = config.accumulate * batch_size;
+  const int64_t step_examples = rank_step_examples * world;
+  const int64_t steps_per_epoch = (result.train_size + step_examples - 1) / step_examples;
   const int64_t total_steps = steps_per_epoch * config.epochs;
   const int64_t labels_needed = num_labels(train_data, config);
   const int64_t outputs_per_example = config.is_classification() ? 1 : train_data.targets[0].numel();
@@ -426,7 +430,9 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     result.best_value = resume->best_value;
     best_metrics = resume->best_metrics;
     epochs_without_improvement = resume->epochs_without_improvement;
-    resumed_loss = resume->loss_sum, resumed_weight = resume->weight_sum, resumed_seconds = resume->epoch_seconds;
+    // The saved partial sum is the whole world's: counted once, on rank 0.
+    resumed_loss = rank == 0 ? resume->loss_sum : 0.0;
+    resumed_weight = resume->weight_sum, resumed_seconds = resume->epoch_seconds;
     resumed_samples = resume->samples;
     if (!result.history.empty()) result.metrics.values = result.history.back().val;
   }
@@ -462,8 +468,11 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     if (!best_state.empty()) state.best = by_name(named_state(model), best_state);
     return state;
   };
+  // Only rank 0 writes checkpoints; every rank can resume from them.
   const bool checkpointing = static_cast<bool>(hooks.on_checkpoint) && !config.checkpoint_dir.empty();
   FiniteCheck check_finite(device);
+  std::vector<at::Tensor> trainable_tensors;
+  if (parallel) parallel->broadcast(state_tensors(model));  // every rank starts from rank 0's weights
 
   ModeGuard restore_mode(model, /*training=*/true);
   const auto run_start = Clock::now();
@@ -484,16 +493,20 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     const double seconds_before = resuming_here ? resumed_seconds : 0.0;
     const auto epoch_start = Clock::now();
     for (int64_t s = resuming_here ? start_step : 0; s < steps_per_epoch; ++s) {
-      const int64_t first = s * config.accumulate * batch_size;
-      const int64_t last = std::min((s + 1) * config.accumulate * batch_size, result.train_size);
+      // The step's examples are order[first:last]; this rank takes the contiguous share
+      // order[mine_first:mine_last], so the ranks' shares make up exactly the single-process step.
+      const int64_t first = s * step_examples, last = std::min(first + step_examples, result.train_size);
+      const int64_t mine_first = std::min(first + rank * rank_step_examples, last);
+      const int64_t mine_last = std::min(mine_first + rank_step_examples, last);
       const double denominator = loss_denominator(train_data, order, first, last, class_weights_cpu, outputs_per_example);
       set_learning_rates(*optimizer, base_lrs, config, result.steps, total_steps, steps_per_epoch);
       optimizer->zero_grad();
-      // One micro-batch: its mean loss is the step's. Several: each one's sum over the step's total weight.
-      const bool one_batch = last - first <= batch_size;
-      at::Tensor step_loss;  // the step's mean loss
-      for (int64_t begin = first; begin < last; begin += batch_size) {
-        const int64_t end = std::min(begin + batch_size, last);
+      // One micro-batch: its mean loss is the step's. Several (accumulation, or ranks): each one's sum over
+      // the whole step's weight, and the ranks' gradients summed.
+      const bool one_batch = world == 1 && last - first <= batch_size;
+      at::Tensor step_loss;  // this rank's part of the step's mean loss
+      for (int64_t begin = mine_first; begin < mine_last; begin += batch_size) {
+        const int64_t end = std::min(begin + batch_size, mine_last);
         const auto batch = train_data.gather(order.slice(0, begin, end));
         const auto targets = batch.targets.to(device, /*non_blocking=*/true);
         at::Tensor loss;
@@ -507,7 +520,14 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         loss.backward();
         step_loss = step_loss.defined() ? step_loss + loss.detach() : loss.detach();
       }
-      if (hooks.reduce_gradients) hooks.reduce_gradients(parameters_with_grad(params));
+      if (!step_loss.defined()) step_loss = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device));
+      if (parallel) {
+        trainable_tensors.clear();
+        for (const auto& [name, p] : params) {
+          if (p.requires_grad()) trainable_tensors.push_back(p);
+        }
+        parallel->sum_gradients(trainable_tensors);
+      }
       const auto [step_loss_value, finite] = check_finite(step_loss, params);
       if (!finite && config.on_nan == "stop") {
         const auto indices = order.slice(0, first, std::min(first + 8, last));
@@ -546,7 +566,11 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
           stop = hooks.on_step(info);
         } catch (...) {
           // Ctrl-C, SIGTERM or an error in a callback: the step is complete, so save it before leaving.
-          if (checkpointing) hooks.on_checkpoint(snapshot(epoch, s + 1, loss_sum, weight_sum, samples, elapsed), "interrupt");
+          // (No collective here: other ranks may not be stopping. A data-parallel interrupt checkpoint holds
+          // rank 0's part of the epoch's running loss, which only the reported train_loss uses.)
+          if (checkpointing && rank == 0) {
+            hooks.on_checkpoint(snapshot(epoch, s + 1, loss_sum, weight_sum, samples, elapsed), "interrupt");
+          }
           throw;
         }
         if (stop) {
@@ -555,9 +579,11 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         }
       }
       if (checkpointing && config.checkpoint_every > 0 && result.steps % config.checkpoint_every == 0) {
-        hooks.on_checkpoint(snapshot(epoch, s + 1, loss_sum, weight_sum, samples, elapsed), "step");
+        const double world_loss_sum = parallel ? parallel->sum(loss_sum) : loss_sum;  // on every rank
+        if (rank == 0) hooks.on_checkpoint(snapshot(epoch, s + 1, world_loss_sum, weight_sum, samples, elapsed), "step");
       }
     }
+    if (parallel) loss_sum = parallel->sum(loss_sum);
     EpochRecord record;
     record.epoch = epoch;
     record.seconds = seconds_before + seconds_since(epoch_start);
@@ -590,7 +616,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     }
     result.history.push_back(record);
     if (hooks.on_epoch_end && hooks.on_epoch_end(record)) result.stopped = true;
-    if (checkpointing) {
+    if (checkpointing && rank == 0) {
       // A stopped run is complete: its checkpoint says so, and resuming it trains no further.
       hooks.on_checkpoint(snapshot(result.stopped ? config.epochs : epoch + 1, 0, 0.0, 0.0, 0, 0.0), "epoch");
     }
@@ -605,6 +631,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     result.metrics = evaluate(model, *val_data, config);  // also fills the confusion matrix of what is returned
   }
   result.seconds = seconds_since(run_start);
+  if (parallel) result.communication_seconds = parallel->communication_seconds();
   return result;
 }
 

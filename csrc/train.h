@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -57,15 +58,30 @@ struct LoopState {
   NamedTensors best;          // restore_best: the best epoch's parameters and buffers by name
 };
 
+// Data-parallel training over several processes (csrc/distributed.h implements it on a c10d process
+// group). Every rank runs the same loop on its own share of each step's examples.
+class Parallel {
+ public:
+  virtual ~Parallel() = default;
+  virtual int64_t rank() const = 0;
+  virtual int64_t world_size() const = 0;
+  // Makes every rank's tensors equal to rank 0's.
+  virtual void broadcast(const std::vector<at::Tensor>& tensors) = 0;
+  // Sums the gradients of `params` over the ranks (a missing gradient counts as zeros).
+  virtual void sum_gradients(const std::vector<at::Tensor>& params) = 0;
+  virtual double sum(double value) = 0;
+  // Seconds spent in gradient all-reduces so far.
+  virtual double communication_seconds() const = 0;
+};
+
 // Extension points of the loop. All are optional.
 struct TrainHooks {
   // After each optimizer step; returning true stops training after this step.
   std::function<bool(const StepInfo&)> on_step;
   // After each epoch's validation; returning true stops training.
   std::function<bool(const EpochRecord&)> on_epoch_end;
-  // Between backward and the optimizer step, with the parameters whose .grad() is set: a data-parallel
-  // run all-reduces them here.
-  std::function<void(const std::vector<at::Tensor>&)> reduce_gradients;
+  // Data parallelism: each step's examples are split over the ranks, gradients summed before the step.
+  std::shared_ptr<Parallel> parallel;
   // When a checkpoint is due (config.checkpoint_every, each epoch's end, and before an exception from
   // on_step, e.g. Ctrl-C, leaves the loop): `reason` is "step", "epoch" or "interrupt".
   std::function<void(const LoopState&, const std::string& reason)> on_checkpoint;
@@ -86,6 +102,7 @@ struct TrainResult {
   int64_t steps = 0;                  // optimizer steps
   int64_t skipped_steps = 0;          // dropped by on_nan="skip"
   double seconds = 0.0;
+  double communication_seconds = 0.0; // in gradient all-reduces (data-parallel runs)
   bool stopped = false;               // stopped before the last epoch (a hook, or early stopping)
   int64_t best_epoch = -1;            // by config.monitor; -1 when nothing was monitored
   double best_value = 0.0;

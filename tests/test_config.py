@@ -31,6 +31,7 @@ def test_every_field_round_trips_to_cpp():
                           accumulate=4, class_weights=[1.0, 2.0], label_smoothing=0.1, sampler="balanced",
                           early_stopping=3, monitor="val_accuracy", restore_best=True, ema=0.99, precision="bf16",
                           on_nan="skip", checkpoint_dir="/tmp/checkpoints", checkpoint_every=5, keep_last=2,
+                          distributed="off", bucket_mb=1.0, dist_timeout=30.0,
                           sample_fraction=0.5, sample_size=11, stratify=False, shuffle=False, seed=42,
                           device="cpu", topk=3, progress=False)
     assert set(dataclasses.asdict(changed)) == set(config_fields())

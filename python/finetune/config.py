@@ -55,6 +55,9 @@ class TrainConfig:
     checkpoint_dir: str | None = None  # write checkpoints here (resume with train(..., resume=True))
     checkpoint_every: int | str = "epoch"  # optimizer steps between checkpoints, or "epoch"
     keep_last: int = 3  # checkpoints kept (0 = all); `latest` and `best` are always kept
+    distributed: str = "auto"  # "auto": data-parallel when launched by torchrun; "off"
+    bucket_mb: float = 25.0  # gradients are all-reduced in flattened buckets of this size
+    dist_timeout: float = 300.0  # seconds before a collective waiting on a dead rank fails
     sample_fraction: float = 1.0  # train on this fraction of the training set, in (0, 1]
     sample_size: int | None = None  # or on exactly this many examples
     stratify: bool = True  # keep each class's share when sampling (classification only)

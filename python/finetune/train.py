@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, checkpoint, data, models
+from . import _C, checkpoint, data, distributed, models
 from .config import TrainConfig, config_fields
 from .progress import Progress
 
@@ -38,6 +38,8 @@ class Result:
     confusion_matrix: np.ndarray | None = None
     stopped: bool = False  # stopped before the last epoch (early stopping, or the callback)
     skipped_steps: int = 0  # updates dropped by on_nan="skip"
+    world_size: int = 1  # processes that trained together (torchrun)
+    communication_seconds: float = 0.0  # spent in gradient all-reduces
     best_epoch: int | None = None  # by config.monitor (0-based), when it could be monitored
     best_value: float | None = None
     param_groups: list[dict[str, Any]] = field(default_factory=list)  # names, lr, weight_decay, from_epoch
@@ -106,6 +108,7 @@ class _Run:
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any]) -> _Run:
     model_options = _split_model_options(model, settings)
     cfg = resolve_config(config, settings)
+    cfg = dataclasses.replace(cfg, device=distributed.device_for_rank(cfg.device))
     x, y = data.split(train_data, "train_data")
     dtype = torch.float32 if isinstance(model, str) else models.parameter_dtype(model)
     inputs = data.features(x, "X", dtype)
@@ -201,7 +204,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     run = _prepare(model, train_data, val, config, settings)
     cfg = run.config
     resume_state = _resume_state(run, resume) if resume else None
-    progress = Progress(cfg.epochs, enabled=cfg.progress)
+    group = distributed.process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
+    progress = Progress(cfg.epochs, enabled=cfg.progress and distributed.rank() == 0)
     saved_config = cfg.to_dict()
 
     def on_event(kind: str, info: dict[str, Any]) -> bool:
@@ -218,7 +222,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         with _sigterm_as_keyboard_interrupt():
             out = _C.train(run.cpp_model, run.inputs, run.targets, run.val_inputs, run.val_targets, run.cpp_config,
                            on_event, float(callback_interval), on_checkpoint if cfg.checkpoint_dir else None,
-                           resume_state)
+                           resume_state, group)
     finally:
         progress.close()
     counts = out["class_counts"]
@@ -234,6 +238,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         confusion_matrix=out["confusion"].numpy() if out["confusion"] is not None else None,
         stopped=out["stopped"],
         skipped_steps=out["skipped_steps"],
+        world_size=group.size() if group is not None else 1,
+        communication_seconds=out["communication_seconds"],
         best_epoch=out["best_epoch"],
         best_value=out["best_value"],
         param_groups=out["param_groups"],

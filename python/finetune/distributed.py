@@ -1,0 +1,45 @@
+"""Data-parallel runs under torchrun: the c10d process group the C++ loop communicates over.
+
+finetune launches nothing and carries no transport of its own: `torchrun` starts the processes and sets
+RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT; torch.distributed's c10d (Gloo on CPU, NCCL on GPU) moves
+the tensors. Each step's examples are split over the ranks, so the global batch is
+batch_size x accumulate x world_size.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+
+def launched() -> bool:
+    """Whether this process is one of several started by torchrun (or another c10d launcher)."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank() -> int:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def device_for_rank(device: str) -> str:
+    """'cuda' means this rank's own GPU (LOCAL_RANK) in a multi-process run."""
+    if device == "cuda" and launched():
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    return device
+
+
+def process_group(mode: str, device: str, timeout_s: float) -> Any:
+    """The default process group (initialised here if needed), or None for a single-process run."""
+    if mode == "off" or not launched():
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.group.WORLD
