@@ -1,12 +1,28 @@
-"""The `finetune` command: `finetune demo`, `finetune example` (the C++ program)."""
+"""The `finetune` command (also `python -m finetune`).
+
+    finetune train CONFIG [section.key=value ...] [--out RUN_DIR]   fine-tune as a config file says
+    finetune evaluate RUN_DIR                                        test metrics of a finished run
+    finetune predict RUN_DIR --input X.npz|X.csv --output preds.csv  predictions for new data
+    finetune find-lr CONFIG [overrides]                              a learning-rate range test
+    finetune compare RUN_DIR ...                                     runs side by side
+    finetune datasets                                                the built-in data sets
+    finetune demo                                                    fine-tune a pretrained CNN on digits
+    finetune example / bench [args]                                  the C++ example / benchmark programs
+
+A mistake in the input exits with status 2 and one line saying what is wrong; --verbose shows the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, KeyError)
 
 
 def bin_path(program: str) -> Path:
@@ -14,10 +30,37 @@ def bin_path(program: str) -> Path:
     return Path(__file__).resolve().parent / "bin" / program
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="finetune", description="Fine-tune models with a C++ LibTorch loop.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="fine-tune a pretrained digit classifier on a 20%% stratified sample")
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finetune", description="Fine-tune models with a C++ LibTorch loop.",
+                                     epilog="Run 'finetune COMMAND --help' for a command's options.")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="fine-tune as a config file says, writing a run directory")
+    train.add_argument("config", help="a TOML (or YAML) run config, e.g. examples/digits.toml")
+    train.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=3e-4 model.hidden=[256]")
+    train.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="test metrics of a finished run (JSON)")
+    evaluate.add_argument("run_dir")
+
+    predict = commands.add_parser("predict", help="predictions of a finished run for new data, as CSV")
+    predict.add_argument("run_dir")
+    predict.add_argument("--input", required=True, help=".npz (array X) or .csv (numeric columns)")
+    predict.add_argument("--output", required=True, help="CSV file to write")
+
+    find_lr = commands.add_parser("find-lr", help="learning-rate range test for a config")
+    find_lr.add_argument("config")
+    find_lr.add_argument("overrides", nargs="*")
+    find_lr.add_argument("--steps", type=int, default=100)
+
+    compare = commands.add_parser("compare", help="runs side by side: differing settings and final metrics")
+    compare.add_argument("run_dirs", nargs="+")
+
+    commands.add_parser("datasets", help="list the built-in data sets")
+
+    demo = commands.add_parser("demo", help="fine-tune a pretrained digit CNN on a 20%% stratified sample")
     demo.add_argument("--fraction", type=float, default=0.2, help="sampled fraction of the training set")
     demo.add_argument("--epochs", type=int, default=20)
     demo.add_argument("--seed", type=int, default=0)
@@ -26,18 +69,139 @@ def main(argv: list[str] | None = None) -> int:
                             ("bench", "the C++ benchmark binary (finetune_bench)")):
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.add_argument("args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.command == "demo":
-        from .demo import run_demo
 
-        run_demo(fraction=args.fraction, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
-        return 0
-    program = bin_path(f"finetune_{args.command}")
-    if not program.exists():
-        print(f"finetune: {program} is not installed", file=sys.stderr)
-        return 1
-    return subprocess.call([str(program), *args.args], env=os.environ.copy())
+def _train(args) -> int:
+    from . import runs
+
+    cfg = runs.load_config(args.config, args.overrides)
+    out = args.out or os.path.join("runs", Path(args.config).stem)
+    metrics = runs.run(cfg, out, quiet=args.quiet)
+    test = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
+    print(f"run written to {out}: test {test}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import finetune
+    from . import runs
+
+    cfg, model = runs.load_run(args.run_dir)
+    split = runs.load_data(cfg)
+    metrics = finetune.evaluate(model, (split.x_test, split.y_test), task=split.task)
+    metrics.pop("confusion_matrix", None)
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def _predict(args) -> int:
+    import numpy as np
+
+    import finetune
+    from . import datasets, runs
+
+    cfg, model = runs.load_run(args.run_dir)
+    path = Path(args.input)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if "X" not in archive:
+                raise ValueError(f"'{path}' lacks the array X (it has {sorted(archive.files)})")
+            x = archive["X"]
+    else:
+        x, _ = datasets.load_file(path, label=cfg.data["label"], task="regression") if _has_label(path, cfg) \
+            else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).astype(np.float32), None)
+    if cfg.model.get("name") == "cnn" and x.ndim == 2:
+        x = x.reshape(-1, cfg.model["in_channels"], cfg.model["height"], cfg.model["width"])
+    task = cfg.train.task
+    with open(args.output, "w") as f:
+        if task == "classification":
+            probabilities = finetune.predict(model, x, output="probabilities")
+            f.write("prediction," + ",".join(f"p{c}" for c in range(probabilities.shape[1])) + "\n")
+            for row in probabilities:
+                f.write(f"{int(row.argmax())}," + ",".join(f"{p:.6g}" for p in row) + "\n")
+        else:
+            values = finetune.predict(model, x, task="regression").reshape(len(x), -1)
+            f.write("prediction\n" + "".join(",".join(f"{v:.6g}" for v in row) + "\n" for row in values))
+    print(f"{len(x)} predictions written to {args.output}")
+    return 0
+
+
+def _has_label(path: Path, cfg) -> bool:
+    with open(path) as f:
+        return cfg.data["label"] in f.readline().strip().split(",")
+
+
+def _find_lr(args) -> int:
+    import finetune
+    from . import runs
+
+    cfg = runs.load_config(args.config, args.overrides)
+    split = runs.load_data(cfg)
+    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    # no epochs: builds the model with its sizes read off the data; no monitoring without validation data
+    train_cfg = cfg.train.replace(epochs=0, early_stopping=0, restore_best=False, progress=False, checkpoint_dir=None)
+    model = finetune.train(cfg.model["name"], (split.x_train, split.y_train), config=train_cfg, **options).model
+    curve = finetune.find_lr(model, (split.x_train, split.y_train), config=train_cfg, num_steps=args.steps)
+    print(f"suggested lr {curve.suggestion:.3g} ({len(curve.lrs)} steps{', stopped when the loss blew up' if curve.diverged else ''})")
+    return 0
+
+
+def _compare(args) -> int:
+    from . import runs
+
+    configs, metrics = [], []
+    for run_dir in args.run_dirs:
+        cfg = runs.load_config(Path(run_dir) / "config.toml")
+        configs.append({f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()})
+        metrics.append(json.loads((Path(run_dir) / "metrics.json").read_text())["test"])
+    keys = sorted({k for c in configs for k in c} - {"train.checkpoint_dir", "train.progress"})
+    differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+    metric_names = sorted({k for m in metrics for k in m})
+    header = ["run"] + differing + [f"test {m}" for m in metric_names]
+    rows = [[run_dir] + [json.dumps(c.get(k)) for k in differing] + [f"{m.get(n, float('nan')):.4f}" for n in metric_names]
+            for run_dir, c, m in zip(args.run_dirs, configs, metrics)]
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    return 0
+
+
+def _datasets(args) -> int:
+    from . import datasets
+
+    for name in datasets.names():
+        print(name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if args.command in ("example", "bench"):
+        program = bin_path(f"finetune_{args.command}")
+        if not program.exists():
+            print(f"finetune: error: {program} is not installed", file=sys.stderr)
+            return 1
+        return subprocess.call([str(program), *args.args])
+    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "find-lr": _find_lr,
+                "compare": _compare, "datasets": _datasets}
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(fraction=args.fraction, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+            return 0
+        return handlers[args.command](args)
+    except USER_ERRORS as error:
+        if args.verbose:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"finetune: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("finetune: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

