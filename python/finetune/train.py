@@ -45,6 +45,26 @@ class Result:
     param_groups: list[dict[str, Any]] = field(default_factory=list)  # names, lr, weight_decay, from_epoch
     model_options: dict[str, Any] = field(default_factory=dict)
 
+    def plot(self, axes: Any = None) -> Any:
+        """Loss curves (train, validation) and the validation metric per epoch; needs matplotlib."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("Result.plot needs matplotlib: pip install matplotlib") from None
+        if axes is None:
+            _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        epochs = [h["epoch"] + 1 for h in self.history]
+        axes[0].plot(epochs, [h["train_loss"] for h in self.history], label="train")
+        if self.history and "val_loss" in self.history[0]:
+            axes[0].plot(epochs, [h["val_loss"] for h in self.history], label="validation")
+        axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+        axes[0].legend()
+        metric = next((k for k in ("val_accuracy", "val_r2") if self.history and k in self.history[0]), None)
+        if metric:
+            axes[1].plot(epochs, [h[metric] for h in self.history])
+            axes[1].set(xlabel="epoch", ylabel=metric, title=metric)
+        return axes
+
     def __repr__(self) -> str:
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
         return (f"Result(epochs={len(self.history)}, steps={self.steps}, train_size={self.train_size}, "
