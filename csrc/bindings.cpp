@@ -294,6 +294,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_readwrite("num_classes", &CnnOptions::num_classes)
       .def_readwrite("dropout", &CnnOptions::dropout);
 
+  py::class_<MfOptions>(m, "MfOptions")
+      .def(py::init<>())
+      .def_readwrite("num_users", &MfOptions::num_users)
+      .def_readwrite("num_items", &MfOptions::num_items)
+      .def_readwrite("dim", &MfOptions::dim)
+      .def_readwrite("mean", &MfOptions::mean);
+  py::class_<NcfOptions>(m, "NcfOptions")
+      .def(py::init<>())
+      .def_readwrite("num_users", &NcfOptions::num_users)
+      .def_readwrite("num_items", &NcfOptions::num_items)
+      .def_readwrite("dim", &NcfOptions::dim)
+      .def_readwrite("hidden", &NcfOptions::hidden)
+      .def_readwrite("dropout", &NcfOptions::dropout)
+      .def_readwrite("mean", &NcfOptions::mean);
+
   py::class_<NativeModule, std::shared_ptr<NativeModule>>(m, "NativeModule")
       .def("forward", [](NativeModule& self, const std::vector<at::Tensor>& inputs) { return self.forward(inputs); })
       .def("named_parameters",
@@ -310,6 +325,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       });
   m.def("make_mlp", &make_mlp);
   m.def("make_cnn", &make_cnn);
+  m.def("make_mf", &make_mf);
+  m.def("make_ncf", &make_ncf);
 
   m.def("train", &train_py, py::arg("model"), py::arg("train_inputs"), py::arg("train_targets"),
         py::arg("val_inputs"), py::arg("val_targets"), py::arg("config"), py::arg("callback") = py::none(),

@@ -8,6 +8,7 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 #include <torch/nn/modules/activation.h>
@@ -78,7 +79,94 @@ class Cnn : public NativeModule {
   torch::nn::Sequential classifier_;
 };
 
+// The (user, item) columns of a recommender's input, checked against the table sizes.
+std::pair<at::Tensor, at::Tensor> user_item(const std::vector<at::Tensor>& inputs, int64_t users, int64_t items,
+                                            const char* model) {
+  at::Tensor user, item;
+  if (inputs.size() == 1) {
+    TORCH_CHECK_VALUE(inputs[0].dim() == 2 && inputs[0].size(1) == 2, model,
+                      " takes (user, item) pairs shaped (N, 2), got shape ", inputs[0].sizes());
+    user = inputs[0].select(1, 0), item = inputs[0].select(1, 1);
+  } else {
+    TORCH_CHECK_VALUE(inputs.size() == 2, model, " takes (user, item) ids, got ", inputs.size(), " inputs");
+    user = inputs[0], item = inputs[1];
+  }
+  TORCH_CHECK_VALUE(!at::isFloatingType(user.scalar_type()) && !at::isFloatingType(item.scalar_type()), model,
+                    " takes integer user and item ids, got ", user.scalar_type());
+  user = user.to(at::kLong), item = item.to(at::kLong);
+  const int64_t max_user = user.numel() ? user.max().item<int64_t>() : 0;
+  const int64_t max_item = item.numel() ? item.max().item<int64_t>() : 0;
+  TORCH_CHECK_VALUE(max_user < users && (!user.numel() || user.min().item<int64_t>() >= 0), "user id ", max_user,
+                    " is outside the ", users, " users the model was built for (ids unseen at training time)");
+  TORCH_CHECK_VALUE(max_item < items && (!item.numel() || item.min().item<int64_t>() >= 0), "item id ", max_item,
+                    " is outside the ", items, " items the model was built for (ids unseen at training time)");
+  return {user, item};
+}
+
+class Mf : public NativeModule {
+ public:
+  explicit Mf(const MfOptions& o) : users_(o.num_users), items_(o.num_items) {
+    TORCH_CHECK_VALUE(o.num_users >= 1 && o.num_items >= 1 && o.dim >= 1, "mf needs num_users, num_items and dim >= 1, got ",
+                      o.num_users, ", ", o.num_items, ", ", o.dim);
+    user_ = register_module("user", torch::nn::Embedding(o.num_users, o.dim));
+    item_ = register_module("item", torch::nn::Embedding(o.num_items, o.dim));
+    user_bias_ = register_module("user_bias", torch::nn::Embedding(o.num_users, 1));
+    item_bias_ = register_module("item_bias", torch::nn::Embedding(o.num_items, 1));
+    global_ = register_parameter("global_bias", at::full({1}, o.mean));
+    at::NoGradGuard no_grad;  // small random factors, zero biases: the first prediction is the mean
+    user_->weight.normal_(0.0, 0.05);
+    item_->weight.normal_(0.0, 0.05);
+    user_bias_->weight.zero_();
+    item_bias_->weight.zero_();
+  }
+
+  at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
+    const auto [user, item] = user_item(inputs, users_, items_, "mf");
+    return (user_->forward(user) * item_->forward(item)).sum(1) + user_bias_->forward(user).squeeze(1) +
+           item_bias_->forward(item).squeeze(1) + global_;
+  }
+
+ private:
+  int64_t users_, items_;
+  torch::nn::Embedding user_{nullptr}, item_{nullptr}, user_bias_{nullptr}, item_bias_{nullptr};
+  at::Tensor global_;
+};
+
+class Ncf : public NativeModule {
+ public:
+  explicit Ncf(const NcfOptions& o) : users_(o.num_users), items_(o.num_items) {
+    TORCH_CHECK_VALUE(o.num_users >= 1 && o.num_items >= 1 && o.dim >= 1, "ncf needs num_users, num_items and dim >= 1, got ",
+                      o.num_users, ", ", o.num_items, ", ", o.dim);
+    user_ = register_module("user", torch::nn::Embedding(o.num_users, o.dim));
+    item_ = register_module("item", torch::nn::Embedding(o.num_items, o.dim));
+    MlpOptions mlp;
+    mlp.in_features = 2 * o.dim;
+    mlp.hidden = o.hidden;
+    mlp.num_classes = 1;
+    mlp.dropout = o.dropout;
+    head_ = register_module("mlp", make_mlp(mlp));
+    global_ = register_parameter("global_bias", at::full({1}, o.mean));
+    at::NoGradGuard no_grad;
+    user_->weight.normal_(0.0, 0.05);
+    item_->weight.normal_(0.0, 0.05);
+  }
+
+  at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
+    const auto [user, item] = user_item(inputs, users_, items_, "ncf");
+    return head_->forward({at::cat({user_->forward(user), item_->forward(item)}, 1)}).squeeze(1) + global_;
+  }
+
+ private:
+  int64_t users_, items_;
+  torch::nn::Embedding user_{nullptr}, item_{nullptr};
+  std::shared_ptr<NativeModule> head_;
+  at::Tensor global_;
+};
+
 }  // namespace
+
+std::shared_ptr<NativeModule> make_mf(const MfOptions& options) { return std::make_shared<Mf>(options); }
+std::shared_ptr<NativeModule> make_ncf(const NcfOptions& options) { return std::make_shared<Ncf>(options); }
 
 std::shared_ptr<NativeModule> make_mlp(const MlpOptions& options) { return std::make_shared<Mlp>(options); }
 std::shared_ptr<NativeModule> make_cnn(const CnnOptions& options) { return std::make_shared<Cnn>(options); }

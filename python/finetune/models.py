@@ -14,6 +14,8 @@ from . import _C
 MODELS: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]] = {
     "mlp": (_C.MlpOptions, _C.make_mlp),
     "cnn": (_C.CnnOptions, _C.make_cnn),
+    "mf": (_C.MfOptions, _C.make_mf),
+    "ncf": (_C.NcfOptions, _C.make_ncf),
 }
 
 
@@ -97,6 +99,13 @@ def infer_options(name: str, inputs: Sequence[torch.Tensor], targets: torch.Tens
     outputs = int(targets.max()) + 1 if task == "classification" else (targets[0].numel() if targets.dim() > 1 else 1)
     if name == "mlp":
         return {"in_features": int(x[0].numel()), "num_classes": outputs}
+    if name in ("mf", "ncf"):
+        pairs = x if len(inputs) == 1 else torch.stack([inputs[0], inputs[1]], 1)
+        if pairs.dim() != 2 or pairs.shape[1] != 2 or pairs.is_floating_point():
+            raise ValueError(f"model {name!r} needs integer (user, item) pairs shaped (N, 2), got X of shape "
+                             f"{tuple(pairs.shape)} and dtype {pairs.dtype}")
+        return {"num_users": int(pairs[:, 0].max()) + 1, "num_items": int(pairs[:, 1].max()) + 1,
+                "mean": float(targets.float().mean())}
     if name == "cnn":
         if x.dim() != 4:
             raise ValueError(f"model 'cnn' needs images shaped (N, channels, height, width), got X of shape {tuple(x.shape)}")

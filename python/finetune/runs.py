@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import datasets, models, report, safetensors
+from . import datasets, distributed, models, report, safetensors
 from .config import TrainConfig, config_fields
 
 log = logging.getLogger("finetune")
@@ -167,6 +167,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
     test = finetune.evaluate(result.model, (split.x_test, split.y_test), task=split.task)
     confusion = test.pop("confusion_matrix", None)
     resolved = RunConfig(cfg.data, {"name": cfg.model["name"], **result.model_options}, result.config, cfg.source)
+    if distributed.rank() != 0:  # under torchrun, rank 0 writes the run directory
+        return {"test": test}
 
     (out / "config.toml").write_text(write_toml(resolved.to_dict()))
     safetensors.save(out / "model.safetensors", result.model.state_dict(),

@@ -1,0 +1,52 @@
+"""Ranking metrics for recommenders: HR@k and NDCG@k with sampled negatives (the NCF paper's protocol).
+
+For each user with a held-out interaction, the held-out item is ranked among `negatives` items the user never
+rated (seeded sample); HR@k is the share of users whose held-out item lands in the top k, NDCG@k adds
+1 / log2(rank + 2) for those that do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .train import predict
+
+
+def leave_one_out(pairs: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices): the last interaction of each user with at least two (by `order`, e.g.
+    timestamps; by position when None) is held out."""
+    order = np.arange(len(pairs)) if order is None else np.asarray(order)
+    last: dict[int, int] = {}
+    counts = np.bincount(pairs[:, 0])
+    for index in np.lexsort((order, pairs[:, 0])):
+        last[int(pairs[index, 0])] = int(index)
+    test = np.array(sorted(i for u, i in last.items() if counts[u] >= 2), dtype=np.int64)
+    train = np.setdiff1d(np.arange(len(pairs)), test)
+    return train, test
+
+
+def ranking_metrics(model, train_pairs: np.ndarray, test_pairs: np.ndarray, num_items: int, k: int = 10,
+                    negatives: int = 99, seed: int = 0) -> dict[str, float]:
+    """HR@k and NDCG@k of `model` (a rating predictor) on one held-out (user, item) per row of `test_pairs`."""
+    if negatives + 1 > num_items:
+        raise ValueError(f"negatives must be < num_items ({num_items}), got {negatives}")
+    rng = np.random.default_rng(seed)
+    seen: dict[int, set[int]] = {}
+    for u, i in np.concatenate([train_pairs, test_pairs]):
+        seen.setdefault(int(u), set()).add(int(i))
+    candidates = np.empty((len(test_pairs), negatives + 1), dtype=np.int64)
+    for row, (u, i) in enumerate(test_pairs):
+        drawn: list[int] = []
+        while len(drawn) < negatives:
+            for c in rng.integers(0, num_items, size=2 * negatives).tolist():
+                if c not in seen[int(u)] and c not in drawn:
+                    drawn.append(c)
+                    if len(drawn) == negatives:
+                        break
+        candidates[row] = [i] + drawn
+    users = np.repeat(test_pairs[:, 0], negatives + 1)
+    scores = predict(model, np.stack([users, candidates.ravel()], 1), task="regression").reshape(candidates.shape)
+    # rank of the held-out item (column 0): how many candidates score strictly higher
+    rank = (scores[:, 1:] > scores[:, :1]).sum(1)
+    hits = rank < k
+    return {f"hr@{k}": float(hits.mean()), f"ndcg@{k}": float((hits / np.log2(rank + 2)).mean())}

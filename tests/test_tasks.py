@@ -1,0 +1,129 @@
+"""Every task end to end on data the tests make: loaders with their bad inputs, recommendation, tabular."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import finetune
+from finetune import datasets, recommend
+
+metrics = pytest.importorskip("sklearn.metrics")
+
+
+def synthetic_ratings(users=60, items=40, n=1500, seed=0):
+    rng = np.random.default_rng(seed)
+    p, q = rng.normal(size=(users, 3)), rng.normal(size=(items, 3))
+    pairs = np.stack([rng.integers(0, users, n), rng.integers(0, items, n)], 1)
+    ratings = (3 + (p[pairs[:, 0]] * q[pairs[:, 1]]).sum(1) + 0.1 * rng.normal(size=n)).astype(np.float32)
+    return pairs.astype(np.int64), ratings
+
+
+@pytest.mark.parametrize("name", ["mf", "ncf"])
+def test_recommenders_learn_and_report_rmse_mae_like_sklearn(name):
+    pairs, ratings = synthetic_ratings()
+    result = finetune.train(name, (pairs[:1200], ratings[:1200]), val=(pairs[1200:], ratings[1200:]),
+                            task="regression", epochs=40, batch_size=64, optimizer="adam", lr=1e-2, progress=False)
+    pred = finetune.predict(result.model, pairs[1200:], task="regression")
+    assert result.metrics["rmse"] == pytest.approx(metrics.mean_squared_error(ratings[1200:], pred) ** 0.5, rel=1e-5)
+    assert result.metrics["mae"] == pytest.approx(metrics.mean_absolute_error(ratings[1200:], pred), rel=1e-5)
+    baseline = float(np.sqrt(((ratings[1200:] - ratings[:1200].mean()) ** 2).mean()))
+    assert result.metrics["rmse"] < 0.8 * baseline, (result.metrics, baseline)
+    assert result.model.options["num_users"] == pairs[:1200, 0].max() + 1
+
+
+def test_unseen_user_is_a_clear_error():
+    pairs, ratings = synthetic_ratings()
+    model = finetune.train("mf", (pairs, ratings), task="regression", epochs=1, progress=False).model
+    with pytest.raises(ValueError, match=r"user id 60 is outside the 60 users the model was built for"):
+        finetune.predict(model, np.array([[60, 0]]), task="regression")
+    with pytest.raises(ValueError, match=r"needs integer \(user, item\) pairs shaped \(N, 2\)"):
+        finetune.train("mf", (pairs.astype(np.float32), ratings), task="regression", epochs=1, progress=False)
+
+
+def test_ranking_metrics_of_an_oracle_and_of_noise():
+    pairs, ratings = synthetic_ratings(users=30, items=200, n=3000)
+    train, test = recommend.leave_one_out(pairs)
+    assert len(test) == 30 and len(np.intersect1d(train, test)) == 0
+
+    class Oracle(torch.nn.Module):  # scores the held-out pairs highest
+        def __init__(self, held_out):
+            super().__init__()
+            self.register_buffer("held", torch.as_tensor(held_out[:, 0] * 1000 + held_out[:, 1]))
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.isin(x[:, 0] * 1000 + x[:, 1], self.held).float() + self.w
+
+    perfect = recommend.ranking_metrics(Oracle(pairs[test]), pairs[train], pairs[test], num_items=200)
+    assert perfect == {"hr@10": 1.0, "ndcg@10": 1.0}
+    model = finetune.train("mf", (pairs[train], ratings[train]), task="regression", epochs=1, lr=1e-9,
+                           momentum=0.0, progress=False).model
+    noise = recommend.ranking_metrics(model, pairs[train], pairs[test], num_items=200)
+    assert noise["hr@10"] < 0.5  # ~0.1 expected for random scores
+
+
+def test_ratings_csv_loader_and_its_errors(tmp_path):
+    good = tmp_path / "r.csv"
+    good.write_text("user,item,rating\nalice,m1,4\nbob,m1,3.5\nalice,m2,1\n")
+    pairs, ratings, users, items = datasets.load_ratings(good)
+    assert pairs.tolist() == [[0, 0], [1, 0], [0, 1]] and ratings.tolist() == [4.0, 3.5, 1.0]
+    assert users == {"alice": 0, "bob": 1} and items == {"m1": 0, "m2": 1}
+    (tmp_path / "cols.csv").write_text("user,movie,rating\na,b,1\n")
+    with pytest.raises(ValueError, match=r"cols.csv' lacks the column\(s\) \['item'\]"):
+        datasets.load_ratings(tmp_path / "cols.csv")
+    (tmp_path / "bad.csv").write_text("user,item,rating\na,b,1\na,c,five\n")
+    with pytest.raises(ValueError, match=r"bad.csv' row 3: rating 'five' is not a number"):
+        datasets.load_ratings(tmp_path / "bad.csv")
+    (tmp_path / "ragged.csv").write_text("user,item,rating\na,b\n")
+    with pytest.raises(ValueError, match=r"ragged.csv' row 2 has 2 fields, the header has 3"):
+        datasets.load_ratings(tmp_path / "ragged.csv")
+
+
+def test_csv_and_npz_loaders_and_their_errors(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    x, y = datasets.load_file(tmp_path / "t.csv")
+    assert x.tolist() == [[1, 2], [3, 4]] and y.tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"t.csv' has no label column 'target' \(columns: \['a', 'b', 'label'\]\)"):
+        datasets.load_file(tmp_path / "t.csv", label="target")
+    (tmp_path / "x.csv").write_text("a,label\n1,0\nx,1\n")
+    with pytest.raises(ValueError, match=r"x.csv' row 3: could not convert string to float: 'x'"):
+        datasets.load_file(tmp_path / "x.csv")
+    (tmp_path / "f.csv").write_text("a,label\n1,0.5\n")
+    with pytest.raises(ValueError, match=r"column 'label' must hold integer class ids"):
+        datasets.load_file(tmp_path / "f.csv")
+    np.savez(tmp_path / "d.npz", X=np.ones((3, 2)), labels=np.zeros(3))
+    with pytest.raises(ValueError, match=r"d.npz' lacks the array\(s\) \['y'\]"):
+        datasets.load_file(tmp_path / "d.npz")
+    with pytest.raises(FileNotFoundError, match=r"data file '.*nope.csv' does not exist"):
+        datasets.load_file(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("name", ["iris", "wine", "breast_cancer", "diabetes", "digits"])
+def test_builtin_sets_split_with_classes_kept(name):
+    split = datasets.load(name, seed=1)
+    assert len(split.x_train) + len(split.x_test) > 100
+    if split.task == "classification":
+        full = np.bincount(np.concatenate([split.y_train, split.y_test]))
+        assert np.all(np.abs(np.bincount(split.y_test, minlength=len(full)) - 0.2 * full) <= 1)
+
+
+def test_tabular_tasks_against_sklearn_baselines():
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    wine = datasets.load("wine")
+    ours = finetune.train("mlp", (wine.x_train, wine.y_train), val=(wine.x_test, wine.y_test), epochs=40,
+                          optimizer="adam", lr=3e-3, progress=False).metrics["accuracy"]
+    theirs = LogisticRegression(max_iter=2000).fit(wine.x_train, wine.y_train).score(wine.x_test, wine.y_test)
+    assert ours >= theirs - 0.06, (ours, theirs)
+    diabetes = datasets.load("diabetes")
+    r2 = finetune.train("mlp", (diabetes.x_train, diabetes.y_train), val=(diabetes.x_test, diabetes.y_test),
+                        task="regression", epochs=60, optimizer="adam", lr=3e-3, progress=False).metrics["r2"]
+    linear = LinearRegression().fit(diabetes.x_train, diabetes.y_train).score(diabetes.x_test, diabetes.y_test)
+    assert r2 >= linear - 0.15, (r2, linear)
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"dataset must be one of \['breast_cancer', .*'wine'\], got 'cifar10'"):
+        datasets.load("cifar10")
