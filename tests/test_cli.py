@@ -122,3 +122,18 @@ def test_example_configs_run_as_written(config, tmp_path):
     done = finetune_cli("train", str(EXAMPLES / config), "--out", str(tmp_path / "run"), "--quiet")
     assert done.returncode == 0, done.stderr
     assert "run written to" in done.stdout
+
+
+def test_report_renders_in_headless_chromium(wine_run, tmp_path):
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium installed")
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600", f"--screenshot={shot}",
+                    (wine_run / "report.html").as_uri()], capture_output=True, timeout=120)
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000  # a real page, not a blank one
