@@ -345,6 +345,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("epoch_order", &epoch_order, py::arg("subset"), py::arg("seed"), py::arg("epoch"), py::arg("shuffle") = true);
   m.def("balanced_epoch_order", &balanced_epoch_order, py::arg("targets"), py::arg("subset"), py::arg("seed"),
         py::arg("epoch"));
+  m.def("augment_images", &augment_images, py::arg("inputs"), py::arg("pad"), py::arg("flip"), py::arg("seed"),
+        py::arg("epoch"), py::arg("step"));
   m.def("read_idx", &read_idx, py::arg("path"));
   m.def("optimizer_names", &optimizer_names);
 }

@@ -57,6 +57,7 @@ void validate(const TrainConfig& c) {
                     "class_weights apply to task='classification' only, got task='", c.task, "'");
   TORCH_CHECK_VALUE(c.label_smoothing >= 0.0 && c.label_smoothing < 1.0, "label_smoothing must be in [0, 1), got ",
                     c.label_smoothing);
+  TORCH_CHECK_VALUE(c.augment_crop >= 0, "augment_crop must be >= 0 (pixels of padding, 0 = off), got ", c.augment_crop);
   TORCH_CHECK_VALUE(c.sampler == "shuffle" || c.sampler == "balanced",
                     "sampler must be one of ['shuffle', 'balanced'], got '", c.sampler, "'");
   TORCH_CHECK_VALUE(c.sampler != "balanced" || c.is_classification(),

@@ -46,6 +46,8 @@ using Weights = std::vector<double>;
   X(int64_t, accumulate, 1) /* micro-batches per optimizer step */                      \
   X(Weights, class_weights, {}) /* per-class loss weights, empty = none */              \
   X(double, label_smoothing, 0.0)                                                       \
+  X(int64_t, augment_crop, 0) /* images: random crop after padding by this many pixels */ \
+  X(bool, augment_flip, false) /* images: random horizontal flip */                     \
   X(std::string, sampler, "shuffle") /* "shuffle" or "balanced" (with replacement) */   \
   X(int64_t, early_stopping, 0) /* patience in epochs, 0 = off */                       \
   X(std::string, monitor, "val_loss")                                                   \

@@ -50,6 +50,12 @@ at::Tensor epoch_order(const at::Tensor& subset, int64_t seed, int64_t epoch, bo
 // in the subset, so every class is drawn equally often on average. Seeded by (seed, epoch) like epoch_order.
 at::Tensor balanced_epoch_order(const at::Tensor& targets, const at::Tensor& subset, int64_t seed, int64_t epoch);
 
+// Image augmentation for a training batch of (N, C, H, W) images: a random crop of the image padded by `pad`
+// pixels (zeros) on each side, and a horizontal flip with probability 1/2. Seeded by (seed, epoch, step) alone,
+// so a resumed run draws the same augmentations. Inputs that are not 4-D floating tensors pass unchanged.
+std::vector<at::Tensor> augment_images(const std::vector<at::Tensor>& inputs, int64_t pad, bool flip, int64_t seed,
+                                       int64_t epoch, int64_t step);
+
 // Reads an IDX file (the MNIST format), gzip-compressed or not, into a tensor of its stored type.
 at::Tensor read_idx(const std::string& path);
 

@@ -512,8 +512,11 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         at::Tensor loss;
         {
           AutocastGuard bf16(autocast, device.type());
-          const auto output = forward(model, to_device(batch.inputs, device), "training");
-          if (result.steps == 0 && begin == first) check_output(output, targets, labels_needed, config);
+          const auto inputs = augment_images(to_device(batch.inputs, device), config.augment_crop,
+                                             config.augment_flip, config.seed, epoch,
+                                             (s * world + rank) * config.accumulate + (begin - mine_first) / batch_size);
+          const auto output = forward(model, inputs, "training");
+          if (result.steps == 0 && begin == mine_first) check_output(output, targets, labels_needed, config);
           loss = one_batch ? batch_loss(output, targets, class_weights, config, at::Reduction::Mean)
                            : summed_loss(output, targets, class_weights, config) / denominator;
         }

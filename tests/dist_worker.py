@@ -40,7 +40,7 @@ def main() -> None:
                             batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine",
                             sample_fraction=0.9, seed=3, progress=False, callback=maybe_die, callback_interval=0,
                             checkpoint_dir=directory, checkpoint_every=5, resume=directory is not None,
-                            dist_timeout=20)
+                            dist_timeout=60)
     if rank == 0:
         safetensors.save(os.path.join(out, "weights.safetensors"), model.state_dict())
         with open(os.path.join(out, "result.json"), "w") as f:

@@ -75,7 +75,7 @@ CASES = [
     ("unknown setting", lambda: train(epoch=3), TypeError, r"unknown setting\(s\) \['epoch'\]"),
     ("config not a TrainConfig", lambda: train(config={"lr": 1}), TypeError, r"config must be a finetune.TrainConfig, got dict"),
     # models
-    ("unknown model name", lambda: train(model="resnet"), ValueError, r"model must be an nn.Module or one of \['cnn', 'mlp'\], got 'resnet'"),
+    ("unknown model name", lambda: train(model="resnet"), ValueError, r"model must be an nn.Module or one of \['cnn', 'mf', 'mlp', 'ncf'\], got 'resnet'"),
     ("unknown model option", lambda: train(model="mlp", hiden=[3]), TypeError, r"unknown setting\(s\) \['hiden'\]"),
     ("model option wrong type", lambda: finetune.build("mlp", hidden="wide"), TypeError, r"model option hidden='wide' has the wrong type"),
     ("model options on a module", lambda: train(model=mlp(), in_features=3), TypeError, r"unknown setting\(s\) \['in_features'\]"),
@@ -137,6 +137,8 @@ BAD_FIELDS = {
     "accumulate": (0, ValueError, r"accumulate must be >= 1, got 0"),
     "class_weights": ("inverse", ValueError, r"class_weights must be 'balanced', a list of weights or None, got 'inverse'"),
     "label_smoothing": (1.0, ValueError, r"label_smoothing must be in \[0, 1\), got 1"),
+    "augment_crop": (-1, ValueError, r"augment_crop must be >= 0 .* got -1"),
+    "augment_flip": ("yes", TypeError, r"augment_flip must be bool, got 'yes'"),
     "sampler": ("random", ValueError, r"sampler must be one of \['shuffle', 'balanced'\], got 'random'"),
     "early_stopping": (-1, ValueError, r"early_stopping must be >= 0 .* got -1"),
     "monitor": ("val_auc", ValueError, r"monitor must be one of .* got 'val_auc'"),

@@ -28,7 +28,7 @@ def test_every_field_round_trips_to_cpp():
                           beta2=0.99, eps=1e-6, alpha=0.9, schedule="cosine", warmup=5, step_size=3, gamma=0.5,
                           min_lr=0.01, pct_start=0.25, freeze=["features"], unfreeze_at={2: ["features.0"]},
                           lr_groups={"head": 10.0, "body": 0.5}, layer_decay=0.8, clip_grad_norm=1.0,
-                          accumulate=4, class_weights=[1.0, 2.0], label_smoothing=0.1, sampler="balanced",
+                          accumulate=4, class_weights=[1.0, 2.0], label_smoothing=0.1, augment_crop=2, augment_flip=True, sampler="balanced",
                           early_stopping=3, monitor="val_accuracy", restore_best=True, ema=0.99, precision="bf16",
                           on_nan="skip", checkpoint_dir="/tmp/checkpoints", checkpoint_every=5, keep_last=2,
                           distributed="off", bucket_mb=1.0, dist_timeout=30.0,

@@ -127,3 +127,73 @@ def test_tabular_tasks_against_sklearn_baselines():
 def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"dataset must be one of \['breast_cancer', .*'wine'\], got 'cifar10'"):
         datasets.load("cifar10")
+
+
+def test_augmentation_crops_and_flips_reproducibly():
+    from finetune import _C
+
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    a = _C.augment_images([x], 1, True, 0, 0, 0)[0]
+    assert a.shape == x.shape and torch.equal(a, _C.augment_images([x], 1, True, 0, 0, 0)[0])
+    assert not torch.equal(a, _C.augment_images([x], 1, True, 0, 0, 1)[0]) or not torch.equal(a, x)
+    flipped = _C.augment_images([x], 0, True, 3, 1, 2)[0]
+    for i in range(2):  # each image is itself or its mirror
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
+    cropped = _C.augment_images([x], 2, False, 0, 0, 0)[0]
+    for i in range(2):  # a crop of the zero-padded image: every non-zero value comes from the original
+        assert set(cropped[i].unique().tolist()) - {0.0} <= set(x[i].unique().tolist())
+    ids = torch.ones(2, 2, dtype=torch.long)
+    assert _C.augment_images([ids], 2, True, 0, 0, 0)[0] is not None  # non-images pass unchanged
+    assert torch.equal(_C.augment_images([ids], 2, True, 0, 0, 0)[0], ids)
+
+
+def test_training_with_augmentation_learns(digits):
+    x, y, x_test, y_test = digits
+    images, test_images = x.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
+    result = finetune.train("cnn", (images, y), val=(test_images, y_test), epochs=8, lr=0.05, augment_crop=1,
+                            augment_flip=False, progress=False)
+    assert result.metrics["accuracy"] > 0.85
+
+
+def test_per_class_precision_recall_match_sklearn(digits):
+    x, y, x_test, y_test = digits
+    model = finetune.train("mlp", (x, y), epochs=1, lr=0.02, momentum=0.0, progress=False).model
+    ours = finetune.evaluate(model, (x_test, y_test))
+    pred = finetune.predict(model, x_test)
+    precision, recall, _, _ = metrics.precision_recall_fscore_support(y_test, pred, labels=range(10), zero_division=0)
+    np.testing.assert_allclose(ours["per_class_precision"], precision, atol=1e-12)
+    np.testing.assert_allclose(ours["per_class_recall"], recall, atol=1e-12)
+
+
+def test_image_folder_loader_and_its_errors(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    for name, value in (("cat", 40), ("dog", 200)):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (10, 12), color=value + i).save(tmp_path / "train" / name / f"{i}.png")
+    x, y, classes = datasets.load_image_folder(tmp_path / "train", size=(8, 8))
+    assert x.shape == (6, 1, 8, 8) and y.tolist() == [0, 0, 0, 1, 1, 1] and classes == ["cat", "dog"]
+    assert x[0].max() == pytest.approx(40 / 255) and x[3].min() == pytest.approx(200 / 255)
+    rgb, _, _ = datasets.load_image_folder(tmp_path / "train", size=(5, 6), mode="RGB")
+    assert rgb.shape == (6, 3, 5, 6)
+    result = finetune.train("cnn", (x, y), epochs=2, progress=False)
+    assert result.class_counts == {0: 3, 1: 3}
+
+    (tmp_path / "val" / "bird").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(tmp_path / "val" / "bird" / "0.png")
+    with pytest.raises(ValueError, match=r"class folder\(s\) \['bird'\] not among the classes \['cat', 'dog'\]"):
+        datasets.load_image_folder(tmp_path / "val", classes=classes)
+    (tmp_path / "train" / "dog" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"image '.*broken.png' cannot be read"):
+        datasets.load_image_folder(tmp_path / "train")
+    (tmp_path / "train" / "dog" / "broken.png").unlink()
+    (tmp_path / "train" / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"class folder '.*empty' has no images"):
+        datasets.load_image_folder(tmp_path / "train")
+    with pytest.raises(FileNotFoundError, match=r"image folder '.*nowhere' does not exist"):
+        datasets.load_image_folder(tmp_path / "nowhere")
+
+
+def test_idx_loader_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"IDX file '.*missing.idx' does not exist"):
+        datasets.read_idx(tmp_path / "missing.idx")

@@ -90,7 +90,7 @@ def _evaluate(args) -> int:
     cfg, model = runs.load_run(args.run_dir)
     split = runs.load_data(cfg)
     metrics = finetune.evaluate(model, (split.x_test, split.y_test), task=split.task)
-    metrics.pop("confusion_matrix", None)
+    metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist() if "confusion_matrix" in metrics else None
     print(json.dumps(metrics, indent=1))
     return 0
 

@@ -45,6 +45,8 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per optimizer step (effective batch = batch_size x accumulate)
     class_weights: str | list[float] | None = None  # "balanced" or one weight per class
     label_smoothing: float = 0.0
+    augment_crop: int = 0  # images: random crop after padding by this many pixels (0 = off)
+    augment_flip: bool = False  # images: random horizontal flip
     sampler: str = "shuffle"  # "shuffle" or "balanced" (class-balanced, with replacement)
     early_stopping: int = 0  # patience in epochs on `monitor`, 0 = off
     monitor: str = "val_loss"  # "train_loss" or "val_<metric>"

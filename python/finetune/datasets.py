@@ -134,6 +134,49 @@ def index_ids(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, dict, d
     return pairs, {u: i for i, u in enumerate(user_ids.tolist())}, {m: i for i, m in enumerate(item_ids.tolist())}
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def load_image_folder(path: str | os.PathLike, size: tuple[int, int] = (28, 28), mode: str = "L",
+                      classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(X, y, class names) from a folder with one sub-folder of images per class (Pillow): each image
+    resized to `size` (height, width), converted to `mode` ("L" grayscale or "RGB"), scaled to [0, 1], as
+    (N, C, H, W) float32. `classes` fixes the class order (a validation folder must use the training one's);
+    a sub-folder not in it, a corrupt image or an empty class is an error naming it."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ImportError("image folders need Pillow: pip install 'finetune[images]' (or pillow)") from None
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder '{root}' does not exist")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise ValueError(f"image folder '{root}' has no class sub-folders")
+    classes = list(classes) if classes is not None else folders
+    unknown = sorted(set(folders) - set(classes))
+    if unknown:
+        raise ValueError(f"image folder '{root}' has class folder(s) {unknown} not among the classes {classes}")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+            if (root / name).is_dir() else []
+        if not files and name in folders:
+            raise ValueError(f"class folder '{root / name}' has no images ({', '.join(IMAGE_SUFFIXES)})")
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    image = image.convert(mode).resize((size[1], size[0]))
+                    array = np.asarray(image, dtype=np.float32) / 255.0
+            except (UnidentifiedImageError, OSError) as error:
+                raise ValueError(f"image '{file}' cannot be read: {error}") from None
+            images.append(array[None] if mode == "L" else array.transpose(2, 0, 1))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels, dtype=np.int64), classes
+
+
 def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item",
                  rating: str = "rating") -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """(pairs, ratings, user map, item map) from a CSV of (user, item, rating) rows with a header. Errors name

@@ -166,6 +166,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
     seconds = time.perf_counter() - start
     test = finetune.evaluate(result.model, (split.x_test, split.y_test), task=split.task)
     confusion = test.pop("confusion_matrix", None)
+    per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall") if k in test}
     resolved = RunConfig(cfg.data, {"name": cfg.model["name"], **result.model_options}, result.config, cfg.source)
     if distributed.rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
@@ -183,6 +184,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
         "validation": result.metrics,
         "test": test,
         "test_confusion_matrix": confusion.tolist() if confusion is not None else None,
+        "test_per_class": per_class,
         "class_counts": result.class_counts,
         "train_size": result.train_size,
         "best_epoch": result.best_epoch,

@@ -311,7 +311,12 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classificat
     targets = data.targets(y, "y", task, inputs[0].shape[0])
     out = _C.evaluate(models.to_cpp(model, inputs), inputs, targets, cpp_config)
     if "confusion_matrix" in out:
-        out["confusion_matrix"] = out["confusion_matrix"].numpy()
+        confusion = out["confusion_matrix"].numpy()
+        out["confusion_matrix"] = confusion
+        true_positive = np.diag(confusion).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a class never predicted / absent: 0, like sklearn
+            out["per_class_precision"] = np.nan_to_num(true_positive / confusion.sum(0)).tolist()
+            out["per_class_recall"] = np.nan_to_num(true_positive / confusion.sum(1)).tolist()
     return out
 
 
