@@ -4,6 +4,7 @@
     finetune evaluate RUN_DIR                                        test metrics of a finished run
     finetune predict RUN_DIR --input X.npz|X.csv --output preds.csv  predictions for new data
     finetune find-lr CONFIG [overrides]                              a learning-rate range test
+    finetune tune CONFIG [overrides]                                 search the config's [tune] space (Optuna)
     finetune compare RUN_DIR ...                                     runs side by side
     finetune datasets                                                the built-in data sets
     finetune demo                                                    fine-tune a pretrained CNN on digits
@@ -54,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     find_lr.add_argument("config")
     find_lr.add_argument("overrides", nargs="*")
     find_lr.add_argument("--steps", type=int, default=100)
+
+    tune = commands.add_parser("tune", help="search a config's [tune] space with Optuna; writes the best config")
+    tune.add_argument("config")
+    tune.add_argument("overrides", nargs="*")
+    tune.add_argument("--out", default=None, help="directory for best.toml and trials.csv (default runs/<name>-tune)")
 
     compare = commands.add_parser("compare", help="runs side by side: differing settings and final metrics")
     compare.add_argument("run_dirs", nargs="+")
@@ -147,6 +153,51 @@ def _find_lr(args) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    import csv
+
+    from . import runs
+    from .tune import tune
+
+    cfg = runs.load_config(args.config, args.overrides)
+    settings = dict(cfg.tune)
+    trials, metric = settings.pop("trials", 20), settings.pop("metric", "val_loss")
+    if not settings:
+        raise ValueError(f"{cfg.source} has no search space: add a [tune] table, e.g. lr = {{ low = 1e-4, high = 0.1, log = true }}")
+    split = runs.load_data(cfg)
+    from . import datasets
+
+    fit, val = datasets.stratified_split(split.y_train, cfg.data["val_fraction"], cfg.data["seed"],
+                                         split.task == "classification")
+    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    import finetune
+
+    def factory():
+        return finetune.train(cfg.model["name"], (split.x_train[fit], split.y_train[fit]),
+                              config=cfg.train.replace(epochs=0, early_stopping=0, restore_best=False,
+                                                       progress=False, checkpoint_dir=None), **options).model
+
+    def show(record):
+        print(f"trial {record['number']:3d} {record['state']:8s} {metric} {record['value']:.4f} "
+              f"after {record['epochs']} epoch(s)  {json.dumps(record['params'])}", flush=True)
+
+    result = tune(factory, (split.x_train[fit], split.y_train[fit]), (split.x_train[val], split.y_train[val]),
+                  space=settings, trials=trials, metric=metric, config=cfg.train.replace(checkpoint_dir=None),
+                  on_trial=show)
+    out = Path(args.out or os.path.join("runs", Path(args.config).stem + "-tune"))
+    out.mkdir(parents=True, exist_ok=True)
+    best = runs.RunConfig(cfg.data, cfg.model, result.best_config, cfg.source)
+    (out / "best.toml").write_text(runs.write_toml(best.to_dict()))
+    with open(out / "trials.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["number", "state", metric, "epochs", *settings])
+        for r in result.trials:
+            writer.writerow([r["number"], r["state"], r["value"], r["epochs"], *(json.dumps(r["params"][k]) for k in settings)])
+    print(f"best {metric} {result.best_value:.4f} with {json.dumps(result.best_params)}; "
+          f"ready-to-run config: {out / 'best.toml'}")
+    return 0
+
+
 def _compare(args) -> int:
     from . import runs
 
@@ -185,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return subprocess.call([str(program), *args.args])
     handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "find-lr": _find_lr,
-                "compare": _compare, "datasets": _datasets}
+                "tune": _tune, "compare": _compare, "datasets": _datasets}
     try:
         if args.command == "demo":
             from .demo import run_demo

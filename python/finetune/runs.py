@@ -42,6 +42,7 @@ class RunConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"name": "mlp"})
     train: TrainConfig = field(default_factory=TrainConfig)
     source: str = "<defaults>"
+    tune: dict[str, Any] = field(default_factory=dict)  # trials, metric, and the search space (finetune tune)
 
     def to_dict(self) -> dict[str, Any]:
         return {"data": self.data, "model": self.model, "train": self.train.to_dict()}
@@ -81,9 +82,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
         raw.setdefault(section, {})[name] = _parse_value(value, key)
-    unknown_sections = sorted(set(raw) - {"data", "model", "train"})
+    unknown_sections = sorted(set(raw) - {"data", "model", "train", "tune"})
     if unknown_sections:
-        raise ValueError(f"unknown section(s) {unknown_sections} in {source}; known: ['data', 'model', 'train']")
+        raise ValueError(f"unknown section(s) {unknown_sections} in {source}; known: ['data', 'model', 'train', 'tune']")
     data = dict(DATA_KEYS)
     for key, value in raw.get("data", {}).items():
         if key not in DATA_KEYS:
@@ -103,7 +104,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
                             ).to_cpp()
     except (TypeError, ValueError) as error:
         raise type(error)(f"{source}: [train] {error}") from None
-    return RunConfig(data, model, train, source)
+    return RunConfig(data, model, train, source, dict(raw.get("tune", {})))
 
 
 def load_data(cfg: RunConfig) -> datasets.Split:

@@ -1,0 +1,99 @@
+"""Recipe search: Optuna over the fine-tuning rate, schedule, freezing, layer decay, sample fraction, ...
+
+Every trial is a fine-tune in the C++ loop; a median pruner stops poor trials after an epoch, from what the
+loop reports at each epoch's end. A search space maps TrainConfig fields to
+
+    {"low": 1e-4, "high": 0.1, "log": True}     a float (an int when low and high are ints)
+    {"choices": ["cosine", "onecycle"]}         one of these (any JSON-able values, lists included)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import TrainConfig, config_fields
+from .train import resolve_config, train
+
+
+@dataclass
+class TuneResult:
+    best_params: dict[str, Any]
+    best_value: float
+    best_config: TrainConfig
+    trials: list[dict[str, Any]] = field(default_factory=list)  # number, state, value, params, epochs
+
+
+def _check_space(space: dict[str, Any]) -> None:
+    unknown = sorted(set(space) - set(config_fields()))
+    if unknown:
+        raise ValueError(f"search space names unknown setting(s) {unknown}; known: {config_fields()}")
+    for name, spec in space.items():
+        if not isinstance(spec, dict) or not ({"low", "high"} <= set(spec) or "choices" in spec):
+            raise ValueError(f"search space '{name}' must be {{'low': .., 'high': .. [, 'log': true]}} or "
+                             f"{{'choices': [...]}}, got {spec!r}")
+
+
+def _suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:
+    if "choices" in spec:
+        # Optuna's categorical takes scalars only: choose an index, keep the value (a list, say) as given.
+        index = trial.suggest_categorical(name, [json.dumps(c) for c in spec["choices"]])
+        return json.loads(index)
+    if isinstance(spec["low"], int) and isinstance(spec["high"], int) and not spec.get("log"):
+        return trial.suggest_int(name, spec["low"], spec["high"])
+    return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+
+
+def tune(model_factory: Callable[[], Any] | str, train_data: tuple[Any, Any], val: tuple[Any, Any], *,
+         space: dict[str, dict[str, Any]], trials: int = 20, metric: str = "val_loss", seed: int = 0,
+         config: TrainConfig | None = None, on_trial: Callable[[dict], None] | None = None,
+         **settings: Any) -> TuneResult:
+    """Searches `space` with Optuna (TPE sampler seeded by `seed`, median pruner) for the best `metric` on
+    `val`; `model_factory()` makes a fresh model per trial (or a built-in name)."""
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError("finetune.tune needs Optuna: pip install 'finetune[tune]' (or optuna)") from None
+    _check_space(space)
+    base = resolve_config(config, {**settings, "progress": False})
+    minimise = any(word in metric for word in ("loss", "rmse", "mae"))
+    records: list[dict[str, Any]] = []
+
+    def objective(trial: "optuna.Trial") -> float:
+        params = {name: _suggest(trial, name, spec) for name, spec in space.items()}
+        values: list[float] = []
+        pruned = False
+
+        def report(kind: str, info: dict[str, Any]) -> bool:
+            nonlocal pruned
+            if kind != "epoch":
+                return False
+            if metric not in info:
+                raise ValueError(f"metric {metric!r} is not reported; the epoch has {sorted(info)}")
+            values.append(info[metric])
+            trial.report(info[metric], info["epoch"])
+            pruned = trial.should_prune()
+            return pruned  # True stops the C++ loop after this epoch
+
+        model = model_factory() if callable(model_factory) else model_factory
+        train(model, train_data, val=val, config=base.replace(**params), callback=report)
+        finite = [v for v in values if math.isfinite(v)]
+        best = (min(finite) if minimise else max(finite)) if finite else math.inf * (1 if minimise else -1)
+        record = {"number": trial.number, "state": "pruned" if pruned else "complete", "value": best,
+                  "epochs": len(values), "params": params}
+        records.append(record)
+        if on_trial:
+            on_trial(record)
+        if pruned:
+            raise optuna.TrialPruned()
+        return best
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize" if minimise else "maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    study.optimize(objective, n_trials=trials)
+    best = next(r for r in records if r["number"] == study.best_trial.number)
+    return TuneResult(best["params"], study.best_value, base.replace(**best["params"]), records)

@@ -1,0 +1,64 @@
+"""Recipe search with Optuna: seeded, pruned, every trial in the C++ loop, a ready-to-run best config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import finetune
+from finetune import datasets
+from finetune.tune import tune
+
+pytest.importorskip("optuna")
+pytest.importorskip("sklearn")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+SPACE = {"lr": {"low": 1e-4, "high": 3e-2, "log": True},
+         "schedule": {"choices": ["constant", "cosine"]},
+         "freeze": {"choices": [[], ["layers.0"]]}}
+
+
+def run_search(seed: int):
+    wine = datasets.load("wine")
+    return tune("mlp", (wine.x_train, wine.y_train), (wine.x_test, wine.y_test), space=SPACE, trials=10,
+                seed=seed, epochs=8, batch_size=16, optimizer="adamw")
+
+
+def test_search_is_seeded_prunes_and_returns_a_runnable_best_config():
+    first, again = run_search(0), run_search(0)
+    assert [t["params"] for t in first.trials] == [t["params"] for t in again.trials]
+    assert first.best_value == pytest.approx(again.best_value)
+    states = {t["state"] for t in first.trials}
+    assert "complete" in states and len(first.trials) == 10
+    assert any(t["state"] == "pruned" and t["epochs"] < 8 for t in first.trials) or states == {"complete"}
+    completed = [t["value"] for t in first.trials if t["state"] == "complete"]
+    assert first.best_value == min(completed)
+    wine = datasets.load("wine")
+    result = finetune.train("mlp", (wine.x_train, wine.y_train), val=(wine.x_test, wine.y_test),
+                            config=first.best_config)
+    assert min(h["val_loss"] for h in result.history) == pytest.approx(first.best_value, rel=1e-6)
+
+
+def test_bad_search_spaces_are_clear_errors():
+    wine = datasets.load("wine")
+    with pytest.raises(ValueError, match=r"search space names unknown setting\(s\) \['lrate'\]"):
+        tune("mlp", (wine.x_train, wine.y_train), (wine.x_test, wine.y_test), space={"lrate": {"low": 1, "high": 2}})
+    with pytest.raises(ValueError, match=r"search space 'lr' must be"):
+        tune("mlp", (wine.x_train, wine.y_train), (wine.x_test, wine.y_test), space={"lr": [0.1, 0.01]})
+
+
+def test_tune_command_writes_best_config_and_trials(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "finetune", "tune", str(EXAMPLES / "wine-tune.toml"), "tune.trials=6",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "ready-to-run config" in done.stdout
+    best = tomllib.loads((tmp_path / "best.toml").read_text())
+    assert set(best) == {"data", "model", "train"} and "lr" in best["train"]
+    assert len((tmp_path / "trials.csv").read_text().strip().splitlines()) == 7
+    run = subprocess.run([sys.executable, "-m", "finetune", "train", str(tmp_path / "best.toml"), "--out",
+                          str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
