@@ -36,7 +36,8 @@ def wine_run(tmp_path_factory) -> Path:
 
 def test_train_writes_a_complete_run_directory(wine_run):
     assert sorted(p.name for p in wine_run.iterdir()) == ["checkpoints", "config.toml", "history.csv",
-                                                          "metrics.json", "model.safetensors", "report.html"]
+                                                          "metrics.json", "model.safetensors", "report.html",
+                                                          "tensorboard"]
     config = tomllib.loads((wine_run / "config.toml").read_text())
     assert config["train"]["epochs"] == 20 and config["model"]["hidden"] == [32]  # the overrides, resolved
     assert len(config["train"]["class_weights"]) == 3  # "balanced", resolved from the data
@@ -137,3 +138,21 @@ def test_report_renders_in_headless_chromium(wine_run, tmp_path):
                     (wine_run / "report.html").as_uri()], capture_output=True, timeout=120)
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000  # a real page, not a blank one
+
+
+def test_tensorboard_event_file_is_valid(wine_run):
+    from finetune import tensorboard
+
+    assert tensorboard.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    (events,) = list((wine_run / "tensorboard").glob("events.out.tfevents.*"))
+    records = tensorboard.read_records(events)  # lengths and checksums verified
+    with open(wine_run / "history.csv") as f:
+        epochs = len(list(csv.DictReader(f)))
+    assert len(records) == 1 + epochs and b"brain.Event:2" in records[0] and b"validation/accuracy" in records[1]
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return  # the format itself was checked above
+    accumulator = EventAccumulator(str(events.parent))
+    accumulator.Reload()
+    assert len(accumulator.Scalars("train/loss")) == epochs

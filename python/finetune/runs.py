@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import datasets, distributed, models, report, safetensors
+from . import datasets, distributed, models, report, safetensors, tensorboard
 from .config import TrainConfig, config_fields
 
 log = logging.getLogger("finetune")
@@ -197,6 +197,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out / "report.html").write_text(report.html(resolved.to_dict(), result.history, metrics))
+    tensorboard.write_scalars(out / "tensorboard", result.history)
     log.info("run written to %s", out)
     return metrics
 
