@@ -170,13 +170,17 @@ def test_weight_decay_skips_biases_and_norms_unless_asked(small):
     assert [g["weight_decay"] for g in everything.param_groups] == [0.1]
 
 
-def test_gradient_clipping_matches_clip_grad_norm(small):
+@pytest.mark.parametrize("settings, reference_settings", [
+    (dict(lr=0.5, clip_grad_norm=0.1), dict(clip=0.1)),  # torch.nn.utils.clip_grad_norm_
+    (dict(lr=0.05, ema=0.9), dict(ema=0.9)),  # an exponential moving average of the weights, then swapped in
+], ids=["clip_grad_norm", "ema"])
+def test_matches_the_reference_loop(small, settings, reference_settings):
     x, y, _, _ = small
     model = mlp()
     ref = copy.deepcopy(model)
-    cfg = TrainConfig(epochs=2, lr=0.5, clip_grad_norm=0.1, progress=False)
+    cfg = TrainConfig(epochs=2, progress=False, **settings)
     finetune.train(model, (x, y), config=cfg)
-    reference(ref, x, y, cfg, ref.parameters(), clip=0.1)
+    reference(ref, x, y, cfg, ref.parameters(), **reference_settings)
     assert_same_weights(model, ref)
 
 
@@ -243,16 +247,6 @@ def test_monitor_can_maximise_accuracy(digits):
         finetune.train("mlp", (x, y), val=(x_test, y_test), epochs=1, monitor="val_auc", progress=False)
     with pytest.raises(ValueError, match=r"monitor 'val_loss' needs validation data"):
         finetune.train("mlp", (x, y), epochs=1, early_stopping=2, progress=False)
-
-
-def test_ema_weights_equal_a_reference_average(small):
-    x, y, _, _ = small
-    model = mlp()
-    ref = copy.deepcopy(model)
-    cfg = TrainConfig(epochs=2, lr=0.05, ema=0.9, progress=False)
-    finetune.train(model, (x, y), config=cfg)
-    reference(ref, x, y, cfg, ref.parameters(), ema=0.9)
-    assert_same_weights(model, ref)
 
 
 def test_bf16_autocast_learns(digits):
