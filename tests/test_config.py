@@ -71,3 +71,16 @@ def test_unknown_setting_lists_known_ones(digits):
     x, y, _, _ = digits
     with pytest.raises(TypeError, match=r"unknown setting\(s\) \['lrr'\].*'lr'"):
         finetune.train("mlp", (x, y), lrr=0.1, progress=False)
+
+
+def test_stub_lists_every_compiled_function_and_field():
+    import ast
+    from pathlib import Path
+
+    stub = ast.parse((Path(finetune.__file__).parent / "_C.pyi").read_text())
+    names = {n.name for n in stub.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    public = {n for n in dir(_C) if not n.startswith("_")}
+    assert public <= names, sorted(public - names)
+    config_stub = next(n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
+    stubbed = [n.target.id for n in config_stub.body if isinstance(n, ast.AnnAssign)]
+    assert stubbed == _C.TrainConfig.field_names()

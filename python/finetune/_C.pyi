@@ -14,9 +14,40 @@ class TrainConfig:
     momentum: float
     nesterov: bool
     weight_decay: float
+    decay_norm_and_bias: bool
     beta1: float
     beta2: float
     eps: float
+    alpha: float
+    schedule: str
+    warmup: float
+    step_size: int
+    gamma: float
+    min_lr: float
+    pct_start: float
+    freeze: list[str]
+    unfreeze_at: dict[int, list[str]]
+    lr_groups: list[tuple[str, float]]
+    layer_decay: float
+    clip_grad_norm: float
+    accumulate: int
+    class_weights: list[float]
+    label_smoothing: float
+    augment_crop: int
+    augment_flip: bool
+    sampler: str
+    early_stopping: int
+    monitor: str
+    restore_best: bool
+    ema: float
+    precision: str
+    on_nan: str
+    checkpoint_dir: str
+    checkpoint_every: int
+    keep_last: int
+    distributed: str
+    bucket_mb: float
+    dist_timeout: float
     sample_fraction: float
     sample_size: int
     stratify: bool
@@ -47,6 +78,22 @@ class CnnOptions:
     dropout: float
     def __init__(self) -> None: ...
 
+class MfOptions:
+    num_users: int
+    num_items: int
+    dim: int
+    mean: float
+    def __init__(self) -> None: ...
+
+class NcfOptions:
+    num_users: int
+    num_items: int
+    dim: int
+    hidden: list[int]
+    dropout: float
+    mean: float
+    def __init__(self) -> None: ...
+
 class NativeModule:
     training: bool
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor: ...
@@ -57,14 +104,24 @@ class NativeModule:
 
 def make_mlp(options: MlpOptions) -> NativeModule: ...
 def make_cnn(options: CnnOptions) -> NativeModule: ...
+def make_mf(options: MfOptions) -> NativeModule: ...
+def make_ncf(options: NcfOptions) -> NativeModule: ...
 def train(model: Any, train_inputs: list[torch.Tensor], train_targets: torch.Tensor,
           val_inputs: list[torch.Tensor] | None, val_targets: torch.Tensor | None, config: TrainConfig,
-          callback: Callable[[str, dict[str, Any]], bool] | None = None,
-          callback_interval_s: float = 0.1) -> dict[str, Any]: ...
+          callback: Callable[[str, dict[str, Any]], bool] | None = None, callback_interval_s: float = 0.1,
+          checkpoint: Callable[[str, dict[str, Any]], None] | None = None, resume: dict[str, Any] | None = None,
+          process_group: Any = None) -> dict[str, Any]: ...
+def find_lr(model: Any, inputs: list[torch.Tensor], targets: torch.Tensor, config: TrainConfig, start_lr: float,
+            end_lr: float, num_steps: int, diverge_factor: float) -> dict[str, Any]: ...
+def scheduled_lr(config: TrainConfig, base_lr: float, step: int, total_steps: int, steps_per_epoch: int) -> float: ...
+def schedule_names() -> list[str]: ...
 def evaluate(model: Any, inputs: list[torch.Tensor], targets: torch.Tensor, config: TrainConfig) -> dict[str, Any]: ...
 def predict(model: Any, inputs: list[torch.Tensor], config: TrainConfig) -> torch.Tensor: ...
 def sample_indices(targets: torch.Tensor, config: TrainConfig) -> torch.Tensor: ...
 def class_counts(targets: torch.Tensor, indices: torch.Tensor) -> list[int]: ...
 def epoch_order(subset: torch.Tensor, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor: ...
+def balanced_epoch_order(targets: torch.Tensor, subset: torch.Tensor, seed: int, epoch: int) -> torch.Tensor: ...
+def augment_images(inputs: list[torch.Tensor], pad: int, flip: bool, seed: int, epoch: int,
+                   step: int) -> list[torch.Tensor]: ...
 def read_idx(path: str) -> torch.Tensor: ...
 def optimizer_names() -> list[str]: ...
