@@ -118,9 +118,15 @@ def test_every_command_has_help():
         assert done.returncode == 0 and "usage: finetune" in done.stdout, command
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in EXAMPLES.glob("*.toml")))
+SLOW_EXAMPLES = {"rotten-tomatoes.toml"}  # MiniLM on a CPU: minutes
+
+
+@pytest.mark.parametrize("config", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_EXAMPLES else name
+                                    for name in sorted(p.name for p in EXAMPLES.glob("*.toml"))])
 def test_example_configs_run_as_written(config, tmp_path):
     done = finetune_cli("train", str(EXAMPLES / config), "--out", str(tmp_path / "run"), "--quiet")
+    if done.returncode == 2 and "needs" in done.stderr and "install" in done.stderr:
+        pytest.skip(done.stderr.strip())  # an optional data set or model package is not installed
     assert done.returncode == 0, done.stderr
     assert "run written to" in done.stdout
 

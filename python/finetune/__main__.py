@@ -95,7 +95,12 @@ def _evaluate(args) -> int:
 
     cfg, model = runs.load_run(args.run_dir)
     split = runs.load_data(cfg)
-    metrics = finetune.evaluate(model, (split.x_test, split.y_test), task=split.task)
+    x_test = split.x_test
+    if cfg.model.get("name") == "minilm":
+        from .text import tokenizer
+
+        x_test = tokenizer(cfg.model.get("max_length", 48))(list(x_test))
+    metrics = finetune.evaluate(model, (x_test, split.y_test), task=split.task)
     metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist() if "confusion_matrix" in metrics else None
     print(json.dumps(metrics, indent=1))
     return 0

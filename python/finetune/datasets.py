@@ -209,6 +209,13 @@ def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item"
     return pairs, np.asarray(ratings, dtype=np.float32), user_map, item_map
 
 
+def _rotten_tomatoes(seed: int) -> Split:
+    from .text import rotten_tomatoes
+
+    texts, labels = rotten_tomatoes()
+    return _split(texts, labels, "classification", "Rotten Tomatoes snippets (12,808, fresh/rotten)", seed)
+
+
 LOADERS: dict[str, Callable[[int], Split]] = {
     "digits": _digits,
     "iris": _sklearn_tabular("iris", "classification"),
@@ -218,6 +225,7 @@ LOADERS: dict[str, Callable[[int], Split]] = {
     "mnist5k": _mnist5k,
     "fashion-mnist": _fashion_mnist,
     "movielens": _movielens,
+    "rotten-tomatoes": _rotten_tomatoes,
 }
 
 

