@@ -41,5 +41,14 @@ def process_group(mode: str, device: str, timeout_s: float) -> Any:
 
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        rank_, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        # torchrun's agent hosts the store; otherwise rank 0 does. Keys live under a prefix per restart, so
+        # that a restarted round (--max-restarts) never reads the addresses of the round that failed.
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                              is_master=not agent_store and rank_ == 0, timeout=timeout, multi_tenant=not agent_store)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend, store=dist.PrefixStore(f"finetune/attempt-{attempt}", store), rank=rank_,
+                                world_size=world, timeout=timeout)
     return dist.group.WORLD
