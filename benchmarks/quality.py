@@ -177,6 +177,27 @@ def images(seeds: int, epochs: int) -> None:
         print(f"| {name} | {mean_std(table[(name, 0.1)])} | {mean_std(table[(name, 1.0)])} |")
 
 
+def images_pretrained(epochs: int) -> None:
+    """Fashion-MNIST from digit-recognizer-py's CNN (trained on all of MNIST) vs the same network from scratch."""
+    from finetune import pretrained
+
+    fashion = datasets.load("fashion-mnist")
+    x_train, x_test = pretrained.mnist_normalize(fashion.x_train), pretrained.mnist_normalize(fashion.x_test)
+    common = dict(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, schedule="cosine", progress=False)
+    rows = {}
+    for name, is_pretrained in (("from scratch", False), ("digit-recognizer CNN (MNIST), fine-tuned", True)):
+        torch.manual_seed(0)
+        model = pretrained.digit_cnn(pretrained=is_pretrained)
+        start = time.perf_counter()
+        r = finetune.train(model, (x_train, fashion.y_train), val=(x_test, fashion.y_test), epochs=epochs,
+                           sample_fraction=0.1, **common)
+        rows[name] = (r.metrics["accuracy"], time.perf_counter() - start)
+    print(f"\nFashion-MNIST, 10% of the training set, digit-recognizer's CNN architecture, {epochs} epochs:\n")
+    print("| method | test accuracy | seconds |\n|---|---|---|")
+    for name, (accuracy, seconds) in rows.items():
+        print(f"| {name} | {accuracy:.4f} | {seconds:.0f} |")
+
+
 def text_section(seeds: int, fractions: list[float], epochs: int) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -232,6 +253,8 @@ def main() -> None:
         tabular(seeds)
     if "images" in args.sections:
         images(seeds if not args.quick else 1, epochs=1 if args.quick else 3)
+    if "images-pretrained" in args.sections:
+        images_pretrained(epochs=3)
     if "text" in args.sections:
         text_section(1, [0.1, 1.0] if args.text_full else [0.1], epochs=2)
     print(f"\nTook {time.perf_counter() - start:.0f} s on {torch.get_num_threads()} threads.")

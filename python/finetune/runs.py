@@ -208,6 +208,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out / "report.html").write_text(report.html(resolved.to_dict(), result.history, metrics))
     tensorboard.write_scalars(out / "tensorboard", result.history)
+    report.plots_png(str(out / "plots.png"), result.history, metrics)  # with matplotlib installed
     log.info("run written to %s", out)
     return metrics
 
