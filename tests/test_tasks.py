@@ -213,3 +213,20 @@ def test_pretrained_digit_cnn_loads_into_the_equivalent_module():
     scratch = finetune.evaluate(pretrained.digit_cnn(pretrained=False),
                                 (pretrained.mnist_normalize(split.x_test), split.y_test))["accuracy"]
     assert scratch < 0.3
+
+
+def test_text_csv_loader_and_its_errors(tmp_path):
+    (tmp_path / "t.csv").write_text('text,label\n"great, really",pos\nawful,neg\nfine,pos\n')
+    texts, labels, classes = datasets.load_text_csv(tmp_path / "t.csv")
+    assert texts.tolist() == ["great, really", "awful", "fine"] and labels.tolist() == [1, 0, 1]
+    assert classes == ["neg", "pos"]
+    with pytest.raises(ValueError, match=r"t.csv' lacks the column\(s\) \['review'\]"):
+        datasets.load_text_csv(tmp_path / "t.csv", text="review")
+    with pytest.raises(ValueError, match=r"t.csv' has label\(s\) \['pos'\] not among the classes \['neg'\]"):
+        datasets.load_text_csv(tmp_path / "t.csv", classes=["neg"])
+    (tmp_path / "short.csv").write_text("text,label\nonly text\n")
+    with pytest.raises(ValueError, match=r"short.csv' row 2 does not have the header's 2 fields"):
+        datasets.load_text_csv(tmp_path / "short.csv")
+    (tmp_path / "empty.csv").write_text("text,label\nsomething,\n")
+    with pytest.raises(ValueError, match=r"empty.csv' row 2 has an empty 'label'"):
+        datasets.load_text_csv(tmp_path / "empty.csv")

@@ -134,6 +134,39 @@ def index_ids(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, dict, d
     return pairs, {u: i for i, u in enumerate(user_ids.tolist())}, {m: i for i, m in enumerate(item_ids.tolist())}
 
 
+def load_text_csv(path: str | os.PathLike, text: str = "text", label: str = "label",
+                  classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(texts, class ids, class names) from a CSV with a text column and a label column (names or ids).
+    Labels are mapped to ids in sorted order unless `classes` fixes it; errors name the file and the row."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"text file '{path}' does not exist")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in (text, label) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"'{path}' lacks the column(s) {missing} (columns: {reader.fieldnames})")
+        texts, names = [], []
+        for number, row in enumerate(reader, start=2):
+            if row[text] is None or row[label] is None or None in row:
+                raise ValueError(f"'{path}' row {number} does not have the header's {len(reader.fieldnames)} fields")
+            if not row[label].strip():
+                raise ValueError(f"'{path}' row {number} has an empty '{label}'")
+            texts.append(row[text])
+            names.append(row[label].strip())
+    if not texts:
+        raise ValueError(f"'{path}' has a header but no rows")
+    classes = list(classes) if classes is not None else sorted(set(names))
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(names) - set(index))
+    if unknown:
+        raise ValueError(f"'{path}' has label(s) {unknown[:5]} not among the classes {classes}")
+    return np.asarray(texts, dtype=object), np.asarray([index[n] for n in names], dtype=np.int64), classes
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
