@@ -686,13 +686,12 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
 
   const auto params = model.named_parameters();
   RequiresGradGuard restore_requires_grad(params);
-  for (const auto& [name, p] : params) p.requires_grad_(p.requires_grad() && !matches_any(name, config.freeze, "freeze"));
-  const auto groups = resolve_param_groups(params, [&](const std::string& n) {
-    for (const auto& [name, p] : params) {
-      if (name == n) return p.requires_grad();
-    }
-    return false;
-  }, config);
+  std::set<std::string> trainable;
+  for (const auto& [name, p] : params) {
+    p.requires_grad_(p.requires_grad() && !matches_any(name, config.freeze, "freeze"));
+    if (p.requires_grad()) trainable.insert(name);
+  }
+  const auto groups = resolve_param_groups(params, [&](const std::string& n) { return trainable.count(n) > 0; }, config);
   TORCH_CHECK_VALUE(!groups.empty(), "model has no trainable parameters (all are frozen or have requires_grad=False)");
   auto optimizer = make_optimizer(groups, config);
   at::Tensor class_weights;
