@@ -111,12 +111,28 @@ class WeightAverage {
   double decay_;
 };
 
-// Every tensor of the model's state (parameters, then buffers).
+// Every tensor of the model's state (parameters, then buffers), with and without names.
+NamedTensors named_state(const Model& model) {
+  auto out = model.named_parameters();
+  for (const auto& item : model.named_buffers()) out.push_back(item);
+  return out;
+}
+
 std::vector<at::Tensor> state_tensors(const Model& model) {
   std::vector<at::Tensor> out;
-  for (const auto& [name, t] : model.named_parameters()) out.push_back(t);
-  for (const auto& [name, t] : model.named_buffers()) out.push_back(t);
+  for (const auto& [name, t] : named_state(model)) out.push_back(t);
   return out;
+}
+
+// Freezes the parameters matching config.freeze (requires_grad off; the caller's RequiresGradGuard restores
+// it) and returns the names left trainable. A parameter the caller set requires_grad=False stays frozen.
+std::set<std::string> apply_freeze(const NamedTensors& params, const TrainConfig& config) {
+  std::set<std::string> trainable;
+  for (const auto& [name, p] : params) {
+    p.requires_grad_(p.requires_grad() && !matches_any(name, config.freeze, "freeze"));
+    if (p.requires_grad()) trainable.insert(name);
+  }
+  return trainable;
 }
 
 std::vector<at::Tensor> clone_all(const std::vector<at::Tensor>& tensors) {
@@ -265,12 +281,6 @@ NamedTensors by_name(const NamedTensors& names, const std::vector<at::Tensor>& t
   return out;
 }
 
-NamedTensors named_state(const Model& model) {
-  auto out = model.named_parameters();
-  for (const auto& item : model.named_buffers()) out.push_back(item);
-  return out;
-}
-
 // Copies `saved` (by name) into `into`; every name must be present with the same shape.
 std::vector<at::Tensor> match_by_name(const NamedTensors& into, const NamedTensors& saved, const char* what,
                                       const at::Device& device) {
@@ -357,12 +367,11 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   // when an unfreeze_at entry names them. A parameter the caller set requires_grad=False stays frozen.
   const auto params = model.named_parameters();
   RequiresGradGuard restore_requires_grad(params);
-  std::set<std::string> trainable, user_trainable;
+  std::set<std::string> user_trainable;
   for (const auto& [name, p] : params) {
     if (p.requires_grad()) user_trainable.insert(name);
-    if (p.requires_grad() && !matches_any(name, config.freeze, "freeze")) trainable.insert(name);
   }
-  for (const auto& [name, p] : params) p.requires_grad_(trainable.count(name) > 0);
+  std::set<std::string> trainable = apply_freeze(params, config);
   const auto is_frozen = [&trainable](const std::string& name) { return trainable.count(name) == 0; };
   const auto initial_groups = resolve_param_groups(params, [&](const std::string& n) { return !is_frozen(n); }, config);
   auto optimizer = make_optimizer(initial_groups, config);
@@ -686,11 +695,7 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
 
   const auto params = model.named_parameters();
   RequiresGradGuard restore_requires_grad(params);
-  std::set<std::string> trainable;
-  for (const auto& [name, p] : params) {
-    p.requires_grad_(p.requires_grad() && !matches_any(name, config.freeze, "freeze"));
-    if (p.requires_grad()) trainable.insert(name);
-  }
+  const auto trainable = apply_freeze(params, config);
   const auto groups = resolve_param_groups(params, [&](const std::string& n) { return trainable.count(n) > 0; }, config);
   TORCH_CHECK_VALUE(!groups.empty(), "model has no trainable parameters (all are frozen or have requires_grad=False)");
   auto optimizer = make_optimizer(groups, config);

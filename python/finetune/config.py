@@ -108,26 +108,16 @@ class TrainConfig:
         return cpp
 
 
-def _batch_size(value: int | str) -> int:
-    if value == "full":
-        return 0
-    if isinstance(value, str) or value < 1:
-        raise ValueError(f"batch_size must be a positive integer or 'full', got {value!r}")
-    return value
+def _positive_or(field: str, special: Any, expected: str) -> Callable[[Any], int]:
+    """A converter for a field that is a positive int or one special value, which C++ reads as 0."""
+    def convert(value: Any) -> int:
+        if value == special:
+            return 0
+        if isinstance(value, str) or value is None or value < 1:
+            raise ValueError(f"{field} must be {expected}, got {value!r}")
+        return value
 
-
-def _sample_size(value: int | None) -> int:
-    if value is not None and value < 1:
-        raise ValueError(f"sample_size must be a positive integer or None, got {value!r}")
-    return 0 if value is None else value
-
-
-def _checkpoint_every(value: int | str) -> int:
-    if value == "epoch":
-        return 0
-    if isinstance(value, str) or value < 1:
-        raise ValueError(f"checkpoint_every must be a positive number of steps or 'epoch', got {value!r}")
-    return value
+    return convert
 
 
 def _freeze(value: Any) -> list[str]:
@@ -165,13 +155,13 @@ def _lr_groups(value: dict | None) -> list[tuple[str, float]]:
 
 
 _CONVERT: dict[str, Callable[[Any], Any]] = {
-    "batch_size": _batch_size,
-    "sample_size": _sample_size,
+    "batch_size": _positive_or("batch_size", "full", "a positive integer or 'full'"),
+    "sample_size": _positive_or("sample_size", None, "a positive integer or None"),
     "freeze": _freeze,
     "class_weights": _class_weights,
     "unfreeze_at": _unfreeze_at,
     "lr_groups": _lr_groups,
-    "checkpoint_every": _checkpoint_every,
+    "checkpoint_every": _positive_or("checkpoint_every", "epoch", "a positive number of steps or 'epoch'"),
     "checkpoint_dir": lambda value: "" if value is None else str(value),
 }
 
