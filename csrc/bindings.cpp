@@ -156,6 +156,13 @@ TrainHooks python_hooks(const py::object& callback, double interval_s, const py:
   return hooks;
 }
 
+// The C++ side of a c10d process group made in Python (finetune/distributed.py), or null without one.
+std::shared_ptr<Parallel> parallel_over(const py::object& process_group, const TrainConfig& config) {
+  if (process_group.is_none()) return nullptr;
+  return std::make_shared<ProcessGroupParallel>(process_group.cast<c10::intrusive_ptr<c10d::ProcessGroup>>(),
+                                                config.bucket_mb, resolve_device(config.device));
+}
+
 py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& train_inputs,
                   const at::Tensor& train_targets, const std::optional<std::vector<at::Tensor>>& val_inputs,
                   const std::optional<at::Tensor>& val_targets, const TrainConfig& config, const py::object& callback,
@@ -166,10 +173,7 @@ py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& tr
   std::optional<Dataset> val_data;
   if (val_inputs && val_targets) val_data.emplace(*val_inputs, *val_targets);
   auto hooks = python_hooks(callback, callback_interval_s, checkpoint);
-  if (!process_group.is_none()) {
-    hooks.parallel = std::make_shared<ProcessGroupParallel>(process_group.cast<c10::intrusive_ptr<c10d::ProcessGroup>>(),
-                                                            config.bucket_mb, resolve_device(config.device));
-  }
+  hooks.parallel = parallel_over(process_group, config);
   std::optional<LoopState> resume_state;
   if (!resume.is_none()) resume_state = loop_state_from(resume.cast<py::dict>());
   TrainResult result;
@@ -189,6 +193,8 @@ py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& tr
   out["steps"] = result.steps;
   out["skipped_steps"] = result.skipped_steps;
   out["communication_seconds"] = result.communication_seconds;
+  out["buckets_reduced"] = result.buckets_reduced;
+  out["buckets_overlapped"] = result.buckets_overlapped;
   out["seconds"] = result.seconds;
   out["stopped"] = result.stopped;
   out["best_epoch"] = result.best_epoch >= 0 ? py::cast(result.best_epoch) : py::none();
@@ -225,13 +231,14 @@ py::dict find_lr_py(const py::object& model_obj, const std::vector<at::Tensor>& 
 }
 
 py::dict evaluate_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const at::Tensor& targets,
-                     const TrainConfig& config) {
+                     const TrainConfig& config, const py::object& process_group) {
   auto model = as_model(model_obj);
   const Dataset data(inputs, targets);
+  const auto parallel = parallel_over(process_group, config);
   Metrics metrics;
   {
     py::gil_scoped_release no_gil;
-    metrics = evaluate(model, data, config);
+    metrics = evaluate(model, data, config, parallel.get());
   }
   auto out = metrics_dict(metrics);
   if (metrics.confusion.defined()) out["confusion_matrix"] = metrics.confusion;
@@ -337,7 +344,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scheduled_lr", &scheduled_lr, py::arg("config"), py::arg("base_lr"), py::arg("step"), py::arg("total_steps"),
         py::arg("steps_per_epoch"));
   m.def("schedule_names", &schedule_names);
-  m.def("evaluate", &evaluate_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"));
+  m.def("evaluate", &evaluate_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"),
+        py::arg("process_group") = py::none());
   m.def("predict", &predict_py, py::arg("model"), py::arg("inputs"), py::arg("config"));
 
   m.def("sample_indices", &sample_indices, py::arg("targets"), py::arg("config"));

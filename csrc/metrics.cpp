@@ -1,29 +1,45 @@
-// Metrics from whole-split outputs; tests/test_metrics.py checks each against scikit-learn.
+// Metrics from sums over a split's outputs; tests/test_metrics.py checks each against scikit-learn, and
+// tests/test_distributed.py checks that shards on two ranks give the one-process values.
 #include "metrics.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <ATen/ATen.h>
 
 namespace finetune {
 
-Metrics classification_metrics(const at::Tensor& logits_in, const at::Tensor& targets_in, int64_t topk) {
+namespace {
+
+at::Tensor summed(const at::Tensor& sums, const SumOverRanks& sum_over_ranks) {
+  return sum_over_ranks ? sum_over_ranks(sums) : sums;
+}
+
+}  // namespace
+
+Metrics classification_metrics(const at::Tensor& logits_in, const at::Tensor& targets_in, int64_t topk,
+                               const SumOverRanks& sum_over_ranks) {
   const auto logits = logits_in.to(at::kDouble);
   const auto targets = targets_in.to(at::kLong);
-  const int64_t n = targets.size(0), classes = logits.size(1);
-  Metrics m;
-  m.values["loss"] = at::cross_entropy_loss(logits, targets).item<double>();
+  const int64_t classes = logits.size(1), k = std::min(topk, classes);
   const auto predicted = logits.argmax(1);
-  m.values["accuracy"] = predicted.eq(targets).sum().item<double>() / static_cast<double>(n);
-  const int64_t k = std::min(topk, classes);
   const auto top = std::get<1>(logits.topk(k, /*dim=*/1));
-  m.values["top" + std::to_string(k) + "_accuracy"] =
-      top.eq(targets.unsqueeze(1)).any(1).sum().item<double>() / static_cast<double>(n);
+  const auto local_confusion = at::bincount(targets * classes + predicted, /*weights=*/{}, /*minlength=*/classes * classes);
+  // [examples, summed loss, top-k hits, confusion (classes x classes)]: everything else derives from these.
+  const auto local = at::cat({at::stack({at::scalar_tensor(static_cast<double>(targets.size(0)), at::kDouble),
+                                         at::cross_entropy_loss(logits, targets, {}, at::Reduction::Sum),
+                                         top.eq(targets.unsqueeze(1)).any(1).sum().to(at::kDouble)}),
+                              local_confusion.to(at::kDouble)});
+  const auto sums = summed(local, sum_over_ranks);
+  const double n = sums[0].item<double>();
 
-  m.confusion = at::bincount(targets * classes + predicted, /*weights=*/{}, /*minlength=*/classes * classes)
-                    .view({classes, classes});
-  const auto confusion = m.confusion.to(at::kDouble);
+  Metrics m;
+  m.confusion = sums.slice(0, 3).round().to(at::kLong).view({classes, classes});
+  const auto confusion = sums.slice(0, 3).view({classes, classes});
   const auto true_positive = confusion.diagonal();
+  m.values["loss"] = sums[1].item<double>() / n;
+  m.values["accuracy"] = true_positive.sum().item<double>() / n;
+  m.values["top" + std::to_string(k) + "_accuracy"] = sums[2].item<double>() / n;
   const auto actual = confusion.sum(1), predicted_count = confusion.sum(0);
   const auto present = (actual + predicted_count) > 0;
   // F1 = 2TP / (actual + predicted); classes absent from both targets and predictions are left out,
@@ -33,18 +49,28 @@ Metrics classification_metrics(const at::Tensor& logits_in, const at::Tensor& ta
   return m;
 }
 
-Metrics regression_metrics(const at::Tensor& predictions_in, const at::Tensor& targets_in) {
+Metrics regression_metrics(const at::Tensor& predictions_in, const at::Tensor& targets_in,
+                           const SumOverRanks& sum_over_ranks) {
   const auto targets = targets_in.to(at::kDouble).reshape({targets_in.size(0), -1});
   const auto predictions = predictions_in.to(at::kDouble).reshape(targets.sizes());
+  const int64_t columns = targets.size(1);
+  // Round 1: [examples, the targets' sum per column] for the mean; round 2 sums squares around that mean,
+  // as a two-pass variance does (one round of sum and sum of squares loses digits when the mean is large).
+  const auto first = summed(at::cat({at::full({1}, static_cast<double>(targets.size(0)), at::kDouble), targets.sum(0)}),
+                            sum_over_ranks);
+  const double n = first[0].item<double>();
+  const auto mean = first.slice(0, 1) / n;
   const auto error = predictions - targets;
+  // Round 2: [absolute error, squared error per column, squares around the mean per column].
+  const auto second = summed(at::cat({error.abs().sum().reshape({1}), error.pow(2).sum(0), (targets - mean).pow(2).sum(0)}),
+                             sum_over_ranks);
+  const auto residual = second.slice(0, 1, 1 + columns), total = second.slice(0, 1 + columns);
   Metrics m;
-  const double mse = error.pow(2).mean().item<double>();
+  const double mse = residual.sum().item<double>() / (n * static_cast<double>(columns));
   m.values["loss"] = mse;
   m.values["rmse"] = std::sqrt(mse);
-  m.values["mae"] = error.abs().mean().item<double>();
+  m.values["mae"] = second[0].item<double>() / (n * static_cast<double>(columns));
   // R² per output column, averaged uniformly (scikit-learn's r2_score default for several outputs).
-  const auto residual = error.pow(2).sum(0);
-  const auto total = (targets - targets.mean(0)).pow(2).sum(0);
   m.values["r2"] = (1 - residual / total).mean().item<double>();
   return m;
 }

@@ -1,6 +1,7 @@
-// Evaluation metrics computed from a whole split's outputs: classification and regression.
+// Evaluation metrics for classification and regression, computed from sums that add up across ranks.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -13,11 +14,18 @@ struct Metrics {
   at::Tensor confusion;                  // classification: [true class, predicted class] counts
 };
 
-// loss (mean cross-entropy), accuracy, top{k}_accuracy (k capped at the number of classes), macro_f1
-// (mean over classes present in targets or predictions) and the confusion matrix.
-Metrics classification_metrics(const at::Tensor& logits, const at::Tensor& targets, int64_t topk);
+// Sums a tensor of per-shard statistics over the ranks of a data-parallel evaluation (each rank holds the
+// outputs of its own shard of the split). Left empty, the outputs given are the whole split.
+using SumOverRanks = std::function<at::Tensor(const at::Tensor&)>;
 
-// loss (mean squared error), rmse, mae, r2.
-Metrics regression_metrics(const at::Tensor& predictions, const at::Tensor& targets);
+// loss (mean cross-entropy), accuracy, top{k}_accuracy (k capped at the number of classes), macro_f1
+// (mean over classes present in targets or predictions) and the confusion matrix. Every one of them comes
+// from counts and sums (correct, top-k hits, confusion, summed loss), so shards combine exactly.
+Metrics classification_metrics(const at::Tensor& logits, const at::Tensor& targets, int64_t topk,
+                               const SumOverRanks& sum_over_ranks = {});
+
+// loss (mean squared error), rmse, mae, r2. R² needs the targets' mean first: two rounds of sums.
+Metrics regression_metrics(const at::Tensor& predictions, const at::Tensor& targets,
+                           const SumOverRanks& sum_over_ranks = {});
 
 }  // namespace finetune

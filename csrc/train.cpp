@@ -493,6 +493,10 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
 
     model.train(true);
     model.keep_frozen_batchnorm_in_eval(is_frozen);
+    trainable_tensors.clear();
+    for (const auto& [name, p] : params) {
+      if (p.requires_grad()) trainable_tensors.push_back(p);
+    }
     const auto order = config.sampler == "balanced"
                            ? balanced_epoch_order(train_data.targets, subset, config.seed, epoch)
                            : epoch_order(subset, config.seed, epoch, config.shuffle);
@@ -529,17 +533,13 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
           loss = one_batch ? batch_loss(output, targets, class_weights, config, at::Reduction::Mean)
                            : summed_loss(output, targets, class_weights, config) / denominator;
         }
+        // The step's last backward starts the gradient all-reduce, bucket by bucket, as it goes.
+        if (parallel && end == mine_last) parallel->expect_gradients(trainable_tensors);
         loss.backward();
         step_loss = step_loss.defined() ? step_loss + loss.detach() : loss.detach();
       }
       if (!step_loss.defined()) step_loss = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device));
-      if (parallel) {
-        trainable_tensors.clear();
-        for (const auto& [name, p] : params) {
-          if (p.requires_grad()) trainable_tensors.push_back(p);
-        }
-        parallel->sum_gradients(trainable_tensors);
-      }
+      if (parallel) parallel->sum_gradients(trainable_tensors);
       const auto [step_loss_value, finite] = check_finite(step_loss, params);
       if (!finite && config.on_nan == "stop") {
         const auto indices = order.slice(0, first, std::min(first + 8, last));
@@ -604,7 +604,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     record.lr = current_lr(*optimizer);
     if (val_data) {
       if (ema) ema->swap();
-      result.metrics = evaluate(model, *val_data, config);
+      result.metrics = evaluate(model, *val_data, config, parallel.get());
       record.val = result.metrics.values;
       if (ema) ema->swap();
     }
@@ -640,10 +640,14 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     ema->swap();  // the returned model is the one that was evaluated
   }
   if (val_data && (result.history.empty() || (config.restore_best && !best_state.empty()))) {
-    result.metrics = evaluate(model, *val_data, config);  // also fills the confusion matrix of what is returned
+    result.metrics = evaluate(model, *val_data, config, parallel.get());  // also fills the confusion matrix of what is returned
   }
   result.seconds = seconds_since(run_start);
-  if (parallel) result.communication_seconds = parallel->communication_seconds();
+  if (parallel) {
+    result.communication_seconds = parallel->communication_seconds();
+    result.buckets_reduced = parallel->buckets_reduced();
+    result.buckets_overlapped = parallel->buckets_overlapped();
+  }
   return result;
 }
 
@@ -672,12 +676,19 @@ at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const Tr
   return at::cat(outputs);
 }
 
-Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config) {
+Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, Parallel* parallel) {
   check_dataset(data, config, "data");
-  const auto outputs = predict(model, data.inputs, config);
-  check_output(outputs, data.targets, num_labels(data, config), config);
-  if (config.is_classification()) return classification_metrics(outputs, data.targets, config.topk);
-  return regression_metrics(outputs, data.targets);
+  const int64_t n = data.size();
+  // Every rank holds the whole split; each evaluates the contiguous shard [n*rank/world, n*(rank+1)/world).
+  const bool sharded = parallel && parallel->world_size() > 1 && n >= parallel->world_size();
+  const int64_t world = sharded ? parallel->world_size() : 1, rank = sharded ? parallel->rank() : 0;
+  const auto shard = data.slice(n * rank / world, n * (rank + 1) / world);
+  const auto outputs = predict(model, shard.inputs, config);
+  check_output(outputs, shard.targets, num_labels(data, config), config);
+  SumOverRanks sum_over_ranks;
+  if (sharded) sum_over_ranks = [parallel](const at::Tensor& sums) { return parallel->sum(sums); };
+  if (config.is_classification()) return classification_metrics(outputs, shard.targets, config.topk, sum_over_ranks);
+  return regression_metrics(outputs, shard.targets, sum_over_ranks);
 }
 
 LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& config, double start_lr, double end_lr,

@@ -67,11 +67,22 @@ class Parallel {
   virtual int64_t world_size() const = 0;
   // Makes every rank's tensors equal to rank 0's.
   virtual void broadcast(const std::vector<at::Tensor>& tensors) = 0;
-  // Sums the gradients of `params` over the ranks (a missing gradient counts as zeros).
+  // Gradient sums, overlapped with backward. Called before a step's last backward with the trainable
+  // parameters: as that backward completes a bucket of their gradients, the bucket's all-reduce starts.
+  virtual void expect_gradients(const std::vector<at::Tensor>& params) = 0;
+  // After the step's backward passes: starts the buckets still due (parameters backward did not reach, or
+  // all of them on a rank whose share of the step was empty; a missing gradient counts as zeros), waits
+  // for every bucket and writes the sums into the gradients of `params`.
   virtual void sum_gradients(const std::vector<at::Tensor>& params) = 0;
-  virtual double sum(double value) = 0;
-  // Seconds spent in gradient all-reduces so far.
+  // The element-wise sum of `value` over the ranks (returned on value's device).
+  virtual at::Tensor sum(const at::Tensor& value) = 0;
+  double sum(double value);
+  // Gradient all-reduce bookkeeping: seconds the loop spent on it (launching, waiting, copying back),
+  // buckets reduced, and how many of those started while backward still had other buckets' gradients to
+  // produce (the communication that overlaps computation).
   virtual double communication_seconds() const = 0;
+  virtual int64_t buckets_reduced() const = 0;
+  virtual int64_t buckets_overlapped() const = 0;
 };
 
 // Extension points of the loop. All are optional.
@@ -103,6 +114,8 @@ struct TrainResult {
   int64_t skipped_steps = 0;          // dropped by on_nan="skip"
   double seconds = 0.0;
   double communication_seconds = 0.0; // in gradient all-reduces (data-parallel runs)
+  int64_t buckets_reduced = 0;        // gradient buckets all-reduced (data-parallel runs)
+  int64_t buckets_overlapped = 0;     // of those, started while backward still worked on later buckets
   bool stopped = false;               // stopped before the last epoch (a hook, or early stopping)
   int64_t best_epoch = -1;            // by config.monitor; -1 when nothing was monitored
   double best_value = 0.0;
@@ -113,8 +126,10 @@ struct TrainResult {
 TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_data, const TrainConfig& config,
                   const TrainHooks& hooks = {}, const LoopState* resume = nullptr);
 
-// Loss and metrics of the model on `data`, in eval mode without autograd, in batches.
-Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config);
+// Loss and metrics of the model on `data`, in eval mode without autograd, in batches. With `parallel`, each
+// rank evaluates a contiguous shard and the metrics come from the ranks' summed counts (every rank gets
+// them); a split smaller than the world is evaluated whole on every rank instead.
+Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, Parallel* parallel = nullptr);
 
 // The model's raw outputs (logits for classification) for `inputs`, in batches, on the CPU.
 at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config);

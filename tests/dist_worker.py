@@ -1,6 +1,9 @@
 """A data-parallel fine-tune under torchrun, for tests/test_distributed.py.
 
-    torchrun --nproc_per_node=2 dist_worker.py OUT_DIR [--die-at STEP] [--checkpoint DIR]
+    torchrun --nproc_per_node=2 dist_worker.py OUT_DIR [--die-at STEP] [--checkpoint DIR] [--variant NAME]
+
+Variants: "plain" (SGD, one bucket); "buckets" (AdamW with weight decay, a bucket per parameter,
+accumulation, gradual unfreezing and a parameter forward never uses); "regression".
 """
 
 from __future__ import annotations
@@ -17,35 +20,73 @@ import finetune
 from finetune import safetensors
 
 
+class WithUnused(torch.nn.Module):
+    """A classifier with a parameter its forward never reaches: only the single-process rules may touch it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+        self.unused = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def plain(metrics: dict) -> dict:
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in metrics.items()}
+
+
+def option(name: str, default: str | None = None) -> str | None:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
 def main() -> None:
     out = sys.argv[1]
-    die_at = int(sys.argv[sys.argv.index("--die-at") + 1]) if "--die-at" in sys.argv else None
-    directory = sys.argv[sys.argv.index("--checkpoint") + 1] if "--checkpoint" in sys.argv else None
+    die_at = int(option("--die-at", "-1"))
+    directory = option("--checkpoint")
+    variant = option("--variant", "plain")
     torch.set_num_threads(1)
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x, y = (d.data / 16).astype(np.float32), d.target
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
     def maybe_die(kind, info):
-        if die_at is not None and restarts == 0 and rank == 1 and kind == "step" and info["step"] >= die_at:
+        if die_at >= 0 and restarts == 0 and rank == 1 and kind == "step" and info["step"] >= die_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    result = finetune.train(model, (x[:1400], y[:1400]), val=(x[1400:], y[1400:]), epochs=3,
-                            batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine",
-                            sample_fraction=0.9, seed=3, progress=False, callback=maybe_die, callback_interval=0,
-                            checkpoint_dir=directory, checkpoint_every=5, resume=directory is not None,
-                            dist_timeout=60)
+    torch.manual_seed(0)
+    common = dict(sample_fraction=0.9, seed=3, progress=False, dist_timeout=60)
+    if variant == "plain":
+        model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+        settings = dict(epochs=3, batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine",
+                        callback=maybe_die, callback_interval=0, checkpoint_dir=directory, checkpoint_every=5,
+                        resume=directory is not None)
+    elif variant == "buckets":
+        model = WithUnused()
+        settings = dict(epochs=3, batch_size=16 // world, accumulate=2, optimizer="adamw", lr=3e-3,
+                        weight_decay=0.1, freeze=["body.0."], unfreeze_at={1: ["body.0."]}, bucket_mb=1e-3)
+    else:  # regression: R² and friends from the ranks' sums
+        y = (x @ np.linspace(-1, 1, 64).astype(np.float32) + 2.0).astype(np.float32)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        settings = dict(task="regression", epochs=2, batch_size=32 // world, optimizer="sgd", lr=0.01, momentum=0.9)
+    task = settings.get("task", "classification")
+    result = finetune.train(model, (x[:1400], y[:1400]), val=(x[1400:], y[1400:]), **common, **settings)
+    # The public evaluate() under torchrun: every rank calls it, each on its shard, all get the whole set's metrics.
+    evaluated = finetune.evaluate(model, (x[1400:], y[1400:]), task=task)
+    # A split smaller than the world is evaluated whole on every rank (no rank is left with an empty shard).
+    evaluated_one = finetune.evaluate(model, (x[1400:1401], y[1400:1401]), task=task)
     if rank == 0:
         safetensors.save(os.path.join(out, "weights.safetensors"), model.state_dict())
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump({"metrics": result.metrics, "history": result.history, "world_size": result.world_size,
-                       "steps": result.steps, "communication_seconds": result.communication_seconds}, f)
+                       "steps": result.steps, "communication_seconds": result.communication_seconds,
+                       "allreduce_overlap": result.allreduce_overlap,
+                       "confusion": None if result.confusion_matrix is None else result.confusion_matrix.tolist(),
+                       "evaluated": plain(evaluated), "evaluated_one": plain(evaluated_one)}, f)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import dist_worker
 from finetune import safetensors
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -33,9 +35,14 @@ def torchrun(out: Path, nproc: int, *args: str, restarts: int = 0, timeout: floa
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def single(out: Path):
+def single(out: Path, *args: str):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    return subprocess.run([sys.executable, str(WORKER), str(out)], capture_output=True, text=True, timeout=240, env=env)
+    return subprocess.run([sys.executable, str(WORKER), str(out), *args], capture_output=True, text=True, timeout=240,
+                          env=env)
+
+
+def load(out: Path):
+    return safetensors.load(out / "weights.safetensors")[0], json.loads((out / "result.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +50,57 @@ def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
     run = single(out)
     assert run.returncode == 0, run.stderr[-3000:]
-    return safetensors.load(out / "weights.safetensors")[0], json.loads((out / "result.json").read_text())
+    return load(out)
+
+
+def assert_same_run(two, one):
+    (weights, result), (expected_weights, expected) = two, one
+    assert result["world_size"] == 2 and expected["world_size"] == 1
+    assert result["steps"] == expected["steps"]
+    assert weights.keys() == expected_weights.keys()
+    for key in expected_weights:
+        torch.testing.assert_close(weights[key], expected_weights[key], atol=1e-5, rtol=0, msg=key)
+    for a, b in zip(result["history"], expected["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    # Validation ran on two shards, its metrics summed from the ranks' counts: the one-process values.
+    for key, value in expected["metrics"].items():
+        assert result["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    assert result["confusion"] == expected["confusion"]
+    for split in ("evaluated", "evaluated_one"):
+        for key, value in expected[split].items():
+            if isinstance(value, list):  # confusion matrix, per-class precision and recall
+                np.testing.assert_allclose(result[split][key], value, atol=1e-12, err_msg=f"{split} {key}")
+            else:
+                assert result[split][key] == pytest.approx(value, abs=1e-6), f"{split} {key}"
 
 
 def test_two_processes_match_one_process(tmp_path, one_process):
     run = torchrun(tmp_path, 2)
     assert run.returncode == 0, run.stderr[-3000:]
-    weights, _ = safetensors.load(tmp_path / "weights.safetensors")
-    result = json.loads((tmp_path / "result.json").read_text())
-    expected_weights, expected = one_process
-    assert result["world_size"] == 2 and expected["world_size"] == 1
-    assert result["steps"] == expected["steps"]
-    for key in expected_weights:
-        torch.testing.assert_close(weights[key], expected_weights[key], atol=1e-5, rtol=0, msg=key)
-    for key, value in expected["metrics"].items():
-        assert result["metrics"][key] == pytest.approx(value, abs=1e-6), key
-    for a, b in zip(result["history"], expected["history"]):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-    assert result["communication_seconds"] > 0
+    two = load(tmp_path)
+    assert_same_run(two, one_process)
+    assert two[1]["communication_seconds"] > 0
+    assert two[1]["allreduce_overlap"] == 0  # one bucket (10 KiB): its all-reduce can only start as backward ends
+
+
+@pytest.mark.parametrize("variant", ["buckets", "regression"])
+def test_two_processes_match_one_process_in_every_variant(tmp_path, variant):
+    # "buckets": every parameter its own bucket, so the all-reduces start one by one from the autograd hooks
+    # during backward; accumulation and unfreezing change what is watched; a never-used parameter must keep
+    # no gradient (AdamW's weight decay would move it otherwise).
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    one_dir.mkdir(), two_dir.mkdir()
+    run = single(one_dir, "--variant", variant)
+    assert run.returncode == 0, run.stderr[-3000:]
+    run = torchrun(two_dir, 2, "--variant", variant)
+    assert run.returncode == 0, run.stderr[-3000:]
+    two = load(two_dir)
+    assert_same_run(two, load(one_dir))
+    if variant == "buckets":
+        assert two[1]["allreduce_overlap"] > 0.5, two[1]["allreduce_overlap"]
+        torch.manual_seed(0)  # as the worker does before building the model
+        initial = dist_worker.WithUnused().state_dict()
+        torch.testing.assert_close(two[0]["unused.weight"], initial["unused.weight"], atol=0, rtol=0)
 
 
 def test_a_dead_rank_makes_the_others_fail_without_hanging(tmp_path):

@@ -86,7 +86,7 @@ def _train(args) -> int:
     metrics = runs.run(cfg, out, quiet=args.quiet)
     from . import distributed
 
-    if distributed.rank() == 0:  # under torchrun, rank 0 wrote the run directory
+    if distributed.process_rank() == 0:  # under torchrun, rank 0 wrote the run directory
         test = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float))
         print(f"run written to {out}: test {test}")
     return 0

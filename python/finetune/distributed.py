@@ -18,7 +18,7 @@ def launched() -> bool:
     return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def rank() -> int:
+def process_rank() -> int:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -179,7 +179,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
     confusion = test.pop("confusion_matrix", None)
     per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall") if k in test}
     resolved = RunConfig(cfg.data, {**cfg.model, **result.model_options}, result.config, cfg.source)
-    if distributed.rank() != 0:  # under torchrun, rank 0 writes the run directory
+    if distributed.process_rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
 
     (out / "config.toml").write_text(write_toml(resolved.to_dict()))

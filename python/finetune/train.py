@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, checkpoint, data, distributed, models
+from . import _C, checkpoint, data, models
+from .distributed import device_for_rank, process_group, process_rank
 from .config import TrainConfig, config_fields
 from .progress import Progress
 
@@ -39,7 +40,8 @@ class Result:
     stopped: bool = False  # stopped before the last epoch (early stopping, or the callback)
     skipped_steps: int = 0  # updates dropped by on_nan="skip"
     world_size: int = 1  # processes that trained together (torchrun)
-    communication_seconds: float = 0.0  # spent in gradient all-reduces
+    communication_seconds: float = 0.0  # the loop's time in gradient all-reduces (not hidden behind backward)
+    allreduce_overlap: float = 0.0  # share of gradient buckets whose all-reduce ran while backward still computed
     best_epoch: int | None = None  # by config.monitor (0-based), when it could be monitored
     best_value: float | None = None
     param_groups: list[dict[str, Any]] = field(default_factory=list)  # names, lr, weight_decay, from_epoch
@@ -128,7 +130,7 @@ class _Run:
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any]) -> _Run:
     model_options = _split_model_options(model, settings)
     cfg = resolve_config(config, settings)
-    cfg = dataclasses.replace(cfg, device=distributed.device_for_rank(cfg.device))
+    cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
     x, y = data.split(train_data, "train_data")
     dtype = torch.float32 if isinstance(model, str) else models.parameter_dtype(model)
     inputs = data.features(x, "X", dtype)
@@ -224,8 +226,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     run = _prepare(model, train_data, val, config, settings)
     cfg = run.config
     resume_state = _resume_state(run, resume) if resume else None
-    group = distributed.process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
-    progress = Progress(cfg.epochs, enabled=cfg.progress and distributed.rank() == 0)
+    group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
+    progress = Progress(cfg.epochs, enabled=cfg.progress and process_rank() == 0)
     saved_config = cfg.to_dict()
 
     def on_event(kind: str, info: dict[str, Any]) -> bool:
@@ -260,6 +262,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         skipped_steps=out["skipped_steps"],
         world_size=group.size() if group is not None else 1,
         communication_seconds=out["communication_seconds"],
+        allreduce_overlap=out["buckets_overlapped"] / max(out["buckets_reduced"], 1),
         best_epoch=out["best_epoch"],
         best_value=out["best_value"],
         param_groups=out["param_groups"],
@@ -301,15 +304,20 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
 
 
 def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classification", batch_size: int = 1024,
-             device: str = "cpu", topk: int = 5) -> dict[str, Any]:
+             device: str = "cpu", topk: int = 5, distributed: str = "auto") -> dict[str, Any]:
     """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy, macro-F1 and the
-    confusion matrix for classification; RMSE, MAE and R² for regression."""
-    cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device, topk=topk)
+    confusion matrix for classification; RMSE, MAE and R² for regression.
+
+    Under torchrun (``distributed="auto"``) every rank must call it with the same data: each evaluates its
+    own shard and all of them get the metrics of the whole set, summed from the ranks' counts."""
+    cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device_for_rank(device), topk=topk,
+                      distributed=distributed)
     cpp_config = cfg.to_cpp()
     x, y = data.split(eval_data, "data")
     inputs = data.features(x, "X", models.parameter_dtype(model))
     targets = data.targets(y, "y", task, inputs[0].shape[0])
-    out = _C.evaluate(models.to_cpp(model, inputs), inputs, targets, cpp_config)
+    group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
+    out = _C.evaluate(models.to_cpp(model, inputs), inputs, targets, cpp_config, group)
     if "confusion_matrix" in out:
         confusion = out["confusion_matrix"].numpy()
         out["confusion_matrix"] = confusion
