@@ -75,6 +75,9 @@ def main() -> None:
         settings = dict(task="regression", epochs=2, batch_size=32 // world, optimizer="sgd", lr=0.01, momentum=0.9)
     task = settings.get("task", "classification")
     result = finetune.train(model, (x[:1400], y[:1400]), val=(x[1400:], y[1400:]), **common, **settings)
+    # The loop's autograd hooks are gone with it: a backward of the user's own touches no freed state.
+    model(torch.from_numpy(x[:4])).sum().backward()
+    model.zero_grad(set_to_none=True)
     # The public evaluate() under torchrun: every rank calls it, each on its shard, all get the whole set's metrics.
     evaluated = finetune.evaluate(model, (x[1400:], y[1400:]), task=task)
     # A split smaller than the world is evaluated whole on every rank (no rank is left with an empty shard).
