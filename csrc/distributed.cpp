@@ -190,20 +190,20 @@ void ProcessGroupParallel::gradient_ready(size_t index) {
   auto& bucket = buckets_[bucket_of_[index]];
   if (bucket.pending > 0) --bucket.pending;
   const auto begin = Clock::now();
-  start_ready_buckets(/*in_backward=*/true);
+  start_ready_buckets();
   communication_seconds_ += std::chrono::duration<double>(Clock::now() - begin).count();
 }
 
-void ProcessGroupParallel::start_ready_buckets(bool in_backward) {
-  while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].pending == 0) {
+void ProcessGroupParallel::start_ready_buckets() {
+  while (next_bucket_ + 1 < buckets_.size() && buckets_[next_bucket_].pending == 0) {
     start(buckets_[next_bucket_++]);
     const bool more_to_come = std::any_of(buckets_.begin() + static_cast<std::ptrdiff_t>(next_bucket_), buckets_.end(),
                                           [](const Bucket& b) { return b.pending > 0; });
-    if (in_backward && more_to_come) ++buckets_overlapped_;
+    if (more_to_come) ++buckets_overlapped_;
   }
 }
 
-void ProcessGroupParallel::start(Bucket& bucket) {
+void ProcessGroupParallel::start(Bucket& bucket, const at::Tensor& extra) {
   std::vector<at::Tensor> grads;
   bucket.unused_here.clear();
   for (size_t i = 0; i < bucket.params.size(); ++i) {
@@ -219,27 +219,37 @@ void ProcessGroupParallel::start(Bucket& bucket) {
   auto used = at::ones({static_cast<int64_t>(bucket.params.size())}, first.options().requires_grad(false));
   for (const size_t i : bucket.unused_here) used[static_cast<int64_t>(i)] = 0;
   grads.push_back(used);
+  bucket.extra = extra.defined() ? extra.numel() : 0;
+  if (extra.defined()) grads.push_back(extra.detach().to(first.options()));
   std::vector<at::Tensor> flat = {flatten(grads)};
   bucket.work = group_->allreduce(flat);
   bucket.flat = flat[0];
   ++buckets_reduced_;
 }
 
-void ProcessGroupParallel::sum_gradients(const std::vector<at::Tensor>& params) {
+at::Tensor ProcessGroupParallel::sum_gradients(const std::vector<at::Tensor>& params, const at::Tensor& step_values) {
   if (!armed_) expect_gradients(params);  // no backward on this rank this step
   const auto begin = Clock::now();
   std::lock_guard<std::mutex> lock(mutex_);
   TORCH_CHECK(same_tensors(params, watched_), "sum_gradients: the parameters differ from expect_gradients'");
-  for (auto& bucket : buckets_) bucket.pending = 0;  // backward is over: what it did not reach is due now
-  start_ready_buckets(/*in_backward=*/false);
+  TORCH_CHECK(!buckets_.empty(), "sum_gradients: no trainable parameters");
+  // Backward is over: what it did not reach is due now, and the last bucket carries the step's values.
+  for (; next_bucket_ < buckets_.size(); ++next_bucket_) {
+    start(buckets_[next_bucket_], next_bucket_ + 1 == buckets_.size() ? step_values.reshape(-1) : at::Tensor());
+  }
   at::NoGradGuard no_grad;
+  at::Tensor summed_values;
   for (auto& bucket : buckets_) {
     bucket.work->wait();
     std::vector<at::Tensor> grads;
     for (const auto& p : bucket.params) grads.push_back(p.grad());
     unflatten(bucket.flat, grads);
+    const int64_t counts_end = bucket.flat.size(0) - bucket.extra;
+    if (bucket.extra > 0) {
+      summed_values = bucket.flat.slice(0, counts_end).to(step_values.scalar_type()).view(step_values.sizes());
+    }
     if (!bucket.unused_here.empty()) {  // only then is the count worth reading back (a sync on a GPU)
-      const auto counts = bucket.flat.slice(0, bucket.flat.size(0) - static_cast<int64_t>(bucket.params.size())).cpu();
+      const auto counts = bucket.flat.slice(0, counts_end - static_cast<int64_t>(bucket.params.size()), counts_end).cpu();
       for (const size_t i : bucket.unused_here) {
         if (counts[static_cast<int64_t>(i)].item<double>() == 0.0) bucket.params[i].mutable_grad() = at::Tensor();
       }
@@ -253,6 +263,7 @@ void ProcessGroupParallel::sum_gradients(const std::vector<at::Tensor>& params) 
     reassign_buckets_by_observed_order();
   }
   communication_seconds_ += std::chrono::duration<double>(Clock::now() - begin).count();
+  return summed_values;
 }
 
 at::Tensor ProcessGroupParallel::sum(const at::Tensor& value) {

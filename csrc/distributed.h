@@ -26,7 +26,7 @@ class ProcessGroupParallel : public Parallel {
   int64_t world_size() const override;
   void broadcast(const std::vector<at::Tensor>& tensors) override;
   void expect_gradients(const std::vector<at::Tensor>& params) override;
-  void sum_gradients(const std::vector<at::Tensor>& params) override;
+  at::Tensor sum_gradients(const std::vector<at::Tensor>& params, const at::Tensor& step_values) override;
   using Parallel::sum;
   at::Tensor sum(const at::Tensor& value) override;
   double communication_seconds() const override { return communication_seconds_; }
@@ -40,8 +40,10 @@ class ProcessGroupParallel : public Parallel {
     size_t pending = 0;                       // gradients the current backward has yet to produce
     // The gradients, then one count per parameter: 1 where this rank has a gradient for it, 0 where it sends
     // zeros instead. Summed, a count of 0 means no rank used the parameter: its gradient stays undefined, so
-    // the optimizer skips it (no weight decay, no momentum) exactly as in a single-process run.
+    // the optimizer skips it (no weight decay, no momentum) exactly as in a single-process run. The last
+    // bucket ends with the step's values.
     at::Tensor flat;
+    int64_t extra = 0;                        // how many step values end `flat`
     std::vector<size_t> unused_here;          // indices into params
     c10::intrusive_ptr<c10d::Work> work;
   };
@@ -58,10 +60,13 @@ class ProcessGroupParallel : public Parallel {
   void remove_hooks();
   // Autograd hook: parameter `index`'s gradient is complete for this backward.
   void gradient_ready(size_t index);
-  // Starts bucket next_bucket_ and those after it while they are ready. Buckets start in the same order on
-  // every rank whatever order backward reaches them in, as collectives must.
-  void start_ready_buckets(bool in_backward);
-  void start(Bucket& bucket);
+  // During backward: starts bucket next_bucket_ and those after it while they are ready. Buckets start in
+  // the same order on every rank whatever order backward reaches them in, as collectives must. The last
+  // bucket waits for sum_gradients, which adds the step's values to it (once it is ready, backward has
+  // nothing left to overlap anyway).
+  void start_ready_buckets();
+  // `extra` (may be undefined) is flattened after the gradients and the counts.
+  void start(Bucket& bucket, const at::Tensor& extra = {});
 
   c10::intrusive_ptr<c10d::ProcessGroup> group_;
   int64_t bucket_bytes_;

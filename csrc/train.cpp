@@ -439,8 +439,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     result.best_value = resume->best_value;
     best_metrics = resume->best_metrics;
     epochs_without_improvement = resume->epochs_without_improvement;
-    // The saved partial sum is the whole world's: counted once, on rank 0.
-    resumed_loss = rank == 0 ? resume->loss_sum : 0.0;
+    resumed_loss = resume->loss_sum;  // the whole world's (each step's loss is summed over the ranks)
     resumed_weight = resume->weight_sum, resumed_seconds = resume->epoch_seconds;
     resumed_samples = resume->samples;
     if (!result.history.empty()) result.metrics.values = result.history.back().val;
@@ -517,7 +516,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
       // One micro-batch: its mean loss is the step's. Several (accumulation, or ranks): each one's sum over
       // the whole step's weight, and the ranks' gradients summed.
       const bool one_batch = world == 1 && last - first <= batch_size;
-      at::Tensor step_loss;  // this rank's part of the step's mean loss
+      at::Tensor step_loss;  // this rank's part of the step's mean loss; after the all-reduce, the whole of it
       for (int64_t begin = mine_first; begin < mine_last; begin += batch_size) {
         const int64_t end = std::min(begin + batch_size, mine_last);
         const auto batch = train_data.gather(order.slice(0, begin, end));
@@ -533,13 +532,15 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
           loss = one_batch ? batch_loss(output, targets, class_weights, config, at::Reduction::Mean)
                            : summed_loss(output, targets, class_weights, config) / denominator;
         }
+        step_loss = step_loss.defined() ? step_loss + loss.detach() : loss.detach();
         // The step's last backward starts the gradient all-reduce, bucket by bucket, as it goes.
         if (parallel && end == mine_last) parallel->expect_gradients(trainable_tensors);
         loss.backward();
-        step_loss = step_loss.defined() ? step_loss + loss.detach() : loss.detach();
       }
       if (!step_loss.defined()) step_loss = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device));
-      if (parallel) parallel->sum_gradients(trainable_tensors);
+      // Every rank now holds the summed gradients and the step's whole loss, so all take the same decisions
+      // (a non-finite step is skipped everywhere or nowhere) and report the same loss.
+      if (parallel) step_loss = parallel->sum_gradients(trainable_tensors, step_loss);
       const auto [step_loss_value, finite] = check_finite(step_loss, params);
       if (!finite && config.on_nan == "stop") {
         const auto indices = order.slice(0, first, std::min(first + 8, last));
@@ -577,9 +578,8 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         try {
           stop = hooks.on_step(info);
         } catch (...) {
-          // Ctrl-C, SIGTERM or an error in a callback: the step is complete, so save it before leaving.
-          // (No collective here: other ranks may not be stopping. A data-parallel interrupt checkpoint holds
-          // rank 0's part of the epoch's running loss, which only the reported train_loss uses.)
+          // Ctrl-C, SIGTERM or an error in a callback: the step is complete, so save it before leaving
+          // (no collective here: other ranks may not be stopping).
           if (checkpointing && rank == 0) {
             hooks.on_checkpoint(snapshot(epoch, s + 1, loss_sum, weight_sum, samples, elapsed), "interrupt");
           }
@@ -591,11 +591,9 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         }
       }
       if (checkpointing && config.checkpoint_every > 0 && result.steps % config.checkpoint_every == 0) {
-        const double world_loss_sum = parallel ? parallel->sum(loss_sum) : loss_sum;  // on every rank
-        if (rank == 0) hooks.on_checkpoint(snapshot(epoch, s + 1, world_loss_sum, weight_sum, samples, elapsed), "step");
+        if (rank == 0) hooks.on_checkpoint(snapshot(epoch, s + 1, loss_sum, weight_sum, samples, elapsed), "step");
       }
     }
-    if (parallel) loss_sum = parallel->sum(loss_sum);
     EpochRecord record;
     record.epoch = epoch;
     record.seconds = seconds_before + seconds_since(epoch_start);

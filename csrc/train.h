@@ -72,8 +72,9 @@ class Parallel {
   virtual void expect_gradients(const std::vector<at::Tensor>& params) = 0;
   // After the step's backward passes: starts the buckets still due (parameters backward did not reach, or
   // all of them on a rank whose share of the step was empty; a missing gradient counts as zeros), waits
-  // for every bucket and writes the sums into the gradients of `params`.
-  virtual void sum_gradients(const std::vector<at::Tensor>& params) = 0;
+  // for every bucket and writes the sums into the gradients of `params`. Returns `step_values` (the step's
+  // loss) summed over the ranks: they travel with the last bucket, so it costs no collective of its own.
+  virtual at::Tensor sum_gradients(const std::vector<at::Tensor>& params, const at::Tensor& step_values) = 0;
   // The element-wise sum of `value` over the ranks (returned on value's device).
   virtual at::Tensor sum(const at::Tensor& value) = 0;
   double sum(double value);

@@ -54,16 +54,20 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
-    def maybe_die(kind, info):
+    step_losses = []
+
+    def on_event(kind, info):
+        if kind == "step":
+            step_losses.append(info["loss"])  # the whole step's loss, on every rank
         if die_at >= 0 and restarts == 0 and rank == 1 and kind == "step" and info["step"] >= die_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
     torch.manual_seed(0)
-    common = dict(sample_fraction=0.9, seed=3, progress=False, dist_timeout=60)
+    common = dict(sample_fraction=0.9, seed=3, progress=False, dist_timeout=60, callback=on_event, callback_interval=0)
     if variant == "plain":
         model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
         settings = dict(epochs=3, batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine",
-                        callback=maybe_die, callback_interval=0, checkpoint_dir=directory, checkpoint_every=5,
+                        checkpoint_dir=directory, checkpoint_every=5,
                         resume=directory is not None)
     elif variant == "buckets":
         model = WithUnused()
@@ -87,7 +91,7 @@ def main() -> None:
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump({"metrics": result.metrics, "history": result.history, "world_size": result.world_size,
                        "steps": result.steps, "communication_seconds": result.communication_seconds,
-                       "allreduce_overlap": result.allreduce_overlap,
+                       "allreduce_overlap": result.allreduce_overlap, "step_losses": step_losses,
                        "confusion": None if result.confusion_matrix is None else result.confusion_matrix.tolist(),
                        "evaluated": plain(evaluated), "evaluated_one": plain(evaluated_one)}, f)
 

@@ -62,6 +62,7 @@ def assert_same_run(two, one):
         torch.testing.assert_close(weights[key], expected_weights[key], atol=1e-5, rtol=0, msg=key)
     for a, b in zip(result["history"], expected["history"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    assert result["step_losses"] == pytest.approx(expected["step_losses"], rel=1e-5)  # reported: the whole step's
     # Validation ran on two shards, its metrics summed from the ranks' counts: the one-process values.
     for key, value in expected["metrics"].items():
         assert result["metrics"][key] == pytest.approx(value, abs=1e-6), key
@@ -117,7 +118,9 @@ def test_max_restarts_resumes_from_the_last_checkpoint_and_finishes(tmp_path, on
     # Gloo sometimes dialled the dead round's addresses ("connectFullMesh ... Connection refused").
     run = torchrun(tmp_path, 2, "--die-at", "12", "--checkpoint", str(tmp_path / "ckpt"), restarts=3, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
-    weights, _ = safetensors.load(tmp_path / "weights.safetensors")
-    expected_weights, _ = one_process
+    weights, result = load(tmp_path)
+    expected_weights, expected = one_process
     for key in expected_weights:  # resumed from step 10, the same end as one uninterrupted process
         torch.testing.assert_close(weights[key], expected_weights[key], atol=1e-5, rtol=0, msg=key)
+    for a, b in zip(result["history"], expected["history"], strict=True):  # the partial epoch's loss was kept
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
