@@ -3,7 +3,8 @@
     torchrun --nproc_per_node=2 dist_worker.py OUT_DIR [--die-at STEP] [--checkpoint DIR] [--variant NAME]
 
 Variants: "plain" (SGD, one bucket); "buckets" (AdamW with weight decay, a bucket per parameter,
-accumulation, gradual unfreezing and a parameter forward never uses); "regression".
+accumulation, gradual unfreezing and a parameter forward never uses); "nan" (on_nan="skip", an input that
+overflows); "regression".
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def main() -> None:
         model = WithUnused()
         settings = dict(epochs=3, batch_size=16 // world, accumulate=2, optimizer="adamw", lr=3e-3,
                         weight_decay=0.1, freeze=["body.0."], unfreeze_at={1: ["body.0."]}, bucket_mb=1e-3)
+    elif variant == "nan":  # one poisoned example: its step is skipped on every rank, as in one process
+        x = x.copy()
+        x[100, :] = 3e38  # finite, but the first layer overflows to inf and the loss to NaN
+        model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+        settings = dict(epochs=2, batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9, on_nan="skip")
     else:  # regression: R² and friends from the ranks' sums
         y = (x @ np.linspace(-1, 1, 64).astype(np.float32) + 2.0).astype(np.float32)
         model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
@@ -90,7 +96,7 @@ def main() -> None:
         safetensors.save(os.path.join(out, "weights.safetensors"), model.state_dict())
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump({"metrics": result.metrics, "history": result.history, "world_size": result.world_size,
-                       "steps": result.steps, "communication_seconds": result.communication_seconds,
+                       "steps": result.steps, "skipped_steps": result.skipped_steps, "communication_seconds": result.communication_seconds,
                        "allreduce_overlap": result.allreduce_overlap, "step_losses": step_losses,
                        "confusion": None if result.confusion_matrix is None else result.confusion_matrix.tolist(),
                        "evaluated": plain(evaluated), "evaluated_one": plain(evaluated_one)}, f)

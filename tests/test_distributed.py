@@ -56,13 +56,14 @@ def one_process(tmp_path_factory):
 def assert_same_run(two, one):
     (weights, result), (expected_weights, expected) = two, one
     assert result["world_size"] == 2 and expected["world_size"] == 1
-    assert result["steps"] == expected["steps"]
+    assert (result["steps"], result["skipped_steps"]) == (expected["steps"], expected["skipped_steps"])
     assert weights.keys() == expected_weights.keys()
     for key in expected_weights:
         torch.testing.assert_close(weights[key], expected_weights[key], atol=1e-5, rtol=0, msg=key)
     for a, b in zip(result["history"], expected["history"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-    assert result["step_losses"] == pytest.approx(expected["step_losses"], rel=1e-5)  # reported: the whole step's
+    # The reported loss is the whole step's (NaN for a skipped step, on every rank).
+    assert result["step_losses"] == pytest.approx(expected["step_losses"], rel=1e-5, nan_ok=True)
     # Validation ran on two shards, its metrics summed from the ranks' counts: the one-process values.
     for key, value in expected["metrics"].items():
         assert result["metrics"][key] == pytest.approx(value, abs=1e-6), key
@@ -84,7 +85,7 @@ def test_two_processes_match_one_process(tmp_path, one_process):
     assert two[1]["allreduce_overlap"] == 0  # one bucket (10 KiB): its all-reduce can only start as backward ends
 
 
-@pytest.mark.parametrize("variant", ["buckets", "regression"])
+@pytest.mark.parametrize("variant", ["buckets", "nan", "regression"])
 def test_two_processes_match_one_process_in_every_variant(tmp_path, variant):
     # "buckets": every parameter its own bucket, so the all-reduces start one by one from the autograd hooks
     # during backward; accumulation and unfreezing change what is watched; a never-used parameter must keep
@@ -102,6 +103,8 @@ def test_two_processes_match_one_process_in_every_variant(tmp_path, variant):
         torch.manual_seed(0)  # as the worker does before building the model
         initial = dist_worker.WithUnused().state_dict()
         torch.testing.assert_close(two[0]["unused.weight"], initial["unused.weight"], atol=0, rtol=0)
+    if variant == "nan":
+        assert two[1]["skipped_steps"] == 2  # the poisoned example's step, once per epoch
 
 
 def test_a_dead_rank_makes_the_others_fail_without_hanging(tmp_path):
