@@ -18,22 +18,32 @@ using Clock = std::chrono::steady_clock;
 // produces first, go on the wire while the rest of backward runs.
 constexpr int64_t kFirstBucketBytes = 1024 * 1024;
 
-// Splits `tensors`, in order, into runs of about `bucket_bytes` with one dtype and device each.
-std::vector<std::vector<at::Tensor>> into_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
-  std::vector<std::vector<at::Tensor>> buckets;
-  int64_t bytes = 0;
-  for (const auto& t : tensors) {
-    const bool fits = !buckets.empty() && bytes + static_cast<int64_t>(t.nbytes()) <= bucket_bytes &&
-                      buckets.back().front().scalar_type() == t.scalar_type() &&
-                      buckets.back().front().device() == t.device();
+// Groups tensors[order[0]], tensors[order[1]], ... into runs of one dtype and device, each of at most
+// `first_bytes` (the first run) or `bytes` (the others), or of one larger tensor. Returns indices.
+std::vector<std::vector<int64_t>> into_buckets(const std::vector<at::Tensor>& tensors, const std::vector<int64_t>& order,
+                                               int64_t first_bytes, int64_t bytes) {
+  std::vector<std::vector<int64_t>> buckets;
+  int64_t filled = 0;
+  for (const int64_t i : order) {
+    const auto& t = tensors[i];
+    const int64_t cap = buckets.size() <= 1 ? first_bytes : bytes;  // size 1: deciding whether the first grows
+    const bool fits = !buckets.empty() && filled + static_cast<int64_t>(t.nbytes()) <= cap &&
+                      tensors[buckets.back().front()].scalar_type() == t.scalar_type() &&
+                      tensors[buckets.back().front()].device() == t.device();
     if (!fits) {
       buckets.emplace_back();
-      bytes = 0;
+      filled = 0;
     }
-    buckets.back().push_back(t);
-    bytes += static_cast<int64_t>(t.nbytes());
+    buckets.back().push_back(i);
+    filled += static_cast<int64_t>(t.nbytes());
   }
   return buckets;
+}
+
+std::vector<int64_t> in_order(size_t n) {
+  std::vector<int64_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(i);
+  return order;
 }
 
 at::Tensor flatten(const std::vector<at::Tensor>& tensors) {
@@ -93,9 +103,11 @@ int64_t ProcessGroupParallel::world_size() const { return group_->getSize(); }
 
 void ProcessGroupParallel::broadcast(const std::vector<at::Tensor>& tensors) {
   at::NoGradGuard no_grad;
-  std::vector<at::Tensor> detached;
-  for (const auto& t : tensors) detached.push_back(t.detach());
-  const auto buckets = into_buckets(detached, bucket_bytes_);
+  std::vector<std::vector<at::Tensor>> buckets;
+  for (const auto& indices : into_buckets(tensors, in_order(tensors.size()), bucket_bytes_, bucket_bytes_)) {
+    buckets.emplace_back();
+    for (const int64_t i : indices) buckets.back().push_back(tensors[i].detach());
+  }
   std::vector<at::Tensor> flats;
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   c10d::BroadcastOptions options;
@@ -114,8 +126,8 @@ void ProcessGroupParallel::broadcast(const std::vector<at::Tensor>& tensors) {
 void ProcessGroupParallel::watch(const std::vector<at::Tensor>& params) {
   remove_hooks();
   watched_ = params;
-  std::vector<int64_t> reverse(params.size());
-  for (size_t i = 0; i < params.size(); ++i) reverse[i] = static_cast<int64_t>(params.size() - 1 - i);
+  auto reverse = in_order(params.size());
+  std::reverse(reverse.begin(), reverse.end());
   assign_buckets(reverse);
   for (size_t i = 0; i < params.size(); ++i) {
     auto accumulator = torch::autograd::impl::grad_accumulator(params[i]);
@@ -130,20 +142,12 @@ void ProcessGroupParallel::watch(const std::vector<at::Tensor>& params) {
 void ProcessGroupParallel::assign_buckets(const std::vector<int64_t>& order) {
   buckets_.clear();
   bucket_of_.assign(watched_.size(), 0);
-  int64_t bytes = 0;
-  for (const int64_t i : order) {
-    const auto& p = watched_[i];
-    const int64_t cap = buckets_.size() <= 1 ? std::min(bucket_bytes_, kFirstBucketBytes) : bucket_bytes_;
-    const bool fits = !buckets_.empty() && bytes + static_cast<int64_t>(p.nbytes()) <= cap &&
-                      buckets_.back().params.front().scalar_type() == p.scalar_type() &&
-                      buckets_.back().params.front().device() == p.device();
-    if (!fits) {
-      buckets_.emplace_back();
-      bytes = 0;
+  for (const auto& indices : into_buckets(watched_, order, std::min(bucket_bytes_, kFirstBucketBytes), bucket_bytes_)) {
+    buckets_.emplace_back();
+    for (const int64_t i : indices) {
+      buckets_.back().params.push_back(watched_[i]);
+      bucket_of_[i] = buckets_.size() - 1;
     }
-    buckets_.back().params.push_back(p);
-    bucket_of_[i] = buckets_.size() - 1;
-    bytes += static_cast<int64_t>(p.nbytes());
   }
 }
 
