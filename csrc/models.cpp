@@ -103,42 +103,59 @@ std::pair<at::Tensor, at::Tensor> user_item(const std::vector<at::Tensor>& input
   return {user, item};
 }
 
-class Mf : public NativeModule {
+// What "mf" and "ncf" share: the size checks, the user and item factor tables and the id checks.
+class Recommender : public NativeModule {
+ protected:
+  Recommender(const char* name, int64_t users, int64_t items, int64_t dim) : name_(name), users_(users), items_(items) {
+    TORCH_CHECK_VALUE(users >= 1 && items >= 1 && dim >= 1, name, " needs num_users, num_items and dim >= 1, got ",
+                      users, ", ", items, ", ", dim);
+    user_ = register_module("user", torch::nn::Embedding(users, dim));
+    item_ = register_module("item", torch::nn::Embedding(items, dim));
+  }
+  // Small random factors. Called last by the subclass, after its own layers drew their initial weights, so
+  // that a seed gives the same model as before this class existed.
+  void init_factors() {
+    at::NoGradGuard no_grad;
+    user_->weight.normal_(0.0, 0.05);
+    item_->weight.normal_(0.0, 0.05);
+  }
+  std::pair<at::Tensor, at::Tensor> ids(const std::vector<at::Tensor>& inputs) const {
+    return user_item(inputs, users_, items_, name_);
+  }
+
+  torch::nn::Embedding user_{nullptr}, item_{nullptr};
+
+ private:
+  const char* name_;
+  int64_t users_, items_;
+};
+
+class Mf : public Recommender {
  public:
-  explicit Mf(const MfOptions& o) : users_(o.num_users), items_(o.num_items) {
-    TORCH_CHECK_VALUE(o.num_users >= 1 && o.num_items >= 1 && o.dim >= 1, "mf needs num_users, num_items and dim >= 1, got ",
-                      o.num_users, ", ", o.num_items, ", ", o.dim);
-    user_ = register_module("user", torch::nn::Embedding(o.num_users, o.dim));
-    item_ = register_module("item", torch::nn::Embedding(o.num_items, o.dim));
+  explicit Mf(const MfOptions& o) : Recommender("mf", o.num_users, o.num_items, o.dim) {
     user_bias_ = register_module("user_bias", torch::nn::Embedding(o.num_users, 1));
     item_bias_ = register_module("item_bias", torch::nn::Embedding(o.num_items, 1));
     global_ = register_parameter("global_bias", at::full({1}, o.mean));
-    at::NoGradGuard no_grad;  // small random factors, zero biases: the first prediction is the mean
-    user_->weight.normal_(0.0, 0.05);
-    item_->weight.normal_(0.0, 0.05);
+    init_factors();
+    at::NoGradGuard no_grad;  // zero biases: the first prediction is the mean
     user_bias_->weight.zero_();
     item_bias_->weight.zero_();
   }
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
-    const auto [user, item] = user_item(inputs, users_, items_, "mf");
+    const auto [user, item] = ids(inputs);
     return (user_->forward(user) * item_->forward(item)).sum(1) + user_bias_->forward(user).squeeze(1) +
            item_bias_->forward(item).squeeze(1) + global_;
   }
 
  private:
-  int64_t users_, items_;
-  torch::nn::Embedding user_{nullptr}, item_{nullptr}, user_bias_{nullptr}, item_bias_{nullptr};
+  torch::nn::Embedding user_bias_{nullptr}, item_bias_{nullptr};
   at::Tensor global_;
 };
 
-class Ncf : public NativeModule {
+class Ncf : public Recommender {
  public:
-  explicit Ncf(const NcfOptions& o) : users_(o.num_users), items_(o.num_items) {
-    TORCH_CHECK_VALUE(o.num_users >= 1 && o.num_items >= 1 && o.dim >= 1, "ncf needs num_users, num_items and dim >= 1, got ",
-                      o.num_users, ", ", o.num_items, ", ", o.dim);
-    user_ = register_module("user", torch::nn::Embedding(o.num_users, o.dim));
-    item_ = register_module("item", torch::nn::Embedding(o.num_items, o.dim));
+  explicit Ncf(const NcfOptions& o) : Recommender("ncf", o.num_users, o.num_items, o.dim) {
     MlpOptions mlp;
     mlp.in_features = 2 * o.dim;
     mlp.hidden = o.hidden;
@@ -146,19 +163,15 @@ class Ncf : public NativeModule {
     mlp.dropout = o.dropout;
     head_ = register_module("mlp", make_mlp(mlp));
     global_ = register_parameter("global_bias", at::full({1}, o.mean));
-    at::NoGradGuard no_grad;
-    user_->weight.normal_(0.0, 0.05);
-    item_->weight.normal_(0.0, 0.05);
+    init_factors();
   }
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
-    const auto [user, item] = user_item(inputs, users_, items_, "ncf");
+    const auto [user, item] = ids(inputs);
     return head_->forward({at::cat({user_->forward(user), item_->forward(item)}, 1)}).squeeze(1) + global_;
   }
 
  private:
-  int64_t users_, items_;
-  torch::nn::Embedding user_{nullptr}, item_{nullptr};
   std::shared_ptr<NativeModule> head_;
   at::Tensor global_;
 };
