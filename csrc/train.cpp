@@ -735,8 +735,7 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
       AutocastGuard bf16(config.precision == "bf16", device.type());
       const auto output = forward(model, to_device(batch.inputs, device), "training");
       if (t == 0) check_output(output, targets, labels_needed, config);
-      loss = summed_loss(output, targets, class_weights, config) /
-             (config.is_classification() ? static_cast<double>(targets.size(0)) : static_cast<double>(targets.numel()));
+      loss = batch_loss(output, targets, class_weights, config, at::Reduction::Mean);  // as train's steps
     }
     loss.backward();
     if (config.clip_grad_norm > 0.0) torch::nn::utils::clip_grad_norm_(parameters_with_grad(params), config.clip_grad_norm);

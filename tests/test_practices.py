@@ -268,3 +268,34 @@ def test_find_lr_restores_weights_and_suggests_a_rate_inside_the_sweep(digits):
     assert 1e-5 <= curve.suggestion <= curve.lrs[-1]
     assert min(curve.losses) < curve.losses[0]  # the loss fell somewhere in the sweep
     assert curve.lrs == sorted(curve.lrs)
+
+
+def test_find_lr_equals_a_plain_range_test(small):
+    # fastai's range test in plain PyTorch over the same batches: exponential rates, SGD steps, the loss
+    # (class-weighted mean, as train computes it) smoothed with a bias-corrected moving average.
+    x, y, _, _ = small
+    weights = [0.5 + 0.1 * c for c in range(10)]
+    model = mlp()
+    ref = copy.deepcopy(model)
+    curve = finetune.find_lr(model, (x, y), start_lr=1e-4, end_lr=1.0, num_steps=25, optimizer="sgd", momentum=0.9,
+                             batch_size=64, class_weights=weights, seed=5)
+    cfg = TrainConfig(batch_size=64, seed=5)
+    opt = torch.optim.SGD(ref.parameters(), lr=1e-4, momentum=0.9)
+    subset = _C.sample_indices(y, cfg.to_cpp())
+    order, position, epoch, average, expected = None, 0, 0, 0.0, []
+    for t in range(25):
+        if order is None or position >= len(order):
+            order, position, epoch = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle), 0, epoch + 1
+        for group in opt.param_groups:
+            group["lr"] = 1e-4 * (1.0 / 1e-4) ** (t / 24)
+        idx = order[position:position + 64]
+        position += 64
+        opt.zero_grad()
+        loss = F.cross_entropy(ref(x[idx]), y[idx], weight=torch.tensor(weights))
+        loss.backward()
+        opt.step()
+        average = 0.98 * average + 0.02 * loss.item()
+        expected.append(average / (1 - 0.98 ** (t + 1)))
+    assert len(curve.losses) == 25 and not curve.diverged
+    np.testing.assert_allclose(curve.losses, expected, rtol=1e-5)
+    np.testing.assert_allclose(curve.lrs, [1e-4 * 1e4 ** (t / 24) for t in range(25)], rtol=1e-12)
