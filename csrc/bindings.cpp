@@ -343,6 +343,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("start_lr"), py::arg("end_lr"), py::arg("num_steps"), py::arg("diverge_factor"));
   m.def("scheduled_lr", &scheduled_lr, py::arg("config"), py::arg("base_lr"), py::arg("step"), py::arg("total_steps"),
         py::arg("steps_per_epoch"));
+  m.def("scheduled_momentum", &scheduled_momentum, py::arg("config"), py::arg("step"), py::arg("total_steps"));
   m.def("schedule_names", &schedule_names);
   m.def("evaluate", &evaluate_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"),
         py::arg("process_group") = py::none());

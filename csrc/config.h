@@ -38,6 +38,9 @@ using Weights = std::vector<double>;
   X(double, gamma, 0.1)    /* "step": decay factor */                                   \
   X(double, min_lr, 0.0)   /* "cosine", "linear": final rate */                         \
   X(double, pct_start, 0.3) /* "onecycle": fraction of steps spent warming up */        \
+  X(bool, cycle_momentum, true) /* "onecycle": momentum/beta1 against the rate */       \
+  X(double, base_momentum, 0.85) /* "onecycle": at the peak rate */                     \
+  X(double, max_momentum, 0.95)  /* "onecycle": at the start and the end */             \
   X(StringList, freeze, {}) /* parameter-name prefixes or regexes */                    \
   X(UnfreezeSchedule, unfreeze_at, {}) /* epoch -> patterns made trainable then */      \
   X(PatternMultipliers, lr_groups, {}) /* pattern -> lr multiplier */                   \

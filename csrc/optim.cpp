@@ -18,8 +18,12 @@ namespace finetune {
 namespace {
 
 template <typename Optimizer, typename Options>
-OptimizerEntry entry(std::function<Options(const TrainConfig&, double lr, double weight_decay)> options) {
+OptimizerEntry entry(std::function<Options(const TrainConfig&, double lr, double weight_decay)> options,
+                     std::function<void(Options&, double)> set_momentum) {
   OptimizerEntry e;
+  e.set_momentum = [set_momentum](torch::optim::OptimizerOptions& o, double m) {
+    set_momentum(static_cast<Options&>(o), m);
+  };
   e.options = [options](const TrainConfig& c, double lr, double wd) {
     return std::make_unique<Options>(options(c, lr, wd));
   };
@@ -36,16 +40,16 @@ const std::map<std::string, OptimizerEntry>& optimizer_registry() {
   static const std::map<std::string, OptimizerEntry> registry = {
       {"sgd", entry<SGD, SGDOptions>([](const TrainConfig& c, double lr, double wd) {
          return SGDOptions(lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(wd);
-       })},
+       }, [](SGDOptions& o, double m) { o.momentum(m); })},
       {"adam", entry<Adam, AdamOptions>([](const TrainConfig& c, double lr, double wd) {
          return AdamOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
-       })},
+       }, [](AdamOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); })},
       {"adamw", entry<AdamW, AdamWOptions>([](const TrainConfig& c, double lr, double wd) {
          return AdamWOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
-       })},
+       }, [](AdamWOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); })},
       {"rmsprop", entry<RMSprop, RMSpropOptions>([](const TrainConfig& c, double lr, double wd) {
          return RMSpropOptions(lr).alpha(c.alpha).eps(c.eps).weight_decay(wd);
-       })},
+       }, [](RMSpropOptions& o, double m) { o.momentum(m); })},
   };
   return registry;
 }

@@ -29,6 +29,8 @@ struct OptimizerEntry {
   std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<torch::optim::OptimizerParamGroup>,
                                                          const TrainConfig&)>
       make;
+  // Sets a group's momentum: SGD's and RMSprop's momentum, Adam's and AdamW's beta1 (schedule="onecycle").
+  std::function<void(torch::optim::OptimizerOptions&, double)> set_momentum;
 };
 
 // name -> entry; "adam", "adamw", "rmsprop", "sgd".

@@ -15,14 +15,25 @@ constexpr double kPi = 3.14159265358979323846;
 
 double cosine_anneal(double start, double end, double pct) { return end + (start - end) / 2.0 * (std::cos(kPi * pct) + 1.0); }
 
-double onecycle_lr(const TrainConfig& c, double max_lr, int64_t step, int64_t total) {
-  const double initial = max_lr / 25.0, final_lr = initial / 1e4;
-  // OneCycleLR's two phases: warm up to max_lr until pct_start, then anneal to final_lr.
+// OneCycleLR's two phases: warm up until pct_start, then anneal. Returns (start, end, progress) weights
+// for the phase `step` is in: phase 1 goes from its first value to its peak, phase 2 from the peak on.
+struct OneCyclePhase {
+  bool first;
+  double pct;
+};
+
+OneCyclePhase onecycle_phase(const TrainConfig& c, int64_t step, int64_t total) {
   const double phase1_end = c.pct_start * static_cast<double>(total) - 1.0;
   const double phase2_end = static_cast<double>(total) - 1.0;
   const double t = static_cast<double>(step);
-  if (t <= phase1_end) return cosine_anneal(initial, max_lr, t / phase1_end);
-  return cosine_anneal(max_lr, final_lr, (t - phase1_end) / (phase2_end - phase1_end));
+  if (t <= phase1_end) return {true, t / phase1_end};
+  return {false, (t - phase1_end) / (phase2_end - phase1_end)};
+}
+
+double onecycle_lr(const TrainConfig& c, double max_lr, int64_t step, int64_t total) {
+  const double initial = max_lr / 25.0, final_lr = initial / 1e4;
+  const auto phase = onecycle_phase(c, step, total);
+  return phase.first ? cosine_anneal(initial, max_lr, phase.pct) : cosine_anneal(max_lr, final_lr, phase.pct);
 }
 
 }  // namespace
@@ -45,6 +56,10 @@ void check_schedule(const TrainConfig& c) {
   TORCH_CHECK_VALUE(c.gamma > 0.0 && c.gamma <= 1.0, "gamma must be in (0, 1], got ", c.gamma);
   TORCH_CHECK_VALUE(c.min_lr >= 0.0 && c.min_lr <= c.lr, "min_lr must be in [0, lr], got ", c.min_lr);
   TORCH_CHECK_VALUE(c.pct_start > 0.0 && c.pct_start < 1.0, "pct_start must be in (0, 1), got ", c.pct_start);
+  TORCH_CHECK_VALUE(c.base_momentum >= 0.0 && c.base_momentum < 1.0, "base_momentum must be in [0, 1), got ",
+                    c.base_momentum);
+  TORCH_CHECK_VALUE(c.max_momentum >= c.base_momentum && c.max_momentum < 1.0,
+                    "max_momentum must be in [base_momentum, 1) = [", c.base_momentum, ", 1), got ", c.max_momentum);
 }
 
 int64_t warmup_steps(const TrainConfig& c, int64_t total_steps) {
@@ -71,6 +86,14 @@ double scheduled_lr(const TrainConfig& c, double base_lr, int64_t step, int64_t 
   }
   TORCH_CHECK_VALUE(c.schedule == "onecycle", "schedule must be a known name, got '", c.schedule, "'");
   return onecycle_lr(c, base_lr, std::min(t, total - 1), total);
+}
+
+std::optional<double> scheduled_momentum(const TrainConfig& c, int64_t step, int64_t total_steps) {
+  if (c.schedule != "onecycle" || !c.cycle_momentum) return std::nullopt;
+  const int64_t total = std::max<int64_t>(total_steps, 1);
+  const auto phase = onecycle_phase(c, std::min(step, total - 1), total);
+  return phase.first ? cosine_anneal(c.max_momentum, c.base_momentum, phase.pct)
+                     : cosine_anneal(c.base_momentum, c.max_momentum, phase.pct);
 }
 
 }  // namespace finetune

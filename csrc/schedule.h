@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,11 +23,15 @@ int64_t warmup_steps(const TrainConfig& config, int64_t total_steps);
 //   step      StepLR(step_size, gamma)              (step_size in optimizer steps; 0 = one epoch)
 //   cosine    CosineAnnealingLR(T_max=total, eta_min=min_lr)
 //   linear    LinearLR(start_factor=1, end_factor=min_lr/lr, total_iters=total)
-//   onecycle  OneCycleLR(max_lr=base_lr, total_steps=total, pct_start, div_factor=25, final_div_factor=1e4,
-//             cycle_momentum=False)
+//   onecycle  OneCycleLR(max_lr=base_lr, total_steps=total, pct_start, div_factor=25, final_div_factor=1e4)
 // With warm-up W, step t < W gets base_lr * (t + 1) / W (a LambdaLR), and the schedule then runs over the
 // remaining total - W steps as if it started at t = W.
 double scheduled_lr(const TrainConfig& config, double base_lr, int64_t step, int64_t total_steps,
                     int64_t steps_per_epoch);
+
+// schedule="onecycle" with cycle_momentum: the momentum (sgd, rmsprop) or beta1 (adam, adamw) before step
+// `step`, as OneCycleLR sets it: max_momentum falling to base_momentum while the rate rises, then back.
+// Empty otherwise: the optimizer keeps its configured momentum.
+std::optional<double> scheduled_momentum(const TrainConfig& config, int64_t step, int64_t total_steps);
 
 }  // namespace finetune

@@ -234,11 +234,14 @@ double monitored_value(const EpochRecord& record, const std::string& monitor) {
   TORCH_CHECK_VALUE(false, "monitor must be one of [", known.str(), "], got '", monitor, "'");
 }
 
-void set_learning_rates(torch::optim::Optimizer& optimizer, const std::vector<double>& base_lrs,
-                        const TrainConfig& config, int64_t step, int64_t total_steps, int64_t steps_per_epoch) {
+// The schedule's rate (and, for "onecycle", momentum) for every parameter group before optimizer step `step`.
+void apply_schedule(torch::optim::Optimizer& optimizer, const std::vector<double>& base_lrs, const TrainConfig& config,
+                    int64_t step, int64_t total_steps, int64_t steps_per_epoch) {
   auto& groups = optimizer.param_groups();
+  const auto momentum = scheduled_momentum(config, step, total_steps);
   for (size_t g = 0; g < groups.size(); ++g) {
     groups[g].options().set_lr(scheduled_lr(config, base_lrs[g], step, total_steps, steps_per_epoch));
+    if (momentum) optimizer_registry().at(config.optimizer).set_momentum(groups[g].options(), *momentum);
   }
 }
 
@@ -511,7 +514,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
       const int64_t mine_first = std::min(first + rank * rank_step_examples, last);
       const int64_t mine_last = std::min(mine_first + rank_step_examples, last);
       const double denominator = loss_denominator(train_data, order, first, last, class_weights_cpu, outputs_per_example);
-      set_learning_rates(*optimizer, base_lrs, config, result.steps, total_steps, steps_per_epoch);
+      apply_schedule(*optimizer, base_lrs, config, result.steps, total_steps, steps_per_epoch);
       optimizer->zero_grad();
       // One micro-batch: its mean loss is the step's. Several (accumulation, or ranks): each one's sum over
       // the whole step's weight, and the ranks' gradients summed.

@@ -26,7 +26,8 @@ def torch_scheduler(name: str, optimizer: torch.optim.Optimizer, cfg: TrainConfi
         return sched.LinearLR(optimizer, start_factor=1.0, end_factor=cfg.min_lr / cfg.lr, total_iters=total)
     if name == "onecycle":
         return sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start,
-                                cycle_momentum=False)
+                                cycle_momentum=cfg.cycle_momentum, base_momentum=cfg.base_momentum,
+                                max_momentum=cfg.max_momentum)
     raise AssertionError(name)
 
 
@@ -78,6 +79,53 @@ def test_schedule_equals_pytorch_at_every_step(case):
     theirs = reference_lrs(cfg, TOTAL)
     for t, (a, b) in enumerate(zip(ours, theirs)):
         assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (t, a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("case", [dict(), dict(pct_start=0.25, base_momentum=0.8, max_momentum=0.9)],
+                         ids=["default", "custom"])
+def test_onecycle_momentum_equals_pytorch_at_every_step(optimizer, case):
+    cfg = TrainConfig(lr=LR, schedule="onecycle", optimizer=optimizer, **case)
+    params = [torch.zeros(1, requires_grad=True)]
+    opt = torch.optim.SGD(params, lr=LR, momentum=0.9) if optimizer == "sgd" else torch.optim.Adam(params, lr=LR)
+    sched = torch_scheduler("onecycle", opt, cfg, TOTAL)
+    cpp = cfg.to_cpp()
+    for t in range(TOTAL):
+        theirs = opt.param_groups[0]["momentum"] if optimizer == "sgd" else opt.param_groups[0]["betas"][0]
+        ours = _C.scheduled_momentum(cpp, t, TOTAL)
+        assert math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-12), (t, ours, theirs)
+        opt.step()
+        sched.step()
+    assert _C.scheduled_momentum(TrainConfig(schedule="onecycle", cycle_momentum=False).to_cpp(), 0, TOTAL) is None
+    assert _C.scheduled_momentum(TrainConfig(schedule="cosine").to_cpp(), 0, TOTAL) is None
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw", "rmsprop"])
+def test_onecycle_training_equals_torch_optim_with_onecycle_lr(digits, optimizer):
+    # The whole loop against torch.optim + OneCycleLR (momentum cycling on, its default).
+    x, y, _, _ = digits
+    x, y = torch.from_numpy(x[:256]), torch.from_numpy(y[:256])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    ref = __import__("copy").deepcopy(model)
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, schedule="onecycle", optimizer=optimizer, weight_decay=0.0,
+                      progress=False)
+    finetune.train(model, (x, y), config=cfg)
+    opt = {"sgd": lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=cfg.momentum),
+           "adamw": lambda p: torch.optim.AdamW(p, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=0),
+           "rmsprop": lambda p: torch.optim.RMSprop(p, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps)}[optimizer](ref.parameters())
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=24, pct_start=cfg.pct_start)
+    subset = _C.sample_indices(y, cfg.to_cpp())
+    for epoch in range(cfg.epochs):
+        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(ref(x[idx]), y[idx]).backward()
+            opt.step()
+            sched.step()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=0, msg=name)
 
 
 def test_loop_applies_the_schedule_per_step(digits):

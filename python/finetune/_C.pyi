@@ -25,6 +25,9 @@ class TrainConfig:
     gamma: float
     min_lr: float
     pct_start: float
+    cycle_momentum: bool
+    base_momentum: float
+    max_momentum: float
     freeze: list[str]
     unfreeze_at: dict[int, list[str]]
     lr_groups: list[tuple[str, float]]
@@ -114,6 +117,7 @@ def train(model: Any, train_inputs: list[torch.Tensor], train_targets: torch.Ten
 def find_lr(model: Any, inputs: list[torch.Tensor], targets: torch.Tensor, config: TrainConfig, start_lr: float,
             end_lr: float, num_steps: int, diverge_factor: float) -> dict[str, Any]: ...
 def scheduled_lr(config: TrainConfig, base_lr: float, step: int, total_steps: int, steps_per_epoch: int) -> float: ...
+def scheduled_momentum(config: TrainConfig, step: int, total_steps: int) -> float | None: ...
 def schedule_names() -> list[str]: ...
 def evaluate(model: Any, inputs: list[torch.Tensor], targets: torch.Tensor, config: TrainConfig,
              process_group: Any = None) -> dict[str, Any]: ...

@@ -37,6 +37,11 @@ class TrainConfig:
     gamma: float = 0.1  # "step": decay factor
     min_lr: float = 0.0  # "cosine", "linear": the final rate
     pct_start: float = 0.3  # "onecycle": fraction of the steps spent warming up
+    # "onecycle" also cycles momentum (sgd, rmsprop) or beta1 (adam, adamw) against the rate, as
+    # OneCycleLR and fastai do: max_momentum at the start and the end, base_momentum at the peak rate.
+    cycle_momentum: bool = True
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
     freeze: list[str] | Callable[[str], bool] | None = None  # name prefixes / regexes, or a predicate
     unfreeze_at: dict[int, list[str]] | None = None  # {epoch: patterns} made trainable at that epoch
     lr_groups: dict[str, float] | None = None  # {pattern: lr multiplier}, first match wins
