@@ -49,6 +49,8 @@ def test_train_writes_a_complete_run_directory(wine_run):
     metrics = json.loads((wine_run / "metrics.json").read_text())
     assert {"test", "validation", "class_counts", "samples_per_s", "environment", "seconds"} <= set(metrics)
     assert metrics["environment"]["torch"].startswith("2.13")
+    assert metrics["distributed"] == {"world_size": 1, "global_batch": 16, "communication_seconds": 0.0,
+                                      "allreduce_overlap": 0.0}
     assert metrics["test"]["accuracy"] > 0.8
     html = (wine_run / "report.html").read_text()
     assert "<svg" in html and f"{metrics['test']['accuracy']:.4f}" in html and "confusion matrix" in html

@@ -203,6 +203,11 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
         "seconds": seconds,
         "samples_per_s": float(np.median([h["samples_per_s"] for h in result.history])) if result.history else 0.0,
         "param_groups": result.param_groups,
+        "distributed": {"world_size": result.world_size,
+                        "global_batch": min((train_cfg.batch_size or result.train_size) * train_cfg.accumulate
+                                            * result.world_size, result.train_size),
+                        "communication_seconds": result.communication_seconds,
+                        "allreduce_overlap": result.allreduce_overlap},
         "environment": environment(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
