@@ -27,12 +27,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(out: Path, nproc: int, *args: str, restarts: int = 0, timeout: float = 240):
+def torchrun_program(nproc: int, *program: str, restarts: int = 0, timeout: float = 240):
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
            f"--max-restarts={restarts}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}",
-           str(WORKER), str(out), *args]
+           *program]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def torchrun(out: Path, nproc: int, *args: str, restarts: int = 0, timeout: float = 240):
+    return torchrun_program(nproc, str(WORKER), str(out), *args, restarts=restarts, timeout=timeout)
 
 
 def single(out: Path, *args: str):
@@ -105,6 +109,28 @@ def test_two_processes_match_one_process_in_every_variant(tmp_path, variant):
         torch.testing.assert_close(two[0]["unused.weight"], initial["unused.weight"], atol=0, rtol=0)
     if variant == "nan":
         assert two[1]["skipped_steps"] == 2  # the poisoned example's step, once per epoch
+
+
+def test_cli_under_torchrun_matches_one_process(tmp_path):
+    # `torchrun -m finetune train CONFIG`: 2 ranks with batch_size=16 are one process with batch_size=32.
+    wine = str(Path(__file__).parents[1] / "examples" / "wine.toml")
+    settings = ["train.epochs=4", "model.dropout=0"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    one = subprocess.run([sys.executable, "-m", "finetune", "train", wine, *settings, "train.batch_size=32",
+                          "--out", str(tmp_path / "one"), "--quiet"], capture_output=True, text=True, timeout=240, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun_program(2, "-m", "finetune", "train", wine, *settings, "--out", str(tmp_path / "two"), "--quiet")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("test accuracy") == 1  # rank 0 reports
+    metrics = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two")}
+    assert metrics["two"]["distributed"]["world_size"] == 2
+    assert metrics["two"]["distributed"]["global_batch"] == metrics["one"]["distributed"]["global_batch"] == 32
+    for split in ("validation", "test"):
+        for key, value in metrics["one"][split].items():
+            assert metrics["two"][split][key] == pytest.approx(value, abs=1e-6), (split, key)
+    weights = {name: safetensors.load(tmp_path / name / "model.safetensors")[0] for name in ("one", "two")}
+    for key, value in weights["one"].items():
+        torch.testing.assert_close(weights["two"][key], value, atol=1e-5, rtol=0, msg=key)
 
 
 def test_a_dead_rank_makes_the_others_fail_without_hanging(tmp_path):
