@@ -482,7 +482,8 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   // Only rank 0 writes checkpoints; every rank can resume from them.
   const bool checkpointing = static_cast<bool>(hooks.on_checkpoint) && !config.checkpoint_dir.empty();
   FiniteCheck check_finite(device);
-  std::vector<at::Tensor> trainable_tensors;
+  std::vector<at::Tensor> trainable_tensors, model_buffers;
+  for (const auto& [name, buffer] : model.named_buffers()) model_buffers.push_back(buffer);
   if (parallel) parallel->broadcast(state_tensors(model));  // every rank starts from rank 0's weights
 
   ModeGuard restore_mode(model, /*training=*/true);
@@ -603,6 +604,9 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     record.train_loss = loss_sum / std::max(weight_sum, 1e-300);
     record.samples_per_s = static_cast<double>(samples) / std::max(record.seconds, 1e-9);
     record.lr = current_lr(*optimizer);
+    // The ranks' weights are equal by construction, but batch-norm running statistics are each rank's own:
+    // rank 0's (those it saves) go to every rank, so that all evaluate, and return, the same model.
+    if (parallel && !model_buffers.empty()) parallel->broadcast(model_buffers);
     if (val_data) {
       if (ema) ema->swap();
       result.metrics = evaluate(model, *val_data, config, parallel.get());

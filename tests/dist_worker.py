@@ -4,7 +4,7 @@
 
 Variants: "plain" (SGD, one bucket); "buckets" (AdamW with weight decay, a bucket per parameter,
 accumulation, gradual unfreezing and a parameter forward never uses); "nan" (on_nan="skip", an input that
-overflows); "regression".
+overflows); "batchnorm"; "regression".
 """
 
 from __future__ import annotations
@@ -79,19 +79,23 @@ def main() -> None:
         x[100, :] = 3e38  # finite, but the first layer overflows to inf and the loss to NaN
         model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
         settings = dict(epochs=2, batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9, on_nan="skip")
+    elif variant == "batchnorm":  # running statistics differ by rank until rank 0's are broadcast
+        model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                    torch.nn.Linear(32, 10))
+        settings = dict(epochs=2, batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9)
     else:  # regression: R² and friends from the ranks' sums
         y = (x @ np.linspace(-1, 1, 64).astype(np.float32) + 2.0).astype(np.float32)
         model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
         settings = dict(task="regression", epochs=2, batch_size=32 // world, optimizer="sgd", lr=0.01, momentum=0.9)
     task = settings.get("task", "classification")
     result = finetune.train(model, (x[:1400], y[:1400]), val=(x[1400:], y[1400:]), **common, **settings)
-    # The loop's autograd hooks are gone with it: a backward of the user's own touches no freed state.
-    model(torch.from_numpy(x[:4])).sum().backward()
-    model.zero_grad(set_to_none=True)
     # The public evaluate() under torchrun: every rank calls it, each on its shard, all get the whole set's metrics.
     evaluated = finetune.evaluate(model, (x[1400:], y[1400:]), task=task)
     # A split smaller than the world is evaluated whole on every rank (no rank is left with an empty shard).
     evaluated_one = finetune.evaluate(model, (x[1400:1401], y[1400:1401]), task=task)
+    # What this rank ends with, and rank 0's model evaluated by itself, unsharded.
+    safetensors.save(os.path.join(out, f"weights-rank{rank}.safetensors"), model.state_dict())
+    alone = finetune.evaluate(model, (x[1400:], y[1400:]), task=task, distributed="off") if rank == 0 else {}
     if rank == 0:
         safetensors.save(os.path.join(out, "weights.safetensors"), model.state_dict())
         with open(os.path.join(out, "result.json"), "w") as f:
@@ -99,7 +103,10 @@ def main() -> None:
                        "steps": result.steps, "skipped_steps": result.skipped_steps, "communication_seconds": result.communication_seconds,
                        "allreduce_overlap": result.allreduce_overlap, "step_losses": step_losses,
                        "confusion": None if result.confusion_matrix is None else result.confusion_matrix.tolist(),
-                       "evaluated": plain(evaluated), "evaluated_one": plain(evaluated_one)}, f)
+                       "evaluated": plain(evaluated), "evaluated_one": plain(evaluated_one),
+                       "evaluated_alone": plain(alone)}, f)
+    # The loop's autograd hooks are gone with it: a backward of the user's own touches no freed state.
+    model(torch.from_numpy(x[:4])).sum().backward()
 
 
 if __name__ == "__main__":

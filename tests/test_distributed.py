@@ -111,6 +111,22 @@ def test_two_processes_match_one_process_in_every_variant(tmp_path, variant):
         assert two[1]["skipped_steps"] == 2  # the poisoned example's step, once per epoch
 
 
+def test_batchnorm_statistics_are_rank_0s_on_every_rank(tmp_path):
+    # Batch norm sees each rank's share, so running statistics drift apart; the loop hands rank 0's to every
+    # rank before validating, so the sharded metrics are those of the one model rank 0 saves.
+    run = torchrun(tmp_path, 2, "--variant", "batchnorm")
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [safetensors.load(tmp_path / f"weights-rank{r}.safetensors")[0] for r in (0, 1)]
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    result = json.loads((tmp_path / "result.json").read_text())
+    for key, value in result["evaluated_alone"].items():
+        if not isinstance(value, list):
+            assert result["metrics"][key] == pytest.approx(value, abs=1e-6), key
+            assert result["evaluated"][key] == pytest.approx(value, abs=1e-6), key
+    assert result["confusion"] == result["evaluated_alone"]["confusion_matrix"]
+
+
 def test_cli_under_torchrun_matches_one_process(tmp_path):
     # `torchrun -m finetune train CONFIG`: 2 ranks with batch_size=16 are one process with batch_size=32.
     wine = str(Path(__file__).parents[1] / "examples" / "wine.toml")
