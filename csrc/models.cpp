@@ -1,6 +1,8 @@
 // Native models and the Model adapter over native and TorchScript modules.
 #include "models.h"
 
+#include <set>
+
 #include <c10/util/Exception.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
@@ -204,22 +206,34 @@ at::Tensor Model::forward(const std::vector<at::Tensor>& inputs) {
   return output.toTensor();
 }
 
+namespace {
+
+// A tensor registered under several names (tied weights, e.g. an embedding shared with the output layer)
+// is listed once, under its first name, as torch's named_parameters() does: the optimizer must step it once.
+void add_once(NamedTensors& out, std::set<const c10::TensorImpl*>& seen, const std::string& name, const at::Tensor& t) {
+  if (seen.insert(t.unsafeGetTensorImpl()).second) out.emplace_back(name, t);
+}
+
+}  // namespace
+
 NamedTensors Model::named_parameters() const {
   NamedTensors out;
+  std::set<const c10::TensorImpl*> seen;
   if (native_) {
-    for (const auto& item : native_->named_parameters(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+    for (const auto& item : native_->named_parameters(/*recurse=*/true)) add_once(out, seen, item.key(), item.value());
   } else {
-    for (const auto& item : script_->named_parameters(/*recurse=*/true)) out.emplace_back(item.name, item.value);
+    for (const auto& item : script_->named_parameters(/*recurse=*/true)) add_once(out, seen, item.name, item.value);
   }
   return out;
 }
 
 NamedTensors Model::named_buffers() const {
   NamedTensors out;
+  std::set<const c10::TensorImpl*> seen;
   if (native_) {
-    for (const auto& item : native_->named_buffers(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+    for (const auto& item : native_->named_buffers(/*recurse=*/true)) add_once(out, seen, item.key(), item.value());
   } else {
-    for (const auto& item : script_->named_buffers(/*recurse=*/true)) out.emplace_back(item.name, item.value);
+    for (const auto& item : script_->named_buffers(/*recurse=*/true)) add_once(out, seen, item.name, item.value);
   }
   return out;
 }

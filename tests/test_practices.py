@@ -299,3 +299,38 @@ def test_find_lr_equals_a_plain_range_test(small):
     assert len(curve.losses) == 25 and not curve.diverged
     np.testing.assert_allclose(curve.losses, expected, rtol=1e-5)
     np.testing.assert_allclose(curve.lrs, [1e-4 * 1e4 ** (t / 24) for t in range(25)], rtol=1e-12)
+
+
+class Tied(torch.nn.Module):
+    """An output layer sharing its weight with the input layer (as language models tie embeddings)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = torch.nn.Linear(10, 10)
+        self.out = torch.nn.Linear(10, 10)
+        self.out.weight = self.inp.weight
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.inp(x)))
+
+
+def test_tied_weights_are_stepped_once_like_torch_optim():
+    torch.manual_seed(0)
+    x, y = torch.randn(96, 10), torch.randint(0, 10, (96,))
+    model = Tied()
+    ref = copy.deepcopy(model)
+    cfg = TrainConfig(epochs=2, batch_size=32, optimizer="adamw", lr=0.01, weight_decay=0.1, progress=False)
+    result = finetune.train(model, (x, y), config=cfg)
+    assert [n for g in result.param_groups for n in g["names"]] == ["inp.weight", "inp.bias", "out.bias"]
+    assert model.out.weight is model.inp.weight
+    opt = torch.optim.AdamW([{"params": [ref.inp.weight], "weight_decay": 0.1},
+                             {"params": [ref.inp.bias, ref.out.bias], "weight_decay": 0.0}], lr=0.01)
+    subset = _C.sample_indices(y, cfg.to_cpp())
+    for epoch in range(cfg.epochs):
+        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            opt.zero_grad()
+            F.cross_entropy(ref(x[idx]), y[idx]).backward()
+            opt.step()
+    assert_same_weights(model, ref)
