@@ -201,7 +201,10 @@ at::Tensor Model::forward(const std::vector<at::Tensor>& inputs) {
   // graph runs each op through the same kernels and autograd as eager. The setting is thread-local.
   torch::jit::GraphOptimizerEnabledGuard plain_graph(/*state=*/false);
   std::vector<c10::IValue> args(inputs.begin(), inputs.end());
-  const auto output = script_->forward(std::move(args));
+  // A traced module keeps the mode it was traced in: one traced in both carries the training-mode graph
+  // (dropout on, batch norm on batch statistics) as forward_train.
+  const auto train_graph = script_->is_training() ? script_->find_method("forward_train") : std::nullopt;
+  const auto output = train_graph ? (*train_graph)(std::move(args)) : script_->forward(std::move(args));
   TORCH_CHECK_VALUE(output.isTensor(), "model forward() must return a tensor, got ", output.tagKind());
   return output.toTensor();
 }

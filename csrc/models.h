@@ -69,7 +69,9 @@ std::shared_ptr<NativeModule> make_cnn(const CnnOptions& options);
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-// What the loop sees of a model. Parameters are the model's own tensors: training updates them in place,
+// What the loop sees of a model. A TorchScript module that has a `forward_train` method (a graph traced in
+// training mode; models.py traces modules that cannot be scripted in both modes) runs it while training
+// and `forward` otherwise. Parameters are the model's own tensors: training updates them in place,
 // so a Python nn.Module that was scripted to make a Model sees every update.
 class Model {
  public:

@@ -53,3 +53,11 @@ def test_full_fine_tune_step_updates_the_encoder(classifier):
                    progress=False)
     assert not torch.equal(model.state_dict()["encoder.encoder.layer.0.attention.self.query.weight"], before)
     assert finetune.predict(model, tokenize(TEXTS[:4]), output="probabilities").shape == (4, 2)
+
+
+def test_training_graph_has_dropout_and_the_eval_graph_does_not(classifier):
+    model, tokenize = classifier
+    inputs = [torch.from_numpy(a) for a in tokenize(TEXTS[:4])]
+    assert torch.equal(model(*inputs), model(*inputs))  # forward: the eval-mode trace
+    torch.manual_seed(0)
+    assert not torch.equal(model.forward_train(*inputs), model.forward_train(*inputs))  # dropout 0.1

@@ -160,22 +160,39 @@ def test_regression_reports_rmse_mae_r2():
     assert pred.shape == (100, 1)
 
 
-def test_untraceable_fallback_warns_that_mode_is_frozen(digits):
-    x, y, _, _ = digits
+class Scriptable(torch.nn.Module):
+    """Dropout and batch norm: what behaves differently in training and in eval mode."""
 
-    class VarArgs(torch.nn.Module):  # *inputs: torch.jit.script rejects it, tracing works
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = torch.nn.Linear(64, 16), torch.nn.Linear(16, 10)
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.b = torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.Linear(32, 10)
+        self.drop = torch.nn.Dropout(0.3)
 
-        def forward(self, *inputs):
-            return self.b(torch.relu(self.a(inputs[0])))
+    def forward(self, x):
+        return self.b(self.drop(torch.relu(self.bn(self.a(x)))))
 
-    model = VarArgs()
-    before = model.a.weight.detach().clone()
+
+class VarArgs(Scriptable):
+    def forward(self, *inputs):  # *inputs: torch.jit.script rejects it, tracing works
+        return super().forward(inputs[0])
+
+
+def test_a_traced_model_trains_in_training_mode_and_evaluates_in_eval_mode(digits):
+    # A model that cannot be scripted is traced twice (training and eval graphs): it must train exactly as the
+    # same model scripted does, with the same dropout draws and batch statistics, and evaluate the same.
+    x, y, x_test, y_test = digits
+    torch.manual_seed(0)
+    scripted, traced = Scriptable(), VarArgs()
+    traced.load_state_dict(scripted.state_dict())
+    settings = dict(val=(x_test, y_test), epochs=2, batch_size=64, lr=0.05, progress=False)
+    expected = finetune.train(scripted, (x, y), **settings)
     with pytest.warns(UserWarning, match="traced instead"):
-        finetune.train(model, (x, y), epochs=1, progress=False)
-    assert not torch.equal(before, model.a.weight)
+        result = finetune.train(traced, (x, y), **settings)
+    for (name, a), b in zip(traced.state_dict().items(), scripted.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)  # weights and running statistics
+    assert result.metrics == pytest.approx(expected.metrics, abs=1e-9)
+    assert traced.training  # the caller's mode is kept
+    np.testing.assert_array_equal(finetune.predict(traced, x_test), finetune.predict(scripted, x_test))
 
 
 def test_callback_sees_steps_and_epochs_and_can_stop(digits):

@@ -144,15 +144,47 @@ def _script(model: torch.nn.Module, example: Sequence[torch.Tensor] | None) -> t
             raise TypeError(f"model {type(model).__name__} cannot be compiled with torch.jit.script "
                             f"({script_error}) and there is no example input to trace it")
         try:
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(model, tuple(t[:2] for t in example), check_trace=False)
+            traced = trace(model, [t[:2] for t in example])
         except Exception as error:  # noqa: BLE001
             raise TypeError(f"model {type(model).__name__} can be neither scripted ({script_error}) "
                             f"nor traced ({_first_line(error)})") from None
-    warnings.warn(f"model {type(model).__name__} could not be scripted ({script_error}); it was traced instead, so "
-                  "its train/eval behaviour (dropout, batch norm) is frozen as it was when traced",
-                  UserWarning, stacklevel=4)
+    warnings.warn(f"model {type(model).__name__} could not be scripted ({script_error}); it was traced instead "
+                  "(in training and in eval mode), so any control flow that depends on the inputs is fixed as "
+                  "it was for the example", UserWarning, stacklevel=4)
     return traced
+
+
+def trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> torch.jit.ScriptModule:
+    """``model`` traced twice into one TorchScript module sharing its parameters: ``forward`` in eval mode
+    and ``forward_train`` in training mode, which the C++ loop runs while training (a trace keeps the mode
+    it was recorded in, so one trace alone would train without dropout, or evaluate with it).
+
+    Tracing leaves no trace: batch-norm statistics, the random generator and the mode are as before."""
+    was_training = model.training
+    buffers = [b.detach().clone() for b in model.buffers()]
+
+    def forward_train(*inputs: torch.Tensor) -> Any:
+        model.train()
+        try:
+            return model.forward(*inputs)
+        finally:
+            model.eval()
+
+    model.eval()
+    model.forward_train = forward_train  # what trace_module records the training graph from
+    try:
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            inputs = tuple(example)
+            traced = torch.jit.trace_module(model, {"forward": inputs, "forward_train": inputs}, check_trace=False,
+                                            strict=False)
+    finally:
+        del model.forward_train
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers):
+                b.copy_(saved)
+        model.train(was_training)
+    return traced.train(was_training)
 
 
 def _first_line(error: Exception) -> str:

@@ -5,9 +5,9 @@
     result = finetune.train(model, (tokenize(texts), labels), freeze=["encoder"], lr=1e-3)  # head only
 
 The encoder (6 layers, 384 wide, 22.7M parameters) plus a linear head over its mean-pooled token states is
-traced to TorchScript here, in eval mode: Hugging Face models cannot be scripted, and a traced module keeps
-the mode it was traced in, so dropout is off during fine-tuning (deterministic, and documented). The traced
-module shares its parameters with the Python one, so the fine-tuned weights are visible in both.
+traced to TorchScript here (Hugging Face models cannot be scripted), twice: in training mode for the C++
+loop (dropout 0.1, as BERT-style models are fine-tuned) and in eval mode for everything else
+(`finetune.models.trace`). The traced module shares its parameters with the Python one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from . import models
 
 
 def minilm_path() -> Path:
@@ -79,8 +81,8 @@ def minilm_classifier(num_classes: int, max_length: int = 48, seed: int = 0):
     tokenize = tokenizer(max_length)
     example = [torch.from_numpy(a) for a in tokenize(["an example", "another one"])]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, tuple(example), check_trace=False, strict=False)
+        warnings.simplefilter("ignore")  # the tracer's notes on Hugging Face's Python-side checks
+        traced = models.trace(model, example)
     return traced, tokenize
 
 
