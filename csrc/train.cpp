@@ -487,6 +487,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   if (parallel) parallel->broadcast(state_tensors(model));  // every rank starts from rank 0's weights
 
   ModeGuard restore_mode(model, /*training=*/true);
+  bool stop_asked = false;  // by this rank's on_step (a data-parallel run stops on all ranks together)
   const auto run_start = Clock::now();
   for (int64_t epoch = start_epoch; epoch < config.epochs && !result.stopped; ++epoch) {
     const bool resuming_here = resume && epoch == start_epoch;
@@ -542,9 +543,18 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         loss.backward();
       }
       if (!step_loss.defined()) step_loss = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device));
-      // Every rank now holds the summed gradients and the step's whole loss, so all take the same decisions
-      // (a non-finite step is skipped everywhere or nowhere) and report the same loss.
-      if (parallel) step_loss = parallel->sum_gradients(trainable_tensors, step_loss);
+      if (parallel) {
+        // The step's loss and any rank's request to stop travel with the gradients: every rank then holds the
+        // whole step's loss and takes the same decisions (a non-finite step is skipped everywhere or
+        // nowhere; a stop ends the run here everywhere, this step dropped, so no rank waits on the others).
+        const auto summed = parallel->sum_gradients(
+            trainable_tensors, at::stack({step_loss, at::full({}, stop_asked ? 1.0 : 0.0, step_loss.options())}));
+        step_loss = summed[0];
+        if (summed[1].item<double>() > 0.0) {
+          result.stopped = true;
+          break;
+        }
+      }
       const auto [step_loss_value, finite] = check_finite(step_loss, params);
       if (!finite && config.on_nan == "stop") {
         const auto indices = order.slice(0, first, std::min(first + 8, last));
@@ -589,10 +599,11 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
           }
           throw;
         }
-        if (stop) {
+        if (stop && !parallel) {
           result.stopped = true;
           break;
         }
+        stop_asked = stop_asked || stop;  // data-parallel: acted on with the next step's gradients, or at epoch end
       }
       if (checkpointing && config.checkpoint_every > 0 && result.steps % config.checkpoint_every == 0) {
         if (rank == 0) hooks.on_checkpoint(snapshot(epoch, s + 1, loss_sum, weight_sum, samples, elapsed), "step");
@@ -632,7 +643,9 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
       }
     }
     result.history.push_back(record);
-    if (hooks.on_epoch_end && hooks.on_epoch_end(record)) result.stopped = true;
+    bool stop = hooks.on_epoch_end && hooks.on_epoch_end(record);
+    if (parallel) stop = parallel->sum(stop || stop_asked ? 1.0 : 0.0) > 0.0;  // every rank stops, or none
+    if (stop) result.stopped = true;
     if (checkpointing && rank == 0) {
       // A stopped run is complete: its checkpoint says so, and resuming it trains no further.
       hooks.on_checkpoint(snapshot(result.stopped ? config.epochs : epoch + 1, 0, 0.0, 0.0, 0, 0.0), "epoch");

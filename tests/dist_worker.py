@@ -4,7 +4,7 @@
 
 Variants: "plain" (SGD, one bucket); "buckets" (AdamW with weight decay, a bucket per parameter,
 accumulation, gradual unfreezing and a parameter forward never uses); "nan" (on_nan="skip", an input that
-overflows); "batchnorm"; "regression".
+overflows); "batchnorm"; "stop" (only rank 1 asks to stop); "regression".
 """
 
 from __future__ import annotations
@@ -62,10 +62,12 @@ def main() -> None:
             step_losses.append(info["loss"])  # the whole step's loss, on every rank
         if die_at >= 0 and restarts == 0 and rank == 1 and kind == "step" and info["step"] >= die_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        # "stop": only rank 1's callback asks to stop, at step 7; both ranks must stop together.
+        return variant == "stop" and rank == 1 and kind == "step" and info["step"] >= 7
 
     torch.manual_seed(0)
     common = dict(sample_fraction=0.9, seed=3, progress=False, dist_timeout=60, callback=on_event, callback_interval=0)
-    if variant == "plain":
+    if variant in ("plain", "stop"):
         model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
         settings = dict(epochs=3, batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine",
                         checkpoint_dir=directory, checkpoint_every=5,
@@ -100,7 +102,7 @@ def main() -> None:
         safetensors.save(os.path.join(out, "weights.safetensors"), model.state_dict())
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump({"metrics": result.metrics, "history": result.history, "world_size": result.world_size,
-                       "steps": result.steps, "skipped_steps": result.skipped_steps, "communication_seconds": result.communication_seconds,
+                       "steps": result.steps, "stopped": result.stopped, "skipped_steps": result.skipped_steps, "communication_seconds": result.communication_seconds,
                        "allreduce_overlap": result.allreduce_overlap, "step_losses": step_losses,
                        "confusion": None if result.confusion_matrix is None else result.confusion_matrix.tolist(),
                        "evaluated": plain(evaluated), "evaluated_one": plain(evaluated_one),

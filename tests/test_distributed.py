@@ -127,6 +127,20 @@ def test_batchnorm_statistics_are_rank_0s_on_every_rank(tmp_path):
     assert result["confusion"] == result["evaluated_alone"]["confusion_matrix"]
 
 
+def test_a_stop_asked_by_one_rank_stops_every_rank(tmp_path):
+    # Rank 1's callback alone returns True at step 7: the request travels with step 8's gradients, which are
+    # dropped, and both ranks end after step 7 with the same weights, instead of rank 0 waiting on rank 1.
+    start = time.monotonic()
+    run = torchrun(tmp_path, 2, "--variant", "stop", timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert time.monotonic() - start < 60
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["stopped"] and result["steps"] == 7
+    ranks = [safetensors.load(tmp_path / f"weights-rank{r}.safetensors")[0] for r in (0, 1)]
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+
+
 def test_cli_under_torchrun_matches_one_process(tmp_path):
     # `torchrun -m finetune train CONFIG`: 2 ranks with batch_size=16 are one process with batch_size=32.
     wine = str(Path(__file__).parents[1] / "examples" / "wine.toml")
