@@ -61,3 +61,8 @@ def test_training_graph_has_dropout_and_the_eval_graph_does_not(classifier):
     assert torch.equal(model(*inputs), model(*inputs))  # forward: the eval-mode trace
     torch.manual_seed(0)
     assert not torch.equal(model.forward_train(*inputs), model.forward_train(*inputs))  # dropout 0.1
+
+
+def test_dropout_false_trains_with_the_inference_graph():
+    model, _ = text.minilm_classifier(num_classes=2, max_length=16, dropout=False)
+    assert not hasattr(model, "forward_train")  # the loop runs forward, dropout off

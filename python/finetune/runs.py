@@ -221,11 +221,12 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
 def text_model(cfg: RunConfig, num_classes: int):
     from . import text
 
-    unknown = sorted(set(cfg.model) - {"name", "max_length", "num_classes"})
+    unknown = sorted(set(cfg.model) - {"name", "max_length", "num_classes", "dropout"})
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for model 'minilm' in {cfg.source}; known: ['max_length']")
+        raise ValueError(f"unknown option(s) {unknown} for model 'minilm' in {cfg.source}; "
+                         "known: ['dropout', 'max_length', 'num_classes']")
     return text.minilm_classifier(cfg.model.get("num_classes", num_classes), cfg.model.get("max_length", 48),
-                                  seed=cfg.train.seed)
+                                  seed=cfg.train.seed, dropout=cfg.model.get("dropout", True))
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:

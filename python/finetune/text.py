@@ -67,8 +67,12 @@ def tokenizer(max_length: int = 48) -> Callable[[Sequence[str]], list[np.ndarray
     return tokenize
 
 
-def minilm_classifier(num_classes: int, max_length: int = 48, seed: int = 0):
-    """(a TorchScript classifier for finetune.train, its tokenize function)."""
+def minilm_classifier(num_classes: int, max_length: int = 48, seed: int = 0, dropout: bool = True):
+    """(a TorchScript classifier for finetune.train, its tokenize function).
+
+    ``dropout=True`` fine-tunes with the encoder's dropout (0.1) on, as BERT-style models are fine-tuned.
+    ``dropout=False`` runs the encoder as in inference while training too: the choice for a frozen encoder
+    (``freeze=["encoder"]``), whose dropout would only add noise to the features the head learns from."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded: the weights are in the package
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -82,7 +86,8 @@ def minilm_classifier(num_classes: int, max_length: int = 48, seed: int = 0):
     example = [torch.from_numpy(a) for a in tokenize(["an example", "another one"])]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on Hugging Face's Python-side checks
-        traced = models.trace(model, example)
+        traced = models.trace(model, example) if dropout else torch.jit.trace(model, tuple(example), check_trace=False,
+                                                                              strict=False)
     return traced, tokenize
 
 
