@@ -13,7 +13,7 @@ import finetune
 from finetune import _C
 from finetune.config import TrainConfig
 
-from helpers import mlp
+from helpers import mlp, torch_loop
 
 
 class Net(torch.nn.Module):
@@ -325,12 +325,5 @@ def test_tied_weights_are_stepped_once_like_torch_optim():
     assert model.out.weight is model.inp.weight
     opt = torch.optim.AdamW([{"params": [ref.inp.weight], "weight_decay": 0.1},
                              {"params": [ref.inp.bias, ref.out.bias], "weight_decay": 0.0}], lr=0.01)
-    subset = _C.sample_indices(y, cfg.to_cpp())
-    for epoch in range(cfg.epochs):
-        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            opt.zero_grad()
-            F.cross_entropy(ref(x[idx]), y[idx]).backward()
-            opt.step()
+    torch_loop(ref, x, y, cfg, opt)
     assert_same_weights(model, ref)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,6 +11,8 @@ import torch
 import finetune
 from finetune import _C
 from finetune.config import TrainConfig
+
+from helpers import torch_loop
 
 LR, TOTAL, PER_EPOCH = 0.1, 97, 10
 
@@ -107,7 +110,7 @@ def test_onecycle_training_equals_torch_optim_with_onecycle_lr(digits, optimizer
     x, y = torch.from_numpy(x[:256]), torch.from_numpy(y[:256])
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    ref = __import__("copy").deepcopy(model)
+    ref = copy.deepcopy(model)
     cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, schedule="onecycle", optimizer=optimizer, weight_decay=0.0,
                       progress=False)
     finetune.train(model, (x, y), config=cfg)
@@ -115,15 +118,7 @@ def test_onecycle_training_equals_torch_optim_with_onecycle_lr(digits, optimizer
            "adamw": lambda p: torch.optim.AdamW(p, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=0),
            "rmsprop": lambda p: torch.optim.RMSprop(p, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps)}[optimizer](ref.parameters())
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=24, pct_start=cfg.pct_start)
-    subset = _C.sample_indices(y, cfg.to_cpp())
-    for epoch in range(cfg.epochs):
-        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(ref(x[idx]), y[idx]).backward()
-            opt.step()
-            sched.step()
+    torch_loop(ref, x, y, cfg, opt, sched)
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=0, msg=name)
 
