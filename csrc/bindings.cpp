@@ -116,20 +116,46 @@ LoopState loop_state_from(const py::dict& d) {
   return s;
 }
 
+using Clock = std::chrono::steady_clock;
+
+// How often the loop looks for Ctrl-C (and SIGTERM) whatever the callback's interval: it takes the GIL
+// for a moment, so not after every step of a fast model.
+constexpr double kSignalInterval = 0.2;
+
+// Throws error_already_set when a signal handler raised (KeyboardInterrupt), at most every kSignalInterval s.
+class SignalPoll {
+ public:
+  bool due() const { return std::chrono::duration<double>(Clock::now() - last_).count() >= kSignalInterval; }
+  void operator()() {
+    if (!due()) return;
+    py::gil_scoped_acquire gil;
+    check();
+  }
+  void check() {  // with the GIL held
+    last_ = Clock::now();
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+
+ private:
+  Clock::time_point last_ = Clock::now();
+};
+
 // Turns the Python callback into loop hooks. The GIL is taken only when Python is called, at most every
-// `interval_s` seconds and at the end of each epoch; Ctrl-C is noticed at the same moments.
+// `interval_s` seconds and at the end of each epoch, and every kSignalInterval seconds to notice Ctrl-C.
 TrainHooks python_hooks(const py::object& callback, double interval_s, const py::object& checkpoint) {
-  using Clock = std::chrono::steady_clock;
   auto last_call = std::make_shared<std::optional<Clock::time_point>>();
+  auto signals = std::make_shared<SignalPoll>();
   TrainHooks hooks;
-  hooks.on_step = [callback, interval_s, last_call](const StepInfo& info) {
+  hooks.poll = [signals] { (*signals)(); };
+  hooks.on_step = [callback, interval_s, last_call, signals](const StepInfo& info) {
     const auto now = Clock::now();
     const bool due = !last_call->has_value() || info.epoch_step == info.steps_per_epoch ||
                      std::chrono::duration<double>(now - **last_call).count() >= interval_s;
+    if (!due && !signals->due()) return false;
+    py::gil_scoped_acquire gil;
+    signals->check();
     if (!due) return false;
     *last_call = now;
-    py::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     if (callback.is_none()) return false;
     py::dict d;
     d["epoch"] = info.epoch;
@@ -235,10 +261,11 @@ py::dict evaluate_py(const py::object& model_obj, const std::vector<at::Tensor>&
   auto model = as_model(model_obj);
   const Dataset data(inputs, targets);
   const auto parallel = parallel_over(process_group, config);
+  SignalPoll signals;
   Metrics metrics;
   {
     py::gil_scoped_release no_gil;
-    metrics = evaluate(model, data, config, parallel.get());
+    metrics = evaluate(model, data, config, parallel.get(), [&signals] { signals(); });
   }
   auto out = metrics_dict(metrics);
   if (metrics.confusion.defined()) out["confusion_matrix"] = metrics.confusion;
@@ -247,8 +274,9 @@ py::dict evaluate_py(const py::object& model_obj, const std::vector<at::Tensor>&
 
 at::Tensor predict_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const TrainConfig& config) {
   auto model = as_model(model_obj);
+  SignalPoll signals;
   py::gil_scoped_release no_gil;
-  return predict(model, inputs, config);
+  return predict(model, inputs, config, [&signals] { signals(); });
 }
 
 py::list named_tensors(const NamedTensors& tensors) {

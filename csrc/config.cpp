@@ -77,6 +77,8 @@ void validate(const TrainConfig& c) {
   TORCH_CHECK_VALUE(c.bucket_mb > 0.0 && std::isfinite(c.bucket_mb), "bucket_mb must be > 0, got ", c.bucket_mb);
   TORCH_CHECK_VALUE(c.dist_timeout > 0.0 && std::isfinite(c.dist_timeout), "dist_timeout must be > 0 seconds, got ",
                     c.dist_timeout);
+  // Last, so that an out-of-range value is reported as such before "has no effect with this optimizer".
+  check_optimizer_settings(c);
 }
 
 }  // namespace finetune

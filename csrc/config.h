@@ -68,6 +68,7 @@ using Weights = std::vector<double>;
   X(int64_t, sample_size, 0) /* 0 = use sample_fraction */                              \
   X(bool, stratify, true)    /* classification only */                                  \
   X(bool, shuffle, true)                                                                \
+  X(bool, drop_last, false) /* drop the last incomplete batch of each epoch */         \
   X(int64_t, seed, 0)                                                                   \
   X(std::string, device, "cpu")                                                         \
   X(int64_t, topk, 5)                                                                   \

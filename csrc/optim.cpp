@@ -2,6 +2,7 @@
 // option builders, whose updates equal torch.optim's (tests/test_train.py checks each against torch.optim).
 #include "optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <regex>
 #include <set>
@@ -19,8 +20,9 @@ namespace {
 
 template <typename Optimizer, typename Options>
 OptimizerEntry entry(std::function<Options(const TrainConfig&, double lr, double weight_decay)> options,
-                     std::function<void(Options&, double)> set_momentum) {
+                     std::function<void(Options&, double)> set_momentum, std::vector<std::string> settings) {
   OptimizerEntry e;
+  e.settings = std::move(settings);
   e.set_momentum = [set_momentum](torch::optim::OptimizerOptions& o, double m) {
     set_momentum(static_cast<Options&>(o), m);
   };
@@ -40,16 +42,16 @@ const std::map<std::string, OptimizerEntry>& optimizer_registry() {
   static const std::map<std::string, OptimizerEntry> registry = {
       {"sgd", entry<SGD, SGDOptions>([](const TrainConfig& c, double lr, double wd) {
          return SGDOptions(lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(wd);
-       }, [](SGDOptions& o, double m) { o.momentum(m); })},
+       }, [](SGDOptions& o, double m) { o.momentum(m); }, {"momentum", "nesterov"})},
       {"adam", entry<Adam, AdamOptions>([](const TrainConfig& c, double lr, double wd) {
          return AdamOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
-       }, [](AdamOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); })},
+       }, [](AdamOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); }, {"beta1", "beta2", "eps"})},
       {"adamw", entry<AdamW, AdamWOptions>([](const TrainConfig& c, double lr, double wd) {
          return AdamWOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
-       }, [](AdamWOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); })},
+       }, [](AdamWOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); }, {"beta1", "beta2", "eps"})},
       {"rmsprop", entry<RMSprop, RMSpropOptions>([](const TrainConfig& c, double lr, double wd) {
          return RMSpropOptions(lr).alpha(c.alpha).eps(c.eps).weight_decay(wd);
-       }, [](RMSpropOptions& o, double m) { o.momentum(m); })},
+       }, [](RMSpropOptions& o, double m) { o.momentum(m); }, {"alpha", "eps"})},
   };
   return registry;
 }
@@ -65,6 +67,26 @@ void check_optimizer_name(const std::string& name) {
   std::ostringstream known;
   for (const auto& n : optimizer_names()) known << (known.tellp() ? ", " : "") << "'" << n << "'";
   TORCH_CHECK_VALUE(false, "optimizer must be one of [", known.str(), "], got '", name, "'");
+}
+
+void check_optimizer_settings(const TrainConfig& c) {
+  const TrainConfig defaults;
+  const std::vector<std::pair<std::string, bool>> changed = {
+      {"momentum", c.momentum != defaults.momentum}, {"nesterov", c.nesterov != defaults.nesterov},
+      {"beta1", c.beta1 != defaults.beta1},          {"beta2", c.beta2 != defaults.beta2},
+      {"eps", c.eps != defaults.eps},                {"alpha", c.alpha != defaults.alpha}};
+  const auto& used = optimizer_registry().at(c.optimizer).settings;
+  for (const auto& [field, is_changed] : changed) {
+    if (!is_changed || std::find(used.begin(), used.end(), field) != used.end()) continue;
+    std::ostringstream users;
+    for (const auto& [name, e] : optimizer_registry()) {
+      if (std::find(e.settings.begin(), e.settings.end(), field) != e.settings.end()) {
+        users << (users.tellp() ? ", " : "") << "'" << name << "'";
+      }
+    }
+    TORCH_CHECK_VALUE(false, field, " is set but optimizer='", c.optimizer, "' does not use it (", field,
+                      " applies to ", users.str(), "); remove it, or choose one of those optimizers");
+  }
 }
 
 bool name_matches(const std::string& name, const std::string& pattern, const char* field) {

@@ -31,6 +31,8 @@ struct OptimizerEntry {
       make;
   // Sets a group's momentum: SGD's and RMSprop's momentum, Adam's and AdamW's beta1 (schedule="onecycle").
   std::function<void(torch::optim::OptimizerOptions&, double)> set_momentum;
+  // The TrainConfig fields among momentum, nesterov, beta1, beta2, eps, alpha that this optimizer reads.
+  std::vector<std::string> settings;
 };
 
 // name -> entry; "adam", "adamw", "rmsprop", "sgd".
@@ -39,6 +41,10 @@ std::vector<std::string> optimizer_names();
 
 // Throws c10::ValueError listing the known names when `name` is not one of them.
 void check_optimizer_name(const std::string& name);
+
+// A setting of another optimizer (momentum or nesterov with adam, beta1 with sgd, ...) changed from its default
+// would have no effect: a c10::ValueError naming it and the optimizers that use it.
+void check_optimizer_settings(const TrainConfig& config);
 
 // Whether a parameter name matches a pattern: the name itself, a prefix of dotted components ("layers.0"
 // matches "layers.0.weight"), or a regular expression matching the whole name. A bad regex is a ValueError

@@ -60,6 +60,34 @@ void check_schedule(const TrainConfig& c) {
                     c.base_momentum);
   TORCH_CHECK_VALUE(c.max_momentum >= c.base_momentum && c.max_momentum < 1.0,
                     "max_momentum must be in [base_momentum, 1) = [", c.base_momentum, ", 1), got ", c.max_momentum);
+  // A schedule's own setting changed from its default under another schedule would have no effect.
+  const TrainConfig d;
+  const struct {
+    const char* field;
+    bool changed;
+    std::vector<std::string> schedules;
+  } settings[] = {{"step_size", c.step_size != d.step_size, {"step"}},
+                  {"gamma", c.gamma != d.gamma, {"step"}},
+                  {"min_lr", c.min_lr != d.min_lr, {"cosine", "linear"}},
+                  {"pct_start", c.pct_start != d.pct_start, {"onecycle"}},
+                  {"cycle_momentum", c.cycle_momentum != d.cycle_momentum, {"onecycle"}},
+                  {"base_momentum", c.base_momentum != d.base_momentum, {"onecycle"}},
+                  {"max_momentum", c.max_momentum != d.max_momentum, {"onecycle"}}};
+  for (const auto& s : settings) {
+    if (!s.changed || std::find(s.schedules.begin(), s.schedules.end(), c.schedule) != s.schedules.end()) continue;
+    std::ostringstream users;
+    for (const auto& name : s.schedules) users << (users.tellp() ? ", " : "") << "'" << name << "'";
+    TORCH_CHECK_VALUE(false, s.field, " is set but schedule='", c.schedule, "' does not use it (it applies to schedule ",
+                      users.str(), "); remove it, or choose that schedule");
+  }
+  // "onecycle" sets momentum (sgd) or beta1 (adam, adamw) itself at every step, from base/max_momentum.
+  const bool cycled = c.schedule == "onecycle" && c.cycle_momentum;
+  TORCH_CHECK_VALUE(!cycled || c.momentum == d.momentum || c.optimizer != "sgd", "momentum=", c.momentum,
+                    " has no effect with schedule='onecycle', which cycles momentum between base_momentum and "
+                    "max_momentum; set those, or cycle_momentum=False");
+  TORCH_CHECK_VALUE(!cycled || c.beta1 == d.beta1 || (c.optimizer != "adam" && c.optimizer != "adamw"), "beta1=",
+                    c.beta1, " has no effect with schedule='onecycle', which cycles beta1 between base_momentum and "
+                    "max_momentum; set those, or cycle_momentum=False");
 }
 
 int64_t warmup_steps(const TrainConfig& c, int64_t total_steps) {

@@ -16,7 +16,9 @@
 #include <torch/cuda.h>
 #include <torch/nn/utils/clip_grad.h>
 
+#include "geometry.h"
 #include "optim.h"
+#include "preflight.h"
 #include "schedule.h"
 
 namespace finetune {
@@ -111,6 +113,23 @@ class WeightAverage {
   double decay_;
 };
 
+// The averaged weights swapped into the model for as long as it lives (evaluation, saving), whatever leaves
+// the scope: an exception from an interrupted evaluation must not leave the averaged weights in the model.
+class AveragedWeights {
+ public:
+  explicit AveragedWeights(std::optional<WeightAverage>& ema) : ema_(ema) {
+    if (ema_) ema_->swap();
+  }
+  ~AveragedWeights() {
+    if (ema_) ema_->swap();
+  }
+  AveragedWeights(const AveragedWeights&) = delete;
+  AveragedWeights& operator=(const AveragedWeights&) = delete;
+
+ private:
+  std::optional<WeightAverage>& ema_;
+};
+
 // Every tensor of the model's state (parameters, then buffers), with and without names.
 NamedTensors named_state(const Model& model) {
   auto out = model.named_parameters();
@@ -175,6 +194,20 @@ int64_t num_labels(const Dataset& data, const TrainConfig& config) {
   return config.is_classification() ? data.targets.max().item<int64_t>() + 1 : 0;
 }
 
+// The one line of an error that says what went wrong: the TorchScript interpreter wraps the model's own error
+// in a traceback of the scripted code, whose last line is the error itself.
+std::string error_line(const std::string& message) {
+  std::vector<std::string> lines;
+  std::istringstream in(message);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find_first_not_of(" \t") != std::string::npos) lines.push_back(line);
+  }
+  if (lines.empty()) return message;
+  const bool traceback = message.find("Traceback of TorchScript") != std::string::npos ||
+                         message.find("operation failed in the TorchScript interpreter") != std::string::npos;
+  return traceback ? lines.back() : lines.front();
+}
+
 // The model's forward, with the input shapes added to any error: a model that does not fit the data
 // (wrong in_features, wrong image size) is the usual cause, and the shapes say so at once.
 at::Tensor forward(Model& model, const std::vector<at::Tensor>& inputs, const char* split) {
@@ -182,10 +215,23 @@ at::Tensor forward(Model& model, const std::vector<at::Tensor>& inputs, const ch
     return model.forward(inputs);
   } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's own errors
     const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-    std::ostringstream shapes;
-    for (const auto& input : inputs) shapes << (shapes.tellp() ? ", " : "") << input.sizes();
-    TORCH_CHECK_VALUE(false, "model forward() failed on ", split, " inputs of shape ", shapes.str(), ": ",
-                      c10_error ? c10_error->what_without_backtrace() : e.what());
+    const auto error = error_line(c10_error ? c10_error->what_without_backtrace() : e.what());
+    std::ostringstream shapes, dtypes, hint;
+    bool integer_input = false;
+    for (const auto& input : inputs) {
+      shapes << (shapes.tellp() ? ", " : "") << input.sizes();
+      dtypes << (dtypes.tellp() ? ", " : "") << input.scalar_type();
+      integer_input = integer_input || !at::isFloatingType(input.scalar_type());
+    }
+    if (inputs[0].size(0) == 1 && error.find("more than 1 value per channel") != std::string::npos) {
+      hint << " (the epoch's last batch has 1 example, which batch norm cannot normalise in training: set "
+              "drop_last=True, or a batch_size that does not leave 1 example over)";
+    } else if (integer_input && (error.find("dtype") != std::string::npos || error.find("type") != std::string::npos)) {
+      hint << " (integer inputs are passed as they are, for embedding ids; features for a floating-point model "
+              "must be floats: X.astype('float32'))";
+    }
+    TORCH_CHECK_VALUE(false, "model forward() failed on ", split, " inputs of shape ", shapes.str(), " (dtype ",
+                      dtypes.str(), "): ", error, hint.str());
   }
 }
 
@@ -197,9 +243,14 @@ at::Tensor batch_loss(const at::Tensor& output_in, const at::Tensor& targets, co
                       const TrainConfig& config, int64_t reduction) {
   const auto output = output_in.scalar_type() == at::kBFloat16 ? output_in.to(at::kFloat) : output_in;
   if (config.is_classification()) {
-    return at::cross_entropy_loss(output, targets, class_weights.defined() ? std::optional<at::Tensor>(class_weights)
-                                                                           : std::nullopt,
-                                  reduction, /*ignore_index=*/-100, config.label_smoothing);
+    std::optional<at::Tensor> weights;
+    if (class_weights.defined()) {
+      // A head wider than the labels: the classes past the weights never occur as targets, and get weight 0
+      // (label smoothing then spreads no probability onto them either).
+      const int64_t missing = output.size(1) - class_weights.size(0);
+      weights = missing > 0 ? at::constant_pad_nd(class_weights, {0, missing}, 0.0) : class_weights;
+    }
+    return at::cross_entropy_loss(output, targets, weights, reduction, /*ignore_index=*/-100, config.label_smoothing);
   }
   return at::mse_loss(output.reshape(targets.sizes()), targets.to(output.scalar_type()), reduction);
 }
@@ -333,9 +384,9 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   validate(config);
   check_dataset(train_data, config, "train");
   if (val_data) check_dataset(*val_data, config, "val");
-  const bool monitoring = config.early_stopping > 0 || config.restore_best;
-  TORCH_CHECK_VALUE(!monitoring || val_data || config.monitor == "train_loss", "early_stopping/restore_best monitor '",
-                    config.monitor, "' needs validation data (val=...)");
+  check_monitor(config, val_data != nullptr);
+  check_augmentation(train_data, config);
+  check_patterns(model.named_parameters(), config);
   const auto device = resolve_device(config.device);
   model.to(device);
   // Dropout and any other randomness inside the model draw from the global generator (a stream per rank).
@@ -345,14 +396,12 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   const auto subset = sample_indices(train_data.targets, config);
   result.train_size = subset.size(0);
   if (config.is_classification()) result.class_counts = class_counts(train_data.targets, subset);
-  const int64_t batch_size = config.batch_size == 0 ? result.train_size : std::min(config.batch_size, result.train_size);
   // A step takes accumulate x batch_size examples on each rank: the global batch is that times the world size.
   const auto& parallel = hooks.parallel;
   const int64_t world = parallel ? parallel->world_size() : 1, rank = parallel ? parallel->rank() : 0;
-  const int64_t rank_step_examples = config.accumulate * batch_size;
-  const int64_t step_examples = rank_step_examples * world;
-  const int64_t steps_per_epoch = (result.train_size + step_examples - 1) / step_examples;
-  const int64_t total_steps = steps_per_epoch * config.epochs;
+  const StepGeometry geometry(result.train_size, config, world);
+  const int64_t batch_size = geometry.batch_size, steps_per_epoch = geometry.steps_per_epoch;
+  const int64_t total_steps = geometry.total_steps;
   const int64_t labels_needed = num_labels(train_data, config);
   const int64_t outputs_per_example = config.is_classification() ? 1 : train_data.targets[0].numel();
 
@@ -426,9 +475,8 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     }
     if (ema && !resume->ema.empty()) {
       ema.emplace(all_params, config.ema);
-      ema->swap();
+      AveragedWeights averaged(ema);  // what is copied in here becomes the average when it is swapped back out
       copy_into(all_params, match_by_name(params, resume->ema, "ema weights", device));
-      ema->swap();
     }
     if (!resume->best.empty()) best_state = match_by_name(named_state(model), resume->best, "best weights", device);
     start_epoch = resume->epoch;
@@ -470,9 +518,8 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     }
     state.optimizer = optimizer_state(*optimizer, params);
     if (ema) {
-      ema->swap();
+      AveragedWeights averaged(ema);
       state.ema = by_name(params, clone_all(all_params));
-      ema->swap();
     }
     if (!best_state.empty()) state.best = by_name(named_state(model), best_state);
     return state;
@@ -507,12 +554,11 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     int64_t samples = resuming_here ? resumed_samples : 0;
     const double seconds_before = resuming_here ? resumed_seconds : 0.0;
     const auto epoch_start = Clock::now();
-    for (int64_t s = resuming_here ? start_step : 0; s < steps_per_epoch; ++s) {
+    int64_t epoch_step = resuming_here ? start_step : 0;  // steps taken in this epoch
+    for (int64_t s = epoch_step; s < steps_per_epoch; ++s) {
       // The step's examples are order[first:last]; this rank takes the contiguous share
       // order[mine_first:mine_last], so the ranks' shares make up exactly the single-process step.
-      const int64_t first = s * step_examples, last = std::min(first + step_examples, result.train_size);
-      const int64_t mine_first = std::min(first + rank * rank_step_examples, last);
-      const int64_t mine_last = std::min(mine_first + rank_step_examples, last);
+      const auto [first, last, mine_first, mine_last] = geometry.step(s, rank);
       const double denominator = loss_denominator(train_data, order, first, last, class_weights_cpu, outputs_per_example);
       apply_schedule(*optimizer, base_lrs, config, result.steps, total_steps, steps_per_epoch);
       optimizer->zero_grad();
@@ -575,6 +621,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
       }
       samples += last - first;
       result.steps += 1;
+      epoch_step = s + 1;
       const double elapsed = seconds_before + seconds_since(epoch_start);
       if (hooks.on_step) {
         StepInfo info;
@@ -617,10 +664,17 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     // rank 0's (those it saves) go to every rank, so that all evaluate, and return, the same model.
     if (parallel && !model_buffers.empty()) parallel->broadcast(model_buffers);
     if (val_data) {
-      if (ema) ema->swap();
-      result.metrics = evaluate(model, *val_data, config, parallel.get());
+      try {
+        AveragedWeights averaged(ema);
+        result.metrics = evaluate(model, *val_data, config, parallel.get(), hooks.poll);
+      } catch (...) {
+        // Ctrl-C during validation: the epoch's steps are done; a resumed run validates this epoch again.
+        if (checkpointing && rank == 0) {
+          hooks.on_checkpoint(snapshot(epoch, epoch_step, loss_sum, weight_sum, samples, record.seconds), "interrupt");
+        }
+        throw;
+      }
       record.val = result.metrics.values;
-      if (ema) ema->swap();
     }
     if (val_data || config.monitor == "train_loss") {
       const double value = monitored_value(record, config.monitor);
@@ -632,9 +686,8 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
         best_metrics = result.metrics.values;
         epochs_without_improvement = 0;
         if (config.restore_best) {
-          if (ema) ema->swap();
+          AveragedWeights averaged(ema);
           best_state = clone_all(state_tensors(model));
-          if (ema) ema->swap();
         }
       } else if (config.early_stopping > 0 && ++epochs_without_improvement >= config.early_stopping) {
         result.stopped = true;
@@ -656,7 +709,7 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
     ema->swap();  // the returned model is the one that was evaluated
   }
   if (val_data && (result.history.empty() || (config.restore_best && !best_state.empty()))) {
-    result.metrics = evaluate(model, *val_data, config, parallel.get());  // also fills the confusion matrix of what is returned
+    result.metrics = evaluate(model, *val_data, config, parallel.get(), hooks.poll);  // also fills the confusion matrix of what is returned
   }
   result.seconds = seconds_since(run_start);
   if (parallel) {
@@ -667,7 +720,8 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   return result;
 }
 
-at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config) {
+at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config,
+                   const std::function<void()>& poll) {
   TORCH_CHECK_VALUE(!inputs.empty() && inputs[0].dim() >= 1, "predict needs at least one input tensor");
   const int64_t n = inputs[0].size(0);
   TORCH_CHECK_VALUE(n > 0, "X is empty (0 examples)");
@@ -683,6 +737,7 @@ at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const Tr
   at::NoGradGuard no_autograd;
   std::vector<at::Tensor> outputs;
   for (int64_t begin = 0; begin < n; begin += config.eval_batch_size) {
+    if (poll) poll();  // Ctrl-C
     const int64_t end = std::min(begin + config.eval_batch_size, n);
     std::vector<at::Tensor> batch;
     for (const auto& input : inputs) batch.push_back(input.slice(0, begin, end).to(device));
@@ -692,14 +747,15 @@ at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const Tr
   return at::cat(outputs);
 }
 
-Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, Parallel* parallel) {
+Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, Parallel* parallel,
+                 const std::function<void()>& poll) {
   check_dataset(data, config, "data");
   const int64_t n = data.size();
   // Every rank holds the whole split; each evaluates the contiguous shard [n*rank/world, n*(rank+1)/world).
   const bool sharded = parallel && parallel->world_size() > 1 && n >= parallel->world_size();
   const int64_t world = sharded ? parallel->world_size() : 1, rank = sharded ? parallel->rank() : 0;
   const auto shard = data.slice(n * rank / world, n * (rank + 1) / world);
-  const auto outputs = predict(model, shard.inputs, config);
+  const auto outputs = predict(model, shard.inputs, config, poll);
   check_output(outputs, shard.targets, num_labels(data, config), config);
   SumOverRanks sum_over_ranks;
   if (sharded) sum_over_ranks = [parallel](const at::Tensor& sums) { return parallel->sum(sums); };
@@ -721,6 +777,7 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
   const auto saved = clone_all(state_tensors(model));
 
   const auto params = model.named_parameters();
+  check_patterns(params, config);
   RequiresGradGuard restore_requires_grad(params);
   const auto trainable = apply_freeze(params, config);
   const auto groups = resolve_param_groups(params, [&](const std::string& n) { return trainable.count(n) > 0; }, config);

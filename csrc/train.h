@@ -97,6 +97,9 @@ struct TrainHooks {
   // When a checkpoint is due (config.checkpoint_every, each epoch's end, and before an exception from
   // on_step, e.g. Ctrl-C, leaves the loop): `reason` is "step", "epoch" or "interrupt".
   std::function<void(const LoopState&, const std::string& reason)> on_checkpoint;
+  // Called before each evaluation batch (validation); may throw to interrupt the run (Ctrl-C). on_step is
+  // the same moment between steps.
+  std::function<void()> poll;
 };
 
 struct ParamGroupReport {
@@ -130,10 +133,13 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
 // Loss and metrics of the model on `data`, in eval mode without autograd, in batches. With `parallel`, each
 // rank evaluates a contiguous shard and the metrics come from the ranks' summed counts (every rank gets
 // them); a split smaller than the world is evaluated whole on every rank instead.
-Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, Parallel* parallel = nullptr);
+// `poll`, when given, is called before each batch and may throw to interrupt (Ctrl-C).
+Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, Parallel* parallel = nullptr,
+                 const std::function<void()>& poll = {});
 
 // The model's raw outputs (logits for classification) for `inputs`, in batches, on the CPU.
-at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config);
+at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config,
+                   const std::function<void()>& poll = {});
 
 struct LrFinderResult {
   std::vector<double> lrs;

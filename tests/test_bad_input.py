@@ -159,6 +159,7 @@ BAD_FIELDS = {
     "sample_size": (0, ValueError, r"sample_size must be a positive integer or None, got 0"),
     "stratify": ("no", TypeError, r"stratify must be bool, got 'no'"),
     "shuffle": (None, TypeError, r"shuffle must be bool, got None"),
+    "drop_last": (1, TypeError, r"drop_last must be bool, got 1"),
     "seed": (1.5, TypeError, r"seed must be int, got 1.5"),
     "device": ("tpu", ValueError, r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     "topk": (0, ValueError, r"topk must be >= 1, got 0"),

@@ -23,25 +23,31 @@ def test_defaults_match():
 
 
 def test_every_field_round_trips_to_cpp():
-    changed = TrainConfig(task="classification", epochs=3, batch_size=7, eval_batch_size=9, optimizer="adamw", lr=0.3,
-                          momentum=0.5, nesterov=True, weight_decay=0.1, decay_norm_and_bias=True, beta1=0.8,
-                          beta2=0.99, eps=1e-6, alpha=0.9, schedule="cosine", warmup=5, step_size=3, gamma=0.5,
-                          min_lr=0.01, pct_start=0.25, cycle_momentum=False, base_momentum=0.8, max_momentum=0.9,
-                          freeze=["features"], unfreeze_at={2: ["features.0"]},
-                          lr_groups={"head": 10.0, "body": 0.5}, layer_decay=0.8, clip_grad_norm=1.0,
-                          accumulate=4, class_weights=[1.0, 2.0], label_smoothing=0.1, augment_crop=2, augment_flip=True, sampler="balanced",
-                          early_stopping=3, monitor="val_accuracy", restore_best=True, ema=0.99, precision="bf16",
-                          on_nan="skip", checkpoint_dir="/tmp/checkpoints", checkpoint_every=5, keep_last=2,
-                          distributed="off", bucket_mb=1.0, dist_timeout=30.0,
-                          sample_fraction=0.5, sample_size=11, stratify=False, shuffle=False, seed=42,
-                          device="cpu", topk=3, progress=False)
-    assert set(dataclasses.asdict(changed)) == set(config_fields())
+    # A setting of one optimizer or schedule under another is an error (it would have no effect), so the
+    # fields are changed over three valid configs that together change every field.
+    common = dict(task="classification", epochs=3, batch_size=7, eval_batch_size=9, lr=0.3, weight_decay=0.1,
+                  decay_norm_and_bias=True, freeze=["features"], unfreeze_at={2: ["features.0"]},
+                  lr_groups={"head": 10.0, "body": 0.5}, layer_decay=0.8, clip_grad_norm=1.0,
+                  accumulate=4, class_weights=[1.0, 2.0], label_smoothing=0.1, augment_crop=2, augment_flip=True,
+                  sampler="balanced", early_stopping=3, monitor="val_accuracy", restore_best=True, ema=0.99,
+                  precision="bf16", on_nan="skip", checkpoint_dir="/tmp/checkpoints", checkpoint_every=5, keep_last=2,
+                  distributed="off", bucket_mb=1.0, dist_timeout=30.0, sample_fraction=0.5, sample_size=11,
+                  stratify=False, shuffle=False, drop_last=True, seed=42, device="cpu", topk=3, progress=False)
+    configs = [
+        TrainConfig(**common, optimizer="sgd", momentum=0.5, nesterov=True, schedule="step", step_size=3, gamma=0.5),
+        TrainConfig(**common, optimizer="adamw", beta1=0.8, beta2=0.99, eps=1e-6, schedule="cosine", min_lr=0.01,
+                    warmup=5),
+        TrainConfig(**common, optimizer="rmsprop", alpha=0.9, schedule="onecycle", pct_start=0.25,
+                    cycle_momentum=False, base_momentum=0.8, max_momentum=0.9),
+    ]
     defaults = TrainConfig()
-    assert all(getattr(changed, f) != getattr(defaults, f) for f in config_fields() if f not in ("task", "device"))
-    cpp = changed.to_cpp()
-    expected = {**dataclasses.asdict(changed), "lr_groups": [("head", 10.0), ("body", 0.5)]}
-    for name, value in expected.items():
-        assert getattr(cpp, name) == value, name
+    changed = {f for c in configs for f in config_fields() if getattr(c, f) != getattr(defaults, f)}
+    assert changed == set(config_fields()) - {"task", "device"}
+    for config in configs:
+        cpp = config.to_cpp()
+        expected = {**dataclasses.asdict(config), "lr_groups": [("head", 10.0), ("body", 0.5)]}
+        for name, value in expected.items():
+            assert getattr(cpp, name) == value, name
 
 
 def test_special_values_map_to_cpp():

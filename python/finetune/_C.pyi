@@ -55,6 +55,7 @@ class TrainConfig:
     sample_size: int
     stratify: bool
     shuffle: bool
+    drop_last: bool
     seed: int
     device: str
     topk: int

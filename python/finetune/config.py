@@ -8,7 +8,12 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
+import numpy as np
+import torch
+
 from . import _C
+
+INT64_MAX = 2**63 - 1
 
 TASKS = ("classification", "regression")
 
@@ -48,7 +53,9 @@ class TrainConfig:
     layer_decay: float = 1.0  # lr x layer_decay^depth, depth counted back from the head
     clip_grad_norm: float = 0.0  # 0 = off
     accumulate: int = 1  # micro-batches per optimizer step (effective batch = batch_size x accumulate)
-    class_weights: str | list[float] | None = None  # "balanced" or one weight per class
+    # "balanced" (n / (classes x count), 0 for a class absent from the sample) or one weight per class (any
+    # array-like); classes of a head wider than the weights get weight 0 (they never occur as targets)
+    class_weights: str | list[float] | None = None
     label_smoothing: float = 0.0
     augment_crop: int = 0  # images: random crop after padding by this many pixels (0 = off)
     augment_flip: bool = False  # images: random horizontal flip
@@ -69,6 +76,7 @@ class TrainConfig:
     sample_size: int | None = None  # or on exactly this many examples
     stratify: bool = True  # keep each class's share when sampling (classification only)
     shuffle: bool = True  # a fresh seeded order every epoch
+    drop_last: bool = False  # drop each epoch's last incomplete batch (DataLoader's drop_last; batch norm needs >= 2)
     seed: int = 0
     device: str = "cpu"
     topk: int = 5  # top-k accuracy reported for classification
@@ -133,6 +141,8 @@ def _freeze(value: Any) -> list[str]:
 
 
 def _class_weights(value: Any) -> list[float]:
+    if isinstance(value, np.ndarray | torch.Tensor):
+        value = value.tolist()
     if isinstance(value, str):
         if value != "balanced":
             raise ValueError(f"class_weights must be 'balanced', a list of weights or None, got {value!r}")
@@ -180,7 +190,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "list[str] | Callable[[str], bool] | None": (list, tuple, type(None)),
     "dict[int, list[str]] | None": (dict, type(None)),
     "dict[str, float] | None": (dict, type(None)),
-    "str | list[float] | None": (str, list, tuple, type(None)),
+    "str | list[float] | None": (str, list, tuple, np.ndarray, torch.Tensor, type(None)),
     "str | None": (str, os.PathLike, type(None)),
 }
 
@@ -195,6 +205,9 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
         raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
     if name == "freeze" and value is not None and not all(isinstance(p, str) for p in value):
         raise TypeError(f"freeze must be a list of name patterns (str) or a callable, got {value!r}")
+    # C++ holds ints in 64 bits: a larger one would otherwise fail in pybind11 with an unreadable message.
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError(f"{name} must fit in a signed 64-bit integer, got {value}")
 
 
 def config_fields() -> list[str]:

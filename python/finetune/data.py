@@ -13,7 +13,12 @@ ArrayLike = Any  # numpy array, torch tensor, or a nested sequence numpy accepts
 def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
     """A CPU tensor sharing the memory of ``value`` where the dtype allows it."""
     if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided:
+            raise TypeError(f"{name} is a sparse torch tensor ({value.layout}); pass a dense one: {name}.to_dense()")
         return value.detach()
+    if hasattr(value, "toarray") and hasattr(value, "nnz"):  # scipy.sparse, without importing scipy
+        raise TypeError(f"{name} is a scipy.sparse matrix ({type(value).__name__}, shape {value.shape}); pass a dense "
+                        f"array: {name}.toarray()")
     if isinstance(value, (str, bytes, dict)) or value is None:
         raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
     try:
@@ -29,9 +34,16 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dtype) -> list[torch.Tensor]:
-    """One or more input tensors. Floating inputs are cast to ``dtype`` (the model's) and must be finite."""
+def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dtype,
+             examples: int | None = None) -> list[torch.Tensor]:
+    """One or more input tensors. Floating and boolean inputs are cast to ``dtype`` (the model's) and must be
+    finite; integer inputs are kept as they are (embedding ids). ``examples``, when known (the labels'
+    length), tells a list of model inputs from a list of rows."""
     items = list(value) if isinstance(value, (list, tuple)) and value and _is_array(value[0]) else [value]
+    if len(items) > 1 and examples is not None and len(items) == examples and \
+            any(_first_dimension(item) != examples for item in items):
+        raise TypeError(f"{name} is a list of {len(items)} arrays, one per example: pass one array "
+                        f"({name} = np.stack(rows)), or a list of model inputs each with one row per example")
     tensors = []
     for i, item in enumerate(items):
         label = name if len(items) == 1 else f"{name}[{i}]"
@@ -40,7 +52,7 @@ def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dty
             raise ValueError(f"{label} must have a first (example) dimension, got a scalar")
         if tensor.shape[0] == 0:
             raise ValueError(f"{label} is empty (0 examples)")
-        if tensor.is_floating_point() or tensor.dtype == torch.uint8:
+        if tensor.is_floating_point() or tensor.dtype in (torch.uint8, torch.bool):
             tensor = tensor.to(dtype)
             if not bool(torch.isfinite(tensor).all()):
                 bad = torch.nonzero(~torch.isfinite(tensor.reshape(tensor.shape[0], -1)))[0].tolist()
@@ -96,3 +108,15 @@ def split(data: Any, name: str) -> tuple[Any, Any]:
 
 def _is_array(value: Any) -> bool:
     return isinstance(value, (np.ndarray, torch.Tensor))
+
+
+def _first_dimension(value: Any) -> int | None:
+    return int(value.shape[0]) if getattr(value, "ndim", 0) >= 1 else None
+
+
+def length(value: ArrayLike) -> int | None:
+    """The number of rows of ``value``, or None when it has none (an error reported where it is converted)."""
+    try:
+        return len(value)
+    except TypeError:
+        return None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 import weakref
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -113,11 +115,21 @@ def infer_options(name: str, inputs: Sequence[torch.Tensor], targets: torch.Tens
     return {}
 
 
-_scripted: "weakref.WeakKeyDictionary[torch.nn.Module, Any]" = weakref.WeakKeyDictionary()
+# The compiled form of each nn.Module, with the signature it was compiled from (see _signature). One lock
+# serialises compiling: torch.jit.script is not safe when two threads script modules of the same class at once.
+_scripted: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, Any]]" = weakref.WeakKeyDictionary()
+_compile_lock = threading.Lock()
+_training: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_training_lock = threading.Lock()
 
 
 def to_cpp(model: Any, example: Sequence[torch.Tensor] | None = None) -> Any:
-    """What the C++ loop takes: the native module, or a TorchScript module sharing ``model``'s parameters."""
+    """What the C++ loop takes: the native module, or a TorchScript module sharing ``model``'s parameters.
+
+    The compiled module is cached per model and compiled again whenever the model changed since: a module
+    replaced or added (a new head), a parameter or buffer replaced or reshaped or cast (``m.fc.weight =
+    nn.Parameter(...)``, ``load_state_dict(..., assign=True)``, ``.double()``), or a plain setting of a
+    submodule changed (``dropout.p``). So the C++ loop always runs the user's current model."""
     if isinstance(model, NativeModel):
         return model._module
     if isinstance(model, torch.jit.ScriptModule):
@@ -125,11 +137,55 @@ def to_cpp(model: Any, example: Sequence[torch.Tensor] | None = None) -> Any:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be an nn.Module, a NativeModel or one of {sorted(MODELS)}, "
                         f"got {type(model).__name__}")
-    if model in _scripted:
-        return _scripted[model]._c
-    scripted = _script(model, example)
-    _scripted[model] = scripted
-    return scripted._c
+    with _compile_lock:
+        signature = _signature(model)
+        cached = _scripted.get(model)
+        if cached is not None and cached[0] == signature:
+            return cached[1]._c
+        scripted = _script(model, example)
+        _scripted[model] = (signature, scripted)
+        return scripted._c
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _signature(model: torch.nn.Module) -> tuple:
+    """Everything scripting copies out of ``model`` or depends on: the module tree (names, objects, types), each
+    parameter's and buffer's identity, shape, dtype and device, and each module's plain settings. The old
+    objects stay alive in the cached compiled module, so an identity cannot be reused by a new object."""
+    modules = []
+    for name, module in model.named_modules(remove_duplicate=False):
+        settings = tuple(sorted((k, v) for k, v in vars(module).items()
+                                if not k.startswith("_") and k != "training" and
+                                (isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(i, _PLAIN) for i in v)))))
+        modules.append((name, id(module), type(module), settings))
+    tensors = [(name, id(t), tuple(t.shape), t.dtype, t.device)
+               for items in (model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False))
+               for name, t in items]
+    return tuple(modules), tuple(tensors)
+
+
+@contextlib.contextmanager
+def exclusive(model: Any) -> Iterator[None]:
+    """Marks ``model`` as being trained for the duration; a second concurrent train() of it is a RuntimeError
+    (two loops stepping one set of weights would corrupt both runs)."""
+    key = model._module if isinstance(model, NativeModel) else model
+    try:
+        with _training_lock:
+            if key in _training:
+                raise RuntimeError(f"this model ({type(model).__name__}) is already being trained (by another thread or "
+                                   "a callback of that run); wait for that run to finish, or train a copy "
+                                   "(copy.deepcopy(model))")
+            _training.add(key)
+    except TypeError:  # not weak-referenceable: nothing to guard
+        yield
+        return
+    try:
+        yield
+    finally:
+        with _training_lock:
+            _training.discard(key)
 
 
 def _script(model: torch.nn.Module, example: Sequence[torch.Tensor] | None) -> torch.jit.ScriptModule:

@@ -81,6 +81,8 @@ def resolve_config(config: TrainConfig | None, settings: dict[str, Any]) -> Trai
     if unknown:
         raise TypeError(f"unknown setting(s) {unknown}; known settings: {config_fields()}")
     cfg = dataclasses.replace(config or TrainConfig(), **settings)
+    if isinstance(cfg.class_weights, list | tuple | np.ndarray | torch.Tensor):  # any array-like, as a plain list
+        cfg = dataclasses.replace(cfg, class_weights=np.asarray(cfg.class_weights, dtype=np.float64).reshape(-1).tolist())
     # Check every field now, before any work; the two fields that need the model or the data are checked
     # in full once those are known (resolve_for_run).
     dataclasses.replace(cfg, freeze=None if callable(cfg.freeze) else cfg.freeze,
@@ -133,12 +135,12 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
     x, y = data.split(train_data, "train_data")
     dtype = torch.float32 if isinstance(model, str) else models.parameter_dtype(model)
-    inputs = data.features(x, "X", dtype)
+    inputs = data.features(x, "X", dtype, examples=data.length(y))
     targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
     val_inputs = val_targets = None
     if val is not None:
         vx, vy = data.split(val, "val")
-        val_inputs = data.features(vx, "X_val", dtype)
+        val_inputs = data.features(vx, "X_val", dtype, examples=data.length(vy))
         val_targets = data.targets(vy, "y_val", cfg.task, val_inputs[0].shape[0])
         data.check_same_example_shape(inputs, val_inputs, "X", "X_val")
 
@@ -158,7 +160,9 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
-RESUMABLE_CHANGES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_last", "eval_batch_size")
+# `epochs` may change too (a finished run extended, or a run shortened), as long as the checkpoint has not
+# already trained past the new end; the schedule is then computed for the new length.
+RESUMABLE_CHANGES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_last", "eval_batch_size", "epochs")
 
 
 def _resume_state(run: _Run, resume: bool | str | os.PathLike) -> dict[str, Any] | None:
@@ -182,6 +186,13 @@ def _resume_state(run: _Run, resume: bool | str | os.PathLike) -> dict[str, Any]
         details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differing.items())
         raise ValueError(f"checkpoint '{found}' was written with other settings ({details}); resume with the same "
                          f"settings, or start a new run")
+    done = loop_state["counters"]["epoch"] + (1 if loop_state["counters"]["epoch_step"] > 0 else 0)
+    if saved.get("epochs") != run.config.epochs and done > run.config.epochs:
+        raise ValueError(f"checkpoint '{found}' has already trained {done} epochs; resume it with epochs >= {done}, "
+                         f"got epochs={run.config.epochs}")
+    if saved.get("epochs") != run.config.epochs:
+        log.info("resuming a run of %s epochs for %d epochs: the schedule is recomputed for the new length",
+                 saved.get("epochs"), run.config.epochs)
     checkpoint.load_model_state(run.model, tensors, str(found))
     log.info("resuming from %s (epoch %d, step %d)", found, loop_state["counters"]["epoch"],
              loop_state["counters"]["steps"])
@@ -224,6 +235,12 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     one never interrupted.
     """
     run = _prepare(model, train_data, val, config, settings)
+    with models.exclusive(run.model):
+        return _train(run, callback, callback_interval, resume)
+
+
+def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callback_interval: float,
+           resume: bool | str | os.PathLike) -> Result:
     cfg = run.config
     resume_state = _resume_state(run, resume) if resume else None
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
