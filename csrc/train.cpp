@@ -12,6 +12,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -389,6 +390,10 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   check_patterns(model.named_parameters(), config);
   const auto device = resolve_device(config.device);
   model.to(device);
+  // MKL (in torch's builds with it) starts in "dynamic" mode, free to use fewer threads than asked for a call,
+  // which changes its summation order from one run to the next. Setting the thread count, even to the count in
+  // force, turns that off (ATen's set_num_threads calls mkl_set_dynamic(false)): seeded runs repeat bit for bit.
+  at::set_num_threads(at::get_num_threads());
   // Dropout and any other randomness inside the model draw from the global generator (a stream per rank).
   at::manual_seed(static_cast<uint64_t>(config.seed + (hooks.parallel ? hooks.parallel->rank() : 0)));
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import finetune
-from finetune import safetensors
+from finetune import checkpoint
 
 
 class WithUnused(torch.nn.Module):
@@ -96,10 +96,10 @@ def main() -> None:
     # A split smaller than the world is evaluated whole on every rank (no rank is left with an empty shard).
     evaluated_one = finetune.evaluate(model, (x[1400:1401], y[1400:1401]), task=task)
     # What this rank ends with, and rank 0's model evaluated by itself, unsharded.
-    safetensors.save(os.path.join(out, f"weights-rank{rank}.safetensors"), model.state_dict())
+    checkpoint.save_tensors(os.path.join(out, f"weights-rank{rank}.safetensors"), model.state_dict())
     alone = finetune.evaluate(model, (x[1400:], y[1400:]), task=task, distributed="off") if rank == 0 else {}
     if rank == 0:
-        safetensors.save(os.path.join(out, "weights.safetensors"), model.state_dict())
+        checkpoint.save_tensors(os.path.join(out, "weights.safetensors"), model.state_dict())
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump({"metrics": result.metrics, "history": result.history, "world_size": result.world_size,
                        "steps": result.steps, "stopped": result.stopped, "skipped_steps": result.skipped_steps, "communication_seconds": result.communication_seconds,

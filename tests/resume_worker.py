@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import finetune
-from finetune import checkpoint, safetensors
+from finetune import checkpoint
 
 
 class Net(torch.nn.Module):
@@ -58,7 +58,7 @@ def main() -> None:
 
     finetune.train(model, (x[:240], y[:240]), val=(x[240:], y[240:]), checkpoint_dir=directory,
                    resume="--resume" in sys.argv, callback=report, callback_interval=0, **SETTINGS)
-    safetensors.save(out, {k: v for k, v in model.state_dict().items()})
+    checkpoint.save_tensors(out, {k: v for k, v in model.state_dict().items()})
     print("done", flush=True)
 
 

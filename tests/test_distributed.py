@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import dist_worker
-from finetune import safetensors
+from finetune import checkpoint
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 pytest.importorskip("sklearn")
@@ -46,7 +46,7 @@ def single(out: Path, *args: str):
 
 
 def load(out: Path):
-    return safetensors.load(out / "weights.safetensors")[0], json.loads((out / "result.json").read_text())
+    return checkpoint.load_tensors(out / "weights.safetensors")[0], json.loads((out / "result.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_batchnorm_statistics_are_rank_0s_on_every_rank(tmp_path):
     # rank before validating, so the sharded metrics are those of the one model rank 0 saves.
     run = torchrun(tmp_path, 2, "--variant", "batchnorm")
     assert run.returncode == 0, run.stderr[-3000:]
-    ranks = [safetensors.load(tmp_path / f"weights-rank{r}.safetensors")[0] for r in (0, 1)]
+    ranks = [checkpoint.load_tensors(tmp_path / f"weights-rank{r}.safetensors")[0] for r in (0, 1)]
     for key in ranks[0]:
         assert torch.equal(ranks[0][key], ranks[1][key]), key
     result = json.loads((tmp_path / "result.json").read_text())
@@ -136,7 +136,7 @@ def test_a_stop_asked_by_one_rank_stops_every_rank(tmp_path):
     assert time.monotonic() - start < 60
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["stopped"] and result["steps"] == 7
-    ranks = [safetensors.load(tmp_path / f"weights-rank{r}.safetensors")[0] for r in (0, 1)]
+    ranks = [checkpoint.load_tensors(tmp_path / f"weights-rank{r}.safetensors")[0] for r in (0, 1)]
     for key in ranks[0]:
         assert torch.equal(ranks[0][key], ranks[1][key]), key
 
@@ -158,7 +158,7 @@ def test_cli_under_torchrun_matches_one_process(tmp_path):
     for split in ("validation", "test"):
         for key, value in metrics["one"][split].items():
             assert metrics["two"][split][key] == pytest.approx(value, abs=1e-6), (split, key)
-    weights = {name: safetensors.load(tmp_path / name / "model.safetensors")[0] for name in ("one", "two")}
+    weights = {name: checkpoint.load_tensors(tmp_path / name / "model.safetensors")[0] for name in ("one", "two")}
     for key, value in weights["one"].items():
         torch.testing.assert_close(weights["two"][key], value, atol=1e-5, rtol=0, msg=key)
 

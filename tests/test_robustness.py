@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import finetune
-from finetune import _C, checkpoint, safetensors
+from finetune import _C, checkpoint
 
 from helpers import mlp
 
@@ -32,12 +32,12 @@ FILE_CASES = {
     "idx empty": (b"", "_C.read_idx(PATH)", "ValueError", "truncated or corrupt"),
     "idx gz truncated": (gzip.compress(VALID_IDX)[:-12], "_C.read_idx(PATH)", "ValueError", "truncated or corrupt"),
     "idx huge shape": (b"\x00\x00\x08\x01\xff\xff\xff\xff", "_C.read_idx(PATH)", "ValueError|RuntimeError", ""),
-    "safetensors empty": (b"", "safetensors.load(PATH)", "ValueError", "not a valid safetensors file"),
-    "safetensors header past end": (b"\xff" * 8 + b"{}", "safetensors.load(PATH)", "ValueError", "header runs past"),
-    "safetensors bad json": (b"\x04\x00\x00\x00\x00\x00\x00\x00{{{{", "safetensors.load(PATH)", "ValueError", "not a valid"),
+    "safetensors empty": (b"", "checkpoint.load_tensors(PATH)", "ValueError", "not a valid safetensors file"),
+    "safetensors header past end": (b"\xff" * 8 + b"{}", "checkpoint.load_tensors(PATH)", "ValueError", "header runs past"),
+    "safetensors bad json": (b"\x04\x00\x00\x00\x00\x00\x00\x00{{{{", "checkpoint.load_tensors(PATH)", "ValueError", "not a valid"),
     "safetensors data past end": (
         b"\x40\x00\x00\x00\x00\x00\x00\x00" + b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'.ljust(64),
-        "safetensors.load(PATH)", "ValueError", "runs past the end"),
+        "checkpoint.load_tensors(PATH)", "ValueError", "runs past the end"),
     "checkpoint state.json garbage": (b"\x00not json", "checkpoint.load(os.path.dirname(PATH))", "ValueError",
                                       "corrupt JSON"),
 }
@@ -53,7 +53,7 @@ def test_corrupt_file_raises_in_a_subprocess_without_crashing(tmp_path, name):
     script = textwrap.dedent(f"""
         import os, re, sys
         import torch
-        from finetune import _C, checkpoint, safetensors
+        from finetune import _C, checkpoint
         PATH = {str(path)!r}
         try:
             {call}
@@ -90,7 +90,7 @@ def test_fuzzed_files_raise_clear_errors(tmp_path_factory, data, kind):
     path = tmp_path_factory.mktemp("fuzz") / f"f.{kind}"
     path.write_bytes(gzip.compress(data) if kind == "idx.gz" else data)
     try:
-        (safetensors.load if kind == "safetensors" else lambda p: _C.read_idx(str(p)))(path)
+        (checkpoint.load_tensors if kind == "safetensors" else lambda p: _C.read_idx(str(p)))(path)
     except (ValueError, RuntimeError):
         pass
 

@@ -200,3 +200,33 @@ def test_balanced_class_weights_with_a_head_wider_than_the_labels(digits):
     finetune.train(b, (x[keep], y[keep]), epochs=1, class_weights=w + [0.0] * 5, label_smoothing=0.1, progress=False)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_checkpoint_dir_is_checked_before_the_first_step(digits, tmp_path):
+    x, y = _small(digits)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    steps = []
+    with pytest.raises(ValueError, match=r"checkpoint_dir '.*a-file/run' cannot be created"):
+        finetune.train(mlp(), (x, y), checkpoint_dir=blocker / "run", progress=False,
+                       callback=lambda kind, info: steps.append(kind), callback_interval=0)
+    assert steps == []
+
+
+class _ComplexBuffer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+        self.register_buffer("phase", torch.zeros(3, dtype=torch.complex128))
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def test_a_buffer_no_checkpoint_can_hold_is_an_error_before_the_first_step(digits, tmp_path):
+    x, y = _small(digits)
+    steps = []
+    with pytest.raises(ValueError, match=r"state tensor 'phase' has dtype torch.complex128, which a safetensors"):
+        finetune.train(_ComplexBuffer(), (x, y), checkpoint_dir=tmp_path, progress=False,
+                       callback=lambda kind, info: steps.append(kind), callback_interval=0)
+    assert steps == []

@@ -243,6 +243,8 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
            resume: bool | str | os.PathLike) -> Result:
     cfg = run.config
     resume_state = _resume_state(run, resume) if resume else None
+    if cfg.checkpoint_dir and process_rank() == 0:  # writable, and every tensor of a kind a checkpoint holds
+        checkpoint.preflight(cfg.checkpoint_dir, run.model)
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
     progress = Progress(cfg.epochs, enabled=cfg.progress and process_rank() == 0)
     saved_config = cfg.to_dict()
@@ -315,8 +317,9 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
     batch_size, freeze, lr_groups, ...) are those of :func:`train`."""
     settings.setdefault("progress", False)
     run = _prepare(model, train_data, None, config, settings)
-    out = _C.find_lr(run.cpp_model, run.inputs, run.targets, run.cpp_config, float(start_lr), float(end_lr),
-                     int(num_steps), float(diverge_factor))
+    with models.exclusive(run.model):  # it steps the weights (and restores them): not while a run trains them
+        out = _C.find_lr(run.cpp_model, run.inputs, run.targets, run.cpp_config, float(start_lr), float(end_lr),
+                         int(num_steps), float(diverge_factor))
     return LrFinderResult(out["lrs"], out["losses"], out["suggestion"], out["diverged"])
 
 
