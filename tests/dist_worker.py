@@ -75,7 +75,7 @@ def main() -> None:
     elif variant == "buckets":
         model = WithUnused()
         settings = dict(epochs=3, batch_size=16 // world, accumulate=2, optimizer="adamw", lr=3e-3,
-                        weight_decay=0.1, freeze=["body.0."], unfreeze_at={1: ["body.0."]}, bucket_mb=1e-3)
+                        weight_decay=0.1, freeze=["body.0"], unfreeze_at={1: ["body.0"]}, bucket_mb=1e-3)
     elif variant == "nan":  # one poisoned example: its step is skipped on every rank, as in one process
         x = x.copy()
         x[100, :] = 3e38  # finite, but the first layer overflows to inf and the loss to NaN
