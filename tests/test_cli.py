@@ -188,3 +188,251 @@ def test_result_plot_draws_curves(wine_run):
                             progress=False)
     axes = result.plot()
     assert len(axes[0].lines) == 2 and len(axes[1].lines) == 1
+
+
+# --- config mistakes: each exits 2 with one line naming the key, the value and the file ---------------------
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    """`finetune ARGS` in this process (no interpreter start-up): (exit status, stderr)."""
+    from finetune.__main__ import main
+
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: int, stderr: str, *fragments: str) -> None:
+    assert code == 2, stderr
+    assert stderr.startswith("finetune: error: ") and len(stderr.strip().splitlines()) == 1, stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in stderr, (fragment, stderr)
+
+
+def test_an_unknown_model_lists_the_models_not_the_train_settings(capsys, tmp_path):
+    code, err = run_main(capsys, "train", str(EXAMPLES / "digits.toml"), 'model.name="resnet"',
+                         "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "model.name = 'resnet'", "['cnn', 'mf', 'minilm', 'mlp', 'ncf']")
+    assert "epochs" not in err and "settings" not in err
+    assert runs.model_names() == ["cnn", "mf", "minilm", "mlp", "ncf"]
+
+
+def test_an_unknown_model_option_lists_that_models_options(capsys, tmp_path):
+    code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), "model.foo=1", "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "unknown option(s) ['model.foo'] for model 'mlp'",
+                          str(runs.model_options("mlp")))
+    assert {"hidden", "dropout", "in_features", "num_classes"} <= set(runs.model_options("mlp"))
+    assert "epochs" not in err
+    code, err = run_main(capsys, "train", str(EXAMPLES / "digits.toml"), 'model.name="minilm"', "--out",
+                         str(tmp_path / "r"))  # digits.toml's channels and hidden are not MiniLM options
+    assert_one_line_error(code, err, "unknown option(s) ['model.channels', 'model.hidden'] for model 'minilm'",
+                          "['dropout', 'max_length', 'num_classes']")
+
+
+def test_a_model_option_of_the_wrong_type_is_named(capsys, tmp_path):
+    code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), 'model.hidden="wide"', "--out",
+                         str(tmp_path / "r"))
+    assert_one_line_error(code, err, "model.hidden = 'wide'", "wrong type for model 'mlp'")
+
+
+@pytest.mark.parametrize("toml, fragments", [
+    ('data = 5\n[model]\nname = "mlp"\n', ["data = 5", "must be a table", "an integer"]),
+    ('model = "cnn"\n[data]\ndataset = "wine"\n', ["model = 'cnn'", "must be a table", "a string"]),
+    ('train = [1, 2]\n[data]\ndataset = "wine"\n', ["train = [1, 2]", "must be a table"]),
+    ('tune = 3\n[data]\ndataset = "wine"\n', ["tune = 3", "must be a table"]),
+    ('[data]\ndataset = "wine"\nseed = -1\n', ["data.seed must be an integer >= 0", "got -1"]),
+    ('[data]\ndataset = "wine"\nval_fraction = "half"\n', ["data.val_fraction must be a number", "'half'"]),
+    ('[data]\npath = "x.csv"\nencoding_errors = "skip"\n', ["data.encoding_errors must be one of", "'skip'"]),
+    ('[data]\npath = "x.csv"\nencoding = "klingon"\n', ["data.encoding must be a text encoding", "'klingon'"]),
+])
+def test_config_tables_and_data_values_are_checked(capsys, tmp_path, toml, fragments):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    code, err = run_main(capsys, "train", str(config), "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, str(config), *fragments)
+
+
+def test_an_override_of_a_whole_section_is_named(capsys, tmp_path):
+    code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), "data=5", "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "override 'data=5'", "[data]", "data.KEY=VALUE")
+
+
+@pytest.mark.parametrize("value", ["0", "1", "-0.1", "true"])
+def test_val_fraction_out_of_range_names_val_fraction(capsys, tmp_path, value):
+    code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), f"data.val_fraction={value}", "--out",
+                         str(tmp_path / "r"))
+    assert_one_line_error(code, err, "data.val_fraction must be a number between 0 and 1")
+    assert "test_fraction" not in err
+
+
+def test_a_val_fraction_that_leaves_no_training_rows_says_so(capsys, tmp_path):
+    code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), "data.val_fraction=0.999", "--out",
+                         str(tmp_path / "r"))
+    assert_one_line_error(code, err, "data.val_fraction = 0.999", "leaves no training rows", "validation")
+    code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), "data.val_fraction=0.001", "--out",
+                         str(tmp_path / "r"))
+    assert_one_line_error(code, err, "data.val_fraction = 0.001", "leaves no validation rows")
+    (tmp_path / "d.csv").write_text("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(10)))
+    (tmp_path / "d.toml").write_text(f'[data]\npath = "{tmp_path / "d.csv"}"\nval_fraction = 0.99\n')
+    code, err = run_main(capsys, "find-lr", str(tmp_path / "d.toml"))  # a file's test split uses it too
+    assert_one_line_error(code, err, "data.val_fraction = 0.99", "leaves no training rows", "d.csv")
+
+
+def test_config_files_that_cannot_be_read_are_one_line_errors(capsys, tmp_path):
+    (tmp_path / "latin.toml").write_bytes(b'[data]\ndataset = "wine"\n# caf\xe9\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "latin.toml"))
+    assert_one_line_error(code, err, "latin.toml' is not UTF-8 text (line 3")
+    code, err = run_main(capsys, "train", str(tmp_path))
+    assert_one_line_error(code, err, "is a directory")
+    (tmp_path / "broken.toml").write_text("[data\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "broken.toml"))
+    assert_one_line_error(code, err, "is not valid TOML")
+    (tmp_path / "file").write_text("")
+    code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), "train.epochs=1", "--out",
+                         str(tmp_path / "file" / "run"), "--quiet")  # a run directory that cannot be made
+    assert_one_line_error(code, err, "file")
+
+
+def test_yaml_configs_that_cannot_be_read_are_one_line_errors(capsys, tmp_path):
+    pytest.importorskip("yaml")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "bad.yaml"))
+    assert_one_line_error(code, err, "bad.yaml' is not valid YAML")
+    (tmp_path / "list.yaml").write_text("- data\n- model\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "list.yaml"))
+    assert_one_line_error(code, err, "list.yaml' must hold the tables")
+
+
+def test_train_help_describes_the_config_and_lists_the_models():
+    from finetune.__main__ import CONFIG_HELP
+
+    assert f"name = one of {', '.join(runs.model_names())}," in CONFIG_HELP
+    done = finetune_cli("train", "--help")
+    assert done.returncode == 0 and "[model]" in done.stdout and "minilm" in done.stdout
+
+
+# --- finetune example / bench: options after the command go to the C++ program ----------------------------
+
+@pytest.fixture
+def fake_programs(tmp_path, monkeypatch):
+    """finetune_example and finetune_bench stand-ins that print the arguments they were given."""
+    import finetune.__main__ as cli
+
+    for program in ("finetune_example", "finetune_bench"):
+        path = tmp_path / program
+        path.write_text(f'#!/bin/sh\necho "{program} got: $*"\n')
+        path.chmod(0o755)
+    monkeypatch.setattr(cli, "program_dirs", lambda: [tmp_path])
+    return tmp_path
+
+
+@pytest.mark.parametrize("args", [["bench", "--threads", "1"], ["--verbose", "bench", "--threads", "1"],
+                                  ["example", "--threads", "2", "--data", "DIR"],
+                                  ["example", "--data", "DIR", "--fraction", "0.1", "--epochs", "3"]])
+def test_program_options_pass_through_unchanged(fake_programs, capfd, args):
+    from finetune.__main__ import main
+
+    assert main(args) == 0
+    command = args[args.index("bench") if "bench" in args else args.index("example")]
+    passed = args[args.index(command) + 1:]
+    assert capfd.readouterr().out == f"finetune_{command} got: {' '.join(passed)}\n"
+
+
+def test_example_without_data_names_the_package_to_install(fake_programs, capfd, monkeypatch):
+    from finetune import datasets
+    from finetune.__main__ import main
+
+    monkeypatch.setattr(datasets, "FASHION_MNIST", fake_programs / "no-such-folder")
+    code = main(["example", "--threads", "2"])
+    err = capfd.readouterr().err
+    assert_one_line_error(code, err, "apt-get install dataset-fashion-mnist", "--data DIR")
+
+
+def test_a_program_that_is_not_built_is_a_one_line_error(tmp_path, monkeypatch, capfd):
+    import finetune.__main__ as cli
+
+    monkeypatch.setattr(cli, "program_dirs", lambda: [tmp_path])
+    code = cli.main(["bench", "--threads", "1"])
+    assert_one_line_error(code, capfd.readouterr().err, "C++ program finetune_bench is not built", "pip install .")
+
+
+def test_program_help_needs_no_program(tmp_path, monkeypatch, capsys):
+    import finetune.__main__ as cli
+
+    monkeypatch.setattr(cli, "program_dirs", lambda: [tmp_path])
+    assert cli.main(["bench", "--help"]) == 0
+    assert "usage: finetune bench [--threads N] [--steps N]" in capsys.readouterr().out
+    assert cli.main(["example", "-h"]) == 0 and "--pretrain-epochs N" in capsys.readouterr().out
+
+
+def test_bench_runs_the_built_program_with_its_options():
+    from finetune.__main__ import bin_path
+
+    if not bin_path("finetune_bench").is_file():
+        pytest.skip("the C++ programs are not built in this install (finetune bench says so, tested above)")
+    done = finetune_cli("bench", "--threads", "1", "--steps", "5")
+    assert done.returncode == 0, done.stderr
+    assert len([line for line in done.stdout.splitlines() if line.startswith(("mlp", "cnn"))]) == 5
+
+
+# --- data files that are not UTF-8 -------------------------------------------------------------------------
+
+LATIN1_ROWS = {  # loader -> (file text, keyword arguments); the third line holds "café" in Latin-1
+    "load_text_csv": ("text,label\ngood,pos\ncaf\xe9 ok,neg\n", {}),
+    "load_ratings": ("user,item,rating\nann,m1,4\ncaf\xe9,m2,3\n", {}),
+    "load_file": ("a,label\n1,0\n2\xe9,1\n", {}),
+}
+
+
+@pytest.mark.parametrize("loader", sorted(LATIN1_ROWS))
+@pytest.mark.parametrize("gz", [False, True])
+def test_loaders_name_the_file_and_row_of_bytes_that_are_not_utf8(tmp_path, loader, gz):
+    import gzip
+
+    from finetune import datasets
+
+    text, kwargs = LATIN1_ROWS[loader]
+    path = tmp_path / ("t.csv.gz" if gz else "t.csv")
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"t\.csv(\.gz)?' row 3: byte\(s\) b'\\xe9' \(line 3, byte \d\) are not "
+                                         r"valid utf-8 text .*encoding='latin-1'.*errors='replace'") as caught:
+        getattr(datasets, loader)(path, **kwargs)
+    assert not isinstance(caught.value, UnicodeDecodeError)
+
+
+def test_loaders_read_other_encodings_and_replace_or_ignore_bad_bytes(tmp_path):
+    from finetune import datasets
+
+    path = tmp_path / "t.csv"
+    path.write_bytes("text,label\ngood,pos\ncaf\xe9 ok,neg\n".encode("latin-1"))
+    assert datasets.load_text_csv(path, encoding="latin-1")[0].tolist() == ["good", "café ok"]
+    assert datasets.load_text_csv(path, errors="replace")[0].tolist() == ["good", "caf\ufffd ok"]
+    assert datasets.load_text_csv(path, errors="ignore")[0].tolist() == ["good", "caf ok"]
+    ratings = tmp_path / "r.csv"
+    ratings.write_bytes("user,item,rating\nann,m1,4\ncaf\xe9,m2,3\n".encode("cp1252"))
+    assert set(datasets.load_ratings(ratings, encoding="cp1252")[2]) == {"ann", "café"}
+    assert set(datasets.load_ratings(ratings, errors="ignore")[2]) == {"ann", "caf"}
+    numbers = tmp_path / "n.csv"
+    numbers.write_bytes(b"\xef\xbb\xbfa,label\n1,0\n2,1\n")  # a UTF-8 byte-order mark is skipped, as pandas does
+    assert datasets.load_file(numbers)[1].tolist() == [0, 1]
+    numbers.write_bytes("a,label\n1,0\n2\xa0,1\n".encode("latin-1"))  # a no-break space, dropped
+    assert datasets.load_file(numbers, errors="ignore")[0].tolist() == [[1.0], [2.0]]
+    numbers.write_bytes("a,label\n1,0\n\xe9,1\n".encode("latin-1"))  # replaced: then not a number, named
+    with pytest.raises(ValueError, match=r"n\.csv' row 3: could not convert string to float: '\ufffd'"):
+        datasets.load_file(numbers, errors="replace")
+    for loader in (datasets.load_file, datasets.load_ratings, datasets.load_text_csv):
+        with pytest.raises(ValueError, match=r"errors must be one of \['strict', 'replace', 'ignore'\], got 'skip'"):
+            loader(path, errors="skip")
+        with pytest.raises(ValueError, match=r"encoding 'klingon' is not a known codec"):
+            loader(path, encoding="klingon")
+
+
+def test_a_run_config_reads_a_csv_in_its_encoding(capsys, tmp_path):
+    rows = "".join(f"{i % 7}.5,{i % 3},{i % 2}\n" for i in range(40))
+    (tmp_path / "d.csv").write_bytes(("x,caf\xe9,label\n" + rows).encode("latin-1"))
+    (tmp_path / "d.toml").write_text(f'[data]\npath = "{tmp_path / "d.csv"}"\n')
+    code, err = run_main(capsys, "find-lr", str(tmp_path / "d.toml"), "--steps", "5")
+    assert_one_line_error(code, err, "d.csv' row 1: byte(s) b'\\xe9'")
+    cfg = runs.load_config(tmp_path / "d.toml", ['data.encoding="latin-1"'])
+    split = runs.load_data(cfg)
+    assert split.x_train.shape[1] == 2 and len(split.y_train) + len(split.y_test) == 40

@@ -8,9 +8,10 @@
     finetune compare RUN_DIR ...                                     runs side by side
     finetune datasets                                                the built-in data sets
     finetune demo                                                    fine-tune a pretrained CNN on digits
-    finetune example / bench [args]                                  the C++ example / benchmark programs
+    finetune example [--threads N ...] / bench [--threads N ...]     the C++ example / benchmark programs
 
 A mistake in the input exits with status 2 and one line saying what is wrong; --verbose shows the traceback.
+`example` and `bench` pass every argument after them to the C++ program (finetune_example, finetune_bench).
 """
 
 from __future__ import annotations
@@ -23,12 +24,92 @@ import subprocess
 import sys
 from pathlib import Path
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, KeyError)
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, KeyError)
+
+# The C++ programs `finetune example` and `finetune bench` run, with the options they take (passed through).
+PROGRAMS = {
+    "example": ("finetune_example", "[--data DIR] [--fraction F] [--epochs N] [--pretrain-epochs N] [--limit N] "
+                "[--threads N]",
+                "the article's example in C++: a CNN pretrained on classes 0-4 of an IDX image set (Fashion-MNIST "
+                "by default, from the Debian package dataset-fashion-mnist; --data DIR for another folder of "
+                "MNIST-format IDX files) is fine-tuned with SGD on a stratified sample of all ten classes"),
+    "bench": ("finetune_bench", "[--threads N] [--steps N]",
+              "training throughput of the built-in native models in the C++ loop, no Python involved"),
+}
+
+
+def program_dirs() -> list[Path]:
+    """Where the C++ programs are looked for, in order: finetune/bin/ beside the package (a wheel install) or
+    in a site-packages directory (an editable install puts the built files there), then the CMake build trees
+    of a source checkout (build/editable from the README's editable install, build/cmake, any build/*)."""
+    package = Path(__file__).resolve().parent
+    dirs = [package / "bin"]
+    finetune_package = sys.modules.get("finetune")
+    for entry in [*getattr(finetune_package, "__path__", []), *(Path(p) / "finetune" for p in sys.path if p)]:
+        dirs.append(Path(entry) / "bin")
+    checkout = package.parents[1]
+    if (checkout / "CMakeLists.txt").is_file() and (checkout / "build").is_dir():
+        trees = sorted(p for p in (checkout / "build").iterdir() if p.is_dir())
+        dirs += sorted(trees, key=lambda p: (p.name != "editable", p.name != "cmake", p.name))
+    unique: list[Path] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
 
 
 def bin_path(program: str) -> Path:
-    """Path of a C++ program installed with the package (finetune/bin/)."""
+    """Path of a C++ program built with the package (see program_dirs); where none is built, the path a wheel
+    install would have (finetune/bin/ beside this file), which does not exist."""
+    for folder in program_dirs():
+        candidate = folder / program
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
     return Path(__file__).resolve().parent / "bin" / program
+
+
+def _run_program(command: str, args: list[str]) -> int:
+    """`finetune example|bench ARGS`: runs the C++ program with ARGS passed through unchanged."""
+    program, usage, description = PROGRAMS[command]
+    if "-h" in args or "--help" in args:
+        print(f"usage: finetune {command} {usage}\n\n{description}.\nThe options are passed to the C++ program "
+              f"{program} unchanged.")
+        return 0
+    path = bin_path(program)
+    if not path.is_file():
+        print(f"finetune: error: the C++ program {program} is not built here (looked in finetune/bin and the "
+              f"build/ trees); a regular install (pip install .) builds it, or: cmake -S . -B build/cmake -G Ninja "
+              f"&& ninja -C build/cmake", file=sys.stderr)
+        return 2
+    if command == "example" and "--data" not in args:
+        from .datasets import FASHION_MNIST
+
+        if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+            print(f"finetune: error: finetune example reads Fashion-MNIST from {FASHION_MNIST}, which is not "
+                  f"there: apt-get install dataset-fashion-mnist, or pass --data DIR (a folder of MNIST-format IDX "
+                  f"files)", file=sys.stderr)
+            return 2
+    sys.stdout.flush()
+    try:
+        code = subprocess.call([str(path), *args])
+    except OSError as error:
+        print(f"finetune: error: cannot run {path}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("finetune: interrupted", file=sys.stderr)
+        return 130
+    return 128 - code if code < 0 else code  # killed by a signal: 128 + its number, as a shell reports it
+
+
+CONFIG_HELP = """\
+a run config has the tables (see examples/*.toml):
+  [data]   dataset = a built-in set (finetune datasets), or path = a .csv/.npz file with label = its target
+           column; val_fraction (0.2, between 0 and 1), seed (0); encoding, encoding_errors for a CSV
+  [model]  name = one of cnn, mf, minilm, mlp, ncf, and that model's options (sizes are read off the data)
+  [train]  any TrainConfig field: epochs, batch_size, optimizer, lr, schedule, freeze, ...
+  [tune]   the search space of finetune tune
+overrides are section.key=value with a TOML value: train.lr=3e-4 model.hidden=[256,128] data.dataset='"wine"'
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="fine-tune as a config file says, writing a run directory")
+    train = commands.add_parser("train", help="fine-tune as a config file says, writing a run directory",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CONFIG_HELP)
     train.add_argument("config", help="a TOML (or YAML) run config, e.g. examples/digits.toml")
     train.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=3e-4 model.hidden=[256]")
     train.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
@@ -59,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="search a config's [tune] space with Optuna; writes the best config")
     tune.add_argument("config")
     tune.add_argument("overrides", nargs="*")
-    tune.add_argument("--out", default=None, help="directory for best.toml and trials.csv (default runs/<name>-tune)")
+    tune.add_argument("--out", default=None, help="directory for best.toml and trials.csv (default runs/<name>-tune; "
+                      "runs/<name> for a config named *-tune)")
 
     compare = commands.add_parser("compare", help="runs side by side: differing settings and final metrics")
     compare.add_argument("run_dirs", nargs="+")
@@ -71,11 +154,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=20)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    for name, help_text in (("example", "the article's C++ example (finetune_example)"),
-                            ("bench", "the C++ benchmark binary (finetune_bench)")):
-        sub = commands.add_parser(name, help=help_text, add_help=False)
+    for name, (program, usage, description) in PROGRAMS.items():
+        # Only reached through _split_program_args, which hands everything after the command to the program.
+        sub = commands.add_parser(name, help=f"{description.split(':')[0]} ({program}; options passed through)",
+                                  add_help=False, usage=f"finetune {name} {usage}")
         sub.add_argument("args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _split_program_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """(argv for the parser, the arguments for a C++ program or None): `finetune [--verbose] example|bench ARGS`
+    gives every one of ARGS to the program, options first included (argparse's REMAINDER would reject them)."""
+    i = 0
+    while i < len(argv) and argv[i] == "--verbose":
+        i += 1
+    if i < len(argv) and argv[i] in PROGRAMS:
+        return argv[:i + 1], argv[i + 1:]
+    return argv, None
 
 
 def _train(args) -> int:
@@ -123,8 +218,11 @@ def _predict(args) -> int:
                 raise ValueError(f"'{path}' lacks the array X (it has {sorted(archive.files)})")
             x = archive["X"]
     else:
-        x, _ = datasets.load_file(path, label=cfg.data["label"], task="regression") if _has_label(path, cfg) \
-            else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).astype(np.float32), None)
+        encoding = {"encoding": cfg.data.get("encoding") or "utf-8",
+                    "errors": cfg.data.get("encoding_errors") or "strict"}
+        x, _ = datasets.load_file(path, label=cfg.data["label"], task="regression", **encoding) \
+            if _has_label(path, cfg) else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
+                                                      encoding=encoding["encoding"]).astype(np.float32), None)
     if cfg.model.get("name") == "cnn" and x.ndim == 2:
         x = x.reshape(-1, cfg.model["in_channels"], cfg.model["height"], cfg.model["width"])
     task = cfg.train.task
@@ -142,7 +240,7 @@ def _predict(args) -> int:
 
 
 def _has_label(path: Path, cfg) -> bool:
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         return cfg.data["label"] in f.readline().strip().split(",")
 
 
@@ -173,10 +271,7 @@ def _tune(args) -> int:
     if not settings:
         raise ValueError(f"{cfg.source} has no search space: add a [tune] table, e.g. lr = {{ low = 1e-4, high = 0.1, log = true }}")
     split = runs.load_data(cfg)
-    from . import datasets
-
-    fit, val = datasets.stratified_split(split.y_train, cfg.data["val_fraction"], cfg.data["seed"],
-                                         split.task == "classification")
+    fit, val = runs.validation_split(cfg, split)
     options = {k: v for k, v in cfg.model.items() if k != "name"}
     import finetune
 
@@ -192,7 +287,8 @@ def _tune(args) -> int:
     result = tune(factory, (split.x_train[fit], split.y_train[fit]), (split.x_train[val], split.y_train[val]),
                   space=settings, trials=trials, metric=metric, config=cfg.train.replace(checkpoint_dir=None),
                   on_trial=show)
-    out = Path(args.out or os.path.join("runs", Path(args.config).stem + "-tune"))
+    stem = Path(args.config).stem  # examples/wine-tune.toml -> runs/wine-tune, wine.toml -> runs/wine-tune
+    out = Path(args.out or os.path.join("runs", stem if stem.endswith("-tune") else stem + "-tune"))
     out.mkdir(parents=True, exist_ok=True)
     best = runs.RunConfig(cfg.data, cfg.model, result.best_config, cfg.source)
     (out / "best.toml").write_text(runs.write_toml(best.to_dict()))
@@ -235,14 +331,11 @@ def _datasets(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv, program_args = _split_program_args(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
-    if args.command in ("example", "bench"):
-        program = bin_path(f"finetune_{args.command}")
-        if not program.exists():
-            print(f"finetune: error: {program} is not installed", file=sys.stderr)
-            return 1
-        return subprocess.call([str(program), *args.args])
+    if args.command in PROGRAMS:
+        return _run_program(args.command, program_args if program_args is not None else args.args)
     handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "find-lr": _find_lr,
                 "tune": _tune, "compare": _compare, "datasets": _datasets}
     try:

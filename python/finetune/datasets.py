@@ -49,6 +49,54 @@ def _needs(package: str, install: str):
         raise ImportError(f"this data set needs the package '{package}': pip install {install}") from None
 
 
+ENCODING_ERRORS = ("strict", "replace", "ignore")
+
+
+def _check_encoding(encoding: str, errors: str) -> str:
+    """The codec name to open a file with (a UTF-8 byte-order mark is skipped, as pandas does)."""
+    import codecs
+
+    if not isinstance(encoding, str):
+        raise TypeError(f"encoding must be a codec name such as 'utf-8' or 'latin-1', got {encoding!r}")
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(f"encoding {encoding!r} is not a known codec (e.g. 'utf-8', 'latin-1', 'cp1252')") from None
+    if errors not in ENCODING_ERRORS:
+        raise ValueError(f"errors must be one of {list(ENCODING_ERRORS)}, got {errors!r}")
+    return "utf-8-sig" if name == "utf-8" else encoding
+
+
+def _open_text(path: Path, encoding: str, errors: str):
+    """A text stream over `path` (gzip when the name ends in .gz) for the csv module."""
+    codec = _check_encoding(encoding, errors)
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding=codec, errors=errors, newline="")
+    return open(path, encoding=codec, errors=errors, newline="")
+
+
+def _decode_error(path: Path, encoding: str) -> ValueError:
+    """A ValueError naming the file, the line and the bytes that are not valid `encoding` (errors="strict")."""
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    else:
+        raw = path.read_bytes()
+    codec = _check_encoding(encoding, "strict")
+    skip = 3 if codec == "utf-8-sig" and raw.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        raw[skip:].decode("utf-8" if codec == "utf-8-sig" else codec)
+    except UnicodeDecodeError as error:
+        start, end = error.start + skip, error.end + skip
+        line = raw[:start].decode(codec, errors="replace").count("\n") + 1
+        bad = raw[start:end]
+        column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+        return ValueError(f"'{path}' row {line}: byte(s) {bad!r} (line {line}, byte {column}) are not valid "
+                          f"{encoding} text ({error.reason}); give the file's encoding (e.g. encoding='latin-1') "
+                          f"or errors='replace' / 'ignore'")
+    return ValueError(f"'{path}' is not valid {encoding} text")  # an error that only the stream reader saw
+
+
 def _split(x, y, task, description, seed, test_fraction=0.2) -> Split:
     train, test = stratified_split(y, test_fraction, seed, stratify=task == "classification")
     return Split(x[train], y[train], x[test], y[test], task, description)
@@ -135,16 +183,30 @@ def index_ids(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, dict, d
 
 
 def load_text_csv(path: str | os.PathLike, text: str = "text", label: str = "label",
-                  classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(texts, class ids, class names) from a CSV with a text column and a label column (names or ids).
-    Labels are mapped to ids in sorted order unless `classes` fixes it; errors name the file and the row."""
-    import csv
-
+                  classes: list[str] | None = None, encoding: str = "utf-8",
+                  errors: str = "strict") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(texts, class ids, class names) from a CSV (gzip when the name ends in .gz) with a text column and a
+    label column (names or ids). Labels are mapped to ids in sorted order unless `classes` fixes it; errors
+    name the file and the row.
+    `encoding` is the file's text encoding (default UTF-8; a byte-order mark is skipped) and `errors` what to do
+    with bytes that are not valid in it, as pandas' `encoding_errors`: "strict" (default) raises a ValueError
+    naming the file and the row (its line number), "replace" puts U+FFFD in their place, "ignore" drops
+    them."""
+    _check_encoding(encoding, errors)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file '{path}' does not exist")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="") as f:
+    try:
+        return _read_text_csv(path, text, label, classes, encoding, errors)
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding) from None
+
+
+def _read_text_csv(path: Path, text: str, label: str, classes: list[str] | None, encoding: str,
+                   errors: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    import csv
+
+    with _open_text(path, encoding, errors) as f:
         reader = csv.DictReader(f)
         missing = [c for c in (text, label) if c not in (reader.fieldnames or [])]
         if missing:
@@ -210,16 +272,29 @@ def load_image_folder(path: str | os.PathLike, size: tuple[int, int] = (28, 28),
     return np.stack(images), np.asarray(labels, dtype=np.int64), classes
 
 
-def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item",
-                 rating: str = "rating") -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    """(pairs, ratings, user map, item map) from a CSV of (user, item, rating) rows with a header. Errors name
-    the file and the row."""
-    import csv
-
+def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item", rating: str = "rating",
+                 encoding: str = "utf-8", errors: str = "strict") -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """(pairs, ratings, user map, item map) from a CSV (gzip when the name ends in .gz) of (user, item, rating)
+    rows with a header. Errors name the file and the row.
+    `encoding` is the file's text encoding (default UTF-8; a byte-order mark is skipped) and `errors` what to do
+    with bytes that are not valid in it, as pandas' `encoding_errors`: "strict" (default) raises a ValueError
+    naming the file and the row (its line number), "replace" puts U+FFFD in their place, "ignore" drops
+    them."""
+    _check_encoding(encoding, errors)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ratings file '{path}' does not exist")
-    with open(path, newline="") as f:
+    try:
+        return _read_ratings(path, user, item, rating, encoding, errors)
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding) from None
+
+
+def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str,
+                  errors: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    import csv
+
+    with _open_text(path, encoding, errors) as f:
         reader = csv.reader(f)
         header = next(reader, None) or []
         missing = [c for c in (user, item, rating) if c not in header]
@@ -273,9 +348,15 @@ def load(name: str, seed: int = 0) -> Split:
     return LOADERS[name](seed)
 
 
-def load_file(path: str | os.PathLike, label: str = "label", task: str = "classification") -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) from a user's file: `.npz` (arrays X and y) or `.csv` (numeric columns, `label` the target).
-    Errors name the file, and the row for a bad CSV value."""
+def load_file(path: str | os.PathLike, label: str = "label", task: str = "classification",
+              encoding: str = "utf-8", errors: str = "strict") -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) from a user's file: `.npz` (arrays X and y) or `.csv` / `.csv.gz` (numeric columns, `label` the
+    target). Errors name the file, and the row for a bad CSV value.
+    `encoding` is a CSV file's text encoding (default UTF-8; a byte-order mark is skipped; unused for .npz) and
+    `errors` what to do with bytes that are not valid in it, as pandas' `encoding_errors`: "strict" (default)
+    raises a ValueError naming the file and the row (its line number), "replace" puts U+FFFD in their place,
+    "ignore" drops them."""
+    _check_encoding(encoding, errors)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file '{path}' does not exist")
@@ -286,15 +367,24 @@ def load_file(path: str | os.PathLike, label: str = "label", task: str = "classi
                 raise ValueError(f"'{path}' lacks the array(s) {missing} (it has {sorted(archive.files)})")
             return archive["X"], archive["y"]
     if path.suffix in (".csv", ".gz") or path.name.endswith(".csv.gz"):
-        return _read_csv(path, label, task)
+        return _read_csv(path, label, task, encoding, errors)
     raise ValueError(f"data file '{path}' must be .npz or .csv, got '{path.suffix}'")
 
 
-def _read_csv(path: Path, label: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8",
+              errors: str = "strict") -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) from a numeric CSV; see load_file (`encoding`, `errors` included)."""
+    try:
+        return _read_numeric_csv(path, label, task, encoding, errors)
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding) from None
+
+
+def _read_numeric_csv(path: Path, label: str, task: str, encoding: str,
+                      errors: str) -> tuple[np.ndarray, np.ndarray]:
     import csv
 
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="") as f:
+    with _open_text(path, encoding, errors) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:

@@ -13,6 +13,7 @@ Overrides on the command line are `section.key=value` with a TOML value: `train.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import json
@@ -28,12 +29,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import datasets, distributed, models, report, safetensors, tensorboard
+from . import checkpoint, datasets, distributed, models, report, tensorboard
 from .config import TrainConfig, config_fields
 
 log = logging.getLogger("finetune")
 
-DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.2, "seed": 0}
+DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.2, "seed": 0,
+             "encoding": None, "encoding_errors": None}  # a CSV's text encoding (None: utf-8, strict)
+SECTIONS = ("data", "model", "train", "tune")
+SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
+                    "tune": "tune.trials=20"}
+# Models a run config can name besides the native ones (finetune.models.MODELS), with their options.
+TEXT_MODELS = {"minilm": ("dropout", "max_length", "num_classes")}
+
+
+def model_names() -> list[str]:
+    """The models a run config's [model] name can be: the built-in native models and the MiniLM text model."""
+    return sorted([*models.MODELS, *TEXT_MODELS])
+
+
+def model_options(name: str) -> list[str]:
+    """The options a run config's [model] table can set for the model `name` (besides name)."""
+    if name in TEXT_MODELS:
+        return sorted(TEXT_MODELS[name])
+    return sorted(k for k in dir(models.MODELS[name][0]()) if not k.startswith("_"))
 
 
 @dataclass
@@ -55,45 +74,136 @@ def _parse_value(text: str, key: str) -> Any:
         return text  # a bare word: a string (train.optimizer=adam)
 
 
+def _read_file(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ValueError(f"config file '{path}' is a directory; give a .toml (or .yaml) file")
+    if not path.is_file():
+        raise FileNotFoundError(f"config file '{path}' does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        raise ValueError(f"config file '{path}' is not UTF-8 text (line {line}: {error.reason})") from None
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ImportError("YAML configs need PyYAML: pip install pyyaml (or use TOML)") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            message = " ".join(str(error).split())
+            raise ValueError(f"config file '{path}' is not valid YAML: {message}") from None
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"config file '{path}' must hold the tables data, model and train, "
+                             f"got a YAML {type(raw).__name__}")
+        return raw
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"config file '{path}' is not valid TOML: {error}") from None
+
+
+def _type_name(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+             dict: "a table"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _check_data(data: dict[str, Any], source: str) -> None:
+    """The [data] table's values: types and ranges, each error naming the key, the value and the file."""
+    def fail(key: str, wanted: str) -> None:
+        raise ValueError(f"data.{key} must be {wanted} in {source}, got {data[key]!r}")
+
+    for key in ("dataset", "path", "encoding", "encoding_errors"):
+        if data[key] is not None and (not isinstance(data[key], str) or not data[key]):
+            fail(key, "a non-empty string")
+    if not isinstance(data["label"], str) or not data["label"]:
+        fail("label", "a column name (a non-empty string)")
+    fraction = data["val_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        fail("val_fraction", "a number between 0 and 1, both excluded (the share of the training rows held out "
+             "for validation)")
+    if isinstance(data["seed"], bool) or not isinstance(data["seed"], int) or data["seed"] < 0:
+        fail("seed", "an integer >= 0")
+    if (data["dataset"] is None) == (data["path"] is None):
+        raise ValueError(f"[data] in {source} needs exactly one of dataset (one of {datasets.names()}) or path")
+    if data["dataset"] is not None and data["dataset"] not in datasets.names():
+        raise ValueError(f"data.dataset must be one of {datasets.names()} in {source}, got {data['dataset']!r}")
+    if data["encoding"] is not None:
+        try:
+            codecs.lookup(data["encoding"])
+        except LookupError:
+            fail("encoding", "a text encoding Python knows (e.g. 'utf-8', 'latin-1', 'cp1252')")
+    if data["encoding_errors"] is not None and data["encoding_errors"] not in datasets.ENCODING_ERRORS:
+        fail("encoding_errors", f"one of {list(datasets.ENCODING_ERRORS)}")
+
+
+def _check_model(model: dict[str, Any], source: str) -> None:
+    """The [model] table: a model a run can build (its name) and that model's options, with their types."""
+    name = model["name"]
+    if not isinstance(name, str) or name not in model_names():
+        raise ValueError(f"model.name = {name!r} in {source} is not a built-in model; the models are "
+                         f"{model_names()} (a model of your own needs the Python API: finetune.train(module, ...))")
+    known = model_options(name)
+    unknown = sorted(str(k) for k in set(model) - {"name", *known})
+    if unknown:
+        raise ValueError(f"unknown option(s) {['model.' + k for k in unknown]} for model {name!r} in {source}; "
+                         f"its options: {known}")
+    if name in TEXT_MODELS:
+        for key, value in model.items():
+            wanted = bool if key == "dropout" else int
+            if key != "name" and (type(value) is not wanted or (wanted is int and value <= 0)):
+                raise ValueError(f"model.{key} must be {'true or false' if wanted is bool else 'an integer > 0'} "
+                                 f"for model {name!r} in {source}, got {value!r}")
+        return
+    cpp_options = models.MODELS[name][0]()
+    for key, value in model.items():
+        if key == "name":
+            continue
+        try:
+            setattr(cpp_options, key, list(value) if isinstance(value, tuple) else value)
+        except (TypeError, ValueError, RuntimeError):
+            default = getattr(models.MODELS[name][0](), key)
+            raise ValueError(f"model.{key} = {value!r} in {source} has the wrong type for model {name!r} "
+                             f"(it takes {_type_name(default)}, e.g. {default!r})") from None
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:
-    """A RunConfig from a TOML/YAML file plus `section.key=value` overrides; unknown keys are errors naming the
-    key and the file."""
-    raw: dict[str, Any] = {}
+    """A RunConfig from a TOML/YAML file plus `section.key=value` overrides. Every mistake is a ValueError (or
+    FileNotFoundError / ImportError) with a one-line message naming the key, the value and the file: an unknown
+    section, key, model or model option, a section that is not a table, a value of the wrong type or range."""
+    raw: dict[str, Any] = _read_file(Path(path)) if path else {}
     source = str(path) if path else "<defaults>"
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file '{path}' does not exist")
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise ImportError("YAML configs need PyYAML: pip install pyyaml (or use TOML)") from None
-            raw = yaml.safe_load(text) or {}
-        else:
-            try:
-                raw = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as error:
-                raise ValueError(f"config file '{path}' is not valid TOML: {error}") from None
-    for item in overrides:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r} must look like section.key=value (e.g. train.lr=3e-4)")
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        raw.setdefault(section, {})[name] = _parse_value(value, key)
-    unknown_sections = sorted(set(raw) - {"data", "model", "train", "tune"})
+    unknown_sections = sorted(str(k) for k in set(raw) - set(SECTIONS))
     if unknown_sections:
-        raise ValueError(f"unknown section(s) {unknown_sections} in {source}; known: ['data', 'model', 'train', 'tune']")
+        raise ValueError(f"unknown section(s) {unknown_sections} in {source}; known: {list(SECTIONS)}")
+    for section, table in raw.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"{section} = {table!r} in {source} must be a table ([{section}] with keys such as "
+                             f"{SECTION_EXAMPLES[section].split('.', 1)[1]}), got {_type_name(table)}")
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if "=" in item and key.strip() in SECTIONS:
+            raise ValueError(f"override {item!r} would replace the whole [{key.strip()}] table; set one key at a "
+                             f"time: {key.strip()}.KEY=VALUE (e.g. {SECTION_EXAMPLES[key.strip()]})")
+        if "=" not in item or "." not in key:
+            raise ValueError(f"override {item!r} must look like section.key=value (e.g. train.lr=3e-4)")
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise ValueError(f"unknown section(s) {[section]} in override {item!r}; known: {list(SECTIONS)}")
+        raw.setdefault(section, {})[name] = _parse_value(item.split("=", 1)[1], key)
     data = dict(DATA_KEYS)
     for key, value in raw.get("data", {}).items():
         if key not in DATA_KEYS:
             raise ValueError(f"unknown key 'data.{key}' in {source}; known: {sorted(DATA_KEYS)}")
         data[key] = value
-    if (data["dataset"] is None) == (data["path"] is None):
-        raise ValueError(f"[data] in {source} needs exactly one of dataset (one of {datasets.names()}) or path")
+    _check_data(data, source)
     model = dict(raw.get("model", {"name": "mlp"}))
     model.setdefault("name", "mlp")
+    _check_model(model, source)
     train_values = raw.get("train", {})
     unknown = sorted(set(train_values) - set(config_fields()))
     if unknown:
@@ -107,6 +217,26 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
     return RunConfig(data, model, train, source, dict(raw.get("tune", {})))
 
 
+def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str,
+                held_out: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices by data.val_fraction; a side left empty is an error naming the field and value."""
+    fraction = cfg.data["val_fraction"]
+    kept, held = datasets.stratified_split(y, fraction, cfg.data["seed"], stratify)
+    if len(kept) == 0:
+        raise ValueError(f"data.val_fraction = {fraction!r} in {cfg.source} leaves no training rows: all {len(y)} "
+                         f"rows of {rows} go to the {held_out} split; use a smaller fraction")
+    if len(held) == 0:
+        raise ValueError(f"data.val_fraction = {fraction!r} in {cfg.source} leaves no {held_out} rows (of {len(y)} "
+                         f"rows of {rows}); use a larger fraction")
+    return kept, held
+
+
+def validation_split(cfg: RunConfig, split: datasets.Split) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) indices into split's training rows, by data.val_fraction and data.seed (stratified for
+    classification); a split that leaves either side empty is a ValueError naming data.val_fraction."""
+    return _split_rows(cfg, split.y_train, split.task == "classification", "the training split", "validation")
+
+
 def load_data(cfg: RunConfig) -> datasets.Split:
     d = cfg.data
     if d["dataset"] is not None:
@@ -114,8 +244,9 @@ def load_data(cfg: RunConfig) -> datasets.Split:
         if split.task != cfg.train.task:
             cfg.train = cfg.train.replace(task=split.task)
         return split
-    x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task)
-    train, test = datasets.stratified_split(y, d["val_fraction"], d["seed"], cfg.train.task == "classification")
+    x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task, encoding=d.get("encoding") or "utf-8",
+                              errors=d.get("encoding_errors") or "strict")
+    train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test")
     return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}")
 
 
@@ -157,8 +288,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
     train_cfg = cfg.train.replace(progress=cfg.train.progress and not quiet)
     if train_cfg.checkpoint_dir is None:
         train_cfg = train_cfg.replace(checkpoint_dir=str(out / "checkpoints"))
-    val_train, val = datasets.stratified_split(split.y_train, cfg.data["val_fraction"], cfg.data["seed"],
-                                               split.task == "classification")
+    val_train, val = validation_split(cfg, split)
     x_fit, y_fit = split.x_train[val_train], split.y_train[val_train]
     x_val, y_val = split.x_train[val], split.y_train[val]
     x_test = split.x_test
@@ -183,8 +313,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
         return {"test": test}
 
     (out / "config.toml").write_text(write_toml(resolved.to_dict()))
-    safetensors.save(out / "model.safetensors", result.model.state_dict(),
-                     {"model": json.dumps(resolved.model)})
+    checkpoint.save_tensors(out / "model.safetensors", result.model.state_dict(),
+                            {"model": json.dumps(resolved.model)})
     with open(out / "history.csv", "w", newline="") as f:
         columns = list(result.history[0]) if result.history else ["epoch"]
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -221,10 +351,10 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
 def text_model(cfg: RunConfig, num_classes: int):
     from . import text
 
-    unknown = sorted(set(cfg.model) - {"name", "max_length", "num_classes", "dropout"})
+    unknown = sorted(set(cfg.model) - {"name", *TEXT_MODELS["minilm"]})
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for model 'minilm' in {cfg.source}; "
-                         "known: ['dropout', 'max_length', 'num_classes']")
+                         f"known: {model_options('minilm')}")
     return text.minilm_classifier(cfg.model.get("num_classes", num_classes), cfg.model.get("max_length", 48),
                                   seed=cfg.train.seed, dropout=cfg.model.get("dropout", True))
 
@@ -233,7 +363,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     """(config, model) of a finished run directory."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.toml")
-    tensors, meta = safetensors.load(run_dir / "model.safetensors")
+    tensors, meta = checkpoint.load_tensors(run_dir / "model.safetensors")
     spec = json.loads(meta["model"])
     if spec["name"] == "minilm":
         model, _ = text_model(cfg, int(tensors["head.weight"].shape[0]))
