@@ -522,7 +522,7 @@ def test_fuzzed_checkpoints_load_what_the_files_say_or_raise_one_line_errors(tmp
 
 
 FUZZ_SOURCE = r'''
-import json, math, random, shutil, struct, sys, time
+import json, math, os, random, shutil, struct, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -827,7 +827,8 @@ def check(files, pointer, done):
         COUNT["resume_errors"] += 1
 
 
-@settings(max_examples=CASES, deadline=None, database=None, derandomize=False,
+# The same cases every run (CI), unless FINETUNE_FUZZ_RANDOM=1 asks for fresh ones.
+@settings(max_examples=CASES, deadline=None, database=None, derandomize=not os.environ.get("FINETUNE_FUZZ_RANDOM"),
           phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
 @given(cases())
 def fuzz(case):

@@ -520,7 +520,7 @@ def _split_state_tensors(tensors: dict[str, torch.Tensor], config: dict[str, Any
         loop[group][name] = tensor
     if loop["optimizer"]:
         kind = config.get("optimizer")
-        if kind not in _OPTIMIZER_FIELDS:
+        if not isinstance(kind, str) or kind not in _OPTIMIZER_FIELDS:
             raise _Invalid(f"config.json's optimizer must be one of {sorted(_OPTIMIZER_FIELDS)} for the optimizer "
                            f"state here to be read, got {_show(kind)}")
         _check_optimizer(loop["optimizer"], kind, counters)
