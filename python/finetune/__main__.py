@@ -124,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=3e-4 model.hidden=[256]")
     train.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                       help="TensorBoard event files in RUN_DIR/tensorboard, written as each epoch ends: by default "
+                            "when tensorboardX is installed; --tensorboard requires it, --no-tensorboard skips them")
 
     evaluate = commands.add_parser("evaluate", help="test metrics of a finished run (JSON)")
     evaluate.add_argument("run_dir")
@@ -178,7 +181,7 @@ def _train(args) -> int:
 
     cfg = runs.load_config(args.config, args.overrides)
     out = args.out or os.path.join("runs", Path(args.config).stem)
-    metrics = runs.run(cfg, out, quiet=args.quiet)
+    metrics = runs.run(cfg, out, quiet=args.quiet, tensorboard=args.tensorboard)
     from . import distributed
 
     if distributed.process_rank() == 0:  # under torchrun, rank 0 wrote the run directory

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import numbers
 import os
+import types
+import typing
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
@@ -115,7 +118,7 @@ class TrainConfig:
         cpp = _C.TrainConfig()
         for f in fields(self):
             value = getattr(self, f.name)
-            _check_type(f.name, value, f.type)
+            _check_type(f.name, value)
             setattr(cpp, f.name, _CONVERT.get(f.name, lambda v: v)(value))
         cpp.validate()
         return cpp
@@ -180,31 +183,59 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "checkpoint_dir": lambda value: "" if value is None else str(value),
 }
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "int": (numbers.Integral,),
-    "float": (numbers.Real,),
-    "bool": (bool,),
-    "int | str": (numbers.Integral, str),
-    "int | None": (numbers.Integral, type(None)),
-    "list[str] | Callable[[str], bool] | None": (list, tuple, type(None)),
-    "dict[int, list[str]] | None": (dict, type(None)),
-    "dict[str, float] | None": (dict, type(None)),
-    "str | list[float] | None": (str, list, tuple, np.ndarray, torch.Tensor, type(None)),
-    "str | None": (str, os.PathLike, type(None)),
+# Values a field takes besides its annotated type, which its converter (_CONVERT) turns into that type.
+_ALSO_ACCEPTED: dict[str, tuple[type, ...]] = {
+    "checkpoint_dir": (os.PathLike,),
+    "class_weights": (np.ndarray, torch.Tensor),
 }
 
 
-def _check_type(name: str, value: Any, annotation: str) -> None:
-    allowed = _TYPES[annotation]
-    if name == "freeze" and callable(value):
+def _alternatives(hint: Any) -> tuple[Any, ...]:
+    """The members of a union (`int | str`, `Optional[...]`), or the one type."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _runtime_types(hint: Any) -> tuple[type, ...]:
+    """The classes a value of the annotated type `hint` is an instance of: an int field takes any integral
+    number (numpy's too), a float field any real one; a list also as a tuple."""
+    out: list[type] = []
+    for member in _alternatives(hint):
+        origin = typing.get_origin(member) or member
+        out += {int: [numbers.Integral], float: [numbers.Real], list: [list, tuple]}.get(origin, [origin])
+    return tuple(out)
+
+
+def _describe(hint: Any) -> str:
+    """The annotation as the user reads it: "int or str", "list[str] or Callable[[str], bool] or None"."""
+    names = []
+    for member in _alternatives(hint):
+        if member is type(None):
+            names.append("None")
+        elif isinstance(member, type) and not typing.get_args(member):
+            names.append(member.__name__)
+        else:
+            names.append(repr(member).replace("typing.", "").replace("collections.abc.", ""))
+    return " or ".join(names)
+
+
+# Each field's annotation, evaluated (the strings of `from __future__ import annotations` made real types).
+_HINTS: dict[str, Any] = typing.get_type_hints(TrainConfig)
+_ALLOWED: dict[str, tuple[type, ...]] = {
+    name: tuple(t for t in _runtime_types(hint) if t is not collections.abc.Callable) + _ALSO_ACCEPTED.get(name, ())
+    for name, hint in _HINTS.items()}
+_CALLABLE_OK: set[str] = {name for name, hint in _HINTS.items() if collections.abc.Callable in _runtime_types(hint)}
+_LIST_OF_STR: set[str] = {name for name, hint in _HINTS.items() if list[str] in _alternatives(hint)}
+
+
+def _check_type(name: str, value: Any) -> None:
+    allowed = _ALLOWED[name]
+    if name in _CALLABLE_OK and callable(value):
         return
     # bool is an int in Python; a bool where a number is meant is almost always a mistake.
     if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
-        expected = annotation.replace(" | ", " or ")
-        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
-    if name == "freeze" and value is not None and not all(isinstance(p, str) for p in value):
-        raise TypeError(f"freeze must be a list of name patterns (str) or a callable, got {value!r}")
+        raise TypeError(f"{name} must be {_describe(_HINTS[name])}, got {value!r} ({type(value).__name__})")
+    if name in _LIST_OF_STR and isinstance(value, (list, tuple)) and not all(isinstance(p, str) for p in value):
+        raise TypeError(f"{name} must be a list of name patterns (str) or a callable, got {value!r}")
     # C++ holds ints in 64 bits: a larger one would otherwise fail in pybind11 with an unreadable message.
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
         raise ValueError(f"{name} must fit in a signed 64-bit integer, got {value}")

@@ -20,16 +20,22 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import tomli_w
 import torch
 
-from . import checkpoint, datasets, distributed, models, report, tensorboard
+from . import checkpoint, datasets, distributed, models, report
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, as a package, before Python 3.11
+    import tomli as tomllib
 from .config import TrainConfig, config_fields
 
 log = logging.getLogger("finetune")
@@ -251,26 +257,12 @@ def load_data(cfg: RunConfig) -> datasets.Split:
 
 
 def write_toml(values: dict[str, Any]) -> str:
-    """A minimal TOML writer for run configs (tables of scalars, lists and inline tables; None is left out)."""
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(float(v)) if isinstance(v, float) else str(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(str(k))} = {value(x)}" for k, x in v.items()) + " }"
-        raise TypeError(f"cannot write {v!r} to TOML")
+    """`values` (tables of settings) as TOML text, by tomli_w. TOML has no null: a None is left out, which reads
+    back as the setting's default (None)."""
+    def without_none(table: dict[str, Any]) -> dict[str, Any]:
+        return {k: without_none(v) if isinstance(v, dict) else v for k, v in table.items() if v is not None}
 
-    lines = []
-    for section, table in values.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {value(v)}" for k, v in table.items() if v is not None]
-        lines.append("")
-    return "\n".join(lines)
+    return tomli_w.dumps(without_none(values))
 
 
 def environment() -> dict[str, Any]:
@@ -278,10 +270,41 @@ def environment() -> dict[str, Any]:
             "machine": platform.machine(), "cpus": os.cpu_count(), "cuda": torch.cuda.is_available()}
 
 
-def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str, Any]:
-    """Trains as `cfg` says and writes the run directory `out`; returns the metrics written."""
+def summary_writer(required: bool = False) -> Any:
+    """tensorboardX's SummaryWriter class, or None when tensorboardX (the `tensorboard` extra) is not installed;
+    with `required`, its absence is an ImportError naming the package."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        if required:
+            raise ImportError("TensorBoard event files need tensorboardX: pip install tensorboardX "
+                              "(or pip install 'finetune[tensorboard]')") from None
+        return None
+    return SummaryWriter
+
+
+def log_epoch(writer: Any, record: dict[str, Any]) -> None:
+    """One epoch's record (a row of history.csv) as scalars at step epoch + 1: train_loss is train/loss,
+    val_accuracy validation/accuracy; lr, seconds and samples_per_s keep their names. SummaryWriter writes from
+    its own thread: with flush_secs=1 the epoch is on disk about a second after it ends."""
+    step = int(record["epoch"]) + 1
+    for key, value in record.items():
+        if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(key.replace("val_", "validation/").replace("train_", "train/"), float(value), step)
+    writer.flush()
+
+
+def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
+        callback: Callable[[str, dict], bool | None] | None = None, tensorboard: bool | None = None) -> dict[str, Any]:
+    """Trains as `cfg` says and writes the run directory `out`; returns the metrics written.
+
+    `callback` is passed on to finetune.train (called at steps and at each epoch's end; True stops the run).
+    Each epoch is also logged to `out/tensorboard` as it ends, live, when tensorboardX is installed
+    (`tensorboard=None`); `tensorboard=True` requires it (an ImportError naming the package, before any work),
+    `tensorboard=False` writes no event files."""
     import finetune
 
+    writer_class = summary_writer(required=tensorboard is True) if tensorboard is not False else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     split = load_data(cfg)
@@ -302,8 +325,22 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
         model, tokenize = text_model(cfg, int(split.y_train.max()) + 1)
         x_fit, x_val, x_test = tokenize(list(x_fit)), tokenize(list(x_val)), tokenize(list(x_test))
         options = {}
+    events = None  # each epoch's scalars, written as the epoch ends (tensorboard --logdir runs shows them live)
+    if writer_class is not None and distributed.process_rank() == 0:  # under torchrun, rank 0 writes the run
+        events = writer_class(str(out / "tensorboard"), flush_secs=1)
+
+    def on_event(kind: str, info: dict[str, Any]) -> bool:
+        if kind == "epoch" and events is not None:
+            log_epoch(events, info)
+        return bool(callback(kind, info)) if callback is not None else False
+
     start = time.perf_counter()
-    result = finetune.train(model, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg, **options)
+    try:
+        result = finetune.train(model, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg, callback=on_event,
+                                **options)
+    finally:
+        if events is not None:
+            events.close()
     seconds = time.perf_counter() - start
     test = finetune.evaluate(result.model, (x_test, split.y_test), task=split.task)
     confusion = test.pop("confusion_matrix", None)
@@ -342,7 +379,6 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False) -> dict[str
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out / "report.html").write_text(report.html(resolved.to_dict(), result.history, metrics))
-    tensorboard.write_scalars(out / "tensorboard", result.history)
     report.plots_png(str(out / "plots.png"), result.history, metrics)  # with matplotlib installed
     log.info("run written to %s", out)
     return metrics
