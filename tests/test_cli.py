@@ -116,6 +116,14 @@ def test_verbose_shows_the_traceback():
     assert done.returncode != 0 and "Traceback" in done.stderr
 
 
+def test_version_is_the_installed_package_metadata():
+    import importlib.metadata
+
+    import finetune
+
+    assert finetune.__version__ == importlib.metadata.version("finetune")
+
+
 def test_every_command_has_help():
     for command in ("train", "evaluate", "predict", "find-lr", "compare", "datasets", "demo"):
         done = finetune_cli(command, "--help")

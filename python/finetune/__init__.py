@@ -6,6 +6,8 @@
     finetune.predict(result.model, X_new)
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 import torch  # noqa: F401  (loads libtorch and registers torch's Python types before _C is imported)
 
 from . import _C
@@ -13,7 +15,10 @@ from .config import TrainConfig
 from .models import NativeModel, build
 from .train import LrFinderResult, Result, evaluate, find_lr, predict, train
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("finetune")  # pyproject.toml's, as installed
+except PackageNotFoundError:  # the source tree on sys.path, not installed
+    __version__ = "0+unknown"
 optimizers = _C.optimizer_names
 
 schedules = _C.schedule_names

