@@ -20,7 +20,7 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed_torch() -> None:
+    """Every test starts from the same torch RNG state (initial weights, dropout), whatever ran before it."""
     torch.manual_seed(0)
-    yield
 

@@ -41,12 +41,16 @@ SETTINGS = dict(epochs=4, batch_size=16, optimizer="adamw", lr=3e-3, schedule="c
 
 def main() -> None:
     directory, out = sys.argv[1], sys.argv[2]
-    if "--pause-in-write" in sys.argv:
-        def pause(path: Path) -> None:
-            if path.name == "state.safetensors":
-                print(f"writing {path.parent.name}", flush=True)
+    if "--pause-in-write" in sys.argv:  # stop inside checkpoint.write, its state file written, for the kill
+        save_tensors = checkpoint.save_tensors
+
+        def save_then_pause(path, tensors, metadata=None):
+            save_tensors(path, tensors, metadata)
+            if Path(path).name == "state.safetensors":
+                print(f"writing {Path(path).parent.name}", flush=True)
                 time.sleep(30)
-        checkpoint._after_file_written = pause
+
+        checkpoint.save_tensors = save_then_pause
     torch.manual_seed(0)
     model = Net()
     x, y = data()

@@ -26,7 +26,7 @@ import shutil
 import struct
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import safetensors
 import safetensors.torch
@@ -34,9 +34,6 @@ import torch
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^(step|epoch)-(\d{8})$")
-
-# Test hook: called with each file's path right after it is written (tests pause here and kill the process).
-_after_file_written: Callable[[Path], None] | None = None
 
 # The tensor types a checkpoint holds, by their safetensors code.
 _DTYPES: dict[str, torch.dtype] = {
@@ -262,11 +259,6 @@ def _write_text_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _written(path: Path) -> None:
-    if _after_file_written is not None:
-        _after_file_written(path)
-
-
 def model_state(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.state_dict().items()}
 
@@ -312,12 +304,10 @@ def write(directory: str | os.PathLike, model: Any, loop_state: dict[str, Any], 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_tensors(tmp / "model.safetensors", model_state(model), {"format": str(FORMAT_VERSION)})
-    _written(tmp / "model.safetensors")
     tensors = {f"{group}/{key}": value for group in _GROUPS for key, value in loop_state[group].items()}
     if loop_state["rng_state"] is not None:
         tensors["rng_state"] = loop_state["rng_state"]
     save_tensors(tmp / "state.safetensors", tensors, {"format": str(FORMAT_VERSION)})
-    _written(tmp / "state.safetensors")
     state_json = {"format": FORMAT_VERSION, "counters": counters, "history": loop_state["history"],
                   "best_metrics": loop_state["best_metrics"]}
     for filename, content in (("state.json", state_json), ("config.json", config)):
@@ -325,7 +315,6 @@ def write(directory: str | os.PathLike, model: Any, loop_state: dict[str, Any], 
             json.dump(content, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        _written(tmp / filename)
     _fsync_dir(tmp)
     if final.exists():  # the same step written again (an interrupt right after a periodic checkpoint)
         shutil.rmtree(final)

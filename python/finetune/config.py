@@ -18,8 +18,6 @@ from . import _C
 
 INT64_MAX = 2**63 - 1
 
-TASKS = ("classification", "regression")
-
 
 @dataclass
 class TrainConfig:

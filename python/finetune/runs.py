@@ -73,7 +73,7 @@ class RunConfig:
         return {"data": self.data, "model": self.model, "train": self.train.to_dict()}
 
 
-def _parse_value(text: str, key: str) -> Any:
+def _parse_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -200,7 +200,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         section, name = key.split(".", 1)
         if section not in SECTIONS:
             raise ValueError(f"unknown section(s) {[section]} in override {item!r}; known: {list(SECTIONS)}")
-        raw.setdefault(section, {})[name] = _parse_value(item.split("=", 1)[1], key)
+        raw.setdefault(section, {})[name] = _parse_value(item.split("=", 1)[1])
     data = dict(DATA_KEYS)
     for key, value in raw.get("data", {}).items():
         if key not in DATA_KEYS:
