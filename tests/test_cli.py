@@ -248,6 +248,16 @@ def test_without_tensorboardx_a_run_skips_events_and_an_explicit_request_names_t
     assert (tmp_path / "run" / "metrics.json").is_file() and not (tmp_path / "run" / "tensorboard").exists()
 
 
+def test_the_plotted_metric_is_accuracy_or_r2_and_none_without_validation():
+    from finetune import report
+
+    assert report.plotted_metric([{"epoch": 0, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.5,
+                                   "val_top5_accuracy": 0.9}]) == "val_accuracy"
+    assert report.plotted_metric([{"epoch": 0, "train_loss": 1.0, "val_rmse": 2.0, "val_r2": 0.1}]) == "val_r2"
+    assert report.plotted_metric([{"epoch": 0, "train_loss": 1.0}]) is None
+    assert report.plotted_metric([]) is None
+
+
 def test_plots_png_decodes_when_matplotlib_is_installed(wine_run):
     pytest.importorskip("matplotlib")
     image = pytest.importorskip("PIL.Image")

@@ -9,6 +9,12 @@ from typing import Any
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 
 
+def plotted_metric(history: list[dict[str, float]]) -> str | None:
+    """The validation metric drawn beside the loss in report.html, plots.png and Result.plot: val_accuracy
+    (classification) or val_r2 (regression and recommendation); None when the run had no validation data."""
+    return next((k for k in ("val_accuracy", "val_r2") if history and k in history[0]), None)
+
+
 def _chart(title: str, series: dict[str, list[float]], width: int = 420, height: int = 240, log_y: bool = False) -> str:
     """A line chart of one or more series over epochs, as inline SVG."""
     import math
@@ -64,13 +70,11 @@ def _confusion(matrix: list[list[int]]) -> str:
             f"<tr><th></th>{head}</tr>{''.join(rows)}</table>")
 
 
-def _per_class(matrix: list[list[int]]) -> str:
+def _per_class(matrix: list[list[int]], per_class: dict[str, list[float]]) -> str:
+    """The per-class table: precision and recall as evaluate computed them, support from the confusion matrix."""
     rows = []
-    for c, row in enumerate(matrix):
-        tp, actual, predicted = row[c], sum(row), sum(r[c] for r in matrix)
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        rows.append(f"<tr><td>{c}</td><td>{precision:.3f}</td><td>{recall:.3f}</td><td>{actual}</td></tr>")
+    for c, (precision, recall) in enumerate(zip(per_class["per_class_precision"], per_class["per_class_recall"])):
+        rows.append(f"<tr><td>{c}</td><td>{precision:.3f}</td><td>{recall:.3f}</td><td>{sum(matrix[c])}</td></tr>")
     return ("<table><caption>per class (test)</caption><tr><th>class</th><th>precision</th><th>recall</th>"
             f"<th>support</th></tr>{''.join(rows)}</table>")
 
@@ -91,7 +95,7 @@ def html(config: dict[str, Any], history: list[dict[str, float]], metrics: dict[
     loss = {"train loss": [h["train_loss"] for h in epochs]}
     if epochs and "val_loss" in epochs[0]:
         loss["validation loss"] = [h["val_loss"] for h in epochs]
-    metric_name = next((k for k in ("val_accuracy", "val_r2") if epochs and k in epochs[0]), None)
+    metric_name = plotted_metric(epochs)
     charts = [_chart("loss", loss)]
     if metric_name:
         charts.append(_chart(metric_name.replace("_", " "), {metric_name: [h[metric_name] for h in epochs]}))
@@ -103,7 +107,9 @@ def html(config: dict[str, Any], history: list[dict[str, float]], metrics: dict[
         _table("validation (final)", metrics["validation"]),
     ]
     if confusion:
-        sections.append("<h2>Errors</h2>" + _confusion(confusion) + _per_class(confusion))
+        per_class = metrics.get("test_per_class") or {}
+        table = _per_class(confusion, per_class) if "per_class_precision" in per_class else ""
+        sections.append("<h2>Errors</h2>" + _confusion(confusion) + table)
     sections.append("<h2>Training</h2>" + _table("run", {
         "data": metrics["data"], "training examples (sampled)": metrics["train_size"],
         "class counts": metrics["class_counts"], "best epoch": metrics["best_epoch"], "steps": metrics["steps"],
@@ -139,7 +145,7 @@ def plots_png(path: str, history: list[dict[str, float]], metrics: dict[str, Any
         axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
     axes[0].set(title="loss", xlabel="epoch")
     axes[0].legend()
-    metric = next((k for k in ("val_accuracy", "val_r2") if history and k in history[0]), None)
+    metric = plotted_metric(history)
     if metric:
         axes[1].plot(epochs, [h[metric] for h in history])
     axes[1].set(title=(metric or "no validation metric").replace("_", " "), xlabel="epoch")
