@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "data.h"
+#include "dataset.h"
 #include "models.h"
 #include "train.h"
 

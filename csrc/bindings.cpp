@@ -5,11 +5,17 @@
 #include <chrono>
 
 #include "config.h"
-#include "data.h"
+#include "augment.h"
+#include "dataset.h"
+#include "idx.h"
+#include "sampling.h"
 #include "distributed.h"
 #include "models.h"
 #include "optim.h"
 #include "schedule.h"
+#include "evaluate.h"
+#include "forward.h"
+#include "lr_finder.h"
 #include "train.h"
 
 namespace py = pybind11;

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -18,11 +17,77 @@ namespace finetune {
 
 namespace {
 
+using State = torch::optim::OptimizerParamState;
+
+// Each optimizer's per-parameter state fields: how to read them into named tensors and write them back.
+void put(NamedTensors& out, const std::string& prefix, const char* field, const at::Tensor& t) {
+  if (t.defined()) out.emplace_back(prefix + "/" + field, t);
+}
+
+at::Tensor get(const std::map<std::string, at::Tensor>& state, const std::string& prefix, const char* field) {
+  const auto found = state.find(prefix + "/" + field);
+  return found == state.end() ? at::Tensor() : found->second;
+}
+
+at::Tensor step_tensor(int64_t step) { return at::scalar_tensor(step, at::kLong); }
+
+template <typename AdamState>
+OptimizerEntry::StateFields adam_fields() {
+  return {[](State& s, const std::string& p, NamedTensors& out) {
+            auto& st = static_cast<AdamState&>(s);
+            put(out, p, "step", step_tensor(st.step()));
+            put(out, p, "exp_avg", st.exp_avg());
+            put(out, p, "exp_avg_sq", st.exp_avg_sq());
+            put(out, p, "max_exp_avg_sq", st.max_exp_avg_sq());
+          },
+          [](const std::string& p, const std::map<std::string, at::Tensor>& state) {
+            auto st = std::make_unique<AdamState>();
+            st->step(get(state, p, "step").template item<int64_t>());
+            st->exp_avg(get(state, p, "exp_avg").clone());
+            st->exp_avg_sq(get(state, p, "exp_avg_sq").clone());
+            if (get(state, p, "max_exp_avg_sq").defined()) st->max_exp_avg_sq(get(state, p, "max_exp_avg_sq").clone());
+            return std::unique_ptr<State>(std::move(st));
+          }};
+}
+
+OptimizerEntry::StateFields sgd_fields() {
+  using torch::optim::SGDParamState;
+  return {[](State& s, const std::string& p, NamedTensors& out) {
+            put(out, p, "momentum_buffer", static_cast<SGDParamState&>(s).momentum_buffer());
+          },
+          [](const std::string& p, const std::map<std::string, at::Tensor>& state) {
+            auto st = std::make_unique<SGDParamState>();
+            st->momentum_buffer(get(state, p, "momentum_buffer").clone());
+            return std::unique_ptr<State>(std::move(st));
+          }};
+}
+
+OptimizerEntry::StateFields rmsprop_fields() {
+  using torch::optim::RMSpropParamState;
+  return {[](State& s, const std::string& p, NamedTensors& out) {
+            auto& st = static_cast<RMSpropParamState&>(s);
+            put(out, p, "step", step_tensor(st.step()));
+            put(out, p, "square_avg", st.square_avg());
+            put(out, p, "momentum_buffer", st.momentum_buffer());
+            put(out, p, "grad_avg", st.grad_avg());
+          },
+          [](const std::string& p, const std::map<std::string, at::Tensor>& state) {
+            auto st = std::make_unique<RMSpropParamState>();
+            st->step(get(state, p, "step").item<int64_t>());
+            st->square_avg(get(state, p, "square_avg").clone());
+            if (get(state, p, "momentum_buffer").defined()) st->momentum_buffer(get(state, p, "momentum_buffer").clone());
+            if (get(state, p, "grad_avg").defined()) st->grad_avg(get(state, p, "grad_avg").clone());
+            return std::unique_ptr<State>(std::move(st));
+          }};
+}
+
 template <typename Optimizer, typename Options>
 OptimizerEntry entry(std::function<Options(const TrainConfig&, double lr, double weight_decay)> options,
-                     std::function<void(Options&, double)> set_momentum, std::vector<std::string> settings) {
+                     std::function<void(Options&, double)> set_momentum, std::vector<std::string> settings,
+                     OptimizerEntry::StateFields state) {
   OptimizerEntry e;
   e.settings = std::move(settings);
+  e.state = std::move(state);
   e.set_momentum = [set_momentum](torch::optim::OptimizerOptions& o, double m) {
     set_momentum(static_cast<Options&>(o), m);
   };
@@ -42,16 +107,18 @@ const std::map<std::string, OptimizerEntry>& optimizer_registry() {
   static const std::map<std::string, OptimizerEntry> registry = {
       {"sgd", entry<SGD, SGDOptions>([](const TrainConfig& c, double lr, double wd) {
          return SGDOptions(lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(wd);
-       }, [](SGDOptions& o, double m) { o.momentum(m); }, {"momentum", "nesterov"})},
+       }, [](SGDOptions& o, double m) { o.momentum(m); }, {"momentum", "nesterov"}, sgd_fields())},
       {"adam", entry<Adam, AdamOptions>([](const TrainConfig& c, double lr, double wd) {
          return AdamOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
-       }, [](AdamOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); }, {"beta1", "beta2", "eps"})},
+       }, [](AdamOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); }, {"beta1", "beta2", "eps"},
+       adam_fields<AdamParamState>())},
       {"adamw", entry<AdamW, AdamWOptions>([](const TrainConfig& c, double lr, double wd) {
          return AdamWOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
-       }, [](AdamWOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); }, {"beta1", "beta2", "eps"})},
+       }, [](AdamWOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); }, {"beta1", "beta2", "eps"},
+       adam_fields<AdamWParamState>())},
       {"rmsprop", entry<RMSprop, RMSpropOptions>([](const TrainConfig& c, double lr, double wd) {
          return RMSpropOptions(lr).alpha(c.alpha).eps(c.eps).weight_decay(wd);
-       }, [](RMSpropOptions& o, double m) { o.momentum(m); }, {"alpha", "eps"})},
+       }, [](RMSpropOptions& o, double m) { o.momentum(m); }, {"alpha", "eps"}, rmsprop_fields())},
   };
   return registry;
 }
@@ -87,26 +154,6 @@ void check_optimizer_settings(const TrainConfig& c) {
     TORCH_CHECK_VALUE(false, field, " is set but optimizer='", c.optimizer, "' does not use it (", field,
                       " applies to ", users.str(), "); remove it, or choose one of those optimizers");
   }
-}
-
-bool name_matches(const std::string& name, const std::string& pattern, const char* field) {
-  if (name == pattern || (name.size() > pattern.size() && name.compare(0, pattern.size(), pattern) == 0 &&
-                          name[pattern.size()] == '.')) {
-    return true;
-  }
-  try {
-    return std::regex_match(name, std::regex(pattern));
-  } catch (const std::regex_error& e) {
-    TORCH_CHECK_VALUE(false, field, " pattern '", pattern, "' is not a valid regular expression: ", e.what());
-  }
-  return false;
-}
-
-bool matches_any(const std::string& name, const StringList& patterns, const char* field) {
-  for (const auto& pattern : patterns) {
-    if (name_matches(name, pattern, field)) return true;
-  }
-  return false;
 }
 
 std::vector<ParamGroupSpec> resolve_param_groups(const NamedTensors& all,
@@ -187,94 +234,8 @@ void add_param_groups(torch::optim::Optimizer& optimizer, const std::vector<Para
   set_group_options(optimizer, first, groups, config);
 }
 
-namespace {
-
-using State = torch::optim::OptimizerParamState;
-
-// Each optimizer's state fields: how to read them into named tensors and write them back.
-struct StateFields {
-  std::function<void(State&, const std::string&, NamedTensors&)> save;
-  std::function<std::unique_ptr<State>(const std::string&, const std::map<std::string, at::Tensor>&)> load;
-};
-
-void put(NamedTensors& out, const std::string& prefix, const char* field, const at::Tensor& t) {
-  if (t.defined()) out.emplace_back(prefix + "/" + field, t);
-}
-
-at::Tensor get(const std::map<std::string, at::Tensor>& state, const std::string& prefix, const char* field) {
-  const auto found = state.find(prefix + "/" + field);
-  return found == state.end() ? at::Tensor() : found->second;
-}
-
-at::Tensor step_tensor(int64_t step) { return at::scalar_tensor(step, at::kLong); }
-
-template <typename AdamState>
-StateFields adam_fields() {
-  return {[](State& s, const std::string& p, NamedTensors& out) {
-            auto& st = static_cast<AdamState&>(s);
-            put(out, p, "step", step_tensor(st.step()));
-            put(out, p, "exp_avg", st.exp_avg());
-            put(out, p, "exp_avg_sq", st.exp_avg_sq());
-            put(out, p, "max_exp_avg_sq", st.max_exp_avg_sq());
-          },
-          [](const std::string& p, const std::map<std::string, at::Tensor>& state) {
-            auto st = std::make_unique<AdamState>();
-            st->step(get(state, p, "step").template item<int64_t>());
-            st->exp_avg(get(state, p, "exp_avg").clone());
-            st->exp_avg_sq(get(state, p, "exp_avg_sq").clone());
-            if (get(state, p, "max_exp_avg_sq").defined()) st->max_exp_avg_sq(get(state, p, "max_exp_avg_sq").clone());
-            return std::unique_ptr<State>(std::move(st));
-          }};
-}
-
-const std::map<std::string, StateFields>& state_fields() {
-  using namespace torch::optim;
-  static const std::map<std::string, StateFields> fields = {
-      {"sgd",
-       {[](State& s, const std::string& p, NamedTensors& out) {
-          put(out, p, "momentum_buffer", static_cast<SGDParamState&>(s).momentum_buffer());
-        },
-        [](const std::string& p, const std::map<std::string, at::Tensor>& state) {
-          auto st = std::make_unique<SGDParamState>();
-          st->momentum_buffer(get(state, p, "momentum_buffer").clone());
-          return std::unique_ptr<State>(std::move(st));
-        }}},
-      {"adam", adam_fields<AdamParamState>()},
-      {"adamw", adam_fields<AdamWParamState>()},
-      {"rmsprop",
-       {[](State& s, const std::string& p, NamedTensors& out) {
-          auto& st = static_cast<RMSpropParamState&>(s);
-          put(out, p, "step", step_tensor(st.step()));
-          put(out, p, "square_avg", st.square_avg());
-          put(out, p, "momentum_buffer", st.momentum_buffer());
-          put(out, p, "grad_avg", st.grad_avg());
-        },
-        [](const std::string& p, const std::map<std::string, at::Tensor>& state) {
-          auto st = std::make_unique<RMSpropParamState>();
-          st->step(get(state, p, "step").item<int64_t>());
-          st->square_avg(get(state, p, "square_avg").clone());
-          if (get(state, p, "momentum_buffer").defined()) st->momentum_buffer(get(state, p, "momentum_buffer").clone());
-          if (get(state, p, "grad_avg").defined()) st->grad_avg(get(state, p, "grad_avg").clone());
-          return std::unique_ptr<State>(std::move(st));
-        }}},
-  };
-  return fields;
-}
-
-// The registry name of a live optimizer (the state layout depends on it).
-std::string optimizer_kind(torch::optim::Optimizer& optimizer) {
-  using namespace torch::optim;
-  if (dynamic_cast<SGD*>(&optimizer)) return "sgd";
-  if (dynamic_cast<AdamW*>(&optimizer)) return "adamw";
-  if (dynamic_cast<Adam*>(&optimizer)) return "adam";
-  if (dynamic_cast<RMSprop*>(&optimizer)) return "rmsprop";
-  TORCH_CHECK(false, "unknown optimizer type");
-}
-
-}  // namespace
-
-NamedTensors optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params) {
-  const auto& fields = state_fields().at(optimizer_kind(optimizer));
+NamedTensors optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params, const std::string& name) {
+  const auto& fields = optimizer_registry().at(name).state;
   NamedTensors out;
   for (const auto& [name, p] : params) {
     const auto found = optimizer.state().find(p.unsafeGetTensorImpl());
@@ -283,8 +244,9 @@ NamedTensors optimizer_state(torch::optim::Optimizer& optimizer, const NamedTens
   return out;
 }
 
-void load_optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params, const NamedTensors& state) {
-  const auto& fields = state_fields().at(optimizer_kind(optimizer));
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params, const NamedTensors& state,
+                          const std::string& name) {
+  const auto& fields = optimizer_registry().at(name).state;
   std::map<std::string, at::Tensor> by_name(state.begin(), state.end());
   std::set<std::string> owners;
   for (const auto& [key, tensor] : state) owners.insert(key.substr(0, key.rfind('/')));

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "models.h"
+#include "patterns.h"
 
 namespace finetune {
 
@@ -33,6 +34,13 @@ struct OptimizerEntry {
   std::function<void(torch::optim::OptimizerOptions&, double)> set_momentum;
   // The TrainConfig fields among momentum, nesterov, beta1, beta2, eps, alpha that this optimizer reads.
   std::vector<std::string> settings;
+  // Its per-parameter state as tensors named "<parameter name>/<field>" (checkpoints), and back.
+  struct StateFields {
+    std::function<void(torch::optim::OptimizerParamState&, const std::string& prefix, NamedTensors& out)> save;
+    std::function<std::unique_ptr<torch::optim::OptimizerParamState>(const std::string& prefix,
+                                                                     const std::map<std::string, at::Tensor>& state)>
+        load;
+  } state;
 };
 
 // name -> entry; "adam", "adamw", "rmsprop", "sgd".
@@ -45,12 +53,6 @@ void check_optimizer_name(const std::string& name);
 // A setting of another optimizer (momentum or nesterov with adam, beta1 with sgd, ...) changed from its default
 // would have no effect: a c10::ValueError naming it and the optimizers that use it.
 void check_optimizer_settings(const TrainConfig& config);
-
-// Whether a parameter name matches a pattern: the name itself, a prefix of dotted components ("layers.0"
-// matches "layers.0.weight"), or a regular expression matching the whole name. A bad regex is a ValueError
-// naming `field`.
-bool name_matches(const std::string& name, const std::string& pattern, const char* field);
-bool matches_any(const std::string& name, const StringList& patterns, const char* field);
 
 // Groups the parameters `include` accepts, in model order, by (lr multiplier, weight decay):
 //   lr multiplier = the first matching lr_groups entry (else 1) x layer_decay ^ depth, where depth counts
@@ -69,7 +71,9 @@ void add_param_groups(torch::optim::Optimizer& optimizer, const std::vector<Para
 
 // The optimizer's per-parameter state as plain tensors named "<parameter name>/<field>" (momentum_buffer,
 // exp_avg, exp_avg_sq, square_avg, step, ...), for checkpoints that need no pickle; and back.
-NamedTensors optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params);
-void load_optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params, const NamedTensors& state);
+// `name` is the optimizer's registry name (config.optimizer).
+NamedTensors optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params, const std::string& name);
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const NamedTensors& params, const NamedTensors& state,
+                          const std::string& name);
 
 }  // namespace finetune

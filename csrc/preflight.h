@@ -6,14 +6,9 @@
 #include <vector>
 
 #include "config.h"
-#include "data.h"
-#include "models.h"
+#include "dataset.h"
 
 namespace finetune {
-
-// Every pattern in freeze, lr_groups and unfreeze_at matches at least one parameter, and every unfreeze_at
-// epoch is reached (< epochs). The error lists the close matches and the model's parameter names.
-void check_patterns(const NamedTensors& params, const TrainConfig& config);
 
 // `monitor` names a value the run computes: 'train_loss', or 'val_<metric>' for the task's metrics when there
 // is validation data. Checked whenever something uses it (early_stopping, restore_best) or it was changed

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <map>
 #include <sstream>
 
 #include <c10/util/Exception.h>
@@ -38,7 +40,46 @@ double onecycle_lr(const TrainConfig& c, double max_lr, int64_t step, int64_t to
 
 }  // namespace
 
-std::vector<std::string> schedule_names() { return {"constant", "cosine", "linear", "onecycle", "step"}; }
+namespace {
+
+// The rate after warm-up: step t of `total`, for a group whose base rate is base_lr.
+using Decay = std::function<double(const TrainConfig&, double base_lr, int64_t t, int64_t total, int64_t steps_per_epoch)>;
+
+// name -> rate. An unknown name is an error listing these (check_schedule); adding a schedule is one entry here.
+const std::map<std::string, Decay>& schedule_registry() {
+  static const std::map<std::string, Decay> registry = {
+      {"constant", [](const TrainConfig&, double base_lr, int64_t, int64_t, int64_t) { return base_lr; }},
+      {"step",
+       [](const TrainConfig& c, double base_lr, int64_t t, int64_t, int64_t steps_per_epoch) {
+         const int64_t size = c.step_size > 0 ? c.step_size : std::max<int64_t>(steps_per_epoch, 1);
+         return base_lr * std::pow(c.gamma, static_cast<double>(t / size));
+       }},
+      {"cosine",
+       [](const TrainConfig& c, double base_lr, int64_t t, int64_t total, int64_t) {
+         return c.min_lr + (base_lr - c.min_lr) *
+                               (1.0 + std::cos(kPi * static_cast<double>(std::min(t, total)) / static_cast<double>(total))) /
+                               2.0;
+       }},
+      {"linear",
+       [](const TrainConfig& c, double base_lr, int64_t t, int64_t total, int64_t) {
+         const double end_factor = c.min_lr / c.lr;
+         return base_lr * (1.0 + (end_factor - 1.0) * static_cast<double>(std::min(t, total)) / static_cast<double>(total));
+       }},
+      {"onecycle",
+       [](const TrainConfig& c, double base_lr, int64_t t, int64_t total, int64_t) {
+         return onecycle_lr(c, base_lr, std::min(t, total - 1), total);
+       }},
+  };
+  return registry;
+}
+
+}  // namespace
+
+std::vector<std::string> schedule_names() {
+  std::vector<std::string> names;
+  for (const auto& item : schedule_registry()) names.push_back(item.first);
+  return names;
+}
 
 void check_schedule(const TrainConfig& c) {
   const auto names = schedule_names();
@@ -99,21 +140,9 @@ double scheduled_lr(const TrainConfig& c, double base_lr, int64_t step, int64_t 
   const int64_t warmup = warmup_steps(c, total_steps);
   if (step < warmup) return base_lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
   const int64_t t = step - warmup, total = std::max<int64_t>(total_steps - warmup, 1);
-  if (c.schedule == "constant") return base_lr;
-  if (c.schedule == "step") {
-    const int64_t size = c.step_size > 0 ? c.step_size : std::max<int64_t>(steps_per_epoch, 1);
-    return base_lr * std::pow(c.gamma, static_cast<double>(t / size));
-  }
-  if (c.schedule == "cosine") {
-    return c.min_lr + (base_lr - c.min_lr) * (1.0 + std::cos(kPi * static_cast<double>(std::min(t, total)) /
-                                                             static_cast<double>(total))) / 2.0;
-  }
-  if (c.schedule == "linear") {
-    const double end_factor = c.min_lr / c.lr;
-    return base_lr * (1.0 + (end_factor - 1.0) * static_cast<double>(std::min(t, total)) / static_cast<double>(total));
-  }
-  TORCH_CHECK_VALUE(c.schedule == "onecycle", "schedule must be a known name, got '", c.schedule, "'");
-  return onecycle_lr(c, base_lr, std::min(t, total - 1), total);
+  const auto found = schedule_registry().find(c.schedule);
+  TORCH_CHECK_VALUE(found != schedule_registry().end(), "schedule must be a known name, got '", c.schedule, "'");
+  return found->second(c, base_lr, t, total, steps_per_epoch);
 }
 
 std::optional<double> scheduled_momentum(const TrainConfig& c, int64_t step, int64_t total_steps) {

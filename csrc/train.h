@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "config.h"
-#include "data.h"
+#include "dataset.h"
 #include "metrics.h"
 #include "models.h"
 
@@ -130,31 +130,5 @@ struct TrainResult {
 TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_data, const TrainConfig& config,
                   const TrainHooks& hooks = {}, const LoopState* resume = nullptr);
 
-// Loss and metrics of the model on `data`, in eval mode without autograd, in batches. With `parallel`, each
-// rank evaluates a contiguous shard and the metrics come from the ranks' summed counts (every rank gets
-// them); a split smaller than the world is evaluated whole on every rank instead.
-// `poll`, when given, is called before each batch and may throw to interrupt (Ctrl-C).
-Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, Parallel* parallel = nullptr,
-                 const std::function<void()>& poll = {});
-
-// The model's raw outputs (logits for classification) for `inputs`, in batches, on the CPU.
-at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config,
-                   const std::function<void()>& poll = {});
-
-struct LrFinderResult {
-  std::vector<double> lrs;
-  std::vector<double> losses;           // smoothed (exponential moving average, bias-corrected)
-  double suggestion = 0.0;              // the rate where the smoothed loss falls fastest
-  bool diverged = false;                // stopped because the loss blew up
-};
-
-// fastai-style range test: `num_steps` optimizer steps with the rate growing exponentially from start_lr to
-// end_lr, stopping early once the smoothed loss exceeds diverge_factor x its minimum. The model's
-// parameters and buffers are restored afterwards.
-LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& config, double start_lr, double end_lr,
-                       int64_t num_steps, double diverge_factor);
-
-// Parses config.device, checking that the device exists here.
-at::Device resolve_device(const std::string& device);
 
 }  // namespace finetune

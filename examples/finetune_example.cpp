@@ -14,8 +14,10 @@
 #include <iostream>
 #include <string>
 
-#include "data.h"
+#include "dataset.h"
+#include "idx.h"
 #include "models.h"
+#include "evaluate.h"
 #include "train.h"
 
 using namespace finetune;

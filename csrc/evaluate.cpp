@@ -1,0 +1,54 @@
+// Evaluation and prediction: the model in eval mode, without autograd, in batches.
+#include "evaluate.h"
+
+#include <ATen/ATen.h>
+
+#include "forward.h"
+#include "guards.h"
+
+namespace finetune {
+
+at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config,
+                   const std::function<void()>& poll) {
+  TORCH_CHECK_VALUE(!inputs.empty() && inputs[0].dim() >= 1, "predict needs at least one input tensor");
+  const int64_t n = inputs[0].size(0);
+  TORCH_CHECK_VALUE(n > 0, "X is empty (0 examples)");
+  for (const auto& input : inputs) {
+    TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(0) == n, "all inputs must have ", n, " rows, got shape ",
+                      input.sizes());
+  }
+  const auto device = resolve_device(config.device);
+  model.to(device);
+  ModeGuard eval_mode(model, /*training=*/false);
+  // NoGradGuard rather than InferenceMode: inference tensors that reach a TorchScript module's cached
+  // state break its next training step ("Inference tensors cannot be saved for backward").
+  at::NoGradGuard no_autograd;
+  std::vector<at::Tensor> outputs;
+  for (int64_t begin = 0; begin < n; begin += config.eval_batch_size) {
+    if (poll) poll();  // Ctrl-C
+    const int64_t end = std::min(begin + config.eval_batch_size, n);
+    std::vector<at::Tensor> batch;
+    for (const auto& input : inputs) batch.push_back(input.slice(0, begin, end).to(device));
+    AutocastGuard bf16(config.precision == "bf16", device.type());
+    outputs.push_back(forward(model, batch, "evaluation").to(at::kCPU).to(at::kFloat));
+  }
+  return at::cat(outputs);
+}
+
+Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, Parallel* parallel,
+                 const std::function<void()>& poll) {
+  check_dataset(data, config, "data");
+  const int64_t n = data.size();
+  // Every rank holds the whole split; each evaluates the contiguous shard [n*rank/world, n*(rank+1)/world).
+  const bool sharded = parallel && parallel->world_size() > 1 && n >= parallel->world_size();
+  const int64_t world = sharded ? parallel->world_size() : 1, rank = sharded ? parallel->rank() : 0;
+  const auto shard = data.slice(n * rank / world, n * (rank + 1) / world);
+  const auto outputs = predict(model, shard.inputs, config, poll);
+  check_output(outputs, shard.targets, num_labels(data, config), config);
+  SumOverRanks sum_over_ranks;
+  if (sharded) sum_over_ranks = [parallel](const at::Tensor& sums) { return parallel->sum(sums); };
+  if (config.is_classification()) return classification_metrics(outputs, shard.targets, config.topk, sum_over_ranks);
+  return regression_metrics(outputs, shard.targets, sum_over_ranks);
+}
+
+}  // namespace finetune

@@ -1,0 +1,110 @@
+// The learning-rate range test (see lr_finder.h).
+#include "lr_finder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <torch/nn/utils/clip_grad.h>
+
+#include "forward.h"
+#include "freezing.h"
+#include "guards.h"
+#include "loss.h"
+#include "optim.h"
+#include "patterns.h"
+#include "sampling.h"
+#include "tensor_lists.h"
+
+namespace finetune {
+
+namespace {
+
+// The rate where the smoothed loss falls fastest against log(lr), skipping the noisy ends.
+double steepest_descent(const std::vector<double>& lrs, const std::vector<double>& losses, double start_lr) {
+  const size_t n = losses.size();
+  const size_t skip_start = std::min<size_t>(n / 10, 10), skip_end = std::min<size_t>(n / 20 + 1, 5);
+  double steepest = std::numeric_limits<double>::infinity();
+  double suggestion = lrs.empty() ? start_lr : lrs[n / 2];
+  for (size_t i = skip_start + 1; i + skip_end < n; ++i) {
+    const double slope = (losses[i] - losses[i - 1]) / std::log(lrs[i] / lrs[i - 1]);
+    if (slope < steepest) {
+      steepest = slope;
+      suggestion = lrs[i];
+    }
+  }
+  return suggestion;
+}
+
+}  // namespace
+
+LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& config, double start_lr, double end_lr,
+                       int64_t num_steps, double diverge_factor) {
+  validate(config);
+  check_dataset(data, config, "train");
+  TORCH_CHECK_VALUE(start_lr > 0.0 && end_lr > start_lr, "find_lr needs 0 < start_lr < end_lr, got start_lr=",
+                    start_lr, ", end_lr=", end_lr);
+  TORCH_CHECK_VALUE(num_steps >= 2, "num_steps must be >= 2, got ", num_steps);
+  TORCH_CHECK_VALUE(diverge_factor > 1.0, "diverge_factor must be > 1, got ", diverge_factor);
+  const auto device = resolve_device(config.device);
+  model.to(device);
+  at::manual_seed(static_cast<uint64_t>(config.seed));
+  const auto saved = clone_all(tensors_of(named_state(model)));
+
+  const auto params = model.named_parameters();
+  check_patterns(params, config);
+  const Freezing freezing(params, config);  // as train's first epoch
+  const auto groups = resolve_param_groups(params, [&](const std::string& n) { return !freezing.is_frozen(n); }, config);
+  TORCH_CHECK_VALUE(!groups.empty(), "model has no trainable parameters (all are frozen or have requires_grad=False)");
+  auto optimizer = make_optimizer(groups, config);
+  at::Tensor class_weights;
+  if (!config.class_weights.empty()) class_weights = at::tensor(config.class_weights, at::kDouble).to(at::kFloat).to(device);
+
+  const auto subset = sample_indices(data.targets, config);
+  const int64_t batch_size = config.batch_size == 0 ? subset.size(0) : std::min(config.batch_size, subset.size(0));
+  const int64_t labels_needed = num_labels(data, config);
+  ModeGuard train_mode(model, /*training=*/true);
+  LrFinderResult result;
+  double average = 0.0, best = std::numeric_limits<double>::infinity();
+  at::Tensor order;
+  for (int64_t t = 0, position = 0, epoch = 0; t < num_steps; ++t, position += batch_size) {
+    if (!order.defined() || position >= order.size(0)) {
+      order = epoch_order(subset, config.seed, epoch++, config.shuffle);
+      position = 0;
+    }
+    const double lr = start_lr * std::pow(end_lr / start_lr, static_cast<double>(t) / static_cast<double>(num_steps - 1));
+    for (size_t g = 0; g < optimizer->param_groups().size(); ++g) {
+      optimizer->param_groups()[g].options().set_lr(lr * groups[g].lr_multiplier);
+    }
+    const auto batch = data.gather(order.slice(0, position, std::min(position + batch_size, order.size(0))));
+    const auto targets = batch.targets.to(device);
+    optimizer->zero_grad();
+    at::Tensor loss;
+    {
+      AutocastGuard bf16(config.precision == "bf16", device.type());
+      const auto output = forward(model, to_device(batch.inputs, device), "training");
+      if (t == 0) check_output(output, targets, labels_needed, config);
+      loss = batch_loss(output, targets, class_weights, config, at::Reduction::Mean);  // as train's steps
+    }
+    loss.backward();
+    if (config.clip_grad_norm > 0.0) torch::nn::utils::clip_grad_norm_(parameters_with_grad(params), config.clip_grad_norm);
+    optimizer->step();
+    // fastai's smoothing: an exponential moving average with bias correction.
+    const double value = loss.item<double>();
+    average = 0.98 * average + 0.02 * value;
+    const double smoothed = average / (1.0 - std::pow(0.98, static_cast<double>(t + 1)));
+    result.lrs.push_back(lr);
+    result.losses.push_back(smoothed);
+    if (!std::isfinite(smoothed) || (t > 0 && smoothed > diverge_factor * best)) {
+      result.diverged = true;
+      break;
+    }
+    best = std::min(best, smoothed);
+  }
+  copy_into(tensors_of(named_state(model)), saved);
+  result.suggestion = steepest_descent(result.lrs, result.losses, start_lr);
+  return result;
+}
+
+}  // namespace finetune
