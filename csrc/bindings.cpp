@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "augment.h"
+#include "best.h"
 #include "dataset.h"
 #include "idx.h"
 #include "sampling.h"
@@ -274,7 +275,11 @@ py::dict evaluate_py(const py::object& model_obj, const std::vector<at::Tensor>&
     metrics = evaluate(model, data, config, parallel.get(), [&signals] { signals(); });
   }
   auto out = metrics_dict(metrics);
-  if (metrics.confusion.defined()) out["confusion_matrix"] = metrics.confusion;
+  if (metrics.confusion.defined()) {
+    out["confusion_matrix"] = metrics.confusion;
+    out["per_class_precision"] = metrics.precision;
+    out["per_class_recall"] = metrics.recall;
+  }
   return out;
 }
 
@@ -291,26 +296,8 @@ py::list named_tensors(const NamedTensors& tensors) {
   return out;
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "finetune's compiled core: the LibTorch training loop";
-
-  // c10's typed errors become the matching Python exceptions, without the C++ backtrace.
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const c10::ValueError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
-    } catch (const c10::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
-    } catch (const c10::IndexError& e) {
-      PyErr_SetString(PyExc_IndexError, e.what_without_backtrace());
-    } catch (const c10::Error& e) {
-      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
-    }
-  });
-
+// TrainConfig, field for field through its X-macro.
+void bind_config(py::module_& m) {
   py::class_<TrainConfig> config(m, "TrainConfig");
   config.def(py::init<>());
 #define FINETUNE_BIND_FIELD(type, name, default_value) config.def_readwrite(#name, &TrainConfig::name);
@@ -318,7 +305,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #undef FINETUNE_BIND_FIELD
   config.def_static("field_names", &config_field_names);
   config.def("validate", [](const TrainConfig& c) { validate(c); });
+}
 
+// The built-in models' option structs and factories, and the native module type.
+void bind_models(py::module_& m) {
   py::class_<MlpOptions>(m, "MlpOptions")
       .def(py::init<>())
       .def_readwrite("in_features", &MlpOptions::in_features)
@@ -368,7 +358,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("make_cnn", &make_cnn);
   m.def("make_mf", &make_mf);
   m.def("make_ncf", &make_ncf);
+}
 
+// The loop, evaluation and the pieces tests compare with PyTorch (schedules, sampling, augmentation).
+void bind_loop(py::module_& m) {
   m.def("train", &train_py, py::arg("model"), py::arg("train_inputs"), py::arg("train_targets"),
         py::arg("val_inputs"), py::arg("val_targets"), py::arg("config"), py::arg("callback") = py::none(),
         py::arg("callback_interval_s") = 0.1, py::arg("checkpoint") = py::none(), py::arg("resume") = py::none(),
@@ -379,6 +372,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("steps_per_epoch"));
   m.def("scheduled_momentum", &scheduled_momentum, py::arg("config"), py::arg("step"), py::arg("total_steps"));
   m.def("schedule_names", &schedule_names);
+  m.def("lower_is_better", &lower_is_better, py::arg("monitor"));
   m.def("evaluate", &evaluate_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"),
         py::arg("process_group") = py::none());
   m.def("predict", &predict_py, py::arg("model"), py::arg("inputs"), py::arg("config"));
@@ -392,4 +386,28 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("epoch"), py::arg("step"));
   m.def("read_idx", &read_idx, py::arg("path"));
   m.def("optimizer_names", &optimizer_names);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "finetune's compiled core: the LibTorch training loop";
+
+  // c10's typed errors become the matching Python exceptions, without the C++ backtrace.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const c10::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+    } catch (const c10::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
+    } catch (const c10::IndexError& e) {
+      PyErr_SetString(PyExc_IndexError, e.what_without_backtrace());
+    } catch (const c10::Error& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+    }
+  });
+  bind_config(m);
+  bind_models(m);
+  bind_loop(m);
 }

@@ -46,6 +46,9 @@ Metrics classification_metrics(const at::Tensor& logits_in, const at::Tensor& ta
   // which is what scikit-learn's f1_score(average="macro") does for labels it never sees.
   const auto f1 = (2 * true_positive / (actual + predicted_count).clamp_min(1)).masked_select(present);
   m.values["macro_f1"] = f1.numel() ? f1.mean().item<double>() : 0.0;
+  const auto precision = true_positive / predicted_count.clamp_min(1), recall = true_positive / actual.clamp_min(1);
+  m.precision.assign(precision.data_ptr<double>(), precision.data_ptr<double>() + classes);
+  m.recall.assign(recall.data_ptr<double>(), recall.data_ptr<double>() + classes);
   return m;
 }
 

@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -12,6 +13,9 @@ namespace finetune {
 struct Metrics {
   std::map<std::string, double> values;  // "loss", "accuracy", "rmse", ...
   at::Tensor confusion;                  // classification: [true class, predicted class] counts
+  // classification, per class: TP / predicted and TP / actual, 0 for a class never predicted / absent (as
+  // scikit-learn's zero_division=0)
+  std::vector<double> precision, recall;
 };
 
 // Sums a tensor of per-shard statistics over the ranks of a data-parallel evaluation (each rank holds the
@@ -19,7 +23,7 @@ struct Metrics {
 using SumOverRanks = std::function<at::Tensor(const at::Tensor&)>;
 
 // loss (mean cross-entropy), accuracy, top{k}_accuracy (k capped at the number of classes), macro_f1
-// (mean over classes present in targets or predictions) and the confusion matrix. Every one of them comes
+// (mean over classes present in targets or predictions), the confusion matrix and per-class precision and recall. Every one of them comes
 // from counts and sums (correct, top-k hits, confusion, summed loss), so shards combine exactly.
 Metrics classification_metrics(const at::Tensor& logits, const at::Tensor& targets, int64_t topk,
                                const SumOverRanks& sum_over_ranks = {});

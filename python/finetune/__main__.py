@@ -58,14 +58,13 @@ def program_dirs() -> list[Path]:
     return unique
 
 
-def bin_path(program: str) -> Path:
-    """Path of a C++ program built with the package (see program_dirs); where none is built, the path a wheel
-    install would have (finetune/bin/ beside this file), which does not exist."""
+def bin_path(program: str) -> Path | None:
+    """Path of a C++ program built with the package (see program_dirs), or None where none is built."""
     for folder in program_dirs():
         candidate = folder / program
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    return Path(__file__).resolve().parent / "bin" / program
+    return None
 
 
 def _run_program(command: str, args: list[str]) -> int:
@@ -76,7 +75,7 @@ def _run_program(command: str, args: list[str]) -> int:
               f"{program} unchanged.")
         return 0
     path = bin_path(program)
-    if not path.is_file():
+    if path is None:
         print(f"finetune: error: the C++ program {program} is not built here (looked in finetune/bin and the "
               f"build/ trees); a regular install (pip install .) builds it, or: cmake -S . -B build/cmake -G Ninja "
               f"&& ninja -C build/cmake", file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, checkpoint, data, models
+from . import _C, checkpoint, data, models, report
 from .distributed import device_for_rank, process_group, process_rank
 from .config import TrainConfig, config_fields
 from .progress import Progress
@@ -61,7 +61,7 @@ class Result:
             axes[0].plot(epochs, [h["val_loss"] for h in self.history], label="validation")
         axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
         axes[0].legend()
-        metric = next((k for k in ("val_accuracy", "val_r2") if self.history and k in self.history[0]), None)
+        metric = report.plotted_metric(self.history)
         if metric:
             axes[1].plot(epochs, [h[metric] for h in self.history])
             axes[1].set(xlabel="epoch", ylabel=metric, title=metric)
@@ -339,12 +339,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classificat
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
     out = _C.evaluate(models.to_cpp(model, inputs), inputs, targets, cpp_config, group)
     if "confusion_matrix" in out:
-        confusion = out["confusion_matrix"].numpy()
-        out["confusion_matrix"] = confusion
-        true_positive = np.diag(confusion).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):  # a class never predicted / absent: 0, like sklearn
-            out["per_class_precision"] = np.nan_to_num(true_positive / confusion.sum(0)).tolist()
-            out["per_class_recall"] = np.nan_to_num(true_positive / confusion.sum(1)).tolist()
+        out["confusion_matrix"] = out["confusion_matrix"].numpy()
     return out
 
 

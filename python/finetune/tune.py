@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import _C
 from .config import TrainConfig, config_fields
 from .train import resolve_config, train
 
@@ -58,7 +59,7 @@ def tune(model_factory: Callable[[], Any] | str, train_data: tuple[Any, Any], va
         raise ImportError("finetune.tune needs Optuna: pip install 'finetune[tune]' (or optuna)") from None
     _check_space(space)
     base = resolve_config(config, {**settings, "progress": False})
-    minimise = any(word in metric for word in ("loss", "rmse", "mae"))
+    minimise = _C.lower_is_better(metric)  # the loop's own rule for early stopping and the best epoch
     records: list[dict[str, Any]] = []
 
     def objective(trial: "optuna.Trial") -> float:
