@@ -227,14 +227,19 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     anything is allocated; any fault is a one-line ValueError naming the file (and the tensor), a missing file
     a FileNotFoundError."""
     path = Path(path)
+    return _read_or_explain(path, f"'{path}'", missing=f"'{path}' does not exist")
+
+
+def _read_or_explain(path: Path, described: str, missing: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """_read_tensors, with every failure as one line that starts with `described` (a missing file: `missing`)."""
     try:
         return _read_tensors(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"'{path}' does not exist") from None
+        raise FileNotFoundError(missing) from None
     except _Invalid as error:
-        raise ValueError(_one_line(f"'{path}' is not a valid safetensors file: {error}")) from None
+        raise ValueError(_one_line(f"{described} is not a valid safetensors file: {error}")) from None
     except OSError as error:
-        raise ValueError(_one_line(f"'{path}' cannot be read: {error}")) from None
+        raise ValueError(_one_line(f"{described} cannot be read: {error}")) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -580,14 +585,8 @@ def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 
 def _read_checkpoint_tensors(path: Path, checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        return _read_tensors(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint '{checkpoint}' is incomplete: {path} is missing") from None
-    except _Invalid as error:
-        raise ValueError(_one_line(f"checkpoint '{path}' is not a valid safetensors file: {error}")) from None
-    except OSError as error:
-        raise ValueError(_one_line(f"checkpoint '{path}' cannot be read: {error}")) from None
+    return _read_or_explain(path, f"checkpoint '{path}'",
+                            missing=f"checkpoint '{checkpoint}' is incomplete: {path} is missing")
 
 
 def _check_against_model(loop: dict[str, Any], model_tensors: dict[str, torch.Tensor]) -> None:
