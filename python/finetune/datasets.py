@@ -12,7 +12,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -73,6 +73,19 @@ def _open_text(path: Path, encoding: str, errors: str):
     if path.name.endswith(".gz"):
         return gzip.open(path, "rt", encoding=codec, errors=errors, newline="")
     return open(path, encoding=codec, errors=errors, newline="")
+
+
+def _read_text_file(path: str | os.PathLike, kind: str, encoding: str, errors: str, read: Callable[[Path], Any]) -> Any:
+    """`read(path)` after checking the encoding settings and that the file exists; bytes that are not valid in
+    `encoding` (errors="strict") become a ValueError naming the file and the row."""
+    _check_encoding(encoding, errors)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} file '{path}' does not exist")
+    try:
+        return read(path)
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding) from None
 
 
 def _decode_error(path: Path, encoding: str) -> ValueError:
@@ -187,19 +200,9 @@ def load_text_csv(path: str | os.PathLike, text: str = "text", label: str = "lab
                   errors: str = "strict") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(texts, class ids, class names) from a CSV (gzip when the name ends in .gz) with a text column and a
     label column (names or ids). Labels are mapped to ids in sorted order unless `classes` fixes it; errors
-    name the file and the row.
-    `encoding` is the file's text encoding (default UTF-8; a byte-order mark is skipped) and `errors` what to do
-    with bytes that are not valid in it, as pandas' `encoding_errors`: "strict" (default) raises a ValueError
-    naming the file and the row (its line number), "replace" puts U+FFFD in their place, "ignore" drops
-    them."""
-    _check_encoding(encoding, errors)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"text file '{path}' does not exist")
-    try:
-        return _read_text_csv(path, text, label, classes, encoding, errors)
-    except UnicodeDecodeError:
-        raise _decode_error(path, encoding) from None
+    name the file and the row. `encoding` and `errors` as for :func:`load_file`."""
+    return _read_text_file(path, "text", encoding, errors,
+                           lambda p: _read_text_csv(p, text, label, classes, encoding, errors))
 
 
 def _read_text_csv(path: Path, text: str, label: str, classes: list[str] | None, encoding: str,
@@ -275,19 +278,9 @@ def load_image_folder(path: str | os.PathLike, size: tuple[int, int] = (28, 28),
 def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item", rating: str = "rating",
                  encoding: str = "utf-8", errors: str = "strict") -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """(pairs, ratings, user map, item map) from a CSV (gzip when the name ends in .gz) of (user, item, rating)
-    rows with a header. Errors name the file and the row.
-    `encoding` is the file's text encoding (default UTF-8; a byte-order mark is skipped) and `errors` what to do
-    with bytes that are not valid in it, as pandas' `encoding_errors`: "strict" (default) raises a ValueError
-    naming the file and the row (its line number), "replace" puts U+FFFD in their place, "ignore" drops
-    them."""
-    _check_encoding(encoding, errors)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ratings file '{path}' does not exist")
-    try:
-        return _read_ratings(path, user, item, rating, encoding, errors)
-    except UnicodeDecodeError:
-        raise _decode_error(path, encoding) from None
+    rows with a header. Errors name the file and the row. `encoding` and `errors` as for :func:`load_file`."""
+    return _read_text_file(path, "ratings", encoding, errors,
+                           lambda p: _read_ratings(p, user, item, rating, encoding, errors))
 
 
 def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str,
