@@ -13,7 +13,7 @@ import torch  # noqa: F401  (loads libtorch and registers torch's Python types b
 from . import _C
 from .config import TrainConfig
 from .models import NativeModel, build
-from .train import LrFinderResult, Result, evaluate, find_lr, predict, train
+from .training import LrFinderResult, Result, evaluate, find_lr, predict, train
 
 try:
     __version__ = version("finetune")  # pyproject.toml's, as installed

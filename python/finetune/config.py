@@ -112,7 +112,7 @@ class TrainConfig:
         """The C++ struct, after checking each field's type; ranges are checked in C++ (one place).
 
         ``freeze`` as a predicate and ``class_weights="balanced"`` need the model and the data: ``train``
-        resolves them first (see :func:`finetune.train.resolve_config`)."""
+        resolves them first (see :func:`finetune.training.resolve_config`)."""
         cpp = _C.TrainConfig()
         for f in fields(self):
             value = getattr(self, f.name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .train import predict
+from .training import predict
 
 
 def leave_one_out(pairs: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

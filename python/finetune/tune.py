@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from . import _C
 from .config import TrainConfig, config_fields
-from .train import resolve_config, train
+from .training import resolve_config, train
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""finetune.train / evaluate / predict: check and convert the user's data, then run the C++ loop."""
+"""finetune.training: train / evaluate / predict / find_lr (exported as finetune.train, ...): check and convert the user's data, then run the C++ loop.
+
+Named training, not train, so that `import finetune.train` cannot be shadowed by the function finetune.train."""
 
 from __future__ import annotations
 
