@@ -75,7 +75,7 @@ CASES = [
     ("unknown setting", lambda: train(epoch=3), TypeError, r"unknown setting\(s\) \['epoch'\]"),
     ("config not a TrainConfig", lambda: train(config={"lr": 1}), TypeError, r"config must be a finetune.TrainConfig, got dict"),
     # models
-    ("unknown model name", lambda: train(model="resnet"), ValueError, r"model must be an nn.Module or one of \['cnn', 'mf', 'mlp', 'ncf'\], got 'resnet'"),
+    ("unknown model name", lambda: train(model="resnet"), ValueError, r"model must be an nn.Module or one of \['cnn', 'digit_cnn', 'mf', 'minilm', 'mlp', 'ncf'\], got 'resnet'"),
     ("unknown model option", lambda: train(model="mlp", hiden=[3]), TypeError, r"unknown setting\(s\) \['hiden'\]"),
     ("model option wrong type", lambda: finetune.build("mlp", hidden="wide"), TypeError, r"model option hidden='wide' has the wrong type"),
     ("model options on a module", lambda: train(model=mlp(), in_features=3), TypeError, r"unknown setting\(s\) \['in_features'\]"),

@@ -302,9 +302,9 @@ def assert_one_line_error(code: int, stderr: str, *fragments: str) -> None:
 def test_an_unknown_model_lists_the_models_not_the_train_settings(capsys, tmp_path):
     code, err = run_main(capsys, "train", str(EXAMPLES / "digits.toml"), 'model.name="resnet"',
                          "--out", str(tmp_path / "r"))
-    assert_one_line_error(code, err, "model.name = 'resnet'", "['cnn', 'mf', 'minilm', 'mlp', 'ncf']")
+    assert_one_line_error(code, err, "model.name = 'resnet'", "['cnn', 'digit_cnn', 'mf', 'minilm', 'mlp', 'ncf']")
     assert "epochs" not in err and "settings" not in err
-    assert runs.model_names() == ["cnn", "mf", "minilm", "mlp", "ncf"]
+    assert runs.model_names() == ["cnn", "digit_cnn", "mf", "minilm", "mlp", "ncf"]
 
 
 def test_an_unknown_model_option_lists_that_models_options(capsys, tmp_path):

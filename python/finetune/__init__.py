@@ -12,7 +12,8 @@ import torch  # noqa: F401  (loads libtorch and registers torch's Python types b
 
 from . import _C
 from .config import TrainConfig
-from .models import NativeModel, build
+from .models import NativeModel
+from .registry import build, register_model
 from .training import LrFinderResult, Result, evaluate, find_lr, predict, train
 
 try:
@@ -24,4 +25,4 @@ optimizers = _C.optimizer_names
 schedules = _C.schedule_names
 
 __all__ = ["LrFinderResult", "NativeModel", "Result", "TrainConfig", "build", "evaluate", "find_lr", "optimizers",
-           "predict", "schedules", "train"]
+           "predict", "register_model", "schedules", "train"]

@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import registry
+
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, KeyError)
 
 # The C++ programs `finetune example` and `finetune bench` run, with the options they take (passed through).
@@ -100,11 +102,11 @@ def _run_program(command: str, args: list[str]) -> int:
     return 128 - code if code < 0 else code  # killed by a signal: 128 + its number, as a shell reports it
 
 
-CONFIG_HELP = """\
+CONFIG_HELP = f"""\
 a run config has the tables (see examples/*.toml):
   [data]   dataset = a built-in set (finetune datasets), or path = a .csv/.npz file with label = its target
            column; val_fraction (0.2, between 0 and 1), seed (0); encoding, encoding_errors for a CSV
-  [model]  name = one of cnn, mf, minilm, mlp, ncf, and that model's options (sizes are read off the data)
+  [model]  name = one of {', '.join(registry.names())}, and that model's options (sizes are read off the data)
   [train]  any TrainConfig field: epochs, batch_size, optimizer, lr, schedule, freeze, ...
   [tune]   the search space of finetune tune
 overrides are section.key=value with a TOML value: train.lr=3e-4 model.hidden=[256,128] data.dataset='"wine"'
@@ -190,115 +192,41 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    import finetune
     from . import runs
 
-    cfg, model = runs.load_run(args.run_dir)
-    split = runs.load_data(cfg)
-    x_test = split.x_test
-    if cfg.model.get("name") == "minilm":
-        from .text import tokenizer
-
-        x_test = tokenizer(cfg.model.get("max_length", 48))(list(x_test))
-    metrics = finetune.evaluate(model, (x_test, split.y_test), task=split.task)
-    metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist() if "confusion_matrix" in metrics else None
-    print(json.dumps(metrics, indent=1))
+    print(json.dumps(runs.evaluate_run(args.run_dir), indent=1))
     return 0
 
 
 def _predict(args) -> int:
-    import numpy as np
+    from . import runs
 
-    import finetune
-    from . import datasets, runs
-
-    cfg, model = runs.load_run(args.run_dir)
-    path = Path(args.input)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if "X" not in archive:
-                raise ValueError(f"'{path}' lacks the array X (it has {sorted(archive.files)})")
-            x = archive["X"]
-    else:
-        encoding = {"encoding": cfg.data.get("encoding") or "utf-8",
-                    "errors": cfg.data.get("encoding_errors") or "strict"}
-        x, _ = datasets.load_file(path, label=cfg.data["label"], task="regression", **encoding) \
-            if _has_label(path, cfg) else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
-                                                      encoding=encoding["encoding"]).astype(np.float32), None)
-    if cfg.model.get("name") == "cnn" and x.ndim == 2:
-        x = x.reshape(-1, cfg.model["in_channels"], cfg.model["height"], cfg.model["width"])
-    task = cfg.train.task
-    with open(args.output, "w") as f:
-        if task == "classification":
-            probabilities = finetune.predict(model, x, output="probabilities")
-            f.write("prediction," + ",".join(f"p{c}" for c in range(probabilities.shape[1])) + "\n")
-            for row in probabilities:
-                f.write(f"{int(row.argmax())}," + ",".join(f"{p:.6g}" for p in row) + "\n")
-        else:
-            values = finetune.predict(model, x, task="regression").reshape(len(x), -1)
-            f.write("prediction\n" + "".join(",".join(f"{v:.6g}" for v in row) + "\n" for row in values))
-    print(f"{len(x)} predictions written to {args.output}")
+    rows = runs.predict_file(args.run_dir, args.input, args.output)
+    print(f"{rows} predictions written to {args.output}")
     return 0
 
 
-def _has_label(path: Path, cfg) -> bool:
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        return cfg.data["label"] in f.readline().strip().split(",")
-
-
 def _find_lr(args) -> int:
-    import finetune
     from . import runs
 
-    cfg = runs.load_config(args.config, args.overrides)
-    split = runs.load_data(cfg)
-    options = {k: v for k, v in cfg.model.items() if k != "name"}
-    # no epochs: builds the model with its sizes read off the data; no monitoring without validation data
-    train_cfg = cfg.train.replace(epochs=0, early_stopping=0, restore_best=False, progress=False, checkpoint_dir=None)
-    model = finetune.train(cfg.model["name"], (split.x_train, split.y_train), config=train_cfg, **options).model
-    curve = finetune.find_lr(model, (split.x_train, split.y_train), config=train_cfg, num_steps=args.steps)
+    curve = runs.find_lr(runs.load_config(args.config, args.overrides), args.steps)
     print(f"suggested lr {curve.suggestion:.3g} ({len(curve.lrs)} steps{', stopped when the loss blew up' if curve.diverged else ''})")
     return 0
 
 
 def _tune(args) -> int:
-    import csv
-
     from . import runs
-    from .tune import tune
 
     cfg = runs.load_config(args.config, args.overrides)
-    settings = dict(cfg.tune)
-    trials, metric = settings.pop("trials", 20), settings.pop("metric", "val_loss")
-    if not settings:
-        raise ValueError(f"{cfg.source} has no search space: add a [tune] table, e.g. lr = {{ low = 1e-4, high = 0.1, log = true }}")
-    split = runs.load_data(cfg)
-    fit, val = runs.validation_split(cfg, split)
-    options = {k: v for k, v in cfg.model.items() if k != "name"}
-    import finetune
-
-    def factory():
-        return finetune.train(cfg.model["name"], (split.x_train[fit], split.y_train[fit]),
-                              config=cfg.train.replace(epochs=0, early_stopping=0, restore_best=False,
-                                                       progress=False, checkpoint_dir=None), **options).model
+    metric = cfg.tune.get("metric", "val_loss")
+    stem = Path(args.config).stem  # examples/wine-tune.toml -> runs/wine-tune, wine.toml -> runs/wine-tune
+    out = Path(args.out or os.path.join("runs", stem if stem.endswith("-tune") else stem + "-tune"))
 
     def show(record):
         print(f"trial {record['number']:3d} {record['state']:8s} {metric} {record['value']:.4f} "
               f"after {record['epochs']} epoch(s)  {json.dumps(record['params'])}", flush=True)
 
-    result = tune(factory, (split.x_train[fit], split.y_train[fit]), (split.x_train[val], split.y_train[val]),
-                  space=settings, trials=trials, metric=metric, config=cfg.train.replace(checkpoint_dir=None),
-                  on_trial=show)
-    stem = Path(args.config).stem  # examples/wine-tune.toml -> runs/wine-tune, wine.toml -> runs/wine-tune
-    out = Path(args.out or os.path.join("runs", stem if stem.endswith("-tune") else stem + "-tune"))
-    out.mkdir(parents=True, exist_ok=True)
-    best = runs.RunConfig(cfg.data, cfg.model, result.best_config, cfg.source)
-    (out / "best.toml").write_text(runs.write_toml(best.to_dict()))
-    with open(out / "trials.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["number", "state", metric, "epochs", *settings])
-        for r in result.trials:
-            writer.writerow([r["number"], r["state"], r["value"], r["epochs"], *(json.dumps(r["params"][k]) for k in settings)])
+    result = runs.tune_run(cfg, out, on_trial=show)
     print(f"best {metric} {result.best_value:.4f} with {json.dumps(result.best_params)}; "
           f"ready-to-run config: {out / 'best.toml'}")
     return 0
@@ -307,19 +235,9 @@ def _tune(args) -> int:
 def _compare(args) -> int:
     from . import runs
 
-    configs, metrics = [], []
-    for run_dir in args.run_dirs:
-        cfg = runs.load_config(Path(run_dir) / "config.toml")
-        configs.append({f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()})
-        metrics.append(json.loads((Path(run_dir) / "metrics.json").read_text())["test"])
-    keys = sorted({k for c in configs for k in c} - {"train.checkpoint_dir", "train.progress"})
-    differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
-    metric_names = sorted({k for m in metrics for k in m})
-    header = ["run"] + differing + [f"test {m}" for m in metric_names]
-    rows = [[run_dir] + [json.dumps(c.get(k)) for k in differing] + [f"{m.get(n, float('nan')):.4f}" for n in metric_names]
-            for run_dir, c, m in zip(args.run_dirs, configs, metrics)]
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    for row in [header] + rows:
+    rows = runs.compare(args.run_dirs)
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
     return 0
 

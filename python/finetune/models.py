@@ -1,4 +1,5 @@
-"""Models the C++ loop can train: built-in native models by name, and any TorchScript-able nn.Module."""
+"""Models the C++ loop can train: native models (built by name through finetune.registry) and any nn.Module,
+scripted (or traced) for C++."""
 
 from __future__ import annotations
 
@@ -9,16 +10,6 @@ import weakref
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-
-from . import _C
-
-# name -> (options struct, factory). An unknown name is an error listing these.
-MODELS: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]] = {
-    "mlp": (_C.MlpOptions, _C.make_mlp),
-    "cnn": (_C.CnnOptions, _C.make_cnn),
-    "mf": (_C.MfOptions, _C.make_mf),
-    "ncf": (_C.NcfOptions, _C.make_ncf),
-}
 
 
 class NativeModel:
@@ -76,43 +67,14 @@ class NativeModel:
         return f"NativeModel({self.name!r}, {self.options})\n{self._module!r}"
 
 
-def build(name: str, **options: Any) -> NativeModel:
-    """A built-in model: ``build("mlp", in_features=64, num_classes=10, hidden=[128])``."""
-    if name not in MODELS:
-        raise ValueError(f"model must be an nn.Module or one of {sorted(MODELS)}, got {name!r}")
-    make_options, factory = MODELS[name]
+def native(name: str, make_options: Callable[[], Any], make_module: Callable[[Any], Any],
+           options: dict[str, Any]) -> NativeModel:
+    """A native model: ``options`` set on the C++ options struct (checked by finetune.registry), then built."""
     cpp_options = make_options()
-    known = [k for k in dir(cpp_options) if not k.startswith("_")]
     for key, value in options.items():
-        if key not in known:
-            raise TypeError(f"unknown option {key!r} for model {name!r}; known options: {known}")
-        try:
-            setattr(cpp_options, key, list(value) if isinstance(value, tuple) else value)
-        except TypeError:
-            raise TypeError(f"model option {key}={value!r} has the wrong type "
-                            f"(default is {getattr(make_options(), key)!r})") from None
-    resolved = {k: getattr(cpp_options, k) for k in known}
-    return NativeModel(name, factory(cpp_options), resolved)
-
-
-def infer_options(name: str, inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
-    """Sizes of a built-in model read off the training data, for the options the user left out."""
-    x = inputs[0]
-    outputs = int(targets.max()) + 1 if task == "classification" else (targets[0].numel() if targets.dim() > 1 else 1)
-    if name == "mlp":
-        return {"in_features": int(x[0].numel()), "num_classes": outputs}
-    if name in ("mf", "ncf"):
-        pairs = x if len(inputs) == 1 else torch.stack([inputs[0], inputs[1]], 1)
-        if pairs.dim() != 2 or pairs.shape[1] != 2 or pairs.is_floating_point():
-            raise ValueError(f"model {name!r} needs integer (user, item) pairs shaped (N, 2), got X of shape "
-                             f"{tuple(pairs.shape)} and dtype {pairs.dtype}")
-        return {"num_users": int(pairs[:, 0].max()) + 1, "num_items": int(pairs[:, 1].max()) + 1,
-                "mean": float(targets.float().mean())}
-    if name == "cnn":
-        if x.dim() != 4:
-            raise ValueError(f"model 'cnn' needs images shaped (N, channels, height, width), got X of shape {tuple(x.shape)}")
-        return {"in_channels": x.shape[1], "height": x.shape[2], "width": x.shape[3], "num_classes": outputs}
-    return {}
+        setattr(cpp_options, key, list(value) if isinstance(value, tuple) else value)
+    resolved = {k: getattr(cpp_options, k) for k in dir(cpp_options) if not k.startswith("_")}
+    return NativeModel(name, make_module(cpp_options), resolved)
 
 
 # The compiled form of each nn.Module, with the signature it was compiled from (see _signature). One lock
@@ -135,7 +97,9 @@ def to_cpp(model: Any, example: Sequence[torch.Tensor] | None = None) -> Any:
     if isinstance(model, torch.jit.ScriptModule):
         return model._c
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be an nn.Module, a NativeModel or one of {sorted(MODELS)}, "
+        from . import registry
+
+        raise TypeError(f"model must be an nn.Module, a NativeModel or one of {registry.names()}, "
                         f"got {type(model).__name__}")
     with _compile_lock:
         signature = _signature(model)

@@ -39,12 +39,15 @@ def digit_cnn_weights() -> Path:
     return Path(spec.submodule_search_locations[0]) / "models" / "handwriting_model.pth"
 
 
-def digit_cnn(pretrained: bool = True) -> DigitCNN:
-    """The MNIST CNN, with the package's trained weights (or freshly initialised, for a from-scratch baseline)."""
-    model = DigitCNN()
+def digit_cnn(pretrained: bool = True, num_classes: int = 10) -> DigitCNN:
+    """The MNIST CNN, with the package's trained weights (or freshly initialised, for a from-scratch baseline).
+    With other than 10 classes the last layer (``fc_layers.2``) is a new one, freshly initialised."""
+    model = DigitCNN(num_classes)
     if pretrained:
         state = torch.load(digit_cnn_weights(), map_location="cpu", weights_only=True)
         state = state.get("model_state_dict", state) if isinstance(state, dict) else state
+        if num_classes != 10:  # the body's weights; the head stays the new model's own
+            state = {**state, **{k: v for k, v in model.state_dict().items() if k.startswith("fc_layers.2.")}}
         model.load_state_dict(state)
     return model
 

@@ -30,7 +30,7 @@ import numpy as np
 import tomli_w
 import torch
 
-from . import checkpoint, datasets, distributed, models, report
+from . import checkpoint, data, datasets, distributed, registry, report
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,20 +45,16 @@ DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.
 SECTIONS = ("data", "model", "train", "tune")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
                     "tune": "tune.trials=20"}
-# Models a run config can name besides the native ones (finetune.models.MODELS), with their options.
-TEXT_MODELS = {"minilm": ("dropout", "max_length", "num_classes")}
 
 
 def model_names() -> list[str]:
-    """The models a run config's [model] name can be: the built-in native models and the MiniLM text model."""
-    return sorted([*models.MODELS, *TEXT_MODELS])
+    """The models a run config's [model] name can be: those of finetune.registry."""
+    return registry.names()
 
 
 def model_options(name: str) -> list[str]:
     """The options a run config's [model] table can set for the model `name` (besides name)."""
-    if name in TEXT_MODELS:
-        return sorted(TEXT_MODELS[name])
-    return sorted(k for k in dir(models.MODELS[name][0]()) if not k.startswith("_"))
+    return registry.get(name).option_names
 
 
 @dataclass
@@ -113,9 +109,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _type_name(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-             dict: "a table"}
-    return names.get(type(value), f"a {type(value).__name__}")
+    return registry.type_words(type(value))
 
 
 def _check_data(data: dict[str, Any], source: str) -> None:
@@ -153,28 +147,19 @@ def _check_model(model: dict[str, Any], source: str) -> None:
     if not isinstance(name, str) or name not in model_names():
         raise ValueError(f"model.name = {name!r} in {source} is not a built-in model; the models are "
                          f"{model_names()} (a model of your own needs the Python API: finetune.train(module, ...))")
-    known = model_options(name)
-    unknown = sorted(str(k) for k in set(model) - {"name", *known})
+    entry = registry.get(name)
+    unknown = sorted(str(k) for k in set(model) - {"name", *entry.defaults})
     if unknown:
         raise ValueError(f"unknown option(s) {['model.' + k for k in unknown]} for model {name!r} in {source}; "
-                         f"its options: {known}")
-    if name in TEXT_MODELS:
-        for key, value in model.items():
-            wanted = bool if key == "dropout" else int
-            if key != "name" and (type(value) is not wanted or (wanted is int and value <= 0)):
-                raise ValueError(f"model.{key} must be {'true or false' if wanted is bool else 'an integer > 0'} "
-                                 f"for model {name!r} in {source}, got {value!r}")
-        return
-    cpp_options = models.MODELS[name][0]()
+                         f"its options: {entry.option_names}")
     for key, value in model.items():
         if key == "name":
             continue
         try:
-            setattr(cpp_options, key, list(value) if isinstance(value, tuple) else value)
-        except (TypeError, ValueError, RuntimeError):
-            default = getattr(models.MODELS[name][0](), key)
+            entry.check(key, value)
+        except TypeError:
             raise ValueError(f"model.{key} = {value!r} in {source} has the wrong type for model {name!r} "
-                             f"(it takes {_type_name(default)}, e.g. {default!r})") from None
+                             f"(it takes {entry.takes(key)})") from None
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:
@@ -315,16 +300,12 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     x_fit, y_fit = split.x_train[val_train], split.y_train[val_train]
     x_val, y_val = split.x_train[val], split.y_train[val]
     x_test = split.x_test
-    options = {k: v for k, v in cfg.model.items() if k != "name"}
-    model: Any = cfg.model["name"]
-    if model in ("mf", "ncf"):  # the id tables must hold every user and item of the data, test split included
-        every = np.concatenate([split.x_train, split.x_test])
-        options.setdefault("num_users", int(every[:, 0].max()) + 1)
-        options.setdefault("num_items", int(every[:, 1].max()) + 1)
-    if model == "minilm":  # text: a pretrained encoder, its inputs tokenised here
-        model, tokenize = text_model(cfg, int(split.y_train.max()) + 1)
-        x_fit, x_val, x_test = tokenize(list(x_fit)), tokenize(list(x_val)), tokenize(list(x_test))
-        options = {}
+    entry, options = registry.get(cfg.model["name"]), _options(cfg)
+    if entry.every_split:  # id tables that must hold every id of the data, test split included
+        every = entry.infer_options(np.concatenate([split.x_train, split.x_test]),
+                                    np.concatenate([split.y_train, split.y_test]), split.task, **options)
+        options.update({k: v for k, v in every.items() if k in entry.every_split})
+    x_fit, x_val, x_test = (entry.encode_inputs(x, options) for x in (x_fit, x_val, x_test))  # texts: token ids
     events = None  # each epoch's scalars, written as the epoch ends (tensorboard --logdir runs shows them live)
     if writer_class is not None and distributed.process_rank() == 0:  # under torchrun, rank 0 writes the run
         events = writer_class(str(out / "tensorboard"), flush_secs=1)
@@ -336,8 +317,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
 
     start = time.perf_counter()
     try:
-        result = finetune.train(model, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg, callback=on_event,
-                                **options)
+        result = finetune.train(entry.name, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg,
+                                callback=on_event, **options)
     finally:
         if events is not None:
             events.close()
@@ -384,15 +365,24 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     return metrics
 
 
-def text_model(cfg: RunConfig, num_classes: int):
-    from . import text
+def _options(cfg: RunConfig) -> dict[str, Any]:
+    """The options the config's [model] table gives (all but name)."""
+    return {k: v for k, v in cfg.model.items() if k != "name"}
 
-    unknown = sorted(set(cfg.model) - {"name", *TEXT_MODELS["minilm"]})
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for model 'minilm' in {cfg.source}; "
-                         f"known: {model_options('minilm')}")
-    return text.minilm_classifier(cfg.model.get("num_classes", num_classes), cfg.model.get("max_length", 48),
-                                  seed=cfg.train.seed, dropout=cfg.model.get("dropout", True))
+
+def model_inputs(cfg: RunConfig, x: Any) -> Any:
+    """``x`` as the numbers the config's model reads (MiniLM: texts tokenised at model.max_length)."""
+    return registry.get(cfg.model["name"]).encode_inputs(x, _options(cfg))
+
+
+def build_model(cfg: RunConfig, x: Any, y: Any) -> Any:
+    """The model the config names, its sizes read off ``(x, y)`` and its weights initialised from train.seed: the
+    model finetune.train builds from the name for these rows, not trained."""
+    entry, options = registry.get(cfg.model["name"]), _options(cfg)
+    inputs = data.features(entry.encode_inputs(x, options), "X", torch.float32, examples=data.length(y))
+    targets = data.targets(y, "y", cfg.train.task, inputs[0].shape[0])
+    torch.manual_seed(cfg.train.seed)
+    return entry.build_for(inputs, targets, cfg.train.task, options)[0]
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
@@ -401,10 +391,119 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     cfg = load_config(run_dir / "config.toml")
     tensors, meta = checkpoint.load_tensors(run_dir / "model.safetensors")
     spec = json.loads(meta["model"])
-    if spec["name"] == "minilm":
-        model, _ = text_model(cfg, int(tensors["head.weight"].shape[0]))
-        model.load_state_dict(tensors)
-        return cfg, model
-    model = models.build(spec.pop("name"), **spec)
+    model = registry.build(spec.pop("name"), **spec)
     model.load_state_dict(tensors)
     return cfg, model
+
+
+def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Test metrics of a finished run, its test split read again as its config says."""
+    import finetune
+
+    cfg, model = load_run(run_dir)
+    split = load_data(cfg)
+    metrics = finetune.evaluate(model, (model_inputs(cfg, split.x_test), split.y_test), task=split.task)
+    metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist() if "confusion_matrix" in metrics else None
+    return metrics
+
+
+def read_inputs(cfg: RunConfig, path: str | os.PathLike) -> np.ndarray:
+    """New data for a run's model: the array X of an .npz file, or a CSV's numeric columns (the label column, when
+    there is one, left out); flat rows are reshaped to the model's example shape (an image model's)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if "X" not in archive:
+                raise ValueError(f"'{path}' lacks the array X (it has {sorted(archive.files)})")
+            x = archive["X"]
+    else:
+        encoding = {"encoding": cfg.data.get("encoding") or "utf-8",
+                    "errors": cfg.data.get("encoding_errors") or "strict"}
+        x, _ = datasets.load_file(path, label=cfg.data["label"], task="regression", **encoding) \
+            if _has_label(path, cfg) else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
+                                                      encoding=encoding["encoding"]).astype(np.float32), None)
+    entry = registry.get(cfg.model["name"])
+    if entry.example_shape is not None and x.ndim == 2:
+        x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))
+    return x
+
+
+def _has_label(path: Path, cfg: RunConfig) -> bool:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        return cfg.data["label"] in f.readline().strip().split(",")
+
+
+def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike) -> int:
+    """Writes a finished run's predictions for the data in ``input_path`` as CSV (class and probabilities per
+    row for classification, the predicted values for regression); returns the number of rows."""
+    import finetune
+
+    cfg, model = load_run(run_dir)
+    x = model_inputs(cfg, read_inputs(cfg, input_path))
+    with open(output_path, "w") as f:
+        if cfg.train.task == "classification":
+            predictions = finetune.predict(model, x, output="probabilities")
+            f.write("prediction," + ",".join(f"p{c}" for c in range(predictions.shape[1])) + "\n")
+            for row in predictions:
+                f.write(f"{int(row.argmax())}," + ",".join(f"{p:.6g}" for p in row) + "\n")
+        else:
+            predictions = finetune.predict(model, x, task="regression")
+            values = predictions.reshape(predictions.shape[0], -1)
+            f.write("prediction\n" + "".join(",".join(f"{v:.6g}" for v in row) + "\n" for row in values))
+    return int(predictions.shape[0])
+
+
+def find_lr(cfg: RunConfig, steps: int = 100) -> Any:
+    """finetune.find_lr's range test for the config's model on its training split (an LrFinderResult)."""
+    import finetune
+
+    split = load_data(cfg)
+    # no validation data, so nothing to monitor
+    train_cfg = cfg.train.replace(early_stopping=0, restore_best=False, progress=False, checkpoint_dir=None)
+    return finetune.find_lr(cfg.model["name"], (model_inputs(cfg, split.x_train), split.y_train), config=train_cfg,
+                            num_steps=steps, **_options(cfg))
+
+
+def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], None] | None = None) -> Any:
+    """finetune.tune over the config's [tune] table (trials, metric and the search space) on its validation split,
+    each trial from the model as finetune.train builds it; writes out/best.toml (the config with the best settings,
+    ready to run) and out/trials.csv. Returns the TuneResult."""
+    from .tune import tune
+
+    space = dict(cfg.tune)
+    trials, metric = space.pop("trials", 20), space.pop("metric", "val_loss")
+    if not space:
+        raise ValueError(f"{cfg.source} has no search space: add a [tune] table, e.g. lr = {{ low = 1e-4, high = 0.1, log = true }}")
+    split = load_data(cfg)
+    fit, val = validation_split(cfg, split)
+    fit_data = (model_inputs(cfg, split.x_train[fit]), split.y_train[fit])
+    val_data = (model_inputs(cfg, split.x_train[val]), split.y_train[val])
+    result = tune(lambda: build_model(cfg, *fit_data), fit_data, val_data, space=space, trials=trials, metric=metric,
+                  config=cfg.train.replace(checkpoint_dir=None), on_trial=on_trial)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    best = RunConfig(cfg.data, cfg.model, result.best_config, cfg.source)
+    (out / "best.toml").write_text(write_toml(best.to_dict()))
+    with open(out / "trials.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["number", "state", metric, "epochs", *space])
+        for r in result.trials:
+            writer.writerow([r["number"], r["state"], r["value"], r["epochs"], *(json.dumps(r["params"][k]) for k in space)])
+    return result
+
+
+def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
+    """Runs side by side: a header row, then per run its directory, the settings that differ between the runs and
+    the final test metrics."""
+    configs, metrics = [], []
+    for run_dir in run_dirs:
+        cfg = load_config(Path(run_dir) / "config.toml")
+        configs.append({f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()})
+        metrics.append(json.loads((Path(run_dir) / "metrics.json").read_text())["test"])
+    keys = sorted({k for c in configs for k in c} - {"train.checkpoint_dir", "train.progress"})
+    differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+    metric_names = sorted({k for m in metrics for k in m})
+    header = ["run"] + differing + [f"test {m}" for m in metric_names]
+    return [header] + [[str(run_dir)] + [json.dumps(c.get(k)) for k in differing]
+                       + [f"{m.get(n, float('nan')):.4f}" for n in metric_names]
+                       for run_dir, c, m in zip(run_dirs, configs, metrics)]

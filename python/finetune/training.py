@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, checkpoint, data, models, report
+from . import _C, checkpoint, data, models, registry, report
 from .distributed import device_for_rank, process_group, process_rank
 from .config import TrainConfig, config_fields
 from .progress import Progress
@@ -109,14 +109,6 @@ def resolve_for_run(cfg: TrainConfig, parameter_names: list[str], targets: torch
     return cfg
 
 
-def _split_model_options(model: Any, settings: dict[str, Any]) -> dict[str, Any]:
-    """Pulls a built-in model's options (in_features=..., hidden=...) out of the keyword settings."""
-    if not isinstance(model, str) or model not in models.MODELS:
-        return {}
-    option_names = [k for k in dir(models.MODELS[model][0]()) if not k.startswith("_")]
-    return {k: settings.pop(k) for k in list(settings) if k in option_names}
-
-
 @dataclass
 class _Run:
     """A fine-tune's inputs, checked and converted for C++."""
@@ -129,36 +121,47 @@ class _Run:
     val_targets: torch.Tensor | None
     config: TrainConfig
     cpp_config: Any
+    model_options: dict[str, Any]  # every option of a model built by name (or a NativeModel's); {} otherwise
 
 
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any]) -> _Run:
-    model_options = _split_model_options(model, settings)
+    if isinstance(model, str) and model not in registry.MODELS:
+        raise ValueError(f"model must be an nn.Module or one of {registry.names()}, got {model!r}")
+    entry = registry.MODELS[model] if isinstance(model, str) else None
+    model_options = entry.split_options(settings) if entry is not None else {}
+    unknown = sorted(set(settings) - set(config_fields()))
+    if entry is not None and unknown:
+        raise TypeError(f"unknown setting(s) {unknown}; known settings: {config_fields()}; "
+                        f"options of model {entry.name!r}: {entry.option_names}")
     cfg = resolve_config(config, settings)
     cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
     x, y = data.split(train_data, "train_data")
-    dtype = torch.float32 if isinstance(model, str) else models.parameter_dtype(model)
+    dtype = torch.float32 if entry is not None else models.parameter_dtype(model)
+    if entry is not None:  # numbers the model reads (MiniLM: texts tokenised); numbers stay as they are
+        x = entry.encode_inputs(x, model_options)
     inputs = data.features(x, "X", dtype, examples=data.length(y))
     targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
     val_inputs = val_targets = None
     if val is not None:
-        vx, vy = data.split(val, "val")
-        val_inputs = data.features(vx, "X_val", dtype, examples=data.length(vy))
+        val_x, vy = data.split(val, "val")
+        if entry is not None:
+            val_x = entry.encode_inputs(val_x, model_options)
+        val_inputs = data.features(val_x, "X_val", dtype, examples=data.length(vy))
         val_targets = data.targets(vy, "y_val", cfg.task, val_inputs[0].shape[0])
         data.check_same_example_shape(inputs, val_inputs, "X", "X_val")
 
-    if isinstance(model, str):
-        model_options = {**models.infer_options(model, inputs, targets, cfg.task), **model_options}
+    if entry is not None:
         torch.manual_seed(cfg.seed)  # the initial weights are part of a seeded run
-        model = models.build(model, **model_options)
-    elif model_options:
-        raise TypeError(f"model options {sorted(model_options)} apply only to a built-in model name")
+        model, model_options = entry.build_for(inputs, targets, cfg.task, model_options)
+    elif isinstance(model, models.NativeModel):
+        model_options = model.options
     if cfg.device != "cpu" and isinstance(model, torch.nn.Module):
         model.to(cfg.device)  # before scripting, so the scripted module shares the moved parameters
     cpp_model = models.to_cpp(model, inputs)
     names = [n for n, _ in (model.named_parameters() if isinstance(model, (torch.nn.Module, models.NativeModel))
                             else cpp_model.named_parameters())]
     cfg = resolve_for_run(cfg, names, targets)
-    return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp())
+    return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options)
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
@@ -287,7 +290,7 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
         best_epoch=out["best_epoch"],
         best_value=out["best_value"],
         param_groups=out["param_groups"],
-        model_options=run.model.options if isinstance(run.model, models.NativeModel) else {},
+        model_options=run.model_options,
     )
 
 

@@ -1,0 +1,293 @@
+"""The one place models are found by name (timm's ``register_model``, in small): the native C++ models, the
+MiniLM text classifier and the pretrained digit CNN.
+
+    finetune.registry.names()                       # ['cnn', 'digit_cnn', 'mf', 'minilm', 'mlp', 'ncf']
+    finetune.registry.options("cnn")                # every option with its default
+    finetune.registry.get("cnn").infer_options(X, y)  # the options the data decides (in_channels, height, ...)
+    finetune.build("cnn", in_channels=1, height=8, width=8, num_classes=10)
+    finetune.train("cnn", (X, y), channels=[8, 16])  # the options left out are read off X and y
+
+An entry is a factory (its keyword parameters are the model's options, their defaults the defaults), an
+``infer_options(inputs, targets, task)`` that reads the sizes the data decides (from the model's input tensors
+and the target tensor), and, for a model that reads something other than numbers, ``encode(X, options)``
+(MiniLM: texts to token ids). Adding a model is one decorated factory:
+
+    @finetune.register_model("linear", infer_options=lambda inputs, y, task: {"in_features": inputs[0].shape[1]})
+    def linear(in_features: int, num_classes: int = 2) -> torch.nn.Module:
+        return torch.nn.Linear(in_features, num_classes)
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import _C, data, models
+
+Infer = Callable[[Sequence[torch.Tensor], torch.Tensor, str], dict[str, Any]]
+Encode = Callable[[Any, dict[str, Any]], Any]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED = _Required()  # the default of an option without one: given, or read off the data by infer_options
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model finetune builds by name."""
+
+    name: str
+    factory: Callable[..., Any]  # factory(**options) -> what finetune.train trains (a NativeModel or an nn.Module)
+    defaults: dict[str, Any]  # every option -> its default (REQUIRED where there is none)
+    types: dict[str, type]  # option -> the type it takes, where known (an annotation, or its default's type)
+    infer: Infer  # (input tensors, target tensor, task) -> the options the data decides
+    encode: Encode | None = None  # (X as given, options) -> X as numbers (MiniLM: texts to token ids)
+    every_split: tuple[str, ...] = ()  # options a run reads off all its data, test rows included (id table sizes)
+    example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None  # one example's shape, from the options
+    check_value: Callable[[str, Any], None] | None = None  # a check of its own (native: the C++ struct's setter)
+
+    @property
+    def option_names(self) -> list[str]:
+        return sorted(self.defaults)
+
+    def takes(self, key: str) -> str:
+        """What the option ``key`` takes, in words: "an array, e.g. [128]"."""
+        words = type_words(self.types[key]) if key in self.types else "a value of another type"
+        return words if self.defaults[key] is REQUIRED else f"{words}, e.g. {self.defaults[key]!r}"
+
+    def check(self, key: str, value: Any) -> None:
+        """A TypeError when ``value`` has the wrong type for the option ``key``."""
+        if self.check_value is not None:
+            self.check_value(key, value)
+            return
+        kind = self.types.get(key)
+        if kind is None:
+            return
+        accepted = isinstance(value, _ACCEPTED.get(kind, kind)) and (kind is bool or not isinstance(value, bool))
+        if not accepted:
+            raise TypeError(f"model option {key}={value!r} has the wrong type for model {self.name!r} "
+                            f"(it takes {self.takes(key)})")
+
+    def split_options(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Takes this model's options (in_features=..., hidden=...) out of ``settings``, a dict of keywords."""
+        return {k: settings.pop(k) for k in list(settings) if k in self.defaults}
+
+    def build(self, **options: Any) -> Any:
+        """The model with ``options``: an unknown option, or a value of the wrong type, is a TypeError."""
+        for key, value in options.items():
+            if key not in self.defaults:
+                raise TypeError(f"unknown option {key!r} for model {self.name!r}; known options: {self.option_names}")
+            self.check(key, value)
+        missing = [k for k, v in self.defaults.items() if v is REQUIRED and k not in options]
+        if missing:
+            raise TypeError(f"model {self.name!r} needs the option(s) {missing} (finetune.train reads them off the data)")
+        return self.factory(**options)
+
+    def encode_inputs(self, x: Any, options: dict[str, Any]) -> Any:
+        """``x`` as numbers the model reads (texts tokenised for MiniLM); numbers are returned as they are."""
+        return self.encode(x, {**self.defaults, **options}) if self.encode is not None else x
+
+    def build_for(self, inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str,
+                  options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """(the model for this data, every option's value): the options left out are read off the data."""
+        options = {**self.infer(inputs, targets, task), **options}
+        model = self.build(**options)
+        resolved = model.options if isinstance(model, models.NativeModel) else {**self.defaults, **options}
+        return model, resolved
+
+    def infer_options(self, x: Any, y: Any, task: str = "classification", **given: Any) -> dict[str, Any]:
+        """The options ``(x, y)`` decide (sizes, numbers of classes, users, ...), except those ``given``."""
+        x = self.encode_inputs(x, given)
+        inputs = data.features(x, "X", torch.float32, examples=data.length(y))
+        targets = data.targets(y, "y", task, inputs[0].shape[0])
+        return {k: v for k, v in self.infer(inputs, targets, task).items() if k not in given}
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def names() -> list[str]:
+    return sorted(MODELS)
+
+
+def get(name: Any) -> ModelEntry:
+    """The entry of ``name``; an unknown name is a ValueError listing the models."""
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; the models are {names()}")
+    return MODELS[name]
+
+
+def options(name: str) -> dict[str, Any]:
+    """Every option of the model ``name`` with its default (REQUIRED: given, or read off the data)."""
+    return dict(get(name).defaults)
+
+
+def build(name: str, **options: Any) -> Any:
+    """A model by name: ``build("mlp", in_features=64, num_classes=10, hidden=[128])``."""
+    return get(name).build(**options)
+
+
+def register_model(name: str, *, infer_options: Infer | None = None, encode: Encode | None = None,
+                   every_split: Sequence[str] = (),
+                   example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None) -> Callable:
+    """Decorator: the factory's keyword parameters are the model's options, their defaults the defaults and their
+    annotations (int, float, bool, str, list) the types checked. ``infer_options(inputs, targets, task)`` returns
+    the options the data decides; ``encode(X, options)`` turns what users pass into numbers, where it is not."""
+    def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
+        defaults = _signature_defaults(factory)
+        _add(ModelEntry(name, factory, defaults, _option_types(factory, defaults), infer_options or _nothing_inferred,
+                        encode, tuple(every_split), example_shape))
+        return factory
+
+    return decorator
+
+
+def _add(entry: ModelEntry) -> None:
+    if entry.name in MODELS:
+        raise ValueError(f"model {entry.name!r} is already registered")
+    MODELS[entry.name] = entry
+
+
+def _nothing_inferred(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
+    return {}
+
+
+def _signature_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: REQUIRED if p.default is inspect.Parameter.empty else p.default
+            for p in inspect.signature(factory).parameters.values() if p.kind in kinds}
+
+
+def _option_types(factory: Callable[..., Any], defaults: dict[str, Any]) -> dict[str, type]:
+    """Each option's annotation where it is a plain type (int, list, ...), else its default's type."""
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve: the defaults' types only
+        hints = {}
+    types = {k: type(v) for k, v in defaults.items() if v is not REQUIRED and v is not None}
+    types.update({k: hint for k, hint in hints.items() if k in defaults and isinstance(hint, type)})
+    return types
+
+
+_ACCEPTED: dict[type, Any] = {int: numbers.Integral, float: numbers.Real, bool: (bool, np.bool_), list: (list, tuple)}
+_WORDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}
+
+
+def type_words(kind: type) -> str:
+    """A type in the words of a config file's errors: "an integer", "an array"."""
+    return _WORDS.get(kind, f"a {kind.__name__}")
+
+
+# --- the native C++ models: their options are the fields of the C++ options struct ----------------------------
+
+def _outputs(targets: torch.Tensor, task: str) -> int:
+    """Classes for classification; values per example for regression."""
+    if task == "classification":
+        return int(targets.max()) + 1
+    return targets[0].numel() if targets.dim() > 1 else 1
+
+
+def _native(name: str, make_options: Callable[[], Any], make_module: Callable[[Any], Any], infer: Infer,
+            **extra: Any) -> None:
+    """A native model as an entry: its options and their defaults are the C++ struct's fields."""
+    fields = [k for k in dir(make_options()) if not k.startswith("_")]
+    defaults = {k: getattr(make_options(), k) for k in fields}
+
+    def factory(**options: Any) -> models.NativeModel:
+        return models.native(name, make_options, make_module, options)
+
+    def check(key: str, value: Any) -> None:
+        try:
+            setattr(make_options(), key, list(value) if isinstance(value, tuple) else value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"model option {key}={value!r} has the wrong type (default is {defaults[key]!r})") from None
+
+    _add(ModelEntry(name, factory, defaults, {k: type(v) for k, v in defaults.items()}, infer, check_value=check,
+                    **extra))
+
+
+def _infer_mlp(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
+    return {"in_features": int(inputs[0][0].numel()), "num_classes": _outputs(targets, task)}
+
+
+def _infer_cnn(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
+    x = inputs[0]
+    if x.dim() != 4:
+        raise ValueError(f"model 'cnn' needs images shaped (N, channels, height, width), got X of shape {tuple(x.shape)}")
+    return {"in_channels": x.shape[1], "height": x.shape[2], "width": x.shape[3], "num_classes": _outputs(targets, task)}
+
+
+def _infer_ids(name: str) -> Infer:
+    def infer(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
+        pairs = inputs[0] if len(inputs) == 1 else torch.stack([inputs[0], inputs[1]], 1)
+        if pairs.dim() != 2 or pairs.shape[1] != 2 or pairs.is_floating_point():
+            raise ValueError(f"model {name!r} needs integer (user, item) pairs shaped (N, 2), got X of shape "
+                             f"{tuple(pairs.shape)} and dtype {pairs.dtype}")
+        return {"num_users": int(pairs[:, 0].max()) + 1, "num_items": int(pairs[:, 1].max()) + 1,
+                "mean": float(targets.float().mean())}
+
+    return infer
+
+
+_native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp)
+_native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
+        example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
+_native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"))
+_native("ncf", _C.NcfOptions, _C.make_ncf, _infer_ids("ncf"), every_split=("num_users", "num_items"))
+
+
+# --- pretrained models read from installed packages -----------------------------------------------------------
+
+def _texts_to_ids(x: Any, options: dict[str, Any]) -> Any:
+    """Texts (a list or 1-D array of strings) as [input_ids, attention_mask] at options' max_length."""
+    if isinstance(x, (list, tuple, np.ndarray)) and np.ndim(x) == 1 and len(x) and isinstance(x[0], str):
+        from . import text
+
+        return text.tokenizer(options["max_length"])(list(x))
+    return x
+
+
+def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
+    ids = inputs[0]
+    if len(inputs) != 2 or ids.dim() != 2 or ids.is_floating_point():
+        raise ValueError("model 'minilm' reads texts (a list of strings) or [input_ids, attention_mask] from its "
+                         f"tokenizer (finetune.text.tokenizer), each (N, length) int64; got X of shapes "
+                         f"{[tuple(t.shape) for t in inputs]}")
+    return {"num_classes": _outputs(targets, task), "max_length": int(ids.shape[1])}
+
+
+@register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids)
+def minilm(num_classes: int, max_length: int = 48, dropout: bool = True) -> torch.jit.ScriptModule:
+    """finetune.text.minilm_classifier's model (texts are tokenised at max_length); the head's initial weights
+    come from torch's current seed (finetune.train sets it to the run's seed before it builds a model)."""
+    from . import text
+
+    if num_classes < 1 or max_length < 1:
+        raise ValueError(f"model 'minilm' needs num_classes and max_length >= 1, got {num_classes} and {max_length}")
+    return text.minilm_classifier(num_classes, max_length, seed=torch.initial_seed(), dropout=dropout)[0]
+
+
+def _infer_digit_cnn(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
+    x = inputs[0]
+    if len(inputs) != 1 or tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError("model 'digit_cnn' reads MNIST-sized images (N, 1, 28, 28), scaled by "
+                         f"finetune.pretrained.mnist_normalize; got X of shape {tuple(x.shape)}")
+    return {"num_classes": _outputs(targets, task)}
+
+
+@register_model("digit_cnn", infer_options=_infer_digit_cnn, example_shape=lambda o: (1, 28, 28))
+def digit_cnn(num_classes: int = 10, pretrained: bool = True) -> torch.nn.Module:
+    """finetune.pretrained.digit_cnn: digit-recognizer-py's MNIST CNN (a new head for other than 10 classes)."""
+    from . import pretrained as weights
+
+    return weights.digit_cnn(pretrained=pretrained, num_classes=num_classes)
