@@ -330,7 +330,8 @@ void bind_models(py::module_& m) {
       .def_readwrite("num_users", &MfOptions::num_users)
       .def_readwrite("num_items", &MfOptions::num_items)
       .def_readwrite("dim", &MfOptions::dim)
-      .def_readwrite("mean", &MfOptions::mean);
+      .def_readwrite("mean", &MfOptions::mean)
+      .def_readwrite("reg", &MfOptions::reg);
   py::class_<NcfOptions>(m, "NcfOptions")
       .def(py::init<>())
       .def_readwrite("num_users", &NcfOptions::num_users)

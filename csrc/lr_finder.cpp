@@ -83,9 +83,12 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
     at::Tensor loss;
     {
       AutocastGuard bf16(config.precision == "bf16", device.type());
-      const auto output = forward(model, to_device(batch.inputs, device), "training");
+      const auto inputs = to_device(batch.inputs, device);
+      const auto output = forward(model, inputs, "training");
       if (t == 0) check_output(output, targets, labels_needed, config);
       loss = batch_loss(output, targets, class_weights, config, at::Reduction::Mean);  // as train's steps
+      const auto penalty = model.penalty(inputs);
+      if (penalty.defined()) loss = loss + penalty.mean();
     }
     loss.backward();
     if (config.clip_grad_norm > 0.0) torch::nn::utils::clip_grad_norm_(parameters_with_grad(params), config.clip_grad_norm);

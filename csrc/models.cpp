@@ -1,6 +1,7 @@
 // Native models and the Model adapter over native and TorchScript modules.
 #include "models.h"
 
+#include <cmath>
 #include <set>
 
 #include <c10/util/Exception.h>
@@ -134,10 +135,14 @@ class Recommender : public NativeModule {
 
 class Mf : public Recommender {
  public:
-  explicit Mf(const MfOptions& o) : Recommender("mf", o.num_users, o.num_items, o.dim) {
+  explicit Mf(const MfOptions& o) : Recommender("mf", o.num_users, o.num_items, o.dim), reg_(o.reg) {
+    TORCH_CHECK_VALUE(o.reg >= 0.0 && std::isfinite(o.reg), "model 'mf' option reg must be a finite number >= 0, got ",
+                      o.reg);
     user_bias_ = register_module("user_bias", torch::nn::Embedding(o.num_users, 1));
     item_bias_ = register_module("item_bias", torch::nn::Embedding(o.num_items, 1));
-    global_ = register_parameter("global_bias", at::full({1}, o.mean));
+    // The global mean is fixed (a buffer), as in Funk/Koren SVD: trained, it would move with every step's mean
+    // error, at a rate meant for one user's or item's factors.
+    global_ = register_buffer("global_bias", at::full({1}, o.mean));
     init_factors();
     at::NoGradGuard no_grad;  // zero biases: the first prediction is the mean
     user_bias_->weight.zero_();
@@ -150,9 +155,17 @@ class Mf : public Recommender {
            item_bias_->forward(item).squeeze(1) + global_;
   }
 
+  at::Tensor penalty(const std::vector<at::Tensor>& inputs) override {
+    if (reg_ == 0.0) return {};
+    const auto [user, item] = ids(inputs);
+    return reg_ * (user_->forward(user).pow(2).sum(1) + item_->forward(item).pow(2).sum(1) +
+                   user_bias_->forward(user).squeeze(1).pow(2) + item_bias_->forward(item).squeeze(1).pow(2));
+  }
+
  private:
   torch::nn::Embedding user_bias_{nullptr}, item_bias_{nullptr};
   at::Tensor global_;
+  double reg_;
 };
 
 class Ncf : public Recommender {
@@ -192,6 +205,10 @@ Model::Model(std::shared_ptr<NativeModule> native) : native_(std::move(native)) 
 
 Model::Model(const torch::jit::Module& script) : script_(std::make_shared<torch::jit::Module>(script)) {
   TORCH_CHECK_VALUE(script_->find_method("forward").has_value(), "model has no forward() method");
+}
+
+at::Tensor Model::penalty(const std::vector<at::Tensor>& inputs) {
+  return native_ ? native_->penalty(inputs) : at::Tensor();
 }
 
 at::Tensor Model::forward(const std::vector<at::Tensor>& inputs) {

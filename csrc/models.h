@@ -21,6 +21,8 @@ class NativeModule : public torch::nn::Module {
  public:
   using torch::nn::Module::Module;
   virtual at::Tensor forward(const std::vector<at::Tensor>& inputs) = 0;
+  // A regularisation term per example, added to the training loss (not to evaluation): none by default.
+  virtual at::Tensor penalty(const std::vector<at::Tensor>& /*inputs*/) { return {}; }
 };
 
 struct MlpOptions {
@@ -49,7 +51,11 @@ struct MfOptions {
   int64_t num_users = 0;
   int64_t num_items = 0;
   int64_t dim = 32;
-  double mean = 0.0;  // initial global bias (the training ratings' mean)
+  double mean = 0.0;  // the global bias, fixed (the training ratings' mean)
+  // Funk/Koren SVD's regularisation: reg x (|p_user|² + |q_item|² + b_user² + b_item²) added to each rating's
+  // squared error in training, so each user's and item's factors and biases are penalised per rating seen
+  // (unlike weight decay, which shrinks every row every step). 0 = none.
+  double reg = 0.1;
 };
 
 // "ncf": neural collaborative filtering, an MLP over the concatenated user and item embeddings.
@@ -79,6 +85,8 @@ class Model {
   explicit Model(const torch::jit::Module& script);
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs);
+  // The model's per-example training penalty (NativeModule::penalty), undefined when it has none.
+  at::Tensor penalty(const std::vector<at::Tensor>& inputs);
   NamedTensors named_parameters() const;  // all of them, trainable or not
   NamedTensors named_buffers() const;
   void train(bool on);

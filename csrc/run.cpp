@@ -183,6 +183,9 @@ at::Tensor Run::accumulate_gradients(const StepGeometry::Span& span, double deno
       if (state_.steps == 0 && begin == span.mine_first) check_output(output, targets, labels_needed_, config_);
       loss = one_batch ? batch_loss(output, targets, class_weights_, config_, at::Reduction::Mean)
                        : batch_loss(output, targets, class_weights_, config_, at::Reduction::Sum) / denominator;
+      // A model's own per-example regularisation (mf's per-rating penalty), over the same denominator.
+      const auto penalty = model_.penalty(inputs);
+      if (penalty.defined()) loss = loss + (one_batch ? penalty.mean() : penalty.sum() / denominator);
     }
     step_loss = step_loss.defined() ? step_loss + loss.detach() : loss.detach();
     // The step's last backward starts the gradient all-reduce, bucket by bucket, as it goes.

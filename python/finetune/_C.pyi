@@ -87,6 +87,7 @@ class MfOptions:
     num_items: int
     dim: int
     mean: float
+    reg: float
     def __init__(self) -> None: ...
 
 class NcfOptions:
