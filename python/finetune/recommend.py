@@ -1,4 +1,5 @@
-"""Ranking metrics for recommenders: HR@k and NDCG@k with sampled negatives (the NCF paper's protocol).
+"""Recommender baselines and ranking metrics: the user/item-bias baseline, HR@k and NDCG@k with sampled
+negatives (the NCF paper's protocol).
 
 For each user with a held-out interaction, the held-out item is ranked among `negatives` items the user never
 rated (seeded sample); HR@k is the share of users whose held-out item lands in the top k, NDCG@k adds
@@ -10,6 +11,23 @@ from __future__ import annotations
 import numpy as np
 
 from .training import predict
+
+
+def bias_baseline(pairs: np.ndarray, ratings: np.ndarray, test_pairs: np.ndarray, reg: float = 10.0,
+                  iterations: int = 10) -> np.ndarray:
+    """Predicted ratings for `test_pairs` as mean + b_user + b_item, fitted on (`pairs`, `ratings`) by alternating
+    regularised least squares (Surprise's BaselineOnly); a user or item never seen gets bias 0."""
+    mu = ratings.mean()
+    users, items = pairs[:, 0], pairs[:, 1]
+    bu, bi = np.zeros(users.max() + 1), np.zeros(items.max() + 1)
+    for _ in range(iterations):
+        bi = np.bincount(items, ratings - mu - bu[users], minlength=len(bi)) / (np.bincount(items, minlength=len(bi)) + reg)
+        bu = np.bincount(users, ratings - mu - bi[items], minlength=len(bu)) / (np.bincount(users, minlength=len(bu)) + reg)
+    tu = np.minimum(test_pairs[:, 0], len(bu) - 1)
+    ti = np.minimum(test_pairs[:, 1], len(bi) - 1)
+    known_u = test_pairs[:, 0] < len(bu)
+    known_i = test_pairs[:, 1] < len(bi)
+    return mu + np.where(known_u, bu[tu], 0) + np.where(known_i, bi[ti], 0)
 
 
 def leave_one_out(pairs: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
