@@ -81,7 +81,7 @@ CASES = [
     ("model options on a module", lambda: train(model=mlp(), in_features=3), TypeError, r"unknown setting\(s\) \['in_features'\]"),
     ("model not a module", lambda: train(model=42), TypeError, r"model must be an nn.Module, a NativeModel or one of .* got int"),
     ("unscriptable, untraceable", lambda: train(model=Unscriptable()), TypeError, r"model Unscriptable can be neither scripted .* nor traced"),
-    ("too few classes in head", lambda: train(model=mlp(out=3)), ValueError, r"model outputs 3 classes but the labels need 4 \(largest label 3\)"),
+    ("too few classes in head", lambda: train(model=mlp(out=3), head="keep"), ValueError, r"model outputs 3 classes but the labels need 4 \(largest label 3\)"),
     ("wrong input width", lambda: train(model=mlp(in_features=10)), ValueError, r"model forward\(\) failed on training inputs of shape \[32, 64\]"),
     ("regression head too wide", lambda: train(model=mlp(out=2), data=(X, Y.astype(np.float32)), task="regression"), ValueError, r"model output has shape \[32, 2\] but task='regression' targets have shape \[32\]"),
     ("cnn on flat data", lambda: train(model="cnn"), ValueError, r"model 'cnn' needs images shaped \(N, channels, height, width\), got X of shape \(40, 64\)"),

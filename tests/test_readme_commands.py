@@ -202,7 +202,7 @@ def _check_compare(done: subprocess.CompletedProcess, work: Path) -> None:
 # What each command must have done besides exiting with status 0 (example/bench check their own status).
 CHECKS: dict[str, Callable[[subprocess.CompletedProcess, Path], None]] = {
     'pip install ".[demo]" && finetune demo': lambda done, work: (
-        re.search(r"held-out accuracy: before fine-tuning [\d.]+, after [\d.]+", done.stdout) or
+        re.search(r"held-out accuracy over 5 seeds: before fine-tuning [\d.]+ ± [\d.]+, after [\d.]+", done.stdout) or
         pytest.fail(done.stdout)),
     "finetune train examples/digits.toml": lambda done, work: (
         _metrics(work, "digits")["test"]["accuracy"] > 0.8 and (work / "runs/digits/report.html").is_file()

@@ -155,9 +155,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="fine-tune a pretrained digit CNN on a 20%% stratified sample")
     demo.add_argument("--fraction", type=float, default=0.2, help="sampled fraction of the training set")
-    demo.add_argument("--epochs", type=int, default=20)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--seeds", type=int, default=5, help="seeds (each its own split, pretraining and sample)")
     for name, (program, usage, description) in PROGRAMS.items():
         # Only reached through _split_program_args, which hands everything after the command to the program.
         sub = commands.add_parser(name, help=f"{description.split(':')[0]} ({program}; options passed through)",
@@ -262,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            run_demo(fraction=args.fraction, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+            run_demo(fraction=args.fraction, seeds=args.seeds)
             return 0
         return handlers[args.command](args)
     except USER_ERRORS as error:

@@ -55,6 +55,11 @@ class ModelEntry:
     every_split: tuple[str, ...] = ()  # options a run reads off all its data, test rows included (id table sizes)
     example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None  # one example's shape, from the options
     check_value: Callable[[str, Any], None] | None = None  # a check of its own (native: the C++ struct's setter)
+    # Whether the model built with these options carries trained weights (recipe="auto" then trains its head first)
+    trained_weights: Callable[[dict[str, Any]], bool] | None = None
+
+    def pretrained(self, options: dict[str, Any]) -> bool:
+        return bool(self.trained_weights({**self.defaults, **options})) if self.trained_weights is not None else False
 
     @property
     def option_names(self) -> list[str]:
@@ -139,14 +144,16 @@ def build(name: str, **options: Any) -> Any:
 
 def register_model(name: str, *, infer_options: Infer | None = None, encode: Encode | None = None,
                    every_split: Sequence[str] = (),
-                   example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None) -> Callable:
+                   example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None,
+                   trained_weights: Callable[[dict[str, Any]], bool] | None = None) -> Callable:
     """Decorator: the factory's keyword parameters are the model's options, their defaults the defaults and their
     annotations (int, float, bool, str, list) the types checked. ``infer_options(inputs, targets, task)`` returns
-    the options the data decides; ``encode(X, options)`` turns what users pass into numbers, where it is not."""
+    the options the data decides; ``encode(X, options)`` turns what users pass into numbers, where it is not;
+    ``trained_weights(options)`` says whether the built model is pretrained (default: it is not)."""
     def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
         defaults = _signature_defaults(factory)
         _add(ModelEntry(name, factory, defaults, _option_types(factory, defaults), infer_options or _nothing_inferred,
-                        encode, tuple(every_split), example_shape))
+                        encode, tuple(every_split), example_shape, trained_weights=trained_weights))
         return factory
 
     return decorator
@@ -266,7 +273,7 @@ def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: s
     return {"num_classes": _outputs(targets, task), "max_length": int(ids.shape[1])}
 
 
-@register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids)
+@register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids, trained_weights=lambda o: True)
 def minilm(num_classes: int, max_length: int = 48, dropout: bool = True) -> torch.jit.ScriptModule:
     """finetune.text.minilm_classifier's model (texts are tokenised at max_length); the head's initial weights
     come from torch's current seed (finetune.train sets it to the run's seed before it builds a model)."""
@@ -285,7 +292,8 @@ def _infer_digit_cnn(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task
     return {"num_classes": _outputs(targets, task)}
 
 
-@register_model("digit_cnn", infer_options=_infer_digit_cnn, example_shape=lambda o: (1, 28, 28))
+@register_model("digit_cnn", infer_options=_infer_digit_cnn, example_shape=lambda o: (1, 28, 28),
+                trained_weights=lambda o: o["pretrained"])
 def digit_cnn(num_classes: int = 10, pretrained: bool = True) -> torch.nn.Module:
     """finetune.pretrained.digit_cnn: digit-recognizer-py's MNIST CNN (a new head for other than 10 classes)."""
     from . import pretrained as weights

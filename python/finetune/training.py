@@ -12,13 +12,14 @@ import os
 import re
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from . import _C, checkpoint, data, models, registry, report
+from . import _C, checkpoint, data, heads, models, recipe as recipes, registry, report
 from .distributed import device_for_rank, process_group, process_rank
 from .config import TrainConfig, config_fields
 from .progress import Progress
@@ -48,6 +49,11 @@ class Result:
     best_value: float | None = None
     param_groups: list[dict[str, Any]] = field(default_factory=list)  # names, lr, weight_decay, from_epoch
     model_options: dict[str, Any] = field(default_factory=dict)
+    # Indices into train_data's X of the examples trained on (the sample, less any validation slice), sorted.
+    sample_indices: np.ndarray | None = None
+    # What ran and why: {"what", "value", "reason"} per decision; the first names the recipe ("auto"/"none").
+    recipe: list[dict[str, Any]] = field(default_factory=list)
+    head: dict[str, Any] | None = None  # the head replaced by head="new"/"auto" (name, old and new outputs)
 
     def plot(self, axes: Any = None) -> Any:
         """Loss curves (train, validation) and the validation metric per epoch; needs matplotlib."""
@@ -122,9 +128,50 @@ class _Run:
     config: TrainConfig
     cpp_config: Any
     model_options: dict[str, Any]  # every option of a model built by name (or a NativeModel's); {} otherwise
+    pretrained: bool  # the model carries trained weights (passed in, or a pretrained built-in)
+    head: dict[str, Any] | None = None  # what head="new"/"auto" replaced
 
 
-def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any]) -> _Run:
+HEADS = ("auto", "new", "keep")
+
+
+def _outputs_needed(targets: torch.Tensor, val_targets: torch.Tensor | None, task: str) -> int:
+    """The head width the labels need: classes (largest id + 1, validation labels included) or values per example."""
+    if task != "classification":
+        return int(targets[0].numel()) if targets.dim() > 1 else 1
+    largest = int(targets.max())
+    if val_targets is not None:
+        largest = max(largest, int(val_targets.max()))
+    return largest + 1
+
+
+def _fit_head(model: Any, head: str, outputs: int, task: str, seed: int, example: list[torch.Tensor]) -> dict[str, Any] | None:
+    """head="new": a new seeded head sized for the labels; "auto": the same, only where a classifier's head has
+    fewer classes than the labels need and the model lets its head be replaced (an nn.Module whose head is an
+    nn.Linear); "keep": the model as it is. "auto" keeps a head wider than the classes (its extra classes never
+    occur as targets) and any regression head (a width that differs from the targets' is more likely a
+    mistake in y's shape than a head to replace: the loop's error says so)."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
+    if head == "keep":
+        return None
+    if head == "auto":
+        if task != "classification" or not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+            return None  # a native or scripted model: a head of the wrong width is reported by the loop's check
+        try:
+            name = heads.find_head(model, example)
+        except ValueError:
+            return None  # no head layer (no parameters, or the model is one layer): nothing to replace
+        width = heads.head_outputs(model, name)
+        if width is None or width >= outputs or not isinstance(model.get_submodule(name), torch.nn.Linear):
+            return None
+    replaced = heads.replace_head(model, outputs, seed, example)
+    log.info("head %s replaced: %d -> %d outputs (seed %d)", replaced["name"], replaced["old_outputs"], outputs, seed)
+    return replaced
+
+
+def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any],
+             head: str = "keep") -> _Run:
     if isinstance(model, str) and model not in registry.MODELS:
         raise ValueError(f"model must be an nn.Module or one of {registry.names()}, got {model!r}")
     entry = registry.MODELS[model] if isinstance(model, str) else None
@@ -150,18 +197,22 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         val_targets = data.targets(vy, "y_val", cfg.task, val_inputs[0].shape[0])
         data.check_same_example_shape(inputs, val_inputs, "X", "X_val")
 
+    pretrained = entry.pretrained(model_options) if entry is not None else True
     if entry is not None:
         torch.manual_seed(cfg.seed)  # the initial weights are part of a seeded run
         model, model_options = entry.build_for(inputs, targets, cfg.task, model_options)
     elif isinstance(model, models.NativeModel):
         model_options = model.options
+    replaced = _fit_head(model, head, _outputs_needed(targets, val_targets, cfg.task), cfg.task, cfg.seed,
+                         [t[:2] for t in inputs])
     if cfg.device != "cpu" and isinstance(model, torch.nn.Module):
         model.to(cfg.device)  # before scripting, so the scripted module shares the moved parameters
     cpp_model = models.to_cpp(model, inputs)
     names = [n for n, _ in (model.named_parameters() if isinstance(model, (torch.nn.Module, models.NativeModel))
                             else cpp_model.named_parameters())]
     cfg = resolve_for_run(cfg, names, targets)
-    return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options)
+    return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options,
+                pretrained, replaced)
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
@@ -223,12 +274,22 @@ def _sigterm_as_keyboard_interrupt():
 
 def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None = None, *,
           config: TrainConfig | None = None, callback: Callable[[str, dict], bool | None] | None = None,
-          callback_interval: float = 0.1, resume: bool | str | os.PathLike = False, **settings: Any) -> Result:
+          callback_interval: float = 0.1, resume: bool | str | os.PathLike = False, recipe: str | None = None,
+          head: str = "auto", val_fraction: float | None = None, **settings: Any) -> Result:
     """Fine-tune ``model`` on ``train_data = (X, y)`` in the C++ loop.
 
     ``model`` is an ``nn.Module`` (scripted for C++, its parameters updated in place), a ``NativeModel``,
     or a built-in name ("mlp", "cnn") whose sizes are read off the data unless given (``hidden=[256]``).
     Settings are the fields of :class:`TrainConfig` as keywords (``epochs=5, lr=0.01, batch_size="full"``).
+
+    ``recipe="auto"`` (the default when no setting that shapes the training -- optimizer, rate, schedule, epochs,
+    freezing, early stopping, class weights, checkpoints -- is given) runs finetune's recipe (``finetune.recipe``):
+    a validation slice, the head first, then every layer, rates from range tests, early stopping; each decision
+    is in ``result.recipe``. ``recipe="none"`` runs the settings as given (the default once one is given).
+    ``head``: "auto" replaces an ``nn.Linear`` head whose width does not fit the labels by a new seeded one,
+    "new" always does, "keep" never; ``result.head`` says what was replaced. ``val_fraction`` holds out that
+    stratified share of the training sample as ``val`` (an error when ``val`` is given too).
+
     ``callback(kind, info)`` is called with ``"step"`` at most every ``callback_interval`` seconds (0: after
     every step) and with ``"epoch"`` after each epoch; returning True stops training. Python is entered only
     then, which is also when Ctrl-C is noticed.
@@ -239,9 +300,133 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     ``resume=path`` from that checkpoint. On CPU a resumed run ends with the same weights, bit for bit, as
     one never interrupted.
     """
-    run = _prepare(model, train_data, val, config, settings)
-    with models.exclusive(run.model):
-        return _train(run, callback, callback_interval, resume)
+    given = _given_settings(config, settings)
+    chosen, reason = _choose_recipe(recipe, given, resume)
+    if val_fraction is not None and val is not None:
+        raise ValueError(f"val_fraction={val_fraction!r} holds out part of train_data as validation data, but val is "
+                         "given too; pass one of them")
+    if val_fraction is not None and not (isinstance(val_fraction, float | int) and 0 < val_fraction < 1):
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    run = _prepare(model, train_data, val, config, settings, head=head)
+    if chosen == "auto":  # each phase holds the model while it trains (models.exclusive)
+        result = _train_auto(run, given, val_fraction, callback, callback_interval)
+    else:
+        sample = None
+        if val_fraction is not None:
+            run, sample = _hold_out(run, float(val_fraction))
+        with models.exclusive(run.model):
+            result = _train(run, callback, callback_interval, resume)
+        result.recipe = [{"what": "recipe", "value": "none", "reason": reason}]
+        result.sample_indices = (sample if sample is not None
+                                 else _C.sample_indices(run.targets, run.cpp_config)).numpy()
+    result.head = run.head
+    return result
+
+
+# Settings that neither the recipe chooses nor conflict with it: applied as given in every phase it runs.
+RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
+                  "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
+                  "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "topk", "progress",
+                  "distributed", "bucket_mb", "dist_timeout")
+RECIPES = ("auto", "none")
+
+
+def _given_settings(config: TrainConfig | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings the user chose: keywords, and a config's fields that differ from the defaults."""
+    given = {}
+    if isinstance(config, TrainConfig):
+        default = TrainConfig()
+        given = {f: getattr(config, f) for f in config_fields() if getattr(config, f) != getattr(default, f)}
+    return {**given, **{k: v for k, v in settings.items() if k in config_fields()}}
+
+
+def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tuple[str, str]:
+    """("auto" or "none", why)."""
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {list(RECIPES)} or None (chosen from the settings), got {recipe!r}")
+    shaping = sorted(k for k in given if k not in RECIPE_NEUTRAL)
+    distributed = os.environ.get("WORLD_SIZE", "1") not in ("", "1") and given.get("distributed") != "off"
+    if recipe == "auto":
+        conflicting = sorted(k for k in given if k in recipes.CONFLICTING)
+        if conflicting:
+            raise ValueError(f"recipe='auto' decides which layers train when, so {conflicting} cannot be set with it; "
+                             "pass recipe='none' to run those settings as given")
+        if resume or given.get("checkpoint_dir") or distributed:
+            what = "resume" if resume else "checkpoint_dir" if given.get("checkpoint_dir") else "torchrun"
+            raise ValueError(f"recipe='auto' runs several phases and does not yet checkpoint, resume or run under "
+                             f"torchrun (got {what}); pass recipe='none' with the settings to run")
+        return "auto", "given"
+    if recipe == "none":
+        return "none", "given"
+    if shaping:
+        return "none", (f"settings that shape the training were given ({', '.join(shaping)}): they run as given, "
+                        "with the defaults for the rest (recipe='auto' uses the given ones in its phases)")
+    if resume or distributed:
+        return "none", "a resumed or torchrun run runs the settings as given (the recipe does not checkpoint yet)"
+    return "auto", "the default: no setting that shapes the training was given"
+
+
+def _hold_out(run: _Run, fraction: float) -> tuple[_Run, torch.Tensor]:
+    """The run with a stratified ``fraction`` of its training sample moved to validation data."""
+    sample = _C.sample_indices(run.targets, run.cpp_config)
+    train_idx, val_idx = recipes.split_validation(run.targets, sample, run.config.task == "classification",
+                                                  run.config.seed, fraction)
+    if len(val_idx) == 0:
+        raise ValueError(f"val_fraction={fraction}: the training sample of {len(sample)} examples leaves no validation "
+                         "example (each class keeps at least one training example)")
+    cfg = dataclasses.replace(run.config, sample_fraction=1.0, sample_size=None)
+    return dataclasses.replace(
+        run, inputs=[t.index_select(0, train_idx) for t in run.inputs], targets=run.targets.index_select(0, train_idx),
+        val_inputs=[t.index_select(0, val_idx) for t in run.inputs], val_targets=run.targets.index_select(0, val_idx),
+        config=cfg, cpp_config=cfg.to_cpp()), train_idx
+
+
+def _train_auto(run: _Run, given: dict[str, Any], val_fraction: float | None,
+                callback: Callable[[str, dict], bool | None] | None, callback_interval: float) -> Result:
+    """recipe="auto" (finetune.recipe): phases of the C++ loop on one sample, the recipe deciding between them."""
+    cfg = run.config
+    sample = _C.sample_indices(run.targets, run.cpp_config)
+    base = dataclasses.replace(cfg, sample_fraction=1.0, sample_size=None, freeze=None, class_weights=None)
+    val = (run.val_inputs, run.val_targets) if run.val_inputs is not None else None
+    passed = {k: v for k, v in given.items() if k not in RECIPE_NEUTRAL}
+
+    def train_phase(model: Any, train_data: Any, val_data: Any, settings: dict[str, Any],
+                    stop_after: int | None) -> Result:
+        phase_cfg = dataclasses.replace(base, **{**settings, **passed})
+
+        def on_event(kind: str, info: dict[str, Any]) -> bool:
+            stop = bool(callback(kind, info)) if callback is not None else False
+            return stop or (stop_after is not None and kind == "epoch" and info["epoch"] + 1 >= stop_after)
+
+        return train(model, train_data, val_data, config=phase_cfg, callback=on_event,
+                     callback_interval=callback_interval, recipe="none", head="keep")
+
+    def find_rate(model: Any, train_data: Any, settings: dict[str, Any]) -> LrFinderResult:
+        probe_cfg = dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
+                                        progress=False)
+        return find_lr(model, train_data, config=probe_cfg)
+
+    def measure(model: Any, val_data: Any) -> dict[str, Any]:
+        return evaluate(model, val_data, task=cfg.task, batch_size=cfg.eval_batch_size, device=cfg.device,
+                        topk=cfg.topk, distributed="off")
+
+    start = time.perf_counter()
+    phases, plan, train_idx, metrics = recipes.run(
+        train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
+        run.pretrained, val_fraction)
+    plan.decisions.insert(0, recipes.Decision("recipe", "auto", "given" if "recipe" in given else
+                                              _choose_recipe(None, given, False)[1]))
+    kept = phases[-1]
+    confusion = metrics.pop("confusion_matrix", None)
+    history, offset = [], 0
+    for number, phase in enumerate(phases):
+        history += [{**h, "epoch": h["epoch"] + offset, "phase": number} for h in phase.history]
+        offset += len(phase.history)
+    return dataclasses.replace(
+        kept, history=history, metrics=metrics, confusion_matrix=confusion, steps=sum(p.steps for p in phases),
+        seconds=time.perf_counter() - start, skipped_steps=sum(p.skipped_steps for p in phases),
+        best_epoch=None, best_value=None, model=run.model, model_options=run.model_options,
+        sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions])
 
 
 def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callback_interval: float,

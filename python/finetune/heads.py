@@ -1,0 +1,91 @@
+"""A model's head (the layer mapping features to outputs): found by name as timm's reset_classifier does, and replaced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# Attribute names libraries give the classifier: torchvision/timm ResNets "fc", timm/HF "classifier"/"head",
+# HF decoder classifiers "score".
+HEAD_NAMES = ("fc", "classifier", "head", "score")
+
+
+def _owner(parameter_name: str) -> str:
+    return parameter_name.rsplit(".", 1)[0] if "." in parameter_name else ""
+
+
+def find_head(model: Any, example: list[torch.Tensor] | None = None) -> str:
+    """The name of the module whose parameters are the head. For an ``nn.Module`` with ``example`` inputs: the
+    last ``nn.Linear`` that the forward pass runs (registration order can differ: a layer defined last may be
+    unused), preferring one under a known head attribute (``fc``, ``classifier``, ``head``, ``score``).
+    Otherwise, by parameter names: the last parameterised layer under a known attribute, else the owner of the
+    model's last parameter."""
+    if example is not None and isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule):
+        executed = _linears_executed(model, example)
+        named = [n for n in executed if n.split(".")[0] in HEAD_NAMES]
+        if named or executed:
+            return (named or executed)[-1]
+    names = [n for n, _ in model.named_parameters()]
+    if not names:
+        raise ValueError("the model has no parameters: there is no head to find")
+    for attr in HEAD_NAMES:
+        under = [n for n in names if n == attr or n.startswith(attr + ".")]
+        if under:
+            return _owner(under[-1]) or attr
+    owner = _owner(names[-1])
+    if not owner:
+        raise ValueError(f"the model's last parameter {names[-1]!r} belongs to the model itself, not to a head layer")
+    return owner
+
+
+def _linears_executed(model: torch.nn.Module, example: list[torch.Tensor]) -> list[str]:
+    """The names of the model's ``nn.Linear`` submodules in the order one forward pass on ``example`` runs them
+    (in eval mode, without gradients, so batch-norm statistics and dropout are untouched)."""
+    order: list[str] = []
+    hooks = [module.register_forward_hook(lambda m, i, o, name=name: order.append(name))
+             for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and name]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*example)
+    except Exception:  # noqa: BLE001 - a forward that fails here fails in the loop, with the loop's message
+        return []
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return order
+
+
+def head_outputs(model: Any, head: str) -> int | None:
+    """The head's output width: the first dimension of its weight (None when it has no 2-D weight)."""
+    params = dict(model.named_parameters())
+    weight = params.get(f"{head}.weight")
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
+
+
+def replace_head(model: torch.nn.Module, outputs: int, seed: int,
+                 example: list[torch.Tensor] | None = None) -> dict[str, Any]:
+    """Replaces the head ``find_head`` names by a new ``nn.Linear`` with ``outputs`` outputs, initialised from
+    ``seed``; returns what was replaced. Only a Python ``nn.Module`` whose head is an ``nn.Linear`` can be."""
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise ValueError(f"head='new' replaces a layer of an nn.Module; got a {type(model).__name__}, which "
+                         "cannot be changed (build it with the right number of outputs instead)")
+    name = find_head(model, example)
+    old = model.get_submodule(name)
+    if not isinstance(old, torch.nn.Linear):
+        raise ValueError(f"head='new': the head {name!r} is a {type(old).__name__}, not an nn.Linear; replace it "
+                         "yourself (model.{name} = nn.Linear(...)) and pass head='keep'")
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        new = torch.nn.Linear(old.in_features, outputs, bias=old.bias is not None,
+                              device=old.weight.device, dtype=old.weight.dtype)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    setattr(parent, attr, new)
+    return {"name": name, "old_outputs": old.out_features, "new_outputs": outputs, "in_features": old.in_features}

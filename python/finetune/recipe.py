@@ -1,0 +1,265 @@
+"""recipe="auto": a model and a data set in, the fine-tune a practitioner would run out, each decision recorded with its reason.
+
+The procedure (README, "The recipe"), for a model with trained weights:
+
+1. a stratified validation slice is carved from the training sample when no ``val`` is given: the recipe's
+   own decisions (rates, epochs, which phase to keep) are made on it, never on the training examples;
+2. the head is found (``fc``/``classifier``/``head``/``score`` or the last layer) and, where its width does not
+   fit the labels, replaced by a new seeded one (``heads.py``);
+3. phase "head": the body frozen, the head trained alone (linear probing; Kumar et al. 2022 show that
+   fine-tuning from a trained head distorts the pretrained features less than from a random one);
+4. phase "full": every layer trained from the phase-1 weights, at rates decaying layer by layer towards the
+   input (ULMFiT's discriminative rates);
+5. each phase: AdamW, its rate from a learning-rate range test on the training slice, warm-up then cosine,
+   early stopping on the validation loss with the best epoch's weights restored;
+6. the phase with the better validation loss is what is returned (a fine-tune that hurts is not kept).
+
+A model trained from scratch (a built-in model by name) runs phase "full" alone, at one rate. Explicit settings
+win over the recipe's choices: ``lr``, ``optimizer``, ``epochs`` (a phase's maximum), ``early_stopping``,
+``weight_decay``, ``layer_decay``, ``class_weights``, ... are used as given in every phase they apply to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import heads
+
+# The numbers of the procedure, with the measurement or the rule each one comes from (README, "The recipe").
+VAL_FRACTION = 0.2  # the usual 80/20 hold-out; smaller slices made early stopping pick noisy epochs on digits
+MIN_VAL_PER_CLASS = 1  # a class with fewer than 2 sampled examples stays whole in training
+HEAD_EPOCHS, HEAD_PATIENCE = 20, 3  # a linear head converges in a few epochs; 3 without progress ends it
+FULL_EPOCHS, FULL_PATIENCE = 40, 8  # patience 5 stopped the 20% digits fine-tune 0.01 early (4 seeds)
+SCRATCH_EPOCHS, SCRATCH_PATIENCE = 50, 8  # from scratch needs longer and is noisier
+LAYER_DECAY = 0.7  # the rate of each layer below the head x 0.7 (ULMFiT divides by 2.6 per layer group)
+WARMUP = 0.1  # a tenth of a phase's steps warms up: AdamW's first steps have no second-moment estimate yet
+WEIGHT_DECAY = 0.01  # AdamW's usual default (torch.optim.AdamW's too)
+RANGE_STEPS = 100  # steps of each learning-rate range test
+RANGE_SKIP = 10  # steps of the range test whose smoothed loss averages too few batches to be compared
+LR_DIVISOR = 10.0  # a phase's rate: the range test's lowest loss / 10 (fastai's "minimum" rule), see lr_from_range
+IMBALANCE_RATIO = 3.0
+REFIT = True  # after deciding on a carved slice, train again on the whole sample (see run)  # class weights when the largest class in the sample is > 3x the smallest
+
+# Settings the recipe chooses; given explicitly, they win.
+CHOSEN = ("optimizer", "lr", "epochs", "early_stopping", "weight_decay", "layer_decay", "schedule", "warmup",
+          "class_weights", "monitor", "min_lr")
+# Settings that decide which layers train when: that is the recipe's job, so with recipe="auto" they are an error.
+CONFLICTING = ("freeze", "unfreeze_at", "lr_groups", "restore_best")
+
+
+@dataclass
+class Decision:
+    """One choice the recipe made: what, the value, and why."""
+
+    what: str
+    value: Any
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def lr_from_range(lrs: list[float], losses: list[float]) -> float:
+    """A rate from a range test: the rate of the lowest smoothed loss, divided by LR_DIVISOR.
+
+    At the lowest loss the rate is already about to diverge; a tenth of it is the largest rate that still
+    descends steadily. The first RANGE_SKIP steps are left out: there the smoothed loss is an average of a few
+    batches, and a lucky first batch would otherwise be "the lowest loss" at a rate that does nothing. Compared
+    on the digits story with the steepest-descent point (fastai's former suggestion): README, "The recipe"."""
+    if not lrs:
+        raise ValueError("the learning-rate range test took no step")
+    skip = min(RANGE_SKIP, len(lrs) // 2)
+    best = skip + int(np.argmin(np.asarray(losses[skip:], dtype=np.float64)))
+    return float(lrs[best]) / LR_DIVISOR
+
+
+def split_validation(targets: torch.Tensor, sample: torch.Tensor, classification: bool, seed: int,
+                     fraction: float = VAL_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, validation indices) of ``sample``: ``fraction`` of each class goes to validation
+    (rounded, at least one of a class with >= 2 examples, never its last one), seeded."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    sample_np = sample.numpy()
+    if not classification:
+        order = rng.permutation(len(sample_np))
+        k = max(1, int(round(fraction * len(sample_np)))) if len(sample_np) >= 2 else 0
+        val = np.sort(sample_np[order[:k]])
+    else:
+        labels = targets.index_select(0, sample).numpy()
+        picked = []
+        for c in np.unique(labels):
+            members = sample_np[labels == c]
+            if len(members) <= MIN_VAL_PER_CLASS:
+                continue
+            k = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
+            picked.append(rng.permutation(members)[:k])
+        val = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+    train = np.setdiff1d(sample_np, val, assume_unique=True)
+    return torch.from_numpy(train), torch.from_numpy(val)
+
+
+def imbalance(targets: torch.Tensor, indices: torch.Tensor) -> float:
+    """Largest class count / smallest (present) class count in the examples ``indices``."""
+    counts = torch.bincount(targets.index_select(0, indices))
+    counts = counts[counts > 0]
+    return float(counts.max()) / float(counts.min())
+
+
+class Plan:
+    """The recipe's decisions for one run, and the settings each phase trains with."""
+
+    def __init__(self, given: dict[str, Any], task: str, pretrained: bool):
+        self.given = given
+        self.task = task
+        self.pretrained = pretrained
+        self.decisions: list[Decision] = []
+        self.kept = 0  # the phase whose weights are returned
+
+    def decide(self, what: str, value: Any, reason: str) -> Any:
+        """Records a choice; a setting the user gave wins over the recipe's value."""
+        setting = what.rsplit(".", 1)[-1]  # "full.lr" -> "lr": a given setting applies to every phase
+        if setting in self.given:
+            value, reason = self.given[setting], "given"
+        self.decisions.append(Decision(what, value, reason))
+        return value
+
+    def note(self, what: str, value: Any, reason: str) -> None:
+        self.decisions.append(Decision(what, value, reason))
+
+    def phase_settings(self, phase: str, epochs: int, patience: int) -> dict[str, Any]:
+        """A phase's settings other than its rate."""
+        prefix = f"{phase}."
+        return {
+            "optimizer": self.decide(prefix + "optimizer", "adamw", "AdamW: robust across models at one "
+                                     "rule-chosen rate; the standard for transformers"),
+            "weight_decay": self.decide(prefix + "weight_decay", WEIGHT_DECAY, "AdamW's usual decoupled decay"),
+            "epochs": self.decide(prefix + "epochs", epochs, "the most this phase may run; early stopping "
+                                  "decides"),
+            "early_stopping": self.decide(prefix + "early_stopping", patience, "epochs without a better "
+                                          "validation loss before the phase stops"),
+            "schedule": self.decide(prefix + "schedule", "cosine", "warm-up then cosine decay over the phase's "
+                                    "maximum"),
+            "warmup": self.decide(prefix + "warmup", WARMUP, "a tenth of the steps warms up"),
+            "monitor": self.decide(prefix + "monitor", "val_loss", "the validation loss: smoother than accuracy "
+                                   "on a small slice"),
+            "restore_best": True,
+        }
+
+
+def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure: Callable[[Any, Any], dict[str, Any]],
+        model: Any, inputs: list[torch.Tensor], targets: torch.Tensor, val: tuple[list[torch.Tensor], torch.Tensor] | None,
+        sample: torch.Tensor, config: Any, given: dict[str, Any], pretrained: bool,
+        val_fraction: float | None = None) -> tuple[list[Any], Plan, torch.Tensor, dict[str, Any]]:
+    """Runs the recipe on the examples ``sample`` of (inputs, targets): (each phase's result, the plan with its
+    decisions and the phase kept, the indices the returned weights were trained on, the validation metrics of
+    the kept weights -- measured before any refit, so on examples the model has not trained on).
+
+    ``train_phase(model, data, val, settings, stop_after)`` trains in place (stopping after ``stop_after`` epochs
+    when given); ``find_rate(model, data, settings)`` runs a range test; ``measure(model, val)`` returns the
+    loss and metrics."""
+    classification = config.task == "classification"
+    plan = Plan(given, config.task, pretrained)
+    plan.note("model", "trained weights" if pretrained else "from scratch",
+              "a model passed in (or a pretrained built-in) carries trained weights: its head is trained first"
+              if pretrained else "a built-in model built by name starts from random weights: one phase, every layer")
+    val_carved = val is None
+    if val_carved:
+        fraction = val_fraction if val_fraction is not None else VAL_FRACTION
+        train_idx, val_idx = split_validation(targets, sample, classification, config.seed, fraction)
+        if len(val_idx) == 0:
+            raise ValueError(f"recipe='auto' needs a validation slice and the training sample of {len(sample)} "
+                             "examples has too few per class for one; pass val=(X_val, y_val) or recipe='none'")
+        plan.note("validation", {"examples": len(val_idx), "fraction": fraction},
+                  ("val_fraction given" if val_fraction is not None else
+                   f"no val given: {fraction:.0%} of each class of the sample (the usual 80/20 hold-out)")
+                  + " is held out for the recipe's decisions (rates, epochs, phase kept); the model trains on the rest")
+        val = ([t.index_select(0, val_idx) for t in inputs], targets.index_select(0, val_idx))
+    else:
+        train_idx = sample
+        plan.note("validation", {"examples": int(val[1].shape[0])}, "val given: the recipe decides on it")
+    train_data = ([t.index_select(0, train_idx) for t in inputs], targets.index_select(0, train_idx))
+
+    common: dict[str, Any] = {}
+    if classification:
+        ratio = imbalance(targets, train_idx)
+        weights = "balanced" if ratio > IMBALANCE_RATIO else None
+        common["class_weights"] = plan.decide(
+            "class_weights", weights,
+            f"largest/smallest class = {ratio:.2f} in the training slice "
+            f"({'above' if weights else 'at most'} {IMBALANCE_RATIO:g}: {'balanced weights' if weights else 'no weights'})")
+
+    if pretrained:
+        try:
+            head = heads.find_head(model, [t[:2] for t in inputs])
+            plan.note("head", head, "the last layer the forward pass runs (or a known head attribute): trained "
+                      "first, alone")
+            phases = [("head", HEAD_EPOCHS, HEAD_PATIENCE, _outside(head))]
+        except ValueError as error:
+            plan.note("head", None, f"no head phase: {error}")
+            phases = []
+        phases.append(("full", FULL_EPOCHS, FULL_PATIENCE, None))
+    else:
+        phases = [("full", SCRATCH_EPOCHS, SCRATCH_PATIENCE, None)]
+
+    initial = _copy_state(model)
+    results, ran, best_loss, best_state, metrics = [], [], math.inf, None, {}
+    for number, (name, epochs, patience, freeze) in enumerate(phases):
+        settings = {**common, **plan.phase_settings(name, epochs, patience), "freeze": freeze}
+        if name == "full" and pretrained:
+            settings["layer_decay"] = plan.decide("full.layer_decay", LAYER_DECAY,
+                                                  f"each layer below the head at {LAYER_DECAY:g}x the rate of the one above")
+        settings["lr"] = _phase_lr(plan, name, find_rate, model, train_data, settings)
+        result = train_phase(model, train_data, val, settings, None)
+        measured = measure(model, val)
+        plan.note(f"{name}.result", {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                                     "val_loss": measured["loss"]}, "the best epoch's weights, restored")
+        results.append(result)
+        ran.append((name, settings, (result.best_epoch if result.best_epoch is not None else len(result.history) - 1) + 1))
+        if measured["loss"] < best_loss:
+            best_loss, plan.kept, metrics = measured["loss"], number, measured
+            best_state = _copy_state(model)
+    if plan.kept != len(phases) - 1:
+        model.load_state_dict(best_state)
+    plan.note("kept", phases[plan.kept][0], f"the phase with the lowest validation loss ({best_loss:.4f})")
+
+    if val_carved and REFIT:
+        # The decisions are made; the held-out examples are worth more as training data than as a check now:
+        # each phase kept is run again from the same start on the whole sample, with the same settings, for
+        # the epochs that were best (the schedule's length unchanged, so the rates follow the same curve).
+        model.load_state_dict(initial)
+        whole = ([t.index_select(0, sample) for t in inputs], targets.index_select(0, sample))
+        for name, settings, best_epochs in ran[:plan.kept + 1]:
+            refit = {**settings, "early_stopping": 0, "restore_best": False, "monitor": "train_loss"}
+            results.append(train_phase(model, whole, None, refit, best_epochs))
+        plan.note("refit", {"examples": len(sample), "epochs": [e for _, _, e in ran[:plan.kept + 1]]},
+                  "after the decisions, the kept phases run again on the whole sample (validation slice included) "
+                  "for their best number of epochs; the metrics reported are those measured on the slice before")
+        train_idx = sample
+    return results, plan, train_idx, metrics
+
+
+def _copy_state(model: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _outside(head_prefix: str) -> Callable[[str], bool]:
+    """The freeze predicate of phase "head": every parameter not under the head."""
+    return lambda name: not (name == head_prefix or name.startswith(head_prefix + "."))
+
+
+def _phase_lr(plan: Plan, phase: str, find_rate: Callable[..., Any], model: Any, train_data: Any,
+              settings: dict[str, Any]) -> float:
+    if "lr" in plan.given:
+        return plan.decide(f"{phase}.lr", None, "given")
+    probe = {k: v for k, v in settings.items() if k in ("optimizer", "weight_decay", "freeze", "class_weights",
+                                                          "layer_decay")}
+    found = find_rate(model, train_data, probe)
+    lr = lr_from_range(found.lrs, found.losses)
+    plan.note(f"{phase}.lr", lr, f"range test ({len(found.lrs)} steps, {found.lrs[0]:.0e} to {found.lrs[-1]:.0e}): "
+              f"the lowest loss at {lr * LR_DIVISOR:.2e}, / {LR_DIVISOR:g}")
+    return lr

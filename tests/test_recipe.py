@@ -1,0 +1,213 @@
+"""recipe="auto" and its parts: the validation slice, the range-test rule, the head, settings that win or conflict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import finetune
+from finetune import heads, recipe
+from finetune.demo import load_digits_split
+
+
+def blobs(n: int = 240, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.normal(size=(n, 6)).astype(np.float32) + 2.0 * np.eye(classes, 6, dtype=np.float32)[y]
+    return x, y
+
+
+def mlp(outputs: int = 3, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, outputs))
+
+
+def decisions(result: finetune.Result) -> dict[str, dict]:
+    return {d["what"]: d for d in result.recipe}
+
+
+def test_validation_slice_is_stratified_disjoint_and_keeps_a_training_example_per_class():
+    targets = torch.tensor([0] * 50 + [1] * 10 + [2] * 2 + [3] * 1)
+    sample = torch.arange(len(targets))
+    train, val = recipe.split_validation(targets, sample, classification=True, seed=3)
+    assert set(train.tolist()).isdisjoint(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == sample.tolist()
+    val_counts = torch.bincount(targets[val], minlength=4).tolist()
+    assert val_counts == [10, 2, 1, 0]  # 20% rounded; one of two; a class of one stays in training
+    again = recipe.split_validation(targets, sample, classification=True, seed=3)
+    assert torch.equal(again[1], val)
+    assert not torch.equal(recipe.split_validation(targets, sample, True, seed=4)[1], val)
+
+
+def test_validation_slice_for_regression_is_a_seeded_fifth():
+    targets = torch.randn(100)
+    train, val = recipe.split_validation(targets, torch.arange(100), classification=False, seed=0)
+    assert len(val) == 20 and len(train) == 80
+
+
+def test_rate_rule_is_the_lowest_loss_after_the_first_steps_divided_by_ten():
+    lrs = list(np.logspace(-6, 0, 60))
+    losses = [0.1] + [2.0 - 0.02 * i for i in range(1, 40)] + [2.0 + 0.5 * i for i in range(20)]
+    # The first point (a lucky batch) is lower than any later one but is not taken.
+    assert recipe.lr_from_range(lrs, losses) == pytest.approx(lrs[39] / 10)
+
+
+def test_find_head_by_name_or_last_layer():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+            self.body = torch.nn.Linear(4, 4)
+
+    assert heads.find_head(Net()) == "fc"
+    assert heads.find_head(mlp()) == "2"
+    assert heads.find_head(finetune.build("cnn", in_channels=1, height=8, width=8, num_classes=10)) == "classifier.3"
+
+
+def test_a_new_head_is_seeded_and_sized_for_the_labels():
+    model = mlp(outputs=2)
+    replaced = heads.replace_head(model, 5, seed=7)
+    assert replaced == {"name": "2", "old_outputs": 2, "new_outputs": 5, "in_features": 16}
+    torch.manual_seed(7)
+    reference = torch.nn.Linear(16, 5)
+    assert torch.equal(model[2].weight, reference.weight) and torch.equal(model[2].bias, reference.bias)
+
+
+def test_head_auto_replaces_a_head_too_small_and_keep_leaves_the_loop_to_refuse_it():
+    x, y = blobs()
+    result = finetune.train(mlp(outputs=2), (x, y), epochs=1, progress=False)
+    assert result.head == {"name": "2", "old_outputs": 2, "new_outputs": 3, "in_features": 16}
+    assert result.model[2].out_features == 3
+    with pytest.raises(ValueError, match="outputs 2 classes but the labels need 3"):
+        finetune.train(mlp(outputs=2), (x, y), epochs=1, progress=False, head="keep")
+    with pytest.raises(ValueError, match="head must be one of"):
+        finetune.train(mlp(), (x, y), epochs=1, progress=False, head="fresh")
+    kept = finetune.train(mlp(outputs=3), (x, y), epochs=1, progress=False)
+    assert kept.head is None
+
+
+def test_head_new_replaces_even_a_head_of_the_right_size():
+    x, y = blobs()
+    model = mlp(outputs=3)
+    old = model[2]
+    result = finetune.train(model, (x, y), epochs=1, progress=False, head="new")
+    assert result.head["new_outputs"] == 3 and model[2] is not old
+
+
+def test_no_shaping_setting_runs_the_recipe_and_records_each_decision():
+    x, y = blobs()
+    result = finetune.train(mlp(), (x, y), progress=False, seed=1)
+    found = decisions(result)
+    assert found["recipe"]["value"] == "auto"
+    assert found["validation"]["value"]["examples"] == 48  # 20% of each class of 240
+    assert found["head"]["value"] == "2"
+    assert found["head.lr"]["value"] > 0 and found["full.lr"]["value"] > 0
+    assert found["head.optimizer"]["value"] == "adamw"
+    assert found["kept"]["value"] in ("head", "full")
+    assert "refit" in found  # decided on the slice, then trained on the whole sample
+    assert result.sample_indices.tolist() == list(range(240))
+    assert set(result.metrics) >= {"loss", "accuracy"}
+    assert result.metrics["accuracy"] > 0.8
+    assert {h["phase"] for h in result.history} >= {0, 1}
+
+
+def test_a_built_in_model_by_name_starts_from_scratch_in_one_phase():
+    x, y = blobs()
+    result = finetune.train("mlp", (x, y), progress=False)
+    found = decisions(result)
+    assert found["model"]["value"] == "from scratch"
+    assert "head" not in found and "head.lr" not in found and "full.lr" in found
+
+
+def test_a_shaping_setting_runs_the_settings_as_given():
+    x, y = blobs()
+    result = finetune.train(mlp(), (x, y), epochs=2, progress=False)
+    assert result.recipe[0]["value"] == "none" and "epochs" in result.recipe[0]["reason"]
+    assert len(result.history) == 2
+
+
+def test_with_the_recipe_explicit_settings_win():
+    x, y = blobs()
+    result = finetune.train(mlp(), (x, y), recipe="auto", lr=0.02, epochs=3, optimizer="sgd", progress=False)
+    found = decisions(result)
+    for key in ("head.lr", "full.lr"):
+        assert found[key] == {"what": key, "value": 0.02, "reason": "given"}
+    assert found["full.optimizer"]["value"] == "sgd" and found["full.epochs"]["value"] == 3
+    assert all(g["lr"] <= 0.02 + 1e-12 for g in result.param_groups)
+    assert max(h["epoch"] for h in result.history) < 3 * 4  # at most 3 epochs a phase (two phases, two refits)
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(freeze=["0"]), "cannot be set with it"),
+    (dict(restore_best=True), "cannot be set with it"),
+    (dict(checkpoint_dir="somewhere"), "does not yet checkpoint"),
+])
+def test_settings_that_conflict_with_the_recipe_are_errors(settings, match):
+    x, y = blobs()
+    with pytest.raises(ValueError, match=match):
+        finetune.train(mlp(), (x, y), recipe="auto", progress=False, **settings)
+
+
+def test_an_unknown_recipe_lists_the_known_ones():
+    x, y = blobs()
+    with pytest.raises(ValueError, match=r"recipe must be one of \['auto', 'none'\]"):
+        finetune.train(mlp(), (x, y), recipe="fast", progress=False)
+
+
+def test_val_fraction_holds_out_a_stratified_share():
+    x, y = blobs()
+    result = finetune.train(mlp(), (x, y), epochs=2, val_fraction=0.25, progress=False)
+    assert "val_loss" in result.history[0]
+    assert result.train_size == 180 and len(result.sample_indices) == 180
+    assert np.bincount(y[result.sample_indices]).tolist() == [60, 60, 60]
+    with pytest.raises(ValueError, match="val is given too"):
+        finetune.train(mlp(), (x, y), (x, y), epochs=1, val_fraction=0.25, progress=False)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\), got 1.5"):
+        finetune.train(mlp(), (x, y), epochs=1, val_fraction=1.5, progress=False)
+
+
+def test_sample_indices_are_the_stratified_sample():
+    x, y = blobs()
+    result = finetune.train(mlp(), (x, y), epochs=1, sample_fraction=0.5, progress=False)
+    assert len(result.sample_indices) == 120 and np.bincount(y[result.sample_indices]).tolist() == [40, 40, 40]
+
+
+def test_regression_runs_the_recipe_with_its_own_monitor():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (x @ rng.normal(size=6)).astype(np.float32)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    result = finetune.train(model, (x, y), task="regression", progress=False)
+    found = decisions(result)
+    assert "class_weights" not in found and found["full.monitor"]["value"] == "val_loss"
+    assert result.metrics["r2"] > 0.8
+
+
+def digits_story(seed: int) -> dict[str, float]:
+    """The issue's story: a CNN pretrained on digits 0-4, adapted to all ten on a stratified 20% sample."""
+    x_train, x_test, y_train, y_test = load_digits_split(seed)
+    old = y_train < 5
+    pretrained = finetune.train("cnn", (x_train[old], y_train[old]), epochs=10, num_classes=10, optimizer="sgd",
+                                lr=0.05, batch_size=32, seed=seed, progress=False).model
+    state = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    out = {}
+    for name, settings in (("auto", {}), ("defaults", {"recipe": "none"})):
+        model = finetune.build("cnn", **pretrained.options)
+        model.load_state_dict(state)
+        tuned = finetune.train(model, (x_train, y_train), sample_fraction=0.2, seed=seed, progress=False, **settings)
+        out[name] = finetune.evaluate(tuned.model, (x_test, y_test))["accuracy"]
+    scratch = finetune.train("cnn", (x_train, y_train), sample_fraction=0.2, seed=seed, progress=False)
+    out["scratch"] = finetune.evaluate(scratch.model, (x_test, y_test))["accuracy"]
+    return out
+
+
+def test_the_recipe_beats_the_old_defaults_on_the_digits_story_over_five_seeds():
+    """Measured (AMD EPYC, 2 threads, seeds 0-4): the recipe's fine-tune 0.940 +- 0.019, the old defaults
+    (recipe="none": SGD 0.01, 10 epochs) 0.90 +- 0.02. The recipe from scratch scores 0.956 +- 0.014 on this
+    story: its fine-tune does not beat scratch here (README, "The recipe"), so that is not asserted."""
+    runs = [digits_story(seed) for seed in range(5)]
+    auto = np.mean([r["auto"] for r in runs])
+    defaults = np.mean([r["defaults"] for r in runs])
+    assert auto > defaults + 0.02, runs
+    assert min(r["auto"] for r in runs) > 0.9, runs
