@@ -351,6 +351,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         "seconds": seconds,
         "samples_per_s": float(np.median([h["samples_per_s"] for h in result.history])) if result.history else 0.0,
         "param_groups": result.param_groups,
+        "recipe": result.recipe,  # what ran and why (a run directory checkpoints, so its settings run as given)
         "distributed": {"world_size": result.world_size,
                         "global_batch": min((train_cfg.batch_size or result.train_size) * train_cfg.accumulate
                                             * result.world_size, result.train_size),
