@@ -404,7 +404,7 @@ def _train_auto(run: _Run, given: dict[str, Any], val_fraction: float | None,
     def find_rate(model: Any, train_data: Any, settings: dict[str, Any]) -> LrFinderResult:
         probe_cfg = dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
                                         progress=False)
-        return find_lr(model, train_data, config=probe_cfg)
+        return find_lr(model, train_data, num_steps=recipes.RANGE_STEPS, config=probe_cfg)
 
     def measure(model: Any, val_data: Any) -> dict[str, Any]:
         return evaluate(model, val_data, task=cfg.task, batch_size=cfg.eval_batch_size, device=cfg.device,
