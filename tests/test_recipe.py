@@ -211,3 +211,58 @@ def test_the_recipe_beats_the_old_defaults_on_the_digits_story_over_five_seeds()
     defaults = np.mean([r["defaults"] for r in runs])
     assert auto > defaults + 0.02, runs
     assert min(r["auto"] for r in runs) > 0.9, runs
+
+
+class Doubled(torch.nn.Module):
+    """A model whose output is not its head's: the head's output is scaled afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU())
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 * self.head(self.body(x))
+
+
+def test_head_inputs_are_the_bodys_eval_mode_output():
+    x, _ = blobs()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Dropout(0.5), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    model.train()
+    features, why = heads.head_inputs(model, "3", [torch.from_numpy(x)], batch_size=100)
+    assert why == "" and model.training  # the mode is restored
+    with torch.no_grad():
+        expected = model[2](model[0](torch.from_numpy(x)))  # dropout is off in eval mode
+    torch.testing.assert_close(features, expected, rtol=0, atol=0)
+    features, why = heads.head_inputs(Doubled(), "head", [torch.from_numpy(x)])
+    assert features is None and "not the head 'head'" in why
+
+
+def test_the_head_phase_trains_on_cached_features_where_they_are_exact():
+    x, y = blobs()
+    cached = decisions(finetune.train(mlp(), (x, y), progress=False))
+    assert cached["head.cached_features"]["value"] is True
+    uncached = decisions(finetune.train(Doubled(), (x, y), progress=False))
+    assert uncached["head.cached_features"]["value"] is False
+    assert "something follows it" in uncached["head.cached_features"]["reason"]
+    native = decisions(finetune.train(finetune.build("mlp", in_features=6, num_classes=3), (x, y), progress=False))
+    assert native["head.cached_features"]["value"] is False  # C++ layers: no hook sees the head's input
+
+
+def test_a_cached_head_phase_is_training_the_head_alone_on_the_features():
+    """The reference: the head module trained by itself, with the recorded settings, on the body's eval-mode
+    features computed by hand, on the same training slice -- the same losses, epoch by epoch, and the same head."""
+    x, y = blobs()
+    result = finetune.train(mlp(seed=3), (x, y), recipe="auto", progress=False, epochs=2, lr=0.05)
+    epochs_run = decisions(result)["head.result"]["value"]["epochs_run"]
+    reference = mlp(seed=3)
+    train_idx, val_idx = recipe.split_validation(torch.from_numpy(y), torch.arange(len(y)), True, seed=0)
+    with torch.no_grad():
+        features = reference[1](reference[0](torch.from_numpy(x)))
+    alone = finetune.train(reference[2], (features[train_idx], y[train_idx.numpy()]),
+                           (features[val_idx], y[val_idx.numpy()]), optimizer="adamw", lr=0.05, epochs=2,
+                           weight_decay=0.01, schedule="cosine", warmup=0.1, early_stopping=3, restore_best=True,
+                           progress=False)
+    assert [h["train_loss"] for h in result.history[:epochs_run]] == [h["train_loss"] for h in alone.history]
+    assert [h["val_loss"] for h in result.history[:epochs_run]] == [h["val_loss"] for h in alone.history]

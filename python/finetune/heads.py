@@ -89,3 +89,37 @@ def replace_head(model: torch.nn.Module, outputs: int, seed: int,
         torch.random.set_rng_state(generator_state)
     setattr(parent, attr, new)
     return {"name": name, "old_outputs": old.out_features, "new_outputs": outputs, "in_features": old.in_features}
+
+
+def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: int = 1024) -> tuple[torch.Tensor | None, str]:
+    """(what the head reads for each example, "") -- the frozen body's features, computed once in eval mode
+    -- or (None, why not). Exact only where the head's output is the model's output; that is checked on every
+    batch, so a model that changes the head's output afterwards (a scale, a softmax) gets None."""
+    from . import models
+
+    module = models.eager(model)
+    if module is None:
+        return None, f"a {type(model).__name__} runs outside Python: no hook sees its head's input"
+    layer = module.get_submodule(head)
+    if not isinstance(layer, torch.nn.Linear):
+        return None, f"the head {head!r} is a {type(layer).__name__}, not an nn.Linear"
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hook = layer.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+    training = module.training
+    features = []
+    try:
+        module.eval()
+        with torch.no_grad():
+            for start in range(0, inputs[0].shape[0], batch_size):
+                seen.clear()
+                output = module(*[t[start:start + batch_size] for t in inputs])
+                if len(seen) != 1:
+                    return None, f"the head {head!r} ran {len(seen)} times in one forward pass"
+                if not isinstance(output, torch.Tensor) or output.shape != seen[0][1].shape or \
+                        not torch.equal(output, seen[0][1]):
+                    return None, f"the model's output is not the head {head!r}'s output (something follows it)"
+                features.append(seen[0][0].detach().clone())
+    finally:
+        hook.remove()
+        module.train(training)
+    return torch.cat(features), ""

@@ -174,6 +174,24 @@ def _script(model: torch.nn.Module, example: Sequence[torch.Tensor] | None) -> t
     return traced
 
 
+# The Python module behind a traced one (their parameters are shared): what a forward hook can observe.
+_eager_sources: "weakref.WeakKeyDictionary[Any, torch.nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def remember_eager(traced: Any, model: torch.nn.Module) -> Any:
+    """Records that ``traced`` was traced from ``model`` (sharing its parameters); returns ``traced``."""
+    _eager_sources[traced] = model
+    return traced
+
+
+def eager(model: Any) -> torch.nn.Module | None:
+    """The Python ``nn.Module`` that runs ``model``: itself, the module a finetune trace was made from, or None
+    (a native model, or a TorchScript module from elsewhere)."""
+    if isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule):
+        return model
+    return _eager_sources.get(model)
+
+
 def trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> torch.jit.ScriptModule:
     """``model`` traced twice into one TorchScript module sharing its parameters: ``forward`` in eval mode
     and ``forward_train`` in training mode, which the C++ loop runs while training (a trace keeps the mode
@@ -204,7 +222,7 @@ def trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> torch.jit.
             for b, saved in zip(model.buffers(), buffers):
                 b.copy_(saved)
         model.train(was_training)
-    return traced.train(was_training)
+    return remember_eager(traced.train(was_training), model)
 
 
 def _first_line(error: Exception) -> str:

@@ -44,6 +44,7 @@ RANGE_STEPS = 100  # steps of each learning-rate range test
 RANGE_SKIP = 10  # steps of the range test whose smoothed loss averages too few batches to be compared
 LR_DIVISOR = 10.0  # a phase's rate: the range test's lowest loss / 10 (fastai's "minimum" rule), see lr_from_range
 IMBALANCE_RATIO = 3.0  # class weights when the largest class is > 3x the smallest: a rule of thumb, not yet measured
+CACHE_BYTES = 2 * 2**30  # the head phase's cached features fit in 2 GiB (a tenth of this 24 GiB machine), or no cache
 REFIT = True  # after deciding on a carved slice, train again on the whole sample (see run): +0.5-1 point on digits
 # Settings that decide which layers train when: that is the recipe's job, so with recipe="auto" they are an error.
 CONFLICTING = ("freeze", "unfreeze_at", "lr_groups", "restore_best")
@@ -161,7 +162,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     plan.note("model", "trained weights" if pretrained else "from scratch",
               "a model passed in (or a pretrained built-in) carries trained weights: its head is trained first"
               if pretrained else "a built-in model built by name starts from random weights: one phase, every layer")
-    val_carved = val is None
+    val_carved, val_idx = val is None, None
     if val_carved:
         fraction = val_fraction if val_fraction is not None else VAL_FRACTION
         train_idx, val_idx = split_validation(targets, sample, classification, config.seed, fraction)
@@ -200,6 +201,10 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     else:
         phases = [("full", SCRATCH_EPOCHS, SCRATCH_PATIENCE, None)]
 
+    cache = None
+    if phases[0][0] == "head":
+        cache = _cache_head_inputs(plan, model, head, inputs, targets, sample, train_idx, val_idx, val, config)
+
     initial = _copy_state(model)
     results, ran, best_loss, best_state, metrics = [], [], math.inf, None, {}
     for number, (name, epochs, patience, freeze) in enumerate(phases):
@@ -207,8 +212,12 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         if name == "full" and pretrained:
             settings["layer_decay"] = plan.decide("full.layer_decay", LAYER_DECAY,
                                                   f"each layer below the head at {LAYER_DECAY:g}x the rate of the one above")
-        settings["lr"] = _phase_lr(plan, name, find_rate, model, train_data, settings)
-        result = train_phase(model, train_data, val, settings, None)
+        trainee, phase_train, phase_val = model, train_data, val
+        if name == "head" and cache is not None:  # the head alone, on the features it reads, computed once
+            trainee, phase_train, phase_val = cache.head, cache.train, cache.val
+            settings["freeze"] = None
+        settings["lr"] = _phase_lr(plan, name, find_rate, trainee, phase_train, settings)
+        result = train_phase(trainee, phase_train, phase_val, settings, None)
         measured = measure(model, val)
         plan.note(f"{name}.result", {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
                                      "val_loss": measured["loss"]}, "the best epoch's weights, restored")
@@ -229,12 +238,61 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         whole = ([t.index_select(0, sample) for t in inputs], targets.index_select(0, sample))
         for name, settings, best_epochs in ran[:plan.kept + 1]:
             refit = {**settings, "early_stopping": 0, "restore_best": False, "monitor": "train_loss"}
-            results.append(train_phase(model, whole, None, refit, best_epochs))
+            trainee, data = (cache.head, cache.whole) if name == "head" and cache is not None else (model, whole)
+            results.append(train_phase(trainee, data, None, refit, best_epochs))
         plan.note("refit", {"examples": len(sample), "epochs": [e for _, _, e in ran[:plan.kept + 1]]},
                   "after the decisions, the kept phases run again on the whole sample (validation slice included) "
                   "for their best number of epochs; the metrics reported are those measured on the slice before")
         train_idx = sample
     return results, plan, train_idx, metrics
+
+
+@dataclass
+class HeadCache:
+    """Phase "head" on cached features: the head module and what it reads for each example."""
+
+    head: torch.nn.Module
+    train: tuple[list[torch.Tensor], torch.Tensor]
+    val: tuple[list[torch.Tensor], torch.Tensor]
+    whole: tuple[list[torch.Tensor], torch.Tensor]  # the whole sample, for the refit
+
+
+def _cache_head_inputs(plan: Plan, model: Any, head: str, inputs: list[torch.Tensor], targets: torch.Tensor,
+                       sample: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor | None, val: Any,
+                       config: Any) -> HeadCache | None:
+    """The frozen body's output for every example of the sample (and of a given val), computed once: while only
+    the head trains, the body's output for an example is the same every epoch, so running the body again each
+    step is wasted work. The features are the body's in eval mode (no dropout, batch-norm statistics fixed),
+    which is what a frozen body should give; the head's output must be the model's (checked on every batch)."""
+    from . import models
+
+    eager = models.eager(model)
+    width = getattr(eager.get_submodule(head), "in_features", 0) if eager is not None else 0
+    needed = 4 * width * (len(sample) + (0 if val_idx is not None else int(val[1].shape[0])))
+    if eager is not None and needed > CACHE_BYTES:
+        plan.note("head.cached_features", False, f"the features would take {needed / 2**30:.1f} GiB, over the "
+                  f"{CACHE_BYTES / 2**30:.0f} GiB budget: the body runs every step")
+        return None
+    whole_inputs = [t.index_select(0, sample) for t in inputs]
+    features, why_not = heads.head_inputs(model, head, whole_inputs, config.eval_batch_size)
+    if features is None:
+        plan.note("head.cached_features", False, f"{why_not}: the body runs every step")
+        return None
+    position = lambda idx: torch.searchsorted(sample, idx)  # noqa: E731 - rows of `sample` (sorted) holding idx
+    if val_idx is not None:
+        val_data = ([features.index_select(0, position(val_idx))], targets.index_select(0, val_idx))
+    else:
+        val_features, why_not = heads.head_inputs(model, head, val[0], config.eval_batch_size)
+        if val_features is None:
+            plan.note("head.cached_features", False, f"{why_not}: the body runs every step")
+            return None
+        val_data = ([val_features], val[1])
+    plan.note("head.cached_features", True, f"the body's output ({features.shape[1:].numel()} values an example) "
+              f"computed once for {len(sample) + (0 if val_idx is not None else len(val[1]))} examples; phase "
+              "head trains the head alone on them")
+    return HeadCache(eager.get_submodule(head),
+                     ([features.index_select(0, position(train_idx))], targets.index_select(0, train_idx)),
+                     val_data, ([features], targets.index_select(0, sample)))
 
 
 def _copy_state(model: Any) -> dict[str, torch.Tensor]:

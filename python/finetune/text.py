@@ -87,8 +87,8 @@ def minilm_classifier(num_classes: int, max_length: int = 48, seed: int = 0, dro
     example = [torch.from_numpy(a) for a in tokenize(["an example", "another one"])]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on Hugging Face's Python-side checks
-        traced = models.trace(model, example) if dropout else torch.jit.trace(model, tuple(example), check_trace=False,
-                                                                              strict=False)
+        traced = models.trace(model, example) if dropout else models.remember_eager(
+            torch.jit.trace(model, tuple(example), check_trace=False, strict=False), model)
     return traced, tokenize
 
 
