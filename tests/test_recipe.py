@@ -266,3 +266,13 @@ def test_a_cached_head_phase_is_training_the_head_alone_on_the_features():
                            progress=False)
     assert [h["train_loss"] for h in result.history[:epochs_run]] == [h["train_loss"] for h in alone.history]
     assert [h["val_loss"] for h in result.history[:epochs_run]] == [h["val_loss"] for h in alone.history]
+
+
+def test_embed_returns_the_features_the_head_reads():
+    x, _ = blobs()
+    model = mlp(seed=2)
+    with torch.no_grad():
+        expected = model[1](model[0](torch.from_numpy(x))).numpy()
+    np.testing.assert_array_equal(finetune.embed(model, x), expected)
+    with pytest.raises(ValueError, match="embed: the model's output is not the head 'head'"):
+        finetune.embed(Doubled(), x)

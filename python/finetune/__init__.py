@@ -14,7 +14,7 @@ from . import _C
 from .config import TrainConfig
 from .models import NativeModel
 from .registry import build, register_model
-from .training import LrFinderResult, Result, evaluate, find_lr, predict, train
+from .training import LrFinderResult, Result, embed, evaluate, find_lr, predict, train
 
 try:
     __version__ = version("finetune")  # pyproject.toml's, as installed
@@ -24,5 +24,5 @@ optimizers = _C.optimizer_names
 
 schedules = _C.schedule_names
 
-__all__ = ["LrFinderResult", "NativeModel", "Result", "TrainConfig", "build", "evaluate", "find_lr", "optimizers",
+__all__ = ["LrFinderResult", "NativeModel", "Result", "TrainConfig", "build", "embed", "evaluate", "find_lr", "optimizers",
            "predict", "register_model", "schedules", "train"]

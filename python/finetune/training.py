@@ -533,6 +533,22 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classificat
     return out
 
 
+def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024) -> np.ndarray:
+    """What the model's head reads for each example of ``x`` -- the body's features, in eval mode -- as a numpy
+    array: for a scikit-learn model on the same features, or a look at them. ``head`` names the head module
+    (default: found as ``train(head=...)`` finds it, the last ``nn.Linear`` the forward pass runs). The model
+    must run in Python (an ``nn.Module``, or one finetune traced, such as ``"minilm"``) and its output must be
+    its head's; otherwise a ValueError says why."""
+    inputs = data.features(x, "X", models.parameter_dtype(model))
+    eager = models.eager(model)
+    name = head if head is not None else heads.find_head(eager if eager is not None else model,
+                                                         [t[:2] for t in inputs])
+    features, why_not = heads.head_inputs(model, name, inputs, batch_size)
+    if features is None:
+        raise ValueError(f"embed: {why_not}")
+    return features.numpy()
+
+
 OUTPUTS = ("classes", "probabilities", "logits", "values")
 
 
