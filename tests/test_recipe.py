@@ -276,3 +276,13 @@ def test_embed_returns_the_features_the_head_reads():
     np.testing.assert_array_equal(finetune.embed(model, x), expected)
     with pytest.raises(ValueError, match="embed: the model's output is not the head 'head'"):
         finetune.embed(Doubled(), x)
+
+
+def test_a_run_that_ends_still_learning_says_so(caplog):
+    x, y = blobs()
+    short = finetune.train(mlp(), (x, y), epochs=2, lr=0.01, progress=False)
+    note = decisions(short)["still_learning"]
+    assert note["value"] > 0.05 and "more epochs" in note["reason"]
+    assert any("still learning" in r.getMessage() for r in caplog.records)
+    converged = finetune.train(mlp(), (x, y), epochs=60, lr=0.05, optimizer="adam", progress=False)
+    assert "still_learning" not in decisions(converged)

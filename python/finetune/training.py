@@ -316,7 +316,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
             run, sample = _hold_out(run, float(val_fraction))
         with models.exclusive(run.model):
             result = _train(run, callback, callback_interval, resume)
-        result.recipe = [{"what": "recipe", "value": "none", "reason": reason}]
+        result.recipe = [{"what": "recipe", "value": "none", "reason": reason}] + _still_learning(result)
         result.sample_indices = (sample if sample is not None
                                  else _C.sample_indices(run.targets, run.cpp_config)).numpy()
     result.head = run.head
@@ -364,6 +364,27 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
     if resume or distributed:
         return "none", "a resumed or torchrun run runs the settings as given (the recipe does not checkpoint yet)"
     return "auto", "the default: no setting that shapes the training was given"
+
+
+STILL_FALLING = 0.05  # a last epoch that lowered the training loss by > 5% (and > 10% of the run's progress)
+
+
+def _still_learning(result: Result) -> list[dict[str, Any]]:
+    """A note (and a logged warning) when the run ended with its training loss still falling fast: a fixed epoch
+    count that under-trains should not pass silently."""
+    losses = [h["train_loss"] for h in result.history]
+    if result.stopped or len(losses) < 2 or not losses[-2] > 0:
+        return []
+    fall = (losses[-2] - losses[-1]) / losses[-2]
+    # A converging run's loss can keep falling by a large fraction near zero: what marks a run cut short is a
+    # last epoch that still made a large share (> 10%) of the whole run's progress.
+    share = (losses[-2] - losses[-1]) / (losses[0] - losses[-1]) if losses[0] > losses[-1] else 0.0
+    if fall <= STILL_FALLING or share <= 0.1:
+        return []
+    message = (f"the training loss fell {fall:.0%} in the last epoch ({losses[-2]:.4g} -> {losses[-1]:.4g}): the run "
+               f"was still learning; more epochs, or early stopping (recipe='auto' decides both), would likely help")
+    log.warning(message)
+    return [{"what": "still_learning", "value": fall, "reason": message}]
 
 
 def _hold_out(run: _Run, fraction: float) -> tuple[_Run, torch.Tensor]:
