@@ -22,11 +22,15 @@ def classifier():
     return text.minilm_classifier(num_classes=2, max_length=16)
 
 
-def test_tokenizer_pads_and_truncates(classifier):
+def test_tokenizer_pads_and_truncates_and_says_how_many_it_cut(classifier, caplog):
     _, tokenize = classifier
     ids, mask = tokenize(["short", "a much longer sentence " * 10])
     assert ids.shape == mask.shape == (2, 16) and ids.dtype == np.int64
     assert mask[0].sum() < 16 and mask[1].sum() == 16
+    assert "1 of 2 texts (50%) are longer than max_length=16 tokens and were cut" in caplog.text
+    caplog.clear()
+    tokenize(["short", "also short"])
+    assert "were cut" not in caplog.text
     with pytest.raises(TypeError, match="texts must be a list of strings, got one string"):
         tokenize("one string")
     with pytest.raises(TypeError, match="texts must be strings; item 1 is int"):

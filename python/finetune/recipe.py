@@ -149,7 +149,7 @@ class Plan:
 def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure: Callable[[Any, Any], dict[str, Any]],
         model: Any, inputs: list[torch.Tensor], targets: torch.Tensor, val: tuple[list[torch.Tensor], torch.Tensor] | None,
         sample: torch.Tensor, config: Any, given: dict[str, Any], pretrained: bool,
-        val_fraction: float | None = None) -> tuple[list[Any], Plan, torch.Tensor, dict[str, Any]]:
+        val_fraction: float | None = None, mode: str = "auto") -> tuple[list[Any], Plan, torch.Tensor, dict[str, Any]]:
     """Runs the recipe on the examples ``sample`` of (inputs, targets): (each phase's result, the plan with its
     decisions and the phase kept, the indices the returned weights were trained on, the validation metrics of
     the kept weights -- measured before any refit, so on examples the model has not trained on).
@@ -159,6 +159,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     loss and metrics."""
     classification = config.task == "classification"
     plan = Plan(given)
+    pretrained = pretrained or mode == "head"
     plan.note("model", "trained weights" if pretrained else "from scratch",
               "a model passed in (or a pretrained built-in) carries trained weights: its head is trained first"
               if pretrained else "a built-in model built by name starts from random weights: one phase, every layer")
@@ -195,9 +196,14 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                       "first, alone")
             phases = [("head", HEAD_EPOCHS, HEAD_PATIENCE, _outside(head))]
         except ValueError as error:
+            if mode == "head":
+                raise ValueError(f"recipe='head' trains the model's head alone, and {error}") from None
             plan.note("head", None, f"no head phase: {error}")
             phases = []
-        phases.append(("full", FULL_EPOCHS, FULL_PATIENCE, None))
+        if mode == "head":
+            plan.note("phases", ["head"], "recipe='head': the head alone, on the frozen body")
+        else:
+            phases.append(("full", FULL_EPOCHS, FULL_PATIENCE, None))
     else:
         phases = [("full", SCRATCH_EPOCHS, SCRATCH_PATIENCE, None)]
 

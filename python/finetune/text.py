@@ -12,6 +12,7 @@ loop (dropout 0.1, as BERT-style models are fine-tuned) and in eval mode for eve
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -62,6 +63,12 @@ def tokenizer(max_length: int = 48) -> Callable[[Sequence[str]], list[np.ndarray
         if bad:
             raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
         encoded = tok.encode_batch(list(texts))
+        cut = sum(1 for e in encoded if e.overflowing)
+        if cut:  # a silent cut loses what a long text says after max_length tokens
+            logging.getLogger("finetune").warning(
+                "%d of %d texts (%.0f%%) are longer than max_length=%d tokens and were cut; a larger max_length "
+                "keeps them whole (at a cost that grows with the length)", cut, len(encoded),
+                100.0 * cut / len(encoded), max_length)
         return [np.asarray([e.ids for e in encoded], dtype=np.int64),
                 np.asarray([e.attention_mask for e in encoded], dtype=np.int64)]
 

@@ -285,7 +285,9 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     ``recipe="auto"`` (the default when no setting that shapes the training -- optimizer, rate, schedule, epochs,
     freezing, early stopping, class weights, checkpoints -- is given) runs finetune's recipe (``finetune.recipe``):
     a validation slice, the head first, then every layer, rates from range tests, early stopping; each decision
-    is in ``result.recipe``. ``recipe="none"`` runs the settings as given (the default once one is given).
+    is in ``result.recipe``. ``recipe="head"`` runs its head phase alone (the body frozen, its features computed
+    once in eval mode where the model allows: head-only fine-tuning in one switch). ``recipe="none"`` runs the
+    settings as given (the default once one is given).
     ``head``: "auto" replaces an ``nn.Linear`` head whose width does not fit the labels by a new seeded one,
     "new" always does, "keep" never; ``result.head`` says what was replaced. ``val_fraction`` holds out that
     stratified share of the training sample as ``val`` (an error when ``val`` is given too).
@@ -308,8 +310,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     if val_fraction is not None and not (isinstance(val_fraction, float | int) and 0 < val_fraction < 1):
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     run = _prepare(model, train_data, val, config, settings, head=head)
-    if chosen == "auto":  # each phase holds the model while it trains (models.exclusive)
-        result = _train_auto(run, given, val_fraction, callback, callback_interval)
+    if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
+        result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval)
     else:
         sample = None
         if val_fraction is not None:
@@ -328,7 +330,7 @@ RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_g
                   "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
                   "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "topk", "progress",
                   "distributed", "bucket_mb", "dist_timeout")
-RECIPES = ("auto", "none")
+RECIPES = ("auto", "head", "none")
 
 
 def _given_settings(config: TrainConfig | None, settings: dict[str, Any]) -> dict[str, Any]:
@@ -341,21 +343,21 @@ def _given_settings(config: TrainConfig | None, settings: dict[str, Any]) -> dic
 
 
 def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tuple[str, str]:
-    """("auto" or "none", why)."""
+    """("auto", "head" or "none", why)."""
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {list(RECIPES)} or None (chosen from the settings), got {recipe!r}")
     shaping = sorted(k for k in given if k not in RECIPE_NEUTRAL)
     distributed = os.environ.get("WORLD_SIZE", "1") not in ("", "1") and given.get("distributed") != "off"
-    if recipe == "auto":
+    if recipe in ("auto", "head"):
         conflicting = sorted(k for k in given if k in recipes.CONFLICTING)
         if conflicting:
-            raise ValueError(f"recipe='auto' decides which layers train when, so {conflicting} cannot be set with it; "
-                             "pass recipe='none' to run those settings as given")
+            raise ValueError(f"recipe={recipe!r} decides which layers train when, so {conflicting} cannot be set with "
+                             "it; pass recipe='none' to run those settings as given")
         if resume or given.get("checkpoint_dir") or distributed:
             what = "resume" if resume else "checkpoint_dir" if given.get("checkpoint_dir") else "torchrun"
-            raise ValueError(f"recipe='auto' runs several phases and does not yet checkpoint, resume or run under "
-                             f"torchrun (got {what}); pass recipe='none' with the settings to run")
-        return "auto", "given"
+            raise ValueError(f"recipe={recipe!r} runs phases of its own and does not yet checkpoint, resume or run "
+                             f"under torchrun (got {what}); pass recipe='none' with the settings to run")
+        return recipe, "given"
     if recipe == "none":
         return "none", "given"
     if shaping:
@@ -402,9 +404,10 @@ def _hold_out(run: _Run, fraction: float) -> tuple[_Run, torch.Tensor]:
         config=cfg, cpp_config=cfg.to_cpp()), train_idx
 
 
-def _train_auto(run: _Run, given: dict[str, Any], val_fraction: float | None,
+def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fraction: float | None,
                 callback: Callable[[str, dict], bool | None] | None, callback_interval: float) -> Result:
-    """recipe="auto" (finetune.recipe): phases of the C++ loop on one sample, the recipe deciding between them."""
+    """recipe="auto" or "head" (finetune.recipe): phases of the C++ loop on one sample, the recipe deciding
+    between them."""
     cfg = run.config
     sample = _C.sample_indices(run.targets, run.cpp_config)
     base = dataclasses.replace(cfg, sample_fraction=1.0, sample_size=None, freeze=None, class_weights=None)
@@ -434,9 +437,8 @@ def _train_auto(run: _Run, given: dict[str, Any], val_fraction: float | None,
     start = time.perf_counter()
     phases, plan, train_idx, metrics = recipes.run(
         train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
-        run.pretrained, val_fraction)
-    plan.decisions.insert(0, recipes.Decision("recipe", "auto", "given" if "recipe" in given else
-                                              _choose_recipe(None, given, False)[1]))
+        run.pretrained, val_fraction, mode)
+    plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
     kept = phases[-1]
     confusion = metrics.pop("confusion_matrix", None)
     history, offset = [], 0
