@@ -100,6 +100,8 @@ EXCLUDED = {
     "python benchmarks/quality.py --seeds 2 --sections recommendation tabular images":
         "a benchmark: 589 s on this machine",
     "python benchmarks/quality.py --sections text --text-full": "a benchmark: 1,039 s on this machine",
+    "python benchmarks/quality.py --sections recipe --seeds 5":
+        "a benchmark: 392 s on this machine (tests/test_recipe.py runs its digits story over 5 seeds)",
     "tensorboard --logdir runs": "starts a server that runs until stopped (and needs the tensorboard package)",
     "finetune tune CONFIG": "CONFIG is a placeholder; `finetune tune examples/wine-tune.toml` runs as written",
     "finetune train": "a mention of the command in prose, without its config; the full commands run as written",

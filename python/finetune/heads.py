@@ -107,18 +107,19 @@ def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: i
     hook = layer.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
     training = module.training
     features = []
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
     try:
         module.eval()
         with torch.no_grad():
             for start in range(0, inputs[0].shape[0], batch_size):
                 seen.clear()
-                output = module(*[t[start:start + batch_size] for t in inputs])
+                output = module(*[t[start:start + batch_size].to(device) for t in inputs])
                 if len(seen) != 1:
                     return None, f"the head {head!r} ran {len(seen)} times in one forward pass"
                 if not isinstance(output, torch.Tensor) or output.shape != seen[0][1].shape or \
                         not torch.equal(output, seen[0][1]):
                     return None, f"the model's output is not the head {head!r}'s output (something follows it)"
-                features.append(seen[0][0].detach().clone())
+                features.append(seen[0][0].detach().to("cpu", copy=True))
     finally:
         hook.remove()
         module.train(training)
