@@ -75,7 +75,7 @@ def test_train_by_name_builds_through_the_registry(name):
 
 def test_the_options_and_their_defaults_are_discoverable():
     assert registry.names() == ["cnn", "digit_cnn", "mf", "minilm", "mlp", "ncf"]
-    assert registry.options("minilm") == {"num_classes": registry.REQUIRED, "max_length": 48, "dropout": True}
+    assert registry.options("minilm") == {"num_classes": registry.REQUIRED, "max_length": 0, "dropout": True}
     assert registry.options("digit_cnn") == {"num_classes": 10, "pretrained": True}
     assert registry.options("mlp") == {"dropout": 0.0, "hidden": [128], "in_features": 0, "num_classes": 0}
     assert set(registry.options("cnn")) == {"channels", "dropout", "height", "hidden", "in_channels", "num_classes",
@@ -105,7 +105,7 @@ def test_an_unknown_option_lists_that_models_options():
     with pytest.raises(TypeError, match=r"known options: \['dropout', 'max_length', 'num_classes'\]"):
         finetune.build("minilm", max_len=8)  # checked before anything is loaded
     with pytest.raises(TypeError, match=r"max_length='long' has the wrong type for model 'minilm' \(it takes an "
-                                        r"integer, e.g. 48\)"):
+                                        r"integer, e.g. 0\)"):
         finetune.build("minilm", num_classes=2, max_length="long")
     with pytest.raises(TypeError, match=r"model 'minilm' needs the option\(s\) \['num_classes'\]"):
         finetune.build("minilm")

@@ -70,3 +70,18 @@ def test_training_graph_has_dropout_and_the_eval_graph_does_not(classifier):
 def test_dropout_false_trains_with_the_inference_graph():
     model, _ = text.minilm_classifier(num_classes=2, max_length=16, dropout=False)
     assert not hasattr(model, "forward_train")  # the loop runs forward, dropout off
+
+
+def test_minilm_by_name_chooses_max_length_from_the_training_texts():
+    from finetune import registry
+
+    texts = ["short one"] * 19 + ["a much longer sentence " * 20]
+    lengths = text.token_lengths(texts)
+    assert lengths[0] == 4 and lengths[-1] > 64  # [CLS] short one [SEP]
+    chosen = registry.get("minilm").choose_options(texts, {})
+    assert chosen == {"max_length": 8}  # 95% of the texts are 4 tokens: rounded up to 8
+    assert registry.get("minilm").choose_options(texts, {"max_length": 32}) == {"max_length": 32}  # given wins
+    result = finetune.train("minilm", (texts, np.arange(20) % 2), epochs=1, progress=False)
+    assert result.model_options["max_length"] == 8
+    with pytest.raises(ValueError, match="max_length=0 chooses it from the training texts"):
+        finetune.build("minilm", num_classes=2)

@@ -57,6 +57,13 @@ class ModelEntry:
     check_value: Callable[[str, Any], None] | None = None  # a check of its own (native: the C++ struct's setter)
     # Whether the model built with these options carries trained weights (recipe="auto" then trains its head first)
     trained_weights: Callable[[dict[str, Any]], bool] | None = None
+    # (X as given, options) -> the options the training data decides before it is encoded (MiniLM: max_length)
+    choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
+
+    def choose_options(self, x: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with what the training inputs ``x`` decide before encoding (once, so that every split is
+        encoded alike); the options given are kept."""
+        return self.choose(x, options) if self.choose is not None else options
 
     def pretrained(self, options: dict[str, Any]) -> bool:
         return bool(self.trained_weights({**self.defaults, **options})) if self.trained_weights is not None else False
@@ -145,7 +152,8 @@ def build(name: str, **options: Any) -> Any:
 def register_model(name: str, *, infer_options: Infer | None = None, encode: Encode | None = None,
                    every_split: Sequence[str] = (),
                    example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None,
-                   trained_weights: Callable[[dict[str, Any]], bool] | None = None) -> Callable:
+                   trained_weights: Callable[[dict[str, Any]], bool] | None = None,
+                   choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None) -> Callable:
     """Decorator: the factory's keyword parameters are the model's options, their defaults the defaults and their
     annotations (int, float, bool, str, list) the types checked. ``infer_options(inputs, targets, task)`` returns
     the options the data decides; ``encode(X, options)`` turns what users pass into numbers, where it is not;
@@ -153,7 +161,7 @@ def register_model(name: str, *, infer_options: Infer | None = None, encode: Enc
     def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
         defaults = _signature_defaults(factory)
         _add(ModelEntry(name, factory, defaults, _option_types(factory, defaults), infer_options or _nothing_inferred,
-                        encode, tuple(every_split), example_shape, trained_weights=trained_weights))
+                        encode, tuple(every_split), example_shape, trained_weights=trained_weights, choose=choose))
         return factory
 
     return decorator
@@ -260,8 +268,28 @@ def _texts_to_ids(x: Any, options: dict[str, Any]) -> Any:
     if isinstance(x, (list, tuple, np.ndarray)) and np.ndim(x) == 1 and len(x) and isinstance(x[0], str):
         from . import text
 
+        if not options["max_length"]:
+            raise ValueError("model 'minilm': max_length=0 is chosen from the training texts first "
+                             "(ModelEntry.choose_options); give max_length to encode texts on their own")
         return text.tokenizer(options["max_length"])(list(x))
     return x
+
+
+MAX_TOKENS = 256  # the longest max_length chosen from the data: attention's cost grows with the square of it
+COVERED = 0.95  # max_length chosen to keep this share of the training texts whole
+
+
+def _choose_max_length(x: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """max_length=0 (the default): the length that keeps 95% of the training texts whole, rounded up to a
+    multiple of 8, between 8 and 256 tokens (MiniLM reads 512 at most; on a CPU each doubling costs > 2x)."""
+    is_texts = isinstance(x, (list, tuple, np.ndarray)) and np.ndim(x) == 1 and len(x) and isinstance(x[0], str)
+    if options.get("max_length", 0) != 0 or not is_texts:
+        return options
+    from . import text
+
+    lengths = text.token_lengths(list(x))
+    covering = int(np.ceil(np.quantile(lengths, COVERED)))
+    return {**options, "max_length": int(min(MAX_TOKENS, max(8, -(-covering // 8) * 8)))}
 
 
 def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
@@ -273,12 +301,17 @@ def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: s
     return {"num_classes": _outputs(targets, task), "max_length": int(ids.shape[1])}
 
 
-@register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids, trained_weights=lambda o: True)
-def minilm(num_classes: int, max_length: int = 48, dropout: bool = True) -> torch.jit.ScriptModule:
-    """finetune.text.minilm_classifier's model (texts are tokenised at max_length); the head's initial weights
-    come from torch's current seed (finetune.train sets it to the run's seed before it builds a model)."""
+@register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids, trained_weights=lambda o: True,
+                choose=_choose_max_length)
+def minilm(num_classes: int, max_length: int = 0, dropout: bool = True) -> torch.jit.ScriptModule:
+    """finetune.text.minilm_classifier's model (texts are tokenised at max_length; 0, the default: the length
+    that keeps 95% of the training texts whole, up to 256); the head's initial weights come from torch's
+    current seed (finetune.train sets it to the run's seed before it builds a model)."""
     from . import text
 
+    if max_length == 0:
+        raise ValueError("model 'minilm' with max_length=0 chooses it from the training texts, which finetune.build "
+                         "does not see: give max_length (e.g. 64), or let finetune.train choose it")
     if num_classes < 1 or max_length < 1:
         raise ValueError(f"model 'minilm' needs num_classes and max_length >= 1, got {num_classes} and {max_length}")
     return text.minilm_classifier(num_classes, max_length, seed=torch.initial_seed(), dropout=dropout)[0]

@@ -305,6 +305,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         every = entry.infer_options(np.concatenate([split.x_train, split.x_test]),
                                     np.concatenate([split.y_train, split.y_test]), split.task, **options)
         options.update({k: v for k, v in every.items() if k in entry.every_split})
+    options = entry.choose_options(x_fit, options)  # from the training inputs, once (MiniLM: max_length=0)
     x_fit, x_val, x_test = (entry.encode_inputs(x, options) for x in (x_fit, x_val, x_test))  # texts: token ids
     events = None  # each epoch's scalars, written as the epoch ends (tensorboard --logdir runs shows them live)
     if writer_class is not None and distributed.process_rank() == 0:  # under torchrun, rank 0 writes the run
@@ -369,6 +370,13 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
 def _options(cfg: RunConfig) -> dict[str, Any]:
     """The options the config's [model] table gives (all but name)."""
     return {k: v for k, v in cfg.model.items() if k != "name"}
+
+
+def with_chosen_options(cfg: RunConfig, x_train: Any) -> RunConfig:
+    """The config with the model options its training inputs decide (MiniLM's max_length=0: from the texts)."""
+    entry = registry.get(cfg.model["name"])
+    chosen = entry.choose_options(x_train, _options(cfg))
+    return RunConfig(cfg.data, {**cfg.model, **chosen}, cfg.train, cfg.source)
 
 
 def model_inputs(cfg: RunConfig, x: Any) -> Any:
@@ -459,6 +467,7 @@ def find_lr(cfg: RunConfig, steps: int = 100) -> Any:
     import finetune
 
     split = load_data(cfg)
+    cfg = with_chosen_options(cfg, split.x_train)
     # no validation data, so nothing to monitor
     train_cfg = cfg.train.replace(early_stopping=0, restore_best=False, progress=False, checkpoint_dir=None)
     return finetune.find_lr(cfg.model["name"], (model_inputs(cfg, split.x_train), split.y_train), config=train_cfg,
@@ -477,6 +486,7 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
         raise ValueError(f"{cfg.source} has no search space: add a [tune] table, e.g. lr = {{ low = 1e-4, high = 0.1, log = true }}")
     split = load_data(cfg)
     fit, val = validation_split(cfg, split)
+    cfg = with_chosen_options(cfg, split.x_train[fit])
     fit_data = (model_inputs(cfg, split.x_train[fit]), split.y_train[fit])
     val_data = (model_inputs(cfg, split.x_train[val]), split.y_train[val])
     result = tune(lambda: build_model(cfg, *fit_data), fit_data, val_data, space=space, trials=trials, metric=metric,

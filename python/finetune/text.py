@@ -47,6 +47,16 @@ class MeanPooledClassifier(torch.nn.Module):
         return self.head((states * mask).sum(1) / mask.sum(1).clamp(min=1.0))
 
 
+def token_lengths(texts: Sequence[str]) -> np.ndarray:
+    """Each text's length in MiniLM tokens, special tokens included, uncut."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm_path() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return np.asarray([len(e.ids) for e in tok.encode_batch(list(texts))], dtype=np.int64)
+
+
 def tokenizer(max_length: int = 48) -> Callable[[Sequence[str]], list[np.ndarray]]:
     """A function from texts to [input_ids, attention_mask], each (N, max_length) int64 (MiniLM's own
     WordPiece tokenizer, truncated and padded)."""

@@ -185,6 +185,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     x, y = data.split(train_data, "train_data")
     dtype = torch.float32 if entry is not None else models.parameter_dtype(model)
     if entry is not None:  # numbers the model reads (MiniLM: texts tokenised); numbers stay as they are
+        model_options = entry.choose_options(x, model_options)  # once, from the training inputs, for every split
         x = entry.encode_inputs(x, model_options)
     inputs = data.features(x, "X", dtype, examples=data.length(y))
     targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
