@@ -7,12 +7,16 @@ The procedure (README, "The recipe"), for a model with trained weights:
 2. the head is found (``fc``/``classifier``/``head``/``score`` or the last layer) and, where its width does not
    fit the labels, replaced by a new seeded one (``heads.py``);
 3. phase "head": the body frozen, the head trained alone (linear probing; Kumar et al. 2022 show that
-   fine-tuning from a trained head distorts the pretrained features less than from a random one);
+   fine-tuning from a trained head distorts the pretrained features less than from a random one), on the
+   body's features computed once where the model runs in Python;
 4. phase "full": every layer trained from the phase-1 weights, at rates decaying layer by layer towards the
    input (ULMFiT's discriminative rates);
 5. each phase: AdamW, its rate from a learning-rate range test on the training slice, warm-up then cosine,
    early stopping on the validation loss with the best epoch's weights restored;
-6. the phase with the better validation loss is what is returned (a fine-tune that hurts is not kept).
+6. the phase with the better validation loss is kept (a fine-tune that hurts is not returned);
+7. when the slice was carved, the kept phases run again on the whole sample for their best epochs (refit).
+
+recipe="head" runs steps 1-3 and 5 for phase "head" alone: head-only fine-tuning in one switch.
 
 A model trained from scratch (a built-in model by name) runs phase "full" alone, at one rate. Explicit settings
 win over the recipe's choices: ``lr``, ``optimizer``, ``epochs`` (a phase's maximum), ``early_stopping``,
