@@ -67,7 +67,7 @@ def test_find_head_by_name_or_last_layer():
 
 def test_a_new_head_is_seeded_and_sized_for_the_labels():
     model = mlp(outputs=2)
-    replaced = heads.replace_head(model, 5, seed=7)
+    replaced = heads.replace_head(model, heads.find_head(model), 5, seed=7)
     assert replaced == {"name": "2", "old_outputs": 2, "new_outputs": 5, "in_features": 16}
     torch.manual_seed(7)
     reference = torch.nn.Linear(16, 5)
@@ -307,3 +307,11 @@ def test_an_explicit_recipe_says_it_was_given():
     x, y = blobs()
     result = finetune.train(mlp(), (x, y), recipe="auto", epochs=2, progress=False)
     assert result.recipe[0] == {"what": "recipe", "value": "auto", "reason": "given"}
+
+
+def test_head_new_on_a_head_that_is_not_linear_names_it():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten())
+    x, y = np.zeros((8, 1, 4, 4), dtype=np.float32), np.arange(8) % 2
+    with pytest.raises(ValueError, match=r"the head '0' is a Conv2d, not an nn.Linear; replace it yourself "
+                                         r"\(model.0 = nn.Linear\(...\)\)"):
+        finetune.train(model, (x, y), epochs=1, head="new", progress=False)

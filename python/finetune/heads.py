@@ -16,13 +16,16 @@ def _owner(parameter_name: str) -> str:
 
 
 def find_head(model: Any, example: list[torch.Tensor] | None = None) -> str:
-    """The name of the module whose parameters are the head. For an ``nn.Module`` with ``example`` inputs: the
-    last ``nn.Linear`` that the forward pass runs (registration order can differ: a layer defined last may be
-    unused), preferring one under a known head attribute (``fc``, ``classifier``, ``head``, ``score``).
-    Otherwise, by parameter names: the last parameterised layer under a known attribute, else the owner of the
-    model's last parameter."""
-    if example is not None and isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule):
-        executed = _linears_executed(model, example)
+    """The name of the module whose parameters are the head. For a model that runs in Python (an ``nn.Module``,
+    or one finetune traced) with ``example`` inputs: the last ``nn.Linear`` that the forward pass runs
+    (registration order can differ: a layer defined last may be unused), preferring one under a known head
+    attribute (``fc``, ``classifier``, ``head``, ``score``). Otherwise, by parameter names: the last
+    parameterised layer under a known attribute, else the owner of the model's last parameter."""
+    from . import models
+
+    eager = models.eager(model)
+    if example is not None and eager is not None:
+        executed = _linears_executed(eager, example)
         named = [n for n in executed if n.split(".")[0] in HEAD_NAMES]
         if named or executed:
             return (named or executed)[-1]
@@ -59,34 +62,23 @@ def _linears_executed(model: torch.nn.Module, example: list[torch.Tensor]) -> li
     return order
 
 
-def head_outputs(model: Any, head: str) -> int | None:
-    """The head's output width: the first dimension of its weight (None when it has no 2-D weight)."""
-    params = dict(model.named_parameters())
-    weight = params.get(f"{head}.weight")
-    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
-
-
-def replace_head(model: torch.nn.Module, outputs: int, seed: int,
-                 example: list[torch.Tensor] | None = None) -> dict[str, Any]:
-    """Replaces the head ``find_head`` names by a new ``nn.Linear`` with ``outputs`` outputs, initialised from
-    ``seed``; returns what was replaced. Only a Python ``nn.Module`` whose head is an ``nn.Linear`` can be."""
+def replace_head(model: torch.nn.Module, name: str, outputs: int, seed: int) -> dict[str, Any]:
+    """Replaces the head ``name`` (as ``find_head`` names it) by a new ``nn.Linear`` with ``outputs`` outputs,
+    initialised from ``seed``; returns what was replaced. Only a Python ``nn.Module`` whose head is an
+    ``nn.Linear`` can be."""
     if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
         raise ValueError(f"head='new' replaces a layer of an nn.Module; got a {type(model).__name__}, which "
                          "cannot be changed (build it with the right number of outputs instead)")
-    name = find_head(model, example)
     old = model.get_submodule(name)
     if not isinstance(old, torch.nn.Linear):
         raise ValueError(f"head='new': the head {name!r} is a {type(old).__name__}, not an nn.Linear; replace it "
-                         "yourself (model.{name} = nn.Linear(...)) and pass head='keep'")
+                         f"yourself (model.{name} = nn.Linear(...)) and pass head='keep'")
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # the new head's seed, without touching the caller's generator
+        torch.manual_seed(seed)
         new = torch.nn.Linear(old.in_features, outputs, bias=old.bias is not None,
                               device=old.weight.device, dtype=old.weight.dtype)
-    finally:
-        torch.random.set_rng_state(generator_state)
     setattr(parent, attr, new)
     return {"name": name, "old_outputs": old.out_features, "new_outputs": outputs, "in_features": old.in_features}
 

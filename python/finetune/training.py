@@ -153,19 +153,20 @@ def _fit_head(model: Any, head: str, outputs: int, task: str, seed: int, example
     mistake in y's shape than a head to replace: the loop's error says so)."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
-    if head == "keep":
-        return None
-    if head == "auto":
-        if task != "classification" or not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
-            return None  # a native or scripted model: a head of the wrong width is reported by the loop's check
-        try:
-            name = heads.find_head(model, example)
-        except ValueError:
+    replaceable = isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
+    if head == "keep" or (head == "auto" and (task != "classification" or not replaceable)):
+        return None  # "auto" on a native or scripted model: a head of the wrong width is reported by the loop's check
+    try:
+        name = heads.find_head(model, example)
+    except ValueError:
+        if head == "auto":
             return None  # no head layer (no parameters, or the model is one layer): nothing to replace
-        width = heads.head_outputs(model, name)
-        if width is None or width >= outputs or not isinstance(model.get_submodule(name), torch.nn.Linear):
+        raise
+    if head == "auto":
+        layer = model.get_submodule(name)
+        if not isinstance(layer, torch.nn.Linear) or layer.out_features >= outputs:
             return None
-    replaced = heads.replace_head(model, outputs, seed, example)
+    replaced = heads.replace_head(model, name, outputs, seed)
     log.info("head %s replaced: %d -> %d outputs (seed %d)", replaced["name"], replaced["old_outputs"], outputs, seed)
     return replaced
 
@@ -564,9 +565,7 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
     must run in Python (an ``nn.Module``, or one finetune traced, such as ``"minilm"``) and its output must be
     its head's; otherwise a ValueError says why."""
     inputs = data.features(x, "X", models.parameter_dtype(model))
-    eager = models.eager(model)
-    name = head if head is not None else heads.find_head(eager if eager is not None else model,
-                                                         [t[:2] for t in inputs])
+    name = head if head is not None else heads.find_head(model, [t[:2] for t in inputs])
     features, why_not = heads.head_inputs(model, name, inputs, batch_size)
     if features is None:
         raise ValueError(f"embed: {why_not}")
