@@ -104,6 +104,11 @@ def split_validation(targets: torch.Tensor, sample: torch.Tensor, classification
     return torch.from_numpy(train), torch.from_numpy(val)
 
 
+def take(inputs: list[torch.Tensor], targets: torch.Tensor, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The examples ``indices`` of (inputs, targets), as (inputs, targets)."""
+    return [t.index_select(0, indices) for t in inputs], targets.index_select(0, indices)
+
+
 def imbalance(targets: torch.Tensor, indices: torch.Tensor) -> float:
     """Largest class count / smallest (present) class count in the examples ``indices``."""
     counts = torch.bincount(targets.index_select(0, indices))
@@ -178,11 +183,12 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                   ("val_fraction given" if val_fraction is not None else
                    f"no val given: {fraction:.0%} of each class of the sample (the usual 80/20 hold-out)")
                   + " is held out for the recipe's decisions (rates, epochs, phase kept); the model trains on the rest")
-        val = ([t.index_select(0, val_idx) for t in inputs], targets.index_select(0, val_idx))
+        val = take(inputs, targets, val_idx)
     else:
         train_idx = sample
         plan.note("validation", {"examples": int(val[1].shape[0])}, "val given: the recipe decides on it")
-    train_data = ([t.index_select(0, train_idx) for t in inputs], targets.index_select(0, train_idx))
+    whole = take(inputs, targets, sample)  # the sample, validation slice included (the refit trains on it)
+    train_data = take(inputs, targets, train_idx) if val_carved else whole
 
     common: dict[str, Any] = {}
     if classification:
@@ -213,7 +219,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
 
     cache = None
     if phases[0][0] == "head":
-        cache = _cache_head_inputs(plan, model, head, inputs, targets, sample, train_idx, val_idx, val, config)
+        cache = _cache_head_inputs(plan, model, head, whole, sample, train_idx, val_idx, val, config)
 
     initial = _copy_state(model)
     results, ran, best_loss, best_state, metrics = [], [], math.inf, None, {}
@@ -245,7 +251,6 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         # each phase kept is run again from the same start on the whole sample, with the same settings, for
         # the epochs that were best (the schedule's length unchanged, so the rates follow the same curve).
         model.load_state_dict(initial)
-        whole = ([t.index_select(0, sample) for t in inputs], targets.index_select(0, sample))
         for name, settings, best_epochs in ran[:plan.kept + 1]:
             refit = {**settings, "early_stopping": 0, "restore_best": False, "monitor": "train_loss"}
             trainee, data = (cache.head, cache.whole) if name == "head" and cache is not None else (model, whole)
@@ -267,10 +272,11 @@ class HeadCache:
     whole: tuple[list[torch.Tensor], torch.Tensor]  # the whole sample, for the refit
 
 
-def _cache_head_inputs(plan: Plan, model: Any, head: str, inputs: list[torch.Tensor], targets: torch.Tensor,
+def _cache_head_inputs(plan: Plan, model: Any, head: str, whole: tuple[list[torch.Tensor], torch.Tensor],
                        sample: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor | None, val: Any,
                        config: Any) -> HeadCache | None:
-    """The frozen body's output for every example of the sample (and of a given val), computed once: while only
+    """The frozen body's output for every example of the sample ``whole`` (the examples ``sample``, sorted) and
+    of a given val, computed once: while only
     the head trains, the body's output for an example is the same every epoch, so running the body again each
     step is wasted work. The features are the body's in eval mode (no dropout, batch-norm statistics fixed),
     which is what a frozen body should give; the head's output must be the model's (checked on every batch)."""
@@ -283,14 +289,15 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, inputs: list[torch.Ten
         plan.note("head.cached_features", False, f"the features would take {needed / 2**30:.1f} GiB, over the "
                   f"{CACHE_BYTES / 2**30:.0f} GiB budget: the body runs every step")
         return None
-    whole_inputs = [t.index_select(0, sample) for t in inputs]
-    features, why_not = heads.head_inputs(model, head, whole_inputs, config.eval_batch_size)
+    features, why_not = heads.head_inputs(model, head, whole[0], config.eval_batch_size)
     if features is None:
         plan.note("head.cached_features", False, f"{why_not}: the body runs every step")
         return None
-    position = lambda idx: torch.searchsorted(sample, idx)  # noqa: E731 - rows of `sample` (sorted) holding idx
+    def at(indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return take([features], whole[1], torch.searchsorted(sample, indices))  # the rows of `sample` holding them
+
     if val_idx is not None:
-        val_data = ([features.index_select(0, position(val_idx))], targets.index_select(0, val_idx))
+        val_data = at(val_idx)
     else:
         val_features, why_not = heads.head_inputs(model, head, val[0], config.eval_batch_size)
         if val_features is None:
@@ -300,9 +307,7 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, inputs: list[torch.Ten
     plan.note("head.cached_features", True, f"the body's output ({features.shape[1:].numel()} values an example) "
               f"computed once for {len(sample) + (0 if val_idx is not None else len(val[1]))} examples; phase "
               "head trains the head alone on them")
-    return HeadCache(eager.get_submodule(head),
-                     ([features.index_select(0, position(train_idx))], targets.index_select(0, train_idx)),
-                     val_data, ([features], targets.index_select(0, sample)))
+    return HeadCache(eager.get_submodule(head), at(train_idx), val_data, ([features], whole[1]))
 
 
 def _copy_state(model: Any) -> dict[str, torch.Tensor]:

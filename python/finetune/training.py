@@ -400,10 +400,10 @@ def _hold_out(run: _Run, fraction: float) -> tuple[_Run, torch.Tensor]:
         raise ValueError(f"val_fraction={fraction}: the training sample of {len(sample)} examples leaves no validation "
                          "example (each class keeps at least one training example)")
     cfg = dataclasses.replace(run.config, sample_fraction=1.0, sample_size=None)
-    return dataclasses.replace(
-        run, inputs=[t.index_select(0, train_idx) for t in run.inputs], targets=run.targets.index_select(0, train_idx),
-        val_inputs=[t.index_select(0, val_idx) for t in run.inputs], val_targets=run.targets.index_select(0, val_idx),
-        config=cfg, cpp_config=cfg.to_cpp()), train_idx
+    inputs, targets = recipes.take(run.inputs, run.targets, train_idx)
+    val_inputs, val_targets = recipes.take(run.inputs, run.targets, val_idx)
+    return dataclasses.replace(run, inputs=inputs, targets=targets, val_inputs=val_inputs, val_targets=val_targets,
+                               config=cfg, cpp_config=cfg.to_cpp()), train_idx
 
 
 def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fraction: float | None,
@@ -441,14 +441,14 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
         run.pretrained, val_fraction, mode)
     plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
-    kept = phases[-1]
+    last = phases[-1]  # the run that wrote the returned weights: its config, sizes and counts are the result's
     confusion = metrics.pop("confusion_matrix", None)
     history, offset = [], 0
     for number, phase in enumerate(phases):
         history += [{**h, "epoch": h["epoch"] + offset, "phase": number} for h in phase.history]
         offset += len(phase.history)
     return dataclasses.replace(
-        kept, history=history, metrics=metrics, confusion_matrix=confusion, steps=sum(p.steps for p in phases),
+        last, history=history, metrics=metrics, confusion_matrix=confusion, steps=sum(p.steps for p in phases),
         seconds=time.perf_counter() - start, skipped_steps=sum(p.skipped_steps for p in phases),
         best_epoch=None, best_value=None, model=run.model, model_options=run.model_options,
         sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions])
