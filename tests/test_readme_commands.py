@@ -100,6 +100,7 @@ EXCLUDED = {
     "python benchmarks/quality.py --seeds 2 --sections recommendation tabular images":
         "a benchmark: 589 s on this machine",
     "python benchmarks/quality.py --sections text --text-full": "a benchmark: 1,039 s on this machine",
+    "python benchmarks/recipe_variants.py": "a benchmark: 125 s on this machine (its first row is the recipe as tested)",
     "python benchmarks/quality.py --sections recipe --seeds 5":
         "a benchmark: 392 s on this machine (tests/test_recipe.py runs its digits story over 5 seeds)",
     "tensorboard --logdir runs": "starts a server that runs until stopped (and needs the tensorboard package)",
