@@ -130,6 +130,7 @@ class _Run:
     model_options: dict[str, Any]  # every option of a model built by name (or a NativeModel's); {} otherwise
     pretrained: bool  # the model carries trained weights (passed in, or a pretrained built-in)
     head: dict[str, Any] | None = None  # what head="new"/"auto" replaced
+    family: str = "default"  # the recipe's rules for this model (registry.ModelEntry.recipe)
 
 
 HEADS = ("auto", "new", "keep")
@@ -213,8 +214,9 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     names = [n for n, _ in (model.named_parameters() if isinstance(model, (torch.nn.Module, models.NativeModel))
                             else cpp_model.named_parameters())]
     cfg = resolve_for_run(cfg, names, targets)
+    known = entry or (registry.MODELS.get(model.name) if isinstance(model, models.NativeModel) else None)
     return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options,
-                pretrained, replaced)
+                pretrained, replaced, known.recipe if known is not None else "default")
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
@@ -439,7 +441,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     start = time.perf_counter()
     phases, plan, train_idx, metrics = recipes.run(
         train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
-        run.pretrained, val_fraction, mode)
+        run.pretrained, val_fraction, mode, run.family)
     plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
     last = phases[-1]  # the run that wrote the returned weights: its config, sizes and counts are the result's
     confusion = metrics.pop("confusion_matrix", None)
