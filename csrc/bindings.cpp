@@ -13,6 +13,7 @@
 #include "distributed.h"
 #include "models.h"
 #include "optim.h"
+#include "ranking.h"
 #include "schedule.h"
 #include "evaluate.h"
 #include "forward.h"
@@ -386,6 +387,8 @@ void bind_loop(py::module_& m) {
   m.def("augment_images", &augment_images, py::arg("inputs"), py::arg("pad"), py::arg("flip"), py::arg("seed"),
         py::arg("epoch"), py::arg("step"));
   m.def("read_idx", &read_idx, py::arg("path"));
+  m.def("negatives_seed", &negatives_seed, py::arg("seed"), py::arg("epoch"), py::arg("micro_batch"));
+  m.def("with_negatives", &with_negatives, py::arg("pairs"), py::arg("num_items"), py::arg("seed"));
   m.def("optimizer_names", &optimizer_names);
 }
 

@@ -19,8 +19,8 @@ std::vector<std::string> config_field_names() {
 }
 
 void validate(const TrainConfig& c) {
-  TORCH_CHECK_VALUE(c.task == "classification" || c.task == "regression",
-                    "task must be one of ['classification', 'regression'], got '", c.task, "'");
+  TORCH_CHECK_VALUE(c.task == "classification" || c.task == "regression" || c.task == "ranking",
+                    "task must be one of ['classification', 'regression', 'ranking'], got '", c.task, "'");
   TORCH_CHECK_VALUE(c.epochs >= 0, "epochs must be >= 0, got ", c.epochs);
   TORCH_CHECK_VALUE(c.batch_size >= 0, "batch_size must be a positive integer or 'full', got ", c.batch_size);
   TORCH_CHECK_VALUE(c.eval_batch_size >= 1, "eval_batch_size must be >= 1, got ", c.eval_batch_size);

@@ -18,7 +18,7 @@ using Weights = std::vector<double>;
 // The Python dataclass is the source of truth for defaults; tests/test_config.py checks both agree.
 // X(type, name, default)
 #define FINETUNE_CONFIG_FIELDS(X)                                                       \
-  X(std::string, task, "classification") /* "classification" or "regression" */       \
+  X(std::string, task, "classification") /* "classification", "regression", "ranking" */ \
   X(int64_t, epochs, 10)                                                                \
   X(int64_t, batch_size, 32) /* 1 = stochastic, 0 = full batch */                       \
   X(int64_t, eval_batch_size, 1024)                                                     \
@@ -80,6 +80,7 @@ struct TrainConfig {
 #undef FINETUNE_DECLARE_FIELD
 
   bool is_classification() const { return task == "classification"; }
+  bool is_ranking() const { return task == "ranking"; }  // (user, item) interactions, BPR (ranking.h)
 };
 
 // Field names in declaration order.

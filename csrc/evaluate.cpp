@@ -5,6 +5,7 @@
 
 #include "forward.h"
 #include "guards.h"
+#include "ranking.h"
 
 namespace finetune {
 
@@ -42,11 +43,18 @@ Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, P
   // Every rank holds the whole split; each evaluates the contiguous shard [n*rank/world, n*(rank+1)/world).
   const bool sharded = parallel && parallel->world_size() > 1 && n >= parallel->world_size();
   const int64_t world = sharded ? parallel->world_size() : 1, rank = sharded ? parallel->rank() : 0;
-  const auto shard = data.slice(n * rank / world, n * (rank + 1) / world);
-  const auto outputs = predict(model, shard.inputs, config, poll);
-  check_output(outputs, shard.targets, num_labels(data, config), config);
+  const int64_t first = n * rank / world, last = n * (rank + 1) / world;
   SumOverRanks sum_over_ranks;
   if (sharded) sum_over_ranks = [parallel](const at::Tensor& sums) { return parallel->sum(sums); };
+  if (config.is_ranking()) {
+    // The same drawn items at every epoch (epoch -1), drawn for the whole split before it is sharded.
+    const auto scored = with_negatives(data.inputs[0], ranking_items(data, "data"), negatives_seed(config.seed, -1, 0));
+    const auto mine = at::cat({scored.slice(0, first, last), scored.slice(0, n + first, n + last)});
+    return ranking_metrics(predict(model, {mine}, config, poll), sum_over_ranks);
+  }
+  const auto shard = data.slice(first, last);
+  const auto outputs = predict(model, shard.inputs, config, poll);
+  check_output(outputs, shard.targets, num_labels(data, config), config);
   if (config.is_classification()) return classification_metrics(outputs, shard.targets, config.topk, sum_over_ranks);
   return regression_metrics(outputs, shard.targets, sum_over_ranks);
 }

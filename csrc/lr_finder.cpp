@@ -12,6 +12,7 @@
 #include "freezing.h"
 #include "guards.h"
 #include "loss.h"
+#include "ranking.h"
 #include "optim.h"
 #include "patterns.h"
 #include "sampling.h"
@@ -64,6 +65,7 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
   const auto subset = sample_indices(data.targets, config);
   const int64_t batch_size = config.batch_size == 0 ? subset.size(0) : std::min(config.batch_size, subset.size(0));
   const int64_t labels_needed = num_labels(data, config);
+  const int64_t num_items = config.is_ranking() ? ranking_items(data, "train") : 0;
   ModeGuard train_mode(model, /*training=*/true);
   LrFinderResult result;
   double average = 0.0, best = std::numeric_limits<double>::infinity();
@@ -84,11 +86,15 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
     {
       AutocastGuard bf16(config.precision == "bf16", device.type());
       const auto inputs = to_device(batch.inputs, device);
-      const auto output = forward(model, inputs, "training");
-      if (t == 0) check_output(output, targets, labels_needed, config);
-      loss = batch_loss(output, targets, class_weights, config, at::Reduction::Mean);  // as train's steps
-      const auto penalty = model.penalty(inputs);
-      if (penalty.defined()) loss = loss + penalty.mean();
+      if (config.is_ranking()) {
+        loss = ranking_loss(model, inputs[0], num_items, negatives_seed(config.seed, epoch, t), at::Reduction::Mean);
+      } else {
+        const auto output = forward(model, inputs, "training");
+        if (t == 0) check_output(output, targets, labels_needed, config);
+        loss = batch_loss(output, targets, class_weights, config, at::Reduction::Mean);  // as train's steps
+        const auto penalty = model.penalty(inputs);
+        if (penalty.defined()) loss = loss + penalty.mean();
+      }
     }
     loss.backward();
     if (config.clip_grad_norm > 0.0) torch::nn::utils::clip_grad_norm_(parameters_with_grad(params), config.clip_grad_norm);

@@ -14,6 +14,7 @@
 #include "evaluate.h"
 #include "forward.h"
 #include "loss.h"
+#include "ranking.h"
 #include "sampling.h"
 #include "schedule.h"
 #include "tensor_lists.h"
@@ -67,6 +68,7 @@ Run::Run(Model& model, const Dataset& train_data, const Dataset* val_data, const
       geometry_(subset_.size(0), config, world_),  // a step: accumulate x batch_size examples on each rank
       labels_needed_(num_labels(train_data, config)),
       outputs_per_example_(config.is_classification() ? 1 : train_data.targets[0].numel()),
+      num_items_(config.is_ranking() ? ranking_items(train_data, "train") : 0),
       params_(model.named_parameters()),
       freezing_(params_, config),
       check_finite_(device_) {
@@ -179,13 +181,19 @@ at::Tensor Run::accumulate_gradients(const StepGeometry::Span& span, double deno
                                   (begin - span.mine_first) / batch_size;
       const auto inputs = augment_images(to_device(batch.inputs, device_), config_.augment_crop, config_.augment_flip,
                                          config_.seed, state_.epoch, micro_batch);
-      const auto output = forward(model_, inputs, "training");
-      if (state_.steps == 0 && begin == span.mine_first) check_output(output, targets, labels_needed_, config_);
-      loss = one_batch ? batch_loss(output, targets, class_weights_, config_, at::Reduction::Mean)
-                       : batch_loss(output, targets, class_weights_, config_, at::Reduction::Sum) / denominator;
-      // A model's own per-example regularisation (mf's per-rating penalty), over the same denominator.
-      const auto penalty = model_.penalty(inputs);
-      if (penalty.defined()) loss = loss + (one_batch ? penalty.mean() : penalty.sum() / denominator);
+      if (config_.is_ranking()) {  // each interaction against an item drawn for this micro-batch
+        const auto seed = negatives_seed(config_.seed, state_.epoch, micro_batch);
+        loss = one_batch ? ranking_loss(model_, inputs[0], num_items_, seed, at::Reduction::Mean)
+                         : ranking_loss(model_, inputs[0], num_items_, seed, at::Reduction::Sum) / denominator;
+      } else {
+        const auto output = forward(model_, inputs, "training");
+        if (state_.steps == 0 && begin == span.mine_first) check_output(output, targets, labels_needed_, config_);
+        loss = one_batch ? batch_loss(output, targets, class_weights_, config_, at::Reduction::Mean)
+                         : batch_loss(output, targets, class_weights_, config_, at::Reduction::Sum) / denominator;
+        // A model's own per-example regularisation (mf's per-rating penalty), over the same denominator.
+        const auto penalty = model_.penalty(inputs);
+        if (penalty.defined()) loss = loss + (one_batch ? penalty.mean() : penalty.sum() / denominator);
+      }
     }
     step_loss = step_loss.defined() ? step_loss + loss.detach() : loss.detach();
     // The step's last backward starts the gradient all-reduce, bucket by bucket, as it goes.

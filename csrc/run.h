@@ -65,6 +65,7 @@ class Run {
   const at::Tensor subset_;  // the sampled training examples
   const StepGeometry geometry_;
   const int64_t labels_needed_, outputs_per_example_;
+  const int64_t num_items_;  // task='ranking': negatives are drawn from item ids [0, num_items_)
   at::Tensor class_weights_cpu_, class_weights_;
   const NamedTensors params_;
   Freezing freezing_;

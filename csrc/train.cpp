@@ -9,6 +9,7 @@
 #include "forward.h"
 #include "patterns.h"
 #include "preflight.h"
+#include "ranking.h"
 #include "run.h"
 
 namespace finetune {
@@ -19,6 +20,10 @@ TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_da
   validate(config);
   check_dataset(train_data, config, "train");
   if (val_data) check_dataset(*val_data, config, "val");
+  if (config.is_ranking()) {
+    ranking_items(train_data, "train");
+    if (val_data) ranking_items(*val_data, "val");
+  }
   check_monitor(config, val_data != nullptr);
   check_augmentation(train_data, config);
   check_patterns(model.named_parameters(), config);

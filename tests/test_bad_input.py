@@ -59,7 +59,7 @@ CASES = [
     ("sample_size too big", lambda: train(sample_size=41), ValueError, r"sample_size must be <= the number of training examples \(40\), got 41"),
     ("sample_size 0", lambda: train(sample_size=0), ValueError, r"sample_size must be a positive integer or None, got 0"),
     ("unknown optimizer", lambda: train(optimizer="lion"), ValueError, r"optimizer must be one of \['adam', 'adamw', 'rmsprop', 'sgd'\], got 'lion'"),
-    ("unknown task", lambda: train(task="ranking"), ValueError, r"task must be one of \['classification', 'regression'\], got 'ranking'"),
+    ("unknown task", lambda: train(task="rank"), ValueError, r"task must be one of \['classification', 'regression', 'ranking'\], got 'rank'"),
     ("batch_size 0", lambda: train(batch_size=0), ValueError, r"batch_size must be a positive integer or 'full', got 0"),
     ("batch_size word", lambda: train(batch_size="half"), ValueError, r"batch_size must be a positive integer or 'full', got 'half'"),
     ("batch_size float", lambda: train(batch_size=3.5), TypeError, r"batch_size must be int or str, got 3.5"),
@@ -109,7 +109,7 @@ def test_case_count():
 
 # Every TrainConfig field with a bad value: (value, exception, what the message must say).
 BAD_FIELDS = {
-    "task": ("ranking", ValueError, r"task must be one of .* got 'ranking'"),
+    "task": ("rank", ValueError, r"task must be one of .* got 'rank'"),
     "epochs": (-1, ValueError, r"epochs must be >= 0, got -1"),
     "batch_size": (0, ValueError, r"batch_size must be a positive integer or 'full', got 0"),
     "eval_batch_size": (0, ValueError, r"eval_batch_size must be >= 1, got 0"),

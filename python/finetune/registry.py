@@ -250,10 +250,18 @@ def _infer_ids(name: str) -> Infer:
         if pairs.dim() != 2 or pairs.shape[1] != 2 or pairs.is_floating_point():
             raise ValueError(f"model {name!r} needs integer (user, item) pairs shaped (N, 2), got X of shape "
                              f"{tuple(pairs.shape)} and dtype {pairs.dtype}")
-        return {"num_users": int(pairs[:, 0].max()) + 1, "num_items": int(pairs[:, 1].max()) + 1,
-                "mean": float(targets.float().mean())}
+        options = {"num_users": int(pairs[:, 0].max()) + 1, "num_items": int(pairs[:, 1].max()) + 1,
+                   "mean": float(targets.float().mean())}
+        if name == "mf" and task == "ranking":
+            # BPR scores pairs against each other: the rating model's per-rating penalty (reg 0.1) shrinks the
+            # factors to nothing there (README, "Tasks and data": HR@10 by reg)
+            options["reg"] = RANKING_REG
+        return options
 
     return infer
+
+
+RANKING_REG = 1e-4  # mf's reg for task="ranking" unless given
 
 
 _native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp)

@@ -233,6 +233,11 @@ def load_data(cfg: RunConfig) -> datasets.Split:
     if d["dataset"] is not None:
         split = datasets.load(d["dataset"], seed=d["seed"])
         if split.task != cfg.train.task:
+            if cfg.train.task != "classification":  # given (the default is classification): it must fit the set
+                hint = (" (ranking learns from interactions alone: in Python, finetune.train('mf', (pairs, None), "
+                        "task='ranking'))" if cfg.train.task == "ranking" else "")
+                raise ValueError(f"train.task={cfg.train.task!r} does not fit dataset {d['dataset']!r}, a "
+                                 f"{split.task} set: leave task out, the built-in set decides it{hint}")
             cfg.train = cfg.train.replace(task=split.task)
         return split
     x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task, encoding=d.get("encoding") or "utf-8",

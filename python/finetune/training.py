@@ -418,9 +418,16 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     val = (run.val_inputs, run.val_targets) if run.val_inputs is not None else None
     passed = {k: v for k, v in given.items() if k not in RECIPE_NEUTRAL}
 
+    def given_form(split: Any) -> Any:
+        """A split of the recipe's (inputs, targets) as train() takes it: ranking's y is None (no targets)."""
+        return (split[0], None) if split is not None and cfg.task == "ranking" else split
+
     def train_phase(model: Any, train_data: Any, val_data: Any, settings: dict[str, Any],
                     stop_after: int | None) -> Result:
-        phase_cfg = dataclasses.replace(base, **{**settings, **passed})
+        # The refit has no validation data: the given monitor and patience were for the phases that had.
+        kept = {k: v for k, v in passed.items() if val_data is not None or k not in ("monitor", "early_stopping")}
+        phase_cfg = dataclasses.replace(base, **{**settings, **kept})
+        train_data, val_data = given_form(train_data), given_form(val_data)
 
         def on_event(kind: str, info: dict[str, Any]) -> bool:
             stop = bool(callback(kind, info)) if callback is not None else False
@@ -432,10 +439,10 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     def find_rate(model: Any, train_data: Any, settings: dict[str, Any]) -> LrFinderResult:
         probe_cfg = dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
                                         progress=False)
-        return find_lr(model, train_data, num_steps=recipes.RANGE_STEPS, config=probe_cfg)
+        return find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg)
 
     def measure(model: Any, val_data: Any) -> dict[str, Any]:
-        return evaluate(model, val_data, task=cfg.task, batch_size=cfg.eval_batch_size, device=cfg.device,
+        return evaluate(model, given_form(val_data), task=cfg.task, batch_size=cfg.eval_batch_size, device=cfg.device,
                         topk=cfg.topk, distributed="off")
 
     start = time.perf_counter()
