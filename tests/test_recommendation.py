@@ -64,6 +64,11 @@ def test_the_recommender_recipe_rate_is_per_rating_and_given_settings_win():
     # An optimizer given: the recipe's momentum (an SGD setting) is not forced on it.
     r = finetune.train("mf", (pairs, ratings), task="regression", progress=False, recipe="auto", epochs=2, optimizer="adamw")
     assert "full.momentum" not in {d["what"] for d in r.recipe}
+    # ncf (an MLP over the embeddings) diverged at the per-rating rate: AdamW at a fixed rate, with weight decay.
+    r = finetune.train("ncf", (pairs, ratings), task="regression", progress=False, recipe="auto", epochs=2)
+    decided = {d["what"]: d["value"] for d in r.recipe}
+    assert decided["model"] == "neural recommender" and decided["full.optimizer"] == "adamw"
+    assert decided["full.lr"] == recipe.REC_ADAMW_LR and decided["full.weight_decay"] == recipe.WEIGHT_DECAY
     with pytest.raises(ValueError, match="has no head"):
         finetune.train("mf", (pairs, ratings), task="regression", progress=False, recipe="head")
 

@@ -59,7 +59,8 @@ class ModelEntry:
     trained_weights: Callable[[dict[str, Any]], bool] | None = None
     # (X as given, options) -> the options the training data decides before it is encoded (MiniLM: max_length)
     choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
-    # The rules recipe="auto" trains it by (recipe.FAMILIES): "recommender" for factor tables trained as Funk SVD
+    # The rules recipe="auto" trains it by (recipe.FAMILIES): "recommender" for factor tables trained as Funk SVD,
+    # "neural recommender" for embeddings under an MLP
     recipe: str = "default"
 
     def choose_options(self, x: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +269,8 @@ _native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp)
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
 _native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender")
-_native("ncf", _C.NcfOptions, _C.make_ncf, _infer_ids("ncf"), every_split=("num_users", "num_items"))
+_native("ncf", _C.NcfOptions, _C.make_ncf, _infer_ids("ncf"), every_split=("num_users", "num_items"),
+        recipe="neural recommender")
 
 
 # --- pretrained models read from installed packages -----------------------------------------------------------
