@@ -23,7 +23,7 @@ INT64_MAX = 2**63 - 1
 class TrainConfig:
     """Settings of a fine-tune. Field names, order and defaults match ``finetune._C.TrainConfig``."""
 
-    task: str = "classification"
+    task: str = "classification"  # "classification", "regression", "ranking" ((user, item) interactions, BPR)
     epochs: int = 10
     batch_size: int | str = 32  # an int >= 1 (1 = stochastic) or "full" (full-batch gradient descent)
     eval_batch_size: int = 1024
