@@ -103,6 +103,8 @@ EXCLUDED = {
     "python benchmarks/quality.py --sections recommendation --seeds 3":
         "a benchmark: 2,275 s on this machine (beside a test run); tests/test_recommendation.py checks its claims",
     "python benchmarks/quality.py --sections text --text-full": "a benchmark: 1,039 s on this machine",
+    "python benchmarks/recommender_variants.py": "a benchmark: 434 s on this machine (tests/test_recommendation.py "
+                                                 "checks the recipe's rows)",
     "python benchmarks/recipe_variants.py": "a benchmark: 125 s on this machine (its first row is the recipe as tested)",
     "python benchmarks/quality.py --sections recipe --seeds 5":
         "a benchmark: 392 s on this machine (tests/test_recipe.py runs its digits story over 5 seeds)",

@@ -58,7 +58,7 @@ REFIT = True  # after deciding on a carved slice, train again on the whole sampl
 # own per-rating penalty (its `reg`), not by weight decay over every row each step. The range test does not
 # work here: a batch's loss is dominated by the ratings' own noise, so it picked 6.3e-5 for AdamW (RMSE 0.912
 # after 50 epochs, worse than the bias baseline's 0.891) and 1.0 for SGD at batches of 1,024 (a rate of 0.002
-# per rating). Measured on MovieLens 80/20, test RMSE of the recipe over seeds 0-2 (README, "The recipe"):
+# per rating). Measured on MovieLens 80/20, test RMSE over seeds 0-2 (benchmarks/recommender_variants.py):
 REC_RATE = 0.02  # per rating: 0.8752 +- 0.0018; 0.01 (Surprise's Funk SVD setting): 0.8853 +- 0.0018
 REC_BATCH = 1024  # the same curve as batches of 64 at the same rate per rating, 3.6x faster (24 s vs 89 s)
 # The cosine's length matters more than the patience: at most 30 epochs 0.8828, 50: 0.8752, 70: 0.8783, 100:
@@ -67,12 +67,12 @@ REC_EPOCHS, REC_PATIENCE = 50, 10
 # Ranking (task="ranking", BPR): AdamW at a fixed rate (BPR's loss, a log-sigmoid of score gaps, has no per-rating
 # scale to derive a rate from), the same batches, schedule and stopping, early stopping on the validation AUC.
 # MovieLens, each user's last interaction held out, HR@10 against 99 drawn items (popularity: 0.544): 0.681;
-# the rate 1e-2 instead: 0.615 (monitoring the loss); the model's reg 1e-3 or 0 instead of 1e-4: within 0.008.
+# the rate 1e-2 instead: 0.657; mf's reg 1e-3 or 0 instead of 1e-4: 0.675, 0.681 (recommender_variants.py).
 REC_ADAMW_LR = 3e-3
 RECOMMENDER = "recommender"  # factor tables with a per-pair penalty ("mf")
 # Embeddings with an MLP over them ("ncf"): AdamW at REC_ADAMW_LR (the per-rating SGD rate diverged), weight decay
-# 0.01, the same batches, schedule and stopping. MovieLens 80/20 seed 0: RMSE 0.8827 (best epoch 3; the bias
-# baseline 0.8910); under the general recipe (range test, batches of 32) it ran over 10 minutes a split.
+# 0.01, the same batches, schedule and stopping. MovieLens 80/20 seeds 0-2: RMSE 0.8840 +- 0.0016 (best epoch
+# ~3; the bias baseline 0.8936); under the general recipe (range test, batches of 32) over 10 minutes a split.
 NEURAL_RECOMMENDER = "neural recommender"
 FAMILIES = ("default", RECOMMENDER, NEURAL_RECOMMENDER)
 # Settings that decide which layers train when: that is the recipe's job, so with recipe="auto" they are an error.
