@@ -315,7 +315,10 @@ void bind_models(py::module_& m) {
       .def_readwrite("in_features", &MlpOptions::in_features)
       .def_readwrite("hidden", &MlpOptions::hidden)
       .def_readwrite("num_classes", &MlpOptions::num_classes)
-      .def_readwrite("dropout", &MlpOptions::dropout);
+      .def_readwrite("dropout", &MlpOptions::dropout)
+      .def_readwrite("center", &MlpOptions::center)
+      .def_readwrite("scale", &MlpOptions::scale)
+      .def_readwrite("clip", &MlpOptions::clip);
   py::class_<CnnOptions>(m, "CnnOptions")
       .def(py::init<>())
       .def_readwrite("in_channels", &CnnOptions::in_channels)

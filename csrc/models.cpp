@@ -26,6 +26,18 @@ class Mlp : public NativeModule {
     TORCH_CHECK_VALUE(o.in_features >= 1, "mlp in_features must be >= 1, got ", o.in_features);
     TORCH_CHECK_VALUE(o.num_classes >= 1, "mlp num_classes must be >= 1, got ", o.num_classes);
     TORCH_CHECK_VALUE(o.dropout >= 0.0 && o.dropout < 1.0, "mlp dropout must be in [0, 1), got ", o.dropout);
+    TORCH_CHECK_VALUE(o.center.size() == o.scale.size() &&
+                          (o.center.empty() || static_cast<int64_t>(o.center.size()) == o.in_features),
+                      "mlp center and scale must both be empty or both hold in_features = ", o.in_features,
+                      " values, got ", o.center.size(), " and ", o.scale.size());
+    TORCH_CHECK_VALUE(std::isfinite(o.clip) && o.clip >= 0.0, "mlp clip must be >= 0 (0: none), got ", o.clip);
+    if (!o.center.empty()) {
+      center_ = register_buffer("center", at::tensor(o.center, at::kFloat));
+      scale_ = register_buffer("scale", at::tensor(o.scale, at::kFloat));
+      TORCH_CHECK_VALUE(center_.isfinite().all().item<bool>() && scale_.isfinite().all().item<bool>(),
+                        "mlp center and scale must be finite numbers");
+    }
+    clip_ = o.clip;
     int64_t width = o.in_features;
     for (const int64_t h : o.hidden) {
       TORCH_CHECK_VALUE(h >= 1, "mlp hidden sizes must be >= 1, got ", h);
@@ -40,11 +52,17 @@ class Mlp : public NativeModule {
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
     TORCH_CHECK_VALUE(inputs.size() == 1, "mlp takes one input tensor, got ", inputs.size());
-    return layers_->forward(inputs[0].flatten(1));
+    at::Tensor x = inputs[0].flatten(1);
+    if (center_.defined()) x = (x - center_) * scale_;
+    // Smooth clipping: near-identity for |v| << clip, bounded by clip, so an outlier cannot dominate a step.
+    if (clip_ > 0.0) x = x * at::rsqrt(1.0 + (x / clip_).square());
+    return layers_->forward(x);
   }
 
  private:
   torch::nn::Sequential layers_;
+  at::Tensor center_, scale_;
+  double clip_ = 0.0;
 };
 
 class Cnn : public NativeModule {

@@ -30,6 +30,12 @@ struct MlpOptions {
   std::vector<int64_t> hidden = {128};
   int64_t num_classes = 0;  // outputs; 1 for a scalar regression
   double dropout = 0.0;
+  // Input scaling, read off the training inputs when finetune.train builds "mlp" from data (RealMLP's robust
+  // scaling, Holzmueller et al. 2024): x -> (x - center) * scale per feature, then the smooth clip
+  // v / sqrt(1 + (v / clip)^2). Empty center/scale: none; clip 0: none.
+  std::vector<double> center = {};
+  std::vector<double> scale = {};
+  double clip = 0.0;
 };
 
 // Conv3x3 + BatchNorm + ReLU + MaxPool2 per entry of `channels`, then dropout, a hidden linear layer and

@@ -148,7 +148,7 @@ def test_resume_refuses_other_settings_and_other_models(tmp_path, digits):
     finetune.train("mlp", (x, y), epochs=1, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"written with other settings \(lr: checkpoint 0.01 vs now 0.1\)"):
         finetune.train("mlp", (x, y), epochs=1, lr=0.1, checkpoint_dir=tmp_path, resume=True, progress=False)
-    with pytest.raises(ValueError, match=r"does not fit this model: missing keys \['0.bias', '0.weight'.*unexpected keys \['layers"):
+    with pytest.raises(ValueError, match=r"does not fit this model: missing keys \['0.bias', '0.weight'.*unexpected keys \['center', 'layers"):
         finetune.train(mlp(), (x, y), epochs=1, checkpoint_dir=tmp_path, resume=True, progress=False)
     with pytest.raises(FileNotFoundError, match=r"resume: no checkpoint at '.*nowhere'"):
         finetune.train("mlp", (x, y), epochs=1, resume=tmp_path / "nowhere", progress=False)

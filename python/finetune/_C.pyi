@@ -70,6 +70,9 @@ class MlpOptions:
     hidden: list[int]
     num_classes: int
     dropout: float
+    center: list[float]
+    scale: list[float]
+    clip: float
     def __init__(self) -> None: ...
 
 class CnnOptions:

@@ -60,7 +60,7 @@ class ModelEntry:
     # (X as given, options) -> the options the training data decides before it is encoded (MiniLM: max_length)
     choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
     # The rules recipe="auto" trains it by (recipe.FAMILIES): "recommender" for factor tables trained as Funk SVD,
-    # "neural recommender" for embeddings under an MLP
+    # "neural recommender" for embeddings under an MLP, "tabular" for an MLP on tabular features
     recipe: str = "default"
 
     def choose_options(self, x: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +235,26 @@ def _native(name: str, make_options: Callable[[], Any], make_module: Callable[[A
 
 
 def _infer_mlp(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
-    return {"in_features": int(inputs[0][0].numel()), "num_classes": _outputs(targets, task)}
+    return {"in_features": int(inputs[0][0].numel()), "num_classes": _outputs(targets, task),
+            **robust_scaling(inputs[0].flatten(1))}
+
+
+SMOOTH_CLIP = 3.0  # RealMLP's bound: a scaled value v becomes v / sqrt(1 + (v / 3)^2)
+
+
+def robust_scaling(x: torch.Tensor) -> dict[str, Any]:
+    """The input scaling "mlp" reads off its training inputs (RealMLP's, Holzmueller et al. 2024): each feature
+    centred on its median and divided by its interquartile range (by half its range where the quartiles meet; a
+    constant feature is multiplied by 0), then smoothly clipped at SMOOTH_CLIP. Features on any scale (raw
+    dollars next to fractions) reach the first layer on one scale, and an outlier cannot dominate a step."""
+    values = x.detach().cpu().float().numpy()
+    low, center, high = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
+    spread = high - low
+    flat = spread == 0
+    spread[flat] = 0.5 * (values.max(0) - values.min(0))[flat]
+    scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)
+    return {"center": center.astype(np.float64).tolist(), "scale": scale.astype(np.float64).tolist(),
+            "clip": SMOOTH_CLIP}
 
 
 def _infer_cnn(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
@@ -265,7 +284,7 @@ def _infer_ids(name: str) -> Infer:
 RANKING_REG = 1e-4  # mf's reg for task="ranking" unless given
 
 
-_native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp)
+_native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp, recipe="tabular")
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
 _native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender")
