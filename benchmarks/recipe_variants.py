@@ -5,8 +5,7 @@
 A CNN pretrained on digits 0-4 is adapted to all ten on a stratified 20% sample (the demo's story; each seed its
 own split, pretraining and sample), with finetune's defaults and with one of the recipe's numbers changed
 (finetune.recipe's constants, set here for one row) or one setting given. Held-out accuracy, mean ± std. The
-README's "The recipe" quotes this table. A tabular row follows: diabetes R² (3 splits) for "mlp" with the recipe,
-with the old defaults and for scikit-learn's linear regression.
+README's "The recipe" quotes this table. The tabular rules: benchmarks/tabular_variants.py.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import statistics
 import time
 from unittest import mock
 
-import numpy as np
 import torch
 
 import finetune
@@ -53,33 +51,6 @@ def fine_tune(seed: int, settings: dict) -> float:
     return finetune.evaluate(tuned.model, (x_test, y_test))["accuracy"]
 
 
-def diabetes(seeds: int) -> None:
-    from sklearn.datasets import load_diabetes
-    from sklearn.linear_model import LinearRegression
-    from sklearn.metrics import r2_score
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-
-    x, y = load_diabetes(return_X_y=True)
-    rows: dict[str, list[float]] = {}
-    for seed in range(seeds):
-        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed)
-        scaler = StandardScaler().fit(x_train)
-        x_train, x_test = (scaler.transform(a).astype(np.float32) for a in (x_train, x_test))
-        mean, std = y_train.mean(), y_train.std()
-        target = ((y_train - mean) / std).astype(np.float32)
-        rows.setdefault("linear regression", []).append(
-            r2_score(y_test, LinearRegression().fit(x_train, y_train).predict(x_test)))
-        for name in ("auto", "none"):
-            model = finetune.train("mlp", (x_train, target), task="regression", seed=seed, progress=False,
-                                   recipe=name).model
-            predicted = finetune.predict(model, x_test, task="regression").reshape(-1) * std + mean
-            rows.setdefault(f'"mlp", recipe="{name}"', []).append(r2_score(y_test, predicted))
-    print(f"\n### Diabetes, test R² ({seeds} splits, 80/20)\n\n| method | R² |\n|---|---|")
-    for name, values in rows.items():
-        print(f"| {name} | {statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f} |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=4)
@@ -97,7 +68,6 @@ def main() -> None:
                 changed.enter_context(mock.patch.multiple(heads, **patches))
             accuracies = [fine_tune(seed, settings) for seed in range(args.seeds)]
         print(f"| {name} | {statistics.mean(accuracies):.3f} ± {statistics.pstdev(accuracies):.3f} |", flush=True)
-    diabetes(3)
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
 
 

@@ -106,6 +106,11 @@ EXCLUDED = {
     "python benchmarks/recommender_variants.py": "a benchmark: 434 s on this machine (tests/test_recommendation.py "
                                                  "checks the recipe's rows)",
     "python benchmarks/recipe_variants.py": "a benchmark: 125 s on this machine (its first row is the recipe as tested)",
+    "python benchmarks/tabular_variants.py": "a benchmark: 402 s on this machine (tests/test_tabular.py checks the "
+                                             "recipe against linear regression on diabetes)",
+    "python benchmarks/quality.py --sections tabular --seeds 5 --threads 1": "a benchmark: 183 s on this machine",
+    "python benchmarks/imbalance.py": "a benchmark: 432 s on this machine",
+    'pip install ".[bench]"': "installs packages",
     "python benchmarks/quality.py --sections recipe --seeds 5":
         "a benchmark: 392 s on this machine (tests/test_recipe.py runs its digits story over 5 seeds)",
     "tensorboard --logdir runs": "starts a server that runs until stopped (and needs the tensorboard package)",

@@ -1,0 +1,105 @@
+"""When recipe="auto" should weight the classes: with and without balanced class weights, at several imbalances.
+
+    python benchmarks/imbalance.py [--seeds 3] [--ratios 1.5 2 3 5 10] [--threads 1]
+
+Each seed splits a data set 70/30 (stratified), then keeps every example of the first half of the classes and
+1/ratio of each other class, in training and test alike (the test set has the imbalance the model will meet),
+so the largest class is `ratio` times the smallest. The defaults (recipe="auto") train with the recipe's class
+weights forced off and forced on (finetune.recipe.IMBALANCE_RATIO set to infinity, then to 0). Reported: test
+accuracy (what the imbalanced test set rewards) and balanced accuracy (the mean of the classes' recalls: what a
+user with a rare class of interest wants), mean ± std. recipe.py's IMBALANCE_RATIO comes from this table.
+
+Data sets: digits (a CNN from scratch; and the digits story's fine-tune of a CNN pretrained on 0-4) and breast
+cancer ("mlp", its inputs as scikit-learn ships them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from unittest import mock
+
+import numpy as np
+import torch
+
+import finetune
+from finetune import datasets, recipe
+from finetune.demo import load_digits_split
+
+
+def thin(y: np.ndarray, ratio: float, seed: int) -> np.ndarray:
+    """Indices of ``y`` keeping the first half of the classes whole and 1/ratio of each of the others."""
+    rng = np.random.default_rng([seed, 7])
+    classes = np.unique(y)
+    keep = []
+    for c in classes:
+        members = np.flatnonzero(y == c)
+        if c >= classes[len(classes) // 2]:
+            members = rng.permutation(members)[:max(2, int(round(len(members) / ratio)))]
+        keep.append(members)
+    return np.sort(np.concatenate(keep))
+
+
+def balanced_accuracy(predicted: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean([(predicted[y == c] == c).mean() for c in np.unique(y)]))
+
+
+def digits(seed: int, pretrained: bool) -> tuple:
+    x_train, x_test, y_train, y_test = load_digits_split(seed)
+    model = "cnn"
+    if pretrained:
+        old = y_train < 5
+        model = finetune.train("cnn", (x_train[old], y_train[old]), epochs=10, num_classes=10, optimizer="sgd",
+                               lr=0.05, batch_size=32, seed=seed, progress=False).model
+    return model, x_train, x_test, y_train, y_test
+
+
+def breast_cancer(seed: int) -> tuple:
+    from sklearn.datasets import load_breast_cancer
+
+    d = load_breast_cancer()
+    x, y = d.data.astype(np.float32), d.target
+    train, test = datasets.stratified_split(y, 0.3, seed)
+    return "mlp", x[train], x[test], y[train], y[test]
+
+
+CASES = {
+    "digits, CNN from scratch": lambda seed: digits(seed, pretrained=False),
+    "digits, CNN pretrained on 0-4, fine-tuned": lambda seed: digits(seed, pretrained=True),
+    'breast cancer, "mlp"': breast_cancer,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ratios", type=float, nargs="*", default=[1.5, 2.0, 3.0, 5.0, 10.0])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    print(f"### Class weights at each imbalance ({args.seeds} seeds, {args.threads} thread(s)): accuracy / "
+          "balanced accuracy on a test set with the same imbalance\n")
+    print("| data, model | largest / smallest class | no weights | balanced weights |\n|---|---|---|---|")
+    for case, load in CASES.items():
+        for ratio in args.ratios:
+            cells = {}
+            for weighted, threshold in (("no weights", float("inf")), ("balanced weights", 0.0)):
+                accuracy, balanced = [], []
+                for seed in range(args.seeds):
+                    model, x_train, x_test, y_train, y_test = load(seed)
+                    train, test = thin(y_train, ratio, seed), thin(y_test, ratio, seed + 1000)
+                    with mock.patch.object(recipe, "IMBALANCE_RATIO", threshold):
+                        result = finetune.train(model, (x_train[train], y_train[train]), seed=seed, progress=False)
+                    predicted = np.asarray(finetune.predict(result.model, x_test[test])).reshape(-1)
+                    accuracy.append(float((predicted == y_test[test]).mean()))
+                    balanced.append(balanced_accuracy(predicted, y_test[test]))
+                cells[weighted] = (f"{statistics.mean(accuracy):.3f} ± {statistics.pstdev(accuracy):.3f} / "
+                                   f"{statistics.mean(balanced):.3f} ± {statistics.pstdev(balanced):.3f}")
+            print(f"| {case} | {ratio:g} | {cells['no weights']} | {cells['balanced weights']} |", flush=True)
+    print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
+
+
+if __name__ == "__main__":
+    main()
