@@ -111,6 +111,9 @@ EXCLUDED = {
     "python benchmarks/quality.py --sections tabular --seeds 5 --threads 1": "a benchmark: 183 s on this machine",
     "python benchmarks/imbalance.py": "a benchmark: 432 s on this machine",
     'pip install ".[bench]"': "installs packages",
+    "python benchmarks/fastai_side_by_side.py": "a benchmark: 664 s on this machine, and it needs fastai",
+    "pip install --no-deps fastai==2.8.12": "installs packages",
+    'pip install fastcore fasttransform fastprogress fastdownload "plum-dispatch<2.10" cloudpickle': "installs packages",
     "python benchmarks/quality.py --sections recipe --seeds 5":
         "a benchmark: 392 s on this machine (tests/test_recipe.py runs its digits story over 5 seeds)",
     "tensorboard --logdir runs": "starts a server that runs until stopped (and needs the tensorboard package)",
