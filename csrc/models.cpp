@@ -31,11 +31,15 @@ class Mlp : public NativeModule {
                       "mlp center and scale must both be empty or both hold in_features = ", o.in_features,
                       " values, got ", o.center.size(), " and ", o.scale.size());
     TORCH_CHECK_VALUE(std::isfinite(o.clip) && o.clip >= 0.0, "mlp clip must be >= 0 (0: none), got ", o.clip);
+    for (size_t i = 0; i < o.center.size(); ++i) {  // finite as float32, the buffers' dtype
+      TORCH_CHECK_VALUE(std::isfinite(static_cast<float>(o.center[i])), "mlp center[", i,
+                        "] must be a finite float32, got ", o.center[i]);
+      TORCH_CHECK_VALUE(std::isfinite(static_cast<float>(o.scale[i])), "mlp scale[", i,
+                        "] must be a finite float32, got ", o.scale[i]);
+    }
     if (!o.center.empty()) {
       center_ = register_buffer("center", at::tensor(o.center, at::kFloat));
       scale_ = register_buffer("scale", at::tensor(o.scale, at::kFloat));
-      TORCH_CHECK_VALUE(center_.isfinite().all().item<bool>() && scale_.isfinite().all().item<bool>(),
-                        "mlp center and scale must be finite numbers");
     }
     clip_ = o.clip;
     int64_t width = o.in_features;
@@ -54,8 +58,12 @@ class Mlp : public NativeModule {
     TORCH_CHECK_VALUE(inputs.size() == 1, "mlp takes one input tensor, got ", inputs.size());
     at::Tensor x = inputs[0].flatten(1);
     if (center_.defined()) x = (x - center_) * scale_;
-    // Smooth clipping: near-identity for |v| << clip, bounded by clip, so an outlier cannot dominate a step.
-    if (clip_ > 0.0) x = x * at::rsqrt(1.0 + (x / clip_).square());
+    // Smooth clipping, clip * u / sqrt(1 + u^2) for u = v / clip: near-identity for |v| << clip, bounded by clip,
+    // so an outlier cannot dominate a step (hypot, not u^2, so that |u| > 1e19 still gives +-clip).
+    if (clip_ > 0.0) {
+      const at::Tensor u = x / clip_;
+      x = clip_ * u / at::hypot(at::ones_like(u), u);
+    }
     return layers_->forward(x);
   }
 

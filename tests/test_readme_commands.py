@@ -98,7 +98,7 @@ EXCLUDED = {
     'pip install "finetune[data]"': "installs packages",
     'pip install "finetune[tensorboard]"': "installs packages",
     'pip install "finetune[bench]"': "installs packages",
-    "python benchmarks/quality.py --seeds 2 --sections tabular images":
+    "python benchmarks/quality.py --seeds 2 --sections images":
         "a benchmark: part of a 589 s run on this machine",
     "python benchmarks/quality.py --sections recommendation --seeds 3":
         "a benchmark: 2,275 s on this machine (beside a test run); tests/test_recommendation.py checks its claims",

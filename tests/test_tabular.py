@@ -47,12 +47,37 @@ def test_mlp_forward_with_scaling_matches_plain_pytorch():
 
 @pytest.mark.parametrize("options, message", [
     ({"center": [0.0], "scale": []}, r"center and scale must both be empty or both hold in_features = 3 values, got 1 and 0"),
-    ({"center": [0.0] * 3, "scale": [float("nan")] * 3}, r"center and scale must be finite"),
+    ({"center": [0.0] * 3, "scale": [1.0, float("nan"), 1.0]}, r"mlp scale\[1\] must be a finite float32, got nan"),
+    ({"center": [1e39, 0.0, 0.0], "scale": [1.0] * 3}, r"mlp center\[0\] must be a finite float32, got 1e\+39"),
     ({"clip": -1.0}, r"clip must be >= 0 \(0: none\), got -1"),
 ])
 def test_bad_scaling_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message):
         finetune.build("mlp", in_features=3, num_classes=2, **options)
+
+
+def test_the_smooth_clip_bounds_any_finite_value():
+    model = finetune.build("mlp", in_features=1, hidden=[1], num_classes=1, center=[0.0], scale=[1.0], clip=3.0)
+    ones = {k: torch.ones_like(v) if k.endswith("weight") else torch.zeros_like(v) for k, v in model.state_dict().items()
+            if k.startswith("layers.")}
+    model.load_state_dict({**model.state_dict(), **ones})  # the output is the clipped input itself
+    x = torch.tensor([[1e19], [1e20], [3e38], [0.5]])
+    expected = torch.tensor([[3.0], [3.0], [3.0], [0.5 / (1 + (0.5 / 3) ** 2) ** 0.5]])
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_scaling_options_are_read_off_the_data_as_a_group():
+    """A given center is never paired with a scale read off the data: giving any of center/scale/clip keeps the
+    others at what is given (or their defaults, none)."""
+    x, y = np.random.default_rng(0).normal(5.0, 2.0, (40, 3)).astype(np.float32), np.arange(40) % 2
+    off = finetune.train("mlp", (x, y), center=[], scale=[], epochs=1, progress=False)
+    assert off.model.options["center"] == [] and off.model.options["clip"] == 0.0
+    clip_only = finetune.train("mlp", (x, y), clip=0.0, epochs=1, progress=False)
+    assert clip_only.model.options["center"] == [] and "center" not in clip_only.model.state_dict()
+    with pytest.raises(ValueError, match=r"center and scale must both be empty or both hold in_features = 3 values, "
+                                         r"got 3 and 0"):
+        finetune.train("mlp", (x, y), center=[0.0, 0.0, 0.0], epochs=1, progress=False)
+    assert registry.get("mlp").infer_options(x, y, center=[1.0, 1.0, 1.0]).keys() == {"in_features", "num_classes"}
 
 
 def test_an_mlp_built_from_data_learns_the_same_from_raw_or_rescaled_features():

@@ -62,6 +62,10 @@ class ModelEntry:
     # The rules recipe="auto" trains it by (recipe.FAMILIES): "recommender" for factor tables trained as Funk SVD,
     # "neural recommender" for embeddings under an MLP, "tabular" for an MLP on tabular features
     recipe: str = "default"
+    # Options read off the training inputs as one group ("mlp"'s input scaling): giving any of them keeps the rest
+    # from being read (a given center is never paired with a scale read off the data). A run directory keeps them
+    # with the weights (model.safetensors), not in config.toml, so its config run on other data reads them anew.
+    statistics: tuple[str, ...] = ()
 
     def choose_options(self, x: Any, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` with what the training inputs ``x`` decide before encoding (once, so that every split is
@@ -115,7 +119,7 @@ class ModelEntry:
     def build_for(self, inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str,
                   options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """(the model for this data, every option's value): the options left out are read off the data."""
-        options = {**self.infer(inputs, targets, task), **options}
+        options = {**self._inferred(inputs, targets, task, options), **options}
         model = self.build(**options)
         resolved = model.options if isinstance(model, models.NativeModel) else {**self.defaults, **options}
         return model, resolved
@@ -125,7 +129,14 @@ class ModelEntry:
         x = self.encode_inputs(x, given)
         inputs = data.features(x, "X", torch.float32, examples=data.length(y))
         targets = data.targets(y, "y", task, inputs[0].shape[0])
-        return {k: v for k, v in self.infer(inputs, targets, task).items() if k not in given}
+        return {k: v for k, v in self._inferred(inputs, targets, task, given).items() if k not in given}
+
+    def _inferred(self, inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str,
+                  given: dict[str, Any]) -> dict[str, Any]:
+        inferred = self.infer(inputs, targets, task)
+        if any(k in given for k in self.statistics):
+            inferred = {k: v for k, v in inferred.items() if k not in self.statistics}
+        return inferred
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -240,6 +251,7 @@ def _infer_mlp(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str)
 
 
 SMOOTH_CLIP = 3.0  # RealMLP's bound: a scaled value v becomes v / sqrt(1 + (v / 3)^2)
+SCALING_ROWS = 100_000  # at most this many rows (drawn, seeded) give the quartiles
 
 
 def robust_scaling(x: torch.Tensor) -> dict[str, Any]:
@@ -247,11 +259,15 @@ def robust_scaling(x: torch.Tensor) -> dict[str, Any]:
     centred on its median and divided by its interquartile range (by half its range where the quartiles meet; a
     constant feature is multiplied by 0), then smoothly clipped at SMOOTH_CLIP. Features on any scale (raw
     dollars next to fractions) reach the first layer on one scale, and an outlier cannot dominate a step."""
-    values = x.detach().cpu().float().numpy()
+    values = x.detach().cpu().float()
+    if values.shape[0] > SCALING_ROWS:  # quartiles of 100,000 rows are as good as of all; seeded, so reproducible
+        rows = torch.randperm(values.shape[0], generator=torch.Generator().manual_seed(0))[:SCALING_ROWS]
+        values = values.index_select(0, rows)
+    values = values.numpy()
     low, center, high = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
     spread = high - low
     flat = spread == 0
-    spread[flat] = 0.5 * (values.max(0) - values.min(0))[flat]
+    spread[flat] = 0.5 * (values[:, flat].max(0) - values[:, flat].min(0))
     scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)
     return {"center": center.astype(np.float64).tolist(), "scale": scale.astype(np.float64).tolist(),
             "clip": SMOOTH_CLIP}
@@ -284,7 +300,7 @@ def _infer_ids(name: str) -> Infer:
 RANKING_REG = 1e-4  # mf's reg for task="ranking" unless given
 
 
-_native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp, recipe="tabular")
+_native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp, statistics=("center", "scale", "clip"), recipe="tabular")
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
 _native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender")

@@ -336,7 +336,12 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     if distributed.process_rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
 
-    (out / "config.toml").write_text(write_toml(resolved.to_dict()))
+    # The options read off the training inputs (mlp's input scaling) stay with the weights, not in config.toml:
+    # that config run on other data reads them anew, and runs on other splits compare without two long arrays
+    kept = registry.get(cfg.model["name"]).statistics
+    written = RunConfig(cfg.data, {k: v for k, v in resolved.model.items() if k not in kept or k in cfg.model},
+                        resolved.train, cfg.source)
+    (out / "config.toml").write_text(write_toml(written.to_dict()))
     checkpoint.save_tensors(out / "model.safetensors", result.model.state_dict(),
                             {"model": json.dumps(resolved.model)})
     with open(out / "history.csv", "w", newline="") as f:
@@ -366,7 +371,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         "environment": environment(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (out / "report.html").write_text(report.html(resolved.to_dict(), result.history, metrics))
+    (out / "report.html").write_text(report.html(written.to_dict(), result.history, metrics))
     report.plots_png(str(out / "plots.png"), result.history, metrics)  # with matplotlib installed
     log.info("run written to %s", out)
     return metrics

@@ -329,7 +329,9 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     return result
 
 
-# Settings that neither the recipe chooses nor conflict with it: applied as given in every phase it runs.
+# Settings that do not switch the recipe off when given: applied as given in every phase it runs (the recipe
+# chooses label_smoothing for an MLP on tabular data, where a given one wins). A setting passed in `config=` counts
+# as given only where it differs from TrainConfig's default (a dataclass does not record which fields were passed).
 RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
                   "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
                   "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "topk", "progress",
