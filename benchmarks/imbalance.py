@@ -4,7 +4,7 @@
 
 Each seed splits a data set 70/30 (stratified), then keeps every example of the first half of the classes and
 1/ratio of each other class, in training and test alike (the test set has the imbalance the model will meet),
-so the largest class is `ratio` times the smallest. The defaults (recipe="auto") train with the recipe's class
+so the largest class is about `ratio` times the smallest (the table shows the training samples' actual ratio). The defaults (recipe="auto") train with the recipe's class
 weights forced off and forced on (finetune.recipe.IMBALANCE_RATIO set to infinity, then to 0). Reported: test
 accuracy (what the imbalanced test set rewards) and balanced accuracy (the mean of the classes' recalls: what a
 user with a rare class of interest wants), mean ± std. recipe.py's IMBALANCE_RATIO comes from this table.
@@ -29,16 +29,24 @@ from finetune.demo import load_digits_split
 
 
 def thin(y: np.ndarray, ratio: float, seed: int) -> np.ndarray:
-    """Indices of ``y`` keeping the first half of the classes whole and 1/ratio of each of the others."""
+    """Indices of ``y`` keeping the first half of the classes whole and each of the others cut to the largest kept
+    class's count / ratio (a class already smaller stays whole), so that largest / smallest is about ``ratio``."""
     rng = np.random.default_rng([seed, 7])
     classes = np.unique(y)
+    thinned = classes[len(classes) // 2:]
+    target = max(2, int(round(max(np.sum(y == c) for c in classes if c not in thinned) / ratio)))
     keep = []
     for c in classes:
         members = np.flatnonzero(y == c)
-        if c >= classes[len(classes) // 2]:
-            members = rng.permutation(members)[:max(2, int(round(len(members) / ratio)))]
+        if c in thinned:
+            members = rng.permutation(members)[:target]
         keep.append(members)
     return np.sort(np.concatenate(keep))
+
+
+def ratio_of(y: np.ndarray) -> float:
+    counts = np.bincount(y)
+    return float(counts.max() / counts[counts > 0].min())
 
 
 def balanced_accuracy(predicted: np.ndarray, y: np.ndarray) -> float:
@@ -81,15 +89,16 @@ def main() -> None:
     start = time.perf_counter()
     print(f"### Class weights at each imbalance ({args.seeds} seeds, {args.threads} thread(s)): accuracy / "
           "balanced accuracy on a test set with the same imbalance\n")
-    print("| data, model | largest / smallest class | no weights | balanced weights |\n|---|---|---|---|")
+    print("| data, model | largest / smallest class (asked, actual) | no weights | balanced weights |\n|---|---|---|---|")
     for case, load in CASES.items():
         for ratio in args.ratios:
-            cells = {}
+            cells, actual = {}, []
             for weighted, threshold in (("no weights", float("inf")), ("balanced weights", 0.0)):
                 accuracy, balanced = [], []
                 for seed in range(args.seeds):
                     model, x_train, x_test, y_train, y_test = load(seed)
                     train, test = thin(y_train, ratio, seed), thin(y_test, ratio, seed + 1000)
+                    actual.append(ratio_of(y_train[train]))
                     with mock.patch.object(recipe, "IMBALANCE_RATIO", threshold):
                         result = finetune.train(model, (x_train[train], y_train[train]), seed=seed, progress=False)
                     predicted = np.asarray(finetune.predict(result.model, x_test[test])).reshape(-1)
@@ -97,7 +106,8 @@ def main() -> None:
                     balanced.append(balanced_accuracy(predicted, y_test[test]))
                 cells[weighted] = (f"{statistics.mean(accuracy):.3f} ± {statistics.pstdev(accuracy):.3f} / "
                                    f"{statistics.mean(balanced):.3f} ± {statistics.pstdev(balanced):.3f}")
-            print(f"| {case} | {ratio:g} | {cells['no weights']} | {cells['balanced weights']} |", flush=True)
+            print(f"| {case} | {ratio:g}, {statistics.mean(actual):.2f} | {cells['no weights']} | "
+                  f"{cells['balanced weights']} |", flush=True)
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
 
 
