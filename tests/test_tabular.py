@@ -12,10 +12,7 @@ from sklearn.preprocessing import RobustScaler
 
 import finetune
 from finetune import datasets, recipe, registry
-
-
-def decisions(result: finetune.Result) -> dict[str, object]:
-    return {d["what"]: d["value"] for d in result.recipe}
+from helpers import decisions
 
 
 def test_robust_scaling_is_scikit_learns_robust_scaler_with_realmlps_fallbacks():
@@ -97,19 +94,19 @@ def test_an_mlp_built_from_data_learns_the_same_from_raw_or_rescaled_features():
 def test_the_tabular_rules_are_recorded_and_given_settings_win():
     d = datasets.load("wine", seed=0)
     result = finetune.train("mlp", (d.x_train, d.y_train), seed=0, progress=False)
-    chosen = {d["what"]: d for d in result.recipe}
+    chosen = decisions(result)
     assert chosen["full.label_smoothing"]["value"] == recipe.TABULAR_LABEL_SMOOTHING
     assert "/ 30" in chosen["full.lr"]["reason"]
     given = finetune.train("mlp", (d.x_train, d.y_train), seed=0, label_smoothing=0.0, progress=False)
-    assert decisions(given)["full.label_smoothing"] == 0.0
+    assert decisions(given)["full.label_smoothing"]["value"] == 0.0
     regression = datasets.load("diabetes", seed=0)
     result = finetune.train("mlp", (regression.x_train, regression.y_train), task="regression", seed=0, progress=False)
     assert "full.label_smoothing" not in decisions(result)
-    assert "/ 300" in {d["what"]: d for d in result.recipe}["full.lr"]["reason"]
+    assert "/ 300" in decisions(result)["full.lr"]["reason"]
     # An mlp with trained weights is fine-tuned by the general rules (the tabular ones were measured from scratch)
     tuned = finetune.train(result.model, (regression.x_train, regression.y_train), task="regression", seed=0,
                            progress=False)
-    assert decisions(tuned)["model"] == "trained weights" and "/ 10" in {d["what"]: d for d in tuned.recipe}["full.lr"]["reason"]
+    assert decisions(tuned)["model"]["value"] == "trained weights" and "/ 10" in decisions(tuned)["full.lr"]["reason"]
 
 
 def test_mlp_with_the_recipe_does_not_lose_to_linear_regression_on_diabetes():
