@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} round-robin repeats\n")
-    print(f"{'model':<16} {'batch':>5} {'variant':<34} {'steps/s':>9} {'spread':>17} {'vs plain':>8}")
+    print(f"{'model':<16} {'batch':>5} {'variant':<36} {'steps/s':>9} {'spread':>17} {'vs plain':>8}")
     for case in args.cases:
         factory, (native_name, native_options), shape, batch_size, n = CASES[case]
         torch.manual_seed(0)
@@ -92,6 +92,10 @@ def main() -> None:
                 lambda: copy.deepcopy(initial),
                 lambda model: finetune.train(model, (x, y), epochs=1, batch_size=batch_size, lr=0.01,
                                              progress=False).steps),
+            "finetune.train, runner='python'": (
+                lambda: copy.deepcopy(initial),
+                lambda model: finetune.train(model, (x, y), epochs=1, batch_size=batch_size, lr=0.01,
+                                             runner="python", progress=False).steps),
             f"finetune.train, native '{native_name}'": (
                 lambda: native_copy(native_name, initial, **native_options),
                 lambda model: finetune.train(model, (x, y), epochs=1, batch_size=batch_size, lr=0.01,
@@ -108,7 +112,7 @@ def main() -> None:
         baseline = statistics.median(rates["plain PyTorch loop (eager)"])
         for name, values in rates.items():
             median = statistics.median(values)
-            print(f"{case:<16} {batch_size:>5} {name:<34} {median:>9.1f} {min(values):>8.1f}-{max(values):<8.1f} "
+            print(f"{case:<16} {batch_size:>5} {name:<36} {median:>9.1f} {min(values):>8.1f}-{max(values):<8.1f} "
                   f"{median / baseline:>7.2f}x")
 
 

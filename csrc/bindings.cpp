@@ -25,9 +25,66 @@ using namespace finetune;
 
 namespace {
 
+// Ctrl-C (or SIGTERM's handler) while a Python forward ran: carried through the loop as it is and raised again
+// in Python by the translator registered in the module below.
+class PythonInterrupt final : public ForwardInterrupted {
+ public:
+  explicit PythonInterrupt(py::error_already_set error) : ForwardInterrupted(error.what()), error_(std::move(error)) {}
+  void restore() { error_.restore(); }
+
+ private:
+  py::error_already_set error_;
+};
+
+// A Python nn.Module run eagerly (runner="python"), through finetune.models.EagerRunner: the loop stays here and
+// runs without the GIL; each call into the module takes it for that call alone.
+class PythonModule final : public EagerModule {
+ public:
+  explicit PythonModule(py::object runner) : runner_(std::move(runner)) {}
+  ~PythonModule() override {
+    py::gil_scoped_acquire gil;  // the last reference may go where the loop released the GIL
+    runner_ = py::object();
+  }
+  at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
+    py::gil_scoped_acquire gil;
+    try {
+      return runner_.attr("forward")(inputs).cast<at::Tensor>();
+    } catch (py::error_already_set& error) {
+      if (error.matches(PyExc_KeyboardInterrupt) || error.matches(PyExc_SystemExit)) throw PythonInterrupt(std::move(error));
+      throw;
+    }
+  }
+  NamedTensors named_parameters() const override { return named("named_parameters"); }
+  NamedTensors named_buffers() const override { return named("named_buffers"); }
+  void train(bool on) override {
+    py::gil_scoped_acquire gil;
+    runner_.attr("train")(on);
+  }
+  bool is_training() const override {
+    py::gil_scoped_acquire gil;
+    return runner_.attr("training").cast<bool>();
+  }
+  void keep_frozen_batchnorm_in_eval(const std::function<bool(const std::string&)>& is_frozen) override {
+    py::gil_scoped_acquire gil;
+    runner_.attr("keep_frozen_batchnorm_in_eval")(py::cpp_function(is_frozen));
+  }
+  void to(const at::Device& device) override {
+    py::gil_scoped_acquire gil;
+    runner_.attr("to")(device.str());
+  }
+
+ private:
+  NamedTensors named(const char* method) const {
+    py::gil_scoped_acquire gil;
+    return runner_.attr(method)().cast<NamedTensors>();
+  }
+  py::object runner_;
+};
+
 Model as_model(const py::object& model) {
   if (py::isinstance<NativeModule>(model)) return Model(model.cast<std::shared_ptr<NativeModule>>());
-  return Model(model.cast<torch::jit::Module>());  // torch._C.ScriptModule, i.e. scripted._c
+  if (py::isinstance<torch::jit::Module>(model)) return Model(model.cast<torch::jit::Module>());  // scripted._c
+  return Model(std::make_shared<PythonModule>(model));  // finetune.models.EagerRunner
 }
 
 py::dict metrics_dict(const Metrics& metrics) {
@@ -412,6 +469,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       PyErr_SetString(PyExc_IndexError, e.what_without_backtrace());
     } catch (const c10::Error& e) {
       PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+    } catch (PythonInterrupt& e) {
+      e.restore();
     }
   });
   bind_config(m);

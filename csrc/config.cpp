@@ -69,6 +69,8 @@ void validate(const TrainConfig& c) {
                     "precision must be one of ['fp32', 'bf16'], got '", c.precision, "'");
   TORCH_CHECK_VALUE(c.on_nan == "stop" || c.on_nan == "skip", "on_nan must be one of ['stop', 'skip'], got '",
                     c.on_nan, "'");
+  TORCH_CHECK_VALUE(c.runner == "auto" || c.runner == "script" || c.runner == "trace" || c.runner == "python",
+                    "runner must be one of ['auto', 'script', 'trace', 'python'], got '", c.runner, "'");
   TORCH_CHECK_VALUE(c.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0 = each epoch), got ",
                     c.checkpoint_every);
   TORCH_CHECK_VALUE(c.keep_last >= 0, "keep_last must be >= 0 (0 = keep all), got ", c.keep_last);

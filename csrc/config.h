@@ -71,6 +71,8 @@ using Weights = std::vector<double>;
   X(bool, drop_last, false) /* drop the last incomplete batch of each epoch */         \
   X(int64_t, seed, 0)                                                                   \
   X(std::string, device, "cpu")                                                         \
+  X(std::string, runner, "auto") /* a Python nn.Module's forward: "auto", "script", "trace", "python" */ \
+  X(std::string, output_key, "") /* a dict output's entry the loss reads (finetune.models), "" = logits or the first */ \
   X(int64_t, topk, 5)                                                                   \
   X(bool, progress, true)
 

@@ -30,6 +30,8 @@ std::string error_line(const std::string& message) {
 at::Tensor forward(Model& model, const std::vector<at::Tensor>& inputs, const char* split) {
   try {
     return model.forward(inputs);
+  } catch (const ForwardInterrupted&) {
+    throw;
   } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's own errors
     const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
     const auto error = error_line(c10_error ? c10_error->what_without_backtrace() : e.what());

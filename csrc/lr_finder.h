@@ -18,7 +18,8 @@ struct LrFinderResult {
 };
 
 // fastai-style range test: `num_steps` optimizer steps with the rate growing exponentially from start_lr to
-// end_lr, stopping early once the smoothed loss exceeds diverge_factor x its minimum. The model's
+// end_lr, stopping early once the smoothed loss exceeds diverge_factor x its minimum (the minimum from step
+// min(num_steps / 10, 10) on, when the smoothing has settled). The model's
 // parameters and buffers are restored afterwards.
 LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& config, double start_lr, double end_lr,
                        int64_t num_steps, double diverge_factor);

@@ -233,12 +233,17 @@ Model::Model(const torch::jit::Module& script) : script_(std::make_shared<torch:
   TORCH_CHECK_VALUE(script_->find_method("forward").has_value(), "model has no forward() method");
 }
 
+Model::Model(std::shared_ptr<EagerModule> eager) : eager_(std::move(eager)) {
+  TORCH_CHECK_VALUE(eager_ != nullptr, "model is empty");
+}
+
 at::Tensor Model::penalty(const std::vector<at::Tensor>& inputs) {
   return native_ ? native_->penalty(inputs) : at::Tensor();
 }
 
 at::Tensor Model::forward(const std::vector<at::Tensor>& inputs) {
   if (native_) return native_->forward(inputs);
+  if (eager_) return eager_->forward(inputs);
   // Run the module's graph as written, without the executor's profiling and autodiff-subgraph passes: on
   // CPU they made a small CNN ~12% slower than eager PyTorch (benchmarks/compare.py), while the plain
   // graph runs each op through the same kernels and autograd as eager. The setting is thread-local.
@@ -263,6 +268,7 @@ void add_once(NamedTensors& out, std::set<const c10::TensorImpl*>& seen, const s
 }  // namespace
 
 NamedTensors Model::named_parameters() const {
+  if (eager_) return eager_->named_parameters();
   NamedTensors out;
   std::set<const c10::TensorImpl*> seen;
   if (native_) {
@@ -274,6 +280,7 @@ NamedTensors Model::named_parameters() const {
 }
 
 NamedTensors Model::named_buffers() const {
+  if (eager_) return eager_->named_buffers();
   NamedTensors out;
   std::set<const c10::TensorImpl*> seen;
   if (native_) {
@@ -287,6 +294,8 @@ NamedTensors Model::named_buffers() const {
 void Model::train(bool on) {
   if (native_) {
     native_->train(on);
+  } else if (eager_) {
+    eager_->train(on);
   } else {
     script_->train(on);
   }
@@ -307,6 +316,7 @@ bool batchnorm_frozen(const std::string& prefix, const std::vector<std::string>&
 }  // namespace
 
 void Model::keep_frozen_batchnorm_in_eval(const std::function<bool(const std::string&)>& is_frozen) {
+  if (eager_) return eager_->keep_frozen_batchnorm_in_eval(is_frozen);
   if (native_) {
     for (const auto& item : native_->named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
       if (item.value()->name().find("BatchNorm") == std::string::npos) continue;
@@ -328,11 +338,15 @@ void Model::keep_frozen_batchnorm_in_eval(const std::function<bool(const std::st
   }
 }
 
-bool Model::is_training() const { return native_ ? native_->is_training() : script_->is_training(); }
+bool Model::is_training() const {
+  return native_ ? native_->is_training() : eager_ ? eager_->is_training() : script_->is_training();
+}
 
 void Model::to(const at::Device& device) {
   if (native_) {
     native_->to(device);
+  } else if (eager_) {
+    eager_->to(device);
   } else {
     script_->to(device);
   }

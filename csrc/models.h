@@ -1,9 +1,10 @@
-// The models the loop trains: built-in native LibTorch modules ("mlp", "cnn") and TorchScript modules
-// handed over from Python, behind one Model interface.
+// The models the loop trains: built-in native LibTorch modules ("mlp", "cnn"), TorchScript modules handed
+// over from Python and Python modules run eagerly, behind one Model interface.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -81,6 +82,28 @@ std::shared_ptr<NativeModule> make_cnn(const CnnOptions& options);
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
+// An error raised around a model's forward pass rather than by the model (Ctrl-C while a Python forward ran):
+// forward() passes it on as it is instead of describing it as the model's failure.
+class ForwardInterrupted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A module whose forward pass runs outside C++, as its author wrote it: a Python nn.Module called eagerly
+// (runner="python"; bindings.cpp implements it, taking the GIL for each call). Everything else -- sampling,
+// loss, backward, the optimizer -- stays in the loop; the parameters are the module's own tensors.
+class EagerModule {
+ public:
+  virtual ~EagerModule() = default;
+  virtual at::Tensor forward(const std::vector<at::Tensor>& inputs) = 0;
+  virtual NamedTensors named_parameters() const = 0;  // each tensor once (tied weights under their first name)
+  virtual NamedTensors named_buffers() const = 0;
+  virtual void train(bool on) = 0;
+  virtual bool is_training() const = 0;
+  virtual void keep_frozen_batchnorm_in_eval(const std::function<bool(const std::string&)>& is_frozen) = 0;
+  virtual void to(const at::Device& device) = 0;
+};
+
 // What the loop sees of a model. A TorchScript module that has a `forward_train` method (a graph traced in
 // training mode; models.py traces modules that cannot be scripted in both modes) runs it while training
 // and `forward` otherwise. Parameters are the model's own tensors: training updates them in place,
@@ -89,6 +112,7 @@ class Model {
  public:
   explicit Model(std::shared_ptr<NativeModule> native);
   explicit Model(const torch::jit::Module& script);
+  explicit Model(std::shared_ptr<EagerModule> eager);
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs);
   // The model's per-example training penalty (NativeModule::penalty), undefined when it has none.
@@ -106,6 +130,7 @@ class Model {
  private:
   std::shared_ptr<NativeModule> native_;
   std::shared_ptr<torch::jit::Module> script_;
+  std::shared_ptr<EagerModule> eager_;
 };
 
 }  // namespace finetune

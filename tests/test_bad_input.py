@@ -22,6 +22,10 @@ def with_nan(value: float) -> np.ndarray:
 
 
 class Unscriptable(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
     def forward(self, *inputs):  # neither scriptable (*args) nor traceable (returns no tensor)
         return np.asarray(inputs[0])
 
@@ -80,7 +84,8 @@ CASES = [
     ("model option wrong type", lambda: finetune.build("mlp", hidden="wide"), TypeError, r"model option hidden='wide' has the wrong type"),
     ("model options on a module", lambda: train(model=mlp(), in_features=3), TypeError, r"unknown setting\(s\) \['in_features'\]"),
     ("model not a module", lambda: train(model=42), TypeError, r"model must be an nn.Module, a NativeModel or one of .* got int"),
-    ("unscriptable, untraceable", lambda: train(model=Unscriptable()), TypeError, r"model Unscriptable can be neither scripted .* nor traced"),
+    # neither scripted nor traced: it runs in Python (runner="auto"), where its output is checked
+    ("unscriptable, untraceable", lambda: train(model=Unscriptable()), ValueError, r"model forward\(\) failed on training inputs .*: TypeError: model forward\(\) must return a tensor, got ndarray"),
     ("too few classes in head", lambda: train(model=mlp(out=3), head="keep"), ValueError, r"model outputs 3 classes but the labels need 4 \(largest label 3\)"),
     ("wrong input width", lambda: train(model=mlp(in_features=10)), ValueError, r"model forward\(\) failed on training inputs of shape \[32, 64\]"),
     ("regression head too wide", lambda: train(model=mlp(out=2), data=(X, Y.astype(np.float32)), task="regression"), ValueError, r"model output has shape \[32, 2\] but task='regression' targets have shape \[32\]"),
@@ -162,6 +167,8 @@ BAD_FIELDS = {
     "drop_last": (1, TypeError, r"drop_last must be bool, got 1"),
     "seed": (1.5, TypeError, r"seed must be int, got 1.5"),
     "device": ("tpu", ValueError, r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    "output_key": ("", ValueError, r"output_key must be a non-empty name or None, got ''"),
+    "runner": ("jit", ValueError, r"runner must be one of \['auto', 'script', 'trace', 'python'\], got 'jit'"),
     "topk": (0, ValueError, r"topk must be >= 1, got 0"),
     "progress": ("no", TypeError, r"progress must be bool, got 'no'"),
 }

@@ -32,7 +32,8 @@ def test_every_field_round_trips_to_cpp():
                   sampler="balanced", early_stopping=3, monitor="val_accuracy", restore_best=True, ema=0.99,
                   precision="bf16", on_nan="skip", checkpoint_dir="/tmp/checkpoints", checkpoint_every=5, keep_last=2,
                   distributed="off", bucket_mb=1.0, dist_timeout=30.0, sample_fraction=0.5, sample_size=11,
-                  stratify=False, shuffle=False, drop_last=True, seed=42, device="cpu", topk=3, progress=False)
+                  stratify=False, shuffle=False, drop_last=True, seed=42, device="cpu", runner="python",
+                  output_key="logits", topk=3, progress=False)
     configs = [
         TrainConfig(**common, optimizer="sgd", momentum=0.5, nesterov=True, schedule="step", step_size=3, gamma=0.5),
         TrainConfig(**common, optimizer="adamw", beta1=0.8, beta2=0.99, eps=1e-6, schedule="cosine", min_lr=0.01,
@@ -55,6 +56,7 @@ def test_special_values_map_to_cpp():
     assert TrainConfig(sample_size=None).to_cpp().sample_size == 0
     assert TrainConfig(checkpoint_every="epoch").to_cpp().checkpoint_every == 0
     assert TrainConfig(checkpoint_dir=None).to_cpp().checkpoint_dir == ""
+    assert TrainConfig(output_key=None).to_cpp().output_key == ""
 
 
 def test_dict_round_trip_through_json():

@@ -270,6 +270,18 @@ def test_find_lr_restores_weights_and_suggests_a_rate_inside_the_sweep(digits):
     assert curve.lrs == sorted(curve.lrs)
 
 
+def test_find_lr_does_not_call_a_lucky_first_batch_a_minimum():
+    # The model predicts 0; the first batch's targets are 0 (loss 0), every other batch's are 1. The smoothed
+    # loss of the first steps averages a few batches: 4x its first value is no divergence until it settles.
+    model = torch.nn.Linear(1, 1)
+    torch.nn.init.zeros_(model.weight), torch.nn.init.zeros_(model.bias)
+    x, y = torch.zeros(64, 1), torch.ones(64)
+    y[:8] = 0.0
+    curve = finetune.find_lr(model, (x, y), start_lr=1e-9, end_lr=1e-8, num_steps=30, task="regression",
+                             batch_size=8, shuffle=False, optimizer="sgd")
+    assert curve.losses[0] == 0.0 and not curve.diverged and len(curve.losses) == 30
+
+
 def test_find_lr_equals_a_plain_range_test(small):
     # fastai's range test in plain PyTorch over the same batches: exponential rates, SGD steps, the loss
     # (class-weighted mean, as train computes it) smoothed with a bias-corrected moving average.

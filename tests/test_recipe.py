@@ -50,6 +50,19 @@ def test_rate_rule_is_the_lowest_loss_after_the_first_steps_divided_by_ten():
     assert recipe.lr_from_range(lrs, losses) == pytest.approx(lrs[39] / 10)
 
 
+def test_rate_rule_reads_a_flat_curve_where_its_plateau_ends():
+    # A model that already fits its batches: the loss wanders within batch noise, then rises. Its lowest point
+    # (here the first compared step) is noise; the rate is where the plateau ends, / 10.
+    lrs = list(np.logspace(-7, 1, 100))
+    noise = [0.005 * ((7 * i) % 5 - 2) / 2 for i in range(100)]  # +-1%, no trend
+    losses = [0.5 + noise[i] if i < 80 else 0.5 * 1.1 ** (i - 79) for i in range(100)]
+    losses[recipe.RANGE_SKIP] = 0.49  # the lowest, at a rate that changes nothing
+    assert recipe.lr_from_range(lrs, losses) == pytest.approx(lrs[79] / 10)
+    # A curve that descends past the tolerance keeps the lowest-loss rule.
+    losses[60] = 0.4
+    assert recipe.lr_from_range(lrs, losses) == pytest.approx(lrs[60] / 10)
+
+
 def test_find_head_by_name_or_last_layer():
     class Net(torch.nn.Module):
         def __init__(self):

@@ -58,6 +58,8 @@ class TrainConfig:
     drop_last: bool
     seed: int
     device: str
+    runner: str
+    output_key: str
     topk: int
     progress: bool
     def __init__(self) -> None: ...

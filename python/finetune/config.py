@@ -80,6 +80,8 @@ class TrainConfig:
     drop_last: bool = False  # drop each epoch's last incomplete batch (DataLoader's drop_last; batch norm needs >= 2)
     seed: int = 0
     device: str = "cpu"
+    runner: str = "auto"  # how an nn.Module's forward runs: "auto", "script", "trace" or "python" (finetune.models)
+    output_key: str | None = None  # a dict / ModelOutput output: the entry the loss reads (None: "logits", else the first tensor)
     topk: int = 5  # top-k accuracy reported for classification
     progress: bool = True
 
@@ -134,6 +136,12 @@ def _positive_or(field: str, special: Any, expected: str) -> Callable[[Any], int
     return convert
 
 
+def _non_empty(field: str, value: str) -> str:
+    if not value:
+        raise ValueError(f"{field} must be a non-empty name or None, got {value!r}")
+    return value
+
+
 def _freeze(value: Any) -> list[str]:
     if callable(value):
         raise TypeError("freeze as a callable is resolved against the model's parameter names by finetune.train; "
@@ -179,6 +187,7 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "lr_groups": _lr_groups,
     "checkpoint_every": _positive_or("checkpoint_every", "epoch", "a positive number of steps or 'epoch'"),
     "checkpoint_dir": lambda value: "" if value is None else str(value),
+    "output_key": lambda value: "" if value is None else _non_empty("output_key", value),
 }
 
 # Values a field takes besides its annotated type, which its converter (_CONVERT) turns into that type.

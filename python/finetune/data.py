@@ -1,7 +1,8 @@
-"""Turning what users pass (numpy arrays, tensors, tuples of them) into the tensors the C++ loop reads."""
+"""Turning what users pass (numpy arrays, tensors, tuples or dicts of them) into the tensors the C++ loop reads."""
 
 from __future__ import annotations
 
+import collections.abc
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,19 +35,38 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
+def keywords(value: Any, name: str = "X") -> list[str] | None:
+    """The keys of ``value`` when it is a dict of model inputs (passed to the model as keywords), else None."""
+    if not isinstance(value, collections.abc.Mapping):
+        return None
+    keys = list(value.keys())
+    if not keys:
+        raise ValueError(f"{name} is an empty dict: pass the model's inputs by name ({{'input_ids': ..., ...}})")
+    bad = [k for k in keys if not isinstance(k, str) or not k.isidentifier()]
+    if bad:
+        raise TypeError(f"{name}'s keys are passed to the model as keyword arguments and must be names, got {bad[0]!r}")
+    return keys
+
+
 def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dtype,
              examples: int | None = None) -> list[torch.Tensor]:
     """One or more input tensors. Floating and boolean inputs are cast to ``dtype`` (the model's) and must be
     finite; integer inputs are kept as they are (embedding ids). ``examples``, when known (the labels'
-    length), tells a list of model inputs from a list of rows."""
-    items = list(value) if isinstance(value, (list, tuple)) and value and _is_array(value[0]) else [value]
-    if len(items) > 1 and examples is not None and len(items) == examples and \
+    length), tells a list of model inputs from a list of rows. A dict (a tokenizer's ``BatchEncoding``, or
+    ``{"input_ids": ..., "attention_mask": ...}``) gives its values in its keys' order (see :func:`keywords`)."""
+    keys = keywords(value, name)
+    if keys is not None:
+        items, labels = [value[k] for k in keys], [f"{name}[{k!r}]" for k in keys]
+    else:
+        items = list(value) if isinstance(value, (list, tuple)) and value and _is_array(value[0]) else [value]
+        labels = [name] if len(items) == 1 else [f"{name}[{i}]" for i in range(len(items))]
+    if keys is None and len(items) > 1 and examples is not None and len(items) == examples and \
             any(_first_dimension(item) != examples for item in items):
         raise TypeError(f"{name} is a list of {len(items)} arrays, one per example: pass one array "
                         f"({name} = np.stack(rows)), or a list of model inputs each with one row per example")
     tensors = []
     for i, item in enumerate(items):
-        label = name if len(items) == 1 else f"{name}[{i}]"
+        label = labels[i]
         tensor = as_tensor(item, label)
         if tensor.dim() == 0:
             raise ValueError(f"{label} must have a first (example) dimension, got a scalar")

@@ -1,12 +1,15 @@
 """Models the C++ loop can train: native models (built by name through finetune.registry) and any nn.Module,
-scripted (or traced) for C++."""
+scripted or traced for C++, or run eagerly in Python (the runner, chosen by ``runner_for``)."""
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
+import os
 import threading
 import warnings
 import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -77,25 +80,204 @@ def native(name: str, make_options: Callable[[], Any], make_module: Callable[[An
     return NativeModel(name, make_module(cpp_options), resolved)
 
 
-# The compiled form of each nn.Module, with the signature it was compiled from (see _signature). One lock
-# serialises compiling: torch.jit.script is not safe when two threads script modules of the same class at once.
-_scripted: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, Any]]" = weakref.WeakKeyDictionary()
+def output_tensor(output: Any, key: str | None = None) -> torch.Tensor:
+    """The tensor the loss reads from what a forward returned: the tensor itself; from a dict or a Hugging Face
+    ``ModelOutput``, its ``key`` entry (by default "logits" where there is one, else the first tensor); from a
+    tuple or list, its first tensor."""
+    if isinstance(output, torch.Tensor):
+        if key is not None:
+            raise ValueError(f"output_key={key!r} names an entry of a dict output, but the model returns a tensor")
+        return output
+    if isinstance(output, collections.abc.Mapping):
+        if key is not None:
+            if key not in output:
+                raise ValueError(f"output_key={key!r} is not in the model's output, which has {list(output.keys())}")
+            value = output[key]
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"output_key={key!r} is a {type(value).__name__} in the model's output, not a tensor")
+            return value
+        if isinstance(output.get("logits"), torch.Tensor):
+            return output["logits"]
+        values = list(output.values())
+    elif isinstance(output, (tuple, list)):
+        if key is not None:
+            raise ValueError(f"output_key={key!r} names an entry of a dict output, but the model returns a "
+                             f"{type(output).__name__}")
+        values = list(output)
+    else:
+        raise TypeError(f"model forward() must return a tensor, got {type(output).__name__}")
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return value
+    raise TypeError(f"model forward() returned a {type(output).__name__} with no tensor in it")
+
+
+class Adapted(torch.nn.Module):
+    """A model called as its inputs and outputs need: the loop passes tensors by position, in the order of X's
+    keys, and reads one tensor; this calls ``model(**{key: tensor})`` (or ``model(*tensors)``) and reduces what
+    it returns with :func:`output_tensor`. It holds the model's own submodules, parameters and buffers -- the
+    same dicts, so under the same names: freezing patterns, the head, checkpoints and ``state_dict`` see the
+    model as it is, and a head replaced here is replaced in the model."""
+
+    def __init__(self, model: torch.nn.Module, keys: Sequence[str] | None, output_key: str | None):
+        super().__init__()
+        self.__dict__["wrapped"] = model  # not a submodule: its children are this module's children
+        self._modules, self._parameters, self._buffers = model._modules, model._parameters, model._buffers
+        self.keys = tuple(keys) if keys is not None else None
+        self.output_key = output_key
+        self.training = model.training
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.keys is None:
+            return output_tensor(self.wrapped(*inputs), self.output_key)
+        return output_tensor(self.wrapped(**dict(zip(self.keys, inputs))), self.output_key)
+
+    def train(self, mode: bool = True) -> "Adapted":
+        self.wrapped.train(mode)
+        self.training = mode
+        return self
+
+
+_adapters: "weakref.WeakKeyDictionary[torch.nn.Module, Adapted]" = weakref.WeakKeyDictionary()
+_tensor_output: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, bool]]" = weakref.WeakKeyDictionary()
+
+
+def adapt(model: Any, example: Sequence[torch.Tensor], keys: Sequence[str] | None = None,
+          output_key: str | None = None) -> Any:
+    """``model``, or the :class:`Adapted` module that calls it with keyword inputs (``keys``: X was a dict) or
+    reduces its output to a tensor (``output_key`` given, or a forward that returns a dict, ``ModelOutput`` or
+    tuple: found by calling it on two examples in eval mode, once per version of the model)."""
+    if isinstance(model, Adapted):
+        return model
+    plain = isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
+    if not plain:
+        if keys is not None or output_key is not None:
+            what = "X as a dict (keyword inputs)" if keys is not None else f"output_key={output_key!r}"
+            raise ValueError(f"{what} needs an nn.Module called in Python; got {type(model).__name__}")
+        return model
+    if keys is None and output_key is None and _returns_tensor(model, example):
+        return model
+    cached = _adapters.get(model)
+    if cached is None or cached.keys != (tuple(keys) if keys is not None else None) or cached.output_key != output_key:
+        cached = Adapted(model, keys, output_key)
+        _adapters[model] = cached
+    return cached
+
+
+def _returns_tensor(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> bool:
+    signature = _signature(model)
+    known = _tensor_output.get(model)
+    if known is not None and known[0] == signature:
+        return known[1]
+    was_training = model.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            output = model.eval()(*[t[:2] for t in example])
+    except Exception:  # noqa: BLE001 - the loop's first step reports the model's own error, with the shapes
+        return True
+    finally:
+        model.train(was_training)
+    _tensor_output[model] = (signature, isinstance(output, torch.Tensor))
+    return isinstance(output, torch.Tensor)
+
+
+RUNNERS = ("auto", "script", "trace", "python")
+
+
+class EagerRunner:
+    """An ``nn.Module`` run as eager PyTorch runs it (runner="python"): the C++ loop calls ``forward`` with the GIL
+    taken for that call alone, and does everything else (sampling, loss, backward, optimizer) itself. Control flow
+    that depends on the inputs, and anything TorchScript rejects, runs as written. The parameters are the module's."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        output = self.module(*inputs)
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"model forward() must return a tensor, got {type(output).__name__}")
+        return output
+
+    def named_parameters(self) -> list[tuple[str, torch.Tensor]]:
+        return list(self.module.named_parameters())
+
+    def named_buffers(self) -> list[tuple[str, torch.Tensor]]:
+        return list(self.module.named_buffers())
+
+    def train(self, on: bool) -> None:
+        self.module.train(on)
+
+    @property
+    def training(self) -> bool:
+        return self.module.training
+
+    def keep_frozen_batchnorm_in_eval(self, is_frozen: Callable[[str], bool]) -> None:
+        """As the C++ Model does for compiled modules: a batch-norm layer whose parameters are all frozen keeps
+        its running statistics as pretrained (eval mode)."""
+        for name, module in self.module.named_modules():
+            if "BatchNorm" not in type(module).__name__:
+                continue
+            own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+            if own and all(is_frozen(p) for p in own):
+                module.eval()
+
+    def to(self, device: str) -> None:
+        self.module.to(device)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How the C++ loop runs a model: ``cpp`` is what it takes, ``kind`` one of "native", "script", "trace",
+    "python", and ``reason`` why (``Result.runner``)."""
+
+    cpp: Any
+    kind: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"runner": self.kind, "reason": self.reason}
+
+
+# Each nn.Module's compiled forms by the runner asked for, with the signature they were made from (see
+# _signature). One lock serialises compiling: torch.jit.script is not safe when two threads script modules of the
+# same class at once.
+_compiled: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, dict[str, tuple[Any, str, str]]]]" = \
+    weakref.WeakKeyDictionary()
 _compile_lock = threading.Lock()
 _training: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _training_lock = threading.Lock()
 
 
-def to_cpp(model: Any, example: Sequence[torch.Tensor] | None = None) -> Any:
-    """What the C++ loop takes: the native module, or a TorchScript module sharing ``model``'s parameters.
+def to_cpp(model: Any, example: Sequence[torch.Tensor] | None = None, runner: str = "auto") -> Any:
+    """What the C++ loop takes for ``model`` (see :func:`runner_for`)."""
+    return runner_for(model, example, runner).cpp
+
+
+def runner_for(model: Any, example: Sequence[torch.Tensor] | None = None, runner: str = "auto") -> Runner:
+    """How the C++ loop runs ``model``: the native module, a TorchScript module sharing ``model``'s parameters, or
+    the module itself called from C++ in Python (``EagerRunner``).
+
+    ``runner``: "script" (``torch.jit.script``), "trace" (``torch.jit.trace`` on ``example``, in training and eval
+    mode), "python", or "auto": scripted where TorchScript compiles it (a faithful, compiled forward), else traced
+    where the tracer notes nothing that would fix the trace to the example (control flow on tensor values,
+    tensors read as Python numbers), else run in Python -- faithful in every case.
 
     The compiled module is cached per model and compiled again whenever the model changed since: a module
     replaced or added (a new head), a parameter or buffer replaced or reshaped or cast (``m.fc.weight =
     nn.Parameter(...)``, ``load_state_dict(..., assign=True)``, ``.double()``), or a plain setting of a
     submodule changed (``dropout.p``). So the C++ loop always runs the user's current model."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {list(RUNNERS)}, got {runner!r}")
     if isinstance(model, NativeModel):
-        return model._module
+        if runner != "auto":
+            raise ValueError(f"runner={runner!r} chooses how an nn.Module's forward runs; the built-in model "
+                             f"{model.name!r} runs in C++: leave runner='auto'")
+        return Runner(model._module, "native", "a built-in model: its layers are C++")
     if isinstance(model, torch.jit.ScriptModule):
-        return model._c
+        if runner not in ("auto", "script"):
+            raise ValueError(f"runner={runner!r} does not apply to a TorchScript module (it runs as scripted): "
+                             "pass runner='auto' or the nn.Module it was made from")
+        return Runner(model._c, "script", "a TorchScript module, run as it is")
     if not isinstance(model, torch.nn.Module):
         from . import registry
 
@@ -103,12 +285,14 @@ def to_cpp(model: Any, example: Sequence[torch.Tensor] | None = None) -> Any:
                         f"got {type(model).__name__}")
     with _compile_lock:
         signature = _signature(model)
-        cached = _scripted.get(model)
-        if cached is not None and cached[0] == signature:
-            return cached[1]._c
-        scripted = _script(model, example)
-        _scripted[model] = (signature, scripted)
-        return scripted._c
+        cached = _compiled.get(model)
+        if cached is None or cached[0] != signature:
+            cached = (signature, {})
+            _compiled[model] = cached
+        if runner not in cached[1]:
+            cached[1][runner] = _compile(model, example, runner)
+        compiled, kind, reason = cached[1][runner]
+    return Runner(EagerRunner(model) if kind == "python" else compiled._c, kind, reason)
 
 
 _PLAIN = (bool, int, float, str, type(None))
@@ -152,26 +336,46 @@ def exclusive(model: Any) -> Iterator[None]:
             _training.discard(key)
 
 
-def _script(model: torch.nn.Module, example: Sequence[torch.Tensor] | None) -> torch.jit.ScriptModule:
-    # torch.jit.script warns that TorchScript is deprecated; it is our internal bridge to C++, not the user's.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            return torch.jit.script(model)
-        except Exception as error:  # noqa: BLE001 - any failure means: try tracing
-            script_error = _first_line(error)
-        if example is None:
-            raise TypeError(f"model {type(model).__name__} cannot be compiled with torch.jit.script "
-                            f"({script_error}) and there is no example input to trace it")
-        try:
-            traced = trace(model, [t[:2] for t in example])
-        except Exception as error:  # noqa: BLE001
-            raise TypeError(f"model {type(model).__name__} can be neither scripted ({script_error}) "
-                            f"nor traced ({_first_line(error)})") from None
-    warnings.warn(f"model {type(model).__name__} could not be scripted ({script_error}); it was traced instead "
+def _compile(model: torch.nn.Module, example: Sequence[torch.Tensor] | None, runner: str) -> tuple[Any, str, str]:
+    """(the compiled module or None, the runner's kind, why) for ``runner`` (see runner_for)."""
+    name = type(model.wrapped if isinstance(model, Adapted) else model).__name__
+    if runner == "python":
+        return None, "python", "runner='python': the forward runs in Python, as eager PyTorch runs it"
+    if isinstance(model, Adapted):
+        script_error = "called with keyword inputs or reduced to one output tensor, which TorchScript cannot compile"
+        if runner == "script":
+            raise TypeError(f"runner='script': model {name} is {script_error}; runner='auto' or 'python' runs it")
+    elif runner in ("auto", "script"):
+        # torch.jit.script warns that TorchScript is deprecated; it is our internal bridge to C++, not the user's.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                return torch.jit.script(model), "script", "torch.jit.script compiled it: the forward runs in C++"
+            except Exception as error:  # noqa: BLE001 - any failure means: try the next runner
+                script_error = _first_line(error)
+        if runner == "script":
+            raise TypeError(f"runner='script': model {name} cannot be compiled with torch.jit.script ({script_error}); "
+                            "runner='auto' or 'python' runs it as written")
+    if example is None:
+        if runner == "trace":
+            raise TypeError(f"runner='trace' needs an example input to trace model {name}")
+        return None, "python", f"torch.jit.script failed ({script_error}) and there is no example input to trace"
+    try:
+        traced, notes = _trace(model, [t[:2] for t in example])
+    except Exception as error:  # noqa: BLE001
+        if runner == "trace":
+            raise TypeError(f"runner='trace': model {name} cannot be traced ({_first_line(error)})") from None
+        return None, "python", f"torch.jit.script failed ({script_error}) and so did tracing ({_first_line(error)})"
+    if runner == "trace":
+        return traced, "trace", "runner='trace': traced in training and in eval mode on an example batch"
+    if notes:
+        return None, "python", (f"torch.jit.script failed ({script_error}) and a trace would fix what depends on the "
+                                f"inputs to the example (the tracer: {notes[0]})")
+    warnings.warn(f"model {name} could not be scripted ({script_error}); it was traced instead "
                   "(in training and in eval mode), so any control flow that depends on the inputs is fixed as "
-                  "it was for the example", UserWarning, stacklevel=4)
-    return traced
+                  "it was for the example; runner='python' runs it as written", UserWarning, stacklevel=5)
+    return traced, "trace", (f"torch.jit.script failed ({script_error}); traced in training and in eval mode, the "
+                             "tracer noting nothing that depends on the inputs")
 
 
 # The Python module behind a traced one (their parameters are shared): what a forward hook can observe.
@@ -189,6 +393,8 @@ def eager(model: Any) -> torch.nn.Module | None:
     (a native model, or a TorchScript module from elsewhere)."""
     if isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule):
         return model
+    if isinstance(model, EagerRunner):
+        return model.module
     return _eager_sources.get(model)
 
 
@@ -198,6 +404,11 @@ def trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> torch.jit.
     it was recorded in, so one trace alone would train without dropout, or evaluate with it).
 
     Tracing leaves no trace: batch-norm statistics, the random generator and the mode are as before."""
+    return _trace(model, example)[0]
+
+
+def _trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> tuple[torch.jit.ScriptModule, list[str]]:
+    """trace(), and the tracer's warnings: each says the trace may hold only for the example."""
     was_training = model.training
     buffers = [b.detach().clone() for b in model.buffers()]
 
@@ -211,18 +422,29 @@ def trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> torch.jit.
     model.eval()
     model.forward_train = forward_train  # what trace_module records the training graph from
     try:
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng(devices=[]):
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript's own: our bridge, not the user's
             inputs = tuple(example)
             traced = torch.jit.trace_module(model, {"forward": inputs, "forward_train": inputs}, check_trace=False,
                                             strict=False)
+        # The tracer's notes decide the runner. Anything else warned while tracing is left out: what the
+        # tracer's own attribute reads set off (a library's deprecation notes) is not the user's to see, and what
+        # the forward itself warns about it warns again when it runs.
+        # torch's own functional checks (batch norm reading the batch size to refuse a batch of one) read shapes
+        # as Python values and are no control flow of the model's: only notes from the model's code count.
+        notes = [_first_line(Exception(str(w.message))).split(". ")[0] for w in caught
+                 if issubclass(w.category, torch.jit.TracerWarning) and not w.filename.startswith(_TORCH_DIR)]
     finally:
         del model.forward_train
         with torch.no_grad():
             for b, saved in zip(model.buffers(), buffers):
                 b.copy_(saved)
         model.train(was_training)
-    return remember_eager(traced.train(was_training), model)
+    return remember_eager(traced.train(was_training), model), notes
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
 
 def _first_line(error: Exception) -> str:

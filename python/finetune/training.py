@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, checkpoint, data, heads, models, recipe as recipes, registry, report
+from . import _C, checkpoint, data, heads, lora as loras, models, recipe as recipes, registry, report
 from .distributed import device_for_rank, process_group, process_rank
 from .config import TrainConfig, config_fields
 from .progress import Progress
@@ -54,6 +54,8 @@ class Result:
     # What ran and why: {"what", "value", "reason"} per decision; the first names the recipe ("auto"/"none").
     recipe: list[dict[str, Any]] = field(default_factory=list)
     head: dict[str, Any] | None = None  # the head replaced by head="new"/"auto" (name, old and new outputs)
+    lora: dict[str, Any] | None = None  # lora=: the layers adapted, the settings, whether merged
+    runner: dict[str, str] | None = None  # how the forward ran: {"runner": "native"/"script"/"trace"/"python", "reason"}
 
     def plot(self, axes: Any = None) -> Any:
         """Loss curves (train, validation) and the validation metric per epoch; needs matplotlib."""
@@ -131,6 +133,9 @@ class _Run:
     pretrained: bool  # the model carries trained weights (passed in, or a pretrained built-in)
     head: dict[str, Any] | None = None  # what head="new"/"auto" replaced
     family: str = "default"  # the recipe's rules for this model (registry.ModelEntry.recipe)
+    runner: dict[str, str] | None = None  # models.Runner.to_dict(): how the C++ loop runs the forward
+    given: Any = None  # the model as passed (``model`` may be its models.Adapted form): what results return
+    lora: dict[str, Any] | None = None  # the adapters added (lora=): layers, settings
 
 
 HEADS = ("auto", "new", "keep")
@@ -172,8 +177,25 @@ def _fit_head(model: Any, head: str, outputs: int, task: str, seed: int, example
     return replaced
 
 
+def _add_lora(model: Any, settings: loras.LoraSettings, cfg: TrainConfig, example: list[torch.Tensor]) -> dict[str, Any]:
+    """lora=: adapters on the targeted layers; everything but them and the head is frozen (``freeze`` is theirs)."""
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise ValueError(f"lora= adds adapters to an nn.Module's Linear layers; got {type(model).__name__}")
+    if cfg.freeze:
+        raise ValueError(f"lora= freezes everything but the adapters and the head; freeze={cfg.freeze!r} cannot be "
+                         "given with it")
+    try:
+        head = heads.find_head(model, example)
+    except ValueError:
+        head = None  # no head layer: the adapters alone train
+    layers = loras.add_adapters(model, settings, head, cfg.seed)
+    log.info("lora: adapters (r=%d) on %d layers; %s trains whole", settings.r, len(layers), head)
+    return {"layers": layers, "head": head, "r": settings.r, "alpha": settings.alpha, "dropout": settings.dropout,
+            "merge": settings.merge}
+
+
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any],
-             head: str = "keep") -> _Run:
+             head: str = "keep", lora: loras.LoraSettings | None = None) -> _Run:
     if isinstance(model, str) and model not in registry.MODELS:
         raise ValueError(f"model must be an nn.Module or one of {registry.names()}, got {model!r}")
     entry = registry.MODELS[model] if isinstance(model, str) else None
@@ -185,6 +207,10 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     cfg = resolve_config(config, settings)
     cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
     x, y = data.split(train_data, "train_data")
+    keys = data.keywords(x, "X")  # X as a dict: the model's inputs by name
+    if keys is not None and entry is not None:
+        raise ValueError(f"X as a dict (keyword inputs) needs an nn.Module called in Python; the built-in model "
+                         f"{entry.name!r} takes arrays")
     dtype = torch.float32 if entry is not None else models.parameter_dtype(model)
     if entry is not None:  # numbers the model reads (MiniLM: texts tokenised); numbers stay as they are
         model_options = entry.choose_options(x, model_options)  # once, from the training inputs, for every split
@@ -194,6 +220,9 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     val_inputs = val_targets = None
     if val is not None:
         val_x, vy = data.split(val, "val")
+        if data.keywords(val_x, "X_val") != keys:
+            raise ValueError(f"X_val's inputs {data.keywords(val_x, 'X_val')} differ from X's {keys}: pass them the "
+                             "same way (a dict with the same keys in the same order, or arrays)")
         if entry is not None:
             val_x = entry.encode_inputs(val_x, model_options)
         val_inputs = data.features(val_x, "X_val", dtype, examples=data.length(vy))
@@ -206,17 +235,24 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         model, model_options = entry.build_for(inputs, targets, cfg.task, model_options)
     elif isinstance(model, models.NativeModel):
         model_options = model.options
+    given_model = model
+    model = models.adapt(model, inputs, keys, cfg.output_key)  # keyword inputs, a dict or tuple output
     replaced = _fit_head(model, head, _outputs_needed(targets, val_targets, cfg.task), cfg.task, cfg.seed,
                          [t[:2] for t in inputs])
+    adapters = _add_lora(model, lora, cfg, [t[:2] for t in inputs]) if lora is not None else None
+    if adapters is not None:
+        cfg = dataclasses.replace(cfg, freeze=loras.trainable(adapters["head"]))
     if cfg.device != "cpu" and isinstance(model, torch.nn.Module):
         model.to(cfg.device)  # before scripting, so the scripted module shares the moved parameters
-    cpp_model = models.to_cpp(model, inputs)
+    runner = models.runner_for(model, inputs, cfg.runner)
+    cpp_model = runner.cpp
     names = [n for n, _ in (model.named_parameters() if isinstance(model, (torch.nn.Module, models.NativeModel))
                             else cpp_model.named_parameters())]
     cfg = resolve_for_run(cfg, names, targets)
     known = entry or (registry.MODELS.get(model.name) if isinstance(model, models.NativeModel) else None)
     return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options,
-                pretrained, replaced, known.recipe if known is not None else "default")
+                pretrained, replaced, known.recipe if known is not None else "default", runner.to_dict(),
+                given_model, adapters)
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
@@ -240,8 +276,9 @@ def _resume_state(run: _Run, resume: bool | str | os.PathLike) -> dict[str, Any]
             raise FileNotFoundError(f"resume: no checkpoint at '{resume}'")
     tensors, loop_state, saved = checkpoint.load(found)
     current = json.loads(json.dumps(run.config.to_dict()))
-    differing = {k: (saved.get(k), current[k]) for k in current
-                 if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]}
+    defaults = json.loads(json.dumps(TrainConfig().to_dict()))  # a field newer than the checkpoint: its default
+    differing = {k: (saved.get(k, defaults[k]), current[k]) for k in current
+                 if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k]}
     if differing:
         details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differing.items())
         raise ValueError(f"checkpoint '{found}' was written with other settings ({details}); resume with the same "
@@ -279,7 +316,8 @@ def _sigterm_as_keyboard_interrupt():
 def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None = None, *,
           config: TrainConfig | None = None, callback: Callable[[str, dict], bool | None] | None = None,
           callback_interval: float = 0.1, resume: bool | str | os.PathLike = False, recipe: str | None = None,
-          head: str = "auto", val_fraction: float | None = None, **settings: Any) -> Result:
+          head: str = "auto", val_fraction: float | None = None, lora: bool | dict[str, Any] | None = None,
+          **settings: Any) -> Result:
     """Fine-tune ``model`` on ``train_data = (X, y)`` in the C++ loop.
 
     ``model`` is an ``nn.Module`` (scripted for C++, its parameters updated in place), a ``NativeModel``,
@@ -292,6 +330,9 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     is in ``result.recipe``. ``recipe="head"`` runs its head phase alone (the body frozen, its features computed
     once in eval mode where the model allows: head-only fine-tuning in one switch). ``recipe="none"`` runs the
     settings as given (the default once one is given).
+    ``lora=True`` or ``{"r": 8, "alpha": 16, "dropout": 0.0, "targets": ["query", "value"], "merge": True}``
+    adds low-rank adapters (finetune.lora) to the targeted ``nn.Linear`` layers, trains them and the head with
+    everything else frozen, and merges them into the weights at the end (``merge=False`` keeps them).
     ``head``: "auto" replaces an ``nn.Linear`` head whose width does not fit the labels by a new seeded one,
     "new" always does, "keep" never; ``result.head`` says what was replaced. ``val_fraction`` holds out that
     stratified share of the training sample as ``val`` (an error when ``val`` is given too).
@@ -313,7 +354,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
                          "given too; pass one of them")
     if val_fraction is not None and not (isinstance(val_fraction, float | int) and 0 < val_fraction < 1):
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    run = _prepare(model, train_data, val, config, settings, head=head)
+    lora_settings = loras.LoraSettings.parse(lora) if lora not in (None, False) else None
+    run = _prepare(model, train_data, val, config, settings, head=head, lora=lora_settings)
     if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
         result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval)
     else:
@@ -326,6 +368,9 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         result.sample_indices = (sample if sample is not None
                                  else _C.sample_indices(run.targets, run.cpp_config)).numpy()
     result.head = run.head
+    if run.lora is not None:  # the adapters' update added into the weights: the model is its plain self again
+        merged = loras.merge(run.given) if run.lora["merge"] else []
+        result.lora = {**run.lora, "merged": bool(merged)}
     return result
 
 
@@ -334,7 +379,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
 # as given only where it differs from TrainConfig's default (a dataclass does not record which fields were passed).
 RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
                   "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
-                  "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "topk", "progress",
+                  "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "topk", "progress",
                   "distributed", "bucket_mb", "dist_timeout")
 RECIPES = ("auto", "head", "none")
 
@@ -461,8 +506,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     return dataclasses.replace(
         last, history=history, metrics=metrics, confusion_matrix=confusion, steps=sum(p.steps for p in phases),
         seconds=time.perf_counter() - start, skipped_steps=sum(p.skipped_steps for p in phases),
-        best_epoch=None, best_value=None, model=run.model, model_options=run.model_options,
-        sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions])
+        best_epoch=None, best_value=None, model=run.given, model_options=run.model_options,
+        sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions], runner=run.runner)
 
 
 def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callback_interval: float,
@@ -494,7 +539,7 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
         progress.close()
     counts = out["class_counts"]
     return Result(
-        model=run.model,
+        model=run.given,
         history=out["history"],
         metrics=out["metrics"],
         config=cfg,
@@ -512,6 +557,7 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
         best_value=out["best_value"],
         param_groups=out["param_groups"],
         model_options=run.model_options,
+        runner=run.runner,
     )
 
 
@@ -550,7 +596,8 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
 
 
 def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classification", batch_size: int = 1024,
-             device: str = "cpu", topk: int = 5, distributed: str = "auto") -> dict[str, Any]:
+             device: str = "cpu", topk: int = 5, distributed: str = "auto",
+             output_key: str | None = None) -> dict[str, Any]:
     """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy, macro-F1 and the
     confusion matrix for classification; RMSE, MAE and R² for regression.
 
@@ -563,19 +610,22 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classificat
     inputs = data.features(x, "X", models.parameter_dtype(model))
     targets = data.targets(y, "y", task, inputs[0].shape[0])
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
-    out = _C.evaluate(models.to_cpp(model, inputs), inputs, targets, cpp_config, group)
+    adapted = models.adapt(model, inputs, data.keywords(x), output_key)
+    out = _C.evaluate(models.to_cpp(adapted, inputs), inputs, targets, cpp_config, group)
     if "confusion_matrix" in out:
         out["confusion_matrix"] = out["confusion_matrix"].numpy()
     return out
 
 
-def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024) -> np.ndarray:
+def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024,
+          output_key: str | None = None) -> np.ndarray:
     """What the model's head reads for each example of ``x`` -- the body's features, in eval mode -- as a numpy
     array: for a scikit-learn model on the same features, or a look at them. ``head`` names the head module
     (default: found as ``train(head=...)`` finds it, the last ``nn.Linear`` the forward pass runs). The model
     must run in Python (an ``nn.Module``, or one finetune traced, such as ``"minilm"``) and its output must be
     its head's; otherwise a ValueError says why."""
     inputs = data.features(x, "X", models.parameter_dtype(model))
+    model = models.adapt(model, inputs, data.keywords(x), output_key)
     name = head if head is not None else heads.find_head(model, [t[:2] for t in inputs])
     features, why_not = heads.head_inputs(model, name, inputs, batch_size)
     if features is None:
@@ -587,9 +637,10 @@ OUTPUTS = ("classes", "probabilities", "logits", "values")
 
 
 def predict(model: Any, x: Any, *, output: str | None = None, task: str = "classification", batch_size: int = 1024,
-            device: str = "cpu") -> np.ndarray:
+            device: str = "cpu", output_key: str | None = None) -> np.ndarray:
     """The model's predictions for ``x`` as a numpy array: class ids (default for classification),
-    ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values."""
+    ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values. ``x`` may be a
+    dict of keyword inputs; ``output_key`` picks the entry of a dict output (as in ``train``)."""
     if output is None:
         output = "classes" if task == "classification" else "values"
     if output not in OUTPUTS:
@@ -597,7 +648,8 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str = "class
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device)
     cpp_config = cfg.to_cpp()
     inputs = data.features(x, "X", models.parameter_dtype(model))
-    raw = _C.predict(models.to_cpp(model, inputs), inputs, cpp_config)
+    raw = _C.predict(models.to_cpp(models.adapt(model, inputs, data.keywords(x), output_key), inputs), inputs,
+                     cpp_config)
     if output == "classes":
         raw = raw.argmax(1)
     elif output == "probabilities":

@@ -1,0 +1,148 @@
+"""Models as people pass them: Hugging Face classifiers as-is, X as a dict of keyword inputs, dict / tuple outputs."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import finetune
+from finetune import _C
+from finetune.config import TrainConfig
+
+transformers = pytest.importorskip("transformers")
+
+
+def bert(num_labels: int = 3) -> torch.nn.Module:
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=37, max_position_embeddings=32, num_labels=num_labels,
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return transformers.BertForSequenceClassification(config)
+
+
+def distilbert(num_labels: int = 3) -> torch.nn.Module:
+    config = transformers.DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=37,
+                                           max_position_embeddings=32, num_labels=num_labels, dropout=0.0,
+                                           attention_dropout=0.0, seq_classif_dropout=0.0)
+    return transformers.DistilBertForSequenceClassification(config)
+
+
+def token_data(n: int = 96, length: int = 12, classes: int = 3, seed: int = 0):
+    """Token ids whose class is told by one token, padded to `length` with an attention mask of random lengths."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    ids = rng.integers(5, 100, (n, length))
+    ids[:, 1] = y + 1  # the class token
+    lengths = rng.integers(4, length + 1, n)
+    mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"input_ids": ids * mask, "attention_mask": mask}, y
+
+
+def plain_loop(model, x, y, cfg: TrainConfig) -> None:
+    """finetune's batches, written as a Hugging Face user would: keyword inputs, `.logits`, SGD with momentum."""
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    x = {k: torch.from_numpy(v) for k, v in x.items()}
+    y = torch.from_numpy(y)
+    subset = _C.sample_indices(y, cfg.to_cpp())
+    model.train()
+    for epoch in range(cfg.epochs):
+        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            opt.zero_grad()
+            F.cross_entropy(model(**{k: v[idx] for k, v in x.items()}).logits, y[idx]).backward()
+            opt.step()
+
+
+@pytest.mark.parametrize("make", [bert, distilbert], ids=["bert", "distilbert"])
+def test_a_hugging_face_classifier_as_is_trains_as_a_plain_loop_does(make):
+    x, y = token_data()
+    torch.manual_seed(0)
+    model = make()
+    ref = copy.deepcopy(model)
+    settings = dict(epochs=2, batch_size=16, lr=0.05, optimizer="sgd")
+    result = finetune.train(model, (x, y), progress=False, **settings)
+    plain_loop(ref, x, y, TrainConfig(**settings))
+    assert result.model is model and result.head is None  # its own classifier fits the 3 labels: kept
+    assert result.runner["runner"] in ("python", "trace")
+    for (name, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
+    ref.eval()
+    with torch.no_grad():
+        logits = ref(**{k: torch.from_numpy(v) for k, v in x.items()}).logits
+    np.testing.assert_allclose(finetune.predict(model, x, output="logits"), logits.numpy(), atol=1e-5)
+    assert finetune.evaluate(model, (x, y))["accuracy"] == pytest.approx(float((logits.argmax(1).numpy() == y).mean()))
+
+
+def test_a_tokenizer_batch_encoding_is_a_dict_of_inputs():
+    x, y = token_data()
+    encoding = transformers.BatchEncoding(x)
+    result = finetune.train(bert(), (encoding, y), epochs=1, lr=0.05, progress=False)
+    assert result.train_size == len(y)
+    assert finetune.predict(result.model, encoding).shape == (len(y),)
+
+
+def test_the_recipe_fine_tunes_a_hugging_face_model_with_a_new_head():
+    # Five labels for a model built with two: head="auto" replaces its `classifier`; the recipe trains it
+    # first (the head found by name), then every layer.
+    x, y = token_data(n=200, classes=5)
+    model = bert(num_labels=2)
+    result = finetune.train(model, (x, y), progress=False)
+    assert result.head["name"] == "classifier" and model.classifier.out_features == 5
+    decided = {d["what"]: d["value"] for d in result.recipe}
+    assert decided["head"] == "classifier" and "full.lr" in decided
+    assert finetune.evaluate(model, (x, y))["accuracy"] > 0.5
+
+
+class TwoOutputs(torch.nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.body = torch.nn.Linear(64, 16)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        if self.kind == "dict":
+            return {"features": h, "scores": self.head(h)}
+        return h.sum(1), self.head(h)
+
+
+def test_a_dict_output_gives_the_entry_named_by_output_key(digits):
+    x, y, x_test, y_test = digits
+    model = TwoOutputs("dict")
+    # Its forward is traced (the tracer notes nothing), with the warning that a trace fixes control flow.
+    with pytest.warns(UserWarning, match=r"model TwoOutputs could not be scripted \(called with keyword inputs or "
+                                         r"reduced to one output tensor.*traced instead"):
+        result = finetune.train(model, (x, y), val=(x_test, y_test), epochs=3, lr=0.1, output_key="scores",
+                                progress=False)
+    assert result.runner["runner"] == "trace"
+    assert result.metrics["accuracy"] > 0.8
+    assert finetune.evaluate(model, (x_test, y_test), output_key="scores")["accuracy"] == result.metrics["accuracy"]
+    with pytest.raises(ValueError, match=r"output_key='logits' is not in the model's output, which has \['features', 'scores'\]"):
+        finetune.train(TwoOutputs("dict"), (x, y), epochs=1, output_key="logits", progress=False)
+
+
+def test_a_tuple_output_gives_its_first_tensor_and_output_key_on_a_tensor_is_an_error(digits):
+    x, y, _, _ = digits
+    model = TwoOutputs("tuple")
+    with pytest.raises(ValueError, match=r"model output has shape \[32\] but task='classification' needs"):
+        finetune.train(model, (x, y), epochs=1, runner="python", progress=False)  # the first tensor: a (batch,) sum
+    with pytest.raises(ValueError, match=r"output_key='scores' names an entry of a dict output, but the model returns a tensor"):
+        finetune.train(torch.nn.Linear(64, 10), (x, y), epochs=1, output_key="scores", progress=False)
+
+
+def test_dict_inputs_that_do_not_match_are_one_line_errors():
+    x, y = token_data()
+    with pytest.raises(ValueError, match=r"X_val's inputs \['input_ids'\] differ from X's \['input_ids', 'attention_mask'\]"):
+        finetune.train(bert(), (x, y), val=({"input_ids": x["input_ids"]}, y), epochs=1, progress=False)
+    with pytest.raises(TypeError, match=r"X's keys are passed to the model as keyword arguments and must be names, got 0"):
+        finetune.train(bert(), ({0: x["input_ids"]}, y), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"X\['attention_mask'\] has|the inputs of X have different numbers of rows"):
+        finetune.train(bert(), ({"input_ids": x["input_ids"], "attention_mask": x["attention_mask"][:5]}, y),
+                       epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"X as a dict \(keyword inputs\) needs an nn.Module called in Python"):
+        finetune.train("mlp", ({"x": np.zeros((4, 3), np.float32)}, np.array([0, 1, 0, 1])), epochs=1, progress=False)

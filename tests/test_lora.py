@@ -1,0 +1,113 @@
+"""lora=: low-rank adapters trained in the C++ loop, checked against Hugging Face PEFT on the same small BERT."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import finetune
+from finetune import _C, lora
+from finetune.config import TrainConfig
+from test_hf_models import bert, token_data
+
+peft = pytest.importorskip("peft")
+
+
+def test_lora_trains_as_peft_does_and_merges():
+    # The same BERT, the same initial adapters (PEFT's, copied into finetune's), the same batches: after two
+    # epochs of SGD the merged weights agree to 1e-5 -- adapters, head, and every frozen weight unchanged.
+    x, y = token_data()
+    torch.manual_seed(0)
+    model = bert()
+    with warnings.catch_warnings():  # PEFT 0.21 reads an attribute transformers 5 deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        ref = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    settings = lora.LoraSettings.parse({"r": 4, "alpha": 8})
+    layers = lora.add_adapters(model, settings, head="classifier", seed=0)
+    assert len(layers) == 4  # query and value of 2 layers
+    for name in layers:
+        ours, theirs = model.get_submodule(name), ref.base_model.model.get_submodule(name)
+        with torch.no_grad():
+            ours.lora_A.weight.copy_(theirs.lora_A["default"].weight)
+            ours.lora_B.weight.copy_(theirs.lora_B["default"].weight)
+
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05)
+    result = finetune.train(model, (x, y), epochs=2, batch_size=16, lr=0.05, optimizer="sgd",
+                            lora={"r": 4, "alpha": 8}, progress=False)
+    assert result.lora["layers"] == layers and result.lora["head"] == "classifier" and result.lora["merged"]
+
+    opt = torch.optim.SGD([p for p in ref.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    xt = {k: torch.from_numpy(v) for k, v in x.items()}
+    yt = torch.from_numpy(y)
+    subset = _C.sample_indices(yt, cfg.to_cpp())
+    ref.train()
+    for epoch in range(2):
+        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
+        for start in range(0, len(order), 16):
+            idx = order[start:start + 16]
+            opt.zero_grad()
+            F.cross_entropy(ref(**{k: v[idx] for k, v in xt.items()}).logits, yt[idx]).backward()
+            opt.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        merged = ref.merge_and_unload()
+    assert not any(isinstance(m, lora.LoraLinear) for m in model.modules())  # merged back into plain Linears
+    expected = merged.state_dict()
+    assert sorted(model.state_dict()) == sorted(expected)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_only_the_adapters_and_the_head_train():
+    x, y = token_data()
+    model = bert()
+    before = copy.deepcopy(model.state_dict())
+    result = finetune.train(model, (x, y), epochs=1, lr=0.05, lora={"merge": False}, progress=False)
+    assert not result.lora["merged"]
+    names = dict(model.named_parameters())
+    assert sum(p.numel() for n, p in names.items() if "lora_" in n) == 4 * 8 * (32 + 32)
+    for name, tensor in model.state_dict().items():
+        if "lora_" in name or name.startswith("classifier"):
+            continue
+        plain = name.replace(".base_layer", "")
+        torch.testing.assert_close(tensor, before[plain], atol=0, rtol=0, msg=name)  # frozen: bit for bit
+    assert not torch.equal(model.classifier.weight, before["classifier.weight"])
+
+
+def test_the_recipe_runs_with_lora():
+    x, y = token_data(n=200)
+    model = bert()
+    result = finetune.train(model, (x, y), lora=True, progress=False)
+    decided = {d["what"]: d["value"] for d in result.recipe}
+    assert decided["head"] == "classifier" and "full.lr" in decided and result.lora["merged"]
+    assert finetune.evaluate(model, (x, y))["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("value, error, message", [
+    ({"r": 0}, ValueError, r"lora r must be an int >= 1, got 0"),
+    ({"alpha": -1}, ValueError, r"lora alpha must be > 0, got -1"),
+    ({"dropout": 1.0}, ValueError, r"lora dropout must be in \[0, 1\), got 1.0"),
+    ({"targets": "query"}, ValueError, r"lora targets must be a non-empty list of module names or patterns, got 'query'"),
+    ({"rank": 8}, ValueError, r"unknown lora key\(s\) \['rank'\]; known keys"),
+    ({"targets": ["qkv"]}, ValueError, r"lora target 'qkv' matches no nn.Linear layer of the model \(the head 'classifier' excluded\)"),
+    ("yes", TypeError, r"lora must be True or a dict"),
+])
+def test_bad_lora_settings_are_one_line_errors(value, error, message):
+    x, y = token_data(n=32)
+    with pytest.raises(error, match=message):
+        finetune.train(bert(), (x, y), epochs=1, lora=value, progress=False)
+
+
+def test_lora_with_freeze_or_a_built_in_model_is_an_error(digits):
+    x, y = token_data(n=32)
+    with pytest.raises(ValueError, match=r"lora= freezes everything but the adapters and the head; freeze="):
+        finetune.train(bert(), (x, y), epochs=1, lora=True, freeze=["bert"], progress=False)
+    xd, yd, _, _ = digits
+    with pytest.raises(ValueError, match=r"lora= adds adapters to an nn.Module's Linear layers; got NativeModel"):
+        finetune.train("mlp", (xd, yd), epochs=1, lora={"targets": ["hidden"]}, progress=False)
