@@ -58,7 +58,14 @@ class PythonModule final : public EagerModule {
   NamedTensors named_buffers() const override { return named("named_buffers"); }
   void train(bool on) override {
     py::gil_scoped_acquire gil;
-    runner_.attr("train")(on);
+    try {
+      runner_.attr("train")(on);
+    } catch (py::error_already_set& error) {
+      // Called when a run ends, an error unwinding or not: Ctrl-C here is handed back to Python (the signal
+      // raised again at its next check) rather than thrown from where nothing may throw.
+      if (!error.matches(PyExc_KeyboardInterrupt)) throw;
+      PyErr_SetInterrupt();
+    }
   }
   bool is_training() const override {
     py::gil_scoped_acquire gil;

@@ -11,7 +11,12 @@ namespace finetune {
 class ModeGuard {
  public:
   ModeGuard(Model& model, bool training) : model_(model), previous_(model.is_training()) { model_.train(training); }
-  ~ModeGuard() { model_.train(previous_); }
+  ~ModeGuard() {
+    try {
+      model_.train(previous_);
+    } catch (...) {  // a destructor must not throw (it may run while an error unwinds); the mode stays as set
+    }
+  }
   ModeGuard(const ModeGuard&) = delete;
   ModeGuard& operator=(const ModeGuard&) = delete;
 

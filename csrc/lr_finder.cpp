@@ -52,6 +52,17 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
   model.to(device);
   at::manual_seed(static_cast<uint64_t>(config.seed));
   const auto saved = clone_all(tensors_of(named_state(model)));
+  // The weights as they were, however the test ends (Ctrl-C or an error in a step included).
+  struct Restore {
+    Model& model;
+    const std::vector<at::Tensor>& saved;
+    ~Restore() {
+      try {
+        copy_into(tensors_of(named_state(model)), saved);
+      } catch (...) {
+      }
+    }
+  } restore{model, saved};
 
   const auto params = model.named_parameters();
   check_patterns(params, config);
@@ -114,7 +125,6 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
     }
     if (t >= settle) best = std::min(best, smoothed);
   }
-  copy_into(tensors_of(named_state(model)), saved);
   result.suggestion = steepest_descent(result.lrs, result.losses, start_lr);
   return result;
 }

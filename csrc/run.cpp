@@ -159,7 +159,14 @@ void Run::step() {
                                               outputs_per_example_);
   apply_schedule(*optimizer_, base_lrs_, config_, state_.steps, geometry_.total_steps, geometry_.steps_per_epoch);
   optimizer_->zero_grad();
-  auto step_loss = accumulate_gradients(span, denominator);
+  at::Tensor step_loss;
+  try {
+    step_loss = accumulate_gradients(span, denominator);
+  } catch (const ForwardInterrupted&) {
+    // Ctrl-C inside a Python forward: this step has changed no weight; save where the last one left off.
+    save("interrupt");
+    throw;
+  }
   if (!reduce_over_ranks(step_loss)) return;  // another rank asked to stop: this step is dropped everywhere
   update(step_loss, span, denominator);
 }

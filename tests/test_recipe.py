@@ -63,6 +63,12 @@ def test_rate_rule_reads_a_flat_curve_where_its_plateau_ends():
     assert recipe.lr_from_range(lrs, losses) == pytest.approx(lrs[60] / 10)
 
 
+def test_rate_rule_leaves_out_a_diverged_tests_last_step():
+    lrs = list(np.logspace(-6, 0, 60))
+    losses = [2.0 - 0.02 * i for i in range(59)] + [float("nan")]
+    assert recipe.lr_from_range(lrs, losses) == pytest.approx(lrs[58] / 10)
+
+
 def test_find_head_by_name_or_last_layer():
     class Net(torch.nn.Module):
         def __init__(self):

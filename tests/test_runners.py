@@ -160,11 +160,36 @@ def test_ctrl_c_in_a_python_forward_is_a_keyboard_interrupt(digits, tmp_path):
             self.a = torch.nn.Linear(64, 10)
 
         def forward(self, x):
-            calls.append(1)
-            if len(calls) == 3:
+            calls.append(self.training)  # the probes for the head and the output run in eval mode
+            if sum(calls) == 3:
                 signal.raise_signal(signal.SIGINT)  # Python raises KeyboardInterrupt inside this forward
             return self.a(x)
 
     assert threading.current_thread() is threading.main_thread()
     with pytest.raises(KeyboardInterrupt):
         finetune.train(Slow(), (x, y), epochs=1, runner="python", checkpoint_dir=str(tmp_path), progress=False)
+    found = finetune.checkpoint.find(tmp_path)  # the two steps done before it are saved, as between steps
+    assert found is not None and finetune.checkpoint.load(found)[1]["counters"]["steps"] == 2
+
+
+def test_a_range_test_stopped_by_an_error_restores_the_weights(digits):
+    x, y, _, _ = digits
+    calls = []
+
+    class FailsLater(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            calls.append(1)
+            if len(calls) == 6:
+                raise RuntimeError("stop here")
+            return self.a(x)
+
+    model = FailsLater()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="stop here"):
+        finetune.find_lr(model, (x, y), runner="python", start_lr=1e-2, end_lr=10.0)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, before[name], atol=0, rtol=0, msg=name)

@@ -80,6 +80,11 @@ def replace_head(model: torch.nn.Module, name: str, outputs: int, seed: int) -> 
         new = torch.nn.Linear(old.in_features, outputs, bias=old.bias is not None,
                               device=old.weight.device, dtype=old.weight.dtype)
     setattr(parent, attr, new)
+    # A Hugging Face model's config says how many labels it has (its loss and save_pretrained read it): the
+    # new head's, as num_labels= at from_pretrained would have made it.
+    config = getattr(getattr(model, "wrapped", model), "config", None)
+    if getattr(config, "num_labels", None) is not None and name.split(".")[0] in HEAD_NAMES:
+        config.num_labels = outputs
     return {"name": name, "old_outputs": old.out_features, "new_outputs": outputs, "in_features": old.in_features}
 
 

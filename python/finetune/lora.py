@@ -54,16 +54,19 @@ class LoraSettings:
 class LoraLinear(torch.nn.Module):
     """An ``nn.Linear`` (frozen) plus a trainable low-rank update, as PEFT's ``lora.Linear`` computes it."""
 
-    def __init__(self, base: torch.nn.Linear, r: int, alpha: float, dropout: float):
+    def __init__(self, base: torch.nn.Linear, r: int, alpha: float, dropout: float,
+                 generator: torch.Generator | None = None):
         super().__init__()
         self.base_layer = base
         self.lora_dropout = torch.nn.Dropout(dropout) if dropout > 0 else torch.nn.Identity()
-        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
-        self.lora_A = torch.nn.Linear(base.in_features, r, bias=False, **factory)
-        self.lora_B = torch.nn.Linear(r, base.out_features, bias=False, **factory)
+        self.lora_A = torch.nn.Linear(base.in_features, r, bias=False, device="meta")
+        self.lora_B = torch.nn.Linear(r, base.out_features, bias=False, device="meta")
         self.scaling = alpha / r
-        torch.nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # PEFT's init_lora_weights=True
-        torch.nn.init.zeros_(self.lora_B.weight)
+        a = torch.empty(r, base.in_features)
+        torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)  # PEFT's init_lora_weights=True
+        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        self.lora_A.weight = torch.nn.Parameter(a.to(**factory))
+        self.lora_B.weight = torch.nn.Parameter(torch.zeros(base.out_features, r, **factory))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base_layer(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
@@ -101,17 +104,13 @@ def add_adapters(model: torch.nn.Module, settings: LoraSettings, head: str | Non
             raise ValueError(f"lora target {target!r} matches no nn.Linear layer of the model (the head "
                              f"{head!r} excluded); its Linear layers include {linears[:6]}")
         chosen += [n for n in hits if n not in chosen]
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # the adapters' initial weights are part of a seeded run
-    try:
-        for name in chosen:
-            if name in adapted:
-                continue
-            parent, _, child = name.rpartition(".")
-            owner = model.get_submodule(parent) if parent else model
-            setattr(owner, child, LoraLinear(getattr(owner, child), settings.r, settings.alpha, settings.dropout))
-    finally:
-        torch.random.set_rng_state(generator_state)
+    generator = torch.Generator().manual_seed(seed)  # the adapters' initial weights are part of a seeded run
+    for name in chosen:
+        if name in adapted:
+            continue
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, LoraLinear(getattr(owner, child), settings.r, settings.alpha, settings.dropout, generator))
     return chosen
 
 

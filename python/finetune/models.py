@@ -121,11 +121,21 @@ class Adapted(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, keys: Sequence[str] | None, output_key: str | None):
         super().__init__()
-        self.__dict__["wrapped"] = model  # not a submodule: its children are this module's children
+        # Not a submodule (its children are this module's children) and held weakly: the cache of adapters is
+        # keyed on the model, and an adapter that held it would keep it alive for ever.
+        self.__dict__["_wrapped"] = weakref.ref(model)
         self._modules, self._parameters, self._buffers = model._modules, model._parameters, model._buffers
+        self._non_persistent_buffers_set = model._non_persistent_buffers_set
         self.keys = tuple(keys) if keys is not None else None
         self.output_key = output_key
         self.training = model.training
+
+    @property
+    def wrapped(self) -> torch.nn.Module:
+        model = self._wrapped()
+        if model is None:
+            raise RuntimeError("the model this adapter called no longer exists")
+        return model
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.keys is None:
@@ -149,6 +159,8 @@ def adapt(model: Any, example: Sequence[torch.Tensor], keys: Sequence[str] | Non
     tuple: found by calling it on two examples in eval mode, once per version of the model)."""
     if isinstance(model, Adapted):
         return model
+    if output_key == "":
+        raise ValueError("output_key must be a non-empty name or None, got ''")
     plain = isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
     if not plain:
         if keys is not None or output_key is not None:
@@ -161,6 +173,7 @@ def adapt(model: Any, example: Sequence[torch.Tensor], keys: Sequence[str] | Non
     if cached is None or cached.keys != (tuple(keys) if keys is not None else None) or cached.output_key != output_key:
         cached = Adapted(model, keys, output_key)
         _adapters[model] = cached
+    cached.training = model.training  # the model's mode may have changed since (model.eval())
     return cached
 
 
@@ -172,7 +185,7 @@ def _returns_tensor(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> 
     was_training = model.training
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            output = model.eval()(*[t[:2] for t in example])
+            output = model.eval()(*_on_model_device(model, [t[:2] for t in example]))
     except Exception:  # noqa: BLE001 - the loop's first step reports the model's own error, with the shapes
         return True
     finally:
@@ -318,7 +331,7 @@ def _signature(model: torch.nn.Module) -> tuple:
 def exclusive(model: Any) -> Iterator[None]:
     """Marks ``model`` as being trained for the duration; a second concurrent train() of it is a RuntimeError
     (two loops stepping one set of weights would corrupt both runs)."""
-    key = model._module if isinstance(model, NativeModel) else model
+    key = model._module if isinstance(model, NativeModel) else model.wrapped if isinstance(model, Adapted) else model
     try:
         with _training_lock:
             if key in _training:
@@ -347,8 +360,10 @@ def _compile(model: torch.nn.Module, example: Sequence[torch.Tensor] | None, run
             raise TypeError(f"runner='script': model {name} is {script_error}; runner='auto' or 'python' runs it")
     elif runner in ("auto", "script"):
         # torch.jit.script warns that TorchScript is deprecated; it is our internal bridge to C++, not the user's.
+        # Whatever else it sets off while reading the module (a library's deprecated properties) is not theirs
+        # either: the attempt is ours.
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore")
             try:
                 return torch.jit.script(model), "script", "torch.jit.script compiled it: the forward runs in C++"
             except Exception as error:  # noqa: BLE001 - any failure means: try the next runner
@@ -379,12 +394,14 @@ def _compile(model: torch.nn.Module, example: Sequence[torch.Tensor] | None, run
 
 
 # The Python module behind a traced one (their parameters are shared): what a forward hook can observe.
-_eager_sources: "weakref.WeakKeyDictionary[Any, torch.nn.Module]" = weakref.WeakKeyDictionary()
+_eager_sources: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
-def remember_eager(traced: Any, model: torch.nn.Module) -> Any:
-    """Records that ``traced`` was traced from ``model`` (sharing its parameters); returns ``traced``."""
-    _eager_sources[traced] = model
+def remember_eager(traced: Any, model: torch.nn.Module, weak: bool = False) -> Any:
+    """Records that ``traced`` was traced from ``model`` (sharing its parameters); returns ``traced``. ``weak``
+    where something else keeps ``model`` alive (a model's own cached trace); a trace handed to the user
+    ("minilm") keeps its module alive through this record."""
+    _eager_sources[traced] = weakref.ref(model) if weak else model
     return traced
 
 
@@ -395,7 +412,8 @@ def eager(model: Any) -> torch.nn.Module | None:
         return model
     if isinstance(model, EagerRunner):
         return model.module
-    return _eager_sources.get(model)
+    source = _eager_sources.get(model)
+    return source() if isinstance(source, weakref.ref) else source
 
 
 def trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> torch.jit.ScriptModule:
@@ -404,11 +422,13 @@ def trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> torch.jit.
     it was recorded in, so one trace alone would train without dropout, or evaluate with it).
 
     Tracing leaves no trace: batch-norm statistics, the random generator and the mode are as before."""
-    return _trace(model, example)[0]
+    return _trace(model, example, weak=False)[0]
 
 
-def _trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> tuple[torch.jit.ScriptModule, list[str]]:
-    """trace(), and the tracer's warnings: each says the trace may hold only for the example."""
+def _trace(model: torch.nn.Module, example: Sequence[torch.Tensor],
+           weak: bool = True) -> tuple[torch.jit.ScriptModule, list[str]]:
+    """trace(), and the tracer's warnings: each says the trace may hold only for the example. ``weak``: the
+    trace keeps no reference to ``model`` (see remember_eager)."""
     was_training = model.training
     buffers = [b.detach().clone() for b in model.buffers()]
 
@@ -425,7 +445,7 @@ def _trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> tuple[tor
         with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng(devices=[]):
             warnings.simplefilter("always", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript's own: our bridge, not the user's
-            inputs = tuple(example)
+            inputs = tuple(_on_model_device(model, example))
             traced = torch.jit.trace_module(model, {"forward": inputs, "forward_train": inputs}, check_trace=False,
                                             strict=False)
         # The tracer's notes decide the runner. Anything else warned while tracing is left out: what the
@@ -441,10 +461,18 @@ def _trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> tuple[tor
             for b, saved in zip(model.buffers(), buffers):
                 b.copy_(saved)
         model.train(was_training)
-    return remember_eager(traced.train(was_training), model), notes
+    # Weakly for runner_for: the model's cache of compiled forms holds this trace, so a strong reference back
+    # would keep both alive for ever.
+    return remember_eager(traced.train(was_training), model, weak=weak), notes
 
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _on_model_device(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The example inputs where the model's parameters are (a model moved to CUDA is probed and traced there)."""
+    first = next(iter(model.parameters()), None)
+    return [t.to(first.device) for t in example] if first is not None else list(example)
 
 
 def _first_line(error: Exception) -> str:

@@ -125,8 +125,10 @@ def lr_from_range(lrs: list[float], losses: list[float], divisor: float = LR_DIV
     batches, e.g. the full phase after the head phase) has its lowest loss wherever the batch noise put it, often
     at rates that change nothing; there the rate is the largest one whose loss is still within FLAT_TOLERANCE of
     the lowest -- where the plateau ends -- divided by ``divisor``."""
-    if not lrs:
-        raise ValueError("the learning-rate range test took no step")
+    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]  # a diverged test's last step
+    if not finite:
+        raise ValueError("the learning-rate range test took no step with a finite loss")
+    lrs, losses = [lr for lr, _ in finite], [loss for _, loss in finite]
     skip = min(RANGE_SKIP, len(lrs) // 2)
     compared = np.asarray(losses[skip:], dtype=np.float64)
     lowest = float(compared.min())

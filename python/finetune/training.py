@@ -188,6 +188,8 @@ def _add_lora(model: Any, settings: loras.LoraSettings, cfg: TrainConfig, exampl
         head = heads.find_head(model, example)
     except ValueError:
         head = None  # no head layer: the adapters alone train
+    if head is not None and head.split(".")[0] in heads.HEAD_NAMES:
+        head = head.split(".")[0]  # the whole classifier trains (RoBERTa's classifier.dense too), as PEFT's modules_to_save
     layers = loras.add_adapters(model, settings, head, cfg.seed)
     log.info("lora: adapters (r=%d) on %d layers; %s trains whole", settings.r, len(layers), head)
     return {"layers": layers, "head": head, "r": settings.r, "alpha": settings.alpha, "dropout": settings.dropout,
@@ -235,6 +237,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         model, model_options = entry.build_for(inputs, targets, cfg.task, model_options)
     elif isinstance(model, models.NativeModel):
         model_options = model.options
+    if lora is not None and isinstance(model, torch.jit.ScriptModule) and models.eager(model) is not None:
+        model = models.eager(model)  # a module finetune traced ("minilm"): adapters change its Python layers
     given_model = model
     model = models.adapt(model, inputs, keys, cfg.output_key)  # keyword inputs, a dict or tuple output
     replaced = _fit_head(model, head, _outputs_needed(targets, val_targets, cfg.task), cfg.task, cfg.seed,
@@ -242,13 +246,18 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     adapters = _add_lora(model, lora, cfg, [t[:2] for t in inputs]) if lora is not None else None
     if adapters is not None:
         cfg = dataclasses.replace(cfg, freeze=loras.trainable(adapters["head"]))
-    if cfg.device != "cpu" and isinstance(model, torch.nn.Module):
-        model.to(cfg.device)  # before scripting, so the scripted module shares the moved parameters
-    runner = models.runner_for(model, inputs, cfg.runner)
-    cpp_model = runner.cpp
-    names = [n for n, _ in (model.named_parameters() if isinstance(model, (torch.nn.Module, models.NativeModel))
-                            else cpp_model.named_parameters())]
-    cfg = resolve_for_run(cfg, names, targets)
+    try:
+        if cfg.device != "cpu" and isinstance(model, torch.nn.Module):
+            model.to(cfg.device)  # before scripting, so the scripted module shares the moved parameters
+        runner = models.runner_for(model, inputs, cfg.runner)
+        cpp_model = runner.cpp
+        names = [n for n, _ in (model.named_parameters() if isinstance(model, (torch.nn.Module, models.NativeModel))
+                                else cpp_model.named_parameters())]
+        cfg = resolve_for_run(cfg, names, targets)
+    except BaseException:
+        if adapters is not None:
+            loras.merge(given_model)  # untrained adapters (B = 0) out again: the model as it was passed
+        raise
     known = entry or (registry.MODELS.get(model.name) if isinstance(model, models.NativeModel) else None)
     return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options,
                 pretrained, replaced, known.recipe if known is not None else "default", runner.to_dict(),
@@ -354,22 +363,28 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
                          "given too; pass one of them")
     if val_fraction is not None and not (isinstance(val_fraction, float | int) and 0 < val_fraction < 1):
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    lora_settings = loras.LoraSettings.parse(lora) if lora not in (None, False) else None
+    lora_settings = loras.LoraSettings.parse(lora) if lora is not None and lora is not False else None
+    if lora_settings is not None and chosen == "head":
+        raise ValueError("lora= trains adapters in the body, and recipe='head' trains the head alone: pass one of them")
     run = _prepare(model, train_data, val, config, settings, head=head, lora=lora_settings)
-    if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
-        result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval)
-    else:
-        sample = None
-        if val_fraction is not None:
-            run, sample = _hold_out(run, float(val_fraction))
-        with models.exclusive(run.model):
-            result = _train(run, callback, callback_interval, resume)
-        result.recipe = [{"what": "recipe", "value": "none", "reason": reason}] + _still_learning(result)
-        result.sample_indices = (sample if sample is not None
-                                 else _C.sample_indices(run.targets, run.cpp_config)).numpy()
+    try:
+        if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
+            result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval)
+        else:
+            sample = None
+            if val_fraction is not None:
+                run, sample = _hold_out(run, float(val_fraction))
+            with models.exclusive(run.model):
+                result = _train(run, callback, callback_interval, resume)
+            result.recipe = [{"what": "recipe", "value": "none", "reason": reason}] + _still_learning(result)
+            result.sample_indices = (sample if sample is not None
+                                     else _C.sample_indices(run.targets, run.cpp_config)).numpy()
+    finally:
+        # The adapters' update added into the weights, the model its plain self again -- after an error or
+        # Ctrl-C too (what trained stays trained, as every weight trained in place does).
+        merged = loras.merge(run.given) if run.lora is not None and run.lora["merge"] else []
     result.head = run.head
-    if run.lora is not None:  # the adapters' update added into the weights: the model is its plain self again
-        merged = loras.merge(run.given) if run.lora["merge"] else []
+    if run.lora is not None:
         result.lora = {**run.lora, "merged": bool(merged)}
     return result
 
@@ -379,7 +394,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
 # as given only where it differs from TrainConfig's default (a dataclass does not record which fields were passed).
 RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
                   "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
-                  "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "topk", "progress",
+                  "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "output_key", "topk", "progress",
                   "distributed", "bucket_mb", "dist_timeout")
 RECIPES = ("auto", "head", "none")
 
@@ -490,7 +505,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
 
     def measure(model: Any, val_data: Any) -> dict[str, Any]:
         return evaluate(model, given_form(val_data), task=cfg.task, batch_size=cfg.eval_batch_size, device=cfg.device,
-                        topk=cfg.topk, distributed="off")
+                        topk=cfg.topk, distributed="off", runner=cfg.runner)
 
     start = time.perf_counter()
     phases, plan, train_idx, metrics = recipes.run(
@@ -597,7 +612,7 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
 
 def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classification", batch_size: int = 1024,
              device: str = "cpu", topk: int = 5, distributed: str = "auto",
-             output_key: str | None = None) -> dict[str, Any]:
+             output_key: str | None = None, runner: str = "auto") -> dict[str, Any]:
     """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy, macro-F1 and the
     confusion matrix for classification; RMSE, MAE and R² for regression.
 
@@ -611,7 +626,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classificat
     targets = data.targets(y, "y", task, inputs[0].shape[0])
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
     adapted = models.adapt(model, inputs, data.keywords(x), output_key)
-    out = _C.evaluate(models.to_cpp(adapted, inputs), inputs, targets, cpp_config, group)
+    out = _C.evaluate(models.to_cpp(adapted, inputs, runner), inputs, targets, cpp_config, group)
     if "confusion_matrix" in out:
         out["confusion_matrix"] = out["confusion_matrix"].numpy()
     return out
@@ -637,7 +652,7 @@ OUTPUTS = ("classes", "probabilities", "logits", "values")
 
 
 def predict(model: Any, x: Any, *, output: str | None = None, task: str = "classification", batch_size: int = 1024,
-            device: str = "cpu", output_key: str | None = None) -> np.ndarray:
+            device: str = "cpu", output_key: str | None = None, runner: str = "auto") -> np.ndarray:
     """The model's predictions for ``x`` as a numpy array: class ids (default for classification),
     ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values. ``x`` may be a
     dict of keyword inputs; ``output_key`` picks the entry of a dict output (as in ``train``)."""
@@ -648,8 +663,8 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str = "class
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device)
     cpp_config = cfg.to_cpp()
     inputs = data.features(x, "X", models.parameter_dtype(model))
-    raw = _C.predict(models.to_cpp(models.adapt(model, inputs, data.keywords(x), output_key), inputs), inputs,
-                     cpp_config)
+    raw = _C.predict(models.to_cpp(models.adapt(model, inputs, data.keywords(x), output_key), inputs, runner),
+                     inputs, cpp_config)
     if output == "classes":
         raw = raw.argmax(1)
     elif output == "probabilities":
