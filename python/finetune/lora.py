@@ -114,12 +114,14 @@ def add_adapters(model: torch.nn.Module, settings: LoraSettings, head: str | Non
     return chosen
 
 
+def is_trained_name(name: str, head: str | None) -> bool:
+    """A parameter (or buffer) that LoRA trains: an adapter's weight, or part of the head."""
+    return ".lora_A." in name or ".lora_B." in name or _under(name, head)
+
+
 def trainable(head: str | None) -> Any:
     """A freeze predicate: everything but the adapters' weights and the head is frozen."""
-    def frozen(name: str) -> bool:
-        return ".lora_A." not in name and ".lora_B." not in name and not _under(name, head)
-
-    return frozen
+    return lambda name: not is_trained_name(name, head)
 
 
 def merge(model: torch.nn.Module) -> list[str]:

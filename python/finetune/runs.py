@@ -6,6 +6,7 @@ A run config has three tables:
               val_fraction = 0.2, seed = 0
     [model]   name = "cnn" and the model's options (channels = [16, 32], ...); sizes come from the data
     [train]   any TrainConfig field (epochs, lr, schedule, freeze, ...)
+    [lora]    optional: LoRA adapters (r, alpha, dropout, targets, merge), as finetune.train(lora=...)
 
 Overrides on the command line are `section.key=value` with a TOML value: `train.lr=3e-4`,
 `model.hidden=[256,128]`, `data.dataset="wine"`.
@@ -30,7 +31,7 @@ import numpy as np
 import tomli_w
 import torch
 
-from . import checkpoint, data, datasets, distributed, registry, report
+from . import checkpoint, data, datasets, distributed, lora, models, registry, report
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,9 +43,9 @@ log = logging.getLogger("finetune")
 
 DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.2, "seed": 0,
              "encoding": None, "encoding_errors": None}  # a CSV's text encoding (None: utf-8, strict)
-SECTIONS = ("data", "model", "train", "tune")
+SECTIONS = ("data", "model", "train", "tune", "lora")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
-                    "tune": "tune.trials=20"}
+                    "tune": "tune.trials=20", "lora": "lora.r=8"}
 
 
 def model_names() -> list[str]:
@@ -64,9 +65,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     source: str = "<defaults>"
     tune: dict[str, Any] = field(default_factory=dict)  # trials, metric, and the search space (finetune tune)
+    lora: dict[str, Any] | None = None  # the [lora] table: adapters trained instead of the body (finetune.lora)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "model": self.model, "train": self.train.to_dict()}
+        out = {"data": self.data, "model": self.model, "train": self.train.to_dict()}
+        return {**out, "lora": self.lora} if self.lora is not None else out
 
 
 def _parse_value(text: str) -> Any:
@@ -205,7 +208,14 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
                             ).to_cpp()
     except (TypeError, ValueError) as error:
         raise type(error)(f"{source}: [train] {error}") from None
-    return RunConfig(data, model, train, source, dict(raw.get("tune", {})))
+    lora_table = raw.get("lora")
+    if lora_table is not None:
+        try:
+            lora.LoraSettings.parse(dict(lora_table))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{source}: [lora] {error}") from None
+    return RunConfig(data, model, train, source, dict(raw.get("tune", {})),
+                     dict(lora_table) if lora_table is not None else None)
 
 
 def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str,
@@ -324,7 +334,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     start = time.perf_counter()
     try:
         result = finetune.train(entry.name, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg,
-                                callback=on_event, **options)
+                                callback=on_event, lora=cfg.lora, **options)
     finally:
         if events is not None:
             events.close()
@@ -332,18 +342,27 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     test = finetune.evaluate(result.model, (x_test, split.y_test), task=split.task)
     confusion = test.pop("confusion_matrix", None)
     per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall") if k in test}
-    resolved = RunConfig(cfg.data, {**cfg.model, **result.model_options}, result.config, cfg.source)
+    resolved = RunConfig(cfg.data, {**cfg.model, **result.model_options}, result.config, cfg.source, lora=cfg.lora)
     if distributed.process_rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
 
     # The options read off the training inputs (mlp's input scaling) stay with the weights, not in config.toml:
     # that config run on other data reads them anew, and runs on other splits compare without two long arrays
     kept = registry.get(cfg.model["name"]).statistics
+    # With [lora] the freezing is LoRA's (everything but the adapters and the head), not a setting to write back.
+    written_train = resolved.train.replace(freeze=cfg.train.freeze) if cfg.lora is not None else resolved.train
     written = RunConfig(cfg.data, {k: v for k, v in resolved.model.items() if k not in kept or k in cfg.model},
-                        resolved.train, cfg.source)
+                        written_train, cfg.source, lora=cfg.lora)
     (out / "config.toml").write_text(write_toml(written.to_dict()))
-    checkpoint.save_tensors(out / "model.safetensors", result.model.state_dict(),
-                            {"model": json.dumps(resolved.model)})
+    if result.lora is not None and not result.lora["merged"]:
+        # Adapters kept apart (lora.merge = false): the run keeps what trained -- the adapters and the head, a
+        # small file -- and rebuilds the pretrained model around them when loaded.
+        state = {k: v for k, v in result.model.state_dict().items() if lora.is_trained_name(k, result.lora["head"])}
+        checkpoint.save_tensors(out / "adapters.safetensors", state,
+                                {"model": json.dumps(resolved.model), "lora": json.dumps(result.lora)})
+    else:
+        checkpoint.save_tensors(out / "model.safetensors", result.model.state_dict(),
+                                {"model": json.dumps(resolved.model)})
     with open(out / "history.csv", "w", newline="") as f:
         columns = list(result.history[0]) if result.history else ["epoch"]
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -386,7 +405,7 @@ def with_chosen_options(cfg: RunConfig, x_train: Any) -> RunConfig:
     """The config with the model options its training inputs decide (MiniLM's max_length=0: from the texts)."""
     entry = registry.get(cfg.model["name"])
     chosen = entry.choose_options(x_train, _options(cfg))
-    return RunConfig(cfg.data, {**cfg.model, **chosen}, cfg.train, cfg.source)
+    return RunConfig(cfg.data, {**cfg.model, **chosen}, cfg.train, cfg.source, cfg.tune, cfg.lora)
 
 
 def model_inputs(cfg: RunConfig, x: Any) -> Any:
@@ -408,11 +427,23 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     """(config, model) of a finished run directory."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.toml")
-    tensors, meta = checkpoint.load_tensors(run_dir / "model.safetensors")
+    adapters = run_dir / "adapters.safetensors"
+    tensors, meta = checkpoint.load_tensors(adapters if adapters.exists() else run_dir / "model.safetensors")
     spec = json.loads(meta["model"])
     model = registry.build(spec.pop("name"), **spec)
-    model.load_state_dict(tensors)
-    return cfg, model
+    if not adapters.exists():
+        model.load_state_dict(tensors)
+        return cfg, model
+    # The pretrained model rebuilt (its weights from its package), the adapters put back where they were trained.
+    added = json.loads(meta["lora"])
+    module = models.eager(model) or model
+    settings = lora.LoraSettings.parse({k: added[k] for k in ("r", "alpha", "dropout")} | {"targets": added["layers"]})
+    lora.add_adapters(module, settings, added["head"], seed=0)
+    missing = sorted(set(tensors) - set(module.state_dict()))
+    if missing:
+        raise ValueError(f"{adapters}: tensors {missing[:4]} have no place in the rebuilt model")
+    module.load_state_dict(tensors, strict=False)
+    return cfg, module
 
 
 def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -476,6 +507,8 @@ def find_lr(cfg: RunConfig, steps: int = 100) -> Any:
     """finetune.find_lr's range test for the config's model on its training split (an LrFinderResult)."""
     import finetune
 
+    if cfg.lora is not None:
+        raise ValueError(f"{cfg.source}: find-lr does not take a [lora] table yet; run it without [lora]")
     split = load_data(cfg)
     cfg = with_chosen_options(cfg, split.x_train)
     # no validation data, so nothing to monitor
@@ -490,6 +523,8 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
     ready to run) and out/trials.csv. Returns the TuneResult."""
     from .tune import tune
 
+    if cfg.lora is not None:
+        raise ValueError(f"{cfg.source}: tune does not take a [lora] table yet; tune without [lora]")
     space = dict(cfg.tune)
     trials, metric = space.pop("trials", 20), space.pop("metric", "val_loss")
     if not space:
