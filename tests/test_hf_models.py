@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import finetune
-from finetune import _C
 from finetune.config import TrainConfig
+from helpers import batches
 
 transformers = pytest.importorskip("transformers")
 
@@ -46,15 +46,11 @@ def plain_loop(model, x, y, cfg: TrainConfig) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     x = {k: torch.from_numpy(v) for k, v in x.items()}
     y = torch.from_numpy(y)
-    subset = _C.sample_indices(y, cfg.to_cpp())
     model.train()
-    for epoch in range(cfg.epochs):
-        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            opt.zero_grad()
-            F.cross_entropy(model(**{k: v[idx] for k, v in x.items()}).logits, y[idx]).backward()
-            opt.step()
+    for idx in batches(y, cfg):
+        opt.zero_grad()
+        F.cross_entropy(model(**{k: v[idx] for k, v in x.items()}).logits, y[idx]).backward()
+        opt.step()
 
 
 @pytest.mark.parametrize("make", [bert, distilbert], ids=["bert", "distilbert"])

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import finetune
-from finetune import _C, lora
+from finetune import lora
 from finetune.config import TrainConfig
+from helpers import batches
 from test_hf_models import bert, token_data
 
 peft = pytest.importorskip("peft")
@@ -45,15 +46,11 @@ def test_lora_trains_as_peft_does_and_merges():
     opt = torch.optim.SGD([p for p in ref.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
     xt = {k: torch.from_numpy(v) for k, v in x.items()}
     yt = torch.from_numpy(y)
-    subset = _C.sample_indices(yt, cfg.to_cpp())
     ref.train()
-    for epoch in range(2):
-        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
-        for start in range(0, len(order), 16):
-            idx = order[start:start + 16]
-            opt.zero_grad()
-            F.cross_entropy(ref(**{k: v[idx] for k, v in xt.items()}).logits, yt[idx]).backward()
-            opt.step()
+    for idx in batches(yt, cfg):
+        opt.zero_grad()
+        F.cross_entropy(ref(**{k: v[idx] for k, v in xt.items()}).logits, yt[idx]).backward()
+        opt.step()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         merged = ref.merge_and_unload()

@@ -13,7 +13,7 @@ import torch
 import finetune
 from finetune import models
 from finetune.config import TrainConfig
-from helpers import mlp, torch_loop
+from helpers import batches, mlp, torch_loop
 
 
 class Branchy(torch.nn.Module):
@@ -64,23 +64,13 @@ def test_auto_runs_data_dependent_control_flow_in_python_as_a_plain_loop_does(ce
 
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    branches = {bool(xt[idx, 0].sum() > 0) for idx in _batches(yt, cfg)}
+    branches = {bool(xt[idx, 0].sum() > 0) for idx in batches(yt, cfg)}
     assert branches == {True, False}  # both branches were taken: a trace would have been wrong
     torch_loop(ref, xt, yt, cfg, torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9))
     for (name, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
     # predict runs one batch here (under eval_batch_size): the same branch as the plain module's call
     np.testing.assert_array_equal(finetune.predict(model, x[:500]), ref(xt[:500]).argmax(1).numpy())
-
-
-def _batches(y, cfg):
-    from finetune import _C
-
-    subset = _C.sample_indices(y, cfg.to_cpp())
-    for epoch in range(cfg.epochs):
-        order = _C.epoch_order(subset, cfg.seed, epoch, cfg.shuffle)
-        for start in range(0, len(order), cfg.batch_size):
-            yield order[start:start + cfg.batch_size]
 
 
 def test_python_runner_trains_as_the_scripted_model_does(digits):

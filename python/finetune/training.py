@@ -222,8 +222,9 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     val_inputs = val_targets = None
     if val is not None:
         val_x, vy = data.split(val, "val")
-        if data.keywords(val_x, "X_val") != keys:
-            raise ValueError(f"X_val's inputs {data.keywords(val_x, 'X_val')} differ from X's {keys}: pass them the "
+        val_keys = data.keywords(val_x, "X_val")
+        if val_keys != keys:
+            raise ValueError(f"X_val's inputs {val_keys} differ from X's {keys}: pass them the "
                              "same way (a dict with the same keys in the same order, or arrays)")
         if entry is not None:
             val_x = entry.encode_inputs(val_x, model_options)
