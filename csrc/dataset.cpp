@@ -1,9 +1,38 @@
 // In-memory datasets: batches gathered by index, and the checks labels and targets must pass.
 #include "dataset.h"
 
+#include <cstring>
+
 #include <ATen/ATen.h>
 
 namespace finetune {
+
+namespace {
+
+// Rows `indices` of `t`. A contiguous CPU tensor's rows are copied byte for byte: on a step's batch,
+// index_select's dispatch and parallel setup take ten times the copy (13 us against ~1 us for 32 rows of 64
+// floats, 1 thread), a tenth of a small model's step.
+at::Tensor take_rows(const at::Tensor& t, const at::Tensor& indices) {
+  if (!t.device().is_cpu() || !t.is_contiguous() || !indices.device().is_cpu() || !indices.is_contiguous() ||
+      indices.scalar_type() != at::kLong || indices.dim() != 1) {
+    return t.index_select(0, indices);
+  }
+  auto sizes = t.sizes().vec();
+  sizes[0] = indices.numel();
+  auto out = at::empty(sizes, t.options());
+  const int64_t rows = t.size(0);
+  const size_t row_bytes = static_cast<size_t>(rows ? t.numel() / rows : 0) * t.element_size();
+  const auto* from = static_cast<const char*>(t.const_data_ptr());
+  auto* to = static_cast<char*>(out.mutable_data_ptr());
+  const auto* index = indices.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < indices.numel(); ++i) {
+    TORCH_CHECK_INDEX(index[i] >= 0 && index[i] < rows, "index ", index[i], " out of range for ", rows, " rows");
+    std::memcpy(to + i * row_bytes, from + index[i] * row_bytes, row_bytes);
+  }
+  return out;
+}
+
+}  // namespace
 
 Dataset::Dataset(std::vector<at::Tensor> inputs_, at::Tensor targets_)
     : inputs(std::move(inputs_)), targets(std::move(targets_)) {
@@ -19,8 +48,8 @@ Dataset::Dataset(std::vector<at::Tensor> inputs_, at::Tensor targets_)
 Batch Dataset::gather(const at::Tensor& indices) const {
   Batch batch;
   batch.inputs.reserve(inputs.size());
-  for (const auto& input : inputs) batch.inputs.push_back(input.index_select(0, indices));
-  batch.targets = targets.index_select(0, indices);
+  for (const auto& input : inputs) batch.inputs.push_back(take_rows(input, indices));
+  batch.targets = take_rows(targets, indices);
   return batch;
 }
 

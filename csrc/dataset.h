@@ -17,7 +17,7 @@ struct Batch {
 };
 
 // One or more input tensors and one target tensor, all with the same first dimension. The tensors
-// are held as given (numpy memory is shared, not copied); batches are gathered with index_select.
+// are held as given (numpy memory is shared, not copied); batches are gathered by row.
 struct Dataset {
   std::vector<at::Tensor> inputs;
   at::Tensor targets;  // int64 class ids (classification) or float (regression)

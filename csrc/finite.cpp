@@ -14,8 +14,11 @@ FiniteCheck::FiniteCheck(const at::Device& device)
 std::pair<double, bool> FiniteCheck::operator()(const at::Tensor& step_loss, const NamedTensors& params) {
   std::vector<at::Tensor> grads, others;
   for (const auto& [name, p] : params) {
-    if (p.grad().defined() && p.grad().scalar_type() == at::kFloat) grads.push_back(p.grad());
-    else if (p.grad().defined()) others.push_back(p.grad());
+    const auto& g = p.grad();
+    if (!g.defined()) continue;
+    if (g.is_sparse()) others.push_back(g._values());  // nn.Embedding(sparse=True): the rows it touched
+    else if (g.scalar_type() == at::kFloat) grads.push_back(g);
+    else others.push_back(g);
   }
   found_.zero_();
   if (!grads.empty()) at::_amp_foreach_non_finite_check_and_unscale_(grads, found_, one_);

@@ -13,6 +13,8 @@
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
+#include "fused_optim.h"
+
 namespace finetune {
 
 namespace {
@@ -105,14 +107,14 @@ OptimizerEntry entry(std::function<Options(const TrainConfig&, double lr, double
 const std::map<std::string, OptimizerEntry>& optimizer_registry() {
   using namespace torch::optim;
   static const std::map<std::string, OptimizerEntry> registry = {
-      {"sgd", entry<SGD, SGDOptions>([](const TrainConfig& c, double lr, double wd) {
+      {"sgd", entry<FusedSGD, SGDOptions>([](const TrainConfig& c, double lr, double wd) {
          return SGDOptions(lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(wd);
        }, [](SGDOptions& o, double m) { o.momentum(m); }, {"momentum", "nesterov"}, sgd_fields())},
-      {"adam", entry<Adam, AdamOptions>([](const TrainConfig& c, double lr, double wd) {
+      {"adam", entry<FusedAdam, AdamOptions>([](const TrainConfig& c, double lr, double wd) {
          return AdamOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
        }, [](AdamOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); }, {"beta1", "beta2", "eps"},
        adam_fields<AdamParamState>())},
-      {"adamw", entry<AdamW, AdamWOptions>([](const TrainConfig& c, double lr, double wd) {
+      {"adamw", entry<FusedAdamW, AdamWOptions>([](const TrainConfig& c, double lr, double wd) {
          return AdamWOptions(lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd);
        }, [](AdamWOptions& o, double m) { o.betas({m, std::get<1>(o.betas())}); }, {"beta1", "beta2", "eps"},
        adam_fields<AdamWParamState>())},
