@@ -13,6 +13,8 @@
 #include "distributed.h"
 #include "models.h"
 #include "optim.h"
+#include "padding.h"
+#include "patterns.h"
 #include "ranking.h"
 #include "schedule.h"
 #include "evaluate.h"
@@ -265,11 +267,11 @@ py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& tr
                   const at::Tensor& train_targets, const std::optional<std::vector<at::Tensor>>& val_inputs,
                   const std::optional<at::Tensor>& val_targets, const TrainConfig& config, const py::object& callback,
                   double callback_interval_s, const py::object& checkpoint, const py::object& resume,
-                  const py::object& process_group) {
+                  const py::object& process_group, int64_t mask_input) {
   auto model = as_model(model_obj);
-  const Dataset train_data(train_inputs, train_targets);
+  const Dataset train_data(train_inputs, train_targets, mask_input);
   std::optional<Dataset> val_data;
-  if (val_inputs && val_targets) val_data.emplace(*val_inputs, *val_targets);
+  if (val_inputs && val_targets) val_data.emplace(*val_inputs, *val_targets, mask_input);
   auto hooks = python_hooks(callback, callback_interval_s, checkpoint);
   hooks.parallel = parallel_over(process_group, config);
   std::optional<LoopState> resume_state;
@@ -312,9 +314,9 @@ py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& tr
 
 py::dict find_lr_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const at::Tensor& targets,
                     const TrainConfig& config, double start_lr, double end_lr, int64_t num_steps,
-                    double diverge_factor) {
+                    double diverge_factor, int64_t mask_input) {
   auto model = as_model(model_obj);
-  const Dataset data(inputs, targets);
+  const Dataset data(inputs, targets, mask_input);
   LrFinderResult result;
   {
     py::gil_scoped_release no_gil;
@@ -329,9 +331,9 @@ py::dict find_lr_py(const py::object& model_obj, const std::vector<at::Tensor>& 
 }
 
 py::dict evaluate_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const at::Tensor& targets,
-                     const TrainConfig& config, const py::object& process_group) {
+                     const TrainConfig& config, const py::object& process_group, int64_t mask_input) {
   auto model = as_model(model_obj);
-  const Dataset data(inputs, targets);
+  const Dataset data(inputs, targets, mask_input);
   const auto parallel = parallel_over(process_group, config);
   SignalPoll signals;
   Metrics metrics;
@@ -348,11 +350,12 @@ py::dict evaluate_py(const py::object& model_obj, const std::vector<at::Tensor>&
   return out;
 }
 
-at::Tensor predict_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const TrainConfig& config) {
+at::Tensor predict_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const TrainConfig& config,
+                      int64_t mask_input) {
   auto model = as_model(model_obj);
   SignalPoll signals;
   py::gil_scoped_release no_gil;
-  return predict(model, inputs, config, [&signals] { signals(); });
+  return predict(model, inputs, config, [&signals] { signals(); }, mask_input);
 }
 
 py::list named_tensors(const NamedTensors& tensors) {
@@ -434,17 +437,20 @@ void bind_loop(py::module_& m) {
   m.def("train", &train_py, py::arg("model"), py::arg("train_inputs"), py::arg("train_targets"),
         py::arg("val_inputs"), py::arg("val_targets"), py::arg("config"), py::arg("callback") = py::none(),
         py::arg("callback_interval_s") = 0.1, py::arg("checkpoint") = py::none(), py::arg("resume") = py::none(),
-        py::arg("process_group") = py::none());
+        py::arg("process_group") = py::none(), py::arg("mask_input") = -1);
   m.def("find_lr", &find_lr_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"),
-        py::arg("start_lr"), py::arg("end_lr"), py::arg("num_steps"), py::arg("diverge_factor"));
+        py::arg("start_lr"), py::arg("end_lr"), py::arg("num_steps"), py::arg("diverge_factor"),
+        py::arg("mask_input") = -1);
   m.def("scheduled_lr", &scheduled_lr, py::arg("config"), py::arg("base_lr"), py::arg("step"), py::arg("total_steps"),
         py::arg("steps_per_epoch"));
   m.def("scheduled_momentum", &scheduled_momentum, py::arg("config"), py::arg("step"), py::arg("total_steps"));
   m.def("schedule_names", &schedule_names);
   m.def("lower_is_better", &lower_is_better, py::arg("monitor"));
   m.def("evaluate", &evaluate_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"),
-        py::arg("process_group") = py::none());
-  m.def("predict", &predict_py, py::arg("model"), py::arg("inputs"), py::arg("config"));
+        py::arg("process_group") = py::none(), py::arg("mask_input") = -1);
+  m.def("predict", &predict_py, py::arg("model"), py::arg("inputs"), py::arg("config"), py::arg("mask_input") = -1);
+  m.def("sequence_lengths", &sequence_lengths, py::arg("mask"));
+  m.def("group_by_length", &group_by_length, py::arg("order"), py::arg("lengths"), py::arg("step_examples"));
 
   m.def("sample_indices", &sample_indices, py::arg("targets"), py::arg("config"));
   m.def("class_counts", &class_counts, py::arg("targets"), py::arg("indices"));
@@ -457,6 +463,9 @@ void bind_loop(py::module_& m) {
   m.def("negatives_seed", &negatives_seed, py::arg("seed"), py::arg("epoch"), py::arg("micro_batch"));
   m.def("with_negatives", &with_negatives, py::arg("pairs"), py::arg("num_items"), py::arg("seed"));
   m.def("optimizer_names", &optimizer_names);
+  m.def("matches_any", [](const std::string& name, const StringList& patterns) {
+    return matches_any(name, patterns, "freeze");
+  }, py::arg("name"), py::arg("patterns"));
 }
 
 }  // namespace

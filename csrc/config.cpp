@@ -71,6 +71,14 @@ void validate(const TrainConfig& c) {
                     c.on_nan, "'");
   TORCH_CHECK_VALUE(c.runner == "auto" || c.runner == "script" || c.runner == "trace" || c.runner == "python",
                     "runner must be one of ['auto', 'script', 'trace', 'python'], got '", c.runner, "'");
+  TORCH_CHECK_VALUE(c.trim_padding == "auto" || c.trim_padding == "true" || c.trim_padding == "false",
+                    "trim_padding must be one of ['auto', 'true', 'false'], got '", c.trim_padding, "'");
+  TORCH_CHECK_VALUE(!c.group_by_length || c.trim_padding != "false",
+                    "group_by_length=True groups rows of similar lengths for trimming, and trim_padding is off");
+  TORCH_CHECK_VALUE(c.cache_frozen == "auto" || c.cache_frozen == "true" || c.cache_frozen == "false",
+                    "cache_frozen must be one of ['auto', 'true', 'false'], got '", c.cache_frozen, "'");
+  TORCH_CHECK_VALUE(c.cache_frozen_gb > 0.0 && std::isfinite(c.cache_frozen_gb), "cache_frozen_gb must be > 0, got ",
+                    c.cache_frozen_gb);
   TORCH_CHECK_VALUE(c.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0 = each epoch), got ",
                     c.checkpoint_every);
   TORCH_CHECK_VALUE(c.keep_last >= 0, "keep_last must be >= 0 (0 = keep all), got ", c.keep_last);

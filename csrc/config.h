@@ -72,6 +72,10 @@ using Weights = std::vector<double>;
   X(int64_t, seed, 0)                                                                   \
   X(std::string, device, "cpu")                                                         \
   X(std::string, runner, "auto") /* a Python nn.Module's forward: "auto", "script", "trace", "python" */ \
+  X(std::string, trim_padding, "auto") /* "auto", "true", "false": batches cut to their longest row (padding.h) */ \
+  X(bool, group_by_length, false) /* batches of rows of similar lengths (padding.h) */     \
+  X(std::string, cache_frozen, "auto") /* "auto", "true", "false": the frozen part run once (finetune.frozen) */ \
+  X(double, cache_frozen_gb, 2.0) /* the cached features' budget */                     \
   X(std::string, output_key, "") /* a dict output's entry the loss reads (finetune.models), "" = logits or the first */ \
   X(int64_t, topk, 5)                                                                   \
   X(bool, progress, true)

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include "padding.h"
+
 namespace finetune {
 
 namespace {
@@ -34,8 +36,8 @@ at::Tensor take_rows(const at::Tensor& t, const at::Tensor& indices) {
 
 }  // namespace
 
-Dataset::Dataset(std::vector<at::Tensor> inputs_, at::Tensor targets_)
-    : inputs(std::move(inputs_)), targets(std::move(targets_)) {
+Dataset::Dataset(std::vector<at::Tensor> inputs_, at::Tensor targets_, int64_t mask_input_)
+    : inputs(std::move(inputs_)), targets(std::move(targets_)), mask_input(mask_input_) {
   TORCH_CHECK_VALUE(!inputs.empty(), "a dataset needs at least one input tensor");
   TORCH_CHECK_VALUE(targets.defined() && targets.dim() >= 1, "targets must be a tensor with a first dimension");
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -43,12 +45,17 @@ Dataset::Dataset(std::vector<at::Tensor> inputs_, at::Tensor targets_)
                       " has ", (inputs[i].dim() ? inputs[i].size(0) : 0), " rows but targets have ",
                       targets.size(0));
   }
+  TORCH_CHECK_VALUE(mask_input >= -1 && mask_input < static_cast<int64_t>(inputs.size()), "mask_input must be -1 or "
+                    "the index of one of the ", inputs.size(), " inputs, got ", mask_input);
+  TORCH_CHECK_VALUE(mask_input < 0 || inputs[mask_input].dim() == 2, "the attention mask (input ", mask_input,
+                    ") must be (examples, length), got shape ", mask_input < 0 ? at::IntArrayRef{} : inputs[mask_input].sizes());
 }
 
 Batch Dataset::gather(const at::Tensor& indices) const {
   Batch batch;
   batch.inputs.reserve(inputs.size());
   for (const auto& input : inputs) batch.inputs.push_back(take_rows(input, indices));
+  if (mask_input >= 0) batch.inputs = trim_to_longest(std::move(batch.inputs), mask_input);
   batch.targets = take_rows(targets, indices);
   return batch;
 }

@@ -21,9 +21,12 @@ struct Batch {
 struct Dataset {
   std::vector<at::Tensor> inputs;
   at::Tensor targets;  // int64 class ids (classification) or float (regression)
+  // The input that is an attention mask (examples, length), or -1: with one, every batch gathered is cut to its
+  // longest row (padding.h). finetune.train sets it where the model gives the same outputs trimmed.
+  int64_t mask_input = -1;
 
   Dataset() = default;
-  Dataset(std::vector<at::Tensor> inputs, at::Tensor targets);
+  Dataset(std::vector<at::Tensor> inputs, at::Tensor targets, int64_t mask_input = -1);
 
   int64_t size() const { return targets.size(0); }
   Batch gather(const at::Tensor& indices) const;

@@ -5,12 +5,13 @@
 
 #include "forward.h"
 #include "guards.h"
+#include "padding.h"
 #include "ranking.h"
 
 namespace finetune {
 
 at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config,
-                   const std::function<void()>& poll) {
+                   const std::function<void()>& poll, int64_t mask_input) {
   TORCH_CHECK_VALUE(!inputs.empty() && inputs[0].dim() >= 1, "predict needs at least one input tensor");
   const int64_t n = inputs[0].size(0);
   TORCH_CHECK_VALUE(n > 0, "X is empty (0 examples)");
@@ -30,6 +31,7 @@ at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const Tr
     const int64_t end = std::min(begin + config.eval_batch_size, n);
     std::vector<at::Tensor> batch;
     for (const auto& input : inputs) batch.push_back(input.slice(0, begin, end).to(device));
+    if (mask_input >= 0) batch = trim_to_longest(std::move(batch), mask_input);
     AutocastGuard bf16(config.precision == "bf16", device.type());
     outputs.push_back(forward(model, batch, "evaluation").to(at::kCPU).to(at::kFloat));
   }
@@ -53,7 +55,7 @@ Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, P
     return ranking_metrics(predict(model, {mine}, config, poll), sum_over_ranks);
   }
   const auto shard = data.slice(first, last);
-  const auto outputs = predict(model, shard.inputs, config, poll);
+  const auto outputs = predict(model, shard.inputs, config, poll, data.mask_input);
   check_output(outputs, shard.targets, num_labels(data, config), config);
   if (config.is_classification()) return classification_metrics(outputs, shard.targets, config.topk, sum_over_ranks);
   return regression_metrics(outputs, shard.targets, sum_over_ranks);

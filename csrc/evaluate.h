@@ -21,8 +21,9 @@ namespace finetune {
 Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, Parallel* parallel = nullptr,
                  const std::function<void()>& poll = {});
 
-// The model's raw outputs (logits for classification) for `inputs`, in batches, on the CPU.
+// The model's raw outputs (logits for classification) for `inputs`, in batches, on the CPU; with `mask_input`
+// (an attention mask's index) each batch cut to its longest row.
 at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config,
-                   const std::function<void()>& poll = {});
+                   const std::function<void()>& poll = {}, int64_t mask_input = -1);
 
 }  // namespace finetune

@@ -12,6 +12,7 @@
 #include "augment.h"
 #include "best.h"
 #include "evaluate.h"
+#include "padding.h"
 #include "forward.h"
 #include "loss.h"
 #include "ranking.h"
@@ -83,6 +84,13 @@ Run::Run(Model& model, const Dataset& train_data, const Dataset* val_data, const
   optimizer_ = make_optimizer(groups, config_);
   report_param_groups(groups, /*epoch=*/0);
   if (config_.ema > 0.0) ema_.emplace(tensors_of(params_), config_.ema);
+  TORCH_CHECK_VALUE(config_.trim_padding != "true" || train_.mask_input >= 0,
+                    "trim_padding=True needs an attention mask among the inputs (Dataset.mask_input), and there is none");
+  TORCH_CHECK_VALUE(config_.trim_padding != "false" || train_.mask_input < 0,
+                    "trim_padding=False, but the dataset names input ", train_.mask_input, " as its attention mask");
+  TORCH_CHECK_VALUE(!config_.group_by_length || train_.mask_input >= 0,
+                    "group_by_length=True needs an attention mask among the inputs to read lengths from, and there is none");
+  if (config_.group_by_length) lengths_ = sequence_lengths(train_.inputs[train_.mask_input]);
 }
 
 // The parameters an unfreezing made trainable join the optimizer as new groups.
@@ -146,6 +154,7 @@ void Run::begin_epoch() {
   trainable_ = freezing_.trainable_tensors();
   order_ = config_.sampler == "balanced" ? balanced_epoch_order(train_.targets, subset_, config_.seed, epoch)
                                          : epoch_order(subset_, config_.seed, epoch, config_.shuffle);
+  if (config_.group_by_length) order_ = group_by_length(order_, lengths_, geometry_.batch_size * config_.accumulate * world_);
   seconds_before_ = state_.epoch_seconds;
   epoch_start_ = Clock::now();
   timing_ = true;

@@ -84,6 +84,7 @@ class Run {
   bool stop_asked_ = false;  // by this rank's on_step: a data-parallel run stops on all ranks together
   Metrics metrics_;        // the latest validation
   at::Tensor order_;       // this epoch's order of the subset
+  at::Tensor lengths_;     // group_by_length: each example's length under its attention mask
   std::chrono::steady_clock::time_point run_start_, epoch_start_;
   double seconds_before_ = 0.0;  // of this epoch, before a resume
   bool timing_ = false;          // the epoch's clock runs (its steps), or stopped (validation onwards)

@@ -33,7 +33,7 @@ def test_every_field_round_trips_to_cpp():
                   precision="bf16", on_nan="skip", checkpoint_dir="/tmp/checkpoints", checkpoint_every=5, keep_last=2,
                   distributed="off", bucket_mb=1.0, dist_timeout=30.0, sample_fraction=0.5, sample_size=11,
                   stratify=False, shuffle=False, drop_last=True, seed=42, device="cpu", runner="python",
-                  output_key="logits", topk=3, progress=False)
+                  trim_padding=True, group_by_length=True, cache_frozen=False, cache_frozen_gb=0.5, output_key="logits", topk=3, progress=False)
     configs = [
         TrainConfig(**common, optimizer="sgd", momentum=0.5, nesterov=True, schedule="step", step_size=3, gamma=0.5),
         TrainConfig(**common, optimizer="adamw", beta1=0.8, beta2=0.99, eps=1e-6, schedule="cosine", min_lr=0.01,
@@ -46,7 +46,8 @@ def test_every_field_round_trips_to_cpp():
     assert changed == set(config_fields()) - {"task", "device"}
     for config in configs:
         cpp = config.to_cpp()
-        expected = {**dataclasses.asdict(config), "lr_groups": [("head", 10.0), ("body", 0.5)]}
+        expected = {**dataclasses.asdict(config), "lr_groups": [("head", 10.0), ("body", 0.5)], "cache_frozen": "false",
+                    "trim_padding": "true"}
         for name, value in expected.items():
             assert getattr(cpp, name) == value, name
 
@@ -57,6 +58,7 @@ def test_special_values_map_to_cpp():
     assert TrainConfig(checkpoint_every="epoch").to_cpp().checkpoint_every == 0
     assert TrainConfig(checkpoint_dir=None).to_cpp().checkpoint_dir == ""
     assert TrainConfig(output_key=None).to_cpp().output_key == ""
+    assert [TrainConfig(cache_frozen=v).to_cpp().cache_frozen for v in ("auto", True, False)] == ["auto", "true", "false"]
 
 
 def test_dict_round_trip_through_json():

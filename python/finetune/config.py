@@ -81,6 +81,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     runner: str = "auto"  # how an nn.Module's forward runs: "auto", "script", "trace" or "python" (finetune.models)
+    # token batches cut to their longest row under the attention mask (finetune.padding): "auto" where the inputs
+    # carry one (a dict X's "attention_mask", a built-in text model's) and the model's outputs are the same trimmed
+    trim_padding: bool | str = "auto"
+    group_by_length: bool = False  # batches of rows of similar lengths, drawn within seeded mega-batches (Hugging Face's)
+    # the frozen part of the model run once per example while only its head trains (finetune.frozen): "auto" where
+    # that is exact and the features fit cache_frozen_gb, True insists (an error saying why it cannot), False never
+    cache_frozen: bool | str = "auto"
+    cache_frozen_gb: float = 2.0  # the cached features' budget in GiB (2: a tenth of a 24 GiB machine, with room for the data)
     output_key: str | None = None  # a dict / ModelOutput output: the entry the loss reads (None: "logits", else the first tensor)
     topk: int = 5  # top-k accuracy reported for classification
     progress: bool = True
@@ -142,6 +150,15 @@ def _non_empty(field: str, value: str) -> str:
     return value
 
 
+def _auto_or_bool(field: str, value: Any) -> str:
+    """"auto", True or False, as C++ holds it: "auto", "true", "false"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value != "auto":
+        raise ValueError(f"{field} must be 'auto', True or False, got {value!r}")
+    return value
+
+
 def _freeze(value: Any) -> list[str]:
     if callable(value):
         raise TypeError("freeze as a callable is resolved against the model's parameter names by finetune.train; "
@@ -188,6 +205,8 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "checkpoint_every": _positive_or("checkpoint_every", "epoch", "a positive number of steps or 'epoch'"),
     "checkpoint_dir": lambda value: "" if value is None else str(value),
     "output_key": lambda value: "" if value is None else _non_empty("output_key", value),
+    "cache_frozen": lambda value: _auto_or_bool("cache_frozen", value),
+    "trim_padding": lambda value: _auto_or_bool("trim_padding", value),
 }
 
 # Values a field takes besides its annotated type, which its converter (_CONVERT) turns into that type.

@@ -98,10 +98,8 @@ def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: i
     if module is None:
         return None, f"a {type(model).__name__} runs outside Python: no hook sees its head's input"
     layer = module.get_submodule(head)
-    if not isinstance(layer, torch.nn.Linear):
-        return None, f"the head {head!r} is a {type(layer).__name__}, not an nn.Linear"
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    hook = layer.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+    seen: list[tuple[tuple, dict, Any]] = []
+    hook = layer.register_forward_hook(lambda m, args, kwargs, out: seen.append((args, kwargs, out)), with_kwargs=True)
     training = module.training
     features = []
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
@@ -113,10 +111,14 @@ def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: i
                 output = module(*[t[start:start + batch_size].to(device) for t in inputs])
                 if len(seen) != 1:
                     return None, f"the head {head!r} ran {len(seen)} times in one forward pass"
-                if not isinstance(output, torch.Tensor) or output.shape != seen[0][1].shape or \
-                        not torch.equal(output, seen[0][1]):
+                args, kwargs, out = seen[0]
+                if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor):
+                    return None, f"the head {head!r} takes {len(args)} positional and {len(kwargs)} keyword inputs, " \
+                                 "not one tensor"
+                if not isinstance(output, torch.Tensor) or not isinstance(out, torch.Tensor) or \
+                        output.shape != out.shape or not torch.equal(output, out):
                     return None, f"the model's output is not the head {head!r}'s output (something follows it)"
-                features.append(seen[0][0].detach().to("cpu", copy=True))
+                features.append(args[0].detach().to("cpu", copy=True))
     finally:
         hook.remove()
         module.train(training)

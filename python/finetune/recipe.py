@@ -63,7 +63,6 @@ LR_DIVISOR = 10.0  # a phase's rate: the range test's lowest loss / 10 (fastai's
 # (0.903 -> 0.939, 0.696 -> 0.807, 0.896 -> 0.883). Plain accuracy holds or falls with the weights (at 5x:
 # 0.980 -> 0.980, 0.936 -> 0.923, 0.951 -> 0.919): with a skew past 3x the recipe favours the rare classes' recall.
 IMBALANCE_RATIO = 3.0
-CACHE_BYTES = 2 * 2**30  # the head phase's cached features fit in 2 GiB (a tenth of this 24 GiB machine), or no cache
 REFIT = True  # after deciding on a carved slice, train again on the whole sample (see run): 0.953 vs 0.949 without
 # Recommenders ("mf": user and item factor tables with biases) train as Funk/Koren SVD does: plain SGD, each
 # rating's error moving its user's and item's factors at a fixed rate per rating, regularised by the model's
@@ -409,17 +408,22 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, whole: tuple[list[torc
     which is what a frozen body should give; the head's output must be the model's (checked on every batch)."""
     from . import models
 
+    def uncached(why: str) -> None:
+        if config.cache_frozen is True:
+            raise ValueError(f"cache_frozen=True, but the frozen part cannot be computed once: {why}")
+        plan.note("head.cached_features", False, why if config.cache_frozen is False else f"{why}: the body runs every step")
+
+    if config.cache_frozen is False:
+        return uncached("cache_frozen=False")
     eager = models.eager(model)
     width = getattr(eager.get_submodule(head), "in_features", 0) if eager is not None else 0
     needed = 4 * width * (len(sample) + (0 if val_idx is not None else int(val[1].shape[0])))
-    if eager is not None and needed > CACHE_BYTES:
-        plan.note("head.cached_features", False, f"the features would take {needed / 2**30:.1f} GiB, over the "
-                  f"{CACHE_BYTES / 2**30:.0f} GiB budget: the body runs every step")
-        return None
+    if eager is not None and needed > config.cache_frozen_gb * 2**30:
+        return uncached(f"the features would take {needed / 2**30:.2f} GiB, over cache_frozen_gb="
+                        f"{config.cache_frozen_gb:g}")
     features, why_not = heads.head_inputs(model, head, whole[0], config.eval_batch_size)
     if features is None:
-        plan.note("head.cached_features", False, f"{why_not}: the body runs every step")
-        return None
+        return uncached(why_not)
     def at(indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         return take([features], whole[1], torch.searchsorted(sample, indices))  # the rows of `sample` holding them
 
@@ -428,8 +432,7 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, whole: tuple[list[torc
     else:
         val_features, why_not = heads.head_inputs(model, head, val[0], config.eval_batch_size)
         if val_features is None:
-            plan.note("head.cached_features", False, f"{why_not}: the body runs every step")
-            return None
+            return uncached(why_not)
         val_data = ([val_features], val[1])
     plan.note("head.cached_features", True, f"the body's output ({features.shape[1:].numel()} values an example) "
               f"computed once for {len(sample) + (0 if val_idx is not None else len(val[1]))} examples; phase "

@@ -66,6 +66,7 @@ class ModelEntry:
     # from being read (a given center is never paired with a scale read off the data). A run directory keeps them
     # with the weights (model.safetensors), not in config.toml, so its config run on other data reads them anew.
     statistics: tuple[str, ...] = ()
+    mask_input: int | None = None  # which of its inputs is an attention mask (trim_padding): MiniLM's second
 
     def choose_options(self, x: Any, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` with what the training inputs ``x`` decide before encoding (once, so that every split is
@@ -167,15 +168,18 @@ def register_model(name: str, *, infer_options: Infer | None = None, encode: Enc
                    every_split: Sequence[str] = (),
                    example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None,
                    trained_weights: Callable[[dict[str, Any]], bool] | None = None,
-                   choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None) -> Callable:
+                   choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
+                   mask_input: int | None = None) -> Callable:
     """Decorator: the factory's keyword parameters are the model's options, their defaults the defaults and their
     annotations (int, float, bool, str, list) the types checked. ``infer_options(inputs, targets, task)`` returns
     the options the data decides; ``encode(X, options)`` turns what users pass into numbers, where it is not;
-    ``trained_weights(options)`` says whether the built model is pretrained (default: it is not)."""
+    ``trained_weights(options)`` says whether the built model is pretrained (default: it is not); ``mask_input``
+    which of its inputs is an attention mask (batches are then cut to their longest row)."""
     def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
         defaults = _signature_defaults(factory)
         _add(ModelEntry(name, factory, defaults, _option_types(factory, defaults), infer_options or _nothing_inferred,
-                        encode, tuple(every_split), example_shape, trained_weights=trained_weights, choose=choose))
+                        encode, tuple(every_split), example_shape, trained_weights=trained_weights, choose=choose,
+                        mask_input=mask_input))
         return factory
 
     return decorator
@@ -349,7 +353,7 @@ def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: s
 
 
 @register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids, trained_weights=lambda o: True,
-                choose=_choose_max_length)
+                choose=_choose_max_length, mask_input=1)
 def minilm(num_classes: int, max_length: int = 0, dropout: bool = True) -> torch.jit.ScriptModule:
     """finetune.text.minilm_classifier's model (texts are tokenised at max_length; 0, the default: the length
     that keeps 95% of the training texts whole, up to 256); the head's initial weights come from torch's

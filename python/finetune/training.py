@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, checkpoint, data, heads, lora as loras, models, recipe as recipes, registry, report
+from . import _C, checkpoint, data, frozen, heads, lora as loras, models, padding, recipe as recipes, registry, report
 from .distributed import device_for_rank, process_group, process_rank
 from .config import TrainConfig, config_fields
 from .progress import Progress
@@ -55,6 +55,8 @@ class Result:
     recipe: list[dict[str, Any]] = field(default_factory=list)
     head: dict[str, Any] | None = None  # the head replaced by head="new"/"auto" (name, old and new outputs)
     lora: dict[str, Any] | None = None  # lora=: the layers adapted, the settings, whether merged
+    cache_frozen: dict[str, Any] | None = None  # {"used", "reason"}: the frozen part run once (finetune.frozen)
+    trim_padding: dict[str, Any] | None = None  # {"used", "reason"}: batches cut to their longest row (finetune.padding)
     runner: dict[str, str] | None = None  # how the forward ran: {"runner": "native"/"script"/"trace"/"python", "reason"}
 
     def plot(self, axes: Any = None) -> Any:
@@ -136,6 +138,8 @@ class _Run:
     runner: dict[str, str] | None = None  # models.Runner.to_dict(): how the C++ loop runs the forward
     given: Any = None  # the model as passed (``model`` may be its models.Adapted form): what results return
     lora: dict[str, Any] | None = None  # the adapters added (lora=): layers, settings
+    mask_input: int = -1  # the attention mask's input: batches cut to their longest row (finetune.padding), or -1
+    trim_padding: dict[str, Any] | None = None  # {"used", "reason"} (Result.trim_padding)
 
 
 HEADS = ("auto", "new", "keep")
@@ -255,6 +259,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         names = [n for n, _ in (model.named_parameters() if isinstance(model, (torch.nn.Module, models.NativeModel))
                                 else cpp_model.named_parameters())]
         cfg = resolve_for_run(cfg, names, targets)
+        mask_input, trimming = padding.plan(model, inputs, keys, entry.mask_input if entry is not None else None, cfg)
     except BaseException:
         if adapters is not None:
             loras.merge(given_model)  # untrained adapters (B = 0) out again: the model as it was passed
@@ -262,7 +267,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     known = entry or (registry.MODELS.get(model.name) if isinstance(model, models.NativeModel) else None)
     return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options,
                 pretrained, replaced, known.recipe if known is not None else "default", runner.to_dict(),
-                given_model, adapters)
+                given_model, adapters, mask_input, trimming)
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
@@ -339,7 +344,9 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     a validation slice, the head first, then every layer, rates from range tests, early stopping; each decision
     is in ``result.recipe``. ``recipe="head"`` runs its head phase alone (the body frozen, its features computed
     once in eval mode where the model allows: head-only fine-tuning in one switch). ``recipe="none"`` runs the
-    settings as given (the default once one is given).
+    settings as given (the default once one is given). While only one submodule trains (``freeze`` holds the
+    rest), the rest runs once per example and that submodule trains on what it gave (``cache_frozen``, exact;
+    ``result.cache_frozen`` says whether and why not).
     ``lora=True`` or ``{"r": 8, "alpha": 16, "dropout": 0.0, "targets": ["query", "value"], "merge": True}``
     adds low-rank adapters (finetune.lora) to the targeted ``nn.Linear`` layers, trains them and the head with
     everything else frozen, and merges them into the weights at the end (``merge=False`` keeps them).
@@ -376,7 +383,14 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
             if val_fraction is not None:
                 run, sample = _hold_out(run, float(val_fraction))
             with models.exclusive(run.model):
-                result = _train(run, callback, callback_interval, resume)
+                found, cached = frozen.plan(run.model, run.inputs, run.val_inputs, run.config, resume)
+                result = _train(_on_features(run, found) if found is not None else run, callback, callback_interval,
+                                resume)
+            if found is not None:  # the head's run, reported as the model's
+                result.config = run.config
+                for group in result.param_groups:
+                    group["names"] = [f"{found.name}.{n}" for n in group["names"]]
+            result.cache_frozen = cached
             result.recipe = [{"what": "recipe", "value": "none", "reason": reason}] + _still_learning(result)
             result.sample_indices = (sample if sample is not None
                                      else _C.sample_indices(run.targets, run.cpp_config)).numpy()
@@ -396,7 +410,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
 RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
                   "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
                   "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "output_key", "topk", "progress",
-                  "distributed", "bucket_mb", "dist_timeout")
+                  "distributed", "bucket_mb", "dist_timeout", "cache_frozen", "cache_frozen_gb")
 RECIPES = ("auto", "head", "none")
 
 
@@ -477,7 +491,9 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     between them."""
     cfg = run.config
     sample = _C.sample_indices(run.targets, run.cpp_config)
-    base = dataclasses.replace(cfg, sample_fraction=1.0, sample_size=None, freeze=None, class_weights=None)
+    # The recipe caches its head phase's features itself (cache_frozen decides); its phases do not again.
+    base = dataclasses.replace(cfg, sample_fraction=1.0, sample_size=None, freeze=None, class_weights=None,
+                               cache_frozen=False)
     val = (run.val_inputs, run.val_targets) if run.val_inputs is not None else None
     passed = {k: v for k, v in given.items() if k not in RECIPE_NEUTRAL}
 
@@ -515,6 +531,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
     last = phases[-1]  # the run that wrote the returned weights: its config, sizes and counts are the result's
     confusion = metrics.pop("confusion_matrix", None)
+    cached = next((d for d in plan.decisions if d.what == "head.cached_features"), None)
     history, offset = [], 0
     for number, phase in enumerate(phases):
         history += [{**h, "epoch": h["epoch"] + offset, "phase": number} for h in phase.history]
@@ -523,7 +540,19 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         last, history=history, metrics=metrics, confusion_matrix=confusion, steps=sum(p.steps for p in phases),
         seconds=time.perf_counter() - start, skipped_steps=sum(p.skipped_steps for p in phases),
         best_epoch=None, best_value=None, model=run.given, model_options=run.model_options,
-        sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions], runner=run.runner)
+        sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions], runner=run.runner,
+        cache_frozen={"used": bool(cached.value), "reason": cached.reason} if cached is not None else
+        {"used": False, "reason": "no head phase"})
+
+
+def _on_features(run: _Run, found: frozen.FrozenFeatures) -> _Run:
+    """The run of the head alone on the features the frozen part gave once (finetune.frozen)."""
+    cfg = frozen.head_config(run.config, found)
+    runner = models.runner_for(found.module, found.train, cfg.runner)
+    return dataclasses.replace(run, model=found.module, cpp_model=runner.cpp, inputs=found.train, val_inputs=found.val,
+                               config=cfg, cpp_config=cfg.to_cpp(), runner=runner.to_dict(), mask_input=-1,
+                               trim_padding={"used": False, "reason": "the head trains on features computed once "
+                                             "(cache_frozen)"})
 
 
 def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callback_interval: float,
@@ -550,7 +579,7 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
         with _sigterm_as_keyboard_interrupt():
             out = _C.train(run.cpp_model, run.inputs, run.targets, run.val_inputs, run.val_targets, run.cpp_config,
                            on_event, float(callback_interval), on_checkpoint if cfg.checkpoint_dir else None,
-                           resume_state, group)
+                           resume_state, group, mask_input=run.mask_input)
     finally:
         progress.close()
     counts = out["class_counts"]
@@ -574,6 +603,7 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
         param_groups=out["param_groups"],
         model_options=run.model_options,
         runner=run.runner,
+        trim_padding=run.trim_padding,
     )
 
 
@@ -607,7 +637,7 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
     run = _prepare(model, train_data, None, config, settings)
     with models.exclusive(run.model):  # it steps the weights (and restores them): not while a run trains them
         out = _C.find_lr(run.cpp_model, run.inputs, run.targets, run.cpp_config, float(start_lr), float(end_lr),
-                         int(num_steps), float(diverge_factor))
+                         int(num_steps), float(diverge_factor), mask_input=run.mask_input)
     return LrFinderResult(out["lrs"], out["losses"], out["suggestion"], out["diverged"])
 
 
