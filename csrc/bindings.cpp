@@ -451,6 +451,10 @@ void bind_loop(py::module_& m) {
   m.def("predict", &predict_py, py::arg("model"), py::arg("inputs"), py::arg("config"), py::arg("mask_input") = -1);
   m.def("sequence_lengths", &sequence_lengths, py::arg("mask"));
   m.def("group_by_length", &group_by_length, py::arg("order"), py::arg("lengths"), py::arg("step_examples"));
+  m.def("trim_to_longest", &trim_to_longest, py::arg("inputs"), py::arg("mask_input"));
+  m.def("matches_any", [](const std::string& name, const StringList& patterns) {
+    return matches_any(name, patterns, "freeze");
+  }, py::arg("name"), py::arg("patterns"));
 
   m.def("sample_indices", &sample_indices, py::arg("targets"), py::arg("config"));
   m.def("class_counts", &class_counts, py::arg("targets"), py::arg("indices"));
@@ -463,9 +467,7 @@ void bind_loop(py::module_& m) {
   m.def("negatives_seed", &negatives_seed, py::arg("seed"), py::arg("epoch"), py::arg("micro_batch"));
   m.def("with_negatives", &with_negatives, py::arg("pairs"), py::arg("num_items"), py::arg("seed"));
   m.def("optimizer_names", &optimizer_names);
-  m.def("matches_any", [](const std::string& name, const StringList& patterns) {
-    return matches_any(name, patterns, "freeze");
-  }, py::arg("name"), py::arg("patterns"));
+
 }
 
 }  // namespace

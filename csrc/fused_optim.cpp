@@ -33,10 +33,11 @@ at::Tensor evaluate(const torch::optim::Optimizer::LossClosure& closure) {
 
 // Adam and AdamW share their state and their kernel's signature; `decoupled` picks AdamW's weight decay.
 template <typename Options, typename ParamState, typename StateMap>
-void adam_step(std::vector<OptimizerParamGroup>& groups, StateMap& state, bool decoupled) {
+void adam_step(std::vector<OptimizerParamGroup>& groups, StateMap& state, StepCounts& counts, bool decoupled) {
   for (auto& group : groups) {
     const auto& o = static_cast<const Options&>(group.options());
-    std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
+    std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs;
+    std::vector<int64_t> step_counts;
     for (const auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       auto& slot = state[p.unsafeGetTensorImpl()];
@@ -55,9 +56,10 @@ void adam_step(std::vector<OptimizerParamGroup>& groups, StateMap& state, bool d
       exp_avgs.push_back(s.exp_avg());
       exp_avg_sqs.push_back(s.exp_avg_sq());
       if (o.amsgrad()) max_exp_avg_sqs.push_back(s.max_exp_avg_sq());
-      steps.push_back(at::scalar_tensor(static_cast<double>(s.step()), p.options().dtype(at::kFloat)));
+      step_counts.push_back(s.step());
     }
     if (params.empty()) continue;
+    const auto steps = counts.advance(params, step_counts);
     const auto [beta1, beta2] = o.betas();
     if (decoupled) {
       at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, o.lr(), beta1, beta2,
@@ -71,10 +73,29 @@ void adam_step(std::vector<OptimizerParamGroup>& groups, StateMap& state, bool d
 
 }  // namespace
 
+std::vector<at::Tensor> StepCounts::advance(const std::vector<at::Tensor>& params, const std::vector<int64_t>& steps) {
+  std::vector<at::Tensor> out, following;
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto& [count, tensor] = counts_[params[i].unsafeGetTensorImpl()];
+    if (tensor.defined() && count == steps[i] - 1) {
+      following.push_back(tensor);
+    } else {
+      tensor = at::full({}, static_cast<double>(steps[i]), params[i].options().dtype(at::kFloat));
+    }
+    count = steps[i];
+    out.push_back(tensor);
+  }
+  if (!following.empty()) at::_foreach_add_(following, 1);
+  return out;
+}
+
 at::Tensor FusedSGD::step(LossClosure closure) {
-  if (!fusable(param_groups_)) return SGD::step(std::move(closure));
+  const auto loss = evaluate(closure);  // first: it computes the gradients the check reads
+  if (!fusable(param_groups_)) {
+    SGD::step();
+    return loss;
+  }
   at::NoGradGuard no_grad;
-  const auto loss = evaluate(closure);
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const torch::optim::SGDOptions&>(group.options());
     // A parameter's first step starts its momentum buffer as its gradient (torch.optim's rule), which the
@@ -104,18 +125,24 @@ at::Tensor FusedSGD::step(LossClosure closure) {
 }
 
 at::Tensor FusedAdam::step(LossClosure closure) {
-  if (!fusable(param_groups_)) return Adam::step(std::move(closure));
-  at::NoGradGuard no_grad;
   const auto loss = evaluate(closure);
-  adam_step<torch::optim::AdamOptions, torch::optim::AdamParamState>(param_groups_, state_, /*decoupled=*/false);
+  if (!fusable(param_groups_)) {
+    Adam::step();
+    return loss;
+  }
+  at::NoGradGuard no_grad;
+  adam_step<torch::optim::AdamOptions, torch::optim::AdamParamState>(param_groups_, state_, steps_, /*decoupled=*/false);
   return loss;
 }
 
 at::Tensor FusedAdamW::step(LossClosure closure) {
-  if (!fusable(param_groups_)) return AdamW::step(std::move(closure));
-  at::NoGradGuard no_grad;
   const auto loss = evaluate(closure);
-  adam_step<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(param_groups_, state_, /*decoupled=*/true);
+  if (!fusable(param_groups_)) {
+    AdamW::step();
+    return loss;
+  }
+  at::NoGradGuard no_grad;
+  adam_step<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(param_groups_, state_, steps_, /*decoupled=*/true);
   return loss;
 }
 

@@ -86,7 +86,16 @@ def test_minilm_head_only_is_cached_and_exact():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"{name} differs")
 
 
+def test_minilm_with_dropout_in_training_is_not_cached():
+    """The trace's training graph (forward_train) keeps the encoder's dropout: features computed once would not be
+    what the loop computes each step."""
+    texts, labels = ["a fine film", "dull and slow", "loved it", "a waste of time"] * 4, [1, 0, 1, 0] * 4
+    result = finetune.train("minilm", (texts, labels), epochs=1, freeze=["encoder"], progress=False)
+    assert not result.cache_frozen["used"] and "training mode" in result.cache_frozen["reason"], result.cache_frozen
+
+
 @pytest.mark.parametrize("model, settings, reason", [
+    (lambda: EncoderHead(), {"freeze": ["encoder"], "precision": "bf16"}, "precision='bf16'"),
     (lambda: EncoderHead(dropout=0.5), {"freeze": ["encoder"]}, "differently in training mode"),
     (lambda: EncoderHead(), {}, "every parameter trains"),
     (lambda: EncoderHead(), {"freeze": ["encoder"], "unfreeze_at": {1: ["encoder"]}, "epochs": 2}, "unfreeze_at"),
@@ -111,6 +120,11 @@ def test_cache_frozen_setting_is_checked():
     with pytest.raises(ValueError, match="cache_frozen_gb must be > 0, got 0"):
         finetune.train(EncoderHead(), (torch.randn(8, 64), torch.arange(8)), epochs=1, cache_frozen_gb=0.0,
                        progress=False)
+
+
+def test_cache_frozen_true_without_a_head_phase_is_an_error(split):
+    with pytest.raises(ValueError, match="cache_frozen=True, but .*no head phase"):
+        finetune.train("mlp", split[0], cache_frozen=True, progress=False)  # recipe="auto": from scratch, one phase
 
 
 def test_recipe_head_phase_follows_the_setting(split):

@@ -130,7 +130,7 @@ def test_grouped_batches_are_narrower_than_shuffled_ones():
     (FixedLength, token_data(length=12)[0], "fails on a batch cut to its longest row"),
     (MeanTokens, [token_data()[0]["input_ids"], token_data()[0]["attention_mask"]], "no input is an attention mask"),
     (MeanTokens, {"input_ids": np.ones((96, 12), np.int64), "attention_mask": np.ones((96, 12), np.int64)},
-     "no row is padded"),
+     "no row ends in padding"),
 ])
 def test_not_trimmed_says_why_and_true_is_an_error(make, x, reason):
     y = token_data()[1]
@@ -140,6 +140,34 @@ def test_not_trimmed_says_why_and_true_is_an_error(make, x, reason):
         name = next(iter(setting))
         with pytest.raises(ValueError, match=f"{name}=True, but batches cannot be cut to their longest row: .*{reason}"):
             finetune.train(make(), (x, y), epochs=1, runner="python", progress=False, **setting)
+
+
+class NormedTokens(MeanTokens):
+    """Batch norm over token positions: the same outputs trimmed in eval mode, not in training mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(16)
+
+    def forward(self, input_ids, attention_mask):
+        states = self.norm(self.embedding(input_ids).transpose(1, 2)).transpose(1, 2)
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.head((states * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+def test_batch_norm_keeps_the_padding():
+    x, y = token_data()
+    result = finetune.train(NormedTokens(), (x, y), epochs=1, runner="python", progress=False)
+    assert not result.trim_padding["used"] and "batch norm" in result.trim_padding["reason"]
+
+
+def test_the_recipe_trims_too():
+    """recipe="auto" (a Hugging Face model passed with nothing else) runs phases of its own: each one trims."""
+    x, y = token_data(n=128)
+    torch.manual_seed(0)
+    result = finetune.train(bert(), (x, y), progress=False)
+    assert result.recipe[0]["value"] == "auto"
+    assert result.trim_padding["used"], result.trim_padding
 
 
 def test_group_by_length_without_trimming_is_an_error():

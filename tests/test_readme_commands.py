@@ -114,6 +114,7 @@ EXCLUDED = {
     "python benchmarks/fastai_side_by_side.py": "a benchmark: 664 s on this machine, and it needs fastai",
     "python benchmarks/lora.py --seeds 3 --epochs 3 --threads 2": "a benchmark: 2,029 s on this machine",
     "python benchmarks/frozen.py --epochs 10": "a benchmark: 1,112 s on this machine",
+    "python benchmarks/padding.py --seeds 3": "a benchmark: 1,285 s on this machine",
     "pip install --no-deps fastai==2.8.12": "installs packages",
     'pip install fastcore fasttransform fastprogress fastdownload "plum-dispatch<2.10" cloudpickle': "installs packages",
     "python benchmarks/quality.py --sections recipe --seeds 5":

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import _C, heads, models
+from . import _C, heads, models, padding
 
 PROBE_EXAMPLES = 32  # the examples run to check that the body's output is fixed (twice in training mode, once in eval)
 
@@ -40,14 +40,15 @@ class NotExact(Exception):
 
 
 def plan(model: Any, inputs: list[torch.Tensor], val_inputs: list[torch.Tensor] | None, cfg: Any,
-         resume: Any) -> tuple[FrozenFeatures | None, dict[str, Any]]:
+         resume: Any, mask_input: int = -1) -> tuple[FrozenFeatures | None, dict[str, Any]]:
     """(the features and the head to train on them, or None; {"used", "reason"} for ``Result.cache_frozen``).
     ``cfg.cache_frozen``: "auto" caches where it is exact and within ``cache_frozen_gb``; True insists (a
-    ValueError saying why it cannot); False never."""
+    ValueError saying why it cannot); False never. With ``mask_input`` (finetune.padding) the features are computed
+    on batches cut to their longest row, as the uncached run's forward would be."""
     if cfg.cache_frozen is False:
         return None, {"used": False, "reason": "cache_frozen=False"}
     try:
-        found = _features(model, inputs, val_inputs, cfg, resume)
+        found = _features(model, inputs, val_inputs, cfg, resume, mask_input)
     except NotExact as why:
         if cfg.cache_frozen is True:
             raise ValueError(f"cache_frozen=True, but the frozen part cannot be computed once: {why}") from None
@@ -59,7 +60,7 @@ def plan(model: Any, inputs: list[torch.Tensor], val_inputs: list[torch.Tensor] 
 
 
 def _features(model: Any, inputs: list[torch.Tensor], val_inputs: list[torch.Tensor] | None, cfg: Any,
-              resume: Any) -> FrozenFeatures:
+              resume: Any, mask_input: int) -> FrozenFeatures:
     module = models.eager(model)
     if module is None:
         raise NotExact(f"a {type(model).__name__} runs outside Python, where no hook reads its head's input")
@@ -73,6 +74,8 @@ def _features(model: Any, inputs: list[torch.Tensor], val_inputs: list[torch.Ten
         raise NotExact("augmentation (augment_crop, augment_flip) changes the inputs every epoch")
     if cfg.unfreeze_at:
         raise NotExact("unfreeze_at trains more layers later in the run")
+    if cfg.precision != "fp32":
+        raise NotExact(f"precision={cfg.precision!r} runs the frozen part under autocast every step")
     if cfg.group_by_length:
         raise NotExact("group_by_length orders the batches by token lengths, which the features do not carry")
     names = [n for n, _ in module.named_parameters()]
@@ -87,16 +90,17 @@ def _features(model: Any, inputs: list[torch.Tensor], val_inputs: list[torch.Ten
         raise NotExact("lr_groups name the whole model's parameters")
     if cfg.layer_decay != 1.0 and names[-len(under):] != under:
         raise NotExact(f"layer_decay counts depth over the whole model, and {name!r} does not hold its last layers")
-    features = _head_inputs(model, module, name, inputs, val_inputs, cfg)
+    features = _head_inputs(model, module, name, inputs, val_inputs, cfg, mask_input)
     frozen = [n[len(name) + 1:] for n in under if n not in trainable]
     return FrozenFeatures(name, module.get_submodule(name), *features, freeze=[re.escape(n) for n in frozen])
 
 
 def _head_inputs(model: Any, module: torch.nn.Module, name: str, inputs: list[torch.Tensor],
-                 val_inputs: list[torch.Tensor] | None, cfg: Any) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+                 val_inputs: list[torch.Tensor] | None, cfg: Any,
+                 mask_input: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
     """The head's input for every example (train, val), after checking on a few that it is what the loop would
     compute each epoch, and that all of them fit cfg.cache_frozen_gb."""
-    probe = [t[:PROBE_EXAMPLES] for t in inputs]
+    probe = padding.trim([t[:PROBE_EXAMPLES] for t in inputs], mask_input)
     features, why_not = heads.head_inputs(module, name, probe, PROBE_EXAMPLES)
     if features is None:
         raise NotExact(why_not)
@@ -108,12 +112,12 @@ def _head_inputs(model: Any, module: torch.nn.Module, name: str, inputs: list[to
     if needed > cfg.cache_frozen_gb * 2**30:
         raise NotExact(f"the features of {examples} examples would take {needed / 2**30:.2f} GiB, over "
                        f"cache_frozen_gb={cfg.cache_frozen_gb:g}")
-    train, why_not = heads.head_inputs(module, name, inputs, cfg.eval_batch_size)
+    train, why_not = heads.head_inputs(module, name, inputs, cfg.eval_batch_size, mask_input)
     if train is None:
         raise NotExact(why_not)
     val = None
     if val_inputs is not None:
-        val, why_not = heads.head_inputs(module, name, val_inputs, cfg.eval_batch_size)
+        val, why_not = heads.head_inputs(module, name, val_inputs, cfg.eval_batch_size, mask_input)
         if val is None:
             raise NotExact(why_not)
     return [train], [val] if val is not None else None
@@ -124,7 +128,8 @@ def _same_in_training(model: Any, module: torch.nn.Module, name: str, probe: lis
     """Whether the forward the loop runs, in the mode it trains in (training mode, batch norms whose parameters
     are all frozen in eval mode), gives the head `features` on the probe examples, twice. A module run in Python
     or scripted: the head's input, read by a hook. A trace of it (which may ignore the mode, as the "minilm" of
-    dropout=False does): its output, against the head's on `features`. Random draws and buffers are put back."""
+    dropout=False does): its output in training mode (``forward_train``, the graph the C++ loop runs then, where
+    the trace has one), against the head's on `features`. Random draws and buffers are put back."""
     compiled = models.eager(model) is not model
     head = module.get_submodule(name)
     seen: list[torch.Tensor] = []
@@ -142,8 +147,9 @@ def _same_in_training(model: Any, module: torch.nn.Module, name: str, probe: lis
                     for n, p in own):
                 m.eval()
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]), torch.no_grad():
+            forward = getattr(model, "forward_train", model) if compiled else module
             for _ in range(2):
-                out = (model if compiled else module)(*[t.to(device) for t in probe])
+                out = forward(*[t.to(device) for t in probe])
                 if compiled:
                     seen.append(out.detach().to("cpu") if isinstance(out, torch.Tensor) else torch.tensor(float("nan")))
             if compiled:

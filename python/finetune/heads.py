@@ -88,11 +88,13 @@ def replace_head(model: torch.nn.Module, name: str, outputs: int, seed: int) -> 
     return {"name": name, "old_outputs": old.out_features, "new_outputs": outputs, "in_features": old.in_features}
 
 
-def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: int = 1024) -> tuple[torch.Tensor | None, str]:
+def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: int = 1024,
+                mask_input: int = -1) -> tuple[torch.Tensor | None, str]:
     """(what the head reads for each example, "") -- the frozen body's features, computed once in eval mode
     -- or (None, why not). Exact only where the head's output is the model's output; that is checked on every
-    batch, so a model that changes the head's output afterwards (a scale, a softmax) gets None."""
-    from . import models
+    batch, so a model that changes the head's output afterwards (a scale, a softmax) gets None. With
+    ``mask_input`` (an attention mask's index), each batch is cut to its longest row first."""
+    from . import models, padding
 
     module = models.eager(model)
     if module is None:
@@ -108,7 +110,8 @@ def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: i
         with torch.no_grad():
             for start in range(0, inputs[0].shape[0], batch_size):
                 seen.clear()
-                output = module(*[t[start:start + batch_size].to(device) for t in inputs])
+                batch = padding.trim([t[start:start + batch_size] for t in inputs], mask_input)
+                output = module(*[t.to(device) for t in batch])
                 if len(seen) != 1:
                     return None, f"the head {head!r} ran {len(seen)} times in one forward pass"
                 args, kwargs, out = seen[0]

@@ -5,22 +5,39 @@ With an attention mask among the inputs, the C++ loop cuts each batch to its lon
 input shaped like the mask loses the columns no row of the batch uses. For a model whose outputs ignore masked
 positions (attention masked, pooling under the mask, positions counted from the left) the rows' outputs are the
 same, to float rounding. ``plan`` finds the mask and checks exactly that on the rows that are cut the most, in eval
-mode, before a run trims; ``group_by_length`` then orders each epoch in batches of similar lengths.
+mode, before a run trims; ``group_by_length`` then orders each epoch in batches of similar lengths. With dropout
+on, a trimmed run draws its random masks over fewer positions: it equals the padded run in distribution, and to
+float rounding with dropout off (tests/test_padding.py).
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Sequence
 
 import torch
 
-from . import _C
+from . import _C, models
 
 PROBE_EXAMPLES = 8  # the shortest rows, run padded and trimmed
 
 
+# Models finetune built by name whose inputs include an attention mask (registry's mask_input), by the index of
+# that input: a recipe phase passes the built model and its inputs as lists, without the name.
+_known_masks: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+
+
 class NotTrimmed(Exception):
     """Why the batches keep their padding."""
+
+
+def remember(model: Any, mask_input: int) -> None:
+    _known_masks[model] = mask_input
+
+
+def trim(batch: list[torch.Tensor], mask_input: int) -> list[torch.Tensor]:
+    """One batch cut to its longest row, as the C++ loop cuts it (csrc/padding.h)."""
+    return _C.trim_to_longest(batch, mask_input) if mask_input >= 0 else batch
 
 
 def plan(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, entry_mask: int | None,
@@ -31,7 +48,7 @@ def plan(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, ent
     if cfg.trim_padding is False:
         return -1, {"used": False, "reason": "trim_padding=False"}
     try:
-        index = _mask_input(inputs, keys, entry_mask)
+        index = _mask_input(model, inputs, keys, entry_mask)
         _check_model(model, inputs, index)
     except NotTrimmed as why:
         if cfg.trim_padding is True or cfg.group_by_length:
@@ -44,11 +61,13 @@ def plan(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, ent
                    "each batch is cut to its longest row"}
 
 
-def _mask_input(inputs: list[torch.Tensor], keys: Sequence[str] | None, entry_mask: int | None) -> int:
+def _mask_input(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, entry_mask: int | None) -> int:
+    keys = keys if keys is not None else getattr(model, "keys", None) if isinstance(model, models.Adapted) else None
+    known = _known_masks.get(model) if entry_mask is None else entry_mask
     if keys is not None and "attention_mask" in keys:
         index = list(keys).index("attention_mask")
-    elif entry_mask is not None:
-        index = entry_mask
+    elif known is not None:
+        index = known
     else:
         raise NotTrimmed("no input is an attention mask (X as a dict with 'attention_mask', as a tokenizer gives it, "
                          "or a built-in text model's inputs)")
@@ -57,7 +76,11 @@ def _mask_input(inputs: list[torch.Tensor], keys: Sequence[str] | None, entry_ma
         raise NotTrimmed(f"input {index} is not an attention mask of 0s and 1s shaped (examples, length), got shape "
                          f"{tuple(mask.shape)}")
     if bool((_C.sequence_lengths(mask) == mask.shape[1]).all()):
-        raise NotTrimmed("no row is padded: every row's mask runs to its last position")
+        raise NotTrimmed("no row ends in padding: every row's mask runs to its last position (rows padded on the "
+                         "left are not cut)")
+    eager = models.eager(model)
+    if eager is not None and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in eager.modules()):
+        raise NotTrimmed("the model has batch norm, which in training mode would normalise over the padded positions")
     return index
 
 
@@ -65,10 +88,8 @@ def _check_model(model: Any, inputs: list[torch.Tensor], index: int) -> None:
     """The model's outputs on the most padded rows, padded and cut to their longest row (eval mode, no autograd)."""
     lengths = _C.sequence_lengths(inputs[index])
     rows = torch.argsort(lengths, stable=True)[:PROBE_EXAMPLES]
-    longest = int(lengths[rows].max().clamp(min=1))
     padded = [t[rows] for t in inputs]
-    width = inputs[index].shape[1]
-    trimmed = [t[:, :longest] if t.dim() >= 2 and t.shape[1] == width else t for t in padded]
+    trimmed = trim(padded, index)
     modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
     device = next((p.device for p in model.parameters()), torch.device("cpu")) if hasattr(model, "parameters") else \
         torch.device("cpu")

@@ -339,6 +339,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     cache = None
     if phases[0][0] == "head":
         cache = _cache_head_inputs(plan, model, head, whole, sample, train_idx, val_idx, val, config)
+    elif config.cache_frozen is True:
+        raise ValueError("cache_frozen=True, but the frozen part cannot be computed once: the recipe trains every "
+                         "layer from the start here (no head phase)")
 
     initial = _copy_state(model)
     results, ran, best_loss, best_state, metrics = [], [], math.inf, None, {}
@@ -415,10 +418,11 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, whole: tuple[list[torc
 
     if config.cache_frozen is False:
         return uncached("cache_frozen=False")
-    eager = models.eager(model)
-    width = getattr(eager.get_submodule(head), "in_features", 0) if eager is not None else 0
-    needed = 4 * width * (len(sample) + (0 if val_idx is not None else int(val[1].shape[0])))
-    if eager is not None and needed > config.cache_frozen_gb * 2**30:
+    probe, why_not = heads.head_inputs(model, head, [t[:2] for t in whole[0]], 2)
+    if probe is None:
+        return uncached(why_not)
+    needed = probe[0].numel() * probe.element_size() * (len(sample) + (0 if val_idx is not None else int(val[1].shape[0])))
+    if needed > config.cache_frozen_gb * 2**30:
         return uncached(f"the features would take {needed / 2**30:.2f} GiB, over cache_frozen_gb="
                         f"{config.cache_frozen_gb:g}")
     features, why_not = heads.head_inputs(model, head, whole[0], config.eval_batch_size)
@@ -437,7 +441,7 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, whole: tuple[list[torc
     plan.note("head.cached_features", True, f"the body's output ({features.shape[1:].numel()} values an example) "
               f"computed once for {len(sample) + (0 if val_idx is not None else len(val[1]))} examples; phase "
               "head trains the head alone on them")
-    return HeadCache(eager.get_submodule(head), at(train_idx), val_data, ([features], whole[1]))
+    return HeadCache(models.eager(model).get_submodule(head), at(train_idx), val_data, ([features], whole[1]))
 
 
 def _copy_state(model: Any) -> dict[str, torch.Tensor]:

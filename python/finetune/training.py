@@ -240,6 +240,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     if entry is not None:
         torch.manual_seed(cfg.seed)  # the initial weights are part of a seeded run
         model, model_options = entry.build_for(inputs, targets, cfg.task, model_options)
+        if entry.mask_input is not None:  # found again by the recipe's phases, which pass the model built
+            padding.remember(model, entry.mask_input)
     elif isinstance(model, models.NativeModel):
         model_options = model.options
     if lora is not None and isinstance(model, torch.jit.ScriptModule) and models.eager(model) is not None:
@@ -383,11 +385,11 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
             if val_fraction is not None:
                 run, sample = _hold_out(run, float(val_fraction))
             with models.exclusive(run.model):
-                found, cached = frozen.plan(run.model, run.inputs, run.val_inputs, run.config, resume)
+                found, cached = frozen.plan(run.model, run.inputs, run.val_inputs, run.config, resume, run.mask_input)
                 result = _train(_on_features(run, found) if found is not None else run, callback, callback_interval,
                                 resume)
             if found is not None:  # the head's run, reported as the model's
-                result.config = run.config
+                result.config, result.runner = run.config, run.runner
                 for group in result.param_groups:
                     group["names"] = [f"{found.name}.{n}" for n in group["names"]]
             result.cache_frozen = cached
@@ -410,7 +412,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
 RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
                   "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
                   "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "output_key", "topk", "progress",
-                  "distributed", "bucket_mb", "dist_timeout", "cache_frozen", "cache_frozen_gb")
+                  "distributed", "bucket_mb", "dist_timeout", "cache_frozen", "cache_frozen_gb", "trim_padding",
+                  "group_by_length")
 RECIPES = ("auto", "head", "none")
 
 
@@ -551,8 +554,9 @@ def _on_features(run: _Run, found: frozen.FrozenFeatures) -> _Run:
     runner = models.runner_for(found.module, found.train, cfg.runner)
     return dataclasses.replace(run, model=found.module, cpp_model=runner.cpp, inputs=found.train, val_inputs=found.val,
                                config=cfg, cpp_config=cfg.to_cpp(), runner=runner.to_dict(), mask_input=-1,
-                               trim_padding={"used": False, "reason": "the head trains on features computed once "
-                                             "(cache_frozen)"})
+                               trim_padding=run.trim_padding if run.mask_input < 0 else {
+                                   "used": True, "reason": "the features were computed once on batches cut to their "
+                                   "longest row; the head trains on them"})
 
 
 def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callback_interval: float,
