@@ -170,6 +170,21 @@ def test_the_recipe_trims_too():
     assert result.trim_padding["used"], result.trim_padding
 
 
+def test_evaluate_and_predict_trim_and_agree_with_padded_batches():
+    x, y = token_data(n=64)
+    torch.manual_seed(0)
+    model = bert()
+    trimmed, padded = (finetune.evaluate(model, (x, y), batch_size=16, trim_padding=t) for t in ("auto", False))
+    assert trimmed["loss"] == pytest.approx(padded["loss"], abs=1e-5)
+    logits = [finetune.predict(model, x, output="logits", batch_size=16, trim_padding=t) for t in ("auto", False)]
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
+    recorder = MeanTokens()
+    finetune.predict(recorder, x, batch_size=2, runner="python")
+    lengths = x["attention_mask"].sum(1)
+    expected = [int(lengths[i:i + 2].max()) for i in range(0, 64, 2)]
+    assert recorder.widths[-32:] == expected and min(expected) < 12
+
+
 def test_group_by_length_without_trimming_is_an_error():
     x, y = token_data()
     with pytest.raises(ValueError, match="group_by_length=True groups rows of similar lengths for trimming, and "

@@ -35,6 +35,13 @@ def remember(model: Any, mask_input: int) -> None:
     _known_masks[model] = mask_input
 
 
+def _remembered(model: Any) -> int | None:
+    try:
+        return _known_masks.get(model)
+    except TypeError:  # not weak-referenceable (a name where a model belongs): nothing remembered; the caller says so
+        return None
+
+
 def trim(batch: list[torch.Tensor], mask_input: int) -> list[torch.Tensor]:
     """One batch cut to its longest row, as the C++ loop cuts it (csrc/padding.h)."""
     return _C.trim_to_longest(batch, mask_input) if mask_input >= 0 else batch
@@ -63,7 +70,7 @@ def plan(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, ent
 
 def _mask_input(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, entry_mask: int | None) -> int:
     keys = keys if keys is not None else getattr(model, "keys", None) if isinstance(model, models.Adapted) else None
-    known = _known_masks.get(model) if entry_mask is None else entry_mask
+    known = _remembered(model) if entry_mask is None else entry_mask
     if keys is not None and "attention_mask" in keys:
         index = list(keys).index("attention_mask")
     elif known is not None:

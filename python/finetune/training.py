@@ -647,21 +647,23 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
 
 def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classification", batch_size: int = 1024,
              device: str = "cpu", topk: int = 5, distributed: str = "auto",
-             output_key: str | None = None, runner: str = "auto") -> dict[str, Any]:
+             output_key: str | None = None, runner: str = "auto", trim_padding: bool | str = "auto") -> dict[str, Any]:
     """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy, macro-F1 and the
-    confusion matrix for classification; RMSE, MAE and R² for regression.
+    confusion matrix for classification; RMSE, MAE and R² for regression. ``trim_padding`` as in ``train``: token
+    batches cut to their longest row where the model gives the same outputs so.
 
     Under torchrun (``distributed="auto"``) every rank must call it with the same data: each evaluates its
     own shard and all of them get the metrics of the whole set, summed from the ranks' counts."""
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device_for_rank(device), topk=topk,
-                      distributed=distributed)
+                      distributed=distributed, trim_padding=trim_padding)
     cpp_config = cfg.to_cpp()
     x, y = data.split(eval_data, "data")
     inputs = data.features(x, "X", models.parameter_dtype(model))
     targets = data.targets(y, "y", task, inputs[0].shape[0])
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
     adapted = models.adapt(model, inputs, data.keywords(x), output_key)
-    out = _C.evaluate(models.to_cpp(adapted, inputs, runner), inputs, targets, cpp_config, group)
+    mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
+    out = _C.evaluate(models.to_cpp(adapted, inputs, runner), inputs, targets, cpp_config, group, mask_input=mask_input)
     if "confusion_matrix" in out:
         out["confusion_matrix"] = out["confusion_matrix"].numpy()
     return out
@@ -687,19 +689,22 @@ OUTPUTS = ("classes", "probabilities", "logits", "values")
 
 
 def predict(model: Any, x: Any, *, output: str | None = None, task: str = "classification", batch_size: int = 1024,
-            device: str = "cpu", output_key: str | None = None, runner: str = "auto") -> np.ndarray:
+            device: str = "cpu", output_key: str | None = None, runner: str = "auto",
+            trim_padding: bool | str = "auto") -> np.ndarray:
     """The model's predictions for ``x`` as a numpy array: class ids (default for classification),
     ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values. ``x`` may be a
-    dict of keyword inputs; ``output_key`` picks the entry of a dict output (as in ``train``)."""
+    dict of keyword inputs; ``output_key`` picks the entry of a dict output and ``trim_padding`` cuts token batches
+    (as in ``train``)."""
     if output is None:
         output = "classes" if task == "classification" else "values"
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
-    cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device)
+    cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device, trim_padding=trim_padding)
     cpp_config = cfg.to_cpp()
     inputs = data.features(x, "X", models.parameter_dtype(model))
-    raw = _C.predict(models.to_cpp(models.adapt(model, inputs, data.keywords(x), output_key), inputs, runner),
-                     inputs, cpp_config)
+    adapted = models.adapt(model, inputs, data.keywords(x), output_key)
+    mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
+    raw = _C.predict(models.to_cpp(adapted, inputs, runner), inputs, cpp_config, mask_input=mask_input)
     if output == "classes":
         raw = raw.argmax(1)
     elif output == "probabilities":
