@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -120,12 +122,91 @@ def test_no_shaping_setting_runs_the_recipe_and_records_each_decision():
     assert found["head"]["value"] == "2"
     assert found["head.lr"]["value"] > 0 and found["full.lr"]["value"] > 0
     assert found["head.optimizer"]["value"] == "adamw"
-    assert found["kept"]["value"] in ("head", "full")
+    assert found["kept"]["value"] in ("head", "full", "shrunk")
     assert "refit" in found  # decided on the slice, then trained on the whole sample
     assert result.sample_indices.tolist() == list(range(240))
     assert set(result.metrics) >= {"loss", "accuracy"}
     assert result.metrics["accuracy"] > 0.8
-    assert {h["phase"] for h in result.history} >= {0, 1}
+    assert {h["phase"] for h in result.history} >= {0, 1, 2}  # head, full, shrunk (then the refit's)
+
+
+def test_shrink_perturb_shrinks_the_body_adds_seeded_noise_and_leaves_the_head():
+    model = mlp()
+    model[0].bias.requires_grad_(False)  # a parameter the user froze is not the recipe's to change
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe._shrink_perturb(model, recipe._outside("2"), seed=3)
+    noise = model[0].weight.detach() - recipe.SHRINK * before["0.weight"]
+    assert 0.5 < float(noise.std()) / (recipe.PERTURB / 6 ** 0.5) < 1.5  # fan-in 6
+    assert torch.equal(model[0].bias, before["0.bias"])
+    for name in ("2.weight", "2.bias"):
+        assert torch.equal(model.state_dict()[name], before[name])
+    again = mlp()
+    again[0].bias.requires_grad_(False)
+    recipe._shrink_perturb(again, recipe._outside("2"), seed=3)
+    assert torch.equal(again[0].weight, model[0].weight)  # seeded: a refit draws the same noise
+
+
+class FakeRun:
+    """recipe.run's three callables, recording each phase's starting weights; "training" adds 1 to what trains."""
+
+    def __init__(self, losses: list[float]):
+        self.losses, self.starts = losses, []
+
+    def train_phase(self, model, data, val, settings, stop_after):
+        self.starts.append({k: v.clone() for k, v in model.state_dict().items()})
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if settings["freeze"] is None or not settings["freeze"](name):
+                    parameter.add_(1.0)
+        return SimpleNamespace(history=[{"epoch": 0}], best_epoch=0)
+
+    def find_rate(self, model, data, settings):
+        return SimpleNamespace(lrs=list(np.geomspace(1e-5, 1, 100)), losses=list(np.linspace(2, 1, 100)))
+
+    def measure(self, model, val):
+        return {"loss": self.losses[min(len(self.starts), len(self.losses)) - 1]}
+
+
+@pytest.mark.parametrize("losses, kept", [([1.0, 0.8, 0.5], "shrunk"), ([1.0, 0.5, 0.8], "full"),
+                                          ([0.5, 0.8, 0.9], "head")])
+def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kept_phase_continues(losses, kept):
+    x, y = blobs()
+    model, config = mlp(), finetune.TrainConfig(cache_frozen=False, seed=5)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    fake = FakeRun(losses)
+    inputs, targets = [torch.from_numpy(x)], torch.from_numpy(y)
+    _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, model, inputs, targets, None,
+                               torch.arange(len(y)), config, {}, pretrained=True)
+    names = [d.what for d in plan.decisions]
+    assert names.index("head.lr") < names.index("full.lr") < names.index("shrunk.lr")
+    assert next(d.value for d in plan.decisions if d.what == "kept") == kept
+
+    def expected_start(head_trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        expected = mlp()
+        expected.load_state_dict({k: v + 1.0 if k.startswith("2.") else v for k, v in head_trained.items()})
+        recipe._shrink_perturb(expected, recipe._outside("2"), seed=5)
+        return expected.state_dict()
+
+    def same(a, b):
+        return all(torch.allclose(a[k], b[k]) for k in a)
+
+    assert same(fake.starts[0], initial) and same(fake.starts[2], expected_start(initial))  # head, then shrunk
+    refit = fake.starts[3:]
+    assert len(refit) == {"head": 1, "full": 2, "shrunk": 2}[kept]
+    assert same(refit[0], initial)
+    if kept == "shrunk":  # the refit replays head then shrunk, with the same noise, from its own head phase
+        assert same(refit[1], expected_start(initial))
+    assert next(d.value for d in plan.decisions if d.what == "refit")["phases"] == \
+        {"head": ["head"], "full": ["head", "full"], "shrunk": ["head", "shrunk"]}[kept]
+
+
+def test_phase_shrunk_is_not_run_for_a_large_model(monkeypatch):
+    x, y = blobs()
+    monkeypatch.setattr(recipe, "SHRINK_MAX_PARAMS", 100)
+    result = finetune.train(mlp(), (x, y), progress=False, recipe="auto", epochs=2)
+    found = decisions(result)
+    assert found["shrunk"]["value"] is None and "more than 100" in found["shrunk"]["reason"]
+    assert "shrunk.lr" not in found
 
 
 def test_a_built_in_model_by_name_starts_from_scratch_in_one_phase():
@@ -151,7 +232,7 @@ def test_with_the_recipe_explicit_settings_win():
         assert found[key] == {"what": key, "value": 0.02, "reason": "given"}
     assert found["full.optimizer"]["value"] == "sgd" and found["full.epochs"]["value"] == 3
     assert all(g["lr"] <= 0.02 + 1e-12 for g in result.param_groups)
-    assert max(h["epoch"] for h in result.history) < 3 * 4  # at most 3 epochs a phase (two phases, two refits)
+    assert max(h["epoch"] for h in result.history) < 3 * 5  # at most 3 epochs a phase (head, full, shrunk, two refits)
 
 
 @pytest.mark.parametrize("settings, match", [
@@ -218,15 +299,17 @@ def digits_story(seed: int) -> dict[str, float]:
     return out
 
 
-def test_the_recipe_beats_the_old_defaults_on_the_digits_story_over_five_seeds():
-    """Measured (AMD EPYC, 2 threads, seeds 0-4): the recipe's fine-tune 0.940 +- 0.021, the old defaults
-    (recipe="none": SGD 0.01, 10 epochs) 0.910 +- 0.022. The recipe from scratch scores 0.956 +- 0.016 on this
-    story: its fine-tune does not beat scratch here (README, "The recipe"), so that is not asserted."""
-    runs = [digits_story(seed) for seed in range(5)]
-    auto = np.mean([r["auto"] for r in runs])
-    defaults = np.mean([r["defaults"] for r in runs])
-    assert auto > defaults + 0.02, runs
-    assert min(r["auto"] for r in runs) > 0.9, runs
+def test_the_recipe_beats_the_old_defaults_and_matches_scratch_on_the_digits_story():
+    """Measured (AMD EPYC, 2 threads, seeds 0-9): the recipe's fine-tune 0.958 +- 0.013, the old defaults
+    (recipe="none": SGD 0.01, 10 epochs) 0.891 +- 0.028, the same CNN from scratch with the recipe 0.953 +- 0.019.
+    Before phase "shrunk" the fine-tune lost to scratch (0.940 vs 0.956 over seeds 0-4), which fails here. That
+    it *beats* scratch is not asserted: over 16 seeds it does by 0.012 (1 thread), within one standard deviation
+    of a seed's difference (0.023), so a numerically different CPU could reverse a 10-seed mean."""
+    runs = [digits_story(seed) for seed in range(10)]
+    auto, defaults, scratch = (np.mean([r[k] for r in runs]) for k in ("auto", "defaults", "scratch"))
+    assert auto > defaults + 0.03, runs
+    assert auto > scratch - 0.005, runs
+    assert min(r["auto"] for r in runs) > 0.92, runs
 
 
 class Doubled(torch.nn.Module):

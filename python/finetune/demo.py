@@ -30,8 +30,8 @@ def _recipe_line(result: finetune.Result) -> str:
     """The recipe's decisions in one line: each phase's rate and epochs, the phase kept."""
     found = {d["what"]: d["value"] for d in result.recipe}
     phases = [f"{name} at lr {found[name + '.lr']:.1e} ({found[name + '.result']['best_epoch'] + 1} epochs best)"
-              for name in ("head", "full") if name + ".lr" in found]
-    return f"{', then '.join(phases)}; kept: {found['kept']}" + ("; refit on the whole sample" if "refit" in found else "")
+              for name in ("head", "full", "shrunk") if name + ".lr" in found]
+    return f"{', '.join(phases)}; kept: {found['kept']}" + ("; refit on the whole sample" if "refit" in found else "")
 
 
 def run_demo(fraction: float = 0.2, seeds: int = 5, progress: bool = False) -> dict[str, float]:
