@@ -85,3 +85,28 @@ def test_minilm_by_name_chooses_max_length_from_the_training_texts():
     assert result.model_options["max_length"] == 8
     with pytest.raises(ValueError, match="max_length=0 chooses it from the training texts"):
         finetune.build("minilm", num_classes=2)
+
+
+def test_a_minilm_built_by_name_reads_texts_wherever_it_goes():
+    """evaluate, predict, embed and a second train take the texts a "minilm" was trained on, tokenised at its own
+    max_length; remembering how does not keep the model alive."""
+    import gc
+    import weakref
+
+    x, y = np.array(TEXTS, dtype=object), LABELS
+    result = finetune.train("minilm", (x, y), recipe="none", epochs=1, batch_size=8, progress=False)
+    model, max_length = result.model, result.model_options["max_length"]
+    tokens = text.tokenizer(max_length)(TEXTS)
+    from_texts, from_tokens = finetune.evaluate(model, (x, y)), finetune.evaluate(model, (tokens, y))
+    assert from_texts["loss"] == pytest.approx(from_tokens["loss"]) and from_texts["accuracy"] == from_tokens["accuracy"]
+    np.testing.assert_array_equal(finetune.predict(model, x, output="logits"),
+                                  finetune.predict(model, tokens, output="logits"))
+    np.testing.assert_array_equal(finetune.embed(model, x[:4]), finetune.embed(model, [t[:4] for t in tokens]))
+    again = finetune.train(model, (x, y), val=(x, y), recipe="none", epochs=1, batch_size=8, progress=False)
+    assert again.train_size == len(TEXTS) and "val_loss" in again.history[0]
+    built = finetune.build("minilm", max_length=12, num_classes=2)
+    assert finetune.predict(built, ["a fine film"]).shape == (1,)
+    alive = weakref.ref(model)
+    del model, result, again
+    gc.collect()
+    assert alive() is None

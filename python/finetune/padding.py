@@ -12,34 +12,17 @@ float rounding with dropout off (tests/test_padding.py).
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Sequence
 
 import torch
 
-from . import _C, models
+from . import _C, models, registry
 
 PROBE_EXAMPLES = 8  # the shortest rows, run padded and trimmed
 
 
-# Models finetune built by name whose inputs include an attention mask (registry's mask_input), by the index of
-# that input: a recipe phase passes the built model and its inputs as lists, without the name.
-_known_masks: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
-
-
 class NotTrimmed(Exception):
     """Why the batches keep their padding."""
-
-
-def remember(model: Any, mask_input: int) -> None:
-    _known_masks[model] = mask_input
-
-
-def _remembered(model: Any) -> int | None:
-    try:
-        return _known_masks.get(model)
-    except TypeError:  # not weak-referenceable (a name where a model belongs): nothing remembered; the caller says so
-        return None
 
 
 def trim(batch: list[torch.Tensor], mask_input: int) -> list[torch.Tensor]:
@@ -70,7 +53,8 @@ def plan(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, ent
 
 def _mask_input(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, entry_mask: int | None) -> int:
     keys = keys if keys is not None else getattr(model, "keys", None) if isinstance(model, models.Adapted) else None
-    known = _remembered(model) if entry_mask is None else entry_mask
+    built = registry.built(model)
+    known = entry_mask if entry_mask is not None else built[0].mask_input if built is not None else None
     if keys is not None and "attention_mask" in keys:
         index = list(keys).index("attention_mask")
     elif known is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import typing
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -111,7 +112,9 @@ class ModelEntry:
         missing = [k for k, v in self.defaults.items() if v is REQUIRED and k not in options]
         if missing:
             raise TypeError(f"model {self.name!r} needs the option(s) {missing} (finetune.train reads them off the data)")
-        return self.factory(**options)
+        model = self.factory(**options)
+        remember(model, self, options)  # what evaluate/predict/embed need to read its inputs as given (texts)
+        return model
 
     def encode_inputs(self, x: Any, options: dict[str, Any]) -> Any:
         """``x`` as numbers the model reads (texts tokenised for MiniLM); numbers are returned as they are."""
@@ -162,6 +165,34 @@ def options(name: str) -> dict[str, Any]:
 def build(name: str, **options: Any) -> Any:
     """A model by name: ``build("mlp", in_features=64, num_classes=10, hidden=[128])``."""
     return get(name).build(**options)
+
+
+# Models finetune built by name, with the options they were built with, found again by what is given the model
+# alone: evaluate/predict/embed (and a second train) encode texts for a "minilm" at its max_length, the recipe's
+# phases find its attention mask. Weak: remembering a model does not keep it alive.
+_built: "weakref.WeakKeyDictionary[Any, tuple[ModelEntry, dict[str, Any]]]" = weakref.WeakKeyDictionary()
+
+
+def remember(model: Any, entry: ModelEntry, options: dict[str, Any]) -> None:
+    try:
+        _built[model] = (entry, dict(options))
+    except TypeError:  # not weak-referenceable: nothing remembered
+        pass
+
+
+def built(model: Any) -> tuple[ModelEntry, dict[str, Any]] | None:
+    """(the registry entry, the options) of a model finetune built by name, else None."""
+    try:
+        return _built.get(model)
+    except TypeError:  # not weak-referenceable (a name where a model belongs)
+        return None
+
+
+def encode_for(model: Any, x: Any) -> Any:
+    """X as the numbers ``model`` reads: texts tokenised for a "minilm" finetune built, at its max_length; X as
+    given for any other model."""
+    found = built(model)
+    return found[0].encode_inputs(x, found[1]) if found is not None else x
 
 
 def register_model(name: str, *, infer_options: Infer | None = None, encode: Encode | None = None,

@@ -221,6 +221,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     if entry is not None:  # numbers the model reads (MiniLM: texts tokenised); numbers stay as they are
         model_options = entry.choose_options(x, model_options)  # once, from the training inputs, for every split
         x = entry.encode_inputs(x, model_options)
+    else:
+        x = registry.encode_for(model, x)  # a model built by name before: its texts at its max_length
     inputs = data.features(x, "X", dtype, examples=data.length(y))
     targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
     val_inputs = val_targets = None
@@ -230,8 +232,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         if val_keys != keys:
             raise ValueError(f"X_val's inputs {val_keys} differ from X's {keys}: pass them the "
                              "same way (a dict with the same keys in the same order, or arrays)")
-        if entry is not None:
-            val_x = entry.encode_inputs(val_x, model_options)
+        val_x = entry.encode_inputs(val_x, model_options) if entry is not None else registry.encode_for(model, val_x)
         val_inputs = data.features(val_x, "X_val", dtype, examples=data.length(vy))
         val_targets = data.targets(vy, "y_val", cfg.task, val_inputs[0].shape[0])
         data.check_same_example_shape(inputs, val_inputs, "X", "X_val")
@@ -240,8 +241,6 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     if entry is not None:
         torch.manual_seed(cfg.seed)  # the initial weights are part of a seeded run
         model, model_options = entry.build_for(inputs, targets, cfg.task, model_options)
-        if entry.mask_input is not None:  # found again by the recipe's phases, which pass the model built
-            padding.remember(model, entry.mask_input)
     elif isinstance(model, models.NativeModel):
         model_options = model.options
     if lora is not None and isinstance(model, torch.jit.ScriptModule) and models.eager(model) is not None:
@@ -658,6 +657,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classificat
                       distributed=distributed, trim_padding=trim_padding)
     cpp_config = cfg.to_cpp()
     x, y = data.split(eval_data, "data")
+    x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
     inputs = data.features(x, "X", models.parameter_dtype(model))
     targets = data.targets(y, "y", task, inputs[0].shape[0])
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
@@ -676,6 +676,7 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
     (default: found as ``train(head=...)`` finds it, the last ``nn.Linear`` the forward pass runs). The model
     must run in Python (an ``nn.Module``, or one finetune traced, such as ``"minilm"``) and its output must be
     its head's; otherwise a ValueError says why."""
+    x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
     inputs = data.features(x, "X", models.parameter_dtype(model))
     model = models.adapt(model, inputs, data.keywords(x), output_key)
     name = head if head is not None else heads.find_head(model, [t[:2] for t in inputs])
@@ -701,6 +702,7 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str = "class
         raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device, trim_padding=trim_padding)
     cpp_config = cfg.to_cpp()
+    x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
     inputs = data.features(x, "X", models.parameter_dtype(model))
     adapted = models.adapt(model, inputs, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
