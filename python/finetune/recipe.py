@@ -447,13 +447,13 @@ def _shrunk_phase(plan: Plan, model: Any, head: str, adapted: bool) -> list[Phas
     (Ash & Adams 2020) -- a second candidate beside phase "full" for a small model, kept only if its validation
     loss is lower. A model trained on a narrower task than the user's (the digits story: pretrained on 0-4 only)
     fine-tunes worse than it trains from scratch -- the warm-start gap -- and shrinking its weights closes it."""
-    size = sum(p.numel() for p in model.parameters())
     if adapted:
         plan.note("shrunk", None, "not run: with LoRA adapters the base weights stay as they are")
         return []
+    size = sum(p.numel() for p in model.parameters())
     if size > SHRINK_MAX_PARAMS:
         plan.note("shrunk", None, f"not run: the model has {size:,} parameters, more than {SHRINK_MAX_PARAMS:,} (a "
-                  "second full phase would double the run's cost where the warm-start gap is rare)")
+                  "second full phase would double the run's longest phase; it was measured on small CNNs only)")
         return []
     plan.note("shrunk", {"shrink": SHRINK, "noise": PERTURB},
               f"a second candidate beside phase full ({size:,} parameters): from the head phase, the body's weights "
