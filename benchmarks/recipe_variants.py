@@ -32,6 +32,8 @@ SCRATCH = {"from scratch": True}  # the row of the same CNN trained from scratch
 # row -> (recipe constants changed, settings given, patches)
 VARIANTS = {
     "the same CNN from scratch (recipe='auto')": ({}, SCRATCH, {}),
+    "from scratch, rate = lowest loss / 10 (the rule before)": ({"SCRATCH_LR_DIVISOR": 10.0}, SCRATCH, {}),
+    "from scratch, rate = lowest loss / 30": ({"SCRATCH_LR_DIVISOR": 30.0}, SCRATCH, {}),
     "the recipe as it is": ({}, {}, {}),
     "no head phase": ({}, {}, {"find_head": no_head}),
     "no phase shrunk (the recipe before it)": ({"SHRINK_MAX_PARAMS": 0}, {}, {}),
@@ -80,7 +82,7 @@ def main() -> None:
                 changed.enter_context(mock.patch.multiple(heads, **patches))
             accuracies = [fine_tune(seed, settings) for seed in range(args.seeds)]
         above = "" if settings == SCRATCH else f"{sum(a > b for a, b in zip(accuracies, scratch))} of {args.seeds}"
-        scratch = accuracies if settings == SCRATCH else scratch
+        scratch = accuracies if settings == SCRATCH and not scratch else scratch  # the first row: the reference
         print(f"| {name} | {statistics.mean(accuracies):.3f} ± {statistics.pstdev(accuracies):.3f} | {above} |",
               flush=True)
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
