@@ -90,6 +90,39 @@ class PythonModule final : public EagerModule {
   py::object runner_;
 };
 
+// A streamed dataset's examples (finetune.streams.Stream): fetched in Python, its DataLoader workers reading the
+// planned batches ahead. Like a Python forward, each call takes the GIL for that call alone.
+class PythonSource final : public ExampleSource {
+ public:
+  explicit PythonSource(py::object stream) : stream_(std::move(stream)) {}
+  ~PythonSource() override {
+    py::gil_scoped_acquire gil;
+    stream_ = py::object();
+  }
+  std::vector<at::Tensor> fetch(const at::Tensor& indices) override {
+    py::gil_scoped_acquire gil;
+    try {
+      return stream_.attr("fetch")(indices).cast<std::vector<at::Tensor>>();
+    } catch (py::error_already_set& error) {  // Ctrl-C while waiting for a worker: as in a Python forward
+      if (error.matches(PyExc_KeyboardInterrupt) || error.matches(PyExc_SystemExit)) throw PythonInterrupt(std::move(error));
+      throw;
+    }
+  }
+  void plan(const std::vector<at::Tensor>& batches) override {
+    py::gil_scoped_acquire gil;
+    stream_.attr("plan")(batches);
+  }
+
+ private:
+  py::object stream_;
+};
+
+// Inputs as finetune passes them: a list of tensors in memory, or a finetune.streams.Stream.
+Dataset dataset_of(const py::object& inputs, const at::Tensor& targets, int64_t mask_input) {
+  if (py::hasattr(inputs, "fetch")) return Dataset(std::make_shared<PythonSource>(inputs), targets, mask_input);
+  return Dataset(inputs.cast<std::vector<at::Tensor>>(), targets, mask_input);
+}
+
 Model as_model(const py::object& model) {
   if (py::isinstance<NativeModule>(model)) return Model(model.cast<std::shared_ptr<NativeModule>>());
   if (py::isinstance<torch::jit::Module>(model)) return Model(model.cast<torch::jit::Module>());  // scripted._c
@@ -263,15 +296,14 @@ std::shared_ptr<Parallel> parallel_over(const py::object& process_group, const T
                                                 config.bucket_mb, resolve_device(config.device));
 }
 
-py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& train_inputs,
-                  const at::Tensor& train_targets, const std::optional<std::vector<at::Tensor>>& val_inputs,
-                  const std::optional<at::Tensor>& val_targets, const TrainConfig& config, const py::object& callback,
-                  double callback_interval_s, const py::object& checkpoint, const py::object& resume,
-                  const py::object& process_group, int64_t mask_input) {
+py::dict train_py(const py::object& model_obj, const py::object& train_inputs, const at::Tensor& train_targets,
+                  const py::object& val_inputs, const std::optional<at::Tensor>& val_targets, const TrainConfig& config,
+                  const py::object& callback, double callback_interval_s, const py::object& checkpoint,
+                  const py::object& resume, const py::object& process_group, int64_t mask_input) {
   auto model = as_model(model_obj);
-  const Dataset train_data(train_inputs, train_targets, mask_input);
+  const auto train_data = dataset_of(train_inputs, train_targets, mask_input);
   std::optional<Dataset> val_data;
-  if (val_inputs && val_targets) val_data.emplace(*val_inputs, *val_targets, mask_input);
+  if (!val_inputs.is_none() && val_targets) val_data.emplace(dataset_of(val_inputs, *val_targets, mask_input));
   auto hooks = python_hooks(callback, callback_interval_s, checkpoint);
   hooks.parallel = parallel_over(process_group, config);
   std::optional<LoopState> resume_state;
@@ -312,11 +344,11 @@ py::dict train_py(const py::object& model_obj, const std::vector<at::Tensor>& tr
   return out;
 }
 
-py::dict find_lr_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const at::Tensor& targets,
+py::dict find_lr_py(const py::object& model_obj, const py::object& inputs, const at::Tensor& targets,
                     const TrainConfig& config, double start_lr, double end_lr, int64_t num_steps,
                     double diverge_factor, int64_t mask_input) {
   auto model = as_model(model_obj);
-  const Dataset data(inputs, targets, mask_input);
+  const auto data = dataset_of(inputs, targets, mask_input);
   LrFinderResult result;
   {
     py::gil_scoped_release no_gil;
@@ -330,10 +362,10 @@ py::dict find_lr_py(const py::object& model_obj, const std::vector<at::Tensor>& 
   return out;
 }
 
-py::dict evaluate_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const at::Tensor& targets,
+py::dict evaluate_py(const py::object& model_obj, const py::object& inputs, const at::Tensor& targets,
                      const TrainConfig& config, const py::object& process_group, int64_t mask_input) {
   auto model = as_model(model_obj);
-  const Dataset data(inputs, targets, mask_input);
+  const auto data = dataset_of(inputs, targets, mask_input);
   const auto parallel = parallel_over(process_group, config);
   SignalPoll signals;
   Metrics metrics;
@@ -350,12 +382,19 @@ py::dict evaluate_py(const py::object& model_obj, const std::vector<at::Tensor>&
   return out;
 }
 
-at::Tensor predict_py(const py::object& model_obj, const std::vector<at::Tensor>& inputs, const TrainConfig& config,
+at::Tensor predict_py(const py::object& model_obj, const py::object& inputs, const TrainConfig& config,
                       int64_t mask_input) {
   auto model = as_model(model_obj);
   SignalPoll signals;
+  if (py::hasattr(inputs, "fetch")) {  // a stream: its length, and targets nothing reads
+    const int64_t n = py::len(inputs);
+    const auto data = dataset_of(inputs, at::zeros({n}), mask_input);
+    py::gil_scoped_release no_gil;
+    return predict(model, data, 0, n, config, [&signals] { signals(); });
+  }
+  const auto tensors = inputs.cast<std::vector<at::Tensor>>();
   py::gil_scoped_release no_gil;
-  return predict(model, inputs, config, [&signals] { signals(); }, mask_input);
+  return predict(model, tensors, config, [&signals] { signals(); }, mask_input);
 }
 
 py::list named_tensors(const NamedTensors& tensors) {

@@ -79,6 +79,9 @@ void validate(const TrainConfig& c) {
                     "cache_frozen must be one of ['auto', 'true', 'false'], got '", c.cache_frozen, "'");
   TORCH_CHECK_VALUE(c.cache_frozen_gb > 0.0 && std::isfinite(c.cache_frozen_gb), "cache_frozen_gb must be > 0, got ",
                     c.cache_frozen_gb);
+  TORCH_CHECK_VALUE(c.num_workers >= 0, "num_workers must be >= 0 (0 = read in the training process), got ",
+                    c.num_workers);
+  TORCH_CHECK_VALUE(c.prefetch >= 1, "prefetch must be >= 1 (batches each worker reads ahead), got ", c.prefetch);
   TORCH_CHECK_VALUE(c.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0 = each epoch), got ",
                     c.checkpoint_every);
   TORCH_CHECK_VALUE(c.keep_last >= 0, "keep_last must be >= 0 (0 = keep all), got ", c.keep_last);

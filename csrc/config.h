@@ -76,6 +76,8 @@ using Weights = std::vector<double>;
   X(bool, group_by_length, false) /* batches of rows of similar lengths (padding.h) */     \
   X(std::string, cache_frozen, "auto") /* "auto", "true", "false": the frozen part run once (finetune.frozen) */ \
   X(double, cache_frozen_gb, 2.0) /* the cached features' budget */                     \
+  X(int64_t, num_workers, 0) /* a streamed dataset: worker processes reading batches ahead (DataLoader's) */ \
+  X(int64_t, prefetch, 2) /* batches each worker reads ahead (DataLoader's prefetch_factor) */ \
   X(std::string, output_key, "") /* a dict output's entry the loss reads (finetune.models), "" = logits or the first */ \
   X(int64_t, topk, 5)                                                                   \
   X(bool, progress, true)

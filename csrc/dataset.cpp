@@ -1,4 +1,4 @@
-// In-memory datasets: batches gathered by index, and the checks labels and targets must pass.
+// Datasets: batches gathered by index from tensors or fetched from a source, and the checks labels and targets must pass.
 #include "dataset.h"
 
 #include <cstring>
@@ -51,8 +51,22 @@ Dataset::Dataset(std::vector<at::Tensor> inputs_, at::Tensor targets_, int64_t m
                     ") must be (examples, length), got shape ", mask_input < 0 ? at::IntArrayRef{} : inputs[mask_input].sizes());
 }
 
+Dataset::Dataset(std::shared_ptr<ExampleSource> source_, at::Tensor targets_, int64_t mask_input_)
+    : source(std::move(source_)), targets(std::move(targets_)), mask_input(mask_input_) {
+  TORCH_CHECK_VALUE(source != nullptr, "a streamed dataset needs a source");
+  TORCH_CHECK_VALUE(targets.defined() && targets.dim() >= 1, "targets must be a tensor with a first dimension");
+  TORCH_CHECK_VALUE(mask_input >= -1, "mask_input must be -1 or the index of an input, got ", mask_input);
+}
+
 Batch Dataset::gather(const at::Tensor& indices) const {
   Batch batch;
+  if (source) {
+    batch.inputs = source->fetch(indices);
+    for (const auto& input : batch.inputs) {
+      TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(0) == indices.size(0), "a streamed batch of ", indices.size(0),
+                        " examples came back with an input of shape ", input.sizes());
+    }
+  }
   batch.inputs.reserve(inputs.size());
   for (const auto& input : inputs) batch.inputs.push_back(take_rows(input, indices));
   if (mask_input >= 0) batch.inputs = trim_to_longest(std::move(batch.inputs), mask_input);
@@ -61,10 +75,22 @@ Batch Dataset::gather(const at::Tensor& indices) const {
 }
 
 Batch Dataset::slice(int64_t start, int64_t end) const {
+  if (source) return gather(at::arange(start, end, at::kLong));
   Batch batch;
   for (const auto& input : inputs) batch.inputs.push_back(input.slice(0, start, end));
   batch.targets = targets.slice(0, start, end);
   return batch;
+}
+
+void Dataset::plan(const std::vector<at::Tensor>& batches) const {
+  if (source) source->plan(batches);
+}
+
+std::vector<at::Tensor> Dataset::example() const {
+  if (source) return source->fetch(at::zeros({1}, at::kLong));
+  std::vector<at::Tensor> out;
+  for (const auto& input : inputs) out.push_back(input.slice(0, 0, 1));
+  return out;
 }
 
 void check_dataset(const Dataset& data, const TrainConfig& config, const std::string& name) {

@@ -1,7 +1,9 @@
-// In-memory datasets: one or more input tensors and a target tensor, and the checks they must pass.
+// Datasets: input tensors in memory, or examples fetched by index (ExampleSource), with their targets in memory,
+// and the checks they must pass.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,10 +18,25 @@ struct Batch {
   at::Tensor targets;
 };
 
-// One or more input tensors and one target tensor, all with the same first dimension. The tensors
-// are held as given (numpy memory is shared, not copied); batches are gathered by row.
+// Examples that are not tensors in memory (a torch Dataset, a memory-mapped file, an image folder), fetched by
+// index when a batch needs them. finetune/streams.py implements it in Python (bound in bindings.cpp): its workers
+// read ahead the batches the loop plans, so the loop still decides everything about order.
+class ExampleSource {
+ public:
+  virtual ~ExampleSource() = default;
+  // The inputs of the examples `indices` (int64, 1-D), in that order, one row per index, on the CPU.
+  virtual std::vector<at::Tensor> fetch(const at::Tensor& indices) = 0;
+  // The batches the loop fetches next, in order (the rest of an epoch on this rank, or an evaluation's): the
+  // source may start reading them ahead. A fetch outside the plan is read when asked.
+  virtual void plan(const std::vector<at::Tensor>& batches) = 0;
+};
+
+// One or more input tensors and one target tensor, all with the same first dimension; or, with `source`, the
+// inputs fetched from it by index and the targets in memory (sampling and class counts read them alone). The
+// tensors are held as given (numpy memory is shared, not copied); batches are gathered by row.
 struct Dataset {
-  std::vector<at::Tensor> inputs;
+  std::vector<at::Tensor> inputs;  // empty with a source
+  std::shared_ptr<ExampleSource> source;
   at::Tensor targets;  // int64 class ids (classification) or float (regression)
   // The input that is an attention mask (examples, length), or -1: with one, every batch gathered is cut to its
   // longest row (padding.h). finetune.train sets it where the model gives the same outputs trimmed.
@@ -27,10 +44,16 @@ struct Dataset {
 
   Dataset() = default;
   Dataset(std::vector<at::Tensor> inputs, at::Tensor targets, int64_t mask_input = -1);
+  Dataset(std::shared_ptr<ExampleSource> source, at::Tensor targets, int64_t mask_input = -1);
 
   int64_t size() const { return targets.size(0); }
+  bool streamed() const { return source != nullptr; }
   Batch gather(const at::Tensor& indices) const;
   Batch slice(int64_t start, int64_t end) const;
+  // The batches about to be gathered, in order (a source reads them ahead; tensors need no plan).
+  void plan(const std::vector<at::Tensor>& batches) const;
+  // The first example's inputs (one row each): their shapes and dtypes, for checks before the first step.
+  std::vector<at::Tensor> example() const;
 };
 
 // Checks shapes and, for classification, that labels are integer class ids >= 0. `name` names the

@@ -7,6 +7,7 @@
 #include "guards.h"
 #include "padding.h"
 #include "ranking.h"
+#include "tensor_lists.h"
 
 namespace finetune {
 
@@ -19,6 +20,18 @@ at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const Tr
     TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(0) == n, "all inputs must have ", n, " rows, got shape ",
                       input.sizes());
   }
+  const Dataset data(inputs, at::zeros({n}), mask_input);  // the targets are not read
+  return predict(model, data, 0, n, config, poll);
+}
+
+at::Tensor predict(Model& model, const Dataset& data, int64_t first, int64_t last, const TrainConfig& config,
+                   const std::function<void()>& poll) {
+  TORCH_CHECK_VALUE(last > first, "X is empty (0 examples)");
+  std::vector<at::Tensor> batches;
+  for (int64_t begin = first; begin < last; begin += config.eval_batch_size) {
+    batches.push_back(at::arange(begin, std::min(begin + config.eval_batch_size, last), at::kLong));
+  }
+  data.plan(batches);
   const auto device = resolve_device(config.device);
   model.to(device);
   ModeGuard eval_mode(model, /*training=*/false);
@@ -26,14 +39,15 @@ at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const Tr
   // state break its next training step ("Inference tensors cannot be saved for backward").
   at::NoGradGuard no_autograd;
   std::vector<at::Tensor> outputs;
-  for (int64_t begin = 0; begin < n; begin += config.eval_batch_size) {
+  for (const auto& indices : batches) {
     if (poll) poll();  // Ctrl-C
-    const int64_t end = std::min(begin + config.eval_batch_size, n);
-    std::vector<at::Tensor> batch;
-    for (const auto& input : inputs) batch.push_back(input.slice(0, begin, end).to(device));
-    if (mask_input >= 0) batch = trim_to_longest(std::move(batch), mask_input);
+    // Rows in memory are sliced (a view, no copy); a source fetches them (the batch cut to its longest row).
+    const auto batch = data.streamed() ? data.gather(indices)
+                                       : data.slice(indices[0].item<int64_t>(), indices[-1].item<int64_t>() + 1);
+    auto inputs = to_device(batch.inputs, device);
+    if (!data.streamed() && data.mask_input >= 0) inputs = trim_to_longest(std::move(inputs), data.mask_input);
     AutocastGuard bf16(config.precision == "bf16", device.type());
-    outputs.push_back(forward(model, batch, "evaluation").to(at::kCPU).to(at::kFloat));
+    outputs.push_back(forward(model, inputs, "evaluation").to(at::kCPU).to(at::kFloat));
   }
   return at::cat(outputs);
 }
@@ -54,11 +68,11 @@ Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, P
     const auto mine = at::cat({scored.slice(0, first, last), scored.slice(0, n + first, n + last)});
     return ranking_metrics(predict(model, {mine}, config, poll), sum_over_ranks);
   }
-  const auto shard = data.slice(first, last);
-  const auto outputs = predict(model, shard.inputs, config, poll, data.mask_input);
-  check_output(outputs, shard.targets, num_labels(data, config), config);
-  if (config.is_classification()) return classification_metrics(outputs, shard.targets, config.topk, sum_over_ranks);
-  return regression_metrics(outputs, shard.targets, sum_over_ranks);
+  const auto outputs = predict(model, data, first, last, config, poll);
+  const auto targets = data.targets.slice(0, first, last);
+  check_output(outputs, targets, num_labels(data, config), config);
+  if (config.is_classification()) return classification_metrics(outputs, targets, config.topk, sum_over_ranks);
+  return regression_metrics(outputs, targets, sum_over_ranks);
 }
 
 }  // namespace finetune

@@ -26,4 +26,8 @@ Metrics evaluate(Model& model, const Dataset& data, const TrainConfig& config, P
 at::Tensor predict(Model& model, const std::vector<at::Tensor>& inputs, const TrainConfig& config,
                    const std::function<void()>& poll = {}, int64_t mask_input = -1);
 
+// The same for the examples [first, last) of `data` (in memory or streamed: the source reads the batches ahead).
+at::Tensor predict(Model& model, const Dataset& data, int64_t first, int64_t last, const TrainConfig& config,
+                   const std::function<void()>& poll = {});
+
 }  // namespace finetune

@@ -38,6 +38,28 @@ double steepest_descent(const std::vector<double>& lrs, const std::vector<double
   return suggestion;
 }
 
+// Each step's examples: consecutive batches of seeded epoch orders, a new order when one runs out. Computed before
+// the test, so that a streamed dataset reads them ahead. `epochs[t]` counts the orders begun by step t.
+struct RangeTestBatches {
+  std::vector<at::Tensor> batches;
+  std::vector<int64_t> epochs;
+};
+
+RangeTestBatches range_test_batches(const at::Tensor& subset, const TrainConfig& config, int64_t batch_size,
+                                    int64_t num_steps) {
+  RangeTestBatches out;
+  at::Tensor order;
+  for (int64_t t = 0, position = 0, epoch = 0; t < num_steps; ++t, position += batch_size) {
+    if (!order.defined() || position >= order.size(0)) {
+      order = epoch_order(subset, config.seed, epoch++, config.shuffle);
+      position = 0;
+    }
+    out.batches.push_back(order.slice(0, position, std::min(position + batch_size, order.size(0))));
+    out.epochs.push_back(epoch);
+  }
+  return out;
+}
+
 }  // namespace
 
 LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& config, double start_lr, double end_lr,
@@ -83,17 +105,15 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
   // The first steps' smoothed loss averages a few batches only: one easy batch there is no minimum to diverge
   // from (a fitted model's first batch at 0.12, the next ones at 0.5, read as a blow-up after 2 steps).
   const int64_t settle = std::min<int64_t>(num_steps / 10, 10);
-  at::Tensor order;
-  for (int64_t t = 0, position = 0, epoch = 0; t < num_steps; ++t, position += batch_size) {
-    if (!order.defined() || position >= order.size(0)) {
-      order = epoch_order(subset, config.seed, epoch++, config.shuffle);
-      position = 0;
-    }
+  const auto steps = range_test_batches(subset, config, batch_size, num_steps);
+  data.plan(steps.batches);
+  for (int64_t t = 0; t < num_steps; ++t) {
+    const int64_t epoch = steps.epochs[t];
     const double lr = start_lr * std::pow(end_lr / start_lr, static_cast<double>(t) / static_cast<double>(num_steps - 1));
     for (size_t g = 0; g < optimizer->param_groups().size(); ++g) {
       optimizer->param_groups()[g].options().set_lr(lr * groups[g].lr_multiplier);
     }
-    const auto batch = data.gather(order.slice(0, position, std::min(position + batch_size, order.size(0))));
+    const auto batch = data.gather(steps.batches[t]);
     const auto targets = batch.targets.to(device);
     optimizer->zero_grad();
     at::Tensor loss;

@@ -37,12 +37,13 @@ void check_monitor(const TrainConfig& config, bool has_val) {
 void check_augmentation(const Dataset& data, const TrainConfig& config) {
   if (config.augment_crop == 0 && !config.augment_flip) return;
   const char* setting = config.augment_crop > 0 ? "augment_crop" : "augment_flip";
+  const auto example = data.example();
   const at::Tensor* image = nullptr;
-  for (const auto& x : data.inputs) {
+  for (const auto& x : example) {
     if (x.dim() == 4 && at::isFloatingType(x.scalar_type())) image = &x;
   }
   std::ostringstream shapes;
-  for (const auto& x : data.inputs) shapes << (shapes.tellp() ? ", " : "") << x.sizes() << " " << x.scalar_type();
+  for (const auto& x : example) shapes << (shapes.tellp() ? ", " : "") << x.sizes() << " " << x.scalar_type();
   TORCH_CHECK_VALUE(image != nullptr, setting, " needs image inputs (floating, shaped N x C x H x W), got ",
                     shapes.str());
   const int64_t side = std::min(image->size(2), image->size(3));

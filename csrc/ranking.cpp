@@ -9,6 +9,8 @@
 namespace finetune {
 
 int64_t ranking_items(const Dataset& data, const std::string& name) {
+  TORCH_CHECK_VALUE(!data.streamed(), "task='ranking' draws negatives over every item id, so ", name, "'s (user, item) "
+                    "pairs must be an array in memory, not a streamed dataset");
   TORCH_CHECK_VALUE(data.inputs.size() == 1 && data.inputs[0].dim() == 2 && data.inputs[0].size(1) == 2 &&
                         data.inputs[0].scalar_type() == at::kLong,
                     "task='ranking' needs ", name, " to be (user, item) id pairs, one int64 array of shape (N, 2), got ",

@@ -88,6 +88,8 @@ Run::Run(Model& model, const Dataset& train_data, const Dataset* val_data, const
                     "trim_padding=True needs an attention mask among the inputs (Dataset.mask_input), and there is none");
   TORCH_CHECK_VALUE(config_.trim_padding != "false" || train_.mask_input < 0,
                     "trim_padding=False, but the dataset names input ", train_.mask_input, " as its attention mask");
+  TORCH_CHECK_VALUE(!config_.group_by_length || !train_.streamed(), "group_by_length=True reads every example's "
+                    "length before the epoch, and a streamed dataset's examples are read only when a batch needs them");
   TORCH_CHECK_VALUE(!config_.group_by_length || train_.mask_input >= 0,
                     "group_by_length=True needs an attention mask among the inputs to read lengths from, and there is none");
   if (config_.group_by_length) lengths_ = sequence_lengths(train_.inputs[train_.mask_input]);
@@ -155,9 +157,22 @@ void Run::begin_epoch() {
   order_ = config_.sampler == "balanced" ? balanced_epoch_order(train_.targets, subset_, config_.seed, epoch)
                                          : epoch_order(subset_, config_.seed, epoch, config_.shuffle);
   if (config_.group_by_length) order_ = group_by_length(order_, lengths_, geometry_.batch_size * config_.accumulate * world_);
+  if (train_.streamed()) train_.plan(epoch_batches());
   seconds_before_ = state_.epoch_seconds;
   epoch_start_ = Clock::now();
   timing_ = true;
+}
+
+// The micro-batches this rank gathers in the rest of the epoch, in order: a streamed dataset reads them ahead.
+std::vector<at::Tensor> Run::epoch_batches() const {
+  std::vector<at::Tensor> batches;
+  for (int64_t s = state_.epoch_step; s < geometry_.steps_per_epoch; ++s) {
+    const auto span = geometry_.step(s, rank_);
+    for (int64_t begin = span.mine_first; begin < span.mine_last; begin += geometry_.batch_size) {
+      batches.push_back(order_.slice(0, begin, std::min(begin + geometry_.batch_size, span.mine_last)));
+    }
+  }
+  return batches;
 }
 
 void Run::step() {

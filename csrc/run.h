@@ -45,6 +45,7 @@ class Run {
  private:
   void add_param_groups(const std::set<std::string>& unfrozen, int64_t epoch);
   void report_param_groups(const std::vector<ParamGroupSpec>& groups, int64_t epoch);
+  std::vector<at::Tensor> epoch_batches() const;
   at::Tensor accumulate_gradients(const StepGeometry::Span& span, double denominator);
   bool reduce_over_ranks(at::Tensor& step_loss);
   void update(const at::Tensor& step_loss, const StepGeometry::Span& span, double denominator);

@@ -89,6 +89,10 @@ class TrainConfig:
     # that is exact and the features fit cache_frozen_gb, True insists (an error saying why it cannot), False never
     cache_frozen: bool | str = "auto"
     cache_frozen_gb: float = 2.0  # the cached features' budget in GiB (2: a tenth of a 24 GiB machine, with room for the data)
+    # A streamed dataset (a torch Dataset, a memory-mapped X; finetune.streams): worker processes reading the loop's
+    # next batches ahead, and how many batches each keeps ready (DataLoader's num_workers and prefetch_factor)
+    num_workers: int = 0
+    prefetch: int = 2
     output_key: str | None = None  # a dict / ModelOutput output: the entry the loss reads (None: "logits", else the first tensor)
     topk: int = 5  # top-k accuracy reported for classification
     progress: bool = True

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import _C, heads, models, padding
+from . import _C, heads, models, padding, streams
 
 PROBE_EXAMPLES = 32  # the examples run to check that the body's output is fixed (twice in training mode, once in eval)
 
@@ -61,6 +61,8 @@ def plan(model: Any, inputs: list[torch.Tensor], val_inputs: list[torch.Tensor] 
 
 def _features(model: Any, inputs: list[torch.Tensor], val_inputs: list[torch.Tensor] | None, cfg: Any,
               resume: Any, mask_input: int) -> FrozenFeatures:
+    if isinstance(inputs, streams.Stream) or isinstance(val_inputs, streams.Stream):
+        raise NotExact("the data is streamed (a dataset or a memory-mapped X), read a batch at a time")
     module = models.eager(model)
     if module is None:
         raise NotExact(f"a {type(model).__name__} runs outside Python, where no hook reads its head's input")

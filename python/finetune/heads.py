@@ -94,8 +94,10 @@ def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: i
     -- or (None, why not). Exact only where the head's output is the model's output; that is checked on every
     batch, so a model that changes the head's output afterwards (a scale, a softmax) gets None. With
     ``mask_input`` (an attention mask's index), each batch is cut to its longest row first."""
-    from . import models, padding
+    from . import models, padding, streams
 
+    if isinstance(inputs, streams.Stream):
+        return None, "the data is streamed (a dataset or a memory-mapped X), read a batch at a time"
     module = models.eager(model)
     if module is None:
         return None, f"a {type(model).__name__} runs outside Python: no hook sees its head's input"

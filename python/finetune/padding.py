@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import _C, models, registry
+from . import _C, models, registry, streams
 
 PROBE_EXAMPLES = 8  # the shortest rows, run padded and trimmed
 
@@ -38,6 +38,8 @@ def plan(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, ent
     if cfg.trim_padding is False:
         return -1, {"used": False, "reason": "trim_padding=False"}
     try:
+        if isinstance(inputs, streams.Stream):
+            raise NotTrimmed("a streamed dataset's attention mask is read a batch at a time, not before training")
         index = _mask_input(model, inputs, keys, entry_mask)
         _check_model(model, inputs, index)
     except NotTrimmed as why:

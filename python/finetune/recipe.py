@@ -38,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import heads, lora
+from . import heads, lora, streams
 
 # The numbers of the procedure, with the measurement or the rule each one comes from (README, "The recipe").
 VAL_FRACTION = 0.2  # the usual 80/20 hold-out; a 30% slice, digits story, 16 seeds: 0.962 vs 0.959 (recipe_variants.py)
@@ -177,7 +177,9 @@ def split_validation(targets: torch.Tensor, sample: torch.Tensor, classification
 
 
 def take(inputs: list[torch.Tensor], targets: torch.Tensor, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The examples ``indices`` of (inputs, targets), as (inputs, targets)."""
+    """The examples ``indices`` of (inputs, targets), as (inputs, targets); of a stream, a stream of them."""
+    if isinstance(inputs, streams.Stream):
+        return inputs.subset(indices), targets.index_select(0, indices)
     return [t.index_select(0, indices) for t in inputs], targets.index_select(0, indices)
 
 
@@ -330,7 +332,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
 
     if pretrained:
         try:
-            head = heads.find_head(model, [t[:2] for t in inputs])
+            head = heads.find_head(model, streams.head(inputs, 2))
             plan.note("head", head, "the last layer the forward pass runs (or a known head attribute): trained "
                       "first, alone")
             phases = [Phase("head", HEAD_EPOCHS, HEAD_PATIENCE, _outside(head))]
@@ -505,7 +507,7 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, whole: tuple[list[torc
 
     if config.cache_frozen is False:
         return uncached("cache_frozen=False")
-    probe, why_not = heads.head_inputs(model, head, [t[:2] for t in whole[0]], 2)
+    probe, why_not = heads.head_inputs(model, head, streams.head(whole[0], 2), 2)
     if probe is None:
         return uncached(why_not)
     needed = probe[0].numel() * probe.element_size() * (len(sample) + (0 if val_idx is not None else int(val[1].shape[0])))

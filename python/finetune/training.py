@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import _C, checkpoint, data, frozen, heads, lora as loras, models, padding, recipe as recipes, registry, report
+from . import streams
 from .distributed import device_for_rank, process_group, process_rank
 from .config import TrainConfig, config_fields
 from .progress import Progress
@@ -212,30 +213,45 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
                         f"options of model {entry.name!r}: {entry.option_names}")
     cfg = resolve_config(config, settings)
     cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
-    x, y = data.split(train_data, "train_data")
+    x, y = streams.split(train_data, "train_data")
     keys = data.keywords(x, "X")  # X as a dict: the model's inputs by name
     if keys is not None and entry is not None:
         raise ValueError(f"X as a dict (keyword inputs) needs an nn.Module called in Python; the built-in model "
                          f"{entry.name!r} takes arrays")
     dtype = torch.float32 if entry is not None else models.parameter_dtype(model)
-    if entry is not None:  # numbers the model reads (MiniLM: texts tokenised); numbers stay as they are
-        model_options = entry.choose_options(x, model_options)  # once, from the training inputs, for every split
-        x = entry.encode_inputs(x, model_options)
+    stream = streams.streamed(x, y, "train_data", cfg.task, dtype, cfg)
+    if stream is not None:  # a dataset or a memory-mapped X: read a batch at a time (finetune.streams)
+        if entry is not None:
+            raise ValueError(f"model={entry.name!r} reads its sizes and statistics from X in memory, and train_data "
+                             f"is streamed ({type(x).__name__}): build the model first and pass it "
+                             f"(finetune.create_model({entry.name!r}, ...) or your nn.Module)")
+        inputs, targets = stream
     else:
-        x = registry.encode_for(model, x)  # a model built by name before: its texts at its max_length
-    inputs = data.features(x, "X", dtype, examples=data.length(y))
-    targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
+        if entry is not None:  # numbers the model reads (MiniLM: texts tokenised); numbers stay as they are
+            model_options = entry.choose_options(x, model_options)  # once, from the training inputs, for every split
+            x = entry.encode_inputs(x, model_options)
+        else:
+            x = registry.encode_for(model, x)  # a model built by name before: its texts at its max_length
+        inputs = data.features(x, "X", dtype, examples=data.length(y))
+        targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
     val_inputs = val_targets = None
     if val is not None:
-        val_x, vy = data.split(val, "val")
+        val_x, vy = streams.split(val, "val")
         val_keys = data.keywords(val_x, "X_val")
         if val_keys != keys:
             raise ValueError(f"X_val's inputs {val_keys} differ from X's {keys}: pass them the "
                              "same way (a dict with the same keys in the same order, or arrays)")
-        val_x = entry.encode_inputs(val_x, model_options) if entry is not None else registry.encode_for(model, val_x)
-        val_inputs = data.features(val_x, "X_val", dtype, examples=data.length(vy))
-        val_targets = data.targets(vy, "y_val", cfg.task, val_inputs[0].shape[0])
-        data.check_same_example_shape(inputs, val_inputs, "X", "X_val")
+        val_stream = streams.streamed(val_x, vy, "val", cfg.task, dtype, cfg)
+        if val_stream is not None:
+            val_inputs, val_targets = val_stream
+        else:
+            val_x = entry.encode_inputs(val_x, model_options) if entry is not None else registry.encode_for(model, val_x)
+            val_inputs = data.features(val_x, "X_val", dtype, examples=data.length(vy))
+            val_targets = data.targets(vy, "y_val", cfg.task, val_inputs[0].shape[0])
+        data.check_same_example_shape(streams.head(inputs, 1), streams.head(val_inputs, 1), "X", "X_val")
+    if stream is None and not isinstance(val_inputs, streams.Stream):
+        streams.check_unused(cfg)  # num_workers/prefetch would read nothing: every split is in memory
+    example = streams.head(inputs, 2)  # two examples' inputs: tracing, a head's width, an output's type
 
     pretrained = entry.pretrained(model_options) if entry is not None else True
     if entry is not None:
@@ -246,16 +262,15 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     if lora is not None and isinstance(model, torch.jit.ScriptModule) and models.eager(model) is not None:
         model = models.eager(model)  # a module finetune traced ("minilm"): adapters change its Python layers
     given_model = model
-    model = models.adapt(model, inputs, keys, cfg.output_key)  # keyword inputs, a dict or tuple output
-    replaced = _fit_head(model, head, _outputs_needed(targets, val_targets, cfg.task), cfg.task, cfg.seed,
-                         [t[:2] for t in inputs])
-    adapters = _add_lora(model, lora, cfg, [t[:2] for t in inputs]) if lora is not None else None
+    model = models.adapt(model, example, keys, cfg.output_key)  # keyword inputs, a dict or tuple output
+    replaced = _fit_head(model, head, _outputs_needed(targets, val_targets, cfg.task), cfg.task, cfg.seed, example)
+    adapters = _add_lora(model, lora, cfg, example) if lora is not None else None
     if adapters is not None:
         cfg = dataclasses.replace(cfg, freeze=loras.trainable(adapters["head"]))
     try:
         if cfg.device != "cpu" and isinstance(model, torch.nn.Module):
             model.to(cfg.device)  # before scripting, so the scripted module shares the moved parameters
-        runner = models.runner_for(model, inputs, cfg.runner)
+        runner = models.runner_for(model, example, cfg.runner)
         cpp_model = runner.cpp
         names = [n for n, _ in (model.named_parameters() if isinstance(model, (torch.nn.Module, models.NativeModel))
                                 else cpp_model.named_parameters())]
@@ -274,7 +289,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
 # `epochs` may change too (a finished run extended, or a run shortened), as long as the checkpoint has not
 # already trained past the new end; the schedule is then computed for the new length.
-RESUMABLE_CHANGES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_last", "eval_batch_size", "epochs")
+RESUMABLE_CHANGES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_last", "eval_batch_size", "epochs",
+                     "num_workers", "prefetch")
 
 
 def _resume_state(run: _Run, resume: bool | str | os.PathLike) -> dict[str, Any] | None:
@@ -412,7 +428,7 @@ RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_g
                   "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
                   "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "output_key", "topk", "progress",
                   "distributed", "bucket_mb", "dist_timeout", "cache_frozen", "cache_frozen_gb", "trim_padding",
-                  "group_by_length")
+                  "group_by_length", "num_workers", "prefetch")
 RECIPES = ("auto", "head", "none")
 
 
@@ -646,24 +662,32 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
 
 def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classification", batch_size: int = 1024,
              device: str = "cpu", topk: int = 5, distributed: str = "auto",
-             output_key: str | None = None, runner: str = "auto", trim_padding: bool | str = "auto") -> dict[str, Any]:
+             output_key: str | None = None, runner: str = "auto", trim_padding: bool | str = "auto",
+             num_workers: int = 0, prefetch: int = 2) -> dict[str, Any]:
     """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy, macro-F1 and the
     confusion matrix for classification; RMSE, MAE and R² for regression. ``trim_padding`` as in ``train``: token
-    batches cut to their longest row where the model gives the same outputs so.
+    batches cut to their longest row where the model gives the same outputs so. ``eval_data`` may be streamed, as
+    in ``train`` (a dataset, or a memory-mapped X), read ahead by ``num_workers`` processes.
 
     Under torchrun (``distributed="auto"``) every rank must call it with the same data: each evaluates its
     own shard and all of them get the metrics of the whole set, summed from the ranks' counts."""
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device_for_rank(device), topk=topk,
-                      distributed=distributed, trim_padding=trim_padding)
+                      distributed=distributed, trim_padding=trim_padding, num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
-    x, y = data.split(eval_data, "data")
-    x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
-    inputs = data.features(x, "X", models.parameter_dtype(model))
-    targets = data.targets(y, "y", task, inputs[0].shape[0])
+    x, y = streams.split(eval_data, "data")
+    found = streams.streamed(x, y, "data", task, models.parameter_dtype(model), cfg)
+    if found is not None:
+        inputs, targets = found
+    else:
+        streams.check_unused(cfg)
+        x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
+        inputs = data.features(x, "X", models.parameter_dtype(model))
+        targets = data.targets(y, "y", task, inputs[0].shape[0])
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
-    adapted = models.adapt(model, inputs, data.keywords(x), output_key)
+    example = streams.head(inputs, 2)
+    adapted = models.adapt(model, example, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
-    out = _C.evaluate(models.to_cpp(adapted, inputs, runner), inputs, targets, cpp_config, group, mask_input=mask_input)
+    out = _C.evaluate(models.to_cpp(adapted, example, runner), inputs, targets, cpp_config, group, mask_input=mask_input)
     if "confusion_matrix" in out:
         out["confusion_matrix"] = out["confusion_matrix"].numpy()
     return out
@@ -691,22 +715,31 @@ OUTPUTS = ("classes", "probabilities", "logits", "values")
 
 def predict(model: Any, x: Any, *, output: str | None = None, task: str = "classification", batch_size: int = 1024,
             device: str = "cpu", output_key: str | None = None, runner: str = "auto",
-            trim_padding: bool | str = "auto") -> np.ndarray:
+            trim_padding: bool | str = "auto", num_workers: int = 0, prefetch: int = 2) -> np.ndarray:
     """The model's predictions for ``x`` as a numpy array: class ids (default for classification),
     ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values. ``x`` may be a
     dict of keyword inputs; ``output_key`` picks the entry of a dict output and ``trim_padding`` cuts token batches
-    (as in ``train``)."""
+    (as in ``train``). ``x`` may be streamed: a memory-mapped array, or a dataset -- its items ``(inputs, label)``
+    when it has ``targets``/``labels`` (the labels are not read), else its items are the inputs."""
     if output is None:
         output = "classes" if task == "classification" else "values"
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
-    cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device, trim_padding=trim_padding)
+    cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device, trim_padding=trim_padding,
+                      num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
-    x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
-    inputs = data.features(x, "X", models.parameter_dtype(model))
-    adapted = models.adapt(model, inputs, data.keywords(x), output_key)
+    labeled = streams.is_dataset(x) and any(getattr(x, a, None) is not None for a in streams.LABEL_ATTRIBUTES)
+    found = streams.streamed(x, None, "X", "regression", models.parameter_dtype(model), cfg, labeled=labeled)
+    if found is not None:
+        inputs = found[0]
+    else:
+        streams.check_unused(cfg)
+        x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
+        inputs = data.features(x, "X", models.parameter_dtype(model))
+    example = streams.head(inputs, 2)
+    adapted = models.adapt(model, example, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
-    raw = _C.predict(models.to_cpp(adapted, inputs, runner), inputs, cpp_config, mask_input=mask_input)
+    raw = _C.predict(models.to_cpp(adapted, example, runner), inputs, cpp_config, mask_input=mask_input)
     if output == "classes":
         raw = raw.argmax(1)
     elif output == "probabilities":

@@ -1,0 +1,347 @@
+"""Streamed datasets: examples read by index as the C++ loop asks for them, DataLoader workers reading ahead.
+
+Data that does not fit in memory -- a map-style ``torch.utils.data.Dataset`` (``__len__`` and ``__getitem__``
+returning ``(inputs, label)``) or a memory-mapped array (``np.memmap``, ``np.load(path, mmap_mode="r")``) -- becomes
+a :class:`Stream`. The C++ loop still decides everything about order (the seeded stratified sample, each epoch's
+permutation, a rank's share, the resume position): before an epoch it *plans* the batches it will fetch, in order,
+and a ``torch.utils.data.DataLoader`` over that plan (``num_workers``, ``prefetch``: the DataLoader's
+``num_workers`` and ``prefetch_factor``) reads them ahead in worker processes while the loop trains on the
+current one. The labels stay in memory (sampling and class counts read them alone); they come from the dataset's
+``targets`` or ``labels`` attribute, or from ``(dataset, labels)``, never by reading every example.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.utils.data
+
+LABEL_ATTRIBUTES = ("targets", "labels")  # torchvision's ImageFolder/MNIST and Hugging Face-style datasets
+
+
+def is_dataset(value: Any) -> bool:
+    """A map-style dataset finetune streams: ``__len__`` and ``__getitem__``, and not an array or a sequence of
+    arrays (which are data in memory)."""
+    if isinstance(value, (np.ndarray, torch.Tensor, list, tuple, dict, str, bytes, Stream)):
+        return False
+    return hasattr(value, "__len__") and hasattr(value, "__getitem__")
+
+
+def is_mapped(value: Any) -> bool:
+    """A memory-mapped numpy array backed by a file (``np.memmap``, ``np.load(..., mmap_mode=...)``)."""
+    return isinstance(value, np.memmap) and getattr(value, "filename", None) is not None
+
+
+def labels_of(dataset: Any, name: str) -> Any:
+    """The labels a dataset carries (``targets`` or ``labels``), or a ValueError saying how to give them."""
+    for attribute in LABEL_ATTRIBUTES:
+        labels = getattr(dataset, attribute, None)
+        if labels is not None:
+            return labels
+    raise ValueError(f"{name} is a dataset ({type(dataset).__name__}) without a `targets` or `labels` attribute: "
+                     f"pass ({name}, labels) with one label per example (finetune samples and stratifies by label "
+                     "before reading any example)")
+
+
+def split(value: Any, name: str) -> tuple[Any, Any]:
+    """``(X, y)`` from a dataset (its labels from its attributes) or from a tuple, as finetune.data.split."""
+    from . import data
+
+    if is_dataset(value):
+        return value, labels_of(value, name)
+    return data.split(value, name)
+
+
+def streamed(x: Any, y: Any, name: str, task: str, dtype: torch.dtype, cfg: Any,
+             labeled: bool = True) -> tuple[Stream, torch.Tensor] | None:
+    """(the stream, its targets) when ``x`` is a dataset, a memory-mapped array or a stream, read with ``cfg``'s
+    workers; None for data in memory."""
+    from . import data
+
+    if isinstance(x, Stream):
+        source, labeled = x, x.labeled
+    elif is_mapped(x):
+        source = MappedRows(x, name)
+    elif is_dataset(x):
+        source = x
+    else:
+        return None
+    if task == "ranking":
+        raise ValueError(f"{name} is streamed ({type(x).__name__}), and task='ranking' draws negatives over every "
+                         "item id: pass its (user, item) pairs as an array in memory")
+    targets = data.targets(y, f"{name}'s labels", task, len(source)) if y is not None else \
+        torch.zeros(len(source), dtype=torch.float32)
+    settings = dict(dtype=dtype, num_workers=cfg.num_workers, prefetch=cfg.prefetch, seed=cfg.seed)
+    if isinstance(x, Stream):
+        return x.with_settings(**settings).with_targets(targets), targets
+    return Stream(source, targets, name=name, labeled=labeled, check_labels=y is not None, **settings), targets
+
+
+def head(inputs: list[torch.Tensor] | Stream, k: int) -> list[torch.Tensor]:
+    """The first ``k`` examples' inputs, in memory or streamed."""
+    return inputs.head(k) if isinstance(inputs, Stream) else [t[:k] for t in inputs]
+
+
+def check_unused(cfg: Any) -> None:
+    """num_workers and prefetch read a streamed dataset; with every split in memory they would do nothing."""
+    for field, default in (("num_workers", 0), ("prefetch", 2)):
+        if getattr(cfg, field) != default:
+            raise ValueError(f"{field}={getattr(cfg, field)!r} sets how a streamed dataset is read ahead (a torch "
+                             "Dataset or a memory-mapped X), and the data is in memory: leave it unset")
+
+
+class MappedRows(torch.utils.data.Dataset):
+    """The rows of a memory-mapped array, read with ``os.pread``: only the rows a batch needs come into memory, and
+    none stays mapped in the process (a row read through the map would count in its resident memory)."""
+
+    def __init__(self, array: np.memmap, name: str):
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{name} is a memory-mapped array that is not C-contiguous (strides {array.strides}); "
+                             "finetune reads its rows from the file: save it in C order")
+        if array.ndim == 0 or array.shape[0] == 0:
+            raise ValueError(f"{name} is an empty memory-mapped array (shape {array.shape})")
+        self.path = os.fspath(array.filename)
+        self.offset = int(array.offset)
+        self.dtype = array.dtype
+        self.row_shape = array.shape[1:]
+        self.rows = array.shape[0]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * array.dtype.itemsize
+        self._file: tuple[int, int] | None = None  # (pid, fd): each worker process opens the file itself
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def _fd(self) -> int:
+        if self._file is None or self._file[0] != os.getpid():
+            self._file = (os.getpid(), os.open(self.path, os.O_RDONLY))
+        return self._file[1]
+
+    def rows_at(self, indices: Sequence[int]) -> np.ndarray:
+        fd = self._fd()
+        out = bytearray(len(indices) * self.row_bytes)
+        view = memoryview(out)
+        for k, i in enumerate(indices):
+            got = os.preadv(fd, [view[k * self.row_bytes:(k + 1) * self.row_bytes]], self.offset + int(i) * self.row_bytes)
+            if got != self.row_bytes:
+                raise ValueError(f"{self.path}: row {i} is cut short ({got} of {self.row_bytes} bytes): the file is "
+                                 "shorter than the array's shape says")
+        return np.frombuffer(out, dtype=self.dtype).reshape(len(indices), *self.row_shape)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.rows_at([i])[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_file": None}
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Reads one batch: ``__getitems__`` (called by the DataLoader with a batch's indices into the source, in a
+    worker) returns ``(inputs, labels)``, each example's inputs stacked."""
+
+    def __init__(self, source: Any, labeled: bool, dtype: torch.dtype, name: str):
+        self.source, self.labeled, self.dtype, self.name = source, labeled, dtype, name
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitems__(self, where: list[int]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        if isinstance(self.source, MappedRows):
+            return [self._cast(torch.from_numpy(self.source.rows_at(where)), where)], None
+        inputs, labels = [], []
+        for i in where:
+            try:
+                item = self.source[i]
+            except Exception as error:  # noqa: BLE001 -- any error of the user's dataset, named and one line
+                raise ValueError(f"{self.name}[{i}]: {type(error).__name__}: {_one_line(error)}") from None
+            x, label = _split_item(item, i, self.name) if self.labeled else ([item], None)
+            inputs.append(x)
+            labels.append(label)
+        columns = []
+        for c in range(len(inputs[0])):
+            try:
+                column = torch.stack([torch.as_tensor(x[c]) for x in inputs])
+            except (RuntimeError, TypeError, IndexError) as error:
+                raise ValueError(f"{self.name}: input {c} of the examples {where[:8]} cannot be stacked into a batch "
+                                 f"({_one_line(error)}): every example's inputs need the same shape") from None
+            columns.append(self._cast(column, where))
+        return columns, (torch.as_tensor(np.asarray(labels)) if self.labeled else None)
+
+    def _cast(self, column: torch.Tensor, where: list[int]) -> torch.Tensor:
+        """As finetune.data.features treats arrays in memory: floating (and uint8/bool) inputs in the model's
+        dtype, finite; integer ids as they are."""
+        if column.is_floating_point() or column.dtype in (torch.uint8, torch.bool):
+            column = column.to(self.dtype)
+            finite = torch.isfinite(column.reshape(column.shape[0], -1)).all(1)
+            if not bool(finite.all()):
+                raise ValueError(f"{self.name}[{where[int((~finite).nonzero()[0])]}] contains NaN or inf")
+        elif column.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64):
+            raise TypeError(f"{self.name}[{where[0]}] has inputs of dtype {column.dtype}; finetune reads numbers")
+        return column.contiguous()
+
+
+def _split_item(item: Any, i: int, name: str) -> tuple[list[Any], Any]:
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise ValueError(f"{name}[{i}] must be (inputs, label), got {type(item).__name__}"
+                         + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else ""))
+    x, label = item
+    if isinstance(x, dict):
+        raise TypeError(f"{name}[{i}]'s inputs are a dict; a streamed dataset gives its inputs by position (a tensor, "
+                        "or a tuple of tensors in the order the model's forward takes them)")
+    return (list(x) if isinstance(x, (tuple, list)) else [x]), label
+
+
+def _one_line(error: BaseException) -> str:
+    """The last line of an error's message (a DataLoader worker's error carries the worker's traceback before it),
+    without its type name."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    line = lines[-1].strip() if lines else type(error).__name__
+    prefix = f"{type(error).__name__}: "
+    return line[len(prefix):] if line.startswith(prefix) else line
+
+
+def _as_is(batch: Any) -> Any:  # the DataLoader's collate_fn: _Batches has collated already
+    return batch
+
+
+class _Plan(torch.utils.data.Sampler):
+    """The DataLoader's batch sampler: the positions of the batches the loop planned, replaced at each plan."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Reader:
+    """Reads a source's batches for every stream over it (a run's training slice and validation slice, the recipe's
+    phases): one DataLoader, its workers started once, reading ahead whichever plan came last. The C++ loop fetches
+    one plan to its end before it plans again (an epoch, then its validation); a fetch the plan does not have next
+    is read when asked and drops the rest of the plan."""
+
+    def __init__(self, source: Any, labeled: bool, dtype: torch.dtype, name: str, num_workers: int, prefetch: int,
+                 seed: int):
+        self.batches = _Batches(source, labeled, dtype, name)
+        self.settings = (dtype, num_workers, prefetch, seed)
+        self.num_workers, self.prefetch, self.seed = num_workers, prefetch, seed
+        self._loader: torch.utils.data.DataLoader | None = None
+        self._plan = _Plan()
+        self._iterator: Any = None
+        self._expected: collections.deque[list[int]] = collections.deque()
+        self.fetched = 0  # batches read, ahead (planned) or when asked
+        self.unplanned = 0  # of those, read when asked because no plan had them next
+
+    def plan(self, batches: list[list[int]]) -> None:
+        self._expected = collections.deque(batches)
+        self._iterator = None
+        if self.num_workers == 0 or not batches:
+            return
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                self.batches, batch_sampler=self._plan, num_workers=self.num_workers, collate_fn=_as_is,
+                prefetch_factor=self.prefetch, persistent_workers=True,
+                # The workers' seeds from a generator of their own: the loop's generator (dropout) is not drawn from.
+                generator=torch.Generator().manual_seed(self.seed))
+        self._plan.batches = batches
+        self._iterator = iter(self._loader)
+
+    def fetch(self, where: list[int]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        planned = bool(self._expected) and self._expected[0] == where
+        if planned:
+            self._expected.popleft()
+        else:
+            self._expected.clear()
+            self._iterator = None
+        self.fetched += 1
+        if planned and self._iterator is not None:
+            try:
+                return next(self._iterator)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except (ValueError, TypeError) as error:  # a worker's error: its one line, not the worker's traceback
+                raise type(error)(_one_line(error)) from None
+            except Exception as error:  # noqa: BLE001
+                raise RuntimeError(f"{self.batches.name}: {type(error).__name__}: {_one_line(error)}") from None
+        self.unplanned += 1
+        return self.batches.__getitems__(where)
+
+
+class Stream:
+    """A dataset's inputs fetched by index for the C++ loop (``ExampleSource`` in csrc/dataset.h), with its labels
+    in memory. Example ``i`` of the stream is ``source[indices[i]]`` (``indices``: a subset, e.g. the recipe's
+    validation slice), or ``source[i]``. Streams over one source with the same settings share its reader."""
+
+    def __init__(self, source: Any, targets: torch.Tensor, *, name: str, dtype: torch.dtype = torch.float32,
+                 num_workers: int = 0, prefetch: int = 2, seed: int = 0, indices: torch.Tensor | None = None,
+                 labeled: bool = True, check_labels: bool = True, reader: _Reader | None = None):
+        self.source, self.targets, self.name, self.indices = source, targets, name, indices
+        # Items are (inputs, label) -- a map's rows are inputs alone, their labels given beside them -- and each
+        # label read is checked against `targets` (not where there are none: predict)
+        self.labeled = labeled and not isinstance(source, MappedRows)
+        self.check_labels = check_labels and self.labeled
+        self.reader = reader or _Reader(source, self.labeled, dtype, name, num_workers, prefetch, seed)
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.source)
+
+    def _derived(self, targets: torch.Tensor, indices: torch.Tensor | None, reader: _Reader) -> "Stream":
+        return Stream(self.source, targets, name=self.name, indices=indices, labeled=self.labeled,
+                      check_labels=self.check_labels, reader=reader)
+
+    def with_settings(self, *, dtype: torch.dtype, num_workers: int, prefetch: int, seed: int) -> "Stream":
+        """The same examples read in ``dtype`` with these workers (a run's settings)."""
+        settings = (dtype, num_workers, prefetch, seed)
+        reader = self.reader if settings == self.reader.settings else \
+            _Reader(self.source, self.labeled, dtype, self.name, num_workers, prefetch, seed)
+        return self._derived(self.targets, self.indices, reader)
+
+    def with_targets(self, targets: torch.Tensor) -> "Stream":
+        """The same examples with these labels (one per example, as the stream's own, checked when read)."""
+        return self._derived(targets, self.indices, self.reader)
+
+    def subset(self, positions: torch.Tensor) -> "Stream":
+        """Examples ``positions`` of this stream, in that order, as a stream."""
+        positions = torch.as_tensor(positions, dtype=torch.int64)
+        indices = self.indices.index_select(0, positions) if self.indices is not None else positions
+        return self._derived(self.targets.index_select(0, positions), indices, self.reader)
+
+    def head(self, k: int) -> list[torch.Tensor]:
+        """The inputs of the first ``k`` examples (tracing a model, checking an output), read here."""
+        positions = torch.arange(min(k, len(self)))
+        inputs, labels = self.reader.batches.__getitems__(self._where(positions))
+        self._check_labels(positions, labels)
+        return inputs
+
+    def plan(self, batches: list[torch.Tensor]) -> None:
+        """The batches the loop fetches next, in order: with workers, they start reading them now."""
+        self.reader.plan([self._where(b) for b in batches])
+
+    def fetch(self, positions: torch.Tensor) -> list[torch.Tensor]:
+        """The inputs of the examples ``positions``: the next planned batch when it is that one, else read here."""
+        inputs, labels = self.reader.fetch(self._where(positions))
+        self._check_labels(positions, labels)
+        return inputs
+
+    def _where(self, positions: torch.Tensor) -> list[int]:
+        return (self.indices.index_select(0, positions) if self.indices is not None else positions).tolist()
+
+    def _check_labels(self, positions: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Each example's own label must be the one the run samples and weighs by (its ``targets``/``labels``)."""
+        if labels is None or not self.check_labels:
+            return
+        expected = self.targets.index_select(0, positions)
+        got = labels.to(expected.dtype).reshape(expected.shape) if labels.numel() == expected.numel() else None
+        if got is None or not torch.equal(got, expected):
+            bad = 0 if got is None else int((got != expected).reshape(len(positions), -1).any(1).nonzero()[0])
+            where = self._where(positions)[bad]
+            shown = labels.reshape(len(positions), -1)[bad] if got is not None else labels
+            shown = shown.item() if shown.numel() == 1 else shown.tolist()
+            raise ValueError(f"{self.name}[{where}] has label {shown} but the labels given for it say "
+                             f"{expected[bad].tolist()}: pass the dataset's own labels")

@@ -1,0 +1,206 @@
+"""Streamed data (finetune.streams): torch Datasets and memory-mapped arrays train, evaluate and predict as the
+same data in memory does, read ahead by DataLoader workers, with one-line errors and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import finetune
+from finetune import streams
+from helpers import mlp
+
+
+class Digits(torch.utils.data.Dataset):
+    """A map-style dataset as users write them: (inputs, label) per index, labels in `targets`."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, attribute: str | None = "targets"):
+        self.x, self.y = x.astype(np.float32), y
+        if attribute is not None:
+            setattr(self, attribute, y)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return torch.from_numpy(self.x[i]), int(self.y[i])
+
+
+class Broken(Digits):
+    def __getitem__(self, i: int):
+        if i == 7:
+            raise OSError("cannot read image-0007.png: truncated file")
+        return super().__getitem__(i)
+
+
+SETTINGS = dict(epochs=3, lr=0.05, batch_size=32, sample_fraction=0.5, progress=False)
+
+
+def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in model.state_dict().values()]
+
+
+def _max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(_weights(a), _weights(b)))
+
+
+@pytest.fixture(scope="module")
+def split(digits):
+    x, y, _, _ = digits
+    return x[:1200].astype(np.float32), y[:1200], x[1200:].astype(np.float32), y[1200:]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_dataset_trains_to_the_weights_of_the_same_data_in_memory(split, num_workers):
+    x, y, vx, vy = split
+    torch.manual_seed(0)
+    start = mlp()
+    in_memory, streamed = copy.deepcopy(start), copy.deepcopy(start)
+    settings = dict(SETTINGS, accumulate=2, schedule="cosine", class_weights="balanced")
+    expected = finetune.train(in_memory, (x, y), (vx, vy), **settings)
+    result = finetune.train(streamed, Digits(x, y), Digits(vx, vy), num_workers=num_workers, **settings)
+    assert _max_difference(in_memory, streamed) <= 1e-6
+    assert result.metrics["accuracy"] == pytest.approx(expected.metrics["accuracy"])
+    assert result.train_size == expected.train_size and result.class_counts == expected.class_counts
+
+
+def test_a_memory_mapped_x_trains_evaluates_and_predicts_as_the_array(split, tmp_path):
+    x, y, vx, vy = split
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    torch.manual_seed(0)
+    start = mlp()
+    in_memory, streamed = copy.deepcopy(start), copy.deepcopy(start)
+    finetune.train(in_memory, (x, y), **SETTINGS)
+    finetune.train(streamed, (mapped, y), **SETTINGS)
+    assert _max_difference(in_memory, streamed) <= 1e-6
+    assert (finetune.predict(streamed, mapped) == finetune.predict(in_memory, x)).all()
+    got, expected = finetune.evaluate(streamed, (mapped, y)), finetune.evaluate(in_memory, (x, y))
+    assert got["accuracy"] == expected["accuracy"] and got["loss"] == pytest.approx(expected["loss"])
+
+
+def test_evaluate_and_predict_read_datasets(split):
+    x, y, vx, vy = split
+    model = mlp()
+    finetune.train(model, (x, y), **SETTINGS)
+    expected = finetune.evaluate(model, (vx, vy), batch_size=100)
+    for workers in (0, 1):
+        got = finetune.evaluate(model, Digits(vx, vy), batch_size=100, num_workers=workers)
+        assert got["accuracy"] == expected["accuracy"] and got["loss"] == pytest.approx(expected["loss"])
+        # A dataset with labels gives (inputs, label) items: predict reads the inputs
+        assert (finetune.predict(model, Digits(vx, vy), num_workers=workers) == finetune.predict(model, vx)).all()
+
+
+def test_labels_come_from_the_dataset_or_beside_it_and_must_agree(split):
+    x, y, _, _ = split
+    torch.manual_seed(0)
+    start = mlp()
+    a, b, c = copy.deepcopy(start), copy.deepcopy(start), copy.deepcopy(start)
+    finetune.train(a, Digits(x, y), **SETTINGS)
+    finetune.train(b, Digits(x, y, attribute="labels"), **SETTINGS)
+    finetune.train(c, (Digits(x, y, attribute=None), y), **SETTINGS)
+    assert _max_difference(a, b) == 0 and _max_difference(a, c) == 0
+    with pytest.raises(ValueError, match=r"train_data is a dataset \(Digits\) without a `targets` or `labels` "
+                                         r"attribute: pass \(train_data, labels\)"):
+        finetune.train(mlp(), Digits(x, y, attribute=None), **SETTINGS)
+    wrong = y.copy()
+    wrong[5] = (wrong[5] + 1) % 10
+    with pytest.raises(ValueError, match=rf"train_data\[5\] has label {y[5]} but the labels given for it say "
+                                         rf"{wrong[5]}"):
+        finetune.train(mlp(), (Digits(x, y, attribute=None), wrong), **dict(SETTINGS, sample_fraction=1.0))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_example_that_cannot_be_read_is_a_one_line_error_naming_it(split, num_workers):
+    x, y, _, _ = split
+    with pytest.raises(ValueError) as error:
+        finetune.train(mlp(), Broken(x, y), num_workers=num_workers, **dict(SETTINGS, sample_fraction=1.0))
+    assert str(error.value) == "train_data[7]: OSError: cannot read image-0007.png: truncated file"
+
+
+def test_stream_settings_are_errors_where_they_would_do_nothing(split):
+    x, y, _, _ = split
+    with pytest.raises(ValueError, match=r"num_workers=2 sets how a streamed dataset is read ahead .* the data is in memory"):
+        finetune.train(mlp(), (x, y), num_workers=2, **SETTINGS)
+    with pytest.raises(ValueError, match=r"prefetch=4 sets how"):
+        finetune.predict(mlp(), x, prefetch=4)
+    with pytest.raises(ValueError, match=r"num_workers must be >= 0 .* got -1"):
+        finetune.train(mlp(), Digits(x, y), num_workers=-1, **SETTINGS)
+    with pytest.raises(ValueError, match=r"group_by_length=True"):
+        finetune.train(mlp(), Digits(x, y), group_by_length=True, **SETTINGS)
+    with pytest.raises(ValueError, match=r"model='mlp' reads its sizes and statistics from X in memory"):
+        finetune.train("mlp", Digits(x, y), **SETTINGS)
+
+
+def test_a_streamed_run_resumes_bit_for_bit(split, tmp_path):
+    x, y, _, _ = split
+    torch.manual_seed(0)
+    start = mlp()
+    whole, interrupted = copy.deepcopy(start), copy.deepcopy(start)
+    settings = dict(SETTINGS, checkpoint_every=5, num_workers=2)
+    finetune.train(whole, Digits(x, y), **settings)
+    def interrupt(kind, info):  # Ctrl-C at step 23 of 57, in the second epoch: saved there, then raised
+        if kind == "step" and info["step"] == 23:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune.train(interrupted, Digits(x, y), checkpoint_dir=str(tmp_path), callback=interrupt,
+                       callback_interval=0, **settings)
+    assert _max_difference(whole, interrupted) > 0
+    finetune.train(interrupted, Digits(x, y), checkpoint_dir=str(tmp_path), resume=True,
+                   **dict(settings, num_workers=0))
+    assert _max_difference(whole, interrupted) == 0
+
+
+def test_the_recipe_runs_on_a_dataset_and_says_what_streaming_changes(split):
+    x, y, vx, vy = split
+    torch.manual_seed(0)
+    pretrained = mlp()
+    finetune.train(pretrained, (x[:200], y[:200]), epochs=2, progress=False)
+    result = finetune.train(copy.deepcopy(pretrained), Digits(x, y), progress=False)
+    assert result.recipe[0]["value"] == "auto"
+    assert not result.cache_frozen["used"] and "streamed" in result.cache_frozen["reason"]
+    in_memory = finetune.train(copy.deepcopy(pretrained), (x, y), progress=False)
+    assert abs(result.metrics["accuracy"] - in_memory.metrics["accuracy"]) <= 0.02
+
+
+def test_workers_read_the_plan_ahead_and_only_unplanned_batches_are_read_when_asked(split):
+    x, y, _, _ = split
+    stream = streams.Stream(Digits(x, y), torch.as_tensor(y), name="train_data", num_workers=1)
+    plan = [torch.arange(0, 10), torch.arange(50, 60), torch.tensor([3, 1, 2])]
+    stream.plan(plan)
+    for batch in plan:
+        assert torch.equal(stream.fetch(batch)[0], torch.from_numpy(x[batch.numpy()]))
+    assert stream.reader.unplanned == 0
+    stream.plan(plan)
+    assert torch.equal(stream.fetch(plan[1])[0], torch.from_numpy(x[50:60]))  # not next: read here, plan dropped
+    assert stream.reader.unplanned == 1
+    assert torch.equal(stream.fetch(plan[2])[0], torch.from_numpy(x[[3, 1, 2]]))
+    assert stream.reader.unplanned == 2
+
+
+def test_a_large_memory_mapped_x_trains_without_coming_into_memory(tmp_path):
+    """A 2 GiB float32 map (sparse on disk: it costs no disk writes) trains over every row in a child process whose
+    peak resident memory stays far below the map's size."""
+    code = textwrap.dedent(f"""
+        import resource, numpy as np, torch, finetune
+        rows, width = 2**19, 1024  # 2 GiB of float32
+        x = np.lib.format.open_memmap({str(tmp_path / "x.npy")!r}, mode="w+", dtype=np.float32, shape=(rows, width))
+        del x
+        x = np.load({str(tmp_path / "x.npy")!r}, mmap_mode="r")
+        y = np.arange(rows) % 2
+        model = torch.nn.Linear(width, 2)
+        result = finetune.train(model, (x, y), epochs=1, batch_size=4096, progress=False)
+        print(result.train_size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    examples, peak_mib = map(int, out.stdout.split()[-2:])
+    assert examples == 2**19
+    assert peak_mib < 1024, f"peak RSS {peak_mib} MiB for a 2048 MiB map"
