@@ -108,9 +108,9 @@ class PythonSource final : public ExampleSource {
       throw;
     }
   }
-  void plan(const std::vector<at::Tensor>& batches) override {
+  void plan(const std::vector<at::Tensor>& batches, int64_t epoch) override {
     py::gil_scoped_acquire gil;
-    stream_.attr("plan")(batches);
+    stream_.attr("plan")(batches, epoch);
   }
 
  private:

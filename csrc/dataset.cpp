@@ -82,8 +82,8 @@ Batch Dataset::slice(int64_t start, int64_t end) const {
   return batch;
 }
 
-void Dataset::plan(const std::vector<at::Tensor>& batches) const {
-  if (source) source->plan(batches);
+void Dataset::plan(const std::vector<at::Tensor>& batches, int64_t epoch) const {
+  if (source) source->plan(batches, epoch);
 }
 
 std::vector<at::Tensor> Dataset::example() const {

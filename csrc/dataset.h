@@ -27,8 +27,9 @@ class ExampleSource {
   // The inputs of the examples `indices` (int64, 1-D), in that order, one row per index, on the CPU.
   virtual std::vector<at::Tensor> fetch(const at::Tensor& indices) = 0;
   // The batches the loop fetches next, in order (the rest of an epoch on this rank, or an evaluation's): the
-  // source may start reading them ahead. A fetch outside the plan is read when asked.
-  virtual void plan(const std::vector<at::Tensor>& batches) = 0;
+  // source may start reading them ahead. A fetch outside the plan is read when asked. `epoch` is the training
+  // epoch they are for (a dataset's own augmentation draws from it), or -1 for an evaluation (none).
+  virtual void plan(const std::vector<at::Tensor>& batches, int64_t epoch) = 0;
 };
 
 // One or more input tensors and one target tensor, all with the same first dimension; or, with `source`, the
@@ -50,8 +51,9 @@ struct Dataset {
   bool streamed() const { return source != nullptr; }
   Batch gather(const at::Tensor& indices) const;
   Batch slice(int64_t start, int64_t end) const;
-  // The batches about to be gathered, in order (a source reads them ahead; tensors need no plan).
-  void plan(const std::vector<at::Tensor>& batches) const;
+  // The batches about to be gathered, in order, for training epoch `epoch` or (-1) an evaluation (a source reads
+  // them ahead; tensors need no plan).
+  void plan(const std::vector<at::Tensor>& batches, int64_t epoch) const;
   // The first example's inputs (one row each): their shapes and dtypes, for checks before the first step.
   std::vector<at::Tensor> example() const;
 };

@@ -31,7 +31,7 @@ at::Tensor predict(Model& model, const Dataset& data, int64_t first, int64_t las
   for (int64_t begin = first; begin < last; begin += config.eval_batch_size) {
     batches.push_back(at::arange(begin, std::min(begin + config.eval_batch_size, last), at::kLong));
   }
-  data.plan(batches);
+  data.plan(batches, /*epoch=*/-1);
   const auto device = resolve_device(config.device);
   model.to(device);
   ModeGuard eval_mode(model, /*training=*/false);

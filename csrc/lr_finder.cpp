@@ -106,7 +106,7 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
   // from (a fitted model's first batch at 0.12, the next ones at 0.5, read as a blow-up after 2 steps).
   const int64_t settle = std::min<int64_t>(num_steps / 10, 10);
   const auto steps = range_test_batches(subset, config, batch_size, num_steps);
-  data.plan(steps.batches);
+  data.plan(steps.batches, /*epoch=*/0);  // training reads: a dataset augments them
   for (int64_t t = 0; t < num_steps; ++t) {
     const int64_t epoch = steps.epochs[t];
     const double lr = start_lr * std::pow(end_lr / start_lr, static_cast<double>(t) / static_cast<double>(num_steps - 1));

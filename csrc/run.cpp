@@ -157,7 +157,7 @@ void Run::begin_epoch() {
   order_ = config_.sampler == "balanced" ? balanced_epoch_order(train_.targets, subset_, config_.seed, epoch)
                                          : epoch_order(subset_, config_.seed, epoch, config_.shuffle);
   if (config_.group_by_length) order_ = group_by_length(order_, lengths_, geometry_.batch_size * config_.accumulate * world_);
-  if (train_.streamed()) train_.plan(epoch_batches());
+  if (train_.streamed()) train_.plan(epoch_batches(), epoch);
   seconds_before_ = state_.epoch_seconds;
   epoch_start_ = Clock::now();
   timing_ = true;

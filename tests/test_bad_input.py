@@ -171,6 +171,8 @@ BAD_FIELDS = {
     "group_by_length": ("yes", TypeError, r"group_by_length must be bool, got 'yes'"),
     "cache_frozen": ("yes", ValueError, r"cache_frozen must be 'auto', True or False, got 'yes'"),
     "cache_frozen_gb": (0.0, ValueError, r"cache_frozen_gb must be > 0, got 0"),
+    "num_workers": (-1, ValueError, r"num_workers must be >= 0 \(0 = read in the training process\), got -1"),
+    "prefetch": (0, ValueError, r"prefetch must be >= 1 \(batches each worker reads ahead\), got 0"),
     "output_key": ("", ValueError, r"output_key must be a non-empty name or None, got ''"),
     "runner": ("jit", ValueError, r"runner must be one of \['auto', 'script', 'trace', 'python'\], got 'jit'"),
     "topk": (0, ValueError, r"topk must be >= 1, got 0"),

@@ -33,7 +33,8 @@ def test_every_field_round_trips_to_cpp():
                   precision="bf16", on_nan="skip", checkpoint_dir="/tmp/checkpoints", checkpoint_every=5, keep_last=2,
                   distributed="off", bucket_mb=1.0, dist_timeout=30.0, sample_fraction=0.5, sample_size=11,
                   stratify=False, shuffle=False, drop_last=True, seed=42, device="cpu", runner="python",
-                  trim_padding=True, group_by_length=True, cache_frozen=False, cache_frozen_gb=0.5, output_key="logits", topk=3, progress=False)
+                  trim_padding=True, group_by_length=True, cache_frozen=False, cache_frozen_gb=0.5, num_workers=3, prefetch=4,
+                  output_key="logits", topk=3, progress=False)
     configs = [
         TrainConfig(**common, optimizer="sgd", momentum=0.5, nesterov=True, schedule="step", step_size=3, gamma=0.5),
         TrainConfig(**common, optimizer="adamw", beta1=0.8, beta2=0.99, eps=1e-6, schedule="cosine", min_lr=0.01,

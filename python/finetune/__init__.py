@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch  # noqa: F401  (loads libtorch and registers torch's Python types before _C is imported)
 
-from . import _C
+from . import _C, datasets
 from .config import TrainConfig
 from .models import NativeModel
 from .registry import build, register_model

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import math
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -237,17 +239,105 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def load_image_folder(path: str | os.PathLike, size: tuple[int, int] = (28, 28), mode: str = "L",
                       classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(X, y, class names) from a folder with one sub-folder of images per class (Pillow): each image
-    resized to `size` (height, width), converted to `mode` ("L" grayscale or "RGB"), scaled to [0, 1], as
-    (N, C, H, W) float32. `classes` fixes the class order (a validation folder must use the training one's);
-    a sub-folder not in it, a corrupt image or an empty class is an error naming it."""
-    try:
+    """(X, y, class names) from a folder with one sub-folder of images per class (Pillow), decoded into memory:
+    each image resized to `size` (height, width), converted to `mode` ("L" grayscale or "RGB"), scaled to [0, 1],
+    as (N, C, H, W) float32. `classes` fixes the class order (a validation folder must use the training one's);
+    a sub-folder not in it, a corrupt image or an empty class is an error naming it. For folders larger than
+    memory, :class:`ImageFolder` reads the same images a batch at a time."""
+    folder = ImageFolder(path, size=size, mode=mode, classes=classes)
+    images = [folder.load(i, None)[0] for i in range(len(folder))]
+    return np.stack(images), folder.targets, folder.classes
+
+
+class ImageFolder:
+    """A folder with one sub-folder of images per class (torchvision's ``ImageFolder`` layout), read an image at
+    a time: ``finetune.train(model, ImageFolder("photos/train", size=224, augment=True), num_workers=2)`` decodes,
+    resizes and augments in the DataLoader workers (finetune.streams), so only the batches in flight are in memory.
+
+    Each image is converted to ``mode`` ("RGB" or "L"), resized to ``size`` (an int: square; or (height, width)),
+    scaled to [0, 1] as (C, H, W) float32, then normalised with ``mean``/``std`` (one value per channel) when
+    given. ``augment=True`` makes each training read a random-resized crop (scale 8-100% of the area, aspect 3/4
+    to 4/3, torchvision's ``RandomResizedCrop``) and a horizontal flip half of the time, drawn from the seed the
+    loop gives the read (``load(index, seed)``): the same crops for the same run seed and epoch, whichever worker
+    reads them; evaluation reads (seed None) are resized whole. ``targets`` holds the labels (read from the
+    folder names, no image decoded); ``classes`` fixes the class order (a validation folder must use the training
+    one's). An image that cannot be decoded is an error naming the file when it is read; ``on_bad_file="skip"``
+    instead checks every file when the folder is opened (Pillow's ``verify``: the file's structure, without
+    decoding it) and leaves out the bad ones, listed in ``skipped``."""
+
+    def __init__(self, path: str | os.PathLike, size: int | tuple[int, int] = 224, mode: str = "RGB",
+                 classes: list[str] | None = None, augment: bool = False, mean: Any = None, std: Any = None,
+                 on_bad_file: str = "error"):
+        _pillow()
+        if mode not in ("L", "RGB"):
+            raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
+        if on_bad_file not in ("error", "skip"):
+            raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+        sizes = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
+        if len(sizes) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+            raise ValueError(f"size must be an int >= 1 or (height, width), got {size!r}")
+        channels = 1 if mode == "L" else 3
+        self.mean = self.std = None
+        if (mean is None) != (std is None):
+            raise ValueError("mean and std normalise together: pass both or neither")
+        if mean is not None:
+            self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+            self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+            if self.mean.shape[0] != channels or self.std.shape[0] != channels or not (self.std > 0).all():
+                raise ValueError(f"mean and std need {channels} value(s) for mode {mode!r} (std > 0), got mean={mean!r}, "
+                                 f"std={std!r}")
+        self.root, self.size, self.mode, self.augment = Path(path), sizes, mode, bool(augment)
+        self.classes, files = _scan_image_folder(self.root, classes)
+        self.skipped: list[str] = []
+        if on_bad_file == "skip":
+            good = [(file, label) for file, label in files if _verifies(file)]
+            self.skipped = sorted(str(f) for f, _ in set(files) - set(good))
+            files = good
+        if not files:
+            raise ValueError(f"image folder '{self.root}' has no readable images")
+        self.samples = [(str(file), label) for file, label in files]
+        self.targets = np.asarray([label for _, label in files], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.load(i, None)
+
+    def load(self, i: int, seed: int | None) -> tuple[np.ndarray, int]:
+        """Image ``i`` and its label: augmented from ``seed`` when augmenting a training read, else resized whole."""
         from PIL import Image, UnidentifiedImageError
+
+        file, label = self.samples[i]
+        height, width = self.size
+        try:
+            with Image.open(file) as image:
+                image = image.convert(self.mode)
+                if self.augment and seed is not None:
+                    rng = random.Random(seed)
+                    image = image.resize((width, height), box=_random_resized_crop(image.size, rng))
+                    if rng.random() < 0.5:
+                        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                else:
+                    image = image.resize((width, height))
+                array = np.asarray(image, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise ValueError(f"image '{file}' cannot be read: {error}") from None
+        array = array[None] if self.mode == "L" else array.transpose(2, 0, 1)
+        if self.mean is not None:
+            array = (array - self.mean) / self.std
+        return np.ascontiguousarray(array), label
+
+
+def _pillow() -> None:
+    try:
+        import PIL  # noqa: F401
     except ImportError:
         raise ImportError("image folders need Pillow: pip install 'finetune[images]' (or pillow)") from None
-    if mode not in ("L", "RGB"):
-        raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
-    root = Path(path)
+
+
+def _scan_image_folder(root: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[Path, int]]]:
+    """The class names and every image file with its label, in a fixed order (no image opened)."""
     if not root.is_dir():
         raise FileNotFoundError(f"image folder '{root}' does not exist")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -257,22 +347,44 @@ def load_image_folder(path: str | os.PathLike, size: tuple[int, int] = (28, 28),
     unknown = sorted(set(folders) - set(classes))
     if unknown:
         raise ValueError(f"image folder '{root}' has class folder(s) {unknown} not among the classes {classes}")
-    images, labels = [], []
+    found = []
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
             if (root / name).is_dir() else []
         if not files and name in folders:
             raise ValueError(f"class folder '{root / name}' has no images ({', '.join(IMAGE_SUFFIXES)})")
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    image = image.convert(mode).resize((size[1], size[0]))
-                    array = np.asarray(image, dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError) as error:
-                raise ValueError(f"image '{file}' cannot be read: {error}") from None
-            images.append(array[None] if mode == "L" else array.transpose(2, 0, 1))
-            labels.append(label)
-    return np.stack(images), np.asarray(labels, dtype=np.int64), classes
+        found += [(file, label) for file in files]
+    return classes, found
+
+
+def _verifies(file: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            image.verify()
+        return True
+    except Exception:  # noqa: BLE001 -- any failure of a bad file's structure
+        return False
+
+
+def _random_resized_crop(size: tuple[int, int], rng: random.Random) -> tuple[float, float, float, float]:
+    """torchvision's RandomResizedCrop box (left, top, right, bottom): 8-100% of the area, aspect 3/4 to 4/3, ten
+    tries, then the centre crop of the nearest allowed aspect."""
+    width, height = size
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(0.08, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            return left, top, left + w, top + h
+    ratio = width / height
+    w, h = (width, round(width / (4 / 3))) if ratio > 4 / 3 else (round(height * 3 / 4), height) if ratio < 3 / 4 \
+        else (width, height)
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
 
 
 def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item", rating: str = "rating",

@@ -8,12 +8,18 @@ and a ``torch.utils.data.DataLoader`` over that plan (``num_workers``, ``prefetc
 ``num_workers`` and ``prefetch_factor``) reads them ahead in worker processes while the loop trains on the
 current one. The labels stay in memory (sampling and class counts read them alone); they come from the dataset's
 ``targets`` or ``labels`` attribute, or from ``(dataset, labels)``, never by reading every example.
+
+A dataset with a method ``load(index, seed)`` (``finetune.datasets.ImageFolder``) is read through it: ``seed`` is
+an int drawn from (the run's seed, the epoch, the index) for a training read -- its own random augmentation then
+repeats exactly, whichever worker reads the example, and across a resume -- and None for an evaluation.
 """
 
 from __future__ import annotations
 
 import collections
+import collections.abc
 import os
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,9 +30,13 @@ LABEL_ATTRIBUTES = ("targets", "labels")  # torchvision's ImageFolder/MNIST and 
 
 
 def is_dataset(value: Any) -> bool:
-    """A map-style dataset finetune streams: ``__len__`` and ``__getitem__``, and not an array or a sequence of
-    arrays (which are data in memory)."""
-    if isinstance(value, (np.ndarray, torch.Tensor, list, tuple, dict, str, bytes, Stream)):
+    """A map-style dataset finetune streams: a ``torch.utils.data.Dataset``, or any object with ``__len__`` and
+    ``__getitem__`` that is not data in memory (an array, a sparse matrix, a data frame: anything with a ``shape``
+    or ``__array__``; a sequence; a mapping such as a tokenizer's ``BatchEncoding``)."""
+    if isinstance(value, torch.utils.data.Dataset):
+        return True
+    if isinstance(value, (collections.abc.Sequence, collections.abc.Mapping, np.ndarray, torch.Tensor, Stream)) or \
+            hasattr(value, "shape") or hasattr(value, "__array__"):
         return False
     return hasattr(value, "__len__") and hasattr(value, "__getitem__")
 
@@ -148,13 +158,16 @@ class _Batches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitems__(self, where: list[int]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    def __getitems__(self, reads: list[tuple[int, int | None]]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """``reads``: (index, seed) pairs, the seed None for an evaluation (see the module's docstring)."""
+        where = [i for i, _ in reads]
         if isinstance(self.source, MappedRows):
             return [self._cast(torch.from_numpy(self.source.rows_at(where)), where)], None
+        load = getattr(self.source, "load", None)
         inputs, labels = [], []
-        for i in where:
+        for i, seed in reads:
             try:
-                item = self.source[i]
+                item = load(i, seed) if callable(load) else self.source[i]
             except Exception as error:  # noqa: BLE001 -- any error of the user's dataset, named and one line
                 raise ValueError(f"{self.name}[{i}]: {type(error).__name__}: {_one_line(error)}") from None
             x, label = _split_item(item, i, self.name) if self.labeled else ([item], None)
@@ -235,11 +248,26 @@ class _Reader:
         self._plan = _Plan()
         self._iterator: Any = None
         self._expected: collections.deque[list[int]] = collections.deque()
+        self._epoch = -1  # of the last plan: the seeds of its reads (-1: an evaluation's, none)
         self.fetched = 0  # batches read, ahead (planned) or when asked
         self.unplanned = 0  # of those, read when asked because no plan had them next
+        self.wait_seconds = 0.0  # the loop's time in fetch: waiting for workers, or reading itself
 
-    def plan(self, batches: list[list[int]]) -> None:
+    def report(self) -> dict[str, Any]:
+        """What reading cost the loop (``Result.streaming``)."""
+        return {"num_workers": self.num_workers, "prefetch": self.prefetch, "batches": self.fetched,
+                "read_when_asked": self.unplanned, "wait_seconds": round(self.wait_seconds, 3)}
+
+    def reads(self, where: list[int]) -> list[tuple[int, int | None]]:
+        """Each index with its read's seed: drawn from (the run's seed, the plan's epoch, the index)."""
+        if self._epoch < 0:
+            return [(i, None) for i in where]
+        base = (self.seed * 1_000_003 + self._epoch) * 1_000_000_007
+        return [(i, (base + i) % 2**63) for i in where]
+
+    def plan(self, batches: list[list[int]], epoch: int = -1) -> None:
         self._expected = collections.deque(batches)
+        self._epoch = epoch
         self._iterator = None
         if self.num_workers == 0 or not batches:
             return
@@ -249,10 +277,17 @@ class _Reader:
                 prefetch_factor=self.prefetch, persistent_workers=True,
                 # The workers' seeds from a generator of their own: the loop's generator (dropout) is not drawn from.
                 generator=torch.Generator().manual_seed(self.seed))
-        self._plan.batches = batches
+        self._plan.batches = [self.reads(b) for b in batches]
         self._iterator = iter(self._loader)
 
     def fetch(self, where: list[int]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        start = time.perf_counter()
+        try:
+            return self._fetch(where)
+        finally:
+            self.wait_seconds += time.perf_counter() - start
+
+    def _fetch(self, where: list[int]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         planned = bool(self._expected) and self._expected[0] == where
         if planned:
             self._expected.popleft()
@@ -270,7 +305,7 @@ class _Reader:
             except Exception as error:  # noqa: BLE001
                 raise RuntimeError(f"{self.batches.name}: {type(error).__name__}: {_one_line(error)}") from None
         self.unplanned += 1
-        return self.batches.__getitems__(where)
+        return self.batches.__getitems__(self.reads(where))
 
 
 class Stream:
@@ -315,13 +350,14 @@ class Stream:
     def head(self, k: int) -> list[torch.Tensor]:
         """The inputs of the first ``k`` examples (tracing a model, checking an output), read here."""
         positions = torch.arange(min(k, len(self)))
-        inputs, labels = self.reader.batches.__getitems__(self._where(positions))
+        inputs, labels = self.reader.batches.__getitems__([(i, None) for i in self._where(positions)])
         self._check_labels(positions, labels)
         return inputs
 
-    def plan(self, batches: list[torch.Tensor]) -> None:
-        """The batches the loop fetches next, in order: with workers, they start reading them now."""
-        self.reader.plan([self._where(b) for b in batches])
+    def plan(self, batches: list[torch.Tensor], epoch: int = -1) -> None:
+        """The batches the loop fetches next, in order, for training epoch ``epoch`` (-1: an evaluation): with
+        workers, they start reading them now."""
+        self.reader.plan([self._where(b) for b in batches], epoch)
 
     def fetch(self, positions: torch.Tensor) -> list[torch.Tensor]:
         """The inputs of the examples ``positions``: the next planned batch when it is that one, else read here."""

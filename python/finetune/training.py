@@ -59,6 +59,9 @@ class Result:
     cache_frozen: dict[str, Any] | None = None  # {"used", "reason"}: the frozen part run once (finetune.frozen)
     trim_padding: dict[str, Any] | None = None  # {"used", "reason"}: batches cut to their longest row (finetune.padding)
     runner: dict[str, str] | None = None  # how the forward ran: {"runner": "native"/"script"/"trace"/"python", "reason"}
+    # A streamed train_data (finetune.streams): its workers, batches read (ahead, or when asked) and the loop's
+    # seconds waiting for them (a recipe's: over all its phases); None for data in memory
+    streaming: dict[str, Any] | None = None
 
     def plot(self, axes: Any = None) -> Any:
         """Loss curves (train, validation) and the validation metric per epoch; needs matplotlib."""
@@ -224,7 +227,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         if entry is not None:
             raise ValueError(f"model={entry.name!r} reads its sizes and statistics from X in memory, and train_data "
                              f"is streamed ({type(x).__name__}): build the model first and pass it "
-                             f"(finetune.create_model({entry.name!r}, ...) or your nn.Module)")
+                             f"(finetune.build({entry.name!r}, ...) with its options, or your nn.Module)")
         inputs, targets = stream
     else:
         if entry is not None:  # numbers the model reads (MiniLM: texts tokenised); numbers stay as they are
@@ -623,6 +626,7 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
         model_options=run.model_options,
         runner=run.runner,
         trim_padding=run.trim_padding,
+        streaming=run.inputs.reader.report() if isinstance(run.inputs, streams.Stream) else None,
     )
 
 
