@@ -4,7 +4,8 @@
 
 Variants: "plain" (SGD, one bucket); "buckets" (AdamW with weight decay, a bucket per parameter,
 accumulation, gradual unfreezing and a parameter forward never uses); "nan" (on_nan="skip", an input that
-overflows); "batchnorm"; "stop" (only rank 1 asks to stop); "regression".
+overflows); "batchnorm"; "stop" (only rank 1 asks to stop); "regression"; "streamed" (train_data a torch
+Dataset that counts the examples each rank reads).
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ class WithUnused(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+
+class Counted(torch.utils.data.Dataset):
+    """Digits as a map-style dataset, counting the examples read in this process."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.targets, self.reads = x, y, 0
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        self.reads += 1
+        return torch.from_numpy(self.x[i]), int(self.targets[i])
 
 
 def plain(metrics: dict) -> dict:
@@ -67,7 +82,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     common = dict(sample_fraction=0.9, seed=3, progress=False, dist_timeout=60, callback=on_event, callback_interval=0)
-    if variant in ("plain", "stop"):
+    if variant in ("plain", "stop", "streamed"):
         model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
         settings = dict(epochs=3, batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine",
                         checkpoint_dir=directory, checkpoint_every=5,
@@ -90,7 +105,8 @@ def main() -> None:
         model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
         settings = dict(task="regression", epochs=2, batch_size=32 // world, optimizer="sgd", lr=0.01, momentum=0.9)
     task = settings.get("task", "classification")
-    result = finetune.train(model, (x[:1400], y[:1400]), val=(x[1400:], y[1400:]), **common, **settings)
+    train_data = Counted(x[:1400], y[:1400]) if variant == "streamed" else (x[:1400], y[:1400])
+    result = finetune.train(model, train_data, val=(x[1400:], y[1400:]), **common, **settings)
     # The public evaluate() under torchrun: every rank calls it, each on its shard, all get the whole set's metrics.
     evaluated = finetune.evaluate(model, (x[1400:], y[1400:]), task=task)
     # A split smaller than the world is evaluated whole on every rank (no rank is left with an empty shard).
@@ -107,6 +123,9 @@ def main() -> None:
                        "confusion": None if result.confusion_matrix is None else result.confusion_matrix.tolist(),
                        "evaluated": plain(evaluated), "evaluated_one": plain(evaluated_one),
                        "evaluated_alone": plain(alone)}, f)
+    if variant == "streamed":  # each rank's count: it reads its share of each step alone
+        with open(os.path.join(out, f"reads-rank{rank}.json"), "w") as f:
+            json.dump({"reads": train_data.reads, "examples": result.train_size * 3}, f)
     # The loop's autograd hooks are gone with it: a backward of the user's own touches no freed state.
     model(torch.from_numpy(x[:4])).sum().backward()
 

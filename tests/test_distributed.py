@@ -89,7 +89,7 @@ def test_two_processes_match_one_process(tmp_path, one_process):
     assert two[1]["allreduce_overlap"] == 0  # one bucket (10 KiB): its all-reduce can only start as backward ends
 
 
-@pytest.mark.parametrize("variant", ["buckets", "nan", "regression"])
+@pytest.mark.parametrize("variant", ["buckets", "nan", "regression", "streamed"])
 def test_two_processes_match_one_process_in_every_variant(tmp_path, variant):
     # "buckets": every parameter its own bucket, so the all-reduces start one by one from the autograd hooks
     # during backward; accumulation and unfreezing change what is watched; a never-used parameter must keep
@@ -109,6 +109,11 @@ def test_two_processes_match_one_process_in_every_variant(tmp_path, variant):
         torch.testing.assert_close(two[0]["unused.weight"], initial["unused.weight"], atol=0, rtol=0)
     if variant == "nan":
         assert two[1]["skipped_steps"] == 2  # the poisoned example's step, once per epoch
+    if variant == "streamed":  # each rank read its share of every step's examples alone (and, before training, two
+        # examples to trace the model with and one to compare shapes with the validation data)
+        reads = [json.loads((two_dir / f"reads-rank{rank}.json").read_text()) for rank in (0, 1)]
+        assert reads[0]["reads"] + reads[1]["reads"] - 2 * 3 == reads[0]["examples"], reads
+        assert max(r["reads"] for r in reads) < 0.51 * reads[0]["examples"], reads
 
 
 def test_batchnorm_statistics_are_rank_0s_on_every_rank(tmp_path):

@@ -85,6 +85,28 @@ def test_a_memory_mapped_x_trains_evaluates_and_predicts_as_the_array(split, tmp
     assert got["accuracy"] == expected["accuracy"] and got["loss"] == pytest.approx(expected["loss"])
 
 
+def test_a_safetensors_tensor_is_read_a_batch_at_a_time(split, tmp_path):
+    from safetensors.torch import save_file
+
+    x, y, _, _ = split
+    save_file({"x": torch.from_numpy(x), "x_bf16": torch.from_numpy(x).bfloat16(), "y": torch.from_numpy(y)},
+              str(tmp_path / "digits.safetensors"))
+    torch.manual_seed(0)
+    start = mlp()
+    in_memory, streamed, bf16 = copy.deepcopy(start), copy.deepcopy(start), copy.deepcopy(start)
+    finetune.train(in_memory, (x, y), **SETTINGS)
+    finetune.train(streamed, (streams.MappedRows.safetensors(tmp_path / "digits.safetensors", "x"), y), **SETTINGS)
+    assert _max_difference(in_memory, streamed) <= 1e-6
+    rows = streams.MappedRows.safetensors(tmp_path / "digits.safetensors", "x_bf16")
+    assert torch.equal(rows.rows_at([3, 0]), torch.from_numpy(x[[3, 0]]).bfloat16())
+    finetune.train(bf16, (rows, y), **SETTINGS)  # read as bf16, trained in the model's float32
+    with pytest.raises(ValueError, match=r"has no tensor 'X'; its tensors: \['x', 'x_bf16', 'y'\]"):
+        streams.MappedRows.safetensors(tmp_path / "digits.safetensors", "X")
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(ValueError, match=r"is not a safetensors file"):
+        streams.MappedRows.safetensors(tmp_path / "bad.safetensors", "x")
+
+
 def test_evaluate_and_predict_read_datasets(split):
     x, y, vx, vy = split
     model = mlp()

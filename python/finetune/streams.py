@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import json
 import os
 import time
 from typing import Any, Sequence
@@ -74,8 +75,10 @@ def streamed(x: Any, y: Any, name: str, task: str, dtype: torch.dtype, cfg: Any,
 
     if isinstance(x, Stream):
         source, labeled = x, x.labeled
+    elif isinstance(x, MappedRows):
+        source = x
     elif is_mapped(x):
-        source = MappedRows(x, name)
+        source = MappedRows.memmap(x, name)
     elif is_dataset(x):
         source = x
     else:
@@ -105,22 +108,59 @@ def check_unused(cfg: Any) -> None:
 
 
 class MappedRows(torch.utils.data.Dataset):
-    """The rows of a memory-mapped array, read with ``os.pread``: only the rows a batch needs come into memory, and
-    none stays mapped in the process (a row read through the map would count in its resident memory)."""
+    """The rows of an array stored in a file -- a memory-mapped numpy array (``MappedRows.memmap``, what finetune
+    makes of an ``np.memmap`` X) or a tensor in a safetensors file (``MappedRows.safetensors(path, name)``, passed
+    as X) -- read with ``os.pread``: only the rows a batch needs come into memory, and none stays mapped in the
+    process (a row read through a map would count in its resident memory)."""
 
-    def __init__(self, array: np.memmap, name: str):
+    def __init__(self, path: str | os.PathLike, offset: int, dtype: torch.dtype, shape: Sequence[int], name: str):
+        if len(shape) == 0 or shape[0] == 0:
+            raise ValueError(f"{name} is an empty array in a file (shape {tuple(shape)})")
+        self.path, self.offset, self.dtype, self.name = os.fspath(path), int(offset), dtype, name
+        self.row_shape = tuple(int(n) for n in shape[1:])
+        self.rows = int(shape[0])
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+        self._file: tuple[int, int] | None = None  # (pid, fd): each worker process opens the file itself
+
+    @classmethod
+    def memmap(cls, array: np.memmap, name: str) -> "MappedRows":
         if not array.flags.c_contiguous:
             raise ValueError(f"{name} is a memory-mapped array that is not C-contiguous (strides {array.strides}); "
                              "finetune reads its rows from the file: save it in C order")
-        if array.ndim == 0 or array.shape[0] == 0:
-            raise ValueError(f"{name} is an empty memory-mapped array (shape {array.shape})")
-        self.path = os.fspath(array.filename)
-        self.offset = int(array.offset)
-        self.dtype = array.dtype
-        self.row_shape = array.shape[1:]
-        self.rows = array.shape[0]
-        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * array.dtype.itemsize
-        self._file: tuple[int, int] | None = None  # (pid, fd): each worker process opens the file itself
+        try:
+            dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
+        except TypeError:
+            raise TypeError(f"{name} is a memory-mapped array of dtype {array.dtype}; finetune reads numbers") from None
+        return cls(array.filename, array.offset, dtype, array.shape, name)
+
+    @classmethod
+    def safetensors(cls, path: str | os.PathLike, tensor: str) -> "MappedRows":
+        """Tensor ``tensor`` of the safetensors file ``path``, its rows read when a batch needs them (the file's
+        header read here: 8 bytes of length, then JSON naming each tensor's dtype, shape and byte range)."""
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            length = int.from_bytes(file.read(8), "little") if size >= 8 else -1
+            if not 0 < length <= size - 8:
+                raise ValueError(f"'{path}' is not a safetensors file (its header length says {length}, the file has "
+                                 f"{size} bytes)")
+            try:
+                header = json.loads(file.read(length))
+            except ValueError as error:
+                raise ValueError(f"'{path}' has a safetensors header that is not JSON: {error}") from None
+        names = sorted(k for k in header if k != "__metadata__")
+        if tensor not in names:
+            raise ValueError(f"'{path}' has no tensor {tensor!r}; its tensors: {names}")
+        entry = header[tensor]
+        dtype = SAFETENSORS_DTYPES.get(entry.get("dtype"))
+        if dtype is None:
+            raise ValueError(f"'{path}': tensor {tensor!r} has dtype {entry.get('dtype')!r}; finetune reads "
+                             f"{sorted(SAFETENSORS_DTYPES)}")
+        shape, (begin, end) = [int(n) for n in entry["shape"]], entry["data_offsets"]
+        rows = cls(path, 8 + length + begin, dtype, shape, f"{os.fspath(path)}:{tensor}")
+        if end - begin != rows.rows * rows.row_bytes or 8 + length + end > size:
+            raise ValueError(f"'{path}': tensor {tensor!r} of shape {shape} ({entry['dtype']}) does not match its byte "
+                             f"range [{begin}, {end}) in a file of {size} bytes")
+        return rows
 
     def __len__(self) -> int:
         return self.rows
@@ -130,7 +170,7 @@ class MappedRows(torch.utils.data.Dataset):
             self._file = (os.getpid(), os.open(self.path, os.O_RDONLY))
         return self._file[1]
 
-    def rows_at(self, indices: Sequence[int]) -> np.ndarray:
+    def rows_at(self, indices: Sequence[int]) -> torch.Tensor:
         fd = self._fd()
         out = bytearray(len(indices) * self.row_bytes)
         view = memoryview(out)
@@ -139,13 +179,19 @@ class MappedRows(torch.utils.data.Dataset):
             if got != self.row_bytes:
                 raise ValueError(f"{self.path}: row {i} is cut short ({got} of {self.row_bytes} bytes): the file is "
                                  "shorter than the array's shape says")
-        return np.frombuffer(out, dtype=self.dtype).reshape(len(indices), *self.row_shape)
+        rows = torch.frombuffer(out, dtype=self.dtype) if out else torch.empty(0, dtype=self.dtype)
+        return rows.reshape(len(indices), *self.row_shape)
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    def __getitem__(self, i: int) -> torch.Tensor:
         return self.rows_at([i])[0]
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_file": None}
+
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                      "BOOL": torch.bool}
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -162,7 +208,7 @@ class _Batches(torch.utils.data.Dataset):
         """``reads``: (index, seed) pairs, the seed None for an evaluation (see the module's docstring)."""
         where = [i for i, _ in reads]
         if isinstance(self.source, MappedRows):
-            return [self._cast(torch.from_numpy(self.source.rows_at(where)), where)], None
+            return [self._cast(self.source.rows_at(where), where)], None
         load = getattr(self.source, "load", None)
         inputs, labels = [], []
         for i, seed in reads:
