@@ -143,6 +143,8 @@ REDUCED = {
     "python -m finetune example --data DIR --fraction 0.1 --epochs 3":
         ("python -m finetune example --data digits-idx --fraction 0.1 --epochs 3",
          "DIR is a placeholder: a folder of MNIST-format IDX files, here scikit-learn's digits"),
+    "python benchmarks/data.py": ("python benchmarks/data.py --images 200 --workers 0 2",
+                                  "200 generated JPEGs instead of 20,000 (which take about 15 minutes here)"),
 }
 if _fashion_mnist_installed():
     REDUCED["finetune example --threads 2"] = (

@@ -68,6 +68,9 @@ def test_a_dataset_trains_to_the_weights_of_the_same_data_in_memory(split, num_w
     assert _max_difference(in_memory, streamed) <= 1e-6
     assert result.metrics["accuracy"] == pytest.approx(expected.metrics["accuracy"])
     assert result.train_size == expected.train_size and result.class_counts == expected.class_counts
+    # every batch the loop fetched was the one it had planned next (read ahead by the workers)
+    assert result.streaming["unplanned"] == 0 and result.streaming["batches"] == 3 * -(-600 // 32)  # micro-batches
+    assert expected.streaming is None
 
 
 def test_a_memory_mapped_x_trains_evaluates_and_predicts_as_the_array(split, tmp_path):
@@ -152,6 +155,8 @@ def test_stream_settings_are_errors_where_they_would_do_nothing(split):
         finetune.train(mlp(), (x, y), num_workers=2, **SETTINGS)
     with pytest.raises(ValueError, match=r"prefetch=4 sets how"):
         finetune.predict(mlp(), x, prefetch=4)
+    with pytest.raises(ValueError, match=r"prefetch=4 sets how many batches each worker reads ahead, and num_workers=0"):
+        finetune.train(mlp(), Digits(x, y), prefetch=4, **SETTINGS)
     with pytest.raises(ValueError, match=r"num_workers must be >= 0 .* got -1"):
         finetune.train(mlp(), Digits(x, y), num_workers=-1, **SETTINGS)
     with pytest.raises(ValueError, match=r"group_by_length=True"):
@@ -199,12 +204,12 @@ def test_workers_read_the_plan_ahead_and_only_unplanned_batches_are_read_when_as
     stream.plan(plan)
     for batch in plan:
         assert torch.equal(stream.fetch(batch)[0], torch.from_numpy(x[batch.numpy()]))
-    assert stream.reader.unplanned == 0
+    assert stream.reader.unplanned == 0 and stream.reader.fetched == 3
     stream.plan(plan)
     assert torch.equal(stream.fetch(plan[1])[0], torch.from_numpy(x[50:60]))  # not next: read here, plan dropped
     assert stream.reader.unplanned == 1
     assert torch.equal(stream.fetch(plan[2])[0], torch.from_numpy(x[[3, 1, 2]]))
-    assert stream.reader.unplanned == 2
+    assert stream.reader.unplanned == 2 and stream.reader.fetched == 5
 
 
 def test_a_large_memory_mapped_x_trains_without_coming_into_memory(tmp_path):
