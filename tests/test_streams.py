@@ -130,7 +130,12 @@ def test_labels_come_from_the_dataset_or_beside_it_and_must_agree(split):
     finetune.train(a, Digits(x, y), **SETTINGS)
     finetune.train(b, Digits(x, y, attribute="labels"), **SETTINGS)
     finetune.train(c, (Digits(x, y, attribute=None), y), **SETTINGS)
-    assert _max_difference(a, b) == 0 and _max_difference(a, c) == 0
+    d = copy.deepcopy(start)
+    finetune.train(d, Digits(x, y, attribute=None), labels=y, **SETTINGS)
+    assert _max_difference(a, b) == 0 and _max_difference(a, c) == 0 and _max_difference(a, d) == 0
+    assert finetune.evaluate(d, Digits(x, y, attribute=None), labels=y)["loss"] == finetune.evaluate(d, Digits(x, y))["loss"]
+    with pytest.raises(ValueError, match=r"labels= labels a dataset's examples, and train_data is a tuple"):
+        finetune.train(mlp(), (x, y), labels=y, **SETTINGS)
     with pytest.raises(ValueError, match=r"train_data is a dataset \(Digits\) without a `targets` or `labels` "
                                          r"attribute: pass \(train_data, labels\)"):
         finetune.train(mlp(), Digits(x, y, attribute=None), **SETTINGS)
@@ -213,12 +218,12 @@ def test_workers_read_the_plan_ahead_and_only_unplanned_batches_are_read_when_as
 
 
 def test_a_large_memory_mapped_x_trains_without_coming_into_memory(tmp_path):
-    """A 2 GiB float32 map (sparse on disk: it costs no disk writes) trains over every row in a child process whose
+    """A 4 GiB float32 map (sparse on disk: it costs no disk writes) trains over every row in a child process whose
     peak resident memory (VmHWM: ru_maxrss would count the pytest process the child was forked from) stays far
     below the map's size."""
     code = textwrap.dedent(f"""
         import re, numpy as np, torch, finetune
-        rows, width = 2**19, 1024  # 2 GiB of float32
+        rows, width = 2**20, 1024  # 4 GiB of float32
         x = np.lib.format.open_memmap({str(tmp_path / "x.npy")!r}, mode="w+", dtype=np.float32, shape=(rows, width))
         del x
         x = np.load({str(tmp_path / "x.npy")!r}, mmap_mode="r")
@@ -231,8 +236,8 @@ def test_a_large_memory_mapped_x_trains_without_coming_into_memory(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     examples, peak_mib = map(int, out.stdout.split()[-2:])
-    assert examples == 2**19
-    assert peak_mib < 1024, f"peak RSS {peak_mib} MiB for a 2048 MiB map"
+    assert examples == 2**20
+    assert peak_mib < 1536, f"peak RSS {peak_mib} MiB for a 4096 MiB map"
 
 
 def _image_folder(root, per_class: int = 12, corrupt: bool = False):

@@ -67,6 +67,15 @@ def split(value: Any, name: str) -> tuple[Any, Any]:
     return data.split(value, name)
 
 
+def with_labels(value: Any, labels: Any, name: str) -> Any:
+    """``(value, labels)`` for a dataset given ``labels=``; ``value`` itself without them."""
+    if labels is None:
+        return value
+    if not is_dataset(value):
+        raise ValueError(f"labels= labels a dataset's examples, and {name} is a {type(value).__name__} (pass (X, y))")
+    return value, labels
+
+
 def streamed(x: Any, y: Any, name: str, task: str, dtype: torch.dtype, cfg: Any,
              labeled: bool = True) -> tuple[Stream, torch.Tensor] | None:
     """(the stream, its targets) when ``x`` is a dataset, a memory-mapped array or a stream, read with ``cfg``'s

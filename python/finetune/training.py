@@ -352,7 +352,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
           config: TrainConfig | None = None, callback: Callable[[str, dict], bool | None] | None = None,
           callback_interval: float = 0.1, resume: bool | str | os.PathLike = False, recipe: str | None = None,
           head: str = "auto", val_fraction: float | None = None, lora: bool | dict[str, Any] | None = None,
-          **settings: Any) -> Result:
+          labels: Any = None, **settings: Any) -> Result:
     """Fine-tune ``model`` on ``train_data = (X, y)`` in the C++ loop.
 
     ``model`` is an ``nn.Module`` (scripted for C++, its parameters updated in place), a ``NativeModel``,
@@ -370,6 +370,11 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     ``lora=True`` or ``{"r": 8, "alpha": 16, "dropout": 0.0, "targets": ["query", "value"], "merge": True}``
     adds low-rank adapters (finetune.lora) to the targeted ``nn.Linear`` layers, trains them and the head with
     everything else frozen, and merges them into the weights at the end (``merge=False`` keeps them).
+    ``train_data`` (and ``val``) may also be streamed, read a batch at a time (finetune.streams): a torch
+    ``Dataset`` whose items are ``(inputs, label)``, its labels in its ``targets``/``labels`` attribute or given
+    as ``labels=`` (or ``(dataset, labels)``); an ``(X, y)`` whose X is memory-mapped (``np.load(path,
+    mmap_mode="r")``, ``finetune.streams.MappedRows.safetensors``); ``finetune.datasets.ImageFolder``.
+    ``num_workers`` processes read the loop's next batches ahead (``prefetch`` each).
     ``head``: "auto" replaces an ``nn.Linear`` head whose width does not fit the labels by a new seeded one,
     "new" always does, "keep" never; ``result.head`` says what was replaced. ``val_fraction`` holds out that
     stratified share of the training sample as ``val`` (an error when ``val`` is given too).
@@ -384,6 +389,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     ``resume=path`` from that checkpoint. On CPU a resumed run ends with the same weights, bit for bit, as
     one never interrupted.
     """
+    train_data = streams.with_labels(train_data, labels, "train_data")
     given = _given_settings(config, settings)
     chosen, reason = _choose_recipe(recipe, given, resume)
     if val_fraction is not None and val is not None:
@@ -667,18 +673,19 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
 def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classification", batch_size: int = 1024,
              device: str = "cpu", topk: int = 5, distributed: str = "auto",
              output_key: str | None = None, runner: str = "auto", trim_padding: bool | str = "auto",
-             num_workers: int = 0, prefetch: int = 2) -> dict[str, Any]:
+             num_workers: int = 0, prefetch: int = 2, labels: Any = None) -> dict[str, Any]:
     """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy, macro-F1 and the
     confusion matrix for classification; RMSE, MAE and R² for regression. ``trim_padding`` as in ``train``: token
     batches cut to their longest row where the model gives the same outputs so. ``eval_data`` may be streamed, as
-    in ``train`` (a dataset, or a memory-mapped X), read ahead by ``num_workers`` processes.
+    in ``train`` (a dataset -- its labels ``labels=`` where it carries none --, or a memory-mapped X), read ahead by
+    ``num_workers`` processes.
 
     Under torchrun (``distributed="auto"``) every rank must call it with the same data: each evaluates its
     own shard and all of them get the metrics of the whole set, summed from the ranks' counts."""
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device_for_rank(device), topk=topk,
                       distributed=distributed, trim_padding=trim_padding, num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
-    x, y = streams.split(eval_data, "data")
+    x, y = streams.split(streams.with_labels(eval_data, labels, "data"), "data")
     found = streams.streamed(x, y, "data", task, models.parameter_dtype(model), cfg)
     if found is not None:
         inputs, targets = found
