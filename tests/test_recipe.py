@@ -130,6 +130,22 @@ def test_no_shaping_setting_runs_the_recipe_and_records_each_decision():
     assert {h["phase"] for h in result.history} >= {0, 1, 2}  # head, full, shrunk (then the refit's)
 
 
+def test_with_augmentation_the_recipe_runs_the_body_in_its_head_phase():
+    """augment_crop/augment_flip change the images every epoch: the head phase's features cannot be computed once
+    (cached, they were not images any more and the augmentation failed on them)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = (digits.data / 16).astype(np.float32).reshape(-1, 1, 8, 8)[:400], digits.target[:400]
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 10))
+    finetune.train(cnn, (x[:100], y[:100]), epochs=1, progress=False)  # trained weights: the recipe fine-tunes
+    result = finetune.train(cnn, (x, y), augment_flip=True, augment_crop=1, progress=False)
+    found = decisions(result)
+    assert found["recipe"]["value"] == "auto" and found["head.cached_features"]["value"] is False
+    assert found["head.cached_features"]["reason"].startswith("augmentation (augment_crop, augment_flip) changes")
+
+
 def test_shrink_perturb_shrinks_the_body_adds_seeded_noise_and_leaves_the_head():
     model = mlp()
     model[0].bias.requires_grad_(False)  # a parameter the user froze is not the recipe's to change

@@ -197,7 +197,8 @@ def test_the_recipe_runs_on_a_dataset_and_says_what_streaming_changes(split):
     finetune.train(pretrained, (x[:200], y[:200]), epochs=2, progress=False)
     result = finetune.train(copy.deepcopy(pretrained), Digits(x, y), progress=False)
     assert result.recipe[0]["value"] == "auto"
-    assert not result.cache_frozen["used"] and "streamed" in result.cache_frozen["reason"]
+    assert not result.cache_frozen["used"] and "whose items may differ from one read to the next" in \
+        result.cache_frozen["reason"]
     in_memory = finetune.train(copy.deepcopy(pretrained), (x, y), progress=False)
     assert abs(result.metrics["accuracy"] - in_memory.metrics["accuracy"]) <= 0.02
 
@@ -310,3 +311,33 @@ def test_a_corrupt_image_is_an_error_naming_the_file_or_is_skipped_and_counted(t
     assert folder.skipped == [str(bad)] and len(folder) == 36
     result = finetune.train(_small_cnn(), folder, num_workers=2, **IMAGE_SETTINGS)
     assert result.train_size == 36
+
+
+def test_frozen_features_are_computed_once_from_a_map_or_an_unaugmented_folder(split, tmp_path):
+    """A frozen body over streamed data that reads the same every epoch runs once per example, in memory after:
+    the same weights as the uncached streamed run and as the cached run on the arrays."""
+    x, y, vx, vy = split
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    torch.manual_seed(0)
+    start = mlp()
+    settings = dict(SETTINGS, freeze=["0"])
+    runs = {}
+    for name, data, cache in [("arrays", (x, y), "auto"), ("map", (mapped, y), "auto"), ("map, uncached", (mapped, y), False)]:
+        model = copy.deepcopy(start)
+        runs[name] = (model, finetune.train(model, data, (vx, vy), cache_frozen=cache, **settings))
+    assert runs["map"][1].cache_frozen["used"] and not runs["map, uncached"][1].cache_frozen["used"]
+    assert _max_difference(runs["map"][0], runs["arrays"][0]) <= 1e-6
+    assert _max_difference(runs["map"][0], runs["map, uncached"][0]) <= 1e-5
+    # a dataset of one's own may transform randomly: not cached, and True says why
+    with pytest.raises(ValueError, match=r"cache_frozen=True, but .* Digits, whose items may differ"):
+        finetune.train(copy.deepcopy(start), Digits(x, y), cache_frozen=True, **settings)
+    # an image folder without augmentation is cached; with it, not
+    root = _image_folder(tmp_path / "images")
+    cnn = _small_cnn()
+    plain = finetune.train(copy.deepcopy(cnn), finetune.datasets.ImageFolder(root, size=16), freeze=["0"],
+                           **IMAGE_SETTINGS)
+    augmented = finetune.train(copy.deepcopy(cnn), finetune.datasets.ImageFolder(root, size=16, augment=True),
+                               freeze=["0"], **IMAGE_SETTINGS)
+    assert plain.cache_frozen["used"], plain.cache_frozen
+    assert augmented.cache_frozen == {"used": False, "reason": "the dataset augments each training read (augment=True)"}

@@ -61,8 +61,9 @@ def plan(model: Any, inputs: list[torch.Tensor], val_inputs: list[torch.Tensor] 
 
 def _features(model: Any, inputs: list[torch.Tensor], val_inputs: list[torch.Tensor] | None, cfg: Any,
               resume: Any, mask_input: int) -> FrozenFeatures:
-    if isinstance(inputs, streams.Stream) or isinstance(val_inputs, streams.Stream):
-        raise NotExact("the data is streamed (a dataset or a memory-mapped X), read a batch at a time")
+    why_not = streams.varying(inputs) or streams.varying(val_inputs)
+    if why_not is not None:
+        raise NotExact(why_not)
     module = models.eager(model)
     if module is None:
         raise NotExact(f"a {type(model).__name__} runs outside Python, where no hook reads its head's input")
@@ -102,14 +103,14 @@ def _head_inputs(model: Any, module: torch.nn.Module, name: str, inputs: list[to
                  mask_input: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
     """The head's input for every example (train, val), after checking on a few that it is what the loop would
     compute each epoch, and that all of them fit cfg.cache_frozen_gb."""
-    probe = padding.trim([t[:PROBE_EXAMPLES] for t in inputs], mask_input)
+    probe = padding.trim(streams.head(inputs, PROBE_EXAMPLES), mask_input)
     features, why_not = heads.head_inputs(module, name, probe, PROBE_EXAMPLES)
     if features is None:
         raise NotExact(why_not)
     if not _same_in_training(model, module, name, probe, features, cfg):
         raise NotExact("the frozen part gives its output differently in training mode (dropout, or batch statistics "
                        "in it): computing it once would change the run")
-    examples = inputs[0].shape[0] + (val_inputs[0].shape[0] if val_inputs is not None else 0)
+    examples = streams.rows(inputs) + (streams.rows(val_inputs) if val_inputs is not None else 0)
     needed = features[0].numel() * features.element_size() * examples
     if needed > cfg.cache_frozen_gb * 2**30:
         raise NotExact(f"the features of {examples} examples would take {needed / 2**30:.2f} GiB, over "

@@ -96,8 +96,9 @@ def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: i
     ``mask_input`` (an attention mask's index), each batch is cut to its longest row first."""
     from . import models, padding, streams
 
-    if isinstance(inputs, streams.Stream):
-        return None, "the data is streamed (a dataset or a memory-mapped X), read a batch at a time"
+    why_not = streams.varying(inputs)
+    if why_not is not None:
+        return None, why_not
     module = models.eager(model)
     if module is None:
         return None, f"a {type(model).__name__} runs outside Python: no hook sees its head's input"
@@ -110,9 +111,9 @@ def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: i
     try:
         module.eval()
         with torch.no_grad():
-            for start in range(0, inputs[0].shape[0], batch_size):
+            for batch in streams.batches(inputs, batch_size):
                 seen.clear()
-                batch = padding.trim([t[start:start + batch_size] for t in inputs], mask_input)
+                batch = padding.trim(batch, mask_input)
                 output = module(*[t.to(device) for t in batch])
                 if len(seen) != 1:
                     return None, f"the head {head!r} ran {len(seen)} times in one forward pass"

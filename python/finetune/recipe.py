@@ -507,6 +507,8 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, whole: tuple[list[torc
 
     if config.cache_frozen is False:
         return uncached("cache_frozen=False")
+    if config.augment_crop or config.augment_flip:
+        return uncached("augmentation (augment_crop, augment_flip) changes the inputs every epoch")
     probe, why_not = heads.head_inputs(model, head, streams.head(whole[0], 2), 2)
     if probe is None:
         return uncached(why_not)

@@ -21,7 +21,7 @@ import collections.abc
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -109,6 +109,37 @@ def streamed(x: Any, y: Any, name: str, task: str, dtype: torch.dtype, cfg: Any,
 def head(inputs: list[torch.Tensor] | Stream, k: int) -> list[torch.Tensor]:
     """The first ``k`` examples' inputs, in memory or streamed."""
     return inputs.head(k) if isinstance(inputs, Stream) else [t[:k] for t in inputs]
+
+
+def rows(inputs: list[torch.Tensor] | Stream) -> int:
+    """The number of examples, in memory or streamed."""
+    return len(inputs) if isinstance(inputs, Stream) else int(inputs[0].shape[0])
+
+
+def batches(inputs: list[torch.Tensor] | Stream, batch_size: int) -> Iterator[list[torch.Tensor]]:
+    """The examples in order, ``batch_size`` at a time: slices in memory, or a stream's evaluation reads (planned
+    first, so that its workers read ahead)."""
+    n = rows(inputs)
+    if not isinstance(inputs, Stream):
+        for start in range(0, n, batch_size):
+            yield [t[start:start + batch_size] for t in inputs]
+        return
+    planned = [torch.arange(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    inputs.plan(planned, -1)
+    for batch in planned:
+        yield inputs.fetch(batch)
+
+
+def varying(inputs: list[torch.Tensor] | Stream | None) -> str | None:
+    """Why an example's inputs may differ from one epoch's read to the next (so that running the frozen part once
+    would change the run), or None: arrays and maps never do, an ImageFolder only when it augments, and a dataset
+    of one's own may (random transforms in its ``__getitem__``)."""
+    if not isinstance(inputs, Stream) or isinstance(inputs.source, MappedRows):
+        return None
+    if callable(getattr(inputs.source, "load", None)) and hasattr(inputs.source, "augment"):
+        return "the dataset augments each training read (augment=True)" if inputs.source.augment else None
+    return (f"{inputs.name} is a {type(inputs.source).__name__}, whose items may differ from one read to the next "
+            "(random transforms)")
 
 
 def check_unused(cfg: Any) -> None:
