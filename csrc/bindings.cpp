@@ -135,92 +135,50 @@ py::dict metrics_dict(const Metrics& metrics) {
   return out;
 }
 
+// A history entry as a flat dict: the epoch's fields and "val_<metric>" for each validation metric (what the
+// epoch callback receives, Result.history holds and a checkpoint's state.json keeps).
 py::dict epoch_dict(const EpochRecord& r) {
   py::dict out;
-  out["epoch"] = r.epoch;
-  out["train_loss"] = r.train_loss;
+#define FINETUNE_TO_DICT(type, name, default_value) out[#name] = r.name;
+  FINETUNE_EPOCH_FIELDS(FINETUNE_TO_DICT)
+#undef FINETUNE_TO_DICT
   for (const auto& [name, value] : r.val) out[py::str("val_" + name)] = value;
-  out["lr"] = r.lr;
-  out["seconds"] = r.seconds;
-  out["samples_per_s"] = r.samples_per_s;
   return out;
 }
 
 EpochRecord epoch_record(const py::dict& d) {
   EpochRecord r;
+#define FINETUNE_FROM_DICT(type, name, default_value) if (d.contains(#name)) r.name = d[#name].cast<type>();
+  FINETUNE_EPOCH_FIELDS(FINETUNE_FROM_DICT)
+#undef FINETUNE_FROM_DICT
   for (const auto& [key_obj, value] : d) {
     const auto key = key_obj.cast<std::string>();
-    if (key == "epoch") r.epoch = value.cast<int64_t>();
-    else if (key == "train_loss") r.train_loss = value.cast<double>();
-    else if (key == "lr") r.lr = value.cast<double>();
-    else if (key == "seconds") r.seconds = value.cast<double>();
-    else if (key == "samples_per_s") r.samples_per_s = value.cast<double>();
-    else if (key.rfind("val_", 0) == 0) r.val[key.substr(4)] = value.cast<double>();
+    if (key.rfind("val_", 0) == 0) r.val[key.substr(4)] = value.cast<double>();
   }
   return r;
 }
 
-py::dict named_dict(const NamedTensors& tensors) {
+// The counters as a dict and back (a checkpoint's state.json "counters"), from the one list in train.h.
+py::dict counters_dict(const LoopState& s) {
   py::dict out;
-  for (const auto& [name, tensor] : tensors) out[py::str(name)] = tensor;
+#define FINETUNE_TO_DICT(type, name, default_value) out[#name] = s.name;
+  FINETUNE_LOOP_COUNTERS(FINETUNE_TO_DICT)
+#undef FINETUNE_TO_DICT
   return out;
 }
 
-NamedTensors named_from(const py::dict& d) {
-  NamedTensors out;
-  for (const auto& [name, tensor] : d) out.emplace_back(name.cast<std::string>(), tensor.cast<at::Tensor>());
-  return out;
+void set_counters(LoopState& s, const py::dict& d) {
+#define FINETUNE_FROM_DICT(type, name, default_value) s.name = d[#name].cast<type>();
+  FINETUNE_LOOP_COUNTERS(FINETUNE_FROM_DICT)
+#undef FINETUNE_FROM_DICT
 }
 
-// LoopState <-> a dict of plain values ("counters", "history", "best_metrics") and tensors ("rng_state",
-// "optimizer", "ema", "best"): the checkpoint files are written from it in Python.
-py::dict loop_state_dict(const LoopState& s) {
-  py::dict counters;
-  counters["epoch"] = s.epoch;
-  counters["epoch_step"] = s.epoch_step;
-  counters["steps"] = s.steps;
-  counters["skipped_steps"] = s.skipped_steps;
-  counters["loss_sum"] = s.loss_sum;
-  counters["weight_sum"] = s.weight_sum;
-  counters["samples"] = s.samples;
-  counters["epoch_seconds"] = s.epoch_seconds;
-  counters["best_epoch"] = s.best_epoch;
-  counters["best_value"] = s.best_value;
-  counters["epochs_without_improvement"] = s.epochs_without_improvement;
-  py::list history;
-  for (const auto& record : s.history) history.append(epoch_dict(record));
-  py::dict out;
-  out["counters"] = counters;
-  out["history"] = history;
-  out["best_metrics"] = s.best_metrics;
-  out["rng_state"] = s.rng_state;
-  out["optimizer"] = named_dict(s.optimizer);
-  out["ema"] = named_dict(s.ema);
-  out["best"] = named_dict(s.best);
-  return out;
-}
-
-LoopState loop_state_from(const py::dict& d) {
-  LoopState s;
-  const auto c = d["counters"].cast<py::dict>();
-  s.epoch = c["epoch"].cast<int64_t>();
-  s.epoch_step = c["epoch_step"].cast<int64_t>();
-  s.steps = c["steps"].cast<int64_t>();
-  s.skipped_steps = c["skipped_steps"].cast<int64_t>();
-  s.loss_sum = c["loss_sum"].cast<double>();
-  s.weight_sum = c["weight_sum"].cast<double>();
-  s.samples = c["samples"].cast<int64_t>();
-  s.epoch_seconds = c["epoch_seconds"].cast<double>();
-  s.best_epoch = c["best_epoch"].cast<int64_t>();
-  s.best_value = c["best_value"].cast<double>();
-  s.epochs_without_improvement = c["epochs_without_improvement"].cast<int64_t>();
-  for (const auto& record : d["history"].cast<py::list>()) s.history.push_back(epoch_record(record.cast<py::dict>()));
-  s.best_metrics = d["best_metrics"].cast<std::map<std::string, double>>();
-  if (!d["rng_state"].is_none()) s.rng_state = d["rng_state"].cast<at::Tensor>();
-  s.optimizer = named_from(d["optimizer"].cast<py::dict>());
-  s.ema = named_from(d["ema"].cast<py::dict>());
-  s.best = named_from(d["best"].cast<py::dict>());
-  return s;
+std::vector<std::string> counter_names() {
+  return {
+#define FINETUNE_NAME(type, name, default_value) #name,
+      FINETUNE_LOOP_COUNTERS(FINETUNE_NAME)
+#undef FINETUNE_NAME
+  };
 }
 
 using Clock = std::chrono::steady_clock;
@@ -283,7 +241,7 @@ TrainHooks python_hooks(const py::object& callback, double interval_s, const py:
   if (!checkpoint.is_none()) {
     hooks.on_checkpoint = [checkpoint](const LoopState& state, const std::string& reason) {
       py::gil_scoped_acquire gil;
-      checkpoint(reason, loop_state_dict(state));
+      checkpoint(reason, state);  // a copy, as the bound LoopState
     };
   }
   return hooks;
@@ -296,52 +254,23 @@ std::shared_ptr<Parallel> parallel_over(const py::object& process_group, const T
                                                 config.bucket_mb, resolve_device(config.device));
 }
 
-py::dict train_py(const py::object& model_obj, const py::object& train_inputs, const at::Tensor& train_targets,
-                  const py::object& val_inputs, const std::optional<at::Tensor>& val_targets, const TrainConfig& config,
-                  const py::object& callback, double callback_interval_s, const py::object& checkpoint,
-                  const py::object& resume, const py::object& process_group, int64_t mask_input) {
+TrainResult train_py(const py::object& model_obj, const py::object& train_inputs, const at::Tensor& train_targets,
+                     const py::object& val_inputs, const std::optional<at::Tensor>& val_targets,
+                     const TrainConfig& config, const py::object& callback, double callback_interval_s,
+                     const py::object& checkpoint, const std::optional<LoopState>& resume,
+                     const py::object& process_group, int64_t mask_input) {
   auto model = as_model(model_obj);
   const auto train_data = dataset_of(train_inputs, train_targets, mask_input);
   std::optional<Dataset> val_data;
   if (!val_inputs.is_none() && val_targets) val_data.emplace(dataset_of(val_inputs, *val_targets, mask_input));
   auto hooks = python_hooks(callback, callback_interval_s, checkpoint);
   hooks.parallel = parallel_over(process_group, config);
-  std::optional<LoopState> resume_state;
-  if (!resume.is_none()) resume_state = loop_state_from(resume.cast<py::dict>());
   TrainResult result;
   {
     py::gil_scoped_release no_gil;
-    result = train(model, train_data, val_data ? &*val_data : nullptr, config, hooks,
-                   resume_state ? &*resume_state : nullptr);
+    result = train(model, train_data, val_data ? &*val_data : nullptr, config, hooks, resume ? &*resume : nullptr);
   }
-  py::list history;
-  for (const auto& record : result.history) history.append(epoch_dict(record));
-  py::dict out;
-  out["history"] = history;
-  out["metrics"] = metrics_dict(result.metrics);
-  out["confusion"] = result.metrics.confusion.defined() ? py::cast(result.metrics.confusion) : py::none();
-  out["class_counts"] = result.class_counts;
-  out["train_size"] = result.train_size;
-  out["steps"] = result.steps;
-  out["skipped_steps"] = result.skipped_steps;
-  out["communication_seconds"] = result.communication_seconds;
-  out["buckets_reduced"] = result.buckets_reduced;
-  out["buckets_overlapped"] = result.buckets_overlapped;
-  out["seconds"] = result.seconds;
-  out["stopped"] = result.stopped;
-  out["best_epoch"] = result.best_epoch >= 0 ? py::cast(result.best_epoch) : py::none();
-  out["best_value"] = result.best_epoch >= 0 ? py::cast(result.best_value) : py::none();
-  py::list groups;
-  for (const auto& g : result.param_groups) {
-    py::dict group;
-    group["names"] = g.names;
-    group["lr"] = g.lr;
-    group["weight_decay"] = g.weight_decay;
-    group["from_epoch"] = g.from_epoch;
-    groups.append(group);
-  }
-  out["param_groups"] = groups;
-  return out;
+  return result;
 }
 
 py::dict find_lr_py(const py::object& model_obj, const py::object& inputs, const at::Tensor& targets,
@@ -401,6 +330,55 @@ py::list named_tensors(const NamedTensors& tensors) {
   py::list out;
   for (const auto& [name, tensor] : tensors) out.append(py::make_tuple(name, tensor));
   return out;
+}
+
+// The loop's records, field for field through their X-macros (train.h): an epoch, the loop's state (what a
+// checkpoint holds; its tensors by name as (name, tensor) pairs), a parameter group, the metrics and a run's result.
+void bind_records(py::module_& m) {
+  py::class_<EpochRecord> epoch(m, "EpochRecord");
+  epoch.def(py::init<>()).def_readwrite("val", &EpochRecord::val);
+#define FINETUNE_BIND_FIELD(type, name, default_value) epoch.def_readwrite(#name, &EpochRecord::name);
+  FINETUNE_EPOCH_FIELDS(FINETUNE_BIND_FIELD)
+#undef FINETUNE_BIND_FIELD
+  epoch.def("as_dict", &epoch_dict).def_static("from_dict", &epoch_record, py::arg("entry"));
+
+  py::class_<LoopState> state(m, "LoopState");
+  state.def(py::init<>())
+      .def_readwrite("history", &LoopState::history)
+      .def_readwrite("best_metrics", &LoopState::best_metrics)
+      .def_readwrite("optimizer", &LoopState::optimizer)
+      .def_readwrite("ema", &LoopState::ema)
+      .def_readwrite("best", &LoopState::best)
+      .def_property(  // None where the run has no generator state to restore
+          "rng_state", [](const LoopState& s) { return s.rng_state.defined() ? py::cast(s.rng_state) : py::none(); },
+          [](LoopState& s, const std::optional<at::Tensor>& t) { s.rng_state = t ? *t : at::Tensor(); })
+      .def("counters", &counters_dict)
+      .def("set_counters", &set_counters, py::arg("counters"))
+      .def_static("counter_names", &counter_names);
+#define FINETUNE_BIND_FIELD(type, name, default_value) state.def_readwrite(#name, &LoopState::name);
+  FINETUNE_LOOP_COUNTERS(FINETUNE_BIND_FIELD)
+#undef FINETUNE_BIND_FIELD
+
+  py::class_<ParamGroupReport>(m, "ParamGroupReport")
+      .def_readonly("names", &ParamGroupReport::names)
+      .def_readonly("lr", &ParamGroupReport::lr)
+      .def_readonly("weight_decay", &ParamGroupReport::weight_decay)
+      .def_readonly("from_epoch", &ParamGroupReport::from_epoch);
+  py::class_<Metrics>(m, "Metrics")
+      .def_readonly("values", &Metrics::values)
+      .def_property_readonly("confusion", [](const Metrics& x) {
+        return x.confusion.defined() ? py::cast(x.confusion) : py::none();
+      })
+      .def_readonly("precision", &Metrics::precision)
+      .def_readonly("recall", &Metrics::recall);
+
+  py::class_<TrainResult> result(m, "TrainResult");
+  result.def_readonly("history", &TrainResult::history)
+      .def_readonly("metrics", &TrainResult::metrics)
+      .def_readonly("param_groups", &TrainResult::param_groups);
+#define FINETUNE_BIND_FIELD(type, name, default_value) result.def_readonly(#name, &TrainResult::name);
+  FINETUNE_RESULT_FIELDS(FINETUNE_BIND_FIELD)
+#undef FINETUNE_BIND_FIELD
 }
 
 // TrainConfig, field for field through its X-macro.
@@ -531,6 +509,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     }
   });
   bind_config(m);
+  bind_records(m);
   bind_models(m);
   bind_loop(m);
 }

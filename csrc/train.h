@@ -26,31 +26,45 @@ struct StepInfo {
   double epoch_seconds = 0.0;   // training time so far this epoch
 };
 
+// Each record below is one list, X(type, name, default), that drives the struct and its Python binding
+// (bindings.cpp: a class with these attributes, and the flat dict of a history entry or a checkpoint's counters),
+// so the fields exist once. tests/test_checkpoint_files.py checks checkpoint.py's state.json schema against them.
+
+// An epoch's numbers, besides its validation metrics (`val`: "val_<name>" in the flat dict).
+#define FINETUNE_EPOCH_FIELDS(X)                                                                         \
+  X(int64_t, epoch, 0)                                                                                   \
+  X(double, train_loss, 0.0) /* mean over the epoch's examples (class-weighted when weights are set) */ \
+  X(double, lr, 0.0)         /* of the first parameter group, after the epoch's last step */            \
+  X(double, seconds, 0.0)    /* training time of the epoch (validation excluded) */                     \
+  X(double, samples_per_s, 0.0)
+
+#define FINETUNE_DECLARE_FIELD(type, name, default_value) type name = default_value;
+
 struct EpochRecord {
-  int64_t epoch = 0;
-  double train_loss = 0.0;      // mean over the epoch's examples (class-weighted when weights are set)
+  FINETUNE_EPOCH_FIELDS(FINETUNE_DECLARE_FIELD)
   std::map<std::string, double> val;  // validation metrics, empty without validation data
-  double lr = 0.0;              // of the first parameter group, after the epoch's last step
-  double seconds = 0.0;         // training time of the epoch (validation excluded)
-  double samples_per_s = 0.0;
 };
 
 // Everything a run needs to continue exactly where it was: a checkpoint, with the model's own weights.
 // Taken after an optimizer step or an epoch's end; the data order and schedule are recomputed from
 // (seed, epoch, steps), the rest is here.
+// The loop's counters (a checkpoint's state.json "counters").
+#define FINETUNE_LOOP_COUNTERS(X)                                                                           \
+  X(int64_t, epoch, 0)         /* the epoch in progress (== epochs when the run is complete) */            \
+  X(int64_t, epoch_step, 0)    /* optimizer steps already taken in it */                                   \
+  X(int64_t, steps, 0)         /* optimizer steps taken in the run */                                      \
+  X(int64_t, skipped_steps, 0) /* on_nan="skip" */                                                         \
+  X(double, loss_sum, 0.0)     /* the epoch so far: summed loss, its weight, examples and training time */ \
+  X(double, weight_sum, 0.0)                                                                               \
+  X(int64_t, samples, 0)                                                                                   \
+  X(double, epoch_seconds, 0.0)                                                                            \
+  X(int64_t, best_epoch, -1)                                                                               \
+  X(double, best_value, 0.0)                                                                               \
+  X(int64_t, epochs_without_improvement, 0)
+
 struct LoopState {
-  int64_t epoch = 0;          // the epoch in progress (== epochs when the run is complete)
-  int64_t epoch_step = 0;     // optimizer steps already taken in it
-  int64_t steps = 0;          // optimizer steps taken in the run
-  int64_t skipped_steps = 0;  // on_nan="skip"
-  double loss_sum = 0.0;      // the epoch so far: summed loss, its weight, examples and training time
-  double weight_sum = 0.0;
-  int64_t samples = 0;
-  double epoch_seconds = 0.0;
+  FINETUNE_LOOP_COUNTERS(FINETUNE_DECLARE_FIELD)
   std::vector<EpochRecord> history;
-  int64_t best_epoch = -1;
-  double best_value = 0.0;
-  int64_t epochs_without_improvement = 0;
   std::map<std::string, double> best_metrics;
   at::Tensor rng_state;       // the global CPU generator (dropout)
   NamedTensors optimizer;     // optimizer_state()
@@ -109,22 +123,28 @@ struct ParamGroupReport {
   int64_t from_epoch = 0;     // > 0 for groups unfrozen during training
 };
 
+// What a run returns besides its history, metrics and parameter groups.
+#define FINETUNE_RESULT_FIELDS(X)                                                                            \
+  X(std::vector<int64_t>, class_counts, {}) /* training examples per class in the sampled subset */         \
+  X(int64_t, train_size, 0)                 /* examples in the sampled subset */                            \
+  X(int64_t, steps, 0)                      /* optimizer steps */                                           \
+  X(int64_t, skipped_steps, 0)              /* dropped by on_nan="skip" */                                  \
+  X(double, seconds, 0.0)                                                                                   \
+  X(double, communication_seconds, 0.0)     /* in gradient all-reduces (data-parallel runs) */             \
+  X(int64_t, buckets_reduced, 0)            /* gradient buckets all-reduced (data-parallel runs) */         \
+  X(int64_t, buckets_overlapped, 0)         /* of those, started while backward still worked on later ones */ \
+  X(bool, stopped, false)                   /* stopped before the last epoch (a hook, or early stopping) */ \
+  X(int64_t, best_epoch, -1)                /* by config.monitor; -1 when nothing was monitored */          \
+  X(double, best_value, 0.0)
+
 struct TrainResult {
+  FINETUNE_RESULT_FIELDS(FINETUNE_DECLARE_FIELD)
   std::vector<EpochRecord> history;
-  Metrics metrics;                    // final validation metrics (empty without validation data)
-  std::vector<int64_t> class_counts;  // training examples per class in the sampled subset
-  int64_t train_size = 0;             // examples in the sampled subset
-  int64_t steps = 0;                  // optimizer steps
-  int64_t skipped_steps = 0;          // dropped by on_nan="skip"
-  double seconds = 0.0;
-  double communication_seconds = 0.0; // in gradient all-reduces (data-parallel runs)
-  int64_t buckets_reduced = 0;        // gradient buckets all-reduced (data-parallel runs)
-  int64_t buckets_overlapped = 0;     // of those, started while backward still worked on later buckets
-  bool stopped = false;               // stopped before the last epoch (a hook, or early stopping)
-  int64_t best_epoch = -1;            // by config.monitor; -1 when nothing was monitored
-  double best_value = 0.0;
+  Metrics metrics;  // final validation metrics (empty without validation data)
   std::vector<ParamGroupReport> param_groups;
 };
+
+#undef FINETUNE_DECLARE_FIELD
 
 // `resume`, when given, continues from a LoopState whose model weights are already in `model`.
 TrainResult train(Model& model, const Dataset& train_data, const Dataset* val_data, const TrainConfig& config,

@@ -843,3 +843,36 @@ fuzz()
 COUNT["seconds"] = round(time.perf_counter() - started, 1)
 print(json.dumps(COUNT))
 '''
+
+
+def test_state_json_is_the_cpp_loop_state_field_for_field():
+    """checkpoint.py's schema of state.json is the C++ LoopState's and EpochRecord's fields (train.h's X-macros,
+    bound as finetune._C classes), and a LoopState survives the files' form unchanged."""
+    from finetune import _C
+
+    assert list(checkpoint._COUNTERS) == _C.LoopState.counter_names()
+    record = _C.EpochRecord()
+    assert set(record.as_dict()) == set(checkpoint._HISTORY)
+    state = _C.LoopState()
+    state.set_counters({name: (3 if kind is int else 0.5) for name, (kind, _) in checkpoint._COUNTERS.items()})
+    record.epoch, record.train_loss, record.val = 2, 0.25, {"loss": 0.5, "accuracy": 0.75}
+    state.history = [record]
+    state.best_metrics = {"loss": 0.5}
+    state.rng_state = torch.get_rng_state()
+    state.optimizer = [("fc.weight/momentum_buffer", torch.ones(2, 3))]
+    state.best = [("fc.weight", torch.zeros(2, 3))]
+    saved = checkpoint.saved_form(state)
+    assert saved["counters"]["steps"] == 3 and saved["counters"]["loss_sum"] == 0.5
+    assert saved["history"] == [{"epoch": 2, "train_loss": 0.25, "lr": 0.0, "seconds": 0.0, "samples_per_s": 0.0,
+                                 "val_accuracy": 0.75, "val_loss": 0.5}]
+    again = checkpoint.saved_form(checkpoint.loop_state(saved))
+    assert again.keys() == saved.keys()
+    for key in saved:
+        if key in ("optimizer", "ema", "best"):
+            assert again[key].keys() == saved[key].keys()
+            assert all(torch.equal(again[key][k], saved[key][k]) for k in saved[key])
+        elif key == "rng_state":
+            assert torch.equal(again[key], saved[key])
+        else:
+            assert again[key] == saved[key], key
+    assert checkpoint.loop_state({**saved, "rng_state": None}).rng_state is None

@@ -77,6 +77,70 @@ class TrainConfig:
     def field_names() -> list[str]: ...
     def validate(self) -> None: ...
 
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    lr: float
+    seconds: float
+    samples_per_s: float
+    val: dict[str, float]
+    def __init__(self) -> None: ...
+    def as_dict(self) -> dict[str, float]: ...  # {"epoch", "train_loss", "lr", "seconds", "samples_per_s", "val_<metric>"...}
+    @staticmethod
+    def from_dict(entry: dict[str, float]) -> EpochRecord: ...
+
+class LoopState:
+    epoch: int
+    epoch_step: int
+    steps: int
+    skipped_steps: int
+    loss_sum: float
+    weight_sum: float
+    samples: int
+    epoch_seconds: float
+    best_epoch: int
+    best_value: float
+    epochs_without_improvement: int
+    history: list[EpochRecord]
+    best_metrics: dict[str, float]
+    rng_state: torch.Tensor | None
+    optimizer: list[tuple[str, torch.Tensor]]
+    ema: list[tuple[str, torch.Tensor]]
+    best: list[tuple[str, torch.Tensor]]
+    def __init__(self) -> None: ...
+    def counters(self) -> dict[str, int | float]: ...
+    def set_counters(self, counters: dict[str, int | float]) -> None: ...
+    @staticmethod
+    def counter_names() -> list[str]: ...
+
+class ParamGroupReport:
+    names: list[str]
+    lr: float
+    weight_decay: float
+    from_epoch: int
+
+class Metrics:
+    values: dict[str, float]
+    confusion: torch.Tensor | None
+    precision: list[float]
+    recall: list[float]
+
+class TrainResult:
+    class_counts: list[int]
+    train_size: int
+    steps: int
+    skipped_steps: int
+    seconds: float
+    communication_seconds: float
+    buckets_reduced: int
+    buckets_overlapped: int
+    stopped: bool
+    best_epoch: int  # -1: nothing monitored
+    best_value: float
+    history: list[EpochRecord]
+    metrics: Metrics
+    param_groups: list[ParamGroupReport]
+
 class MlpOptions:
     in_features: int
     hidden: list[int]
@@ -129,8 +193,8 @@ def make_ncf(options: NcfOptions) -> NativeModule: ...
 def train(model: Any, train_inputs: Inputs, train_targets: torch.Tensor,
           val_inputs: Inputs | None, val_targets: torch.Tensor | None, config: TrainConfig,
           callback: Callable[[str, dict[str, Any]], bool] | None = None, callback_interval_s: float = 0.1,
-          checkpoint: Callable[[str, dict[str, Any]], None] | None = None, resume: dict[str, Any] | None = None,
-          process_group: Any = None, mask_input: int = -1) -> dict[str, Any]: ...
+          checkpoint: Callable[[str, LoopState], None] | None = None, resume: LoopState | None = None,
+          process_group: Any = None, mask_input: int = -1) -> TrainResult: ...
 def find_lr(model: Any, inputs: Inputs, targets: torch.Tensor, config: TrainConfig, start_lr: float,
             end_lr: float, num_steps: int, diverge_factor: float, mask_input: int = -1) -> dict[str, Any]: ...
 def scheduled_lr(config: TrainConfig, base_lr: float, step: int, total_steps: int, steps_per_epoch: int) -> float: ...

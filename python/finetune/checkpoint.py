@@ -48,14 +48,14 @@ _MAX_HEADER = 100 * 1024 * 1024  # the safetensors package's own limit
 _MAX_JSON = 64 * 1024 * 1024
 _MAX_INT = 2**62  # counters stay far from int64 overflow in the loop's arithmetic
 
-# state.json "counters": the LoopState fields the C++ loop reads (csrc/bindings.cpp loop_state_from), with the
+# state.json "counters": the LoopState counters (csrc/train.h FINETUNE_LOOP_COUNTERS, tested to agree), with the
 # type it casts each to and the lowest value that makes sense (None: any number, NaN and infinities included).
 _COUNTERS: dict[str, tuple[type, float | None]] = {
     "epoch": (int, 0), "epoch_step": (int, 0), "steps": (int, 0), "skipped_steps": (int, 0),
     "loss_sum": (float, None), "weight_sum": (float, 0.0), "samples": (int, 0), "epoch_seconds": (float, 0.0),
     "best_epoch": (int, -1), "best_value": (float, None), "epochs_without_improvement": (int, 0),
 }
-# A history entry (csrc/bindings.cpp epoch_record): these keys, plus "val_<metric>" numbers.
+# A history entry (csrc/train.h FINETUNE_EPOCH_FIELDS, tested to agree): these keys, plus "val_<metric>" numbers.
 _HISTORY: dict[str, type] = {"epoch": int, "train_loss": float, "lr": float, "seconds": float, "samples_per_s": float}
 # Each optimizer's per-parameter state fields (csrc/optim.cpp state_fields): field -> required.
 _OPTIMIZER_FIELDS: dict[str, dict[str, bool]] = {
@@ -297,6 +297,28 @@ def preflight(directory: str | os.PathLike, model: Any) -> None:
             pass
 
 
+def saved_form(state: Any) -> dict[str, Any]:
+    """A ``finetune._C.LoopState`` in the form the files hold (what ``write`` takes and ``load`` returns): its
+    counters and history as state.json has them, its tensors by name."""
+    return {"counters": state.counters(), "history": [record.as_dict() for record in state.history],
+            "best_metrics": dict(state.best_metrics), "rng_state": state.rng_state,
+            **{group: dict(getattr(state, group)) for group in _GROUPS}}
+
+
+def loop_state(saved: dict[str, Any]) -> Any:
+    """The ``finetune._C.LoopState`` a loaded checkpoint's loop state (``load``'s second value) resumes."""
+    from . import _C
+
+    state = _C.LoopState()
+    state.set_counters(saved["counters"])
+    state.history = [_C.EpochRecord.from_dict(entry) for entry in saved["history"]]
+    state.best_metrics = saved["best_metrics"]
+    state.rng_state = saved["rng_state"]
+    for group in _GROUPS:
+        setattr(state, group, list(saved[group].items()))
+    return state
+
+
 def write(directory: str | os.PathLike, model: Any, loop_state: dict[str, Any], config: dict[str, Any],
           keep_last: int, is_best: bool) -> Path:
     """Writes one checkpoint atomically, then points `latest` (and `best`) at it and prunes old ones."""
@@ -431,7 +453,7 @@ def _object(value: Any, where: str, required: set[str] | None = None, allowed: s
 
 
 def _check_state(state: Any, config: dict[str, Any]) -> None:
-    """state.json, field by field, as csrc/bindings.cpp loop_state_from reads it (format checked already)."""
+    """state.json, field by field, as the C++ LoopState reads it (format checked already)."""
     _object(state, "the file", required={"format", "counters", "history", "best_metrics"},
             allowed={"format", "counters", "history", "best_metrics"})
     counters = _object(state["counters"], "counters", required=set(_COUNTERS), allowed=set(_COUNTERS))

@@ -296,7 +296,7 @@ RESUMABLE_CHANGES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_las
                      "num_workers", "prefetch")
 
 
-def _resume_state(run: _Run, resume: bool | str | os.PathLike) -> dict[str, Any] | None:
+def _resume_state(run: _Run, resume: bool | str | os.PathLike) -> Any:
     """Loads the checkpoint `resume` names into the model and returns its loop state (None: start afresh)."""
     if resume is True:
         if not run.config.checkpoint_dir:
@@ -328,7 +328,7 @@ def _resume_state(run: _Run, resume: bool | str | os.PathLike) -> dict[str, Any]
     checkpoint.load_model_state(run.model, tensors, str(found))
     log.info("resuming from %s (epoch %d, step %d)", found, loop_state["counters"]["epoch"],
              loop_state["counters"]["steps"])
-    return loop_state
+    return checkpoint.loop_state(loop_state)
 
 
 @contextlib.contextmanager
@@ -597,10 +597,10 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
         progress(kind, info)
         return bool(callback(kind, info)) if callback is not None else False
 
-    def on_checkpoint(reason: str, state: dict[str, Any]) -> None:
-        history, best = state["history"], state["counters"]["best_epoch"]
-        is_best = reason == "epoch" and bool(history) and best == history[-1]["epoch"]
-        path = checkpoint.write(cfg.checkpoint_dir, run.model, state, saved_config, cfg.keep_last, is_best)
+    def on_checkpoint(reason: str, state: _C.LoopState) -> None:
+        is_best = reason == "epoch" and bool(state.history) and state.best_epoch == state.history[-1].epoch
+        path = checkpoint.write(cfg.checkpoint_dir, run.model, checkpoint.saved_form(state), saved_config,
+                                cfg.keep_last, is_best)
         log.debug("checkpoint (%s): %s", reason, path)
 
     try:
@@ -610,25 +610,26 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
                            resume_state, group, mask_input=run.mask_input)
     finally:
         progress.close()
-    counts = out["class_counts"]
+    monitored = out.best_epoch >= 0
     return Result(
         model=run.given,
-        history=out["history"],
-        metrics=out["metrics"],
+        history=[record.as_dict() for record in out.history],
+        metrics=dict(out.metrics.values),
         config=cfg,
-        class_counts={c: n for c, n in enumerate(counts)} if cfg.task == "classification" else None,
-        train_size=out["train_size"],
-        steps=out["steps"],
-        seconds=out["seconds"],
-        confusion_matrix=out["confusion"].numpy() if out["confusion"] is not None else None,
-        stopped=out["stopped"],
-        skipped_steps=out["skipped_steps"],
+        class_counts=dict(enumerate(out.class_counts)) if cfg.task == "classification" else None,
+        train_size=out.train_size,
+        steps=out.steps,
+        seconds=out.seconds,
+        confusion_matrix=out.metrics.confusion.numpy() if out.metrics.confusion is not None else None,
+        stopped=out.stopped,
+        skipped_steps=out.skipped_steps,
         world_size=group.size() if group is not None else 1,
-        communication_seconds=out["communication_seconds"],
-        allreduce_overlap=out["buckets_overlapped"] / max(out["buckets_reduced"], 1),
-        best_epoch=out["best_epoch"],
-        best_value=out["best_value"],
-        param_groups=out["param_groups"],
+        communication_seconds=out.communication_seconds,
+        allreduce_overlap=out.buckets_overlapped / max(out.buckets_reduced, 1),
+        best_epoch=out.best_epoch if monitored else None,
+        best_value=out.best_value if monitored else None,
+        param_groups=[{"names": g.names, "lr": g.lr, "weight_decay": g.weight_decay, "from_epoch": g.from_epoch}
+                      for g in out.param_groups],
         model_options=run.model_options,
         runner=run.runner,
         trim_padding=run.trim_padding,
