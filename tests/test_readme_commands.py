@@ -117,6 +117,8 @@ EXCLUDED = {
     "python benchmarks/lora.py --seeds 3 --epochs 3 --threads 2": "a benchmark: 2,029 s on this machine",
     "python benchmarks/frozen.py --epochs 10": "a benchmark: 1,112 s on this machine",
     "python benchmarks/padding.py --seeds 3": "a benchmark: 1,285 s on this machine",
+    "python benchmarks/data.py": "a benchmark: 20,000 JPEGs made, then read six times, about 15 minutes here "
+                                 "(tests/test_streams.py checks ImageFolder's streaming and its weights)",
     "pip install --no-deps fastai==2.8.12": "installs packages",
     'pip install fastcore fasttransform fastprogress fastdownload "plum-dispatch<2.10" cloudpickle': "installs packages",
     "python benchmarks/quality.py --sections recipe --seeds 5":
@@ -143,8 +145,6 @@ REDUCED = {
     "python -m finetune example --data DIR --fraction 0.1 --epochs 3":
         ("python -m finetune example --data digits-idx --fraction 0.1 --epochs 3",
          "DIR is a placeholder: a folder of MNIST-format IDX files, here scikit-learn's digits"),
-    "python benchmarks/data.py": ("python benchmarks/data.py --images 200 --workers 0 2",
-                                  "200 generated JPEGs instead of 20,000 (which take about 15 minutes here)"),
 }
 if _fashion_mnist_installed():
     REDUCED["finetune example --threads 2"] = (
