@@ -4,6 +4,7 @@ same data in memory does, read ahead by DataLoader workers, with one-line errors
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -134,7 +135,8 @@ def test_labels_come_from_the_dataset_or_beside_it_and_must_agree(split):
     finetune.train(d, Digits(x, y, attribute=None), labels=y, **SETTINGS)
     assert _max_difference(a, b) == 0 and _max_difference(a, c) == 0 and _max_difference(a, d) == 0
     assert finetune.evaluate(d, Digits(x, y, attribute=None), labels=y)["loss"] == finetune.evaluate(d, Digits(x, y))["loss"]
-    with pytest.raises(ValueError, match=r"labels= labels a dataset's examples, and train_data is a tuple"):
+    with pytest.raises(ValueError, match=r"labels= labels a dataset's examples, and train_data is a tuple \(X, y\) "
+                                         r"with its labels already"):
         finetune.train(mlp(), (x, y), labels=y, **SETTINGS)
     with pytest.raises(ValueError, match=r"train_data is a dataset \(Digits\) without a `targets` or `labels` "
                                          r"attribute: pass \(train_data, labels\)"):
@@ -341,3 +343,80 @@ def test_frozen_features_are_computed_once_from_a_map_or_an_unaugmented_folder(s
                                freeze=["0"], **IMAGE_SETTINGS)
     assert plain.cache_frozen["used"], plain.cache_frozen
     assert augmented.cache_frozen == {"used": False, "reason": "the dataset augments each training read (augment=True)"}
+
+
+def test_a_slice_of_a_memory_map_reads_its_own_rows(split, tmp_path):
+    """numpy keeps the parent's `offset` on a slice of a memmap: the rows are found from the shared map instead."""
+    x, y, _, _ = split
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    for part in (mapped[1000:], mapped[3:10], mapped[100:][5:50]):
+        rows = streams.MappedRows.memmap(part, "X")
+        assert torch.equal(rows.rows_at(list(range(len(part)))), torch.from_numpy(np.array(part)))
+    model = mlp()
+    finetune.train(model, (x[:1000], y[:1000]), **SETTINGS)
+    assert (finetune.predict(model, mapped[1000:]) == finetune.predict(model, x[1000:])).all()
+    with pytest.raises(IndexError):
+        streams.MappedRows.memmap(mapped, "X")[len(x)]
+
+
+def test_the_recipe_with_workers_reads_its_cached_head_phase_in_memory(split, tmp_path):
+    x, y, _, _ = split
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    torch.manual_seed(0)
+    pretrained = mlp()
+    finetune.train(pretrained, (x[:200], y[:200]), epochs=2, progress=False)
+    streamed, in_memory = copy.deepcopy(pretrained), copy.deepcopy(pretrained)
+    result = finetune.train(streamed, (mapped, y), num_workers=2, progress=False)
+    finetune.train(in_memory, (x, y), progress=False)
+    assert result.recipe[0]["value"] == "auto" and result.cache_frozen["used"]
+    assert _max_difference(streamed, in_memory) <= 1e-6
+
+
+def test_dataset_mistakes_are_one_line_errors_naming_the_example(split, tmp_path):
+    x, y, _, _ = split
+
+    class Items(torch.utils.data.Dataset):
+        def __init__(self, item):
+            self.item, self.targets = item, y
+
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return self.item(i)
+
+    cases = [
+        (lambda i: (torch.from_numpy(x[i][: 63 if i == 300 else 64]), int(y[i])),
+         r"train_data\[300\]'s input 0 has shape \(63,\) but train_data\[\d+\]'s has \(64,\)"),
+        (lambda i: (object(), int(y[i])), r"train_data\[\d+\]'s input 0 is a object; an input must be a tensor"),
+        (lambda i: (torch.from_numpy(x[i]), None), r"train_data\[\d+\]'s label is None"),
+        (lambda i: (_ for _ in ()).throw(RuntimeError("cannot open\nthe database")),
+         r"^train_data\[\d+\]: RuntimeError: cannot open the database$"),
+    ]
+    for item, message in cases:
+        with pytest.raises((ValueError, TypeError), match=message) as error:
+            finetune.train(mlp(), Items(item), **dict(SETTINGS, sample_fraction=1.0))
+        assert "\n" not in str(error.value)
+    # a list of numbers is one input
+    finetune.train(mlp(), Items(lambda i: (x[i].tolist(), int(y[i]))), **SETTINGS)
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter([])
+
+    with pytest.raises(TypeError, match=r"Stream is an IterableDataset; finetune reads map-style datasets"):
+        finetune.train(mlp(), Stream(), labels=y, **SETTINGS)
+
+
+def test_a_validation_folder_with_other_classes_is_an_error(tmp_path):
+    root = _image_folder(tmp_path / "train")
+    shutil.copytree(root / "bee", tmp_path / "val" / "bee")
+    shutil.copytree(root / "cat", tmp_path / "val" / "cat")
+    train = finetune.datasets.ImageFolder(root, size=16)
+    with pytest.raises(ValueError, match=r"val's classes \['bee', 'cat'\] differ from train_data's \['ant', 'bee', 'cat'\]"):
+        finetune.train(_small_cnn(), train, val=finetune.datasets.ImageFolder(tmp_path / "val", size=16),
+                       **IMAGE_SETTINGS)
+    finetune.train(_small_cnn(), train, val=finetune.datasets.ImageFolder(tmp_path / "val", size=16,
+                                                                          classes=train.classes), **IMAGE_SETTINGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,7 +33,12 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must hold numbers, got an array of dtype {array.dtype}")
     if array.dtype.kind == "u" and array.dtype != np.uint8:
         array = array.astype(np.int64)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # a read-only array (a memory-mapped y): shared as it is; nothing writes to it
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(array)
+    return torch.from_numpy(array)
 
 
 def keywords(value: Any, name: str = "X") -> list[str] | None:

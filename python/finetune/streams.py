@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import collections.abc
 import json
+import mmap
 import os
 import time
 from typing import Any, Iterator, Sequence
@@ -34,6 +35,9 @@ def is_dataset(value: Any) -> bool:
     """A map-style dataset finetune streams: a ``torch.utils.data.Dataset``, or any object with ``__len__`` and
     ``__getitem__`` that is not data in memory (an array, a sparse matrix, a data frame: anything with a ``shape``
     or ``__array__``; a sequence; a mapping such as a tokenizer's ``BatchEncoding``)."""
+    if isinstance(value, torch.utils.data.IterableDataset):
+        raise TypeError(f"{type(value).__name__} is an IterableDataset; finetune reads map-style datasets "
+                        "(__len__ and __getitem__), whose examples it can ask for by index in the order it decides")
     if isinstance(value, torch.utils.data.Dataset):
         return True
     if isinstance(value, (collections.abc.Sequence, collections.abc.Mapping, np.ndarray, torch.Tensor, Stream)) or \
@@ -44,7 +48,8 @@ def is_dataset(value: Any) -> bool:
 
 def is_mapped(value: Any) -> bool:
     """A memory-mapped numpy array backed by a file (``np.memmap``, ``np.load(..., mmap_mode=...)``)."""
-    return isinstance(value, np.memmap) and getattr(value, "filename", None) is not None
+    return isinstance(value, np.memmap) and getattr(value, "filename", None) is not None and \
+        getattr(value, "_mmap", None) is not None
 
 
 def labels_of(dataset: Any, name: str) -> Any:
@@ -54,8 +59,18 @@ def labels_of(dataset: Any, name: str) -> Any:
         if labels is not None:
             return labels
     raise ValueError(f"{name} is a dataset ({type(dataset).__name__}) without a `targets` or `labels` attribute: "
-                     f"pass ({name}, labels) with one label per example (finetune samples and stratifies by label "
-                     "before reading any example)")
+                     f"pass ({name}, labels) or labels=, one label per example (finetune reads the labels before "
+                     "any example)")
+
+
+def check_same_classes(train: Any, val: Any) -> None:
+    """Two datasets that name their classes (an ImageFolder's sub-folders) must name the same ones in the same
+    order: label 1 of the one is label 1 of the other."""
+    if getattr(train, "classes", None) is not None and getattr(val, "classes", None) is not None and \
+            list(train.classes) != list(val.classes):
+        raise ValueError(f"val's classes {list(val.classes)} differ from train_data's {list(train.classes)}: its labels "
+                         "would mean other classes; open it with the training classes (ImageFolder(..., "
+                         "classes=train.classes))")
 
 
 def split(value: Any, name: str) -> tuple[Any, Any]:
@@ -71,8 +86,11 @@ def with_labels(value: Any, labels: Any, name: str) -> Any:
     """``(value, labels)`` for a dataset given ``labels=``; ``value`` itself without them."""
     if labels is None:
         return value
+    if isinstance(value, (tuple, list)):
+        raise ValueError(f"labels= labels a dataset's examples, and {name} is a tuple (X, y) with its labels already: "
+                         "pass one of them")
     if not is_dataset(value):
-        raise ValueError(f"labels= labels a dataset's examples, and {name} is a {type(value).__name__} (pass (X, y))")
+        raise ValueError(f"labels= labels a dataset's examples, and {name} is a {type(value).__name__}")
     return value, labels
 
 
@@ -174,7 +192,7 @@ class MappedRows(torch.utils.data.Dataset):
             dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
         except TypeError:
             raise TypeError(f"{name} is a memory-mapped array of dtype {array.dtype}; finetune reads numbers") from None
-        return cls(array.filename, array.offset, dtype, array.shape, name)
+        return cls(array.filename, _file_offset(array), dtype, array.shape, name)
 
     @classmethod
     def safetensors(cls, path: str | os.PathLike, tensor: str) -> "MappedRows":
@@ -226,10 +244,21 @@ class MappedRows(torch.utils.data.Dataset):
         return rows.reshape(len(indices), *self.row_shape)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.rows_at([i])[0]
+        if not -self.rows <= i < self.rows:
+            raise IndexError(f"row {i} of {self.name}, which has {self.rows} rows")
+        return self.rows_at([i % self.rows])[0]
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_file": None}
+
+
+def _file_offset(array: np.memmap) -> int:
+    """Where the array's first element is in its file. ``array.offset`` is the mapped array's: a slice of it
+    (``x[1000:]``) keeps its parent's offset, so the position is read off the shared map instead -- the map starts at
+    the offset rounded down to the allocation granularity, as np.memmap maps it."""
+    start = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY
+    base = np.frombuffer(array._mmap, dtype=np.uint8).ctypes.data
+    return start + array.ctypes.data - base
 
 
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -258,20 +287,38 @@ class _Batches(torch.utils.data.Dataset):
             try:
                 item = load(i, seed) if callable(load) else self.source[i]
             except Exception as error:  # noqa: BLE001 -- any error of the user's dataset, named and one line
-                raise ValueError(f"{self.name}[{i}]: {type(error).__name__}: {_one_line(error)}") from None
-            x, label = _split_item(item, i, self.name) if self.labeled else ([item], None)
+                message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+                raise ValueError(f"{self.name}[{i}]: {type(error).__name__}: {message}") from None
+            x, label = _split_item(item, i, self.name) if self.labeled else \
+                (list(item) if isinstance(item, tuple) else [item], None)
             inputs.append(x)
             labels.append(label)
         columns = []
         for c in range(len(inputs[0])):
-            try:
-                # default_collate stacks into shared memory in a worker: the batch crosses to the loop uncopied
-                column = torch.utils.data.default_collate([torch.as_tensor(x[c]) for x in inputs])
-            except (RuntimeError, TypeError, IndexError) as error:
-                raise ValueError(f"{self.name}: input {c} of the examples {where[:8]} cannot be stacked into a batch "
-                                 f"({_one_line(error)}): every example's inputs need the same shape") from None
-            columns.append(self._cast(column, where))
-        return columns, (torch.as_tensor(np.asarray(labels)) if self.labeled else None)
+            values = []
+            for i, x in zip(where, inputs):
+                if len(x) != len(inputs[0]):
+                    raise ValueError(f"{self.name}[{i}] has {len(x)} inputs, {self.name}[{where[0]}] {len(inputs[0])}")
+                try:
+                    values.append(torch.as_tensor(x[c]))
+                except (RuntimeError, TypeError, ValueError):
+                    raise TypeError(f"{self.name}[{i}]'s input {c} is a {type(x[c]).__name__}; an input must be a "
+                                    "tensor, an array or numbers (a PIL image: convert it, e.g. np.asarray)") from None
+                if values[-1].shape != values[0].shape:
+                    raise ValueError(f"{self.name}[{i}]'s input {c} has shape {tuple(values[-1].shape)} but "
+                                     f"{self.name}[{where[0]}]'s has {tuple(values[0].shape)}: a batch stacks "
+                                     "examples of one shape")
+            # default_collate stacks into shared memory in a worker: the batch crosses to the loop uncopied
+            columns.append(self._cast(torch.utils.data.default_collate(values), where))
+        if not self.labeled:
+            return columns, None
+        try:
+            return columns, torch.as_tensor(np.asarray(labels))
+        except (TypeError, ValueError, RuntimeError):
+            bad = next((i for i, label in zip(where, labels) if not isinstance(label, (int, float, np.number))
+                        and not (hasattr(label, "shape") and np.asarray(label).dtype.kind in "biuf")), where[0])
+            raise ValueError(f"{self.name}[{bad}]'s label is {labels[where.index(bad)]!r}; a label is a class id or "
+                             "a number (or an array of numbers)") from None
 
     def _cast(self, column: torch.Tensor, where: list[int]) -> torch.Tensor:
         """As finetune.data.features treats arrays in memory: floating (and uint8/bool) inputs in the model's
@@ -297,7 +344,9 @@ def _split_item(item: Any, i: int, name: str) -> tuple[list[Any], Any]:
     if isinstance(x, dict):
         raise TypeError(f"{name}[{i}]'s inputs are a dict; a streamed dataset gives its inputs by position (a tensor, "
                         "or a tuple of tensors in the order the model's forward takes them)")
-    return (list(x) if isinstance(x, (tuple, list)) else [x]), label
+    # A tuple (or a list of arrays) is several inputs; a list of numbers is one input's values.
+    several = isinstance(x, tuple) or (isinstance(x, list) and bool(x) and hasattr(x[0], "shape"))
+    return (list(x) if several else [x]), label
 
 
 def _one_line(error: BaseException) -> str:

@@ -244,6 +244,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         if val_keys != keys:
             raise ValueError(f"X_val's inputs {val_keys} differ from X's {keys}: pass them the "
                              "same way (a dict with the same keys in the same order, or arrays)")
+        streams.check_same_classes(x, val_x)
         val_stream = streams.streamed(val_x, vy, "val", cfg.task, dtype, cfg)
         if val_stream is not None:
             val_inputs, val_targets = val_stream
@@ -532,7 +533,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                     stop_after: int | None) -> Result:
         # The refit has no validation data: the given monitor and patience were for the phases that had.
         kept = {k: v for k, v in passed.items() if val_data is not None or k not in ("monitor", "early_stopping")}
-        phase_cfg = dataclasses.replace(base, **{**settings, **kept})
+        phase_cfg = _readers_for(dataclasses.replace(base, **{**settings, **kept}), train_data, val_data)
         train_data, val_data = given_form(train_data), given_form(val_data)
 
         def on_event(kind: str, info: dict[str, Any]) -> bool:
@@ -543,13 +544,15 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                      callback_interval=callback_interval, recipe="none", head="keep")
 
     def find_rate(model: Any, train_data: Any, settings: dict[str, Any]) -> LrFinderResult:
-        probe_cfg = dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
-                                        progress=False)
+        probe_cfg = _readers_for(dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
+                                                     progress=False), train_data)
         return find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg)
 
     def measure(model: Any, val_data: Any) -> dict[str, Any]:
+        readers = _readers_for(cfg, val_data)
         return evaluate(model, given_form(val_data), task=cfg.task, batch_size=cfg.eval_batch_size, device=cfg.device,
-                        topk=cfg.topk, distributed="off", runner=cfg.runner)
+                        topk=cfg.topk, distributed="off", runner=cfg.runner, num_workers=readers.num_workers,
+                        prefetch=readers.prefetch)
 
     start = time.perf_counter()
     phases, plan, train_idx, metrics = recipes.run(
@@ -570,6 +573,14 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions], runner=run.runner,
         cache_frozen={"used": bool(cached.value), "reason": cached.reason} if cached is not None else
         {"used": False, "reason": "no head phase"})
+
+
+def _readers_for(cfg: TrainConfig, *splits: Any) -> TrainConfig:
+    """``cfg`` for a phase of the recipe on these (inputs, targets) splits: its num_workers and prefetch where one
+    of them is streamed, the defaults where all are in memory (the head phase on features computed once)."""
+    if any(split is not None and isinstance(split[0], streams.Stream) for split in splits):
+        return cfg
+    return dataclasses.replace(cfg, num_workers=0, prefetch=2)
 
 
 def _on_features(run: _Run, found: frozen.FrozenFeatures) -> _Run:
