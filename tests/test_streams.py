@@ -51,6 +51,12 @@ def _max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(_weights(a), _weights(b)))
 
 
+def _mapped(array: np.ndarray, path) -> np.memmap:
+    """``array`` saved to ``path`` and opened again memory-mapped, as a user's large X is."""
+    np.save(path, array)
+    return np.load(path, mmap_mode="r")
+
+
 @pytest.fixture(scope="module")
 def split(digits):
     x, y, _, _ = digits
@@ -76,8 +82,7 @@ def test_a_dataset_trains_to_the_weights_of_the_same_data_in_memory(split, num_w
 
 def test_a_memory_mapped_x_trains_evaluates_and_predicts_as_the_array(split, tmp_path):
     x, y, vx, vy = split
-    np.save(tmp_path / "x.npy", x)
-    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    mapped = _mapped(x, tmp_path / "x.npy")
     torch.manual_seed(0)
     start = mlp()
     in_memory, streamed = copy.deepcopy(start), copy.deepcopy(start)
@@ -319,8 +324,7 @@ def test_frozen_features_are_computed_once_from_a_map_or_an_unaugmented_folder(s
     """A frozen body over streamed data that reads the same every epoch runs once per example, in memory after:
     the same weights as the uncached streamed run and as the cached run on the arrays."""
     x, y, vx, vy = split
-    np.save(tmp_path / "x.npy", x)
-    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    mapped = _mapped(x, tmp_path / "x.npy")
     torch.manual_seed(0)
     start = mlp()
     settings = dict(SETTINGS, freeze=["0"])
@@ -348,8 +352,7 @@ def test_frozen_features_are_computed_once_from_a_map_or_an_unaugmented_folder(s
 def test_a_slice_of_a_memory_map_reads_its_own_rows(split, tmp_path):
     """numpy keeps the parent's `offset` on a slice of a memmap: the rows are found from the shared map instead."""
     x, y, _, _ = split
-    np.save(tmp_path / "x.npy", x)
-    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    mapped = _mapped(x, tmp_path / "x.npy")
     for part in (mapped[1000:], mapped[3:10], mapped[100:][5:50]):
         rows = streams.MappedRows.memmap(part, "X")
         assert torch.equal(rows.rows_at(list(range(len(part)))), torch.from_numpy(np.array(part)))
@@ -362,8 +365,7 @@ def test_a_slice_of_a_memory_map_reads_its_own_rows(split, tmp_path):
 
 def test_the_recipe_with_workers_reads_its_cached_head_phase_in_memory(split, tmp_path):
     x, y, _, _ = split
-    np.save(tmp_path / "x.npy", x)
-    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    mapped = _mapped(x, tmp_path / "x.npy")
     torch.manual_seed(0)
     pretrained = mlp()
     finetune.train(pretrained, (x[:200], y[:200]), epochs=2, progress=False)
