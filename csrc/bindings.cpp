@@ -38,6 +38,13 @@ class PythonInterrupt final : public ForwardInterrupted {
   py::error_already_set error_;
 };
 
+// Called from a catch of an error raised in Python while the loop called into it: Ctrl-C or SystemExit becomes a
+// PythonInterrupt (the loop saves its "interrupt" checkpoint), anything else goes on as it is.
+[[noreturn]] void rethrow_python_error(py::error_already_set& error) {
+  if (error.matches(PyExc_KeyboardInterrupt) || error.matches(PyExc_SystemExit)) throw PythonInterrupt(std::move(error));
+  throw;
+}
+
 // A Python nn.Module run eagerly (runner="python"), through finetune.models.EagerRunner: the loop stays here and
 // runs without the GIL; each call into the module takes it for that call alone.
 class PythonModule final : public EagerModule {
@@ -52,8 +59,7 @@ class PythonModule final : public EagerModule {
     try {
       return runner_.attr("forward")(inputs).cast<at::Tensor>();
     } catch (py::error_already_set& error) {
-      if (error.matches(PyExc_KeyboardInterrupt) || error.matches(PyExc_SystemExit)) throw PythonInterrupt(std::move(error));
-      throw;
+      rethrow_python_error(error);
     }
   }
   NamedTensors named_parameters() const override { return named("named_parameters"); }
@@ -104,8 +110,7 @@ class PythonSource final : public ExampleSource {
     try {
       return stream_.attr("fetch")(indices).cast<std::vector<at::Tensor>>();
     } catch (py::error_already_set& error) {  // Ctrl-C while waiting for a worker: as in a Python forward
-      if (error.matches(PyExc_KeyboardInterrupt) || error.matches(PyExc_SystemExit)) throw PythonInterrupt(std::move(error));
-      throw;
+      rethrow_python_error(error);
     }
   }
   void plan(const std::vector<at::Tensor>& batches, int64_t epoch) override {
