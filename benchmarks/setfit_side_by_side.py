@@ -1,6 +1,7 @@
 """finetune's MiniLM beside SetFit on few-shot and 10% Rotten Tomatoes: the same encoder, samples and test set.
 
     python benchmarks/setfit_side_by_side.py [--seeds 3] [--shots 8 16 64] [--fraction 0.1] [--threads 2]
+                                             [--methods tfidf setfit auto head]
 
 SetFit (Tunstall et al. 2022; the `setfit` package) fine-tunes a sentence encoder contrastively on pairs drawn
 from the few labelled examples, then fits a logistic-regression head on its embeddings: the reference for
@@ -31,6 +32,8 @@ from finetune import datasets
 
 TEST_SIZE = 2000
 FRACTION_EPOCHS = 3
+METHODS = {"tfidf": "TF-IDF + logistic regression", "setfit": "SetFit 1.2",
+           "auto": "finetune, defaults (recipe='auto')", "head": "finetune, head only (recipe='head')"}
 
 
 def draw(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -85,6 +88,8 @@ def main() -> None:
     parser.add_argument("--setfit-max-steps", type=int, default=320, help="SetFit's cap at --fraction (steps of 16 "
                         "pairs: 64 per class x 2 classes x 20 iterations / 16)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", nargs="*", choices=list(METHODS), default=list(METHODS),
+                        help="the rows to run (SetFit's take hours: run them apart from the others)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -102,12 +107,13 @@ def main() -> None:
             x, y = split.x_train[indices], split.y_train[indices]
             few = column != columns[-1] or not args.fraction
             runs = {
-                "TF-IDF + logistic regression": lambda: (tfidf(x, y, x_test, y_test), 0.0),
-                "SetFit 1.2": lambda: setfit(x, y, x_test, y_test, seed, -1 if few else args.setfit_max_steps),
-                "finetune, defaults (recipe='auto')": lambda: ours(x, y, x_test, y_test, seed, "auto", few),
-                "finetune, head only (recipe='head')": lambda: ours(x, y, x_test, y_test, seed, "head"),
+                "tfidf": lambda: (tfidf(x, y, x_test, y_test), 0.0),
+                "setfit": lambda: setfit(x, y, x_test, y_test, seed, -1 if few else args.setfit_max_steps),
+                "auto": lambda: ours(x, y, x_test, y_test, seed, "auto", few),
+                "head": lambda: ours(x, y, x_test, y_test, seed, "head"),
             }
-            for method, run in runs.items():
+            for key in args.methods:
+                method, run = METHODS[key], runs[key]
                 accuracy, seconds = run()
                 table.setdefault((method, column), []).append((accuracy, seconds))
                 print(f"seed {seed}, {column}, {method}: {accuracy:.4f} in {seconds:.0f} s", flush=True)

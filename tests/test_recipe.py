@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import finetune
-from finetune import heads, recipe
+from finetune import heads, probe, recipe
 from finetune.demo import load_digits_split
 from helpers import decisions
 
@@ -120,8 +120,8 @@ def test_no_shaping_setting_runs_the_recipe_and_records_each_decision():
     assert found["recipe"]["value"] == "auto"
     assert found["validation"]["value"]["examples"] == 48  # 20% of each class of 240
     assert found["head"]["value"] == "2"
-    assert found["head.lr"]["value"] > 0 and found["full.lr"]["value"] > 0
-    assert found["head.optimizer"]["value"] == "adamw"
+    assert found["head.fit"]["value"] == "linear probe" and found["head.C"]["value"] in probe.STRENGTHS
+    assert found["full.lr"]["value"] > 0 and found["full.optimizer"]["value"] == "adamw"
     assert found["kept"]["value"] in ("head", "full", "shrunk")
     assert "refit" in found  # decided on the slice, then trained on the whole sample
     assert result.sample_indices.tolist() == list(range(240))

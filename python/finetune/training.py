@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, checkpoint, data, frozen, heads, lora as loras, models, padding, recipe as recipes, registry, report
+from . import _C, checkpoint, data, frozen, heads, lora as loras, models, padding, probe, recipe as recipes, registry, report
 from . import streams
 from .distributed import device_for_rank, process_group, process_rank
 from .config import TrainConfig, config_fields
@@ -531,6 +531,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
 
     def train_phase(model: Any, train_data: Any, val_data: Any, settings: dict[str, Any],
                     stop_after: int | None) -> Result:
+        if settings.get("fit") == "probe":
+            return probe_phase(model, train_data, val_data, settings)
         # The refit has no validation data: the given monitor and patience were for the phases that had.
         kept = {k: v for k, v in passed.items() if val_data is not None or k not in ("monitor", "early_stopping")}
         phase_cfg = _readers_for(dataclasses.replace(base, **{**settings, **kept}), train_data, val_data)
@@ -542,6 +544,28 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
 
         return train(model, train_data, val_data, config=phase_cfg, callback=on_event,
                      callback_interval=callback_interval, recipe="none", head="keep")
+
+    def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any]) -> Result:
+        """Phase "head" as the linear probe (finetune.probe): one fit to convergence, reported as one epoch."""
+        start = time.perf_counter()
+        (features,), targets = train_data
+        weights = recipes.class_weight_tensor(settings["class_weights"], targets, head.out_features)
+        fitted = probe.fit_layer(head, features, targets, settings["C"], weights, cfg.label_smoothing)
+        seconds = time.perf_counter() - start
+        n = int(targets.shape[0])
+        record = {"epoch": 0, "train_loss": fitted["loss"], "lr": 0.0, "seconds": seconds,
+                  "samples_per_s": n * fitted["iterations"] / max(seconds, 1e-9)}
+        metrics = {}
+        if val_data is not None:
+            metrics = {k: v for k, v in measure(head, val_data).items() if not isinstance(v, (list, np.ndarray))}
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+        penalty = 1.0 / (settings["C"] * n)  # |W|^2 / (2 C n) beside the mean loss: an L2 weight decay of 1 / (C n)
+        return Result(model=head, history=[record], metrics=metrics, config=cfg,
+                      class_counts=dict(enumerate(torch.bincount(targets, minlength=head.out_features).tolist())),
+                      train_size=n, steps=fitted["iterations"], seconds=seconds, best_epoch=0,
+                      best_value=metrics.get("loss"),
+                      param_groups=[{"names": [name for name, _ in head.named_parameters()], "lr": 0.0,
+                                     "weight_decay": penalty, "from_epoch": 0}])
 
     def find_rate(model: Any, train_data: Any, settings: dict[str, Any]) -> LrFinderResult:
         probe_cfg = _readers_for(dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},

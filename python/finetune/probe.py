@@ -1,0 +1,116 @@
+"""The linear probe: a linear classifier head fit to convergence on features computed once, its L2 strength by cross-validation.
+
+On frozen features, training a linear head is a convex problem -- L2-regularised (multinomial) logistic
+regression -- so it has one best answer for each regularisation strength, found by L-BFGS in tens of
+milliseconds, as scikit-learn's ``LogisticRegression`` finds it (and Kumar et al. 2022's linear probe). The
+strength is what matters, and it is chosen by stratified k-fold cross-validation on the training examples:
+every example serves both to fit and to judge, where a carved validation slice of a few examples judges
+noisily. Measured on MiniLM's features of Rotten Tomatoes (README, "The recipe", rule 3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# Strengths tried: C (scikit-learn's inverse strength: the penalty is |W|^2 / (2 C) beside the summed loss) from
+# 1e-3 to 1e3 in half decades. Chosen on MiniLM features, Rotten Tomatoes, seeds 0-3: C 1e-3 to 1e2 were picked.
+STRENGTHS = tuple(10.0 ** (e / 2) for e in range(-6, 7))
+FOLDS = 5
+# L-BFGS's stopping rule: scikit-learn's lbfgs solver default tolerance, on the gradient's largest entry.
+TOLERANCE = 1e-6
+MAX_ITERATIONS = 500
+
+
+def objective(layer_weight: torch.Tensor, bias: torch.Tensor, features: torch.Tensor, targets: torch.Tensor,
+              strength: float, class_weights: torch.Tensor | None, label_smoothing: float) -> torch.Tensor:
+    """The mean (class-weighted) cross-entropy plus |W|^2 / (2 C n): scikit-learn's objective divided by n."""
+    n = features.shape[0]
+    losses = torch.nn.functional.cross_entropy(torch.addmm(bias, features, layer_weight.t()), targets,
+                                               reduction="none", label_smoothing=label_smoothing)
+    if class_weights is not None:
+        losses = losses * class_weights[targets]
+    return losses.sum() / n + layer_weight.pow(2).sum() / (2.0 * strength * n)
+
+
+def fit(features: torch.Tensor, targets: torch.Tensor, classes: int, strength: float,
+        class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0,
+        start: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(weight [classes, features], bias [classes], L-BFGS iterations) minimising ``objective``, in float64 (a
+    convex problem solved to its tolerance; the bias is not penalised, as in scikit-learn)."""
+    x = features.to(torch.float64)
+    weights = None if class_weights is None else class_weights.to(x.device, torch.float64)
+    weight = torch.zeros(classes, x.shape[1], dtype=torch.float64, device=x.device)
+    bias = torch.zeros(classes, dtype=torch.float64, device=x.device)
+    if start is not None:
+        weight.copy_(start[0]), bias.copy_(start[1])
+    weight.requires_grad_(), bias.requires_grad_()
+    solver = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=MAX_ITERATIONS, tolerance_grad=TOLERANCE,
+                               tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        solver.zero_grad()
+        loss = objective(weight, bias, x, targets, strength, weights, label_smoothing)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        solver.step(closure)
+    iterations = solver.state[solver._params[0]].get("n_iter", 0)
+    return weight.detach(), bias.detach(), int(iterations)
+
+
+def folds(targets: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """Each example's fold (0..count-1): each class's examples in a seeded order, dealt round-robin, so every fold
+    holds each class in proportion (a class with fewer examples than folds is missing from some)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    fold = torch.empty_like(targets)
+    for label in torch.unique(targets):
+        members = torch.nonzero(targets == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        fold[members] = torch.arange(len(members)) % count
+    return fold
+
+
+def choose_strength(features: torch.Tensor, targets: torch.Tensor, classes: int, seed: int,
+                    class_weights: torch.Tensor | None = None,
+                    label_smoothing: float = 0.0) -> tuple[float, dict[float, float]]:
+    """(the strength C of ``STRENGTHS`` with the lowest mean held-out loss over stratified folds, each strength's
+    loss). The held-out loss is the fit's cross-entropy (class-weighted when the fit is), without the penalty.
+    Folds: ``FOLDS``, fewer when the smallest class has fewer examples (at least 2)."""
+    smallest = int(torch.bincount(targets).masked_select(torch.bincount(targets) > 0).min())
+    count = max(2, min(FOLDS, smallest))
+    fold = folds(targets, count, seed)
+    x = features.to(torch.float64)
+    weights = None if class_weights is None else class_weights.to(torch.float64)
+    losses = {strength: 0.0 for strength in STRENGTHS}
+    for k in range(count):
+        inside, held = fold != k, fold == k
+        start = None  # each strength starts from the previous (stronger) one's answer: fewer iterations
+        for strength in STRENGTHS:
+            weight, bias, _ = fit(x[inside], targets[inside], classes, strength, weights, label_smoothing, start)
+            start = (weight, bias)
+            losses[strength] += float(objective(weight, bias, x[held], targets[held], float("inf"), weights,
+                                                label_smoothing)) / count
+    best = min(STRENGTHS, key=lambda s: losses[s])
+    return best, losses
+
+
+def fit_layer(layer: torch.nn.Linear, features: torch.Tensor, targets: torch.Tensor, strength: float,
+              class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> dict[str, Any]:
+    """Fits ``layer`` (an ``nn.Linear`` mapping the features to the classes' scores) in place; returns the
+    iterations and the training loss reached."""
+    weight, bias, iterations = fit(features, targets, layer.out_features, strength, class_weights, label_smoothing)
+    with torch.no_grad():
+        layer.weight.copy_(weight.to(layer.weight.device, layer.weight.dtype))
+        if layer.bias is not None:
+            layer.bias.copy_(bias.to(layer.bias.device, layer.bias.dtype))
+    with torch.no_grad():  # the loss as the loop reports it: the (class-weighted) mean cross-entropy
+        logits = torch.addmm(bias, features.to(torch.float64), weight.t())
+        loss = torch.nn.functional.cross_entropy(
+            logits, targets, weight=None if class_weights is None else class_weights.to(torch.float64),
+            label_smoothing=label_smoothing)
+    if not torch.isfinite(loss):
+        raise ValueError(f"the linear probe's loss is {float(loss)}: the features hold values that are not finite")
+    return {"iterations": iterations, "loss": float(loss)}

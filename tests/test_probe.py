@@ -1,0 +1,132 @@
+"""The linear probe (finetune.probe) against scikit-learn's LogisticRegression, and as the recipe's head phase."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+
+import finetune
+from finetune import probe
+from helpers import decisions
+
+
+def blobs(n: int = 240, classes: int = 3, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = noise * rng.normal(size=(n, 6)) + np.eye(classes, 6)[y]
+    return x.astype(np.float32), y
+
+
+def probabilities(weight: torch.Tensor, bias: torch.Tensor, x: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(x).double() @ weight.t() + bias, dim=1).numpy()
+
+
+@pytest.mark.parametrize("strength", [0.01, 1.0, 100.0])
+def test_fit_is_scikit_learns_multinomial_logistic_regression(strength):
+    x, y = blobs()
+    weight, bias, _ = probe.fit(torch.from_numpy(x), torch.from_numpy(y), 3, strength)
+    reference = LogisticRegression(C=strength, tol=1e-10, max_iter=10_000).fit(x.astype(np.float64), y)
+    np.testing.assert_allclose(probabilities(weight, bias, x), reference.predict_proba(x), atol=1e-5)
+    np.testing.assert_allclose(weight.numpy(), reference.coef_, atol=1e-4)
+
+
+def test_balanced_class_weights_are_scikit_learns():
+    x, y = blobs(300)
+    keep = (y != 2) | (np.arange(300) % 5 == 0)  # class 2 thinned to a fifth
+    x, y = x[keep], y[keep]
+    targets = torch.from_numpy(y)
+    weights = finetune.recipe.class_weight_tensor("balanced", targets, 3)
+    weight, bias, _ = probe.fit(torch.from_numpy(x), targets, 3, 1.0, weights)
+    reference = LogisticRegression(C=1.0, class_weight="balanced", tol=1e-10, max_iter=10_000).fit(x.astype(np.float64), y)
+    np.testing.assert_allclose(probabilities(weight, bias, x), reference.predict_proba(x), atol=1e-5)
+
+
+def test_two_classes_as_two_scores_are_scikit_learns_binary_fit_at_twice_the_strength():
+    """Two scores (an nn.Linear with 2 outputs) penalise both rows: the answer is scikit-learn's binary fit with C
+    doubled (the rows are +-w/2, whose squares sum to |w|^2 / 2)."""
+    x, y = blobs(classes=2)
+    weight, bias, _ = probe.fit(torch.from_numpy(x), torch.from_numpy(y), 2, 0.5)
+    reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(x.astype(np.float64), y)
+    np.testing.assert_allclose(probabilities(weight, bias, x), reference.predict_proba(x), atol=1e-5)
+
+
+def test_with_label_smoothing_the_fit_is_a_stationary_point_of_the_objective():
+    x, y = blobs()
+    features, targets = torch.from_numpy(x).double(), torch.from_numpy(y)
+    weight, bias, _ = probe.fit(features, targets, 3, 1.0, label_smoothing=0.1)
+    weight.requires_grad_(), bias.requires_grad_()
+    probe.objective(weight, bias, features, targets, 1.0, None, 0.1).backward()
+    assert weight.grad.abs().max() < 1e-5 and bias.grad.abs().max() < 1e-5
+
+
+def test_folds_are_stratified_seeded_and_cover_every_example():
+    targets = torch.tensor([0] * 20 + [1] * 10 + [2] * 3)
+    fold = probe.folds(targets, 5, seed=0)
+    for k in range(5):
+        held = targets[fold == k]
+        assert (held == 0).sum() == 4 and (held == 1).sum() == 2 and (held == 2).sum() <= 1
+    assert torch.equal(fold, probe.folds(targets, 5, seed=0))
+    assert not torch.equal(fold, probe.folds(targets, 5, seed=1))
+
+
+def test_the_strength_chosen_has_scikit_learns_lowest_held_out_loss_on_the_same_folds():
+    x, y = blobs(90, noise=2.0)
+    targets = torch.from_numpy(y)
+    chosen, losses = probe.choose_strength(torch.from_numpy(x), targets, 3, seed=2)
+    fold, x64 = probe.folds(targets, probe.FOLDS, seed=2).numpy(), x.astype(np.float64)
+    reference = {}
+    for strength in probe.STRENGTHS:
+        held = []
+        for k in range(probe.FOLDS):
+            fit = LogisticRegression(C=strength, tol=1e-10, max_iter=10_000).fit(x64[fold != k], y[fold != k])
+            held.append(log_loss(y[fold == k], fit.predict_proba(x64[fold == k]), labels=[0, 1, 2]))
+        reference[strength] = float(np.mean(held))
+    for strength in probe.STRENGTHS:
+        assert losses[strength] == pytest.approx(reference[strength], abs=1e-4)
+    assert chosen == min(reference, key=reference.get)
+
+
+class Net(torch.nn.Module):
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh())
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def test_recipe_head_is_the_probe_refit_on_the_whole_sample_with_the_strength_chosen():
+    x, y = blobs()
+    model = Net()
+    result = finetune.train(model, (x, y), recipe="head", progress=False)
+    found = decisions(result)
+    assert found["head.fit"]["value"] == "linear probe" and "head.lr" not in found
+    strength = found["head.C"]["value"]
+    features = torch.from_numpy(finetune.embed(model, x))
+    weight, bias, _ = probe.fit(features, torch.from_numpy(y), 3, strength)
+    torch.testing.assert_close(model.head.weight.detach(), weight.float(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(model.head.bias.detach(), bias.float(), atol=1e-4, rtol=0)
+    assert result.history[0]["lr"] == 0.0 and "val_loss" in result.history[0]
+    assert result.param_groups[0]["weight_decay"] == pytest.approx(1.0 / (strength * 240))
+
+
+@pytest.mark.parametrize("setting, reason", [
+    ({"lr": 0.01}, "settings given that the loop's optimisation takes (lr)"),
+    ({"batch_size": 16}, "settings given that the loop's optimisation takes (batch_size)"),
+    ({"task": "regression"}, "task='regression': the probe fits classifiers"),
+])
+def test_the_loop_trains_the_head_where_the_probe_would_ignore_a_setting(setting, reason):
+    x, y = blobs()
+    model = Net()
+    if setting.get("task") == "regression":
+        model.head = torch.nn.Linear(16, 1)
+        y = y.astype(np.float32)
+    result = finetune.train(model, (x, y), recipe="head", progress=False, **setting)
+    found = decisions(result)
+    assert found["head.fit"]["value"] == "loop" and found["head.fit"]["reason"].startswith(reason)
+    assert found["head.lr"]["value"] == setting.get("lr", found["head.lr"]["value"]) > 0
