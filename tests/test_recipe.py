@@ -144,6 +144,7 @@ def test_with_augmentation_the_recipe_runs_the_body_in_its_head_phase():
     found = decisions(result)
     assert found["recipe"]["value"] == "auto" and found["head.cached_features"]["value"] is False
     assert found["head.cached_features"]["reason"].startswith("augmentation (augment_crop, augment_flip) changes")
+    assert found["head.fit"]["value"] == "loop" and found["head.lr"]["value"] > 0
 
 
 def test_shrink_perturb_shrinks_the_body_adds_seeded_noise_and_leaves_the_head():

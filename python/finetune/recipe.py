@@ -8,12 +8,13 @@ The procedure (README, "The recipe"), for a model with trained weights:
    fit the labels, replaced by a new seeded one (``heads.py``);
 3. phase "head": the body frozen, the head trained alone (linear probing; Kumar et al. 2022 show that
    fine-tuning from a trained head distorts the pretrained features less than from a random one), on the
-   body's features computed once where the model runs in Python;
+   body's features computed once where the model runs in Python -- there a linear classifier head is fit as
+   a linear probe (``probe.py``: L-BFGS to convergence, its L2 strength by cross-validation);
 4. phase "full": every layer trained from the phase-1 weights, at rates decaying layer by layer towards the
    input (ULMFiT's discriminative rates); for a small model also phase "shrunk", the same from the phase-1
    weights with the body's shrunk and perturbed first (Ash & Adams 2020: a model pretrained on a narrower task
    fine-tunes worse than it trains from scratch, and shrinking closes that gap);
-5. each phase: AdamW, its rate from a learning-rate range test on the training slice, warm-up then cosine,
+5. each phase the loop trains: AdamW, its rate from a learning-rate range test on the training slice, warm-up then cosine,
    early stopping on the validation loss with the best epoch's weights restored;
 6. the phase with the lowest validation loss is kept (a fine-tune that hurts is not returned);
 7. when the slice was carved, the kept phase and those it continues run again on the whole sample for their best epochs (refit).
@@ -382,7 +383,12 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         trainee, phase_train, phase_val = model, train_data, val
         if name == "head" and cache is not None:  # the head alone, on the features it reads, computed once
             trainee, phase_train, phase_val = cache.head, cache.train, cache.val
-        settings = _probe_settings(plan, trainee, phase_train, common, config) if trainee is not model else None
+        settings = None
+        if trainee is not model:
+            settings = _probe_settings(plan, trainee, phase_train, common, config)
+        elif name == "head":
+            plan.note("head.fit", "loop", "the features are not computed once (head.cached_features says why): the "
+                      "head trains in the loop, the body running every step")
         if settings is None:  # the C++ loop trains the phase
             settings = {**common, **plan.phase_settings(name, phase.epochs, phase.patience, family, config.task),
                         "freeze": None if trainee is not model else phase.freeze}
