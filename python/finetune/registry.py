@@ -61,7 +61,8 @@ class ModelEntry:
     # (X as given, options) -> the options the training data decides before it is encoded (MiniLM: max_length)
     choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
     # The rules recipe="auto" trains it by (recipe.FAMILIES): "recommender" for factor tables trained as Funk SVD,
-    # "neural recommender" for embeddings under an MLP, "tabular" for an MLP on tabular features
+    # "neural recommender" for embeddings under an MLP, "tabular" for an MLP on tabular features, "sentence
+    # encoder" for a text encoder trained for cosine similarity (few-shot: SetFit's pairs before the head)
     recipe: str = "default"
     # Options read off the training inputs as one group ("mlp"'s input scaling): giving any of them keeps the rest
     # from being read (a given center is never paired with a scale read off the data). A run directory keeps them
@@ -200,17 +201,18 @@ def register_model(name: str, *, infer_options: Infer | None = None, encode: Enc
                    example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None,
                    trained_weights: Callable[[dict[str, Any]], bool] | None = None,
                    choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
-                   mask_input: int | None = None) -> Callable:
+                   mask_input: int | None = None, recipe: str = "default") -> Callable:
     """Decorator: the factory's keyword parameters are the model's options, their defaults the defaults and their
     annotations (int, float, bool, str, list) the types checked. ``infer_options(inputs, targets, task)`` returns
     the options the data decides; ``encode(X, options)`` turns what users pass into numbers, where it is not;
     ``trained_weights(options)`` says whether the built model is pretrained (default: it is not); ``mask_input``
-    which of its inputs is an attention mask (batches are then cut to their longest row)."""
+    which of its inputs is an attention mask (batches are then cut to their longest row); ``recipe`` the rules
+    recipe="auto" trains it by (finetune.recipe.FAMILIES)."""
     def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
         defaults = _signature_defaults(factory)
         _add(ModelEntry(name, factory, defaults, _option_types(factory, defaults), infer_options or _nothing_inferred,
                         encode, tuple(every_split), example_shape, trained_weights=trained_weights, choose=choose,
-                        mask_input=mask_input))
+                        mask_input=mask_input, recipe=recipe))
         return factory
 
     return decorator
@@ -384,7 +386,7 @@ def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: s
 
 
 @register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids, trained_weights=lambda o: True,
-                choose=_choose_max_length, mask_input=1)
+                choose=_choose_max_length, mask_input=1, recipe="sentence encoder")
 def minilm(num_classes: int, max_length: int = 0, dropout: bool = True) -> torch.jit.ScriptModule:
     """finetune.text.minilm_classifier's model (texts are tokenised at max_length; 0, the default: the length
     that keeps 95% of the training texts whole, up to 256); the head's initial weights come from torch's

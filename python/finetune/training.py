@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, checkpoint, data, frozen, heads, lora as loras, models, padding, probe, recipe as recipes, registry, report
+from . import _C, checkpoint, data, frozen, heads, lora as loras, models, padding, pairs, probe, recipe as recipes, registry, report
 from . import streams
 from .distributed import device_for_rank, process_group, process_rank
 from .config import TrainConfig, config_fields
@@ -533,6 +533,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                     stop_after: int | None) -> Result:
         if settings.get("fit") == "probe":
             return probe_phase(model, train_data, val_data, settings)
+        if settings.get("fit") == "pairs":
+            return pairs_phase(model, train_data, settings["head"])
         # The refit has no validation data: the given monitor and patience were for the phases that had.
         kept = {k: v for k, v in passed.items() if val_data is not None or k not in ("monitor", "early_stopping")}
         phase_cfg = _readers_for(dataclasses.replace(base, **{**settings, **kept}), train_data, val_data)
@@ -544,6 +546,17 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
 
         return train(model, train_data, val_data, config=phase_cfg, callback=on_event,
                      callback_interval=callback_interval, recipe="none", head="keep")
+
+    def pairs_phase(model: Any, train_data: Any, head: str) -> Result:
+        """Phase "pairs" (finetune.pairs, SetFit's): the body trained on pairs of examples in the loop, its
+        cosine similarity regressed on 1 (same class) or 0."""
+        inputs, targets = train_data
+        first, second, similarity = pairs.draw(targets, pairs.ITERATIONS, cfg.seed)
+        siamese = pairs.Siamese(models.eager(model), head, run.mask_input)
+        pair_cfg = dataclasses.replace(base, **pairs.SETTINGS, task="regression", runner="python", trim_padding=False,
+                                       label_smoothing=0.0, early_stopping=0, restore_best=False, monitor="train_loss")
+        return train(siamese, (pairs.pair_inputs(inputs, first, second), similarity), config=pair_cfg,
+                     callback=callback, callback_interval=callback_interval, recipe="none", head="keep")
 
     def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any]) -> Result:
         """Phase "head" as the linear probe (finetune.probe): one fit to convergence, reported as one epoch."""

@@ -1,0 +1,99 @@
+"""SetFit's contrastive phase (finetune.pairs): the pairs drawn, the Siamese model, and the recipe's phase "pairs"."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import finetune
+from finetune import pairs, recipe, registry
+from helpers import decisions
+
+
+def test_each_example_gets_a_positive_and_a_negative_pair_per_iteration():
+    targets = torch.tensor([0, 0, 0, 1, 1, 2])
+    first, second, similarity = pairs.draw(targets, iterations=3, seed=0)
+    positives = 3 * 5 * 1  # the five examples with a classmate; example 5 is alone in class 2
+    assert len(first) == positives + 3 * 6 and similarity.shape == (len(first), 1)
+    same = targets[first] == targets[second]
+    assert torch.equal(same, similarity.flatten() == 1.0) and not (first == second).any()
+    assert int((first == 5).sum()) == 3 and not same[first == 5].any()  # negatives only
+    again = pairs.draw(targets, iterations=3, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip((first, second, similarity), again))
+    assert not torch.equal(second, pairs.draw(targets, iterations=3, seed=1)[1])
+
+
+class Encoder(torch.nn.Module):
+    """Token embeddings mean-pooled under the attention mask, then a linear head: a sentence encoder in small."""
+
+    def __init__(self, classes: int = 2, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed = torch.nn.Embedding(50, 16)
+        self.mix = torch.nn.Linear(16, 16)
+        self.head = torch.nn.Linear(16, classes)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        states = torch.tanh(self.mix(self.embed(ids)))
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        return self.head((states * weights).sum(1) / weights.sum(1).clamp(min=1.0))
+
+
+def tokens(n: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Class 0 uses tokens 1-24, class 1 tokens 25-49; rows padded on the right to 12."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    lengths = rng.integers(3, 9, n)
+    ids = np.zeros((n, 12), dtype=np.int64)
+    for i in range(n):
+        ids[i, : lengths[i]] = rng.integers(1, 25, lengths[i]) + 24 * y[i]
+    return [torch.from_numpy(ids), torch.from_numpy((ids > 0).astype(np.int64))], torch.from_numpy(y)
+
+
+def test_siamese_output_is_the_cosine_of_the_features_the_head_reads_trimmed_or_not():
+    model = Encoder()
+    (ids, mask), _ = tokens(8)
+    features = []
+    hook = model.head.register_forward_pre_hook(lambda m, args: features.append(args[0]))
+    model(ids, mask)
+    hook.remove()
+    expected = torch.nn.functional.cosine_similarity(features[0][:4], features[0][4:]).unsqueeze(1)
+    for mask_input in (-1, 1):  # untrimmed, and cut to the batch's longest row
+        siamese = pairs.Siamese(model, "head", mask_input)
+        torch.testing.assert_close(siamese(ids[:4], mask[:4], ids[4:], mask[4:]), expected, atol=1e-6, rtol=0)
+
+
+@pytest.fixture
+def sentence_encoder():
+    """A tiny model registered as a sentence encoder with trained weights (the family "minilm" has)."""
+    @finetune.register_model("tiny_encoder", trained_weights=lambda o: True, recipe=recipe.SENTENCE_ENCODER,
+                             mask_input=1)
+    def tiny_encoder(num_classes: int = 2) -> torch.nn.Module:
+        return Encoder(num_classes, seed=torch.initial_seed())
+
+    yield "tiny_encoder"
+    del registry.MODELS["tiny_encoder"]
+
+
+def test_the_recipe_trains_a_sentence_encoder_on_pairs_before_its_head(sentence_encoder):
+    x, y = tokens(40)
+    result = finetune.train(sentence_encoder, (x, y), seed=0, progress=False)
+    found = decisions(result)
+    assert found["pairs"]["value"]["iterations"] == pairs.ITERATIONS
+    assert found["pairs.result"]["value"]["pairs"] == 2 * 32 * pairs.ITERATIONS  # 32 training examples
+    assert found["head.fit"]["value"] == "linear probe" and found["kept"]["value"] in ("head", "full")
+    assert found["refit"]["value"]["phases"][:2] == ["pairs", "head"]
+    untrained = finetune.build(sentence_encoder)
+    assert not torch.equal(result.model.mix.weight, untrained.mix.weight)  # the body trained
+    assert result.metrics["accuracy"] == 1.0
+
+
+def test_no_pairs_above_the_few_shot_bound_or_with_a_setting_for_the_loop(sentence_encoder):
+    x, y = tokens(2 * recipe.PAIRS_MAX_PER_CLASS + 40)
+    found = decisions(finetune.train(sentence_encoder, (x, y), seed=0, recipe="auto", epochs=1, progress=False))
+    assert found["pairs"]["value"] is None and "training examples, over 64" in found["pairs"]["reason"]
+    x, y = tokens(40)
+    found = decisions(finetune.train(sentence_encoder, (x, y), seed=0, recipe="auto", lr=0.01, epochs=1,
+                                     progress=False))
+    assert found["pairs"]["reason"] == "not run: settings given for the loop (epochs, lr)"
