@@ -82,8 +82,9 @@ def test_the_recipe_trains_a_sentence_encoder_on_pairs_before_its_head(sentence_
     found = decisions(result)
     assert found["pairs"]["value"]["iterations"] == pairs.ITERATIONS
     assert found["pairs.result"]["value"]["pairs"] == 2 * 32 * pairs.ITERATIONS  # 32 training examples
-    assert found["head.fit"]["value"] == "linear probe" and found["kept"]["value"] in ("head", "full")
-    assert found["refit"]["value"]["phases"][:2] == ["pairs", "head"]
+    assert found["head.fit"]["value"] == "linear probe" and found["kept"]["value"] == "head"
+    assert found["full"]["value"] is None and "full.lr" not in found  # SetFit's procedure: pairs, then the head
+    assert found["refit"]["value"]["phases"] == ["pairs", "head"]
     untrained = finetune.build(sentence_encoder)
     assert not torch.equal(result.model.mix.weight, untrained.mix.weight)  # the body trained
     assert result.metrics["accuracy"] == 1.0
