@@ -84,6 +84,7 @@ def test_the_recipe_trains_a_sentence_encoder_on_pairs_before_its_head(sentence_
     assert found["pairs.result"]["value"]["pairs"] == 2 * 32 * pairs.ITERATIONS  # 32 training examples
     assert found["head.fit"]["value"] == "linear probe" and found["kept"]["value"] == "head"
     assert found["full"]["value"] is None and "full.lr" not in found  # SetFit's procedure: pairs, then the head
+    assert "shrunk" not in found
     assert found["refit"]["value"]["phases"] == ["pairs", "head"]
     untrained = finetune.build(sentence_encoder)
     assert not torch.equal(result.model.mix.weight, untrained.mix.weight)  # the body trained

@@ -29,8 +29,9 @@ def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def _recipe_line(result: finetune.Result) -> str:
     """The recipe's decisions in one line: each phase's rate and epochs, the phase kept."""
     found = {d["what"]: d["value"] for d in result.recipe}
-    phases = [f"{name} at lr {found[name + '.lr']:.1e} ({found[name + '.result']['best_epoch'] + 1} epochs best)"
-              for name in ("head", "full", "shrunk") if name + ".lr" in found]
+    phases = [f"head as a linear probe (C {found['head.C']:.2g})"] if "head.C" in found else []
+    phases += [f"{name} at lr {found[name + '.lr']:.1e} ({found[name + '.result']['best_epoch'] + 1} epochs best)"
+               for name in ("head", "full", "shrunk") if name + ".lr" in found]
     return f"{', '.join(phases)}; kept: {found['kept']}" + ("; refit on the whole sample" if "refit" in found else "")
 
 

@@ -19,6 +19,9 @@ The procedure (README, "The recipe"), for a model with trained weights:
 6. the phase with the lowest validation loss is kept (a fine-tune that hurts is not returned);
 7. when the slice was carved, the kept phase and those it continues run again on the whole sample for their best epochs (refit).
 
+For a sentence encoder ("minilm") with at most PAIRS_MAX_PER_CLASS examples in a class, phase "pairs" (SetFit's
+contrastive phase, ``pairs.py``) trains the body before the head, and phase "full" is not run.
+
 recipe="head" runs steps 1-3 and 5 for phase "head" alone: head-only fine-tuning in one switch.
 
 A model trained from scratch (a built-in model by name) runs phase "full" alone, at one rate. A recommender of
@@ -362,16 +365,17 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         else:
             # With LoRA adapters (lora=), "every layer" is the adapters and the head: the base weights stay.
             adapted = isinstance(model, torch.nn.Module) and any(isinstance(m, lora.LoraLinear) for m in model.modules())
-            phases.append(Phase("full", FULL_EPOCHS, FULL_PATIENCE,
-                                lora.trainable(head if phases else None) if adapted else None))
-            if phases[0].name == "head":
-                phases += _shrunk_phase(plan, model, head, adapted)
-                contrastive = _pairs_phase(plan, family, targets, train_idx, inputs, config, adapted)
-                if contrastive:  # SetFit's procedure: pairs, then the head; the body has been trained already
-                    phases = contrastive + [p for p in phases if p.name == "head"]
-                    plan.note("full", None, "not run after phase pairs, as SetFit does not: on Rotten Tomatoes (8 and 16 "
-                              "per class, seed 0) it was never kept -- its range test on ~26 examples chose a rate of "
-                              "1.0 -- and it doubled the run's time")
+            contrastive = _pairs_phase(plan, family, targets, train_idx, inputs, config, adapted) if phases else []
+            if contrastive:  # SetFit's procedure: pairs, then the head; the body has been trained already
+                phases = contrastive + phases
+                plan.note("full", None, "not run after phase pairs, as SetFit does not: on Rotten Tomatoes (8 and 16 "
+                          "per class, seed 0) it was never kept -- its range test on ~26 examples chose a rate of "
+                          "1.0 -- and it doubled the run's time")
+            else:
+                phases.append(Phase("full", FULL_EPOCHS, FULL_PATIENCE,
+                                    lora.trainable(head if phases else None) if adapted else None))
+                if phases[0].name == "head":
+                    phases += _shrunk_phase(plan, model, head, adapted)
     elif recommender:
         phases = [Phase("full", REC_EPOCHS, REC_PATIENCE, None)]
     else:
