@@ -517,7 +517,7 @@ def _pairs_phase(plan: Plan, family: str, targets: torch.Tensor, train_idx: torc
     if family != SENTENCE_ENCODER or config.task != "classification":
         return []
     largest = int(torch.bincount(targets[train_idx]).max())
-    loop = sorted(k for k in plan.given if k not in PROBE_HONOURS)
+    loop = _given_for_the_loop(plan)
     why = (f"the largest class has {largest} training examples, over {PAIRS_MAX_PER_CLASS}: pairs of all of them "
            "would take hours on a CPU" if largest > PAIRS_MAX_PER_CLASS
            else "with LoRA adapters the base weights stay as they are" if adapted
@@ -609,7 +609,7 @@ def _probe_settings(plan: Plan, head: Any, data: tuple[list[torch.Tensor], torch
     """Phase "head" as a linear probe (``probe.py``) -- a convex fit to convergence, its L2 strength chosen by
     cross-validation on the training slice -- where the head is an ``nn.Linear`` classifier on features computed
     once and no setting given asks for the loop's optimisation; its settings then, else None (the loop trains)."""
-    loop = sorted(k for k in plan.given if k not in PROBE_HONOURS)
+    loop = _given_for_the_loop(plan)
     (features,), targets = data
     size = features.shape[0] * features[0].numel() * getattr(head, "out_features", 0)
     why = ("the head is not an nn.Linear with a bias" if not isinstance(head, torch.nn.Linear) or head.bias is None
@@ -630,6 +630,11 @@ def _probe_settings(plan: Plan, head: Any, data: tuple[list[torch.Tensor], torch
               f"folds of the training slice, of {len(losses)} from {min(losses):g} to {max(losses):g}: "
               + ", ".join(f"{c:.3g}: {loss:.4f}" for c, loss in losses.items()))
     return {**common, "fit": "probe", "C": strength}
+
+
+def _given_for_the_loop(plan: Plan) -> list[str]:
+    """The settings given that only the loop's optimisation takes: with any, the probe and the pairs stand aside."""
+    return sorted(k for k in plan.given if k not in PROBE_HONOURS)
 
 
 def class_weight_tensor(class_weights: Any, targets: torch.Tensor, classes: int) -> torch.Tensor | None:
