@@ -121,12 +121,20 @@ TABULAR_LR_DIVISOR = {"classification": 30.0, "regression": 300.0}
 SENTENCE_ENCODER = "sentence encoder"
 PAIRS_MAX_PER_CLASS = 64
 FAMILIES = ("default", RECOMMENDER, NEURAL_RECOMMENDER, TABULAR, SENTENCE_ENCODER)
-# The linear probe of phase "head" (probe.py) fits a linear classifier head on cached features to convergence; it
-# honours these settings (the rest concern the loop's optimisation, and a given one makes the loop train the head).
-PROBE_HONOURS = ("task", "class_weights", "label_smoothing", "seed", "device", "progress", "sample_fraction",
-                 "sample_size", "stratify", "eval_batch_size", "runner", "output_key", "topk", "cache_frozen",
-                 "cache_frozen_gb", "trim_padding", "group_by_length", "num_workers", "prefetch", "distributed",
-                 "bucket_mb", "dist_timeout")
+# Settings that do not switch the recipe off when given: applied as given in every phase it runs (the recipe
+# chooses label_smoothing for an MLP on tabular data, where a given one wins). A setting passed in `config=` counts
+# as given only where it differs from TrainConfig's default (a dataclass does not record which fields were passed).
+RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
+                  "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
+                  "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "output_key", "topk",
+                  "progress", "distributed", "bucket_mb", "dist_timeout", "cache_frozen", "cache_frozen_gb",
+                  "trim_padding", "group_by_length", "num_workers", "prefetch")
+# Of those, the ones only the loop's optimisation reads. The linear probe of phase "head" (probe.py) fits a linear
+# classifier head on cached features to convergence and phase "pairs" runs SetFit's settings: both honour the rest
+# (and class_weights), and one of these given makes the loop train the head and leaves the pairs out.
+LOOP_ONLY = ("batch_size", "accumulate", "clip_grad_norm", "augment_crop", "augment_flip", "sampler", "ema",
+             "precision", "on_nan", "shuffle", "drop_last")
+PROBE_HONOURS = tuple(k for k in RECIPE_NEUTRAL if k not in LOOP_ONLY) + ("class_weights",)
 # Above this many multiply-adds a pass (examples x features x classes; 10% of Rotten Tomatoes on MiniLM: 6e5) the
 # probe's ~66 fits of its cross-validation would take minutes: the loop trains the head.
 PROBE_MAX_SIZE = 5e7
@@ -637,15 +645,21 @@ def _given_for_the_loop(plan: Plan) -> list[str]:
     return sorted(k for k in plan.given if k not in PROBE_HONOURS)
 
 
+def balanced_weights(counts: Any) -> torch.Tensor:
+    """scikit-learn's "balanced" class weights of per-class ``counts``: n / (classes present x count), float64; a
+    class without examples weighs 0. The loop's class_weights="balanced" and the probe's both come from here."""
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    present = counts > 0
+    return torch.where(present, counts.sum() / (present.sum() * counts.clamp(min=1)), torch.zeros_like(counts))
+
+
 def class_weight_tensor(class_weights: Any, targets: torch.Tensor, classes: int) -> torch.Tensor | None:
-    """The loss weight of each class: ``"balanced"`` gives n / (classes x count) over ``targets`` as the loop
-    computes it (a class without examples: 0), a list is taken as given, None gives None."""
+    """The loss weight of each class: ``"balanced"`` gives ``balanced_weights`` of the counts in ``targets``, a
+    list is taken as given, None gives None."""
     if class_weights is None:
         return None
     if class_weights == "balanced":
-        counts = torch.bincount(targets, minlength=classes).to(torch.float64)
-        present = int((counts > 0).sum())
-        return torch.where(counts > 0, len(targets) / (present * counts.clamp(min=1)), torch.zeros_like(counts))
+        return balanced_weights(torch.bincount(targets, minlength=classes))
     given = torch.as_tensor(class_weights, dtype=torch.float64).flatten()
     return torch.nn.functional.pad(given, (0, max(0, classes - len(given))))  # the loop's padding too
 

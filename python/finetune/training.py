@@ -115,11 +115,8 @@ def resolve_for_run(cfg: TrainConfig, parameter_names: list[str], targets: torch
         if cfg.task != "classification":
             raise ValueError(f"class_weights apply to task='classification' only, got task={cfg.task!r}")
         probe = dataclasses.replace(cfg, class_weights=None).to_cpp()
-        counts = np.array(_C.class_counts(targets, _C.sample_indices(targets, probe)), dtype=np.float64)
-        present = counts > 0
-        weights = np.zeros_like(counts)
-        weights[present] = counts.sum() / (present.sum() * counts[present])
-        cfg = dataclasses.replace(cfg, class_weights=weights.tolist())
+        counts = _C.class_counts(targets, _C.sample_indices(targets, probe))
+        cfg = dataclasses.replace(cfg, class_weights=recipes.balanced_weights(counts).tolist())
     return cfg
 
 
@@ -431,14 +428,6 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     return result
 
 
-# Settings that do not switch the recipe off when given: applied as given in every phase it runs (the recipe
-# chooses label_smoothing for an MLP on tabular data, where a given one wins). A setting passed in `config=` counts
-# as given only where it differs from TrainConfig's default (a dataclass does not record which fields were passed).
-RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
-                  "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
-                  "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "output_key", "topk", "progress",
-                  "distributed", "bucket_mb", "dist_timeout", "cache_frozen", "cache_frozen_gb", "trim_padding",
-                  "group_by_length", "num_workers", "prefetch")
 RECIPES = ("auto", "head", "none")
 
 
@@ -455,7 +444,7 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
     """("auto", "head" or "none", why)."""
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {list(RECIPES)} or None (chosen from the settings), got {recipe!r}")
-    shaping = sorted(k for k in given if k not in RECIPE_NEUTRAL)
+    shaping = sorted(k for k in given if k not in recipes.RECIPE_NEUTRAL)
     distributed = os.environ.get("WORLD_SIZE", "1") not in ("", "1") and given.get("distributed") != "off"
     if recipe in ("auto", "head"):
         conflicting = sorted(k for k in given if k in recipes.CONFLICTING)
@@ -523,7 +512,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     base = dataclasses.replace(cfg, sample_fraction=1.0, sample_size=None, freeze=None, class_weights=None,
                                cache_frozen=False)
     val = (run.val_inputs, run.val_targets) if run.val_inputs is not None else None
-    passed = {k: v for k, v in given.items() if k not in RECIPE_NEUTRAL}
+    passed = {k: v for k, v in given.items() if k not in recipes.RECIPE_NEUTRAL}
 
     def given_form(split: Any) -> Any:
         """A split of the recipe's (inputs, targets) as train() takes it: ranking's y is None (no targets)."""
