@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import finetune
+from finetune import recipe
 from finetune.config import TrainConfig
 from helpers import batches
 
@@ -82,15 +83,23 @@ def test_a_tokenizer_batch_encoding_is_a_dict_of_inputs():
 
 
 def test_the_recipe_fine_tunes_a_hugging_face_model_with_a_new_head():
-    # Five labels for a model built with two: head="auto" replaces its `classifier`; the recipe trains it
-    # first (the head found by name), then every layer.
+    # The recipe takes a model passed in for a pretrained one: this BERT is first trained on a three-class version
+    # of the task. Five labels for its three outputs: head="auto" replaces its `classifier`; the recipe fits it
+    # first (the head found by name), then every layer by BERT's rules (recipe.TRANSFORMER: a Hugging Face model).
+    model = bert(num_labels=3)
+    x0, y0 = token_data(n=300, classes=3, seed=1)
+    finetune.train(model, (x0, y0), epochs=10, lr=1e-3, optimizer="adamw", progress=False)
     x, y = token_data(n=200, classes=5)
-    model = bert(num_labels=2)
     result = finetune.train(model, (x, y), progress=False)
     assert result.head["name"] == "classifier" and model.classifier.out_features == 5
     decided = {d["what"]: d["value"] for d in result.recipe}
-    assert decided["head"] == "classifier" and "full.lr" in decided
-    assert finetune.evaluate(model, (x, y))["accuracy"] > 0.5
+    assert decided["head"] == "classifier" and decided["head.fit"] == "linear probe"
+    assert (decided["full.lr"], decided["full.schedule"], decided["full.layer_decay"], decided["full.batch_size"]) == (
+        recipe.TRANSFORMER_LR, "linear", 1.0, recipe.TRANSFORMER_BATCH)
+    # 160 training examples: 10 steps an epoch, so the 200-step budget asks for 20 epochs.
+    assert decided["full.budget"] == {"epochs": 20, "steps_per_epoch": 10} and decided["full.epochs"] == 20
+    x_test, y_test = token_data(n=200, classes=5, seed=7)
+    assert finetune.evaluate(model, (x_test, y_test))["accuracy"] > 0.9
 
 
 class TwoOutputs(torch.nn.Module):

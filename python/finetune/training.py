@@ -282,9 +282,9 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             loras.merge(given_model)  # untrained adapters (B = 0) out again: the model as it was passed
         raise
     known = entry or (registry.MODELS.get(model.name) if isinstance(model, models.NativeModel) else None)
+    family = known.recipe if known is not None else recipes.family_of(given_model)
     return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options,
-                pretrained, replaced, known.recipe if known is not None else "default", runner.to_dict(),
-                given_model, adapters, mask_input, trimming)
+                pretrained, replaced, family, runner.to_dict(), given_model, adapters, mask_input, trimming)
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
