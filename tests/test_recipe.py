@@ -431,3 +431,19 @@ def test_head_new_on_a_head_that_is_not_linear_names_it():
     with pytest.raises(ValueError, match=r"the head '0' is a Conv2d, not an nn.Linear; replace it yourself "
                                          r"\(model.0 = nn.Linear\(...\)\)"):
         finetune.train(model, (x, y), epochs=1, head="new", progress=False)
+
+
+def test_calibrated_loss_is_the_cross_entropy_at_the_best_temperature():
+    # The recipe compares phases by it (recipe.calibrated_loss): a reference minimises over the temperature with
+    # scipy; scaling the logits (an over- or underconfident copy of the same ranking) changes nothing.
+    from scipy.optimize import minimize_scalar
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 4, generator=generator, dtype=torch.float64)
+    targets = torch.where(torch.rand(200, generator=generator) < 0.7, logits.argmax(1), torch.randint(4, (200,), generator=generator))
+    plain = float(torch.nn.functional.cross_entropy(logits, targets))
+    reference = minimize_scalar(lambda log_t: float(torch.nn.functional.cross_entropy(logits / 10**log_t, targets)),
+                                bounds=(-2, 2), method="bounded").fun
+    assert recipe.calibrated_loss(logits, targets) == pytest.approx(reference, abs=1e-4)
+    assert recipe.calibrated_loss(logits, targets) < plain
+    assert recipe.calibrated_loss(logits * 10, targets) == pytest.approx(recipe.calibrated_loss(logits, targets), abs=1e-9)

@@ -5,6 +5,7 @@ Named training, not train, so that `import finetune.train` cannot be shadowed by
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -415,7 +416,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
                 for group in result.param_groups:
                     group["names"] = [f"{found.name}.{n}" for n in group["names"]]
             result.cache_frozen = cached
-            result.recipe = [{"what": "recipe", "value": "none", "reason": reason}] + _still_learning(result)
+            result.recipe = [{"what": "recipe", "value": "none", "reason": reason}] + (
+                [] if _IN_RECIPE.get() else _still_learning(result))
             result.sample_indices = (sample if sample is not None
                                      else _C.sample_indices(run.targets, run.cpp_config)).numpy()
     finally:
@@ -466,6 +468,7 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
     return "auto", "the default: no setting that shapes the training was given"
 
 
+_IN_RECIPE = contextvars.ContextVar("in_recipe", default=False)  # set while train() runs a phase of recipe="auto"
 STILL_FALLING = 0.05  # a last epoch that lowered the training loss by > 5% (and > 10% of the run's progress)
 
 
@@ -533,8 +536,12 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
             stop = bool(callback(kind, info)) if callback is not None else False
             return stop or (stop_after is not None and kind == "epoch" and info["epoch"] + 1 >= stop_after)
 
-        return train(model, train_data, val_data, config=phase_cfg, callback=on_event,
-                     callback_interval=callback_interval, recipe="none", head="keep")
+        token = _IN_RECIPE.set(True)  # the phase's length is the recipe's decision: no "still learning" note
+        try:
+            return train(model, train_data, val_data, config=phase_cfg, callback=on_event,
+                         callback_interval=callback_interval, recipe="none", head="keep")
+        finally:
+            _IN_RECIPE.reset(token)
 
     def pairs_phase(model: Any, train_data: Any, head: str) -> Result:
         """Phase "pairs" (finetune.pairs, SetFit's): the body trained on pairs of examples in the loop, its
@@ -576,9 +583,14 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
 
     def measure(model: Any, val_data: Any) -> dict[str, Any]:
         readers = _readers_for(cfg, val_data)
-        return evaluate(model, given_form(val_data), task=cfg.task, batch_size=cfg.eval_batch_size, device=cfg.device,
-                        topk=cfg.topk, distributed="off", runner=cfg.runner, num_workers=readers.num_workers,
-                        prefetch=readers.prefetch)
+        measured = evaluate(model, given_form(val_data), task=cfg.task, batch_size=cfg.eval_batch_size,
+                            device=cfg.device, topk=cfg.topk, distributed="off", runner=cfg.runner,
+                            num_workers=readers.num_workers, prefetch=readers.prefetch)
+        if cfg.task == "classification":  # what the recipe compares its phases by
+            logits = predict(model, val_data[0], output="logits", batch_size=cfg.eval_batch_size, device=cfg.device,
+                             runner=cfg.runner, num_workers=readers.num_workers, prefetch=readers.prefetch)
+            measured["calibrated_loss"] = recipes.calibrated_loss(torch.from_numpy(logits), val_data[1])
+        return measured
 
     start = time.perf_counter()
     phases, plan, train_idx, metrics = recipes.run(
