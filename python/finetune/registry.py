@@ -61,8 +61,9 @@ class ModelEntry:
     # (X as given, options) -> the options the training data decides before it is encoded (MiniLM: max_length)
     choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
     # The rules recipe="auto" trains it by (recipe.FAMILIES): "recommender" for factor tables trained as Funk SVD,
-    # "neural recommender" for embeddings under an MLP, "tabular" for an MLP on tabular features, "sentence
-    # encoder" for a text encoder trained for cosine similarity (few-shot: SetFit's pairs before the head)
+    # "neural recommender" for embeddings under an MLP, "tabular" for an MLP on tabular features, "transformer"
+    # for a transformer encoder (its full phase by BERT's settings), "sentence encoder" for a transformer trained
+    # for cosine similarity (the same, and few-shot: SetFit's pairs before the head)
     recipe: str = "default"
     # Options read off the training inputs as one group ("mlp"'s input scaling): giving any of them keeps the rest
     # from being read (a given center is never paired with a scale read off the data). A run directory keeps them
