@@ -131,6 +131,7 @@ PAIRS_MAX_PER_CLASS = 64
 # over a 4-epoch schedule: 0.773, 0.809, 0.786, 0.808 (the validation loss lowest at epoch 2; SetFit 0.793, the
 # probe alone 0.750); at 64 per class (10 epochs) at most 0.703, below SetFit's pairs (0.738): there phase pairs runs.
 TRANSFORMER = "transformer"
+TRANSFORMERS = (SENTENCE_ENCODER, TRANSFORMER)  # the families rule 10 applies to
 TRANSFORMER_LR, TRANSFORMER_BATCH = 5e-5, 16
 # Epochs: BERT's 4 at most, or more where an epoch is a few steps -- at least TRANSFORMER_STEPS steps in the schedule
 # (Mosbach et al. 2021: fine-tuning on a small set fails from too few steps, not from too many), at most 20.
@@ -141,7 +142,7 @@ FAMILIES = ("default", RECOMMENDER, NEURAL_RECOMMENDER, TABULAR, SENTENCE_ENCODE
 # points more accurate (Rotten Tomatoes 10%, seed 0: kept by the plain loss 0.750, by the calibrated 0.801). Phases
 # stopped at their lowest validation loss compare by it: the digits story (16 seeds, 2 threads) 0.956 +- 0.012 with
 # the plain loss, 0.952 +- 0.014 with the calibrated one (benchmarks/recipe_variants.py).
-CALIBRATED_FAMILIES = (SENTENCE_ENCODER, TRANSFORMER)
+CALIBRATED_FAMILIES = TRANSFORMERS
 # Settings that do not switch the recipe off when given: applied as given in every phase it runs (the recipe
 # chooses label_smoothing for an MLP on tabular data, where a given one wins). A setting passed in `config=` counts
 # as given only where it differs from TrainConfig's default (a dataclass does not record which fields were passed).
@@ -275,7 +276,7 @@ class Plan:
         if family in (RECOMMENDER, NEURAL_RECOMMENDER):
             return self._recommender_settings(prefix, epochs, patience, family, task == "ranking")
         # A transformer's phase "full" runs BERT's schedule to its end (TRANSFORMER): no early stopping.
-        bert = family in (SENTENCE_ENCODER, TRANSFORMER) and phase == "full"
+        bert = family in TRANSFORMERS and phase == "full"
         settings = {
             "optimizer": self.decide(prefix + "optimizer", "adamw", "AdamW: robust across models at one "
                                      "rule-chosen rate; the standard for transformers"),
@@ -348,8 +349,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     the kept weights -- measured before any refit, so on examples the model has not trained on).
 
     ``train_phase(model, data, val, settings, stop_after)`` trains in place (stopping after ``stop_after`` epochs
-    when given); ``find_rate(model, data, settings)`` runs a range test; ``measure(model, val)`` returns the
-    loss and metrics. ``family`` is the model's (``FAMILIES``): recommenders train by the rules above."""
+    when given); ``find_rate(model, data, settings)`` runs a range test; ``measure(model, val, calibrated)`` returns
+    the loss and metrics, and with ``calibrated`` also "calibrated_loss" where it can (calibrated_loss).
+    ``family`` is the model's (``FAMILIES``): recommenders train by the rules above."""
     classification = config.task == "classification"
     plan = Plan(given)
     if family not in FAMILIES:
@@ -414,7 +416,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             # With LoRA adapters (lora=), "every layer" is the adapters and the head: the base weights stay.
             adapted = isinstance(model, torch.nn.Module) and any(isinstance(m, lora.LoraLinear) for m in model.modules())
             contrastive = _pairs_phase(plan, family, targets, train_idx, inputs, config, adapted) if phases else []
-            if adapted and family in (SENTENCE_ENCODER, TRANSFORMER):
+            if adapted and family in TRANSFORMERS:
                 family = "default"  # BERT's rate is the weights' own; adapters train at the range test's rate
             if contrastive:  # SetFit's procedure: pairs, then the head; the body has been trained already
                 phases = contrastive + phases
@@ -423,7 +425,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                           "1.0 -- and it doubled the run's time")
             else:
                 epochs, patience = ((_transformer_epochs(plan, len(train_idx)), 0)
-                                    if family in (SENTENCE_ENCODER, TRANSFORMER) else (FULL_EPOCHS, FULL_PATIENCE))
+                                    if family in TRANSFORMERS else (FULL_EPOCHS, FULL_PATIENCE))
                 phases.append(Phase("full", epochs, patience,
                                     lora.trainable(head if phases else None) if adapted else None))
                 if phases[0].name == "head":
@@ -438,6 +440,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         raise ValueError("cache_frozen=True, but the frozen part cannot be computed once: the recipe trains every "
                          "layer from the start here (no head phase)")
 
+    calibrated = family in CALIBRATED_FAMILIES and classification  # how the phases are compared (rule 5)
     initial = _copy_state(model)
     results, ran, ends, best_loss, metrics = [], [], {}, math.inf, {}
     for number, phase in enumerate(phases):
@@ -468,7 +471,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         if settings is None:  # the C++ loop trains the phase
             settings = {**common, **plan.phase_settings(name, phase.epochs, phase.patience, family, config.task),
                         "freeze": None if trainee is not model else phase.freeze}
-            transformer = family in (SENTENCE_ENCODER, TRANSFORMER) and name != "head"
+            transformer = family in TRANSFORMERS and name != "head"
             if transformer:
                 settings["layer_decay"] = plan.decide(f"{name}.layer_decay", 1.0, "every layer at one rate, as BERT "
                                                       "is fine-tuned (a decay per module would all but freeze the "
@@ -489,15 +492,15 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                            else LR_DIVISOR if pretrained else SCRATCH_LR_DIVISOR)
                 settings["lr"] = _phase_lr(plan, name, find_rate, trainee, phase_train, settings, divisor)
         result = train_phase(trainee, phase_train, phase_val, settings, None)
-        measured = measure(model, val)
-        calibrated = measured.pop("calibrated_loss", None)
-        score = calibrated if calibrated is not None and family in CALIBRATED_FAMILIES else measured["loss"]
+        measured = measure(model, val, calibrated=calibrated)
+        by_temperature = "calibrated_loss" in measured  # not of a streamed slice (its logits are not read)
+        score = measured.pop("calibrated_loss", measured["loss"])
         restored = settings.get("restore_best") and result.best_epoch is not None
         plan.note(f"{name}.result", {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
                                      "val_loss": measured["loss"], "compared": score},
                   ("the best epoch's weights, restored" if restored else "the last epoch's weights") + "; compared: "
                   + ("the validation loss at the temperature that minimises it (calibrated_loss)"
-                     if score != measured["loss"] else "the validation loss"))
+                     if by_temperature else "the validation loss"))
         results.append(result)
         ran.append((name, settings, result.best_epoch + 1 if restored else len(result.history)))
         if number < len(phases) - 1:  # a later phase may start here, or this one be kept
@@ -506,8 +509,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             best_loss, plan.kept, metrics = score, number, measured
     if plan.kept != len(phases) - 1:
         model.load_state_dict(ends[phases[plan.kept].name])
-    plan.note("kept", phases[plan.kept].name, f"the phase with the lowest validation loss ({best_loss:.4f}; of a "
-              "classifier, at its best temperature)")
+    plan.note("kept", phases[plan.kept].name, f"the phase with the lowest validation loss ({best_loss:.4f}"
+              + ("; at its best temperature)" if by_temperature else ")"))
 
     if val_carved and REFIT:
         # The decisions are made; the held-out examples are worth more as training data than as a check now:
