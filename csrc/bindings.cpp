@@ -16,6 +16,7 @@
 #include "padding.h"
 #include "patterns.h"
 #include "ranking.h"
+#include "recipe.h"
 #include "schedule.h"
 #include "evaluate.h"
 #include "forward.h"
@@ -489,6 +490,20 @@ void bind_loop(py::module_& m) {
   m.def("negatives_seed", &negatives_seed, py::arg("seed"), py::arg("epoch"), py::arg("micro_batch"));
   m.def("with_negatives", &with_negatives, py::arg("pairs"), py::arg("num_items"), py::arg("seed"));
   m.def("optimizer_names", &optimizer_names);
+
+  // The C++ recipe's pieces (recipe.h), checked against finetune/recipe.py.
+  m.def("recipe_constants", [] {
+    py::dict constants;
+#define FINETUNE_EXPORT_CONSTANT(type, name, value) constants[#name] = recipe::name;
+    FINETUNE_RECIPE_CONSTANTS(FINETUNE_EXPORT_CONSTANT)
+#undef FINETUNE_EXPORT_CONSTANT
+    constants["RANGE_START"] = recipe::RANGE_START, constants["RANGE_END"] = recipe::RANGE_END;
+    constants["RANGE_DIVERGE"] = recipe::RANGE_DIVERGE;
+    return constants;
+  });
+  m.def("rate_from_range", &recipe::rate_from_range, py::arg("lrs"), py::arg("losses"), py::arg("divisor"));
+  m.def("recipe_split_validation", &recipe::split_validation, py::arg("targets"), py::arg("sample"),
+        py::arg("classification"), py::arg("seed"), py::arg("fraction"));
 
 }
 

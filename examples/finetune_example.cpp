@@ -1,11 +1,14 @@
-// The article's example, working: fine-tune a pretrained image classifier with SGD, then report test accuracy.
+// The article's example, working: fine-tune a pretrained image classifier, then report test accuracy.
 //
 // Story: a CNN is first trained on the classes 0-4 of an IDX image set (Fashion-MNIST by default) — the
-// "pretrained" model, which has never seen classes 5-9. It is then fine-tuned with SGD on a stratified
-// sample of the full 10-class training set, and its held-out test accuracy is printed before and after,
-// beside the same CNN trained from scratch on the same sample.
+// "pretrained" model, which has never seen classes 5-9. It is then fine-tuned on a stratified sample of the
+// full 10-class training set, and its held-out test accuracy is printed before and after, beside the same CNN
+// trained from scratch on the same sample. By default both run the recipe (recipe.h: head first, then every
+// layer, range-tested rates, early stopping on a validation slice of the sample); `--recipe none` runs the
+// article's plain SGD for `--epochs` epochs instead.
 //
-//   finetune_example [--data DIR] [--fraction 0.1] [--epochs 3] [--pretrain-epochs 2] [--limit N] [--threads N]
+//   finetune_example [--data DIR] [--fraction 0.1] [--recipe auto|none] [--epochs 3] [--pretrain-epochs 2]
+//                    [--limit N] [--threads N]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -18,6 +21,7 @@
 #include "idx.h"
 #include "models.h"
 #include "evaluate.h"
+#include "recipe.h"
 #include "train.h"
 
 using namespace finetune;
@@ -27,7 +31,8 @@ namespace {
 struct Args {
   std::string data = "/usr/share/datasets/fashion-mnist";
   double fraction = 0.1;
-  int64_t epochs = 3;
+  std::string recipe = "auto";
+  int64_t epochs = -1;  // --recipe none: the plain run's epochs (3 when not given)
   int64_t pretrain_epochs = 2;
   int64_t limit = 0;  // use only the first N training and test images (0 = all)
   int64_t threads = 0;
@@ -38,8 +43,8 @@ Args parse_args(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
-      std::puts("usage: finetune_example [--data DIR] [--fraction F] [--epochs N] [--pretrain-epochs N] "
-                "[--limit N] [--threads N]");
+      std::puts("usage: finetune_example [--data DIR] [--fraction F] [--recipe auto|none] [--epochs N] "
+                "[--pretrain-epochs N] [--limit N] [--threads N]");
       std::exit(0);
     }
     if (i + 1 >= argc) {
@@ -49,6 +54,7 @@ Args parse_args(int argc, char** argv) {
     const std::string value = argv[++i];
     if (flag == "--data") args.data = value;
     else if (flag == "--fraction") args.fraction = std::stod(value);
+    else if (flag == "--recipe") args.recipe = value;
     else if (flag == "--epochs") args.epochs = std::stoll(value);
     else if (flag == "--pretrain-epochs") args.pretrain_epochs = std::stoll(value);
     else if (flag == "--limit") args.limit = std::stoll(value);
@@ -57,6 +63,20 @@ Args parse_args(int argc, char** argv) {
       std::fprintf(stderr, "error: unknown option %s\n", flag.c_str());
       std::exit(2);
     }
+  }
+  if (args.recipe != "auto" && args.recipe != "none") {
+    std::fprintf(stderr, "error: --recipe must be auto or none, got %s\n", args.recipe.c_str());
+    std::exit(2);
+  }
+  if (args.recipe == "auto" && args.epochs != -1) {  // a setting given takes effect or is an error
+    std::fprintf(stderr, "error: --epochs %lld sets the plain SGD run's epochs: pass --recipe none with it (the "
+                 "recipe decides its epochs by early stopping)\n", static_cast<long long>(args.epochs));
+    std::exit(2);
+  }
+  if (args.epochs == -1) args.epochs = 3;
+  if (args.epochs < 1) {
+    std::fprintf(stderr, "error: --epochs must be >= 1, got %lld\n", static_cast<long long>(args.epochs));
+    std::exit(2);
   }
   return args;
 }
@@ -112,26 +132,40 @@ int main(int argc, char** argv) try {
               pretrained.history.empty() ? 0.0 : pretrained.history.back().samples_per_s);
   const double before = accuracy(model, test_set, config);
 
-  // 2. Fine-tune on a stratified sample of all ten classes, with SGD.
-  config.epochs = args.epochs;
+  // 2. Fine-tune on a stratified sample of all ten classes: the recipe, or the article's plain SGD.
   config.sample_fraction = args.fraction;
   config.stratify = true;
-  const auto tuned = train(model, train_set, &test_set, config);
-  std::printf("fine-tuned with SGD (lr %.3g, momentum %.2g, batch %lld) on %lld sampled images, class counts:",
-              config.lr, config.momentum, static_cast<long long>(config.batch_size),
-              static_cast<long long>(tuned.train_size));
-  for (const auto count : tuned.class_counts) std::printf(" %lld", static_cast<long long>(count));
-  std::printf("\n");
-  for (const auto& epoch : tuned.history) {
-    std::printf("  epoch %lld  train loss %.4f  test loss %.4f  test accuracy %.4f  %.0f samples/s\n",
-                static_cast<long long>(epoch.epoch + 1), epoch.train_loss, epoch.val.at("loss"),
-                epoch.val.at("accuracy"), epoch.samples_per_s);
+  Model scratch(make_cnn(cnn));
+  if (args.recipe == "auto") {
+    const std::string head = "classifier.3";  // the CNN's last layer
+    const auto tuned = recipe::run(model, train_set, config, /*pretrained=*/true, head);
+    std::printf("fine-tuned with the recipe on %lld sampled images (a validation slice of them held out for its "
+                "decisions):\n", static_cast<long long>(tuned.sample.size(0)));
+    for (const auto& d : tuned.decisions) std::printf("  %-14s %s  (%s)\n", d.what.c_str(), d.value.c_str(), d.reason.c_str());
+    // 3. The same CNN from scratch on the same sample, with the recipe's rules for random weights.
+    const auto fresh = recipe::run(scratch, train_set, config, /*pretrained=*/false, head);
+    std::printf("from scratch with the recipe:");
+    for (const auto& d : fresh.decisions) {
+      if (d.what == "full.lr" || d.what == "full.result") std::printf("  %s %s", d.what.c_str(), d.value.c_str());
+    }
+    std::printf("\n");
+  } else {
+    config.epochs = args.epochs;
+    const auto tuned = train(model, train_set, &test_set, config);
+    std::printf("fine-tuned with SGD (lr %.3g, momentum %.2g, batch %lld) on %lld sampled images, class counts:",
+                config.lr, config.momentum, static_cast<long long>(config.batch_size),
+                static_cast<long long>(tuned.train_size));
+    for (const auto count : tuned.class_counts) std::printf(" %lld", static_cast<long long>(count));
+    std::printf("\n");
+    for (const auto& epoch : tuned.history) {
+      std::printf("  epoch %lld  train loss %.4f  test loss %.4f  test accuracy %.4f  %.0f samples/s\n",
+                  static_cast<long long>(epoch.epoch + 1), epoch.train_loss, epoch.val.at("loss"),
+                  epoch.val.at("accuracy"), epoch.samples_per_s);
+    }
+    // 3. The same CNN from scratch on the same sample, for comparison.
+    train(scratch, train_set, nullptr, config);
   }
   const double after = accuracy(model, test_set, config);
-
-  // 3. The same CNN from scratch on the same sample, for comparison.
-  Model scratch(make_cnn(cnn));
-  train(scratch, train_set, nullptr, config);
   const double from_scratch = accuracy(scratch, test_set, config);
 
   std::printf("test accuracy (10 classes): before fine-tuning %.4f, after %.4f, from scratch on the same sample %.4f\n",

@@ -57,9 +57,32 @@ def digits_idx(tmp_path_factory, digits):
     return folder
 
 
-def test_article_example_fine_tunes_and_improves(digits_idx):
+def test_article_example_runs_the_recipe_by_default(digits_idx):
     out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), "--fraction", "0.3",
-                          "--epochs", "15", "--pretrain-epochs", "10", "--threads", "1"],
+                          "--pretrain-epochs", "10", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    before, after, scratch = map(float, re.search(
+        r"before fine-tuning ([\d.]+), after ([\d.]+), from scratch on the same sample ([\d.]+)", out.stdout).groups())
+    assert before < 0.6 and after > 0.9 and scratch > 0.85, out.stdout
+    decisions = dict(re.findall(r"^  (\S+) +(.+?)  \(", out.stdout, re.MULTILINE))
+    assert {"validation", "head.lr", "full.lr", "shrunk.lr", "kept", "refit"} <= decisions.keys(), out.stdout
+    assert decisions["kept"] in ("head", "full", "shrunk")
+    assert decisions["refit"].startswith("head "), out.stdout  # every phase kept continues the head phase
+    assert "from scratch with the recipe:  full.lr" in out.stdout
+
+
+def test_article_example_refuses_epochs_without_the_plain_run(digits_idx):
+    out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), "--epochs", "3"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--epochs 3 sets the plain SGD run's epochs: pass --recipe none" in out.stderr
+    out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), "--recipe", "sgd"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--recipe must be auto or none, got sgd" in out.stderr
+
+
+def test_article_example_fine_tunes_and_improves_with_plain_sgd(digits_idx):
+    out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), "--fraction", "0.3",
+                          "--recipe", "none", "--epochs", "15", "--pretrain-epochs", "10", "--threads", "1"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     match = re.search(r"before fine-tuning ([\d.]+), after ([\d.]+)", out.stdout)

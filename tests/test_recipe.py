@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from types import SimpleNamespace
 
 import numpy as np
@@ -69,6 +70,67 @@ def test_rate_rule_leaves_out_a_diverged_tests_last_step():
     lrs = list(np.logspace(-6, 0, 60))
     losses = [2.0 - 0.02 * i for i in range(59)] + [float("nan")]
     assert recipe.lr_from_range(lrs, losses) == pytest.approx(lrs[58] / 10)
+
+
+def _reference_rate(lrs, losses, divisor):
+    """README rule 4 in plain numpy: the reference for the core's rate_from_range, which lr_from_range calls."""
+    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if np.isfinite(loss)]
+    lrs, losses = np.array([lr for lr, _ in finite]), np.array([loss for _, loss in finite])
+    skip = min(recipe.RANGE_SKIP, len(lrs) // 2)
+    compared = losses[skip:]
+    if compared.min() < (1 - recipe.FLAT_TOLERANCE) * compared[0]:
+        return lrs[skip + np.argmin(compared)] / divisor
+    return lrs[skip + np.nonzero(compared <= (1 + recipe.FLAT_TOLERANCE) * compared.min())[0][-1]] / divisor
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_rate_rule_matches_a_plain_reference_on_random_curves(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 120))
+    lrs = np.logspace(-7, 1, n)
+    shape = ["descent", "flat", "noise"][seed % 3]
+    trend = {"descent": np.minimum(2 - np.linspace(0, 1.5, n), 0.2 + np.linspace(0, 4, n) ** 2),
+             "flat": np.full(n, 0.5), "noise": np.zeros(n)}[shape]
+    losses = trend + rng.normal(0, 0.01 if shape != "noise" else 1, n)
+    if seed % 4 == 0:
+        losses[-1] = np.inf if seed % 8 else np.nan  # a diverged test's last step
+    divisor = [10.0, 30.0, 100.0][seed % 3]
+    assert recipe.lr_from_range(list(lrs), list(losses), divisor) == pytest.approx(
+        _reference_rate(lrs, losses, divisor), rel=1e-12)
+
+
+def test_rate_rule_without_a_finite_step_is_a_clear_error():
+    with pytest.raises(ValueError, match="no step with a finite loss"):
+        recipe.lr_from_range([1e-3, 1e-2], [float("nan"), float("inf")])
+
+
+def test_the_cpp_recipe_runs_recipe_py_numbers():
+    """recipe.h mirrors the constants of recipe.py it uses (the C++ example's recipe), and the range test's span is
+    finetune.find_lr's."""
+    constants = finetune._C.recipe_constants()
+    defaults = inspect.signature(finetune.find_lr).parameters
+    span = {"RANGE_START": "start_lr", "RANGE_END": "end_lr", "RANGE_DIVERGE": "diverge_factor"}
+    assert len(constants) == 22
+    for name, value in constants.items():
+        expected = defaults[span[name]].default if name in span else getattr(recipe, name)
+        assert value == expected and type(value) is type(expected), name
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_cpp_validation_slice_holds_out_what_the_python_rule_does(seed):
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.cat([torch.tensor([0] * 50 + [1] * 10 + [2] * 2 + [3] * 1 + [4] * 7),
+                         torch.randint(0, 5, (40,), generator=generator)])
+    sample = torch.randperm(len(targets), generator=generator)[:90].sort().values
+    train, val = finetune._C.recipe_split_validation(targets, sample, True, seed, recipe.VAL_FRACTION)
+    assert sorted(train.tolist() + val.tolist()) == sample.tolist()
+    assert torch.equal(val, val.sort().values)
+    py_train, py_val = recipe.split_validation(targets, sample, classification=True, seed=seed)
+    assert torch.bincount(targets[val], minlength=5).tolist() == torch.bincount(targets[py_val], minlength=5).tolist()
+    again = finetune._C.recipe_split_validation(targets, sample, True, seed, recipe.VAL_FRACTION)
+    assert torch.equal(again[1], val)
+    train, val = finetune._C.recipe_split_validation(torch.randn(100), torch.arange(100), False, seed, 0.2)
+    assert len(val) == 20 and len(train) == 80 and set(train.tolist()).isdisjoint(val.tolist())
 
 
 def test_find_head_by_name_or_last_layer():

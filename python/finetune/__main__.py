@@ -30,11 +30,12 @@ USER_ERRORS = (ValueError, TypeError, OSError, ImportError, KeyError)
 
 # The C++ programs `finetune example` and `finetune bench` run, with the options they take (passed through).
 PROGRAMS = {
-    "example": ("finetune_example", "[--data DIR] [--fraction F] [--epochs N] [--pretrain-epochs N] [--limit N] "
-                "[--threads N]",
+    "example": ("finetune_example", "[--data DIR] [--fraction F] [--recipe auto|none] [--epochs N] "
+                "[--pretrain-epochs N] [--limit N] [--threads N]",
                 "the article's example in C++: a CNN pretrained on classes 0-4 of an IDX image set (Fashion-MNIST "
                 "by default, from the Debian package dataset-fashion-mnist; --data DIR for another folder of "
-                "MNIST-format IDX files) is fine-tuned with SGD on a stratified sample of all ten classes"),
+                "MNIST-format IDX files) is fine-tuned on a stratified sample of all ten classes, by the recipe (--recipe "
+                "none: the article's plain SGD for --epochs)"),
     "bench": ("finetune_bench", "[--threads N] [--steps N]",
               "training throughput of the built-in native models in the C++ loop, no Python involved"),
 }

@@ -44,7 +44,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import heads, lora, pairs, probe, streams
+from . import _C, heads, lora, pairs, probe, streams
 
 # The numbers of the procedure, with the measurement or the rule each one comes from (README, "The recipe").
 VAL_FRACTION = 0.2  # the usual 80/20 hold-out; a 30% slice, digits story, 16 seeds: 0.962 vs 0.959 (recipe_variants.py)
@@ -198,18 +198,9 @@ def lr_from_range(lrs: list[float], losses: list[float], divisor: float = LR_DIV
     A flat curve (the lowest loss within FLAT_TOLERANCE of the first compared step: a model that already fits its
     batches, e.g. the full phase after the head phase) has its lowest loss wherever the batch noise put it, often
     at rates that change nothing; there the rate is the largest one whose loss is still within FLAT_TOLERANCE of
-    the lowest -- where the plateau ends -- divided by ``divisor``."""
-    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]  # a diverged test's last step
-    if not finite:
-        raise ValueError("the learning-rate range test took no step with a finite loss")
-    lrs, losses = [lr for lr, _ in finite], [loss for _, loss in finite]
-    skip = min(RANGE_SKIP, len(lrs) // 2)
-    compared = np.asarray(losses[skip:], dtype=np.float64)
-    lowest = float(compared.min())
-    if lowest < (1.0 - FLAT_TOLERANCE) * compared[0]:
-        return float(lrs[skip + int(np.argmin(compared))]) / divisor
-    plateau_end = skip + int(np.nonzero(compared <= (1.0 + FLAT_TOLERANCE) * lowest)[0][-1])
-    return float(lrs[plateau_end]) / divisor
+    the lowest -- where the plateau ends -- divided by ``divisor``. Computed by the core (recipe.h), which the C++
+    recipe shares; its RANGE_SKIP and FLAT_TOLERANCE are these (tests/test_recipe.py)."""
+    return _C.rate_from_range([float(lr) for lr in lrs], [float(loss) for loss in losses], float(divisor))
 
 
 def split_validation(targets: torch.Tensor, sample: torch.Tensor, classification: bool, seed: int,

@@ -1,0 +1,92 @@
+// The recipe in C++, for programs that link the core without Python: a model trained with its head first, then
+// every layer, at rates from range tests, with early stopping, the best phase kept, refit on the whole sample.
+//
+// It is rules 1 and 3-6 of the README's "The recipe" for a model whose head is one named layer (the C++ example's
+// CNN): a stratified validation slice; phase "head" (the body frozen); phase "full" (every layer, each below the
+// head at layer_decay x the rate above) and, for a small model, phase "shrunk" (full again from the head phase, the
+// body shrunk and perturbed first); each phase AdamW at the range test's lowest loss / 10, warm-up then cosine,
+// early stopping with the best epoch restored; the phase with the lowest validation loss kept; the phases it
+// continues run again on the whole sample for their best epochs. From random weights: one phase, / 100, longer.
+// python/finetune/recipe.py is the whole recipe (the linear probe on cached features, transformers, recommenders,
+// tabular models, what the user gave winning over each choice); the numbers below mirror its constants, and
+// tests/test_recipe.py checks that they agree (through _C.recipe_constants()) and that rate_from_range gives
+// lr_from_range's rates.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "config.h"
+#include "dataset.h"
+#include "metrics.h"
+#include "models.h"
+
+namespace finetune::recipe {
+
+// X(type, NAME, value): the constants of recipe.py used here, under the same names (their reasons are there).
+#define FINETUNE_RECIPE_CONSTANTS(X)         \
+  X(double, VAL_FRACTION, 0.2)               \
+  X(int64_t, HEAD_EPOCHS, 20)                \
+  X(int64_t, HEAD_PATIENCE, 3)               \
+  X(int64_t, FULL_EPOCHS, 40)                \
+  X(int64_t, FULL_PATIENCE, 8)               \
+  X(int64_t, SCRATCH_EPOCHS, 50)             \
+  X(int64_t, SCRATCH_PATIENCE, 8)            \
+  X(double, LAYER_DECAY, 0.7)                \
+  X(double, WARMUP, 0.1)                     \
+  X(double, WEIGHT_DECAY, 0.01)              \
+  X(int64_t, RANGE_STEPS, 100)               \
+  X(int64_t, RANGE_SKIP, 20)                 \
+  X(double, FLAT_TOLERANCE, 0.05)            \
+  X(double, LR_DIVISOR, 10.0)                \
+  X(double, SCRATCH_LR_DIVISOR, 100.0)       \
+  X(double, IMBALANCE_RATIO, 3.0)            \
+  X(double, SHRINK, 0.5)                     \
+  X(double, PERTURB, 0.1)                    \
+  X(int64_t, SHRINK_MAX_PARAMS, 5000000)
+
+#define FINETUNE_DECLARE_CONSTANT(type, name, value) inline constexpr type name = value;
+FINETUNE_RECIPE_CONSTANTS(FINETUNE_DECLARE_CONSTANT)
+#undef FINETUNE_DECLARE_CONSTANT
+
+// The range test's span and divergence stop: finetune.find_lr's defaults.
+inline constexpr double RANGE_START = 1e-7, RANGE_END = 10.0, RANGE_DIVERGE = 4.0;
+
+// A phase's rate from a range test's (rates, smoothed losses): recipe.lr_from_range. The rate of the lowest
+// loss after the first RANGE_SKIP steps, / divisor; on a flat curve (the lowest loss within FLAT_TOLERANCE of the
+// first compared step) the largest rate whose loss is within FLAT_TOLERANCE of the lowest, / divisor.
+double rate_from_range(const std::vector<double>& lrs, const std::vector<double>& losses, double divisor);
+
+// (training, validation) indices of `sample`: `fraction` of each class (classification) or of the sample held out,
+// at least one of a class with two or more examples and never its last one; seeded. recipe.split_validation's rule
+// (the draw is LibTorch's, not numpy's, so the slices differ from the Python recipe's for one seed).
+std::pair<at::Tensor, at::Tensor> split_validation(const at::Tensor& targets, const at::Tensor& sample,
+                                                   bool classification, int64_t seed, double fraction = VAL_FRACTION);
+
+// Shrink and perturb (Ash & Adams 2020) the parameters `chosen`, in place: each x SHRINK, and each matrix or
+// kernel plus Gaussian noise of PERTURB / sqrt(fan-in); seeded, so a refit draws the same noise.
+void shrink_perturb(Model& model, const std::function<bool(const std::string&)>& chosen, int64_t seed);
+
+struct Decision {
+  std::string what, value, reason;
+};
+
+struct Outcome {
+  std::vector<Decision> decisions;  // every choice with its reason, in order (as result.recipe in Python)
+  std::string kept;                 // the phase whose weights were kept
+  Metrics metrics;                  // of the kept weights on the validation slice, before the refit
+  at::Tensor sample;                // the examples of `data` the returned weights trained on
+};
+
+// Runs the recipe on `model` in place. From `config` it takes the task, the sample (sample_fraction, sample_size,
+// stratify), batch sizes, the device, seed and topk; the optimizer, rates, schedule, epochs, stopping, freezing and
+// class weights are its own. `pretrained`: the model carries trained weights and `head` (a parameter-name prefix,
+// "classifier.3") is its head, trained first; otherwise one phase trains every layer from random weights.
+Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool pretrained, const std::string& head);
+
+}  // namespace finetune::recipe
