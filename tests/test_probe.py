@@ -33,6 +33,20 @@ def test_fit_is_scikit_learns_multinomial_logistic_regression(strength):
     np.testing.assert_allclose(weight.numpy(), reference.coef_, atol=1e-4)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_subsets_fit_together_are_each_subsets_own_fit(weighted):
+    """The cross-validation's folds in one solver (fit_subsets) give each fold's own fit (to the tolerance)."""
+    x, y = blobs(n=150, noise=1.5)
+    features, targets = torch.from_numpy(x), torch.from_numpy(y)
+    fold = probe.folds(targets, 4, seed=1)
+    members = torch.stack([fold != k for k in range(4)])
+    weights = torch.tensor([1.0, 2.0, 0.5]) if weighted else None
+    weight, bias, _ = probe.fit_subsets(features, targets, members, 3, 0.3, weights, 0.1)
+    for k in range(4):
+        alone, alone_bias, _ = probe.fit(features[members[k]], targets[members[k]], 3, 0.3, weights, 0.1)
+        np.testing.assert_allclose(probabilities(weight[k], bias[k], x), probabilities(alone, alone_bias, x), atol=1e-5)
+
+
 def test_balanced_class_weights_are_scikit_learns():
     x, y = blobs(300)
     keep = (y != 2) | (np.arange(300) % 5 == 0)  # class 2 thinned to a fifth
