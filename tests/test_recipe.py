@@ -466,6 +466,20 @@ def test_a_run_that_ends_still_learning_says_so(caplog):
     assert "still_learning" not in decisions(converged)
 
 
+def test_the_recipes_phases_never_say_still_learning(caplog, monkeypatch):
+    """The recipe decides its phases' length (a decayed refit's last epoch may still fall fast): no note from them,
+    even where every run given its epochs would get one."""
+    from finetune import training
+
+    monkeypatch.setattr(training, "STILL_FALLING", -1.0)
+    x, y = blobs()
+    result = finetune.train(mlp(), (x, y), seed=0, progress=False)
+    assert decisions(result)["recipe"]["value"] == "auto" and "still_learning" not in decisions(result)
+    assert not any("still learning" in r.getMessage() for r in caplog.records)
+    given = finetune.train(mlp(), (x, y), epochs=3, progress=False)
+    assert "still_learning" in decisions(given)
+
+
 def test_recipe_head_trains_the_head_alone():
     x, y = blobs()
     model = mlp(seed=4)

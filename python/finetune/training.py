@@ -5,7 +5,6 @@ Named training, not train, so that `import finetune.train` cannot be shadowed by
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import json
 import logging
@@ -404,22 +403,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
             result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval)
         else:
-            sample = None
-            if val_fraction is not None:
-                run, sample = _hold_out(run, float(val_fraction))
-            with models.exclusive(run.model):
-                found, cached = frozen.plan(run.model, run.inputs, run.val_inputs, run.config, resume, run.mask_input)
-                result = _train(_on_features(run, found) if found is not None else run, callback, callback_interval,
-                                resume)
-            if found is not None:  # the head's run, reported as the model's
-                result.config, result.runner = run.config, run.runner
-                for group in result.param_groups:
-                    group["names"] = [f"{found.name}.{n}" for n in group["names"]]
-            result.cache_frozen = cached
-            result.recipe = [{"what": "recipe", "value": "none", "reason": reason}] + (
-                [] if _IN_RECIPE.get() else _still_learning(result))
-            result.sample_indices = (sample if sample is not None
-                                     else _C.sample_indices(run.targets, run.cpp_config)).numpy()
+            result = _train_as_given(run, reason, val_fraction, callback, callback_interval, resume)
+            result.recipe += _still_learning(result)  # the user's epochs: say if they cut the run short
     finally:
         # The adapters' update added into the weights, the model its plain self again -- after an error or
         # Ctrl-C too (what trained stays trained, as every weight trained in place does).
@@ -431,6 +416,27 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
 
 
 RECIPES = ("auto", "head", "none")
+
+
+def _train_as_given(run: _Run, reason: str, val_fraction: float | None = None,
+                    callback: Callable[[str, dict], bool | None] | None = None, callback_interval: float = 0.1,
+                    resume: bool | str | os.PathLike = False) -> Result:
+    """recipe="none": the settings as given, in the C++ loop (on the frozen part's features where they are exact).
+    The recipe's phases run here too, each a prepared run of its own."""
+    sample = None
+    if val_fraction is not None:
+        run, sample = _hold_out(run, float(val_fraction))
+    with models.exclusive(run.model):
+        found, cached = frozen.plan(run.model, run.inputs, run.val_inputs, run.config, resume, run.mask_input)
+        result = _train(_on_features(run, found) if found is not None else run, callback, callback_interval, resume)
+    if found is not None:  # the head's run, reported as the model's
+        result.config, result.runner = run.config, run.runner
+        for group in result.param_groups:
+            group["names"] = [f"{found.name}.{n}" for n in group["names"]]
+    result.cache_frozen = cached
+    result.recipe = [{"what": "recipe", "value": "none", "reason": reason}]
+    result.sample_indices = (sample if sample is not None else _C.sample_indices(run.targets, run.cpp_config)).numpy()
+    return result
 
 
 def _given_settings(config: TrainConfig | None, settings: dict[str, Any]) -> dict[str, Any]:
@@ -468,7 +474,6 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
     return "auto", "the default: no setting that shapes the training was given"
 
 
-_IN_RECIPE = contextvars.ContextVar("in_recipe", default=False)  # set while train() runs a phase of recipe="auto"
 STILL_FALLING = 0.05  # a last epoch that lowered the training loss by > 5% (and > 10% of the run's progress)
 
 
@@ -536,12 +541,9 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
             stop = bool(callback(kind, info)) if callback is not None else False
             return stop or (stop_after is not None and kind == "epoch" and info["epoch"] + 1 >= stop_after)
 
-        token = _IN_RECIPE.set(True)  # the phase's length is the recipe's decision: no "still learning" note
-        try:
-            return train(model, train_data, val_data, config=phase_cfg, callback=on_event,
-                         callback_interval=callback_interval, recipe="none", head="keep")
-        finally:
-            _IN_RECIPE.reset(token)
+        # The loop below train(): the phase's length is the recipe's decision (no "still learning" note).
+        return _train_as_given(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"), "the recipe's phase",
+                               callback=on_event, callback_interval=callback_interval)
 
     def pairs_phase(model: Any, train_data: Any, head: str) -> Result:
         """Phase "pairs" (finetune.pairs, SetFit's): the body trained on pairs of examples in the loop, its
@@ -551,8 +553,9 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         siamese = pairs.Siamese(models.eager(model), head, run.mask_input)
         pair_cfg = dataclasses.replace(base, **pairs.SETTINGS, task="regression", runner="python", trim_padding=False,
                                        label_smoothing=0.0, early_stopping=0, restore_best=False, monitor="train_loss")
-        return train(siamese, (pairs.pair_inputs(inputs, first, second), similarity), config=pair_cfg,
-                     callback=callback, callback_interval=callback_interval, recipe="none", head="keep")
+        return _train_as_given(_prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None, pair_cfg,
+                                        {}, head="keep"), "the recipe's phase", callback=callback,
+                               callback_interval=callback_interval)
 
     def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any]) -> Result:
         """Phase "head" as the linear probe (finetune.probe): one fit to convergence, reported as one epoch."""
