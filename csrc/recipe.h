@@ -8,9 +8,9 @@
 // early stopping with the best epoch restored; the phase with the lowest validation loss kept; the phases it
 // continues run again on the whole sample for their best epochs. From random weights: one phase, / 100, longer.
 // python/finetune/recipe.py is the whole recipe (the linear probe on cached features, transformers, recommenders,
-// tabular models, what the user gave winning over each choice); the numbers below mirror its constants, and
-// tests/test_recipe.py checks that they agree (through _C.recipe_constants()) and that rate_from_range gives
-// lr_from_range's rates.
+// tabular models, what the user gave winning over each choice); the numbers below mirror its constants
+// (tests/test_recipe.py checks that they agree, through _C.recipe_constants()), and its lr_from_range calls
+// rate_from_range below, so the rate rule is written once.
 #pragma once
 
 #include <cstdint>
