@@ -47,7 +47,10 @@ std::pair<at::Tensor, at::Tensor> split_validation(const at::Tensor& targets, co
   std::vector<at::Tensor> picked;
   if (!classification) {
     const int64_t n = sample.size(0);
-    if (n >= 2) picked.push_back(sample.index_select(0, at::randperm(n, generator, at::kLong)).slice(0, 0, std::max<int64_t>(1, share(n))));
+    if (n >= 2) {
+      const auto order = at::randperm(n, generator, at::kLong);
+      picked.push_back(sample.index_select(0, order).slice(0, 0, std::max<int64_t>(1, share(n))));
+    }
   } else {
     const auto labels = targets.index_select(0, sample);
     const auto classes = std::get<0>(at::_unique(labels, /*sorted=*/true)).contiguous();
@@ -71,7 +74,8 @@ void shrink_perturb(Model& model, const std::function<bool(const std::string&)>&
     if (!parameter.requires_grad() || !chosen(name)) continue;
     parameter.mul_(SHRINK);
     if (parameter.dim() >= 2) {
-      const auto noise = at::randn(parameter.sizes(), generator, at::kFloat) * (PERTURB / std::sqrt(parameter[0].numel()));
+      const double scale = PERTURB / std::sqrt(static_cast<double>(parameter[0].numel()));  // an init's scale
+      const auto noise = at::randn(parameter.sizes(), generator, at::kFloat) * scale;
       parameter.add_(noise.to(parameter.device(), parameter.scalar_type()));
     }
   }
@@ -155,7 +159,8 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
       for (const auto count : counts) base.class_weights.push_back(count ? double(total) / (present * count) : 0.0);
     }
     note("class_weights", ratio > IMBALANCE_RATIO ? "balanced" : "none",
-         "largest/smallest class = " + text(ratio) + " in the training slice (weights past " + text(IMBALANCE_RATIO) + ")");
+         "largest/smallest class = " + text(ratio) + " in the training slice (weights past " +
+             text(IMBALANCE_RATIO) + ")");
   }
 
   std::vector<Phase> phases;
@@ -199,8 +204,9 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
     const auto found = find_lr(model, train_data, range, RANGE_START, RANGE_END, RANGE_STEPS, RANGE_DIVERGE);
     const double divisor = pretrained ? LR_DIVISOR : SCRATCH_LR_DIVISOR;
     settings.lr = rate_from_range(found.lrs, found.losses, divisor);
-    note(phase.name + ".lr", text(settings.lr), "range test (" + std::to_string(found.lrs.size()) + " steps): the lowest "
-         "loss at " + text(settings.lr * divisor) + ", / " + text(divisor));
+    note(phase.name + ".lr", text(settings.lr),
+         "range test (" + std::to_string(found.lrs.size()) + " steps): the lowest loss at " +
+             text(settings.lr * divisor) + ", / " + text(divisor));
     settings.epochs = phase.epochs, settings.early_stopping = phase.patience;
     settings.schedule = "cosine", settings.warmup = WARMUP;
     settings.monitor = "val_loss", settings.restore_best = true;

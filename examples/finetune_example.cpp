@@ -141,7 +141,9 @@ int main(int argc, char** argv) try {
     const auto tuned = recipe::run(model, train_set, config, /*pretrained=*/true, head);
     std::printf("fine-tuned with the recipe on %lld sampled images (a validation slice of them held out for its "
                 "decisions):\n", static_cast<long long>(tuned.sample.size(0)));
-    for (const auto& d : tuned.decisions) std::printf("  %-14s %s  (%s)\n", d.what.c_str(), d.value.c_str(), d.reason.c_str());
+    for (const auto& d : tuned.decisions) {
+      std::printf("  %-14s %s  (%s)\n", d.what.c_str(), d.value.c_str(), d.reason.c_str());
+    }
     // 3. The same CNN from scratch on the same sample, with the recipe's rules for random weights.
     const auto fresh = recipe::run(scratch, train_set, config, /*pretrained=*/false, head);
     std::printf("from scratch with the recipe:");

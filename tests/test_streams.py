@@ -210,6 +210,20 @@ def test_the_recipe_runs_on_a_dataset_and_says_what_streaming_changes(split):
     assert abs(result.metrics["accuracy"] - in_memory.metrics["accuracy"]) <= 0.02
 
 
+def test_predict_reads_a_stream_subset_with_its_own_labels(split):
+    """The recipe's validation slice of a dataset is a labelled stream subset: predict reads it (its labels checked
+    against its own, not against placeholders), for the logits a transformer's phases are compared by."""
+    x, y, _, _ = split
+    model = mlp()
+    positions = torch.tensor([5, 900, 17, 300])
+    subset = streams.Stream(Digits(x, y), torch.as_tensor(y), name="train_data").subset(positions)
+    logits = finetune.predict(model, subset, output="logits")
+    np.testing.assert_allclose(logits, finetune.predict(model, x[positions.numpy()], output="logits"), rtol=1e-6)
+    mislabelled = subset.with_targets(torch.as_tensor((y[positions.numpy()] + 1) % 10))
+    with pytest.raises(ValueError, match=r"has label \d but the labels given for it say"):
+        finetune.predict(model, mislabelled)
+
+
 def test_workers_read_the_plan_ahead_and_only_unplanned_batches_are_read_when_asked(split):
     x, y, _, _ = split
     stream = streams.Stream(Digits(x, y), torch.as_tensor(y), name="train_data", num_workers=1)

@@ -52,8 +52,9 @@ def fit_subsets(features: torch.Tensor, targets: torch.Tensor, members: torch.Te
     """``fit`` on each subset of the examples at once: ``members`` [subsets, examples] says which examples each fit
     sees; returns (weight [subsets, classes, features], bias [subsets, classes], iterations). The subsets' objectives
     are independent, so L-BFGS on their sum stops only when every subset's gradient is within the tolerance: each
-    answer is its own fit's, to the tolerance (where MAX_ITERATIONS reaches it: the subsets share that budget). One solver for the cross-validation's folds instead of one per fold:
-    its cost is Python's per step, not the arithmetic (digits' 200 examples: 5x fewer solver steps)."""
+    answer is its own fit's, to the tolerance (where MAX_ITERATIONS reaches it: the subsets share that budget).
+    One solver for the cross-validation's folds instead of one per fold: its cost is Python's per step, not the
+    arithmetic (the digits story's CNN features: the probe's 41 s became 20 s)."""
     x = features.to(torch.float64)
     mask = members.to(torch.float64)  # [subsets, examples]
     sizes = mask.sum(dim=1)
@@ -73,7 +74,8 @@ def fit_subsets(features: torch.Tensor, targets: torch.Tensor, members: torch.Te
         logits = torch.baddbmm(bias[:, None, :], x.expand(subsets, -1, -1), weight.transpose(1, 2))
         losses = torch.nn.functional.cross_entropy(logits.reshape(-1, classes), repeated, reduction="none",
                                                    label_smoothing=label_smoothing).view(subsets, -1)
-        loss = ((losses * row_weights).sum(dim=1) / sizes + weight.pow(2).sum(dim=(1, 2)) / (2.0 * strength * sizes)).sum()
+        penalty = weight.pow(2).sum(dim=(1, 2)) / (2.0 * strength * sizes)
+        loss = ((losses * row_weights).sum(dim=1) / sizes + penalty).sum()
         loss.backward()
         return loss
 

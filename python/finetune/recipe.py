@@ -484,7 +484,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                 settings["lr"] = _phase_lr(plan, name, find_rate, trainee, phase_train, settings, divisor)
         result = train_phase(trainee, phase_train, phase_val, settings, None)
         measured = measure(model, val, calibrated=calibrated)
-        by_temperature = "calibrated_loss" in measured  # not of a streamed slice (its logits are not read)
+        by_temperature = "calibrated_loss" in measured
         score = measured.pop("calibrated_loss", measured["loss"])
         restored = settings.get("restore_best") and result.best_epoch is not None
         plan.note(f"{name}.result", {"epochs_run": len(result.history), "best_epoch": result.best_epoch,

@@ -119,8 +119,9 @@ def streamed(x: Any, y: Any, name: str, task: str, dtype: torch.dtype, cfg: Any,
     targets = data.targets(y, f"{name}'s labels", task, len(source)) if y is not None else \
         torch.zeros(len(source), dtype=torch.float32)
     settings = dict(dtype=dtype, num_workers=cfg.num_workers, prefetch=cfg.prefetch, seed=cfg.seed)
-    if isinstance(x, Stream):
-        return x.with_settings(**settings).with_targets(targets), targets
+    if isinstance(x, Stream):  # a stream keeps its own labels where none are given (predict)
+        stream = x.with_settings(**settings)
+        return (stream.with_targets(targets), targets) if y is not None else (stream, stream.targets)
     return Stream(source, targets, name=name, labeled=labeled, check_labels=y is not None, **settings), targets
 
 

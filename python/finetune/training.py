@@ -589,8 +589,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         measured = evaluate(model, given_form(val_data), task=cfg.task, batch_size=cfg.eval_batch_size,
                             device=cfg.device, topk=cfg.topk, distributed="off", runner=cfg.runner,
                             num_workers=readers.num_workers, prefetch=readers.prefetch)
-        # What the recipe compares a transformer's phases by (a streamed slice: its plain loss).
-        if calibrated and not isinstance(val_data[0], streams.Stream):
+        # What the recipe compares a transformer's phases by.
+        if calibrated:
             logits = predict(model, val_data[0], output="logits", batch_size=cfg.eval_batch_size, device=cfg.device,
                              runner=cfg.runner, num_workers=readers.num_workers, prefetch=readers.prefetch)
             measured["calibrated_loss"] = recipes.calibrated_loss(torch.from_numpy(logits), val_data[1])
