@@ -1,6 +1,6 @@
 """finetune's MiniLM beside SetFit on few-shot and 10% Rotten Tomatoes: the same encoder, samples and test set.
 
-    python benchmarks/setfit_side_by_side.py [--seeds 3] [--shots 8 16 64] [--fraction 0.1] [--threads 2]
+    python benchmarks/setfit_side_by_side.py [--seeds 3] [--first-seed 0] [--shots 8 16 64] [--fraction 0.1] [--threads 2]
                                              [--methods tfidf setfit auto head]
 
 SetFit (Tunstall et al. 2022; the `setfit` package) fine-tunes a sentence encoder contrastively on pairs drawn
@@ -79,6 +79,8 @@ def ours(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1 "
+                        "(a long row's later seeds, apart)")
     parser.add_argument("--shots", type=int, nargs="*", default=[8, 16, 64])
     parser.add_argument("--fraction", type=float, default=0.1, help="0 leaves the stratified sample out")
     parser.add_argument("--setfit-max-steps", type=int, default=320, help="SetFit's cap at --fraction (steps of 16 "
@@ -92,7 +94,7 @@ def main() -> None:
     start = time.perf_counter()
     columns = [f"{k} per class" for k in args.shots] + ([f"{args.fraction:.0%}"] if args.fraction else [])
     table: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         split = datasets.load("rotten-tomatoes", seed=seed)
         keep, _ = datasets.stratified_split(split.y_test, 1.0 - TEST_SIZE / len(split.y_test), seed)
         x_test, y_test = split.x_test[keep], split.y_test[keep]
