@@ -98,6 +98,8 @@ EXCLUDED = {
     "python benchmarks/transformer_curve.py": "a benchmark: MiniLM fine-tuned on 1,024 snippets, 262 s on this machine",
     "python benchmarks/setfit_side_by_side.py --shots --fraction 0.1 --methods auto":
         "a benchmark: the recipe on MiniLM at 10%, three seeds, 1,568 s on this machine",
+    "python benchmarks/setfit_side_by_side.py --seeds 1 --first-seed 1 --shots 64 --fraction 0 --methods auto --threads 1":
+        "a benchmark: MiniLM's pairs at 64 per class, 1,830 s on this machine",
     'pip install "finetune[data]"': "installs packages",
     'pip install "finetune[tensorboard]"': "installs packages",
     'pip install "finetune[bench]"': "installs packages",
