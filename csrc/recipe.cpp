@@ -12,9 +12,9 @@
 #include <limits>
 #include <sstream>
 
-#include "evaluate.h"
 #include "lr_finder.h"
 #include "sampling.h"
+#include "tensor_lists.h"
 #include "train.h"
 
 namespace finetune::recipe {
@@ -83,21 +83,11 @@ void shrink_perturb(Model& model, const std::function<bool(const std::string&)>&
 
 namespace {
 
-using State = std::vector<at::Tensor>;
+using State = std::vector<at::Tensor>;  // parameters then buffers (tensor_lists.h)
 
-State copy_state(Model& model) {
-  State state;
-  for (const auto& [name, tensor] : model.named_parameters()) state.push_back(tensor.detach().clone());
-  for (const auto& [name, tensor] : model.named_buffers()) state.push_back(tensor.detach().clone());
-  return state;
-}
+State copy_state(const Model& model) { return clone_all(tensors_of(named_state(model))); }
 
-void load_state(Model& model, const State& state) {
-  c10::NoGradGuard no_grad;
-  size_t i = 0;
-  for (auto& [name, tensor] : model.named_parameters()) tensor.copy_(state[i++]);
-  for (auto& [name, tensor] : model.named_buffers()) tensor.copy_(state[i++]);
-}
+void load_state(const Model& model, const State& state) { copy_into(tensors_of(named_state(model)), state); }
 
 std::string epochs(int64_t n) { return std::to_string(n) + (n == 1 ? " epoch" : " epochs"); }
 
@@ -163,13 +153,14 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
              text(IMBALANCE_RATIO) + ")");
   }
 
+  const auto in_body = [&head](const std::string& name) { return !(name == head || name.rfind(head + ".", 0) == 0); };
   std::vector<Phase> phases;
   if (pretrained) {
     StringList body;
     int64_t size = 0;
     for (const auto& [name, tensor] : model.named_parameters()) {
       size += tensor.numel();
-      if (!(name == head || name.rfind(head + ".", 0) == 0)) body.push_back(name);
+      if (in_body(name)) body.push_back(name);
     }
     TORCH_CHECK_VALUE(body.size() < model.named_parameters().size(), "recipe head '", head,
                       "' names no parameter of the model");
@@ -184,7 +175,6 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
   } else {
     phases.push_back({"full", SCRATCH_EPOCHS, SCRATCH_PATIENCE, {}});
   }
-  const auto in_body = [&head](const std::string& name) { return !(name == head || name.rfind(head + ".", 0) == 0); };
 
   const State initial = copy_state(model);
   std::vector<State> ends;
@@ -212,7 +202,7 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
     settings.monitor = "val_loss", settings.restore_best = true;
 
     const auto result = train(model, train_data, &val, settings);
-    const auto measured = evaluate(model, val, settings);
+    const Metrics& measured = result.metrics;  // of the restored weights on the slice (the loop's last evaluation)
     const double loss = measured.values.at("loss");
     phase.settings = settings;
     phase.best_epochs = result.best_epoch >= 0 ? result.best_epoch + 1 : static_cast<int64_t>(result.history.size());
