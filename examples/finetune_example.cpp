@@ -8,7 +8,7 @@
 // article's plain SGD for `--epochs` epochs instead.
 //
 //   finetune_example [--data DIR] [--fraction 0.1] [--recipe auto|none] [--epochs 3] [--pretrain-epochs 2]
-//                    [--limit N] [--threads N]
+//                    [--limit N] [--seed N] [--threads N]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <type_traits>
 
 #include "dataset.h"
 #include "idx.h"
@@ -35,8 +36,28 @@ struct Args {
   int64_t epochs = -1;  // --recipe none: the plain run's epochs (3 when not given)
   int64_t pretrain_epochs = 2;
   int64_t limit = 0;  // use only the first N training and test images (0 = all)
+  int64_t seed = 0;   // initial weights, sample, orders: the same seed prints the same figures
   int64_t threads = 0;
 };
+
+// The whole of `value` as a number, or exit 2 naming the option and the value (std::stod alone accepts "0.1x"
+// and throws a bare "stod" on "x").
+template <typename T>
+T number(const std::string& flag, const std::string& value) {
+  size_t used = 0;
+  T parsed{};
+  try {
+    if constexpr (std::is_floating_point_v<T>) parsed = std::stod(value, &used);
+    else parsed = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != value.size()) {
+    std::fprintf(stderr, "error: %s needs a number, got %s\n", flag.c_str(), value.c_str());
+    std::exit(2);
+  }
+  return parsed;
+}
 
 Args parse_args(int argc, char** argv) {
   Args args;
@@ -44,7 +65,7 @@ Args parse_args(int argc, char** argv) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
       std::puts("usage: finetune_example [--data DIR] [--fraction F] [--recipe auto|none] [--epochs N] "
-                "[--pretrain-epochs N] [--limit N] [--threads N]");
+                "[--pretrain-epochs N] [--limit N] [--seed N] [--threads N]");
       std::exit(0);
     }
     if (i + 1 >= argc) {
@@ -53,12 +74,13 @@ Args parse_args(int argc, char** argv) {
     }
     const std::string value = argv[++i];
     if (flag == "--data") args.data = value;
-    else if (flag == "--fraction") args.fraction = std::stod(value);
+    else if (flag == "--fraction") args.fraction = number<double>(flag, value);
     else if (flag == "--recipe") args.recipe = value;
-    else if (flag == "--epochs") args.epochs = std::stoll(value);
-    else if (flag == "--pretrain-epochs") args.pretrain_epochs = std::stoll(value);
-    else if (flag == "--limit") args.limit = std::stoll(value);
-    else if (flag == "--threads") args.threads = std::stoll(value);
+    else if (flag == "--epochs") args.epochs = number<int64_t>(flag, value);
+    else if (flag == "--pretrain-epochs") args.pretrain_epochs = number<int64_t>(flag, value);
+    else if (flag == "--limit") args.limit = number<int64_t>(flag, value);
+    else if (flag == "--seed") args.seed = number<int64_t>(flag, value);
+    else if (flag == "--threads") args.threads = number<int64_t>(flag, value);
     else {
       std::fprintf(stderr, "error: unknown option %s\n", flag.c_str());
       std::exit(2);
@@ -74,8 +96,21 @@ Args parse_args(int argc, char** argv) {
     std::exit(2);
   }
   if (args.epochs == -1) args.epochs = 3;
-  if (args.epochs < 1) {
-    std::fprintf(stderr, "error: --epochs must be >= 1, got %lld\n", static_cast<long long>(args.epochs));
+  // Checked before the pretraining starts, so a bad value costs no minutes.
+  const auto at_least = [](const char* flag, int64_t value, int64_t low) {
+    if (value < low) {
+      std::fprintf(stderr, "error: %s must be >= %lld, got %lld\n", flag, static_cast<long long>(low),
+                   static_cast<long long>(value));
+      std::exit(2);
+    }
+  };
+  at_least("--epochs", args.epochs, 1);
+  at_least("--pretrain-epochs", args.pretrain_epochs, 1);
+  at_least("--limit", args.limit, 0);
+  at_least("--seed", args.seed, 0);
+  at_least("--threads", args.threads, 0);
+  if (!(args.fraction > 0.0 && args.fraction <= 1.0)) {
+    std::fprintf(stderr, "error: --fraction must be in (0, 1], got %g\n", args.fraction);
     std::exit(2);
   }
   return args;
@@ -115,6 +150,7 @@ int main(int argc, char** argv) try {
   cnn.num_classes = 10;
 
   TrainConfig config;
+  config.seed = args.seed;
   config.optimizer = "sgd";
   config.lr = 0.01;
   config.momentum = 0.9;
@@ -125,6 +161,9 @@ int main(int argc, char** argv) try {
   auto old_batch = train_set.gather(old_classes);
   const Dataset pretrain_set(old_batch.inputs, old_batch.targets);
   config.epochs = args.pretrain_epochs;
+  // The initial weights come from the global generator, which LibTorch seeds at random in each process: seeded
+  // here, the pretrained model (and so every figure after it) is the same from one run to the next.
+  at::manual_seed(static_cast<uint64_t>(args.seed));
   Model model(make_cnn(cnn));
   const auto pretrained = train(model, pretrain_set, nullptr, config);
   std::printf("pretrained on classes 0-4: %lld images, %lld epochs, %.0f samples/s\n",

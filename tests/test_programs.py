@@ -71,13 +71,38 @@ def test_article_example_runs_the_recipe_by_default(digits_idx):
     assert "from scratch with the recipe:  full.lr" in out.stdout
 
 
-def test_article_example_refuses_epochs_without_the_plain_run(digits_idx):
-    out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), "--epochs", "3"],
+@pytest.mark.parametrize("options, message", [
+    (["--epochs", "3"], "--epochs 3 sets the plain SGD run's epochs: pass --recipe none"),
+    (["--recipe", "sgd"], "--recipe must be auto or none, got sgd"),
+    (["--seed", "x"], "--seed needs a number, got x"),
+    (["--fraction", "0.3x"], "--fraction needs a number, got 0.3x"),
+    (["--fraction", "2"], "--fraction must be in (0, 1], got 2"),
+    (["--pretrain-epochs", "0"], "--pretrain-epochs must be >= 1, got 0"),
+    (["--limit", "-5"], "--limit must be >= 0, got -5"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--threads", "-1"], "--threads must be >= 0, got -1"),
+    (["--recipe", "none", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+])
+def test_article_example_refuses_bad_options_before_it_trains(digits_idx, options, message):
+    out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), *options],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "--epochs 3 sets the plain SGD run's epochs: pass --recipe none" in out.stderr
-    out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), "--recipe", "sgd"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "--recipe must be auto or none, got sgd" in out.stderr
+    assert out.returncode == 2 and out.stdout == "", (out.stdout, out.stderr)
+    assert out.stderr.startswith(f"error: {message}") and out.stderr.count("\n") == 1, out.stderr  # one line
+
+
+def test_article_example_repeats_its_figures_for_a_seed(digits_idx):
+    """The pretrained model's initial weights come from LibTorch's global generator, seeded at random in each
+    process unless the program seeds it: two runs of the same command must print the same numbers."""
+    def run(*seed):
+        out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), "--fraction", "0.3",
+                              "--recipe", "none", "--epochs", "2", "--pretrain-epochs", "3", "--threads", "1", *seed],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return re.sub(r"[\d.]+ samples/s", "", out.stdout)  # throughput is the only figure that may differ
+
+    first = run()
+    assert run() == first and run("--seed", "0") == first
+    assert run("--seed", "1") != first
 
 
 def test_article_example_fine_tunes_and_improves_with_plain_sgd(digits_idx):
