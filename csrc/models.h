@@ -75,6 +75,9 @@ struct NcfOptions {
   double mean = 0.0;
 };
 
+// The built-in models. Their initial weights are drawn from the global generator, which LibTorch seeds at random
+// in each process: call at::manual_seed first for the same weights every run (finetune.train seeds it from its
+// `seed` before it builds a model by name; finetune_example from --seed).
 std::shared_ptr<NativeModule> make_mlp(const MlpOptions& options);
 std::shared_ptr<NativeModule> make_mf(const MfOptions& options);
 std::shared_ptr<NativeModule> make_ncf(const NcfOptions& options);
