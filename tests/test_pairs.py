@@ -86,6 +86,11 @@ def test_the_recipe_trains_a_sentence_encoder_on_pairs_before_its_head(sentence_
     assert found["full"]["value"] is None and "full.lr" not in found  # SetFit's procedure: pairs, then the head
     assert "shrunk" not in found
     assert found["refit"]["value"]["phases"] == ["pairs", "head"]
+    assert "after phase pairs, SetFit's head" in found["head.C"]["reason"]  # not cross-validated on them
+    # the refit's head: C from the whole sample's features after the refit's pairs -- the final body's
+    features = torch.from_numpy(finetune.embed(result.model, x)).double()
+    assert found["refit.head.C"]["value"] == pytest.approx(recipe.PAIRS_HEAD_C / float(features.square().sum(1).mean()),
+                                                           rel=1e-5)
     untrained = finetune.build(sentence_encoder)
     assert not torch.equal(result.model.mix.weight, untrained.mix.weight)  # the body trained
     assert result.metrics["accuracy"] == 1.0
@@ -99,3 +104,32 @@ def test_no_pairs_above_the_few_shot_bound_or_with_a_setting_for_the_loop(senten
     found = decisions(finetune.train(sentence_encoder, (x, y), seed=0, recipe="auto", lr=0.01, epochs=1,
                                      progress=False))
     assert found["pairs"]["reason"] == "not run: settings given for the loop (epochs, lr)"
+
+
+def test_after_the_pairs_the_probe_fits_setfits_strength_instead_of_cross_validating():
+    """Folds of examples the pairs just trained the body on judge the head optimistically: after phase pairs the
+    probe's C is SetFit's C = 1 on features scaled to a unit norm on average, whatever the features' scale --
+    the same fit as scikit-learn's LogisticRegression(C=1) on the features divided by their root mean square norm."""
+    from sklearn.linear_model import LogisticRegression
+
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.arange(30) % 3
+    features = torch.randn(30, 6, generator=generator, dtype=torch.float64)
+    features[:, :3] += 2.0 * torch.nn.functional.one_hot(targets, 3)
+    config = finetune.TrainConfig()
+    for scale in (1.0, 10.0):
+        x = scale * features
+        plan = recipe.Plan({})
+        settings = recipe._probe_settings(plan, torch.nn.Linear(6, 3), ([x], targets), {}, config, after_pairs=True)
+        found = {d.what: d for d in plan.decisions}
+        assert settings["fit"] == "probe" and found["head.C"].value == settings["C"]
+        assert "SetFit's head" in found["head.C"].reason
+        weight, bias, _ = finetune.probe.fit(x, targets, 3, settings["C"])
+        rms = float(x.square().sum(1).mean().sqrt())
+        reference = LogisticRegression(C=recipe.PAIRS_HEAD_C, tol=1e-10, max_iter=10_000).fit(
+            (x / rms).numpy(), targets.numpy())
+        np.testing.assert_allclose(torch.softmax(x @ weight.t() + bias, 1).numpy(),
+                                   reference.predict_proba((x / rms).numpy()), atol=1e-5)
+    plan = recipe.Plan({})
+    cross_validated = recipe._probe_settings(plan, torch.nn.Linear(6, 3), ([features], targets), {}, config)
+    assert cross_validated["C"] in finetune.probe.STRENGTHS  # without the pairs: chosen by the folds
