@@ -27,3 +27,27 @@ def test_recipes_run_in_order(tmp_path, capsys):
     namespace = runpy.run_path(str(script))
     assert namespace["result"].model is namespace["model"]
     assert "suggested lr" in capsys.readouterr().out
+
+
+def test_the_quality_plot_is_drawn_from_the_saved_runs(tmp_path):
+    """docs/quality.png is drawn from docs/quality/*.json, the sections' saved runs: each file names its command and
+    CPU, and the README's command draws every table of every file (here into a scratch file)."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("matplotlib")
+    root = README.parent
+    saved = sorted((root / "docs" / "quality").glob("*.json"))
+    assert saved and (root / "docs" / "quality.png").is_file()
+    tables = 0
+    for path in saved:
+        record = json.loads(path.read_text())
+        assert record["command"].startswith("python benchmarks/quality.py --sections ") and record["cpu"]
+        assert all(len(values) >= 3 for methods in record["panels"].values() for values in methods.values()), path
+        tables += len(record["panels"])
+    out = subprocess.run([sys.executable, "benchmarks/quality.py", "--sections", "--load", *map(str, saved),
+                          "--plot", str(tmp_path / "quality.png")], cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"Plot of {tables} tables written to" in out.stdout and (tmp_path / "quality.png").stat().st_size > 10_000

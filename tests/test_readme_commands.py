@@ -138,6 +138,14 @@ EXCLUDED = {
     "python benchmarks/distributed.py --repeats 3":
         "a benchmark of several torchrun jobs of 2 processes each (39 s on a quiet machine)",
     "python benchmarks/compare.py --threads 1 --repeats 5": "a benchmark: 5 rounds of 6 timed runs, minutes",
+    "python benchmarks/quality.py --sections tabular --seeds 5 --threads 1 --save docs/quality/tabular.json":
+        "a benchmark: 200 s here, and it would overwrite the saved run (tests/test_readme.py draws the plot from "
+        "the saved runs)",
+    "python benchmarks/quality.py --sections text --text-seeds 3 --threads 1":
+        "a benchmark: 3,496 s here (MiniLM's defaults and fine-tunes, three seeds)",
+    "python benchmarks/quality.py --sections --load docs/quality/*.json --plot docs/quality.png":
+        "would overwrite docs/quality.png; tests/test_readme.py::test_the_quality_plot_is_drawn_from_the_saved_runs "
+        "runs it into a scratch file",
     "cmake -S . -B build/cmake -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache && ninja -C build/cmake":
         "a cold C++ build, about 3 minutes on 2 cores",
 }
