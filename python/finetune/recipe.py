@@ -723,8 +723,8 @@ def _probe_settings(plan: Plan, head: Any, data: tuple[list[torch.Tensor], torch
               "logistic regression): fit to convergence by L-BFGS, as Kumar et al. 2022's linear probe; on MiniLM "
               "features of Rotten Tomatoes it beat the loop's head phase by 1.4 to 6 points (README, rule 3)")
     if after_pairs:
-        # Held-out folds of examples the body was just trained on (their pairs) judge the head optimistically:
-        # cross-validation chose the weakest strength of all, C = 1000, on every Rotten Tomatoes sample measured.
+        # Held-out folds of examples the body was just trained on (their pairs) judge the head optimistically
+        # (PAIRS_HEAD_C's comment: the weakest strength of all on 5 of 6 samples).
         strength = pairs_head_strength(features)
         plan.note("head.C", strength, f"after phase pairs, SetFit's head: C = {PAIRS_HEAD_C:g} on the features "
                   "scaled to a unit norm on average (C / mean |feature|^2 here; the refit's own features set it "
@@ -742,7 +742,7 @@ def _probe_settings(plan: Plan, head: Any, data: tuple[list[torch.Tensor], torch
 
 def pairs_head_strength(features: torch.Tensor) -> float:
     """The probe's C after phase pairs: PAIRS_HEAD_C on ``features`` scaled to a unit norm on average."""
-    return PAIRS_HEAD_C / float(features.to(torch.float64).square().sum(1).mean())
+    return PAIRS_HEAD_C / float(features.to(torch.float64).flatten(1).square().sum(1).mean())
 
 
 def _given_for_the_loop(plan: Plan) -> list[str]:
