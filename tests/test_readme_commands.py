@@ -141,6 +141,8 @@ EXCLUDED = {
     "python benchmarks/quality.py --sections tabular --seeds 5 --threads 1 --save docs/quality/tabular.json":
         "a benchmark: 200 s here, and it would overwrite the saved run (tests/test_readme.py draws the plot from "
         "the saved runs)",
+    "python benchmarks/setfit_side_by_side.py --seeds 1 --first-seed 2 --shots 16 --fraction 0 --methods setfit "
+    "tfidf --threads 1": "a benchmark: SetFit on 32 snippets, 416 s here, and it needs setfit",
     "python benchmarks/quality.py --sections text --text-seeds 3 --threads 1":
         "a benchmark: 3,496 s here (MiniLM's defaults and fine-tunes, three seeds)",
     "python benchmarks/quality.py --sections --load docs/quality/*.json --plot docs/quality.png":
