@@ -95,7 +95,8 @@ def load(path: str) -> None:
 
 def is_default(method: str) -> bool:
     """Whether a row is finetune with its defaults (recipe="auto"): drawn in a colour of its own."""
-    return ("defaults" in method and "old defaults" not in method) or "recipe='auto'" in method \
+    others = ("old defaults", "its defaults")  # finetune's earlier defaults; another library's (Surprise's)
+    return ("defaults" in method and not any(o in method for o in others)) or "recipe='auto'" in method \
         or 'recipe="auto"' in method or "recipe=auto" in method
 
 
