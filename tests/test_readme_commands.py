@@ -143,6 +143,8 @@ EXCLUDED = {
         "the saved runs)",
     "python benchmarks/setfit_side_by_side.py --seeds 1 --first-seed 2 --shots 16 --fraction 0 --methods setfit "
     "tfidf --threads 1": "a benchmark: SetFit on 32 snippets, 416 s here, and it needs setfit",
+    "python benchmarks/setfit_side_by_side.py --seeds 1 --first-seed 1 --shots 64 --fraction 0 --methods auto "
+    "--threads 2": "a benchmark: the defaults' pairs on 128 snippets, 657 s here",
     "python benchmarks/quality.py --sections text --text-seeds 3 --threads 1":
         "a benchmark: 3,496 s here (MiniLM's defaults and fine-tunes, three seeds)",
     "python benchmarks/quality.py --sections --load docs/quality/*.json --plot docs/quality.png":
