@@ -517,6 +517,8 @@ def main() -> None:
         parser.error(f"unknown section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}")
     if args.load and not args.plot:
         parser.error("--load only feeds --plot: give --plot PATH")
+    if args.load and args.save:  # the saved file would hold the loaded tables too: loading both fails
+        parser.error("--save records this run's sections alone: not with --load")
     for path in args.load:
         load(path)
     torch.set_num_threads(args.threads)
