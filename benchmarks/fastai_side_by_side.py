@@ -1,6 +1,6 @@
 """finetune's defaults beside fastai's Learner.fine_tune: the same pretrained model, the same sample, the same test set.
 
-    python benchmarks/fastai_side_by_side.py [--seeds 3] [--threads 2] [--stories digits mnist]
+    python benchmarks/fastai_side_by_side.py [--seeds 3] [--threads 2] [--stories digits mnist] [--save PATH.json]
 
 The story of the demo: a CNN (a plain nn.Module, below) is pretrained on the digits 0-4 only, then adapted to all
 ten on a stratified 20% sample; test accuracy and seconds, mean ± std over seeds (each its own split, pretraining
@@ -14,7 +14,8 @@ and sample). "digits": scikit-learn's 8x8 digits (251 images sampled); "mnist": 
   weight decay 0.01, one-cycle, batches of 64), fine_tune(epochs) at base_lr 2e-3 (its default) or at the rate
   lr_find suggests (fastai's "valley"), for 10 to 100 epochs (fine_tune's first epoch, the body frozen, on top);
 - the same CNN from scratch with finetune's defaults ("cnn" by name: the native model of the same architecture).
-The test set is fastai's validation set (it only reports on it: fine_tune decides nothing from it).
+The test set is fastai's validation set (it only reports on it: fine_tune decides nothing from it). `--save`
+writes each story's figures (per seed) for quality.py's plot (benchmarks/saved_runs.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import nn
 import finetune
 from finetune import datasets
 from finetune.demo import load_digits_split
+from saved_runs import panel, save
 
 
 class Cnn(nn.Module):
@@ -61,6 +63,7 @@ def mnist(seed: int) -> tuple[np.ndarray, ...]:
 
 
 STORIES = {"digits": (load_digits_split, 8), "mnist": (mnist, 28)}
+TITLES = {"digits": "Digits story (8x8), 20% sample", "mnist": "MNIST-5k story (28x28), 20% sample"}
 # fine_tune's epochs and whether the rate is lr_find's: 251 images at fastai's batches of 64 are 3 steps an epoch,
 # so its usual few epochs barely move the model
 FASTAI_RUNS = [(10, False), (30, False), (30, True), (100, True)]
@@ -101,6 +104,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stories", nargs="*", default=list(STORIES))
+    parser.add_argument("--save", metavar="PATH", help="write each story's figures to PATH (JSON) for quality.py")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -144,7 +148,11 @@ def main() -> None:
             accuracies = [a for a, _ in values]
             print(f"| {name} | {statistics.mean(accuracies):.3f} ± {statistics.pstdev(accuracies):.3f} | "
                   f"{statistics.mean(s for _, s in values):.1f} |", flush=True)
-    print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
+            panel(f"{TITLES[story]} ({len(y)} images), beside fastai: accuracy ({args.seeds} seeds)", name, accuracies)
+    seconds = time.perf_counter() - start
+    print(f"\nTook {seconds:.0f} s on {args.threads} thread(s).")
+    if args.save:
+        save(args.save, seconds)
 
 
 if __name__ == "__main__":

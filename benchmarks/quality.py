@@ -35,13 +35,9 @@ Nothing is tuned per method; results are means over seeds (± std).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,48 +45,11 @@ import torch
 
 import finetune
 from finetune import datasets, recommend
+from saved_runs import PANELS, cpu_name, load, panel, save
 
 
 def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
-
-
-# Every table's figures, for --plot: {panel title: {method: values over seeds}}, one panel per table column.
-PANELS: dict[str, dict[str, list[float]]] = {}
-
-
-def panel(title: str, method: str, values: list[float]) -> None:
-    PANELS.setdefault(title, {})[method] = [float(v) for v in values]
-
-
-def cpu_name() -> str:
-    """The CPU's model name (README figures name the CPU they came from)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def save(path: str, seconds: float) -> None:
-    """Every table's figures so far, with what produced them, for a later `--load`."""
-    record = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "threads": torch.get_num_threads(),
-              "seconds": round(seconds, 1), "panels": PANELS}
-    Path(path).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"\nFigures of {len(PANELS)} tables written to {path}")
-
-
-def load(path: str) -> None:
-    """Adds a saved run's tables to PANELS; a table saved twice is an error (two runs of the same section)."""
-    record = json.loads(Path(path).read_text())
-    for title, methods in record["panels"].items():
-        if title in PANELS:
-            raise SystemExit(f"error: --load {path}: the table {title!r} is in an earlier file too")
-        PANELS[title] = methods
-    print(f"{path}: {len(record['panels'])} tables from `{record['command']}` ({record['cpu']}, "
-          f"{record['threads']} threads, {record['seconds']:.0f} s)")
 
 
 def is_default(method: str) -> bool:
@@ -254,7 +213,6 @@ def tabular(seeds: int) -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from tabular_variants import SETS, score, split
 
     warnings.filterwarnings("ignore", module="pytorch_lightning")  # pytabkit's Lightning: deprecation notes

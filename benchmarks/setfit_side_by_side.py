@@ -1,7 +1,9 @@
 """finetune's MiniLM beside SetFit on few-shot and 10% Rotten Tomatoes: the same encoder, samples and test set.
 
     python benchmarks/setfit_side_by_side.py [--seeds 3] [--first-seed 0] [--shots 8 16 64] [--fraction 0.1] [--threads 2]
-                                             [--methods tfidf setfit auto head]
+                                             [--methods tfidf setfit auto head] [--save PATH.json]
+
+`--save` writes each column's figures (per seed) for quality.py's plot (benchmarks/saved_runs.py).
 
 SetFit (Tunstall et al. 2022; the `setfit` package) fine-tunes a sentence encoder contrastively on pairs drawn
 from the few labelled examples, then fits a logistic-regression head on its embeddings: the reference for
@@ -29,6 +31,7 @@ import torch
 
 import finetune
 from finetune import datasets
+from saved_runs import panel, save
 
 TEST_SIZE = 2000
 METHODS = {"tfidf": "TF-IDF + logistic regression", "setfit": "SetFit 1.2",
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", nargs="*", choices=list(METHODS), default=list(METHODS),
                         help="the rows to run (SetFit's take hours: run them apart from the others)")
+    parser.add_argument("--save", metavar="PATH", help="write each column's figures to PATH (JSON) for quality.py")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -127,7 +131,13 @@ def main() -> None:
             cells.append(f"{statistics.mean(accuracies):.3f} ± {statistics.pstdev(accuracies):.3f}"
                          + (f", {seconds:.0f} s" if seconds else ""))
         print(f"| {method} | " + " | ".join(cells) + " |")
-    print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
+    seconds = time.perf_counter() - start
+    print(f"\nTook {seconds:.0f} s on {args.threads} thread(s).")
+    if args.save:
+        for (method, column), values in table.items():
+            panel(f"Rotten Tomatoes, {column}, beside SetFit: accuracy on {TEST_SIZE} test snippets "
+                  f"({args.seeds} seeds)", method, [a for a, _ in values])
+        save(args.save, seconds)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ def test_recipes_run_in_order(tmp_path, capsys):
 
 
 def test_the_quality_plot_is_drawn_from_the_saved_runs(tmp_path):
-    """docs/quality.png is drawn from docs/quality/*.json, the sections' saved runs: each file names its command and
-    CPU, and the README's command draws every table of every file (here into a scratch file)."""
+    """docs/quality.png is drawn from docs/quality/*.json, the saved runs of quality.py's sections and of the
+    anchors' side-by-side scripts (SetFit, fastai): each file names its command and CPU, and the README's command
+    draws every table of every file (here into a scratch file)."""
     import json
     import subprocess
     import sys
@@ -43,7 +44,7 @@ def test_the_quality_plot_is_drawn_from_the_saved_runs(tmp_path):
     tables = 0
     for path in saved:
         record = json.loads(path.read_text())
-        assert record["command"].startswith("python benchmarks/quality.py --sections ") and record["cpu"]
+        assert re.match(r"python benchmarks/\w+\.py .*--save docs/quality/", record["command"]) and record["cpu"]
         for title, methods in record["panels"].items():  # as many figures a row as the title says: 3 seeds or more
             seeds = re.search(r"\((\d+) seed", title)
             count = int(seeds.group(1)) if seeds else 1

@@ -1,0 +1,51 @@
+"""Benchmark figures saved as JSON (per seed, with the command and the CPU) and read back for quality.py's plot.
+
+A script calls `panel(title, method, values)` for each row of each table column, then `save(path, seconds)`;
+`python benchmarks/quality.py --sections --load docs/quality/*.json --plot docs/quality.png` draws them all.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+# Every table's figures: {panel title: {method: values over seeds}}, one panel per table column.
+PANELS: dict[str, dict[str, list[float]]] = {}
+
+
+def panel(title: str, method: str, values: list[float]) -> None:
+    PANELS.setdefault(title, {})[method] = [float(v) for v in values]
+
+
+def cpu_name() -> str:
+    """The CPU's model name (README figures name the CPU they came from)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def save(path: str, seconds: float) -> None:
+    """Every table's figures so far, with what produced them, for a later `quality.py --load`."""
+    record = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "threads": torch.get_num_threads(),
+              "seconds": round(seconds, 1), "panels": PANELS}
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+    print(f"\nFigures of {len(PANELS)} tables written to {path}")
+
+
+def load(path: str) -> None:
+    """Adds a saved run's tables to PANELS; a table saved twice is an error (two runs of the same section)."""
+    record = json.loads(Path(path).read_text())
+    for title, methods in record["panels"].items():
+        if title in PANELS:
+            raise SystemExit(f"error: --load {path}: the table {title!r} is in an earlier file too")
+        PANELS[title] = methods
+    print(f"{path}: {len(record['panels'])} tables from `{record['command']}` ({record['cpu']}, "
+          f"{record['threads']} threads, {record['seconds']:.0f} s)")
