@@ -81,19 +81,38 @@ def test_the_recipe_trains_a_sentence_encoder_on_pairs_before_its_head(sentence_
     result = finetune.train(sentence_encoder, (x, y), seed=0, progress=False)
     found = decisions(result)
     assert found["pairs"]["value"]["iterations"] == pairs.ITERATIONS
-    assert found["pairs.result"]["value"]["pairs"] == 2 * 32 * pairs.ITERATIONS  # 32 training examples
     assert found["head.fit"]["value"] == "linear probe" and found["kept"]["value"] == "head"
     assert found["full"]["value"] is None and "full.lr" not in found  # SetFit's procedure: pairs, then the head
     assert "shrunk" not in found
-    assert found["refit"]["value"]["phases"] == ["pairs", "head"]
+    # Nothing is decided on held-out examples here: none are held out, every example trains once (no refit).
+    assert found["validation"]["value"] == {"examples": 0} and "refit" not in found
+    assert found["pairs.result"]["value"]["pairs"] == 2 * 40 * pairs.ITERATIONS
+    assert result.train_size == 40 and result.metrics == {}
     assert "after phase pairs, SetFit's head" in found["head.C"]["reason"]  # not cross-validated on them
-    # the refit's head: C from the whole sample's features after the refit's pairs -- the final body's
-    features = torch.from_numpy(finetune.embed(result.model, x)).double()
-    assert found["refit.head.C"]["value"] == pytest.approx(recipe.PAIRS_HEAD_C / float(features.square().sum(1).mean()),
-                                                           rel=1e-5)
+    features = torch.from_numpy(finetune.embed(result.model, x)).double()  # the final body's: C is the rule's on them
+    assert found["head.C"]["value"] == pytest.approx(recipe.PAIRS_HEAD_C / float(features.square().sum(1).mean()),
+                                                     rel=1e-5)
     untrained = finetune.build(sentence_encoder)
     assert not torch.equal(result.model.mix.weight, untrained.mix.weight)  # the body trained
-    assert result.metrics["accuracy"] == 1.0
+    assert finetune.evaluate(result.model, (x, y))["accuracy"] > 0.9  # the two classes learned (chance: 0.5)
+
+
+def test_with_val_fraction_the_pairs_run_is_measured_on_a_slice_then_refit_to_the_same_weights(sentence_encoder):
+    """val_fraction= asks for a held-out measure: the slice is carved, the phases run and are measured on it, then
+    run again on the whole sample (the refit) -- which gives bitwise the weights the default run gives in one pass."""
+    x, y = tokens(40)
+    once = finetune.train(sentence_encoder, (x, y), seed=0, progress=False)
+    measured = finetune.train(sentence_encoder, (x, y), seed=0, val_fraction=0.2, progress=False)
+    found = decisions(measured)
+    assert found["validation"]["value"] == {"examples": 8, "fraction": 0.2}
+    assert found["pairs.result"]["value"]["pairs"] == 2 * 32 * pairs.ITERATIONS  # the slice held out
+    assert found["refit"]["value"]["phases"] == ["pairs", "head"] and measured.metrics["accuracy"] == 1.0
+    features = torch.from_numpy(finetune.embed(measured.model, x)).double()  # the refit's head: the final body's C
+    assert found["refit.head.C"]["value"] == pytest.approx(recipe.PAIRS_HEAD_C / float(features.square().sum(1).mean()),
+                                                           rel=1e-5)
+    for name, value in once.model.state_dict().items():
+        assert torch.equal(value, measured.model.state_dict()[name]), name
+    assert once.steps < measured.steps
 
 
 def test_no_pairs_above_the_few_shot_bound_or_with_a_setting_for_the_loop(sentence_encoder):

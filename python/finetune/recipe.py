@@ -21,7 +21,9 @@ The procedure (README, "The recipe"), for a model with trained weights:
 7. when the slice was carved, the kept phase and those it continues run again on the whole sample for their best epochs (refit).
 
 For a sentence encoder ("minilm") with at most PAIRS_MAX_PER_CLASS examples in a class, phase "pairs" (SetFit's
-contrastive phase, ``pairs.py``) trains the body before the head, and phase "full" is not run.
+contrastive phase, ``pairs.py``) trains the body before the head, and phase "full" is not run. Nothing on that
+path is decided on held-out examples, so no slice is carved by default (step 1): the phases run once on the whole
+sample, the weights the slice and the refit would give (step 7), at half the cost.
 
 recipe="head" runs steps 1-3 and 5 for phase "head" alone: head-only fine-tuning in one switch.
 
@@ -372,8 +374,22 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                   "a model passed in (or a pretrained built-in) carries trained weights: its head is trained first"
                   if pretrained else "a built-in model built by name starts from random weights: one phase, every layer"
                   + (" (an MLP on tabular features: rules of its own)" if family == TABULAR else ""))
-    val_carved, val_idx = val is None, None
-    if val_carved:
+    adapted = isinstance(model, torch.nn.Module) and any(isinstance(m, lora.LoraLinear) for m in model.modules())
+    # Phase pairs on the whole sample decides nothing on held-out examples -- its settings, the head's strength and
+    # the phases run are all fixed (SetFit's) -- so a slice carved by default would only be trained on again in the
+    # refit, at twice the run's cost, to report metrics measured on 2 to 13 examples a class.
+    whole_pairs = (val is None and val_fraction is None and pretrained and mode == "auto" and not recommender
+                   and _has_head(model, inputs)
+                   and _pairs_why_not(plan, family, targets, sample, inputs, config, adapted) is None)
+    val_carved, val_idx = val is None and not whole_pairs, None
+    if whole_pairs:
+        train_idx = sample
+        plan.note("validation", {"examples": 0},
+                  f"none held out: phase pairs runs (at most {PAIRS_MAX_PER_CLASS} examples a class), where no "
+                  "decision reads a validation slice, so every example trains once (a carved slice would be trained "
+                  "on again in a refit, doubling the run); result.metrics is empty: pass val= or val_fraction= for "
+                  "a held-out measure")
+    elif val_carved:
         fraction = val_fraction if val_fraction is not None else VAL_FRACTION
         train_idx, val_idx = split_validation(targets, sample, classification, config.seed, fraction)
         if len(val_idx) == 0:
@@ -415,7 +431,6 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             plan.note("phases", ["head"], "recipe='head': the head alone, on the frozen body")
         else:
             # With LoRA adapters (lora=), "every layer" is the adapters and the head: the base weights stay.
-            adapted = isinstance(model, torch.nn.Module) and any(isinstance(m, lora.LoraLinear) for m in model.modules())
             contrastive = _pairs_phase(plan, family, targets, train_idx, inputs, config, adapted) if phases else []
             if adapted and family in TRANSFORMERS:
                 family = "default"  # BERT's rate is the weights' own; adapters train at the range test's rate
@@ -493,14 +508,18 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                            else LR_DIVISOR if pretrained else SCRATCH_LR_DIVISOR)
                 settings["lr"] = _phase_lr(plan, name, find_rate, trainee, phase_train, settings, divisor)
         result = train_phase(trainee, phase_train, phase_val, settings, None)
-        measured = measure(model, val, calibrated=calibrated)
-        by_temperature = "calibrated_loss" in measured
-        score = measured.pop("calibrated_loss", measured["loss"])
+        if val is not None:
+            measured = measure(model, val, calibrated=calibrated)
+            by_temperature = "calibrated_loss" in measured
+            score = measured.pop("calibrated_loss", measured["loss"])
+        else:  # nothing held out (the validation note): the one candidate after phase pairs, unmeasured
+            measured, by_temperature, score = {}, False, -math.inf
         restored = settings.get("restore_best") and result.best_epoch is not None
         plan.note(f"{name}.result", {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                                     "val_loss": measured["loss"], "compared": score},
+                                     "val_loss": measured.get("loss"), "compared": score if val is not None else None},
                   ("the best epoch's weights, restored" if restored else "the last epoch's weights") + "; compared: "
-                  + ("the validation loss at the temperature that minimises it (calibrated_loss)"
+                  + ("nothing (nothing held out)" if val is None
+                     else "the validation loss at the temperature that minimises it (calibrated_loss)"
                      if by_temperature else "the validation loss"))
         results.append(result)
         ran.append((name, settings, result.best_epoch + 1 if restored else len(result.history)))
@@ -510,8 +529,12 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             best_loss, plan.kept, metrics = score, number, measured
     if plan.kept != len(phases) - 1:
         model.load_state_dict(ends[phases[plan.kept].name])
-    plan.note("kept", phases[plan.kept].name, f"the phase with the lowest validation loss ({best_loss:.4f}"
-              + ("; at its best temperature)" if by_temperature else ")"))
+    if val is None:
+        plan.note("kept", phases[plan.kept].name, "the only candidate (phase pairs is not one); nothing held out to "
+                  "measure it on")
+    else:
+        plan.note("kept", phases[plan.kept].name, f"the phase with the lowest validation loss ({best_loss:.4f}"
+                  + ("; at its best temperature)" if by_temperature else ")"))
 
     if val_carved and REFIT:
         # The decisions are made; the held-out examples are worth more as training data than as a check now:
@@ -592,21 +615,38 @@ def _pairs_phase(plan: Plan, family: str, targets: torch.Tensor, train_idx: torc
     few examples per class; [] otherwise (the reason noted where it would apply)."""
     if family != SENTENCE_ENCODER or config.task != "classification":
         return []
-    largest = int(torch.bincount(targets[train_idx]).max())
-    loop = _given_for_the_loop(plan)
-    why = (f"the largest class has {largest} training examples, over {PAIRS_MAX_PER_CLASS}: pairs of all of them "
-           "would take hours on a CPU" if largest > PAIRS_MAX_PER_CLASS
-           else "with LoRA adapters the base weights stay as they are" if adapted
-           else "the examples are streamed (pairs index them in memory)" if isinstance(inputs, streams.Stream)
-           else f"settings given for the loop ({', '.join(loop)})" if loop else None)
+    why = _pairs_why_not(plan, family, targets, train_idx, inputs, config, adapted)
     if why is not None:
         plan.note("pairs", None, f"not run: {why}")
         return []
+    largest = int(torch.bincount(targets[train_idx]).max())
     plan.note("pairs", {"iterations": pairs.ITERATIONS, **pairs.SETTINGS},
               f"a sentence encoder with at most {largest} examples a class: SetFit's contrastive phase first -- the "
               "body trained on pairs (same class: cosine 1, else 0; 2 x 20 pairs an example), then the head fit on "
               "the new features (Tunstall et al. 2022; README, rule 3)")
     return [Phase("pairs", 1, 0, None)]
+
+
+def _pairs_why_not(plan: Plan, family: str, targets: torch.Tensor, indices: torch.Tensor, inputs: Any, config: Any,
+                   adapted: bool) -> str | None:
+    """Why phase pairs does not run on the examples ``indices`` (None: it runs); "" where it never applies."""
+    if family != SENTENCE_ENCODER or config.task != "classification":
+        return ""
+    largest = int(torch.bincount(targets[indices]).max())
+    loop = _given_for_the_loop(plan)
+    return (f"the largest class has {largest} training examples, over {PAIRS_MAX_PER_CLASS}: pairs of all of them "
+            "would take hours on a CPU" if largest > PAIRS_MAX_PER_CLASS
+            else "with LoRA adapters the base weights stay as they are" if adapted
+            else "the examples are streamed (pairs index them in memory)" if isinstance(inputs, streams.Stream)
+            else f"settings given for the loop ({', '.join(loop)})" if loop else None)
+
+
+def _has_head(model: Any, inputs: Any) -> bool:
+    try:
+        heads.find_head(model, streams.head(inputs, 2))
+        return True
+    except ValueError:
+        return False
 
 
 def family_of(model: Any) -> str:
@@ -653,7 +693,7 @@ class HeadCache:
 
     head: torch.nn.Module
     train: tuple[list[torch.Tensor], torch.Tensor]
-    val: tuple[list[torch.Tensor], torch.Tensor]
+    val: tuple[list[torch.Tensor], torch.Tensor] | None  # None: nothing held out (phase pairs on the whole sample)
     whole: tuple[list[torch.Tensor], torch.Tensor]  # the whole sample, for the refit
 
 
@@ -679,7 +719,8 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, whole: tuple[list[torc
     probe, why_not = heads.head_inputs(model, head, streams.head(whole[0], 2), 2)
     if probe is None:
         return uncached(why_not)
-    needed = probe[0].numel() * probe.element_size() * (len(sample) + (0 if val_idx is not None else int(val[1].shape[0])))
+    held = 0 if val_idx is not None or val is None else int(val[1].shape[0])  # a given val's examples
+    needed = probe[0].numel() * probe.element_size() * (len(sample) + held)
     if needed > config.cache_frozen_gb * 2**30:
         return uncached(f"the features would take {needed / 2**30:.2f} GiB, over cache_frozen_gb="
                         f"{config.cache_frozen_gb:g}")
@@ -691,13 +732,15 @@ def _cache_head_inputs(plan: Plan, model: Any, head: str, whole: tuple[list[torc
 
     if val_idx is not None:
         val_data = at(val_idx)
+    elif val is None:
+        val_data = None
     else:
         val_features, why_not = heads.head_inputs(model, head, val[0], config.eval_batch_size)
         if val_features is None:
             return uncached(why_not)
         val_data = ([val_features], val[1])
     plan.note("head.cached_features", True, f"the body's output ({features.shape[1:].numel()} values an example) "
-              f"computed once for {len(sample) + (0 if val_idx is not None else len(val[1]))} examples; phase "
+              f"computed once for {len(sample) + held} examples; phase "
               "head trains the head alone on them")
     return HeadCache(models.eager(model).get_submodule(head), at(train_idx), val_data, ([features], whole[1]))
 
