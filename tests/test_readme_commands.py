@@ -118,7 +118,7 @@ EXCLUDED = {
     "python benchmarks/quality.py --sections tabular --seeds 5 --threads 1": "a benchmark: 183 s on this machine",
     "python benchmarks/imbalance.py --seeds 8 --ratios 3 5 10 --threads 1": "a benchmark: 683 s on this machine",
     'pip install ".[bench]"': "installs packages",
-    "python benchmarks/fastai_side_by_side.py --seeds 3 --threads 1":
+    "python benchmarks/fastai_side_by_side.py --seeds 3 --threads 1 --save docs/quality/fastai.json":
         "a benchmark: about 1,000 s on this machine, and it needs fastai",
     "python benchmarks/setfit_side_by_side.py": "a benchmark: hours on a CPU (SetFit's pairs), and it needs setfit",
     "python benchmarks/probe.py": "a benchmark: MiniLM's features of 8,684 snippets, then 64 fits; 600 s here",
