@@ -375,11 +375,17 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                   if pretrained else "a built-in model built by name starts from random weights: one phase, every layer"
                   + (" (an MLP on tabular features: rules of its own)" if family == TABULAR else ""))
     adapted = isinstance(model, torch.nn.Module) and any(isinstance(m, lora.LoraLinear) for m in model.modules())
+    head, no_head = None, None  # the head module's name, or why none was found
+    if pretrained:
+        try:
+            head = heads.find_head(model, streams.head(inputs, 2))
+        except ValueError as error:
+            no_head = error
     # Phase pairs on the whole sample decides nothing on held-out examples -- its settings, the head's strength and
     # the phases run are all fixed (SetFit's) -- so a slice carved by default would only be trained on again in the
     # refit, at twice the run's cost, to report metrics measured on 2 to 13 examples a class.
     whole_pairs = (val is None and val_fraction is None and pretrained and mode == "auto" and not recommender
-                   and _has_head(model, inputs)
+                   and head is not None
                    and _pairs_why_not(plan, family, targets, sample, inputs, config, adapted) is None)
     val_carved, val_idx = val is None and not whole_pairs, None
     if whole_pairs:
@@ -417,15 +423,14 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             f"({'above' if weights else 'at most'} {IMBALANCE_RATIO:g}: {'balanced weights' if weights else 'no weights'})")
 
     if pretrained:
-        try:
-            head = heads.find_head(model, streams.head(inputs, 2))
+        if head is not None:
             plan.note("head", head, "the last layer the forward pass runs (or a known head attribute): trained "
                       "first, alone")
             phases = [Phase("head", HEAD_EPOCHS, HEAD_PATIENCE, _outside(head))]
-        except ValueError as error:
+        else:
             if mode == "head":
-                raise ValueError(f"recipe='head' trains the model's head alone, and {error}") from None
-            plan.note("head", None, f"no head phase: {error}")
+                raise ValueError(f"recipe='head' trains the model's head alone, and {no_head}")
+            plan.note("head", None, f"no head phase: {no_head}")
             phases = []
         if mode == "head":
             plan.note("phases", ["head"], "recipe='head': the head alone, on the frozen body")
@@ -639,14 +644,6 @@ def _pairs_why_not(plan: Plan, family: str, targets: torch.Tensor, indices: torc
             else "with LoRA adapters the base weights stay as they are" if adapted
             else "the examples are streamed (pairs index them in memory)" if isinstance(inputs, streams.Stream)
             else f"settings given for the loop ({', '.join(loop)})" if loop else None)
-
-
-def _has_head(model: Any, inputs: Any) -> bool:
-    try:
-        heads.find_head(model, streams.head(inputs, 2))
-        return True
-    except ValueError:
-        return False
 
 
 def family_of(model: Any) -> str:
