@@ -121,6 +121,8 @@ EXCLUDED = {
     "python benchmarks/fastai_side_by_side.py --seeds 3 --threads 1 --save docs/quality/fastai.json":
         "a benchmark: about 1,000 s on this machine, and it needs fastai",
     "python benchmarks/setfit_side_by_side.py": "a benchmark: hours on a CPU (SetFit's pairs), and it needs setfit",
+    "python benchmarks/setfit_side_by_side.py --seeds 3 --shots 8 --fraction 0 --threads 1 --save docs/quality/setfit-8.json":
+        "a benchmark: 1,055 s on this machine, and it needs setfit",
     "python benchmarks/probe.py": "a benchmark: MiniLM's features of 8,684 snippets, then 64 fits; 600 s here",
     "python benchmarks/quality.py --sections images-recipe --seeds 3 --threads 1": "a benchmark: 958 s on this machine",
     "python benchmarks/lora.py --seeds 3 --epochs 3 --threads 2": "a benchmark: 2,029 s on this machine",
