@@ -125,6 +125,8 @@ EXCLUDED = {
         "a benchmark: 5,552 s on this machine, and it needs setfit",
     "python benchmarks/probe.py": "a benchmark: MiniLM's features of 8,684 snippets, then 64 fits; 600 s here",
     "python benchmarks/quality.py --sections images-recipe --seeds 3 --threads 1": "a benchmark: 958 s on this machine",
+    "python benchmarks/quality.py --sections images-pretrained --seeds 3 --threads 1":
+        "a benchmark: about 50 minutes on this machine (the defaults' fine-tune takes 15 a seed)",
     "python benchmarks/lora.py --seeds 3 --epochs 3 --threads 2": "a benchmark: 2,029 s on this machine",
     "python benchmarks/frozen.py --epochs 10": "a benchmark: 1,112 s on this machine",
     "python benchmarks/padding.py --seeds 3": "a benchmark: 1,285 s on this machine",
