@@ -384,8 +384,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     # Phase pairs on the whole sample decides nothing on held-out examples -- its settings, the head's strength and
     # the phases run are all fixed (SetFit's) -- so a slice carved by default would only be trained on again in the
     # refit, at twice the run's cost, to report metrics measured on 2 to 13 examples a class.
-    whole_pairs = (val is None and val_fraction is None and pretrained and mode == "auto" and not recommender
-                   and head is not None
+    whole_pairs = (val is None and val_fraction is None and pretrained and mode == "auto" and head is not None
                    and _pairs_why_not(plan, family, targets, sample, inputs, config, adapted) is None)
     val_carved, val_idx = val is None and not whole_pairs, None
     if whole_pairs:
@@ -618,11 +617,10 @@ def _pairs_phase(plan: Plan, family: str, targets: torch.Tensor, train_idx: torc
                  adapted: bool) -> list[Phase]:
     """Phase "pairs" (pairs.py: SetFit's contrastive phase) before the head, for a sentence encoder classifying a
     few examples per class; [] otherwise (the reason noted where it would apply)."""
-    if family != SENTENCE_ENCODER or config.task != "classification":
-        return []
     why = _pairs_why_not(plan, family, targets, train_idx, inputs, config, adapted)
     if why is not None:
-        plan.note("pairs", None, f"not run: {why}")
+        if why:  # "": phase pairs never applies to this model or task, nothing to note
+            plan.note("pairs", None, f"not run: {why}")
         return []
     largest = int(torch.bincount(targets[train_idx]).max())
     plan.note("pairs", {"iterations": pairs.ITERATIONS, **pairs.SETTINGS},

@@ -361,8 +361,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     freezing, early stopping, class weights, checkpoints -- is given) runs finetune's recipe (``finetune.recipe``):
     a validation slice, the head first, then every layer, rates from range tests, early stopping; each decision
     is in ``result.recipe`` (few-shot text holds no slice out: SetFit's pairs then the head, nothing to decide on
-    one; ``val_fraction`` or ``val`` measures). ``recipe="head"`` runs its head phase alone (the body frozen, its features computed
-    once in eval mode where the model allows: head-only fine-tuning in one switch). ``recipe="none"`` runs the
+    one; ``val_fraction`` or ``val`` measures). ``recipe="head"`` runs its head phase alone (the body frozen, its
+    features computed once in eval mode where the model allows: head-only fine-tuning in one switch). ``recipe="none"`` runs the
     settings as given (the default once one is given). While only one submodule trains (``freeze`` holds the
     rest), the rest runs once per example and that submodule trains on what it gave (``cache_frozen``, exact;
     ``result.cache_frozen`` says whether and why not).
