@@ -1,4 +1,4 @@
-// The recipe in C++ (recipe.h): phases head, full and shrunk at range-tested rates, the best kept, then refit.
+// The recipe in C++ (recipe.h): phases head, full, shrunk and shrunk_low at range-tested rates, the best kept, refit.
 #include "recipe.h"
 
 #include <ATen/ATen.h>
@@ -109,6 +109,7 @@ struct Phase {
   StringList freeze;       // parameter names held fixed (the body, in phase head)
   int start = -1;          // the phase whose end it starts from; -1: where the one before it ended
   bool shrink = false;     // the body shrunk and perturbed first
+  double divisor = 0.0;    // of the range test's lowest loss; 0: rule 4's for the model
   TrainConfig settings;    // as trained (its rate included), for the refit
   int64_t best_epochs = 0;
 };
@@ -166,11 +167,14 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
                       "' names no parameter of the model");
     phases.push_back({"head", HEAD_EPOCHS, HEAD_PATIENCE, body});
     phases.push_back({"full", FULL_EPOCHS, FULL_PATIENCE, {}});
-    if (size <= SHRINK_MAX_PARAMS) {
-      phases.push_back({"shrunk", FULL_EPOCHS, FULL_PATIENCE, {}, /*start=*/0, /*shrink=*/true});
+    if (size <= SHRINK_MAX_PARAMS) {  // at recipe.SHRUNK_LR_DIVISORS: the two rules of rule 4
+      phases.push_back({"shrunk", FULL_EPOCHS, FULL_PATIENCE, {}, /*start=*/0, /*shrink=*/true, LR_DIVISOR});
+      phases.push_back({"shrunk_low", FULL_EPOCHS, FULL_PATIENCE, {}, /*start=*/0, /*shrink=*/true,
+                        SCRATCH_LR_DIVISOR});
       note("shrunk", "x " + text(SHRINK) + ", noise " + text(PERTURB),
-           "a second candidate beside full (" + std::to_string(size) + " parameters): from the head phase, the "
-           "body shrunk and perturbed (Ash & Adams 2020)");
+           "two more candidates beside full (" + std::to_string(size) + " parameters): from the head phase, the "
+           "body shrunk and perturbed (Ash & Adams 2020), at the range test's lowest loss / " + text(LR_DIVISOR) +
+           " (shrunk) and / " + text(SCRATCH_LR_DIVISOR) + " (shrunk_low)");
     }
   } else {
     phases.push_back({"full", SCRATCH_EPOCHS, SCRATCH_PATIENCE, {}});
@@ -192,7 +196,7 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
     TrainConfig range = settings;
     range.schedule = "constant", range.warmup = 0.0, range.epochs = 1, range.early_stopping = 0;
     const auto found = find_lr(model, train_data, range, RANGE_START, RANGE_END, RANGE_STEPS, RANGE_DIVERGE);
-    const double divisor = pretrained ? LR_DIVISOR : SCRATCH_LR_DIVISOR;
+    const double divisor = phase.divisor > 0.0 ? phase.divisor : pretrained ? LR_DIVISOR : SCRATCH_LR_DIVISOR;
     settings.lr = rate_from_range(found.lrs, found.losses, divisor);
     note(phase.name + ".lr", text(settings.lr),
          "range test (" + std::to_string(found.lrs.size()) + " steps): the lowest loss at " +

@@ -114,6 +114,8 @@ def test_the_cpp_recipe_runs_recipe_py_numbers():
     for name, value in constants.items():
         expected = defaults[span[name]].default if name in span else getattr(recipe, name)
         assert value == expected and type(value) is type(expected), name
+    # recipe.cpp trains phases shrunk and shrunk_low at these two (rule 4's two rules, as named there).
+    assert recipe.SHRUNK_LR_DIVISORS == (constants["LR_DIVISOR"], constants["SCRATCH_LR_DIVISOR"])
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -184,12 +186,12 @@ def test_no_shaping_setting_runs_the_recipe_and_records_each_decision():
     assert found["head"]["value"] == "2"
     assert found["head.fit"]["value"] == "linear probe" and found["head.C"]["value"] in probe.STRENGTHS
     assert found["full.lr"]["value"] > 0 and found["full.optimizer"]["value"] == "adamw"
-    assert found["kept"]["value"] in ("head", "full", "shrunk")
+    assert found["kept"]["value"] in ("head", "full", "shrunk", "shrunk_low")
     assert "refit" in found  # decided on the slice, then trained on the whole sample
     assert result.sample_indices.tolist() == list(range(240))
     assert set(result.metrics) >= {"loss", "accuracy"}
     assert result.metrics["accuracy"] > 0.8
-    assert {h["phase"] for h in result.history} >= {0, 1, 2}  # head, full, shrunk (then the refit's)
+    assert {h["phase"] for h in result.history} >= {0, 1, 2, 3}  # head, full, shrunk, shrunk_low (then the refit's)
 
 
 def test_with_augmentation_the_recipe_runs_the_body_in_its_head_phase():
@@ -246,8 +248,8 @@ class FakeRun:
         return {"loss": self.losses[min(len(self.starts), len(self.losses)) - 1]}
 
 
-@pytest.mark.parametrize("losses, kept", [([1.0, 0.8, 0.5], "shrunk"), ([1.0, 0.5, 0.8], "full"),
-                                          ([0.5, 0.8, 0.9], "head")])
+@pytest.mark.parametrize("losses, kept", [([1.0, 0.8, 0.5, 0.6], "shrunk"), ([1.0, 0.8, 0.6, 0.5], "shrunk_low"),
+                                          ([1.0, 0.5, 0.8, 0.9], "full"), ([0.5, 0.8, 0.9, 0.9], "head")])
 def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kept_phase_continues(losses, kept):
     x, y = blobs()
     model, config = mlp(), finetune.TrainConfig(cache_frozen=False, seed=5)
@@ -257,8 +259,11 @@ def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kep
     _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, model, inputs, targets, None,
                                torch.arange(len(y)), config, {}, pretrained=True)
     names = [d.what for d in plan.decisions]
-    assert names.index("head.lr") < names.index("full.lr") < names.index("shrunk.lr")
+    assert names.index("head.lr") < names.index("full.lr") < names.index("shrunk.lr") < names.index("shrunk_low.lr")
     assert next(d.value for d in plan.decisions if d.what == "kept") == kept
+    rates = {d.what: d.value for d in plan.decisions if d.what.endswith(".lr")}  # the fake curve's lowest: at 1.0
+    assert rates["shrunk.lr"] == pytest.approx(1 / recipe.LR_DIVISOR)
+    assert rates["shrunk_low.lr"] == pytest.approx(1 / recipe.SCRATCH_LR_DIVISOR)
 
     def expected_start(head_trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         expected = mlp()
@@ -270,13 +275,15 @@ def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kep
         return all(torch.allclose(a[k], b[k]) for k in a)
 
     assert same(fake.starts[0], initial) and same(fake.starts[2], expected_start(initial))  # head, then shrunk
-    refit = fake.starts[3:]
-    assert len(refit) == {"head": 1, "full": 2, "shrunk": 2}[kept]
+    assert same(fake.starts[3], expected_start(initial))  # shrunk_low: the same shrunk weights, another rate
+    refit = fake.starts[4:]
+    assert len(refit) == {"head": 1, "full": 2, "shrunk": 2, "shrunk_low": 2}[kept]
     assert same(refit[0], initial)
-    if kept == "shrunk":  # the refit replays head then shrunk, with the same noise, from its own head phase
+    if kept.startswith("shrunk"):  # the refit replays head then shrunk, with the same noise, from its own head phase
         assert same(refit[1], expected_start(initial))
     assert next(d.value for d in plan.decisions if d.what == "refit")["phases"] == \
-        {"head": ["head"], "full": ["head", "full"], "shrunk": ["head", "shrunk"]}[kept]
+        {"head": ["head"], "full": ["head", "full"], "shrunk": ["head", "shrunk"],
+         "shrunk_low": ["head", "shrunk_low"]}[kept]
 
 
 def test_phase_shrunk_is_not_run_for_a_large_model(monkeypatch):
@@ -285,7 +292,7 @@ def test_phase_shrunk_is_not_run_for_a_large_model(monkeypatch):
     result = finetune.train(mlp(), (x, y), progress=False, recipe="auto", epochs=2)
     found = decisions(result)
     assert found["shrunk"]["value"] is None and "more than 100" in found["shrunk"]["reason"]
-    assert "shrunk.lr" not in found
+    assert "shrunk.lr" not in found and "shrunk_low.lr" not in found
 
 
 def test_a_built_in_model_by_name_starts_from_scratch_in_one_phase():
@@ -311,7 +318,7 @@ def test_with_the_recipe_explicit_settings_win():
         assert found[key] == {"what": key, "value": 0.02, "reason": "given"}
     assert found["full.optimizer"]["value"] == "sgd" and found["full.epochs"]["value"] == 3
     assert all(g["lr"] <= 0.02 + 1e-12 for g in result.param_groups)
-    assert max(h["epoch"] for h in result.history) < 3 * 5  # at most 3 epochs a phase (head, full, shrunk, two refits)
+    assert max(h["epoch"] for h in result.history) < 3 * 6  # at most 3 epochs a phase (4 phases, two refits)
 
 
 @pytest.mark.parametrize("settings, match", [
