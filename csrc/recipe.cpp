@@ -10,6 +10,7 @@
 #include <cmath>
 #include <iomanip>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include "lr_finder.h"
@@ -182,6 +183,8 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
 
   const State initial = copy_state(model);
   std::vector<State> ends;
+  // Phases shrunk and shrunk_low start from the same shrunk weights and the range test reseeds: one curve for both.
+  std::optional<LrFinderResult> shrunk_range;
   double best_loss = std::numeric_limits<double>::infinity();
   int kept = 0;
   for (size_t number = 0; number < phases.size(); ++number) {
@@ -195,7 +198,12 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
     settings.layer_decay = pretrained && phase.name != "head" ? LAYER_DECAY : 1.0;
     TrainConfig range = settings;
     range.schedule = "constant", range.warmup = 0.0, range.epochs = 1, range.early_stopping = 0;
-    const auto found = find_lr(model, train_data, range, RANGE_START, RANGE_END, RANGE_STEPS, RANGE_DIVERGE);
+    if (phase.shrink && !shrunk_range) {
+      shrunk_range = find_lr(model, train_data, range, RANGE_START, RANGE_END, RANGE_STEPS, RANGE_DIVERGE);
+    }
+    const LrFinderResult found = phase.shrink ? *shrunk_range
+                                              : find_lr(model, train_data, range, RANGE_START, RANGE_END,
+                                                        RANGE_STEPS, RANGE_DIVERGE);
     const double divisor = phase.divisor > 0.0 ? phase.divisor : pretrained ? LR_DIVISOR : SCRATCH_LR_DIVISOR;
     settings.lr = rate_from_range(found.lrs, found.losses, divisor);
     note(phase.name + ".lr", text(settings.lr),

@@ -231,7 +231,7 @@ class FakeRun:
     """recipe.run's three callables, recording each phase's starting weights; "training" adds 1 to what trains."""
 
     def __init__(self, losses: list[float]):
-        self.losses, self.starts = losses, []
+        self.losses, self.starts, self.range_tests = losses, [], 0
 
     def train_phase(self, model, data, val, settings, stop_after):
         self.starts.append({k: v.clone() for k, v in model.state_dict().items()})
@@ -242,6 +242,7 @@ class FakeRun:
         return SimpleNamespace(history=[{"epoch": 0}], best_epoch=0)
 
     def find_rate(self, model, data, settings):
+        self.range_tests += 1
         return SimpleNamespace(lrs=list(np.geomspace(1e-5, 1, 100)), losses=list(np.linspace(2, 1, 100)))
 
     def measure(self, model, val, calibrated=False):
@@ -264,6 +265,7 @@ def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kep
     rates = {d.what: d.value for d in plan.decisions if d.what.endswith(".lr")}  # the fake curve's lowest: at 1.0
     assert rates["shrunk.lr"] == pytest.approx(1 / recipe.LR_DIVISOR)
     assert rates["shrunk_low.lr"] == pytest.approx(1 / recipe.SCRATCH_LR_DIVISOR)
+    assert fake.range_tests == 3  # head, full, and one for the shrunk weights, which both shrunk phases read
 
     def expected_start(head_trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         expected = mlp()

@@ -469,6 +469,14 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                          "layer from the start here (no head phase)")
 
     calibrated = family in CALIBRATED_FAMILIES and classification  # how the phases are compared (rule 5)
+    # Phases shrunk and shrunk_low start from the same shrunk weights and a range test reseeds: one curve for both.
+    shrunk_range: list[Any] = []
+
+    def find_shrunk_rate(model: Any, data: Any, settings: dict[str, Any]) -> Any:
+        if not shrunk_range:
+            shrunk_range.append(find_rate(model, data, settings))
+        return shrunk_range[0]
+
     initial = _copy_state(model)
     results, ran, ends, best_loss, metrics = [], [], {}, math.inf, {}
     for number, phase in enumerate(phases):
@@ -519,7 +527,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                 divisor = (TABULAR_LR_DIVISOR.get(config.task, LR_DIVISOR) if family == TABULAR
                            else phase.divisor if phase.divisor is not None
                            else LR_DIVISOR if pretrained else SCRATCH_LR_DIVISOR)
-                settings["lr"] = _phase_lr(plan, name, find_rate, trainee, phase_train, settings, divisor)
+                settings["lr"] = _phase_lr(plan, name, find_shrunk_rate if phase.shrink is not None else find_rate,
+                                           trainee, phase_train, settings, divisor)
         result = train_phase(trainee, phase_train, phase_val, settings, None)
         if val is not None:
             measured = measure(model, val, calibrated=calibrated)
