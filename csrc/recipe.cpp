@@ -111,6 +111,7 @@ struct Phase {
   int start = -1;          // the phase whose end it starts from; -1: where the one before it ended
   bool shrink = false;     // the body shrunk and perturbed first
   double divisor = 0.0;    // of the range test's lowest loss; 0: rule 4's for the model
+  int early = -1;          // runs only if that phase's best epoch came early (SHRUNK_LOW_GATE); -1: always
   TrainConfig settings;    // as trained (its rate included), for the refit
   int64_t best_epochs = 0;
 };
@@ -171,11 +172,12 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
     if (size <= SHRINK_MAX_PARAMS) {  // at recipe.SHRUNK_LR_DIVISORS: the two rules of rule 4
       phases.push_back({"shrunk", FULL_EPOCHS, FULL_PATIENCE, {}, /*start=*/0, /*shrink=*/true, LR_DIVISOR});
       phases.push_back({"shrunk_low", FULL_EPOCHS, FULL_PATIENCE, {}, /*start=*/0, /*shrink=*/true,
-                        SCRATCH_LR_DIVISOR});
+                        SCRATCH_LR_DIVISOR, /*early=*/2});
       note("shrunk", "x " + text(SHRINK) + ", noise " + text(PERTURB),
-           "two more candidates beside full (" + std::to_string(size) + " parameters): from the head phase, the "
+           "more candidates beside full (" + std::to_string(size) + " parameters): from the head phase, the "
            "body shrunk and perturbed (Ash & Adams 2020), at the range test's lowest loss / " + text(LR_DIVISOR) +
-           " (shrunk) and / " + text(SCRATCH_LR_DIVISOR) + " (shrunk_low)");
+           " (shrunk) and / " + text(SCRATCH_LR_DIVISOR) + " (shrunk_low, only if shrunk's best epoch is in the "
+           "first " + text(SHRUNK_LOW_GATE * 100) + "% of its schedule)");
     }
   } else {
     phases.push_back({"full", SCRATCH_EPOCHS, SCRATCH_PATIENCE, {}});
@@ -189,6 +191,16 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
   int kept = 0;
   for (size_t number = 0; number < phases.size(); ++number) {
     auto& phase = phases[number];
+    if (phase.early >= 0) {  // shrunk_low: only when shrunk's rate overfit before the cosine had decayed
+      const Phase& before = phases[phase.early];
+      if (before.best_epochs > SHRUNK_LOW_GATE * before.epochs) {
+        note(phase.name, "not run", "phase " + before.name + "'s best epoch (" + std::to_string(before.best_epochs) +
+             " of " + std::to_string(before.epochs) + ") is past the first " + text(SHRUNK_LOW_GATE * 100) +
+             "% of its schedule");
+        ends.emplace_back();  // ends is indexed by phase; a phase not run is never kept or started from
+        continue;
+      }
+    }
     if (phase.start >= 0) load_state(model, ends[phase.start]);
     if (phase.shrink) shrink_perturb(model, in_body, config.seed);
 

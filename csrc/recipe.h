@@ -4,10 +4,10 @@
 // It is rules 1 and 3-6 of the README's "The recipe" for a model whose head is one named layer (the C++ example's
 // CNN): a stratified validation slice; phase "head" (the body frozen); phase "full" (every layer, each below the
 // head at layer_decay x the rate above) and, for a small model, phases "shrunk" and "shrunk_low" (full again from the
-// head phase, the body shrunk and perturbed first, at / 10 and / 100); each phase AdamW at the range test's lowest
-// loss / 10, warm-up then cosine, early stopping with the best epoch restored; the phase with the lowest validation
-// loss kept; the phases it continues run again on the whole sample for their best epochs. From random weights: one
-// phase, / 100, longer.
+// head phase, the body shrunk and perturbed first, at / 10 and, if that stopped early, / 100); each phase AdamW at
+// the range test's lowest loss / 10, warm-up then cosine, early stopping with the best epoch restored; the phase
+// with the lowest validation loss kept; the phases it continues run again on the whole sample for their best
+// epochs. From random weights: one phase, / 100, longer.
 // python/finetune/recipe.py is the whole recipe (the linear probe on cached features, transformers, recommenders,
 // tabular models, what the user gave winning over each choice); the numbers below mirror its constants
 // (tests/test_recipe.py checks that they agree, through _C.recipe_constants()), and its lr_from_range calls
@@ -49,6 +49,7 @@ namespace finetune::recipe {
   X(double, IMBALANCE_RATIO, 3.0)            \
   X(double, SHRINK, 0.5)                     \
   X(double, PERTURB, 0.1)                    \
+  X(double, SHRUNK_LOW_GATE, 0.25)           \
   X(int64_t, SHRINK_MAX_PARAMS, 5000000)
 
 #define FINETUNE_DECLARE_CONSTANT(type, name, value) inline constexpr type name = value;

@@ -65,8 +65,8 @@ def test_article_example_runs_the_recipe_by_default(digits_idx):
         r"before fine-tuning ([\d.]+), after ([\d.]+), from scratch on the same sample ([\d.]+)", out.stdout).groups())
     assert before < 0.6 and after > 0.9 and scratch > 0.85, out.stdout
     decisions = dict(re.findall(r"^  (\S+) +(.+?)  \(", out.stdout, re.MULTILINE))
-    assert {"validation", "head.lr", "full.lr", "shrunk.lr", "shrunk_low.lr", "kept", "refit"} <= decisions.keys(), \
-        out.stdout
+    assert {"validation", "head.lr", "full.lr", "shrunk.lr", "kept", "refit"} <= decisions.keys(), out.stdout
+    assert ("shrunk_low.lr" in decisions) != (decisions.get("shrunk_low") == "not run"), out.stdout  # the gate
     assert decisions["kept"] in ("head", "full", "shrunk", "shrunk_low")
     assert decisions["refit"].startswith("head "), out.stdout  # every phase kept continues the head phase
     assert "from scratch with the recipe:  full.lr" in out.stdout

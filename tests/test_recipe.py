@@ -110,7 +110,7 @@ def test_the_cpp_recipe_runs_recipe_py_numbers():
     constants = finetune._C.recipe_constants()
     defaults = inspect.signature(finetune.find_lr).parameters
     span = {"RANGE_START": "start_lr", "RANGE_END": "end_lr", "RANGE_DIVERGE": "diverge_factor"}
-    assert len(constants) == 22
+    assert len(constants) == 23
     for name, value in constants.items():
         expected = defaults[span[name]].default if name in span else getattr(recipe, name)
         assert value == expected and type(value) is type(expected), name
@@ -191,7 +191,8 @@ def test_no_shaping_setting_runs_the_recipe_and_records_each_decision():
     assert result.sample_indices.tolist() == list(range(240))
     assert set(result.metrics) >= {"loss", "accuracy"}
     assert result.metrics["accuracy"] > 0.8
-    assert {h["phase"] for h in result.history} >= {0, 1, 2, 3}  # head, full, shrunk, shrunk_low (then the refit's)
+    assert {h["phase"] for h in result.history} >= {0, 1, 2}  # head, full, shrunk (then shrunk_low's or the refit's)
+    assert ("shrunk_low.lr" in found) != (found.get("shrunk_low", {}).get("value", 0) is None)  # run, or why not
 
 
 def test_with_augmentation_the_recipe_runs_the_body_in_its_head_phase():
@@ -228,10 +229,12 @@ def test_shrink_perturb_shrinks_the_body_adds_seeded_noise_and_leaves_the_head()
 
 
 class FakeRun:
-    """recipe.run's three callables, recording each phase's starting weights; "training" adds 1 to what trains."""
+    """recipe.run's three callables, recording each phase's starting weights; "training" adds 1 to what trains.
+    ``best`` (phase name -> best epoch, counted from 0; default 0): the epoch each phase restores."""
 
-    def __init__(self, losses: list[float]):
-        self.losses, self.starts, self.range_tests = losses, [], 0
+    def __init__(self, losses: list[float], best: dict[str, int] | None = None):
+        self.losses, self.starts, self.range_tests, self.best = losses, [], 0, best or {}
+        self.order = ["head", "full", "shrunk", "shrunk_low"]
 
     def train_phase(self, model, data, val, settings, stop_after):
         self.starts.append({k: v.clone() for k, v in model.state_dict().items()})
@@ -239,7 +242,9 @@ class FakeRun:
             for name, parameter in model.named_parameters():
                 if settings["freeze"] is None or not settings["freeze"](name):
                     parameter.add_(1.0)
-        return SimpleNamespace(history=[{"epoch": 0}], best_epoch=0)
+        phase = self.order[len(self.starts) - 1] if len(self.starts) <= len(self.order) else None
+        best = self.best.get(phase, 0) if stop_after is None else stop_after - 1
+        return SimpleNamespace(history=[{"epoch": e} for e in range(best + 1)], best_epoch=best)
 
     def find_rate(self, model, data, settings):
         self.range_tests += 1
@@ -286,6 +291,26 @@ def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kep
     assert next(d.value for d in plan.decisions if d.what == "refit")["phases"] == \
         {"head": ["head"], "full": ["head", "full"], "shrunk": ["head", "shrunk"],
          "shrunk_low": ["head", "shrunk_low"]}[kept]
+
+
+@pytest.mark.parametrize("shrunk_best, runs", [(9, True), (10, False), (30, False)])
+def test_phase_shrunk_low_runs_only_when_phase_shrunk_had_its_best_epoch_early(shrunk_best, runs):
+    """SHRUNK_LOW_GATE: of FULL_EPOCHS = 40, shrunk's best epoch 10 (counted from 1) or earlier runs shrunk_low."""
+    x, y = blobs()
+    fake = FakeRun([1.0, 0.8, 0.6, 0.5], best={"shrunk": shrunk_best})  # shrunk_low, if run, validates best
+    _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
+                               torch.from_numpy(y), None, torch.arange(len(y)), finetune.TrainConfig(cache_frozen=False, seed=5), {},
+                               pretrained=True)
+    found = {d.what: d for d in plan.decisions}
+    assert recipe.SHRUNK_LOW_GATE * recipe.FULL_EPOCHS == 10
+    assert ("shrunk_low.lr" in found) == runs and ("shrunk_low" in found) != runs
+    if not runs:
+        assert found["shrunk_low"].value is None
+        assert f"best epoch ({shrunk_best + 1} of 40) is past the first 25%" in found["shrunk_low"].reason
+    assert found["kept"].value == ("shrunk_low" if runs else "shrunk")
+    assert found["refit"].value == {"examples": len(y), "phases": ["head", found["kept"].value],
+                                    "epochs": [1, shrunk_best + 1 if not runs else 1]}
+    assert len(fake.starts) == (4 if runs else 3) + 2  # the phases run, then the refit's two
 
 
 def test_phase_shrunk_is_not_run_for_a_large_model(monkeypatch):
