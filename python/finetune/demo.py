@@ -26,7 +26,7 @@ def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return train_test_split(x, digits.target, test_size=0.3, stratify=digits.target, random_state=seed)
 
 
-def _recipe_line(result: finetune.Result) -> str:
+def recipe_line(result: finetune.Result) -> str:
     """The recipe's decisions in one line: each phase's rate and epochs, the phase kept."""
     found = {d["what"]: d["value"] for d in result.recipe}
     phases = [f"head as a linear probe (C {found['head.C']:.2g})"] if "head.C" in found else []
@@ -56,7 +56,7 @@ def run_demo(fraction: float = 0.2, seeds: int = 5, progress: bool = False) -> d
                "from_scratch": finetune.evaluate(scratch.model, (x_test, y_test))["accuracy"]}
         print(f"seed {seed}: pretrained on 0-4 {row['before']:.4f}, fine-tuned on a stratified {fraction:.0%} "
               f"sample ({len(tuned.sample_indices)} images) {row['after']:.4f}, from scratch {row['from_scratch']:.4f}"
-              f" | recipe: {_recipe_line(tuned)}")
+              f" | recipe: {recipe_line(tuned)}")
         rows.append(row)
     summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     spread = {k: float(np.std([r[k] for r in rows])) for k in rows[0]}
