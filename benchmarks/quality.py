@@ -317,7 +317,7 @@ def images_recipe(seeds: int, epochs: int) -> None:
                 seconds = time.perf_counter() - began
                 accuracy = finetune.evaluate(r.model, (fashion.x_test, fashion.y_test))["accuracy"]
                 table.setdefault(f"{start}, {name}", []).append((accuracy, seconds))
-                decisions = f" | recipe: {recipe_line(r)}" if r.recipe and start != "from scratch" else ""
+                decisions = f" | recipe: {recipe_line(r)}" if not settings and start != "from scratch" else ""
                 print(f"seed {seed}: {start}, {name}: {accuracy:.4f} in {seconds:.0f} s{decisions}", flush=True)
     print(f"\n### Images: Fashion-MNIST, 10% of the training set (6,000 images), test accuracy ({seeds} seeds)\n")
     print("| method | accuracy | seconds |\n|---|---|---|")
