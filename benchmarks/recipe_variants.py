@@ -49,6 +49,9 @@ VARIANTS = {
     "layer decay 0.5": ({"LAYER_DECAY": 0.5}, {}, {}),
     "rate = lowest loss / 3": ({"LR_DIVISOR": 3.0}, {}, {}),
     "rate = lowest loss / 30": ({"LR_DIVISOR": 30.0}, {}, {}),
+    "flat curve: within 10% (FLAT_TOLERANCE 0.10)": ({"FLAT_TOLERANCE": 0.10}, {}, {}),
+    "flat curve: against the first compared step, not the noise floor (the rule before)":
+        ({"FLAT_FLOOR_STEPS": 1}, {}, {}),
     "full phase: patience 12 of 60 epochs": ({"FULL_PATIENCE": 12, "FULL_EPOCHS": 60}, {}, {}),
     "a 30% validation slice": ({"VAL_FRACTION": 0.3}, {}, {}),
     "no refit": ({"REFIT": False}, {}, {}),

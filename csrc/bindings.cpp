@@ -501,7 +501,8 @@ void bind_loop(py::module_& m) {
     constants["RANGE_DIVERGE"] = recipe::RANGE_DIVERGE;
     return constants;
   });
-  m.def("rate_from_range", &recipe::rate_from_range, py::arg("lrs"), py::arg("losses"), py::arg("divisor"));
+  m.def("rate_from_range", &recipe::rate_from_range, py::arg("lrs"), py::arg("losses"), py::arg("divisor"),
+        py::arg("flat_tolerance"), py::arg("floor_steps"));
   m.def("recipe_split_validation", &recipe::split_validation, py::arg("targets"), py::arg("sample"),
         py::arg("classification"), py::arg("seed"), py::arg("fraction"));
 

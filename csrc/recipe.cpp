@@ -20,10 +20,14 @@
 
 namespace finetune::recipe {
 
-double rate_from_range(const std::vector<double>& lrs, const std::vector<double>& losses, double divisor) {
+double rate_from_range(const std::vector<double>& lrs, const std::vector<double>& losses, double divisor,
+                       double flat_tolerance, int64_t floor_steps) {
   TORCH_CHECK_VALUE(lrs.size() == losses.size(), "rate_from_range: ", lrs.size(), " rates but ", losses.size(),
                     " losses");
   TORCH_CHECK_VALUE(divisor > 0.0, "rate_from_range: divisor must be > 0, got ", divisor);
+  TORCH_CHECK_VALUE(flat_tolerance >= 0.0 && flat_tolerance < 1.0,
+                    "rate_from_range: flat_tolerance must be in [0, 1), got ", flat_tolerance);
+  TORCH_CHECK_VALUE(floor_steps >= 1, "rate_from_range: floor_steps must be >= 1, got ", floor_steps);
   std::vector<double> rates, values;  // a diverged test's last step may be inf or NaN
   for (size_t i = 0; i < lrs.size(); ++i) {
     if (std::isfinite(losses[i])) rates.push_back(lrs[i]), values.push_back(losses[i]);
@@ -32,10 +36,14 @@ double rate_from_range(const std::vector<double>& lrs, const std::vector<double>
   const size_t skip = std::min<size_t>(RANGE_SKIP, values.size() / 2);
   const auto lowest_at = std::min_element(values.begin() + skip, values.end()) - values.begin();
   const double lowest = values[lowest_at];
-  if (lowest < (1.0 - FLAT_TOLERANCE) * values[skip]) return rates[lowest_at] / divisor;
+  // The noise floor: the lowest of the first compared steps, at rates too small to change the model over a few
+  // steps -- their spread is the batches'. A lowest loss not clearly below it is noise, not a descent.
+  const auto floor_end = values.begin() + std::min(values.size(), skip + static_cast<size_t>(floor_steps));
+  const double noise_floor = *std::min_element(values.begin() + skip, floor_end);
+  if (lowest < (1.0 - flat_tolerance) * noise_floor) return rates[lowest_at] / divisor;
   size_t plateau_end = skip;  // a flat curve: where the loss leaves the plateau
   for (size_t i = skip; i < values.size(); ++i) {
-    if (values[i] <= (1.0 + FLAT_TOLERANCE) * lowest) plateau_end = i;
+    if (values[i] <= (1.0 + flat_tolerance) * lowest) plateau_end = i;
   }
   return rates[plateau_end] / divisor;
 }

@@ -44,6 +44,7 @@ namespace finetune::recipe {
   X(int64_t, RANGE_STEPS, 100)               \
   X(int64_t, RANGE_SKIP, 20)                 \
   X(double, FLAT_TOLERANCE, 0.05)            \
+  X(int64_t, FLAT_FLOOR_STEPS, 20)           \
   X(double, LR_DIVISOR, 10.0)                \
   X(double, SCRATCH_LR_DIVISOR, 100.0)       \
   X(double, IMBALANCE_RATIO, 3.0)            \
@@ -60,9 +61,12 @@ FINETUNE_RECIPE_CONSTANTS(FINETUNE_DECLARE_CONSTANT)
 inline constexpr double RANGE_START = 1e-7, RANGE_END = 10.0, RANGE_DIVERGE = 4.0;
 
 // A phase's rate from a range test's (rates, smoothed losses): recipe.lr_from_range. The rate of the lowest
-// loss after the first RANGE_SKIP steps, / divisor; on a flat curve (the lowest loss within FLAT_TOLERANCE of the
-// first compared step) the largest rate whose loss is within FLAT_TOLERANCE of the lowest, / divisor.
-double rate_from_range(const std::vector<double>& lrs, const std::vector<double>& losses, double divisor);
+// loss after the first RANGE_SKIP steps, / divisor; on a flat curve (the lowest loss not FLAT_TOLERANCE below the
+// lowest of the first FLAT_FLOOR_STEPS compared steps: the batch noise of a model those small rates leave as it
+// is) the largest rate whose loss is within FLAT_TOLERANCE of the lowest, / divisor. The last two are arguments so
+// that a benchmark can vary them (benchmarks/recipe_variants.py); the recipes pass the constants.
+double rate_from_range(const std::vector<double>& lrs, const std::vector<double>& losses, double divisor,
+                       double flat_tolerance = FLAT_TOLERANCE, int64_t floor_steps = FLAT_FLOOR_STEPS);
 
 // (training, validation) indices of `sample`: `fraction` of each class (classification) or of the sample held out,
 // at least one of a class with two or more examples and never its last one; seeded. recipe.split_validation's rule

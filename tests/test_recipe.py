@@ -66,6 +66,23 @@ def test_rate_rule_reads_a_flat_curve_where_its_plateau_ends():
     assert recipe.lr_from_range(lrs, losses) == pytest.approx(lrs[60] / 10)
 
 
+def test_rate_rule_reads_a_dip_within_the_batch_noise_as_flat():
+    # digit-recognizer's CNN on Fashion-MNIST after its head phase (the full phase's range test, rounded): the first
+    # compared step happens to be a high batch, and a dip 7% below it at 1.7e-4 read as a descent (a rate of
+    # 1.7e-5, 40 epochs that changed nothing). Against the noise floor -- the lowest of the first FLAT_FLOOR_STEPS
+    # compared steps, 0.513 -- the dip is 1% lower: flat, and the rate is where the plateau ends, / 10.
+    lrs = list(np.logspace(-7, 1, 100))
+    losses = [0.55] * 20 + [0.545, 0.53, 0.52, 0.519, 0.525, 0.53, 0.52, 0.513, 0.52, 0.516] * 2 + [0.51, 0.508] \
+        + [0.52, 0.53] * 19 + [0.525 + 0.02 * i for i in range(20)]
+    assert len(losses) == 100 and min(losses[20:]) == 0.508
+    plateau_end = max(i for i in range(20, 100) if losses[i] <= 1.05 * 0.508)
+    assert recipe.lr_from_range(lrs, losses) == pytest.approx(lrs[plateau_end] / 10)
+    assert lrs[plateau_end] / 10 > 100 * lrs[losses.index(0.508)] / 10
+    # The rule before (the first compared step as the reference) took the dip.
+    assert finetune._C.rate_from_range(lrs, losses, 10.0, recipe.FLAT_TOLERANCE, 1) == pytest.approx(
+        lrs[losses.index(0.508)] / 10)
+
+
 def test_rate_rule_leaves_out_a_diverged_tests_last_step():
     lrs = list(np.logspace(-6, 0, 60))
     losses = [2.0 - 0.02 * i for i in range(59)] + [float("nan")]
@@ -78,7 +95,8 @@ def _reference_rate(lrs, losses, divisor):
     lrs, losses = np.array([lr for lr, _ in finite]), np.array([loss for _, loss in finite])
     skip = min(recipe.RANGE_SKIP, len(lrs) // 2)
     compared = losses[skip:]
-    if compared.min() < (1 - recipe.FLAT_TOLERANCE) * compared[0]:
+    noise_floor = compared[:recipe.FLAT_FLOOR_STEPS].min()
+    if compared.min() < (1 - recipe.FLAT_TOLERANCE) * noise_floor:
         return lrs[skip + np.argmin(compared)] / divisor
     return lrs[skip + np.nonzero(compared <= (1 + recipe.FLAT_TOLERANCE) * compared.min())[0][-1]] / divisor
 
@@ -110,7 +128,7 @@ def test_the_cpp_recipe_runs_recipe_py_numbers():
     constants = finetune._C.recipe_constants()
     defaults = inspect.signature(finetune.find_lr).parameters
     span = {"RANGE_START": "start_lr", "RANGE_END": "end_lr", "RANGE_DIVERGE": "diverge_factor"}
-    assert len(constants) == 23
+    assert len(constants) == 24
     for name, value in constants.items():
         expected = defaults[span[name]].default if name in span else getattr(recipe, name)
         assert value == expected and type(value) is type(expected), name

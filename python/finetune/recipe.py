@@ -62,9 +62,15 @@ RANGE_STEPS = 100  # steps of each learning-rate range test
 # flat curve had its "lowest loss" at step 10 (2 of 10 seeds of the digits story: a full phase at 6e-8, kept
 # at the head phase, 0.876 and 0.785); with 20: fine-tuned 0.943 +- 0.015 vs 0.925 +- 0.052 over 10 seeds.
 RANGE_SKIP = 20
-# A curve whose lowest loss is not 5% below its first compared step has no descent to read (the model already
-# fits its batches: a full phase after the head phase): its rate is where the loss leaves the plateau instead.
+# A curve whose lowest loss is not 5% below its noise floor has no descent to read (the model already fits its
+# batches: a full phase after the head phase): its rate is where the loss leaves the plateau instead.
 FLAT_TOLERANCE = 0.05
+# The noise floor: the lowest smoothed loss of the first 20 compared steps (rates of 4e-6 to 1.6e-4, which leave a
+# model as it is over 20 steps: their spread is the batches'). Against the first compared step alone, batch noise
+# of +-10% read as a descent on flat curves: phase full at 6.7e-6 and 7.6e-5 on 2 of 16 seeds of the digits story,
+# at 1.7e-5 for digit-recognizer's CNN on Fashion-MNIST (40 epochs that changed nothing); with the floor those
+# read as flat (4.5e-3, 1.5e-3, 5.9e-4) and no other range test of those runs changed.
+FLAT_FLOOR_STEPS = 20
 LR_DIVISOR = 10.0  # a phase's rate: the range test's lowest loss / 10 (fastai's "minimum" rule), see lr_from_range
 # From random weights the range test's model learns during the test itself, so its loss keeps falling to a late,
 # high rate (AdamW at 0.05 for the CNN on Fashion-MNIST: the loss rose once the warm-up reached it). The CNN from
@@ -221,12 +227,14 @@ def lr_from_range(lrs: list[float], losses: list[float], divisor: float = LR_DIV
     batches, and a lucky first batch would otherwise be "the lowest loss" at a rate that does nothing. Compared
     on the digits story with the steepest-descent point (fastai's former suggestion): README, "The recipe".
 
-    A flat curve (the lowest loss within FLAT_TOLERANCE of the first compared step: a model that already fits its
-    batches, e.g. the full phase after the head phase) has its lowest loss wherever the batch noise put it, often
-    at rates that change nothing; there the rate is the largest one whose loss is still within FLAT_TOLERANCE of
-    the lowest -- where the plateau ends -- divided by ``divisor``. Computed by the core (recipe.h), which the C++
-    recipe shares; its RANGE_SKIP and FLAT_TOLERANCE are these (tests/test_recipe.py)."""
-    return _C.rate_from_range([float(lr) for lr in lrs], [float(loss) for loss in losses], float(divisor))
+    A flat curve (the lowest loss not FLAT_TOLERANCE below the noise floor, the lowest of the first
+    FLAT_FLOOR_STEPS compared steps: a model that already fits its batches, e.g. the full phase after the head
+    phase) has its lowest loss wherever the batch noise put it, often at rates that change nothing; there the rate
+    is the largest one whose loss is still within FLAT_TOLERANCE of the lowest -- where the plateau ends -- divided
+    by ``divisor``. Computed by the core (recipe.h), which the C++ recipe shares; its constants are these
+    (tests/test_recipe.py)."""
+    return _C.rate_from_range([float(lr) for lr in lrs], [float(loss) for loss in losses], float(divisor),
+                              float(FLAT_TOLERANCE), int(FLAT_FLOOR_STEPS))
 
 
 def split_validation(targets: torch.Tensor, sample: torch.Tensor, classification: bool, seed: int,
