@@ -44,7 +44,7 @@ VARIANTS = {
     "shrunk at / 10 alone (the recipe before shrunk_low)": ({"SHRUNK_LR_DIVISORS": (10.0,)}, {}, {}),
     "shrunk at / 100 alone": ({"SHRUNK_LR_DIVISORS": (100.0,)}, {}, {}),
     "shrunk_low always (the recipe before its gate)": ({"SHRUNK_LOW_GATE": 1.0}, {}, {}),
-    "shrunk_low gated at a third of the schedule (13 of 40)": ({"SHRUNK_LOW_GATE": 1 / 3}, {}, {}),
+    "shrunk_low gated at a quarter of the schedule (10 of 40; the gate before)": ({"SHRUNK_LOW_GATE": 0.25}, {}, {}),
     "SGD instead of AdamW": ({}, {"recipe": "auto", "optimizer": "sgd"}, {}),
     "no layer decay": ({"LAYER_DECAY": 1.0}, {}, {}),
     "layer decay 0.5": ({"LAYER_DECAY": 0.5}, {}, {}),

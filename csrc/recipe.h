@@ -50,7 +50,7 @@ namespace finetune::recipe {
   X(double, IMBALANCE_RATIO, 3.0)            \
   X(double, SHRINK, 0.5)                     \
   X(double, PERTURB, 0.1)                    \
-  X(double, SHRUNK_LOW_GATE, 0.25)           \
+  X(double, SHRUNK_LOW_GATE, 1.0 / 3.0)      \
   X(int64_t, SHRINK_MAX_PARAMS, 5000000)
 
 #define FINETUNE_DECLARE_CONSTANT(type, name, value) inline constexpr type name = value;

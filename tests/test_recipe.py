@@ -311,20 +311,20 @@ def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kep
          "shrunk_low": ["head", "shrunk_low"]}[kept]
 
 
-@pytest.mark.parametrize("shrunk_best, runs", [(9, True), (10, False), (30, False)])
+@pytest.mark.parametrize("shrunk_best, runs", [(12, True), (13, False), (30, False)])
 def test_phase_shrunk_low_runs_only_when_phase_shrunk_had_its_best_epoch_early(shrunk_best, runs):
-    """SHRUNK_LOW_GATE: of FULL_EPOCHS = 40, shrunk's best epoch 10 (counted from 1) or earlier runs shrunk_low."""
+    """SHRUNK_LOW_GATE: of FULL_EPOCHS = 40, shrunk's best epoch 13 (counted from 1) or earlier runs shrunk_low."""
     x, y = blobs()
     fake = FakeRun([1.0, 0.8, 0.6, 0.5], best={"shrunk": shrunk_best})  # shrunk_low, if run, validates best
     _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
                                torch.from_numpy(y), None, torch.arange(len(y)), finetune.TrainConfig(cache_frozen=False, seed=5), {},
                                pretrained=True)
     found = {d.what: d for d in plan.decisions}
-    assert recipe.SHRUNK_LOW_GATE * recipe.FULL_EPOCHS == 10
+    assert int(recipe.SHRUNK_LOW_GATE * recipe.FULL_EPOCHS) == 13
     assert ("shrunk_low.lr" in found) == runs and ("shrunk_low" in found) != runs
     if not runs:
         assert found["shrunk_low"].value is None
-        assert f"best epoch ({shrunk_best + 1} of 40) is past the first 25%" in found["shrunk_low"].reason
+        assert f"best epoch ({shrunk_best + 1} of 40) is past the first 33%" in found["shrunk_low"].reason
     assert found["kept"].value == ("shrunk_low" if runs else "shrunk")
     assert found["refit"].value == {"examples": len(y), "phases": ["head", found["kept"].value],
                                     "epochs": [1, shrunk_best + 1 if not runs else 1]}
