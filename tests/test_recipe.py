@@ -117,6 +117,13 @@ def test_rate_rule_matches_a_plain_reference_on_random_curves(seed):
         _reference_rate(lrs, losses, divisor), rel=1e-12)
 
 
+@pytest.mark.parametrize("tolerance, floor_steps, message", [(1.0, 20, "flat_tolerance must be in \\[0, 1\\), got 1"),
+                                                             (0.05, 0, "floor_steps must be >= 1, got 0")])
+def test_rate_rule_names_a_bad_tolerance_or_floor(tolerance, floor_steps, message):
+    with pytest.raises(ValueError, match=message):
+        finetune._C.rate_from_range([1e-3, 1e-2], [1.0, 0.5], 10.0, tolerance, floor_steps)
+
+
 def test_rate_rule_without_a_finite_step_is_a_clear_error():
     with pytest.raises(ValueError, match="no step with a finite loss"):
         recipe.lr_from_range([1e-3, 1e-2], [float("nan"), float("inf")])
