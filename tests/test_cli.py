@@ -58,6 +58,62 @@ def test_train_writes_a_complete_run_directory(wine_run):
     assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
 
 
+def test_a_config_that_shapes_nothing_runs_the_recipe_and_its_config_runs_it_again(tmp_path):
+    """No [train] setting that shapes the training: the run directory gets the recipe (finetune.train's default),
+    its decisions in metrics.json and report.html, no checkpoints (the recipe does not checkpoint), and a
+    config.toml that runs the recipe again -- not the last phase's settings, which would run as given."""
+    (tmp_path / "iris.toml").write_text('[data]\ndataset = "iris"\n\n[model]\nname = "mlp"\n')
+    for name in ("one", "two"):
+        source = tmp_path / "iris.toml" if name == "one" else tmp_path / "one" / "config.toml"
+        done = finetune_cli("train", str(source), "--out", str(tmp_path / name), "--quiet")
+        assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "one" / "checkpoints").exists()
+    one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
+    assert one["recipe"][0] == {"what": "recipe", "value": "auto",
+                                "reason": "the default: no setting that shapes the training was given"}
+    decided = {d["what"]: d["value"] for d in one["recipe"]}
+    assert decided["kept"] == "full" and decided["full.optimizer"] == "adamw" and decided["full.label_smoothing"] == 0.1
+    assert tomllib.loads((tmp_path / "one" / "config.toml").read_text())["train"] == {}
+    assert two["recipe"] == one["recipe"] and two["test"] == one["test"]  # the same recipe, the same seed
+    html = (tmp_path / "one" / "report.html").read_text()
+    assert "what the recipe decided" in html and "full.lr" in html
+    with open(tmp_path / "one" / "history.csv") as f:
+        assert "phase" in next(csv.reader(f))
+
+
+def test_a_shaping_setting_runs_as_given_with_checkpoints(tmp_path):
+    (tmp_path / "iris.toml").write_text('[data]\ndataset = "iris"\n\n[model]\nname = "mlp"\n\n[train]\nepochs = 3\n')
+    done = finetune_cli("train", str(tmp_path / "iris.toml"), "--out", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["recipe"][0]["value"] == "none" and "epochs" in metrics["recipe"][0]["reason"]
+    assert any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_charts_leave_gaps_where_the_recipes_phases_logged_nothing(tmp_path):
+    """The recipe's history: phases with validation columns, a refit without, a head fit with no rate. The report's
+    charts, plots.png and Result.plot draw what there is (Result.plot raised a KeyError on the refit's rows)."""
+    from finetune import report
+    from finetune.training import Result
+
+    history = [{"epoch": 0, "train_loss": 0.9, "lr": 0.0, "val_loss": 0.8, "val_accuracy": 0.5, "phase": 0},
+               {"epoch": 1, "train_loss": 0.7, "lr": 1e-3, "val_loss": 0.6, "val_accuracy": 0.7, "phase": 1},
+               {"epoch": 2, "train_loss": 0.5, "lr": 1e-3, "phase": 2}]
+    assert report.series(history, "val_loss")[:2] == [0.8, 0.6] and np.isnan(report.series(history, "val_loss")[2])
+    metrics = {"test": {"accuracy": 0.9}, "validation": {}, "data": "d", "train_size": 3, "class_counts": {},
+               "best_epoch": None, "steps": 3, "seconds": 1.0, "samples_per_s": 1.0, "environment": {},
+               "recipe": [{"what": "kept", "value": "full", "reason": "the lowest validation loss"}]}
+    html = report.html({"model": {"name": "mlp"}}, history, metrics)
+    assert html.count("<svg") == 4 and "the lowest validation loss" in html  # loss, accuracy, rate, phase
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert report.plots_png(str(tmp_path / "plots.png"), history, metrics)
+    Result(model=None, history=history, metrics={}, config=TrainConfig(), class_counts={}, train_size=3, steps=3,
+           seconds=1.0).plot()
+
+
 def test_saved_config_round_trips(wine_run, tmp_path):
     cfg = runs.load_config(wine_run / "config.toml")  # file -> dataclass
     (tmp_path / "again.toml").write_text(runs.write_toml(cfg.to_dict()))  # dataclass -> file

@@ -73,6 +73,9 @@ EXCLUDED = {
     "torchrun --nproc_per_node=2 -m finetune train examples/digits.toml":
         "two processes training the digits CNN for 15 epochs take too long on 2 shared cores; "
         "tests/test_distributed.py::test_cli_under_torchrun_matches_one_process runs the CLI under torchrun",
+    "finetune train examples/digits-recipe.toml data.seed=1":
+        "the README's comparison at another data seed: `finetune train examples/digits-recipe.toml` runs above, and "
+        "tests/test_cli.py runs every example config",
     "torchrun --nproc_per_node=2 my_finetune.py":
         "my_finetune.py stands for the reader's own script; the README does not define it "
         "(tests/test_distributed.py runs its worker script under torchrun)",
@@ -256,6 +259,9 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess, Path], None]] = {
     'pip install ".[demo]" && finetune demo': lambda done, work: (
         re.search(r"held-out accuracy over 5 seeds: before fine-tuning [\d.]+ ± [\d.]+, after [\d.]+", done.stdout) or
         pytest.fail(done.stdout)),
+    "finetune train examples/digits-recipe.toml": lambda done, work: (
+        _metrics(work, "digits-recipe")["recipe"][0]["value"] == "auto"
+        and _metrics(work, "digits-recipe")["test"]["accuracy"] > 0.9 or pytest.fail(done.stdout)),
     "finetune train examples/digits.toml": lambda done, work: (
         _metrics(work, "digits")["test"]["accuracy"] > 0.8 and (work / "runs/digits/report.html").is_file()
         or pytest.fail(done.stdout)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as _html
 import json
+import math
 from typing import Any
 
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
@@ -12,14 +13,22 @@ _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 def plotted_metric(history: list[dict[str, float]]) -> str | None:
     """The validation metric drawn beside the loss in report.html, plots.png and Result.plot: val_accuracy
     (classification) or val_r2 (regression and recommendation); None when the run had no validation data."""
-    return next((k for k in ("val_accuracy", "val_r2") if history and k in history[0]), None)
+    return next((k for k in ("val_accuracy", "val_r2") if any(k in h for h in history)), None)
+
+
+def series(history: list[dict[str, float]], key: str) -> list[float]:
+    """One column of a run's history, NaN where an epoch has none -- a gap in the chart: the recipe's phases log
+    different columns (its refit runs without validation data, phase pairs has none either)."""
+    return [float(h[key]) if h.get(key) is not None else math.nan for h in history]
 
 
 def _chart(title: str, series: dict[str, list[float]], width: int = 420, height: int = 240, log_y: bool = False) -> str:
-    """A line chart of one or more series over epochs, as inline SVG."""
-    import math
+    """A line chart of one or more series over epochs, as inline SVG (on a log scale, values <= 0 are left out:
+    the recipe's head fit, a solve, has no rate)."""
+    def shown(v: float | None) -> bool:
+        return v is not None and math.isfinite(v) and (v > 0 or not log_y)
 
-    points = [v for values in series.values() for v in values if v is not None and math.isfinite(v)]
+    points = [v for values in series.values() for v in values if shown(v)]
     if not points:
         return ""
     transform = (lambda v: math.log10(max(v, 1e-12))) if log_y else (lambda v: v)
@@ -51,7 +60,7 @@ def _chart(title: str, series: dict[str, list[float]], width: int = 420, height:
     parts.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle" font-size="10">epoch</text>')
     for k, (name, values) in enumerate(series.items()):
         colour = _COLOURS[k % len(_COLOURS)]
-        coords = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values) if v is not None and math.isfinite(v))
+        coords = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values) if shown(v))
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>')
         parts.append(f'<text x="{width - right - 4}" y="{top + 12 + 13 * k}" text-anchor="end" font-size="11" '
                      f'fill="{colour}">{_html.escape(name)}</text>')
@@ -84,6 +93,13 @@ def _table(caption: str, values: dict[str, Any]) -> str:
     return f"<table><caption>{_html.escape(caption)}</caption>{rows}</table>"
 
 
+def _decisions(decisions: list[dict[str, Any]]) -> str:
+    """result.recipe as a table: each decision, its value and its reason (the recipe's, or why none ran)."""
+    rows = "".join(f"<tr><th>{_html.escape(str(d['what']))}</th><td>{_html.escape(_fmt(d['value']))}</td>"
+                   f"<td style='text-align:left'>{_html.escape(str(d['reason']))}</td></tr>" for d in decisions)
+    return f"<table><caption>what the recipe decided, and why</caption>{rows}</table>"
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
@@ -91,15 +107,16 @@ def _fmt(v: Any) -> str:
 
 
 def html(config: dict[str, Any], history: list[dict[str, float]], metrics: dict[str, Any]) -> str:
-    epochs = history
-    loss = {"train loss": [h["train_loss"] for h in epochs]}
-    if epochs and "val_loss" in epochs[0]:
-        loss["validation loss"] = [h["val_loss"] for h in epochs]
-    metric_name = plotted_metric(epochs)
+    loss = {"train loss": series(history, "train_loss")}
+    if any("val_loss" in h for h in history):
+        loss["validation loss"] = series(history, "val_loss")
+    metric_name = plotted_metric(history)
     charts = [_chart("loss", loss)]
     if metric_name:
-        charts.append(_chart(metric_name.replace("_", " "), {metric_name: [h[metric_name] for h in epochs]}))
-    charts.append(_chart("learning rate (end of epoch)", {"lr": [h["lr"] for h in epochs]}, log_y=True))
+        charts.append(_chart(metric_name.replace("_", " "), {metric_name: series(history, metric_name)}))
+    charts.append(_chart("learning rate (end of epoch)", {"lr": series(history, "lr")}, log_y=True))
+    if any("phase" in h for h in history):  # the recipe's: its phases one after another
+        charts.append(_chart("phase (the recipe's, in order run)", {"phase": series(history, "phase")}))
     confusion = metrics.get("test_confusion_matrix")
     sections = [
         "<h2>Curves</h2>" + "".join(charts),
@@ -114,6 +131,9 @@ def html(config: dict[str, Any], history: list[dict[str, float]], metrics: dict[
         "data": metrics["data"], "training examples (sampled)": metrics["train_size"],
         "class counts": metrics["class_counts"], "best epoch": metrics["best_epoch"], "steps": metrics["steps"],
         "seconds": metrics["seconds"], "samples/s (median epoch)": metrics["samples_per_s"]}))
+    decisions = metrics.get("recipe") or []
+    if decisions:
+        sections.append("<h2>Recipe</h2>" + _decisions(decisions))
     sections.append(_table("environment", metrics["environment"]))
     for section, values in config.items():
         sections.append(_table(f"config [{section}]", {k: v for k, v in values.items() if v is not None}))
@@ -140,16 +160,16 @@ def plots_png(path: str, history: list[dict[str, float]], metrics: dict[str, Any
     confusion = metrics.get("test_confusion_matrix")
     fig, axes = plt.subplots(1, 5 if confusion else 3, figsize=(22 if confusion else 13, 3.8))
     epochs = [h["epoch"] + 1 for h in history]
-    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
-    if history and "val_loss" in history[0]:
-        axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
+    axes[0].plot(epochs, series(history, "train_loss"), label="train")
+    if any("val_loss" in h for h in history):
+        axes[0].plot(epochs, series(history, "val_loss"), label="validation")
     axes[0].set(title="loss", xlabel="epoch")
     axes[0].legend()
     metric = plotted_metric(history)
     if metric:
-        axes[1].plot(epochs, [h[metric] for h in history])
+        axes[1].plot(epochs, series(history, metric))
     axes[1].set(title=(metric or "no validation metric").replace("_", " "), xlabel="epoch")
-    axes[2].plot(epochs, [h["lr"] for h in history])
+    axes[2].plot(epochs, [v if v > 0 else math.nan for v in series(history, "lr")])
     axes[2].set(title="learning rate (end of epoch)", xlabel="epoch", yscale="log")
     if confusion:
         import numpy as np

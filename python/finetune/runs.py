@@ -31,7 +31,7 @@ import numpy as np
 import tomli_w
 import torch
 
-from . import checkpoint, data, datasets, distributed, lora, models, registry, report
+from . import checkpoint, data, datasets, distributed, lora, models, registry, report, training
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -309,7 +309,10 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     split = load_data(cfg)
     train_cfg = cfg.train.replace(progress=cfg.train.progress and not quiet)
-    if train_cfg.checkpoint_dir is None:
+    # A [train] table that shapes nothing runs the recipe, as finetune.train does by default; the recipe runs phases
+    # of its own and does not checkpoint, so only a run of the settings as given writes checkpoints/.
+    recipe_run = training.recipe_for(cfg.train)[0] != "none"
+    if train_cfg.checkpoint_dir is None and not recipe_run:
         train_cfg = train_cfg.replace(checkpoint_dir=str(out / "checkpoints"))
     val_train, val = validation_split(cfg, split)
     x_fit, y_fit = split.x_train[val_train], split.y_train[val_train]
@@ -353,7 +356,11 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     written_train = resolved.train.replace(freeze=cfg.train.freeze) if cfg.lora is not None else resolved.train
     written = RunConfig(cfg.data, {k: v for k, v in resolved.model.items() if k not in kept or k in cfg.model},
                         written_train, cfg.source, lora=cfg.lora)
-    (out / "config.toml").write_text(write_toml(written.to_dict()))
+    config_written = written.to_dict()
+    if recipe_run:  # the settings the recipe chose were its phases' (metrics.json); config.toml runs the recipe again
+        default = TrainConfig().to_dict()
+        config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if v != default[k]}
+    (out / "config.toml").write_text(write_toml(config_written))
     if result.lora is not None and not result.lora["merged"]:
         # Adapters kept apart (lora.merge = false): the run keeps what trained -- the adapters and the head, a
         # small file -- and rebuilds the pretrained model around them when loaded.
@@ -364,7 +371,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         checkpoint.save_tensors(out / "model.safetensors", result.model.state_dict(),
                                 {"model": json.dumps(resolved.model)})
     with open(out / "history.csv", "w", newline="") as f:
-        columns = list(result.history[0]) if result.history else ["epoch"]
+        # The recipe's phases log different columns (its head fit has no rate, phase pairs no validation): all of them
+        columns = list(dict.fromkeys(k for h in result.history for k in h)) or ["epoch"]
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(result.history)
@@ -381,7 +389,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         "seconds": seconds,
         "samples_per_s": float(np.median([h["samples_per_s"] for h in result.history])) if result.history else 0.0,
         "param_groups": result.param_groups,
-        "recipe": result.recipe,  # what ran and why (a run directory checkpoints, so its settings run as given)
+        "recipe": result.recipe,  # what ran and why: the recipe's decisions, or why the settings ran as given
         "distributed": {"world_size": result.world_size,
                         "global_batch": min((train_cfg.batch_size or result.train_size) * train_cfg.accumulate
                                             * result.world_size, result.train_size),
@@ -390,7 +398,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         "environment": environment(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (out / "report.html").write_text(report.html(written.to_dict(), result.history, metrics))
+    (out / "report.html").write_text(report.html(config_written, result.history, metrics))
     report.plots_png(str(out / "plots.png"), result.history, metrics)  # with matplotlib installed
     log.info("run written to %s", out)
     return metrics

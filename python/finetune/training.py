@@ -72,14 +72,14 @@ class Result:
         if axes is None:
             _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
         epochs = [h["epoch"] + 1 for h in self.history]
-        axes[0].plot(epochs, [h["train_loss"] for h in self.history], label="train")
-        if self.history and "val_loss" in self.history[0]:
-            axes[0].plot(epochs, [h["val_loss"] for h in self.history], label="validation")
+        axes[0].plot(epochs, report.series(self.history, "train_loss"), label="train")
+        if any("val_loss" in h for h in self.history):  # the recipe's refit has none: a gap
+            axes[0].plot(epochs, report.series(self.history, "val_loss"), label="validation")
         axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
         axes[0].legend()
         metric = report.plotted_metric(self.history)
         if metric:
-            axes[1].plot(epochs, [h[metric] for h in self.history])
+            axes[1].plot(epochs, report.series(self.history, metric))
             axes[1].set(xlabel="epoch", ylabel=metric, title=metric)
         return axes
 
@@ -447,6 +447,12 @@ def _given_settings(config: TrainConfig | None, settings: dict[str, Any]) -> dic
         default = TrainConfig()
         given = {f: getattr(config, f) for f in config_fields() if getattr(config, f) != getattr(default, f)}
     return {**given, **{k: v for k, v in settings.items() if k in config_fields()}}
+
+
+def recipe_for(config: TrainConfig) -> tuple[str, str]:
+    """("auto" or "none", why): what ``train(config=config)`` runs with no ``recipe=`` given (a run directory asks,
+    to checkpoint only what runs the settings as given)."""
+    return _choose_recipe(None, _given_settings(config, {}), False)
 
 
 def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tuple[str, str]:
