@@ -76,6 +76,8 @@ EXCLUDED = {
     "finetune train examples/digits-recipe.toml data.seed=1":
         "the README's comparison at another data seed: `finetune train examples/digits-recipe.toml` runs above, and "
         "tests/test_cli.py runs every example config",
+    "finetune train examples/movielens.toml":
+        "tests/test_cli.py::test_example_configs_run_as_written runs every example config as written",
     "torchrun --nproc_per_node=2 my_finetune.py":
         "my_finetune.py stands for the reader's own script; the README does not define it "
         "(tests/test_distributed.py runs its worker script under torchrun)",
