@@ -374,8 +374,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     as ``labels=`` (or ``(dataset, labels)``); an ``(X, y)`` whose X is memory-mapped (``np.load(path,
     mmap_mode="r")``, ``finetune.streams.MappedRows.safetensors``); ``finetune.datasets.ImageFolder``.
     ``num_workers`` processes read the loop's next batches ahead (``prefetch`` each).
-    ``head``: "auto" replaces an ``nn.Linear`` head whose width does not fit the labels by a new seeded one,
-    "new" always does, "keep" never; ``result.head`` says what was replaced. ``val_fraction`` holds out that
+    ``head``: "auto" replaces an ``nn.Linear`` head narrower than the labels need by a new seeded one (a wider
+    one is kept: the labels may be some of the model's own classes), "new" always does, "keep" never; ``result.head`` says what was replaced. ``val_fraction`` holds out that
     stratified share of the training sample as ``val`` (an error when ``val`` is given too).
 
     ``callback(kind, info)`` is called with ``"step"`` at most every ``callback_interval`` seconds (0: after
