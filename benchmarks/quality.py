@@ -173,13 +173,18 @@ def recommendation(seeds: int, epochs: int) -> None:
     bpr = finetune.train("mf", (pairs[train], None), task="ranking", num_users=int(pairs[:, 0].max()) + 1,
                          num_items=n_items, progress=False).model  # the defaults: recipe="auto", BPR
     ranked = recommend.ranking_metrics(bpr, pairs[train], pairs[test], n_items)
+    ncf = finetune.train("ncf", (pairs[train], None), task="ranking", num_users=int(pairs[:, 0].max()) + 1,
+                         num_items=n_items, progress=False).model  # the same rules for the MLP over the factors
+    ranked_ncf = recommend.ranking_metrics(ncf, pairs[train], pairs[test], n_items)
     print(f"\nRanking, leave-last-out ({len(test)} users, 99 sampled negatives):\n")
     print("| method | HR@10 | NDCG@10 |\n|---|---|---|")
     print(f"| popularity | {popular['hr@10']:.4f} | {popular['ndcg@10']:.4f} |")
     print(f"| finetune mf, defaults (trained on ratings) | {rated['hr@10']:.4f} | {rated['ndcg@10']:.4f} |")
     print(f"| finetune mf, `task='ranking'` (BPR), defaults | {ranked['hr@10']:.4f} | {ranked['ndcg@10']:.4f} |")
+    print(f"| finetune ncf, `task='ranking'` (BPR), defaults | {ranked_ncf['hr@10']:.4f} | {ranked_ncf['ndcg@10']:.4f} |")
     for name, found in (("popularity", popular), ("finetune mf, defaults (trained on ratings)", rated),
-                        ("finetune mf, task='ranking' (BPR), defaults", ranked)):
+                        ("finetune mf, task='ranking' (BPR), defaults", ranked),
+                        ("finetune ncf, task='ranking' (BPR), defaults", ranked_ncf)):
         panel("MovieLens ranking, leave-last-out: HR@10 (one split)", name, [found["hr@10"]])
 
     # new users: fine-tune instead of retrain

@@ -67,6 +67,25 @@ def test_training_graph_has_dropout_and_the_eval_graph_does_not(classifier):
     assert not torch.equal(model.forward_train(*inputs), model.forward_train(*inputs))  # dropout 0.1
 
 
+def test_the_head_reads_the_published_models_sentence_embedding():
+    """all-MiniLM-L6-v2 as published is Transformer -> mean Pooling -> Normalize (its modules.json): the features the
+    head reads (finetune.embed) are sentence-transformers' own embeddings, unit length; normalize=False gives the
+    mean before the Normalize module."""
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(text.minilm_path()), device="cpu")
+    texts = TEXTS[:4] + ["short", "a somewhat longer sentence about a film"]
+    expected = reference.encode(texts, convert_to_numpy=True)
+    model, tokenize = text.minilm_classifier(num_classes=2, max_length=16, dropout=False)
+    features = finetune.embed(model, tokenize(texts))
+    np.testing.assert_allclose(features, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-6)
+    raw, _ = text.minilm_classifier(num_classes=2, max_length=16, dropout=False, normalize=False)
+    mean = finetune.embed(raw, tokenize(texts))
+    np.testing.assert_allclose(mean / np.linalg.norm(mean, axis=1, keepdims=True), expected, atol=1e-5)
+    assert np.linalg.norm(mean, axis=1).min() > 2.0  # the raw mean is not unit length (about 3.8 on average)
+
+
 def test_dropout_false_trains_with_the_inference_graph():
     model, _ = text.minilm_classifier(num_classes=2, max_length=16, dropout=False)
     assert not hasattr(model, "forward_train")  # the loop runs forward, dropout off
