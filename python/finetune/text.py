@@ -4,8 +4,9 @@
     result = finetune.train(model, (tokenize(texts), labels), epochs=2, optimizer="adamw", lr=5e-5)
     result = finetune.train(model, (tokenize(texts), labels), freeze=["encoder"], lr=1e-3)  # head only
 
-The encoder (6 layers, 384 wide, 22.7M parameters) plus a linear head over its mean-pooled token states is
-traced to TorchScript here (Hugging Face models cannot be scripted), twice: in training mode for the C++
+The encoder (6 layers, 384 wide, 22.7M parameters) plus a linear head over its mean-pooled token states, each
+normalised to unit length as the published model's own pipeline does (all-MiniLM-L6-v2's modules.json: Transformer,
+Pooling, Normalize -- the embedding sentence-transformers and SetFit fit their heads on), is traced to TorchScript here (Hugging Face models cannot be scripted), twice: in training mode for the C++
 loop (dropout 0.1, as BERT-style models are fine-tuned) and in eval mode for everything else
 (`finetune.models.trace`). The traced module shares its parameters with the Python one.
 """
@@ -34,17 +35,19 @@ def minilm_path() -> Path:
 
 
 class MeanPooledClassifier(torch.nn.Module):
-    """encoder -> mean of the token states under the attention mask -> linear head."""
+    """encoder -> mean of the token states under the attention mask -> unit length (``normalize``) -> linear head."""
 
-    def __init__(self, encoder: torch.nn.Module, hidden: int, num_classes: int):
+    def __init__(self, encoder: torch.nn.Module, hidden: int, num_classes: int, normalize: bool = True):
         super().__init__()
         self.encoder = encoder
+        self.normalize = normalize
         self.head = torch.nn.Linear(hidden, num_classes)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        return self.head((states * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(torch.nn.functional.normalize(pooled, dim=1) if self.normalize else pooled)
 
 
 def token_lengths(texts: Sequence[str]) -> np.ndarray:
@@ -85,8 +88,13 @@ def tokenizer(max_length: int = 48) -> Callable[[Sequence[str]], list[np.ndarray
     return tokenize
 
 
-def minilm_classifier(num_classes: int, max_length: int = 48, seed: int = 0, dropout: bool = True):
+def minilm_classifier(num_classes: int, max_length: int = 48, seed: int = 0, dropout: bool = True,
+                      normalize: bool = True):
     """(a TorchScript classifier for finetune.train, its tokenize function).
+
+    ``normalize=True`` gives the head the sentence embedding as the published model makes it, unit length (a
+    linear head on it: +0.3 to +1.6 points over the raw mean on Rotten Tomatoes, README "Text, head only");
+    ``normalize=False`` the raw mean of the token states.
 
     ``dropout=True`` fine-tunes with the encoder's dropout (0.1) on, as BERT-style models are fine-tuned.
     ``dropout=False`` runs the encoder as in inference while training too: the choice for a frozen encoder
@@ -99,7 +107,7 @@ def minilm_classifier(num_classes: int, max_length: int = 48, seed: int = 0, dro
     hf_logging.disable_progress_bar()
     encoder = AutoModel.from_pretrained(str(minilm_path()))
     torch.manual_seed(seed)  # the head's initial weights
-    model = MeanPooledClassifier(encoder, encoder.config.hidden_size, num_classes).eval()
+    model = MeanPooledClassifier(encoder, encoder.config.hidden_size, num_classes, normalize).eval()
     tokenize = tokenizer(max_length)
     example = [torch.from_numpy(a) for a in tokenize(["an example", "another one"])]
     with warnings.catch_warnings():
