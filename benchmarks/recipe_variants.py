@@ -34,6 +34,8 @@ VARIANTS = {
     "the same CNN from scratch (recipe='auto')": ({}, SCRATCH, {}),
     "from scratch, rate = lowest loss / 10 (the rule before)": ({"SCRATCH_LR_DIVISOR": 10.0}, SCRATCH, {}),
     "from scratch, rate = lowest loss / 30": ({"SCRATCH_LR_DIVISOR": 30.0}, SCRATCH, {}),
+    "from scratch, patience 16 of 100 epochs": ({"SCRATCH_PATIENCE": 16, "SCRATCH_EPOCHS": 100}, SCRATCH, {}),
+    "from scratch, patience 4 of 25 epochs": ({"SCRATCH_PATIENCE": 4, "SCRATCH_EPOCHS": 25}, SCRATCH, {}),
     "the recipe as it is": ({}, {}, {}),
     "no head phase": ({}, {}, {"find_head": no_head}),
     "no phase shrunk (the recipe before it)": ({"SHRINK_MAX_PARAMS": 0}, {}, {}),
