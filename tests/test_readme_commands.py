@@ -76,6 +76,9 @@ EXCLUDED = {
     "finetune train examples/digits-recipe.toml data.seed=1":
         "the README's comparison at another data seed: `finetune train examples/digits-recipe.toml` runs above, and "
         "tests/test_cli.py runs every example config",
+    "finetune example --threads 1 --seed N":
+        "N stands for each seed of the README's table (about 4 minutes each); `finetune example --threads 2` runs "
+        "here, and tests/test_programs.py checks that a seed prints the same figures every run",
     "finetune train examples/movielens.toml":
         "tests/test_cli.py::test_example_configs_run_as_written runs every example config as written",
     "torchrun --nproc_per_node=2 my_finetune.py":
