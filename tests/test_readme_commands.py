@@ -79,6 +79,10 @@ EXCLUDED = {
     "finetune example --threads 1 --seed N":
         "N stands for each seed of the README's table (about 4 minutes each); `finetune example --threads 2` runs "
         "here, and tests/test_programs.py checks that a seed prints the same figures every run",
+    "python benchmarks/setfit_side_by_side.py --seeds 3 --shots 8 --fraction 0 --methods auto head --threads 1":
+        "a benchmark: 355 s on an Intel Xeon (finetune's rows of the SetFit table, rerun)",
+    'python benchmarks/recipe_variants.py --rows "patience 16" "patience 4"':
+        "a benchmark: 102 s on an Intel Xeon, 16 seeds of the digits story from scratch, twice",
     "finetune train examples/movielens.toml":
         "tests/test_cli.py::test_example_configs_run_as_written runs every example config as written",
     "torchrun --nproc_per_node=2 my_finetune.py":
@@ -132,7 +136,8 @@ EXCLUDED = {
     "python benchmarks/setfit_side_by_side.py --seeds 3 --shots 64 --fraction 0 --threads 1 --save docs/quality/setfit-64.json":
         "a benchmark: 5,552 s on this machine, and it needs setfit",
     "python benchmarks/probe.py": "a benchmark: MiniLM's features of 8,684 snippets, then 64 fits; 600 s here",
-    "python benchmarks/quality.py --sections images-recipe --seeds 3 --threads 1": "a benchmark: 1,079 s on this machine",
+    "python benchmarks/quality.py --sections images-recipe --seeds 3 --threads 1 --save docs/quality/images-recipe.json":
+        "a benchmark: 914 s on an Intel Xeon, 1 thread",
     "python benchmarks/lora.py --seeds 3 --epochs 3 --threads 2": "a benchmark: 2,029 s on this machine",
     "python benchmarks/quality.py --sections images-pretrained --seeds 3 --threads 1 --save docs/quality/images-pretrained.json":
         "a benchmark: 2,987 s on this machine (the defaults' fine-tune takes 10 to 13 minutes a seed)",
@@ -146,8 +151,8 @@ EXCLUDED = {
                                  "(tests/test_streams.py checks ImageFolder's streaming and its weights)",
     "pip install --no-deps fastai==2.8.12": "installs packages",
     'pip install fastcore fasttransform fastprogress fastdownload "plum-dispatch<2.10" cloudpickle': "installs packages",
-    "python benchmarks/quality.py --sections recipe --seeds 5":
-        "a benchmark: 392 s on this machine (tests/test_recipe.py runs its digits story over 5 seeds)",
+    "python benchmarks/quality.py --sections recipe --seeds 5 --threads 2 --save docs/quality/recipe.json":
+        "a benchmark: 527 s on an Intel Xeon (tests/test_recipe.py runs its digits story over 10 seeds)",
     "tensorboard --logdir runs": "starts a server that runs until stopped (and needs the tensorboard package)",
     "finetune tune CONFIG": "CONFIG is a placeholder; `finetune tune examples/wine-tune.toml` runs as written",
     "finetune train": "a mention of the command in prose, without its config; the full commands run as written",
