@@ -327,7 +327,10 @@ def images_recipe(seeds: int, epochs: int) -> None:
     for seed in range(seeds):
         pretrained = finetune.train("cnn", (mx, my.astype(np.int64)), seed=seed, progress=False, **fixed).model
         state = {k: v.clone() for k, v in pretrained.state_dict().items()}
-        for name, settings in ((f"SGD + cosine, {epochs} epochs", fixed), ("finetune's defaults (recipe='auto')", {})):
+        for name, settings in ((f"SGD + cosine, {epochs} epochs", fixed),
+                               ("finetune's old defaults (recipe='none': SGD 0.01, momentum 0.9, 10 epochs)",
+                                {"recipe": "none"}),
+                               ("finetune's defaults (recipe='auto')", {})):
             for start in ("from scratch", "pretrained on MNIST-5k, fine-tuned"):
                 # From scratch by name: a model passed in counts as trained, and the recipe would fine-tune it.
                 model: Any = "cnn"
