@@ -81,13 +81,23 @@ def test_a_config_that_shapes_nothing_runs_the_recipe_and_its_config_runs_it_aga
         assert "phase" in next(csv.reader(f))
 
 
-def test_a_shaping_setting_runs_as_given_with_checkpoints(tmp_path):
-    (tmp_path / "iris.toml").write_text('[data]\ndataset = "iris"\n\n[model]\nname = "mlp"\n\n[train]\nepochs = 3\n')
-    done = finetune_cli("train", str(tmp_path / "iris.toml"), "--out", str(tmp_path / "run"), "--quiet")
-    assert done.returncode == 0, done.stderr
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["recipe"][0]["value"] == "none" and "epochs" in metrics["recipe"][0]["reason"]
-    assert any((tmp_path / "run" / "checkpoints").iterdir())
+def test_a_neutral_setting_keeps_the_recipe_and_a_shaping_one_at_any_value_runs_as_given(tmp_path):
+    """A key the file sets counts as given at any value, as a keyword to train() does: lr = 0.01 is the default's
+    value and still runs the settings as given (with checkpoints); seed = 1 shapes nothing and keeps the recipe,
+    written back to config.toml. compare shows what the recipe chose as "(recipe)", not as the defaults."""
+    base = '[data]\ndataset = "iris"\n\n[model]\nname = "mlp"\n\n[train]\n'
+    for name, line in (("given", "lr = 0.01\n"), ("neutral", "seed = 1\n")):
+        (tmp_path / f"{name}.toml").write_text(base + line)
+        done = finetune_cli("train", str(tmp_path / f"{name}.toml"), "--out", str(tmp_path / name), "--quiet")
+        assert done.returncode == 0, done.stderr
+    given, neutral = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("given", "neutral"))
+    assert given["recipe"][0]["value"] == "none" and any((tmp_path / "given" / "checkpoints").iterdir())
+    assert neutral["recipe"][0]["value"] == "auto" and not (tmp_path / "neutral" / "checkpoints").exists()
+    assert tomllib.loads((tmp_path / "neutral" / "config.toml").read_text())["train"] == {"seed": 1}
+    table = runs.compare([tmp_path / "given", tmp_path / "neutral"])
+    row = dict(zip(table[0], table[2]))
+    assert row["recipe"] == '"auto"' and row["train.optimizer"] == '"(recipe)"' and row["train.seed"] == "1"
+    assert dict(zip(table[0], table[1]))["train.optimizer"] == '"sgd"'
 
 
 def test_charts_leave_gaps_where_the_recipes_phases_logged_nothing(tmp_path):
@@ -98,8 +108,12 @@ def test_charts_leave_gaps_where_the_recipes_phases_logged_nothing(tmp_path):
 
     history = [{"epoch": 0, "train_loss": 0.9, "lr": 0.0, "val_loss": 0.8, "val_accuracy": 0.5, "phase": 0},
                {"epoch": 1, "train_loss": 0.7, "lr": 1e-3, "val_loss": 0.6, "val_accuracy": 0.7, "phase": 1},
-               {"epoch": 2, "train_loss": 0.5, "lr": 1e-3, "phase": 2}]
-    assert report.series(history, "val_loss")[:2] == [0.8, 0.6] and np.isnan(report.series(history, "val_loss")[2])
+               {"epoch": 2, "train_loss": 0.6, "lr": 0.0, "phase": 2},
+               {"epoch": 3, "train_loss": 0.5, "lr": 1e-3, "val_loss": 0.5, "val_accuracy": 0.8, "phase": 3}]
+    values = report.series(history, "val_loss")
+    assert values[:2] == [0.8, 0.6] and np.isnan(values[2]) and values[3] == 0.5
+    assert report._chart("loss", {"v": values}).count("<polyline") == 2  # the gap splits the line
+    assert report._chart("lr", {"lr": report.series(history, "lr")}, log_y=True).count("<polyline") == 2
     metrics = {"test": {"accuracy": 0.9}, "validation": {}, "data": "d", "train_size": 3, "class_counts": {},
                "best_epoch": None, "steps": 3, "seconds": 1.0, "samples_per_s": 1.0, "environment": {},
                "recipe": [{"what": "kept", "value": "full", "reason": "the lowest validation loss"}]}

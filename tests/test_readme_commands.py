@@ -137,7 +137,7 @@ EXCLUDED = {
         "a benchmark: 5,552 s on this machine, and it needs setfit",
     "python benchmarks/probe.py": "a benchmark: MiniLM's features of 8,684 snippets, then 64 fits; 600 s here",
     "python benchmarks/quality.py --sections images-recipe --seeds 3 --threads 1 --save docs/quality/images-recipe.json":
-        "a benchmark: 914 s on an Intel Xeon, 1 thread",
+        "a benchmark: 794 s on an Intel Xeon, 1 thread",
     "python benchmarks/lora.py --seeds 3 --epochs 3 --threads 2": "a benchmark: 2,029 s on this machine",
     "python benchmarks/quality.py --sections images-pretrained --seeds 3 --threads 1 --save docs/quality/images-pretrained.json":
         "a benchmark: 2,987 s on this machine (the defaults' fine-tune takes 10 to 13 minutes a seed)",

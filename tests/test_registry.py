@@ -3,6 +3,7 @@ reads off the data."""
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +195,12 @@ def test_a_minilm_run_from_the_cli_records_its_options_and_evaluates_again(monke
     assert cfg.model == {"name": "minilm", "max_length": 8, "num_classes": 2, "dropout": True, "normalize": True}
     metrics = runs.evaluate_run(tmp_path / "run")
     assert 0.0 <= metrics["accuracy"] <= 1.0
+    # A run saved before the option existed rebuilds as it trained: its head read the raw mean (normalize=False).
+    from finetune import checkpoint, models
+
+    assert models.eager(model).normalize is True
+    tensors, meta = checkpoint.load_tensors(tmp_path / "run" / "model.safetensors")
+    spec = json.loads(meta["model"])
+    del spec["normalize"]
+    checkpoint.save_tensors(tmp_path / "run" / "model.safetensors", tensors, {**meta, "model": json.dumps(spec)})
+    assert models.eager(runs.load_run(tmp_path / "run")[1]).normalize is False

@@ -23,7 +23,7 @@ import inspect
 import numbers
 import typing
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -70,6 +70,13 @@ class ModelEntry:
     # with the weights (model.safetensors), not in config.toml, so its config run on other data reads them anew.
     statistics: tuple[str, ...] = ()
     mask_input: int | None = None  # which of its inputs is an attention mask (trim_padding): MiniLM's second
+    # Options added after run directories began saving their model's options, with what a saved set without them
+    # meant (MiniLM's normalize: its head read the raw mean before): a saved run rebuilds as it trained.
+    saved_before: dict[str, Any] = field(default_factory=dict)
+
+    def build_saved(self, options: dict[str, Any]) -> Any:
+        """The model a run directory saved with ``options``, an option it predates at the value it meant then."""
+        return self.build(**{**self.saved_before, **options})
 
     def choose_options(self, x: Any, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` with what the training inputs ``x`` decide before encoding (once, so that every split is
@@ -202,18 +209,20 @@ def register_model(name: str, *, infer_options: Infer | None = None, encode: Enc
                    example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None,
                    trained_weights: Callable[[dict[str, Any]], bool] | None = None,
                    choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
-                   mask_input: int | None = None, recipe: str = "default") -> Callable:
+                   mask_input: int | None = None, recipe: str = "default",
+                   saved_before: dict[str, Any] | None = None) -> Callable:
     """Decorator: the factory's keyword parameters are the model's options, their defaults the defaults and their
     annotations (int, float, bool, str, list) the types checked. ``infer_options(inputs, targets, task)`` returns
     the options the data decides; ``encode(X, options)`` turns what users pass into numbers, where it is not;
     ``trained_weights(options)`` says whether the built model is pretrained (default: it is not); ``mask_input``
     which of its inputs is an attention mask (batches are then cut to their longest row); ``recipe`` the rules
-    recipe="auto" trains it by (finetune.recipe.FAMILIES)."""
+    recipe="auto" trains it by (finetune.recipe.FAMILIES); ``saved_before`` the options added since run directories
+    saved the model's options, at the value their absence meant."""
     def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
         defaults = _signature_defaults(factory)
         _add(ModelEntry(name, factory, defaults, _option_types(factory, defaults), infer_options or _nothing_inferred,
                         encode, tuple(every_split), example_shape, trained_weights=trained_weights, choose=choose,
-                        mask_input=mask_input, recipe=recipe))
+                        mask_input=mask_input, recipe=recipe, saved_before=dict(saved_before or {})))
         return factory
 
     return decorator
@@ -387,7 +396,7 @@ def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: s
 
 
 @register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids, trained_weights=lambda o: True,
-                choose=_choose_max_length, mask_input=1, recipe="sentence encoder")
+                choose=_choose_max_length, mask_input=1, recipe="sentence encoder", saved_before={"normalize": False})
 def minilm(num_classes: int, max_length: int = 0, dropout: bool = True, normalize: bool = True) -> torch.jit.ScriptModule:
     """finetune.text.minilm_classifier's model (texts are tokenised at max_length; 0, the default: the length
     that keeps 95% of the training texts whole, up to 256; the head reads the unit-length sentence embedding

@@ -60,8 +60,14 @@ def _chart(title: str, series: dict[str, list[float]], width: int = 420, height:
     parts.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle" font-size="10">epoch</text>')
     for k, (name, values) in enumerate(series.items()):
         colour = _COLOURS[k % len(_COLOURS)]
-        coords = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values) if shown(v))
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>')
+        runs: list[list[str]] = [[]]  # a line per stretch of values shown: an epoch without one is a gap
+        for i, v in enumerate(values):
+            if shown(v):
+                runs[-1].append(f"{x(i):.1f},{y(v):.1f}")
+            elif runs[-1]:
+                runs.append([])
+        for coords in filter(None, runs):
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(coords)}"/>')
         parts.append(f'<text x="{width - right - 4}" y="{top + 12 + 13 * k}" text-anchor="end" font-size="11" '
                      f'fill="{colour}">{_html.escape(name)}</text>')
     parts.append("</svg>")

@@ -66,6 +66,9 @@ class RunConfig:
     source: str = "<defaults>"
     tune: dict[str, Any] = field(default_factory=dict)  # trials, metric, and the search space (finetune tune)
     lora: dict[str, Any] | None = None  # the [lora] table: adapters trained instead of the body (finetune.lora)
+    # The [train] keys the file and overrides set, at any value: each counts as given, as a keyword to train() does
+    # (a run whose keys shape nothing runs the recipe; `lr = 0.01`, the default's value, still shapes)
+    train_given: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = {"data": self.data, "model": self.model, "train": self.train.to_dict()}
@@ -215,7 +218,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         except (TypeError, ValueError) as error:
             raise type(error)(f"{source}: [lora] {error}") from None
     return RunConfig(data, model, train, source, dict(raw.get("tune", {})),
-                     dict(lora_table) if lora_table is not None else None)
+                     dict(lora_table) if lora_table is not None else None, tuple(sorted(train_values)))
 
 
 def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str,
@@ -311,7 +314,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     train_cfg = cfg.train.replace(progress=cfg.train.progress and not quiet)
     # A [train] table that shapes nothing runs the recipe, as finetune.train does by default; the recipe runs phases
     # of its own and does not checkpoint, so only a run of the settings as given writes checkpoints/.
-    recipe_run = training.recipe_for(cfg.train)[0] != "none"
+    recipe_run = training.recipe_for(cfg.train, cfg.train_given)[0] != "none"
     if train_cfg.checkpoint_dir is None and not recipe_run:
         train_cfg = train_cfg.replace(checkpoint_dir=str(out / "checkpoints"))
     val_train, val = validation_split(cfg, split)
@@ -329,9 +332,14 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     if writer_class is not None and distributed.process_rank() == 0:  # under torchrun, rank 0 writes the run
         events = writer_class(str(out / "tensorboard"), flush_secs=1)
 
+    epochs_logged = 0  # the recipe's phases count their epochs from 0 each: the events count on across them
+
     def on_event(kind: str, info: dict[str, Any]) -> bool:
-        if kind == "epoch" and events is not None:
-            log_epoch(events, info)
+        nonlocal epochs_logged
+        if kind == "epoch":
+            if events is not None:
+                log_epoch(events, {**info, "epoch": epochs_logged})
+            epochs_logged += 1
         return bool(callback(kind, info)) if callback is not None else False
 
     start = time.perf_counter()
@@ -358,8 +366,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
                         written_train, cfg.source, lora=cfg.lora)
     config_written = written.to_dict()
     if recipe_run:  # the settings the recipe chose were its phases' (metrics.json); config.toml runs the recipe again
-        default = TrainConfig().to_dict()
-        config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if v != default[k]}
+        config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if k in cfg.train_given}
     (out / "config.toml").write_text(write_toml(config_written))
     if result.lora is not None and not result.lora["merged"]:
         # Adapters kept apart (lora.merge = false): the run keeps what trained -- the adapters and the head, a
@@ -413,7 +420,7 @@ def with_chosen_options(cfg: RunConfig, x_train: Any) -> RunConfig:
     """The config with the model options its training inputs decide (MiniLM's max_length=0: from the texts)."""
     entry = registry.get(cfg.model["name"])
     chosen = entry.choose_options(x_train, _options(cfg))
-    return RunConfig(cfg.data, {**cfg.model, **chosen}, cfg.train, cfg.source, cfg.tune, cfg.lora)
+    return RunConfig(cfg.data, {**cfg.model, **chosen}, cfg.train, cfg.source, cfg.tune, cfg.lora, cfg.train_given)
 
 
 def model_inputs(cfg: RunConfig, x: Any) -> Any:
@@ -438,7 +445,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     adapters = run_dir / "adapters.safetensors"
     tensors, meta = checkpoint.load_tensors(adapters if adapters.exists() else run_dir / "model.safetensors")
     spec = json.loads(meta["model"])
-    model = registry.build(spec.pop("name"), **spec)
+    model = registry.get(spec.pop("name")).build_saved(spec)
     if not adapters.exists():
         model.load_state_dict(tensors)
         return cfg, model
@@ -562,8 +569,14 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
     configs, metrics = [], []
     for run_dir in run_dirs:
         cfg = load_config(Path(run_dir) / "config.toml")
-        configs.append({f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()})
-        metrics.append(json.loads((Path(run_dir) / "metrics.json").read_text())["test"])
+        record = json.loads((Path(run_dir) / "metrics.json").read_text())
+        config = {f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()}
+        ran = (record.get("recipe") or [{}])[0].get("value", "none")
+        if ran != "none":  # the recipe chose what its config.toml leaves out: not the defaults the file reads as
+            config = {k: v if not k.startswith("train.") or k[6:] in cfg.train_given else "(recipe)"
+                      for k, v in config.items()}
+        configs.append({**config, "recipe": ran})
+        metrics.append(record["test"])
     keys = sorted({k for c in configs for k in c} - {"train.checkpoint_dir", "train.progress"})
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
     metric_names = sorted({k for m in metrics for k in m})

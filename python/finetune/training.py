@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -449,10 +449,11 @@ def _given_settings(config: TrainConfig | None, settings: dict[str, Any]) -> dic
     return {**given, **{k: v for k, v in settings.items() if k in config_fields()}}
 
 
-def recipe_for(config: TrainConfig) -> tuple[str, str]:
-    """("auto" or "none", why): what ``train(config=config)`` runs with no ``recipe=`` given (a run directory asks,
-    to checkpoint only what runs the settings as given)."""
-    return _choose_recipe(None, _given_settings(config, {}), False)
+def recipe_for(config: TrainConfig, given: Sequence[str] = ()) -> tuple[str, str]:
+    """("auto" or "none", why): what ``train(config=config, **{k: getattr(config, k) for k in given})`` runs with
+    no ``recipe=`` given -- the fields named in ``given`` count as given at any value (a run directory asks, with the
+    keys its config file set, to checkpoint only what runs the settings as given)."""
+    return _choose_recipe(None, _given_settings(config, {k: getattr(config, k) for k in given}), False)
 
 
 def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tuple[str, str]:
