@@ -54,8 +54,7 @@ def main() -> None:
     def minilm() -> torch.nn.Module:
         """finetune's MiniLM classifier with dropout=False: a trace of the module in eval mode (the encoder runs as
         in inference while the head trains), the module itself kept for finetune.frozen's hooks."""
-        # The head on the raw mean of the token states, as the README's table was measured (before the unit-length
-        # embedding became MiniLM's default, measured under "Beside SetFit").
+        # normalize=False: the raw mean the README's table was measured with
         return text.minilm_classifier(2, max_length=48, seed=0, dropout=False, normalize=False)[0]
     tokens = [torch.from_numpy(a) for a in tokenize(list(split.x_train[keep]))]
     y = torch.from_numpy(split.y_train[keep])

@@ -182,7 +182,8 @@ def recommendation(seeds: int, epochs: int) -> None:
     print(f"| popularity | {popular['hr@10']:.4f} | {popular['ndcg@10']:.4f} |")
     print(f"| finetune mf, defaults (trained on ratings) | {rated['hr@10']:.4f} | {rated['ndcg@10']:.4f} |")
     print(f"| finetune mf, `task='ranking'` (BPR), defaults | {ranked['hr@10']:.4f} | {ranked['ndcg@10']:.4f} |")
-    print(f"| finetune ncf, `task='ranking'` (BPR), defaults | {ranked_ncf['hr@10']:.4f} | {ranked_ncf['ndcg@10']:.4f} |")
+    print(f"| finetune ncf, `task='ranking'` (BPR), defaults | {ranked_ncf['hr@10']:.4f} | "
+          f"{ranked_ncf['ndcg@10']:.4f} |")
     for name, found in (("popularity", popular), ("finetune mf, defaults (trained on ratings)", rated),
                         ("finetune mf, task='ranking' (BPR), defaults", ranked),
                         ("finetune ncf, task='ranking' (BPR), defaults", ranked_ncf)):
@@ -423,8 +424,7 @@ def text_section(seeds: int, fractions: list[float], epochs: int) -> None:
             for name, dropout, settings in TEXT_METHODS:
                 if fraction == 1.0 and name in TEXT_ABLATIONS:
                     continue  # on the 10% sample only: a run on all the data takes ~10 minutes
-                # The head on the raw mean of the token states, as the README's table was measured (before the unit-length
-                # embedding became MiniLM's default, measured under "Beside SetFit").
+                # normalize=False: the raw mean the README's table was measured with
                 model, tokenize = text.minilm_classifier(2, max_length=48, seed=seed, dropout=dropout, normalize=False)
                 start = time.perf_counter()
                 finetune.train(model, (tokenize(list(x)), y), epochs=epochs, batch_size=16, optimizer="adamw",

@@ -397,7 +397,8 @@ def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: s
 
 @register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids, trained_weights=lambda o: True,
                 choose=_choose_max_length, mask_input=1, recipe="sentence encoder", saved_before={"normalize": False})
-def minilm(num_classes: int, max_length: int = 0, dropout: bool = True, normalize: bool = True) -> torch.jit.ScriptModule:
+def minilm(num_classes: int, max_length: int = 0, dropout: bool = True,
+           normalize: bool = True) -> torch.jit.ScriptModule:
     """finetune.text.minilm_classifier's model (texts are tokenised at max_length; 0, the default: the length
     that keeps 95% of the training texts whole, up to 256; the head reads the unit-length sentence embedding
     unless normalize=False); the head's initial weights come from torch's current seed (finetune.train sets it

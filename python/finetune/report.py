@@ -22,6 +22,20 @@ def series(history: list[dict[str, float]], key: str) -> list[float]:
     return [float(h[key]) if h.get(key) is not None else math.nan for h in history]
 
 
+def draw_curves(loss_axes: Any, metric_axes: Any, history: list[dict[str, float]]) -> str | None:
+    """The loss curves (train, validation) on ``loss_axes`` and the validation metric on ``metric_axes``, by epoch
+    (matplotlib): what plots.png and Result.plot share. Returns the metric drawn (plotted_metric), None without."""
+    epochs = [h["epoch"] + 1 for h in history]
+    loss_axes.plot(epochs, series(history, "train_loss"), label="train")
+    if any("val_loss" in h for h in history):  # the recipe's refit has none: a gap
+        loss_axes.plot(epochs, series(history, "val_loss"), label="validation")
+    loss_axes.legend()
+    metric = plotted_metric(history)
+    if metric:
+        metric_axes.plot(epochs, series(history, metric))
+    return metric
+
+
 def _chart(title: str, series: dict[str, list[float]], width: int = 420, height: int = 240, log_y: bool = False) -> str:
     """A line chart of one or more series over epochs, as inline SVG (on a log scale, values <= 0 are left out:
     the recipe's head fit, a solve, has no rate)."""
@@ -165,17 +179,10 @@ def plots_png(path: str, history: list[dict[str, float]], metrics: dict[str, Any
         return False
     confusion = metrics.get("test_confusion_matrix")
     fig, axes = plt.subplots(1, 5 if confusion else 3, figsize=(22 if confusion else 13, 3.8))
-    epochs = [h["epoch"] + 1 for h in history]
-    axes[0].plot(epochs, series(history, "train_loss"), label="train")
-    if any("val_loss" in h for h in history):
-        axes[0].plot(epochs, series(history, "val_loss"), label="validation")
+    metric = draw_curves(axes[0], axes[1], history)
     axes[0].set(title="loss", xlabel="epoch")
-    axes[0].legend()
-    metric = plotted_metric(history)
-    if metric:
-        axes[1].plot(epochs, series(history, metric))
     axes[1].set(title=(metric or "no validation metric").replace("_", " "), xlabel="epoch")
-    axes[2].plot(epochs, [v if v > 0 else math.nan for v in series(history, "lr")])
+    axes[2].plot([h["epoch"] + 1 for h in history], [v if v > 0 else math.nan for v in series(history, "lr")])
     axes[2].set(title="learning rate (end of epoch)", xlabel="epoch", yscale="log")
     if confusion:
         import numpy as np

@@ -573,8 +573,8 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
         config = {f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()}
         ran = (record.get("recipe") or [{}])[0].get("value", "none")
         if ran != "none":  # the recipe chose what its config.toml leaves out: not the defaults the file reads as
-            config = {k: v if not k.startswith("train.") or k[6:] in cfg.train_given else "(recipe)"
-                      for k, v in config.items()}
+            config = {k: v if not k.startswith("train.") or k.removeprefix("train.") in cfg.train_given
+                      else "(recipe)" for k, v in config.items()}
         configs.append({**config, "recipe": ran})
         metrics.append(record["test"])
     keys = sorted({k for c in configs for k in c} - {"train.checkpoint_dir", "train.progress"})

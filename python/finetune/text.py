@@ -5,10 +5,11 @@
     result = finetune.train(model, (tokenize(texts), labels), freeze=["encoder"], lr=1e-3)  # head only
 
 The encoder (6 layers, 384 wide, 22.7M parameters) plus a linear head over its mean-pooled token states, each
-normalised to unit length as the published model's own pipeline does (all-MiniLM-L6-v2's modules.json: Transformer,
-Pooling, Normalize -- the embedding sentence-transformers and SetFit fit their heads on), is traced to TorchScript here (Hugging Face models cannot be scripted), twice: in training mode for the C++
-loop (dropout 0.1, as BERT-style models are fine-tuned) and in eval mode for everything else
-(`finetune.models.trace`). The traced module shares its parameters with the Python one.
+normalised to unit length as the published model's own pipeline does (all-MiniLM-L6-v2's modules.json:
+Transformer, Pooling, Normalize -- the embedding sentence-transformers and SetFit fit their heads on), is traced
+to TorchScript here (Hugging Face models cannot be scripted), twice: in training mode for the C++ loop (dropout
+0.1, as BERT-style models are fine-tuned) and in eval mode for everything else (`finetune.models.trace`). The
+traced module shares its parameters with the Python one.
 """
 
 from __future__ import annotations

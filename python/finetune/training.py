@@ -71,15 +71,9 @@ class Result:
             raise ImportError("Result.plot needs matplotlib: pip install matplotlib") from None
         if axes is None:
             _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-        epochs = [h["epoch"] + 1 for h in self.history]
-        axes[0].plot(epochs, report.series(self.history, "train_loss"), label="train")
-        if any("val_loss" in h for h in self.history):  # the recipe's refit has none: a gap
-            axes[0].plot(epochs, report.series(self.history, "val_loss"), label="validation")
+        metric = report.draw_curves(axes[0], axes[1], self.history)
         axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
-        axes[0].legend()
-        metric = report.plotted_metric(self.history)
         if metric:
-            axes[1].plot(epochs, report.series(self.history, metric))
             axes[1].set(xlabel="epoch", ylabel=metric, title=metric)
         return axes
 
@@ -375,8 +369,9 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     mmap_mode="r")``, ``finetune.streams.MappedRows.safetensors``); ``finetune.datasets.ImageFolder``.
     ``num_workers`` processes read the loop's next batches ahead (``prefetch`` each).
     ``head``: "auto" replaces an ``nn.Linear`` head narrower than the labels need by a new seeded one (a wider
-    one is kept: the labels may be some of the model's own classes), "new" always does, "keep" never; ``result.head`` says what was replaced. ``val_fraction`` holds out that
-    stratified share of the training sample as ``val`` (an error when ``val`` is given too).
+    one is kept: the labels may be some of the model's own classes), "new" always does, "keep" never;
+    ``result.head`` says what was replaced. ``val_fraction`` holds out that stratified share of the training
+    sample as ``val`` (an error when ``val`` is given too).
 
     ``callback(kind, info)`` is called with ``"step"`` at most every ``callback_interval`` seconds (0: after
     every step) and with ``"epoch"`` after each epoch; returning True stops training. Python is entered only
