@@ -60,14 +60,15 @@ def test_train_writes_a_complete_run_directory(wine_run):
 
 def test_a_config_that_shapes_nothing_runs_the_recipe_and_its_config_runs_it_again(tmp_path):
     """No [train] setting that shapes the training: the run directory gets the recipe (finetune.train's default),
-    its decisions in metrics.json and report.html, no checkpoints (the recipe does not checkpoint), and a
-    config.toml that runs the recipe again -- not the last phase's settings, which would run as given."""
+    its decisions in metrics.json and report.html, its phases' checkpoints with its journal, and a config.toml
+    that runs the recipe again -- not the last phase's settings, which would run as given."""
     (tmp_path / "iris.toml").write_text('[data]\ndataset = "iris"\n\n[model]\nname = "mlp"\n')
     for name in ("one", "two"):
         source = tmp_path / "iris.toml" if name == "one" else tmp_path / "one" / "config.toml"
         done = finetune_cli("train", str(source), "--out", str(tmp_path / name), "--quiet")
         assert done.returncode == 0, done.stderr
-    assert not (tmp_path / "one" / "checkpoints").exists()
+    assert (tmp_path / "one" / "checkpoints" / "recipe.json").is_file()
+    assert (tmp_path / "one" / "checkpoints" / "01-full" / "latest").is_file()  # a built MLP: one phase, refit
     one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
     assert one["recipe"][0] == {"what": "recipe", "value": "auto",
                                 "reason": "the default: no setting that shapes the training was given"}
@@ -92,7 +93,7 @@ def test_a_neutral_setting_keeps_the_recipe_and_a_shaping_one_at_any_value_runs_
         assert done.returncode == 0, done.stderr
     given, neutral = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("given", "neutral"))
     assert given["recipe"][0]["value"] == "none" and any((tmp_path / "given" / "checkpoints").iterdir())
-    assert neutral["recipe"][0]["value"] == "auto" and not (tmp_path / "neutral" / "checkpoints").exists()
+    assert neutral["recipe"][0]["value"] == "auto" and (tmp_path / "neutral" / "checkpoints" / "recipe.json").exists()
     assert tomllib.loads((tmp_path / "neutral" / "config.toml").read_text())["train"] == {"seed": 1}
     table = runs.compare([tmp_path / "given", tmp_path / "neutral"])
     row = dict(zip(table[0], table[2]))

@@ -261,7 +261,7 @@ class FakeRun:
         self.losses, self.starts, self.range_tests, self.best = losses, [], 0, best or {}
         self.order = ["head", "full", "shrunk", "shrunk_low"]
 
-    def train_phase(self, model, data, val, settings, stop_after):
+    def train_phase(self, model, data, val, settings, stop_after, name):
         self.starts.append({k: v.clone() for k, v in model.state_dict().items()})
         with torch.no_grad():
             for name, parameter in model.named_parameters():
@@ -376,7 +376,7 @@ def test_with_the_recipe_explicit_settings_win():
 @pytest.mark.parametrize("settings, match", [
     (dict(freeze=["0"]), "cannot be set with it"),
     (dict(restore_best=True), "cannot be set with it"),
-    (dict(checkpoint_dir="somewhere"), "does not yet checkpoint"),
+    (dict(resume="somewhere/step-00000010"), "resumes from its checkpoint_dir"),
 ])
 def test_settings_that_conflict_with_the_recipe_are_errors(settings, match):
     x, y = blobs()

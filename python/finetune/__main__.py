@@ -126,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=3e-4 model.hidden=[256]")
     train.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in the run directory from its checkpoints (the same config)")
     train.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
                        help="TensorBoard event files in RUN_DIR/tensorboard, written as each epoch ends: by default "
                             "when tensorboardX is installed; --tensorboard requires it, --no-tensorboard skips them")
@@ -181,7 +183,7 @@ def _train(args) -> int:
 
     cfg = runs.load_config(args.config, args.overrides)
     out = args.out or os.path.join("runs", Path(args.config).stem)
-    metrics = runs.run(cfg, out, quiet=args.quiet, tensorboard=args.tensorboard)
+    metrics = runs.run(cfg, out, quiet=args.quiet, tensorboard=args.tensorboard, resume=args.resume)
     from . import distributed
 
     if distributed.process_rank() == 0:  # under torchrun, rank 0 wrote the run directory

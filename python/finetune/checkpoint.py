@@ -9,6 +9,11 @@
         state.json            loop counters, history, format version
         config.json           the resolved TrainConfig
 
+A recipe run (recipe="auto" or "head") checkpoints each phase of the loop in a directory of its own,
+`checkpoint_dir/01-full/` and so on, laid out as above, and writes `checkpoint_dir/recipe.json`: the recipe, the
+settings given, and each range test's curve (recipe_journal). Resuming replays the recipe: a finished phase
+returns from its last checkpoint, the one interrupted continues, its rates are read back instead of measured.
+
 Nothing here unpickles: loading a checkpoint reads safetensors (with the `safetensors` package) and JSON only.
 Everything read is checked before it is used: each file's header against the file (every tensor's byte range
 inside the file and equal to its shape times its element size, before anything is allocated), state.json's
@@ -645,3 +650,51 @@ def load_model_state(model: Any, tensors: dict[str, torch.Tensor], source: str) 
     with torch.no_grad():
         for key, value in own.items():
             value.copy_(tensors[key])
+
+
+RECIPE_JOURNAL = "recipe.json"
+RECIPE_MODES = ("auto", "head")
+
+
+def recipe_journal(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The journal of the recipe run checkpointed in `directory` (its recipe.json), every field checked; None
+    where there is none. It holds what the recipe decided outside its phases' checkpoints: which recipe ran, the
+    settings it was given, and each range test's curve, in the order the recipe ran them."""
+    path = Path(directory) / RECIPE_JOURNAL
+    if not path.is_file():
+        return None
+    journal = _read_json(path, Path(directory))
+    try:
+        _object(journal, "the file", required={"format", "recipe", "given", "range_tests"},
+                allowed={"format", "recipe", "given", "range_tests"})
+        if type(journal["format"]) is not int or journal["format"] != FORMAT_VERSION:
+            raise _Invalid(f"format must be {FORMAT_VERSION}, got {_show(journal['format'])}")
+        if journal["recipe"] not in RECIPE_MODES:
+            raise _Invalid(f"recipe must be one of {list(RECIPE_MODES)}, got {_show(journal['recipe'])}")
+        _object(journal["given"], "given")
+        if not isinstance(journal["range_tests"], list):
+            raise _Invalid(f"range_tests must be a list, got {_show(journal['range_tests'])}")
+        for i, test in enumerate(journal["range_tests"]):
+            where = f"range_tests[{i}]"
+            _object(test, where, required={"lrs", "losses", "suggestion", "diverged"},
+                    allowed={"lrs", "losses", "suggestion", "diverged"})
+            for key in ("lrs", "losses"):
+                if not isinstance(test[key], list) or not test[key]:
+                    raise _Invalid(f"{where}.{key} must be a non-empty list of numbers, got {_show(test[key])}")
+                for j, value in enumerate(test[key]):
+                    _number(value, f"{where}.{key}[{j}]")
+            if len(test["lrs"]) != len(test["losses"]):
+                raise _Invalid(f"{where} has {len(test['lrs'])} lrs and {len(test['losses'])} losses")
+            _number(test["suggestion"], f"{where}.suggestion")
+            if type(test["diverged"]) is not bool:
+                raise _Invalid(f"{where}.diverged must be true or false, got {_show(test['diverged'])}")
+    except _Invalid as error:
+        raise ValueError(_one_line(f"recipe journal '{path}': {error}")) from None
+    return journal
+
+
+def write_recipe_journal(directory: str | os.PathLike, journal: dict[str, Any]) -> None:
+    """Writes `directory`/recipe.json atomically (a kill leaves the previous journal whole)."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(root / RECIPE_JOURNAL, json.dumps({"format": FORMAT_VERSION, **journal}, indent=1) + "\n")

@@ -185,7 +185,8 @@ RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_g
                   "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
                   "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "output_key", "topk",
                   "progress", "distributed", "bucket_mb", "dist_timeout", "cache_frozen", "cache_frozen_gb",
-                  "trim_padding", "group_by_length", "num_workers", "prefetch")
+                  "trim_padding", "group_by_length", "num_workers", "prefetch", "checkpoint_dir", "checkpoint_every",
+                  "keep_last")
 # Of those, the ones only the loop's optimisation reads. The linear probe of phase "head" (probe.py) fits a linear
 # classifier head on cached features to convergence and phase "pairs" runs SetFit's settings: both honour the rest
 # (and class_weights), and one of these given makes the loop train the head and leaves the pairs out.
@@ -376,8 +377,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     decisions and the phase kept, the indices the returned weights were trained on, the validation metrics of
     the kept weights -- measured before any refit, so on examples the model has not trained on).
 
-    ``train_phase(model, data, val, settings, stop_after)`` trains in place (stopping after ``stop_after`` epochs
-    when given); ``find_rate(model, data, settings)`` runs a range test; ``measure(model, val, calibrated)`` returns
+    ``train_phase(model, data, val, settings, stop_after, name)`` trains phase ``name`` in place (stopping after
+    ``stop_after`` epochs when given; the refit's phases are named "refit-<phase>"); ``find_rate(model, data, settings)`` runs a range test; ``measure(model, val, calibrated)`` returns
     the loss and metrics, and with ``calibrated`` also "calibrated_loss" where it can (calibrated_loss).
     ``family`` is the model's (``FAMILIES``): recommenders train by the rules above."""
     classification = config.task == "classification"
@@ -508,7 +509,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         if name == "head":  # the body's features now (after phase pairs, if it ran), computed once
             cache = _cache_head_inputs(plan, model, head, whole, sample, train_idx, val_idx, val, config)
         if name == "pairs":
-            results.append(train_phase(model, train_data, None, {"fit": "pairs", "head": head}, None))
+            results.append(train_phase(model, train_data, None, {"fit": "pairs", "head": head}, None, name))
             ran.append((name, {"fit": "pairs", "head": head}, 1))
             ends[name] = _copy_state(model)
             plan.note("pairs.result", {"pairs": results[-1].train_size, "steps": results[-1].steps,
@@ -549,7 +550,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                            else LR_DIVISOR if pretrained else SCRATCH_LR_DIVISOR)
                 settings["lr"] = _phase_lr(plan, name, find_shrunk_rate if phase.shrink is not None else find_rate,
                                            trainee, phase_train, settings, divisor)
-        result = train_phase(trainee, phase_train, phase_val, settings, None)
+        result = train_phase(trainee, phase_train, phase_val, settings, None, name)
         if val is not None:
             measured = measure(model, val, calibrated=calibrated)
             by_temperature = "calibrated_loss" in measured
@@ -600,7 +601,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                     plan.note("refit.head.C", refit["C"], "after the refit's pairs: C = PAIRS_HEAD_C / mean "
                               "|feature|^2 of the whole sample's new features, as head.C was of the training slice's")
             trainee, data = (cache.head, cache.whole) if name == "head" and cache is not None else (model, whole)
-            results.append(train_phase(trainee, data, None, refit, best_epochs))
+            results.append(train_phase(trainee, data, None, refit, best_epochs, f"refit-{name}"))
         plan.note("refit", {"examples": len(sample), "phases": [phases[n].name for n in lineage],
                             "epochs": [ran[n][2] for n in lineage]},
                   "after the decisions, the kept phases run again on the whole sample (validation slice included) "

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -298,13 +299,16 @@ def log_epoch(writer: Any, record: dict[str, Any]) -> None:
 
 
 def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
-        callback: Callable[[str, dict], bool | None] | None = None, tensorboard: bool | None = None) -> dict[str, Any]:
+        callback: Callable[[str, dict], bool | None] | None = None, tensorboard: bool | None = None,
+        resume: bool = False) -> dict[str, Any]:
     """Trains as `cfg` says and writes the run directory `out`; returns the metrics written.
 
     `callback` is passed on to finetune.train (called at steps and at each epoch's end; True stops the run).
     Each epoch is also logged to `out/tensorboard` as it ends, live, when tensorboardX is installed
     (`tensorboard=None`); `tensorboard=True` requires it (an ImportError naming the package, before any work),
-    `tensorboard=False` writes no event files."""
+    `tensorboard=False` writes no event files. The run checkpoints in `out/checkpoints` (unless train.checkpoint_dir
+    says elsewhere); `resume=True` continues an interrupted run from there -- the recipe's or the settings' as
+    given, whichever it was -- and then writes its event files whole, from the history."""
     import finetune
 
     writer_class = summary_writer(required=tensorboard is True) if tensorboard is not False else None
@@ -312,11 +316,14 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     split = load_data(cfg)
     train_cfg = cfg.train.replace(progress=cfg.train.progress and not quiet)
-    # A [train] table that shapes nothing runs the recipe, as finetune.train does by default; the recipe runs phases
-    # of its own and does not checkpoint, so only a run of the settings as given writes checkpoints/.
-    recipe_run = training.recipe_for(cfg.train, cfg.train_given)[0] != "none"
-    if train_cfg.checkpoint_dir is None and not recipe_run:
+    if train_cfg.checkpoint_dir is None:
         train_cfg = train_cfg.replace(checkpoint_dir=str(out / "checkpoints"))
+        _own_checkpoints(out, resume)
+    elif resume and not Path(train_cfg.checkpoint_dir).exists():
+        raise FileNotFoundError(f"resume: no checkpoints in '{train_cfg.checkpoint_dir}' (train.checkpoint_dir)")
+    # A [train] table that shapes nothing runs the recipe, as finetune.train does by default; a key the file sets
+    # counts as given at any value (lr = 0.01 runs as given), which a TrainConfig cannot tell train(): say it.
+    as_given = training.recipe_for(cfg.train, cfg.train_given)[0] == "none"
     val_train, val = validation_split(cfg, split)
     x_fit, y_fit = split.x_train[val_train], split.y_train[val_train]
     x_val, y_val = split.x_train[val], split.y_train[val]
@@ -337,7 +344,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     def on_event(kind: str, info: dict[str, Any]) -> bool:
         nonlocal epochs_logged
         if kind == "epoch":
-            if events is not None:
+            if events is not None and not resume:  # a resumed run's epochs are written whole at its end
                 log_epoch(events, {**info, "epoch": epochs_logged})
             epochs_logged += 1
         return bool(callback(kind, info)) if callback is not None else False
@@ -345,7 +352,11 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     start = time.perf_counter()
     try:
         result = finetune.train(entry.name, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg,
-                                callback=on_event, lora=cfg.lora, **options)
+                                callback=on_event, lora=cfg.lora, resume=resume,
+                                recipe="none" if as_given else None, **options)
+        if events is not None and resume:  # the epochs before the interruption too, counted across phases
+            for number, record in enumerate(result.history):
+                log_epoch(events, {**record, "epoch": number})
     finally:
         if events is not None:
             events.close()
@@ -365,7 +376,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     written = RunConfig(cfg.data, {k: v for k, v in resolved.model.items() if k not in kept or k in cfg.model},
                         written_train, cfg.source, lora=cfg.lora)
     config_written = written.to_dict()
-    if recipe_run:  # the settings the recipe chose were its phases' (metrics.json); config.toml runs the recipe again
+    if result.recipe[0]["value"] != "none":  # its settings were its phases' (metrics.json): config.toml reruns it
         config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if k in cfg.train_given}
     (out / "config.toml").write_text(write_toml(config_written))
     if result.lora is not None and not result.lora["merged"]:
@@ -409,6 +420,26 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     report.plots_png(str(out / "plots.png"), result.history, metrics)  # with matplotlib installed
     log.info("run written to %s", out)
     return metrics
+
+
+def _own_checkpoints(out: Path, resume: bool) -> None:
+    """Checks the run directory's checkpoints/ before a run writes there: resuming needs them; a new run replaces
+    a finished run's (its metrics.json too: the run is being replaced) and will not overwrite an interrupted
+    run's (checkpoints/ without metrics.json)."""
+    if distributed.process_rank() != 0:  # under torchrun, rank 0 looks after the run directory
+        return
+    own = out / "checkpoints"
+    held = own.is_dir() and any(own.iterdir())
+    if resume and not held:
+        raise FileNotFoundError(f"resume: '{out}' holds no checkpoints to resume (no {own})")
+    if resume or not held:
+        return
+    if not (out / "metrics.json").is_file():
+        raise ValueError(f"'{out}' holds an interrupted run ({own}, no metrics.json): --resume continues it; "
+                         "remove the directory or pass another --out to start afresh")
+    shutil.rmtree(own)
+    (out / "metrics.json").unlink()  # until this run writes its own: an interruption now leaves a run to resume
+    log.info("a new run in %s: the finished run's checkpoints and metrics.json removed", out)
 
 
 def _options(cfg: RunConfig) -> dict[str, Any]:

@@ -397,7 +397,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     run = _prepare(model, train_data, val, config, settings, head=head, lora=lora_settings)
     try:
         if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
-            result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval)
+            result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval, resume)
         else:
             result = _train_as_given(run, reason, val_fraction, callback, callback_interval, resume)
             result.recipe += _still_learning(result)  # the user's epochs: say if they cut the run short
@@ -452,28 +452,50 @@ def recipe_for(config: TrainConfig, given: Sequence[str] = ()) -> tuple[str, str
 
 
 def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tuple[str, str]:
-    """("auto", "head" or "none", why)."""
+    """("auto", "head" or "none", why). A resumed run (resume=True) runs what its checkpoint_dir holds: a recipe
+    run's journal (recipe.json) resumes the recipe, checkpoints of one loop the settings as given."""
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {list(RECIPES)} or None (chosen from the settings), got {recipe!r}")
     shaping = sorted(k for k in given if k not in recipes.RECIPE_NEUTRAL)
     distributed = os.environ.get("WORLD_SIZE", "1") not in ("", "1") and given.get("distributed") != "off"
+    directory = given.get("checkpoint_dir")
+    journal = checkpoint.recipe_journal(directory) if resume is True and directory else None
+    plain = resume is True and directory and journal is None and checkpoint.find(directory) is not None
     if recipe in ("auto", "head"):
         conflicting = sorted(k for k in given if k in recipes.CONFLICTING)
         if conflicting:
             raise ValueError(f"recipe={recipe!r} decides which layers train when, so {conflicting} cannot be set with "
                              "it; pass recipe='none' to run those settings as given")
-        if resume or given.get("checkpoint_dir") or distributed:
-            what = "resume" if resume else "checkpoint_dir" if given.get("checkpoint_dir") else "torchrun"
-            raise ValueError(f"recipe={recipe!r} runs phases of its own and does not yet checkpoint, resume or run "
-                             f"under torchrun (got {what}); pass recipe='none' with the settings to run")
+        if distributed:
+            raise ValueError(f"recipe={recipe!r} runs phases of its own and does not run under torchrun yet; pass "
+                             "recipe='none' with the settings to run")
+        if resume and resume is not True:
+            raise ValueError(f"recipe={recipe!r} resumes from its checkpoint_dir (resume=True), not from one "
+                             f"checkpoint (resume={str(resume)!r})")
+        if plain:
+            raise ValueError(f"checkpoint_dir '{directory}' holds the checkpoints of a run of the settings as given, "
+                             f"not of a recipe run; resume it with recipe='none'")
+        if journal is not None and journal["recipe"] != recipe:
+            raise ValueError(f"checkpoint_dir '{directory}' holds a recipe={journal['recipe']!r} run; resume it "
+                             f"with recipe={journal['recipe']!r}, got recipe={recipe!r}")
         return recipe, "given"
     if recipe == "none":
+        if journal is not None:
+            raise ValueError(f"checkpoint_dir '{directory}' holds a recipe={journal['recipe']!r} run "
+                             f"({checkpoint.RECIPE_JOURNAL}); resume it with recipe=None, or another checkpoint_dir "
+                             "for a run of the settings as given")
         return "none", "given"
+    if journal is not None:
+        return journal["recipe"], f"resumed: checkpoint_dir holds a recipe={journal['recipe']!r} run"
     if shaping:
         return "none", (f"settings that shape the training were given ({', '.join(shaping)}): they run as given, "
                         "with the defaults for the rest (recipe='auto' uses the given ones in its phases)")
-    if resume or distributed:
-        return "none", "a resumed or torchrun run runs the settings as given (the recipe does not checkpoint yet)"
+    if distributed:
+        return "none", "a torchrun run runs the settings as given (the recipe does not run under torchrun yet)"
+    if plain:
+        return "none", "resumed: checkpoint_dir holds the checkpoints of a run of the settings as given"
+    if resume and resume is not True:
+        return "none", "resumed from one checkpoint (resume=path): a run of the settings as given"
     return "auto", "the default: no setting that shapes the training was given"
 
 
@@ -513,31 +535,88 @@ def _hold_out(run: _Run, fraction: float) -> tuple[_Run, torch.Tensor]:
                                config=cfg, cpp_config=cfg.to_cpp()), train_idx
 
 
+# Settings a recipe run may be resumed with changed: where and how often it checkpoints, and how it reads.
+_JOURNAL_IGNORES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_last", "eval_batch_size", "num_workers",
+                    "prefetch")
+
+
+def _recipe_journal(run: _Run, mode: str, given: dict[str, Any], resume: Any) -> dict[str, Any] | None:
+    """The journal a recipe run with ``checkpoint_dir`` keeps (checkpoint.recipe_journal): read back when resuming
+    (the settings given then and now must agree), else new. None without checkpoint_dir. The weights the recipe
+    started from are kept beside it (initial.safetensors) and loaded when resuming: phases that do not checkpoint
+    (the linear probe) and the refit start from them, and the model passed in may have trained since (Ctrl-C in a
+    notebook, then resume=True with the same model)."""
+    cfg = run.config
+    if not cfg.checkpoint_dir:
+        return None
+    settings = json.loads(json.dumps({k: v for k, v in given.items() if k not in _JOURNAL_IGNORES}, default=str))
+    initial = os.path.join(cfg.checkpoint_dir, "initial.safetensors")
+    found = checkpoint.recipe_journal(cfg.checkpoint_dir)
+    if found is None:
+        os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+        checkpoint.preflight(cfg.checkpoint_dir, run.model)  # writable, and every tensor of a kind a file holds
+        checkpoint.save_tensors(initial, checkpoint.model_state(run.model), {"format": str(checkpoint.FORMAT_VERSION)})
+        journal = {"recipe": mode, "given": settings, "range_tests": []}
+        checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)  # last: a journal means a whole start
+        return journal
+    if resume is not True:
+        raise ValueError(f"checkpoint_dir '{cfg.checkpoint_dir}' already holds a recipe run "
+                         f"({checkpoint.RECIPE_JOURNAL}); resume=True continues it, or choose another checkpoint_dir "
+                         "(or remove it) to start afresh")
+    differing = sorted(k for k in {*settings, *found["given"]} if settings.get(k) != found["given"].get(k))
+    if differing:
+        details = ", ".join(f"{k}: checkpoint {found['given'].get(k)!r} vs now {settings.get(k)!r}" for k in differing)
+        raise ValueError(f"checkpoint_dir '{cfg.checkpoint_dir}' holds a recipe run given other settings ({details}); "
+                         "resume with the same settings, or start a new run")
+    if not os.path.isfile(initial):
+        raise FileNotFoundError(f"recipe run '{cfg.checkpoint_dir}' is incomplete: {initial} is missing")
+    checkpoint.load_model_state(run.model, checkpoint.load_tensors(initial)[0], initial)
+    log.info("resuming the recipe run in %s: %d range tests read back, finished phases load their last checkpoint",
+             cfg.checkpoint_dir, len(found["range_tests"]))
+    return found
+
+
 def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fraction: float | None,
-                callback: Callable[[str, dict], bool | None] | None, callback_interval: float) -> Result:
+                callback: Callable[[str, dict], bool | None] | None, callback_interval: float,
+                resume: Any = False) -> Result:
     """recipe="auto" or "head" (finetune.recipe): phases of the C++ loop on one sample, the recipe deciding
-    between them."""
+    between them. With checkpoint_dir each phase of the loop checkpoints in a directory of its own and the
+    range tests' curves go to the journal; resuming replays the recipe, each finished phase returning from its
+    last checkpoint (its weights, history and best epoch) and each range test from the journal, so the replay
+    takes the decisions it took before and the interrupted phase continues where it stopped."""
     cfg = run.config
     sample = _C.sample_indices(run.targets, run.cpp_config)
     # The recipe caches its head phase's features itself (cache_frozen decides); its phases do not again.
     base = dataclasses.replace(cfg, sample_fraction=1.0, sample_size=None, freeze=None, class_weights=None,
-                               cache_frozen=False)
+                               cache_frozen=False, checkpoint_dir=None)
     val = (run.val_inputs, run.val_targets) if run.val_inputs is not None else None
     passed = {k: v for k, v in given.items() if k not in recipes.RECIPE_NEUTRAL}
+    journal = _recipe_journal(run, mode, given, resume)
+    phases_started, range_tests_run = [0], [0]
+
+    def phase_directory(name: str) -> tuple[str | None, bool]:
+        """Where the phase checkpoints (checkpoint_dir/01-full, ...), and whether a checkpoint there resumes."""
+        phases_started[0] += 1
+        if journal is None:
+            return None, False
+        directory = os.path.join(cfg.checkpoint_dir, f"{phases_started[0]:02d}-{name}")
+        return directory, checkpoint.find(directory) is not None
 
     def given_form(split: Any) -> Any:
         """A split of the recipe's (inputs, targets) as train() takes it: ranking's y is None (no targets)."""
         return (split[0], None) if split is not None and cfg.task == "ranking" else split
 
     def train_phase(model: Any, train_data: Any, val_data: Any, settings: dict[str, Any],
-                    stop_after: int | None) -> Result:
-        if settings.get("fit") == "probe":
+                    stop_after: int | None, name: str) -> Result:
+        directory, resumed = phase_directory(name)
+        if settings.get("fit") == "probe":  # a convex fit, seconds long: fit again when the recipe is replayed
             return probe_phase(model, train_data, val_data, settings)
         if settings.get("fit") == "pairs":
-            return pairs_phase(model, train_data, settings["head"])
+            return pairs_phase(model, train_data, settings["head"], directory, resumed)
         # The refit has no validation data: the given monitor and patience were for the phases that had.
         kept = {k: v for k, v in passed.items() if val_data is not None or k not in ("monitor", "early_stopping")}
-        phase_cfg = _readers_for(dataclasses.replace(base, **{**settings, **kept}), train_data, val_data)
+        phase_cfg = _readers_for(dataclasses.replace(base, **{**settings, **kept}, checkpoint_dir=directory),
+                                 train_data, val_data)
         train_data, val_data = given_form(train_data), given_form(val_data)
 
         def on_event(kind: str, info: dict[str, Any]) -> bool:
@@ -546,19 +625,20 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
 
         # The loop below train(): the phase's length is the recipe's decision (no "still learning" note).
         return _train_as_given(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"), "the recipe's phase",
-                               callback=on_event, callback_interval=callback_interval)
+                               callback=on_event, callback_interval=callback_interval, resume=resumed)
 
-    def pairs_phase(model: Any, train_data: Any, head: str) -> Result:
+    def pairs_phase(model: Any, train_data: Any, head: str, directory: str | None, resumed: bool) -> Result:
         """Phase "pairs" (finetune.pairs, SetFit's): the body trained on pairs of examples in the loop, its
         cosine similarity regressed on 1 (same class) or 0."""
         inputs, targets = train_data
         first, second, similarity = pairs.draw(targets, pairs.ITERATIONS, cfg.seed)
         siamese = pairs.Siamese(models.eager(model), head, run.mask_input)
         pair_cfg = dataclasses.replace(base, **pairs.SETTINGS, task="regression", runner="python", trim_padding=False,
-                                       label_smoothing=0.0, early_stopping=0, restore_best=False, monitor="train_loss")
+                                       label_smoothing=0.0, early_stopping=0, restore_best=False, monitor="train_loss",
+                                       checkpoint_dir=directory)
         return _train_as_given(_prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None, pair_cfg,
                                         {}, head="keep"), "the recipe's phase", callback=callback,
-                               callback_interval=callback_interval)
+                               callback_interval=callback_interval, resume=resumed)
 
     def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any]) -> Result:
         """Phase "head" as the linear probe (finetune.probe): one fit to convergence, reported as one epoch."""
@@ -583,9 +663,17 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                                      "weight_decay": penalty, "from_epoch": 0}])
 
     def find_rate(model: Any, train_data: Any, settings: dict[str, Any]) -> LrFinderResult:
+        range_tests_run[0] += 1
+        if journal is not None and range_tests_run[0] <= len(journal["range_tests"]):  # resumed: as measured then
+            return LrFinderResult(**journal["range_tests"][range_tests_run[0] - 1])
         probe_cfg = _readers_for(dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
                                                      progress=False), train_data)
-        return find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg)
+        found = find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg)
+        if journal is not None:
+            journal["range_tests"].append({"lrs": [float(v) for v in found.lrs], "suggestion": float(found.suggestion),
+                                           "losses": [float(v) for v in found.losses], "diverged": bool(found.diverged)})
+            checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)
+        return found
 
     def measure(model: Any, val_data: Any, calibrated: bool = False) -> dict[str, Any]:
         readers = _readers_for(cfg, val_data)
