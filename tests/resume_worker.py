@@ -1,8 +1,9 @@
 """A fine-tune run in its own process, for the kill/resume tests (tests/test_checkpoint.py).
 
-    python resume_worker.py CHECKPOINT_DIR OUT.safetensors [--resume] [--pause-in-write]
+    python resume_worker.py CHECKPOINT_DIR OUT.safetensors [--resume] [--pause-in-write] [--recipe]
 
-Prints "step N" after every optimizer step (flushed), so the parent can kill it at a chosen step.
+Prints "step N" after every optimizer step (flushed), so the parent can kill it at a chosen step. With --recipe
+the run is finetune's recipe (no setting that shapes the training) and N counts the steps of all its phases.
 """
 
 from __future__ import annotations
@@ -55,13 +56,21 @@ def main() -> None:
     model = Net()
     x, y = data()
 
+    recipe = "--recipe" in sys.argv
+    steps = [0]
+
     def report(kind, info):
         if kind == "step":
-            print(f"step {info['step']}", flush=True)
-            time.sleep(0.05)  # a window for the parent's kill; numerics are unaffected
+            steps[0] += 1
+            print(f"step {steps[0] if recipe else info['step']}", flush=True)
+            time.sleep(0.01 if recipe else 0.05)  # a window for the parent's kill; numerics are unaffected
 
-    finetune.train(model, (x[:240], y[:240]), val=(x[240:], y[240:]), checkpoint_dir=directory,
-                   resume="--resume" in sys.argv, callback=report, callback_interval=0, **SETTINGS)
+    if recipe:  # the recipe's phases, its own validation slice carved from the sample
+        finetune.train(model, (x, y), checkpoint_dir=directory, resume="--resume" in sys.argv, callback=report,
+                       callback_interval=0, sample_fraction=0.8, seed=11, progress=False)
+    else:
+        finetune.train(model, (x[:240], y[:240]), val=(x[240:], y[240:]), checkpoint_dir=directory,
+                       resume="--resume" in sys.argv, callback=report, callback_interval=0, **SETTINGS)
     checkpoint.save_tensors(out, {k: v for k, v in model.state_dict().items()})
     print("done", flush=True)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from finetune import runs
 from finetune.config import TrainConfig
@@ -599,3 +600,42 @@ def test_a_run_config_reads_a_csv_in_its_encoding(capsys, tmp_path):
     cfg = runs.load_config(tmp_path / "d.toml", ['data.encoding="latin-1"'])
     split = runs.load_data(cfg)
     assert split.x_train.shape[1] == 2 and len(split.y_train) + len(split.y_test) == 40
+
+
+def test_an_interrupted_run_directory_resumes_with_resume_and_is_not_overwritten_without(tmp_path):
+    """A recipe run directory stopped by Ctrl-C (its checkpoints written, no metrics.json): a new run there is a
+    one-line error saying --resume continues it; `finetune train --resume` ends with the model of the run never
+    stopped, bit for bit, and the same test metrics. A finished run's directory is simply run again."""
+    from finetune import checkpoint
+
+    (tmp_path / "digits.toml").write_text('[data]\ndataset = "digits"\n\n[model]\nname = "mlp"\n')
+    cfg = runs.load_config(str(tmp_path / "digits.toml"), [])
+    whole = runs.run(cfg, tmp_path / "whole", quiet=True)
+
+    def stop(kind, info):
+        if kind == "step" and info["step"] >= 300:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runs.run(cfg, tmp_path / "stopped", quiet=True, callback=stop)
+    assert not (tmp_path / "stopped" / "metrics.json").exists()
+    again = finetune_cli("train", str(tmp_path / "digits.toml"), "--out", str(tmp_path / "stopped"), "--quiet")
+    assert again.returncode == 2 and "holds an interrupted run" in again.stderr and "--resume" in again.stderr
+    resumed = finetune_cli("train", str(tmp_path / "digits.toml"), "--out", str(tmp_path / "stopped"), "--quiet",
+                           "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
+    assert metrics["test"] == whole["test"] and metrics["recipe"][1:] == whole["recipe"][1:]
+    a, b = (checkpoint.load_tensors(tmp_path / n / "model.safetensors")[0] for n in ("whole", "stopped"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with open(tmp_path / "stopped" / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(whole_history(tmp_path / "whole"))
+    rerun = finetune_cli("train", str(tmp_path / "digits.toml"), "--out", str(tmp_path / "stopped"), "--quiet")
+    assert rerun.returncode == 0, rerun.stderr  # finished: its checkpoints give way to the new run's
+    nothing = finetune_cli("train", str(tmp_path / "digits.toml"), "--out", str(tmp_path / "new"), "--resume")
+    assert nothing.returncode == 2 and "holds no checkpoints to resume" in nothing.stderr
+
+
+def whole_history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv") as f:
+        return list(csv.DictReader(f))

@@ -272,6 +272,10 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess, Path], None]] = {
     "finetune train examples/digits-recipe.toml": lambda done, work: (
         _metrics(work, "digits-recipe")["recipe"][0]["value"] == "auto"
         and _metrics(work, "digits-recipe")["test"]["accuracy"] > 0.9 or pytest.fail(done.stdout)),
+    # A finished recipe run resumed: every phase returns from its last checkpoint, nothing trains, the same model.
+    "finetune train examples/digits-recipe.toml --resume": lambda done, work: (
+        _metrics(work, "digits-recipe")["recipe"][0]["reason"] == "resumed: checkpoint_dir holds a recipe='auto' run"
+        and _metrics(work, "digits-recipe")["test"]["accuracy"] > 0.9 or pytest.fail(done.stdout)),
     "finetune train examples/digits.toml": lambda done, work: (
         _metrics(work, "digits")["test"]["accuracy"] > 0.8 and (work / "runs/digits/report.html").is_file()
         or pytest.fail(done.stdout)),

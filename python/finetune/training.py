@@ -352,7 +352,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     Settings are the fields of :class:`TrainConfig` as keywords (``epochs=5, lr=0.01, batch_size="full"``).
 
     ``recipe="auto"`` (the default when no setting that shapes the training -- optimizer, rate, schedule, epochs,
-    freezing, early stopping, class weights, checkpoints -- is given) runs finetune's recipe (``finetune.recipe``):
+    freezing, early stopping, class weights -- is given) runs finetune's recipe (``finetune.recipe``):
     a validation slice, the head first, then every layer, rates from range tests, early stopping; each decision
     is in ``result.recipe`` (few-shot text holds no slice out: SetFit's pairs then the head, nothing to decide on
     one; ``val_fraction`` or ``val`` measures). ``recipe="head"`` runs its head phase alone (the body frozen, its
@@ -553,7 +553,6 @@ def _recipe_journal(run: _Run, mode: str, given: dict[str, Any], resume: Any) ->
     initial = os.path.join(cfg.checkpoint_dir, "initial.safetensors")
     found = checkpoint.recipe_journal(cfg.checkpoint_dir)
     if found is None:
-        os.makedirs(cfg.checkpoint_dir, exist_ok=True)
         checkpoint.preflight(cfg.checkpoint_dir, run.model)  # writable, and every tensor of a kind a file holds
         checkpoint.save_tensors(initial, checkpoint.model_state(run.model), {"format": str(checkpoint.FORMAT_VERSION)})
         journal = {"recipe": mode, "given": settings, "range_tests": []}

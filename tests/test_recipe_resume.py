@@ -1,0 +1,171 @@
+"""The recipe checkpoints: killed or interrupted in any phase, a resumed recipe run ends with the weights, decisions
+and history of the run never interrupted; what cannot be resumed is a clear error."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import finetune
+from finetune import checkpoint
+
+from helpers import mlp
+from test_checkpoint import assert_bitwise_equal, finish, run_until, start
+
+SETTINGS = dict(sample_fraction=0.3, seed=3, progress=False)  # nothing that shapes the training: the recipe runs
+
+
+@pytest.fixture(scope="module")
+def recipe_reference(tmp_path_factory) -> tuple[dict[str, torch.Tensor], int]:
+    """The recipe run of tests/resume_worker.py, never interrupted: its weights and how many steps it took."""
+    root = tmp_path_factory.mktemp("recipe")
+    proc = start(root / "ckpt", root / "weights.safetensors", "--recipe")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    steps = sum(line.startswith("step ") for line in stdout.splitlines())
+    assert steps > 100  # phases full, shrunk and the refit step in the loop (the head is the probe's fit)
+    return checkpoint.load_tensors(root / "weights.safetensors")[0], steps
+
+
+@pytest.mark.parametrize("fraction", sorted(random.Random(2027).uniform(0.02, 0.98) for _ in range(3)))
+def test_a_recipe_run_killed_anywhere_then_resumed_is_bitwise_identical(tmp_path, recipe_reference, fraction):
+    """SIGKILL at a random step of the recipe (any phase; the worker rebuilds its model from scratch, as a new
+    process does), then resume=True: the weights of the run never killed, bit for bit."""
+    reference, steps = recipe_reference
+    proc = start(tmp_path / "ckpt", tmp_path / "w.safetensors", "--recipe")
+    run_until(proc, f"step {max(1, int(fraction * steps))}", signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    resumed = finish(tmp_path / "ckpt", tmp_path / "w.safetensors", "--recipe", "--resume")
+    assert_bitwise_equal(resumed, reference)
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.data / 16.0).astype(np.float32), d.target
+
+
+def _without_clock(history):
+    return [{k: v for k, v in h.items() if k not in ("seconds", "samples_per_s")} for h in history]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_recipe():
+    x, y = _digits()
+    torch.manual_seed(0)
+    model = mlp()
+    start_state = {k: v.clone() for k, v in model.state_dict().items()}
+    result = finetune.train(model, (x, y), **SETTINGS)
+    return start_state, model.state_dict(), result
+
+
+# Its 1,298 steps: phase full 1-504, shrunk 505-910, the refit 911-1298 (the head phases are the probe's fit).
+@pytest.mark.parametrize("stop_at", [20, 600, 1000])
+def test_ctrl_c_in_a_phase_then_resume_with_the_same_model(tmp_path, uninterrupted_recipe, stop_at):
+    """Ctrl-C in a notebook, then resume=True with the model object that trained meanwhile: the recipe starts
+    again from its initial weights (kept in the checkpoint directory), reads its range tests back, and ends as
+    the run never interrupted -- weights, every decision and the history."""
+    start_state, reference, expected = uninterrupted_recipe
+    x, y = _digits()
+    model = mlp()
+    model.load_state_dict(start_state)
+    seen = [0]
+
+    def interrupt(kind, info):
+        if kind == "step":
+            seen[0] += 1
+            if seen[0] == stop_at:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune.train(model, (x, y), checkpoint_dir=tmp_path, callback=interrupt, callback_interval=0, **SETTINGS)
+    journal = json.loads((tmp_path / "recipe.json").read_text())
+    assert journal["recipe"] == "auto" and journal["range_tests"]
+    result = finetune.train(model, (x, y), checkpoint_dir=tmp_path, resume=True, **SETTINGS)
+    for key, value in reference.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert result.recipe[0] == {"what": "recipe", "value": "auto",
+                                "reason": "resumed: checkpoint_dir holds a recipe='auto' run"}
+    assert result.recipe[1:] == expected.recipe[1:]
+    assert _without_clock(result.history) == _without_clock(expected.history)
+    # A directory for each phase of the loop, numbered in order (01-head and 04-refit-head: the probe's fits).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["02-full", "03-shrunk", "05-refit-shrunk",
+                                                          "initial.safetensors", "recipe.json"]
+
+
+def test_a_finished_recipe_run_resumed_trains_nothing_more(tmp_path, uninterrupted_recipe):
+    start_state, reference, _ = uninterrupted_recipe
+    x, y = _digits()
+    model = mlp()
+    model.load_state_dict(start_state)
+    finetune.train(model, (x, y), checkpoint_dir=tmp_path, **SETTINGS)
+    steps = []
+    finetune.train(model, (x, y), checkpoint_dir=tmp_path, resume=True, callback_interval=0,
+                   callback=lambda kind, info: steps.append(info) if kind == "step" else None, **SETTINGS)
+    assert steps == []
+    for key, value in reference.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+@pytest.fixture
+def recipe_dir(tmp_path):
+    """A checkpoint directory holding a finished recipe run of a small MLP."""
+    x, y = _digits()
+    finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=tmp_path, **SETTINGS)
+    return tmp_path
+
+
+@pytest.mark.parametrize("call, match", [
+    (dict(), "already holds a recipe run .*resume=True continues it"),
+    (dict(resume=True, batch_size=16), r"given other settings \(batch_size: checkpoint None vs now 16\)"),
+    (dict(resume=True, recipe="none"), "holds a recipe='auto' run .*resume it with recipe=None"),
+    (dict(resume=True, recipe="head"), "holds a recipe='auto' run; resume it with recipe='auto'"),
+])
+def test_what_cannot_resume_a_recipe_run_is_an_error(recipe_dir, call, match):
+    x, y = _digits()
+    with pytest.raises(ValueError, match=match):
+        finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=recipe_dir, **{**SETTINGS, **call})
+
+
+def test_a_recipe_cannot_resume_a_run_of_the_settings_as_given(tmp_path):
+    x, y = _digits()
+    finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=tmp_path, epochs=1, **SETTINGS)
+    with pytest.raises(ValueError, match="holds the checkpoints of a run of the settings as given"):
+        finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=tmp_path, resume=True, recipe="auto", **SETTINGS)
+    # With no recipe= a resume runs what the directory holds: here the settings as given.
+    result = finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=tmp_path, resume=True, epochs=1, **SETTINGS)
+    assert result.recipe[0]["value"] == "none"
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda j: {**j, "format": 2}, "format must be 1, got 2"),
+    (lambda j: {**j, "recipe": "fast"}, r"recipe must be one of \['auto', 'head'\], got 'fast'"),
+    (lambda j: {k: v for k, v in j.items() if k != "given"}, "given is missing"),
+    (lambda j: {**j, "range_tests": [{"lrs": [1e-3], "losses": [], "suggestion": 1e-3, "diverged": False}]},
+     r"range_tests\[0\].losses must be a non-empty list"),
+    (lambda j: {**j, "range_tests": [{"lrs": [1e-3], "losses": ["x"], "suggestion": 1e-3, "diverged": False}]},
+     r"range_tests\[0\].losses\[0\] must be a number, got 'x'"),
+    (lambda j: {**j, "range_tests": [{"lrs": [1e-3, 1e-2], "losses": [1.0], "suggestion": 1e-3, "diverged": False}]},
+     r"range_tests\[0\] has 2 lrs and 1 losses"),
+    (lambda j: {**j, "extra": 1}, r"unexpected key\(s\) \['extra'\]"),
+])
+def test_a_crafted_recipe_journal_is_a_one_line_error_naming_the_field(recipe_dir, edit, match):
+    path = recipe_dir / "recipe.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    x, y = _digits()
+    with pytest.raises(ValueError, match=match) as error:
+        finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=recipe_dir, resume=True, **SETTINGS)
+    assert "recipe.json" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_recipe_run_without_its_initial_weights_is_an_error(recipe_dir):
+    (recipe_dir / "initial.safetensors").unlink()
+    x, y = _digits()
+    with pytest.raises(FileNotFoundError, match="initial.safetensors is missing"):
+        finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=recipe_dir, resume=True, **SETTINGS)
