@@ -362,7 +362,8 @@ def images_recipe(seeds: int, epochs: int) -> None:
 
 def images_pretrained(seeds: int, epochs: int) -> None:
     """Fashion-MNIST at 10% from digit-recognizer-py's CNN (trained on all of MNIST) vs the same network from
-    scratch, with fixed SGD settings and with finetune's defaults (recipe="auto"), on the same samples."""
+    scratch, with fixed SGD settings, with the old defaults (recipe="none") and with finetune's defaults
+    (recipe="auto"), on the same samples; and the classical baseline (logistic regression on the pixels) on them."""
     from finetune import pretrained
 
     fashion = datasets.load("fashion-mnist")
@@ -370,7 +371,10 @@ def images_pretrained(seeds: int, epochs: int) -> None:
     fixed = dict(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, schedule="cosine", epochs=epochs)
     table: dict[str, list[tuple[float, float]]] = {}
     for seed in range(seeds):
-        for name, settings in ((f"SGD + cosine, {epochs} epochs", fixed), ("finetune's defaults (recipe='auto')", {})):
+        for name, settings in ((f"SGD + cosine, {epochs} epochs", fixed),
+                               ("finetune's old defaults (recipe='none': SGD 0.01, momentum 0.9, 10 epochs)",
+                                {"recipe": "none"}),
+                               ("finetune's defaults (recipe='auto')", {})):
             for start, is_pretrained in (("from scratch", False), ("digit-recognizer CNN (MNIST), fine-tuned", True)):
                 began = time.perf_counter()  # by name: with pretrained=False the recipe knows the weights are random
                 r = finetune.train("digit_cnn", (x_train, fashion.y_train), pretrained=is_pretrained,
@@ -378,7 +382,13 @@ def images_pretrained(seeds: int, epochs: int) -> None:
                 seconds = time.perf_counter() - began
                 accuracy = finetune.evaluate(r.model, (x_test, fashion.y_test))["accuracy"]
                 table.setdefault(f"{start}, {name}", []).append((accuracy, seconds))
-                print(f"seed {seed}: {start}, {name}: {accuracy:.4f} in {seconds:.0f} s", flush=True)
+                decisions = f" | recipe: {recipe_line(r)}" if not settings and is_pretrained else ""
+                print(f"seed {seed}: {start}, {name}: {accuracy:.4f} in {seconds:.0f} s{decisions}", flush=True)
+        # The classical baseline on the same sample (the last run's sample_indices; the seed draws it).
+        accuracy, seconds = pixels_baseline(fashion.x_train, fashion.y_train, r.sample_indices, fashion.x_test,
+                                            fashion.y_test)
+        table.setdefault(PIXELS_BASELINE, []).append((accuracy, seconds))
+        print(f"seed {seed}: {PIXELS_BASELINE}: {accuracy:.4f} in {seconds:.0f} s", flush=True)
     print(f"\n### Fashion-MNIST, 10% of the training set, digit-recognizer's CNN architecture, test accuracy "
           f"({seeds} seeds)\n")
     print("| method | accuracy | seconds |\n|---|---|---|")

@@ -97,6 +97,9 @@ def test_ctrl_c_in_a_phase_then_resume_with_the_same_model(tmp_path, uninterrupt
     # A directory for each phase of the loop, numbered in order (01-head and 04-refit-head: the probe's fits).
     assert sorted(p.name for p in tmp_path.iterdir()) == ["02-full", "03-shrunk", "05-refit-shrunk",
                                                           "initial.safetensors", "recipe.json"]
+    for phase in ("02-full", "03-shrunk", "05-refit-shrunk"):  # finished: its last checkpoint alone is kept
+        assert sorted(p.name for p in (tmp_path / phase).iterdir() if not p.name.startswith("step-")) == ["latest"]
+        assert len([p for p in (tmp_path / phase).iterdir() if p.name.startswith("step-")]) == 1
 
 
 def test_a_finished_recipe_run_resumed_trains_nothing_more(tmp_path, uninterrupted_recipe):

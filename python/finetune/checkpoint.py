@@ -373,6 +373,16 @@ def _prune(root: Path, keep_last: int) -> None:
             shutil.rmtree(root / old, ignore_errors=True)
 
 
+def settle(directory: str | os.PathLike) -> None:
+    """A finished recipe phase's directory down to its `latest` checkpoint: all a resumed recipe reads of it (the
+    best epoch's weights, which the phase returned, are in it too)."""
+    root = Path(directory)
+    if _read_pointer(root, "latest", strict=False) is None:
+        return
+    (root / "best").unlink(missing_ok=True)
+    _prune(root, 1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # reading checkpoints
 

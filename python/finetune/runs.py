@@ -408,9 +408,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         "samples_per_s": float(np.median([h["samples_per_s"] for h in result.history])) if result.history else 0.0,
         "param_groups": result.param_groups,
         "recipe": result.recipe,  # what ran and why: the recipe's decisions, or why the settings ran as given
-        "distributed": {"world_size": result.world_size,
-                        "global_batch": min((train_cfg.batch_size or result.train_size) * train_cfg.accumulate
-                                            * result.world_size, result.train_size),
+        "distributed": {"world_size": result.world_size, "global_batch": _global_batch(result),
                         "communication_seconds": result.communication_seconds,
                         "allreduce_overlap": result.allreduce_overlap},
         "environment": environment(),
@@ -420,6 +418,13 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     report.plots_png(str(out / "plots.png"), result.history, metrics)  # with matplotlib installed
     log.info("run written to %s", out)
     return metrics
+
+
+def _global_batch(result: Any) -> int:
+    """Examples a step of the run that wrote the weights (a recipe's last phase: each phase's is in its decisions)."""
+    batch = result.config.batch_size
+    batch = result.train_size if batch in (None, "full") else batch
+    return min(batch * result.config.accumulate * result.world_size, result.train_size)
 
 
 def _own_checkpoints(out: Path, resume: bool) -> None:

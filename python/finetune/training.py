@@ -623,8 +623,12 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
             return stop or (stop_after is not None and kind == "epoch" and info["epoch"] + 1 >= stop_after)
 
         # The loop below train(): the phase's length is the recipe's decision (no "still learning" note).
-        return _train_as_given(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"), "the recipe's phase",
-                               callback=on_event, callback_interval=callback_interval, resume=resumed)
+        result = _train_as_given(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"),
+                                 "the recipe's phase", callback=on_event, callback_interval=callback_interval,
+                                 resume=resumed)
+        if directory is not None:  # finished: a resumed recipe reads its last checkpoint alone
+            checkpoint.settle(directory)
+        return result
 
     def pairs_phase(model: Any, train_data: Any, head: str, directory: str | None, resumed: bool) -> Result:
         """Phase "pairs" (finetune.pairs, SetFit's): the body trained on pairs of examples in the loop, its
@@ -635,9 +639,12 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         pair_cfg = dataclasses.replace(base, **pairs.SETTINGS, task="regression", runner="python", trim_padding=False,
                                        label_smoothing=0.0, early_stopping=0, restore_best=False, monitor="train_loss",
                                        checkpoint_dir=directory)
-        return _train_as_given(_prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None, pair_cfg,
-                                        {}, head="keep"), "the recipe's phase", callback=callback,
-                               callback_interval=callback_interval, resume=resumed)
+        result = _train_as_given(_prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None,
+                                          pair_cfg, {}, head="keep"), "the recipe's phase", callback=callback,
+                                 callback_interval=callback_interval, resume=resumed)
+        if directory is not None:
+            checkpoint.settle(directory)
+        return result
 
     def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any]) -> Result:
         """Phase "head" as the linear probe (finetune.probe): one fit to convergence, reported as one epoch."""
