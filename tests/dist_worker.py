@@ -2,7 +2,8 @@
 
     torchrun --nproc_per_node=2 dist_worker.py OUT_DIR [--die-at STEP] [--checkpoint DIR] [--variant NAME]
 
-Variants: "plain" (SGD, one bucket); "buckets" (AdamW with weight decay, a bucket per parameter,
+Variants: "recipe" (finetune's recipe, its own validation slice, batch_size 32 // world: the one-process run's
+global batch); "recipe-defaults" (the recipe with nothing given: the head as the linear probe); "plain" (SGD, one bucket); "buckets" (AdamW with weight decay, a bucket per parameter,
 accumulation, gradual unfreezing and a parameter forward never uses); "nan" (on_nan="skip", an input that
 overflows); "batchnorm"; "stop" (only rank 1 asks to stop); "regression"; "streamed" (train_data a torch
 Dataset that counts the examples each rank reads).
@@ -87,6 +88,10 @@ def main() -> None:
         settings = dict(epochs=3, batch_size=32 // world, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine",
                         checkpoint_dir=directory, checkpoint_every=5,
                         resume=directory is not None)
+    elif variant in ("recipe", "recipe-defaults"):  # no setting that shapes the training: the recipe runs
+        model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+        settings = dict(batch_size=32 // world) if variant == "recipe" else {}
+        settings.update(checkpoint_dir=directory, resume=directory is not None)
     elif variant == "buckets":
         model = WithUnused()
         settings = dict(epochs=3, batch_size=16 // world, accumulate=2, optimizer="adamw", lr=3e-3,
@@ -106,7 +111,8 @@ def main() -> None:
         settings = dict(task="regression", epochs=2, batch_size=32 // world, optimizer="sgd", lr=0.01, momentum=0.9)
     task = settings.get("task", "classification")
     train_data = Counted(x[:1400], y[:1400]) if variant == "streamed" else (x[:1400], y[:1400])
-    result = finetune.train(model, train_data, val=(x[1400:], y[1400:]), **common, **settings)
+    val = None if variant.startswith("recipe") else (x[1400:], y[1400:])  # the recipe carves its slice, then refits
+    result = finetune.train(model, train_data, val=val, **common, **settings)
     # The public evaluate() under torchrun: every rank calls it, each on its shard, all get the whole set's metrics.
     evaluated = finetune.evaluate(model, (x[1400:], y[1400:]), task=task)
     # A split smaller than the world is evaluated whole on every rank (no rank is left with an empty shard).
@@ -122,7 +128,7 @@ def main() -> None:
                        "allreduce_overlap": result.allreduce_overlap, "step_losses": step_losses,
                        "confusion": None if result.confusion_matrix is None else result.confusion_matrix.tolist(),
                        "evaluated": plain(evaluated), "evaluated_one": plain(evaluated_one),
-                       "evaluated_alone": plain(alone)}, f)
+                       "evaluated_alone": plain(alone), "recipe": result.recipe}, f)
     if variant == "streamed":  # each rank's count: it reads its share of each step alone
         with open(os.path.join(out, f"reads-rank{rank}.json"), "w") as f:
             json.dump({"reads": train_data.reads, "examples": result.train_size * 3}, f)

@@ -188,3 +188,68 @@ def test_max_restarts_resumes_from_the_last_checkpoint_and_finishes(tmp_path, on
         torch.testing.assert_close(weights[key], expected_weights[key], atol=1e-5, rtol=0, msg=key)
     for a, b in zip(result["history"], expected["history"], strict=True):  # the partial epoch's loss was kept
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+
+def _decisions(result: dict) -> dict:
+    return {d["what"]: d["value"] for d in result["recipe"][1:]}
+
+
+def _assert_same_decisions(two: dict, one: dict) -> None:
+    """The same decisions: rates, epochs, phases run and kept, each phase's best epoch (its validation loss to
+    float rounding: two ranks' gradients are averaged where one process averages one batch)."""
+    a, b = _decisions(two), _decisions(one)
+    assert a.keys() == b.keys()
+    for key, value in b.items():
+        if key.endswith(".result"):
+            assert {k: v for k, v in a[key].items() if k not in ("val_loss", "compared")} == \
+                   {k: v for k, v in value.items() if k not in ("val_loss", "compared")}, key
+            assert a[key]["val_loss"] == pytest.approx(value["val_loss"], rel=1e-5), key
+        else:
+            assert a[key] == value, key
+
+
+@pytest.fixture(scope="module")
+def two_process_recipe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe-two")
+    run = torchrun(out, 2, "--variant", "recipe")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+def test_the_recipe_under_torchrun_is_the_one_process_recipe(tmp_path, two_process_recipe):
+    """finetune's recipe under torchrun: 2 ranks with batch_size=16 take the decisions one process with
+    batch_size=32 takes (the range tests step at the global batch; rank 0's measures decide) and end with its
+    weights to float rounding, the same weights on every rank."""
+    run = single(tmp_path, "--variant", "recipe")
+    assert run.returncode == 0, run.stderr[-3000:]
+    (weights, two), (expected_weights, one) = load(two_process_recipe), load(tmp_path)
+    assert two["world_size"] == 2 and two["recipe"][0]["value"] == "auto"
+    _assert_same_decisions(two, one)
+    assert {"full", "refit"} <= {key.split(".")[0] for key in _decisions(two)}
+    for key in expected_weights:
+        torch.testing.assert_close(weights[key], expected_weights[key], atol=1e-4, rtol=0, msg=key)
+    ranks = [checkpoint.load_tensors(two_process_recipe / f"weights-rank{r}.safetensors")[0] for r in (0, 1)]
+    assert all(torch.equal(ranks[0][key], ranks[1][key]) for key in ranks[0])
+
+
+def test_the_recipe_with_nothing_given_under_torchrun_fits_its_probe_once_for_all_ranks(tmp_path):
+    run = torchrun(tmp_path, 2, "--variant", "recipe-defaults")
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert _decisions(result)["head.fit"] == "linear probe" and result["world_size"] == 2
+    assert result["evaluated_alone"]["accuracy"] > 0.85
+    ranks = [checkpoint.load_tensors(tmp_path / f"weights-rank{r}.safetensors")[0] for r in (0, 1)]
+    assert all(torch.equal(ranks[0][key], ranks[1][key]) for key in ranks[0])
+
+
+def test_a_recipe_rank_killed_restarts_and_resumes_to_the_same_end(tmp_path, two_process_recipe):
+    """Rank 1 killed at step 30 of the recipe's first phase; torchrun restarts the job and the recipe resumes from
+    its checkpoint directory (resume=True): the weights and decisions of the run never killed."""
+    run = torchrun(tmp_path, 2, "--variant", "recipe", "--die-at", "30", "--checkpoint", str(tmp_path / "ckpt"),
+                   restarts=3)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (weights, resumed), (expected_weights, expected) = load(tmp_path), load(two_process_recipe)
+    assert resumed["recipe"][0]["reason"] == "resumed: checkpoint_dir holds a recipe='auto' run"
+    assert _decisions(resumed) == _decisions(expected)
+    for key in expected_weights:
+        torch.testing.assert_close(weights[key], expected_weights[key], atol=1e-6, rtol=0, msg=key)

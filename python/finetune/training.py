@@ -457,7 +457,6 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {list(RECIPES)} or None (chosen from the settings), got {recipe!r}")
     shaping = sorted(k for k in given if k not in recipes.RECIPE_NEUTRAL)
-    distributed = os.environ.get("WORLD_SIZE", "1") not in ("", "1") and given.get("distributed") != "off"
     directory = given.get("checkpoint_dir")
     journal = checkpoint.recipe_journal(directory) if resume is True and directory else None
     plain = resume is True and directory and journal is None and checkpoint.find(directory) is not None
@@ -466,9 +465,6 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
         if conflicting:
             raise ValueError(f"recipe={recipe!r} decides which layers train when, so {conflicting} cannot be set with "
                              "it; pass recipe='none' to run those settings as given")
-        if distributed:
-            raise ValueError(f"recipe={recipe!r} runs phases of its own and does not run under torchrun yet; pass "
-                             "recipe='none' with the settings to run")
         if resume and resume is not True:
             raise ValueError(f"recipe={recipe!r} resumes from its checkpoint_dir (resume=True), not from one "
                              f"checkpoint (resume={str(resume)!r})")
@@ -490,8 +486,6 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
     if shaping:
         return "none", (f"settings that shape the training were given ({', '.join(shaping)}): they run as given, "
                         "with the defaults for the rest (recipe='auto' uses the given ones in its phases)")
-    if distributed:
-        return "none", "a torchrun run runs the settings as given (the recipe does not run under torchrun yet)"
     if plain:
         return "none", "resumed: checkpoint_dir holds the checkpoints of a run of the settings as given"
     if resume and resume is not True:
@@ -540,23 +534,29 @@ _JOURNAL_IGNORES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_last
                     "prefetch")
 
 
-def _recipe_journal(run: _Run, mode: str, given: dict[str, Any], resume: Any) -> dict[str, Any] | None:
+def _recipe_journal(run: _Run, mode: str, given: dict[str, Any], resume: Any, group: Any) -> dict[str, Any] | None:
     """The journal a recipe run with ``checkpoint_dir`` keeps (checkpoint.recipe_journal): read back when resuming
     (the settings given then and now must agree), else new. None without checkpoint_dir. The weights the recipe
     started from are kept beside it (initial.safetensors) and loaded when resuming: phases that do not checkpoint
     (the linear probe) and the refit start from them, and the model passed in may have trained since (Ctrl-C in a
-    notebook, then resume=True with the same model)."""
+    notebook, then resume=True with the same model). Under torchrun every rank reads it, and rank 0 writes it."""
     cfg = run.config
     if not cfg.checkpoint_dir:
         return None
     settings = json.loads(json.dumps({k: v for k, v in given.items() if k not in _JOURNAL_IGNORES}, default=str))
     initial = os.path.join(cfg.checkpoint_dir, "initial.safetensors")
     found = checkpoint.recipe_journal(cfg.checkpoint_dir)
+    if group is not None:  # every rank has read the directory before rank 0 writes a new run's journal there
+        import torch.distributed as dist
+
+        dist.barrier(group=group)
     if found is None:
-        checkpoint.preflight(cfg.checkpoint_dir, run.model)  # writable, and every tensor of a kind a file holds
-        checkpoint.save_tensors(initial, checkpoint.model_state(run.model), {"format": str(checkpoint.FORMAT_VERSION)})
         journal = {"recipe": mode, "given": settings, "range_tests": []}
-        checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)  # last: a journal means a whole start
+        if process_rank() == 0:
+            checkpoint.preflight(cfg.checkpoint_dir, run.model)  # writable, and every tensor of a kind a file holds
+            checkpoint.save_tensors(initial, checkpoint.model_state(run.model),
+                                    {"format": str(checkpoint.FORMAT_VERSION)})
+            checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)  # last: a journal means a whole start
         return journal
     if resume is not True:
         raise ValueError(f"checkpoint_dir '{cfg.checkpoint_dir}' already holds a recipe run "
@@ -590,8 +590,31 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                                cache_frozen=False, checkpoint_dir=None)
     val = (run.val_inputs, run.val_targets) if run.val_inputs is not None else None
     passed = {k: v for k, v in given.items() if k not in recipes.RECIPE_NEUTRAL}
-    journal = _recipe_journal(run, mode, given, resume)
+    # Under torchrun the phases of the loop run data-parallel (the global batch is batch_size x world size, as in a
+    # run of the settings as given); the decisions between them are rank 0's, shared (from_rank_0).
+    group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
+    world = group.size() if group is not None else 1
+    journal = _recipe_journal(run, mode, given, resume, group)
     phases_started, range_tests_run = [0], [0]
+
+    def from_rank_0(value: Any) -> Any:
+        """Rank 0's value on every rank: each rank computes a decision alike, but ranks on other CPUs can differ in
+        the last bits, and one decision taken two ways would split the run."""
+        if group is None:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0, group=group)
+        return box[0]
+
+    def share_weights(module: Any) -> None:
+        """Rank 0's weights in ``module`` on every rank (after a fit each rank made alone)."""
+        if group is not None:
+            import torch.distributed as dist
+
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=0, group=group)
 
     def phase_directory(name: str) -> tuple[str | None, bool]:
         """Where the phase checkpoints (checkpoint_dir/01-full, ...), and whether a checkpoint there resumes."""
@@ -626,7 +649,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         result = _train_as_given(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"),
                                  "the recipe's phase", callback=on_event, callback_interval=callback_interval,
                                  resume=resumed)
-        if directory is not None:  # finished: a resumed recipe reads its last checkpoint alone
+        if directory is not None and process_rank() == 0:  # finished: a resumed recipe reads its last checkpoint
             checkpoint.settle(directory)
         return result
 
@@ -642,7 +665,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         result = _train_as_given(_prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None,
                                           pair_cfg, {}, head="keep"), "the recipe's phase", callback=callback,
                                  callback_interval=callback_interval, resume=resumed)
-        if directory is not None:
+        if directory is not None and process_rank() == 0:
             checkpoint.settle(directory)
         return result
 
@@ -652,6 +675,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         (features,), targets = train_data
         weights = recipes.class_weight_tensor(settings["class_weights"], targets, head.out_features)
         fitted = probe.fit_layer(head, features, targets, settings["C"], weights, cfg.label_smoothing)
+        share_weights(head)  # each rank fit the whole sample alone: rank 0's fit everywhere
         seconds = time.perf_counter() - start
         n = int(targets.shape[0])
         record = {"epoch": 0, "train_loss": fitted["loss"], "lr": 0.0, "seconds": seconds,
@@ -674,11 +698,14 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
             return LrFinderResult(**journal["range_tests"][range_tests_run[0] - 1])
         probe_cfg = _readers_for(dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
                                                      progress=False), train_data)
-        found = find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg)
+        if world > 1 and isinstance(probe_cfg.batch_size, int):  # the test steps at the global batch the phase takes
+            probe_cfg = dataclasses.replace(probe_cfg, batch_size=probe_cfg.batch_size * world)
+        found = from_rank_0(find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg))
         if journal is not None:
             journal["range_tests"].append({"lrs": [float(v) for v in found.lrs], "suggestion": float(found.suggestion),
                                            "losses": [float(v) for v in found.losses], "diverged": bool(found.diverged)})
-            checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)
+            if process_rank() == 0:
+                checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)
         return found
 
     def measure(model: Any, val_data: Any, calibrated: bool = False) -> dict[str, Any]:
@@ -691,12 +718,13 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
             logits = predict(model, val_data[0], output="logits", batch_size=cfg.eval_batch_size, device=cfg.device,
                              runner=cfg.runner, num_workers=readers.num_workers, prefetch=readers.prefetch)
             measured["calibrated_loss"] = recipes.calibrated_loss(torch.from_numpy(logits), val_data[1])
-        return measured
+        return from_rank_0(measured)  # each rank measured the whole slice: what decides is rank 0's
 
     start = time.perf_counter()
     phases, plan, train_idx, metrics = recipes.run(
         train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
         run.pretrained, val_fraction, mode, run.family)
+    share_weights(run.model)  # the model returned is rank 0's on every rank, whichever phase it ends with
     plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
     last = phases[-1]  # the run that wrote the returned weights: its config, sizes and counts are the result's
     confusion = metrics.pop("confusion_matrix", None)
