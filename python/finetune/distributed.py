@@ -52,3 +52,26 @@ def process_group(mode: str, device: str, timeout_s: float) -> Any:
         dist.init_process_group(backend, store=dist.PrefixStore(f"finetune/attempt-{attempt}", store), rank=rank_,
                                 world_size=world, timeout=timeout)
     return dist.group.WORLD
+
+
+def rank_0s(value: Any, group: Any) -> Any:
+    """Rank 0's ``value`` on every rank of ``group`` (``value`` itself without one). For a decision every rank
+    computes alike (the recipe's range tests and measures): ranks on different CPUs can differ in the last bits,
+    and one decision taken two ways would split the run."""
+    if group is None:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0, group=group)
+    return box[0]
+
+
+def broadcast_state(module: Any, group: Any) -> None:
+    """Rank 0's parameters and buffers in ``module`` on every rank of ``group``, in place (nothing without one)."""
+    if group is None:
+        return
+    import torch.distributed as dist
+
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, src=0, group=group)

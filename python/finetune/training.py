@@ -21,7 +21,7 @@ import torch
 
 from . import _C, checkpoint, data, frozen, heads, lora as loras, models, padding, pairs, probe, recipe as recipes, registry, report
 from . import streams
-from .distributed import device_for_rank, process_group, process_rank
+from .distributed import broadcast_state, device_for_rank, process_group, process_rank, rank_0s
 from .config import TrainConfig, config_fields
 from .progress import Progress
 
@@ -597,24 +597,11 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     journal = _recipe_journal(run, mode, given, resume, group)
     phases_started, range_tests_run = [0], [0]
 
-    def from_rank_0(value: Any) -> Any:
-        """Rank 0's value on every rank: each rank computes a decision alike, but ranks on other CPUs can differ in
-        the last bits, and one decision taken two ways would split the run."""
-        if group is None:
-            return value
-        import torch.distributed as dist
+    def from_rank_0(value: Any) -> Any:  # a decision each rank computed alike: rank 0's is the one taken
+        return rank_0s(value, group)
 
-        box = [value]
-        dist.broadcast_object_list(box, src=0, group=group)
-        return box[0]
-
-    def share_weights(module: Any) -> None:
-        """Rank 0's weights in ``module`` on every rank (after a fit each rank made alone)."""
-        if group is not None:
-            import torch.distributed as dist
-
-            for tensor in module.state_dict().values():
-                dist.broadcast(tensor, src=0, group=group)
+    def share_weights(module: Any) -> None:  # after a fit each rank made alone: rank 0's weights everywhere
+        broadcast_state(module, group)
 
     def phase_directory(name: str) -> tuple[str | None, bool]:
         """Where the phase checkpoints (checkpoint_dir/01-full, ...), and whether a checkpoint there resumes."""
