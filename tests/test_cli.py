@@ -630,8 +630,15 @@ def test_an_interrupted_run_directory_resumes_with_resume_and_is_not_overwritten
     assert all(torch.equal(a[k], b[k]) for k in a)
     with open(tmp_path / "stopped" / "history.csv") as f:
         assert len(list(csv.DictReader(f))) == len(whole_history(tmp_path / "whole"))
+    # A new run into a finished run's directory that fails before its first checkpoint leaves the run as it was.
+    bad = finetune_cli("train", str(tmp_path / "digits.toml"), "--out", str(tmp_path / "stopped"), "--quiet",
+                       'train.freeze=["no_such_layer"]')
+    assert bad.returncode == 2 and "no_such_layer" in bad.stderr
+    assert json.loads((tmp_path / "stopped" / "metrics.json").read_text()) == metrics
+    assert (tmp_path / "stopped" / "checkpoints" / "recipe.json").is_file()
     rerun = finetune_cli("train", str(tmp_path / "digits.toml"), "--out", str(tmp_path / "stopped"), "--quiet")
     assert rerun.returncode == 0, rerun.stderr  # finished: its checkpoints give way to the new run's
+    assert not list((tmp_path / "stopped").glob(".*.replaced"))
     nothing = finetune_cli("train", str(tmp_path / "digits.toml"), "--out", str(tmp_path / "new"), "--resume")
     assert nothing.returncode == 2 and "holds no checkpoints to resume" in nothing.stderr
 

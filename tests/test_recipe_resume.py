@@ -125,8 +125,10 @@ def recipe_dir(tmp_path):
 
 
 @pytest.mark.parametrize("call, match", [
-    (dict(), "already holds a recipe run .*resume=True continues it"),
-    (dict(resume=True, batch_size=16), r"given other settings \(batch_size: checkpoint None vs now 16\)"),
+    (dict(), r"already holds a recipe run .*resume=True \(the CLI.s --resume\) continues it"),
+    (dict(resume=True, batch_size=16), r"of other settings or data \(batch_size: checkpoint None vs now 16\)"),
+    (dict(resume=True, val_fraction=0.3), r"of other settings or data \(val_fraction: checkpoint None vs now 0.3\)"),
+    (dict(resume=True, sample_fraction=0.5), r"of other settings or data \(data: checkpoint '\w+' vs now '\w+'"),
     (dict(resume=True, recipe="none"), "holds a recipe='auto' run .*resume it with recipe=None"),
     (dict(resume=True, recipe="head"), "holds a recipe='auto' run; resume it with recipe='auto'"),
 ])
@@ -134,6 +136,14 @@ def test_what_cannot_resume_a_recipe_run_is_an_error(recipe_dir, call, match):
     x, y = _digits()
     with pytest.raises(ValueError, match=match):
         finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=recipe_dir, **{**SETTINGS, **call})
+
+
+def test_a_recipe_run_resumed_on_other_data_is_an_error(recipe_dir):
+    x, y = _digits()
+    with pytest.raises(ValueError, match=r"other settings or data \(data: "):
+        finetune.train(mlp(), (x[:300] + 0.01, y[:300]), checkpoint_dir=recipe_dir, resume=True, **SETTINGS)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
+        finetune.train(mlp(), (x[:300], y[:300]), resume=True, **SETTINGS)
 
 
 def test_a_recipe_cannot_resume_a_run_of_the_settings_as_given(tmp_path):
@@ -157,6 +167,11 @@ def test_a_recipe_cannot_resume_a_run_of_the_settings_as_given(tmp_path):
     (lambda j: {**j, "range_tests": [{"lrs": [1e-3, 1e-2], "losses": [1.0], "suggestion": 1e-3, "diverged": False}]},
      r"range_tests\[0\] has 2 lrs and 1 losses"),
     (lambda j: {**j, "extra": 1}, r"unexpected key\(s\) \['extra'\]"),
+    (lambda j: {**j, "run": {**j["run"], "data": None, "more": 1}}, r"run has unexpected key\(s\) \['more'\]"),
+    (lambda j: {**j, "range_tests": [{"lrs": [1e-3, 1e-4], "losses": [1.0, 0.9], "suggestion": 1e-3,
+                                      "diverged": False}]}, r"range_tests\[0\].lrs must be finite rates > 0, rising"),
+    (lambda j: {**j, "range_tests": [{"lrs": [1e-3], "losses": [1.0], "suggestion": -1, "diverged": False}]},
+     r"range_tests\[0\].suggestion must be a finite rate > 0, got -1"),
 ])
 def test_a_crafted_recipe_journal_is_a_one_line_error_naming_the_field(recipe_dir, edit, match):
     path = recipe_dir / "recipe.json"

@@ -675,13 +675,15 @@ def recipe_journal(directory: str | os.PathLike) -> dict[str, Any] | None:
         return None
     journal = _read_json(path, Path(directory))
     try:
-        _object(journal, "the file", required={"format", "recipe", "given", "range_tests"},
-                allowed={"format", "recipe", "given", "range_tests"})
+        keys = {"format", "recipe", "given", "run", "range_tests"}
+        _object(journal, "the file", required=keys, allowed=keys)
         if type(journal["format"]) is not int or journal["format"] != FORMAT_VERSION:
             raise _Invalid(f"format must be {FORMAT_VERSION}, got {_show(journal['format'])}")
         if journal["recipe"] not in RECIPE_MODES:
             raise _Invalid(f"recipe must be one of {list(RECIPE_MODES)}, got {_show(journal['recipe'])}")
         _object(journal["given"], "given")
+        _object(journal["run"], "run", required={"data", "val_fraction", "val", "world_size"},
+                allowed={"data", "val_fraction", "val", "world_size"})
         if not isinstance(journal["range_tests"], list):
             raise _Invalid(f"range_tests must be a list, got {_show(journal['range_tests'])}")
         for i, test in enumerate(journal["range_tests"]):
@@ -695,7 +697,12 @@ def recipe_journal(directory: str | os.PathLike) -> dict[str, Any] | None:
                     _number(value, f"{where}.{key}[{j}]")
             if len(test["lrs"]) != len(test["losses"]):
                 raise _Invalid(f"{where} has {len(test['lrs'])} lrs and {len(test['losses'])} losses")
-            _number(test["suggestion"], f"{where}.suggestion")
+            # The rates a range test steps through: finite, positive, rising (a rate chosen from them trains).
+            lrs = test["lrs"]
+            if not all(math.isfinite(v) and v > 0 for v in lrs) or any(b <= a for a, b in zip(lrs, lrs[1:])):
+                raise _Invalid(f"{where}.lrs must be finite rates > 0, rising, got {_show(lrs)}")
+            if not (math.isfinite(_number(test["suggestion"], f"{where}.suggestion")) and test["suggestion"] > 0):
+                raise _Invalid(f"{where}.suggestion must be a finite rate > 0, got {_show(test['suggestion'])}")
             if type(test["diverged"]) is not bool:
                 raise _Invalid(f"{where}.diverged must be true or false, got {_show(test['diverged'])}")
     except _Invalid as error:

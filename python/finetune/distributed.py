@@ -41,6 +41,10 @@ def process_group(mode: str, device: str, timeout_s: float) -> Any:
 
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":  # this rank's GPU is the current one: NCCL's object and barrier calls use it
+            import torch
+
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         timeout = datetime.timedelta(seconds=timeout_s)
         rank_, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         # torchrun's agent hosts the store; otherwise rank 0 does. Keys live under a prefix per restart, so
@@ -63,7 +67,7 @@ def rank_0s(value: Any, group: Any) -> Any:
     import torch.distributed as dist
 
     box = [value]
-    dist.broadcast_object_list(box, src=0, group=group)
+    dist.broadcast_object_list(box, src=0, group=group, device=_device(group))
     return box[0]
 
 
@@ -73,5 +77,21 @@ def broadcast_state(module: Any, group: Any) -> None:
         return
     import torch.distributed as dist
 
+    device = _device(group)
     for tensor in module.state_dict().values():
-        dist.broadcast(tensor, src=0, group=group)
+        if device is None or tensor.device == device:
+            dist.broadcast(tensor, src=0, group=group)
+        else:  # NCCL moves GPU tensors only: a CPU one (a probe's head) travels through this rank's GPU
+            moved = tensor.to(device)
+            dist.broadcast(moved, src=0, group=group)
+            tensor.copy_(moved)
+
+
+def _device(group: Any) -> Any:
+    """The device a collective of ``group`` moves tensors through: this rank's GPU for NCCL, else None."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return None

@@ -316,9 +316,10 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     split = load_data(cfg)
     train_cfg = cfg.train.replace(progress=cfg.train.progress and not quiet)
+    replaced: list[Path] = []  # a finished run's checkpoints and metrics, set aside until this run has its own
     if train_cfg.checkpoint_dir is None:
         train_cfg = train_cfg.replace(checkpoint_dir=str(out / "checkpoints"))
-        _own_checkpoints(out, resume)
+        resume, replaced = _own_checkpoints(out, resume)
     elif resume and not Path(train_cfg.checkpoint_dir).exists():
         raise FileNotFoundError(f"resume: no checkpoints in '{train_cfg.checkpoint_dir}' (train.checkpoint_dir)")
     # A [train] table that shapes nothing runs the recipe, as finetune.train does by default; a key the file sets
@@ -337,6 +338,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     x_fit, x_val, x_test = (entry.encode_inputs(x, options) for x in (x_fit, x_val, x_test))  # texts: token ids
     events = None  # each epoch's scalars, written as the epoch ends (tensorboard --logdir runs shows them live)
     if writer_class is not None and distributed.process_rank() == 0:  # under torchrun, rank 0 writes the run
+        if resume:  # the interrupted run's events: the resumed run writes them all again at its end
+            shutil.rmtree(out / "tensorboard", ignore_errors=True)
         events = writer_class(str(out / "tensorboard"), flush_secs=1)
 
     epochs_logged = 0  # the recipe's phases count their epochs from 0 each: the events count on across them
@@ -351,9 +354,17 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
 
     start = time.perf_counter()
     try:
-        result = finetune.train(entry.name, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg,
-                                callback=on_event, lora=cfg.lora, resume=resume,
-                                recipe="none" if as_given else None, **options)
+        try:
+            result = finetune.train(entry.name, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg,
+                                    callback=on_event, lora=cfg.lora, resume=resume,
+                                    recipe="none" if as_given else None, **options)
+        except BaseException:
+            # Stopped before writing a checkpoint (a bad setting): the finished run stays as it was. Otherwise the
+            # interrupted run is the one to resume, and the finished one's leftovers go.
+            own = out / "checkpoints"
+            _put_back(replaced, restore=not (own.is_dir() and any(own.iterdir())))
+            raise
+        _put_back(replaced, restore=False)
         if events is not None and resume:  # the epochs before the interruption too, counted across phases
             for number, record in enumerate(result.history):
                 log_epoch(events, {**record, "epoch": number})
@@ -427,24 +438,44 @@ def _global_batch(result: Any) -> int:
     return min(batch * result.config.accumulate * result.world_size, result.train_size)
 
 
-def _own_checkpoints(out: Path, resume: bool) -> None:
-    """Checks the run directory's checkpoints/ before a run writes there: resuming needs them; a new run replaces
-    a finished run's (its metrics.json too: the run is being replaced) and will not overwrite an interrupted
-    run's (checkpoints/ without metrics.json)."""
-    if distributed.process_rank() != 0:  # under torchrun, rank 0 looks after the run directory
-        return
+def _own_checkpoints(out: Path, resume: bool) -> tuple[bool, list[Path]]:
+    """(whether to resume, what was set aside): checks the run directory's checkpoints/ before a run writes there.
+    Resuming needs them; a new run replaces a finished run's (its metrics.json too: the run is being replaced),
+    set aside until this run has checkpoints of its own, and will not overwrite an interrupted run's
+    (checkpoints/ without metrics.json). A round torchrun restarted (--max-restarts) resumes what it finds."""
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
     own = out / "checkpoints"
     held = own.is_dir() and any(own.iterdir())
+    if distributed.process_rank() != 0:  # under torchrun, rank 0 looks after the run directory
+        return resume or (restarted and held), []
+    if restarted and not resume:
+        return held, []
     if resume and not held:
         raise FileNotFoundError(f"resume: '{out}' holds no checkpoints to resume (no {own})")
     if resume or not held:
-        return
+        return resume, []
     if not (out / "metrics.json").is_file():
         raise ValueError(f"'{out}' holds an interrupted run ({own}, no metrics.json): --resume continues it; "
                          "remove the directory or pass another --out to start afresh")
-    shutil.rmtree(own)
-    (out / "metrics.json").unlink()  # until this run writes its own: an interruption now leaves a run to resume
-    log.info("a new run in %s: the finished run's checkpoints and metrics.json removed", out)
+    aside = []
+    for path in (own, out / "metrics.json"):
+        moved = path.with_name(f".{path.name}.replaced")
+        shutil.rmtree(moved, ignore_errors=True) if moved.is_dir() else moved.unlink(missing_ok=True)
+        path.rename(moved)
+        aside.append(moved)
+    log.info("a new run in %s: the finished run's checkpoints and metrics.json are replaced", out)
+    return False, aside
+
+
+def _put_back(aside: list[Path], restore: bool) -> None:
+    """What _own_checkpoints set aside: back in place (``restore``), or removed."""
+    for moved in aside:
+        if restore:
+            moved.rename(moved.with_name(moved.name.removeprefix(".").removesuffix(".replaced")))
+        elif moved.is_dir():
+            shutil.rmtree(moved, ignore_errors=True)
+        else:
+            moved.unlink(missing_ok=True)
 
 
 def _options(cfg: RunConfig) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -458,6 +459,8 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
         raise ValueError(f"recipe must be one of {list(RECIPES)} or None (chosen from the settings), got {recipe!r}")
     shaping = sorted(k for k in given if k not in recipes.RECIPE_NEUTRAL)
     directory = given.get("checkpoint_dir")
+    if resume is True and not directory:
+        raise ValueError("resume=True needs checkpoint_dir (where the checkpoints are)")
     journal = checkpoint.recipe_journal(directory) if resume is True and directory else None
     plain = resume is True and directory and journal is None and checkpoint.find(directory) is not None
     if recipe in ("auto", "head"):
@@ -478,8 +481,9 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
     if recipe == "none":
         if journal is not None:
             raise ValueError(f"checkpoint_dir '{directory}' holds a recipe={journal['recipe']!r} run "
-                             f"({checkpoint.RECIPE_JOURNAL}); resume it with recipe=None, or another checkpoint_dir "
-                             "for a run of the settings as given")
+                             f"({checkpoint.RECIPE_JOURNAL}); resume it with recipe=None and no setting that shapes "
+                             "the training (the CLI: the config it ran), or use another checkpoint_dir for a run of "
+                             "the settings as given")
         return "none", "given"
     if journal is not None:
         return journal["recipe"], f"resumed: checkpoint_dir holds a recipe={journal['recipe']!r} run"
@@ -534,16 +538,31 @@ _JOURNAL_IGNORES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_last
                     "prefetch")
 
 
-def _recipe_journal(run: _Run, mode: str, given: dict[str, Any], resume: Any, group: Any) -> dict[str, Any] | None:
-    """The journal a recipe run with ``checkpoint_dir`` keeps (checkpoint.recipe_journal): read back when resuming
-    (the settings given then and now must agree), else new. None without checkpoint_dir. The weights the recipe
-    started from are kept beside it (initial.safetensors) and loaded when resuming: phases that do not checkpoint
-    (the linear probe) and the refit start from them, and the model passed in may have trained since (Ctrl-C in a
-    notebook, then resume=True with the same model). Under torchrun every rank reads it, and rank 0 writes it."""
+def _fingerprint(inputs: Any, targets: torch.Tensor | None, rows: torch.Tensor | None = None) -> str:
+    """A digest of a split: its inputs' shapes and, for data in memory, their values; its targets; the rows taken."""
+    digest = hashlib.sha256()
+    for x in list(inputs) + [targets, rows]:
+        digest.update(repr(tuple(getattr(x, "shape", ()))).encode())
+        if isinstance(x, torch.Tensor):  # a stream (data bigger than memory) is known by its shape alone
+            digest.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _recipe_journal(run: _Run, mode: str, given: dict[str, Any], resume: Any, group: Any, sample: torch.Tensor,
+                    val_fraction: float | None) -> tuple[dict[str, Any] | None, bool]:
+    """(the journal a recipe run with ``checkpoint_dir`` keeps, whether it was read back to resume). A new run's is
+    written; a resumed run's must hold the same settings, data (a digest), validation and world size, or resuming
+    is an error naming what differs. None without checkpoint_dir. The weights the recipe started from are kept
+    beside it (initial.safetensors) and loaded when resuming: phases that do not checkpoint (the linear probe) and
+    the refit start from them, and the model passed in may have trained since (Ctrl-C in a notebook, then
+    resume=True with the same model). Under torchrun every rank reads it, and rank 0 writes it."""
     cfg = run.config
     if not cfg.checkpoint_dir:
-        return None
+        return None, False
     settings = json.loads(json.dumps({k: v for k, v in given.items() if k not in _JOURNAL_IGNORES}, default=str))
+    identity = {"data": _fingerprint(run.inputs, run.targets, sample), "val_fraction": val_fraction,
+                "val": None if run.val_inputs is None else _fingerprint(run.val_inputs, run.val_targets),
+                "world_size": group.size() if group is not None else 1}
     initial = os.path.join(cfg.checkpoint_dir, "initial.safetensors")
     found = checkpoint.recipe_journal(cfg.checkpoint_dir)
     if group is not None:  # every rank has read the directory before rank 0 writes a new run's journal there
@@ -551,28 +570,29 @@ def _recipe_journal(run: _Run, mode: str, given: dict[str, Any], resume: Any, gr
 
         dist.barrier(group=group)
     if found is None:
-        journal = {"recipe": mode, "given": settings, "range_tests": []}
+        journal = {"recipe": mode, "given": settings, "run": identity, "range_tests": []}
         if process_rank() == 0:
             checkpoint.preflight(cfg.checkpoint_dir, run.model)  # writable, and every tensor of a kind a file holds
             checkpoint.save_tensors(initial, checkpoint.model_state(run.model),
                                     {"format": str(checkpoint.FORMAT_VERSION)})
             checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)  # last: a journal means a whole start
-        return journal
+        return journal, False
     if resume is not True:
         raise ValueError(f"checkpoint_dir '{cfg.checkpoint_dir}' already holds a recipe run "
-                         f"({checkpoint.RECIPE_JOURNAL}); resume=True continues it, or choose another checkpoint_dir "
-                         "(or remove it) to start afresh")
-    differing = sorted(k for k in {*settings, *found["given"]} if settings.get(k) != found["given"].get(k))
+                         f"({checkpoint.RECIPE_JOURNAL}); resume=True (the CLI's --resume) continues it, or choose "
+                         "another checkpoint_dir (or remove it) to start afresh")
+    then, now = {**found["given"], **found["run"]}, {**settings, **identity}
+    differing = sorted(k for k in {*then, *now} if then.get(k) != now.get(k))
     if differing:
-        details = ", ".join(f"{k}: checkpoint {found['given'].get(k)!r} vs now {settings.get(k)!r}" for k in differing)
-        raise ValueError(f"checkpoint_dir '{cfg.checkpoint_dir}' holds a recipe run given other settings ({details}); "
-                         "resume with the same settings, or start a new run")
+        details = ", ".join(f"{k}: checkpoint {then.get(k)!r} vs now {now.get(k)!r}" for k in differing)
+        raise ValueError(f"checkpoint_dir '{cfg.checkpoint_dir}' holds a recipe run of other settings or data "
+                         f"({details}); resume with the same ones, or start a new run")
     if not os.path.isfile(initial):
         raise FileNotFoundError(f"recipe run '{cfg.checkpoint_dir}' is incomplete: {initial} is missing")
     checkpoint.load_model_state(run.model, checkpoint.load_tensors(initial)[0], initial)
     log.info("resuming the recipe run in %s: %d range tests read back, finished phases load their last checkpoint",
              cfg.checkpoint_dir, len(found["range_tests"]))
-    return found
+    return found, True
 
 
 def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fraction: float | None,
@@ -594,8 +614,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     # run of the settings as given); the decisions between them are rank 0's, shared (from_rank_0).
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
     world = group.size() if group is not None else 1
-    journal = _recipe_journal(run, mode, given, resume, group)
-    phases_started, range_tests_run = [0], [0]
+    journal, resuming = _recipe_journal(run, mode, given, resume, group, sample, val_fraction)
+    phases_started = range_tests_run = 0
 
     def from_rank_0(value: Any) -> Any:  # a decision each rank computed alike: rank 0's is the one taken
         return rank_0s(value, group)
@@ -604,12 +624,14 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         broadcast_state(module, group)
 
     def phase_directory(name: str) -> tuple[str | None, bool]:
-        """Where the phase checkpoints (checkpoint_dir/01-full, ...), and whether a checkpoint there resumes."""
-        phases_started[0] += 1
+        """Where the phase checkpoints (checkpoint_dir/01-full, ...), and whether a checkpoint there resumes (rank
+        0's reading of a shared directory: the ranks resume together or not at all)."""
+        nonlocal phases_started
+        phases_started += 1
         if journal is None:
             return None, False
-        directory = os.path.join(cfg.checkpoint_dir, f"{phases_started[0]:02d}-{name}")
-        return directory, checkpoint.find(directory) is not None
+        directory = os.path.join(cfg.checkpoint_dir, f"{phases_started:02d}-{name}")
+        return directory, from_rank_0(resuming and checkpoint.find(directory) is not None)
 
     def given_form(split: Any) -> Any:
         """A split of the recipe's (inputs, targets) as train() takes it: ranking's y is None (no targets)."""
@@ -680,9 +702,10 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                                      "weight_decay": penalty, "from_epoch": 0}])
 
     def find_rate(model: Any, train_data: Any, settings: dict[str, Any]) -> LrFinderResult:
-        range_tests_run[0] += 1
-        if journal is not None and range_tests_run[0] <= len(journal["range_tests"]):  # resumed: as measured then
-            return LrFinderResult(**journal["range_tests"][range_tests_run[0] - 1])
+        nonlocal range_tests_run
+        range_tests_run += 1
+        if journal is not None and range_tests_run <= len(journal["range_tests"]):  # resumed: as measured then
+            return LrFinderResult(**journal["range_tests"][range_tests_run - 1])
         probe_cfg = _readers_for(dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
                                                      progress=False), train_data)
         if world > 1 and isinstance(probe_cfg.batch_size, int):  # the test steps at the global batch the phase takes
