@@ -460,7 +460,7 @@ def _own_checkpoints(out: Path, resume: bool) -> tuple[bool, list[Path]]:
     aside = []
     for path in (own, out / "metrics.json"):
         moved = path.with_name(f".{path.name}.replaced")
-        shutil.rmtree(moved, ignore_errors=True) if moved.is_dir() else moved.unlink(missing_ok=True)
+        _remove(moved)  # left by a run killed before it put these back or removed them
         path.rename(moved)
         aside.append(moved)
     log.info("a new run in %s: the finished run's checkpoints and metrics.json are replaced", out)
@@ -472,10 +472,16 @@ def _put_back(aside: list[Path], restore: bool) -> None:
     for moved in aside:
         if restore:
             moved.rename(moved.with_name(moved.name.removeprefix(".").removesuffix(".replaced")))
-        elif moved.is_dir():
-            shutil.rmtree(moved, ignore_errors=True)
         else:
-            moved.unlink(missing_ok=True)
+            _remove(moved)
+
+
+def _remove(path: Path) -> None:
+    """A file or a directory tree, if it is there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _options(cfg: RunConfig) -> dict[str, Any]:

@@ -611,17 +611,11 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     val = (run.val_inputs, run.val_targets) if run.val_inputs is not None else None
     passed = {k: v for k, v in given.items() if k not in recipes.RECIPE_NEUTRAL}
     # Under torchrun the phases of the loop run data-parallel (the global batch is batch_size x world size, as in a
-    # run of the settings as given); the decisions between them are rank 0's, shared (from_rank_0).
+    # run of the settings as given); the decisions between them are rank 0's, shared (distributed.rank_0s).
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
     world = group.size() if group is not None else 1
     journal, resuming = _recipe_journal(run, mode, given, resume, group, sample, val_fraction)
     phases_started = range_tests_run = 0
-
-    def from_rank_0(value: Any) -> Any:  # a decision each rank computed alike: rank 0's is the one taken
-        return rank_0s(value, group)
-
-    def share_weights(module: Any) -> None:  # after a fit each rank made alone: rank 0's weights everywhere
-        broadcast_state(module, group)
 
     def phase_directory(name: str) -> tuple[str | None, bool]:
         """Where the phase checkpoints (checkpoint_dir/01-full, ...), and whether a checkpoint there resumes (rank
@@ -631,7 +625,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         if journal is None:
             return None, False
         directory = os.path.join(cfg.checkpoint_dir, f"{phases_started:02d}-{name}")
-        return directory, from_rank_0(resuming and checkpoint.find(directory) is not None)
+        return directory, rank_0s(resuming and checkpoint.find(directory) is not None, group)
 
     def given_form(split: Any) -> Any:
         """A split of the recipe's (inputs, targets) as train() takes it: ranking's y is None (no targets)."""
@@ -643,7 +637,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         if settings.get("fit") == "probe":  # a convex fit, seconds long: fit again when the recipe is replayed
             return probe_phase(model, train_data, val_data, settings)
         if settings.get("fit") == "pairs":
-            return pairs_phase(model, train_data, settings["head"], directory, resumed)
+            return settled(pairs_phase(model, train_data, settings["head"], directory, resumed), directory)
         # The refit has no validation data: the given monitor and patience were for the phases that had.
         kept = {k: v for k, v in passed.items() if val_data is not None or k not in ("monitor", "early_stopping")}
         phase_cfg = _readers_for(dataclasses.replace(base, **{**settings, **kept}, checkpoint_dir=directory),
@@ -655,10 +649,13 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
             return stop or (stop_after is not None and kind == "epoch" and info["epoch"] + 1 >= stop_after)
 
         # The loop below train(): the phase's length is the recipe's decision (no "still learning" note).
-        result = _train_as_given(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"),
-                                 "the recipe's phase", callback=on_event, callback_interval=callback_interval,
-                                 resume=resumed)
-        if directory is not None and process_rank() == 0:  # finished: a resumed recipe reads its last checkpoint
+        return settled(_train_as_given(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"),
+                                       "the recipe's phase", callback=on_event, callback_interval=callback_interval,
+                                       resume=resumed), directory)
+
+    def settled(result: Result, directory: str | None) -> Result:
+        """A finished phase's result, its directory down to the last checkpoint (all a resumed recipe reads)."""
+        if directory is not None and process_rank() == 0:
             checkpoint.settle(directory)
         return result
 
@@ -671,12 +668,9 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         pair_cfg = dataclasses.replace(base, **pairs.SETTINGS, task="regression", runner="python", trim_padding=False,
                                        label_smoothing=0.0, early_stopping=0, restore_best=False, monitor="train_loss",
                                        checkpoint_dir=directory)
-        result = _train_as_given(_prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None,
-                                          pair_cfg, {}, head="keep"), "the recipe's phase", callback=callback,
-                                 callback_interval=callback_interval, resume=resumed)
-        if directory is not None and process_rank() == 0:
-            checkpoint.settle(directory)
-        return result
+        return _train_as_given(_prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None,
+                                        pair_cfg, {}, head="keep"), "the recipe's phase", callback=callback,
+                               callback_interval=callback_interval, resume=resumed)
 
     def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any]) -> Result:
         """Phase "head" as the linear probe (finetune.probe): one fit to convergence, reported as one epoch."""
@@ -684,7 +678,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         (features,), targets = train_data
         weights = recipes.class_weight_tensor(settings["class_weights"], targets, head.out_features)
         fitted = probe.fit_layer(head, features, targets, settings["C"], weights, cfg.label_smoothing)
-        share_weights(head)  # each rank fit the whole sample alone: rank 0's fit everywhere
+        broadcast_state(head, group)  # each rank fit the whole sample alone: rank 0's fit everywhere
         seconds = time.perf_counter() - start
         n = int(targets.shape[0])
         record = {"epoch": 0, "train_loss": fitted["loss"], "lr": 0.0, "seconds": seconds,
@@ -710,7 +704,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                                                      progress=False), train_data)
         if world > 1 and isinstance(probe_cfg.batch_size, int):  # the test steps at the global batch the phase takes
             probe_cfg = dataclasses.replace(probe_cfg, batch_size=probe_cfg.batch_size * world)
-        found = from_rank_0(find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg))
+        found = rank_0s(find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg), group)
         if journal is not None:
             journal["range_tests"].append({"lrs": [float(v) for v in found.lrs], "suggestion": float(found.suggestion),
                                            "losses": [float(v) for v in found.losses], "diverged": bool(found.diverged)})
@@ -728,13 +722,13 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
             logits = predict(model, val_data[0], output="logits", batch_size=cfg.eval_batch_size, device=cfg.device,
                              runner=cfg.runner, num_workers=readers.num_workers, prefetch=readers.prefetch)
             measured["calibrated_loss"] = recipes.calibrated_loss(torch.from_numpy(logits), val_data[1])
-        return from_rank_0(measured)  # each rank measured the whole slice: what decides is rank 0's
+        return rank_0s(measured, group)  # each rank measured the whole slice: what decides is rank 0's
 
     start = time.perf_counter()
     phases, plan, train_idx, metrics = recipes.run(
         train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
         run.pretrained, val_fraction, mode, run.family)
-    share_weights(run.model)  # the model returned is rank 0's on every rank, whichever phase it ends with
+    broadcast_state(run.model, group)  # the model returned is rank 0's on every rank, whichever phase it ends with
     plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
     last = phases[-1]  # the run that wrote the returned weights: its config, sizes and counts are the result's
     confusion = metrics.pop("confusion_matrix", None)
