@@ -131,6 +131,10 @@ void Run::restore(const LoopState& saved) {
   state_.rng_state = at::Tensor();  // the live ones are the generator, the optimizer and the averages
   state_.optimizer.clear(), state_.ema.clear(), state_.best.clear();
   if (!state_.history.empty()) metrics_.values = state_.history.back().val;
+  // The rates the last step ran at: an epoch that ends right after the resume reports them, as it did unbroken.
+  if (state_.steps > 0) {
+    apply_schedule(*optimizer_, base_lrs_, config_, state_.steps - 1, geometry_.total_steps, geometry_.steps_per_epoch);
+  }
   resuming_ = true;
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -117,6 +118,28 @@ def test_ctrl_c_in_process_saves_a_checkpoint_and_resume_matches(tmp_path, digit
     for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
         assert torch.equal(a, b)
     assert len(result.history) == 3
+
+
+def test_ctrl_c_on_an_epochs_last_step_then_resume_reports_the_rate_that_epoch_ran_at(tmp_path, digits):
+    """Interrupted after the last step of an epoch, a resumed run has no step left in it: the epoch's record still
+    shows the scheduled rate its last step ran at (it showed the base rate, the schedule not yet applied)."""
+    x, y, x_test, y_test = digits
+    settings = dict(epochs=3, batch_size=32, lr=0.05, schedule="cosine", warmup=0.1, progress=False, seed=4)
+    steps_per_epoch = -(-len(y) // 32)
+    torch.manual_seed(0)
+    model = mlp()
+    reference = finetune.train(copy.deepcopy(model), (x, y), val=(x_test, y_test), **settings)
+
+    def interrupt(kind, info):
+        if kind == "step" and info["step"] == steps_per_epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune.train(model, (x, y), val=(x_test, y_test), checkpoint_dir=tmp_path, callback=interrupt,
+                       callback_interval=0, **settings)
+    result = finetune.train(model, (x, y), val=(x_test, y_test), checkpoint_dir=tmp_path, resume=True, **settings)
+    assert [h["lr"] for h in result.history] == [h["lr"] for h in reference.history]
+    assert result.history[0]["lr"] < settings["lr"]  # the cosine had moved off the base rate
 
 
 def test_checkpoint_directory_contents_and_pruning(tmp_path, digits):

@@ -98,6 +98,7 @@ def test_the_recipe_fine_tunes_a_hugging_face_model_with_a_new_head():
         recipe.TRANSFORMER_LR, "linear", 1.0, recipe.TRANSFORMER_BATCH)
     # 160 training examples: 10 steps an epoch, so the 200-step budget asks for 20 epochs.
     assert decided["full.budget"] == {"epochs": 20, "steps_per_epoch": 10} and decided["full.epochs"] == 20
+    assert decided["scratch"] is None and "scratch.lr" not in decided  # no from-scratch candidate for a transformer
     x_test, y_test = token_data(n=200, classes=5, seed=7)
     assert finetune.evaluate(model, (x_test, y_test))["accuracy"] > 0.9
 

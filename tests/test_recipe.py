@@ -255,20 +255,23 @@ def test_shrink_perturb_shrinks_the_body_adds_seeded_noise_and_leaves_the_head()
 
 class FakeRun:
     """recipe.run's three callables, recording each phase's starting weights; "training" adds 1 to what trains.
+    ``losses``: the validation loss of each phase in PHASES order (a phase not listed measures 2.0, never kept);
     ``best`` (phase name -> best epoch, counted from 0; default 0): the epoch each phase restores."""
 
+    PHASES = ["head", "full", "shrunk", "shrunk_low", "scratch"]
+
     def __init__(self, losses: list[float], best: dict[str, int] | None = None):
-        self.losses, self.starts, self.range_tests, self.best = losses, [], 0, best or {}
-        self.order = ["head", "full", "shrunk", "shrunk_low"]
+        self.losses, self.best = dict(zip(self.PHASES, losses)), best or {}
+        self.starts, self.names, self.range_tests = [], [], 0
 
     def train_phase(self, model, data, val, settings, stop_after, name):
         self.starts.append({k: v.clone() for k, v in model.state_dict().items()})
+        self.names.append(name)
         with torch.no_grad():
-            for name, parameter in model.named_parameters():
-                if settings["freeze"] is None or not settings["freeze"](name):
+            for parameter_name, parameter in model.named_parameters():
+                if settings["freeze"] is None or not settings["freeze"](parameter_name):
                     parameter.add_(1.0)
-        phase = self.order[len(self.starts) - 1] if len(self.starts) <= len(self.order) else None
-        best = self.best.get(phase, 0) if stop_after is None else stop_after - 1
+        best = self.best.get(name, 0) if stop_after is None else stop_after - 1
         return SimpleNamespace(history=[{"epoch": e} for e in range(best + 1)], best_epoch=best)
 
     def find_rate(self, model, data, settings):
@@ -276,11 +279,12 @@ class FakeRun:
         return SimpleNamespace(lrs=list(np.geomspace(1e-5, 1, 100)), losses=list(np.linspace(2, 1, 100)))
 
     def measure(self, model, val, calibrated=False):
-        return {"loss": self.losses[min(len(self.starts), len(self.losses)) - 1]}
+        return {"loss": self.losses.get(self.names[-1], 2.0)}
 
 
 @pytest.mark.parametrize("losses, kept", [([1.0, 0.8, 0.5, 0.6], "shrunk"), ([1.0, 0.8, 0.6, 0.5], "shrunk_low"),
-                                          ([1.0, 0.5, 0.8, 0.9], "full"), ([0.5, 0.8, 0.9, 0.9], "head")])
+                                          ([1.0, 0.5, 0.8, 0.9], "full"), ([0.5, 0.8, 0.9, 0.9], "head"),
+                                          ([1.0, 0.8, 0.6, 0.5, 0.4], "scratch")])
 def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kept_phase_continues(losses, kept):
     x, y = blobs()
     model, config = mlp(), finetune.TrainConfig(cache_frozen=False, seed=5)
@@ -290,12 +294,17 @@ def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kep
     _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, model, inputs, targets, None,
                                torch.arange(len(y)), config, {}, pretrained=True)
     names = [d.what for d in plan.decisions]
-    assert names.index("head.lr") < names.index("full.lr") < names.index("shrunk.lr") < names.index("shrunk_low.lr")
+    assert names.index("head.lr") < names.index("full.lr") < names.index("shrunk.lr") < names.index("shrunk_low.lr") \
+        < names.index("scratch.lr")
     assert next(d.value for d in plan.decisions if d.what == "kept") == kept
     rates = {d.what: d.value for d in plan.decisions if d.what.endswith(".lr")}  # the fake curve's lowest: at 1.0
     assert rates["shrunk.lr"] == pytest.approx(1 / recipe.LR_DIVISOR)
     assert rates["shrunk_low.lr"] == pytest.approx(1 / recipe.SCRATCH_LR_DIVISOR)
-    assert fake.range_tests == 3  # head, full, and one for the shrunk weights, which both shrunk phases read
+    assert rates["scratch.lr"] == pytest.approx(1 / recipe.SCRATCH_LR_DIVISOR)  # the from-scratch rule
+    decided = {d.what: d.value for d in plan.decisions}
+    assert "scratch.layer_decay" not in decided and decided["full.layer_decay"] == recipe.LAYER_DECAY
+    assert decided["scratch.epochs"] == recipe.SCRATCH_EPOCHS and decided["scratch.early_stopping"] == recipe.SCRATCH_PATIENCE
+    assert fake.range_tests == 4  # head, full, one for the shrunk weights (both shrunk phases read it), scratch
 
     def expected_start(head_trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         expected = mlp()
@@ -308,14 +317,16 @@ def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kep
 
     assert same(fake.starts[0], initial) and same(fake.starts[2], expected_start(initial))  # head, then shrunk
     assert same(fake.starts[3], expected_start(initial))  # shrunk_low: the same shrunk weights, another rate
-    refit = fake.starts[4:]
-    assert len(refit) == {"head": 1, "full": 2, "shrunk": 2, "shrunk_low": 2}[kept]
-    assert same(refit[0], initial)
+    fresh = mlp(seed=5).state_dict()  # the network as PyTorch builds it from the run's seed
+    assert same(fake.starts[4], fresh) and not same(fresh, initial)  # scratch: re-initialised, nothing kept
+    refit = fake.starts[5:]
+    assert len(refit) == {"head": 1, "full": 2, "shrunk": 2, "shrunk_low": 2, "scratch": 1}[kept]
+    assert same(refit[0], fresh if kept == "scratch" else initial)  # the refit re-draws the same fresh weights
     if kept.startswith("shrunk"):  # the refit replays head then shrunk, with the same noise, from its own head phase
         assert same(refit[1], expected_start(initial))
     assert next(d.value for d in plan.decisions if d.what == "refit")["phases"] == \
         {"head": ["head"], "full": ["head", "full"], "shrunk": ["head", "shrunk"],
-         "shrunk_low": ["head", "shrunk_low"]}[kept]
+         "shrunk_low": ["head", "shrunk_low"], "scratch": ["scratch"]}[kept]
 
 
 @pytest.mark.parametrize("shrunk_best, runs", [(12, True), (13, False), (30, False)])
@@ -335,7 +346,7 @@ def test_phase_shrunk_low_runs_only_when_phase_shrunk_had_its_best_epoch_early(s
     assert found["kept"].value == ("shrunk_low" if runs else "shrunk")
     assert found["refit"].value == {"examples": len(y), "phases": ["head", found["kept"].value],
                                     "epochs": [1, shrunk_best + 1 if not runs else 1]}
-    assert len(fake.starts) == (4 if runs else 3) + 2  # the phases run, then the refit's two
+    assert len(fake.starts) == (5 if runs else 4) + 2  # the phases run (scratch last), then the refit's two
 
 
 def test_phase_shrunk_is_not_run_for_a_large_model(monkeypatch):
@@ -345,6 +356,89 @@ def test_phase_shrunk_is_not_run_for_a_large_model(monkeypatch):
     found = decisions(result)
     assert found["shrunk"]["value"] is None and "more than 100" in found["shrunk"]["reason"]
     assert "shrunk.lr" not in found and "shrunk_low.lr" not in found
+
+
+def test_reinitialise_draws_the_weights_pytorch_builds_the_network_with_and_leaves_the_random_state():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(144, 10))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(3.0)
+    model[1].running_mean.fill_(2.0)
+    torch.manual_seed(11)
+    expected_next = torch.rand(3)
+    torch.manual_seed(11)
+    recipe._reinitialise(model, seed=4)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's random stream is untouched
+    torch.manual_seed(4)
+    reference = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                    torch.nn.Linear(144, 10))
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key  # running statistics reset too
+
+
+def test_reinitialise_draws_a_built_in_model_as_the_registry_builds_it_from_the_seed():
+    """A built-in model's layers live in C++ (no reset_parameters): it is built again with its options."""
+    x, y = blobs()
+    model = finetune.train("cnn", (x.reshape(-1, 1, 2, 3).repeat(4, 2).repeat(4, 3), y), epochs=1,
+                           progress=False).model
+    options = finetune.registry.built(model)[1]
+    recipe._reinitialise(model, seed=9)
+    torch.manual_seed(9)
+    reference = finetune.build("cnn", **options)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert recipe._why_not_reinitialisable(model) is None
+
+
+class Scaled(torch.nn.Module):
+    """A layer with a parameter of its own and no reset_parameters: nothing re-draws it."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+@pytest.mark.parametrize("change, reason", [
+    ("large", "more than 100"), ("frozen", "frozen (0.bias) would be re-drawn"),
+    ("raw", "no module's reset_parameters re-draws 3.scale"), ("off", "SCRATCH_CANDIDATE is off")])
+def test_phase_scratch_is_not_run_where_fresh_weights_cannot_be_drawn_or_trained(monkeypatch, change, reason):
+    x, y = blobs()
+    model = mlp()
+    if change == "large":
+        monkeypatch.setattr(recipe, "SHRINK_MAX_PARAMS", 100)
+    elif change == "frozen":
+        model[0].bias.requires_grad_(False)
+    elif change == "raw":
+        model.append(Scaled())
+    else:
+        monkeypatch.setattr(recipe, "SCRATCH_CANDIDATE", False)
+    fake = FakeRun([1.0, 0.8, 0.6, 0.5, 0.1])
+    _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, model, [torch.from_numpy(x)],
+                               torch.from_numpy(y), None, torch.arange(len(y)), finetune.TrainConfig(cache_frozen=False),
+                               {}, pretrained=True)
+    found = {d.what: d for d in plan.decisions}
+    assert found["scratch"].value is None and reason in found["scratch"].reason
+    assert "scratch" not in fake.names and found["kept"].value != "scratch"
+
+
+def test_the_recipe_keeps_phase_scratch_when_the_pretrained_weights_are_worse_than_none():
+    """End to end: "pretrained" weights whose hidden units are all dead (a ReLU after a bias of -100: no gradient
+    reaches the body, and shrinking it halves the bias only) cannot be fine-tuned past the class frequencies; the
+    same network trained from fresh weights can, and the recipe returns it."""
+    x, y = blobs(n=300)
+    model = mlp()
+    with torch.no_grad():
+        model[0].bias.fill_(-100.0)
+    result = finetune.train(model, (x, y), progress=False, seed=2)
+    found = decisions(result)
+    assert found["kept"]["value"] == "scratch", found["kept"]
+    assert found["refit"]["value"]["phases"] == ["scratch"]
+    assert "scratch.layer_decay" not in found
+    assert finetune.evaluate(result.model, (x, y))["accuracy"] > 0.8
 
 
 def test_a_built_in_model_by_name_starts_from_scratch_in_one_phase():

@@ -31,7 +31,7 @@ def recipe_line(result: finetune.Result) -> str:
     found = {d["what"]: d["value"] for d in result.recipe}
     phases = [f"head as a linear probe (C {found['head.C']:.2g})"] if "head.C" in found else []
     phases += [f"{name} at lr {found[name + '.lr']:.1e} ({found[name + '.result']['best_epoch'] + 1} epochs best)"
-               for name in ("head", "full", "shrunk", "shrunk_low") if name + ".lr" in found]
+               for name in ("head", "full", "shrunk", "shrunk_low", "scratch") if name + ".lr" in found]
     return f"{', '.join(phases)}; kept: {found['kept']}" + ("; refit on the whole sample" if "refit" in found else "")
 
 

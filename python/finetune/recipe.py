@@ -13,7 +13,9 @@ The procedure (README, "The recipe"), for a model with trained weights:
 4. phase "full": every layer trained from the phase-1 weights, at rates decaying layer by layer towards the
    input (ULMFiT's discriminative rates); for a small model also phases "shrunk" and "shrunk_low", the same from
    the phase-1 weights with the body's shrunk and perturbed first (Ash & Adams 2020: a model pretrained on a
-   narrower task fine-tunes worse than it trains from scratch, and shrinking closes that gap), at two rates;
+   narrower task fine-tunes worse than it trains from scratch, and shrinking closes that gap), at two rates, and
+   phase "scratch", the same network re-initialised and trained by the from-scratch rules (pretrained weights from
+   a task unlike the user's can be worth less than none);
 5. each phase the loop trains: AdamW, its rate from a learning-rate range test on the training slice, warm-up then cosine,
    early stopping on the validation loss with the best epoch's weights restored;
 6. the phase with the lowest validation loss is kept (a fine-tune that hurts is not returned); of a transformer
@@ -46,7 +48,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, heads, lora, pairs, probe, streams
+from . import _C, heads, lora, pairs, probe, registry, streams
 
 # The numbers of the procedure, with the measurement or the rule each one comes from (README, "The recipe").
 VAL_FRACTION = 0.2  # the usual 80/20 hold-out; a 30% slice, digits story, 16 seeds: 0.962 vs 0.959 (recipe_variants.py)
@@ -110,6 +112,16 @@ SHRUNK_LR_DIVISORS = (LR_DIVISOR, SCRATCH_LR_DIVISOR)
 # the seeds the gate was first read on) 0.8624 -> 0.8767.
 SHRUNK_LOW_GATE = 1 / 3
 SHRINK_MAX_PARAMS = 5_000_000
+# Phase "scratch": the same network re-initialised (each module's reset_parameters, seeded) and trained by the
+# from-scratch rules (SCRATCH_EPOCHS, SCRATCH_PATIENCE, SCRATCH_LR_DIVISOR, every layer at one rate) -- a last
+# candidate beside the fine-tune for a small model, kept only if its validation loss is lower: pretrained weights
+# from a task unlike the user's can be worth less than none. The fine-tune and the recipe from scratch on the same
+# sample and slice, the one with the lower validation loss picked (benchmarks/scratch_candidate.py, Intel Xeon, 1
+# thread): Fashion-MNIST 10% from digit-recognizer's MNIST CNN, 3 seeds, fine-tune 0.8664 +- 0.0031, scratch 0.8710
+# +- 0.0031, picked 0.8704 +- 0.0030 (scratch on seeds 0 and 1); from the MNIST-5k CNN the fine-tune on every seed
+# (0.8774, unchanged); the digits story, 16 seeds, 0.9538 and 0.9546 -> 0.9557. Not for transformers (one phase
+# there costs minutes, and from scratch on a few thousand texts is no candidate) nor above SHRINK_MAX_PARAMS.
+SCRATCH_CANDIDATE = True
 REFIT = True  # after deciding on a carved slice, train again on the whole sample (see run): 0.959 vs 0.956 without
 # Recommenders ("mf": user and item factor tables with biases) train as Funk/Koren SVD does: plain SGD, each
 # rating's error moving its user's and item's factors at a fixed rate per rating, regularised by the model's
@@ -476,6 +488,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                                     lora.trainable(head if phases else None) if adapted else None))
                 if phases[0].name == "head":
                     phases += _shrunk_phase(plan, model, head, adapted)
+                phases += _scratch_phase(plan, model, family, adapted)
     elif recommender:
         phases = [Phase("full", REC_EPOCHS, REC_PATIENCE, None)]
     else:
@@ -506,6 +519,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             model.load_state_dict(ends[phase.start])
         if phase.shrink is not None:
             _shrink_perturb(model, phase.shrink, config.seed)
+        if phase.reinit:
+            _reinitialise(model, config.seed)
         if name == "head":  # the body's features now (after phase pairs, if it ran), computed once
             cache = _cache_head_inputs(plan, model, head, whole, sample, train_idx, val_idx, val, config)
         if name == "pairs":
@@ -533,7 +548,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                 settings["layer_decay"] = plan.decide(f"{name}.layer_decay", 1.0, "every layer at one rate, as BERT "
                                                       "is fine-tuned (a decay per module would all but freeze the "
                                                       "embeddings: ~50 modules deep)")
-            elif name != "head" and pretrained:
+            elif name != "head" and pretrained and not phase.reinit:
                 settings["layer_decay"] = plan.decide(f"{name}.layer_decay", LAYER_DECAY,
                                                       f"each layer below the head at {LAYER_DECAY:g}x the rate of the one above")
             if transformer:
@@ -589,6 +604,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             (name, settings, best_epochs), phase = ran[number], phases[number]
             if phase.shrink is not None:
                 _shrink_perturb(model, phase.shrink, config.seed)  # the same draw as before the decision
+            if phase.reinit:
+                _reinitialise(model, config.seed)  # the same weights as before the decision
             refit = {**settings, "early_stopping": 0, "restore_best": False, "monitor": "train_loss"}
             if name == "pairs":
                 refit = settings
@@ -623,12 +640,13 @@ class Phase:
     shrink: Callable[[str], bool] | None = None  # the parameters shrunk and perturbed first (_shrink_perturb)
     divisor: float | None = None  # of the range test's lowest loss (lr_from_range); None: rule 4's for the model
     early: str | None = None  # runs only if the phase so named had its best epoch early (SHRUNK_LOW_GATE)
+    reinit: bool = False  # starts from freshly initialised weights (_reinitialise), continuing no phase
 
 
 def _lineage(phases: list[Phase], kept: int) -> list[int]:
     """The phases the kept one continues, in order, itself last: what a refit runs again."""
     chain = [kept]
-    while chain[0] > 0:
+    while chain[0] > 0 and not phases[chain[0]].reinit:
         start = phases[chain[0]].start
         chain.insert(0, next(i for i, p in enumerate(phases) if p.name == start) if start else chain[0] - 1)
     return chain
@@ -659,6 +677,64 @@ def _shrunk_phase(plan: Plan, model: Any, head: str, adapted: bool) -> list[Phas
     return [Phase(name, FULL_EPOCHS, FULL_PATIENCE, None, start="head", shrink=_outside(head), divisor=divisor,
                   early=names[0] if number else None)
             for number, (name, divisor) in enumerate(zip(names, SHRUNK_LR_DIVISORS))]
+
+
+def _scratch_phase(plan: Plan, model: Any, family: str, adapted: bool) -> list[Phase]:
+    """Phase "scratch" (SCRATCH_CANDIDATE): the same network re-initialised and trained from scratch, a candidate
+    beside the fine-tune kept only if its validation loss is lower; [] where it does not apply (the reason noted)."""
+    why = ("with LoRA adapters the base weights stay as they are" if adapted
+           else "a transformer: from scratch on a fine-tuning set is no candidate, and a phase costs minutes"
+           if family in TRANSFORMERS else None)
+    if why is None and not SCRATCH_CANDIDATE:
+        why = "SCRATCH_CANDIDATE is off"
+    if why is None:
+        size = sum(p.numel() for p in model.parameters())
+        why = (f"the model has {size:,} parameters, more than {SHRINK_MAX_PARAMS:,} (one more full-length phase; "
+               "measured on small CNNs only)" if size > SHRINK_MAX_PARAMS else _why_not_reinitialisable(model))
+    if why is not None:
+        plan.note("scratch", None, f"not run: {why}")
+        return []
+    plan.note("scratch", {"epochs": SCRATCH_EPOCHS, "patience": SCRATCH_PATIENCE, "divisor": SCRATCH_LR_DIVISOR},
+              "a last candidate: the same network re-initialised (as PyTorch builds it, from the run's seed) and "
+              "trained from scratch, every layer at one rate -- pretrained weights from a task unlike this one can be "
+              "worth less than none (Fashion-MNIST from an MNIST CNN: README, rule 4); kept only if its validation "
+              "loss is the lowest")
+    return [Phase("scratch", SCRATCH_EPOCHS, SCRATCH_PATIENCE, None, divisor=SCRATCH_LR_DIVISOR, reinit=True)]
+
+
+def _why_not_reinitialisable(model: Any) -> str | None:
+    """Why _reinitialise cannot give the model fresh weights that all train (None: it can)."""
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if frozen:
+        return f"parameters the model holds frozen ({', '.join(frozen[:3])}) would be re-drawn and not trained"
+    if not isinstance(model, torch.nn.Module):  # layers in C++: rebuilt by the registry
+        built = registry.built(model)
+        if built is None:
+            return "the model is neither a torch.nn.Module nor built by finetune: nothing can re-draw its weights"
+        entry, options = built
+        return f"{entry.name!r} built with its options loads trained weights" if entry.pretrained(options) else None
+    covered = set()
+    for module in model.modules():
+        if callable(getattr(module, "reset_parameters", None)):
+            covered.update(id(p) for p in module.parameters(recurse=False))
+    uncovered = [name for name, p in model.named_parameters() if id(p) not in covered]
+    return f"no module's reset_parameters re-draws {', '.join(uncovered[:3])}" if uncovered else None
+
+
+def _reinitialise(model: Any, seed: int) -> None:
+    """The weights PyTorch initialises the network with, drawn from the seed (the refit and every rank draw the
+    same; the global random state is left as it was): each module's ``reset_parameters`` in module order, or, for a
+    built-in model whose layers live in C++, the registry's build with the same options."""
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        if isinstance(model, torch.nn.Module):
+            for module in model.modules():
+                if callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+        else:
+            entry, options = registry.built(model)
+            model.load_state_dict(entry.build(**options).state_dict())
 
 
 def _early(plan: Plan, phase: Phase, ran: list[tuple[str, dict[str, Any], int]]) -> bool:
