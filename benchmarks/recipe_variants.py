@@ -38,6 +38,8 @@ VARIANTS = {
     "from scratch, patience 4 of 25 epochs": ({"SCRATCH_PATIENCE": 4, "SCRATCH_EPOCHS": 25}, SCRATCH, {}),
     "the recipe as it is": ({}, {}, {}),
     "no head phase": ({}, {}, {"find_head": no_head}),
+    "no phase scratch (the recipe before it)": ({"SCRATCH_CANDIDATE": False}, {}, {}),
+    "phase scratch kept by the lower validation loss alone (no margin)": ({"SCRATCH_MARGIN": 0.0}, {}, {}),
     "no phase shrunk (the recipe before it)": ({"SHRINK_MAX_PARAMS": 0}, {}, {}),
     "shrunk: x 0.3, noise 0.1": ({"SHRINK": 0.3}, {}, {}),
     "shrunk: x 0.7, noise 0.1": ({"SHRINK": 0.7}, {}, {}),

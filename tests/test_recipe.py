@@ -358,6 +358,19 @@ def test_phase_shrunk_is_not_run_for_a_large_model(monkeypatch):
     assert "shrunk.lr" not in found and "shrunk_low.lr" not in found
 
 
+@pytest.mark.parametrize("scratch_loss, kept", [(0.489, "scratch"), (0.491, "shrunk_low"), (0.6, "shrunk_low")])
+def test_phase_scratch_is_kept_only_when_its_validation_loss_is_lower_by_the_margin(scratch_loss, kept):
+    """SCRATCH_MARGIN = 2%: against shrunk_low's 0.5, scratch needs below 0.49; a nearer tie keeps the fine-tune."""
+    x, y = blobs()
+    fake = FakeRun([1.0, 0.8, 0.6, 0.5, scratch_loss], best={"shrunk": 0})
+    _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
+                               torch.from_numpy(y), None, torch.arange(len(y)), finetune.TrainConfig(cache_frozen=False),
+                               {}, pretrained=True)
+    found = {d.what: d for d in plan.decisions}
+    assert recipe.SCRATCH_MARGIN == 0.02 and found["kept"].value == kept
+    assert ("lower by less than 2%" in found["kept"].reason) == (scratch_loss == 0.491)
+
+
 def test_reinitialise_draws_the_weights_pytorch_builds_the_network_with_and_leaves_the_random_state():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
                                 torch.nn.Linear(144, 10))
