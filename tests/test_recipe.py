@@ -285,7 +285,8 @@ class FakeRun:
 @pytest.mark.parametrize("losses, kept", [([1.0, 0.8, 0.5, 0.6], "shrunk"), ([1.0, 0.8, 0.6, 0.5], "shrunk_low"),
                                           ([1.0, 0.5, 0.8, 0.9], "full"), ([0.5, 0.8, 0.9, 0.9], "head"),
                                           ([1.0, 0.8, 0.6, 0.5, 0.4], "scratch")])
-def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kept_phase_continues(losses, kept):
+def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kept_phase_continues(monkeypatch, losses, kept):
+    monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)  # phase scratch on this small slice too
     x, y = blobs()
     model, config = mlp(), finetune.TrainConfig(cache_frozen=False, seed=5)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -330,8 +331,9 @@ def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kep
 
 
 @pytest.mark.parametrize("shrunk_best, runs", [(12, True), (13, False), (30, False)])
-def test_phase_shrunk_low_runs_only_when_phase_shrunk_had_its_best_epoch_early(shrunk_best, runs):
+def test_phase_shrunk_low_runs_only_when_phase_shrunk_had_its_best_epoch_early(monkeypatch, shrunk_best, runs):
     """SHRUNK_LOW_GATE: of FULL_EPOCHS = 40, shrunk's best epoch 13 (counted from 1) or earlier runs shrunk_low."""
+    monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)  # phase scratch on this small slice too
     x, y = blobs()
     fake = FakeRun([1.0, 0.8, 0.6, 0.5], best={"shrunk": shrunk_best})  # shrunk_low, if run, validates best
     _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
@@ -359,8 +361,9 @@ def test_phase_shrunk_is_not_run_for_a_large_model(monkeypatch):
 
 
 @pytest.mark.parametrize("scratch_loss, kept", [(0.489, "scratch"), (0.491, "shrunk_low"), (0.6, "shrunk_low")])
-def test_phase_scratch_is_kept_only_when_its_validation_loss_is_lower_by_the_margin(scratch_loss, kept):
+def test_phase_scratch_is_kept_only_when_its_validation_loss_is_lower_by_the_margin(monkeypatch, scratch_loss, kept):
     """SCRATCH_MARGIN = 2%: against shrunk_low's 0.5, scratch needs below 0.49; a nearer tie keeps the fine-tune."""
+    monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)  # phase scratch on this small slice too
     x, y = blobs()
     fake = FakeRun([1.0, 0.8, 0.6, 0.5, scratch_loss], best={"shrunk": 0})
     _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
@@ -417,11 +420,16 @@ class Scaled(torch.nn.Module):
 
 @pytest.mark.parametrize("change, reason", [
     ("large", "more than 100"), ("frozen", "frozen (0.bias) would be re-drawn"),
-    ("raw", "no module's reset_parameters re-draws 3.scale"), ("off", "SCRATCH_CANDIDATE is off")])
-def test_phase_scratch_is_not_run_where_fresh_weights_cannot_be_drawn_or_trained(monkeypatch, change, reason):
+    ("raw", "no module's reset_parameters re-draws 3.scale"), ("off", "SCRATCH_CANDIDATE is off"),
+    ("small slice", "the validation slice holds 48 examples, fewer than 500")])
+def test_phase_scratch_is_not_run_where_fresh_weights_cannot_be_drawn_trained_or_judged(monkeypatch, change, reason):
     x, y = blobs()
     model = mlp()
-    if change == "large":
+    if change != "small slice":
+        monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)
+    if change == "small slice":
+        assert recipe.SCRATCH_MIN_VAL == 500
+    elif change == "large":
         monkeypatch.setattr(recipe, "SHRINK_MAX_PARAMS", 100)
     elif change == "frozen":
         model[0].bias.requires_grad_(False)
@@ -438,10 +446,11 @@ def test_phase_scratch_is_not_run_where_fresh_weights_cannot_be_drawn_or_trained
     assert "scratch" not in fake.names and found["kept"].value != "scratch"
 
 
-def test_the_recipe_keeps_phase_scratch_when_the_pretrained_weights_are_worse_than_none():
+def test_the_recipe_keeps_phase_scratch_when_the_pretrained_weights_are_worse_than_none(monkeypatch):
     """End to end: "pretrained" weights whose hidden units are all dead (a ReLU after a bias of -100: no gradient
     reaches the body, and shrinking it halves the bias only) cannot be fine-tuned past the class frequencies; the
     same network trained from fresh weights can, and the recipe returns it."""
+    monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)  # phase scratch on this small slice too
     x, y = blobs(n=300)
     model = mlp()
     with torch.no_grad():
