@@ -114,14 +114,15 @@ SHRUNK_LOW_GATE = 1 / 3
 SHRINK_MAX_PARAMS = 5_000_000
 # Phase "scratch": the same network re-initialised (each module's reset_parameters, seeded) and trained by the
 # from-scratch rules (SCRATCH_EPOCHS, SCRATCH_PATIENCE, SCRATCH_LR_DIVISOR, every layer at one rate) -- a last
-# candidate beside the fine-tune for a small model, kept only if its validation loss is lower: pretrained weights
-# from a task unlike the user's can be worth less than none. The fine-tune and the recipe from scratch on the same
-# sample and slice, the one with the lower validation loss picked (benchmarks/scratch_candidate.py, Intel Xeon, 1
-# thread): Fashion-MNIST 10% from digit-recognizer's MNIST CNN, 3 seeds, fine-tune 0.8664 +- 0.0031, scratch 0.8710
-# +- 0.0031, picked 0.8704 +- 0.0030 (scratch on seeds 0 and 1); from the MNIST-5k CNN the fine-tune on every seed
-# (0.8774, unchanged); the digits story, 16 seeds, 0.9538 and 0.9546 -> 0.9557 (built and run on its 50-example
-# slices, AMD EPYC: 0.955 -> 0.957, benchmarks/recipe_variants.py; SCRATCH_MIN_VAL leaves it out). Not for transformers (one phase
-# there costs minutes, and from scratch on a few thousand texts is no candidate) nor above SHRINK_MAX_PARAMS.
+# candidate beside the fine-tune for a small model, kept only if its validation loss is lower (by SCRATCH_MARGIN,
+# below): pretrained weights from a task unlike the user's can be worth less than none. The fine-tune and the recipe
+# from scratch on the same sample and slice, the one with the lower validation loss picked
+# (benchmarks/scratch_candidate.py, Intel Xeon, 1 thread): Fashion-MNIST 10% from digit-recognizer's MNIST CNN, 3
+# seeds, fine-tune 0.8664 +- 0.0031, scratch 0.8710 +- 0.0031, picked 0.8704 +- 0.0030 (scratch on seeds 0 and 1);
+# from the MNIST-5k CNN the fine-tune on every seed (0.8774, unchanged); the digits story, 16 seeds, 0.9538 and 0.9546
+# -> 0.9557 (built and run on its 50-example slices, AMD EPYC: 0.955 -> 0.957, benchmarks/recipe_variants.py;
+# SCRATCH_MIN_VAL leaves it out). Not for transformers (one phase there costs minutes, and from scratch on a few
+# thousand texts is no candidate) nor above SHRINK_MAX_PARAMS.
 SCRATCH_CANDIDATE = True
 # ... and kept only if its validation loss is at least 2% below the best fine-tuned phase's: a nearer tie is the
 # slice's noise, and the user passed pretrained weights. Where scratch validated lower (1 thread): Fashion-MNIST from
@@ -405,8 +406,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     the kept weights -- measured before any refit, so on examples the model has not trained on).
 
     ``train_phase(model, data, val, settings, stop_after, name)`` trains phase ``name`` in place (stopping after
-    ``stop_after`` epochs when given; the refit's phases are named "refit-<phase>"); ``find_rate(model, data, settings)`` runs a range test; ``measure(model, val, calibrated)`` returns
-    the loss and metrics, and with ``calibrated`` also "calibrated_loss" where it can (calibrated_loss).
+    ``stop_after`` epochs when given; the refit's phases are named "refit-<phase>"); ``find_rate(model, data,
+    settings)`` runs a range test; ``measure(model, val, calibrated)`` returns the loss and metrics, and with
+    ``calibrated`` also "calibrated_loss" where it can (calibrated_loss).
     ``family`` is the model's (``FAMILIES``): recommenders train by the rules above."""
     classification = config.task == "classification"
     plan = Plan(given)
@@ -704,26 +706,34 @@ def _scratch_phase(plan: Plan, model: Any, family: str, adapted: bool, validatio
     """Phase "scratch" (SCRATCH_CANDIDATE): the same network re-initialised and trained from scratch, a candidate
     beside the fine-tune kept only if its validation loss is clearly lower (SCRATCH_MARGIN) on ``validation``
     examples; [] where it does not apply (the reason noted)."""
-    why = ("with LoRA adapters the base weights stay as they are" if adapted
-           else "a transformer: from scratch on a fine-tuning set is no candidate, and a phase costs minutes"
-           if family in TRANSFORMERS
-           else f"the validation slice holds {validation} examples, fewer than {SCRATCH_MIN_VAL}: too few to tell "
-                "fresh weights from a fine-tune (README, rule 3)" if validation < SCRATCH_MIN_VAL else None)
-    if why is None and not SCRATCH_CANDIDATE:
-        why = "SCRATCH_CANDIDATE is off"
-    if why is None:
-        size = sum(p.numel() for p in model.parameters())
-        why = (f"the model has {size:,} parameters, more than {SHRINK_MAX_PARAMS:,} (one more full-length phase; "
-               "measured on small CNNs only)" if size > SHRINK_MAX_PARAMS else _why_not_reinitialisable(model))
+    why = _scratch_why_not(model, family, adapted, validation)
     if why is not None:
         plan.note("scratch", None, f"not run: {why}")
         return []
     plan.note("scratch", {"epochs": SCRATCH_EPOCHS, "patience": SCRATCH_PATIENCE, "divisor": SCRATCH_LR_DIVISOR},
               "a last candidate: the same network re-initialised (as PyTorch builds it, from the run's seed) and "
               "trained from scratch, every layer at one rate -- pretrained weights from a task unlike this one can be "
-              "worth less than none (Fashion-MNIST from an MNIST CNN: README, rule 4); kept only if its validation "
-              "loss is the lowest")
+              "worth less than none (Fashion-MNIST from an MNIST CNN: README, rule 3); kept only if its validation "
+              f"loss is at least {SCRATCH_MARGIN:.0%} below the best fine-tuned phase's")
     return [Phase("scratch", SCRATCH_EPOCHS, SCRATCH_PATIENCE, None, divisor=SCRATCH_LR_DIVISOR, reinit=True)]
+
+
+def _scratch_why_not(model: Any, family: str, adapted: bool, validation: int) -> str | None:
+    """Why phase scratch does not run (None: it runs)."""
+    if adapted:
+        return "with LoRA adapters the base weights stay as they are"
+    if family in TRANSFORMERS:
+        return "a transformer: from scratch on a fine-tuning set is no candidate, and a phase costs minutes"
+    if validation < SCRATCH_MIN_VAL:
+        return (f"the validation slice holds {validation} examples, fewer than {SCRATCH_MIN_VAL}: too few to tell "
+                "fresh weights from a fine-tune (README, rule 3)")
+    if not SCRATCH_CANDIDATE:
+        return "SCRATCH_CANDIDATE is off"
+    size = sum(p.numel() for p in model.parameters())
+    if size > SHRINK_MAX_PARAMS:
+        return (f"the model has {size:,} parameters, more than {SHRINK_MAX_PARAMS:,} (one more full-length phase; "
+                "measured on small CNNs only)")
+    return _why_not_reinitialisable(model)
 
 
 def _why_not_reinitialisable(model: Any) -> str | None:
@@ -737,12 +747,14 @@ def _why_not_reinitialisable(model: Any) -> str | None:
             return "the model is neither a torch.nn.Module nor built by finetune: nothing can re-draw its weights"
         entry, options = built
         return f"{entry.name!r} built with its options loads trained weights" if entry.pretrained(options) else None
-    covered = set()
-    for module in model.modules():
-        if callable(getattr(module, "reset_parameters", None)):
-            covered.update(id(p) for p in module.parameters(recurse=False))
+    covered = {id(p) for module in _resettable(model) for p in module.parameters(recurse=False)}
     uncovered = [name for name, p in model.named_parameters() if id(p) not in covered]
     return f"no module's reset_parameters re-draws {', '.join(uncovered[:3])}" if uncovered else None
+
+
+def _resettable(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules that re-draw their own parameters (``reset_parameters``), in module order."""
+    return [module for module in model.modules() if callable(getattr(module, "reset_parameters", None))]
 
 
 def _reinitialise(model: Any, seed: int) -> None:
@@ -753,9 +765,8 @@ def _reinitialise(model: Any, seed: int) -> None:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         if isinstance(model, torch.nn.Module):
-            for module in model.modules():
-                if callable(getattr(module, "reset_parameters", None)):
-                    module.reset_parameters()
+            for module in _resettable(model):
+                module.reset_parameters()
         else:
             entry, options = registry.built(model)
             model.load_state_dict(entry.build(**options).state_dict())
