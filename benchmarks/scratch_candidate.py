@@ -6,13 +6,26 @@ one of the two with the lower loss on the recipe's validation slice (the same sl
 Stories: "digits" (the demo's: a CNN pretrained on the digits 0-4 of the training split, 20% sample; its slice
 holds images the pretraining saw, so it favours the fine-tune), "fashion-pretrained" (Fashion-MNIST 10% from
 digit-recognizer's MNIST CNN, quality.py's images-pretrained) and "fashion-mnist5k" (Fashion-MNIST 10% from the CNN
-pretrained on MNIST-5k, quality.py's images-recipe). The evidence behind the README's scratch-candidate sentence.
+pretrained on MNIST-5k, quality.py's images-recipe), and the fastai side-by-side's two ("fastai-digits",
+"fastai-mnist": the CNN as an nn.Module). The evidence behind the README's scratch-candidate sentence.
+
+With --gain, the recipe's own phase scratch instead: each seed runs the fine-tune twice with phase scratch on any
+slice, once never keeping it and once always (recipe.SCRATCH_Z at +inf, -inf), and prints the test accuracy of each
+beside the paired statistic the recipe decides by (result.recipe's "scratch.gain": how much lower scratch's
+validation loss is, example by example, in standard errors) -- the evidence behind SCRATCH_Z:
+
+    python benchmarks/scratch_candidate.py --gain --story fastai-digits --seeds 3 --threads 1
+
+--no-refit (with --gain) runs the fine-tune once, without the refit, for the statistic alone (no test accuracy).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +65,52 @@ def fashion_mnist5k(seed: int):
     return model, "cnn", {}, (fashion.x_train, fashion.y_train), (fashion.x_test, fashion.y_test), 0.1
 
 
-STORIES = {"digits": digits, "fashion-pretrained": fashion_pretrained, "fashion-mnist5k": fashion_mnist5k}
+def fastai_story(load: Any, size: int) -> Any:
+    def story(seed: int):
+        from fastai_side_by_side import Cnn, pretrain
+
+        x_train, x_test, y_train, y_test = load(seed)
+        model = pretrain(x_train, y_train, size, seed)
+        return model, "cnn", {}, (x_train, y_train), (x_test, y_test), 0.2
+    return story
+
+
+def fastai_mnist(seed: int):
+    from fastai_side_by_side import mnist
+
+    return mnist(seed)
+
+
+STORIES = {"digits": digits, "fashion-pretrained": fashion_pretrained, "fashion-mnist5k": fashion_mnist5k,
+           "fastai-digits": fastai_story(lambda seed: __import__("finetune.demo").demo.load_digits_split(seed), 8),
+           "fastai-mnist": fastai_story(fastai_mnist, 28)}
+
+
+def gain(story: str, seeds: int, refit: bool) -> None:
+    """Phase scratch run on any slice: the statistic the recipe decides by, and the test accuracy either way."""
+    from finetune import recipe
+
+    recipe.SCRATCH_MIN_VAL = 0
+    recipe.REFIT = refit
+    for seed in range(seeds):
+        tuned_start, _, options, train, test, fraction = STORIES[story](seed)
+        state = copy.deepcopy(tuned_start.state_dict()) if hasattr(tuned_start, "state_dict") else None
+        line = []
+        for keep, z in (("never", math.inf), ("always", -math.inf))[:2 if refit else 1]:
+            recipe.SCRATCH_Z = z
+            if state is not None:
+                tuned_start.load_state_dict(state)
+            began = time.perf_counter()
+            result = finetune.train(tuned_start, train, sample_fraction=fraction, seed=seed, progress=False, **options)
+            found = {d["what"]: d["value"] for d in result.recipe}
+            losses = {k[:-len(".result")]: v["val_loss"] for k, v in found.items() if k.endswith(".result")}
+            accuracy = f"{finetune.evaluate(result.model, test)['accuracy']:.4f}" if refit else "-"
+            line.append(f"scratch {keep}: {accuracy} ({time.perf_counter() - began:.0f} s)")
+        g = found.get("scratch.gain")
+        stat = (f"z {g['z']:.2f} (lower by {g['lower_by']:.4f} +- {g['standard_error']:.4f} on {g['examples']})"
+                if g else f"scratch not run: {found.get('scratch')}")
+        print(f"seed {seed}: {' | '.join(line)} | {stat} | losses "
+              + " ".join(f"{k} {v:.4f}" for k, v in losses.items() if v is not None), flush=True)
 
 
 def main() -> None:
@@ -60,8 +118,12 @@ def main() -> None:
     parser.add_argument("--story", choices=list(STORIES), default="fashion-pretrained")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gain", action="store_true", help="phase scratch's paired statistic (see above)")
+    parser.add_argument("--no-refit", action="store_true", help="with --gain: the statistic alone, one run a seed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.gain:
+        return gain(args.story, args.seeds, not args.no_refit)
     rows = []
     for seed in range(args.seeds):
         tuned_start, scratch_start, options, train, test, fraction = STORIES[args.story](seed)

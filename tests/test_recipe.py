@@ -260,8 +260,8 @@ class FakeRun:
 
     PHASES = ["head", "full", "shrunk", "shrunk_low", "scratch"]
 
-    def __init__(self, losses: list[float], best: dict[str, int] | None = None):
-        self.losses, self.best = dict(zip(self.PHASES, losses)), best or {}
+    def __init__(self, losses: list[float], best: dict[str, int] | None = None, spread: float = 0.0):
+        self.losses, self.best, self.spread = dict(zip(self.PHASES, losses)), best or {}, spread
         self.starts, self.names, self.range_tests = [], [], 0
 
     def train_phase(self, model, data, val, settings, stop_after, name):
@@ -278,15 +278,20 @@ class FakeRun:
         self.range_tests += 1
         return SimpleNamespace(lrs=list(np.geomspace(1e-5, 1, 100)), losses=list(np.linspace(2, 1, 100)))
 
-    def measure(self, model, val, calibrated=False):
-        return {"loss": self.losses.get(self.names[-1], 2.0)}
+    def measure(self, model, val, calibrated=False, per_example=False):
+        """The phase's loss; per example, that loss plus ``spread`` x a draw of the phase's own (mean 0, std 1)."""
+        loss = self.losses.get(self.names[-1], 2.0)
+        if not per_example:
+            return {"loss": loss}
+        draw = torch.randn(len(val[1]), generator=torch.Generator().manual_seed(self.PHASES.index(self.names[-1])),
+                           dtype=torch.float64)
+        return {"loss": loss, "per_example_loss": loss + self.spread * (draw - draw.mean()) / draw.std()}
 
 
 @pytest.mark.parametrize("losses, kept", [([1.0, 0.8, 0.5, 0.6], "shrunk"), ([1.0, 0.8, 0.6, 0.5], "shrunk_low"),
                                           ([1.0, 0.5, 0.8, 0.9], "full"), ([0.5, 0.8, 0.9, 0.9], "head"),
                                           ([1.0, 0.8, 0.6, 0.5, 0.4], "scratch")])
 def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kept_phase_continues(monkeypatch, losses, kept):
-    monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)  # phase scratch on this small slice too
     x, y = blobs()
     model, config = mlp(), finetune.TrainConfig(cache_frozen=False, seed=5)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -333,7 +338,6 @@ def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kep
 @pytest.mark.parametrize("shrunk_best, runs", [(12, True), (13, False), (30, False)])
 def test_phase_shrunk_low_runs_only_when_phase_shrunk_had_its_best_epoch_early(monkeypatch, shrunk_best, runs):
     """SHRUNK_LOW_GATE: of FULL_EPOCHS = 40, shrunk's best epoch 13 (counted from 1) or earlier runs shrunk_low."""
-    monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)  # phase scratch on this small slice too
     x, y = blobs()
     fake = FakeRun([1.0, 0.8, 0.6, 0.5], best={"shrunk": shrunk_best})  # shrunk_low, if run, validates best
     _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
@@ -360,18 +364,48 @@ def test_phase_shrunk_is_not_run_for_a_large_model(monkeypatch):
     assert "shrunk.lr" not in found and "shrunk_low.lr" not in found
 
 
-@pytest.mark.parametrize("scratch_loss, kept", [(0.489, "scratch"), (0.491, "shrunk_low"), (0.6, "shrunk_low")])
-def test_phase_scratch_is_kept_only_when_its_validation_loss_is_lower_by_the_margin(monkeypatch, scratch_loss, kept):
-    """SCRATCH_MARGIN = 2%: against shrunk_low's 0.5, scratch needs below 0.49; a nearer tie keeps the fine-tune."""
-    monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)  # phase scratch on this small slice too
+@pytest.mark.parametrize("scratch_loss, spread, kept", [(0.45, 0.01, "scratch"), (0.45, 1.0, "shrunk_low"),
+                                                  (0.6, 0.01, "shrunk_low")])
+def test_phase_scratch_is_kept_only_when_its_validation_loss_is_clearly_lower_example_by_example(
+        monkeypatch, scratch_loss, spread, kept):
+    """SCRATCH_Z: against shrunk_low's 0.5, scratch's 0.45 is kept when the examples agree (a spread of 0.01 each),
+    not when they scatter (1.0 each: the difference's standard error ~0.2 on 48 examples); 0.6 never is."""
     x, y = blobs()
-    fake = FakeRun([1.0, 0.8, 0.6, 0.5, scratch_loss], best={"shrunk": 0})
+    fake = FakeRun([1.0, 0.8, 0.6, 0.5, scratch_loss], best={"shrunk": 0}, spread=spread)
     _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
                                torch.from_numpy(y), None, torch.arange(len(y)), finetune.TrainConfig(cache_frozen=False),
                                {}, pretrained=True)
     found = {d.what: d for d in plan.decisions}
-    assert recipe.SCRATCH_MARGIN == 0.02 and found["kept"].value == kept
-    assert ("lower by less than 2%" in found["kept"].reason) == (scratch_loss == 0.491)
+    gain = found["scratch.gain"].value
+    assert found["kept"].value == kept and gain["examples"] == 48
+    assert gain["lower_by"] == pytest.approx(0.5 - scratch_loss)
+    assert (gain["z"] >= recipe.SCRATCH_Z) == (kept == "scratch")
+    assert ("not clearly lower" in found["kept"].reason) == (scratch_loss == 0.45 and kept != "scratch")
+
+
+def test_paired_gain_is_scipys_paired_t_statistic():
+    from scipy import stats
+
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.rand(300, generator=generator, dtype=torch.float64)
+    candidate = reference - 0.02 + 0.1 * torch.randn(300, generator=generator, dtype=torch.float64)
+    gain = recipe.paired_gain(reference, candidate)
+    expected = stats.ttest_rel(reference.numpy(), candidate.numpy())
+    assert gain["z"] == pytest.approx(expected.statistic, rel=1e-12)
+    assert gain["lower_by"] == pytest.approx(float((reference - candidate).mean()), rel=1e-12)
+    assert recipe.paired_gain(reference, reference)["z"] == 0.0
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_per_example_losses_average_to_the_loss_evaluate_reports(task):
+    x, y = blobs()
+    model = mlp() if task == "classification" else torch.nn.Sequential(torch.nn.Linear(x.shape[1], 2))
+    targets = torch.from_numpy(y) if task == "classification" else torch.randn(len(y), 2)
+    outputs = finetune.predict(model, x, output="logits" if task == "classification" else "values", task=task)
+    losses = recipe.per_example_loss(torch.from_numpy(outputs), targets, task)
+    assert losses.shape == (len(y),)
+    loss = finetune.evaluate(model, (x, targets.numpy()), task=task)["loss"]
+    assert float(losses.mean()) == pytest.approx(loss, rel=1e-5)
 
 
 def test_reinitialise_draws_the_weights_pytorch_builds_the_network_with_and_leaves_the_random_state():
@@ -421,14 +455,12 @@ class Scaled(torch.nn.Module):
 @pytest.mark.parametrize("change, reason", [
     ("large", "more than 100"), ("frozen", "frozen (0.bias) would be re-drawn"),
     ("raw", "no module's reset_parameters re-draws 3.scale"), ("off", "SCRATCH_CANDIDATE is off"),
-    ("small slice", "the validation slice holds 48 examples, fewer than 500")])
+    ("small slice", "the validation slice holds 24 examples, fewer than 30")])
 def test_phase_scratch_is_not_run_where_fresh_weights_cannot_be_drawn_trained_or_judged(monkeypatch, change, reason):
-    x, y = blobs()
+    x, y = blobs(n=120 if change == "small slice" else 240)
     model = mlp()
-    if change != "small slice":
-        monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)
     if change == "small slice":
-        assert recipe.SCRATCH_MIN_VAL == 500
+        assert recipe.SCRATCH_MIN_VAL == 30
     elif change == "large":
         monkeypatch.setattr(recipe, "SHRINK_MAX_PARAMS", 100)
     elif change == "frozen":
@@ -450,7 +482,6 @@ def test_the_recipe_keeps_phase_scratch_when_the_pretrained_weights_are_worse_th
     """End to end: "pretrained" weights whose hidden units are all dead (a ReLU after a bias of -100: no gradient
     reaches the body, and shrinking it halves the bias only) cannot be fine-tuned past the class frequencies; the
     same network trained from fresh weights can, and the recipe returns it."""
-    monkeypatch.setattr(recipe, "SCRATCH_MIN_VAL", 0)  # phase scratch on this small slice too
     x, y = blobs(n=300)
     model = mlp()
     with torch.no_grad():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,13 +18,6 @@ from helpers import mlp
 from test_checkpoint import assert_bitwise_equal, finish, run_until, start
 
 SETTINGS = dict(sample_fraction=0.3, seed=3, progress=False)  # nothing that shapes the training: the recipe runs
-
-
-@pytest.fixture(scope="module", autouse=True)
-def scratch_on_small_slices():
-    """Phase scratch runs on this module's small slices too (in process; the killed workers run the defaults)."""
-    with mock.patch.object(recipe, "SCRATCH_MIN_VAL", 0):
-        yield
 
 
 @pytest.fixture(scope="module")

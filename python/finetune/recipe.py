@@ -114,7 +114,7 @@ SHRUNK_LOW_GATE = 1 / 3
 SHRINK_MAX_PARAMS = 5_000_000
 # Phase "scratch": the same network re-initialised (each module's reset_parameters, seeded) and trained by the
 # from-scratch rules (SCRATCH_EPOCHS, SCRATCH_PATIENCE, SCRATCH_LR_DIVISOR, every layer at one rate) -- a last
-# candidate beside the fine-tune for a small model, kept only if its validation loss is lower (by SCRATCH_MARGIN,
+# candidate beside the fine-tune for a small model, kept only if its validation loss is clearly lower (SCRATCH_Z,
 # below): pretrained weights from a task unlike the user's can be worth less than none. The fine-tune and the recipe
 # from scratch on the same sample and slice, the one with the lower validation loss picked
 # (benchmarks/scratch_candidate.py, Intel Xeon, 1 thread): Fashion-MNIST 10% from digit-recognizer's MNIST CNN, 3
@@ -124,20 +124,13 @@ SHRINK_MAX_PARAMS = 5_000_000
 # SCRATCH_MIN_VAL leaves it out). Not for transformers (one phase there costs minutes, and from scratch on a few
 # thousand texts is no candidate) nor above SHRINK_MAX_PARAMS.
 SCRATCH_CANDIDATE = True
-# ... and kept only if its validation loss is at least 2% below the best fine-tuned phase's: a nearer tie is the
-# slice's noise, and the user passed pretrained weights. Where scratch validated lower (1 thread): Fashion-MNIST from
-# digit-recognizer's CNN, Intel Xeon seeds 0 and 1, by 4.7% and 2.7%, then 0.3 and 0.9 points more accurate on the
-# test set (AMD EPYC seed 0: by 8.6%); from the MNIST-5k CNN, AMD EPYC seed 2, by 0.8% (0.3459 against shrunk_low's
-# 0.3488), then 0.8687 against shrunk_low's 0.8781: that table 0.8742 +- 0.0048 kept by the lower loss alone,
-# 0.8773 +- 0.0010 with the margin (quality.py --sections images-recipe). The digits story, 16 seeds, on any slice:
-# 0.957 either way.
-SCRATCH_MARGIN = 0.02
-# ... and run only when the validation slice holds at least 500 examples: on a few dozen the validation loss cannot
-# tell fresh weights from a fine-tune. The fastai story (benchmarks/fastai_side_by_side.py, AMD EPYC, 1 thread):
-# digits, 50-example slices, scratch kept on seeds 1 and 2 by losses 5% and 32% lower, then 0.7 and 0.6 points less
-# accurate on the test set (0.9685 against 0.9759, 0.9648 against 0.9704); MNIST-5k, 140 examples, kept on seed 0,
-# 0.3 points more accurate (0.9600 against 0.9573). The Fashion-MNIST tables above hold 1,200.
-SCRATCH_MIN_VAL = 500
+# ... and kept only if its validation loss is clearly lower, example by example: the mean of the per-example
+# differences (the best fine-tuned phase's loss minus scratch's) at least SCRATCH_Z standard errors above zero -- a
+# one-sided paired test at 5%. The user passed pretrained weights, and a near tie is the slice's noise. MEASURED_BELOW.
+SCRATCH_Z = 1.645
+# ... and run only when the validation slice holds at least 30 examples, the usual floor of the normal
+# approximation the test reads z by (a t statistic on fewer than 30 would need Student's quantiles).
+SCRATCH_MIN_VAL = 30
 REFIT = True  # after deciding on a carved slice, train again on the whole sample (see run): 0.959 vs 0.956 without
 # Recommenders ("mf": user and item factor tables with biases) train as Funk/Koren SVD does: plain SGD, each
 # rating's error moving its user's and item's factors at a fixed rate per rating, regularised by the model's
@@ -249,6 +242,26 @@ def calibrated_loss(logits: torch.Tensor, targets: torch.Tensor) -> float:
     logits, targets = logits.to(torch.float64), targets.to(torch.int64)
     temperatures = torch.logspace(-2, 2, 161, dtype=torch.float64)
     return min(float(torch.nn.functional.cross_entropy(logits / t, targets)) for t in temperatures)
+
+
+def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
+    """Each example's share of the validation loss evaluate() reports (its mean is that loss): the cross-entropy of
+    its logits for classification, the mean squared error over its outputs for regression."""
+    outputs = outputs.to(torch.float64)
+    if task == "classification":
+        return torch.nn.functional.cross_entropy(outputs, targets.to(torch.int64), reduction="none")
+    errors = (outputs.reshape(len(outputs), -1) - targets.to(torch.float64).reshape(len(outputs), -1)) ** 2
+    return errors.mean(1)
+
+
+def paired_gain(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
+    """How much lower ``candidate``'s per-example losses are than ``reference``'s on the same examples: the mean
+    difference, its standard error and their ratio ``z`` (the paired t statistic; 0 when nothing differs)."""
+    differences = (reference.to(torch.float64) - candidate.to(torch.float64)).flatten()
+    mean = float(differences.mean())
+    error = float(differences.std()) / math.sqrt(len(differences)) if len(differences) > 1 else math.inf
+    z = mean / error if error > 0 else math.copysign(math.inf, mean) if mean else 0.0
+    return {"lower_by": mean, "standard_error": error, "z": z, "examples": len(differences)}
 
 
 def lr_from_range(lrs: list[float], losses: list[float], divisor: float = LR_DIVISOR) -> float:
@@ -526,7 +539,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         return shrunk_range[0]
 
     initial = _copy_state(model)
-    results, ran, ends, best_loss, metrics, within_margin = [], [], {}, math.inf, {}, ""
+    results, ran, ends, best_loss, metrics, not_clearly = [], [], {}, math.inf, {}, ""
+    # Phase scratch is compared with the fine-tune example by example (paired_gain): each phase's per-example losses.
+    paired, example_losses = any(phase.reinit for phase in phases), {}
     for number, phase in enumerate(phases):
         name = phase.name
         if phase.early is not None and not _early(plan, phase, ran):
@@ -584,9 +599,10 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                                            trainee, phase_train, settings, divisor)
         result = train_phase(trainee, phase_train, phase_val, settings, None, name)
         if val is not None:
-            measured = measure(model, val, calibrated=calibrated)
+            measured = measure(model, val, calibrated=calibrated, per_example=paired)
             by_temperature = "calibrated_loss" in measured
             score = measured.pop("calibrated_loss", measured["loss"])
+            example_losses[number] = measured.pop("per_example_loss", None)
         else:  # nothing held out (the validation note): the one candidate after phase pairs, unmeasured
             measured, by_temperature, score = {}, False, -math.inf
         restored = settings.get("restore_best") and result.best_epoch is not None
@@ -600,22 +616,27 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         ran.append((name, settings, result.best_epoch + 1 if restored else len(result.history)))
         if number < len(phases) - 1:  # a later phase may start here, or this one be kept
             ends[name] = _copy_state(model)
-        # Fresh weights replace the fine-tune only when clearly better (SCRATCH_MARGIN): a near tie is the slice's noise.
-        to_beat = best_loss - SCRATCH_MARGIN * abs(best_loss) if phase.reinit else best_loss
-        if score < to_beat or phases[plan.kept].name == "pairs":
+        if phase.reinit:  # fresh weights replace the fine-tune only when clearly better, example by example
+            gain = paired_gain(example_losses[plan.kept], example_losses[number])
+            plan.note(f"{name}.gain", gain, f"{name}'s validation loss below {phases[plan.kept].name}'s, the best "
+                      "fine-tuned phase, example by example: the mean difference, its standard error and their "
+                      f"ratio z; kept only if z >= {SCRATCH_Z:g} (SCRATCH_Z: a one-sided paired test at 5%)")
+            if gain["z"] >= SCRATCH_Z:
+                best_loss, plan.kept, metrics = score, number, measured
+            elif score < best_loss:
+                not_clearly = (f"; {name}'s is {score:.4f}, not clearly lower (z = {gain['z']:.2f}, below "
+                               f"{SCRATCH_Z:g}): fresh weights replace the fine-tune only when clearly better")
+        elif score < best_loss or phases[plan.kept].name == "pairs":
             best_loss, plan.kept, metrics = score, number, measured
-        elif phase.reinit and score < best_loss:
-            within_margin = (f"; {name}'s, {score:.4f}, is lower by less than {SCRATCH_MARGIN:.0%}: fresh weights "
-                             "replace the fine-tune only when clearly better")
     if plan.kept != len(phases) - 1:
         model.load_state_dict(ends[phases[plan.kept].name])
     if val is None:
         plan.note("kept", phases[plan.kept].name, "the only candidate (phase pairs is not one); nothing held out to "
                   "measure it on")
     else:
-        plan.note("kept", phases[plan.kept].name, ("the fine-tuned phase" if within_margin else "the phase")
+        plan.note("kept", phases[plan.kept].name, ("the fine-tuned phase" if not_clearly else "the phase")
                   + f" with the lowest validation loss ({best_loss:.4f}"
-                  + ("; at its best temperature)" if by_temperature else ")") + within_margin)
+                  + ("; at its best temperature)" if by_temperature else ")") + not_clearly)
 
     if val_carved and REFIT:
         # The decisions are made; the held-out examples are worth more as training data than as a check now:
@@ -704,7 +725,7 @@ def _shrunk_phase(plan: Plan, model: Any, head: str, adapted: bool) -> list[Phas
 
 def _scratch_phase(plan: Plan, model: Any, family: str, adapted: bool, validation: int) -> list[Phase]:
     """Phase "scratch" (SCRATCH_CANDIDATE): the same network re-initialised and trained from scratch, a candidate
-    beside the fine-tune kept only if its validation loss is clearly lower (SCRATCH_MARGIN) on ``validation``
+    beside the fine-tune kept only if its validation loss is clearly lower (SCRATCH_Z) on ``validation``
     examples; [] where it does not apply (the reason noted)."""
     why = _scratch_why_not(model, family, adapted, validation)
     if why is not None:
@@ -714,7 +735,7 @@ def _scratch_phase(plan: Plan, model: Any, family: str, adapted: bool, validatio
               "a last candidate: the same network re-initialised (as PyTorch builds it, from the run's seed) and "
               "trained from scratch, every layer at one rate -- pretrained weights from a task unlike this one can be "
               "worth less than none (Fashion-MNIST from an MNIST CNN: README, rule 3); kept only if its validation "
-              f"loss is at least {SCRATCH_MARGIN:.0%} below the best fine-tuned phase's")
+              f"loss is clearly below the best fine-tuned phase's, example by example (z >= {SCRATCH_Z:g})")
     return [Phase("scratch", SCRATCH_EPOCHS, SCRATCH_PATIENCE, None, divisor=SCRATCH_LR_DIVISOR, reinit=True)]
 
 
@@ -725,8 +746,8 @@ def _scratch_why_not(model: Any, family: str, adapted: bool, validation: int) ->
     if family in TRANSFORMERS:
         return "a transformer: from scratch on a fine-tuning set is no candidate, and a phase costs minutes"
     if validation < SCRATCH_MIN_VAL:
-        return (f"the validation slice holds {validation} examples, fewer than {SCRATCH_MIN_VAL}: too few to tell "
-                "fresh weights from a fine-tune (README, rule 3)")
+        return (f"the validation slice holds {validation} examples, fewer than {SCRATCH_MIN_VAL}: too few for the "
+                "paired test that would decide it (README, rule 3)")
     if not SCRATCH_CANDIDATE:
         return "SCRATCH_CANDIDATE is off"
     size = sum(p.numel() for p in model.parameters())

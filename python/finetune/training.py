@@ -712,16 +712,20 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                 checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)
         return found
 
-    def measure(model: Any, val_data: Any, calibrated: bool = False) -> dict[str, Any]:
+    def measure(model: Any, val_data: Any, calibrated: bool = False, per_example: bool = False) -> dict[str, Any]:
         readers = _readers_for(cfg, val_data)
         measured = evaluate(model, given_form(val_data), task=cfg.task, batch_size=cfg.eval_batch_size,
                             device=cfg.device, topk=cfg.topk, distributed="off", runner=cfg.runner,
                             num_workers=readers.num_workers, prefetch=readers.prefetch)
-        # What the recipe compares a transformer's phases by.
-        if calibrated:
-            logits = predict(model, val_data[0], output="logits", batch_size=cfg.eval_batch_size, device=cfg.device,
-                             runner=cfg.runner, num_workers=readers.num_workers, prefetch=readers.prefetch)
-            measured["calibrated_loss"] = recipes.calibrated_loss(torch.from_numpy(logits), val_data[1])
+        if calibrated or per_example:  # what the recipe compares a transformer's phases, and phase scratch, by
+            outputs = torch.from_numpy(predict(
+                model, val_data[0], output="logits" if cfg.task == "classification" else "values", task=cfg.task,
+                batch_size=cfg.eval_batch_size, device=cfg.device, runner=cfg.runner,
+                num_workers=readers.num_workers, prefetch=readers.prefetch))
+            if calibrated:
+                measured["calibrated_loss"] = recipes.calibrated_loss(outputs, val_data[1])
+            if per_example:
+                measured["per_example_loss"] = recipes.per_example_loss(outputs, val_data[1], cfg.task)
         return rank_0s(measured, group)  # each rank measured the whole slice: what decides is rank 0's
 
     start = time.perf_counter()
