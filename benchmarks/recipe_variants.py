@@ -39,9 +39,7 @@ VARIANTS = {
     "the recipe as it is": ({}, {}, {}),
     "no head phase": ({}, {}, {"find_head": no_head}),
     "no phase scratch (the recipe before it)": ({"SCRATCH_CANDIDATE": False}, {}, {}),
-    "phase scratch on any slice (no minimum of 500 examples)": ({"SCRATCH_MIN_VAL": 0}, {}, {}),
-    "phase scratch on any slice, kept by the lower validation loss alone (no paired test)":
-        ({"SCRATCH_MIN_VAL": 0, "SCRATCH_Z": 0.0}, {}, {}),
+    "phase scratch kept by the lower validation loss alone (no paired test)": ({"SCRATCH_Z": 0.0}, {}, {}),
     "no phase shrunk (the recipe before it)": ({"SHRINK_MAX_PARAMS": 0}, {}, {}),
     "shrunk: x 0.3, noise 0.1": ({"SHRINK": 0.3}, {}, {}),
     "shrunk: x 0.7, noise 0.1": ({"SHRINK": 0.7}, {}, {}),

@@ -168,6 +168,8 @@ EXCLUDED = {
     "--threads 2": "a benchmark: the defaults' pairs on 128 snippets, 657 s here",
     "python benchmarks/quality.py --sections text --text-seeds 3 --threads 1":
         "a benchmark: 3,496 s here (MiniLM's defaults and fine-tunes, three seeds)",
+    "python benchmarks/scratch_candidate.py --gain --story STORY --seeds N --threads 1":
+        "a benchmark's pattern (STORY and N stand for the table's rows): 1 to 20 minutes a story",
     "python benchmarks/scratch_candidate.py --story fashion-pretrained --seeds 3 --threads 1":
         "a benchmark: the recipe's fine-tune and scratch on Fashion-MNIST 10%, three seeds, about 20 minutes",
     "python benchmarks/quality.py --sections text --text-full-defaults --text-seeds 1 --threads 1":
