@@ -27,11 +27,13 @@ def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def recipe_line(result: finetune.Result) -> str:
-    """The recipe's decisions in one line: each phase's rate, epochs and validation loss, the phase kept."""
+    """The recipe's decisions in one line: each phase's rate, epochs and validation loss (phase scratch's with the
+    paired test's z it is kept by, README rule 3), the phase kept."""
     found = {d["what"]: d["value"] for d in result.recipe}
     phases = [f"head as a linear probe (C {found['head.C']:.2g})"] if "head.C" in found else []
     phases += [f"{name} at lr {found[name + '.lr']:.1e} ({found[name + '.result']['best_epoch'] + 1} epochs best, "
-               f"validation loss {found[name + '.result']['val_loss']:.4f})"
+               f"validation loss {found[name + '.result']['val_loss']:.4f}"
+               + (f", z {found[name + '.gain']['z']:.2f}" if name + ".gain" in found else "") + ")"
                for name in ("head", "full", "shrunk", "shrunk_low", "scratch") if name + ".lr" in found]
     return f"{', '.join(phases)}; kept: {found['kept']}" + ("; refit on the whole sample" if "refit" in found else "")
 
