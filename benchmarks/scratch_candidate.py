@@ -67,7 +67,7 @@ def fashion_mnist5k(seed: int):
 
 def fastai_story(load: Any, size: int) -> Any:
     def story(seed: int):
-        from fastai_side_by_side import Cnn, pretrain
+        from fastai_side_by_side import pretrain
 
         x_train, x_test, y_train, y_test = load(seed)
         model = pretrain(x_train, y_train, size, seed)

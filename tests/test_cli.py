@@ -36,6 +36,19 @@ def wine_run(tmp_path_factory) -> Path:
     return out
 
 
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
+
+
+def test_metrics_json_writes_numbers_that_are_not_finite_as_strings():
+    """A diverged loss (NaN) or a paired test with no spread (z = inf) must not make metrics.json unreadable
+    to a strict parser (jq, a browser): Python's json would write NaN and Infinity bare."""
+    value = {"loss": float("nan"), "gain": {"z": float("inf"), "lower_by": -float("inf")}, "history": [1.5, (2,)]}
+    text = json.dumps(runs.strict_json(value))
+    assert json.loads(text, parse_constant=_refuse) == {"loss": "NaN", "gain": {"z": "Infinity", "lower_by": "-Infinity"},
+                                                       "history": [1.5, [2]]}
+
+
 def test_train_writes_a_complete_run_directory(wine_run):
     names = sorted(p.name for p in wine_run.iterdir())
     expected = ["checkpoints", "config.toml", "history.csv", "metrics.json", "model.safetensors", "report.html",
@@ -48,7 +61,7 @@ def test_train_writes_a_complete_run_directory(wine_run):
         rows = list(csv.DictReader(f))
     assert 1 <= len(rows) <= 20
     assert {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_s"} <= set(rows[0])
-    metrics = json.loads((wine_run / "metrics.json").read_text())
+    metrics = json.loads((wine_run / "metrics.json").read_text(), parse_constant=_refuse)  # strict JSON
     assert {"test", "validation", "class_counts", "samples_per_s", "environment", "seconds"} <= set(metrics)
     assert metrics["environment"]["torch"].startswith("2.13")
     assert metrics["distributed"] == {"world_size": 1, "global_batch": 16, "communication_seconds": 0.0,

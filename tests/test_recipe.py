@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -291,7 +292,7 @@ class FakeRun:
 @pytest.mark.parametrize("losses, kept", [([1.0, 0.8, 0.5, 0.6], "shrunk"), ([1.0, 0.8, 0.6, 0.5], "shrunk_low"),
                                           ([1.0, 0.5, 0.8, 0.9], "full"), ([0.5, 0.8, 0.9, 0.9], "head"),
                                           ([1.0, 0.8, 0.6, 0.5, 0.4], "scratch")])
-def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kept_phase_continues(monkeypatch, losses, kept):
+def test_phase_shrunk_starts_from_the_head_phase_and_the_refit_runs_what_the_kept_phase_continues(losses, kept):
     x, y = blobs()
     model, config = mlp(), finetune.TrainConfig(cache_frozen=False, seed=5)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -396,6 +397,22 @@ def test_paired_gain_is_scipys_paired_t_statistic():
     assert recipe.paired_gain(reference, reference)["z"] == 0.0
 
 
+@pytest.mark.parametrize("shift, z", [(0.5, math.inf), (-0.5, -math.inf), (math.nan, None), (math.inf, None)])
+def test_paired_gain_is_signed_when_every_example_differs_alike_and_nan_when_a_loss_is_not_finite(shift, z):
+    """No spread (every difference the same) is certainty either way; a diverged loss (NaN, inf) is no evidence,
+    and a NaN z is never >= SCRATCH_Z, so such a candidate is never kept."""
+    reference = torch.arange(50, dtype=torch.float64) / 4  # exact: every difference is exactly the shift
+    candidate = reference - shift if math.isfinite(shift) else reference.clone().index_fill_(0, torch.tensor([3]), shift)
+    found = recipe.paired_gain(reference, candidate)["z"]
+    assert found == z if z is not None else math.isnan(found)
+    assert not found >= recipe.SCRATCH_Z or z == math.inf
+
+
+def test_per_example_loss_refuses_a_task_it_does_not_define():
+    with pytest.raises(ValueError, match="task='ranking'"):
+        recipe.per_example_loss(torch.zeros(4, 1), torch.zeros(4), "ranking")
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_per_example_losses_average_to_the_loss_evaluate_reports(task):
     x, y = blobs()
@@ -455,7 +472,8 @@ class Scaled(torch.nn.Module):
 @pytest.mark.parametrize("change, reason", [
     ("large", "more than 100"), ("frozen", "frozen (0.bias) would be re-drawn"),
     ("raw", "no module's reset_parameters re-draws 3.scale"), ("off", "SCRATCH_CANDIDATE is off"),
-    ("small slice", "the validation slice holds 24 examples, fewer than 30")])
+    ("small slice", "the validation slice holds 24 examples, fewer than 30"),
+    ("ranking", "task='ranking': the paired test")])
 def test_phase_scratch_is_not_run_where_fresh_weights_cannot_be_drawn_trained_or_judged(monkeypatch, change, reason):
     x, y = blobs(n=120 if change == "small slice" else 240)
     model = mlp()
@@ -467,18 +485,18 @@ def test_phase_scratch_is_not_run_where_fresh_weights_cannot_be_drawn_trained_or
         model[0].bias.requires_grad_(False)
     elif change == "raw":
         model.append(Scaled())
-    else:
+    elif change != "ranking":
         monkeypatch.setattr(recipe, "SCRATCH_CANDIDATE", False)
     fake = FakeRun([1.0, 0.8, 0.6, 0.5, 0.1])
+    config = finetune.TrainConfig(cache_frozen=False, task="ranking" if change == "ranking" else "classification")
     _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, model, [torch.from_numpy(x)],
-                               torch.from_numpy(y), None, torch.arange(len(y)), finetune.TrainConfig(cache_frozen=False),
-                               {}, pretrained=True)
+                               torch.from_numpy(y), None, torch.arange(len(y)), config, {}, pretrained=True)
     found = {d.what: d for d in plan.decisions}
     assert found["scratch"].value is None and reason in found["scratch"].reason
     assert "scratch" not in fake.names and found["kept"].value != "scratch"
 
 
-def test_the_recipe_keeps_phase_scratch_when_the_pretrained_weights_are_worse_than_none(monkeypatch):
+def test_the_recipe_keeps_phase_scratch_when_the_pretrained_weights_are_worse_than_none():
     """End to end: "pretrained" weights whose hidden units are all dead (a ReLU after a bias of -100: no gradient
     reaches the body, and shrinking it halves the bias only) cannot be fine-tuned past the class frequencies; the
     same network trained from fresh weights can, and the recipe returns it."""

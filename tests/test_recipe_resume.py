@@ -28,7 +28,7 @@ def recipe_reference(tmp_path_factory) -> tuple[dict[str, torch.Tensor], int]:
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
     steps = sum(line.startswith("step ") for line in stdout.splitlines())
-    assert steps > 100  # phases full, shrunk and the refit step in the loop (the head is the probe's fit)
+    assert steps > 100  # phases full, shrunk, scratch and the refit step in the loop (the head is the probe's fit)
     return checkpoint.load_tensors(root / "weights.safetensors")[0], steps
 
 

@@ -20,6 +20,7 @@ The procedure (README, "The recipe"), for a model with trained weights:
    early stopping on the validation loss with the best epoch's weights restored;
 6. the phase with the lowest validation loss is kept (a fine-tune that hurts is not returned); of a transformer
    classifier, the loss at its best temperature (calibrated_loss: a confident fine-tune is not taken for a worse one);
+   phase "scratch" only if its loss is clearly lower, example by example (a paired test: README, rule 3);
 7. when the slice was carved, the kept phase and those it continues run again on the whole sample for their best epochs (refit).
 
 For a sentence encoder ("minilm") with at most PAIRS_MAX_PER_CLASS examples in a class, phase "pairs" (SetFit's
@@ -250,9 +251,14 @@ def calibrated_loss(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return min(float(torch.nn.functional.cross_entropy(logits / t, targets)) for t in temperatures)
 
 
+PER_EXAMPLE_TASKS = ("classification", "regression")  # the tasks per_example_loss (and so phase scratch) serves
+
+
 def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
     """Each example's share of the validation loss evaluate() reports (its mean is that loss): the cross-entropy of
     its logits for classification, the mean squared error over its outputs for regression."""
+    if task not in PER_EXAMPLE_TASKS:
+        raise ValueError(f"task={task!r}: per-example losses are defined for {' and '.join(PER_EXAMPLE_TASKS)}")
     outputs = outputs.to(torch.float64)
     if task == "classification":
         return torch.nn.functional.cross_entropy(outputs, targets.to(torch.int64), reduction="none")
@@ -262,11 +268,18 @@ def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str) ->
 
 def paired_gain(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
     """How much lower ``candidate``'s per-example losses are than ``reference``'s on the same examples: the mean
-    difference, its standard error and their ratio ``z`` (the paired t statistic; 0 when nothing differs)."""
+    difference, its standard error and their ratio ``z`` (the paired t statistic). ``z`` is 0 when nothing differs,
+    +-inf when every example differs by the same amount, and NaN when a loss is not finite (a NaN is never >=
+    SCRATCH_Z, so a diverged candidate is never kept)."""
     differences = (reference.to(torch.float64) - candidate.to(torch.float64)).flatten()
     mean = float(differences.mean())
     error = float(differences.std()) / math.sqrt(len(differences)) if len(differences) > 1 else math.inf
-    z = mean / error if error > 0 else math.copysign(math.inf, mean) if mean else 0.0
+    if not (math.isfinite(mean) and not math.isnan(error)):
+        z = math.nan
+    elif error > 0:
+        z = mean / error
+    else:
+        z = math.inf if mean > 0 else -math.inf if mean < 0 else 0.0
     return {"lower_by": mean, "standard_error": error, "z": z, "examples": len(differences)}
 
 
@@ -416,7 +429,7 @@ class Plan:
         return settings
 
 
-def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure: Callable[[Any, Any], dict[str, Any]],
+def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure: Callable[..., dict[str, Any]],
         model: Any, inputs: list[torch.Tensor], targets: torch.Tensor, val: tuple[list[torch.Tensor], torch.Tensor] | None,
         sample: torch.Tensor, config: Any, given: dict[str, Any], pretrained: bool,
         val_fraction: float | None = None, mode: str = "auto", family: str = "default") -> tuple[list[Any], Plan, torch.Tensor, dict[str, Any]]:
@@ -426,8 +439,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
 
     ``train_phase(model, data, val, settings, stop_after, name)`` trains phase ``name`` in place (stopping after
     ``stop_after`` epochs when given; the refit's phases are named "refit-<phase>"); ``find_rate(model, data,
-    settings)`` runs a range test; ``measure(model, val, calibrated)`` returns the loss and metrics, and with
-    ``calibrated`` also "calibrated_loss" where it can (calibrated_loss).
+    settings)`` runs a range test; ``measure(model, val, calibrated, per_example)`` returns the loss and metrics,
+    with ``calibrated`` also "calibrated_loss" where it can (calibrated_loss), and with ``per_example`` also
+    "per_example_loss", each validation example's loss (per_example_loss; for phase scratch's paired test).
     ``family`` is the model's (``FAMILIES``): recommenders train by the rules above."""
     classification = config.task == "classification"
     plan = Plan(given)
@@ -524,7 +538,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                                     lora.trainable(head if phases else None) if adapted else None))
                 if phases[0].name == "head":
                     phases += _shrunk_phase(plan, model, head, adapted)
-                phases += _scratch_phase(plan, model, family, adapted, int(val[1].shape[0]) if val is not None else 0)
+                phases += _scratch_phase(plan, model, family, config.task, adapted,
+                                         int(val[1].shape[0]) if val is not None else 0)
     elif recommender:
         phases = [Phase("full", REC_EPOCHS, REC_PATIENCE, None)]
     else:
@@ -729,11 +744,11 @@ def _shrunk_phase(plan: Plan, model: Any, head: str, adapted: bool) -> list[Phas
             for number, (name, divisor) in enumerate(zip(names, SHRUNK_LR_DIVISORS))]
 
 
-def _scratch_phase(plan: Plan, model: Any, family: str, adapted: bool, validation: int) -> list[Phase]:
+def _scratch_phase(plan: Plan, model: Any, family: str, task: str, adapted: bool, validation: int) -> list[Phase]:
     """Phase "scratch" (SCRATCH_CANDIDATE): the same network re-initialised and trained from scratch, a candidate
     beside the fine-tune kept only if its validation loss is clearly lower (SCRATCH_Z) on ``validation``
     examples; [] where it does not apply (the reason noted)."""
-    why = _scratch_why_not(model, family, adapted, validation)
+    why = _scratch_why_not(model, family, task, adapted, validation)
     if why is not None:
         plan.note("scratch", None, f"not run: {why}")
         return []
@@ -745,8 +760,11 @@ def _scratch_phase(plan: Plan, model: Any, family: str, adapted: bool, validatio
     return [Phase("scratch", SCRATCH_EPOCHS, SCRATCH_PATIENCE, None, divisor=SCRATCH_LR_DIVISOR, reinit=True)]
 
 
-def _scratch_why_not(model: Any, family: str, adapted: bool, validation: int) -> str | None:
+def _scratch_why_not(model: Any, family: str, task: str, adapted: bool, validation: int) -> str | None:
     """Why phase scratch does not run (None: it runs)."""
+    if task not in PER_EXAMPLE_TASKS:
+        return (f"task={task!r}: the paired test that would decide it compares per-example losses, defined for "
+                f"{' and '.join(PER_EXAMPLE_TASKS)} only")
     if adapted:
         return "with LoRA adapters the base weights stay as they are"
     if family in TRANSFORMERS:

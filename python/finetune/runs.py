@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -269,6 +270,19 @@ def write_toml(values: dict[str, Any]) -> str:
     return tomli_w.dumps(without_none(values))
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every float that is not finite written as the string "NaN", "Infinity" or "-Infinity": JSON
+    has no such numbers (Python writes them anyway, and jq or a browser then refuses the whole file), and a
+    diverged loss or the paired test's z with no spread is one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def environment() -> dict[str, Any]:
     return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "cuda": torch.cuda.is_available()}
@@ -424,7 +438,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
                         "allreduce_overlap": result.allreduce_overlap},
         "environment": environment(),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "metrics.json").write_text(json.dumps(strict_json(metrics), indent=1))
     (out / "report.html").write_text(report.html(config_written, result.history, metrics))
     report.plots_png(str(out / "plots.png"), result.history, metrics)  # with matplotlib installed
     log.info("run written to %s", out)
