@@ -211,7 +211,7 @@ def test_no_shaping_setting_runs_the_recipe_and_records_each_decision():
     assert found["validation"]["value"]["examples"] == 48  # 20% of each class of 240
     assert found["head"]["value"] == "2"
     assert found["head.fit"]["value"] == "linear probe" and found["head.C"]["value"] in probe.STRENGTHS
-    assert found["full.lr"]["value"] > 0 and found["full.optimizer"]["value"] == "adamw"
+    assert found["full.lr"]["value"] > 0 and found["full.optimizer"]["value"] == "sgd"  # rule 4: a pretrained network that is no transformer
     assert found["kept"]["value"] in ("head", "full", "shrunk", "shrunk_low")
     assert "refit" in found  # decided on the slice, then trained on the whole sample
     assert result.sample_indices.tolist() == list(range(240))
@@ -518,6 +518,7 @@ def test_a_built_in_model_by_name_starts_from_scratch_in_one_phase():
     found = decisions(result)
     assert found["model"]["value"] == "from scratch"
     assert "head" not in found and "head.lr" not in found and "full.lr" in found
+    assert found["full.optimizer"]["value"] == "adamw"  # the from-scratch rules were measured with AdamW
 
 
 def test_a_shaping_setting_runs_the_settings_as_given():
@@ -661,13 +662,16 @@ def test_a_cached_head_phase_is_training_the_head_alone_on_the_features():
     features computed by hand, on the same training slice -- the same losses, epoch by epoch, and the same head."""
     x, y = blobs()
     result = finetune.train(mlp(seed=3), (x, y), recipe="auto", progress=False, epochs=2, lr=0.05)
-    epochs_run = decisions(result)["head.result"]["value"]["epochs_run"]
+    found = decisions(result)
+    epochs_run = found["head.result"]["value"]["epochs_run"]
+    assert found["head.optimizer"]["value"] == "sgd"  # rule 4; momentum 0.9, TrainConfig's, in both runs
     reference = mlp(seed=3)
     train_idx, val_idx = recipe.split_validation(torch.from_numpy(y), torch.arange(len(y)), True, seed=0)
     with torch.no_grad():
         features = reference[1](reference[0](torch.from_numpy(x)))
     alone = finetune.train(reference[2], (features[train_idx], y[train_idx.numpy()]),
-                           (features[val_idx], y[val_idx.numpy()]), optimizer="adamw", lr=0.05, epochs=2,
+                           (features[val_idx], y[val_idx.numpy()]), optimizer=found["head.optimizer"]["value"],
+                           lr=0.05, epochs=2,
                            weight_decay=0.01, schedule="cosine", warmup=0.1, early_stopping=3, restore_best=True,
                            progress=False)
     assert [h["train_loss"] for h in result.history[:epochs_run]] == [h["train_loss"] for h in alone.history]
