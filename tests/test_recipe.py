@@ -509,6 +509,7 @@ def test_the_recipe_keeps_phase_scratch_when_the_pretrained_weights_are_worse_th
     assert found["kept"]["value"] == "scratch", found["kept"]
     assert found["refit"]["value"]["phases"] == ["scratch"]
     assert "scratch.layer_decay" not in found
+    assert found["full.optimizer"]["value"] == "sgd" and found["scratch.optimizer"]["value"] == "adamw"  # rule 4
     assert finetune.evaluate(result.model, (x, y))["accuracy"] > 0.8
 
 
