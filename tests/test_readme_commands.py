@@ -168,6 +168,10 @@ EXCLUDED = {
     "--threads 2": "a benchmark: the defaults' pairs on 128 snippets, 657 s here",
     "python benchmarks/quality.py --sections text --text-seeds 3 --threads 1":
         "a benchmark: 3,496 s here (MiniLM's defaults and fine-tunes, three seeds)",
+    "python benchmarks/image_stories.py --story STORY --seeds N --threads 1 --set FINE_TUNE_SGD=False":
+        "a benchmark's pattern (STORY and N stand for the table's rows): 2 to 40 minutes a story",
+    'python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows "the recipe as it is" "AdamW instead of SGD"':
+        "a benchmark: 32 seeds of two rows and scratch, ~4 minutes",
     "python benchmarks/scratch_candidate.py --gain --story STORY --seeds N --threads 1":
         "a benchmark's pattern (STORY and N stand for the table's rows): 1 to 20 minutes a story",
     "python benchmarks/scratch_candidate.py --story fashion-pretrained --seeds 3 --threads 1":

@@ -513,6 +513,14 @@ def test_the_recipe_keeps_phase_scratch_when_the_pretrained_weights_are_worse_th
     assert finetune.evaluate(result.model, (x, y))["accuracy"] > 0.8
 
 
+def test_a_model_with_no_head_to_train_first_keeps_adamw():
+    """Rule 4's SGD fine-tunes a body under a head; a bare linear layer passed in (a new head on features) has no
+    head phase to start from, and SGD at its range test's rate was unstable there (README, rule 4)."""
+    x, y = blobs()
+    found = decisions(finetune.train(torch.nn.Linear(x.shape[1], 3), (x, y), progress=False, seed=0))
+    assert found["head"]["value"] is None and found["full.optimizer"]["value"] == "adamw"
+
+
 def test_a_built_in_model_by_name_starts_from_scratch_in_one_phase():
     x, y = blobs()
     result = finetune.train("mlp", (x, y), progress=False)

@@ -16,7 +16,8 @@ The procedure (README, "The recipe"), for a model with trained weights:
    narrower task fine-tunes worse than it trains from scratch, and shrinking closes that gap), at two rates, and
    phase "scratch", the same network re-initialised and trained by the from-scratch rules (pretrained weights from
    a task unlike the user's can be worth less than none);
-5. each phase the loop trains: AdamW, its rate from a learning-rate range test on the training slice, warm-up then cosine,
+5. each phase the loop trains: AdamW (fine-tuning a pretrained network that is not a transformer: SGD with momentum,
+   FINE_TUNE_SGD), its rate from a learning-rate range test on the training slice, warm-up then cosine,
    early stopping on the validation loss with the best epoch's weights restored;
 6. the phase with the lowest validation loss is kept (a fine-tune that hurts is not returned); of a transformer
    classifier, the loss at its best temperature (calibrated_loss: a confident fine-tune is not taken for a worse one);
@@ -476,13 +477,15 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                   if pretrained else "a built-in model built by name starts from random weights: one phase, every layer"
                   + (" (an MLP on tabular features: rules of its own)" if family == TABULAR else ""))
     adapted = isinstance(model, torch.nn.Module) and any(isinstance(m, lora.LoraLinear) for m in model.modules())
-    sgd = FINE_TUNE_SGD and pretrained and family == "default" and not adapted  # rule 4: SGD fine-tunes a CNN
     head, no_head = None, None  # the head module's name, or why none was found
     if pretrained:
         try:
             head = heads.find_head(model, streams.head(inputs, 2))
         except ValueError as error:
             no_head = error
+    # Rule 4: SGD fine-tunes a body under a head (the case measured). A model with no head to train first (a bare
+    # nn.Linear on features: AdamW 0.7319, SGD 0.5824 on Rotten Tomatoes' MiniLM features, seed 4) keeps AdamW.
+    sgd = FINE_TUNE_SGD and pretrained and family == "default" and not adapted and head is not None
     # Phase pairs on the whole sample decides nothing on held-out examples -- its settings, the head's strength and
     # the phases run are all fixed (SetFit's) -- so a slice carved by default would only be trained on again in the
     # refit, at twice the run's cost, to report metrics measured on 2 to 13 examples a class.
