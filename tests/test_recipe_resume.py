@@ -193,6 +193,8 @@ def test_a_recipe_cannot_resume_a_run_of_the_settings_as_given(tmp_path):
                                       "diverged": False}]}, r"range_tests\[0\].lrs must be finite rates > 0, rising"),
     (lambda j: {**j, "range_tests": [{"lrs": [1e-3], "losses": [1.0], "suggestion": -1, "diverged": False}]},
      r"range_tests\[0\].suggestion must be a finite rate > 0, got -1"),
+    (lambda j: {**j, "range_tests": [{**j["range_tests"][0], "optimizer": "lion"}]},
+     r"range_tests\[0\].optimizer must be one of adam, adamw, rmsprop, sgd, got 'lion'"),
 ])
 def test_a_crafted_recipe_journal_is_a_one_line_error_naming_the_field(recipe_dir, edit, match):
     path = recipe_dir / "recipe.json"
@@ -201,6 +203,19 @@ def test_a_crafted_recipe_journal_is_a_one_line_error_naming_the_field(recipe_di
     with pytest.raises(ValueError, match=match) as error:
         finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=recipe_dir, resume=True, **SETTINGS)
     assert "recipe.json" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_recipe_journal_whose_range_test_ran_another_optimizer_is_an_error(recipe_dir):
+    """A journal written by a finetune whose rule 4 chose another optimizer: its range tests' curves would set this
+    version's rates wrongly, silently -- an error naming both, before anything trains."""
+    path = recipe_dir / "recipe.json"
+    journal = json.loads(path.read_text())
+    assert journal["range_tests"][0]["optimizer"] == "sgd"  # rule 4: the pretrained MLP's phase full
+    journal["range_tests"][0]["optimizer"] = "adamw"
+    path.write_text(json.dumps(journal))
+    x, y = _digits()
+    with pytest.raises(ValueError, match="range test 1 ran 'adamw' and this finetune runs 'sgd'"):
+        finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=recipe_dir, resume=True, **SETTINGS)
 
 
 def test_a_recipe_run_without_its_initial_weights_is_an_error(recipe_dir):

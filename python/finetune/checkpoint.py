@@ -689,7 +689,10 @@ def recipe_journal(directory: str | os.PathLike) -> dict[str, Any] | None:
         for i, test in enumerate(journal["range_tests"]):
             where = f"range_tests[{i}]"
             _object(test, where, required={"lrs", "losses", "suggestion", "diverged"},
-                    allowed={"lrs", "losses", "suggestion", "diverged"})
+                    allowed={"lrs", "losses", "suggestion", "diverged", "optimizer"})
+            if "optimizer" in test and test["optimizer"] not in ("adam", "adamw", "rmsprop", "sgd"):
+                raise _Invalid(f"{where}.optimizer must be one of adam, adamw, rmsprop, sgd, got "
+                               f"{_show(test['optimizer'])}")
             for key in ("lrs", "losses"):
                 if not isinstance(test[key], list) or not test[key]:
                     raise _Invalid(f"{where}.{key} must be a non-empty list of numbers, got {_show(test[key])}")

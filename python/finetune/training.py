@@ -698,8 +698,15 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     def find_rate(model: Any, train_data: Any, settings: dict[str, Any]) -> LrFinderResult:
         nonlocal range_tests_run
         range_tests_run += 1
+        optimizer = passed.get("optimizer", settings.get("optimizer", base.optimizer))
         if journal is not None and range_tests_run <= len(journal["range_tests"]):  # resumed: as measured then
-            return LrFinderResult(**journal["range_tests"][range_tests_run - 1])
+            entry = dict(journal["range_tests"][range_tests_run - 1])
+            then = entry.pop("optimizer", optimizer)  # journals before it was recorded: not checked
+            if then != optimizer:
+                raise ValueError(f"resume: the recipe journal's range test {range_tests_run} ran {then!r} and this "
+                                 f"finetune runs {optimizer!r} there (a different version's recipe); start a new run "
+                                 "in another checkpoint_dir")
+            return LrFinderResult(**entry)
         probe_cfg = _readers_for(dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
                                                      progress=False), train_data)
         if world > 1 and isinstance(probe_cfg.batch_size, int):  # the test steps at the global batch the phase takes
@@ -707,7 +714,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         found = rank_0s(find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg), group)
         if journal is not None:
             journal["range_tests"].append({"lrs": [float(v) for v in found.lrs], "suggestion": float(found.suggestion),
-                                           "losses": [float(v) for v in found.losses], "diverged": bool(found.diverged)})
+                                           "losses": [float(v) for v in found.losses], "diverged": bool(found.diverged),
+                                           "optimizer": optimizer})
             if process_rank() == 0:
                 checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)
         return found
