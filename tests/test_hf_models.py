@@ -96,6 +96,7 @@ def test_the_recipe_fine_tunes_a_hugging_face_model_with_a_new_head():
     assert decided["head"] == "classifier" and decided["head.fit"] == "linear probe"
     assert (decided["full.lr"], decided["full.schedule"], decided["full.layer_decay"], decided["full.batch_size"]) == (
         recipe.TRANSFORMER_LR, "linear", 1.0, recipe.TRANSFORMER_BATCH)
+    assert decided["full.optimizer"] == "adamw"  # rule 4's SGD is for networks that are not transformers
     # 160 training examples: 10 steps an epoch, so the 200-step budget asks for 20 epochs.
     assert decided["full.budget"] == {"epochs": 20, "steps_per_epoch": 10} and decided["full.epochs"] == 20
     assert decided["scratch"] is None and "scratch.lr" not in decided  # no from-scratch candidate for a transformer

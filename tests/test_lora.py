@@ -85,6 +85,7 @@ def test_the_recipe_runs_with_lora():
     assert decided["head"] == "classifier" and "full.lr" in decided and result.lora["merged"]
     assert decided["shrunk"] is None and "shrunk.lr" not in decided  # the base weights are not the recipe's to shrink
     assert decided["scratch"] is None and "scratch.lr" not in decided  # ... nor to draw again
+    assert decided["full.optimizer"] == "adamw"  # rule 4: adapters on a transformer keep AdamW, not the CNNs' SGD
     assert finetune.evaluate(model, (x, y))["accuracy"] > 0.5
 
 
