@@ -690,8 +690,8 @@ def recipe_journal(directory: str | os.PathLike) -> dict[str, Any] | None:
             where = f"range_tests[{i}]"
             _object(test, where, required={"lrs", "losses", "suggestion", "diverged"},
                     allowed={"lrs", "losses", "suggestion", "diverged", "optimizer"})
-            if "optimizer" in test and test["optimizer"] not in ("adam", "adamw", "rmsprop", "sgd"):
-                raise _Invalid(f"{where}.optimizer must be one of adam, adamw, rmsprop, sgd, got "
+            if "optimizer" in test and test["optimizer"] not in _OPTIMIZER_FIELDS:
+                raise _Invalid(f"{where}.optimizer must be one of {', '.join(sorted(_OPTIMIZER_FIELDS))}, got "
                                f"{_show(test['optimizer'])}")
             for key in ("lrs", "losses"):
                 if not isinstance(test[key], list) or not test[key]:

@@ -285,7 +285,7 @@ def paired_gain(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, f
     differences = (reference.to(torch.float64) - candidate.to(torch.float64)).flatten()
     mean = float(differences.mean())
     error = float(differences.std()) / math.sqrt(len(differences)) if len(differences) > 1 else math.inf
-    if not (math.isfinite(mean) and not math.isnan(error)):
+    if not math.isfinite(mean) or math.isnan(error):
         z = math.nan
     elif error > 0:
         z = mean / error
@@ -491,6 +491,11 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     # Rule 4: SGD fine-tunes a body under a head (the case measured). A model with no head to train first (a bare
     # nn.Linear on features: AdamW 0.7319, SGD 0.5824 on Rotten Tomatoes' MiniLM features, seed 4) keeps AdamW.
     sgd = FINE_TUNE_SGD and pretrained and family == "default" and not adapted and head is not None
+
+    def on_sgd(phase: Phase) -> bool:
+        # Phase scratch trains by the from-scratch rules (AdamW, / 100), measured with AdamW; at / 100 SGD barely
+        # moves fresh weights (the digits story: validation losses 0.41 to 0.92 against 0.13 to 0.52).
+        return sgd and not phase.reinit
     # Phase pairs on the whole sample decides nothing on held-out examples -- its settings, the head's strength and
     # the phases run are all fixed (SetFit's) -- so a slice carved by default would only be trained on again in the
     # refit, at twice the run's cost, to report metrics measured on 2 to 13 examples a class.
@@ -569,7 +574,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
 
     # SGD's own settings given, with a phase that runs AdamW (rule 4), would fail there, minutes into the run: now.
     sgd_only = [k for k in ("momentum", "nesterov") if k in given]
-    adamw = [phase.name for phase in phases if phase.name != "pairs" and not (sgd and not phase.reinit)]
+    adamw = [phase.name for phase in phases if phase.name != "pairs" and not on_sgd(phase)]
     if sgd_only and "optimizer" not in given and adamw and not recommender:
         raise ValueError(f"{sgd_only[0]}={given[sgd_only[0]]!r} is an SGD setting, and the recipe runs AdamW for "
                          f"phase {adamw[0]!r} (README, rule 4); pass optimizer='sgd' to run every phase with SGD, "
@@ -624,10 +629,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             plan.note("head.fit", "loop", "the features are not computed once (head.cached_features says why): the "
                       "head trains in the loop, the body running every step")
         if settings is None:  # the C++ loop trains the phase
-            # Phase scratch trains by the from-scratch rules (AdamW, / 100), measured with AdamW; at / 100 SGD
-            # barely moves fresh weights (the digits story: validation losses 0.41 to 0.92 against 0.13 to 0.52).
             settings = {**common, **plan.phase_settings(name, phase.epochs, phase.patience, family, config.task,
-                                                        sgd and not phase.reinit),
+                                                        on_sgd(phase)),
                         "freeze": None if trainee is not model else phase.freeze}
             transformer = family in TRANSFORMERS and name != "head"
             if transformer:

@@ -698,7 +698,9 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     def find_rate(model: Any, train_data: Any, settings: dict[str, Any]) -> LrFinderResult:
         nonlocal range_tests_run
         range_tests_run += 1
-        optimizer = passed.get("optimizer", settings.get("optimizer", base.optimizer))
+        # The phase's settings, those given winning (but the rate: the test sweeps it).
+        merged = {**settings, **{k: v for k, v in passed.items() if k != "lr"}}
+        optimizer = merged.get("optimizer", base.optimizer)
         if journal is not None and range_tests_run <= len(journal["range_tests"]):  # resumed: as measured then
             entry = dict(journal["range_tests"][range_tests_run - 1])
             then = entry.pop("optimizer", optimizer)  # journals before it was recorded: not checked
@@ -707,8 +709,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                                  f"finetune runs {optimizer!r} there (a different version's recipe); start a new run "
                                  "in another checkpoint_dir")
             return LrFinderResult(**entry)
-        probe_cfg = _readers_for(dataclasses.replace(base, **{**settings, **{k: v for k, v in passed.items() if k != "lr"}},
-                                                     progress=False), train_data)
+        probe_cfg = _readers_for(dataclasses.replace(base, **merged, progress=False), train_data)
         if world > 1 and isinstance(probe_cfg.batch_size, int):  # the test steps at the global batch the phase takes
             probe_cfg = dataclasses.replace(probe_cfg, batch_size=probe_cfg.batch_size * world)
         found = rank_0s(find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg), group)
