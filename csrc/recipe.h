@@ -4,8 +4,9 @@
 // It is rules 1 and 3-6 of the README's "The recipe" for a model whose head is one named layer (the C++ example's
 // CNN): a stratified validation slice; phase "head" (the body frozen); phase "full" (every layer, each below the
 // head at layer_decay x the rate above) and, for a small model, phases "shrunk" and "shrunk_low" (full again from the
-// head phase, the body shrunk and perturbed first, at / 10 and, if that stopped early, / 100); each phase AdamW at
-// the range test's lowest loss / 10, warm-up then cosine, early stopping with the best epoch restored; the phase
+// head phase, the body shrunk and perturbed first, at / 10 and, if that stopped early, / 100); each phase SGD with
+// momentum (rule 4; AdamW from random weights) at the range test's lowest loss / 10, warm-up then cosine, early
+// stopping with the best epoch restored; the phase
 // with the lowest validation loss kept; the phases it continues run again on the whole sample for their best
 // epochs. From random weights: one phase, / 100, longer.
 // python/finetune/recipe.py is the whole recipe (the linear probe on cached features, transformers, recommenders,
@@ -51,7 +52,8 @@ namespace finetune::recipe {
   X(double, SHRINK, 0.5)                     \
   X(double, PERTURB, 0.1)                    \
   X(double, SHRUNK_LOW_GATE, 1.0 / 3.0)      \
-  X(int64_t, SHRINK_MAX_PARAMS, 5000000)
+  X(int64_t, SHRINK_MAX_PARAMS, 5000000)      \
+  X(bool, FINE_TUNE_SGD, true)
 
 #define FINETUNE_DECLARE_CONSTANT(type, name, value) inline constexpr type name = value;
 FINETUNE_RECIPE_CONSTANTS(FINETUNE_DECLARE_CONSTANT)
@@ -93,6 +95,9 @@ struct Outcome {
 // stratify), batch sizes, the device, seed and topk; the optimizer, rates, schedule, epochs, stopping, freezing and
 // class weights are its own. `pretrained`: the model carries trained weights and `head` (a parameter-name prefix,
 // "classifier.3") is its head, trained first; otherwise one phase trains every layer from random weights.
-Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool pretrained, const std::string& head);
+// `fine_tune_sgd`: a pretrained model's phases run SGD with momentum 0.9 (rule 4); false: AdamW, the rule before
+// it (for a side-by-side measure: finetune_example --fine-tune-optimizer adamw).
+Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool pretrained, const std::string& head,
+            bool fine_tune_sgd = FINE_TUNE_SGD);
 
 }  // namespace finetune::recipe

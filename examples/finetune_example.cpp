@@ -8,7 +8,7 @@
 // article's plain SGD for `--epochs` epochs instead.
 //
 //   finetune_example [--data DIR] [--fraction 0.1] [--recipe auto|none] [--epochs 3] [--pretrain-epochs 2]
-//                    [--limit N] [--seed N] [--threads N]
+//                    [--fine-tune-optimizer sgd|adamw] [--limit N] [--seed N] [--threads N]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -33,6 +33,7 @@ struct Args {
   std::string data = "/usr/share/datasets/fashion-mnist";
   double fraction = 0.1;
   std::string recipe = "auto";
+  std::string fine_tune_optimizer;  // --recipe auto: rule 4's SGD ("sgd", when not given) or the rule before it
   int64_t epochs = -1;  // --recipe none: the plain run's epochs (3 when not given)
   int64_t pretrain_epochs = 2;
   int64_t limit = 0;  // use only the first N training and test images (0 = all)
@@ -65,7 +66,7 @@ Args parse_args(int argc, char** argv) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
       std::puts("usage: finetune_example [--data DIR] [--fraction F] [--recipe auto|none] [--epochs N] "
-                "[--pretrain-epochs N] [--limit N] [--seed N] [--threads N]");
+                "[--pretrain-epochs N] [--fine-tune-optimizer sgd|adamw] [--limit N] [--seed N] [--threads N]");
       std::exit(0);
     }
     if (i + 1 >= argc) {
@@ -76,6 +77,7 @@ Args parse_args(int argc, char** argv) {
     if (flag == "--data") args.data = value;
     else if (flag == "--fraction") args.fraction = number<double>(flag, value);
     else if (flag == "--recipe") args.recipe = value;
+    else if (flag == "--fine-tune-optimizer") args.fine_tune_optimizer = value;
     else if (flag == "--epochs") args.epochs = number<int64_t>(flag, value);
     else if (flag == "--pretrain-epochs") args.pretrain_epochs = number<int64_t>(flag, value);
     else if (flag == "--limit") args.limit = number<int64_t>(flag, value);
@@ -96,6 +98,17 @@ Args parse_args(int argc, char** argv) {
     std::exit(2);
   }
   if (args.epochs == -1) args.epochs = 3;
+  if (!args.fine_tune_optimizer.empty() && args.recipe != "auto") {
+    std::fprintf(stderr, "error: --fine-tune-optimizer %s chooses the recipe's optimizer: --recipe none runs the "
+                 "article's plain SGD\n", args.fine_tune_optimizer.c_str());
+    std::exit(2);
+  }
+  if (args.fine_tune_optimizer.empty()) args.fine_tune_optimizer = "sgd";
+  if (args.fine_tune_optimizer != "sgd" && args.fine_tune_optimizer != "adamw") {
+    std::fprintf(stderr, "error: --fine-tune-optimizer must be sgd or adamw, got %s\n",
+                 args.fine_tune_optimizer.c_str());
+    std::exit(2);
+  }
   // Checked before the pretraining starts, so a bad value costs no minutes.
   const auto at_least = [](const char* flag, int64_t value, int64_t low) {
     if (value < low) {
@@ -177,7 +190,8 @@ int main(int argc, char** argv) try {
   Model scratch(make_cnn(cnn));
   if (args.recipe == "auto") {
     const std::string head = "classifier.3";  // the CNN's last layer
-    const auto tuned = recipe::run(model, train_set, config, /*pretrained=*/true, head);
+    const auto tuned = recipe::run(model, train_set, config, /*pretrained=*/true, head,
+                                   /*fine_tune_sgd=*/args.fine_tune_optimizer == "sgd");
     std::printf("fine-tuned with the recipe on %lld sampled images (a validation slice of them held out for its "
                 "decisions):\n", static_cast<long long>(tuned.sample.size(0)));
     for (const auto& d : tuned.decisions) {

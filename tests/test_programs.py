@@ -57,10 +57,16 @@ def digits_idx(tmp_path_factory, digits):
     return folder
 
 
-def test_article_example_runs_the_recipe_by_default(digits_idx):
+def run_example(digits_idx, *options):
     out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), "--fraction", "0.3",
-                          "--pretrain-epochs", "10", "--threads", "1"], capture_output=True, text=True, timeout=300)
+                          "--pretrain-epochs", "10", "--threads", "1", *options], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_article_example_runs_the_recipe_by_default(digits_idx):
+    out = run_example(digits_idx)
     before, after, scratch = map(float, re.search(
         r"before fine-tuning ([\d.]+), after ([\d.]+), from scratch on the same sample ([\d.]+)", out.stdout).groups())
     assert before < 0.6 and after > 0.9 and scratch > 0.85, out.stdout
@@ -70,6 +76,18 @@ def test_article_example_runs_the_recipe_by_default(digits_idx):
     assert decisions["kept"] in ("head", "full", "shrunk", "shrunk_low")
     assert decisions["refit"].startswith("head "), out.stdout  # every phase kept continues the head phase
     assert "from scratch with the recipe:  full.lr" in out.stdout
+    assert decisions["optimizer"] == "sgd", out.stdout  # rule 4
+
+
+def test_article_example_fine_tunes_with_adamw_when_asked(digits_idx):
+    """--fine-tune-optimizer adamw runs rule 4 as it was before SGD: the range tests read AdamW's curves."""
+    rates = {}
+    for optimizer in ("sgd", "adamw"):
+        out = run_example(digits_idx, "--fine-tune-optimizer", optimizer)
+        decisions = dict(re.findall(r"^  (\S+) +(.+?)  \(", out.stdout, re.MULTILINE))
+        assert decisions["optimizer"] == optimizer, out.stdout
+        rates[optimizer] = float(decisions["head.lr"])
+    assert rates["sgd"] != rates["adamw"], rates
 
 
 @pytest.mark.parametrize("options, message", [
@@ -83,6 +101,8 @@ def test_article_example_runs_the_recipe_by_default(digits_idx):
     (["--seed", "-1"], "--seed must be >= 0, got -1"),
     (["--threads", "-1"], "--threads must be >= 0, got -1"),
     (["--recipe", "none", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--fine-tune-optimizer", "adam"], "--fine-tune-optimizer must be sgd or adamw, got adam"),
+    (["--recipe", "none", "--fine-tune-optimizer", "adamw"], "--fine-tune-optimizer adamw chooses the recipe's"),
 ])
 def test_article_example_refuses_bad_options_before_it_trains(digits_idx, options, message):
     out = subprocess.run([str(bin_path("finetune_example")), "--data", str(digits_idx), *options],

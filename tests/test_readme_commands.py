@@ -76,9 +76,10 @@ EXCLUDED = {
     "finetune train examples/digits-recipe.toml data.seed=1":
         "the README's comparison at another data seed: `finetune train examples/digits-recipe.toml` runs above, and "
         "tests/test_cli.py runs every example config",
-    "finetune example --threads 1 --seed N":
-        "N stands for each seed of the README's table (about 4 minutes each); `finetune example --threads 2` runs "
-        "here, and tests/test_programs.py checks that a seed prints the same figures every run",
+    "finetune example --threads 1 --seed N [--fine-tune-optimizer adamw]":
+        "N stands for each seed of the README's table (about 4 minutes each; the option in brackets for the AdamW "
+        "rows); `finetune example --threads 2` runs here, tests/test_programs.py checks that a seed prints the same "
+        "figures every run and that --fine-tune-optimizer adamw runs AdamW",
     "python benchmarks/setfit_side_by_side.py --seeds 3 --shots 8 --fraction 0 --methods auto head --threads 1":
         "a benchmark: 355 s on an Intel Xeon (finetune's rows of the SetFit table, rerun)",
     'python benchmarks/recipe_variants.py --rows "patience 16" "patience 4"':

@@ -31,7 +31,7 @@ USER_ERRORS = (ValueError, TypeError, OSError, ImportError, KeyError)
 # The C++ programs `finetune example` and `finetune bench` run, with the options they take (passed through).
 PROGRAMS = {
     "example": ("finetune_example", "[--data DIR] [--fraction F] [--recipe auto|none] [--epochs N] "
-                "[--pretrain-epochs N] [--limit N] [--seed N] [--threads N]",
+                "[--pretrain-epochs N] [--fine-tune-optimizer sgd|adamw] [--limit N] [--seed N] [--threads N]",
                 "the article's example in C++: a CNN pretrained on classes 0-4 of an IDX image set (Fashion-MNIST "
                 "by default, from the Debian package dataset-fashion-mnist; --data DIR for another folder of "
                 "MNIST-format IDX files) is fine-tuned on a stratified sample of all ten classes, by the recipe (--recipe "
