@@ -6,7 +6,7 @@ beyond the digits story recipe_variants.py measures it on.
 Stories: scratch_candidate.py's (the digits story, Fashion-MNIST 10% from digit-recognizer's MNIST CNN or from the
 CNN pretrained on MNIST-5k, fastai's two). Each --set NAME=VALUE changes one of finetune.recipe's constants for the
 run (VALUE read as a Python literal); with several, the rows are the recipe as it is and the recipe with all of them.
-Prints each seed's accuracy and the phase kept, then mean ± sample std.
+Prints each seed's accuracy and the phase kept, then mean ± sample std and the change's paired gain over the seeds.
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ def main() -> None:
     for row, values in accuracies.items():
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"{row}: {statistics.mean(values):.4f} ± {spread:.4f} ({args.seeds} seeds)")
+    if changed and args.seeds > 1:  # the same seeds, so the rows pair up: the change's gain, seed by seed
+        gains = [b - a for a, b in zip(*accuracies.values())]
+        error = statistics.stdev(gains) / len(gains) ** 0.5
+        print(f"the change minus the recipe: {100 * statistics.mean(gains):+.2f} points (paired standard error "
+              f"{100 * error:.2f}), ahead on {sum(g > 0 for g in gains)} seeds, behind on {sum(g < 0 for g in gains)}")
 
 
 if __name__ == "__main__":

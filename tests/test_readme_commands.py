@@ -121,7 +121,10 @@ EXCLUDED = {
     "python benchmarks/quality.py --sections text --text-full": "a benchmark: 1,039 s on this machine",
     "python benchmarks/recommender_variants.py": "a benchmark: 434 s on this machine (tests/test_recommendation.py "
                                                  "checks the recipe's rows)",
-    "python benchmarks/recipe_variants.py --seeds 16": "a benchmark: 1,374 s on this machine (its rows are tested pieces)",
+    "python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows ROW ...":
+        "a benchmark: 924 s on an AMD EPYC (ROW stands for each row of the README's table; its rows are tested pieces)",
+    "python benchmarks/image_stories.py --story STORY --seeds N --threads 1 --set NAME=VALUE":
+        "a benchmark: STORY, N, NAME and VALUE stand for the runs the README lists (1 to 17 minutes each)",
     'python benchmarks/recipe_variants.py --threads 2 --rows "the recipe as it is" "best temperature"':
         "a benchmark: 146 s on this machine",
     "python benchmarks/tabular_variants.py": "a benchmark: 402 s on this machine (tests/test_tabular.py checks the "
