@@ -408,6 +408,17 @@ def test_paired_gain_is_signed_when_every_example_differs_alike_and_nan_when_a_l
     assert not found >= recipe.SCRATCH_Z or z == math.inf
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_paired_gain_keeps_a_finite_candidate_over_a_diverged_reference(bad):
+    """A fine-tune whose slice losses are not finite is worse than fresh weights that are: z = +inf, kept."""
+    candidate = torch.arange(50, dtype=torch.float64) / 4
+    reference = (candidate + 0.1).index_fill_(0, torch.tensor([7]), bad)
+    gain = recipe.paired_gain(reference, candidate)
+    assert gain["z"] == math.inf and gain["z"] >= recipe.SCRATCH_Z and gain["examples"] == 50
+    both = recipe.paired_gain(reference, candidate.clone().index_fill_(0, torch.tensor([2]), bad))
+    assert math.isnan(both["z"])  # both diverged: no evidence, not kept
+
+
 def test_per_example_loss_refuses_a_task_it_does_not_define():
     with pytest.raises(ValueError, match="task='ranking'"):
         recipe.per_example_loss(torch.zeros(4, 1), torch.zeros(4), "ranking")

@@ -280,9 +280,13 @@ def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str) ->
 def paired_gain(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
     """How much lower ``candidate``'s per-example losses are than ``reference``'s on the same examples: the mean
     difference, its standard error and their ratio ``z`` (the paired t statistic). ``z`` is 0 when nothing differs,
-    +-inf when every example differs by the same amount, and NaN when a loss is not finite (a NaN is never >=
-    SCRATCH_Z, so a diverged candidate is never kept)."""
-    differences = (reference.to(torch.float64) - candidate.to(torch.float64)).flatten()
+    +-inf when every example differs by the same amount, NaN when a candidate's loss is not finite (a NaN is never
+    >= SCRATCH_Z, so a diverged candidate is never kept), and +inf when the reference's is not and the candidate's
+    all are (a diverged reference against one that did not: the candidate is better by any measure)."""
+    reference, candidate = reference.to(torch.float64).flatten(), candidate.to(torch.float64).flatten()
+    if not bool(torch.isfinite(reference).all()) and bool(torch.isfinite(candidate).all()):
+        return {"lower_by": math.inf, "standard_error": math.nan, "z": math.inf, "examples": len(reference)}
+    differences = reference - candidate
     mean = float(differences.mean())
     error = float(differences.std()) / math.sqrt(len(differences)) if len(differences) > 1 else math.inf
     if not math.isfinite(mean) or math.isnan(error):
