@@ -144,7 +144,8 @@ SCRATCH_CANDIDATE = True
 # +0.2 points); never kept where fresh weights scored lower (among them the MNIST-5k CNN's seed 2, z = 0.19, and the
 # fastai digits' seeds 1 and 2, z = 0.10 and 1.42, the picks the old rules were set against); left out on 11 runs
 # where they scored 0.3 to 1.9 points higher (digit-recognizer's seed 1: 4.5% lower loss, z = 0.99, which the
-# margin kept).
+# margin kept). That was with AdamW's fine-tune; with rule 4's SGD (the same 28 runs) kept twice on the digits
+# story, both worse (-0.37, -1.29 points: 0.1 point on that story's mean), nothing changed elsewhere.
 SCRATCH_Z = 1.645
 # ... and run only when the validation slice holds at least 30 examples, the usual floor of the normal
 # approximation the test reads z by (a t statistic on fewer than 30 would need Student's quantiles).
