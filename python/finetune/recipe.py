@@ -382,18 +382,17 @@ class Plan:
             return self._recommender_settings(prefix, epochs, patience, family, task == "ranking")
         # A transformer's phase "full" runs BERT's schedule to its end (TRANSFORMER): no early stopping.
         bert = family in TRANSFORMERS and phase == "full"
+        optimizer = self.decide(prefix + "optimizer", "sgd" if sgd else "adamw",
+                                "SGD with momentum: fine-tuning a pretrained network that is not a transformer, +0.29 "
+                                "points over AdamW on five image stories, ahead on three (README, rule 4)" if sgd
+                                else "AdamW: robust across models at one rule-chosen rate; the standard for "
+                                "transformers")
+        decay_reasons = {"sgd": "an L2 penalty, as SGD applies it (README, rule 4)",
+                         "adamw": "AdamW's usual decoupled decay"}
         settings = {
-            "optimizer": self.decide(prefix + "optimizer", "sgd" if sgd else "adamw",
-                                     "SGD with momentum: fine-tuning a pretrained network that is not a transformer, "
-                                     "+0.29 points over AdamW on five image stories, ahead on three (README, rule 4)"
-                                     if sgd else "AdamW: robust across models at one rule-chosen rate; the standard "
-                                     "for transformers"),
-        }
-        settings["weight_decay"] = self.decide(prefix + "weight_decay", WEIGHT_DECAY,
-                                               "an L2 penalty, as SGD applies it (README, rule 4)"
-                                               if settings["optimizer"] == "sgd" else "AdamW's usual decoupled decay"
-                                               if settings["optimizer"] == "adamw" else "the recipe's weight decay")
-        settings |= {
+            "optimizer": optimizer,
+            "weight_decay": self.decide(prefix + "weight_decay", WEIGHT_DECAY,
+                                        decay_reasons.get(optimizer, "the recipe's weight decay")),
             "epochs": self.decide(prefix + "epochs", epochs, "BERT's schedule (full.budget), run to its end" if bert
                                   else "the most this phase may run; early stopping decides"),
             "early_stopping": self.decide(
