@@ -505,6 +505,14 @@ void bind_loop(py::module_& m) {
         py::arg("flat_tolerance"), py::arg("floor_steps"));
   m.def("recipe_split_validation", &recipe::split_validation, py::arg("targets"), py::arg("sample"),
         py::arg("classification"), py::arg("seed"), py::arg("fraction"));
+  m.def("per_example_loss", &recipe::per_example_loss, py::arg("outputs"), py::arg("targets"), py::arg("task"));
+  m.def("paired_gain", [](const at::Tensor& reference, const at::Tensor& candidate) {
+    const auto gain = recipe::paired_gain(reference, candidate);
+    py::dict out;
+    out["lower_by"] = gain.lower_by, out["standard_error"] = gain.standard_error, out["z"] = gain.z;
+    out["examples"] = gain.examples;
+    return out;
+  }, py::arg("reference"), py::arg("candidate"));
 
 }
 

@@ -1,8 +1,10 @@
-// The recipe in C++ (recipe.h): phases head, full, shrunk and shrunk_low at range-tested rates, the best kept, refit.
+// The recipe in C++ (recipe.h): phases head, full, shrunk, shrunk_low and scratch at range-tested rates, the best
+// kept, refit.
 #include "recipe.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/Reduction.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 
@@ -10,9 +12,11 @@
 #include <cmath>
 #include <iomanip>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <sstream>
 
+#include "evaluate.h"
 #include "lr_finder.h"
 #include "sampling.h"
 #include "tensor_lists.h"
@@ -90,6 +94,34 @@ void shrink_perturb(Model& model, const std::function<bool(const std::string&)>&
   }
 }
 
+at::Tensor per_example_loss(const at::Tensor& outputs, const at::Tensor& targets, const std::string& task) {
+  TORCH_CHECK_VALUE(task == "classification" || task == "regression", "task='", task,
+                    "': per-example losses are defined for classification and regression");
+  const auto values = outputs.to(at::kDouble);
+  if (task == "classification") {
+    return at::cross_entropy_loss(values, targets.to(at::kLong), {}, at::Reduction::None);
+  }
+  const int64_t n = values.size(0);
+  return (values.reshape({n, -1}) - targets.to(at::kDouble).reshape({n, -1})).pow(2).mean(1);
+}
+
+PairedGain paired_gain(const at::Tensor& reference, const at::Tensor& candidate) {
+  TORCH_CHECK_VALUE(reference.numel() == candidate.numel(), "paired_gain: ", reference.numel(),
+                    " reference losses but ", candidate.numel(), " candidate losses");
+  const auto before = reference.to(at::kDouble).flatten(), after = candidate.to(at::kDouble).flatten();
+  const int64_t n = before.numel();
+  constexpr double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  if (!at::isfinite(before).all().item<bool>() && at::isfinite(after).all().item<bool>()) return {inf, nan, inf, n};
+  const auto differences = before - after;
+  const double mean = differences.mean().item<double>();
+  const double error = n > 1 ? differences.std().item<double>() / std::sqrt(static_cast<double>(n)) : inf;
+  double z = 0.0;
+  if (!std::isfinite(mean) || std::isnan(error)) z = nan;
+  else if (error > 0) z = mean / error;
+  else z = mean > 0 ? inf : mean < 0 ? -inf : 0.0;
+  return {mean, error, z, n};
+}
+
 namespace {
 
 using State = std::vector<at::Tensor>;  // parameters then buffers (tensor_lists.h)
@@ -100,9 +132,9 @@ void load_state(const Model& model, const State& state) { copy_into(tensors_of(n
 
 std::string epochs(int64_t n) { return std::to_string(n) + (n == 1 ? " epoch" : " epochs"); }
 
-std::string text(double value) {
+std::string text(double value, int digits = 3) {
   std::ostringstream out;
-  out << std::setprecision(3) << value;
+  out << std::setprecision(digits) << value;
   return out.str();
 }
 
@@ -120,14 +152,59 @@ struct Phase {
   bool shrink = false;     // the body shrunk and perturbed first
   double divisor = 0.0;    // of the range test's lowest loss; 0: rule 4's for the model
   int early = -1;          // runs only if that phase's best epoch came early (SHRUNK_LOW_GATE); -1: always
+  bool reinit = false;     // starts from fresh weights (phase scratch): kept only if clearly better (SCRATCH_Z)
   TrainConfig settings;    // as trained (its rate included), for the refit
   int64_t best_epochs = 0;
 };
 
+// The weights `fresh` builds, drawn from the global generator seeded with `seed` (its state restored after, as
+// torch.random.fork_rng does in the Python recipe); checked to be `model`'s network, name by name and shape by shape.
+State fresh_weights(const std::function<Model()>& fresh, const Model& model, int64_t seed) {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  const auto saved = generator.get_state();
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_current_seed(static_cast<uint64_t>(seed));
+  }
+  Model built = fresh();
+  generator.set_state(saved);
+  const auto ours = named_state(model), theirs = named_state(built);
+  TORCH_CHECK_VALUE(ours.size() == theirs.size(), "recipe: fresh() built a network with ", theirs.size(),
+                    " tensors of state, the model has ", ours.size());
+  for (size_t i = 0; i < ours.size(); ++i) {
+    TORCH_CHECK_VALUE(ours[i].first == theirs[i].first && ours[i].second.sizes() == theirs[i].second.sizes(),
+                      "recipe: fresh() built ", theirs[i].first, " ", theirs[i].second.sizes(), " where the model has ",
+                      ours[i].first, " ", ours[i].second.sizes());
+  }
+  return clone_all(tensors_of(theirs));
+}
+
+// Why phase scratch does not run ("": it runs); recipe._scratch_why_not's rules for the models the C++ recipe takes.
+std::string scratch_why_not(const Model& model, const TrainConfig& config, bool has_fresh, int64_t validation,
+                            int64_t size) {
+  if (config.task != "classification" && config.task != "regression") {
+    return "task='" + config.task + "': the paired test that would decide it compares per-example losses, defined "
+           "for classification and regression only";
+  }
+  if (!SCRATCH_CANDIDATE) return "SCRATCH_CANDIDATE is off";
+  if (!has_fresh) return "no way to build fresh weights was given (recipe::run's `fresh`)";
+  if (validation < SCRATCH_MIN_VAL) {
+    return "the validation slice holds " + std::to_string(validation) + " examples, fewer than " +
+           std::to_string(SCRATCH_MIN_VAL) + ": too few for the paired test that would decide it";
+  }
+  for (const auto& [name, parameter] : model.named_parameters()) {
+    if (!parameter.requires_grad()) return "parameters the model holds frozen (" + name + ") would be re-drawn";
+  }
+  if (size > SHRINK_MAX_PARAMS) {
+    return "the model has " + std::to_string(size) + " parameters, more than " + std::to_string(SHRINK_MAX_PARAMS);
+  }
+  return "";
+}
+
 }  // namespace
 
 Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool pretrained, const std::string& head,
-            bool fine_tune_sgd) {
+            bool fine_tune_sgd, const std::function<Model()>& fresh) {
   Outcome out;
   const auto note = [&out](const std::string& what, const std::string& value, const std::string& reason) {
     out.decisions.push_back({what, value, reason});
@@ -188,6 +265,18 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
            " (shrunk) and / " + text(SCRATCH_LR_DIVISOR) + " (shrunk_low, only if shrunk's best epoch is in the "
            "first " + text(SHRUNK_LOW_GATE * 100) + "% of its schedule)");
     }
+    const auto why_not = scratch_why_not(model, config, static_cast<bool>(fresh), val_idx.size(0), size);
+    if (why_not.empty()) {
+      phases.push_back({"scratch", SCRATCH_EPOCHS, SCRATCH_PATIENCE, {}, /*start=*/-1, /*shrink=*/false,
+                        SCRATCH_LR_DIVISOR, /*early=*/-1, /*reinit=*/true});
+      note("scratch", "epochs " + std::to_string(SCRATCH_EPOCHS) + ", patience " + std::to_string(SCRATCH_PATIENCE) +
+           ", / " + text(SCRATCH_LR_DIVISOR), "a last candidate: the same network with fresh weights, trained from "
+           "scratch with AdamW, every layer at one rate -- pretrained weights from a task unlike this one can be "
+           "worth less than none; kept only if its validation loss is clearly below the best fine-tuned phase's, "
+           "example by example (z >= " + text(SCRATCH_Z, 4) + ")");
+    } else {
+      note("scratch", "not run", why_not);
+    }
   } else {
     phases.push_back({"full", SCRATCH_EPOCHS, SCRATCH_PATIENCE, {}});
   }
@@ -201,6 +290,10 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
            : pretrained ? "AdamW, as asked (the rule before rule 4's SGD)" : "AdamW: training from random weights");
 
   const State initial = copy_state(model);
+  const bool paired = phases.back().reinit;  // phase scratch is compared example by example (paired_gain)
+  const State fresh_start = paired ? fresh_weights(fresh, model, config.seed) : State{};
+  std::vector<at::Tensor> example_losses;  // by phase, when paired
+  std::string not_clearly;
   std::vector<State> ends;
   // Phases shrunk and shrunk_low start from the same shrunk weights and the range test reseeds: one curve for both.
   std::optional<LrFinderResult> shrunk_range;
@@ -215,17 +308,19 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
              " of " + std::to_string(before.epochs) + ") is past the first " + text(SHRUNK_LOW_GATE * 100) +
              "% of its schedule");
         ends.emplace_back();  // ends is indexed by phase; a phase not run is never kept or started from
+        example_losses.emplace_back();
         continue;
       }
     }
     if (phase.start >= 0) load_state(model, ends[phase.start]);
     if (phase.shrink) shrink_perturb(model, in_body, config.seed);
+    if (phase.reinit) load_state(model, fresh_start);
 
     TrainConfig settings = base;  // rule 4: the optimizer, a range-tested rate, warm-up then cosine, early stopping
-    settings.optimizer = sgd ? "sgd" : "adamw", settings.weight_decay = WEIGHT_DECAY;
+    settings.optimizer = sgd && !phase.reinit ? "sgd" : "adamw", settings.weight_decay = WEIGHT_DECAY;
     settings.momentum = defaults.momentum, settings.nesterov = defaults.nesterov;  // the recipe's, not the caller's
     settings.freeze = phase.freeze;
-    settings.layer_decay = pretrained && phase.name != "head" ? LAYER_DECAY : 1.0;
+    settings.layer_decay = pretrained && phase.name != "head" && !phase.reinit ? LAYER_DECAY : 1.0;
     TrainConfig range = settings;
     range.schedule = "constant", range.warmup = 0.0, range.epochs = 1, range.early_stopping = 0;
     if (phase.shrink && !shrunk_range) {
@@ -251,15 +346,33 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
     note(phase.name + ".result", epochs(static_cast<int64_t>(result.history.size())) + " run, best " +
          std::to_string(phase.best_epochs) + ", validation loss " + text(loss), "the best epoch's weights, restored");
     ends.push_back(copy_state(model));
-    if (loss < best_loss) best_loss = loss, kept = static_cast<int>(number), out.metrics = measured;
+    example_losses.push_back(paired ? per_example_loss(predict(model, val, 0, val.size(), settings), val.targets,
+                                                       config.task)
+                                    : at::Tensor());
+    if (phase.reinit) {  // fresh weights replace the fine-tune only when clearly better, example by example
+      const auto gain = paired_gain(example_losses[kept], example_losses[number]);
+      note(phase.name + ".gain", "z = " + text(gain.z) + " (lower by " + text(gain.lower_by) + ", standard error " +
+           text(gain.standard_error) + ", " + std::to_string(gain.examples) + " examples)",
+           phase.name + "'s validation loss below " + phases[kept].name + "'s, the best fine-tuned phase, example by "
+           "example; kept only if z >= " + text(SCRATCH_Z, 4) + " (a one-sided paired test at 5%)");
+      if (gain.z >= SCRATCH_Z) {
+        best_loss = loss, kept = static_cast<int>(number), out.metrics = measured;
+      } else if (loss < best_loss) {
+        not_clearly = "; " + phase.name + "'s is " + text(loss) + ", not clearly lower (z = " + text(gain.z) +
+                      "): fresh weights replace the fine-tune only when clearly better";
+      }
+    } else if (loss < best_loss) {
+      best_loss = loss, kept = static_cast<int>(number), out.metrics = measured;
+    }
   }
   out.kept = phases[kept].name;
-  note("kept", out.kept, "the phase with the lowest validation loss (" + text(best_loss) + ")");
+  note("kept", out.kept, std::string(not_clearly.empty() ? "the phase" : "the fine-tuned phase") +
+       " with the lowest validation loss (" + text(best_loss) + ")" + not_clearly);
 
   // Rule 6: the kept phase and those it continues, again from the same start on the whole sample, for their best
   // number of epochs (the schedule's length unchanged, so the rate follows the same curve).
   std::vector<int> lineage = {kept};
-  while (lineage.front() > 0) {
+  while (lineage.front() > 0 && !phases[lineage.front()].reinit) {
     const int start = phases[lineage.front()].start;
     lineage.insert(lineage.begin(), start >= 0 ? start : lineage.front() - 1);
   }
@@ -268,6 +381,7 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
   for (const int number : lineage) {
     const auto& phase = phases[number];
     if (phase.shrink) shrink_perturb(model, in_body, config.seed);  // the same draw as before the decision
+    if (phase.reinit) load_state(model, fresh_start);               // the same weights as before the decision
     TrainConfig refit = phase.settings;
     refit.early_stopping = 0, refit.restore_best = false, refit.monitor = "train_loss";
     TrainHooks hooks;

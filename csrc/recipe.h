@@ -4,11 +4,12 @@
 // It is rules 1 and 3-6 of the README's "The recipe" for a model whose head is one named layer (the C++ example's
 // CNN): a stratified validation slice; phase "head" (the body frozen); phase "full" (every layer, each below the
 // head at layer_decay x the rate above) and, for a small model, phases "shrunk" and "shrunk_low" (full again from the
-// head phase, the body shrunk and perturbed first, at / 10 and, if that stopped early, / 100); each phase SGD with
-// momentum (rule 4; AdamW from random weights) at the range test's lowest loss / 10, warm-up then cosine, early
-// stopping with the best epoch restored; the phase
-// with the lowest validation loss kept; the phases it continues run again on the whole sample for their best
-// epochs. From random weights: one phase, / 100, longer.
+// head phase, the body shrunk and perturbed first, at / 10 and, if that stopped early, / 100) and phase "scratch"
+// (the same network with fresh weights, by the from-scratch rules); each phase SGD with momentum (rule 4; AdamW from
+// random weights) at the range test's lowest loss / 10, warm-up then cosine, early stopping with the best epoch
+// restored; the fine-tuned phase with the lowest validation loss kept, or scratch if its loss is clearly lower (a
+// paired test); the phases it continues run again on the whole sample for their best epochs. From random weights:
+// one phase, / 100, longer.
 // python/finetune/recipe.py is the whole recipe (the linear probe on cached features, transformers, recommenders,
 // tabular models, what the user gave winning over each choice); the numbers below mirror its constants
 // (tests/test_recipe.py checks that they agree, through _C.recipe_constants()), and its lr_from_range calls
@@ -52,8 +53,11 @@ namespace finetune::recipe {
   X(double, SHRINK, 0.5)                     \
   X(double, PERTURB, 0.1)                    \
   X(double, SHRUNK_LOW_GATE, 1.0 / 3.0)      \
-  X(int64_t, SHRINK_MAX_PARAMS, 5000000)      \
-  X(bool, FINE_TUNE_SGD, true)
+  X(int64_t, SHRINK_MAX_PARAMS, 5000000)     \
+  X(bool, FINE_TUNE_SGD, true)               \
+  X(bool, SCRATCH_CANDIDATE, true)           \
+  X(double, SCRATCH_Z, 1.645)                \
+  X(int64_t, SCRATCH_MIN_VAL, 30)
 
 #define FINETUNE_DECLARE_CONSTANT(type, name, value) inline constexpr type name = value;
 FINETUNE_RECIPE_CONSTANTS(FINETUNE_DECLARE_CONSTANT)
@@ -80,6 +84,22 @@ std::pair<at::Tensor, at::Tensor> split_validation(const at::Tensor& targets, co
 // kernel plus Gaussian noise of PERTURB / sqrt(fan-in); seeded, so a refit draws the same noise.
 void shrink_perturb(Model& model, const std::function<bool(const std::string&)>& chosen, int64_t seed);
 
+// Each example's share of the validation loss evaluate() reports (their mean is that loss), in float64: the
+// cross-entropy of its logits for classification, the mean squared error over its outputs for regression; another
+// task is an error. recipe.per_example_loss calls this.
+at::Tensor per_example_loss(const at::Tensor& outputs, const at::Tensor& targets, const std::string& task);
+
+// How much lower `candidate`'s per-example losses are than `reference`'s on the same examples: the mean difference,
+// its standard error and their ratio z (the paired t statistic). z is 0 when nothing differs, +-inf when every
+// example differs by the same amount, NaN when a candidate's loss is not finite (a NaN is never >= SCRATCH_Z), and
+// +inf when the reference's is not and the candidate's all are (a diverged reference against one that did not).
+// recipe.paired_gain calls this.
+struct PairedGain {
+  double lower_by, standard_error, z;
+  int64_t examples;
+};
+PairedGain paired_gain(const at::Tensor& reference, const at::Tensor& candidate);
+
 struct Decision {
   std::string what, value, reason;
 };
@@ -97,7 +117,11 @@ struct Outcome {
 // "classifier.3") is its head, trained first; otherwise one phase trains every layer from random weights.
 // `fine_tune_sgd`: a pretrained model's phases run SGD with momentum 0.9 (rule 4); false: AdamW, the rule before
 // it (for a side-by-side measure: finetune_example --fine-tune-optimizer adamw).
+// `fresh`: builds the same network with new weights (the example: make_cnn with the model's options), for phase
+// "scratch" (a pretrained model's last candidate, kept only if its validation loss is clearly lower, example by
+// example: SCRATCH_Z). The recipe seeds the global generator from config.seed for the call and restores it after,
+// so a run draws the same fresh weights every time. Empty: no phase scratch (the decisions say so).
 Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool pretrained, const std::string& head,
-            bool fine_tune_sgd = FINE_TUNE_SGD);
+            bool fine_tune_sgd = FINE_TUNE_SGD, const std::function<Model()>& fresh = {});
 
 }  // namespace finetune::recipe

@@ -4,7 +4,8 @@
 // "pretrained" model, which has never seen classes 5-9. It is then fine-tuned on a stratified sample of the
 // full 10-class training set, and its held-out test accuracy is printed before and after, beside the same CNN
 // trained from scratch on the same sample. By default both run the recipe (recipe.h: head first, then every
-// layer, range-tested rates, early stopping on a validation slice of the sample); `--recipe none` runs the
+// layer, range-tested rates, early stopping on a validation slice of the sample, and fresh weights as a last
+// candidate, kept only if clearly better on the slice); `--recipe none` runs the
 // article's plain SGD for `--epochs` epochs instead.
 //
 //   finetune_example [--data DIR] [--fraction 0.1] [--recipe auto|none] [--epochs 3] [--pretrain-epochs 2]
@@ -190,17 +191,19 @@ int main(int argc, char** argv) try {
   Model scratch(make_cnn(cnn));
   if (args.recipe == "auto") {
     const std::string head = "classifier.3";  // the CNN's last layer
+    // Phase scratch (a last candidate) draws the same CNN with fresh weights from this.
+    const auto fresh = [&cnn] { return Model(make_cnn(cnn)); };
     const auto tuned = recipe::run(model, train_set, config, /*pretrained=*/true, head,
-                                   /*fine_tune_sgd=*/args.fine_tune_optimizer == "sgd");
+                                   /*fine_tune_sgd=*/args.fine_tune_optimizer == "sgd", fresh);
     std::printf("fine-tuned with the recipe on %lld sampled images (a validation slice of them held out for its "
                 "decisions):\n", static_cast<long long>(tuned.sample.size(0)));
     for (const auto& d : tuned.decisions) {
       std::printf("  %-14s %s  (%s)\n", d.what.c_str(), d.value.c_str(), d.reason.c_str());
     }
     // 3. The same CNN from scratch on the same sample, with the recipe's rules for random weights.
-    const auto fresh = recipe::run(scratch, train_set, config, /*pretrained=*/false, head);
+    const auto alone = recipe::run(scratch, train_set, config, /*pretrained=*/false, head);
     std::printf("from scratch with the recipe:");
-    for (const auto& d : fresh.decisions) {
+    for (const auto& d : alone.decisions) {
       if (d.what == "full.lr" || d.what == "full.result") std::printf("  %s %s", d.what.c_str(), d.value.c_str());
     }
     std::printf("\n");

@@ -71,12 +71,37 @@ def test_article_example_runs_the_recipe_by_default(digits_idx):
         r"before fine-tuning ([\d.]+), after ([\d.]+), from scratch on the same sample ([\d.]+)", out.stdout).groups())
     assert before < 0.6 and after > 0.9 and scratch > 0.85, out.stdout
     decisions = dict(re.findall(r"^  (\S+) +(.+?)  \(", out.stdout, re.MULTILINE))
-    assert {"validation", "head.lr", "full.lr", "shrunk.lr", "kept", "refit"} <= decisions.keys(), out.stdout
+    assert {"validation", "head.lr", "full.lr", "shrunk.lr", "scratch.lr", "kept", "refit"} <= decisions.keys(), out.stdout
     assert ("shrunk_low.lr" in decisions) != (decisions.get("shrunk_low") == "not run"), out.stdout  # the gate
-    assert decisions["kept"] in ("head", "full", "shrunk", "shrunk_low")
-    assert decisions["refit"].startswith("head "), out.stdout  # every phase kept continues the head phase
+    assert decisions["kept"] in ("head", "full", "shrunk", "shrunk_low", "scratch")
     assert "from scratch with the recipe:  full.lr" in out.stdout
     assert decisions["optimizer"] == "sgd", out.stdout  # rule 4
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_article_example_keeps_fresh_weights_only_when_the_paired_test_says_so(digits_idx, seed):
+    """Phase scratch (the CNN with fresh weights, AdamW, every layer at one rate) is kept exactly when its
+    per-example validation losses are SCRATCH_Z standard errors below the best fine-tuned phase's; a refit then
+    trains fresh weights alone, and otherwise continues the head phase."""
+    out = run_example(digits_idx, "--seed", str(seed))
+    decisions = dict(re.findall(r"^  (\S+) +(.+?)  \(", out.stdout, re.MULTILINE))
+    assert decisions["scratch"] == "epochs 50, patience 8, / 100", out.stdout
+    z = float(re.match(r"z = (\S+) \(lower by \S+, standard error \S+, (\d+) examples\)",
+                       decisions["scratch.gain"]).group(1))
+    examples = int(re.match(r"(\d+) examples", decisions["validation"]).group(1))
+    assert f"{examples} examples)" in decisions["scratch.gain"]
+    if z >= 1.645:  # recipe.SCRATCH_Z
+        assert decisions["kept"] == "scratch" and re.fullmatch(r"scratch \d+ epochs?", decisions["refit"]), out.stdout
+    else:
+        assert decisions["kept"] != "scratch" and decisions["refit"].startswith("head "), out.stdout
+
+
+def test_article_example_runs_no_phase_scratch_on_a_slice_too_small_to_decide_it(digits_idx):
+    out = run_example(digits_idx, "--limit", "400")
+    decisions = dict(re.findall(r"^  (\S+) +(.+?)  \(", out.stdout, re.MULTILINE))
+    assert decisions["validation"] == "25 examples" and decisions["scratch"] == "not run", out.stdout
+    assert "the validation slice holds 25 examples, fewer than 30" in out.stdout
+    assert "scratch.lr" not in decisions and decisions["kept"] != "scratch", out.stdout
 
 
 def test_article_example_fine_tunes_with_adamw_when_asked(digits_idx):

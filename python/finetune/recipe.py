@@ -267,15 +267,10 @@ PER_EXAMPLE_TASKS = ("classification", "regression")  # the tasks per_example_lo
 
 
 def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
-    """Each example's share of the validation loss evaluate() reports (its mean is that loss): the cross-entropy of
-    its logits for classification, the mean squared error over its outputs for regression."""
-    if task not in PER_EXAMPLE_TASKS:
-        raise ValueError(f"task={task!r}: per-example losses are defined for {' and '.join(PER_EXAMPLE_TASKS)}")
-    outputs = outputs.to(torch.float64)
-    if task == "classification":
-        return torch.nn.functional.cross_entropy(outputs, targets.to(torch.int64), reduction="none")
-    errors = (outputs.reshape(len(outputs), -1) - targets.to(torch.float64).reshape(len(outputs), -1)) ** 2
-    return errors.mean(1)
+    """Each example's share of the validation loss evaluate() reports (its mean is that loss), in float64: the
+    cross-entropy of its logits for classification, the mean squared error over its outputs for regression.
+    Computed by the core (recipe.h), which the C++ recipe's phase scratch shares."""
+    return _C.per_example_loss(outputs.detach().cpu(), targets.detach().cpu(), task)
 
 
 def paired_gain(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
@@ -283,20 +278,9 @@ def paired_gain(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, f
     difference, its standard error and their ratio ``z`` (the paired t statistic). ``z`` is 0 when nothing differs,
     +-inf when every example differs by the same amount, NaN when a candidate's loss is not finite (a NaN is never
     >= SCRATCH_Z, so a diverged candidate is never kept), and +inf when the reference's is not and the candidate's
-    all are (a diverged reference against one that did not: the candidate is better by any measure)."""
-    reference, candidate = reference.to(torch.float64).flatten(), candidate.to(torch.float64).flatten()
-    if not bool(torch.isfinite(reference).all()) and bool(torch.isfinite(candidate).all()):
-        return {"lower_by": math.inf, "standard_error": math.nan, "z": math.inf, "examples": len(reference)}
-    differences = reference - candidate
-    mean = float(differences.mean())
-    error = float(differences.std()) / math.sqrt(len(differences)) if len(differences) > 1 else math.inf
-    if not math.isfinite(mean) or math.isnan(error):
-        z = math.nan
-    elif error > 0:
-        z = mean / error
-    else:
-        z = math.inf if mean > 0 else -math.inf if mean < 0 else 0.0
-    return {"lower_by": mean, "standard_error": error, "z": z, "examples": len(differences)}
+    all are (a diverged reference against one that did not: the candidate is better by any measure). Computed by
+    the core (recipe.h), which the C++ recipe's phase scratch shares."""
+    return _C.paired_gain(reference.detach().cpu(), candidate.detach().cpu())
 
 
 def lr_from_range(lrs: list[float], losses: list[float], divisor: float = LR_DIVISOR) -> float:
