@@ -114,8 +114,9 @@ EXCLUDED = {
     'pip install "finetune[data]"': "installs packages",
     'pip install "finetune[tensorboard]"': "installs packages",
     'pip install "finetune[bench]"': "installs packages",
-    "python benchmarks/quality.py --seeds 2 --sections images":
-        "a benchmark: part of a 589 s run on this machine",
+    "python benchmarks/quality.py --sections images --seeds 3 --threads 1": "a benchmark: 386 s on an AMD EPYC",
+    "python benchmarks/quality.py --sections ranking --seeds 5 --threads 1 --save docs/quality/ranking.json":
+        "a benchmark: 125 s on an AMD EPYC (tests/test_recommendation.py checks BPR against popularity)",
     "python benchmarks/quality.py --sections recommendation --seeds 3":
         "a benchmark: 2,275 s on this machine (beside a test run); tests/test_recommendation.py checks its claims",
     "python benchmarks/quality.py --sections text --text-full": "a benchmark: 1,039 s on this machine",
