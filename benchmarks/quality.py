@@ -553,6 +553,9 @@ def main() -> None:
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+    if (args.text_full or args.text_full_defaults or args.text_full_fixed) and "text" not in args.sections:
+        parser.error("--text-full, --text-full-defaults and --text-full-fixed choose the text section's rows: add "
+                     "text to --sections")
     if args.text_full_defaults and args.text_full_fixed:
         parser.error("--text-full-defaults and --text-full-fixed each run one set of rows: give one")
     if args.load and not args.plot:

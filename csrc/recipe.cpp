@@ -163,10 +163,14 @@ State fresh_weights(const std::function<Model()>& fresh, const Model& model, int
   struct Restore {  // the generator's state back even if fresh() throws
     at::Generator generator;
     at::Tensor state;
-    ~Restore() { generator.set_state(state); }
-  } restore{at::detail::getDefaultCPUGenerator(), at::detail::getDefaultCPUGenerator().get_state()};
+    ~Restore() {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(state);
+    }
+  } restore{at::detail::getDefaultCPUGenerator(), {}};
   {
     std::lock_guard<std::mutex> lock(restore.generator.mutex());
+    restore.state = restore.generator.get_state();
     restore.generator.set_current_seed(static_cast<uint64_t>(seed));
   }
   Model built = fresh();
@@ -174,6 +178,10 @@ State fresh_weights(const std::function<Model()>& fresh, const Model& model, int
   TORCH_CHECK_VALUE(ours.size() == theirs.size(), "recipe: fresh() built a network with ", theirs.size(),
                     " tensors of state, the model has ", ours.size());
   for (size_t i = 0; i < ours.size(); ++i) {
+    // Only the CPU generator is seeded here: weights drawn on a GPU would differ from run to run.
+    TORCH_CHECK_VALUE(theirs[i].second.is_cpu(), "recipe: fresh() must build the network on the CPU (the recipe "
+                      "copies its weights to the model's device), got ", theirs[i].first, " on ",
+                      theirs[i].second.device());
     TORCH_CHECK_VALUE(ours[i].first == theirs[i].first && ours[i].second.sizes() == theirs[i].second.sizes(),
                       "recipe: fresh() built ", theirs[i].first, " ", theirs[i].second.sizes(), " where the model has ",
                       ours[i].first, " ", ours[i].second.sizes());
@@ -292,7 +300,8 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
            : pretrained ? "AdamW, as asked (the rule before rule 4's SGD)" : "AdamW: training from random weights");
 
   const State initial = copy_state(model);
-  const bool paired = phases.back().reinit;  // phase scratch is compared example by example (paired_gain)
+  // Phase scratch is compared with the fine-tune example by example (paired_gain): each phase's per-example losses.
+  const bool paired = std::any_of(phases.begin(), phases.end(), [](const Phase& phase) { return phase.reinit; });
   const State fresh_start = paired ? fresh_weights(fresh, model, config.seed) : State{};
   std::vector<at::Tensor> example_losses;  // by phase, when paired
   std::string not_clearly;

@@ -191,7 +191,8 @@ int main(int argc, char** argv) try {
   Model scratch(make_cnn(cnn));
   if (args.recipe == "auto") {
     const std::string head = "classifier.3";  // the CNN's last layer
-    // Phase scratch (a last candidate) draws the same CNN with fresh weights from this.
+    // Phase scratch (a last candidate) draws the same CNN with fresh weights from this. The recipe seeds the draw
+    // from config.seed, --seed as the pretrained CNN's was: fresh weights are the ones pretraining started from.
     const auto fresh = [&cnn] { return Model(make_cnn(cnn)); };
     const auto tuned = recipe::run(model, train_set, config, /*pretrained=*/true, head,
                                    /*fine_tune_sgd=*/args.fine_tune_optimizer == "sgd", fresh);

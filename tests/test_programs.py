@@ -86,8 +86,9 @@ def test_article_example_keeps_fresh_weights_only_when_the_paired_test_says_so(d
     out = run_example(digits_idx, "--seed", str(seed))
     decisions = dict(re.findall(r"^  (\S+) +(.+?)  \(", out.stdout, re.MULTILINE))
     assert decisions["scratch"] == "epochs 50, patience 8, / 100", out.stdout
-    z = float(re.match(r"z = (\S+) \(lower by \S+, standard error \S+, (\d+) examples\)",
-                       decisions["scratch.gain"]).group(1))
+    z, lower_by, error = map(float, re.match(r"z = (\S+) \(lower by (\S+), standard error (\S+), \d+ examples\)",
+                                              decisions["scratch.gain"]).groups())
+    assert z == pytest.approx(lower_by / error, rel=2e-2)  # printed to 3 digits: the paired t statistic's parts
     examples = int(re.match(r"(\d+) examples", decisions["validation"]).group(1))
     assert f"{examples} examples)" in decisions["scratch.gain"]
     if z >= 1.645:  # recipe.SCRATCH_Z
