@@ -138,7 +138,7 @@ EXCLUDED = {
         "a benchmark: about 1,000 s on this machine, and it needs fastai",
     "python benchmarks/setfit_side_by_side.py": "a benchmark: hours on a CPU (SetFit's pairs), and it needs setfit",
     "python benchmarks/setfit_side_by_side.py --seeds 3 --shots 8 --fraction 0 --threads 1 --save docs/quality/setfit-8.json":
-        "a benchmark: 1,055 s on this machine, and it needs setfit",
+        "a benchmark: 563 s on an AMD EPYC, and it needs setfit",
     "python benchmarks/setfit_side_by_side.py --seeds 3 --shots 64 --fraction 0 --threads 1 --save docs/quality/setfit-64.json":
         "a benchmark: 5,552 s on this machine, and it needs setfit",
     "python benchmarks/probe.py": "a benchmark: MiniLM's features of 8,684 snippets, then 64 fits; 600 s here",
