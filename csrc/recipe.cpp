@@ -94,8 +94,15 @@ void shrink_perturb(Model& model, const std::function<bool(const std::string&)>&
   }
 }
 
+namespace {
+
+// The tasks per_example_loss (and so phase scratch's paired test) serves: recipe.PER_EXAMPLE_TASKS.
+bool has_per_example_loss(const std::string& task) { return task == "classification" || task == "regression"; }
+
+}  // namespace
+
 at::Tensor per_example_loss(const at::Tensor& outputs, const at::Tensor& targets, const std::string& task) {
-  TORCH_CHECK_VALUE(task == "classification" || task == "regression", "task='", task,
+  TORCH_CHECK_VALUE(has_per_example_loss(task), "task='", task,
                     "': per-example losses are defined for classification and regression");
   const auto values = outputs.to(at::kDouble);
   if (task == "classification") {
@@ -155,6 +162,7 @@ struct Phase {
   bool reinit = false;     // starts from fresh weights (phase scratch): kept only if clearly better (SCRATCH_Z)
   TrainConfig settings;    // as trained (its rate included), for the refit
   int64_t best_epochs = 0;
+  at::Tensor losses;       // each validation example's loss at its end, when phase scratch is compared (paired_gain)
 };
 
 // The weights `fresh` builds, drawn from the global generator seeded with `seed` (its state restored after, as
@@ -192,7 +200,7 @@ State fresh_weights(const std::function<Model()>& fresh, const Model& model, int
 // Why phase scratch does not run ("": it runs); recipe._scratch_why_not's rules for the models the C++ recipe takes.
 std::string scratch_why_not(const Model& model, const TrainConfig& config, bool has_fresh, int64_t validation,
                             int64_t size) {
-  if (config.task != "classification" && config.task != "regression") {
+  if (!has_per_example_loss(config.task)) {
     return "task='" + config.task + "': the paired test that would decide it compares per-example losses, defined "
            "for classification and regression only";
   }
@@ -303,7 +311,6 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
   // Phase scratch is compared with the fine-tune example by example (paired_gain): each phase's per-example losses.
   const bool paired = std::any_of(phases.begin(), phases.end(), [](const Phase& phase) { return phase.reinit; });
   const State fresh_start = paired ? fresh_weights(fresh, model, config.seed) : State{};
-  std::vector<at::Tensor> example_losses;  // by phase, when paired
   std::string not_clearly;
   std::vector<State> ends;
   // Phases shrunk and shrunk_low start from the same shrunk weights and the range test reseeds: one curve for both.
@@ -319,7 +326,6 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
              " of " + std::to_string(before.epochs) + ") is past the first " + text(SHRUNK_LOW_GATE * 100) +
              "% of its schedule");
         ends.emplace_back();  // ends is indexed by phase; a phase not run is never kept or started from
-        example_losses.emplace_back();
         continue;
       }
     }
@@ -357,11 +363,9 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
     note(phase.name + ".result", epochs(static_cast<int64_t>(result.history.size())) + " run, best " +
          std::to_string(phase.best_epochs) + ", validation loss " + text(loss), "the best epoch's weights, restored");
     ends.push_back(copy_state(model));
-    example_losses.push_back(paired ? per_example_loss(predict(model, val, 0, val.size(), settings), val.targets,
-                                                       config.task)
-                                    : at::Tensor());
+    if (paired) phase.losses = per_example_loss(predict(model, val, 0, val.size(), settings), val.targets, config.task);
     if (phase.reinit) {  // fresh weights replace the fine-tune only when clearly better, example by example
-      const auto gain = paired_gain(example_losses[kept], example_losses[number]);
+      const auto gain = paired_gain(phases[kept].losses, phase.losses);
       note(phase.name + ".gain", "z = " + text(gain.z) + " (lower by " + text(gain.lower_by) + ", standard error " +
            text(gain.standard_error) + ", " + std::to_string(gain.examples) + " examples)",
            phase.name + "'s validation loss below " + phases[kept].name + "'s, the best fine-tuned phase, example by "
