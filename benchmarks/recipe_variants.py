@@ -50,9 +50,13 @@ class PythonCnn(torch.nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def as_python(native) -> PythonCnn:
+def as_python(native, x) -> PythonCnn:
+    """The native CNN's copy, checked to give its logits on ``x`` (a layer changed in models.cpp fails here)."""
     module = PythonCnn(native.options)
     module.load_state_dict({name: torch.as_tensor(value) for name, value in native.state_dict().items()})
+    logits = finetune.predict(native, x, output="logits")
+    copied = finetune.predict(module, x, output="logits")
+    assert torch.allclose(torch.as_tensor(copied), torch.as_tensor(logits), atol=1e-4), "the copy's logits differ"
     return module
 
 # row -> (recipe constants changed, settings given, patches)
@@ -102,7 +106,7 @@ def fine_tune(seed: int, settings: dict) -> float:
     pretrained = finetune.train("cnn", (x_train[old], y_train[old]), epochs=10, num_classes=10, optimizer="sgd",
                                 lr=0.05, batch_size=32, seed=seed, progress=False).model
     if settings == AS_PYTHON:
-        pretrained, settings = as_python(pretrained), {}
+        pretrained, settings = as_python(pretrained, x_test), {}
     tuned = finetune.train(pretrained, (x_train, y_train), sample_fraction=0.2, seed=seed, progress=False, **settings)
     return finetune.evaluate(tuned.model, (x_test, y_test))["accuracy"]
 
