@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import finetune
+from mirrors import PythonCnn, native_copy
 
 
 def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int) -> int:
@@ -42,24 +43,8 @@ def torch_mlp() -> torch.nn.Module:
 
 
 def torch_cnn() -> torch.nn.Module:
-    """The same layers as finetune's native "cnn" with its default options."""
-    def block(cin: int, cout: int) -> list[torch.nn.Module]:
-        return [torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False), torch.nn.BatchNorm2d(cout), torch.nn.ReLU(),
-                torch.nn.MaxPool2d(2)]
-
-    return torch.nn.Sequential(*block(1, 16), *block(16, 32), torch.nn.Flatten(), torch.nn.Dropout(0.25),
-                               torch.nn.Linear(32 * 7 * 7, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-
-
-def native_copy(name: str, reference: torch.nn.Module, **options) -> finetune.NativeModel:
-    """finetune's native model with the reference module's initial weights: the two declare the same
-    parameters and buffers in the same order, under different names."""
-    native = finetune.build(name, **options)
-    pairs = list(zip((n for n, _ in native._module.named_parameters()), reference.parameters()))
-    pairs += zip((n for n, _ in native._module.named_buffers()), reference.buffers())
-    assert len(pairs) == len(native.state_dict())
-    native.load_state_dict({key: value.detach() for key, value in pairs})
-    return native
+    """finetune's native "cnn" with its default options (1x28x28 images), as an nn.Module."""
+    return PythonCnn(finetune.build("cnn").options)
 
 
 CASES = {

@@ -21,6 +21,7 @@ import torch
 import finetune
 from finetune import heads, recipe
 from finetune.demo import load_digits_split
+from mirrors import as_python
 
 
 def no_head(*args, **kwargs):
@@ -29,35 +30,6 @@ def no_head(*args, **kwargs):
 
 SCRATCH = {"from scratch": True}  # the row of the same CNN trained from scratch on the same sample, for reference
 AS_PYTHON = {"as a Python module": True}  # the row of the pretrained CNN copied into an nn.Module
-
-
-class PythonCnn(torch.nn.Module):
-    """finetune's native "cnn" as an nn.Module: the same layers under the same names, so its weights load as they are."""
-
-    def __init__(self, options: dict) -> None:
-        super().__init__()
-        layers, channels, height, width = [], options["in_channels"], options["height"], options["width"]
-        for out in options["channels"]:
-            layers += [torch.nn.Conv2d(channels, out, 3, padding=1, bias=False), torch.nn.BatchNorm2d(out),
-                       torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
-            channels, height, width = out, height // 2, width // 2
-        self.features = torch.nn.Sequential(*layers)
-        self.classifier = torch.nn.Sequential(
-            torch.nn.Dropout(options["dropout"]), torch.nn.Linear(channels * height * width, options["hidden"]),
-            torch.nn.ReLU(), torch.nn.Linear(options["hidden"], options["num_classes"]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
-
-
-def as_python(native, x) -> PythonCnn:
-    """The native CNN's copy, checked to give its logits on ``x`` (a layer changed in models.cpp fails here)."""
-    module = PythonCnn(native.options)
-    module.load_state_dict({name: torch.as_tensor(value) for name, value in native.state_dict().items()})
-    logits = finetune.predict(native, x, output="logits")
-    copied = finetune.predict(module, x, output="logits")
-    assert torch.allclose(torch.as_tensor(copied), torch.as_tensor(logits), atol=1e-4), "the copy's logits differ"
-    return module
 
 # row -> (recipe constants changed, settings given, patches)
 VARIANTS = {

@@ -204,3 +204,32 @@ def test_a_minilm_run_from_the_cli_records_its_options_and_evaluates_again(monke
     del spec["normalize"]
     checkpoint.save_tensors(tmp_path / "run" / "model.safetensors", tensors, {**meta, "model": json.dumps(spec)})
     assert models.eager(runs.load_run(tmp_path / "run")[1]).normalize is False
+
+
+def _benchmark(name):
+    """A module of benchmarks/ (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("options", [{}, {"height": 8, "width": 8, "channels": [8], "hidden": 16, "num_classes": 3},
+                                     {"in_channels": 3, "height": 12, "width": 10, "channels": [4, 6, 5]}])
+def test_the_native_cnn_computes_what_its_pytorch_mirror_does(options):
+    """benchmarks/mirrors.py's PythonCnn is the native "cnn" written in PyTorch, layer for layer: from the same
+    weights (batch-norm statistics included) it gives the same logits, and the weights copy back by position. The
+    benchmarks that run the one beside the other (compare.py, recipe_variants.py) rest on this."""
+    mirrors = _benchmark("mirrors")
+    torch.manual_seed(0)
+    native = finetune.build("cnn", **options)
+    state = {key: (torch.rand_like(value) + 0.5 if "running_var" in key else torch.randn_like(value))
+             if value.is_floating_point() else value for key, value in native.state_dict().items()}
+    native.load_state_dict(state)
+    o = native.options
+    x = torch.rand(5, o["in_channels"], o["height"], o["width"]).numpy()
+    module = mirrors.as_python(native, x)  # asserts the logits agree to 1e-4
+    assert set(module.state_dict()) == set(state)  # the same names (in another order: the native lists buffers last)
+    back = mirrors.native_copy("cnn", module, **options)
+    for key, value in back.state_dict().items():
+        assert torch.equal(torch.as_tensor(value), state[key]), key
