@@ -408,7 +408,9 @@ void bind_models(py::module_& m) {
       .def_readwrite("dropout", &MlpOptions::dropout)
       .def_readwrite("center", &MlpOptions::center)
       .def_readwrite("scale", &MlpOptions::scale)
-      .def_readwrite("clip", &MlpOptions::clip);
+      .def_readwrite("clip", &MlpOptions::clip)
+      .def_readwrite("target_center", &MlpOptions::target_center)
+      .def_readwrite("target_scale", &MlpOptions::target_scale);
   py::class_<CnnOptions>(m, "CnnOptions")
       .def(py::init<>())
       .def_readwrite("in_channels", &CnnOptions::in_channels)

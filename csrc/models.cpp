@@ -41,6 +41,20 @@ class Mlp : public NativeModule {
       center_ = register_buffer("center", at::tensor(o.center, at::kFloat));
       scale_ = register_buffer("scale", at::tensor(o.scale, at::kFloat));
     }
+    TORCH_CHECK_VALUE(o.target_center.size() == o.target_scale.size() &&
+                          (o.target_center.empty() || static_cast<int64_t>(o.target_center.size()) == o.num_classes),
+                      "mlp target_center and target_scale must both be empty or both hold num_classes = ",
+                      o.num_classes, " values, got ", o.target_center.size(), " and ", o.target_scale.size());
+    for (size_t i = 0; i < o.target_center.size(); ++i) {
+      TORCH_CHECK_VALUE(std::isfinite(static_cast<float>(o.target_center[i])), "mlp target_center[", i,
+                        "] must be a finite float32, got ", o.target_center[i]);
+      TORCH_CHECK_VALUE(std::isfinite(static_cast<float>(o.target_scale[i])) && o.target_scale[i] > 0.0,
+                        "mlp target_scale[", i, "] must be a positive finite float32, got ", o.target_scale[i]);
+    }
+    if (!o.target_center.empty()) {
+      target_center_ = register_buffer("target_center", at::tensor(o.target_center, at::kFloat));
+      target_scale_ = register_buffer("target_scale", at::tensor(o.target_scale, at::kFloat));
+    }
     clip_ = o.clip;
     int64_t width = o.in_features;
     for (const int64_t h : o.hidden) {
@@ -64,12 +78,14 @@ class Mlp : public NativeModule {
       const at::Tensor u = x / clip_;
       x = clip_ * u / at::hypot(at::ones_like(u), u);
     }
-    return layers_->forward(x);
+    at::Tensor out = layers_->forward(x);
+    if (target_center_.defined()) out = out * target_scale_ + target_center_;
+    return out;
   }
 
  private:
   torch::nn::Sequential layers_;
-  at::Tensor center_, scale_;
+  at::Tensor center_, scale_, target_center_, target_scale_;
   double clip_ = 0.0;
 };
 

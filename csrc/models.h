@@ -37,6 +37,11 @@ struct MlpOptions {
   std::vector<double> center = {};
   std::vector<double> scale = {};
   double clip = 0.0;
+  // Output scaling for regression, read off the training targets when finetune.train builds "mlp" from data:
+  // output -> output * target_scale + target_center per output, so the layers fit a standardised target whatever
+  // its units (a price in dollars, a fraction). Empty: none.
+  std::vector<double> target_center = {};
+  std::vector<double> target_scale = {};
 };
 
 // Conv3x3 + BatchNorm + ReLU + MaxPool2 per entry of `channels`, then dropout, a hidden linear layer and

@@ -149,6 +149,8 @@ class MlpOptions:
     center: list[float]
     scale: list[float]
     clip: float
+    target_center: list[float]
+    target_scale: list[float]
     def __init__(self) -> None: ...
 
 class CnnOptions:

@@ -65,10 +65,11 @@ class ModelEntry:
     # for a transformer encoder (its full phase by BERT's settings), "sentence encoder" for a transformer trained
     # for cosine similarity (the same, and few-shot: SetFit's pairs before the head)
     recipe: str = "default"
-    # Options read off the training inputs as one group ("mlp"'s input scaling): giving any of them keeps the rest
-    # from being read (a given center is never paired with a scale read off the data). A run directory keeps them
-    # with the weights (model.safetensors), not in config.toml, so its config run on other data reads them anew.
-    statistics: tuple[str, ...] = ()
+    # Options read off the training data in groups ("mlp"'s input scaling, its target scaling): giving any of a
+    # group keeps the rest of it from being read (a given center is never paired with a scale read off the data).
+    # A run directory keeps them with the weights (model.safetensors), not in config.toml, so its config run on
+    # other data reads them anew.
+    statistics: tuple[tuple[str, ...], ...] = ()
     mask_input: int | None = None  # which of its inputs is an attention mask (trim_padding): MiniLM's second
     # Options added after run directories began saving their model's options, with what a saved set without them
     # meant (MiniLM's normalize: its head read the raw mean before): a saved run rebuilds as it trained.
@@ -147,9 +148,14 @@ class ModelEntry:
     def _inferred(self, inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str,
                   given: dict[str, Any]) -> dict[str, Any]:
         inferred = self.infer(inputs, targets, task)
-        if any(k in given for k in self.statistics):
-            inferred = {k: v for k, v in inferred.items() if k not in self.statistics}
+        for group in self.statistics:
+            if any(k in given for k in group):
+                inferred = {k: v for k, v in inferred.items() if k not in group}
         return inferred
+
+    def statistic_names(self) -> tuple[str, ...]:
+        """Every option read off the training data (the groups of ``statistics``)."""
+        return tuple(k for group in self.statistics for k in group)
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -294,7 +300,18 @@ def _native(name: str, make_options: Callable[[], Any], make_module: Callable[[A
 
 def _infer_mlp(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
     return {"in_features": int(inputs[0][0].numel()), "num_classes": _outputs(targets, task),
-            **robust_scaling(inputs[0].flatten(1))}
+            **robust_scaling(inputs[0].flatten(1)), **(target_scaling(targets) if task == "regression" else {})}
+
+
+def target_scaling(targets: torch.Tensor) -> dict[str, Any]:
+    """The output scaling "mlp" reads off its training targets for regression: each output's mean and (population)
+    standard deviation, 1 where it is 0. The layers then fit a standardised target, so the same rates and weight
+    decay serve a price in dollars and a fraction (RealMLP standardises regression targets too); the predictions
+    come back in the target's units."""
+    values = targets.detach().cpu().double().reshape(targets.shape[0], -1)
+    center, spread = values.mean(0), values.std(0, correction=0)
+    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    return {"target_center": center.tolist(), "target_scale": spread.tolist()}
 
 
 SMOOTH_CLIP = 3.0  # RealMLP's bound: a scaled value v becomes v / sqrt(1 + (v / 3)^2)
@@ -347,7 +364,8 @@ def _infer_ids(name: str) -> Infer:
 RANKING_REG = 1e-4  # mf's reg for task="ranking" unless given
 
 
-_native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp, statistics=("center", "scale", "clip"), recipe="tabular")
+_native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp,
+        statistics=(("center", "scale", "clip"), ("target_center", "target_scale")), recipe="tabular")
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
 _native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender")

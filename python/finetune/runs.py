@@ -395,7 +395,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
 
     # The options read off the training inputs (mlp's input scaling) stay with the weights, not in config.toml:
     # that config run on other data reads them anew, and runs on other splits compare without two long arrays
-    kept = registry.get(cfg.model["name"]).statistics
+    kept = registry.get(cfg.model["name"]).statistic_names()
     # With [lora] the freezing is LoRA's (everything but the adapters and the head), not a setting to write back.
     written_train = resolved.train.replace(freeze=cfg.train.freeze) if cfg.lora is not None else resolved.train
     written = RunConfig(cfg.data, {k: v for k, v in resolved.model.items() if k not in kept or k in cfg.model},

@@ -14,6 +14,7 @@ import re
 import signal
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -409,10 +410,31 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     result.head = run.head
     if run.lora is not None:
         result.lora = {**run.lora, "merged": bool(merged)}
+    _remember_task(result.model, result.config.task)
     return result
 
 
 RECIPES = ("auto", "head", "none")
+# The task each model was last trained for, so that predict and evaluate default to it (a regression model's one
+# output read as class scores would give class 0 for every row). Weak: the models are the user's to drop.
+_TRAINED_FOR: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _remember_task(model: Any, task: str) -> None:
+    try:
+        _TRAINED_FOR[model] = task
+    except TypeError:  # an object that cannot be referenced weakly: predict then needs task= as before
+        pass
+
+
+def task_of(model: Any, task: str | None) -> str:
+    """``task`` when given, else the task finetune.train last trained ``model`` for, else classification."""
+    if task is not None:
+        return task
+    try:
+        return _TRAINED_FOR.get(model, "classification")
+    except TypeError:
+        return "classification"
 
 
 def _train_as_given(run: _Run, reason: str, val_fraction: float | None = None,
@@ -866,18 +888,20 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
     return LrFinderResult(out["lrs"], out["losses"], out["suggestion"], out["diverged"])
 
 
-def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str = "classification", batch_size: int = 1024,
+def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None, batch_size: int = 1024,
              device: str = "cpu", topk: int = 5, distributed: str = "auto",
              output_key: str | None = None, runner: str = "auto", trim_padding: bool | str = "auto",
              num_workers: int = 0, prefetch: int = 2, labels: Any = None) -> dict[str, Any]:
     """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy, macro-F1 and the
-    confusion matrix for classification; RMSE, MAE and R² for regression. ``trim_padding`` as in ``train``: token
+    confusion matrix for classification; RMSE, MAE and R² for regression (``task``: by default the one
+    ``finetune.train`` trained the model for, else classification). ``trim_padding`` as in ``train``: token
     batches cut to their longest row where the model gives the same outputs so. ``eval_data`` may be streamed, as
     in ``train`` (a dataset -- its labels ``labels=`` where it carries none --, or a memory-mapped X), read ahead by
     ``num_workers`` processes.
 
     Under torchrun (``distributed="auto"``) every rank must call it with the same data: each evaluates its
     own shard and all of them get the metrics of the whole set, summed from the ranks' counts."""
+    task = task_of(model, task)
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device_for_rank(device), topk=topk,
                       distributed=distributed, trim_padding=trim_padding, num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
@@ -920,14 +944,16 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
 OUTPUTS = ("classes", "probabilities", "logits", "values")
 
 
-def predict(model: Any, x: Any, *, output: str | None = None, task: str = "classification", batch_size: int = 1024,
+def predict(model: Any, x: Any, *, output: str | None = None, task: str | None = None, batch_size: int = 1024,
             device: str = "cpu", output_key: str | None = None, runner: str = "auto",
             trim_padding: bool | str = "auto", num_workers: int = 0, prefetch: int = 2) -> np.ndarray:
     """The model's predictions for ``x`` as a numpy array: class ids (default for classification),
-    ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values. ``x`` may be a
+    ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values (``task``: by
+    default the one ``finetune.train`` trained the model for, else classification). ``x`` may be a
     dict of keyword inputs; ``output_key`` picks the entry of a dict output and ``trim_padding`` cuts token batches
     (as in ``train``). ``x`` may be streamed: a memory-mapped array, or a dataset -- its items ``(inputs, label)``
     when it has ``targets``/``labels`` (the labels are not read), else its items are the inputs."""
+    task = task_of(model, task)
     if output is None:
         output = "classes" if task == "classification" else "values"
     if output not in OUTPUTS:
@@ -947,6 +973,9 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str = "class
     adapted = models.adapt(model, example, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
     raw = _C.predict(models.to_cpp(adapted, example, runner), inputs, cpp_config, mask_input=mask_input)
+    if output in ("classes", "probabilities") and (raw.dim() < 2 or raw.shape[1] < 2):
+        raise ValueError(f"output={output!r} reads class scores, and the model gives one value per example (every "
+                         "row would be class 0): pass task='regression' for its values")
     if output == "classes":
         raw = raw.argmax(1)
     elif output == "probabilities":
