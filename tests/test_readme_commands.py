@@ -133,6 +133,8 @@ EXCLUDED = {
                                              "recipe against linear regression on diabetes)",
     'python benchmarks/tabular_variants.py --seeds 20 --rows "as it is" "x 1000"':
         "a benchmark: 32 s on an Intel Xeon (tests/test_tabular.py checks the target scaling on one split)",
+    "python benchmarks/unseen_tables.py": "a benchmark: 53 s on an Intel Xeon (tests/test_tabular.py checks the "
+                                          "target scaling it measures)",
     "python benchmarks/tabular_variants.py --seeds 100 --rows ROW ...":
         "a benchmark: about 100 s a row over 100 splits (ROW stands for each variant the README lists)",
     "python benchmarks/quality.py --sections tabular --seeds 5 --threads 1": "a benchmark: 183 s on this machine",
