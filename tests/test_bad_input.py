@@ -30,6 +30,13 @@ class Unscriptable(torch.nn.Module):
         return np.asarray(inputs[0])
 
 
+def frame(**columns):
+    """X as a pandas DataFrame, with the given columns beside two numeric ones."""
+    import pandas as pd
+
+    return pd.DataFrame({"a": X[:, 0], "b": X[:, 1], **columns})
+
+
 def train(model="mlp", data=(X, Y), **kw):
     kw.setdefault("progress", False)
     kw.setdefault("epochs", 1)
@@ -89,6 +96,9 @@ CASES = [
     ("too few classes in head", lambda: train(model=mlp(out=3), head="keep"), ValueError, r"model outputs 3 classes but the labels need 4 \(largest label 3\)"),
     ("wrong input width", lambda: train(model=mlp(in_features=10)), ValueError, r"model forward\(\) failed on training inputs of shape \[32, 64\]"),
     ("regression head too wide", lambda: train(model=mlp(out=2), data=(X, Y.astype(np.float32)), task="regression"), ValueError, r"model output has shape \[32, 2\] but task='regression' targets have shape \[32\]"),
+    ("mlp on one flat feature", lambda: train(data=(X[:, 0], Y)), ValueError, r"model 'mlp' needs X shaped \(rows, features\), got X of shape \(40,\): one feature is X.reshape\(-1, 1\)"),
+    ("a DataFrame column of strings", lambda: train(data=(frame(sex=["m", "f"] * 20), Y)), TypeError, r"X column 'sex' holds \w+ values \(e.g. 'm'\), not numbers: encode it first \(pd.get_dummies"),
+    ("string labels", lambda: train(data=(X, np.array(["cat", "dog"] * 20, dtype=object))), TypeError, r"y must hold numbers, got an array of dtype object \(e.g. 'cat'\): encode them as numbers first -- class ids for labels \(pd.factorize\)"),
     ("cnn on flat data", lambda: train(model="cnn"), ValueError, r"model 'cnn' needs images shaped \(N, channels, height, width\), got X of shape \(40, 64\)"),
     ("no trainable parameters", lambda: train(model=mlp().requires_grad_(False)), ValueError, r"model has no trainable parameters"),
     # evaluate / predict

@@ -163,3 +163,20 @@ def test_mlp_with_the_recipe_does_not_lose_to_linear_regression_on_diabetes():
         ours.append(finetune.evaluate(result.model, (x[test], y[test]), task="regression")["r2"])
         linear.append(LinearRegression().fit(x[train], y[train]).score(x[test], y[test]))
     assert np.mean(ours) >= np.mean(linear) - 0.01, (ours, linear)
+
+
+def test_a_dataframe_of_numbers_and_booleans_trains_as_its_values():
+    """pd.get_dummies beside float columns gives a frame numpy reads as objects; its values are numbers, and a
+    nullable Float64 column's NA is NaN (then refused, as any NaN)."""
+    import pandas as pd
+
+    d = load_breast_cancer()
+    x = pd.DataFrame(d.data[:, :4], columns=d.feature_names[:4])
+    x["big"] = d.data[:, 3] > 600  # bool beside floats
+    result = finetune.train("mlp", (x, d.target), epochs=1, progress=False)
+    np.testing.assert_array_equal(finetune.predict(result.model, x),
+                                  finetune.predict(result.model, x.to_numpy(np.float32)))
+    nullable = x.astype({"mean radius": "Float64"})
+    nullable.loc[3, "mean radius"] = pd.NA
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at row 3, column 0\)"):
+        finetune.predict(result.model, nullable)

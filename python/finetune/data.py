@@ -23,6 +23,8 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
                         f"array: {name}.toarray()")
     if isinstance(value, (str, bytes, dict)) or value is None:
         raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
+    if hasattr(value, "dtypes") and hasattr(value, "columns") and hasattr(value, "to_numpy"):
+        value = _frame_numbers(value, name)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as error:  # ragged nested lists
@@ -30,7 +32,10 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
     if array.ndim == 0:
         raise ValueError(f"{name} must have a first (example) dimension, got a scalar")
     if array.dtype == object or array.dtype.kind in "USV":
-        raise TypeError(f"{name} must hold numbers, got an array of dtype {array.dtype}")
+        first = next((v for v in array.reshape(-1) if isinstance(v, (str, bytes))), None) if array.size else None
+        hint = (f" (e.g. {first!r}): encode them as numbers first -- class ids for labels (pd.factorize), one-hot "
+                f"columns for features (pd.get_dummies)" if first is not None else "")
+        raise TypeError(f"{name} must hold numbers, got an array of dtype {array.dtype}{hint}")
     if array.dtype.kind == "u" and array.dtype != np.uint8:
         array = array.astype(np.int64)
     array = np.ascontiguousarray(array)
@@ -39,6 +44,24 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             return torch.from_numpy(array)
     return torch.from_numpy(array)
+
+
+def _frame_numbers(frame: Any, name: str) -> Any:
+    """A pandas DataFrame's values: a column that is not numbers (strings, categories) named in the error; mixed
+    number and boolean columns (pd.get_dummies beside floats), or pandas' nullable ones, as float64 (NA: NaN)."""
+    kinds = {column: getattr(dtype, "kind", "O") for column, dtype in frame.dtypes.items()}
+    for column, kind in kinds.items():
+        if kind not in "biuf":
+            present = frame[column].dropna()
+            example = f" (e.g. {present.iloc[0]!r})" if len(present) else ""
+            raise TypeError(f"{name} column {column!r} holds {frame[column].dtype} values{example}, not numbers: "
+                            "encode it first (pd.get_dummies(...) for categories, or .cat.codes)")
+    numpy_dtypes = all(isinstance(dtype, np.dtype) for dtype in frame.dtypes)
+    if numpy_dtypes and len({dtype for dtype in frame.dtypes}) == 1:
+        return frame.to_numpy()
+    if numpy_dtypes and set(kinds.values()) <= set("iu"):
+        return frame.to_numpy(dtype=np.int64)
+    return frame.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def keywords(value: Any, name: str = "X") -> list[str] | None:

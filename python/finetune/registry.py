@@ -299,6 +299,9 @@ def _native(name: str, make_options: Callable[[], Any], make_module: Callable[[A
 
 
 def _infer_mlp(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
+    if inputs[0].dim() < 2:
+        raise ValueError(f"model 'mlp' needs X shaped (rows, features), got X of shape {tuple(inputs[0].shape)}: "
+                         "one feature is X.reshape(-1, 1)")
     return {"in_features": int(inputs[0][0].numel()), "num_classes": _outputs(targets, task),
             **robust_scaling(inputs[0].flatten(1)), **(target_scaling(targets) if task == "regression" else {})}
 
