@@ -58,6 +58,8 @@ CASES = [
     ("negative label", lambda: train(data=(X, Y - 1)), ValueError, r"y must be class ids >= 0, got -1"),
     ("fractional label", lambda: train(data=(X, Y + 0.5)), ValueError, r"y must be integer class ids .* such as 0.5"),
     ("NaN label", lambda: train(data=(X, np.where(Y == 0, np.nan, Y))), ValueError, r"y must be integer class ids"),
+    ("one class", lambda: train(data=(X, np.zeros(40, np.int64))), ValueError, r"y holds one class \(0\) in all 40 rows: classification needs at least two \(for a value to predict, pass task='regression'\)"),
+    ("codes as class ids", lambda: train(data=(X, (Y % 2) * 1_000_000)), ValueError, r"y's class ids reach 1000000 with 2 distinct labels: class ids are 0..K-1"),
     ("string labels", lambda: train(data=(X, Y.astype(str))), TypeError, r"y must hold numbers"),
     ("2-D labels", lambda: train(data=(X, np.stack([Y, Y], 1))), ValueError, r"y must be a 1-D array of class ids, got shape \(40, 2\)"),
     ("NaN regression target", lambda: train(data=(X, np.full(40, np.nan)), task="regression"), ValueError, r"y contains NaN"),
@@ -98,7 +100,7 @@ CASES = [
     ("regression head too wide", lambda: train(model=mlp(out=2), data=(X, Y.astype(np.float32)), task="regression"), ValueError, r"model output has shape \[32, 2\] but task='regression' targets have shape \[32\]"),
     ("mlp on one flat feature", lambda: train(data=(X[:, 0], Y)), ValueError, r"model 'mlp' needs X shaped \(rows, features\), got X of shape \(40,\): one feature is X.reshape\(-1, 1\)"),
     ("a DataFrame column of strings", lambda: train(data=(frame(sex=["m", "f"] * 20), Y)), TypeError, r"X column 'sex' holds \w+ values \(e.g. 'm'\), not numbers: encode it first \(pd.get_dummies"),
-    ("string labels", lambda: train(data=(X, np.array(["cat", "dog"] * 20, dtype=object))), TypeError, r"y must hold numbers, got an array of dtype object \(e.g. 'cat'\): encode them as numbers first -- class ids for labels \(pd.factorize\)"),
+    ("string labels named", lambda: train(data=(X, np.array(["cat", "dog"] * 20, dtype=object))), TypeError, r"y must hold numbers, got an array of dtype object \(e.g. 'cat'\): encode them as numbers first -- class ids for labels \(pd.factorize\)"),
     ("cnn on flat data", lambda: train(model="cnn"), ValueError, r"model 'cnn' needs images shaped \(N, channels, height, width\), got X of shape \(40, 64\)"),
     ("no trainable parameters", lambda: train(model=mlp().requires_grad_(False)), ValueError, r"model has no trainable parameters"),
     # evaluate / predict

@@ -197,6 +197,19 @@ def _add_lora(model: Any, settings: loras.LoraSettings, cfg: TrainConfig, exampl
             "merge": settings.merge}
 
 
+def _check_class_ids(targets: torch.Tensor) -> None:
+    """Labels a classifier can learn from: two classes at least, and ids that are class ids, not codes (a head and
+    a confusion matrix as wide as the largest id: {0, 1e6} asked for terabytes)."""
+    present = torch.unique(targets)
+    if present.numel() == 1:
+        raise ValueError(f"y holds one class ({int(present[0])}) in all {targets.shape[0]} rows: classification needs "
+                         "at least two (for a value to predict, pass task='regression')")
+    largest = int(present[-1])
+    if largest >= max(1000, 1000 * present.numel()):
+        raise ValueError(f"y's class ids reach {largest} with {present.numel()} distinct labels: class ids are 0..K-1 "
+                         "(np.unique(y, return_inverse=True)[1] or pd.factorize(y)[0] gives them)")
+
+
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any],
              head: str = "keep", lora: loras.LoraSettings | None = None) -> _Run:
     if isinstance(model, str) and model not in registry.MODELS:
@@ -230,6 +243,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             x = registry.encode_for(model, x)  # a model built by name before: its texts at its max_length
         inputs = data.features(x, "X", dtype, examples=data.length(y))
         targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
+        if cfg.task == "classification":
+            _check_class_ids(targets)
     val_inputs = val_targets = None
     if val is not None:
         val_x, vy = streams.split(val, "val")
