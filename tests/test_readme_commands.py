@@ -133,6 +133,8 @@ EXCLUDED = {
                                              "recipe against linear regression on diabetes)",
     'python benchmarks/tabular_variants.py --seeds 20 --rows "as it is" "x 1000"':
         "a benchmark: 32 s on an Intel Xeon (tests/test_tabular.py checks the target scaling on one split)",
+    "python benchmarks/imbalance.py --seeds 5 --ratios 20 50 --threads 1":
+        "a benchmark: 400 s on an Intel Xeon (tests/test_recipe.py checks the cap)",
     "python benchmarks/unseen_tables.py": "a benchmark: 53 s on an Intel Xeon (tests/test_tabular.py checks the "
                                           "target scaling it measures)",
     "python benchmarks/tabular_variants.py --seeds 100 --rows ROW ...":

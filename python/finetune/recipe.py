@@ -100,6 +100,14 @@ SCRATCH_LR_DIVISOR = 100.0
 # 0.946, 0.896 -> 0.883). Plain accuracy holds or falls with the weights (at 5x: 0.988 -> 0.988, 0.987 -> 0.986,
 # 0.951 -> 0.919): past 3x the recipe favours the rare classes.
 IMBALANCE_RATIO = 3.0
+# ... and no class weighs more than 10x the lightest: past 10x, scikit-learn's "balanced" weights let a class of a
+# few examples count as much as a whole class, and "mlp" predicted it for most rows. benchmarks/imbalance.py --seeds
+# 5 --ratios 20 50 (Intel Xeon, 1 thread), balanced accuracy, no weights / "balanced" / capped at 10x: breast cancer
+# at 20x 0.662 / 0.463 / 0.879 (plain accuracy 0.961 / 0.278 / 0.830), at 50x 0.550 / 0.433 / 0.883; Palmer
+# penguins 0.798 / 0.464 / 0.961 and 0.733 / 0.412 / 0.745; the digits CNN from scratch 0.872 / 0.931 / 0.924 and
+# 0.777 / 0.805 / 0.855; the digits story's fine-tune 0.873 / 0.896 / 0.918 and 0.659 / 0.856 / 0.867. Up to 10x
+# the weights are scikit-learn's.
+CLASS_WEIGHT_CAP = 10.0
 # Phase "shrunk" (shrink and perturb, Ash & Adams 2020), a second candidate beside phase "full" for models of at
 # most 5M parameters (above, it would double the longest phase of runs that take tens of minutes on a CPU). The
 # digits story over seeds 0-15 (benchmarks/recipe_variants.py, 1 thread): without it the fine-tune scores 0.934 +-
@@ -519,10 +527,13 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     if classification:
         ratio = imbalance(targets, train_idx)
         weights = "balanced" if ratio > IMBALANCE_RATIO else None
-        common["class_weights"] = plan.decide(
-            "class_weights", weights,
-            f"largest/smallest class = {ratio:.2f} in the training slice "
-            f"({'above' if weights else 'at most'} {IMBALANCE_RATIO:g}: {'balanced weights' if weights else 'no weights'})")
+        why = (f"largest/smallest class = {ratio:.2f} in the training slice ({'above' if weights else 'at most'} "
+               f"{IMBALANCE_RATIO:g}: {'balanced weights' if weights else 'no weights'})")
+        if weights and ratio > CLASS_WEIGHT_CAP:
+            weights = capped_balanced_weights(torch.bincount(targets.index_select(0, train_idx)), CLASS_WEIGHT_CAP)
+            why += (f", capped at {CLASS_WEIGHT_CAP:g}x the lightest class's weight: a class of a few examples "
+                    "weighted as a whole class swamps the rest")
+        common["class_weights"] = plan.decide("class_weights", weights, why)
 
     if pretrained:
         if head is not None:
@@ -1035,6 +1046,13 @@ def balanced_weights(counts: Any) -> torch.Tensor:
     counts = torch.as_tensor(counts, dtype=torch.float64)
     present = counts > 0
     return torch.where(present, counts.sum() / (present.sum() * counts.clamp(min=1)), torch.zeros_like(counts))
+
+
+def capped_balanced_weights(counts: Any, cap: float) -> list[float]:
+    """``balanced_weights`` of ``counts``, none above ``cap`` x the lightest present class's."""
+    weights = balanced_weights(counts)
+    lightest = float(weights[weights > 0].min())
+    return weights.clamp(max=lightest * cap).tolist()
 
 
 def class_weight_tensor(class_weights: Any, targets: torch.Tensor, classes: int) -> torch.Tensor | None:
