@@ -56,6 +56,7 @@ class Mlp : public NativeModule {
       target_scale_ = register_buffer("target_scale", at::tensor(o.target_scale, at::kFloat));
     }
     clip_ = o.clip;
+    in_features_ = o.in_features;
     int64_t width = o.in_features;
     for (const int64_t h : o.hidden) {
       TORCH_CHECK_VALUE(h >= 1, "mlp hidden sizes must be >= 1, got ", h);
@@ -71,6 +72,8 @@ class Mlp : public NativeModule {
   at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
     TORCH_CHECK_VALUE(inputs.size() == 1, "mlp takes one input tensor, got ", inputs.size());
     at::Tensor x = inputs[0].flatten(1);
+    TORCH_CHECK_VALUE(x.size(1) == in_features_, "mlp takes ", in_features_, " features per example (in_features), "
+                      "got ", x.size(1));
     if (center_.defined()) x = (x - center_) * scale_;
     // Smooth clipping, clip * u / sqrt(1 + u^2) for u = v / clip: near-identity for |v| << clip, bounded by clip,
     // so an outlier cannot dominate a step (hypot, not u^2, so that |u| > 1e19 still gives +-clip).
@@ -87,6 +90,7 @@ class Mlp : public NativeModule {
   torch::nn::Sequential layers_;
   at::Tensor center_, scale_, target_center_, target_scale_;
   double clip_ = 0.0;
+  int64_t in_features_ = 0;
 };
 
 class Cnn : public NativeModule {

@@ -108,6 +108,7 @@ CASES = [
     ("evaluate model name", lambda: finetune.evaluate("mlp", (X, Y)), TypeError, r"model must be an nn.Module"),
     ("predict unknown output", lambda: finetune.predict(mlp(), X, output="scores"), ValueError, r"output must be one of \['classes', 'probabilities', 'logits', 'values'\], got 'scores'"),
     ("predict wrong width", lambda: finetune.predict(mlp(in_features=10), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\]"),
+    ("predict wrong width, native mlp", lambda: finetune.predict(finetune.build("mlp", in_features=10, num_classes=4), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\] \(dtype Float\): mlp takes 10 features per example \(in_features\), got 64$"),
     ("predict NaN", lambda: finetune.predict(mlp(), with_nan(np.nan)), ValueError, r"X contains NaN"),
     ("evaluate batch_size 0", lambda: finetune.evaluate(mlp(), (X, Y), batch_size=0), ValueError, r"eval_batch_size must be >= 1, got 0"),
     ("read_idx missing file", lambda: finetune._C.read_idx("/nonexistent/file.idx"), RuntimeError, r"cannot open IDX file '/nonexistent/file.idx'"),
