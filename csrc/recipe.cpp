@@ -253,11 +253,17 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
     }
     const double ratio = static_cast<double>(largest) / static_cast<double>(smallest);
     if (ratio > IMBALANCE_RATIO) {
-      for (const auto count : counts) base.class_weights.push_back(count ? double(total) / (present * count) : 0.0);
+      // scikit-learn's balanced weights, none above CLASS_WEIGHT_CAP x the lightest (the largest class's)
+      const double lightest = double(total) / (present * largest);
+      for (const auto count : counts) {
+        base.class_weights.push_back(count ? std::min(double(total) / (present * count), lightest * CLASS_WEIGHT_CAP)
+                                           : 0.0);
+      }
     }
-    note("class_weights", ratio > IMBALANCE_RATIO ? "balanced" : "none",
+    note("class_weights",
+         ratio > CLASS_WEIGHT_CAP ? "balanced, capped" : ratio > IMBALANCE_RATIO ? "balanced" : "none",
          "largest/smallest class = " + text(ratio) + " in the training slice (weights past " +
-             text(IMBALANCE_RATIO) + ")");
+             text(IMBALANCE_RATIO) + ", none above " + text(CLASS_WEIGHT_CAP) + "x the lightest)");
   }
 
   const auto in_body = [&head](const std::string& name) { return !(name == head || name.rfind(head + ".", 0) == 0); };

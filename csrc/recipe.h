@@ -50,6 +50,7 @@ namespace finetune::recipe {
   X(double, LR_DIVISOR, 10.0)                \
   X(double, SCRATCH_LR_DIVISOR, 100.0)       \
   X(double, IMBALANCE_RATIO, 3.0)            \
+  X(double, CLASS_WEIGHT_CAP, 10.0)          \
   X(double, SHRINK, 0.5)                     \
   X(double, PERTURB, 0.1)                    \
   X(double, SHRUNK_LOW_GATE, 1.0 / 3.0)      \

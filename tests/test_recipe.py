@@ -136,7 +136,7 @@ def test_the_cpp_recipe_runs_recipe_py_numbers():
     constants = finetune._C.recipe_constants()
     defaults = inspect.signature(finetune.find_lr).parameters
     span = {"RANGE_START": "start_lr", "RANGE_END": "end_lr", "RANGE_DIVERGE": "diverge_factor"}
-    assert len(constants) == 28
+    assert len(constants) == 29
     for name, value in constants.items():
         expected = defaults[span[name]].default if name in span else getattr(recipe, name)
         assert value == expected and type(value) is type(expected), name

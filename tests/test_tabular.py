@@ -180,3 +180,23 @@ def test_a_dataframe_of_numbers_and_booleans_trains_as_its_values():
     nullable.loc[3, "mean radius"] = pd.NA
     with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at row 3, column 0\)"):
         finetune.predict(result.model, nullable)
+
+
+def test_dataframes_keep_their_numbers_and_a_wide_head_keeps_its_class_ids():
+    """Integer columns stay integers (promoted as numpy promotes them: uint64 beside int64 to float64, no wrap);
+    categories of numbers are their values; a model passed in with a head wider than the labels trains on labels
+    that look like codes (they are some of its classes)."""
+    import pandas as pd
+
+    from finetune import data
+
+    ints = pd.DataFrame({"a": np.array([1, 2], np.int64), "b": np.array([2**63 + 1, 3], np.uint64)})
+    assert data.as_tensor(ints, "X").dtype == torch.float64
+    assert data.as_tensor(pd.DataFrame({"a": [1, 2], "b": np.array([3, 4], np.int32)}), "X").dtype == torch.int64
+    categories = pd.DataFrame({"size": pd.Categorical([1.5, 2.5, 1.5])})
+    np.testing.assert_array_equal(data.as_tensor(categories, "X").numpy().ravel(), [1.5, 2.5, 1.5])
+    wide = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 5000))
+    x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    y = np.repeat([3000, 4000], 10)
+    result = finetune.train(wide, (x, y), head="keep", epochs=1, lr=1e-3, progress=False)
+    assert result.steps >= 1

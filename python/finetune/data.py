@@ -23,7 +23,7 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
                         f"array: {name}.toarray()")
     if isinstance(value, (str, bytes, dict)) or value is None:
         raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
-    if hasattr(value, "dtypes") and hasattr(value, "columns") and hasattr(value, "to_numpy"):
+    if type(value).__module__.split(".")[0] == "pandas" and hasattr(value, "columns"):
         value = _frame_numbers(value, name)
     try:
         array = np.asarray(value)
@@ -47,20 +47,28 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
 
 
 def _frame_numbers(frame: Any, name: str) -> Any:
-    """A pandas DataFrame's values: a column that is not numbers (strings, categories) named in the error; mixed
-    number and boolean columns (pd.get_dummies beside floats), or pandas' nullable ones, as float64 (NA: NaN)."""
-    kinds = {column: getattr(dtype, "kind", "O") for column, dtype in frame.dtypes.items()}
-    for column, kind in kinds.items():
+    """A pandas DataFrame's values: a column that is not numbers (strings, categories of strings, dates) named in
+    the error; mixed number and boolean columns (pd.get_dummies beside floats), categories of numbers, or pandas'
+    nullable columns, as float64 (NA: NaN)."""
+    import pandas as pd
+
+    kinds = []
+    for position, dtype in enumerate(frame.dtypes):
+        kind = getattr(dtype, "kind", "O")
+        if isinstance(dtype, pd.CategoricalDtype) and pd.api.types.is_numeric_dtype(dtype.categories.dtype):
+            kind = "f"  # categories that are numbers: their values
         if kind not in "biuf":
-            present = frame[column].dropna()
+            column = frame.iloc[:, position]
+            present = column.dropna()
             example = f" (e.g. {present.iloc[0]!r})" if len(present) else ""
-            raise TypeError(f"{name} column {column!r} holds {frame[column].dtype} values{example}, not numbers: "
-                            "encode it first (pd.get_dummies(...) for categories, or .cat.codes)")
+            raise TypeError(f"{name} column {frame.columns[position]!r} holds {dtype} values{example}, not numbers: "
+                            "encode it first (pd.get_dummies(...) for categories, .cat.codes, or numbers of your own)")
+        kinds.append(kind)
     numpy_dtypes = all(isinstance(dtype, np.dtype) for dtype in frame.dtypes)
-    if numpy_dtypes and len({dtype for dtype in frame.dtypes}) == 1:
+    if numpy_dtypes and set(kinds) <= set("iu"):  # integers stay integers (ids), promoted as numpy promotes them
+        return frame.to_numpy(dtype=np.result_type(*frame.dtypes))
+    if numpy_dtypes and len(set(frame.dtypes)) == 1:
         return frame.to_numpy()
-    if numpy_dtypes and set(kinds.values()) <= set("iu"):
-        return frame.to_numpy(dtype=np.int64)
     return frame.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

@@ -301,16 +301,17 @@ def _native(name: str, make_options: Callable[[], Any], make_module: Callable[[A
 def _infer_mlp(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
     if inputs[0].dim() < 2:
         raise ValueError(f"model 'mlp' needs X shaped (rows, features), got X of shape {tuple(inputs[0].shape)}: "
-                         "one feature is X.reshape(-1, 1)")
+                         "one feature is a column, X.reshape(-1, 1) (or df[[name]] for a DataFrame)")
     return {"in_features": int(inputs[0][0].numel()), "num_classes": _outputs(targets, task),
             **robust_scaling(inputs[0].flatten(1)), **(target_scaling(targets) if task == "regression" else {})}
 
 
 def target_scaling(targets: torch.Tensor) -> dict[str, Any]:
     """The output scaling "mlp" reads off its training targets for regression: each output's mean and (population)
-    standard deviation, 1 where it is 0. The layers then fit a standardised target, so the same rates and weight
-    decay serve a price in dollars and a fraction (RealMLP standardises regression targets too); the predictions
-    come back in the target's units."""
+    standard deviation, 1 where it is 0. The layers then fit a standardised target, so the recipe's rates (AdamW,
+    whose steps do not grow with the gradient) serve a price in dollars and a fraction alike (RealMLP standardises
+    regression targets too); the predictions come back in the target's units. The loss stays in those units: with
+    plain SGD a rate must shrink with the target's variance, as for any model."""
     values = targets.detach().cpu().double().reshape(targets.shape[0], -1)
     center, spread = values.mean(0), values.std(0, correction=0)
     spread = torch.where(spread > 0, spread, torch.ones_like(spread))

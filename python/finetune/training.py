@@ -198,8 +198,9 @@ def _add_lora(model: Any, settings: loras.LoraSettings, cfg: TrainConfig, exampl
 
 
 def _check_class_ids(targets: torch.Tensor) -> None:
-    """Labels a classifier can learn from: two classes at least, and ids that are class ids, not codes (a head and
-    a confusion matrix as wide as the largest id: {0, 1e6} asked for terabytes)."""
+    """Labels a model built by name can be sized for: two classes at least, and ids that are class ids, not codes
+    (its head and the confusion matrix are as wide as the largest id: {0, 1e6} asked for terabytes). A model passed
+    in is not checked: its head may be wider than the labels, kept (head="auto"), the labels some of its classes."""
     present = torch.unique(targets)
     if present.numel() == 1:
         raise ValueError(f"y holds one class ({int(present[0])}) in all {targets.shape[0]} rows: classification needs "
@@ -243,7 +244,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             x = registry.encode_for(model, x)  # a model built by name before: its texts at its max_length
         inputs = data.features(x, "X", dtype, examples=data.length(y))
         targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
-        if cfg.task == "classification":
+        if cfg.task == "classification" and entry is not None:  # a model passed in may keep a wider head
             _check_class_ids(targets)
     val_inputs = val_targets = None
     if val is not None:
