@@ -876,3 +876,28 @@ def test_state_json_is_the_cpp_loop_state_field_for_field():
         else:
             assert again[key] == saved[key], key
     assert checkpoint.loop_state({**saved, "rng_state": None}).rng_state is None
+
+
+def test_a_model_built_by_name_is_saved_and_loaded_with_its_options_and_task(tmp_path):
+    """finetune.save / finetune.load: the weights, the options read off the data (an mlp's input and target
+    scaling) and the task, so that the loaded model predicts the values the saved one did."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5)).astype(np.float32) * np.float32(100.0)
+    y = (x @ np.arange(1, 6, dtype=np.float32) + 5e4).astype(np.float32)
+    trained = finetune.train("mlp", (x, y), task="regression", epochs=3, optimizer="adamw", lr=1e-2,
+                             progress=False).model
+    finetune.save(trained, tmp_path / "mlp.safetensors")
+    loaded = finetune.load(tmp_path / "mlp.safetensors")
+    assert loaded.options == trained.options and loaded.options["target_center"] == pytest.approx([y.mean()])
+    np.testing.assert_array_equal(finetune.predict(loaded, x), finetune.predict(trained, x))  # values: task kept
+    cnn = finetune.build("cnn", height=8, width=8, num_classes=3)
+    finetune.save(cnn, tmp_path / "cnn.safetensors")
+    images = rng.random((4, 1, 8, 8), dtype=np.float32)
+    np.testing.assert_array_equal(finetune.predict(finetune.load(tmp_path / "cnn.safetensors"), images, output="logits"),
+                                  finetune.predict(cnn, images, output="logits"))
+    with pytest.raises(TypeError, match=r"finetune.save writes a model finetune built by name, got Linear; save an "
+                                        r"nn.Module of your own with torch.save\(model.state_dict\(\), path\)"):
+        finetune.save(torch.nn.Linear(2, 2), tmp_path / "linear.safetensors")
+    checkpoint.save_tensors(tmp_path / "bare.safetensors", {"w": torch.zeros(2)})
+    with pytest.raises(ValueError, match=r"holds tensors but no model options: not a file finetune.save wrote"):
+        finetune.load(tmp_path / "bare.safetensors")

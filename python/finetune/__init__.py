@@ -14,6 +14,7 @@ from . import _C, datasets
 from .config import TrainConfig
 from .models import NativeModel
 from .registry import build, register_model
+from .saving import load, save
 from .training import LrFinderResult, Result, embed, evaluate, find_lr, predict, train
 
 try:
@@ -24,5 +25,5 @@ optimizers = _C.optimizer_names
 
 schedules = _C.schedule_names
 
-__all__ = ["LrFinderResult", "NativeModel", "Result", "TrainConfig", "build", "embed", "evaluate", "find_lr", "optimizers",
-           "predict", "register_model", "schedules", "train"]
+__all__ = ["LrFinderResult", "NativeModel", "Result", "TrainConfig", "build", "embed", "evaluate", "find_lr", "load",
+           "optimizers", "predict", "register_model", "save", "schedules", "train"]

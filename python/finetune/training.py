@@ -426,7 +426,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     result.head = run.head
     if run.lora is not None:
         result.lora = {**run.lora, "merged": bool(merged)}
-    _remember_task(result.model, result.config.task)
+    remember_task(result.model, result.config.task)
     return result
 
 
@@ -436,7 +436,7 @@ RECIPES = ("auto", "head", "none")
 _TRAINED_FOR: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _remember_task(model: Any, task: str) -> None:
+def remember_task(model: Any, task: str) -> None:
     try:
         _TRAINED_FOR[model] = task
     except TypeError:  # an object that cannot be referenced weakly: predict then needs task= as before

@@ -1,0 +1,39 @@
+"""A model finetune built by name, saved and loaded again: its weights and options in one safetensors file."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from . import checkpoint, registry, training
+
+
+def save(model: Any, path: str | os.PathLike) -> None:
+    """Writes ``model`` -- one finetune built by name ("mlp", "cnn", "mf", "minilm", ...), trained or not -- to
+    ``path`` as a safetensors file: its weights, the options it was built with (the input and target scaling an
+    "mlp" read off its data among them) and the task it was trained for; :func:`load` rebuilds it. An
+    ``nn.Module`` of your own is saved as PyTorch saves one: ``torch.save(model.state_dict(), path)``."""
+    found = registry.built(model)
+    if found is None:
+        raise TypeError(f"finetune.save writes a model finetune built by name, got {type(model).__name__}; save an "
+                        "nn.Module of your own with torch.save(model.state_dict(), path)")
+    entry, options = found
+    options = getattr(model, "options", None) or {**entry.defaults, **options}  # a native model's, resolved
+    checkpoint.save_tensors(path, model.state_dict(),
+                            {"model": json.dumps({"name": entry.name, **options}),
+                             "task": training.task_of(model, None)})
+
+
+def load(path: str | os.PathLike) -> Any:
+    """The model :func:`save` wrote to ``path``, rebuilt with its options and weights; ``predict`` and
+    ``evaluate`` default to the task it was trained for."""
+    tensors, meta = checkpoint.load_tensors(path)
+    if "model" not in meta:
+        raise ValueError(f"{os.fspath(path)!r} holds tensors but no model options: not a file finetune.save wrote")
+    spec = json.loads(meta["model"])
+    model = registry.get(spec.pop("name")).build_saved(spec)
+    model.load_state_dict(tensors)
+    if meta.get("task"):
+        training.remember_task(model, meta["task"])
+    return model
