@@ -19,7 +19,9 @@ double monitored_value(const EpochRecord& record, const std::string& monitor) {
   std::ostringstream known;
   known << "'train_loss'";
   for (const auto& [name, value] : record.val) known << ", 'val_" << name << "'";
-  TORCH_CHECK_VALUE(false, "monitor must be one of [", known.str(), "], got '", monitor, "'");
+  const bool top_k = monitor.rfind("val_top", 0) == 0;  // not reported where k reaches the number of classes
+  TORCH_CHECK_VALUE(false, "monitor must be one of [", known.str(), "], got '", monitor, "'",
+                    top_k ? " (top-k accuracy is reported only for k below the number of classes)" : "");
 }
 
 bool track_best(const EpochRecord& record, const TrainConfig& config, LoopState& state, bool& stop) {

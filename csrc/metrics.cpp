@@ -39,7 +39,8 @@ Metrics classification_metrics(const at::Tensor& logits_in, const at::Tensor& ta
   const auto true_positive = confusion.diagonal();
   m.values["loss"] = sums[1].item<double>() / n;
   m.values["accuracy"] = true_positive.sum().item<double>() / n;
-  m.values["top" + std::to_string(k) + "_accuracy"] = sums[2].item<double>() / n;
+  // With k at or past the number of classes every example is in its top k: 1.0, nothing measured.
+  if (topk < classes) m.values["top" + std::to_string(k) + "_accuracy"] = sums[2].item<double>() / n;
   const auto actual = confusion.sum(1), predicted_count = confusion.sum(0);
   const auto present = (actual + predicted_count) > 0;
   // F1 = 2TP / (actual + predicted); classes absent from both targets and predictions are left out,

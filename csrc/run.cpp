@@ -257,12 +257,20 @@ void Run::update(const at::Tensor& step_loss, const StepGeometry::Span& span, do
   const auto [loss, finite] = check_finite_(step_loss, params_);
   if (!finite && config_.on_nan == "stop") {
     const auto indices = order_.slice(0, span.first, std::min(span.first + 8, span.last));
-    std::ostringstream shown;
+    std::ostringstream shown, hint;
     for (int64_t i = 0; i < indices.size(0); ++i) shown << (i ? ", " : "") << indices[i].item<int64_t>();
+    // After finite steps it is most often a rate too high for the loss's scale (a regression target in large
+    // units under plain SGD): say which rate, and what to change.
+    if (state_.steps > 0) {
+      hint << ": a loss that grew until it overflowed means a rate too high (lr=" << config_.lr << ", optimizer='"
+           << config_.optimizer << "'): a lower lr, optimizer='adamw', or no training settings (the recipe picks "
+           << "the rate); on_nan='skip' drops such steps";
+    } else {
+      hint << "; on_nan='skip' drops such steps";
+    }
     TORCH_CHECK_VALUE(false, "non-finite loss or gradient at epoch ", state_.epoch, ", step ", state_.epoch_step + 1,
                       " of ", geometry_.steps_per_epoch, " (run step ", state_.steps + 1, "), training examples [",
-                      shown.str(), span.last - span.first > 8 ? ", ..." : "",
-                      "] (on_nan='stop'; on_nan='skip' drops such steps)");
+                      shown.str(), span.last - span.first > 8 ? ", ..." : "", "] (on_nan='stop')", hint.str());
   }
   if (finite) {
     if (config_.clip_grad_norm > 0.0) {

@@ -210,7 +210,9 @@ def test_safetensors_round_trip_all_dtypes(tmp_path):
 def test_on_nan_stop_names_the_step_and_keeps_the_checkpoint(tmp_path, digits):
     x, y, _, _ = digits
     x = x.copy()
-    with pytest.raises(ValueError, match=r"non-finite loss or gradient at epoch 0, step \d+ of \d+ \(run step \d+\), training examples \[\d+, "):
+    with pytest.raises(ValueError, match=r"non-finite loss or gradient at epoch 0, step \d+ of \d+ \(run step \d+\), "
+                                         r"training examples \[\d+, .*\(on_nan='stop'\): a loss that grew until it "
+                                         r"overflowed means a rate too high \(lr=1e\+30, optimizer='sgd'\)"):
         finetune.train("mlp", (x, y), epochs=2, lr=1e30, momentum=0.0, progress=False)
     finetune.train("mlp", (x, y), epochs=1, checkpoint_dir=tmp_path, progress=False)
     before = checkpoint.find(tmp_path)

@@ -890,6 +890,7 @@ def test_a_model_built_by_name_is_saved_and_loaded_with_its_options_and_task(tmp
     loaded = finetune.load(tmp_path / "mlp.safetensors")
     assert loaded.options == trained.options and loaded.options["target_center"] == pytest.approx([y.mean()])
     np.testing.assert_array_equal(finetune.predict(loaded, x), finetune.predict(trained, x))  # values: task kept
+    assert finetune.predict(loaded, x).shape == (120,)  # y's shape kept: one value per row, as y was
     cnn = finetune.build("cnn", height=8, width=8, num_classes=3)
     finetune.save(cnn, tmp_path / "cnn.safetensors")
     images = rng.random((4, 1, 8, 8), dtype=np.float32)
@@ -901,3 +902,17 @@ def test_a_model_built_by_name_is_saved_and_loaded_with_its_options_and_task(tmp
     checkpoint.save_tensors(tmp_path / "bare.safetensors", {"w": torch.zeros(2)})
     with pytest.raises(ValueError, match=r"holds tensors but no model options: not a file finetune.save wrote"):
         finetune.load(tmp_path / "bare.safetensors")
+
+
+def test_a_saved_model_keeps_its_dataframe_columns(tmp_path):
+    """A model trained on a DataFrame, saved and loaded, still refuses the columns in another order."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
+    y = (x["a"] > 0).astype(int)
+    model = finetune.train("mlp", (x, y), epochs=1, progress=False).model
+    finetune.save(model, tmp_path / "m.safetensors")
+    loaded = finetune.load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(finetune.predict(loaded, x), finetune.predict(model, x))
+    with pytest.raises(ValueError, match=r"X's columns are in another order than in training \('c' at position 0"):
+        finetune.predict(loaded, x[["c", "a", "b"]])

@@ -34,6 +34,18 @@ def test_classification_metrics_match_sklearn(trained):
     np.testing.assert_array_equal(ours["confusion_matrix"], metrics.confusion_matrix(y, pred, labels=range(10)))
 
 
+def test_top_k_accuracy_is_left_out_where_k_reaches_the_number_of_classes(digits):
+    """Two classes and k=5 (or k=2): every example is in its top k, a 1.0 that measures nothing."""
+    x, y, _, _ = digits
+    binary = torch.nn.Linear(64, 2)
+    two = (y % 2).astype(np.int64)
+    assert not any(k.startswith("top") for k in finetune.evaluate(binary, (x, two)))
+    assert not any(k.startswith("top") for k in finetune.evaluate(binary, (x, two), topk=2))
+    assert "top1_accuracy" in finetune.evaluate(binary, (x, two), topk=1)
+    with pytest.raises(ValueError, match=r"got 'val_top5_accuracy' \(top-k accuracy is reported only for k below "):
+        finetune.train(binary, (x, two), val=(x, two), epochs=1, monitor="val_top5_accuracy", progress=False)
+
+
 def test_macro_f1_leaves_out_classes_never_seen_like_sklearn(trained):
     model, x, y = trained
     keep = y < 4  # targets of 4 classes only; predictions may name others

@@ -121,7 +121,7 @@ def test_predict_and_evaluate_default_to_the_task_the_model_was_trained_for():
     x, y = d.data.astype(np.float32), d.target.astype(np.float32)
     result = finetune.train("mlp", (x, y), task="regression", seed=0, progress=False)
     values = finetune.predict(result.model, x[:20])
-    assert values.dtype == np.float32 and values.shape == (20, 1) and np.unique(values).size > 1
+    assert values.dtype == np.float32 and values.shape == (20,) and np.unique(values).size > 1  # y is 1-D
     np.testing.assert_array_equal(values, finetune.predict(result.model, x[:20], task="regression"))
     assert {"rmse", "r2"} <= set(finetune.evaluate(result.model, (x, y)))
     untracked = finetune.build("mlp", in_features=10, num_classes=1)  # never trained here: task unknown
@@ -178,8 +178,52 @@ def test_a_dataframe_of_numbers_and_booleans_trains_as_its_values():
                                   finetune.predict(result.model, x.to_numpy(np.float32)))
     nullable = x.astype({"mean radius": "Float64"})
     nullable.loc[3, "mean radius"] = pd.NA
-    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at row 3, column 0\)"):
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at row 3, column 'mean radius'\)"):
         finetune.predict(result.model, nullable)
+
+
+def test_a_dataframe_s_columns_are_checked_against_the_training_ones():
+    """A column moved, dropped or added between training and predict would feed each input another feature's
+    values: predict and evaluate refuse it (embed too), naming the column; the same columns predict as the
+    arrays do. X_val's columns are checked against X's before training."""
+    import pandas as pd
+
+    d = load_breast_cancer()
+    x = pd.DataFrame(d.data[:, :5], columns=d.feature_names[:5])
+    model = finetune.train("mlp", (x, d.target), epochs=1, progress=False).model
+    np.testing.assert_array_equal(finetune.predict(model, x), finetune.predict(model, x.to_numpy()))
+    moved = x[["mean texture", "mean radius", *x.columns[2:]]]
+    with pytest.raises(ValueError, match=r"^X's columns are in another order than in training \('mean texture' at "
+                                         r"position 0, where training had 'mean radius'\): pass X\[columns\] in the "
+                                         r"training order \['mean radius', 'mean texture', "):
+        finetune.predict(model, moved)
+    with pytest.raises(ValueError, match=r"X's columns differ from the ones the model was trained on: missing "
+                                         r"\['mean area'\]; not in training \['extra'\]"):
+        finetune.evaluate(model, (x.drop(columns=["mean area"]).assign(extra=1.0), d.target))
+    with pytest.raises(ValueError, match=r"X_val's columns are in another order"):
+        finetune.train("mlp", (x, d.target), val=(moved, d.target), epochs=1, progress=False)
+
+
+def test_y_as_a_column_and_regression_predictions_in_y_s_shape():
+    """Class ids as a one-column DataFrame or an (N, 1) array train as the 1-D ids (scikit-learn takes them);
+    regression predictions have y's shape per example: (N,) for a 1-D y, (N, 1) for a column."""
+    import pandas as pd
+
+    d = load_breast_cancer()
+    x = d.data[:, :5]
+    ids = finetune.train("mlp", (x, d.target), epochs=1, seed=0, progress=False).model
+    for column in (pd.DataFrame({"label": d.target}), d.target.reshape(-1, 1)):
+        model = finetune.train("mlp", (x, column), epochs=1, seed=0, progress=False).model
+        np.testing.assert_array_equal(finetune.predict(model, x, output="logits"),
+                                      finetune.predict(ids, x, output="logits"))
+    y = x[:, 0] * 2.0
+    flat = finetune.train("mlp", (x, y), task="regression", epochs=1, optimizer="adamw", progress=False).model
+    assert finetune.predict(flat, x).shape == (len(x),)
+    column = finetune.train("mlp", (x, y[:, None]), task="regression", epochs=1, optimizer="adamw",
+                            progress=False).model
+    assert finetune.predict(column, x).shape == (len(x), 1)
+    own = torch.nn.Linear(5, 1)  # trained elsewhere: one output per row is one value per row
+    assert finetune.predict(own, x.astype(np.float32), task="regression").shape == (len(x),)
 
 
 def test_dataframes_keep_their_numbers_and_a_wide_head_keeps_its_class_ids():

@@ -203,7 +203,7 @@ def test_regression_reports_rmse_mae_r2():
     assert set(result.metrics) == {"loss", "rmse", "mae", "r2"}
     assert result.metrics["r2"] > 0.95, result.metrics
     pred = finetune.predict(result.model, x[500:], task="regression")
-    assert pred.shape == (100, 1)
+    assert pred.shape == (100,)  # y is 1-D
 
 
 class Scriptable(torch.nn.Module):

@@ -94,7 +94,7 @@ class TrainConfig:
     num_workers: int = 0
     prefetch: int = 2
     output_key: str | None = None  # a dict / ModelOutput output: the entry the loss reads (None: "logits", else the first tensor)
-    topk: int = 5  # top-k accuracy reported for classification
+    topk: int = 5  # top-k accuracy reported for classification (where k is below the number of classes)
     progress: bool = True
 
     def replace(self, **changes: Any) -> "TrainConfig":

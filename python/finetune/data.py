@@ -23,7 +23,7 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
                         f"array: {name}.toarray()")
     if isinstance(value, (str, bytes, dict)) or value is None:
         raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
-    if type(value).__module__.split(".")[0] == "pandas" and hasattr(value, "columns"):
+    if is_frame(value):
         value = _frame_numbers(value, name)
     try:
         array = np.asarray(value)
@@ -44,6 +44,37 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             return torch.from_numpy(array)
     return torch.from_numpy(array)
+
+
+def is_frame(value: Any) -> bool:
+    """A pandas DataFrame (told by its module, so that pandas is imported only when it is used)."""
+    return type(value).__module__.split(".")[0] == "pandas" and hasattr(value, "columns")
+
+
+def column_names(value: Any) -> tuple[str, ...] | None:
+    """A pandas DataFrame's column names as strings (what a model trained on it remembers), else None."""
+    return tuple(str(c) for c in value.columns) if is_frame(value) else None
+
+
+def check_columns(value: Any, trained: Sequence[str] | None, name: str = "X") -> None:
+    """A DataFrame's columns against the ones the model was trained on: one missing, added or moved would feed
+    each input another feature's values (wrong predictions and no error). Arrays carry no names: not checked."""
+    columns = column_names(value)
+    if columns is None or trained is None or columns == tuple(trained):
+        return
+    missing = [c for c in trained if c not in columns]
+    added = [c for c in columns if c not in trained]
+    if missing or added:
+        said = ([f"missing {_some(missing)}"] if missing else []) + ([f"not in training {_some(added)}"] if added else [])
+        raise ValueError(f"{name}'s columns differ from the ones the model was trained on: {'; '.join(said)}")
+    moved = next(i for i, (a, b) in enumerate(zip(columns, trained)) if a != b)
+    raise ValueError(f"{name}'s columns are in another order than in training ({columns[moved]!r} at position "
+                     f"{moved}, where training had {trained[moved]!r}): pass {name}[columns] in the training order "
+                     f"{_some(list(trained))}")
+
+
+def _some(names: list[str], most: int = 6) -> str:
+    return repr(names) if len(names) <= most else repr(names[:most])[:-1] + f", ... ({len(names)} in all)]"
 
 
 def _frame_numbers(frame: Any, name: str) -> Any:
@@ -113,7 +144,8 @@ def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dty
             tensor = tensor.to(dtype)
             if not bool(torch.isfinite(tensor).all()):
                 bad = torch.nonzero(~torch.isfinite(tensor.reshape(tensor.shape[0], -1)))[0].tolist()
-                raise ValueError(f"{label} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
+                column = repr(item.columns[bad[1]]) if is_frame(item) else bad[1]  # a DataFrame's: by name
+                raise ValueError(f"{label} contains NaN or inf (first at row {bad[0]}, column {column})")
         tensors.append(tensor)
     rows = {t.shape[0] for t in tensors}
     if len(rows) > 1:
@@ -129,11 +161,15 @@ def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
             raise ValueError(f"{name} must be None for task='ranking' (it learns from the (user, item) interactions "
                              f"alone, each against items drawn at random), got {type(value).__name__}")
         return torch.zeros(rows, dtype=torch.float32)
+    if task == "classification" and is_frame(value) and value.shape[1] == 1:
+        value = value.iloc[:, 0]  # y as a one-column DataFrame (df[["label"]]): its column
     tensor = as_tensor(value, name)
     if tensor.dim() == 0 or tensor.shape[0] != rows:
         got = "a scalar" if tensor.dim() == 0 else f"{tensor.shape[0]} rows"
         raise ValueError(f"{name} has {got} but the features have {rows} rows")
     if task == "classification":
+        if tensor.dim() == 2 and tensor.shape[1] == 1:  # a column of class ids, as scikit-learn takes it
+            tensor = tensor[:, 0]
         if tensor.dim() != 1:
             raise ValueError(f"{name} must be a 1-D array of class ids, got shape {tuple(tensor.shape)}")
         if tensor.is_floating_point():

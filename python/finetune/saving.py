@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -12,17 +13,18 @@ from . import checkpoint, registry, training
 def save(model: Any, path: str | os.PathLike) -> None:
     """Writes ``model`` -- one finetune built by name ("mlp", "cnn", "mf", "minilm", ...), trained or not -- to
     ``path`` as a safetensors file: its weights, the options it was built with (the input and target scaling an
-    "mlp" read off its data among them) and the task it was trained for; :func:`load` rebuilds it. An
-    ``nn.Module`` of your own is saved as PyTorch saves one: ``torch.save(model.state_dict(), path)``."""
+    "mlp" read off its data among them) and what predict checks and shapes by (:class:`training.TrainedFor`: the
+    task, a DataFrame's column names, y's shape); :func:`load` rebuilds it. An ``nn.Module`` of your own is saved as PyTorch saves one: ``torch.save(model.state_dict(), path)``."""
     found = registry.built(model)
     if found is None:
         raise TypeError(f"finetune.save writes a model finetune built by name, got {type(model).__name__}; save an "
                         "nn.Module of your own with torch.save(model.state_dict(), path)")
     entry, options = found
     options = getattr(model, "options", None) or {**entry.defaults, **options}  # a native model's, resolved
+    trained = training.trained_for(model) or training.TrainedFor(training.task_of(model, None))
     checkpoint.save_tensors(path, model.state_dict(),
                             {"model": json.dumps({"name": entry.name, **options}),
-                             "task": training.task_of(model, None)})
+                             "trained_for": json.dumps(dataclasses.asdict(trained))})
 
 
 def load(path: str | os.PathLike) -> Any:
@@ -34,6 +36,11 @@ def load(path: str | os.PathLike) -> Any:
     spec = json.loads(meta["model"])
     model = registry.get(spec.pop("name")).build_saved(spec)
     model.load_state_dict(tensors)
-    if meta.get("task"):
-        training.remember_task(model, meta["task"])
+    if "trained_for" in meta:
+        trained = json.loads(meta["trained_for"])
+        training.remember_training(model, training.TrainedFor(
+            trained["task"], *(tuple(trained[k]) if trained[k] is not None else None
+                               for k in ("columns", "target_shape"))))
+    elif meta.get("task"):  # a file from before "trained_for" (finetune 0.1.0 of 2026-12-03)
+        training.remember_training(model, training.TrainedFor(meta["task"]))
     return model

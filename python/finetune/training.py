@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -224,6 +225,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     cfg = resolve_config(config, settings)
     cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
     x, y = streams.split(train_data, "train_data")
+    columns = data.column_names(x)  # X_val's must be the same, in the same order
     keys = data.keywords(x, "X")  # X as a dict: the model's inputs by name
     if keys is not None and entry is not None:
         raise ValueError(f"X as a dict (keyword inputs) needs an nn.Module called in Python; the built-in model "
@@ -254,6 +256,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             raise ValueError(f"X_val's inputs {val_keys} differ from X's {keys}: pass them the "
                              "same way (a dict with the same keys in the same order, or arrays)")
         streams.check_same_classes(x, val_x)
+        data.check_columns(val_x, columns, "X_val")
         val_stream = streams.streamed(val_x, vy, "val", cfg.task, dtype, cfg)
         if val_stream is not None:
             val_inputs, val_targets = val_stream
@@ -426,31 +429,64 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     result.head = run.head
     if run.lora is not None:
         result.lora = {**run.lora, "merged": bool(merged)}
-    remember_task(result.model, result.config.task)
+    x = streams.split(train_data, "train_data")[0]
+    remember_training(result.model, TrainedFor(result.config.task, data.column_names(x), tuple(run.targets.shape[1:])))
     return result
 
 
 RECIPES = ("auto", "head", "none")
-# The task each model was last trained for, so that predict and evaluate default to it (a regression model's one
-# output read as class scores would give class 0 for every row). Weak: the models are the user's to drop.
+
+
+@dataclass(frozen=True)
+class TrainedFor:
+    """What predict, evaluate and embed read off a model's training: its task (a regression model's one output
+    read as class scores would give class 0 for every row), a DataFrame X's column names (a column moved would
+    feed each input another feature) and y's shape per example (predictions come back in it)."""
+
+    task: str
+    columns: tuple[str, ...] | None = None
+    target_shape: tuple[int, ...] | None = None
+
+
+# The last training of each model (finetune.train, or finetune.load). Weak: the models are the user's to drop.
 _TRAINED_FOR: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def remember_task(model: Any, task: str) -> None:
+def remember_training(model: Any, trained: TrainedFor) -> None:
     try:
-        _TRAINED_FOR[model] = task
+        _TRAINED_FOR[model] = trained
     except TypeError:  # an object that cannot be referenced weakly: predict then needs task= as before
         pass
+
+
+def trained_for(model: Any) -> TrainedFor | None:
+    try:
+        return _TRAINED_FOR.get(model)
+    except TypeError:
+        return None
 
 
 def task_of(model: Any, task: str | None) -> str:
     """``task`` when given, else the task finetune.train last trained ``model`` for, else classification."""
     if task is not None:
         return task
-    try:
-        return _TRAINED_FOR.get(model, "classification")
-    except TypeError:
-        return "classification"
+    trained = trained_for(model)
+    return trained.task if trained is not None else "classification"
+
+
+def _check_columns(model: Any, x: Any) -> None:
+    trained = trained_for(model)
+    data.check_columns(x, trained.columns if trained is not None else None)
+
+
+def _values_shaped(model: Any, raw: torch.Tensor) -> torch.Tensor:
+    """Regression predictions in the shape of the y the model trained on: (N,) for one value per example, as
+    scikit-learn's; a model with no training on record: (N,) for one output, else its outputs' shape."""
+    trained = trained_for(model)
+    shape = trained.target_shape if trained is not None else None
+    if shape is not None and raw[0].numel() == math.prod(shape):
+        return raw.reshape(raw.shape[0], *shape)
+    return raw[:, 0] if raw.dim() == 2 and raw.shape[1] == 1 else raw
 
 
 def _train_as_given(run: _Run, reason: str, val_fraction: float | None = None,
@@ -908,8 +944,8 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
              device: str = "cpu", topk: int = 5, distributed: str = "auto",
              output_key: str | None = None, runner: str = "auto", trim_padding: bool | str = "auto",
              num_workers: int = 0, prefetch: int = 2, labels: Any = None) -> dict[str, Any]:
-    """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy, macro-F1 and the
-    confusion matrix for classification; RMSE, MAE and R² for regression (``task``: by default the one
+    """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy (for k below the number
+    of classes), macro-F1 and the confusion matrix for classification; RMSE, MAE and R² for regression (``task``: by default the one
     ``finetune.train`` trained the model for, else classification). ``trim_padding`` as in ``train``: token
     batches cut to their longest row where the model gives the same outputs so. ``eval_data`` may be streamed, as
     in ``train`` (a dataset -- its labels ``labels=`` where it carries none --, or a memory-mapped X), read ahead by
@@ -927,6 +963,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
         inputs, targets = found
     else:
         streams.check_unused(cfg)
+        _check_columns(model, x)
         x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
         inputs = data.features(x, "X", models.parameter_dtype(model))
         targets = data.targets(y, "y", task, inputs[0].shape[0])
@@ -947,6 +984,7 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
     (default: found as ``train(head=...)`` finds it, the last ``nn.Linear`` the forward pass runs). The model
     must run in Python (an ``nn.Module``, or one finetune traced, such as ``"minilm"``) and its output must be
     its head's; otherwise a ValueError says why."""
+    _check_columns(model, x)
     x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
     inputs = data.features(x, "X", models.parameter_dtype(model))
     model = models.adapt(model, inputs, data.keywords(x), output_key)
@@ -964,8 +1002,10 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
             device: str = "cpu", output_key: str | None = None, runner: str = "auto",
             trim_padding: bool | str = "auto", num_workers: int = 0, prefetch: int = 2) -> np.ndarray:
     """The model's predictions for ``x`` as a numpy array: class ids (default for classification),
-    ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values (``task``: by
-    default the one ``finetune.train`` trained the model for, else classification). ``x`` may be a
+    ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values, in the shape of
+    the y it was trained on ((N,) for a 1-D y; one output of a model with no training on record: (N,)) (``task``:
+    by default the one ``finetune.train`` trained the model for, else classification). A DataFrame ``x`` must
+    have the training DataFrame's columns in the same order (so must ``evaluate``'s and ``embed``'s). ``x`` may be a
     dict of keyword inputs; ``output_key`` picks the entry of a dict output and ``trim_padding`` cuts token batches
     (as in ``train``). ``x`` may be streamed: a memory-mapped array, or a dataset -- its items ``(inputs, label)``
     when it has ``targets``/``labels`` (the labels are not read), else its items are the inputs."""
@@ -983,6 +1023,7 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
         inputs = found[0]
     else:
         streams.check_unused(cfg)
+        _check_columns(model, x)
         x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
         inputs = data.features(x, "X", models.parameter_dtype(model))
     example = streams.head(inputs, 2)
@@ -996,4 +1037,6 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
         raw = raw.argmax(1)
     elif output == "probabilities":
         raw = torch.softmax(raw.double(), dim=1)
+    elif output == "values":
+        raw = _values_shaped(model, raw)
     return raw.numpy()
