@@ -439,6 +439,7 @@ void bind_models(py::module_& m) {
 
   py::class_<NativeModule, std::shared_ptr<NativeModule>>(m, "NativeModule")
       .def("forward", [](NativeModule& self, const std::vector<at::Tensor>& inputs) { return self.forward(inputs); })
+      .def("features", [](NativeModule& self, const std::vector<at::Tensor>& inputs) { return self.features(inputs); })
       .def("named_parameters",
            [](const std::shared_ptr<NativeModule>& self) { return named_tensors(Model(self).named_parameters()); })
       .def("named_buffers",

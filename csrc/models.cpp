@@ -70,6 +70,12 @@ class Mlp : public NativeModule {
   }
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
+    at::Tensor out = layers_->ptr<torch::nn::LinearImpl>(layers_->size() - 1)->forward(features(inputs));
+    if (target_center_.defined()) out = out * target_scale_ + target_center_;
+    return out;
+  }
+
+  at::Tensor features(const std::vector<at::Tensor>& inputs) override {
     TORCH_CHECK_VALUE(inputs.size() == 1, "mlp takes one input tensor, got ", inputs.size());
     at::Tensor x = inputs[0].flatten(1);
     TORCH_CHECK_VALUE(x.size(1) == in_features_, "mlp takes ", in_features_, " features per example (in_features), "
@@ -81,9 +87,9 @@ class Mlp : public NativeModule {
       const at::Tensor u = x / clip_;
       x = clip_ * u / at::hypot(at::ones_like(u), u);
     }
-    at::Tensor out = layers_->forward(x);
-    if (target_center_.defined()) out = out * target_scale_ + target_center_;
-    return out;
+    auto layer = layers_->begin();  // every layer but the head, the last
+    for (size_t i = 0; i + 1 < layers_->size(); ++i, ++layer) x = layer->forward(x);
+    return x;
   }
 
  private:
@@ -119,8 +125,15 @@ class Cnn : public NativeModule {
   }
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
+    return classifier_->ptr<torch::nn::LinearImpl>(classifier_->size() - 1)->forward(features(inputs));
+  }
+
+  at::Tensor features(const std::vector<at::Tensor>& inputs) override {
     TORCH_CHECK_VALUE(inputs.size() == 1, "cnn takes one input tensor, got ", inputs.size());
-    return classifier_->forward(features_->forward(inputs[0]).flatten(1));
+    at::Tensor x = features_->forward(inputs[0]).flatten(1);
+    auto layer = classifier_->begin();  // dropout, hidden layer, ReLU: every layer but the head
+    for (size_t i = 0; i + 1 < classifier_->size(); ++i, ++layer) x = layer->forward(x);
+    return x;
   }
 
  private:

@@ -24,6 +24,9 @@ class NativeModule : public torch::nn::Module {
   virtual at::Tensor forward(const std::vector<at::Tensor>& inputs) = 0;
   // A regularisation term per example, added to the training loss (not to evaluation): none by default.
   virtual at::Tensor penalty(const std::vector<at::Tensor>& /*inputs*/) { return {}; }
+  // What the model's last linear layer (its head) reads for each example: finetune.embed. Undefined for a
+  // model without such a head (a recommender's output is a dot product).
+  virtual at::Tensor features(const std::vector<at::Tensor>& /*inputs*/) { return {}; }
 };
 
 struct MlpOptions {

@@ -235,3 +235,46 @@ def test_the_native_cnn_computes_what_its_pytorch_mirror_does(options):
     back = mirrors.native_copy("cnn", module, **options)
     for key, value in back.state_dict().items():
         assert torch.equal(torch.as_tensor(value), state[key]), key
+
+
+def test_embed_of_a_native_cnn_is_its_pytorch_mirror_s_hidden_layer():
+    """finetune.embed on the C++ "cnn": what its last linear layer reads, in eval mode -- the mirror's classifier
+    less its last layer, from the same weights (batch-norm statistics included)."""
+    mirrors = _benchmark("mirrors")
+    torch.manual_seed(0)
+    native = finetune.build("cnn", height=8, width=8, channels=[8], hidden=16, num_classes=3, dropout=0.5)
+    state = {key: (torch.rand_like(value) + 0.5 if "running_var" in key else torch.randn_like(value))
+             if value.is_floating_point() else value for key, value in native.state_dict().items()}
+    native.load_state_dict(state)
+    x = torch.rand(7, 1, 8, 8)
+    module = mirrors.as_python(native, x.numpy()).eval()
+    with torch.no_grad():
+        expected = module.classifier[:-1](module.features(x).flatten(1))
+    features = finetune.embed(native, x.numpy(), batch_size=3)
+    assert features.shape == (7, 16) and native.training  # computed in eval mode, the mode given back
+    np.testing.assert_allclose(features, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_embed_of_a_native_mlp_is_its_last_hidden_layer_after_its_input_scaling():
+    """finetune.embed on the C++ "mlp" built from data: the input scaling (RealMLP's robust scaling and smooth clip)
+    and the hidden layers in PyTorch; the head on those features, scaled back to the target's units, is predict."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(50, 4)) * [1, 10, 100, 1000]).astype(np.float32)
+    y = (x @ np.array([1.0, 0.1, 0.01, 0.001]) * 50 + 300).astype(np.float32)
+    model = finetune.train("mlp", (x, y), task="regression", hidden=[8, 6], epochs=2, optimizer="adamw",
+                           progress=False).model
+    state, o = model.state_dict(), model.options
+    h = (torch.from_numpy(x) - torch.tensor(o["center"])) * torch.tensor(o["scale"])
+    h = h / torch.sqrt(1 + (h / o["clip"]) ** 2)
+    for layer in (0, 2):
+        h = torch.relu(h @ state[f"layers.{layer}.weight"].T + state[f"layers.{layer}.bias"])
+    features = finetune.embed(model, x)
+    np.testing.assert_allclose(features, h.numpy(), rtol=1e-4, atol=1e-5)
+    head = torch.from_numpy(features) @ state["layers.4.weight"].T + state["layers.4.bias"]
+    np.testing.assert_allclose((head * state["target_scale"] + state["target_center"]).numpy()[:, 0],
+                               finetune.predict(model, x), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"embed: head='layers.4' names a Python submodule, and 'mlp' is built in C\+\+"):
+        finetune.embed(model, x, head="layers.4")
+    recommender = finetune.build("mf", num_users=3, num_items=4)
+    with pytest.raises(ValueError, match=r"embed: model 'mf' has no head to read features before"):
+        finetune.embed(recommender, np.array([[0, 1], [2, 3]]))

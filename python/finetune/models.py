@@ -29,6 +29,10 @@ class NativeModel:
 
     forward = __call__
 
+    def features(self, *inputs: torch.Tensor) -> torch.Tensor | None:
+        """What the last linear layer (the head) reads for each example; None for a model without one."""
+        return self._module.features(list(inputs))
+
     def named_parameters(self) -> list[tuple[str, torch.Tensor]]:
         return self._module.named_parameters()
 

@@ -983,16 +983,40 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
     array: for a scikit-learn model on the same features, or a look at them. ``head`` names the head module
     (default: found as ``train(head=...)`` finds it, the last ``nn.Linear`` the forward pass runs). The model
     must run in Python (an ``nn.Module``, or one finetune traced, such as ``"minilm"``) and its output must be
-    its head's; otherwise a ValueError says why."""
+    its head's, or be built in C++ with a head ("mlp": the last hidden layer's activations, its input scaling
+    applied; "cnn": the hidden layer's); otherwise a ValueError says why."""
     _check_columns(model, x)
     x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
     inputs = data.features(x, "X", models.parameter_dtype(model))
+    if isinstance(model, models.NativeModel):
+        return _native_features(model, inputs, head, batch_size)
     model = models.adapt(model, inputs, data.keywords(x), output_key)
     name = head if head is not None else heads.find_head(model, [t[:2] for t in inputs])
     features, why_not = heads.head_inputs(model, name, inputs, batch_size)
     if features is None:
         raise ValueError(f"embed: {why_not}")
     return features.numpy()
+
+
+def _native_features(model: models.NativeModel, inputs: list[torch.Tensor], head: str | None,
+                     batch_size: int) -> np.ndarray:
+    """embed for a model built in C++ ("mlp", "cnn"): its own ``features``, the input of its last linear layer."""
+    if head is not None:
+        raise ValueError(f"embed: head={head!r} names a Python submodule, and {model.name!r} is built in C++: its "
+                         "features are what its last linear layer reads (pass no head)")
+    parts, training = [], model.training
+    with models.exclusive(model), torch.no_grad():  # in eval mode (dropout off, batch norm's running statistics)
+        try:
+            model.eval()
+            for batch in streams.batches(inputs, batch_size):
+                part = model.features(*batch)
+                if part is None:
+                    raise ValueError(f"embed: model {model.name!r} has no head to read features before (its output "
+                                     "is not a linear layer's)")
+                parts.append(part.detach().to("cpu"))
+        finally:
+            model.train(training)
+    return torch.cat(parts).numpy()
 
 
 OUTPUTS = ("classes", "probabilities", "logits", "values")
