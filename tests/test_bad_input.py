@@ -59,6 +59,7 @@ CASES = [
     ("fractional label", lambda: train(data=(X, Y + 0.5)), ValueError, r"y must be integer class ids .* such as 0.5"),
     ("NaN label", lambda: train(data=(X, np.where(Y == 0, np.nan, Y))), ValueError, r"y must be integer class ids"),
     ("one class", lambda: train(data=(X, np.zeros(40, np.int64))), ValueError, r"y holds one class \(0\) in all 40 rows: classification needs at least two \(for a value to predict, pass task='regression'\)"),
+    ("a quantity as classes", lambda: train(data=(X, np.arange(40) * 3.0)), ValueError, r"y has 40 distinct values among 40 rows, most of them seen once or twice: a value to predict\? pass task='regression'"),
     ("codes as class ids", lambda: train(data=(X, (Y % 2) * 1_000_000)), ValueError, r"y's class ids reach 1000000 with 2 distinct labels: class ids are 0..K-1"),
     ("string labels", lambda: train(data=(X, Y.astype(str))), TypeError, r"y must hold numbers"),
     ("2-D labels", lambda: train(data=(X, np.stack([Y, Y], 1))), ValueError, r"y must be a 1-D array of class ids, got shape \(40, 2\)"),

@@ -198,6 +198,19 @@ def test_user_mistakes_are_one_line_errors(args, message, tmp_path):
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def test_a_csv_whose_label_looks_like_a_quantity_needs_train_task(tmp_path):
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    np.savetxt(tmp_path / "diabetes.csv", np.column_stack([d.data, d.target]), delimiter=",", comments="",
+               header=",".join([f"x{i}" for i in range(10)] + ["progression"]))
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "diabetes.csv"}"\nlabel = "progression"\n'
+                                       '[model]\nname = "mlp"\n')
+    done = finetune_cli("train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"))
+    assert done.returncode == 2 and "pass train.task='regression'" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_verbose_shows_the_traceback():
     done = finetune_cli("--verbose", "train", "nowhere.toml")
     assert done.returncode != 0 and "Traceback" in done.stderr

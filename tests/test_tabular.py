@@ -165,6 +165,22 @@ def test_mlp_with_the_recipe_does_not_lose_to_linear_regression_on_diabetes():
     assert np.mean(ours) >= np.mean(linear) - 0.01, (ours, linear)
 
 
+def test_a_target_that_looks_like_a_quantity_needs_the_task_said():
+    """Diabetes' target (25 to 346 in whole numbers, 214 values among 442 rows) with no task given: one error
+    naming both tasks, not a 214-class classifier reporting an accuracy near 0. Either task given runs."""
+    d = load_diabetes()
+    x, y = d.data.astype(np.float32), d.target
+    with pytest.raises(ValueError, match=r"y has 214 distinct values among 442 rows.*pass task='regression'; or "
+                                         r"task='classification' to train them as 214 classes"):
+        finetune.train("mlp", (x, y), progress=False)
+    for task in ("classification", "regression"):
+        result = finetune.train("mlp", (x, y), task=task, epochs=1, optimizer="adamw", lr=1e-3, progress=False)
+        assert result.config.task == task
+    # Labels with several examples each (digits as float64) are classes, as before.
+    assert finetune.train("mlp", (x[:100], np.arange(100) % 10 * 1.0), epochs=1, progress=False).config.task == \
+        "classification"
+
+
 def test_a_dataframe_of_numbers_and_booleans_trains_as_its_values():
     """pd.get_dummies beside float columns gives a frame numpy reads as objects; its values are numbers, and a
     nullable Float64 column's NA is NaN (then refused, as any NaN)."""

@@ -257,6 +257,8 @@ def load_data(cfg: RunConfig) -> datasets.Split:
         return split
     x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task, encoding=d.get("encoding") or "utf-8",
                               errors=d.get("encoding_errors") or "strict")
+    if cfg.train.task == "classification" and "task" not in cfg.train_given:  # the default: do they look like classes?
+        training.check_not_quantities(torch.as_tensor(y), "train.task")
     train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test")
     return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}")
 
@@ -371,7 +373,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         try:
             result = finetune.train(entry.name, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg,
                                     callback=on_event, lora=cfg.lora, resume=resume,
-                                    recipe="none" if as_given else None, **options)
+                                    recipe="none" if as_given else None, task=cfg.train.task,  # decided by load_data
+                                    **options)
         except BaseException:
             # Stopped before writing a checkpoint (a bad setting): the finished run stays as it was. Otherwise the
             # interrupted run is the one to resume, and the finished one's leftovers go.

@@ -212,8 +212,24 @@ def _check_class_ids(targets: torch.Tensor) -> None:
                          "(np.unique(y, return_inverse=True)[1] or pd.factorize(y)[0] gives them)")
 
 
+QUANTITY_MIN_VALUES = 10  # labels with at least this many distinct values ...
+QUANTITY_MEDIAN_COUNT = 3  # ... half of them seen fewer times than this look like a quantity, not classes
+
+
+def check_not_quantities(targets: torch.Tensor, setting: str = "task") -> None:
+    """Labels that look like a quantity measured (diabetes' disease progression, 25 to 346, most values seen once or
+    twice) while no task was given: the default, classification, would train a class per value and report an
+    accuracy near 0. Say so instead; task='classification' given keeps them as classes. ``setting``: how the
+    message names the task (the CLI's "train.task")."""
+    _, counts = torch.unique(targets, return_counts=True)
+    if counts.numel() >= QUANTITY_MIN_VALUES and float(counts.double().median()) < QUANTITY_MEDIAN_COUNT:
+        raise ValueError(f"y has {counts.numel()} distinct values among {targets.shape[0]} rows, most of them seen "
+                         f"once or twice: a value to predict? pass {setting}='regression'; or {setting}='classification' "
+                         f"to train them as {counts.numel()} classes")
+
+
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any],
-             head: str = "keep", lora: loras.LoraSettings | None = None) -> _Run:
+             head: str = "keep", lora: loras.LoraSettings | None = None, task_given: bool = True) -> _Run:
     if isinstance(model, str) and model not in registry.MODELS:
         raise ValueError(f"model must be an nn.Module or one of {registry.names()}, got {model!r}")
     entry = registry.MODELS[model] if isinstance(model, str) else None
@@ -246,6 +262,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             x = registry.encode_for(model, x)  # a model built by name before: its texts at its max_length
         inputs = data.features(x, "X", dtype, examples=data.length(y))
         targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
+        if cfg.task == "classification" and not task_given:  # the default task: do the labels look like classes?
+            check_not_quantities(targets)
         if cfg.task == "classification" and entry is not None:  # a model passed in may keep a wider head
             _check_class_ids(targets)
     val_inputs = val_targets = None
@@ -415,7 +433,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     lora_settings = loras.LoraSettings.parse(lora) if lora is not None and lora is not False else None
     if lora_settings is not None and chosen == "head":
         raise ValueError("lora= trains adapters in the body, and recipe='head' trains the head alone: pass one of them")
-    run = _prepare(model, train_data, val, config, settings, head=head, lora=lora_settings)
+    run = _prepare(model, train_data, val, config, settings, head=head, lora=lora_settings,
+                   task_given="task" in settings or (config is not None and config.task != "classification"))
     try:
         if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
             result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval, resume)
@@ -933,7 +952,8 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
     ``diverge_factor`` x its minimum. The model's weights are restored afterwards. Settings (optimizer,
     batch_size, freeze, lr_groups, ...) are those of :func:`train`."""
     settings.setdefault("progress", False)
-    run = _prepare(model, train_data, None, config, settings)
+    run = _prepare(model, train_data, None, config, settings,
+                   task_given="task" in settings or (config is not None and config.task != "classification"))
     with models.exclusive(run.model):  # it steps the weights (and restores them): not while a run trains them
         out = _C.find_lr(run.cpp_model, run.inputs, run.targets, run.cpp_config, float(start_lr), float(end_lr),
                          int(num_steps), float(diverge_factor), mask_input=run.mask_input)
