@@ -8,8 +8,8 @@
 namespace finetune {
 
 at::Tensor batch_loss(const at::Tensor& output_in, const at::Tensor& targets, const at::Tensor& class_weights,
-                      const TrainConfig& config, int64_t reduction) {
-  const auto output = output_in.scalar_type() == at::kBFloat16 ? output_in.to(at::kFloat) : output_in;
+                      const at::Tensor& target_scale, const TrainConfig& config, int64_t reduction) {
+  auto output = output_in.scalar_type() == at::kBFloat16 ? output_in.to(at::kFloat) : output_in;
   if (config.is_classification()) {
     std::optional<at::Tensor> weights;
     if (class_weights.defined()) {
@@ -19,6 +19,11 @@ at::Tensor batch_loss(const at::Tensor& output_in, const at::Tensor& targets, co
       weights = missing > 0 ? at::constant_pad_nd(class_weights, {0, missing}, 0.0) : class_weights;
     }
     return at::cross_entropy_loss(output, targets, weights, reduction, /*ignore_index=*/-100, config.label_smoothing);
+  }
+  if (target_scale.defined()) {
+    // The same values, their gradient divided by scale^2: d/d(output) of ((output - target) / scale)^2.
+    const auto kept = output.detach();
+    output = kept + (output - kept) / (target_scale * target_scale);
   }
   return at::mse_loss(output.reshape(targets.sizes()), targets.to(output.scalar_type()), reduction);
 }

@@ -13,8 +13,12 @@ namespace finetune {
 // The loss of a micro-batch (cross-entropy with optional class weights and label smoothing, or mean squared
 // error), reduced by `reduction` (at::Reduction::Mean or Sum). Class weights shorter than the model's
 // output are padded with 0 for the classes past them (they never occur as targets).
+//
+// `target_scale` (a regression model's Model::target_scale, per output; undefined: none): the mean squared
+// error's value stays in the target's units, as evaluation reports it, but its gradient is the standardised
+// target's (each error divided by the scale), so a rate serves a target in dollars as it serves a fraction.
 at::Tensor batch_loss(const at::Tensor& output, const at::Tensor& targets, const at::Tensor& class_weights,
-                      const TrainConfig& config, int64_t reduction);
+                      const at::Tensor& target_scale, const TrainConfig& config, int64_t reduction);
 
 // What the summed losses of the examples order[first:last] are divided by to make their mean: their count
 // (times outputs per example for regression), or the sum of their class weights.

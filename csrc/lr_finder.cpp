@@ -125,7 +125,7 @@ LrFinderResult find_lr(Model& model, const Dataset& data, const TrainConfig& con
       } else {
         const auto output = forward(model, inputs, "training");
         if (t == 0) check_output(output, targets, labels_needed, config);
-        loss = batch_loss(output, targets, class_weights, config, at::Reduction::Mean);  // as train's steps
+        loss = batch_loss(output, targets, class_weights, model.target_scale(), config, at::Reduction::Mean);  // as train's
         const auto penalty = model.penalty(inputs);
         if (penalty.defined()) loss = loss + penalty.mean();
       }

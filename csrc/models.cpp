@@ -92,6 +92,8 @@ class Mlp : public NativeModule {
     return x;
   }
 
+  at::Tensor target_scale() const override { return target_scale_; }
+
  private:
   torch::nn::Sequential layers_;
   at::Tensor center_, scale_, target_center_, target_scale_;
@@ -273,6 +275,8 @@ Model::Model(std::shared_ptr<EagerModule> eager) : eager_(std::move(eager)) {
 at::Tensor Model::penalty(const std::vector<at::Tensor>& inputs) {
   return native_ ? native_->penalty(inputs) : at::Tensor();
 }
+
+at::Tensor Model::target_scale() const { return native_ ? native_->target_scale() : at::Tensor(); }
 
 at::Tensor Model::forward(const std::vector<at::Tensor>& inputs) {
   if (native_) return native_->forward(inputs);

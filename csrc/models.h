@@ -27,6 +27,9 @@ class NativeModule : public torch::nn::Module {
   // What the model's last linear layer (its head) reads for each example: finetune.embed. Undefined for a
   // model without such a head (a recommender's output is a dot product).
   virtual at::Tensor features(const std::vector<at::Tensor>& /*inputs*/) { return {}; }
+  // The per-output scale of the standardised target a regression model's layers fit (mlp's target_scale), or
+  // undefined: the training loss's gradient is taken in those units (batch_loss).
+  virtual at::Tensor target_scale() const { return {}; }
 };
 
 struct MlpOptions {
@@ -128,6 +131,8 @@ class Model {
   at::Tensor forward(const std::vector<at::Tensor>& inputs);
   // The model's per-example training penalty (NativeModule::penalty), undefined when it has none.
   at::Tensor penalty(const std::vector<at::Tensor>& inputs);
+  // NativeModule::target_scale, undefined for a model that is not native.
+  at::Tensor target_scale() const;
   NamedTensors named_parameters() const;  // all of them, trainable or not
   NamedTensors named_buffers() const;
   void train(bool on);

@@ -223,8 +223,9 @@ at::Tensor Run::accumulate_gradients(const StepGeometry::Span& span, double deno
       } else {
         const auto output = forward(model_, inputs, "training");
         if (state_.steps == 0 && begin == span.mine_first) check_output(output, targets, labels_needed_, config_);
-        loss = one_batch ? batch_loss(output, targets, class_weights_, config_, at::Reduction::Mean)
-                         : batch_loss(output, targets, class_weights_, config_, at::Reduction::Sum) / denominator;
+        const auto scale = model_.target_scale();
+        loss = one_batch ? batch_loss(output, targets, class_weights_, scale, config_, at::Reduction::Mean)
+                         : batch_loss(output, targets, class_weights_, scale, config_, at::Reduction::Sum) / denominator;
         // A model's own per-example regularisation (mf's per-rating penalty), over the same denominator.
         const auto penalty = model_.penalty(inputs);
         if (penalty.defined()) loss = loss + (one_batch ? penalty.mean() : penalty.sum() / denominator);

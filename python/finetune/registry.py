@@ -310,8 +310,9 @@ def target_scaling(targets: torch.Tensor) -> dict[str, Any]:
     """The output scaling "mlp" reads off its training targets for regression: each output's mean and (population)
     standard deviation, 1 where it is 0. The layers then fit a standardised target, so the recipe's rates (AdamW,
     whose steps do not grow with the gradient) serve a price in dollars and a fraction alike (RealMLP standardises
-    regression targets too); the predictions come back in the target's units. The loss stays in those units: with
-    plain SGD a rate must shrink with the target's variance, as for any model."""
+    regression targets too); the predictions come back in the target's units. The training loss's value stays in
+    those units, its gradient is the standardised target's (the loop's batch_loss): plain SGD's rate serves any
+    units too."""
     values = targets.detach().cpu().double().reshape(targets.shape[0], -1)
     center, spread = values.mean(0), values.std(0, correction=0)
     spread = torch.where(spread > 0, spread, torch.ones_like(spread))

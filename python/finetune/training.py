@@ -216,6 +216,11 @@ QUANTITY_MIN_VALUES = 10  # labels with at least this many distinct values ...
 QUANTITY_MEDIAN_COUNT = 3  # ... half of them seen fewer times than this look like a quantity, not classes
 
 
+def _task_given(config: Any, settings: dict[str, Any]) -> bool:
+    """Whether the task was said (a keyword, or a config's other than the default), not left to the default."""
+    return "task" in settings or (isinstance(config, TrainConfig) and config.task != TrainConfig.task)
+
+
 def check_not_quantities(targets: torch.Tensor, setting: str = "task") -> None:
     """Labels that look like a quantity measured (diabetes' disease progression, 25 to 346, most values seen once or
     twice) while no task was given: the default, classification, would train a class per value and report an
@@ -434,7 +439,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     if lora_settings is not None and chosen == "head":
         raise ValueError("lora= trains adapters in the body, and recipe='head' trains the head alone: pass one of them")
     run = _prepare(model, train_data, val, config, settings, head=head, lora=lora_settings,
-                   task_given="task" in settings or (config is not None and config.task != "classification"))
+                   task_given=_task_given(config, settings))
     try:
         if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
             result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval, resume)
@@ -953,7 +958,7 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
     batch_size, freeze, lr_groups, ...) are those of :func:`train`."""
     settings.setdefault("progress", False)
     run = _prepare(model, train_data, None, config, settings,
-                   task_given="task" in settings or (config is not None and config.task != "classification"))
+                   task_given=_task_given(config, settings))
     with models.exclusive(run.model):  # it steps the weights (and restores them): not while a run trains them
         out = _C.find_lr(run.cpp_model, run.inputs, run.targets, run.cpp_config, float(start_lr), float(end_lr),
                          int(num_steps), float(diverge_factor), mask_input=run.mask_input)
