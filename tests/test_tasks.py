@@ -165,6 +165,22 @@ def test_per_class_precision_recall_match_sklearn(digits):
     np.testing.assert_allclose(ours["per_class_recall"], recall, atol=1e-12)
 
 
+def test_a_result_prints_for_every_task():
+    # print(result) is the first thing a user does; classification's per-class lists once broke its repr
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    y = np.digitize(x[:, 0], [-0.4, 0.4])
+    for classes in (finetune.train("mlp", (x, y), val_fraction=0.25, epochs=2, progress=False),
+                    finetune.train("mlp", (x, y), seed=0, progress=False)):  # the settings as given; the recipe
+        assert all(isinstance(v, float) for v in classes.metrics.values()), classes.metrics
+        assert f"accuracy={classes.metrics['accuracy']:.4f}" in repr(classes), repr(classes)
+    values = finetune.train("mlp", (x, x[:, 0]), val_fraction=0.25, task="regression", epochs=2, progress=False)
+    assert f"rmse={values.metrics['rmse']:.4f}" in repr(values), repr(values)
+    pairs, _ = synthetic_ratings(n=300)
+    ranked = finetune.train("mf", (pairs, None), val_fraction=0.25, task="ranking", epochs=1, progress=False)
+    assert all(f"{k}=" in repr(ranked) for k in ranked.metrics), repr(ranked)
+
+
 def test_image_folder_loader_and_its_errors(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     for name, value in (("cat", 40), ("dog", 200)):

@@ -81,7 +81,7 @@ class Result:
         return axes
 
     def __repr__(self) -> str:
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
+        metrics = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v!r}" for k, v in self.metrics.items())
         return (f"Result(epochs={len(self.history)}, steps={self.steps}, train_size={self.train_size}, "
                 f"seconds={self.seconds:.2f}, metrics={{{metrics}}})")
 
@@ -843,6 +843,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
     last = phases[-1]  # the run that wrote the returned weights: its config, sizes and counts are the result's
     confusion = metrics.pop("confusion_matrix", None)
+    # result.metrics holds numbers, as a run of the settings as given returns them; per-class figures: finetune.evaluate
+    metrics = {k: v for k, v in metrics.items() if not isinstance(v, list | np.ndarray)}
     cached = next((d for d in plan.decisions if d.what == "head.cached_features"), None)
     history, offset = [], 0
     for number, phase in enumerate(phases):
