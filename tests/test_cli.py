@@ -209,6 +209,10 @@ def test_a_csv_whose_label_looks_like_a_quantity_needs_train_task(tmp_path):
     done = finetune_cli("train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"))
     assert done.returncode == 2 and "pass train.task='regression'" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+    # train.task = "classification" said: find-lr takes the values as classes (it once checked them again)
+    (tmp_path / "run.toml").write_text((tmp_path / "run.toml").read_text() + '[train]\ntask = "classification"\n')
+    done = finetune_cli("find-lr", str(tmp_path / "run.toml"))
+    assert done.returncode == 0, done.stderr
 
 
 def test_verbose_shows_the_traceback():
@@ -608,7 +612,7 @@ def test_loaders_read_other_encodings_and_replace_or_ignore_bad_bytes(tmp_path):
     numbers.write_bytes("a,label\n1,0\n2\xa0,1\n".encode("latin-1"))  # a no-break space, dropped
     assert datasets.load_file(numbers, errors="ignore")[0].tolist() == [[1.0], [2.0]]
     numbers.write_bytes("a,label\n1,0\n\xe9,1\n".encode("latin-1"))  # replaced: then not a number, named
-    with pytest.raises(ValueError, match=r"n\.csv' row 3: could not convert string to float: '\ufffd'"):
+    with pytest.raises(ValueError, match=r"n\.csv' row 3, column 'a': '\ufffd' is not a number$"):
         datasets.load_file(numbers, errors="replace")
     for loader in (datasets.load_file, datasets.load_ratings, datasets.load_text_csv):
         with pytest.raises(ValueError, match=r"errors must be one of \['strict', 'replace', 'ignore'\], got 'skip'"):

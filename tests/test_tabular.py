@@ -219,6 +219,28 @@ def test_a_target_that_looks_like_a_quantity_needs_the_task_said():
         "classification"
 
 
+def test_classes_said_or_already_class_ids_are_trained_as_classes_by_the_recipe_and_tune():
+    """task='classification' given reaches every call the recipe and tune make (the recipe's range test once
+    checked the labels again, as if no task had been said); labels that are exactly 0..K-1 are class ids, however
+    few examples each class has."""
+    from finetune.tune import tune
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 4)).astype(np.float32)
+    y = (np.arange(48) % 24) * 5.0  # 24 values, each twice, not 0..23: a quantity unless said otherwise
+    with pytest.raises(ValueError, match="pass task='regression'"):
+        finetune.train("mlp", (x, y), progress=False)
+    result = finetune.train("mlp", (x, y), task="classification", progress=False)
+    assert result.recipe[0]["value"] == "auto" and result.config.task == "classification"
+    tuned = tune("mlp", (x, y), (x, y), space={"lr": {"low": 1e-3, "high": 1e-2}}, trials=2, task="classification",
+                 epochs=1)
+    assert tuned.best_config.task == "classification"
+    with pytest.raises(ValueError, match="pass task='regression'"):
+        tune("mlp", (x, y), (x, y), space={"lr": {"low": 1e-3, "high": 1e-2}}, trials=1, epochs=1)
+    ids = np.arange(48) % 24  # 24 classes of 2 examples each, as class ids
+    assert finetune.train("mlp", (x, ids), progress=False).model.options["num_classes"] == 24
+
+
 def test_a_dataframe_of_numbers_and_booleans_trains_as_its_values():
     """pd.get_dummies beside float columns gives a frame numpy reads as objects; its values are numbers, and a
     nullable Float64 column's NA is NaN (then refused, as any NaN)."""

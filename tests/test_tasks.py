@@ -88,8 +88,12 @@ def test_csv_and_npz_loaders_and_their_errors(tmp_path):
     with pytest.raises(ValueError, match=r"t.csv' has no label column 'target' \(columns: \['a', 'b', 'label'\]\)"):
         datasets.load_file(tmp_path / "t.csv", label="target")
     (tmp_path / "x.csv").write_text("a,label\n1,0\nx,1\n")
-    with pytest.raises(ValueError, match=r"x.csv' row 3: could not convert string to float: 'x'"):
+    with pytest.raises(ValueError, match=r"x.csv' row 3, column 'a': 'x' is not a number$"):
         datasets.load_file(tmp_path / "x.csv")
+    (tmp_path / "s.csv").write_text("a,label\n1,No\n")  # labels as words: the column named, with what it takes
+    with pytest.raises(ValueError, match=r"s.csv' row 2, column 'label': 'No' is not a number \(labels are numbers: "
+                                         r"class ids 0..K-1, or values for task='regression'\)"):
+        datasets.load_file(tmp_path / "s.csv")
     (tmp_path / "f.csv").write_text("a,label\n1,0.5\n")
     with pytest.raises(ValueError, match=r"column 'label' must hold integer class ids"):
         datasets.load_file(tmp_path / "f.csv")

@@ -22,6 +22,10 @@ SPACE = {"lr": {"low": 1e-4, "high": 3e-2, "log": True},
          "freeze": {"choices": [[], ["layers.0"]]}}
 
 
+def test_finetune_tune_is_the_function_the_readme_names():
+    assert finetune.tune is tune and "tune" in finetune.__all__
+
+
 def run_search(seed: int):
     wine = datasets.load("wine")
     return tune("mlp", (wine.x_train, wine.y_train), (wine.x_test, wine.y_test), space=SPACE, trials=10,

@@ -16,6 +16,7 @@ from .models import NativeModel
 from .registry import build, register_model
 from .saving import load, save
 from .training import LrFinderResult, Result, embed, evaluate, find_lr, predict, train
+from .tune import TuneResult, tune  # the function is the package's finetune.tune (the module: finetune.tune's file)
 
 try:
     __version__ = version("finetune")  # pyproject.toml's, as installed
@@ -25,5 +26,5 @@ optimizers = _C.optimizer_names
 
 schedules = _C.schedule_names
 
-__all__ = ["LrFinderResult", "NativeModel", "Result", "TrainConfig", "build", "embed", "evaluate", "find_lr", "load",
-           "optimizers", "predict", "register_model", "save", "schedules", "train"]
+__all__ = ["LrFinderResult", "NativeModel", "Result", "TrainConfig", "TuneResult", "build", "embed", "evaluate",
+           "find_lr", "load", "optimizers", "predict", "register_model", "save", "schedules", "train", "tune"]

@@ -59,9 +59,14 @@ def column_names(value: Any) -> tuple[str, ...] | None:
 def check_columns(value: Any, trained: Sequence[str] | None, name: str = "X") -> None:
     """A DataFrame's columns against the ones the model was trained on: one missing, added or moved would feed
     each input another feature's values (wrong predictions and no error). Arrays carry no names: not checked."""
-    columns = column_names(value)
-    if columns is None or trained is None or columns == tuple(trained):
+    check_column_names(column_names(value), trained, name)
+
+
+def check_column_names(columns: Sequence[str] | None, trained: Sequence[str] | None, name: str = "X") -> None:
+    """``columns`` (a DataFrame's, a CSV file's header) against the training ones; see check_columns."""
+    if columns is None or trained is None or tuple(columns) == tuple(trained):
         return
+    columns, trained = tuple(columns), tuple(trained)
     missing = [c for c in trained if c not in columns]
     added = [c for c in columns if c not in trained]
     if missing or added:
@@ -175,14 +180,16 @@ def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
         if tensor.is_floating_point():
             if not bool(torch.isfinite(tensor).all()) or not bool((tensor == tensor.round()).all()):
                 raise ValueError(f"{name} must be integer class ids for task='classification', got non-integer "
-                                 f"values such as {tensor[(tensor != tensor.round()) | ~torch.isfinite(tensor)][0].item()!r}")
+                                 f"values such as {tensor[(tensor != tensor.round()) | ~torch.isfinite(tensor)][0].item()!r}"
+                                 " (a value to predict: task='regression')")
         elif tensor.dtype == torch.bool:
             pass
         elif tensor.dtype not in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64):
             raise TypeError(f"{name} must be integer class ids, got dtype {tensor.dtype}")
         tensor = tensor.to(torch.int64)
         if int(tensor.min()) < 0:
-            raise ValueError(f"{name} must be class ids >= 0, got {int(tensor.min())}")
+            raise ValueError(f"{name} must be class ids >= 0, got {int(tensor.min())} (a value to predict: "
+                             "task='regression')")
         return tensor
     tensor = tensor.to(torch.float32)
     if not bool(torch.isfinite(tensor).all()):

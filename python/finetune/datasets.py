@@ -476,6 +476,29 @@ def load_file(path: str | os.PathLike, label: str = "label", task: str = "classi
     raise ValueError(f"data file '{path}' must be .npz or .csv, got '{path.suffix}'")
 
 
+def csv_columns(path: str | os.PathLike, label: str, encoding: str = "utf-8", errors: str = "strict") -> tuple[str, ...]:
+    """The feature columns of a CSV file's header: every column but ``label`` (when it is there), in order."""
+    import csv
+
+    path = Path(path)
+    try:
+        with _open_text(path, encoding, errors) as f:
+            header = next(csv.reader(f), None)
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding) from None
+    if header is None:
+        raise ValueError(f"'{path}' is empty")
+    return tuple(c for c in header if c != label)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8",
               errors: str = "strict") -> tuple[np.ndarray, np.ndarray]:
     """(X, y) from a numeric CSV; see load_file (`encoding`, `errors` included)."""
@@ -503,8 +526,11 @@ def _read_numeric_csv(path: Path, label: str, task: str, encoding: str,
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
             try:
                 values = [float(v) for v in row]
-            except ValueError as error:
-                raise ValueError(f"'{path}' row {number}: {error}") from None
+            except ValueError:
+                bad = next(i for i, v in enumerate(row) if not _is_number(v))
+                hint = " (labels are numbers: class ids 0..K-1, or values for task='regression')" if bad == target else ""
+                raise ValueError(f"'{path}' row {number}, column '{header[bad]}': {row[bad]!r} is not a number{hint}") \
+                    from None
             labels.append(values.pop(target))
             rows.append(values)
     if not rows:

@@ -619,7 +619,7 @@ def find_lr(cfg: RunConfig, steps: int = 100) -> Any:
     # no validation data, so nothing to monitor
     train_cfg = cfg.train.replace(early_stopping=0, restore_best=False, progress=False, checkpoint_dir=None)
     return finetune.find_lr(cfg.model["name"], (model_inputs(cfg, split.x_train), split.y_train), config=train_cfg,
-                            num_steps=steps, **_options(cfg))
+                            num_steps=steps, task=train_cfg.task, **_options(cfg))  # checked by load_data
 
 
 def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], None] | None = None) -> Any:
@@ -640,7 +640,8 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
     fit_data = (model_inputs(cfg, split.x_train[fit]), split.y_train[fit])
     val_data = (model_inputs(cfg, split.x_train[val]), split.y_train[val])
     result = tune(lambda: build_model(cfg, *fit_data), fit_data, val_data, space=space, trials=trials, metric=metric,
-                  config=cfg.train.replace(checkpoint_dir=None), on_trial=on_trial)
+                  config=cfg.train.replace(checkpoint_dir=None), on_trial=on_trial,
+                  task=cfg.train.task)  # checked by load_data
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     best = RunConfig(cfg.data, cfg.model, result.best_config, cfg.source)

@@ -224,9 +224,12 @@ def _task_given(config: Any, settings: dict[str, Any]) -> bool:
 def check_not_quantities(targets: torch.Tensor, setting: str = "task") -> None:
     """Labels that look like a quantity measured (diabetes' disease progression, 25 to 346, most values seen once or
     twice) while no task was given: the default, classification, would train a class per value and report an
-    accuracy near 0. Say so instead; task='classification' given keeps them as classes. ``setting``: how the
+    accuracy near 0. Say so instead; task='classification' given keeps them as classes. Labels that are exactly
+    0..K-1 are class ids already (factorised labels, 100 classes of 2 examples each) and pass. ``setting``: how the
     message names the task (the CLI's "train.task")."""
-    _, counts = torch.unique(targets, return_counts=True)
+    values, counts = torch.unique(targets, return_counts=True)
+    if torch.equal(values.double(), torch.arange(values.numel(), dtype=torch.float64)):
+        return
     if counts.numel() >= QUANTITY_MIN_VALUES and float(counts.double().median()) < QUANTITY_MEDIAN_COUNT:
         raise ValueError(f"y has {counts.numel()} distinct values among {targets.shape[0]} rows, most of them seen "
                          f"once or twice: a value to predict? pass {setting}='regression'; or {setting}='classification' "
@@ -810,7 +813,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         probe_cfg = _readers_for(dataclasses.replace(base, **merged, progress=False), train_data)
         if world > 1 and isinstance(probe_cfg.batch_size, int):  # the test steps at the global batch the phase takes
             probe_cfg = dataclasses.replace(probe_cfg, batch_size=probe_cfg.batch_size * world)
-        found = rank_0s(find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg), group)
+        found = rank_0s(find_lr(model, given_form(train_data), num_steps=recipes.RANGE_STEPS, config=probe_cfg,
+                                task=probe_cfg.task), group)  # the task: train's, checked where it was called
         if journal is not None:
             journal["range_tests"].append({"lrs": [float(v) for v in found.lrs], "suggestion": float(found.suggestion),
                                            "losses": [float(v) for v in found.losses], "diverged": bool(found.diverged),

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from . import _C
 from .config import TrainConfig, config_fields
-from .training import resolve_config, train
+from .training import _task_given, resolve_config, train
 
 
 @dataclass
@@ -59,6 +59,7 @@ def tune(model_factory: Callable[[], Any] | str, train_data: tuple[Any, Any], va
         raise ImportError("finetune.tune needs Optuna: pip install 'finetune[tune]' (or optuna)") from None
     _check_space(space)
     base = resolve_config(config, {**settings, "progress": False})
+    task_given = _task_given(config, settings)  # each trial's config is base's: say the task only if the user did
     minimise = _C.lower_is_better(metric)  # the loop's own rule for early stopping and the best epoch
     records: list[dict[str, Any]] = []
 
@@ -79,7 +80,9 @@ def tune(model_factory: Callable[[], Any] | str, train_data: tuple[Any, Any], va
             return pruned  # True stops the C++ loop after this epoch
 
         model = model_factory() if callable(model_factory) else model_factory
-        train(model, train_data, val=val, config=base.replace(**params), callback=report)
+        trial_config = base.replace(**params)
+        train(model, train_data, val=val, config=trial_config, callback=report,
+              **({"task": trial_config.task} if task_given else {}))
         finite = [v for v in values if math.isfinite(v)]
         best = (min(finite) if minimise else max(finite)) if finite else math.inf * (1 if minimise else -1)
         record = {"number": trial.number, "state": "pruned" if pruned else "complete", "value": best,
