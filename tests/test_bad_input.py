@@ -59,6 +59,9 @@ CASES = [
     ("fractional label", lambda: train(data=(X, Y + 0.5)), ValueError, r"y must be integer class ids .* such as 0.5"),
     ("NaN label", lambda: train(data=(X, np.where(Y == 0, np.nan, Y))), ValueError, r"y must be integer class ids"),
     ("one class", lambda: train(data=(X, np.zeros(40, np.int64))), ValueError, r"y holds one class \(0\) in all 40 rows: classification needs at least two \(for a value to predict, pass task='regression'\)"),
+    ("two sample sizes", lambda: train(sample_size=30, sample_fraction=0.9), ValueError, r"sample_size=30 and sample_fraction=0.9 both choose the sample's size: pass one of them"),
+    ("label smoothing for a value", lambda: train(data=(X, X[:, 0]), task="regression", label_smoothing=0.1), ValueError, r"label_smoothing applies to task='classification' only, got label_smoothing=0.1 with task='regression'"),
+    ("callback not callable", lambda: train(callback=3), TypeError, r"callback must be a callable \(kind, info\) -> bool \| None, got 3 \(int\)"),
     ("a quantity as classes", lambda: train(data=(X, np.arange(40) * 3.0)), ValueError, r"y has 40 distinct values among 40 rows, most of them seen once or twice: a value to predict\? pass task='regression'"),
     ("codes as class ids", lambda: train(data=(X, (Y % 2) * 1_000_000)), ValueError, r"y's class ids reach 1000000 with 2 distinct labels: class ids are 0..K-1"),
     ("string labels", lambda: train(data=(X, Y.astype(str))), TypeError, r"y must hold numbers"),
@@ -112,7 +115,8 @@ CASES = [
     ("predict wrong width", lambda: finetune.predict(mlp(in_features=10), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\]"),
     ("predict wrong width, native mlp", lambda: finetune.predict(finetune.build("mlp", in_features=10, num_classes=4), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\] \(dtype Float\): mlp takes 10 features per example \(in_features\), got 64$"),
     ("predict NaN", lambda: finetune.predict(mlp(), with_nan(np.nan)), ValueError, r"X contains NaN"),
-    ("evaluate batch_size 0", lambda: finetune.evaluate(mlp(), (X, Y), batch_size=0), ValueError, r"eval_batch_size must be >= 1, got 0"),
+    ("evaluate batch_size 0", lambda: finetune.evaluate(mlp(), (X, Y), batch_size=0), ValueError, r"^batch_size must be a positive integer, got 0$"),
+    ("embed batch_size 0", lambda: finetune.embed(mlp(), X, batch_size=0), ValueError, r"^batch_size must be a positive integer, got 0$"),
     ("read_idx missing file", lambda: finetune._C.read_idx("/nonexistent/file.idx"), RuntimeError, r"cannot open IDX file '/nonexistent/file.idx'"),
 ]
 

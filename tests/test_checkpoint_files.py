@@ -57,6 +57,21 @@ def raises_one_line(error: type[Exception], call, *args) -> str:
     return message
 
 
+def test_a_pytorch_file_and_a_missing_directory_are_said_as_such(tmp_path):
+    """finetune.load on torch.save's output names its format (not a header length of 10^17); finetune.save into a
+    directory that does not exist names the path asked for (not the temporary file written first)."""
+    model = finetune.build("mlp", in_features=4, num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    torch.save(model.state_dict(), tmp_path / "old.pt", _use_new_zipfile_serialization=False)  # a plain pickle
+    for name in ("sd.pt", "old.pt"):
+        message = raises_one_line(ValueError, finetune.load, tmp_path / name)
+        assert message == (f"'{tmp_path / name}' is not a valid safetensors file: it looks like a PyTorch file "
+                           "(torch.save's zip or pickle format); read it with torch.load"), message
+    target = tmp_path / "nowhere" / "m.safetensors"
+    message = raises_one_line(FileNotFoundError, finetune.save, model, target)
+    assert message == f"cannot write '{target}': the directory '{target.parent}' does not exist", message
+
+
 def file_bytes(header: dict | bytes, body: bytes = b"", length: int | None = None) -> bytes:
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
     return struct.pack("<Q", len(raw) if length is None else length) + raw + body

@@ -169,6 +169,42 @@ def test_evaluate_and_predict(wine_run, tmp_path):
     assert all(abs(sum(float(r[f"p{c}"]) for c in range(3)) - 1) < 1e-4 for r in rows)
 
 
+def test_a_csv_run_remembers_its_columns_for_predict(capsys, tmp_path):
+    """A model trained on a CSV file keeps its feature columns: new rows whose columns moved or went missing are one
+    error naming the column (they once fed each input another feature: other predictions, no error), in the CLI and
+    in Python after finetune.load; the same columns in the same order predict as before."""
+    import pandas as pd
+
+    import finetune
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 3))
+    frame = pd.DataFrame({"age": x[:, 0], "bmi": x[:, 1], "glu": x[:, 2], "type": (x[:, 0] > 0).astype(int)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\nlabel = "type"\n[model]\nname = "mlp"\n'
+                                       "[train]\nepochs = 2\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    new = frame.drop(columns="type")[:5]
+    new.to_csv(tmp_path / "same.csv", index=False)
+    assert run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "same.csv"), "--output",
+                    str(tmp_path / "same_p.csv"))[0] == 0
+    new[new.columns[::-1]].to_csv(tmp_path / "moved.csv", index=False)
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "moved.csv"), "--output",
+                         str(tmp_path / "p.csv"))
+    assert_one_line_error(code, err, "moved.csv's columns are in another order than in training ('glu' at position 0, "
+                          "where training had 'age'): write its columns in the training order ['age', 'bmi', 'glu']")
+    new.drop(columns="bmi").to_csv(tmp_path / "fewer.csv", index=False)
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "fewer.csv"), "--output",
+                         str(tmp_path / "p.csv"))
+    assert_one_line_error(code, err, "fewer.csv's columns differ from the ones the model was trained on: missing ['bmi']")
+    model = finetune.load(tmp_path / "r" / "model.safetensors")
+    with open(tmp_path / "same_p.csv") as f:
+        assert finetune.predict(model, new).tolist() == [int(row["prediction"]) for row in csv.DictReader(f)]
+    with pytest.raises(ValueError, match=r"X's columns are in another order than in training"):
+        finetune.predict(model, new[new.columns[::-1]])
+
+
 def test_compare_shows_differences_and_metrics(wine_run, tmp_path):
     other = tmp_path / "wine2"
     assert finetune_cli("train", str(EXAMPLES / "wine.toml"), "train.epochs=5", "--out", str(other),

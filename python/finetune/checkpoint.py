@@ -126,6 +126,8 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
             storages.add(t.untyped_storage().data_ptr())
         prepared[name] = t
     data = safetensors.torch.save(prepared, metadata=dict(metadata) if metadata else None)
+    if not path.parent.is_dir():  # said of the path asked for, not of the temporary file written first
+        raise FileNotFoundError(f"cannot write '{path}': the directory '{path.parent}' does not exist")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as f:
@@ -202,6 +204,9 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         if len(prefix) < 8:
             raise _Invalid(f"the file has {size} bytes, fewer than the 8 of the header length")
         (length,) = struct.unpack("<Q", prefix)
+        if length > size - 8 and (prefix.startswith(b"PK\x03\x04") or prefix[:1] == b"\x80"):
+            # a header length no file has, and torch.save's zip archive or a pickle's opening bytes
+            raise _Invalid("it looks like a PyTorch file (torch.save's zip or pickle format); read it with torch.load")
         if length > size - 8:
             raise _Invalid(f"header runs past the end of the file (header length {length}, file {size} bytes)")
         if length > _MAX_HEADER:

@@ -62,8 +62,10 @@ def check_columns(value: Any, trained: Sequence[str] | None, name: str = "X") ->
     check_column_names(column_names(value), trained, name)
 
 
-def check_column_names(columns: Sequence[str] | None, trained: Sequence[str] | None, name: str = "X") -> None:
-    """``columns`` (a DataFrame's, a CSV file's header) against the training ones; see check_columns."""
+def check_column_names(columns: Sequence[str] | None, trained: Sequence[str] | None, name: str = "X",
+                       reorder: str | None = None) -> None:
+    """``columns`` (a DataFrame's, a CSV file's header) against the training ones; see check_columns. ``reorder``:
+    how to put them in order, when only the order differs (a DataFrame's: pass X[columns])."""
     if columns is None or trained is None or tuple(columns) == tuple(trained):
         return
     columns, trained = tuple(columns), tuple(trained)
@@ -74,8 +76,8 @@ def check_column_names(columns: Sequence[str] | None, trained: Sequence[str] | N
         raise ValueError(f"{name}'s columns differ from the ones the model was trained on: {'; '.join(said)}")
     moved = next(i for i, (a, b) in enumerate(zip(columns, trained)) if a != b)
     raise ValueError(f"{name}'s columns are in another order than in training ({columns[moved]!r} at position "
-                     f"{moved}, where training had {trained[moved]!r}): pass {name}[columns] in the training order "
-                     f"{_some(list(trained))}")
+                     f"{moved}, where training had {trained[moved]!r}): {reorder or f'pass {name}[columns]'} in the "
+                     f"training order {_some(list(trained))}")
 
 
 def _some(names: list[str], most: int = 6) -> str:

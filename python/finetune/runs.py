@@ -33,7 +33,7 @@ import numpy as np
 import tomli_w
 import torch
 
-from . import checkpoint, data, datasets, distributed, lora, models, registry, report, training
+from . import checkpoint, data, datasets, distributed, lora, models, registry, report, saving, training
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -407,15 +407,18 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     if result.recipe[0]["value"] != "none":  # its settings were its phases' (metrics.json): config.toml reruns it
         config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if k in cfg.train_given}
     (out / "config.toml").write_text(write_toml(config_written))
+    # The task, and a CSV file's feature columns: predicting on a file whose columns moved is an error, not garbage
+    remembered = training.trained_for(result.model) or training.TrainedFor(split.task)
+    trained = saving.trained_for_meta(dataclasses.replace(remembered, columns=data_columns(cfg)))
     if result.lora is not None and not result.lora["merged"]:
         # Adapters kept apart (lora.merge = false): the run keeps what trained -- the adapters and the head, a
         # small file -- and rebuilds the pretrained model around them when loaded.
         state = {k: v for k, v in result.model.state_dict().items() if lora.is_trained_name(k, result.lora["head"])}
         checkpoint.save_tensors(out / "adapters.safetensors", state,
-                                {"model": json.dumps(resolved.model), "lora": json.dumps(result.lora)})
+                                {"model": json.dumps(resolved.model), "lora": json.dumps(result.lora), **trained})
     else:
         checkpoint.save_tensors(out / "model.safetensors", result.model.state_dict(),
-                                {"model": json.dumps(resolved.model)})
+                                {"model": json.dumps(resolved.model), **trained})
     with open(out / "history.csv", "w", newline="") as f:
         # The recipe's phases log different columns (its head fit has no rate, phase pairs no validation): all of them
         columns = list(dict.fromkeys(k for h in result.history for k in h)) or ["epoch"]
@@ -538,6 +541,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     model = registry.get(spec.pop("name")).build_saved(spec)
     if not adapters.exists():
         model.load_state_dict(tensors)
+        saving.remember_saved_training(model, meta)
         return cfg, model
     # The pretrained model rebuilt (its weights from its package), the adapters put back where they were trained.
     added = json.loads(meta["lora"])
@@ -548,6 +552,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     if missing:
         raise ValueError(f"{adapters}: tensors {missing[:4]} have no place in the rebuilt model")
     module.load_state_dict(tensors, strict=False)
+    saving.remember_saved_training(module, meta)
     return cfg, module
 
 
@@ -562,9 +567,19 @@ def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     return metrics
 
 
-def read_inputs(cfg: RunConfig, path: str | os.PathLike) -> np.ndarray:
+def data_columns(cfg: RunConfig) -> tuple[str, ...] | None:
+    """The feature columns of the config's CSV file (its header but the label), else None (a built-in set, .npz)."""
+    path = cfg.data.get("path")
+    if path is None or not (str(path).endswith(".csv") or str(path).endswith(".csv.gz")):
+        return None
+    return datasets.csv_columns(path, cfg.data["label"], cfg.data.get("encoding") or "utf-8",
+                                cfg.data.get("encoding_errors") or "strict")
+
+
+def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...] | None = None) -> np.ndarray:
     """New data for a run's model: the array X of an .npz file, or a CSV's numeric columns (the label column, when
-    there is one, left out); flat rows are reshaped to the model's example shape (an image model's)."""
+    there is one, left out; ``columns``, the training file's, when known, must be its columns in the same order);
+    flat rows are reshaped to the model's example shape (an image model's)."""
     path = Path(path)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
@@ -574,6 +589,8 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike) -> np.ndarray:
     else:
         encoding = {"encoding": cfg.data.get("encoding") or "utf-8",
                     "errors": cfg.data.get("encoding_errors") or "strict"}
+        data.check_column_names(datasets.csv_columns(path, cfg.data["label"], **encoding), columns, str(path),
+                                reorder="write its columns")
         x, _ = datasets.load_file(path, label=cfg.data["label"], task="regression", **encoding) \
             if _has_label(path, cfg) else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
                                                       encoding=encoding["encoding"]).astype(np.float32), None)
@@ -594,7 +611,8 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
     import finetune
 
     cfg, model = load_run(run_dir)
-    x = model_inputs(cfg, read_inputs(cfg, input_path))
+    trained = training.trained_for(model)
+    x = model_inputs(cfg, read_inputs(cfg, input_path, trained.columns if trained is not None else None))
     with open(output_path, "w") as f:
         if cfg.train.task == "classification":
             predictions = finetune.predict(model, x, output="probabilities")

@@ -23,8 +23,7 @@ def save(model: Any, path: str | os.PathLike) -> None:
     options = getattr(model, "options", None) or {**entry.defaults, **options}  # a native model's, resolved
     trained = training.trained_for(model) or training.TrainedFor(training.task_of(model, None))
     checkpoint.save_tensors(path, model.state_dict(),
-                            {"model": json.dumps({"name": entry.name, **options}),
-                             "trained_for": json.dumps(dataclasses.asdict(trained))})
+                            {"model": json.dumps({"name": entry.name, **options}), **trained_for_meta(trained)})
 
 
 def load(path: str | os.PathLike) -> Any:
@@ -36,11 +35,21 @@ def load(path: str | os.PathLike) -> Any:
     spec = json.loads(meta["model"])
     model = registry.get(spec.pop("name")).build_saved(spec)
     model.load_state_dict(tensors)
+    if meta.get("task") and "trained_for" not in meta:  # a file from before "trained_for" (finetune 0.1.0 of 2026-12-03)
+        training.remember_training(model, training.TrainedFor(meta["task"]))
+    remember_saved_training(model, meta)
+    return model
+
+
+def trained_for_meta(trained: training.TrainedFor) -> dict[str, str]:
+    """What a safetensors file keeps of a training (load and a run directory read it back)."""
+    return {"trained_for": json.dumps(dataclasses.asdict(trained))}
+
+
+def remember_saved_training(model: Any, meta: dict[str, str]) -> None:
+    """The training a file's ``trained_for_meta`` recorded, remembered for ``model`` (predict checks by it)."""
     if "trained_for" in meta:
         trained = json.loads(meta["trained_for"])
         training.remember_training(model, training.TrainedFor(
             trained["task"], *(tuple(trained[k]) if trained[k] is not None else None
                                for k in ("columns", "target_shape"))))
-    elif meta.get("task"):  # a file from before "trained_for" (finetune 0.1.0 of 2026-12-03)
-        training.remember_training(model, training.TrainedFor(meta["task"]))
-    return model

@@ -94,6 +94,12 @@ def resolve_config(config: TrainConfig | None, settings: dict[str, Any]) -> Trai
     if unknown:
         raise TypeError(f"unknown setting(s) {unknown}; known settings: {config_fields()}")
     cfg = dataclasses.replace(config or TrainConfig(), **settings)
+    if cfg.sample_size is not None and cfg.sample_fraction != 1.0:  # one would be ignored
+        raise ValueError(f"sample_size={cfg.sample_size!r} and sample_fraction={cfg.sample_fraction!r} both choose "
+                         "the sample's size: pass one of them")
+    if cfg.label_smoothing != 0.0 and cfg.task != "classification":  # no classes to smooth over: it would do nothing
+        raise ValueError(f"label_smoothing applies to task='classification' only, got label_smoothing="
+                         f"{cfg.label_smoothing!r} with task={cfg.task!r}")
     if isinstance(cfg.class_weights, list | tuple | np.ndarray | torch.Tensor):  # any array-like, as a plain list
         cfg = dataclasses.replace(cfg, class_weights=np.asarray(cfg.class_weights, dtype=np.float64).reshape(-1).tolist())
     # Check every field now, before any work; the two fields that need the model or the data are checked
@@ -438,6 +444,9 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
                          "given too; pass one of them")
     if val_fraction is not None and not (isinstance(val_fraction, float | int) and 0 < val_fraction < 1):
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    if callback is not None and not callable(callback):  # now, not at the first step, deep in the loop
+        raise TypeError(f"callback must be a callable (kind, info) -> bool | None, got {callback!r} "
+                        f"({type(callback).__name__})")
     lora_settings = loras.LoraSettings.parse(lora) if lora is not None and lora is not False else None
     if lora_settings is not None and chosen == "head":
         raise ValueError("lora= trains adapters in the body, and recipe='head' trains the head alone: pass one of them")
@@ -491,6 +500,12 @@ def trained_for(model: Any) -> TrainedFor | None:
         return _TRAINED_FOR.get(model)
     except TypeError:
         return None
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    """evaluate's, predict's and embed's batch_size, named as the caller passed it (TrainConfig says eval_batch_size)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 def task_of(model: Any, task: str | None) -> str:
@@ -985,6 +1000,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     Under torchrun (``distributed="auto"``) every rank must call it with the same data: each evaluates its
     own shard and all of them get the metrics of the whole set, summed from the ranks' counts."""
     task = task_of(model, task)
+    _check_batch_size(batch_size)
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device_for_rank(device), topk=topk,
                       distributed=distributed, trim_padding=trim_padding, num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
@@ -1016,6 +1032,7 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
     must run in Python (an ``nn.Module``, or one finetune traced, such as ``"minilm"``) and its output must be
     its head's, or be built in C++ with a head ("mlp": the last hidden layer's activations, its input scaling
     applied; "cnn": the hidden layer's); otherwise a ValueError says why."""
+    _check_batch_size(batch_size)
     _check_columns(model, x)
     x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
     inputs = data.features(x, "X", models.parameter_dtype(model))
@@ -1069,6 +1086,7 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
         output = "classes" if task == "classification" else "values"
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
+    _check_batch_size(batch_size)
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device, trim_padding=trim_padding,
                       num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
