@@ -111,6 +111,7 @@ CASES = [
     # evaluate / predict
     ("evaluate empty", lambda: finetune.evaluate(mlp(), (X[:0], Y[:0])), ValueError, r"X is empty"),
     ("evaluate model name", lambda: finetune.evaluate("mlp", (X, Y)), TypeError, r"model must be an nn.Module"),
+    ("values of a classifier", lambda: finetune.predict(finetune.train("mlp", (X, Y), epochs=1, progress=False).model, X, output="values"), ValueError, r"output='values' \(task='classification'\) reads a regression model's values, and this model was trained for classification: output='logits' gives its class scores"),
     ("predict unknown output", lambda: finetune.predict(mlp(), X, output="scores"), ValueError, r"output must be one of \['classes', 'probabilities', 'logits', 'values'\], got 'scores'"),
     ("predict wrong width", lambda: finetune.predict(mlp(in_features=10), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\]"),
     ("predict wrong width, native mlp", lambda: finetune.predict(finetune.build("mlp", in_features=10, num_classes=4), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\] \(dtype Float\): mlp takes 10 features per example \(in_features\), got 64$"),

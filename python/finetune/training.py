@@ -1086,6 +1086,10 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
         output = "classes" if task == "classification" else "values"
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
+    trained = trained_for(model)
+    if output == "values" and trained is not None and trained.task == "classification":
+        raise ValueError(f"output='values' (task={task!r}) reads a regression model's values, and this model was "
+                         "trained for classification: output='logits' gives its class scores")
     _check_batch_size(batch_size)
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device, trim_padding=trim_padding,
                       num_workers=num_workers, prefetch=prefetch)
