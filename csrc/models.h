@@ -48,6 +48,15 @@ struct MlpOptions {
   // its units (a price in dollars, a fraction). Empty: none.
   std::vector<double> target_center = {};
   std::vector<double> target_scale = {};
+  // A linear model beside the layers, averaged with them (recipe.py's tabular rule: on small tables an MLP alone
+  // trails logistic regression): "probabilities" averages the two models' class probabilities (the output is the
+  // log of the average, a logit whose softmax gives it back), "values" their outputs before the target scaling;
+  // "none": no linear model. It reads the inputs standardised, (x - linear_center) * linear_scale; its weights are
+  // the buffers linear_weight [num_classes, in_features] and linear_bias [num_classes], and its share of the
+  // average the buffer linear_share, all 0 until fit (recipe.py): state the loop does not train.
+  std::string linear = "none";
+  std::vector<double> linear_center = {};
+  std::vector<double> linear_scale = {};
 };
 
 // Conv3x3 + BatchNorm + ReLU + MaxPool2 per entry of `channels`, then dropout, a hidden linear layer and

@@ -129,17 +129,19 @@ EXCLUDED = {
         "a benchmark: STORY, N, NAME and VALUE stand for the runs the README lists (1 to 17 minutes each)",
     'python benchmarks/recipe_variants.py --threads 2 --rows "the recipe as it is" "best temperature"':
         "a benchmark: 146 s on this machine",
-    "python benchmarks/tabular_variants.py": "a benchmark: 402 s on this machine (tests/test_tabular.py checks the "
+    "python benchmarks/tabular_variants.py": "a benchmark: 831 s on an Intel Xeon (tests/test_tabular.py checks the "
                                              "recipe against linear regression on diabetes)",
     'python benchmarks/tabular_variants.py --seeds 20 --rows "as it is" "x 1000"':
         "a benchmark: 32 s on an Intel Xeon (tests/test_tabular.py checks the target scaling on one split)",
     "python benchmarks/imbalance.py --seeds 5 --ratios 20 50 --threads 1":
         "a benchmark: 400 s on an Intel Xeon (tests/test_recipe.py checks the cap)",
-    "python benchmarks/unseen_tables.py": "a benchmark: 53 s on an Intel Xeon (tests/test_tabular.py checks the "
-                                          "target scaling it measures)",
-    "python benchmarks/tabular_variants.py --seeds 100 --rows ROW ...":
+    "python benchmarks/unseen_tables.py --seeds 10 --threads 1":
+        "a benchmark: 266 s on an Intel Xeon (tests/test_tabular.py checks the target scaling and the linear model)",
+    'python benchmarks/tabular_variants.py --seeds 100 --threads 1 --rows "the recipe as it is" "linear"':
+        "a benchmark: 746 s on an Intel Xeon (tests/test_tabular.py checks the linear model against scikit-learn)",
+    "python benchmarks/tabular_variants.py --seeds 100 --rows ROW":
         "a benchmark: about 100 s a row over 100 splits (ROW stands for each variant the README lists)",
-    "python benchmarks/quality.py --sections tabular --seeds 5 --threads 1": "a benchmark: 183 s on this machine",
+    "python benchmarks/quality.py --sections tabular --seeds 5 --threads 1": "a benchmark: 127 s on an Intel Xeon",
     "python benchmarks/imbalance.py --seeds 8 --ratios 3 5 10 --threads 1": "a benchmark: 683 s on this machine",
     'pip install ".[bench]"': "installs packages",
     "python benchmarks/fastai_side_by_side.py --seeds 3 --threads 1 --save docs/quality/fastai.json":

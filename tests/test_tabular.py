@@ -3,10 +3,12 @@ invariance to the features' units, and the recipe's rules for an MLP trained fro
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import RobustScaler
 
@@ -74,7 +76,10 @@ def test_scaling_options_are_read_off_the_data_as_a_group():
     with pytest.raises(ValueError, match=r"center and scale must both be empty or both hold in_features = 3 values, "
                                          r"got 3 and 0"):
         finetune.train("mlp", (x, y), center=[0.0, 0.0, 0.0], epochs=1, progress=False)
-    assert registry.get("mlp").infer_options(x, y, center=[1.0, 1.0, 1.0]).keys() == {"in_features", "num_classes"}
+    assert registry.get("mlp").infer_options(x, y, center=[1.0, 1.0, 1.0]).keys() == {
+        "in_features", "num_classes", "linear", "linear_center", "linear_scale"}  # the linear model's group is read
+    assert registry.get("mlp").infer_options(x, y, linear="none").keys() == {
+        "in_features", "num_classes", "center", "scale", "clip"}
 
 
 def test_an_mlp_built_from_data_learns_the_same_from_raw_or_rescaled_features():
@@ -320,3 +325,87 @@ def test_dataframes_keep_their_numbers_and_a_wide_head_keeps_its_class_ids():
     y = np.repeat([3000, 4000], 10)
     result = finetune.train(wide, (x, y), head="keep", epochs=1, lr=1e-3, progress=False)
     assert result.steps >= 1
+
+
+def _with_linear(model, weight, bias, share):
+    state = model.state_dict()
+    state["linear_weight"], state["linear_bias"] = weight, bias
+    state["linear_share"] = torch.tensor(share)
+    model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_linear_model_beside_the_layers_averages_as_a_plain_pytorch_reference(task):
+    """MlpOptions::linear: the layers' output (share 0: as it is) averaged with a linear model's on the standardised
+    inputs -- class probabilities for classification (the output their log), values before the target scaling."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 5)).astype(np.float32) * 4 + 2
+    y = (x[:, 0] > 2).astype(np.int64) + (x[:, 1] > 2) if task == "classification" else x[:, 0] * 100.0 + 7.0
+    options = registry.get("mlp").infer_options(x, y, task)
+    assert options["linear"] == ("probabilities" if task == "classification" else "values")
+    np.testing.assert_allclose(options["linear_center"], x.astype(np.float64).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(options["linear_scale"], 1 / x.astype(np.float64).std(0), rtol=1e-6)
+    model = finetune.build("mlp", **options)
+    alone = finetune.predict(model, x, output="logits" if task == "classification" else "values", task=task)
+    outputs = options["num_classes"]
+    weight, bias = torch.randn(outputs, 5), torch.randn(outputs)
+    _with_linear(model, weight, bias, 0.0)
+    np.testing.assert_array_equal(finetune.predict(model, x, output="logits" if task == "classification" else "values",
+                                                   task=task), alone)  # share 0: the layers' output untouched
+    _with_linear(model, weight, bias, 0.3)
+    standardised = (torch.from_numpy(x).double() - torch.tensor(options["linear_center"])) * torch.tensor(
+        options["linear_scale"])
+    linear = standardised @ weight.double().T + bias.double()
+    if task == "classification":
+        expected = 0.7 * torch.softmax(torch.from_numpy(alone).double(), 1) + 0.3 * torch.softmax(linear, 1)
+        got = finetune.predict(model, x, output="probabilities", task=task)
+    else:
+        center, scale = options["target_center"][0], options["target_scale"][0]
+        layers = (torch.from_numpy(alone).double().reshape(-1) - center) / scale  # before the target scaling
+        expected = (0.7 * layers + 0.3 * linear[:, 0]) * scale + center
+        got = finetune.predict(model, x, task=task)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_the_recipe_fits_the_linear_model_as_scikit_learn_and_chooses_its_share_on_the_slice():
+    """The linear model the recipe fits beside "mlp" is scikit-learn's LogisticRegression at its defaults on the
+    standardised inputs (LinearRegression on the standardised target for regression), fit on every training row;
+    its share is one of recipe.LINEAR_SHARES, chosen by the slice's loss and recorded; linear='none' keeps it out."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    wine = load_wine()
+    x, y = wine.data.astype(np.float32), wine.target
+    result = finetune.train("mlp", (x, y), seed=0, progress=False)
+    decided = {d["what"]: d for d in result.recipe}
+    assert decided["linear.share"]["value"] in recipe.LINEAR_SHARES, decided["linear.share"]
+    assert "the losses by share: 0: " in decided["linear.share"]["reason"]
+    state = result.model.state_dict()
+    assert float(state["linear_share"]) == decided["linear.share"]["value"]
+    reference = LogisticRegression(max_iter=10_000, tol=1e-10).fit(StandardScaler().fit_transform(x.astype(np.float64)), y)
+    np.testing.assert_allclose(state["linear_weight"].numpy(), reference.coef_, atol=2e-3)
+    np.testing.assert_allclose(state["linear_bias"].numpy(), reference.intercept_, atol=2e-3)
+
+    d = load_diabetes()
+    x, y = d.data.astype(np.float32), d.target.astype(np.float32)
+    state = finetune.train("mlp", (x, y), task="regression", seed=0, progress=False).model.state_dict()
+    reference = LinearRegression().fit(StandardScaler().fit_transform(x.astype(np.float64)), (y - y.mean()) / y.std())
+    np.testing.assert_allclose(state["linear_weight"].numpy()[0], reference.coef_, atol=1e-4)
+    np.testing.assert_allclose(state["linear_bias"].numpy(), [reference.intercept_], atol=1e-4)
+
+    alone = finetune.train("mlp", (x, y), task="regression", seed=0, linear="none", progress=False)
+    assert "linear_share" not in alone.model.state_dict()
+    assert {d["what"]: d["reason"] for d in alone.recipe}["linear.share"] == \
+        "no linear model beside the layers (linear='none')"
+
+
+def test_a_saved_mlp_keeps_its_linear_model():
+    wine = load_wine()
+    model = finetune.train("mlp", (wine.data, wine.target), seed=1, progress=False).model
+    state = model.state_dict()
+    _with_linear(model, state["linear_weight"], state["linear_bias"], 0.4)  # a share in use, whatever was chosen
+    with tempfile.TemporaryDirectory() as directory:
+        finetune.save(model, f"{directory}/m.safetensors")
+        loaded = finetune.load(f"{directory}/m.safetensors")
+    np.testing.assert_array_equal(finetune.predict(loaded, wine.data, output="probabilities"),
+                                  finetune.predict(model, wine.data, output="probabilities"))

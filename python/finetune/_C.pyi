@@ -151,6 +151,9 @@ class MlpOptions:
     clip: float
     target_center: list[float]
     target_scale: list[float]
+    linear: str
+    linear_center: list[float]
+    linear_scale: list[float]
     def __init__(self) -> None: ...
 
 class CnnOptions:

@@ -303,7 +303,22 @@ def _infer_mlp(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str)
         raise ValueError(f"model 'mlp' needs X shaped (rows, features), got X of shape {tuple(inputs[0].shape)}: "
                          "one feature is a column, X.reshape(-1, 1) (or df[[name]] for a DataFrame)")
     return {"in_features": int(inputs[0][0].numel()), "num_classes": _outputs(targets, task),
-            **robust_scaling(inputs[0].flatten(1)), **(target_scaling(targets) if task == "regression" else {})}
+            **robust_scaling(inputs[0].flatten(1)), **(target_scaling(targets) if task == "regression" else {}),
+            **linear_slot(inputs[0].flatten(1), task)}
+
+
+def linear_slot(x: torch.Tensor, task: str) -> dict[str, Any]:
+    """The linear model "mlp" holds beside its layers (MlpOptions::linear; the recipe fits it and chooses its share,
+    recipe.LINEAR_SHARES): how the two are averaged for ``task``, and the inputs' standardisation it reads -- each
+    feature's mean and 1 / (population) standard deviation, 0 for a constant feature -- as scikit-learn's
+    StandardScaler gives a linear model its inputs. None for a ranking."""
+    if task not in ("classification", "regression"):
+        return {}
+    values = x.detach().cpu().double()
+    spread = values.std(0, correction=0)
+    scale = torch.where(spread > 0, 1.0 / spread, torch.zeros_like(spread))
+    return {"linear": "probabilities" if task == "classification" else "values",
+            "linear_center": values.mean(0).tolist(), "linear_scale": scale.tolist()}
 
 
 def target_scaling(targets: torch.Tensor) -> dict[str, Any]:
@@ -370,7 +385,8 @@ RANKING_REG = 1e-4  # mf's reg for task="ranking" unless given
 
 
 _native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp,
-        statistics=(("center", "scale", "clip"), ("target_center", "target_scale")), recipe="tabular")
+        statistics=(("center", "scale", "clip"), ("target_center", "target_scale"),
+                    ("linear", "linear_center", "linear_scale")), recipe="tabular")
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
 _native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender")
