@@ -409,3 +409,51 @@ def test_a_saved_mlp_keeps_its_linear_model():
         loaded = finetune.load(f"{directory}/m.safetensors")
     np.testing.assert_array_equal(finetune.predict(loaded, wine.data, output="probabilities"),
                                   finetune.predict(model, wine.data, output="probabilities"))
+
+
+def test_the_share_kept_is_the_lowest_slice_loss_and_the_metrics_are_its():
+    import re
+
+    wine = load_wine()
+    result = finetune.train("mlp", (wine.data, wine.target), seed=2, progress=False)
+    reason = {d["what"]: d for d in result.recipe}["linear.share"]
+    losses = {float(a): float(b) for a, b in re.findall(r"([\d.]+): ([\d.]+)", reason["reason"].split("by share: ")[1])}
+    assert sorted(losses) == list(recipe.LINEAR_SHARES)
+    assert losses[reason["value"]] == min(losses.values())
+    assert result.metrics["loss"] == pytest.approx(losses[reason["value"]], abs=6e-5)  # the slice's, with the share
+
+
+def test_a_binary_linear_model_is_scikit_learns_binary_logistic_regression():
+    """Two classes: the two-class multinomial at C = 0.5 is scikit-learn's binary fit at C = 1 (its one weight
+    vector the difference of the two rows), with the class weights rule 7 chose."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    d = load_breast_cancer()
+    result = finetune.train("mlp", (d.data, d.target), seed=0, progress=False)
+    weights = {x["what"]: x["value"] for x in result.recipe}["class_weights"]
+    state = result.model.state_dict()
+    reference = LogisticRegression(max_iter=10_000, tol=1e-10, class_weight=None if weights is None else "balanced").fit(
+        StandardScaler().fit_transform(d.data.astype(np.float32).astype(np.float64)), d.target)
+    weight, bias = state["linear_weight"].double(), state["linear_bias"].double()
+    np.testing.assert_allclose((weight[1] - weight[0]).numpy(), reference.coef_[0], atol=2e-3)
+    np.testing.assert_allclose(float(bias[1] - bias[0]), reference.intercept_[0], atol=2e-3)
+
+
+def test_a_trained_mlp_passed_in_again_gets_its_linear_model_fit_for_the_new_data():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    wine = load_wine()
+    x, y = wine.data.astype(np.float32), wine.target
+    first = finetune.train("mlp", (x[:120], y[:120] * 0 + (np.arange(120) % 3)), seed=0, progress=False).model
+    again = finetune.train(first, (x, y), seed=0, progress=False)
+    assert "linear.share" in {d["what"] for d in again.recipe}
+    state = again.model.state_dict()
+    scaled = (x.astype(np.float64) - state["linear_center"].double().numpy()) * state["linear_scale"].double().numpy()
+    reference = LogisticRegression(max_iter=10_000, tol=1e-10).fit(scaled, y)  # the standardisation first built
+    np.testing.assert_allclose(state["linear_weight"].numpy(), reference.coef_, atol=2e-3)
+    options = registry.get("mlp").infer_options(x, y)
+    with pytest.raises(ValueError, match=r"model 'mlp' with linear='probabilities' averages class probabilities, and "
+                                         r"task='regression' needs linear='values' \(or linear='none': no linear model\)"):
+        finetune.train(finetune.build("mlp", **options), (x, x[:, 0]), task="regression", progress=False)
