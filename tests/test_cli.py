@@ -418,7 +418,9 @@ def test_result_plot_draws_curves(wine_run):
     result = finetune.train("mlp", (wine.x_train, wine.y_train), val=(wine.x_test, wine.y_test), epochs=3,
                             progress=False)
     axes = result.plot()
-    assert len(axes[0].lines) == 2 and len(axes[1].lines) == 1
+    assert len(axes[0].lines) == 2 and len(axes[1].lines) == 1 and axes[1].get_visible()
+    alone = finetune.train("mlp", (wine.x_train, wine.y_train), epochs=2, progress=False).plot()
+    assert len(alone[0].lines) == 1 and not alone[1].get_visible()  # no validation: no empty second panel
 
 
 # --- config mistakes: each exits 2 with one line naming the key, the value and the file ---------------------

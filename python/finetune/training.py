@@ -73,11 +73,13 @@ class Result:
         except ImportError:
             raise ImportError("Result.plot needs matplotlib: pip install matplotlib") from None
         if axes is None:
-            _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+            _, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")  # the labels inside the figure
         metric = report.draw_curves(axes[0], axes[1], self.history)
         axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
         if metric:
             axes[1].set(xlabel="epoch", ylabel=metric, title=metric)
+        else:  # nothing measured on validation data: no empty frame beside the loss
+            axes[1].set_visible(False)
         return axes
 
     def __repr__(self) -> str:
