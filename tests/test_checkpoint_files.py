@@ -229,7 +229,9 @@ def test_a_real_checkpoint_loads_what_was_written(ckpt):
     assert config == json.loads((ckpt / "config.json").read_text())
     assert loop["rng_state"].dtype == torch.uint8 and loop["rng_state"].shape == torch.get_rng_state().shape
     assert loop["optimizer"] and loop["best"].keys() == tensors.keys()
-    assert loop["ema"].keys() == tensors.keys() - {"center", "scale"}  # the average of the parameters, not the buffers
+    buffers = {"center", "scale", "linear_center", "linear_scale", "linear_weight", "linear_bias", "linear_share"}
+    assert buffers <= tensors.keys()
+    assert loop["ema"].keys() == tensors.keys() - buffers  # the average of the parameters, not the buffers
     assert checkpoint.load(ckpt.parent)[0].keys() == tensors.keys()  # through the `latest` pointer
 
 
