@@ -476,11 +476,13 @@ def load_file(path: str | os.PathLike, label: str = "label", task: str = "classi
     raise ValueError(f"data file '{path}' must be .npz or .csv, got '{path.suffix}'")
 
 
-def csv_columns(path: str | os.PathLike, label: str, encoding: str = "utf-8", errors: str = "strict") -> tuple[str, ...]:
-    """The feature columns of a CSV file's header: every column but ``label`` (when it is there), in order."""
+def csv_header(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "strict") -> list[str]:
+    """The column names of a CSV file (.csv or .csv.gz), read as load_file reads them."""
     import csv
 
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file '{path}' does not exist")
     try:
         with _open_text(path, encoding, errors) as f:
             header = next(csv.reader(f), None)
@@ -488,7 +490,7 @@ def csv_columns(path: str | os.PathLike, label: str, encoding: str = "utf-8", er
         raise _decode_error(path, encoding) from None
     if header is None:
         raise ValueError(f"'{path}' is empty")
-    return tuple(c for c in header if c != label)
+    return header
 
 
 def _is_number(text: str) -> bool:

@@ -712,9 +712,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                   + f" with the lowest validation loss ({best_loss:.4f}"
                   + ("; at its best temperature)" if by_temperature else ")") + not_clearly)
 
-    linear = _linear_share(plan, model, config, train_data, val, common.get("class_weights"), measure)
+    linear, measured = _linear_share(plan, model, config, train_data, val, common.get("class_weights"), measure)
     if linear is not None:
-        metrics = measure(model, val)  # the slice's metrics of the average returned (its share read off them)
+        metrics = measured  # the slice's metrics of the average returned, at the share chosen
 
     if val_carved and REFIT:
         # The decisions are made; the held-out examples are worth more as training data than as a check now:
@@ -768,28 +768,30 @@ def _check_linear_task(model: Any, task: str) -> None:
 
 def _linear_share(plan: Plan, model: Any, config: Any, train_data: tuple[list[torch.Tensor], torch.Tensor],
                   val: tuple[list[torch.Tensor], torch.Tensor] | None, class_weights: Any,
-                  measure: Callable[..., dict[str, Any]]) -> float | None:
+                  measure: Callable[..., dict[str, Any]]) -> tuple[float | None, dict[str, Any]]:
     """An "mlp"'s linear model (LINEAR_SHARES): fit on the training rows, its share of the average chosen by the
-    validation loss and left set in ``model``; None where there is none (and why, in the plan). A trained "mlp"
-    passed in again gets its linear model fit anew for the data, as one built by name."""
+    validation loss and left set in ``model``: (the share, the slice's metrics at it); (None, {}) where there is
+    none (and why, in the plan). A trained "mlp" passed in again gets its linear model fit anew for the data, as
+    one built by name."""
     if not _has_linear(model):
         if (getattr(model, "options", None) or {}).get("linear") == "none":
             plan.note("linear.share", None, "no linear model beside the layers (linear='none')")
-        return None
+        return None, {}
     if val is None:
         plan.note("linear.share", None, "nothing held out to choose its share on: the MLP alone")
-        return None
+        return None, {}
     _fit_linear(model, train_data, config, class_weights)
-    losses = {}
+    measured = {}
     for share in LINEAR_SHARES:
         _set_share(model, share)
-        losses[share] = float(measure(model, val)["loss"])
+        measured[share] = measure(model, val)
+    losses = {share: float(m["loss"]) for share, m in measured.items()}
     chosen = min(LINEAR_SHARES, key=lambda share: losses[share])
     _set_share(model, chosen)
     plan.note("linear.share", chosen, f"the linear model's share of the average with the lowest validation loss, "
               f"at most {max(LINEAR_SHARES):g} (0: the MLP alone); the losses by share: "
               + ", ".join(f"{share:g}: {loss:.4f}" for share, loss in losses.items()))
-    return chosen
+    return chosen, measured[chosen]
 
 
 def _fit_linear(model: Any, data: tuple[list[torch.Tensor], torch.Tensor], config: Any, class_weights: Any) -> None:

@@ -572,8 +572,8 @@ def data_columns(cfg: RunConfig) -> tuple[str, ...] | None:
     path = cfg.data.get("path")
     if path is None or not (str(path).endswith(".csv") or str(path).endswith(".csv.gz")):
         return None
-    return datasets.csv_columns(path, cfg.data["label"], cfg.data.get("encoding") or "utf-8",
-                                cfg.data.get("encoding_errors") or "strict")
+    header = datasets.csv_header(path, cfg.data.get("encoding") or "utf-8", cfg.data.get("encoding_errors") or "strict")
+    return tuple(c for c in header if c != cfg.data["label"])
 
 
 def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...] | None = None) -> np.ndarray:
@@ -589,20 +589,15 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
     else:
         encoding = {"encoding": cfg.data.get("encoding") or "utf-8",
                     "errors": cfg.data.get("encoding_errors") or "strict"}
-        data.check_column_names(datasets.csv_columns(path, cfg.data["label"], **encoding), columns, str(path),
-                                reorder="write its columns")
-        x, _ = datasets.load_file(path, label=cfg.data["label"], task="regression", **encoding) \
-            if _has_label(path, cfg) else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
-                                                      encoding=encoding["encoding"]).astype(np.float32), None)
+        header, label = datasets.csv_header(path, **encoding), cfg.data["label"]
+        data.check_column_names(tuple(c for c in header if c != label), columns, str(path), reorder="write its columns")
+        x, _ = datasets.load_file(path, label=label, task="regression", **encoding) \
+            if label in header else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
+                                                encoding=encoding["encoding"]).astype(np.float32), None)
     entry = registry.get(cfg.model["name"])
     if entry.example_shape is not None and x.ndim == 2:
         x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))
     return x
-
-
-def _has_label(path: Path, cfg: RunConfig) -> bool:
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        return cfg.data["label"] in f.readline().strip().split(",")
 
 
 def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike) -> int:

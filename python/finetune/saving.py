@@ -35,8 +35,6 @@ def load(path: str | os.PathLike) -> Any:
     spec = json.loads(meta["model"])
     model = registry.get(spec.pop("name")).build_saved(spec)
     model.load_state_dict(tensors)
-    if meta.get("task") and "trained_for" not in meta:  # a file from before "trained_for" (finetune 0.1.0 of 2026-12-03)
-        training.remember_training(model, training.TrainedFor(meta["task"]))
     remember_saved_training(model, meta)
     return model
 
@@ -53,3 +51,5 @@ def remember_saved_training(model: Any, meta: dict[str, str]) -> None:
         training.remember_training(model, training.TrainedFor(
             trained["task"], *(tuple(trained[k]) if trained[k] is not None else None
                                for k in ("columns", "target_shape"))))
+    elif meta.get("task"):  # a file from before "trained_for" (finetune 0.1.0 of 2026-12-03)
+        training.remember_training(model, training.TrainedFor(meta["task"]))
