@@ -8,13 +8,18 @@ pandas, nothing scaled. Each seed is its own random 80/20 split. "mlp" gets the 
 its inputs and its target itself); linear regression and RidgeCV get them standardised; HistGradientBoosting as
 they are; "mlp" also without the target scaling it now reads (target_center=[], target_scale=[]) and without the
 linear model averaged with its layers (linear="none"), as it trained before both, and without the linear model
-alone. Test R², mean ± population
-std over the seeds.
+alone; and at the epoch cap regression had before recipe.TABULAR_REGRESSION_EPOCHS (SCRATCH_EPOCHS, 50). Test R²,
+mean ± population std over the seeds, then the defaults against each other "mlp" row split by split.
+
+    python benchmarks/unseen_tables.py --seeds 3 --tables Boston --rows defaults "epoch cap"
+
+runs only the tables and "mlp" rows whose names contain one of the words given (the baselines always run).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -58,17 +63,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tables", nargs="*", help="only the tables whose name contains one of these")
+    parser.add_argument("--rows", nargs="*", help='only the "mlp" rows whose name contains one of these (the '
+                        "defaults always run: the paired table reads them)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     before = {"target_center": [], "target_scale": [], "linear": "none"}  # as it trained then
-    mlps = {  # name: (settings, recipe.LINEAR_SHARES for the run)
-        '"mlp", defaults': ({}, recipe.LINEAR_SHARES),
-        '"mlp" without its target scaling nor its linear model (as before them)': (before, recipe.LINEAR_SHARES),
-        '"mlp" without its linear model (linear="none")': ({"linear": "none"}, recipe.LINEAR_SHARES),
-        '"mlp", the linear model\'s share fixed at a half': ({}, (0.5,)),
-        '"mlp", the linear model\'s share chosen from 0 to 1': ({}, tuple(i / 10 for i in range(11))),
+    defaults = '"mlp", defaults'
+    mlps = {  # name: (settings, the recipe's constants changed for the run)
+        defaults: ({}, {}),
+        '"mlp" without its target scaling nor its linear model (as before them)': (before, {}),
+        '"mlp" without its linear model (linear="none")': ({"linear": "none"}, {}),
+        '"mlp", the linear model\'s share fixed at a half': ({}, {"LINEAR_SHARES": (0.5,)}),
+        '"mlp", the linear model\'s share chosen from 0 to 1': (
+            {}, {"LINEAR_SHARES": tuple(i / 10 for i in range(11))}),
+        '"mlp", the epoch cap of 50 (before TABULAR_REGRESSION_EPOCHS)': ({}, {"TABULAR_REGRESSION_EPOCHS": 50}),
     }
+    mlps = {name: row for name, row in mlps.items() if name == defaults or _chosen(name, args.rows)}
     methods = {
         **dict.fromkeys(mlps),
         "linear regression (standardised)": lambda: make_pipeline(StandardScaler(), LinearRegression()),
@@ -79,12 +91,14 @@ def main() -> None:
     print("| table | rows x columns | " + " | ".join(methods) + " |\n|---|---|" + "---|" * len(methods))
     paired: dict[str, dict[str, str]] = {}
     for label, spec in TABLES.items():
+        if not _chosen(label, args.tables):
+            continue
         x, y = table(*spec)
         scores: dict[str, list[float]] = {m: [] for m in methods}
         for seed in range(args.seeds):
             x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed)
-            for method, (given, shares) in mlps.items():
-                with mock.patch.object(recipe, "LINEAR_SHARES", shares):
+            for method, (given, constants) in mlps.items():
+                with mock.patch.multiple(recipe, **constants) if constants else contextlib.nullcontext():
                     model = finetune.train("mlp", (x_train, y_train), task="regression", seed=seed, progress=False,
                                            **given).model
                 scores[method].append(r2_score(y_test, finetune.predict(model, x_test).ravel()))
@@ -93,14 +107,21 @@ def main() -> None:
                 scores[method].append(r2_score(y_test, estimator.fit(x_train, y_train).predict(x_test)))
         cells = [f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in scores.values()]
         print(f"| {label} | {x.shape[0]} x {x.shape[1]} | " + " | ".join(cells) + " |", flush=True)
-        alone = scores['"mlp" without its linear model (linear="none")']
-        paired[label] = {m: _paired(scores[m], alone) for m in mlps if m != '"mlp" without its linear model (linear="none")'}
-    print('\n### Each "mlp" row against "mlp" without its linear model, split by split: R² x 100, standard error in '
-          "brackets\n")
-    print("| table | " + " | ".join(next(iter(paired.values()))) + " |\n|---|" + "---|" * len(next(iter(paired.values()))))
+        paired[label] = {m: _paired(scores[defaults], scores[m]) for m in mlps if m != defaults}
+    if not paired or not next(iter(paired.values())):
+        print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
+        return
+    print('\n### "mlp" with its defaults against each other "mlp" row, split by split: defaults minus the row, R² x '
+          "100, standard error in brackets\n")
+    columns = next(iter(paired.values()))
+    print("| table | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
     for label, cells in paired.items():
         print(f"| {label} | " + " | ".join(cells.values()) + " |")
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
+
+
+def _chosen(name: str, words: list[str] | None) -> bool:
+    return not words or any(word in name for word in words)
 
 
 def _paired(values: list[float], reference: list[float]) -> str:
