@@ -1,6 +1,6 @@
 """What each tabular rule of recipe="auto" is worth: "mlp" from scratch on the built-in tabular sets, one choice changed at a time.
 
-    python benchmarks/tabular_variants.py [--seeds 20] [--threads 1] [--rows TEXT ...]
+    python benchmarks/tabular_variants.py [--seeds 20] [--threads 1] [--rows TEXT ...] [--sets diabetes ...]
 
 Iris, wine, breast cancer (test accuracy) and diabetes (test R², the target standardised on the training rows),
 each seed its own stratified 80/20 split. "mlp" gets the features as scikit-learn ships them (raw units: it scales
@@ -41,6 +41,7 @@ class Row:
     # function of the split's raw training features, for settings read off them
     models: int = 1  # the predictions (class probabilities) of this many MLPs of seeds seed, seed + 1000, ... averaged
     target: Callable[[np.ndarray], np.ndarray] | None = None  # diabetes' target, train and test, in other units
+    regression_only: bool = False  # a row that changes nothing a classification set runs (skipped there)
     candidates: tuple[dict[str, Any], ...] = ()  # constants of runs of which the one with the lowest loss on its
     # validation slice (result.metrics, measured before the refit) is kept: the recipe's way of picking a phase
 
@@ -69,6 +70,9 @@ VARIANTS = {
     "classification / 100": Row({"TABULAR_LR_DIVISOR": {"classification": 100.0, "regression": 300.0}}),
     "regression / 30": Row({"TABULAR_LR_DIVISOR": {"classification": 30.0, "regression": 30.0}}),
     "regression / 100": Row({"TABULAR_LR_DIVISOR": {"classification": 30.0, "regression": 100.0}}),
+    "regression capped at 50 epochs (before TABULAR_REGRESSION_EPOCHS)": Row(
+        {"TABULAR_REGRESSION_EPOCHS": 50}, regression_only=True),
+    "regression capped at 1000 epochs": Row({"TABULAR_REGRESSION_EPOCHS": 1000}, regression_only=True),
     "hidden [256, 256, 256] (RealMLP's width)": Row(settings={"hidden": [256, 256, 256]}),
     "dropout 0.15 (RealMLP's)": Row(settings={"dropout": 0.15}),
     "no input scaling (raw features)": Row(settings=NO_SCALING),
@@ -78,9 +82,9 @@ VARIANTS = {
     "a weight average (ema=0.97)": Row(settings={"ema": 0.97}),
     "a weight average (ema=0.99)": Row(settings={"ema": 0.99}),
     "an average of 5 MLPs (5 seeds; 5x the time)": Row(models=5),
-    "diabetes' target x 1000 + 50,000": Row(target=thousands),
+    "diabetes' target x 1000 + 50,000": Row(target=thousands, regression_only=True),
     "diabetes' target x 1000 + 50,000, without the model's target scaling": Row(
-        settings={"target_center": [], "target_scale": []}, target=thousands),
+        settings={"target_center": [], "target_scale": []}, target=thousands, regression_only=True),
     "no linear model beside the layers (linear='none')": Row(settings={"linear": "none"}),
     "the linear model's share fixed at a half": Row({"LINEAR_SHARES": (0.5,)}),
     "the linear model's share chosen from 0 to 1": Row({"LINEAR_SHARES": tuple(i / 10 for i in range(11))}),
@@ -143,6 +147,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", nargs="*", help="only the rows whose name contains one of these (the linear "
                         "models always run: the paired table's reference)")
+    parser.add_argument("--sets", nargs="*", choices=list(SETS), help="only these data sets (default: all four)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     chosen = {row: v for row, v in VARIANTS.items() if not args.rows or any(text in row for text in args.rows)}
@@ -152,13 +157,15 @@ def main() -> None:
     rows: dict[str, dict[str, list[float]]] = {}
     seconds: dict[str, list[float]] = {}
     for name, task in SETS.items():
+        if args.sets and name not in args.sets:
+            continue
         for seed in range(args.seeds):
             x_raw, x_raw_test, x_std, x_std_test, y, y_test = split(name, seed)
             linear = LogisticRegression(max_iter=5000) if task == "classification" else LinearRegression()
             rows.setdefault(LINEAR, {}).setdefault(name, []).append(
                 score(name, linear.fit(x_std, y).predict(x_std_test), y_test))
             for row, variant in chosen.items():
-                if variant.target is not None and task != "regression":
+                if variant.regression_only and task != "regression":
                     continue
                 units = variant.target or (lambda values: values)
                 began = time.perf_counter()
