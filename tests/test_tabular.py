@@ -67,7 +67,8 @@ def test_the_smooth_clip_bounds_any_finite_value():
 
 def test_scaling_options_are_read_off_the_data_as_a_group():
     """A given center is never paired with a scale read off the data: giving any of center/scale/clip keeps the
-    others at what is given (or their defaults, none)."""
+    others at what is given (or their defaults, none). The linear model's switch alone (linear=) is not a
+    statistic: on, its inputs' standardisation is read as by default; "none" leaves it out."""
     x, y = np.random.default_rng(0).normal(5.0, 2.0, (40, 3)).astype(np.float32), np.arange(40) % 2
     off = finetune.train("mlp", (x, y), center=[], scale=[], epochs=1, progress=False)
     assert off.model.options["center"] == [] and off.model.options["clip"] == 0.0
@@ -80,6 +81,16 @@ def test_scaling_options_are_read_off_the_data_as_a_group():
         "in_features", "num_classes", "linear", "linear_center", "linear_scale"}  # the linear model's group is read
     assert registry.get("mlp").infer_options(x, y, linear="none").keys() == {
         "in_features", "num_classes", "center", "scale", "clip"}
+    # The linear model's switch given alone, on: the default made explicit, its standardisation still read.
+    inferred = registry.get("mlp").infer_options(x, y)
+    on = registry.get("mlp").infer_options(x, y, linear="probabilities")
+    assert {k: on[k] for k in ("linear_center", "linear_scale")} == {
+        k: inferred[k] for k in ("linear_center", "linear_scale")} and "linear" not in on
+    said = finetune.train("mlp", (x, y), linear="probabilities", epochs=1, progress=False).model.options
+    assert said["linear"] == "probabilities" and said["linear_center"] == inferred["linear_center"]
+    with pytest.raises(ValueError, match=r"linear='values' averages values, and task='classification' needs "
+                                         r"linear='probabilities'"):
+        finetune.train("mlp", (x, y), linear="values", progress=False)
 
 
 def test_an_mlp_built_from_data_learns_the_same_from_raw_or_rescaled_features():

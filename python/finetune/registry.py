@@ -70,6 +70,10 @@ class ModelEntry:
     # A run directory keeps them with the weights (model.safetensors), not in config.toml, so its config run on
     # other data reads them anew.
     statistics: tuple[tuple[str, ...], ...] = ()
+    # A group's switch and the value that turns the group off ("mlp"'s linear: "none"): the switch given alone at
+    # another value still has the rest of its group read off the data (linear="probabilities" alone is the default
+    # made explicit, not a linear model without its inputs' standardisation).
+    switches: dict[str, Any] = field(default_factory=dict)
     mask_input: int | None = None  # which of its inputs is an attention mask (trim_padding): MiniLM's second
     # Options added after run directories began saving their model's options, with what a saved set without them
     # meant (MiniLM's normalize: its head read the raw mean before): a saved run rebuilds as it trained.
@@ -149,7 +153,9 @@ class ModelEntry:
                   given: dict[str, Any]) -> dict[str, Any]:
         inferred = self.infer(inputs, targets, task)
         for group in self.statistics:
-            if any(k in given for k in group):
+            said = [k for k in group if k in given]
+            switched_on = len(said) == 1 and said[0] in self.switches and given[said[0]] != self.switches[said[0]]
+            if said and not switched_on:
                 inferred = {k: v for k, v in inferred.items() if k not in group}
         return inferred
 
@@ -386,7 +392,7 @@ RANKING_REG = 1e-4  # mf's reg for task="ranking" unless given
 
 _native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp,
         statistics=(("center", "scale", "clip"), ("target_center", "target_scale"),
-                    ("linear", "linear_center", "linear_scale")), recipe="tabular")
+                    ("linear", "linear_center", "linear_scale")), switches={"linear": "none"}, recipe="tabular")
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
 _native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender")
