@@ -98,15 +98,18 @@ class Mlp : public NativeModule {
   }
 
   // The layers' output averaged with the linear model's, its share linear_share (0: the layers' output as it is).
+  // The share stays a tensor: reading it on the host (item()) would wait for the device at every forward on CUDA.
+  // On the CPU that read costs nothing, and a share of 0 (the recipe's choice on most larger tables) skips the
+  // linear model.
   at::Tensor with_linear(const at::Tensor& out, const at::Tensor& x) const {
-    const double share = linear_share_.item<double>();
-    if (share == 0.0) return out;
+    if (linear_share_.is_cpu() && linear_share_.item<double>() == 0.0) return out;
+    const at::Tensor& share = linear_share_;  // 0-dim: the result keeps out's dtype
     const at::Tensor linear =
         at::addmm(linear_bias_, (x - linear_center_) * linear_scale_, linear_weight_.t()).to(out.scalar_type());
     if (linear_values_) return out * (1.0 - share) + linear * share;
-    // log((1 - s) softmax(out) + s softmax(linear)), in log space: exact at s = 1 (log 0 = -inf drops a term)
-    return at::logsumexp(at::stack({at::log_softmax(out, 1) + std::log1p(-share),
-                                    at::log_softmax(linear, 1) + std::log(share)}),
+    // log((1 - s) softmax(out) + s softmax(linear)), in log space: exact at s = 0 and 1 (log 0 = -inf drops a term)
+    return at::logsumexp(at::stack({at::log_softmax(out, 1) + at::log1p(-share),
+                                    at::log_softmax(linear, 1) + at::log(share)}),
                          0);
   }
 
