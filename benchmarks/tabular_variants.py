@@ -70,9 +70,13 @@ VARIANTS = {
     "classification / 100": Row({"TABULAR_LR_DIVISOR": {"classification": 100.0, "regression": 300.0}}),
     "regression / 30": Row({"TABULAR_LR_DIVISOR": {"classification": 30.0, "regression": 30.0}}),
     "regression / 100": Row({"TABULAR_LR_DIVISOR": {"classification": 30.0, "regression": 100.0}}),
-    "regression capped at 50 epochs (before TABULAR_REGRESSION_EPOCHS)": Row(
-        {"TABULAR_REGRESSION_EPOCHS": 50}, regression_only=True),
+    "regression capped at 50 epochs, patience 8 (before TABULAR_REGRESSION_EPOCHS)": Row(
+        {"TABULAR_REGRESSION_EPOCHS": 50, "TABULAR_REGRESSION_PATIENCE": 8}, regression_only=True),
     "regression capped at 1000 epochs": Row({"TABULAR_REGRESSION_EPOCHS": 1000}, regression_only=True),
+    "regression at patience 8 (before TABULAR_REGRESSION_PATIENCE)": Row(
+        {"TABULAR_REGRESSION_PATIENCE": 8}, regression_only=True),
+    "regression without early stopping (the best epoch restored)": Row(
+        {"TABULAR_REGRESSION_PATIENCE": 300}, regression_only=True),
     "hidden [256, 256, 256] (RealMLP's width)": Row(settings={"hidden": [256, 256, 256]}),
     "dropout 0.15 (RealMLP's)": Row(settings={"dropout": 0.15}),
     "no input scaling (raw features)": Row(settings=NO_SCALING),

