@@ -116,6 +116,8 @@ CASES = [
     ("predict wrong width", lambda: finetune.predict(mlp(in_features=10), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\]"),
     ("predict wrong width, native mlp", lambda: finetune.predict(finetune.build("mlp", in_features=10, num_classes=4), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\] \(dtype Float\): mlp takes 10 features per example \(in_features\), got 64$"),
     ("predict NaN", lambda: finetune.predict(mlp(), with_nan(np.nan)), ValueError, r"X contains NaN"),
+    ("predict one example as X", lambda: finetune.predict(train(model=mlp()).model, X[0]), ValueError, r"^X has the shape of one training example, \(64,\); X holds a batch of them: X.reshape\(1, 64\) for one example$"),
+    ("predict other width than trained", lambda: finetune.predict(train().model, X[:, :10]), ValueError, r"^X's examples are shaped \(10,\) \(X of shape \(40, 10\)\), and the model was trained on examples shaped \(64,\)$"),
     ("evaluate batch_size 0", lambda: finetune.evaluate(mlp(), (X, Y), batch_size=0), ValueError, r"^batch_size must be a positive integer, got 0$"),
     ("embed batch_size 0", lambda: finetune.embed(mlp(), X, batch_size=0), ValueError, r"^batch_size must be a positive integer, got 0$"),
     ("read_idx missing file", lambda: finetune._C.read_idx("/nonexistent/file.idx"), RuntimeError, r"cannot open IDX file '/nonexistent/file.idx'"),

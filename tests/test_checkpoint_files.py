@@ -897,7 +897,8 @@ def test_state_json_is_the_cpp_loop_state_field_for_field():
 
 def test_a_model_built_by_name_is_saved_and_loaded_with_its_options_and_task(tmp_path):
     """finetune.save / finetune.load: the weights, the options read off the data (an mlp's input and target
-    scaling) and the task, so that the loaded model predicts the values the saved one did."""
+    scaling), the task and the shapes of y's and X's examples, so that the loaded model predicts the values the
+    saved one did."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 5)).astype(np.float32) * np.float32(100.0)
     y = (x @ np.arange(1, 6, dtype=np.float32) + 5e4).astype(np.float32)
@@ -908,6 +909,8 @@ def test_a_model_built_by_name_is_saved_and_loaded_with_its_options_and_task(tmp
     assert loaded.options == trained.options and loaded.options["target_center"] == pytest.approx([y.mean()])
     np.testing.assert_array_equal(finetune.predict(loaded, x), finetune.predict(trained, x))  # values: task kept
     assert finetune.predict(loaded, x).shape == (120,)  # y's shape kept: one value per row, as y was
+    with pytest.raises(ValueError, match=r"X has the shape of one training example, \(5,\)"):  # X's kept too
+        finetune.predict(loaded, x[0])
     cnn = finetune.build("cnn", height=8, width=8, num_classes=3)
     finetune.save(cnn, tmp_path / "cnn.safetensors")
     images = rng.random((4, 1, 8, 8), dtype=np.float32)

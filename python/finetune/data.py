@@ -62,6 +62,35 @@ def check_columns(value: Any, trained: Sequence[str] | None, name: str = "X") ->
     check_column_names(column_names(value), trained, name)
 
 
+def example_shape(value: Any) -> tuple[int, ...] | None:
+    """The shape of one example of X given as one array of numbers (a NumPy array, a tensor, a DataFrame), what
+    predict checks a later X against; None for texts, several inputs or a stream."""
+    if is_frame(value):
+        return (len(value.columns),)
+    if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim >= 1 and value.dtype != object:
+        return tuple(int(n) for n in value.shape[1:])
+    return None
+
+
+def check_example_shape(value: Any, trained: Sequence[int] | None, name: str = "X") -> None:
+    """X against the shape of the examples the model was trained on: a single example passed as X (its features
+    read as as many examples of one number each) or another number of dimensions is one error naming both shapes.
+    The sizes are checked for 2-D floating features only: a model may take token ids or images of other lengths."""
+    shape = example_shape(value)
+    if shape is None or trained is None:
+        return
+    trained = tuple(trained)
+    full = tuple(value.shape)
+    if full == trained:
+        raise ValueError(f"{name} has the shape of one training example, {full}; {name} holds a batch of them: "
+                         f"{name}.reshape(1, {', '.join(map(str, trained))}) for one example")
+    floating = (is_frame(value) or (value.is_floating_point() if isinstance(value, torch.Tensor)
+                                    else np.issubdtype(value.dtype, np.floating)))
+    if len(shape) != len(trained) or (len(trained) == 1 and floating and shape != trained):
+        raise ValueError(f"{name}'s examples are shaped {shape} ({name} of shape {full}), and the model was trained "
+                         f"on examples shaped {trained}")
+
+
 def check_column_names(columns: Sequence[str] | None, trained: Sequence[str] | None, name: str = "X",
                        reorder: str | None = None) -> None:
     """``columns`` (a DataFrame's, a CSV file's header) against the training ones; see check_columns. ``reorder``:

@@ -48,8 +48,8 @@ def remember_saved_training(model: Any, meta: dict[str, str]) -> None:
     """The training a file's ``trained_for_meta`` recorded, remembered for ``model`` (predict checks by it)."""
     if "trained_for" in meta:
         trained = json.loads(meta["trained_for"])
-        training.remember_training(model, training.TrainedFor(
-            trained["task"], *(tuple(trained[k]) if trained[k] is not None else None
-                               for k in ("columns", "target_shape"))))
+        training.remember_training(model, training.TrainedFor(  # example_shape: files from 2026-12-05 on
+            trained["task"], *(tuple(trained[k]) if trained.get(k) is not None else None
+                               for k in ("columns", "target_shape", "example_shape"))))
     elif meta.get("task"):  # a file from before "trained_for" (finetune 0.1.0 of 2026-12-03)
         training.remember_training(model, training.TrainedFor(meta["task"]))

@@ -468,7 +468,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     if run.lora is not None:
         result.lora = {**run.lora, "merged": bool(merged)}
     x = streams.split(train_data, "train_data")[0]
-    remember_training(result.model, TrainedFor(result.config.task, data.column_names(x), tuple(run.targets.shape[1:])))
+    remember_training(result.model, TrainedFor(result.config.task, data.column_names(x), tuple(run.targets.shape[1:]),
+                                               data.example_shape(x)))
     return result
 
 
@@ -479,11 +480,13 @@ RECIPES = ("auto", "head", "none")
 class TrainedFor:
     """What predict, evaluate and embed read off a model's training: its task (a regression model's one output
     read as class scores would give class 0 for every row), a DataFrame X's column names (a column moved would
-    feed each input another feature) and y's shape per example (predictions come back in it)."""
+    feed each input another feature), y's shape per example (predictions come back in it) and X's (a single
+    example passed as X would be read as many)."""
 
     task: str
     columns: tuple[str, ...] | None = None
     target_shape: tuple[int, ...] | None = None
+    example_shape: tuple[int, ...] | None = None  # X's shape per example, when X was one array (data.example_shape)
 
 
 # The last training of each model (finetune.train, or finetune.load). Weak: the models are the user's to drop.
@@ -519,8 +522,10 @@ def task_of(model: Any, task: str | None) -> str:
 
 
 def _check_columns(model: Any, x: Any) -> None:
+    """X's columns and the shape of its examples against the training X's (TrainedFor)."""
     trained = trained_for(model)
     data.check_columns(x, trained.columns if trained is not None else None)
+    data.check_example_shape(x, trained.example_shape if trained is not None else None)
 
 
 def _values_shaped(model: Any, raw: torch.Tensor) -> torch.Tensor:
