@@ -74,27 +74,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    before = {"target_center": [], "target_scale": [], "linear": "none"}  # as it trained then (and 50 epochs)
+    before = {"target_center": [], "target_scale": [], "linear": "none"}  # as it trained then
+    former = {"TABULAR_REGRESSION_EPOCHS": 50, "TABULAR_REGRESSION_PATIENCE": 8}  # regression's cap and patience then
     defaults = '"mlp", defaults'
     mlps = {  # name: (settings, the recipe's constants changed for the run)
         defaults: ({}, {}),
-        '"mlp" without its target scaling nor its linear model (as before them)': (
-            before, {"TABULAR_REGRESSION_EPOCHS": 50, "TABULAR_REGRESSION_PATIENCE": 8}),
+        '"mlp" without its target scaling nor its linear model (as before them)': (before, former),
         '"mlp" without its linear model (linear="none")': ({"linear": "none"}, {}),
         '"mlp", the linear model\'s share fixed at a half': ({}, {"LINEAR_SHARES": (0.5,)}),
         '"mlp", the linear model\'s share chosen from 0 to 1': (
             {}, {"LINEAR_SHARES": tuple(i / 10 for i in range(11))}),
-        '"mlp", the former epoch cap and patience (50 and 8)': (
-            {}, {"TABULAR_REGRESSION_EPOCHS": 50, "TABULAR_REGRESSION_PATIENCE": 8}),
+        '"mlp", the former epoch cap and patience (50 and 8)': ({}, former),
         '"mlp", patience 8 (before TABULAR_REGRESSION_PATIENCE)': ({}, {"TABULAR_REGRESSION_PATIENCE": 8}),
         '"mlp", no early stopping (every epoch run, the best restored)': ({}, {"TABULAR_REGRESSION_PATIENCE": 300}),
         '"mlp", hidden [256, 256, 256] (RealMLP\'s)': ({"hidden": [256, 256, 256]}, {}),
     }
     mlps = {name: row for name, row in mlps.items() if name == defaults or _chosen(name, args.rows)}
-    methods = {
+    methods = {  # the baselines: seed -> an estimator
         **dict.fromkeys(mlps),
-        "linear regression (standardised)": lambda: make_pipeline(StandardScaler(), LinearRegression()),
-        "RidgeCV (standardised)": lambda: make_pipeline(StandardScaler(), RidgeCV()),
+        "linear regression (standardised)": lambda seed: make_pipeline(StandardScaler(), LinearRegression()),
+        "RidgeCV (standardised)": lambda seed: make_pipeline(StandardScaler(), RidgeCV()),
         "HistGradientBoosting": lambda seed: HistGradientBoostingRegressor(random_state=seed),
     }
     if args.realmlp:
@@ -120,20 +119,17 @@ def main() -> None:
                                            **given).model
                 scores[method].append(r2_score(y_test, finetune.predict(model, x_test).ravel()))
             for method, make in list(methods.items())[len(mlps):]:
-                estimator = make(seed) if method == "HistGradientBoosting" or "RealMLP" in method else make()
-                scores[method].append(r2_score(y_test, estimator.fit(x_train, y_train).predict(x_test)))
+                scores[method].append(r2_score(y_test, make(seed).fit(x_train, y_train).predict(x_test)))
         cells = [f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in scores.values()]
         print(f"| {label} | {x.shape[0]} x {x.shape[1]} | " + " | ".join(cells) + " |", flush=True)
         paired[label] = {m: _paired(scores[defaults], scores[m]) for m in mlps if m != defaults}
-    if not paired or not next(iter(paired.values())):
-        print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
-        return
-    print('\n### "mlp" with its defaults against each other "mlp" row, split by split: defaults minus the row, R² x '
-          "100, standard error in brackets\n")
-    columns = next(iter(paired.values()))
-    print("| table | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
-    for label, cells in paired.items():
-        print(f"| {label} | " + " | ".join(cells.values()) + " |")
+    columns = next(iter(paired.values()), {})  # none when only the defaults ran
+    if columns:
+        print('\n### "mlp" with its defaults against each other "mlp" row, split by split: defaults minus the row, '
+              "R² x 100, standard error in brackets\n")
+        print("| table | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+        for label, cells in paired.items():
+            print(f"| {label} | " + " | ".join(cells.values()) + " |")
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
 
 

@@ -48,7 +48,7 @@ def remember_saved_training(model: Any, meta: dict[str, str]) -> None:
     """The training a file's ``trained_for_meta`` recorded, remembered for ``model`` (predict checks by it)."""
     if "trained_for" in meta:
         trained = json.loads(meta["trained_for"])
-        training.remember_training(model, training.TrainedFor(  # example_shape: files from 2026-12-05 on
+        training.remember_training(model, training.TrainedFor(  # earlier files have no example_shape
             trained["task"], *(tuple(trained[k]) if trained.get(k) is not None else None
                                for k in ("columns", "target_shape", "example_shape"))))
     elif meta.get("task"):  # a file from before "trained_for" (finetune 0.1.0 of 2026-12-03)

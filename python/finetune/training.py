@@ -521,7 +521,7 @@ def task_of(model: Any, task: str | None) -> str:
     return trained.task if trained is not None else "classification"
 
 
-def _check_columns(model: Any, x: Any) -> None:
+def _check_like_training(model: Any, x: Any) -> None:
     """X's columns and the shape of its examples against the training X's (TrainedFor)."""
     trained = trained_for(model)
     data.check_columns(x, trained.columns if trained is not None else None)
@@ -1017,7 +1017,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
         inputs, targets = found
     else:
         streams.check_unused(cfg)
-        _check_columns(model, x)
+        _check_like_training(model, x)
         x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
         inputs = data.features(x, "X", models.parameter_dtype(model))
         targets = data.targets(y, "y", task, inputs[0].shape[0])
@@ -1040,7 +1040,7 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
     its head's, or be built in C++ with a head ("mlp": the last hidden layer's activations, its input scaling
     applied; "cnn": the hidden layer's); otherwise a ValueError says why."""
     _check_batch_size(batch_size)
-    _check_columns(model, x)
+    _check_like_training(model, x)
     x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
     inputs = data.features(x, "X", models.parameter_dtype(model))
     if isinstance(model, models.NativeModel):
@@ -1107,7 +1107,7 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
         inputs = found[0]
     else:
         streams.check_unused(cfg)
-        _check_columns(model, x)
+        _check_like_training(model, x)
         x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
         inputs = data.features(x, "X", models.parameter_dtype(model))
     example = streams.head(inputs, 2)
