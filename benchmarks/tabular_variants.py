@@ -155,9 +155,10 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", choices=list(SETS), help="only these data sets (default: all four)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    unmatched = [text for text in args.rows or [] if not any(text in row for row in VARIANTS)]
+    if unmatched:
+        parser.error(f"--rows {unmatched} matches none of the rows: {list(VARIANTS)}")
     chosen = {row: v for row, v in VARIANTS.items() if not args.rows or any(text in row for text in args.rows)}
-    if not chosen:
-        parser.error(f"--rows {args.rows} matches none of the rows: {list(VARIANTS)}")
     start = time.perf_counter()
     rows: dict[str, dict[str, list[float]]] = {}
     seconds: dict[str, list[float]] = {}

@@ -89,6 +89,10 @@ def main() -> None:
         '"mlp", no early stopping (every epoch run, the best restored)': ({}, {"TABULAR_REGRESSION_PATIENCE": 300}),
         '"mlp", hidden [256, 256, 256] (RealMLP\'s)': ({"hidden": [256, 256, 256]}, {}),
     }
+    for words, names, flag in ((args.rows, list(mlps), "--rows"), (args.tables, list(TABLES), "--tables")):
+        unmatched = [word for word in words or [] if not any(word in name for name in names)]
+        if unmatched:
+            parser.error(f"{flag} {unmatched} matches none of {names}")
     mlps = {name: row for name, row in mlps.items() if name == defaults or _chosen(name, args.rows)}
     methods = {  # the baselines: seed -> an estimator
         **dict.fromkeys(mlps),
