@@ -88,6 +88,7 @@ def main() -> None:
         '"mlp", patience 8 (before TABULAR_REGRESSION_PATIENCE)': ({}, {"TABULAR_REGRESSION_PATIENCE": 8}),
         '"mlp", no early stopping (every epoch run, the best restored)': ({}, {"TABULAR_REGRESSION_PATIENCE": 300}),
         '"mlp", hidden [256, 256, 256] (RealMLP\'s)': ({"hidden": [256, 256, 256]}, {}),
+        '"mlp", periodic numerical embeddings (embedding="periodic")': ({"embedding": "periodic"}, {}),
     }
     for words, names, flag in ((args.rows, list(mlps), "--rows"), (args.tables, list(TABLES), "--tables")):
         unmatched = [word for word in words or [] if not any(word in name for name in names)]

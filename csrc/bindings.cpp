@@ -413,7 +413,11 @@ void bind_models(py::module_& m) {
       .def_readwrite("target_scale", &MlpOptions::target_scale)
       .def_readwrite("linear", &MlpOptions::linear)
       .def_readwrite("linear_center", &MlpOptions::linear_center)
-      .def_readwrite("linear_scale", &MlpOptions::linear_scale);
+      .def_readwrite("linear_scale", &MlpOptions::linear_scale)
+      .def_readwrite("embedding", &MlpOptions::embedding)
+      .def_readwrite("embedding_frequencies", &MlpOptions::embedding_frequencies)
+      .def_readwrite("embedding_size", &MlpOptions::embedding_size)
+      .def_readwrite("embedding_sigma", &MlpOptions::embedding_sigma);
   py::class_<CnnOptions>(m, "CnnOptions")
       .def(py::init<>())
       .def_readwrite("in_channels", &CnnOptions::in_channels)

@@ -76,9 +76,26 @@ class Mlp : public NativeModule {
       linear_bias_ = register_buffer("linear_bias", at::zeros({o.num_classes}));
       linear_share_ = register_buffer("linear_share", at::zeros({}));
     }
+    TORCH_CHECK_VALUE(o.embedding == "none" || o.embedding == "periodic",
+                      "mlp embedding must be 'none' or 'periodic', got '", o.embedding, "'");
+    TORCH_CHECK_VALUE(o.embedding_frequencies >= 1, "mlp embedding_frequencies must be >= 1, got ",
+                      o.embedding_frequencies);
+    TORCH_CHECK_VALUE(o.embedding_size >= 2, "mlp embedding_size must be >= 2 (the feature itself and at least one "
+                      "learned value), got ", o.embedding_size);
+    TORCH_CHECK_VALUE(std::isfinite(o.embedding_sigma) && o.embedding_sigma > 0.0,
+                      "mlp embedding_sigma must be a positive finite number, got ", o.embedding_sigma);
     clip_ = o.clip;
     in_features_ = o.in_features;
     int64_t width = o.in_features;
+    if (o.embedding == "periodic") {  // RealMLP's initialisation (pytabkit's realmlp/model.py)
+      const int64_t f = o.in_features, k = o.embedding_frequencies, d = o.embedding_size - 1;
+      const double bound = 1.0 / std::sqrt(static_cast<double>(k));
+      periodic_frequency_ = register_parameter("periodic_frequency", o.embedding_sigma * at::randn({f, k}));
+      periodic_phase_ = register_parameter("periodic_phase", M_PI * (2.0 * at::rand({f, k}) - 1.0));
+      periodic_weight_ = register_parameter("periodic_weight", bound * (2.0 * at::rand({f, k, d}) - 1.0));
+      periodic_bias_ = register_parameter("periodic_bias", bound * (2.0 * at::rand({f, d}) - 1.0));
+      width = f * o.embedding_size;
+    }
     for (const int64_t h : o.hidden) {
       TORCH_CHECK_VALUE(h >= 1, "mlp hidden sizes must be >= 1, got ", h);
       layers_->push_back(torch::nn::Linear(width, h));
@@ -125,6 +142,7 @@ class Mlp : public NativeModule {
       const at::Tensor u = x / clip_;
       x = clip_ * u / at::hypot(at::ones_like(u), u);
     }
+    if (periodic_frequency_.defined()) x = periodic(x);
     auto layer = layers_->begin();  // every layer but the head, the last
     for (size_t i = 0; i + 1 < layers_->size(); ++i, ++layer) x = layer->forward(x);
     return x;
@@ -132,8 +150,17 @@ class Mlp : public NativeModule {
 
   at::Tensor target_scale() const override { return target_scale_; }
 
+  // (N, F) -> (N, F * embedding_size): per feature, its embedding_size - 1 learned values, all features' in turn,
+  // then the F features themselves (RealMLP's order).
+  at::Tensor periodic(const at::Tensor& x) const {
+    const at::Tensor waves = at::cos(2.0 * M_PI * x.unsqueeze(2) * periodic_frequency_ + periodic_phase_);  // N F K
+    const at::Tensor values = at::bmm(waves.transpose(0, 1), periodic_weight_).transpose(0, 1) + periodic_bias_;
+    return at::cat({values.flatten(1), x}, 1);
+  }
+
  private:
   torch::nn::Sequential layers_;
+  at::Tensor periodic_frequency_, periodic_phase_, periodic_weight_, periodic_bias_;
   at::Tensor center_, scale_, target_center_, target_scale_;
   at::Tensor linear_center_, linear_scale_, linear_weight_, linear_bias_, linear_share_;
   bool linear_values_ = false;

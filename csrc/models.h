@@ -57,6 +57,15 @@ struct MlpOptions {
   std::string linear = "none";
   std::vector<double> linear_center = {};
   std::vector<double> linear_scale = {};
+  // Numerical embeddings (Gorishniy et al. 2022, "On Embeddings for Numerical Features"; RealMLP's PBLD, Holzmueller
+  // et al. 2024): "periodic" gives each feature v (after the scaling and clip) embedding_size values -- a linear map
+  // of cos(2 pi w v + b) at embedding_frequencies learned frequencies w (drawn from N(0, embedding_sigma^2)) and
+  // phases b, each feature its own, to embedding_size - 1 values, then v itself -- so the first layer can cut a
+  // feature's range into pieces a ReLU stack would need many units for. "none": v alone.
+  std::string embedding = "none";
+  int64_t embedding_frequencies = 16;
+  int64_t embedding_size = 4;
+  double embedding_sigma = 0.1;
 };
 
 // Conv3x3 + BatchNorm + ReLU + MaxPool2 per entry of `channels`, then dropout, a hidden linear layer and

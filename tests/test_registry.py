@@ -81,7 +81,9 @@ def test_the_options_and_their_defaults_are_discoverable():
     assert registry.options("digit_cnn") == {"num_classes": 10, "pretrained": True}
     assert registry.options("mlp") == {"dropout": 0.0, "hidden": [128], "in_features": 0, "num_classes": 0,
                                        "center": [], "scale": [], "clip": 0.0, "target_center": [],
-                                       "target_scale": [], "linear": "none", "linear_center": [], "linear_scale": []}
+                                       "target_scale": [], "linear": "none", "linear_center": [], "linear_scale": [],
+                                       "embedding": "none", "embedding_frequencies": 16, "embedding_size": 4,
+                                       "embedding_sigma": 0.1}
     assert set(registry.options("cnn")) == {"channels", "dropout", "height", "hidden", "in_channels", "num_classes",
                                             "width"}
     assert runs.model_names() == registry.names()
@@ -102,7 +104,8 @@ def test_an_unknown_name_lists_the_models():
 def test_an_unknown_option_lists_that_models_options():
     x, y, _, _ = synthetic("mlp")
     with pytest.raises(TypeError, match=r"unknown option 'hiden' for model 'mlp'; known options: \['center', "
-                                        r"'clip', 'dropout', 'hidden', 'in_features', 'linear', 'linear_center', "
+                                        r"'clip', 'dropout', 'embedding', 'embedding_frequencies', 'embedding_sigma', "
+                                        r"'embedding_size', 'hidden', 'in_features', 'linear', 'linear_center', "
                                         r"'linear_scale', 'num_classes', 'scale', 'target_center', 'target_scale'\]"):
         finetune.build("mlp", hiden=[8])
     with pytest.raises(TypeError, match=r"unknown setting\(s\) \['hiden'\].*options of model 'mlp': \['center', 'clip', 'dropout', "):

@@ -44,7 +44,48 @@ def test_mlp_forward_with_scaling_matches_plain_pytorch():
     assert torch.equal(state["center"], torch.tensor(center)) and torch.equal(state["scale"], torch.tensor(scale))
 
 
+def test_periodic_embeddings_match_plain_pytorch():
+    """RealMLP's PBLD embeddings (its realmlp/model.py): per feature, a linear map of cos(2 pi w v + b), then v."""
+    model = finetune.build("mlp", in_features=3, hidden=[5], num_classes=2, center=[0.0, 1.0, 2.0],
+                           scale=[1.0, 0.5, 2.0], clip=3.0, embedding="periodic", embedding_frequencies=6,
+                           embedding_size=3, embedding_sigma=0.5)
+    state = model.state_dict()
+    assert state["periodic_frequency"].shape == (3, 6) and state["periodic_weight"].shape == (3, 6, 2)
+    assert state["layers.0.weight"].shape == (5, 3 * 3)
+    x = torch.randn(16, 3) * 4
+    v = (x - torch.tensor([0.0, 1.0, 2.0])) * torch.tensor([1.0, 0.5, 2.0])
+    v = v / torch.sqrt(1 + (v / 3.0) ** 2)
+    waves = torch.cos(2 * torch.pi * v[:, :, None] * state["periodic_frequency"] + state["periodic_phase"])
+    embedded = torch.einsum("nfk,fkd->nfd", waves, state["periodic_weight"]) + state["periodic_bias"]
+    h = torch.cat([embedded.flatten(1), v], 1)
+    expected = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(
+        h, state["layers.0.weight"], state["layers.0.bias"])), state["layers.2.weight"], state["layers.2.bias"])
+    torch.testing.assert_close(model(x), expected)
+    torch.testing.assert_close(finetune.embed(model, x.numpy()), torch.relu(torch.nn.functional.linear(
+        h, state["layers.0.weight"], state["layers.0.bias"])).numpy(), check_dtype=False)
+
+
+def test_periodic_embeddings_survive_saving(tmp_path):
+    model = finetune.build("mlp", in_features=4, num_classes=3, embedding="periodic", embedding_size=3)
+    finetune.save(model, tmp_path / "m.safetensors")
+    loaded = finetune.load(tmp_path / "m.safetensors")
+    assert loaded.options["embedding"] == "periodic" and loaded.options["embedding_size"] == 3
+    x = torch.randn(8, 4)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_periodic_embeddings_are_drawn_as_realmlps():
+    state = finetune.build("mlp", in_features=50, num_classes=1, embedding="periodic").state_dict()
+    assert state["periodic_frequency"].std().item() == pytest.approx(0.1, rel=0.1)  # N(0, sigma^2), sigma 0.1
+    assert state["periodic_phase"].abs().max().item() <= torch.pi and state["periodic_phase"].std() > 1.5
+    assert state["periodic_weight"].abs().max().item() <= 1 / 4  # U(-1/sqrt(16), 1/sqrt(16))
+
+
 @pytest.mark.parametrize("options, message", [
+    ({"embedding": "plr"}, r"mlp embedding must be 'none' or 'periodic', got 'plr'"),
+    ({"embedding": "periodic", "embedding_frequencies": 0}, r"embedding_frequencies must be >= 1, got 0"),
+    ({"embedding": "periodic", "embedding_size": 1}, r"embedding_size must be >= 2 .*, got 1"),
+    ({"embedding": "periodic", "embedding_sigma": float("inf")}, r"embedding_sigma must be a positive finite number, got inf"),
     ({"center": [0.0], "scale": []}, r"center and scale must both be empty or both hold in_features = 3 values, got 1 and 0"),
     ({"center": [0.0] * 3, "scale": [1.0, float("nan"), 1.0]}, r"mlp scale\[1\] must be a finite float32, got nan"),
     ({"center": [1e39, 0.0, 0.0], "scale": [1.0] * 3}, r"mlp center\[0\] must be a finite float32, got 1e\+39"),

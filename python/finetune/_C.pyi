@@ -154,6 +154,10 @@ class MlpOptions:
     linear: str
     linear_center: list[float]
     linear_scale: list[float]
+    embedding: str
+    embedding_frequencies: int
+    embedding_size: int
+    embedding_sigma: float
     def __init__(self) -> None: ...
 
 class CnnOptions:
