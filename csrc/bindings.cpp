@@ -15,6 +15,7 @@
 #include "optim.h"
 #include "padding.h"
 #include "patterns.h"
+#include "probe.h"
 #include "ranking.h"
 #include "recipe.h"
 #include "schedule.h"
@@ -297,6 +298,19 @@ py::dict find_lr_py(const py::object& model_obj, const py::object& inputs, const
   return out;
 }
 
+py::tuple fit_probe_py(const at::Tensor& features, const at::Tensor& targets, const at::Tensor& members,
+                       int64_t classes, double strength, const std::optional<at::Tensor>& class_weights,
+                       double label_smoothing, const std::optional<at::Tensor>& start_weight,
+                       const std::optional<at::Tensor>& start_bias, int64_t max_iterations, double tolerance) {
+  ProbeFit fit;
+  {
+    py::gil_scoped_release no_gil;
+    fit = fit_probe(features, targets, members, classes, strength, class_weights, label_smoothing, start_weight,
+                    start_bias, max_iterations, tolerance);
+  }
+  return py::make_tuple(fit.weight, fit.bias, fit.iterations);
+}
+
 py::dict evaluate_py(const py::object& model_obj, const py::object& inputs, const at::Tensor& targets,
                      const TrainConfig& config, const py::object& process_group, int64_t mask_input) {
   auto model = as_model(model_obj);
@@ -474,6 +488,9 @@ void bind_loop(py::module_& m) {
   m.def("find_lr", &find_lr_py, py::arg("model"), py::arg("inputs"), py::arg("targets"), py::arg("config"),
         py::arg("start_lr"), py::arg("end_lr"), py::arg("num_steps"), py::arg("diverge_factor"),
         py::arg("mask_input") = -1);
+  m.def("fit_probe", &fit_probe_py, py::arg("features"), py::arg("targets"), py::arg("members"), py::arg("classes"),
+        py::arg("strength"), py::arg("class_weights"), py::arg("label_smoothing"), py::arg("start_weight"),
+        py::arg("start_bias"), py::arg("max_iterations"), py::arg("tolerance"));
   m.def("scheduled_lr", &scheduled_lr, py::arg("config"), py::arg("base_lr"), py::arg("step"), py::arg("total_steps"),
         py::arg("steps_per_epoch"));
   m.def("scheduled_momentum", &scheduled_momentum, py::arg("config"), py::arg("step"), py::arg("total_steps"));

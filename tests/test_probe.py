@@ -76,6 +76,35 @@ def test_with_label_smoothing_the_fit_is_a_stationary_point_of_the_objective():
     assert weight.grad.abs().max() < 1e-5 and bias.grad.abs().max() < 1e-5
 
 
+def test_the_cpp_solver_is_torch_optims_lbfgs():
+    """csrc/probe.cpp's torch::optim::LBFGS against torch.optim.LBFGS with the same settings on the same objective."""
+    x, y = blobs(seed=3)
+    x, y = torch.from_numpy(x).double(), torch.from_numpy(y)
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    weight, bias, iterations = probe.fit(x, y, 3, 1.0, weights, label_smoothing=0.1)
+    w = torch.zeros(3, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    solver = torch.optim.LBFGS([w, b], lr=1.0, max_iter=probe.MAX_ITERATIONS, tolerance_grad=probe.TOLERANCE,
+                               tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        solver.zero_grad()
+        loss = probe.objective(w, b, x, y, 1.0, weights, 0.1)
+        loss.backward()
+        return loss
+
+    solver.step(closure)
+    assert iterations == solver.state[w]["n_iter"]
+    torch.testing.assert_close(weight, w.detach(), rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(bias, b.detach(), rtol=1e-7, atol=1e-9)
+
+
+def test_the_solver_names_a_bad_target():
+    x, y = blobs()
+    with pytest.raises(ValueError, match=r"probe targets must lie in \[0, 2\), got 0 to 2"):
+        probe.fit(torch.from_numpy(x), torch.from_numpy(y), 2, 1.0)
+
+
 def test_folds_are_stratified_seeded_and_cover_every_example():
     targets = torch.tensor([0] * 20 + [1] * 10 + [2] * 3)
     fold = probe.folds(targets, 5, seed=0)

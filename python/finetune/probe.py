@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from . import _C
+
 # Strengths tried: C (scikit-learn's inverse strength: the penalty is |W|^2 / (2 C) beside the summed loss) from
 # 1e-3 to 1e3 in half decades. Chosen on MiniLM features, Rotten Tomatoes, seeds 0-3: C 1e-3 to 1e2 were picked.
 STRENGTHS = tuple(10.0 ** (e / 2) for e in range(-6, 7))
@@ -58,36 +60,11 @@ def fit_subsets(features: torch.Tensor, targets: torch.Tensor, members: torch.Te
     sees; returns (weight [subsets, classes, features], bias [subsets, classes], iterations). The subsets' objectives
     are independent, so L-BFGS on their sum stops only when every subset's gradient is within the tolerance: each
     answer is its own fit's, to the tolerance (where MAX_ITERATIONS reaches it: the subsets share that budget).
-    One solver for the cross-validation's folds instead of one per fold: its cost is Python's per step, not the
-    arithmetic (the digits story's CNN features: the probe's 41 s became 20 s)."""
-    x = features.to(torch.float64)
-    mask = members.to(torch.float64)  # [subsets, examples]
-    sizes = mask.sum(dim=1)
-    subsets = mask.shape[0]
-    row_weights = mask if class_weights is None else mask * class_weights.to(x.device, torch.float64)[targets]
-    weight = torch.zeros(subsets, classes, x.shape[1], dtype=torch.float64, device=x.device)
-    bias = torch.zeros(subsets, classes, dtype=torch.float64, device=x.device)
-    if start is not None:
-        weight.copy_(start[0]), bias.copy_(start[1])
-    weight.requires_grad_(), bias.requires_grad_()
-    solver = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=MAX_ITERATIONS, tolerance_grad=TOLERANCE,
-                               tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
-    repeated = targets.repeat(subsets)
-
-    def closure() -> torch.Tensor:
-        solver.zero_grad()
-        logits = torch.baddbmm(bias[:, None, :], x.expand(subsets, -1, -1), weight.transpose(1, 2))
-        losses = torch.nn.functional.cross_entropy(logits.reshape(-1, classes), repeated, reduction="none",
-                                                   label_smoothing=label_smoothing).view(subsets, -1)
-        penalty = weight.pow(2).sum(dim=(1, 2)) / (2.0 * strength * sizes)
-        loss = ((losses * row_weights).sum(dim=1) / sizes + penalty).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        solver.step(closure)
-    iterations = solver.state[solver._params[0]].get("n_iter", 0)
-    return weight.detach(), bias.detach(), int(iterations)
+    One solver for the cross-validation's folds instead of one per fold: its cost was Python's per step, not the
+    arithmetic (the digits story's CNN features: the probe's 41 s became 20 s); the solver is now C++'s
+    (csrc/probe.cpp: torch::optim::LBFGS, the same algorithm as torch.optim.LBFGS)."""
+    return _C.fit_probe(features, targets, members, classes, strength, class_weights, label_smoothing,
+                        *(start or (None, None)), MAX_ITERATIONS, TOLERANCE)
 
 
 def folds(targets: torch.Tensor, count: int, seed: int) -> torch.Tensor:

@@ -572,8 +572,17 @@ def data_columns(cfg: RunConfig) -> tuple[str, ...] | None:
     path = cfg.data.get("path")
     if path is None or not (str(path).endswith(".csv") or str(path).endswith(".csv.gz")):
         return None
-    header = datasets.csv_header(path, cfg.data.get("encoding") or "utf-8", cfg.data.get("encoding_errors") or "strict")
-    return tuple(c for c in header if c != cfg.data["label"])
+    return _csv_columns(cfg, path)[0]
+
+
+def _csv_encoding(cfg: RunConfig) -> dict[str, str]:
+    return {"encoding": cfg.data.get("encoding") or "utf-8", "errors": cfg.data.get("encoding_errors") or "strict"}
+
+
+def _csv_columns(cfg: RunConfig, path: str | os.PathLike) -> tuple[tuple[str, ...], bool]:
+    """(a CSV file's feature columns: its header but the config's label column, whether the label column is there)."""
+    header = datasets.csv_header(path, **_csv_encoding(cfg))
+    return tuple(c for c in header if c != cfg.data["label"]), cfg.data["label"] in header
 
 
 def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...] | None = None) -> np.ndarray:
@@ -587,13 +596,12 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
                 raise ValueError(f"'{path}' lacks the array X (it has {sorted(archive.files)})")
             x = archive["X"]
     else:
-        encoding = {"encoding": cfg.data.get("encoding") or "utf-8",
-                    "errors": cfg.data.get("encoding_errors") or "strict"}
-        header, label = datasets.csv_header(path, **encoding), cfg.data["label"]
-        data.check_column_names(tuple(c for c in header if c != label), columns, str(path), reorder="write its columns")
-        x, _ = datasets.load_file(path, label=label, task="regression", **encoding) \
-            if label in header else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
-                                                encoding=encoding["encoding"]).astype(np.float32), None)
+        encoding = _csv_encoding(cfg)
+        features, labelled = _csv_columns(cfg, path)
+        data.check_column_names(features, columns, str(path), reorder="write its columns")
+        x, _ = datasets.load_file(path, label=cfg.data["label"], task="regression", **encoding) \
+            if labelled else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
+                                         encoding=encoding["encoding"]).astype(np.float32), None)
     entry = registry.get(cfg.model["name"])
     if entry.example_shape is not None and x.ndim == 2:
         x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))
