@@ -393,8 +393,9 @@ class Plan:
         self.decisions.append(Decision(what, value, reason))
 
     def phase_settings(self, phase: str, epochs: int, patience: int, family: str = "default",
-                       task: str = "classification", sgd: bool = False) -> dict[str, Any]:
-        """A phase's settings other than its rate; ``sgd``: SGD with momentum instead of AdamW (FINE_TUNE_SGD)."""
+                       task: str = "classification", sgd: bool = False, cap: str = "") -> dict[str, Any]:
+        """A phase's settings other than its rate; ``sgd``: SGD with momentum instead of AdamW (FINE_TUNE_SGD);
+        ``cap``: why ``epochs`` is the phase's own maximum, where it is not the recipe's usual one (Phase.cap)."""
         prefix = f"{phase}."
         if family in (RECOMMENDER, NEURAL_RECOMMENDER):
             return self._recommender_settings(prefix, epochs, patience, family, task == "ranking")
@@ -413,9 +414,7 @@ class Plan:
                                         decay_reasons.get(optimizer, "the recipe's weight decay")),
             "epochs": self.decide(prefix + "epochs", epochs, "BERT's schedule (full.budget), run to its end" if bert
                                   else "the most this phase may run; early stopping decides"
-                                  + (" (TABULAR_REGRESSION_EPOCHS: at its slow rate a regression MLP still improved "
-                                     "at epoch 50 of 50 on Boston)" if family == TABULAR and task == "regression"
-                                     else "")),
+                                  + (f" ({cap})" if cap else "")),
             "early_stopping": self.decide(
                 prefix + "early_stopping", 0 if bert else patience,
                 "none: the linear schedule runs to 0, as BERT is fine-tuned (stopping on the slice's loss kept epoch "
@@ -598,9 +597,12 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     elif recommender:
         phases = [Phase("full", REC_EPOCHS, REC_PATIENCE, None)]
     else:
-        epochs, patience = ((TABULAR_REGRESSION_EPOCHS, TABULAR_REGRESSION_PATIENCE)
-                            if family == TABULAR and config.task == "regression" else (SCRATCH_EPOCHS, SCRATCH_PATIENCE))
-        phases = [Phase("full", epochs, patience, None)]
+        if family == TABULAR and config.task == "regression":
+            phases = [Phase("full", TABULAR_REGRESSION_EPOCHS, TABULAR_REGRESSION_PATIENCE, None,
+                            cap="TABULAR_REGRESSION_EPOCHS: at its slow rate a regression MLP still improved at "
+                                "epoch 50 of 50 on Boston")]
+        else:
+            phases = [Phase("full", SCRATCH_EPOCHS, SCRATCH_PATIENCE, None)]
 
     # SGD's own settings given, with a phase that runs AdamW (rule 4), would fail there, minutes into the run: now.
     sgd_only = [k for k in ("momentum", "nesterov") if k in given]
@@ -663,7 +665,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                       "head trains in the loop, the body running every step")
         if settings is None:  # the C++ loop trains the phase
             settings = {**common, **plan.phase_settings(name, phase.epochs, phase.patience, family, config.task,
-                                                        on_sgd(phase)),
+                                                        on_sgd(phase), phase.cap),
                         "freeze": None if trainee is not model else phase.freeze}
             transformer = family in TRANSFORMERS and name != "head"
             if transformer:
@@ -854,6 +856,7 @@ class Phase:
     divisor: float | None = None  # of the range test's lowest loss (lr_from_range); None: rule 4's for the model
     early: str | None = None  # runs only if the phase so named had its best epoch early (SHRUNK_LOW_GATE)
     reinit: bool = False  # starts from freshly initialised weights (_reinitialise), continuing no phase
+    cap: str = ""  # why ``epochs`` is this phase's maximum where it is not the usual one (the report's reason)
 
 
 def _lineage(phases: list[Phase], kept: int) -> list[int]:
