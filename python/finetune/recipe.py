@@ -253,20 +253,21 @@ FAMILIES = ("default", RECOMMENDER, NEURAL_RECOMMENDER, TABULAR, SENTENCE_ENCODE
 # the plain loss, 0.952 +- 0.014 with the calibrated one (benchmarks/recipe_variants.py).
 CALIBRATED_FAMILIES = TRANSFORMERS
 # Settings that do not switch the recipe off when given: applied as given in every phase it runs (the recipe
-# chooses label_smoothing for an MLP on tabular data, where a given one wins). A setting passed in `config=` counts
+# chooses label_smoothing for an MLP on tabular data and class_weights for imbalanced classes, where a given one
+# wins: class_weights=None, a choice of what to optimise -- plain accuracy -- asks for no less of the recipe). A setting passed in `config=` counts
 # as given only where it differs from TrainConfig's default (a dataclass does not record which fields were passed).
 RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
                   "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
                   "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "output_key", "topk",
                   "progress", "distributed", "bucket_mb", "dist_timeout", "cache_frozen", "cache_frozen_gb",
                   "trim_padding", "group_by_length", "num_workers", "prefetch", "checkpoint_dir", "checkpoint_every",
-                  "keep_last")
+                  "keep_last", "class_weights")
 # Of those, the ones only the loop's optimisation reads. The linear probe of phase "head" (probe.py) fits a linear
-# classifier head on cached features to convergence and phase "pairs" runs SetFit's settings: both honour the rest
-# (and class_weights), and one of these given makes the loop train the head and leaves the pairs out.
+# classifier head on cached features to convergence and phase "pairs" runs SetFit's settings: both honour the rest,
+# and one of these given makes the loop train the head and leaves the pairs out.
 LOOP_ONLY = ("batch_size", "accumulate", "clip_grad_norm", "augment_crop", "augment_flip", "sampler", "ema",
              "precision", "on_nan", "shuffle", "drop_last")
-PROBE_HONOURS = tuple(k for k in RECIPE_NEUTRAL if k not in LOOP_ONLY) + ("class_weights",)
+PROBE_HONOURS = tuple(k for k in RECIPE_NEUTRAL if k not in LOOP_ONLY)
 # Above this many multiply-adds a pass (examples x features x classes; 10% of Rotten Tomatoes on MiniLM: 6e5) the
 # probe's ~66 fits of its cross-validation would take minutes: the loop trains the head.
 PROBE_MAX_SIZE = 5e7
