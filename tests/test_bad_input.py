@@ -30,6 +30,12 @@ class Unscriptable(torch.nn.Module):
         return np.asarray(inputs[0])
 
 
+def categories(values):
+    import pandas as pd
+
+    return pd.Series(values, dtype="category")
+
+
 def frame(**columns):
     """X as a pandas DataFrame, with the given columns beside two numeric ones."""
     import pandas as pd
@@ -48,8 +54,8 @@ CASES = [
     ("lengths differ", lambda: train(data=(X, Y[:-1])), ValueError, r"y has 39 rows but the features have 40"),
     ("empty X", lambda: train(data=(X[:0], Y[:0])), ValueError, r"X is empty"),
     ("scalar X", lambda: train(data=(np.float32(1), Y)), ValueError, r"X must have a first"),
-    ("NaN in X", lambda: train(data=(with_nan(np.nan), Y)), ValueError, r"X contains NaN or inf \(first at row 3, column 5\)"),
-    ("inf in X", lambda: train(data=(with_nan(np.inf), Y)), ValueError, r"X contains NaN or inf"),
+    ("NaN in X", lambda: train(data=(with_nan(np.nan), Y)), ValueError, r"X contains NaN \(the first non-finite value: row 3, column 5\)"),
+    ("inf in X", lambda: train(data=(with_nan(np.inf), Y)), ValueError, r"X contains inf \(the first non-finite value: row 3, column 5\)"),
     ("string X", lambda: train(data=(np.array([["a"]] * 40), Y)), TypeError, r"X must hold numbers, got .*<U1"),
     ("ragged X", lambda: train(data=([[1.0, 2.0], [1.0]], [0, 1])), ValueError, r"X could not be converted"),
     ("X is None", lambda: train(data=(None, Y)), TypeError, r"X must be a numpy array or a torch tensor, got NoneType"),
@@ -106,6 +112,8 @@ CASES = [
     ("a DataFrame column of strings", lambda: train(data=(frame(sex=["m", "f"] * 20), Y)), TypeError, r"X column 'sex' holds \w+ values \(e.g. 'm'\), not numbers: encode it first \(pd.get_dummies"),
     ("a DataFrame column of strings, names repeated", lambda: train(data=(frame(sex=["m", "f"] * 20).set_axis(["a", "a", "a"], axis=1), Y)), TypeError, r"X column 'a' holds \w+ values \(e.g. 'm'\)"),
     ("string labels named", lambda: train(data=(X, np.array(["cat", "dog"] * 20, dtype=object))), TypeError, r"y must hold numbers, got an array of dtype object \(e.g. 'cat'\): encode them as numbers first -- class ids for labels \(pd.factorize\)"),
+    ("categories of strings as labels", lambda: train(data=(X, categories(["cat", "dog"] * 20))), TypeError, r"^y holds pandas categories of \w+ values \(e.g. 'cat'\), not numbers: pass y.cat.codes \(class ids in the categories' order\) or numbers of your own$"),
+    ("NaN in a shuffled DataFrame", lambda: train(data=(frame(c=with_nan(np.nan)[:, 5]).iloc[::-1], Y)), ValueError, r"^X contains NaN \(the first non-finite value: row 36 \(index label 3\), column 'c'\)$"),
     ("cnn on flat data", lambda: train(model="cnn"), ValueError, r"model 'cnn' needs images shaped \(N, channels, height, width\), got X of shape \(40, 64\)"),
     ("no trainable parameters", lambda: train(model=mlp().requires_grad_(False)), ValueError, r"model has no trainable parameters"),
     # evaluate / predict
@@ -117,6 +125,7 @@ CASES = [
     ("predict wrong width, native mlp", lambda: finetune.predict(finetune.build("mlp", in_features=10, num_classes=4), X), ValueError, r"model forward\(\) failed on evaluation inputs of shape \[40, 64\] \(dtype Float\): mlp takes 10 features per example \(in_features\), got 64$"),
     ("predict NaN", lambda: finetune.predict(mlp(), with_nan(np.nan)), ValueError, r"X contains NaN"),
     ("predict one example as X", lambda: finetune.predict(train(model=mlp()).model, X[0]), ValueError, r"^X has the shape of one training example, \(64,\); X holds a batch of them: X.reshape\(1, 64\) for one example$"),
+    ("predict a DataFrame's row as X", lambda: finetune.predict(train(data=(frame(), Y)).model, frame().iloc[0]), ValueError, r"^X is a pandas Series of 2 values, the shape of one training example; X holds a batch of them: a one-row DataFrame \(df.iloc\[\[i\]\], not df.iloc\[i\]\) for one example$"),
     ("predict other width than trained", lambda: finetune.predict(train().model, X[:, :10]), ValueError, r"^X's examples are shaped \(10,\) \(X of shape \(40, 10\)\), and the model was trained on examples shaped \(64,\)$"),
     ("evaluate batch_size 0", lambda: finetune.evaluate(mlp(), (X, Y), batch_size=0), ValueError, r"^batch_size must be a positive integer, got 0$"),
     ("embed batch_size 0", lambda: finetune.embed(mlp(), X, batch_size=0), ValueError, r"^batch_size must be a positive integer, got 0$"),

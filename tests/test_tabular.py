@@ -337,7 +337,7 @@ def test_a_dataframe_of_numbers_and_booleans_trains_as_its_values():
                                   finetune.predict(result.model, x.to_numpy(np.float32)))
     nullable = x.astype({"mean radius": "Float64"})
     nullable.loc[3, "mean radius"] = pd.NA
-    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at row 3, column 'mean radius'\)"):
+    with pytest.raises(ValueError, match=r"X contains NaN \(the first non-finite value: row 3, column 'mean radius'\)"):
         finetune.predict(result.model, nullable)
 
 

@@ -292,3 +292,35 @@ def test_seeded_runs_are_identical(digits):
     for other in runs[1:]:
         for key, value in other.state_dict().items():
             assert torch.equal(first[key], value), key
+
+
+class Terminal:
+    """A stderr that says it is a terminal, keeping what is written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_step_bar_is_drawn_only_on_a_terminal_and_the_epoch_lines_always(monkeypatch, capsys, terminal):
+    """A new user's script redirected to a file got ~5 KB of carriage-return bars a run."""
+    pytest.importorskip("tqdm")
+    fake = Terminal()
+    if terminal:
+        monkeypatch.setattr("sys.stderr", fake)
+    x = np.random.default_rng(0).random((64, 4), dtype=np.float32)
+    finetune.train("mlp", (x, np.arange(64) % 2), epochs=2, progress=True)
+    written = fake.text if terminal else capsys.readouterr().err
+    lines = [line for line in written.replace("\r", "\n").splitlines() if line.startswith("epoch ")]
+    assert any(line.startswith("epoch 1/2  train_loss") for line in lines)
+    assert any(line.startswith("epoch 2/2  train_loss") for line in lines)
+    assert ("\r" in written) == terminal  # tqdm redraws its bar with carriage returns

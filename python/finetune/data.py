@@ -25,6 +25,8 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
     if is_frame(value):
         value = _frame_numbers(value, name)
+    elif _is_categorical(value):
+        value = _category_numbers(value, name)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as error:  # ragged nested lists
@@ -49,6 +51,29 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
 def is_frame(value: Any) -> bool:
     """A pandas DataFrame (told by its module, so that pandas is imported only when it is used)."""
     return type(value).__module__.split(".")[0] == "pandas" and hasattr(value, "columns")
+
+
+def is_series(value: Any) -> bool:
+    """A pandas Series (one column, or one row of a DataFrame: df.iloc[i])."""
+    return type(value).__module__.split(".")[0] == "pandas" and type(value).__name__ == "Series"
+
+
+def _is_categorical(value: Any) -> bool:
+    return type(value).__module__.split(".")[0] == "pandas" and type(getattr(value, "dtype", None)).__name__ == \
+        "CategoricalDtype"
+
+
+def _category_numbers(value: Any, name: str) -> Any:
+    """A pandas categorical (a Series or Categorical) as its values when its categories are numbers; categories of
+    strings are an error naming the dtype, with the codes as the way out."""
+    import pandas as pd
+
+    categories = value.dtype.categories
+    if pd.api.types.is_numeric_dtype(categories.dtype):
+        return np.asarray(value, dtype=np.float64 if value.isna().any() else categories.dtype)
+    example = f" (e.g. {categories[0]!r})" if len(categories) else ""
+    raise TypeError(f"{name} holds pandas categories of {categories.dtype} values{example}, not numbers: pass "
+                    f"{name}.cat.codes (class ids in the categories' order) or numbers of your own")
 
 
 def column_names(value: Any) -> tuple[str, ...] | None:
@@ -76,6 +101,10 @@ def check_example_shape(value: Any, trained: Sequence[int] | None, name: str = "
     """X against the shape of the examples the model was trained on: a single example passed as X (its features
     read as as many examples of one number each) or another number of dimensions is one error naming both shapes.
     The sizes are checked for 2-D floating features only: a model may take token ids or images of other lengths."""
+    if is_series(value) and trained is not None and (len(value),) == tuple(trained):
+        raise ValueError(f"{name} is a pandas Series of {len(value)} values, the shape of one training example; "
+                         f"{name} holds a batch of them: a one-row DataFrame (df.iloc[[i]], not df.iloc[i]) for one "
+                         "example")
     shape = example_shape(value)
     if shape is None or trained is None:
         return
@@ -179,9 +208,15 @@ def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dty
         if tensor.is_floating_point() or tensor.dtype in (torch.uint8, torch.bool):
             tensor = tensor.to(dtype)
             if not bool(torch.isfinite(tensor).all()):
-                bad = torch.nonzero(~torch.isfinite(tensor.reshape(tensor.shape[0], -1)))[0].tolist()
-                column = repr(item.columns[bad[1]]) if is_frame(item) else bad[1]  # a DataFrame's: by name
-                raise ValueError(f"{label} contains NaN or inf (first at row {bad[0]}, column {column})")
+                flat = tensor.reshape(tensor.shape[0], -1)
+                row, col = torch.nonzero(~torch.isfinite(flat))[0].tolist()
+                found = {"nan": "NaN"}.get(str(flat[row, col].item()), str(flat[row, col].item()))  # NaN, inf, -inf
+                column, where = col, f"row {row}"
+                if is_frame(item):  # a DataFrame's column by name, and its row's index label where it differs
+                    column = repr(item.columns[col])
+                    if item.index[row] != row:
+                        where += f" (index label {item.index[row]!r})"
+                raise ValueError(f"{label} contains {found} (the first non-finite value: {where}, column {column})")
         tensors.append(tensor)
     rows = {t.shape[0] for t in tensors}
     if len(rows) > 1:

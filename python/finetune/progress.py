@@ -1,4 +1,5 @@
-"""The progress display: tqdm when installed, otherwise one line per epoch on stderr."""
+"""The progress display: one line per epoch on stderr, and within each epoch tqdm's bar where someone watches (a
+terminal or a notebook, tqdm installed) -- redirected to a file or a CI log, a bar is kilobytes of carriage returns."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class Progress:
             from tqdm.auto import tqdm
         except ImportError:
             tqdm = None
-        self._tqdm = tqdm
+        self._tqdm = tqdm if _watched() else None
 
     def __call__(self, kind: str, info: dict[str, Any]) -> bool:
         if not self.enabled:
@@ -53,3 +54,8 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _watched() -> bool:
+    """stderr is a terminal, or a Jupyter kernel draws tqdm.auto's bar as a widget."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
