@@ -23,7 +23,8 @@ struct Metrics {
 using SumOverRanks = std::function<at::Tensor(const at::Tensor&)>;
 
 // loss (mean cross-entropy), accuracy, top{k}_accuracy (k capped at the number of classes), macro_f1
-// (mean over classes present in targets or predictions), the confusion matrix and per-class precision and recall. Every one of them comes
+// (mean over classes present in targets or predictions), balanced_accuracy (the mean recall of the classes in the
+// targets), the confusion matrix and per-class precision and recall. Every one of them comes
 // from counts and sums (correct, top-k hits, confusion, summed loss), so shards combine exactly.
 Metrics classification_metrics(const at::Tensor& logits, const at::Tensor& targets, int64_t topk,
                                const SumOverRanks& sum_over_ranks = {});

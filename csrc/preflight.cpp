@@ -11,7 +11,7 @@ namespace finetune {
 
 std::vector<std::string> metric_names(const TrainConfig& config) {
   if (config.is_classification()) {
-    return {"accuracy", "loss", "macro_f1", "top" + std::to_string(config.topk) + "_accuracy"};
+    return {"accuracy", "balanced_accuracy", "loss", "macro_f1", "top" + std::to_string(config.topk) + "_accuracy"};
   }
   if (config.is_ranking()) return {"auc", "loss"};
   return {"loss", "mae", "r2", "rmse"};

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +31,7 @@ def test_classification_metrics_match_sklearn(trained):
     assert 0.2 < ours["accuracy"] < 0.99  # a model that makes mistakes, so the metrics mean something
     assert ours["accuracy"] == pytest.approx(metrics.accuracy_score(y, pred), abs=1e-12)
     assert ours["macro_f1"] == pytest.approx(metrics.f1_score(y, pred, average="macro"), abs=1e-12)
+    assert ours["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy_score(y, pred), abs=1e-12)
     assert ours["top3_accuracy"] == pytest.approx(metrics.top_k_accuracy_score(y, probs, k=3), abs=1e-12)
     assert ours["loss"] == pytest.approx(metrics.log_loss(y, probs, labels=range(10)), rel=1e-6)
     np.testing.assert_array_equal(ours["confusion_matrix"], metrics.confusion_matrix(y, pred, labels=range(10)))
@@ -52,6 +55,10 @@ def test_macro_f1_leaves_out_classes_never_seen_like_sklearn(trained):
     ours = finetune.evaluate(model, (x[keep], y[keep]))
     pred = finetune.predict(model, x[keep])
     assert ours["macro_f1"] == pytest.approx(metrics.f1_score(y[keep], pred, average="macro"), abs=1e-12)
+    with warnings.catch_warnings():  # scikit-learn warns of the predicted classes the targets lack, and leaves them out
+        warnings.simplefilter("ignore")
+        expected = metrics.balanced_accuracy_score(y[keep], pred)
+    assert ours["balanced_accuracy"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_regression_metrics_match_sklearn():

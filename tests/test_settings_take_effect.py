@@ -27,7 +27,7 @@ def _small(digits, n=200):
     (dict(freeze=["0"], unfreeze_at={5: ["0"]}, epochs=3), r"unfreeze_at epoch 5 is never reached: epochs=3"),
     (dict(monitor="val_accuracy"), r"monitor 'val_accuracy' needs validation data \(val=...\); without it"),
     (dict(early_stopping=2), r"monitor 'val_loss' needs validation data \(val=...\) for early_stopping/restore_best"),
-    (dict(monitor="val_acc"), r"monitor must be one of \['train_loss', 'val_accuracy', 'val_loss'.*got 'val_acc'"),
+    (dict(monitor="val_acc"), r"monitor must be one of \['train_loss', 'val_accuracy', 'val_balanced_accuracy', 'val_loss'.*got 'val_acc'"),
     (dict(augment_flip=True), r"augment_flip needs image inputs"),
     (dict(augment_crop=2), r"augment_crop needs image inputs"),
     (dict(optimizer="adam", nesterov=True), r"nesterov is set but optimizer='adam' does not use it.*'sgd'"),
