@@ -61,7 +61,8 @@ struct MlpOptions {
   // et al. 2024): "periodic" gives each feature v (after the scaling and clip) embedding_size values -- a linear map
   // of cos(2 pi w v + b) at embedding_frequencies learned frequencies w (drawn from N(0, embedding_sigma^2)) and
   // phases b, each feature its own, to embedding_size - 1 values, then v itself -- so the first layer can cut a
-  // feature's range into pieces a ReLU stack would need many units for. "none": v alone.
+  // feature's range into pieces a ReLU stack would need many units for. "none": v alone. Every periodic_* tensor
+  // is 2-D or more, so the optimizer's weight decay (which spares 1-D biases) reaches their phases and biases too.
   std::string embedding = "none";
   int64_t embedding_frequencies = 16;
   int64_t embedding_size = 4;

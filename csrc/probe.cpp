@@ -27,6 +27,17 @@ ProbeFit fit_probe(const at::Tensor& features, const at::Tensor& targets, const 
   TORCH_CHECK_VALUE(max_iterations >= 1, "probe max_iterations must be >= 1, got ", max_iterations);
   TORCH_CHECK_VALUE(start_weight.has_value() == start_bias.has_value(),
                     "probe start_weight and start_bias must be given together");
+  if (class_weights) {
+    TORCH_CHECK_VALUE(class_weights->dim() == 1 && class_weights->size(0) == classes, "probe class_weights must hold ",
+                      classes, " weights, got shape ", class_weights->sizes());
+  }
+  if (start_weight) {
+    TORCH_CHECK_VALUE(start_weight->sizes() == at::IntArrayRef({members.size(0), classes, features.size(1)}) &&
+                          start_bias->sizes() == at::IntArrayRef({members.size(0), classes}),
+                      "probe start_weight and start_bias must be [", members.size(0), ", ", classes, ", ",
+                      features.size(1), "] and [", members.size(0), ", ", classes, "], got ", start_weight->sizes(),
+                      " and ", start_bias->sizes());
+  }
   if (n > 0) {
     const auto [low, high] = at::aminmax(targets);
     TORCH_CHECK_VALUE(low.item<int64_t>() >= 0 && high.item<int64_t>() < classes, "probe targets must lie in [0, ",
@@ -35,11 +46,12 @@ ProbeFit fit_probe(const at::Tensor& features, const at::Tensor& targets, const 
 
   at::AutoGradMode grad(true);
   const auto x = features.to(at::kDouble).detach();
+  const auto labels = targets.to(x.device());
   const auto mask = members.to(x.device(), at::kDouble);
   const int64_t subsets = mask.size(0);
   const auto sizes = mask.sum(1);
   const auto row_weights =
-      class_weights ? mask * class_weights->to(x.device(), at::kDouble).index_select(0, targets) : mask;
+      class_weights ? mask * class_weights->to(x.device(), at::kDouble).index_select(0, labels) : mask;
   auto weight = at::zeros({subsets, classes, x.size(1)}, x.options());
   auto bias = at::zeros({subsets, classes}, x.options());
   if (start_weight) {
@@ -55,7 +67,7 @@ ProbeFit fit_probe(const at::Tensor& features, const at::Tensor& targets, const 
                                                  .tolerance_change(1e-12)
                                                  .history_size(20)
                                                  .line_search_fn("strong_wolfe"));
-  const auto repeated = targets.repeat({subsets});
+  const auto repeated = labels.repeat({subsets});
   const auto inputs = x.expand({subsets, -1, -1});
   auto closure = [&]() -> at::Tensor {
     solver.zero_grad();

@@ -113,6 +113,7 @@ CASES = [
     ("a DataFrame column of strings, names repeated", lambda: train(data=(frame(sex=["m", "f"] * 20).set_axis(["a", "a", "a"], axis=1), Y)), TypeError, r"X column 'a' holds \w+ values \(e.g. 'm'\)"),
     ("string labels named", lambda: train(data=(X, np.array(["cat", "dog"] * 20, dtype=object))), TypeError, r"y must hold numbers, got an array of dtype object \(e.g. 'cat'\): encode them as numbers first -- class ids for labels \(pd.factorize\)"),
     ("categories of strings as labels", lambda: train(data=(X, categories(["cat", "dog"] * 20))), TypeError, r"^y holds pandas categories of \w+ values \(e.g. 'cat'\), not numbers: pass y.cat.codes \(class ids in the categories' order\) or numbers of your own$"),
+    ("NaN in a DataFrame indexed by numpy integers (df.sample's)", lambda: train(data=(frame(c=with_nan(np.nan)[:, 5]).iloc[::-1].set_axis(np.arange(39, -1, -1)), Y)), ValueError, r"^X contains NaN \(the first non-finite value: row 36 \(index label 3\), column 'c'\)$"),
     ("NaN in a shuffled DataFrame", lambda: train(data=(frame(c=with_nan(np.nan)[:, 5]).iloc[::-1], Y)), ValueError, r"^X contains NaN \(the first non-finite value: row 36 \(index label 3\), column 'c'\)$"),
     ("cnn on flat data", lambda: train(model="cnn"), ValueError, r"model 'cnn' needs images shaped \(N, channels, height, width\), got X of shape \(40, 64\)"),
     ("no trainable parameters", lambda: train(model=mlp().requires_grad_(False)), ValueError, r"model has no trainable parameters"),

@@ -69,11 +69,13 @@ def _category_numbers(value: Any, name: str) -> Any:
     import pandas as pd
 
     categories = value.dtype.categories
-    if pd.api.types.is_numeric_dtype(categories.dtype):
-        return np.asarray(value, dtype=np.float64 if value.isna().any() else categories.dtype)
+    if pd.api.types.is_numeric_dtype(categories.dtype):  # NaN, or nullable categories (Int64): as float64
+        plain = isinstance(categories.dtype, np.dtype) and not bool(value.isna().any())
+        return np.asarray(value.astype(categories.dtype if plain else np.float64))
     example = f" (e.g. {categories[0]!r})" if len(categories) else ""
+    codes = f"{name}.cat.codes" if is_series(value) else f"{name}.codes"
     raise TypeError(f"{name} holds pandas categories of {categories.dtype} values{example}, not numbers: pass "
-                    f"{name}.cat.codes (class ids in the categories' order) or numbers of your own")
+                    f"{codes} (class ids in the categories' order) or numbers of your own")
 
 
 def column_names(value: Any) -> tuple[str, ...] | None:
@@ -212,10 +214,11 @@ def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dty
                 row, col = torch.nonzero(~torch.isfinite(flat))[0].tolist()
                 found = {"nan": "NaN"}.get(str(flat[row, col].item()), str(flat[row, col].item()))  # NaN, inf, -inf
                 column, where = col, f"row {row}"
-                if is_frame(item):  # a DataFrame's column by name, and its row's index label where it differs
+                if is_frame(item):  # a DataFrame's column by name, and its row's index label unless that is 0..n-1
                     column = repr(item.columns[col])
-                    if item.index[row] != row:
-                        where += f" (index label {item.index[row]!r})"
+                    index = item.index
+                    if not (type(index).__name__ == "RangeIndex" and index.start == 0 and index.step == 1):
+                        where += f" (index label {index[row:row + 1].tolist()[0]!r})"
                 raise ValueError(f"{label} contains {found} (the first non-finite value: {where}, column {column})")
         tensors.append(tensor)
     rows = {t.shape[0] for t in tensors}

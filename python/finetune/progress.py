@@ -58,4 +58,8 @@ class Progress:
 
 def _watched() -> bool:
     """stderr is a terminal, or a Jupyter kernel draws tqdm.auto's bar as a widget."""
-    return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+    try:
+        terminal = bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # no stderr (pythonw), one without isatty, or a closed one
+        terminal = False
+    return terminal or "ipykernel" in sys.modules

@@ -254,14 +254,15 @@ FAMILIES = ("default", RECOMMENDER, NEURAL_RECOMMENDER, TABULAR, SENTENCE_ENCODE
 CALIBRATED_FAMILIES = TRANSFORMERS
 # Settings that do not switch the recipe off when given: applied as given in every phase it runs (the recipe
 # chooses label_smoothing for an MLP on tabular data and class_weights for imbalanced classes, where a given one
-# wins: class_weights=None, a choice of what to optimise -- plain accuracy -- asks for no less of the recipe). A setting passed in `config=` counts
-# as given only where it differs from TrainConfig's default (a dataclass does not record which fields were passed).
+# wins: class_weights=None, a choice of what to optimise -- plain accuracy -- asks for no less of the recipe). A
+# setting passed in `config=` counts as given only where it differs from TrainConfig's default (a dataclass does
+# not record which fields were passed).
 RECIPE_NEUTRAL = ("task", "batch_size", "eval_batch_size", "accumulate", "clip_grad_norm", "label_smoothing",
-                  "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan", "sample_fraction",
-                  "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner", "output_key", "topk",
-                  "progress", "distributed", "bucket_mb", "dist_timeout", "cache_frozen", "cache_frozen_gb",
-                  "trim_padding", "group_by_length", "num_workers", "prefetch", "checkpoint_dir", "checkpoint_every",
-                  "keep_last", "class_weights")
+                  "class_weights", "augment_crop", "augment_flip", "sampler", "ema", "precision", "on_nan",
+                  "sample_fraction", "sample_size", "stratify", "shuffle", "drop_last", "seed", "device", "runner",
+                  "output_key", "topk", "progress", "distributed", "bucket_mb", "dist_timeout", "cache_frozen",
+                  "cache_frozen_gb", "trim_padding", "group_by_length", "num_workers", "prefetch", "checkpoint_dir",
+                  "checkpoint_every", "keep_last")
 # Of those, the ones only the loop's optimisation reads. The linear probe of phase "head" (probe.py) fits a linear
 # classifier head on cached features to convergence and phase "pairs" runs SetFit's settings: both honour the rest,
 # and one of these given makes the loop train the head and leaves the pairs out.
@@ -1174,8 +1175,8 @@ def capped_balanced_weights(counts: Any, cap: float) -> list[float]:
 
 def class_weight_tensor(class_weights: Any, targets: torch.Tensor, classes: int) -> torch.Tensor | None:
     """The loss weight of each class: ``"balanced"`` gives ``balanced_weights`` of the counts in ``targets``, a
-    list is taken as given, None gives None."""
-    if class_weights is None:
+    list is taken as given, None or an empty list (a config file's "no weights": TOML has no null) gives None."""
+    if class_weights is None or (not isinstance(class_weights, str) and len(class_weights) == 0):
         return None
     if class_weights == "balanced":
         return balanced_weights(torch.bincount(targets, minlength=classes))

@@ -407,7 +407,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     Settings are the fields of :class:`TrainConfig` as keywords (``epochs=5, lr=0.01, batch_size="full"``).
 
     ``recipe="auto"`` (the default when no setting that shapes the training -- optimizer, rate, schedule, epochs,
-    freezing, early stopping, class weights -- is given) runs finetune's recipe (``finetune.recipe``):
+    freezing, early stopping -- is given) runs finetune's recipe (``finetune.recipe``):
     a validation slice, the head first, then every layer, rates from range tests, early stopping; each decision
     is in ``result.recipe`` (few-shot text holds no slice out: SetFit's pairs then the head, nothing to decide on
     one; ``val_fraction`` or ``val`` measures). ``recipe="head"`` runs its head phase alone (the body frozen, its
@@ -997,8 +997,8 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
              device: str = "cpu", topk: int = 5, distributed: str = "auto",
              output_key: str | None = None, runner: str = "auto", trim_padding: bool | str = "auto",
              num_workers: int = 0, prefetch: int = 2, labels: Any = None) -> dict[str, Any]:
-    """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, top-k accuracy (for k below the number
-    of classes), macro-F1 and the confusion matrix for classification; RMSE, MAE and R² for regression (``task``: by default the one
+    """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, balanced accuracy (the classes' mean
+    recall), top-k accuracy (for k below the number of classes), macro-F1 and the confusion matrix for classification; RMSE, MAE and R² for regression (``task``: by default the one
     ``finetune.train`` trained the model for, else classification). ``trim_padding`` as in ``train``: token
     batches cut to their longest row where the model gives the same outputs so. ``eval_data`` may be streamed, as
     in ``train`` (a dataset -- its labels ``labels=`` where it carries none --, or a memory-mapped X), read ahead by
