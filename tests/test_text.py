@@ -106,6 +106,25 @@ def test_minilm_by_name_chooses_max_length_from_the_training_texts():
         finetune.build("minilm", num_classes=2)
 
 
+def test_minilm_reads_a_pandas_series_of_texts_and_names_what_is_not_texts():
+    """A DataFrame's text column (a pandas Series) is texts, as a list is; what is neither texts nor
+    [input_ids, attention_mask] is one line naming what was found (a list of numbers was an IndexError)."""
+    import pandas as pd
+
+    from finetune import registry
+
+    texts = ["short one"] * 19 + ["a much longer sentence " * 20]
+    series = pd.Series(texts, index=range(100, 120))  # an index not 0..n-1: a column of a shuffled DataFrame
+    assert registry.get("minilm").choose_options(series, {}) == registry.get("minilm").choose_options(texts, {})
+    built = finetune.build("minilm", max_length=12, num_classes=2)
+    np.testing.assert_array_equal(finetune.predict(built, series, output="logits"),
+                                  finetune.predict(built, texts, output="logits"))
+    for bad, found in (([1, 2, 3], r"got a list of int \(e.g. 1\)"), (np.array([1.0, 2.0]), r"got ndarray of shape \(2,\)"),
+                       ("a single text", r"X is one string \('a single text'\): pass a list of texts")):
+        with pytest.raises(TypeError, match=found):
+            finetune.predict(built, bad)
+
+
 def test_a_minilm_built_by_name_reads_texts_wherever_it_goes():
     """evaluate, predict, embed and a second train take the texts a "minilm" was trained on, tokenised at its own
     max_length; remembering how does not keep the model alive."""

@@ -10,8 +10,9 @@ from typing import Any
 class Progress:
     """Receives ``("step", info)`` and ``("epoch", record)`` from the C++ loop (GIL taken only then)."""
 
-    def __init__(self, epochs: int, enabled: bool = True):
+    def __init__(self, epochs: int, enabled: bool = True, phase: str = ""):
         self.epochs = epochs
+        self.prefix = f"{phase}: " if phase else ""  # the recipe's phase: its epochs count from 1 again
         self.enabled = enabled
         self._bar = None
         try:
@@ -33,7 +34,7 @@ class Progress:
         if self._tqdm is None:
             return
         if self._bar is None:
-            self._bar = self._tqdm(total=info["steps_per_epoch"], desc=f"epoch {info['epoch'] + 1}/{self.epochs}",
+            self._bar = self._tqdm(total=info["steps_per_epoch"], desc=f"{self.prefix}epoch {info['epoch'] + 1}/{self.epochs}",
                                    unit="step", leave=False, file=sys.stderr, dynamic_ncols=True,
                                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix}")
         self._bar.n = info["epoch_step"]
@@ -45,7 +46,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        parts = [f"epoch {record['epoch'] + 1}/{self.epochs}", f"train_loss {record['train_loss']:.4f}"]
+        parts = [f"{self.prefix}epoch {record['epoch'] + 1}/{self.epochs}", f"train_loss {record['train_loss']:.4f}"]
         parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
         parts.append(f"{record['samples_per_s']:,.0f} samples/s")
         print("  ".join(parts), file=sys.stderr, flush=True)

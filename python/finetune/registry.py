@@ -402,16 +402,37 @@ _native("ncf", _C.NcfOptions, _C.make_ncf, _infer_ids("ncf"), every_split=("num_
 
 # --- pretrained models read from installed packages -----------------------------------------------------------
 
-def _texts_to_ids(x: Any, options: dict[str, Any]) -> Any:
-    """Texts (a list or 1-D array of strings) as [input_ids, attention_mask] at options' max_length."""
+def _texts(x: Any) -> list[str] | None:
+    """``x`` as a list of texts where it is one -- a list, tuple, 1-D array or pandas Series whose first item is a
+    string (the tokenizer names any later item that is not) -- else None."""
+    if isinstance(x, str):
+        raise TypeError(f"X is one string ({x[:40]!r}): pass a list of texts, [text] for one")
+    if data.is_series(x):
+        x = x.tolist()
     if isinstance(x, (list, tuple, np.ndarray)) and np.ndim(x) == 1 and len(x) and isinstance(x[0], str):
-        from . import text
+        return list(x)
+    return None
 
-        if not options["max_length"]:
-            raise ValueError("model 'minilm': max_length=0 is chosen from the training texts first "
-                             "(ModelEntry.choose_options); give max_length to encode texts on their own")
-        return text.tokenizer(options["max_length"])(list(x))
-    return x
+
+def _texts_to_ids(x: Any, options: dict[str, Any]) -> Any:
+    """Texts (a list, 1-D array or pandas Series of strings) as [input_ids, attention_mask] at options'
+    max_length; token ids as given; anything else an error naming what was found."""
+    texts = _texts(x)
+    if texts is None:
+        if isinstance(x, (list, tuple)) and len(x) == 2 and all(np.ndim(t) == 2 for t in x):
+            return x  # [input_ids, attention_mask], tokenised already
+        found = (f"a {type(x).__name__} of {type(x[0]).__name__} (e.g. {x[0]!r})"
+                 if isinstance(x, (list, tuple)) and len(x) and np.ndim(x[0]) == 0
+                 else f"{type(x).__name__} of shape {tuple(np.shape(x))}" if hasattr(x, "shape")
+                 else type(x).__name__)
+        raise TypeError(f"model 'minilm' reads texts (a list of strings) or [input_ids, attention_mask], each "
+                        f"(N, length); got {found}")
+    from . import text
+
+    if not options["max_length"]:
+        raise ValueError("model 'minilm': max_length=0 is chosen from the training texts first "
+                         "(ModelEntry.choose_options); give max_length to encode texts on their own")
+    return text.tokenizer(options["max_length"])(texts)
 
 
 MAX_TOKENS = 256  # the longest max_length chosen from the data: attention's cost grows with the square of it
@@ -421,12 +442,12 @@ COVERED = 0.95  # max_length chosen to keep this share of the training texts who
 def _choose_max_length(x: Any, options: dict[str, Any]) -> dict[str, Any]:
     """max_length=0 (the default): the length that keeps 95% of the training texts whole, rounded up to a
     multiple of 8, between 8 and 256 tokens (MiniLM reads 512 at most; on a CPU each doubling costs > 2x)."""
-    is_texts = isinstance(x, (list, tuple, np.ndarray)) and np.ndim(x) == 1 and len(x) and isinstance(x[0], str)
-    if options.get("max_length", 0) != 0 or not is_texts:
+    texts = _texts(x)
+    if options.get("max_length", 0) != 0 or texts is None:
         return options
     from . import text
 
-    lengths = text.token_lengths(list(x))
+    lengths = text.token_lengths(texts)
     covering = int(np.ceil(np.quantile(lengths, COVERED)))
     return {**options, "max_length": int(min(MAX_TOKENS, max(8, -(-covering // 8) * 8)))}
 

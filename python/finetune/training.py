@@ -146,6 +146,7 @@ class _Run:
     lora: dict[str, Any] | None = None  # the adapters added (lora=): layers, settings
     mask_input: int = -1  # the attention mask's input: batches cut to their longest row (finetune.padding), or -1
     trim_padding: dict[str, Any] | None = None  # {"used", "reason"} (Result.trim_padding)
+    phase: str = ""  # the recipe's phase this run is ("head", "refit-full", ...): named on each progress line
 
 
 HEADS = ("auto", "new", "keep")
@@ -758,7 +759,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                     stop_after: int | None, name: str) -> Result:
         directory, resumed = phase_directory(name)
         if settings.get("fit") == "probe":  # a convex fit, seconds long: fit again when the recipe is replayed
-            return probe_phase(model, train_data, val_data, settings)
+            return probe_phase(model, train_data, val_data, settings, name)
         if settings.get("fit") == "pairs":
             return settled(pairs_phase(model, train_data, settings["head"], directory, resumed), directory)
         # The refit has no validation data: the given monitor and patience were for the phases that had.
@@ -772,9 +773,9 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
             return stop or (stop_after is not None and kind == "epoch" and info["epoch"] + 1 >= stop_after)
 
         # The loop below train(): the phase's length is the recipe's decision (no "still learning" note).
-        return settled(_train_as_given(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"),
-                                       "the recipe's phase", callback=on_event, callback_interval=callback_interval,
-                                       resume=resumed), directory)
+        prepared = dataclasses.replace(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"), phase=name)
+        return settled(_train_as_given(prepared, "the recipe's phase", callback=on_event,
+                                       callback_interval=callback_interval, resume=resumed), directory)
 
     def settled(result: Result, directory: str | None) -> Result:
         """A finished phase's result, its directory down to the last checkpoint (all a resumed recipe reads)."""
@@ -791,28 +792,36 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         pair_cfg = dataclasses.replace(base, **pairs.SETTINGS, task="regression", runner="python", trim_padding=False,
                                        label_smoothing=0.0, early_stopping=0, restore_best=False, monitor="train_loss",
                                        checkpoint_dir=directory)
-        return _train_as_given(_prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None,
-                                        pair_cfg, {}, head="keep"), "the recipe's phase", callback=callback,
+        prepared = _prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None, pair_cfg, {},
+                            head="keep")
+        return _train_as_given(dataclasses.replace(prepared, phase="pairs"), "the recipe's phase", callback=callback,
                                callback_interval=callback_interval, resume=resumed)
 
-    def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any]) -> Result:
+    def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any],
+                    name: str) -> Result:
         """Phase "head" as the linear probe (finetune.probe): one fit to convergence, reported as one epoch."""
         start = time.perf_counter()
         (features,), targets = train_data
-        weights = recipes.class_weight_tensor(settings["class_weights"], targets, head.out_features)
-        fitted = probe.fit_layer(head, features, targets, settings["C"], weights, cfg.label_smoothing)
+        n, regression = int(targets.shape[0]), cfg.task == "regression"
+        if regression:  # ridge: |y - XW - b|^2 + alpha |W|^2 over the mean squared error's n x outputs terms
+            fitted = probe.fit_ridge_layer(head, features, targets, settings["alpha"])
+            penalty = 2.0 * settings["alpha"] / (n * head.out_features)
+        else:  # |W|^2 / (2 C n) beside the mean loss: an L2 weight decay of 1 / (C n)
+            weights = recipes.class_weight_tensor(settings["class_weights"], targets, head.out_features)
+            fitted = probe.fit_layer(head, features, targets, settings["C"], weights, cfg.label_smoothing)
+            penalty = 1.0 / (settings["C"] * n)
         broadcast_state(head, group)  # each rank fit the whole sample alone: rank 0's fit everywhere
         seconds = time.perf_counter() - start
-        n = int(targets.shape[0])
         record = {"epoch": 0, "train_loss": fitted["loss"], "lr": 0.0, "seconds": seconds,
                   "samples_per_s": n * fitted["iterations"] / max(seconds, 1e-9)}
         metrics = {}
         if val_data is not None:
             metrics = {k: v for k, v in measure(head, val_data).items() if not isinstance(v, (list, np.ndarray))}
             record.update({f"val_{k}": v for k, v in metrics.items()})
-        penalty = 1.0 / (settings["C"] * n)  # |W|^2 / (2 C n) beside the mean loss: an L2 weight decay of 1 / (C n)
+        Progress(1, enabled=cfg.progress and process_rank() == 0, phase=name)("epoch", record)  # its one "epoch"
         return Result(model=head, history=[record], metrics=metrics, config=cfg,
-                      class_counts=dict(enumerate(torch.bincount(targets, minlength=head.out_features).tolist())),
+                      class_counts=None if regression else
+                      dict(enumerate(torch.bincount(targets, minlength=head.out_features).tolist())),
                       train_size=n, steps=fitted["iterations"], seconds=seconds, best_epoch=0,
                       best_value=metrics.get("loss"),
                       param_groups=[{"names": [name for name, _ in head.named_parameters()], "lr": 0.0,
@@ -911,7 +920,7 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
     if cfg.checkpoint_dir and process_rank() == 0:  # writable, and every tensor of a kind a checkpoint holds
         checkpoint.preflight(cfg.checkpoint_dir, run.model)
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
-    progress = Progress(cfg.epochs, enabled=cfg.progress and process_rank() == 0)
+    progress = Progress(cfg.epochs, enabled=cfg.progress and process_rank() == 0, phase=run.phase)
     saved_config = cfg.to_dict()
 
     def on_event(kind: str, info: dict[str, Any]) -> bool:
