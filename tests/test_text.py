@@ -119,9 +119,11 @@ def test_minilm_reads_a_pandas_series_of_texts_and_names_what_is_not_texts():
     built = finetune.build("minilm", max_length=12, num_classes=2)
     np.testing.assert_array_equal(finetune.predict(built, series, output="logits"),
                                   finetune.predict(built, texts, output="logits"))
-    for bad, found in (([1, 2, 3], r"got a list of int \(e.g. 1\)"), (np.array([1.0, 2.0]), r"got ndarray of shape \(2,\)"),
-                       ("a single text", r"X is one string \('a single text'\): pass a list of texts")):
-        with pytest.raises(TypeError, match=found):
+    for bad, error, found in (
+            ([1, 2, 3], ValueError, r"reads texts \(a list of strings\) .*; got a list of int \(e.g. 1\)"),
+            (np.array([1.0, 2.0]), ValueError, r"got ndarray of shape \(2,\)"),
+            ("a single text", TypeError, r"X is one string \('a single text'\): pass a list of texts")):
+        with pytest.raises(error, match=found):
             finetune.predict(built, bad)
 
 

@@ -425,7 +425,7 @@ def _texts_to_ids(x: Any, options: dict[str, Any]) -> Any:
                  if isinstance(x, (list, tuple)) and len(x) and np.ndim(x[0]) == 0
                  else f"{type(x).__name__} of shape {tuple(np.shape(x))}" if hasattr(x, "shape")
                  else type(x).__name__)
-        raise TypeError(f"model 'minilm' reads texts (a list of strings) or [input_ids, attention_mask], each "
+        raise ValueError(f"model 'minilm' reads texts (a list of strings) or [input_ids, attention_mask], each "
                         f"(N, length); got {found}")
     from . import text
 
