@@ -195,7 +195,8 @@ def test_fit_ridge_is_scikit_learns_ridge(alpha, outputs):
 
 def test_the_ridge_strength_chosen_has_scikit_learns_lowest_held_out_error_on_the_same_folds():
     x, y = ratings(60, signal=0.3)
-    chosen, errors = probe.choose_ridge_strength(torch.from_numpy(x), torch.from_numpy(y), seed=3)
+    chosen, errors, folds = probe.choose_ridge_strength(torch.from_numpy(x), torch.from_numpy(y), seed=3)
+    assert folds == probe.FOLDS
     fold, x64 = probe.random_folds(60, probe.FOLDS, seed=3).numpy(), x.astype(np.float64)
     scale = ((x64 - x64.mean(0)) ** 2).sum() / x64.shape[1]
     assert list(errors) == pytest.approx([strength * scale for strength in probe.RIDGE_STRENGTHS])

@@ -187,6 +187,9 @@ def test_a_recipe_cannot_resume_a_run_of_the_settings_as_given(tmp_path):
      r"range_tests\[0\].losses\[0\] must be a number, got 'x'"),
     (lambda j: {**j, "range_tests": [{"lrs": [1e-3, 1e-2], "losses": [1.0], "suggestion": 1e-3, "diverged": False}]},
      r"range_tests\[0\] has 2 lrs and 1 losses"),
+    (lambda j: {**j, "range_tests": [{"lrs": [1e-3], "losses": [1.0], "suggestion": 1e-3, "diverged": False,
+                                      "parameters": "many"}]},
+     r"range_tests\[0\].parameters must be a count >= 0, got 'many'"),
     (lambda j: {**j, "extra": 1}, r"unexpected key\(s\) \['extra'\]"),
     (lambda j: {**j, "run": {**j["run"], "data": None, "more": 1}}, r"run has unexpected key\(s\) \['more'\]"),
     (lambda j: {**j, "range_tests": [{"lrs": [1e-3, 1e-4], "losses": [1.0, 0.9], "suggestion": 1e-3,
@@ -205,16 +208,22 @@ def test_a_crafted_recipe_journal_is_a_one_line_error_naming_the_field(recipe_di
     assert "recipe.json" in str(error.value) and "\n" not in str(error.value)
 
 
-def test_a_recipe_journal_whose_range_test_ran_another_optimizer_is_an_error(recipe_dir):
-    """A journal written by a finetune whose rule 4 chose another optimizer: its range tests' curves would set this
+@pytest.mark.parametrize("key, then, match", [
+    ("optimizer", "adamw", r"range test 1 ran 'adamw' on a model of \d+ values and this finetune runs 'sgd' on"),
+    ("parameters", 99, r"range test 1 ran 'sgd' on a model of 99 values and this finetune runs 'sgd' on \d+"),
+])
+def test_a_recipe_journal_whose_range_test_ran_another_optimizer_or_model_is_an_error(recipe_dir, key, then, match):
+    """A journal written by a finetune whose rules chose another optimizer, or ran the test on another part of the
+    model (a regression head now fit by the probe was range-tested in the loop): its curves would set this
     version's rates wrongly, silently -- an error naming both, before anything trains."""
     path = recipe_dir / "recipe.json"
     journal = json.loads(path.read_text())
     assert journal["range_tests"][0]["optimizer"] == "sgd"  # rule 4: the pretrained MLP's phase full
-    journal["range_tests"][0]["optimizer"] = "adamw"
+    assert journal["range_tests"][0]["parameters"] == sum(p.numel() for p in mlp().state_dict().values())
+    journal["range_tests"][0][key] = then
     path.write_text(json.dumps(journal))
     x, y = _digits()
-    with pytest.raises(ValueError, match="range test 1 ran 'adamw' and this finetune runs 'sgd'"):
+    with pytest.raises(ValueError, match=match):
         finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=recipe_dir, resume=True, **SETTINGS)
 
 

@@ -694,10 +694,12 @@ def recipe_journal(directory: str | os.PathLike) -> dict[str, Any] | None:
         for i, test in enumerate(journal["range_tests"]):
             where = f"range_tests[{i}]"
             _object(test, where, required={"lrs", "losses", "suggestion", "diverged"},
-                    allowed={"lrs", "losses", "suggestion", "diverged", "optimizer"})
+                    allowed={"lrs", "losses", "suggestion", "diverged", "optimizer", "parameters"})
             if "optimizer" in test and test["optimizer"] not in _OPTIMIZER_FIELDS:
                 raise _Invalid(f"{where}.optimizer must be one of {', '.join(sorted(_OPTIMIZER_FIELDS))}, got "
                                f"{_show(test['optimizer'])}")
+            if "parameters" in test and (type(test["parameters"]) is not int or test["parameters"] < 0):
+                raise _Invalid(f"{where}.parameters must be a count >= 0, got {_show(test['parameters'])}")
             for key in ("lrs", "losses"):
                 if not isinstance(test[key], list) or not test[key]:
                     raise _Invalid(f"{where}.{key} must be a non-empty list of numbers, got {_show(test[key])}")

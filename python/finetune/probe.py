@@ -152,7 +152,8 @@ def fit_ridge(features: torch.Tensor, targets: torch.Tensor, alpha: float) -> tu
 def ridge_scale(features: torch.Tensor) -> float:
     """The centred features' mean eigenvalue, trace(Xc' Xc) / features: what RIDGE_STRENGTHS multiply."""
     x = features.flatten(1).to(torch.float64)
-    return float((x - x.mean(0)).square().sum()) / x.shape[1]
+    scale = float((x - x.mean(0)).square().sum()) / x.shape[1]
+    return max(scale, torch.finfo(torch.float64).tiny)  # constant features: a strength > 0 still (0 / 0 else)
 
 
 def random_folds(examples: int, count: int, seed: int) -> torch.Tensor:
@@ -162,9 +163,13 @@ def random_folds(examples: int, count: int, seed: int) -> torch.Tensor:
     return fold
 
 
-def choose_ridge_strength(features: torch.Tensor, targets: torch.Tensor, seed: int) -> tuple[float, dict[float, float]]:
-    """(the alpha of ``RIDGE_STRENGTHS`` x ``ridge_scale`` with the lowest mean held-out squared error over FOLDS
-    seeded random folds, each alpha's error). Each fold's SVD serves every strength."""
+def choose_ridge_strength(features: torch.Tensor, targets: torch.Tensor,
+                          seed: int) -> tuple[float, dict[float, float], int]:
+    """(the alpha of ``RIDGE_STRENGTHS`` x ``ridge_scale`` with the lowest mean held-out squared error over seeded
+    random folds, each alpha's error, the folds: FOLDS, fewer below 10 examples). Each fold's SVD serves every
+    strength."""
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("the linear probe's features hold values that are not finite")
     n = features.shape[0]
     count = max(2, min(FOLDS, n // 2))
     fold = random_folds(n, count, seed).to(features.device)
@@ -182,7 +187,7 @@ def choose_ridge_strength(features: torch.Tensor, targets: torch.Tensor, seed: i
             predicted = held_x @ (projected * (s / (s.square() + alpha))[:, None]) + y_mean
             errors[alpha] += float((predicted - y_all[held]).square().mean()) / count
     best = min(alphas, key=lambda alpha: errors[alpha])
-    return best, errors
+    return best, errors, count
 
 
 def fit_ridge_layer(layer: torch.nn.Linear, features: torch.Tensor, targets: torch.Tensor,

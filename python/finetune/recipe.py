@@ -8,8 +8,9 @@ The procedure (README, "The recipe"), for a model with trained weights:
    fit the labels, replaced by a new seeded one (``heads.py``);
 3. phase "head": the body frozen, the head trained alone (linear probing; Kumar et al. 2022 show that
    fine-tuning from a trained head distorts the pretrained features less than from a random one), on the
-   body's features computed once where the model runs in Python -- there a linear classifier head is fit as
-   a linear probe (``probe.py``: L-BFGS to convergence, its L2 strength by cross-validation);
+   body's features computed once where the model runs in Python -- there a linear head is fit as a linear
+   probe (``probe.py``: logistic regression by L-BFGS to convergence, or ridge regression solved exactly, its L2
+   strength by cross-validation);
 4. phase "full": every layer trained from the phase-1 weights, at rates decaying layer by layer towards the
    input (ULMFiT's discriminative rates); for a small model also phases "shrunk" and "shrunk_low", the same from
    the phase-1 weights with the body's shrunk and perturbed first (Ash & Adams 2020: a model pretrained on a
@@ -53,6 +54,7 @@ import numpy as np
 import torch
 
 from . import _C, heads, lora, pairs, probe, registry, streams
+from .distributed import process_rank
 
 # The numbers of the procedure, with the measurement or the rule each one comes from (README, "The recipe").
 VAL_FRACTION = 0.2  # the usual 80/20 hold-out; a 30% slice, digits story, 16 seeds: 0.962 vs 0.959 (recipe_variants.py)
@@ -565,9 +567,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             why += (f", capped at {CLASS_WEIGHT_CAP:g}x the lightest class's weight: a class of a few examples "
                     "weighted as a whole class swamps the rest")
         common["class_weights"] = plan.decide("class_weights", weights, why)
-        if weights is not None and "class_weights" not in plan.given:  # a trade the user should not meet unawares
+        if weights is not None and "class_weights" not in plan.given and process_rank() == 0:  # not unawares
             logging.getLogger("finetune").warning(
-                f"the classes are {ratio:.1f}x imbalanced (largest/smallest): recipe='auto' weights them, trading "
+                f"the classes are {ratio:.1f}x imbalanced (largest/smallest): recipe={mode!r} weights them, trading "
                 "plain accuracy for the rare classes' recall (balanced_accuracy); class_weights=None keeps plain "
                 "accuracy")
 
@@ -814,8 +816,9 @@ def _linear_share(plan: Plan, model: Any, config: Any, train_data: tuple[list[to
     losses = {share: float(m["loss"]) for share, m in measured.items()}
     chosen = min(LINEAR_SHARES, key=lambda share: losses[share])
     _set_share(model, chosen)
-    capped = (" -- the cap, not the slice, chose it: measured over 100 splits, a share chosen up to 1 was level on "
-              "the built-in sets and fell on the smallest (README, rule 8)" if chosen == max(LINEAR_SHARES) else "")
+    capped = (" -- the largest share allowed: a larger one might have a lower slice loss, but over 100 splits a "
+              "share chosen up to 1 was level on the built-in sets and fell on the smallest (README, rule 8)"
+              if chosen == max(LINEAR_SHARES) else "")
     plan.note("linear.share", chosen, f"the linear model's share of the average with the lowest validation loss, "
               f"at most {max(LINEAR_SHARES):g} (0: the MLP alone){capped}; the losses by share: "
               + ", ".join(f"{share:g}: {loss:.4f}" for share, loss in losses.items()))
@@ -1130,7 +1133,7 @@ def _probe_settings(plan: Plan, head: Any, data: tuple[list[torch.Tensor], torch
            else f"task={config.task!r}: the probe fits classifiers and regressors"
            if config.task not in ("classification", "regression")
            else f"settings given that the loop's optimisation takes ({', '.join(loop)})" if loop
-           else f"{size:.2e} multiply-adds a pass (examples x features x classes), over {PROBE_MAX_SIZE:.0e}"
+           else f"{size:.2e} multiply-adds a pass (examples x features x outputs), over {PROBE_MAX_SIZE:.0e}"
            if size > PROBE_MAX_SIZE else None)
     if why is not None:
         plan.note("head.fit", "loop", f"{why}: the head trains in the loop (rule 4's optimizer, a range-tested rate, "
@@ -1140,10 +1143,10 @@ def _probe_settings(plan: Plan, head: Any, data: tuple[list[torch.Tensor], torch
         plan.note("head.fit", "linear probe", "a linear head on fixed features is a convex problem (ridge "
                   "regression): solved exactly; fit in the loop at a range-tested rate, MiniLM's head on movie "
                   "titles' ratings scored below the training mean (README, rule 3)")
-        alpha, errors = probe.choose_ridge_strength(features, targets, config.seed)
+        alpha, errors, folds = probe.choose_ridge_strength(features, targets, config.seed)
         scale = probe.ridge_scale(features)
         plan.note("head.alpha", alpha, "the ridge strength with the lowest held-out squared error over "
-                  f"{probe.FOLDS} random folds of the training slice, of {len(errors)} from "
+                  f"{folds} random folds of the training slice, of {len(errors)} from "
                   f"{min(probe.RIDGE_STRENGTHS):g} to {max(probe.RIDGE_STRENGTHS):g} x the features' mean eigenvalue "
                   f"({scale:.4g}; the largest predicts about the mean): "
                   + ", ".join(f"{a / scale:.3g}: {error:.4g}" for a, error in errors.items()))

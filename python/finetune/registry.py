@@ -409,7 +409,7 @@ def _texts(x: Any) -> list[str] | None:
         raise TypeError(f"X is one string ({x[:40]!r}): pass a list of texts, [text] for one")
     if data.is_series(x):
         x = x.tolist()
-    if isinstance(x, (list, tuple, np.ndarray)) and np.ndim(x) == 1 and len(x) and isinstance(x[0], str):
+    if isinstance(x, (list, tuple, np.ndarray)) and len(x) and isinstance(x[0], str) and np.ndim(x) == 1:
         return list(x)
     return None
 
@@ -421,8 +421,12 @@ def _texts_to_ids(x: Any, options: dict[str, Any]) -> Any:
     if texts is None:
         if isinstance(x, (list, tuple)) and len(x) == 2 and all(np.ndim(t) == 2 for t in x):
             return x  # [input_ids, attention_mask], tokenised already
+        if data.keywords(x) is not None:
+            return x  # keyword inputs: the forward pass names what it lacks
         found = (f"a {type(x).__name__} of {type(x[0]).__name__} (e.g. {x[0]!r})"
                  if isinstance(x, (list, tuple)) and len(x) and np.ndim(x[0]) == 0
+                 else f"a {type(x).__name__} of {len(x)} arrays of shapes {[tuple(np.shape(t)) for t in x]}"
+                 if isinstance(x, (list, tuple))
                  else f"{type(x).__name__} of shape {tuple(np.shape(x))}" if hasattr(x, "shape")
                  else type(x).__name__)
         raise ValueError(f"model 'minilm' reads texts (a list of strings) or [input_ids, attention_mask], each "

@@ -761,7 +761,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         if settings.get("fit") == "probe":  # a convex fit, seconds long: fit again when the recipe is replayed
             return probe_phase(model, train_data, val_data, settings, name)
         if settings.get("fit") == "pairs":
-            return settled(pairs_phase(model, train_data, settings["head"], directory, resumed), directory)
+            return settled(pairs_phase(model, train_data, settings["head"], directory, resumed, name), directory)
         # The refit has no validation data: the given monitor and patience were for the phases that had.
         kept = {k: v for k, v in passed.items() if val_data is not None or k not in ("monitor", "early_stopping")}
         phase_cfg = _readers_for(dataclasses.replace(base, **{**settings, **kept}, checkpoint_dir=directory),
@@ -783,7 +783,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
             checkpoint.settle(directory)
         return result
 
-    def pairs_phase(model: Any, train_data: Any, head: str, directory: str | None, resumed: bool) -> Result:
+    def pairs_phase(model: Any, train_data: Any, head: str, directory: str | None, resumed: bool,
+                    name: str) -> Result:
         """Phase "pairs" (finetune.pairs, SetFit's): the body trained on pairs of examples in the loop, its
         cosine similarity regressed on 1 (same class) or 0."""
         inputs, targets = train_data
@@ -794,7 +795,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                                        checkpoint_dir=directory)
         prepared = _prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None, pair_cfg, {},
                             head="keep")
-        return _train_as_given(dataclasses.replace(prepared, phase="pairs"), "the recipe's phase", callback=callback,
+        return _train_as_given(dataclasses.replace(prepared, phase=name), "the recipe's phase", callback=callback,
                                callback_interval=callback_interval, resume=resumed)
 
     def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any],
@@ -833,13 +834,15 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         # The phase's settings, those given winning (but the rate: the test sweeps it).
         merged = {**settings, **{k: v for k, v in passed.items() if k != "lr"}}
         optimizer = merged.get("optimizer", base.optimizer)
+        parameters = sum(v.numel() for v in model.state_dict().values())  # the head's, or the whole model's
         if journal is not None and range_tests_run <= len(journal["range_tests"]):  # resumed: as measured then
             entry = dict(journal["range_tests"][range_tests_run - 1])
-            then = entry.pop("optimizer", optimizer)  # journals before it was recorded: not checked
-            if then != optimizer:
-                raise ValueError(f"resume: the recipe journal's range test {range_tests_run} ran {then!r} and this "
-                                 f"finetune runs {optimizer!r} there (a different version's recipe); start a new run "
-                                 "in another checkpoint_dir")
+            # Journals before either was recorded: not checked.
+            then = (entry.pop("optimizer", optimizer), entry.pop("parameters", parameters))
+            if then != (optimizer, parameters):
+                raise ValueError(f"resume: the recipe journal's range test {range_tests_run} ran {then[0]!r} on "
+                                 f"a model of {then[1]} values and this finetune runs {optimizer!r} on {parameters} "
+                                 "there (a different version's recipe); start a new run in another checkpoint_dir")
             return LrFinderResult(**entry)
         probe_cfg = _readers_for(dataclasses.replace(base, **merged, progress=False), train_data)
         if world > 1 and isinstance(probe_cfg.batch_size, int):  # the test steps at the global batch the phase takes
@@ -849,7 +852,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         if journal is not None:
             journal["range_tests"].append({"lrs": [float(v) for v in found.lrs], "suggestion": float(found.suggestion),
                                            "losses": [float(v) for v in found.losses], "diverged": bool(found.diverged),
-                                           "optimizer": optimizer})
+                                           "optimizer": optimizer, "parameters": parameters})
             if process_rank() == 0:
                 checkpoint.write_recipe_journal(cfg.checkpoint_dir, journal)
         return found
