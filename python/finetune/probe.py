@@ -132,21 +132,27 @@ def fit_layer(layer: torch.nn.Linear, features: torch.Tensor, targets: torch.Ten
 RIDGE_STRENGTHS = tuple(10.0 ** (e / 2) for e in range(-8, 9))
 
 
-def _centred(features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                        torch.Tensor]:
+def _decomposed(features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The centred least-squares problem of ``features`` and ``targets`` in float64, decomposed once for every
+    strength: (x_mean, y_mean, singular values s, right singular vectors vh, U' y)."""
     x = features.flatten(1).to(torch.float64)
     y = targets.to(torch.float64).reshape(x.shape[0], -1)
     x_mean, y_mean = x.mean(0), y.mean(0)
-    return x - x_mean, y - y_mean, x_mean, y_mean
+    u, s, vh = torch.linalg.svd(x - x_mean, full_matrices=False)
+    return x_mean, y_mean, s, vh, u.T @ (y - y_mean)
+
+
+def _ridge(decomposed: tuple[torch.Tensor, ...], alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight [outputs, features], bias [outputs]) of ridge regression at ``alpha`` from ``_decomposed``."""
+    x_mean, y_mean, s, vh, projected = decomposed
+    weight = vh.T @ (projected * (s / (s.square() + alpha))[:, None])  # [features, outputs]
+    return weight.T, y_mean - x_mean @ weight
 
 
 def fit_ridge(features: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight [outputs, features], bias [outputs]) of ridge regression at ``alpha`` (``RIDGE_STRENGTHS``' scale:
     absolute here), in float64: scikit-learn's ``Ridge(alpha)`` on centred data, solved by one SVD."""
-    x, y, x_mean, y_mean = _centred(features, targets)
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
-    weight = (vh.T * (s / (s.square() + alpha))) @ (u.T @ y)  # [features, outputs]
-    return weight.T, y_mean - x_mean @ weight
+    return _ridge(_decomposed(features, targets), alpha)
 
 
 def ridge_scale(features: torch.Tensor) -> float:
@@ -180,11 +186,10 @@ def choose_ridge_strength(features: torch.Tensor, targets: torch.Tensor,
     errors = {alpha: 0.0 for alpha in alphas}
     for k in range(count):
         inside, held = fold != k, fold == k
-        x, y, x_mean, y_mean = _centred(x_all[inside], y_all[inside])
-        u, s, vh = torch.linalg.svd(x, full_matrices=False)
-        projected, held_x = u.T @ y, (x_all[held] - x_mean) @ vh.T  # the held examples in the singular basis
+        decomposed = _decomposed(x_all[inside], y_all[inside])
         for alpha in alphas:
-            predicted = held_x @ (projected * (s / (s.square() + alpha))[:, None]) + y_mean
+            weight, bias = _ridge(decomposed, alpha)
+            predicted = x_all[held] @ weight.T + bias
             errors[alpha] += float((predicted - y_all[held]).square().mean()) / count
     best = min(alphas, key=lambda alpha: errors[alpha])
     return best, errors, count
@@ -194,9 +199,9 @@ def fit_ridge_layer(layer: torch.nn.Linear, features: torch.Tensor, targets: tor
                     alpha: float) -> dict[str, Any]:
     """Fits ``layer`` (an ``nn.Linear`` mapping the features to the targets) by ``fit_ridge`` in place; returns the
     training loss reached (the mean squared error, as the loop reports it)."""
-    if layer.out_features != targets.reshape(targets.shape[0], -1).shape[1]:
-        raise ValueError(f"the head has {layer.out_features} outputs and the targets "
-                         f"{targets.reshape(targets.shape[0], -1).shape[1]} values an example")
+    outputs = targets.reshape(targets.shape[0], -1).shape[1]
+    if layer.out_features != outputs:
+        raise ValueError(f"the head has {layer.out_features} outputs and the targets {outputs} values an example")
     weight, bias = fit_ridge(features, targets, alpha)
     with torch.no_grad():
         layer.weight.copy_(weight.to(layer.weight.device, layer.weight.dtype))
