@@ -106,6 +106,26 @@ def test_minilm_by_name_chooses_max_length_from_the_training_texts():
         finetune.build("minilm", num_classes=2)
 
 
+def test_texts_cut_are_counted_among_the_sample_that_trains(classifier, caplog):
+    """With sample_fraction the warning counts the texts cut among those drawn, not the pool they came from (a new
+    user's 27,465 movie titles were counted when 2,747 trained)."""
+    _, tokenize = classifier
+    tokenize(["short", "a much longer sentence " * 10, "a much longer sentence " * 10], counted=np.array([0, 1]))
+    assert "1 of 2 sampled texts (50%) are longer than max_length=16 tokens and were cut" in caplog.text
+    caplog.clear()
+    long = "a much longer sentence " * 10
+    texts = [long if i < 6 else "short one" for i in range(40)]  # 6 long texts, all of class 0
+    labels = np.r_[np.zeros(20), np.ones(20)].astype(np.int64)
+    result = finetune.train("minilm", (texts, labels), sample_size=10, max_length=16, epochs=1, freeze=["encoder"],
+                            progress=False)
+    drawn = result.sample_indices
+    assert len(drawn) == 10
+    cut = int(np.sum(drawn < 6))
+    assert cut >= 1  # seed 0 draws one of them
+    assert f"{cut} of 10 sampled texts ({100 * cut / 10:.0f}%) are longer than max_length=16 tokens" in caplog.text
+    assert "of 40" not in caplog.text
+
+
 def test_minilm_reads_a_pandas_series_of_texts_and_names_what_is_not_texts():
     """A DataFrame's text column (a pandas Series) is texts, as a list is; what is neither texts nor
     [input_ids, attention_mask] is one line naming what was found (a list of numbers was an IndexError)."""

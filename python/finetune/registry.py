@@ -32,7 +32,7 @@ import torch
 from . import _C, data, models
 
 Infer = Callable[[Sequence[torch.Tensor], torch.Tensor, str], dict[str, Any]]
-Encode = Callable[[Any, dict[str, Any]], Any]
+Encode = Callable[[Any, dict[str, Any], Any], Any]
 
 
 class _Required:
@@ -52,7 +52,9 @@ class ModelEntry:
     defaults: dict[str, Any]  # every option -> its default (REQUIRED where there is none)
     types: dict[str, type]  # option -> the type it takes, where known (an annotation, or its default's type)
     infer: Infer  # (input tensors, target tensor, task) -> the options the data decides
-    encode: Encode | None = None  # (X as given, options) -> X as numbers (MiniLM: texts to token ids)
+    # (X as given, options, the rows it reports on or None) -> X as numbers (MiniLM: texts to token ids, a warning
+    # counting the texts cut among the rows -- the training sample, not a pool it was drawn from)
+    encode: Encode | None = None
     every_split: tuple[str, ...] = ()  # options a run reads off all its data, test rows included (id table sizes)
     example_shape: Callable[[dict[str, Any]], tuple[int, ...]] | None = None  # one example's shape, from the options
     check_value: Callable[[str, Any], None] | None = None  # a check of its own (native: the C++ struct's setter)
@@ -130,9 +132,10 @@ class ModelEntry:
         remember(model, self, options)  # what evaluate/predict/embed need to read its inputs as given (texts)
         return model
 
-    def encode_inputs(self, x: Any, options: dict[str, Any]) -> Any:
-        """``x`` as numbers the model reads (texts tokenised for MiniLM); numbers are returned as they are."""
-        return self.encode(x, {**self.defaults, **options}) if self.encode is not None else x
+    def encode_inputs(self, x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> Any:
+        """``x`` as numbers the model reads (texts tokenised for MiniLM); numbers are returned as they are.
+        ``rows``: the examples that train (a sample of x), for what the encoding reports (texts cut)."""
+        return self.encode(x, {**self.defaults, **options}, rows) if self.encode is not None else x
 
     def build_for(self, inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str,
                   options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -209,11 +212,11 @@ def built(model: Any) -> tuple[ModelEntry, dict[str, Any]] | None:
         return None
 
 
-def encode_for(model: Any, x: Any) -> Any:
+def encode_for(model: Any, x: Any, rows: np.ndarray | None = None) -> Any:
     """X as the numbers ``model`` reads: texts tokenised for a "minilm" finetune built, at its max_length; X as
-    given for any other model."""
+    given for any other model. ``rows`` as in ModelEntry.encode_inputs."""
     found = built(model)
-    return found[0].encode_inputs(x, found[1]) if found is not None else x
+    return found[0].encode_inputs(x, found[1], rows) if found is not None else x
 
 
 def register_model(name: str, *, infer_options: Infer | None = None, encode: Encode | None = None,
@@ -402,7 +405,7 @@ _native("ncf", _C.NcfOptions, _C.make_ncf, _infer_ids("ncf"), every_split=("num_
 
 # --- pretrained models read from installed packages -----------------------------------------------------------
 
-def _texts(x: Any) -> list[str] | None:
+def as_texts(x: Any) -> list[str] | None:
     """``x`` as a list of texts where it is one -- a list, tuple, 1-D array or pandas Series whose first item is a
     string (the tokenizer names any later item that is not) -- else None."""
     if isinstance(x, str):
@@ -414,10 +417,11 @@ def _texts(x: Any) -> list[str] | None:
     return None
 
 
-def _texts_to_ids(x: Any, options: dict[str, Any]) -> Any:
+def _texts_to_ids(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> Any:
     """Texts (a list, 1-D array or pandas Series of strings) as [input_ids, attention_mask] at options'
-    max_length; token ids as given; anything else an error naming what was found."""
-    texts = _texts(x)
+    max_length, the texts cut counted among ``rows`` (None: all); token ids as given; anything else an error
+    naming what was found."""
+    texts = as_texts(x)
     if texts is None:
         if isinstance(x, (list, tuple)) and len(x) == 2 and all(np.ndim(t) == 2 for t in x):
             return x  # [input_ids, attention_mask], tokenised already
@@ -436,7 +440,7 @@ def _texts_to_ids(x: Any, options: dict[str, Any]) -> Any:
     if not options["max_length"]:
         raise ValueError("model 'minilm': max_length=0 is chosen from the training texts first "
                          "(ModelEntry.choose_options); give max_length to encode texts on their own")
-    return text.tokenizer(options["max_length"])(texts)
+    return text.tokenizer(options["max_length"])(texts, counted=rows)
 
 
 MAX_TOKENS = 256  # the longest max_length chosen from the data: attention's cost grows with the square of it
@@ -446,7 +450,7 @@ COVERED = 0.95  # max_length chosen to keep this share of the training texts who
 def _choose_max_length(x: Any, options: dict[str, Any]) -> dict[str, Any]:
     """max_length=0 (the default): the length that keeps 95% of the training texts whole, rounded up to a
     multiple of 8, between 8 and 256 tokens (MiniLM reads 512 at most; on a CPU each doubling costs > 2x)."""
-    texts = _texts(x)
+    texts = as_texts(x)
     if options.get("max_length", 0) != 0 or texts is None:
         return options
     from . import text

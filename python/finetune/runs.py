@@ -351,7 +351,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
                                     np.concatenate([split.y_train, split.y_test]), split.task, **options)
         options.update({k: v for k, v in every.items() if k in entry.every_split})
     options = entry.choose_options(x_fit, options)  # from the training inputs, once (MiniLM: max_length=0)
-    x_fit, x_val, x_test = (entry.encode_inputs(x, options) for x in (x_fit, x_val, x_test))  # texts: token ids
+    x_fit = entry.encode_inputs(x_fit, options, training.sampled_text_rows(x_fit, y_fit, train_cfg))  # texts: ids
+    x_val, x_test = (entry.encode_inputs(x, options) for x in (x_val, x_test))
     events = None  # each epoch's scalars, written as the epoch ends (tensorboard --logdir runs shows them live)
     if writer_class is not None and distributed.process_rank() == 0:  # under torchrun, rank 0 writes the run
         if resume:  # the interrupted run's events: the resumed run writes them all again at its end

@@ -70,19 +70,21 @@ def tokenizer(max_length: int = 48) -> Callable[[Sequence[str]], list[np.ndarray
     tok.enable_truncation(max_length)
     tok.enable_padding(length=max_length)
 
-    def tokenize(texts: Sequence[str]) -> list[np.ndarray]:
+    def tokenize(texts: Sequence[str], counted: np.ndarray | None = None) -> list[np.ndarray]:
+        """``counted``: the rows whose cuts the warning counts (the training sample of a larger pool); None, all."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, got one string")
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
         encoded = tok.encode_batch(list(texts))
-        cut = sum(1 for e in encoded if e.overflowing)
+        rows = range(len(encoded)) if counted is None else np.asarray(counted, dtype=np.int64).tolist()
+        cut = sum(1 for i in rows if encoded[i].overflowing)
         if cut:  # a silent cut loses what a long text says after max_length tokens
             logging.getLogger("finetune").warning(
-                "%d of %d texts (%.0f%%) are longer than max_length=%d tokens and were cut; a larger max_length "
-                "keeps them whole (at a cost that grows with the length)", cut, len(encoded),
-                100.0 * cut / len(encoded), max_length)
+                "%d of %d %stexts (%.0f%%) are longer than max_length=%d tokens and were cut; a larger max_length "
+                "keeps them whole (at a cost that grows with the length)", cut, len(rows),
+                "" if len(rows) == len(encoded) else "sampled ", 100.0 * cut / len(rows), max_length)
         return [np.asarray([e.ids for e in encoded], dtype=np.int64),
                 np.asarray([e.attention_mask for e in encoded], dtype=np.int64)]
 

@@ -104,11 +104,23 @@ def resolve_config(config: TrainConfig | None, settings: dict[str, Any]) -> Trai
                          f"{cfg.label_smoothing!r} with task={cfg.task!r}")
     if isinstance(cfg.class_weights, list | tuple | np.ndarray | torch.Tensor):  # any array-like, as a plain list
         cfg = dataclasses.replace(cfg, class_weights=np.asarray(cfg.class_weights, dtype=np.float64).reshape(-1).tolist())
-    # Check every field now, before any work; the two fields that need the model or the data are checked
-    # in full once those are known (resolve_for_run).
-    dataclasses.replace(cfg, freeze=None if callable(cfg.freeze) else cfg.freeze,
-                        class_weights=None if cfg.class_weights == "balanced" else cfg.class_weights).to_cpp()
+    _checked(cfg)  # every field now, before any work
     return cfg
+
+
+def _checked(cfg: TrainConfig) -> Any:
+    """``cfg`` as the C++ struct, each field checked; the two fields that need the model or the data (a predicate
+    ``freeze``, ``class_weights="balanced"``) are checked in full once those are known (resolve_for_run)."""
+    return dataclasses.replace(cfg, freeze=None if callable(cfg.freeze) else cfg.freeze,
+                               class_weights=None if cfg.class_weights == "balanced" else cfg.class_weights).to_cpp()
+
+
+def sampled_text_rows(x: Any, y: Any, cfg: TrainConfig) -> np.ndarray | None:
+    """Where X is texts and the run trains on a sample of them, the sample's rows (the loop draws the same ones):
+    a text model's tokenizer counts the texts it cuts among those that train, not among the pool. Else None."""
+    if (cfg.sample_fraction == 1.0 and cfg.sample_size is None) or registry.as_texts(x) is None:
+        return None
+    return _C.sample_indices(data.targets(y, "y", cfg.task, data.length(y)), _checked(cfg)).numpy()
 
 
 def resolve_for_run(cfg: TrainConfig, parameter_names: list[str], targets: torch.Tensor) -> TrainConfig:
@@ -272,11 +284,12 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
                              f"(finetune.build({entry.name!r}, ...) with its options, or your nn.Module)")
         inputs, targets = stream
     else:
+        rows = sampled_text_rows(x, y, cfg)
         if entry is not None:  # numbers the model reads (MiniLM: texts tokenised); numbers stay as they are
             model_options = entry.choose_options(x, model_options)  # once, from the training inputs, for every split
-            x = entry.encode_inputs(x, model_options)
+            x = entry.encode_inputs(x, model_options, rows)
         else:
-            x = registry.encode_for(model, x)  # a model built by name before: its texts at its max_length
+            x = registry.encode_for(model, x, rows)  # a model built by name before: its texts at its max_length
         inputs = data.features(x, "X", dtype, examples=data.length(y))
         targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
         if cfg.task == "classification" and not task_given:  # the default task: do the labels look like classes?
