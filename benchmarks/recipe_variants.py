@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import time
 from unittest import mock
@@ -26,6 +27,15 @@ from mirrors import as_python
 
 def no_head(*args, **kwargs):
     raise ValueError("the head phase is left out for this row")
+
+
+def steepest_rate(lrs, losses, divisor=None):
+    """fastai's former suggestion, as finetune.find_lr's `steepest`: the rate where the smoothed loss falls fastest
+    against log(lr), the noisy ends skipped (csrc/lr_finder.cpp's steepest_descent), taken as the rate itself."""
+    n = len(losses)
+    skip_start, skip_end = min(n // 10, 10), min(n // 20 + 1, 5)
+    slopes = {i: (losses[i] - losses[i - 1]) / math.log(lrs[i] / lrs[i - 1]) for i in range(skip_start + 1, n - skip_end)}
+    return lrs[min(slopes, key=slopes.get)] if slopes else lrs[n // 2]
 
 
 SCRATCH = {"from scratch": True}  # the row of the same CNN trained from scratch on the same sample, for reference
@@ -58,6 +68,7 @@ VARIANTS = {
     "layer decay 0.5": ({"LAYER_DECAY": 0.5}, {}, {}),
     "rate = lowest loss / 3": ({"LR_DIVISOR": 3.0}, {}, {}),
     "rate = lowest loss / 30": ({"LR_DIVISOR": 30.0}, {}, {}),
+    "rate = the steepest descent (fastai's former suggestion)": ({"lr_from_range": steepest_rate}, {}, {}),
     "flat curve: within 10% (FLAT_TOLERANCE 0.10)": ({"FLAT_TOLERANCE": 0.10}, {}, {}),
     "flat curve: against the first compared step, not the noise floor (the rule before)":
         ({"FLAT_FLOOR_STEPS": 1}, {}, {}),

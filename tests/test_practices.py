@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -268,6 +269,27 @@ def test_find_lr_restores_weights_and_suggests_a_rate_inside_the_sweep(digits):
     assert 1e-5 <= curve.suggestion <= curve.lrs[-1]
     assert min(curve.losses) < curve.losses[0]  # the loss fell somewhere in the sweep
     assert curve.lrs == sorted(curve.lrs)
+
+
+def test_find_lr_suggests_the_recipes_rate_for_the_model(digits):
+    """The suggestion is the rule the recipe trains by (the lowest loss's rate / its divisor for this model), not
+    the steepest descent, which was never validated; that one stays beside it to compare."""
+    from finetune import recipe
+
+    x, y, _, _ = digits
+    passed = finetune.find_lr(mlp(), (x, y), num_steps=80)  # an nn.Module passed in: trained weights
+    assert passed.divisor == recipe.LR_DIVISOR == 10
+    assert passed.suggestion == recipe.lr_from_range(passed.lrs, passed.losses, 10.0)
+    assert passed.steepest is not None and passed.lrs[0] <= passed.steepest <= passed.lrs[-1]
+    by_name = finetune.find_lr("cnn", (x.reshape(-1, 1, 8, 8), y), num_steps=40)  # built by name: random weights
+    assert by_name.divisor == recipe.SCRATCH_LR_DIVISOR == 100
+    assert by_name.suggestion == recipe.lr_from_range(by_name.lrs, by_name.losses, 100.0)
+    assert finetune.find_lr("mlp", (x, y), num_steps=40).divisor == recipe.TABULAR_LR_DIVISOR["classification"]
+    given = finetune.find_lr(mlp(), (x, y), num_steps=80, divisor=3)
+    assert given.divisor == 3 and given.suggestion == recipe.lr_from_range(given.lrs, given.losses, 3.0)
+    for bad in (0, -1.0, float("nan"), True, "10"):
+        with pytest.raises(ValueError, match=f"divisor must be a number > 0, got {re.escape(repr(bad))}"):
+            finetune.find_lr(mlp(), (x, y), num_steps=10, divisor=bad)
 
 
 def test_find_lr_does_not_call_a_lucky_first_batch_a_minimum():

@@ -211,7 +211,9 @@ def _find_lr(args) -> int:
     from . import runs
 
     curve = runs.find_lr(runs.load_config(args.config, args.overrides), args.steps)
-    print(f"suggested lr {curve.suggestion:.3g} ({len(curve.lrs)} steps{', stopped when the loss blew up' if curve.diverged else ''})")
+    print(f"suggested lr {curve.suggestion:.3g}: the lowest loss's rate / {curve.divisor:g}, the recipe's rule "
+          f"(steepest descent at {curve.steepest:.3g}; {len(curve.lrs)} steps"
+          f"{', stopped when the loss blew up' if curve.diverged else ''})")
     return 0
 
 

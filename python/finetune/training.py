@@ -987,8 +987,12 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
 class LrFinderResult:
     lrs: list[float]
     losses: list[float]  # smoothed training loss at each rate
-    suggestion: float  # where the smoothed loss falls fastest
+    # The recipe's rule: the rate of the lowest smoothed loss / ``divisor`` (recipe.lr_from_range, which also reads
+    # a flat curve); the rate recipe="auto" would train this model's every layer at
+    suggestion: float
     diverged: bool
+    steepest: float | None = None  # where the smoothed loss falls fastest (fastai's former suggestion), to compare
+    divisor: float | None = None  # recipe.range_divisor for the model (10 with trained weights, 100 from random)
 
     def plot(self, ax: Any = None) -> Any:
         """Loss against learning rate (log scale); needs matplotlib."""
@@ -998,24 +1002,35 @@ class LrFinderResult:
         ax.plot(self.lrs, self.losses)
         ax.axvline(self.suggestion, linestyle="--", color="gray")
         ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss",
-               title=f"suggested lr {self.suggestion:.2e}")
+               title=f"suggested lr {self.suggestion:.2e}" + (f" (lowest loss / {self.divisor:g})" if self.divisor else ""))
         return ax
 
 
 def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, end_lr: float = 10.0,
-            num_steps: int = 100, diverge_factor: float = 4.0, config: TrainConfig | None = None,
-            **settings: Any) -> LrFinderResult:
+            num_steps: int = 100, diverge_factor: float = 4.0, divisor: float | None = None,
+            config: TrainConfig | None = None, **settings: Any) -> LrFinderResult:
     """fastai-style learning-rate range test in the C++ loop: ``num_steps`` steps with the rate growing
     exponentially from ``start_lr`` to ``end_lr``, stopping once the smoothed loss exceeds
     ``diverge_factor`` x its minimum. The model's weights are restored afterwards. Settings (optimizer,
-    batch_size, freeze, lr_groups, ...) are those of :func:`train`."""
+    batch_size, freeze, lr_groups, ...) are those of :func:`train`.
+
+    The suggestion is the recipe's rule, validated on its benchmarks (README, "The recipe", rule 4): the rate of
+    the lowest smoothed loss / ``divisor`` -- by default the recipe's for this model (recipe.range_divisor: 10 for
+    trained weights, 100 from random weights, the tabular MLP's own). A pretrained transformer's recipe uses
+    BERT's rate instead; the test misreads it. ``steepest`` is fastai's former suggestion, the steepest descent."""
+    if divisor is not None and (isinstance(divisor, bool) or not isinstance(divisor, (int, float))
+                                or not math.isfinite(divisor) or divisor <= 0):
+        raise ValueError(f"divisor must be a number > 0, got {divisor!r}")
     settings.setdefault("progress", False)
     run = _prepare(model, train_data, None, config, settings,
                    task_given=_task_given(config, settings))
     with models.exclusive(run.model):  # it steps the weights (and restores them): not while a run trains them
         out = _C.find_lr(run.cpp_model, run.inputs, run.targets, run.cpp_config, float(start_lr), float(end_lr),
                          int(num_steps), float(diverge_factor), mask_input=run.mask_input)
-    return LrFinderResult(out["lrs"], out["losses"], out["suggestion"], out["diverged"])
+    divisor = float(divisor) if divisor is not None else recipes.range_divisor(run.family, run.config.task,
+                                                                               run.pretrained)
+    return LrFinderResult(out["lrs"], out["losses"], recipes.lr_from_range(out["lrs"], out["losses"], divisor),
+                          out["diverged"], steepest=out["suggestion"], divisor=divisor)
 
 
 def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None, batch_size: int = 1024,
