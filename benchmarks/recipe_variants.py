@@ -73,6 +73,8 @@ VARIANTS = {
     "flat curve: against the first compared step, not the noise floor (the rule before)":
         ({"FLAT_FLOOR_STEPS": 1}, {}, {}),
     "full phase: patience 12 of 60 epochs": ({"FULL_PATIENCE": 12, "FULL_EPOCHS": 60}, {}, {}),
+    "head phase: patience 6 of 40 epochs": ({"HEAD_PATIENCE": 6, "HEAD_EPOCHS": 40}, {}, {}),
+    "head phase: patience 1 of 10 epochs": ({"HEAD_PATIENCE": 1, "HEAD_EPOCHS": 10}, {}, {}),
     "a 30% validation slice": ({"VAL_FRACTION": 0.3}, {}, {}),
     "no refit": ({"REFIT": False}, {}, {}),
     "phases compared by the loss at the best temperature (a transformer's rule)":
