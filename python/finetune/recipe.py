@@ -705,8 +705,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             elif recommender:
                 settings["lr"] = plan.decide(f"{name}.lr", REC_ADAMW_LR, "measured on MovieLens (README)")
             else:
-                divisor = (phase.divisor if phase.divisor is not None and family != TABULAR
-                           else range_divisor(family, config.task, pretrained))
+                # shrunk and scratch carry their own (they run for trained weights: never the tabular family)
+                divisor = phase.divisor if phase.divisor is not None else range_divisor(family, config.task, pretrained)
                 settings["lr"] = _phase_lr(plan, name, find_shrunk_rate if phase.shrink is not None else find_rate,
                                            trainee, phase_train, settings, divisor)
         result = train_phase(trainee, phase_train, phase_val, settings, None, name)
