@@ -195,6 +195,8 @@ EXCLUDED = {
         "a benchmark's pattern (STORY and N stand for the table's rows): 2 to 40 minutes a story",
     'python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows "the recipe as it is" "AdamW instead of SGD"':
         "a benchmark: 32 seeds of two rows and scratch, ~4 minutes",
+    'python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows "the recipe as it is" "steepest"':
+        "a benchmark: 32 seeds of two rows and scratch, 139 s here",
     'python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows "Python module" "as it is"':
         "a benchmark: 32 seeds of two rows and scratch, ~15 minutes (the Python module's probe is the slow part)",
     "python benchmarks/scratch_candidate.py --gain --story STORY --seeds N --threads 1":
