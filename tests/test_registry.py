@@ -77,7 +77,7 @@ def test_train_by_name_builds_through_the_registry(name):
 def test_the_options_and_their_defaults_are_discoverable():
     assert registry.names() == ["cnn", "digit_cnn", "mf", "minilm", "mlp", "ncf"]
     assert registry.options("minilm") == {"num_classes": registry.REQUIRED, "max_length": 0, "dropout": True,
-                                          "normalize": True}
+                                          "normalize": True, "layers": 4}
     assert registry.options("digit_cnn") == {"num_classes": 10, "pretrained": True}
     assert registry.options("mlp") == {"dropout": 0.0, "hidden": [128], "in_features": 0, "num_classes": 0,
                                        "center": [], "scale": [], "clip": 0.0, "target_center": [],
@@ -87,7 +87,7 @@ def test_the_options_and_their_defaults_are_discoverable():
     assert set(registry.options("cnn")) == {"channels", "dropout", "height", "hidden", "in_channels", "num_classes",
                                             "width"}
     assert runs.model_names() == registry.names()
-    assert runs.model_options("minilm") == ["dropout", "max_length", "normalize", "num_classes"]
+    assert runs.model_options("minilm") == ["dropout", "layers", "max_length", "normalize", "num_classes"]
     x, y, _, _ = synthetic("cnn")
     assert registry.get("cnn").infer_options(x, y) == {"in_channels": 1, "height": 8, "width": 8, "num_classes": 3}
     assert registry.get("cnn").infer_options(x, y, height=8) == {"in_channels": 1, "width": 8, "num_classes": 3}
@@ -197,7 +197,8 @@ def test_a_minilm_run_from_the_cli_records_its_options_and_evaluates_again(monke
     assert main(["train", str(examples / "rotten-tomatoes.toml"), "train.sample_fraction=1.0", "model.max_length=8",
                  "--out", str(tmp_path / "run"), "--quiet"]) == 0
     cfg, model = runs.load_run(tmp_path / "run")
-    assert cfg.model == {"name": "minilm", "max_length": 8, "num_classes": 2, "dropout": True, "normalize": True}
+    assert cfg.model == {"name": "minilm", "max_length": 8, "num_classes": 2, "dropout": True, "normalize": True,
+                         "layers": 4}
     metrics = runs.evaluate_run(tmp_path / "run")
     assert 0.0 <= metrics["accuracy"] <= 1.0
     # A run saved before the option existed rebuilds as it trained: its head read the raw mean (normalize=False).
@@ -206,9 +207,11 @@ def test_a_minilm_run_from_the_cli_records_its_options_and_evaluates_again(monke
     assert models.eager(model).normalize is True
     tensors, meta = checkpoint.load_tensors(tmp_path / "run" / "model.safetensors")
     spec = json.loads(meta["model"])
-    del spec["normalize"]
+    del spec["normalize"], spec["layers"]
+    tensors["head.weight"] = tensors["head.weight"][:, :384].contiguous()  # its head read one layer's 384 features
     checkpoint.save_tensors(tmp_path / "run" / "model.safetensors", tensors, {**meta, "model": json.dumps(spec)})
-    assert models.eager(runs.load_run(tmp_path / "run")[1]).normalize is False
+    rebuilt = models.eager(runs.load_run(tmp_path / "run")[1])
+    assert rebuilt.normalize is False and rebuilt.layers == 1  # and it read the last layer alone
 
 
 def _benchmark(name):

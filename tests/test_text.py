@@ -69,21 +69,46 @@ def test_training_graph_has_dropout_and_the_eval_graph_does_not(classifier):
 
 def test_the_head_reads_the_published_models_sentence_embedding():
     """all-MiniLM-L6-v2 as published is Transformer -> mean Pooling -> Normalize (its modules.json): the features the
-    head reads (finetune.embed) are sentence-transformers' own embeddings, unit length; normalize=False gives the
-    mean before the Normalize module."""
+    head reads with layers=1 (finetune.embed) are sentence-transformers' own embeddings, unit length;
+    normalize=False gives the mean before the Normalize module."""
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(text.minilm_path()), device="cpu")
     texts = TEXTS[:4] + ["short", "a somewhat longer sentence about a film"]
     expected = reference.encode(texts, convert_to_numpy=True)
-    model, tokenize = text.minilm_classifier(num_classes=2, max_length=16, dropout=False)
+    model, tokenize = text.minilm_classifier(num_classes=2, max_length=16, dropout=False, layers=1)
     features = finetune.embed(model, tokenize(texts))
     np.testing.assert_allclose(features, expected, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-6)
-    raw, _ = text.minilm_classifier(num_classes=2, max_length=16, dropout=False, normalize=False)
+    raw, _ = text.minilm_classifier(num_classes=2, max_length=16, dropout=False, normalize=False, layers=1)
     mean = finetune.embed(raw, tokenize(texts))
     np.testing.assert_allclose(mean / np.linalg.norm(mean, axis=1, keepdims=True), expected, atol=1e-5)
     assert np.linalg.norm(mean, axis=1).min() > 2.0  # the raw mean is not unit length (about 3.8 on average)
+
+
+def test_the_head_reads_the_last_layers_mean_pooled_against_plain_transformers():
+    """layers=4 (the default): each of the last four layers' states mean-pooled under the mask, made unit length,
+    concatenated and scaled back to unit length -- checked against Hugging Face's own hidden states."""
+    from transformers import AutoModel
+
+    from finetune import models
+
+    encoder = AutoModel.from_pretrained(str(text.minilm_path())).eval()
+    texts = TEXTS[:4] + ["short"]
+    model, tokenize = text.minilm_classifier(num_classes=2, max_length=16, dropout=False)
+    ids, mask = (torch.from_numpy(a) for a in tokenize(texts))
+    with torch.no_grad():
+        states = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    weights = mask.unsqueeze(-1).float()
+    pooled = [torch.nn.functional.normalize((s * weights).sum(1) / weights.sum(1), dim=1) for s in states[-4:]]
+    expected = torch.cat(pooled, 1) / 2.0
+    features = finetune.embed(model, [ids.numpy(), mask.numpy()])
+    assert features.shape == (5, 4 * 384)
+    np.testing.assert_allclose(features, expected.numpy(), atol=1e-5)
+    assert models.eager(model).head.in_features == 4 * 384
+    for bad in (0, 7, 2.0, True):
+        with pytest.raises(ValueError, match=f"layers must be an int from 1 to 6 \\(MiniLM's layers\\), got {bad!r}"):
+            text.minilm_classifier(num_classes=2, max_length=16, layers=bad)
 
 
 def test_dropout_false_trains_with_the_inference_graph():

@@ -470,12 +470,15 @@ def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: s
 
 
 @register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids, trained_weights=lambda o: True,
-                choose=_choose_max_length, mask_input=1, recipe="sentence encoder", saved_before={"normalize": False})
+                choose=_choose_max_length, mask_input=1, recipe="sentence encoder",
+                saved_before={"normalize": False, "layers": 1})
 def minilm(num_classes: int, max_length: int = 0, dropout: bool = True,
-           normalize: bool = True) -> torch.jit.ScriptModule:
+           normalize: bool = True, layers: int = 4) -> torch.jit.ScriptModule:
     """finetune.text.minilm_classifier's model (texts are tokenised at max_length; 0, the default: the length
     that keeps 95% of the training texts whole, up to 256; the head reads the unit-length sentence embedding
-    unless normalize=False); the head's initial weights come from torch's current seed (finetune.train sets it
+    unless normalize=False; ``layers``: how many of the encoder's last layers it reads, each mean-pooled, 4 unless
+    given; a run saved before the option existed read the last alone); the head's
+    initial weights come from torch's current seed (finetune.train sets it
     to the run's seed before it builds a model)."""
     from . import text
 
@@ -485,7 +488,7 @@ def minilm(num_classes: int, max_length: int = 0, dropout: bool = True,
     if num_classes < 1 or max_length < 1:
         raise ValueError(f"model 'minilm' needs num_classes and max_length >= 1, got {num_classes} and {max_length}")
     return text.minilm_classifier(num_classes, max_length, seed=torch.initial_seed(), dropout=dropout,
-                                  normalize=normalize)[0]
+                                  normalize=normalize, layers=layers)[0]
 
 
 def _infer_digit_cnn(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
