@@ -195,6 +195,8 @@ EXCLUDED = {
         "a benchmark's pattern (STORY and N stand for the table's rows): 2 to 40 minutes a story",
     'python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows "the recipe as it is" "AdamW instead of SGD"':
         "a benchmark: 32 seeds of two rows and scratch, ~4 minutes",
+    "python benchmarks/setfit_side_by_side.py --seeds 3 --shots 64 --fraction 0 --methods auto --threads 1":
+        "a benchmark: the defaults on 3 samples of 128 snippets, 1,379 s here",
     "python benchmarks/setfit_side_by_side.py --seeds 3 --shots 8 16 64 --fraction 0.1 --methods head --threads 1":
         "a benchmark: the probe on 12 samples, 665 s here (MiniLM's features of 2,000 test snippets each)",
     'python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows "the recipe as it is" "steepest"':
