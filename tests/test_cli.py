@@ -458,7 +458,7 @@ def test_an_unknown_model_option_lists_that_models_options(capsys, tmp_path):
     code, err = run_main(capsys, "train", str(EXAMPLES / "digits.toml"), 'model.name="minilm"', "--out",
                          str(tmp_path / "r"))  # digits.toml's channels and hidden are not MiniLM options
     assert_one_line_error(code, err, "unknown option(s) ['model.channels', 'model.hidden'] for model 'minilm'",
-                          "['dropout', 'max_length', 'normalize', 'num_classes']")
+                          "['dropout', 'layers', 'max_length', 'normalize', 'num_classes']")
 
 
 def test_a_model_option_of_the_wrong_type_is_named(capsys, tmp_path):

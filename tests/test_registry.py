@@ -110,7 +110,8 @@ def test_an_unknown_option_lists_that_models_options():
         finetune.build("mlp", hiden=[8])
     with pytest.raises(TypeError, match=r"unknown setting\(s\) \['hiden'\].*options of model 'mlp': \['center', 'clip', 'dropout', "):
         finetune.train("mlp", (x, y), hiden=[8], progress=False)
-    with pytest.raises(TypeError, match=r"known options: \['dropout', 'max_length', 'normalize', 'num_classes'\]"):
+    with pytest.raises(TypeError,
+                       match=r"known options: \['dropout', 'layers', 'max_length', 'normalize', 'num_classes'\]"):
         finetune.build("minilm", max_len=8)  # checked before anything is loaded
     with pytest.raises(TypeError, match=r"max_length='long' has the wrong type for model 'minilm' \(it takes an "
                                         r"integer, e.g. 0\)"):
