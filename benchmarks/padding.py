@@ -45,9 +45,9 @@ def main() -> None:
         val = (list(split.x_test[:1000]), split.y_test[:1000])
         for name, settings in VARIANTS.items():
             # normalize=False, layers=1: the raw mean of the last layer, as the README's table was measured
-            result = finetune.train("minilm", train, val, max_length=args.max_length, normalize=False, layers=1, epochs=1,
-                                    batch_size=16, optimizer="adamw", lr=5e-5, weight_decay=0.01, schedule="linear",
-                                    warmup=0.1, seed=seed, progress=False, **settings)
+            result = finetune.train("minilm", train, val, max_length=args.max_length, normalize=False, layers=1,
+                                    epochs=1, batch_size=16, optimizer="adamw", lr=5e-5, weight_decay=0.01,
+                                    schedule="linear", warmup=0.1, seed=seed, progress=False, **settings)
             assert result.trim_padding["used"] == ("trim_padding" not in settings), result.trim_padding
             seconds[name].append(result.history[0]["seconds"])
             accuracy[name].append(result.history[0]["val_accuracy"])

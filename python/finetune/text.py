@@ -53,15 +53,14 @@ class MeanPooledClassifier(torch.nn.Module):
         self.head = torch.nn.Linear(hidden * layers, num_classes)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.layers > 1)
-        states = out.hidden_states[-self.layers:] if self.layers > 1 else (out.last_hidden_state,)
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              output_hidden_states=True).hidden_states[-self.layers:]
         mask = attention_mask.unsqueeze(-1).to(states[0].dtype)
         count = mask.sum(1).clamp(min=1.0)
         pooled = [(s * mask).sum(1) / count for s in states]
-        if self.normalize:
-            pooled = [torch.nn.functional.normalize(p, dim=1) for p in pooled]
-        features = pooled[0] if self.layers == 1 else torch.cat(pooled, 1) / (self.layers ** 0.5 if self.normalize else 1.0)
-        return self.head(features)
+        if self.normalize:  # each layer's mean to unit length, then their concatenation
+            pooled = [torch.nn.functional.normalize(p, dim=1) / self.layers ** 0.5 for p in pooled]
+        return self.head(torch.cat(pooled, 1))
 
 
 def token_lengths(texts: Sequence[str]) -> np.ndarray:
