@@ -127,9 +127,13 @@ def test_the_strength_chosen_has_scikit_learns_lowest_held_out_loss_on_the_same_
             fit = LogisticRegression(C=strength, tol=1e-10, max_iter=10_000).fit(x64[fold != k], y[fold != k])
             held.append(log_loss(y[fold == k], fit.predict_proba(x64[fold == k]), labels=[0, 1, 2]))
         reference[strength] = float(np.mean(held))
-    for strength in probe.STRENGTHS:
+    for strength in losses:
         assert losses[strength] == pytest.approx(reference[strength], abs=1e-4)
-    assert chosen == min(reference, key=reference.get)
+    assert chosen == min(reference, key=reference.get)  # the sweep's stop did not miss the best of all 13
+    tried = list(losses)
+    assert tried == list(probe.STRENGTHS[:len(tried)])  # from the strongest penalty, in order
+    assert len(tried) < len(probe.STRENGTHS)  # it stopped on these blobs (5 of 13 tried) ...
+    assert all(losses[s] > losses[chosen] for s in tried[-probe.SWEEP_PATIENCE:])  # ... after SWEEP_PATIENCE worse
 
 
 class Net(torch.nn.Module):
