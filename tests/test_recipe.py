@@ -524,12 +524,35 @@ def test_the_recipe_keeps_phase_scratch_when_the_pretrained_weights_are_worse_th
     assert finetune.evaluate(result.model, (x, y))["accuracy"] > 0.8
 
 
-def test_a_model_with_no_head_to_train_first_keeps_adamw():
-    """Rule 4's SGD fine-tunes a body under a head; a bare linear layer passed in (a new head on features) has no
-    head phase to start from, and SGD at its range test's rate was unstable there (README, rule 4)."""
+def test_a_bare_linear_layer_on_features_is_fit_as_the_linear_probe_like_scikit_learn():
+    """A new nn.Linear on features (finetune.embed's) is a linear model: all of it the head, fit as the probe at the
+    cross-validated C, refit on the whole sample -- scikit-learn's LogisticRegression at that C on the same data."""
+    from sklearn.linear_model import LogisticRegression
+
     x, y = blobs()
-    found = decisions(finetune.train(torch.nn.Linear(x.shape[1], 3), (x, y), progress=False, seed=0))
-    assert found["head"]["value"] is None and found["full.optimizer"]["value"] == "adamw"
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(x.shape[1], 3)
+    found = decisions(finetune.train(layer, (x, y), progress=False, seed=0))
+    assert found["head"]["value"] == "" and found["phases"]["value"] == ["head"]
+    assert found["head.fit"]["value"] == "linear probe" and "full.lr" not in found and "scratch" not in found
+    assert found["refit"]["value"]["phases"] == ["head"] and found["refit"]["value"]["examples"] == len(y)
+    reference = LogisticRegression(C=found["head.C"]["value"], tol=1e-10, max_iter=10_000).fit(x, y)
+    np.testing.assert_allclose(layer.weight.detach().numpy(), reference.coef_, atol=2e-3)
+    np.testing.assert_allclose(layer.bias.detach().numpy(), reference.intercept_, atol=2e-3)
+
+
+def test_a_bare_linear_layer_for_regression_is_fit_as_ridge_and_in_the_loop_with_cache_frozen_false():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (x @ rng.normal(size=6) + 0.1 * rng.normal(size=200)).astype(np.float32)[:, None]
+    found = decisions(finetune.train(torch.nn.Linear(6, 1), (x, y), task="regression", progress=False, seed=0))
+    assert found["head.fit"]["value"] == "linear probe" and "head.alpha" in found
+    # Rule 4's SGD fine-tunes a body under a head; a bare linear layer trained in the loop has no head phase to
+    # start from, and SGD at its range test's rate was unstable there (README, rule 4): AdamW.
+    x, y = blobs()
+    found = decisions(finetune.train(torch.nn.Linear(6, 3), (x, y), cache_frozen=False, progress=False, seed=0))
+    assert found["head.cached_features"]["value"] is False and found["head.fit"]["value"] == "loop"
+    assert found["head.optimizer"]["value"] == "adamw" and "full.lr" not in found
 
 
 def test_a_built_in_model_by_name_starts_from_scratch_in_one_phase():
@@ -798,8 +821,19 @@ def test_recipe_head_trains_the_head_alone():
     for key, value in body.items():
         assert torch.equal(model.state_dict()[key], value), key
     assert result.metrics["accuracy"] > 0.8
+    found = decisions(finetune.train(torch.nn.Linear(6, 3), (x, y), recipe="head", progress=False))
+    assert found["head"]["value"] == "" and found["head.fit"]["value"] == "linear probe"  # a bare layer: all head
+
+    class Weights(torch.nn.Module):  # its one parameter is its own: no head layer to find
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(6, 3))
+
+        def forward(self, x):
+            return x @ self.weight
+
     with pytest.raises(ValueError, match="recipe='head' trains the model's head alone, and the model's last"):
-        finetune.train(torch.nn.Linear(6, 3), (x, y), recipe="head", progress=False)
+        finetune.train(Weights(), (x, y), recipe="head", progress=False)
 
 
 def test_an_explicit_recipe_says_it_was_given():
