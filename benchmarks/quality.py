@@ -29,8 +29,9 @@ none: `python benchmarks/quality.py --sections --load runs/*.json --plot docs/qu
 - text: Rotten Tomatoes, MiniLM (finetune's defaults, recipe="auto"; head only with the frozen encoder run as in
   inference, and full fine-tune with dropout, 2 epochs each; each also the other way round on the 10% sample) on a
   10% stratified sample — and with --text-full on all of it (slow on a CPU) — vs TF-IDF + logistic regression on
-  the same split; --text-seeds seeds. --text-full-defaults and --text-full-fixed run all of it with one set of rows
-  (the defaults, or the fixed rows) beside TF-IDF.
+  the same split, and recipe="head" (the probe alone); --text-seeds seeds. --text-full-defaults, --text-full-head
+  and --text-full-fixed run all of it with one set of rows (the defaults, recipe="head", or the fixed rows) beside
+  TF-IDF.
 - recipe: the digits story (a CNN pretrained on digits 0-4, adapted to all ten on a stratified 20% sample) with
   recipe="auto" (the default) and the old defaults (recipe="none"), fine-tuned and from scratch; and MiniLM
   head only on Rotten Tomatoes 10% (finetune.embed, then the defaults on a new nn.Linear) vs TF-IDF + logistic
@@ -419,13 +420,14 @@ TEXT_METHODS = (
     ("MiniLM, full fine-tune, dropout off", False, dict(lr=5e-5)),
 )
 TEXT_DEFAULTS = "MiniLM, finetune's defaults (recipe='auto': the probe, then rule 10's full phase, the refit)"
+TEXT_HEAD = "MiniLM, finetune's head only (recipe='head': the probe on the last four layers)"
 TEXT_ABLATIONS = ("MiniLM, head only, encoder dropout on", "MiniLM, full fine-tune, dropout off")
 
 
 def text_section(seeds: int, fractions: list[float], epochs: int, rows: str = "all") -> None:
     """MiniLM on Rotten Tomatoes at each fraction: finetune's defaults and the fixed rows (TEXT_METHODS), beside
     TF-IDF; ``rows`` "defaults" runs the defaults and TF-IDF alone (the 100% column's defaults, in an hour),
-    "fixed" the fixed rows and TF-IDF alone."""
+    "head" recipe="head" and TF-IDF alone, "fixed" the fixed rows and TF-IDF alone."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -443,14 +445,20 @@ def text_section(seeds: int, fractions: list[float], epochs: int, rows: str = "a
             baseline = LogisticRegression(max_iter=2000, C=4.0).fit(vectorizer.fit_transform(x), y)
             table.setdefault(("TF-IDF + logistic regression", fraction), []).append(
                 baseline.score(vectorizer.transform(split.x_test), split.y_test))
-            if rows != "fixed":
+            if rows in ("all", "head"):  # the one head-only switch, on the model's name
+                start = time.perf_counter()
+                result = finetune.train("minilm", (x, y), seed=seed, progress=False, recipe="head")
+                times.setdefault((TEXT_HEAD, fraction), []).append(time.perf_counter() - start)
+                table.setdefault((TEXT_HEAD, fraction), []).append(
+                    finetune.evaluate(result.model, (split.x_test, split.y_test), batch_size=256)["accuracy"])
+            if rows in ("all", "defaults"):
                 start = time.perf_counter()  # what a user gets passing the model's name and the data, nothing else
                 result = finetune.train("minilm", (x, y), seed=seed, progress=False)
                 times.setdefault((TEXT_DEFAULTS, fraction), []).append(time.perf_counter() - start)
                 table.setdefault((TEXT_DEFAULTS, fraction), []).append(
                     finetune.evaluate(result.model, (split.x_test, split.y_test), batch_size=256)["accuracy"])
             for name, dropout, settings in TEXT_METHODS:
-                if rows == "defaults" or fraction == 1.0 and name in TEXT_ABLATIONS:
+                if rows in ("defaults", "head") or fraction == 1.0 and name in TEXT_ABLATIONS:
                     continue  # on the 10% sample only: a run on all the data takes ~10 minutes
                 # normalize=False, layers=1: the raw mean of the last layer, as the README's table was measured
                 model, tokenize = text.minilm_classifier(2, max_length=48, seed=seed, dropout=dropout, normalize=False,
@@ -466,7 +474,7 @@ def text_section(seeds: int, fractions: list[float], epochs: int, rows: str = "a
           f"rows other than the defaults {epochs} epoch(s), max 48 tokens)\n")
     print("| method | " + " | ".join(f"{f:.0%} of the training set" for f in fractions) + " |")
     print("|---|" + "---|" * len(fractions))
-    for name in ["TF-IDF + logistic regression", TEXT_DEFAULTS] + [method[0] for method in TEXT_METHODS]:
+    for name in ["TF-IDF + logistic regression", TEXT_DEFAULTS, TEXT_HEAD] + [method[0] for method in TEXT_METHODS]:
         cells = [("-" if (name, f) not in table else mean_std(table[(name, f)]))
                  + (f" ({statistics.median(times[(name, f)]):.0f} s)" if (name, f) in times else "") for f in fractions]
         print(f"| {name} | " + " | ".join(cells) + " |")
@@ -541,6 +549,8 @@ def main() -> None:
     parser.add_argument("--text-full", action="store_true", help="also MiniLM on all the training data (slow)")
     parser.add_argument("--text-full-defaults", action="store_true",
                         help="the text section on all the training data with finetune's defaults and TF-IDF alone")
+    parser.add_argument("--text-full-head", action="store_true",
+                        help="the text section on all the training data with recipe='head' and TF-IDF alone")
     parser.add_argument("--text-full-fixed", action="store_true",
                         help="the text section on all the training data with the fixed rows and TF-IDF alone")
     parser.add_argument("--text-seeds", type=int, default=1, help="seeds for the text section (MiniLM is slow)")
@@ -554,11 +564,12 @@ def main() -> None:
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}")
-    if (args.text_full or args.text_full_defaults or args.text_full_fixed) and "text" not in args.sections:
-        parser.error("--text-full, --text-full-defaults and --text-full-fixed choose the text section's rows: add "
-                     "text to --sections")
-    if args.text_full_defaults and args.text_full_fixed:
-        parser.error("--text-full-defaults and --text-full-fixed each run one set of rows: give one")
+    alone = [name for name in ("defaults", "head", "fixed") if getattr(args, f"text_full_{name}")]
+    if (args.text_full or alone) and "text" not in args.sections:
+        parser.error("--text-full, --text-full-defaults, --text-full-head and --text-full-fixed choose the text "
+                     "section's rows: add text to --sections")
+    if len(alone) > 1:
+        parser.error("--text-full-defaults, --text-full-head and --text-full-fixed each run one set of rows: give one")
     if args.load and not args.plot:
         parser.error("--load only feeds --plot: give --plot PATH")
     if args.load and args.save:  # the saved file would hold the loaded tables too: loading both fails
@@ -583,9 +594,9 @@ def main() -> None:
     if "recipe" in args.sections:
         recipe_section(seeds)
     if "text" in args.sections:
-        alone = args.text_full_defaults or args.text_full_fixed  # one set of rows, on all the training data
+        # --text-full-*: one set of rows, on all the training data
         text_section(args.text_seeds, [1.0] if alone else [0.1, 1.0] if args.text_full else [0.1], epochs=2,
-                     rows="defaults" if args.text_full_defaults else "fixed" if args.text_full_fixed else "all")
+                     rows=alone[0] if alone else "all")
     seconds = time.perf_counter() - start
     print(f"\nTook {seconds:.0f} s on {torch.get_num_threads()} threads ({cpu_name()}).")
     if args.save:

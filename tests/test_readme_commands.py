@@ -209,6 +209,9 @@ EXCLUDED = {
         "a benchmark: the recipe's fine-tune and scratch on Fashion-MNIST 10%, three seeds, about 20 minutes",
     "python benchmarks/quality.py --sections text --text-full-defaults --text-seeds 1 --threads 1":
         "a benchmark: 2,632 s here (MiniLM's defaults on the whole training split)",
+    "python benchmarks/quality.py --sections text --text-full-head --text-seeds 3 --threads 1 --save "
+    "docs/quality/text-head.json":
+        "a benchmark: 1,322 s here (recipe='head' on the whole training split, three seeds)",
     "python benchmarks/quality.py --sections --load docs/quality/*.json --plot docs/quality.png":
         "would overwrite docs/quality.png; tests/test_readme.py::test_the_quality_plot_is_drawn_from_the_saved_runs "
         "runs it into a scratch file",
