@@ -106,7 +106,10 @@ def choose_strength(features: torch.Tensor, targets: torch.Tensor, classes: int,
         start = (weight, bias)
         losses[strength] = sum(float(objective(weight[k], bias[k], x[fold == k], targets[fold == k], float("inf"),
                                                weights, label_smoothing)) for k in range(count)) / count
-        best, worse = (strength, 0) if best is None or losses[strength] < losses[best] else (best, worse + 1)
+        if best is None or losses[strength] < losses[best]:
+            best, worse = strength, 0
+        elif losses[strength] > losses[best]:  # a tie (a fit already converged from its start) is not worse
+            worse += 1
         if worse == SWEEP_PATIENCE:
             break
     return best, losses

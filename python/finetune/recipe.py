@@ -529,7 +529,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     # of it is a head, fit as the linear probe (rule 3), not a network fine-tuned in the loop -- the loop's AdamW
     # on MiniLM's four-layer features of Rotten Tomatoes 10% scored 0.742 +- 0.036 against scikit-learn's
     # LogisticRegression 0.751 +- 0.013 (seeds 0-4; seed 4: 0.681 against 0.733).
-    bare = (pretrained and isinstance(models.eager(model), torch.nn.Linear) and not adapted
+    layer = models.eager(model)  # exactly x W' + b: no subclass's forward, parametrization or hook to undo a fit
+    bare = (pretrained and type(layer) is torch.nn.Linear and not torch.nn.utils.parametrize.is_parametrized(layer)
+            and not (layer._forward_hooks or layer._forward_pre_hooks) and not adapted
             and not isinstance(inputs, streams.Stream) and len(inputs) == 1 and inputs[0].dim() == 2
             and inputs[0].is_floating_point() and config.task in ("classification", "regression"))
     if pretrained and not bare:
@@ -702,7 +704,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             settings = _probe_settings(plan, trainee, phase_train, common, config, after_pairs="pairs" in ends)
         elif name == "head":
             plan.note("head.fit", "loop", "the features are not computed once (head.cached_features says why): the "
-                      "head trains in the loop, the body running every step")
+                      + ("model trains in the loop" if bare else "head trains in the loop, the body running every step"))
         if settings is None:  # the C++ loop trains the phase
             settings = {**common, **plan.phase_settings(name, phase.epochs, phase.patience, family, config.task,
                                                         on_sgd(phase), phase.cap),
