@@ -546,7 +546,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--sections", nargs="*", default=["recommendation", "ranking", "tabular", "images", "recipe", "text"])
-    parser.add_argument("--text-full", action="store_true", help="also MiniLM on all the training data (slow: the defaults, recipe='head' and the fixed rows)")
+    parser.add_argument("--text-full", action="store_true",
+                        help="also MiniLM on all the training data (slow: the defaults, recipe='head', the fixed rows)")
     parser.add_argument("--text-full-defaults", action="store_true",
                         help="the text section on all the training data with finetune's defaults and TF-IDF alone")
     parser.add_argument("--text-full-head", action="store_true",

@@ -99,12 +99,13 @@ def choose_strength(features: torch.Tensor, targets: torch.Tensor, classes: int,
     weights = None if class_weights is None else class_weights.to(torch.float64)
     losses: dict[float, float] = {}
     inside = torch.stack([fold != k for k in range(count)])  # the folds fit together (fit_subsets)
+    held = ~inside
     start = None  # each strength starts from the previous (stronger) one's answers: fewer iterations
     best, worse = None, 0
     for strength in STRENGTHS:
         weight, bias, _ = fit_subsets(x, targets, inside, classes, strength, weights, label_smoothing, start)
         start = (weight, bias)
-        losses[strength] = sum(float(objective(weight[k], bias[k], x[fold == k], targets[fold == k], float("inf"),
+        losses[strength] = sum(float(objective(weight[k], bias[k], x[held[k]], targets[held[k]], float("inf"),
                                                weights, label_smoothing)) for k in range(count)) / count
         if best is None or losses[strength] < losses[best]:
             best, worse = strength, 0

@@ -683,7 +683,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         if phase.reinit:
             _reinitialise(model, config.seed)
         if name == "head" and bare:  # the inputs are the features
-            cache = None if config.cache_frozen is False else HeadCache(models.eager(model), train_data, val, whole)
+            cache = None if config.cache_frozen is False else HeadCache(layer, train_data, val, whole)
             plan.note("head.cached_features", cache is not None, "cache_frozen=False: the model trains in the loop"
                       if cache is None else "the model's inputs are its head's features: nothing to compute")
         elif name == "head":  # the body's features now (after phase pairs, if it ran), computed once
@@ -696,11 +696,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                                        "train_loss": results[-1].history[-1]["train_loss"]},
                       "the body trained on pairs; its head is fit next (this phase is not a candidate to keep)")
             continue
-        trainee, phase_train, phase_val = model, train_data, val
+        trainee, phase_train, phase_val, settings = model, train_data, val, None
         if name == "head" and cache is not None:  # the head alone, on the features it reads, computed once
             trainee, phase_train, phase_val = cache.head, cache.train, cache.val
-        settings = None
-        if name == "head" and cache is not None:
             settings = _probe_settings(plan, trainee, phase_train, common, config, after_pairs="pairs" in ends)
         elif name == "head":
             plan.note("head.fit", "loop", "the features are not computed once (head.cached_features says why): the "
