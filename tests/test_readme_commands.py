@@ -189,8 +189,8 @@ EXCLUDED = {
     "tfidf --threads 1": "a benchmark: SetFit on 32 snippets, 416 s here, and it needs setfit",
     "python benchmarks/setfit_side_by_side.py --seeds 1 --first-seed 1 --shots 64 --fraction 0 --methods auto "
     "--threads 2": "a benchmark: the defaults' pairs on 128 snippets, 657 s here",
-    "python benchmarks/quality.py --sections text --text-seeds 3 --threads 1":
-        "a benchmark: 3,496 s here (MiniLM's defaults and fine-tunes, three seeds)",
+    "python benchmarks/quality.py --sections text --text-seeds 3 --threads 1 --save docs/quality/text.json":
+        "a benchmark: 2,713 s here (MiniLM's defaults, head and fine-tunes, three seeds)",
     "python benchmarks/image_stories.py --story STORY --seeds N --threads 1 --set FINE_TUNE_SGD=False":
         "a benchmark's pattern (STORY and N stand for the table's rows): 2 to 40 minutes a story",
     'python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows "the recipe as it is" "AdamW instead of SGD"':
