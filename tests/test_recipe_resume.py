@@ -232,3 +232,26 @@ def test_a_recipe_run_without_its_initial_weights_is_an_error(recipe_dir):
     x, y = _digits()
     with pytest.raises(FileNotFoundError, match="initial.safetensors is missing"):
         finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=recipe_dir, resume=True, **SETTINGS)
+
+
+def test_the_callbacks_stop_ends_the_whole_recipe_and_resume_goes_on(tmp_path):
+    """True from the callback stops the recipe, not one phase (the next ran after it, and the refit): the result
+    says so, no later epoch reaches the callback, and resume=True continues with the recipe's later phases."""
+    x, y = _digits()
+    epochs = []
+
+    def stop_at_2(kind, info):
+        if kind == "epoch":
+            epochs.append(info["epoch"])
+            return info["epoch"] >= 2
+        return None
+
+    stopped = finetune.train("mlp", (x, y), checkpoint_dir=tmp_path, callback=stop_at_2, **SETTINGS)
+    assert epochs == [0, 1, 2] and stopped.stopped and len(stopped.history) == 3
+    last = stopped.recipe[-1]
+    assert last["what"] == "stopped" and last["value"] == "full" and "at epoch 2" in last["reason"]
+    assert not any(d["what"] in ("kept", "refit") for d in stopped.recipe)
+    assert len(stopped.sample_indices) < round(0.3 * len(y))  # the training slice: the validation slice held out
+    resumed = finetune.train("mlp", (x, y), checkpoint_dir=tmp_path, resume=True, **SETTINGS)
+    assert [d["what"] for d in resumed.recipe if d["what"] in ("stopped", "kept", "refit")] == ["kept", "refit"]
+    assert len(resumed.history) > 3  # the stopped phase as it ended, then the refit

@@ -257,8 +257,9 @@ def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
             raise TypeError(f"{name} must be integer class ids, got dtype {tensor.dtype}")
         tensor = tensor.to(torch.int64)
         if int(tensor.min()) < 0:
-            raise ValueError(f"{name} must be class ids >= 0, got {int(tensor.min())} (a value to predict: "
-                             "task='regression')")
+            raise ValueError(f"{name} must be class ids 0..K-1, got {int(tensor.min())}: encode the labels "
+                             "(np.unique(y, return_inverse=True)[1] or pd.factorize(y)[0]), or for a value to predict "
+                             "pass task='regression'")
         return tensor
     tensor = tensor.to(torch.float32)
     if not bool(torch.isfinite(tensor).all()):

@@ -71,6 +71,18 @@ def rank_0s(value: Any, group: Any) -> Any:
     return box[0]
 
 
+def any_rank(flag: bool, group: Any) -> bool:
+    """Whether ``flag`` is true on any rank of ``group`` (``flag`` itself without one): a stop one rank's callback
+    asked for, which the loop already made every rank's."""
+    if group is None:
+        return flag
+    import torch.distributed as dist
+
+    flags: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(flags, bool(flag), group=group)
+    return any(flags)
+
+
 def broadcast_state(module: Any, group: Any) -> None:
     """Rank 0's parameters and buffers in ``module`` on every rank of ``group``, in place (nothing without one)."""
     if group is None:

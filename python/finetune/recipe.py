@@ -396,6 +396,7 @@ class Plan:
         self.given = given
         self.decisions: list[Decision] = []
         self.kept = 0  # the phase whose weights are returned
+        self.trained_on: torch.Tensor | None = None  # the sample's indices the phases train on (the refit: all)
 
     def decide(self, what: str, value: Any, reason: str) -> Any:
         """Records a choice; a setting the user gave wins over the recipe's value."""
@@ -491,7 +492,8 @@ class Plan:
 def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure: Callable[..., dict[str, Any]],
         model: Any, inputs: list[torch.Tensor], targets: torch.Tensor, val: tuple[list[torch.Tensor], torch.Tensor] | None,
         sample: torch.Tensor, config: Any, given: dict[str, Any], pretrained: bool,
-        val_fraction: float | None = None, mode: str = "auto", family: str = "default") -> tuple[list[Any], Plan, torch.Tensor, dict[str, Any]]:
+        val_fraction: float | None = None, mode: str = "auto", family: str = "default",
+        plan: Plan | None = None) -> tuple[list[Any], Plan, torch.Tensor, dict[str, Any]]:
     """Runs the recipe on the examples ``sample`` of (inputs, targets): (each phase's result, the plan with its
     decisions and the phase kept, the indices the returned weights were trained on, the validation metrics of
     the kept weights -- measured before any refit, so on examples the model has not trained on).
@@ -501,11 +503,12 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     settings)`` runs a range test; ``measure(model, val, calibrated, per_example)`` returns the loss and metrics,
     with ``calibrated`` also "calibrated_loss" where it can (calibrated_loss), and with ``per_example`` also
     "per_example_loss", each validation example's loss (per_example_loss; for phase scratch's paired test).
-    ``family`` is the model's (``FAMILIES``): recommenders train by the rules above."""
+    ``family`` is the model's (``FAMILIES``): recommenders train by the rules above. ``plan``: where the decisions
+    go (a new one by default; the caller's, to read them when a phase raises -- the callback's stop)."""
     from . import models
 
     classification = config.task == "classification"
-    plan = Plan(given)
+    plan = plan if plan is not None else Plan(given)
     if family not in FAMILIES:
         raise ValueError(f"recipe family must be one of {list(FAMILIES)}, got {family!r}")
     recommender = family in (RECOMMENDER, NEURAL_RECOMMENDER)
@@ -576,6 +579,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     else:
         train_idx = sample
         plan.note("validation", {"examples": int(val[1].shape[0])}, "val given: the recipe decides on it")
+    plan.trained_on = train_idx
     whole = take(inputs, targets, sample)  # the sample, validation slice included (the refit trains on it)
     train_data = take(inputs, targets, train_idx) if val_carved else whole
 
@@ -778,6 +782,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         # each phase kept is run again from the same start on the whole sample, with the same settings, for
         # the epochs that were best (the schedule's length unchanged, so the rates follow the same curve).
         model.load_state_dict(initial)
+        plan.trained_on = sample
         lineage = _lineage(phases, plan.kept)
         for number in lineage:
             (name, settings, best_epochs), phase = ran[number], phases[number]

@@ -24,7 +24,7 @@ import torch
 
 from . import _C, checkpoint, data, frozen, heads, lora as loras, models, padding, pairs, probe, recipe as recipes, registry, report
 from . import streams
-from .distributed import broadcast_state, device_for_rank, process_group, process_rank, rank_0s
+from .distributed import any_rank, broadcast_state, device_for_rank, process_group, process_rank, rank_0s
 from .config import TrainConfig, config_fields
 from .progress import Progress
 
@@ -243,10 +243,11 @@ def _task_given(config: Any, settings: dict[str, Any]) -> bool:
 
 
 def check_not_quantities(targets: torch.Tensor, setting: str = "task") -> None:
-    """Labels that look like a quantity measured (diabetes' disease progression, 25 to 346, most values seen once or
-    twice) while no task was given: the default, classification, would train a class per value and report an
-    accuracy near 0. Say so instead; task='classification' given keeps them as classes. Labels that are exactly
-    0..K-1 are class ids already (factorised labels, 100 classes of 2 examples each) and pass. ``setting``: how the
+    """Labels that are not class ids while no task was given: a quantity measured (diabetes' disease progression,
+    25 to 346, most values seen once or twice), for which the default, classification, would train a class per
+    value and report an accuracy near 0, or codes with gaps (1 and 2; 0, 3 and 7), for which it would size the head
+    by the largest and train outputs no example has. Say so instead; task='classification' given keeps them as
+    they are. Only labels that are exactly 0..K-1 pass (factorised labels, 100 classes of 2 examples each). ``setting``: how the
     message names the task (the CLI's "train.task")."""
     values, counts = torch.unique(targets, return_counts=True)
     if torch.equal(values.double(), torch.arange(values.numel(), dtype=torch.float64)):
@@ -255,6 +256,15 @@ def check_not_quantities(targets: torch.Tensor, setting: str = "task") -> None:
         raise ValueError(f"y has {counts.numel()} distinct values among {targets.shape[0]} rows, most of them seen "
                          f"once or twice: a value to predict? pass {setting}='regression'; or {setting}='classification' "
                          f"to train them as {counts.numel()} classes")
+    # Ids that never occur: a head as wide as the largest id, classes no example has (a price in whole dollars
+    # became 5,400 classes; {0, 1, 2, 3, 7, 12} 13), rule 7 weighting the empty ones and top-5 accuracy counting
+    # them. Labels coded from 1 ({1, 2}) are the common case; 0..K-1 is what a head's outputs are.
+    largest = int(values[-1])
+    shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if values.numel() > 8 else "")
+    raise ValueError(f"y's labels are not the class ids 0..K-1: {values.numel()} distinct labels ({shown}) reach "
+                     f"{largest}, so {largest + 1 - values.numel()} of the {largest + 1} ids never occur; encode them "
+                     f"(np.unique(y, return_inverse=True)[1] or pd.factorize(y)[0]), pass {setting}='regression' for a "
+                     f"value to predict, or {setting}='classification' to keep them as given")
 
 
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any],
@@ -781,14 +791,33 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                                  train_data, val_data)
         train_data, val_data = given_form(train_data), given_form(val_data)
 
-        def on_event(kind: str, info: dict[str, Any]) -> bool:
-            stop = bool(callback(kind, info)) if callback is not None else False
-            return stop or (stop_after is not None and kind == "epoch" and info["epoch"] + 1 >= stop_after)
-
+        on_event, asked = asking(callback, stop_after)
         # The loop below train(): the phase's length is the recipe's decision (no "still learning" note).
         prepared = dataclasses.replace(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"), phase=name)
-        return settled(_train_as_given(prepared, "the recipe's phase", callback=on_event,
-                                       callback_interval=callback_interval, resume=resumed), directory)
+        return stop_if_asked(settled(_train_as_given(prepared, "the recipe's phase", callback=on_event,
+                                                     callback_interval=callback_interval, resume=resumed),
+                                     directory), asked, name)
+
+    def asking(callback: Callable[[str, dict], bool | None] | None,
+               stop_after: int | None) -> tuple[Callable[[str, dict], bool], list[int]]:
+        """The phase's callback: the user's (whose True is noted in ``asked``, the epoch it came in) and the
+        recipe's own stop after ``stop_after`` epochs."""
+        asked: list[int] = []
+
+        def on_event(kind: str, info: dict[str, Any]) -> bool:
+            if callback is not None and callback(kind, info):
+                asked.append(int(info.get("epoch", -1)))
+                return True
+            return stop_after is not None and kind == "epoch" and info["epoch"] + 1 >= stop_after
+
+        return on_event, asked
+
+    def stop_if_asked(result: Result, asked: list[int], name: str) -> Result:
+        """``result``, or the whole recipe stopped where the callback returned True (every rank, if one asked):
+        a stop is the run's, not one phase's to be followed by the next."""
+        if any_rank(bool(asked), group):
+            raise _Stopped(result, name, asked[0] if asked else None, phases_started - 1)
+        return result
 
     def settled(result: Result, directory: str | None) -> Result:
         """A finished phase's result, its directory down to the last checkpoint (all a resumed recipe reads)."""
@@ -808,8 +837,10 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                                        checkpoint_dir=directory)
         prepared = _prepare(siamese, (pairs.pair_inputs(inputs, first, second), similarity), None, pair_cfg, {},
                             head="keep")
-        return _train_as_given(dataclasses.replace(prepared, phase=name), "the recipe's phase", callback=callback,
-                               callback_interval=callback_interval, resume=resumed)
+        on_event, asked = asking(callback, None)
+        return stop_if_asked(_train_as_given(dataclasses.replace(prepared, phase=name), "the recipe's phase",
+                                             callback=on_event, callback_interval=callback_interval, resume=resumed),
+                             asked, name)
 
     def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any],
                     name: str) -> Result:
@@ -887,9 +918,13 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         return rank_0s(measured, group)  # each rank measured the whole slice: what decides is rank 0's
 
     start = time.perf_counter()
-    phases, plan, train_idx, metrics = recipes.run(
-        train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
-        run.pretrained, val_fraction, mode, run.family)
+    plan = recipes.Plan(given)
+    try:
+        phases, plan, train_idx, metrics = recipes.run(
+            train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
+            run.pretrained, val_fraction, mode, run.family, plan=plan)
+    except _Stopped as stop:
+        return _stopped_recipe(run, plan, stop, mode, reason, time.perf_counter() - start, cfg.checkpoint_dir)
     broadcast_state(run.model, group)  # the model returned is rank 0's on every rank, whichever phase it ends with
     plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
     last = phases[-1]  # the run that wrote the returned weights: its config, sizes and counts are the result's
@@ -908,6 +943,32 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions], runner=run.runner,
         cache_frozen={"used": bool(cached.value), "reason": cached.reason} if cached is not None else
         {"used": False, "reason": "no head phase"})
+
+
+class _Stopped(Exception):
+    """The callback returned True in a phase of the recipe: the recipe ends there."""
+
+    def __init__(self, result: Result, phase: str, epoch: int | None, number: int):
+        super().__init__(phase)
+        self.result, self.phase, self.epoch, self.number = result, phase, epoch, number
+
+
+def _stopped_recipe(run: _Run, plan: recipes.Plan, stop: _Stopped, mode: str, reason: str, seconds: float,
+                    directory: str | None) -> Result:
+    """The result of a recipe the callback stopped: the model as that phase left it (the loop's best epoch
+    restored where it validated), the decisions taken so far and the stop among them."""
+    at = f" at epoch {stop.epoch}" if stop.epoch is not None and stop.epoch >= 0 else ""
+    plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
+    plan.note("stopped", stop.phase, f"the callback returned True in phase {stop.phase}{at}: the recipe stopped "
+              "there; its later phases, the choice between them and the refit did not run, and the model holds "
+              "that phase's weights" + (f" (resume=True on {directory} goes on with the recipe)" if directory else ""))
+    log.warning("the callback stopped the recipe in phase %s%s: the model holds that phase's weights", stop.phase, at)
+    phase = stop.result
+    return dataclasses.replace(
+        phase, history=[{**h, "phase": stop.number} for h in phase.history], stopped=True, seconds=seconds,
+        best_epoch=None, best_value=None, model=run.given, model_options=run.model_options,
+        sample_indices=plan.trained_on.numpy() if plan.trained_on is not None else None,
+        recipe=[d.to_dict() for d in plan.decisions], runner=run.runner)
 
 
 def _readers_for(cfg: TrainConfig, *splits: Any) -> TrainConfig:
