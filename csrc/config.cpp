@@ -21,7 +21,9 @@ std::vector<std::string> config_field_names() {
 void validate(const TrainConfig& c) {
   TORCH_CHECK_VALUE(c.task == "classification" || c.task == "regression" || c.task == "ranking",
                     "task must be one of ['classification', 'regression', 'ranking'], got '", c.task, "'");
-  TORCH_CHECK_VALUE(c.epochs >= 0, "epochs must be >= 0, got ", c.epochs);
+  // epochs=0 would return the model untrained, its history and metrics empty: no run asks for that.
+  TORCH_CHECK_VALUE(c.epochs >= 1, "epochs must be >= 1, got ", c.epochs);
+  TORCH_CHECK_VALUE(c.seed >= 0, "seed must be >= 0, got ", c.seed);  // numpy's generators take no negative seed
   TORCH_CHECK_VALUE(c.batch_size >= 0, "batch_size must be a positive integer or 'full', got ", c.batch_size);
   TORCH_CHECK_VALUE(c.eval_batch_size >= 1, "eval_batch_size must be >= 1, got ", c.eval_batch_size);
   check_optimizer_name(c.optimizer);

@@ -95,7 +95,12 @@ CASES = [
     ("momentum 1", lambda: train(momentum=1.0), ValueError, r"momentum must be in \[0, 1\), got 1"),
     ("nesterov without momentum", lambda: train(nesterov=True, momentum=0.0), ValueError, r"nesterov=True needs momentum > 0"),
     ("negative weight_decay", lambda: train(weight_decay=-1.0), ValueError, r"weight_decay must be a finite number >= 0, got -1"),
-    ("negative epochs", lambda: train(epochs=-1), ValueError, r"epochs must be >= 0, got -1"),
+    ("negative epochs", lambda: train(epochs=-1), ValueError, r"epochs must be >= 1, got -1"),
+    ("wrong width, recipe", lambda: finetune.train(torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)), (X, Y), progress=False), ValueError, r"model forward\(\) failed on training inputs of shape \[\d+, 64\] \(dtype float32\): mat1 and mat2 shapes cannot be multiplied"),
+    ("integer X, recipe", lambda: finetune.train(torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)), (X.astype(np.int64), Y % 2), progress=False), ValueError, r"\(dtype int64\): .* X.astype\('float32'\)"),
+    ("no epochs", lambda: train(epochs=0), ValueError, r"epochs must be >= 1, got 0"),
+    ("negative seed", lambda: train(seed=-1), ValueError, r"seed must be >= 0, got -1"),
+    ("negative seed, recipe", lambda: finetune.train("mlp", (X, Y), seed=-1, progress=False), ValueError, r"seed must be >= 0, got -1"),
     ("unknown device", lambda: train(device="tpu"), ValueError, r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     ("cuda absent", lambda: train(device="cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("CUDA is not available")), ValueError, r"CUDA is not available"),
     ("unknown setting", lambda: train(epoch=3), TypeError, r"unknown setting\(s\) \['epoch'\]"),
@@ -150,7 +155,7 @@ def test_case_count():
 # Every TrainConfig field with a bad value: (value, exception, what the message must say).
 BAD_FIELDS = {
     "task": ("rank", ValueError, r"task must be one of .* got 'rank'"),
-    "epochs": (-1, ValueError, r"epochs must be >= 0, got -1"),
+    "epochs": (0, ValueError, r"epochs must be >= 1, got 0"),
     "batch_size": (0, ValueError, r"batch_size must be a positive integer or 'full', got 0"),
     "eval_batch_size": (0, ValueError, r"eval_batch_size must be >= 1, got 0"),
     "optimizer": ("lion", ValueError, r"optimizer must be one of .* got 'lion'"),

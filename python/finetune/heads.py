@@ -62,6 +62,18 @@ def _linears_executed(model: torch.nn.Module, example: list[torch.Tensor]) -> li
     return order
 
 
+def forward_failed(inputs: list[torch.Tensor], error: Exception, split: str = "training") -> str:
+    """What the C++ loop says of a forward pass that failed (csrc/forward.cpp), for one run in Python: the inputs'
+    shapes and dtypes beside the error's first line, and the fix for integer features."""
+    shapes = ", ".join(str(list(t.shape)) for t in inputs)
+    dtypes = ", ".join(str(t.dtype).removeprefix("torch.") for t in inputs)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    hint = (" (integer inputs are passed as they are, for embedding ids; features for a floating-point model must "
+            "be floats: X.astype('float32'))" if any(not t.is_floating_point() for t in inputs) and "type" in first
+            else "")
+    return f"model forward() failed on {split} inputs of shape {shapes} (dtype {dtypes}): {first}{hint}"
+
+
 def replace_head(model: torch.nn.Module, name: str, outputs: int, seed: int) -> dict[str, Any]:
     """Replaces the head ``name`` (as ``find_head`` names it) by a new ``nn.Linear`` with ``outputs`` outputs,
     initialised from ``seed``; returns what was replaced. Only a Python ``nn.Module`` whose head is an
@@ -114,7 +126,10 @@ def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: i
             for batch in streams.batches(inputs, batch_size):
                 seen.clear()
                 batch = padding.trim(batch, mask_input)
-                output = module(*[t.to(device) for t in batch])
+                try:
+                    output = module(*[t.to(device) for t in batch])
+                except (RuntimeError, TypeError, IndexError) as error:  # the loop's message, not torch's alone
+                    raise ValueError(forward_failed(batch, error)) from None
                 if len(seen) != 1:
                     return None, f"the head {head!r} ran {len(seen)} times in one forward pass"
                 args, kwargs, out = seen[0]

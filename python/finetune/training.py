@@ -159,6 +159,7 @@ class _Run:
     mask_input: int = -1  # the attention mask's input: batches cut to their longest row (finetune.padding), or -1
     trim_padding: dict[str, Any] | None = None  # {"used", "reason"} (Result.trim_padding)
     phase: str = ""  # the recipe's phase this run is ("head", "refit-full", ...): named on each progress line
+    stop_after: int | None = None  # the epochs the recipe's phase runs (a refit's), shorter than its schedule
 
 
 HEADS = ("auto", "new", "keep")
@@ -793,7 +794,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
 
         on_event, asked = asking(callback, stop_after)
         # The loop below train(): the phase's length is the recipe's decision (no "still learning" note).
-        prepared = dataclasses.replace(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"), phase=name)
+        prepared = dataclasses.replace(_prepare(model, train_data, val_data, phase_cfg, {}, head="keep"), phase=name,
+                                       stop_after=stop_after)
         return stop_if_asked(settled(_train_as_given(prepared, "the recipe's phase", callback=on_event,
                                                      callback_interval=callback_interval, resume=resumed),
                                      directory), asked, name)
@@ -997,7 +999,8 @@ def _train(run: _Run, callback: Callable[[str, dict], bool | None] | None, callb
     if cfg.checkpoint_dir and process_rank() == 0:  # writable, and every tensor of a kind a checkpoint holds
         checkpoint.preflight(cfg.checkpoint_dir, run.model)
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
-    progress = Progress(cfg.epochs, enabled=cfg.progress and process_rank() == 0, phase=run.phase)
+    progress = Progress(min(run.stop_after or cfg.epochs, cfg.epochs), enabled=cfg.progress and process_rank() == 0,
+                        phase=run.phase)
     saved_config = cfg.to_dict()
 
     def on_event(kind: str, info: dict[str, Any]) -> bool:
