@@ -36,6 +36,13 @@ def categories(values):
     return pd.Series(values, dtype="category")
 
 
+def pd_objects(values):
+    """A pandas column of dtype object holding numbers (read from a file as text, or built from a mixed list)."""
+    import pandas as pd
+
+    return pd.Series(values, dtype=object)
+
+
 def frame(**columns):
     """X as a pandas DataFrame, with the given columns beside two numeric ones."""
     import pandas as pd
@@ -75,9 +82,10 @@ CASES = [
     ("whole prices", lambda: train(data=(X, 900.0 + 50 * (np.arange(40) % 8))), ValueError, r"8 distinct labels \(900, 950, .*1250\) reach 1250, so 1243 of the 1251 ids never occur"),
     ("string labels", lambda: train(data=(X, Y.astype(str))), TypeError, r"y must hold numbers"),
     ("2-D labels", lambda: train(data=(X, np.stack([Y, Y], 1))), ValueError, r"y must be a 1-D array of class ids, got shape \(40, 2\)"),
-    ("NaN regression target", lambda: train(data=(X, np.full(40, np.nan)), task="regression"), ValueError, r"y contains NaN"),
+    ("NaN regression target", lambda: train(data=(X, np.where(np.arange(40) == 7, np.nan, 1.0)), task="regression"), ValueError, r"y contains NaN \(the first non-finite value: row 7; drop those rows or fill them\)"),
     ("val lengths differ", lambda: train(val=(X, Y[:5])), ValueError, r"y_val has 5 rows but the features have 40"),
     ("val width differs", lambda: train(val=(X[:, :10], Y)), ValueError, r"X_val has examples of shape \(10,\) but X has \(64,\)"),
+    ("val label y never has", lambda: train(val=(X[:8], np.arange(8) % 5)), ValueError, r"y_val holds label\(s\) \[4\] beyond y's largest, 3: model 'mlp' is built with y's 4 classes"),
     ("val NaN", lambda: train(val=(with_nan(np.nan), Y)), ValueError, r"X_val contains NaN"),
     # config fields
     ("sample_fraction 0", lambda: train(sample_fraction=0.0), ValueError, r"sample_fraction must be in \(0, 1\], got 0"),
@@ -117,7 +125,8 @@ CASES = [
     ("wrong input width", lambda: train(model=mlp(in_features=10)), ValueError, r"model forward\(\) failed on training inputs of shape \[32, 64\]"),
     ("regression head too wide", lambda: train(model=mlp(out=2), data=(X, Y.astype(np.float32)), task="regression"), ValueError, r"model output has shape \[32, 2\] but task='regression' targets have shape \[32\]"),
     ("mlp on one flat feature", lambda: train(data=(X[:, 0], Y)), ValueError, r"model 'mlp' needs X shaped \(rows, features\), got X of shape \(40,\): one feature is a column, X.reshape\(-1, 1\)"),
-    ("a DataFrame column of strings", lambda: train(data=(frame(sex=["m", "f"] * 20), Y)), TypeError, r"X column 'sex' holds \w+ values \(e.g. 'm'\), not numbers: encode it first \(pd.get_dummies"),
+    ("a DataFrame column of strings", lambda: train(data=(frame(sex=["m", "f"] * 20), Y)), TypeError, r"X column 'sex' holds \w+ values \(e.g. 'm'\), not a numeric dtype: encode it first \(pd.get_dummies"),
+    ("a DataFrame column of numbers as objects", lambda: train(data=(frame(glu=pd_objects([86, 90] * 20)), Y)), TypeError, r"X column 'glu' holds object values \(e.g. 86\), not a numeric dtype: they read as numbers: df\['glu'\] = pd.to_numeric\(df\['glu'\]\)"),
     ("a DataFrame column of strings, names repeated", lambda: train(data=(frame(sex=["m", "f"] * 20).set_axis(["a", "a", "a"], axis=1), Y)), TypeError, r"X column 'a' holds \w+ values \(e.g. 'm'\)"),
     ("string labels named", lambda: train(data=(X, np.array(["cat", "dog"] * 20, dtype=object))), TypeError, r"y must hold numbers, got an array of dtype object \(e.g. 'cat'\): encode them as numbers first -- class ids for labels \(pd.factorize\)"),
     ("categories of strings as labels", lambda: train(data=(X, categories(["cat", "dog"] * 20))), TypeError, r"^y holds pandas categories of \w+ values \(e.g. 'cat'\), not numbers: pass y.cat.codes \(class ids in the categories' order\) or numbers of your own$"),

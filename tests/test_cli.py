@@ -505,9 +505,25 @@ def test_a_val_fraction_that_leaves_no_training_rows_says_so(capsys, tmp_path):
                          str(tmp_path / "r"))
     assert_one_line_error(code, err, "data.val_fraction = 0.001", "leaves no validation rows")
     (tmp_path / "d.csv").write_text("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(10)))
-    (tmp_path / "d.toml").write_text(f'[data]\npath = "{tmp_path / "d.csv"}"\nval_fraction = 0.99\n')
-    code, err = run_main(capsys, "find-lr", str(tmp_path / "d.toml"))  # a file's test split uses it too
-    assert_one_line_error(code, err, "data.val_fraction = 0.99", "leaves no training rows", "d.csv")
+    (tmp_path / "d.toml").write_text(f'[data]\npath = "{tmp_path / "d.csv"}"\ntest_fraction = 0.99\n')
+    code, err = run_main(capsys, "find-lr", str(tmp_path / "d.toml"))  # a file's test split: test_fraction
+    assert_one_line_error(code, err, "data.test_fraction = 0.99", "leaves no training rows", "d.csv")
+
+
+def test_a_files_test_split_is_test_fraction_and_validation_val_fraction(capsys, tmp_path):
+    """data.val_fraction holds out validation rows alone (it once cut a file's test split too); test_fraction
+    cuts the file's test split, and is an error beside a built-in set, which has its own."""
+    from finetune import runs
+
+    (tmp_path / "d.csv").write_text("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(200)))
+    (tmp_path / "d.toml").write_text(f'[data]\npath = "{tmp_path / "d.csv"}"\nval_fraction = 0.25\n')
+    split = runs.load_data(runs.load_config(tmp_path / "d.toml", []))
+    assert len(split.y_test) == 40  # 20% of 200, whatever val_fraction
+    split = runs.load_data(runs.load_config(tmp_path / "d.toml", ["data.test_fraction=0.3"]))
+    assert len(split.y_test) == 60
+    code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), "data.test_fraction=0.3", "--out",
+                         str(tmp_path / "r"))
+    assert_one_line_error(code, err, "data.test_fraction = 0.3", "dataset 'wine' comes with its own test split")
 
 
 def test_config_files_that_cannot_be_read_are_one_line_errors(capsys, tmp_path):
@@ -714,3 +730,16 @@ def test_an_interrupted_run_directory_resumes_with_resume_and_is_not_overwritten
 def whole_history(run_dir: Path) -> list[dict]:
     with open(run_dir / "history.csv") as f:
         return list(csv.DictReader(f))
+
+
+def test_overrides_after_an_option_are_overrides(tmp_path):
+    """`finetune train CONFIG --quiet train.epochs=1` as `finetune train CONFIG train.epochs=1 --quiet`; an
+    unknown word after an option is still argparse's error."""
+    from finetune.__main__ import main
+
+    assert main(["train", str(EXAMPLES / "wine.toml"), "--quiet", "--out", str(tmp_path / "run"),
+                 "train.epochs=1", "train.early_stopping=0"]) == 0
+    config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
+    assert config["train"]["epochs"] == 1
+    with pytest.raises(SystemExit):
+        main(["train", str(EXAMPLES / "wine.toml"), "--quiet", "stray"])

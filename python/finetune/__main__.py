@@ -106,7 +106,8 @@ def _run_program(command: str, args: list[str]) -> int:
 CONFIG_HELP = f"""\
 a run config has the tables (see examples/*.toml):
   [data]   dataset = a built-in set (finetune datasets), or path = a .csv/.npz file with label = its target
-           column; val_fraction (0.2, between 0 and 1), seed (0); encoding, encoding_errors for a CSV
+           column; val_fraction (0.2 of the training rows held out for validation), test_fraction (0.2 of a
+           file's rows held out for its test split), seed (0); encoding, encoding_errors for a CSV
   [model]  name = one of {', '.join(registry.names())}, and that model's options (sizes are read off the data)
   [train]  any TrainConfig field: epochs, batch_size, optimizer, lr, schedule, freeze, ...
   [tune]   the search space of finetune tune
@@ -255,7 +256,12 @@ def _datasets(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv, program_args = _split_program_args(list(sys.argv[1:] if argv is None else argv))
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # section.key=value after an option (argparse takes positionals only before them)
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.command in PROGRAMS:
         return _run_program(args.command, program_args if program_args is not None else args.args)

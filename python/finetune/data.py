@@ -159,8 +159,12 @@ def _frame_numbers(frame: Any, name: str) -> Any:
             column = frame.iloc[:, position]
             present = column.dropna()
             example = f" (e.g. {present.iloc[0]!r})" if len(present) else ""
-            raise TypeError(f"{name} column {frame.columns[position]!r} holds {dtype} values{example}, not numbers: "
-                            "encode it first (pd.get_dummies(...) for categories, .cat.codes, or numbers of your own)")
+            numbers = pd.to_numeric(present, errors="coerce").notna().all() if len(present) else False
+            fix = (f"they read as numbers: df[{frame.columns[position]!r}] = pd.to_numeric(df[{frame.columns[position]!r}])"
+                   if numbers else "encode it first (pd.get_dummies(...) for categories, .cat.codes, or numbers of "
+                   "your own)")
+            raise TypeError(f"{name} column {frame.columns[position]!r} holds {dtype} values{example}, not a numeric "
+                            f"dtype: {fix}")
         kinds.append(kind)
     numpy_dtypes = all(isinstance(dtype, np.dtype) for dtype in frame.dtypes)
     if numpy_dtypes and set(kinds) <= set("iu"):  # integers stay integers (ids), promoted as numpy promotes them
@@ -263,7 +267,11 @@ def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
         return tensor
     tensor = tensor.to(torch.float32)
     if not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} contains NaN or inf")
+        flat = tensor.reshape(tensor.shape[0], -1)
+        row, col = torch.nonzero(~torch.isfinite(flat))[0].tolist()
+        found = {"nan": "NaN"}.get(str(flat[row, col].item()), str(flat[row, col].item()))  # NaN, inf, -inf
+        raise ValueError(f"{name} contains {found} (the first non-finite value: row {row}; drop those rows or fill "
+                         "them)")
     return tensor
 
 

@@ -3,7 +3,7 @@
 A run config has three tables:
 
     [data]    dataset = "digits"  (a built-in set)  or  path = "train.csv" / "train.npz", label = "label"
-              val_fraction = 0.2, seed = 0
+              val_fraction = 0.2 (validation), test_fraction = 0.2 (a file's test split), seed = 0
     [model]   name = "cnn" and the model's options (channels = [16, 32], ...); sizes come from the data
     [train]   any TrainConfig field (epochs, lr, schedule, freeze, ...)
     [lora]    optional: LoRA adapters (r, alpha, dropout, targets, merge), as finetune.train(lora=...)
@@ -43,7 +43,8 @@ from .config import TrainConfig, config_fields
 
 log = logging.getLogger("finetune")
 
-DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.2, "seed": 0,
+TEST_FRACTION = 0.2  # a file's rows held out as its test split (a built-in set has a test split of its own)
+DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.2, "test_fraction": None, "seed": 0,
              "encoding": None, "encoding_errors": None}  # a CSV's text encoding (None: utf-8, strict)
 SECTIONS = ("data", "model", "train", "tune", "lora")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
@@ -130,10 +131,16 @@ def _check_data(data: dict[str, Any], source: str) -> None:
             fail(key, "a non-empty string")
     if not isinstance(data["label"], str) or not data["label"]:
         fail("label", "a column name (a non-empty string)")
-    fraction = data["val_fraction"]
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
-        fail("val_fraction", "a number between 0 and 1, both excluded (the share of the training rows held out "
-             "for validation)")
+    for key, share in (("val_fraction", "the training rows held out for validation"),
+                       ("test_fraction", "a file's rows held out as its test split")):
+        fraction = data[key]
+        if fraction is None and key == "test_fraction":
+            continue
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+            fail(key, f"a number between 0 and 1, both excluded (the share of {share})")
+    if data["test_fraction"] is not None and data["dataset"] is not None:
+        raise ValueError(f"data.test_fraction = {data['test_fraction']!r} in {source} splits a file's rows, and "
+                         f"dataset {data['dataset']!r} comes with its own test split: leave test_fraction out")
     if isinstance(data["seed"], bool) or not isinstance(data["seed"], int) or data["seed"] < 0:
         fail("seed", "an integer >= 0")
     if (data["dataset"] is None) == (data["path"] is None):
@@ -225,14 +232,16 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
 
 def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str,
                 held_out: str) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held-out) indices by data.val_fraction; a side left empty is an error naming the field and value."""
-    fraction = cfg.data["val_fraction"]
+    """(kept, held-out) indices by data.val_fraction (validation) or data.test_fraction (a file's test split); a
+    side left empty is an error naming the field and value."""
+    key = "test_fraction" if held_out == "test" else "val_fraction"
+    fraction = cfg.data[key] if cfg.data[key] is not None else TEST_FRACTION
     kept, held = datasets.stratified_split(y, fraction, cfg.data["seed"], stratify)
     if len(kept) == 0:
-        raise ValueError(f"data.val_fraction = {fraction!r} in {cfg.source} leaves no training rows: all {len(y)} "
+        raise ValueError(f"data.{key} = {fraction!r} in {cfg.source} leaves no training rows: all {len(y)} "
                          f"rows of {rows} go to the {held_out} split; use a smaller fraction")
     if len(held) == 0:
-        raise ValueError(f"data.val_fraction = {fraction!r} in {cfg.source} leaves no {held_out} rows (of {len(y)} "
+        raise ValueError(f"data.{key} = {fraction!r} in {cfg.source} leaves no {held_out} rows (of {len(y)} "
                          f"rows of {rows}); use a larger fraction")
     return kept, held
 

@@ -323,6 +323,13 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             val_x = entry.encode_inputs(val_x, model_options) if entry is not None else registry.encode_for(model, val_x)
             val_inputs = data.features(val_x, "X_val", dtype, examples=data.length(vy))
             val_targets = data.targets(vy, "y_val", cfg.task, val_inputs[0].shape[0])
+            if (cfg.task == "classification" and entry is not None and stream is None
+                    and "num_classes" not in model_options):  # a built-in model's head is as wide as y's labels
+                beyond = torch.unique(val_targets[val_targets > targets.max()]).tolist()
+                if beyond:
+                    raise ValueError(f"y_val holds label(s) {beyond[:8]} beyond y's largest, {int(targets.max())}: "
+                                     f"model {entry.name!r} is built with y's {int(targets.max()) + 1} classes; "
+                                     "validate on the classes it trains on, or pass num_classes=")
         data.check_same_example_shape(streams.head(inputs, 1), streams.head(val_inputs, 1), "X", "X_val")
     if stream is None and not isinstance(val_inputs, streams.Stream):
         streams.check_unused(cfg)  # num_workers/prefetch would read nothing: every split is in memory
