@@ -36,6 +36,12 @@ def categories(values):
     return pd.Series(values, dtype="category")
 
 
+def series(values):
+    import pandas as pd
+
+    return pd.Series(values)
+
+
 def pd_objects(values):
     """A pandas column of dtype object holding numbers (read from a file as text, or built from a mixed list)."""
     import pandas as pd
@@ -86,6 +92,7 @@ CASES = [
     ("val lengths differ", lambda: train(val=(X, Y[:5])), ValueError, r"y_val has 5 rows but the features have 40"),
     ("val width differs", lambda: train(val=(X[:, :10], Y)), ValueError, r"X_val has examples of shape \(10,\) but X has \(64,\)"),
     ("val label y never has", lambda: train(val=(X[:8], np.arange(8) % 5)), ValueError, r"y_val holds label\(s\) \[4\] beyond y's largest, 3: model 'mlp' is built with y's 4 classes"),
+    ("y shuffled apart from X", lambda: train(data=(frame(), series(Y).sample(frac=1.0, random_state=0))), ValueError, r"X and y have different pandas indexes \(row 0: X's 0, y's \d+\): rows pair by position, so align them \(y = y.loc\[X.index\]\) or pass y.to_numpy\(\)"),
     ("val NaN", lambda: train(val=(with_nan(np.nan), Y)), ValueError, r"X_val contains NaN"),
     # config fields
     ("sample_fraction 0", lambda: train(sample_fraction=0.0), ValueError, r"sample_fraction must be in \(0, 1\], got 0"),

@@ -78,6 +78,21 @@ def _category_numbers(value: Any, name: str) -> Any:
                     f"{codes} (class ids in the categories' order) or numbers of your own")
 
 
+def check_rows_aligned(x: Any, y: Any, names: tuple[str, str] = ("X", "y")) -> None:
+    """X and y as pandas objects pair their rows by position, as everywhere here (and in scikit-learn); when both
+    carry an index and the two differ, a row is paired with another row's label (y shuffled, or filtered apart
+    from X) and trains in silence: say so."""
+    if not ((is_frame(x) or is_series(x)) and (is_frame(y) or is_series(y))) or len(x) != len(y):
+        return
+    if x.index.equals(y.index):
+        return
+    position = next(i for i, (a, b) in enumerate(zip(x.index, y.index)) if a != b)
+    first, second = x.index[position:position + 1].tolist()[0], y.index[position:position + 1].tolist()[0]
+    raise ValueError(f"{names[0]} and {names[1]} have different pandas indexes (row {position}: {names[0]}'s "
+                     f"{first!r}, {names[1]}'s {second!r}): rows pair by position, so align them "
+                     f"({names[1]} = {names[1]}.loc[{names[0]}.index]) or pass {names[1]}.to_numpy()")
+
+
 def column_names(value: Any) -> tuple[str, ...] | None:
     """A pandas DataFrame's column names as strings (what a model trained on it remembers), else None."""
     return tuple(str(c) for c in value.columns) if is_frame(value) else None

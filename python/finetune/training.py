@@ -281,6 +281,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     cfg = resolve_config(config, settings)
     cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
     x, y = streams.split(train_data, "train_data")
+    data.check_rows_aligned(x, y)
     columns = data.column_names(x)  # X_val's must be the same, in the same order
     keys = data.keywords(x, "X")  # X as a dict: the model's inputs by name
     if keys is not None and entry is not None:
@@ -310,6 +311,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     val_inputs = val_targets = None
     if val is not None:
         val_x, vy = streams.split(val, "val")
+        data.check_rows_aligned(val_x, vy, ("X_val", "y_val"))
         val_keys = data.keywords(val_x, "X_val")
         if val_keys != keys:
             raise ValueError(f"X_val's inputs {val_keys} differ from X's {keys}: pass them the "
@@ -1123,6 +1125,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
                       distributed=distributed, trim_padding=trim_padding, num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
     x, y = streams.split(streams.with_labels(eval_data, labels, "data"), "data")
+    data.check_rows_aligned(x, y)
     found = streams.streamed(x, y, "data", task, models.parameter_dtype(model), cfg)
     if found is not None:
         inputs, targets = found
