@@ -140,8 +140,10 @@ EXCLUDED = {
         "the regression epoch cap on Boston)",
     "python benchmarks/unseen_tables.py --seeds 3 --tables Computers --rows defaults --realmlp":
         "a benchmark: 862 s on an AMD EPYC, and it needs pytabkit (the bench extra)",
-    "python benchmarks/unseen_classes.py --seeds 5 --threads 1":
+    "python benchmarks/unseen_classes.py --seeds 5 --threads 1 --tables HMDA Chile":
         "a benchmark: 25 s on an AMD EPYC (tests/test_recipe.py checks the recipe's class weights)",
+    "python benchmarks/unseen_classes.py --seeds 5 --threads 1 --tables fgl CreditCard":
+        "a benchmark: 11 s on an AMD EPYC (tests/test_recipe.py checks the recipe's class weights)",
     "python benchmarks/unseen_tables.py --seeds 3 --tables Computers Boston --rows defaults periodic":
         "a benchmark: about 200 s on an AMD EPYC (tests/test_tabular.py checks the embeddings against plain PyTorch)",
     'python benchmarks/tabular_variants.py --seeds 100 --threads 1 --rows "the recipe as it is" "linear"':
