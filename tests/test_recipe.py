@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from types import SimpleNamespace
 
@@ -890,3 +891,24 @@ def test_the_recipes_class_weights_are_scikit_learns_up_to_ten_times_and_capped_
     moderate = np.r_[np.flatnonzero(d.target == 1), np.flatnonzero(d.target == 0)[:60]]  # ~6x: scikit-learn's
     result = finetune.train("mlp", (d.data[moderate].astype(np.float32), d.target[moderate]), seed=0, progress=False)
     assert decisions(result)["class_weights"]["value"] == "balanced"
+
+
+def test_a_network_of_the_users_on_raw_scales_is_warned_about(caplog):
+    """Tabular columns on their raw scales (one in the hundreds) reaching a network passed in: result.recipe and
+    the log say so and how to fix it; standardised columns, and "mlp" (which scales its inputs), say nothing."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    raw = x * np.array([1.0, 1.0, 300.0], np.float32)
+
+    def network():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        noted = finetune.train(network(), (raw, y), progress=False).recipe
+    inputs = [d for d in noted if d["what"] == "inputs"]
+    assert inputs and inputs[0]["value"] == "raw scales" and "column 2" in inputs[0]["reason"]
+    assert "StandardScaler" in caplog.text
+    assert not [d for d in finetune.train(network(), (x, y), progress=False).recipe if d["what"] == "inputs"]
+    assert not [d for d in finetune.train("mlp", (raw, y), progress=False).recipe if d["what"] == "inputs"]
