@@ -83,7 +83,7 @@ CASES = [
     ("callback not callable", lambda: train(callback=3), TypeError, r"callback must be a callable \(kind, info\) -> bool \| None, got 3 \(int\)"),
     ("a quantity as classes", lambda: train(data=(X, np.arange(40) * 3.0)), ValueError, r"y has 40 distinct values among 40 rows, most of them seen once or twice: a value to predict\? pass task='regression'"),
     ("codes as class ids", lambda: train(data=(X, (Y % 2) * 1_000_000), task="classification"), ValueError, r"y's class ids reach 1000000 with 2 distinct labels: class ids are 0..K-1"),
-    ("labels from 1", lambda: train(data=(X, Y % 2 + 1)), ValueError, r"y's labels are not the class ids 0..K-1: 2 distinct labels \(1, 2\) reach 2, so 1 of the 3 ids never occur; encode them \(np.unique\(y, return_inverse=True\)\[1\] or pd.factorize\(y\)\[0\]\), pass task='regression' for a value to predict, or task='classification' to keep them as given"),
+    ("labels from 1", lambda: train(data=(X, Y % 2 + 1)), ValueError, r"y's labels are not the class ids 0..K-1: 2 distinct labels \(1, 2\) reach 2, so 1 of the 3 ids never occur; encode them, one mapping for every split \(classes, y = np.unique\(y, return_inverse=True\); y_val = np.searchsorted\(classes, y_val\)\), pass task='regression' for a value to predict, or task='classification' to keep them as given"),
     ("labels with gaps", lambda: train(data=(X, np.array([0, 1, 2, 3, 7, 12, 0, 1] * 5))), ValueError, r"6 distinct labels \(0, 1, 2, 3, 7, 12\) reach 12, so 7 of the 13 ids never occur"),
     ("whole prices", lambda: train(data=(X, 900.0 + 50 * (np.arange(40) % 8))), ValueError, r"8 distinct labels \(900, 950, .*1250\) reach 1250, so 1243 of the 1251 ids never occur"),
     ("string labels", lambda: train(data=(X, Y.astype(str))), TypeError, r"y must hold numbers"),
@@ -92,7 +92,7 @@ CASES = [
     ("val lengths differ", lambda: train(val=(X, Y[:5])), ValueError, r"y_val has 5 rows but the features have 40"),
     ("val width differs", lambda: train(val=(X[:, :10], Y)), ValueError, r"X_val has examples of shape \(10,\) but X has \(64,\)"),
     ("val label y never has", lambda: train(val=(X[:8], np.arange(8) % 5)), ValueError, r"y_val holds label\(s\) \[4\] beyond y's largest, 3: model 'mlp' is built with y's 4 classes"),
-    ("y shuffled apart from X", lambda: train(data=(frame(), series(Y).sample(frac=1.0, random_state=0))), ValueError, r"X and y have different pandas indexes \(row 0: X's 0, y's \d+\): rows pair by position, so align them \(y = y.loc\[X.index\]\) or pass y.to_numpy\(\)"),
+    ("y shuffled apart from X", lambda: train(data=(frame(), series(Y).sample(frac=1.0, random_state=0))), ValueError, r"X and y have different pandas indexes \(row 0: X's 0, y's \d+\) and rows pair by position: they hold the same labels in another order; align them \(y = y.loc\[X.index\]\), or pass y.to_numpy\(\) if the positions match"),
     ("val NaN", lambda: train(val=(with_nan(np.nan), Y)), ValueError, r"X_val contains NaN"),
     # config fields
     ("sample_fraction 0", lambda: train(sample_fraction=0.0), ValueError, r"sample_fraction must be in \(0, 1\], got 0"),
@@ -250,3 +250,26 @@ def test_bad_config_field_raises_naming_field_and_value(field):
 def test_bad_regex_in_freeze_names_the_pattern():
     with pytest.raises(ValueError, match=r"freeze pattern '\(' is not a valid regular expression"):
         train(model=mlp(), freeze=["("])
+
+
+def test_a_models_own_head_may_have_classes_the_labels_lack():
+    """Labels {1, 3} for a 4-class model passed in: its head keeps them (no gap error: the model, not y, says
+    what the classes are); a built-in model would be sized by them, and is an error."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    finetune.train(model, (X, np.where(Y % 2 == 0, 1, 3)), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="2 distinct labels \\(1, 3\\) reach 3"):
+        train(data=(X, np.where(Y % 2 == 0, 1, 3)))
+
+
+def test_an_index_reset_on_one_side_is_a_warning_not_an_error(caplog):
+    """X rebuilt from a transform (its index 0..n-1) beside y keeping a split's labels: the rows likely pair by
+    position as meant, so the run goes on and the log says how to align them if not."""
+    import logging
+
+    import pandas as pd
+
+    y = pd.Series(Y, index=np.arange(40) * 3 + 100)  # a split's rows of a larger table
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        train(data=(frame(), y))
+    assert "different pandas indexes (row 0: X's 0, y's 100)" in caplog.text and "y.loc[X.index]" in caplog.text

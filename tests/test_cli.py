@@ -524,6 +524,14 @@ def test_a_files_test_split_is_test_fraction_and_validation_val_fraction(capsys,
     code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), "data.test_fraction=0.3", "--out",
                          str(tmp_path / "r"))
     assert_one_line_error(code, err, "data.test_fraction = 0.3", "dataset 'wine' comes with its own test split")
+    # A run directory records the file's test split; one written before test_fraction was split by val_fraction.
+    assert run_main(capsys, "train", str(tmp_path / "d.toml"), "--quiet", "--out", str(tmp_path / "run"),
+                    "train.epochs=1")[0] == 0
+    written = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["data"]
+    assert written["test_fraction"] == 0.2 and written["val_fraction"] == 0.25
+    (tmp_path / "run" / "config.toml").write_text(
+        (tmp_path / "run" / "config.toml").read_text().replace("test_fraction = 0.2\n", ""))
+    assert runs.load_run(tmp_path / "run")[0].data["test_fraction"] == 0.25
 
 
 def test_config_files_that_cannot_be_read_are_one_line_errors(capsys, tmp_path):

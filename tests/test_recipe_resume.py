@@ -234,9 +234,10 @@ def test_a_recipe_run_without_its_initial_weights_is_an_error(recipe_dir):
         finetune.train(mlp(), (x[:300], y[:300]), checkpoint_dir=recipe_dir, resume=True, **SETTINGS)
 
 
-def test_the_callbacks_stop_ends_the_whole_recipe_and_resume_goes_on(tmp_path):
-    """True from the callback stops the recipe, not one phase (the next ran after it, and the refit): the result
-    says so, no later epoch reaches the callback, and resume=True continues with the recipe's later phases."""
+def test_the_callbacks_stop_ends_the_whole_recipe_with_the_best_weights_it_has(tmp_path):
+    """True from the callback ends the recipe, not one phase (the next ran after it, and the refit): no later
+    epoch reaches the callback, result.recipe says where it stopped, and the model is the phase kept among those
+    run (here the one stopped, its best epoch restored), trained on the training slice (no refit)."""
     x, y = _digits()
     epochs = []
 
@@ -246,12 +247,33 @@ def test_the_callbacks_stop_ends_the_whole_recipe_and_resume_goes_on(tmp_path):
             return info["epoch"] >= 2
         return None
 
-    stopped = finetune.train("mlp", (x, y), checkpoint_dir=tmp_path, callback=stop_at_2, **SETTINGS)
-    assert epochs == [0, 1, 2] and stopped.stopped and len(stopped.history) == 3
-    last = stopped.recipe[-1]
-    assert last["what"] == "stopped" and last["value"] == "full" and "at epoch 2" in last["reason"]
-    assert not any(d["what"] in ("kept", "refit") for d in stopped.recipe)
+    torch.manual_seed(0)
+    model = mlp()
+    stopped = finetune.train(model, (x, y), callback=stop_at_2, **SETTINGS)
+    assert epochs == [0, 1, 2] and stopped.stopped
+    what = [d["what"] for d in stopped.recipe]
+    assert "refit" not in what and "shrunk.result" not in what and what.index("stopped") < what.index("kept")
+    note = next(d for d in stopped.recipe if d["what"] == "stopped")
+    assert note["value"] == "full" and "at epoch 2" in note["reason"]  # the first phase of the loop (head: the probe)
     assert len(stopped.sample_indices) < round(0.3 * len(y))  # the training slice: the validation slice held out
-    resumed = finetune.train("mlp", (x, y), checkpoint_dir=tmp_path, resume=True, **SETTINGS)
-    assert [d["what"] for d in resumed.recipe if d["what"] in ("stopped", "kept", "refit")] == ["kept", "refit"]
-    assert len(resumed.history) > 3  # the stopped phase as it ended, then the refit
+    assert [h["phase"] for h in stopped.history] == [0, 1, 1, 1]  # the probe's fit, then full's 3 epochs
+
+
+def test_a_stop_in_the_refit_returns_the_weights_the_recipe_chose(monkeypatch):
+    """A stop once the decisions are made (at the refit's first epoch) returns the kept phase's weights as trained
+    on the training slice -- those of the same run without a refit, bit for bit -- not a refit half run."""
+    x, y = _digits()
+
+    def stop_in_refit(kind, info):  # the refit's epochs are the only ones with nothing held out to measure
+        return kind == "epoch" and "val_loss" not in info
+
+    torch.manual_seed(0)
+    model = mlp()
+    stopped = finetune.train(model, (x, y), callback=stop_in_refit, **SETTINGS)
+    note = next(d for d in stopped.recipe if d["what"] == "stopped")
+    assert note["value"].startswith("refit-") and "kept phase's" in note["reason"] and stopped.stopped
+    monkeypatch.setattr(recipe, "REFIT", False)
+    torch.manual_seed(0)
+    unrefit = mlp()
+    finetune.train(unrefit, (x, y), **SETTINGS)
+    assert_bitwise_equal(model.state_dict(), unrefit.state_dict())

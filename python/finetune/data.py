@@ -86,11 +86,24 @@ def check_rows_aligned(x: Any, y: Any, names: tuple[str, str] = ("X", "y")) -> N
         return
     if x.index.equals(y.index):
         return
-    position = next(i for i, (a, b) in enumerate(zip(x.index, y.index)) if a != b)
+    position = next((i for i in range(len(x)) if not x.index[i:i + 1].equals(y.index[i:i + 1])), None)
+    if position is None:  # equal row by row (values pandas compares apart as whole indexes): nothing to say
+        return
     first, second = x.index[position:position + 1].tolist()[0], y.index[position:position + 1].tolist()[0]
-    raise ValueError(f"{names[0]} and {names[1]} have different pandas indexes (row {position}: {names[0]}'s "
-                     f"{first!r}, {names[1]}'s {second!r}): rows pair by position, so align them "
-                     f"({names[1]} = {names[1]}.loc[{names[0]}.index]) or pass {names[1]}.to_numpy()")
+    said = (f"{names[0]} and {names[1]} have different pandas indexes (row {position}: {names[0]}'s {first!r}, "
+            f"{names[1]}'s {second!r}) and rows pair by position")
+    try:  # the same labels in another order: a row beside another row's label, surely
+        shuffled = x.index.sort_values().equals(y.index.sort_values())
+    except TypeError:  # labels pandas cannot order
+        shuffled = False
+    if shuffled:
+        raise ValueError(f"{said}: they hold the same labels in another order; align them ({names[1]} = "
+                         f"{names[1]}.loc[{names[0]}.index]), or pass {names[1]}.to_numpy() if the positions match")
+    # Other labels (one side's index reset after a transform, say): likely paired by position as meant; said once.
+    import logging
+
+    logging.getLogger("finetune").warning(f"{said}; if the rows match by label, align them first "
+                                          f"({names[1]} = {names[1]}.loc[{names[0]}.index])")
 
 
 def column_names(value: Any) -> tuple[str, ...] | None:
@@ -276,9 +289,9 @@ def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
             raise TypeError(f"{name} must be integer class ids, got dtype {tensor.dtype}")
         tensor = tensor.to(torch.int64)
         if int(tensor.min()) < 0:
-            raise ValueError(f"{name} must be class ids 0..K-1, got {int(tensor.min())}: encode the labels "
-                             "(np.unique(y, return_inverse=True)[1] or pd.factorize(y)[0]), or for a value to predict "
-                             "pass task='regression'")
+            raise ValueError(f"{name} must be class ids 0..K-1, got {int(tensor.min())}: encode the labels, one "
+                             "mapping for every split (classes, y = np.unique(y, return_inverse=True); y_val = "
+                             "np.searchsorted(classes, y_val)), or for a value to predict pass task='regression'")
         return tensor
     tensor = tensor.to(torch.float32)
     if not bool(torch.isfinite(tensor).all()):

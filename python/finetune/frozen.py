@@ -120,7 +120,7 @@ def _head_inputs(model: Any, module: torch.nn.Module, name: str, inputs: list[to
         raise NotExact(why_not)
     val = None
     if val_inputs is not None:
-        val, why_not = heads.head_inputs(module, name, val_inputs, cfg.eval_batch_size, mask_input)
+        val, why_not = heads.head_inputs(module, name, val_inputs, cfg.eval_batch_size, mask_input, "validation")
         if val is None:
             raise NotExact(why_not)
     return [train], [val] if val is not None else None

@@ -101,11 +101,12 @@ def replace_head(model: torch.nn.Module, name: str, outputs: int, seed: int) -> 
 
 
 def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: int = 1024,
-                mask_input: int = -1) -> tuple[torch.Tensor | None, str]:
+                mask_input: int = -1, split: str = "training") -> tuple[torch.Tensor | None, str]:
     """(what the head reads for each example, "") -- the frozen body's features, computed once in eval mode
     -- or (None, why not). Exact only where the head's output is the model's output; that is checked on every
     batch, so a model that changes the head's output afterwards (a scale, a softmax) gets None. With
-    ``mask_input`` (an attention mask's index), each batch is cut to its longest row first."""
+    ``mask_input`` (an attention mask's index), each batch is cut to its longest row first. A forward that
+    fails is the loop's one-line ValueError, naming ``split`` ("training", "validation", ...)."""
     from . import models, padding, streams
 
     why_not = streams.varying(inputs)
@@ -128,8 +129,10 @@ def head_inputs(model: Any, head: str, inputs: list[torch.Tensor], batch_size: i
                 batch = padding.trim(batch, mask_input)
                 try:
                     output = module(*[t.to(device) for t in batch])
+                except torch.OutOfMemoryError:
+                    raise
                 except (RuntimeError, TypeError, IndexError) as error:  # the loop's message, not torch's alone
-                    raise ValueError(forward_failed(batch, error)) from None
+                    raise ValueError(forward_failed(batch, error, split)) from error
                 if len(seen) != 1:
                     return None, f"the head {head!r} ran {len(seen)} times in one forward pass"
                 args, kwargs, out = seen[0]

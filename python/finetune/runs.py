@@ -230,11 +230,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
                      dict(lora_table) if lora_table is not None else None, tuple(sorted(train_values)))
 
 
-def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str,
-                held_out: str) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held-out) indices by data.val_fraction (validation) or data.test_fraction (a file's test split); a
+def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str, held_out: str,
+                key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices by data.<key>: val_fraction (validation) or test_fraction (a file's test split); a
     side left empty is an error naming the field and value."""
-    key = "test_fraction" if held_out == "test" else "val_fraction"
     fraction = cfg.data[key] if cfg.data[key] is not None else TEST_FRACTION
     kept, held = datasets.stratified_split(y, fraction, cfg.data["seed"], stratify)
     if len(kept) == 0:
@@ -249,7 +248,8 @@ def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str,
 def validation_split(cfg: RunConfig, split: datasets.Split) -> tuple[np.ndarray, np.ndarray]:
     """(fit, validation) indices into split's training rows, by data.val_fraction and data.seed (stratified for
     classification); a split that leaves either side empty is a ValueError naming data.val_fraction."""
-    return _split_rows(cfg, split.y_train, split.task == "classification", "the training split", "validation")
+    return _split_rows(cfg, split.y_train, split.task == "classification", "the training split", "validation",
+                       "val_fraction")
 
 
 def load_data(cfg: RunConfig) -> datasets.Split:
@@ -268,7 +268,7 @@ def load_data(cfg: RunConfig) -> datasets.Split:
                               errors=d.get("encoding_errors") or "strict")
     if cfg.train.task == "classification" and "task" not in cfg.train_given:  # the default: do they look like classes?
         training.check_not_quantities(torch.as_tensor(y), "train.task")
-    train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test")
+    train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test", "test_fraction")
     return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}")
 
 
@@ -414,6 +414,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     written = RunConfig(cfg.data, {k: v for k, v in resolved.model.items() if k not in kept or k in cfg.model},
                         written_train, cfg.source, lora=cfg.lora)
     config_written = written.to_dict()
+    if cfg.data["path"] is not None and cfg.data["test_fraction"] is None:  # the test split, for evaluate and reruns
+        config_written["data"] = {**config_written["data"], "test_fraction": TEST_FRACTION}
     if result.recipe[0]["value"] != "none":  # its settings were its phases' (metrics.json): config.toml reruns it
         config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if k in cfg.train_given}
     (out / "config.toml").write_text(write_toml(config_written))
@@ -545,6 +547,9 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     """(config, model) of a finished run directory."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.toml")
+    if cfg.data["path"] is not None and cfg.data["test_fraction"] is None:
+        # A run directory written before data.test_fraction: its file's test split was cut by val_fraction.
+        cfg.data["test_fraction"] = cfg.data["val_fraction"]
     adapters = run_dir / "adapters.safetensors"
     tensors, meta = checkpoint.load_tensors(adapters if adapters.exists() else run_dir / "model.safetensors")
     spec = json.loads(meta["model"])

@@ -243,12 +243,13 @@ def _task_given(config: Any, settings: dict[str, Any]) -> bool:
     return "task" in settings or (isinstance(config, TrainConfig) and config.task != TrainConfig.task)
 
 
-def check_not_quantities(targets: torch.Tensor, setting: str = "task") -> None:
+def check_not_quantities(targets: torch.Tensor, setting: str = "task", gaps: bool = True) -> None:
     """Labels that are not class ids while no task was given: a quantity measured (diabetes' disease progression,
     25 to 346, most values seen once or twice), for which the default, classification, would train a class per
     value and report an accuracy near 0, or codes with gaps (1 and 2; 0, 3 and 7), for which it would size the head
     by the largest and train outputs no example has. Say so instead; task='classification' given keeps them as
-    they are. Only labels that are exactly 0..K-1 pass (factorised labels, 100 classes of 2 examples each). ``setting``: how the
+    they are. Only labels that are exactly 0..K-1 pass (factorised labels, 100 classes of 2 examples each);
+    ``gaps=False`` (a model passed in keeps its head, which may have classes y lacks) checks quantities alone. ``setting``: how the
     message names the task (the CLI's "train.task")."""
     values, counts = torch.unique(targets, return_counts=True)
     if torch.equal(values.double(), torch.arange(values.numel(), dtype=torch.float64)):
@@ -259,13 +260,18 @@ def check_not_quantities(targets: torch.Tensor, setting: str = "task") -> None:
                          f"to train them as {counts.numel()} classes")
     # Ids that never occur: a head as wide as the largest id, classes no example has (a price in whole dollars
     # became 5,400 classes; {0, 1, 2, 3, 7, 12} 13), rule 7 weighting the empty ones and top-5 accuracy counting
-    # them. Labels coded from 1 ({1, 2}) are the common case; 0..K-1 is what a head's outputs are.
+    # them. Labels coded from 1 ({1, 2}) are the common case; 0..K-1 is what a head's outputs are. Labels that
+    # are not class ids at all (negative, fractional, one class) get their own message where they are converted.
+    whole = bool((values == values.round()).all()) if values.is_floating_point() else True
+    if not gaps or values.numel() < 2 or not whole or float(values[0]) < 0:
+        return
     largest = int(values[-1])
     shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if values.numel() > 8 else "")
     raise ValueError(f"y's labels are not the class ids 0..K-1: {values.numel()} distinct labels ({shown}) reach "
-                     f"{largest}, so {largest + 1 - values.numel()} of the {largest + 1} ids never occur; encode them "
-                     f"(np.unique(y, return_inverse=True)[1] or pd.factorize(y)[0]), pass {setting}='regression' for a "
-                     f"value to predict, or {setting}='classification' to keep them as given")
+                     f"{largest}, so {largest + 1 - values.numel()} of the {largest + 1} ids never occur; encode them, "
+                     "one mapping for every split (classes, y = np.unique(y, return_inverse=True); y_val = "
+                     f"np.searchsorted(classes, y_val)), pass {setting}='regression' for a value to predict, or "
+                     f"{setting}='classification' to keep them as given")
 
 
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any],
@@ -305,7 +311,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         inputs = data.features(x, "X", dtype, examples=data.length(y))
         targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
         if cfg.task == "classification" and not task_given:  # the default task: do the labels look like classes?
-            check_not_quantities(targets)
+            # Gaps matter where the head is sized by the labels; a model's own head may have classes y lacks.
+            check_not_quantities(targets, gaps=entry is not None or head == "new")
         if cfg.task == "classification" and entry is not None:  # a model passed in may keep a wider head
             _check_class_ids(targets)
     val_inputs = val_targets = None
@@ -827,7 +834,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         """``result``, or the whole recipe stopped where the callback returned True (every rank, if one asked):
         a stop is the run's, not one phase's to be followed by the next."""
         if any_rank(bool(asked), group):
-            raise _Stopped(result, name, asked[0] if asked else None, phases_started - 1)
+            raise recipes.Stopped(result, asked[0] if asked else None)
         return result
 
     def settled(result: Result, directory: str | None) -> Result:
@@ -929,13 +936,12 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         return rank_0s(measured, group)  # each rank measured the whole slice: what decides is rank 0's
 
     start = time.perf_counter()
-    plan = recipes.Plan(given)
-    try:
-        phases, plan, train_idx, metrics = recipes.run(
-            train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
-            run.pretrained, val_fraction, mode, run.family, plan=plan)
-    except _Stopped as stop:
-        return _stopped_recipe(run, plan, stop, mode, reason, time.perf_counter() - start, cfg.checkpoint_dir)
+    phases, plan, train_idx, metrics = recipes.run(
+        train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
+        run.pretrained, val_fraction, mode, run.family)
+    stopped = next((d for d in plan.decisions if d.what == "stopped"), None)
+    if stopped is not None and process_rank() == 0:
+        log.warning("the callback stopped the recipe in phase %s: %s", stopped.value, stopped.reason)
     broadcast_state(run.model, group)  # the model returned is rank 0's on every rank, whichever phase it ends with
     plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
     last = phases[-1]  # the run that wrote the returned weights: its config, sizes and counts are the result's
@@ -951,35 +957,9 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         last, history=history, metrics=metrics, confusion_matrix=confusion, steps=sum(p.steps for p in phases),
         seconds=time.perf_counter() - start, skipped_steps=sum(p.skipped_steps for p in phases),
         best_epoch=None, best_value=None, model=run.given, model_options=run.model_options,
-        sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions], runner=run.runner,
+        stopped=last.stopped or stopped is not None, sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions], runner=run.runner,
         cache_frozen={"used": bool(cached.value), "reason": cached.reason} if cached is not None else
         {"used": False, "reason": "no head phase"})
-
-
-class _Stopped(Exception):
-    """The callback returned True in a phase of the recipe: the recipe ends there."""
-
-    def __init__(self, result: Result, phase: str, epoch: int | None, number: int):
-        super().__init__(phase)
-        self.result, self.phase, self.epoch, self.number = result, phase, epoch, number
-
-
-def _stopped_recipe(run: _Run, plan: recipes.Plan, stop: _Stopped, mode: str, reason: str, seconds: float,
-                    directory: str | None) -> Result:
-    """The result of a recipe the callback stopped: the model as that phase left it (the loop's best epoch
-    restored where it validated), the decisions taken so far and the stop among them."""
-    at = f" at epoch {stop.epoch}" if stop.epoch is not None and stop.epoch >= 0 else ""
-    plan.decisions.insert(0, recipes.Decision("recipe", mode, reason))
-    plan.note("stopped", stop.phase, f"the callback returned True in phase {stop.phase}{at}: the recipe stopped "
-              "there; its later phases, the choice between them and the refit did not run, and the model holds "
-              "that phase's weights" + (f" (resume=True on {directory} goes on with the recipe)" if directory else ""))
-    log.warning("the callback stopped the recipe in phase %s%s: the model holds that phase's weights", stop.phase, at)
-    phase = stop.result
-    return dataclasses.replace(
-        phase, history=[{**h, "phase": stop.number} for h in phase.history], stopped=True, seconds=seconds,
-        best_epoch=None, best_value=None, model=run.given, model_options=run.model_options,
-        sample_indices=plan.trained_on.numpy() if plan.trained_on is not None else None,
-        recipe=[d.to_dict() for d in plan.decisions], runner=run.runner)
 
 
 def _readers_for(cfg: TrainConfig, *splits: Any) -> TrainConfig:
@@ -1161,7 +1141,7 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
         return _native_features(model, inputs, head, batch_size)
     model = models.adapt(model, inputs, data.keywords(x), output_key)
     name = head if head is not None else heads.find_head(model, [t[:2] for t in inputs])
-    features, why_not = heads.head_inputs(model, name, inputs, batch_size)
+    features, why_not = heads.head_inputs(model, name, inputs, batch_size, split="embedded")
     if features is None:
         raise ValueError(f"embed: {why_not}")
     return features.numpy()
