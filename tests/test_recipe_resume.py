@@ -237,7 +237,8 @@ def test_a_recipe_run_without_its_initial_weights_is_an_error(recipe_dir):
 def test_the_callbacks_stop_ends_the_whole_recipe_with_the_best_weights_it_has(tmp_path):
     """True from the callback ends the recipe, not one phase (the next ran after it, and the refit): no later
     epoch reaches the callback, result.recipe says where it stopped, and the model is the phase kept among those
-    run (here the one stopped, its best epoch restored), trained on the training slice (no refit)."""
+    run (here the one stopped, its best epoch restored), trained on the training slice (no refit); resume=True
+    goes on with the later phases."""
     x, y = _digits()
     epochs = []
 
@@ -249,7 +250,7 @@ def test_the_callbacks_stop_ends_the_whole_recipe_with_the_best_weights_it_has(t
 
     torch.manual_seed(0)
     model = mlp()
-    stopped = finetune.train(model, (x, y), callback=stop_at_2, **SETTINGS)
+    stopped = finetune.train(model, (x, y), callback=stop_at_2, checkpoint_dir=tmp_path, **SETTINGS)
     assert epochs == [0, 1, 2] and stopped.stopped
     what = [d["what"] for d in stopped.recipe]
     assert "refit" not in what and "shrunk.result" not in what and what.index("stopped") < what.index("kept")
@@ -257,6 +258,9 @@ def test_the_callbacks_stop_ends_the_whole_recipe_with_the_best_weights_it_has(t
     assert note["value"] == "full" and "at epoch 2" in note["reason"]  # the first phase of the loop (head: the probe)
     assert len(stopped.sample_indices) < round(0.3 * len(y))  # the training slice: the validation slice held out
     assert [h["phase"] for h in stopped.history] == [0, 1, 1, 1]  # the probe's fit, then full's 3 epochs
+    resumed = finetune.train(model, (x, y), checkpoint_dir=tmp_path, resume=True, **SETTINGS)
+    what = [d["what"] for d in resumed.recipe]
+    assert "stopped" not in what and "refit" in what  # the later phases and the refit, full as it ended
 
 
 def test_a_stop_in_the_refit_returns_the_weights_the_recipe_chose(monkeypatch):
