@@ -96,3 +96,19 @@ def test_stub_lists_every_compiled_function_and_field():
     config_stub = next(n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
     stubbed = [n.target.id for n in config_stub.body if isinstance(n, ast.AnnAssign)]
     assert stubbed == _C.TrainConfig.field_names()
+
+
+def test_a_config_is_checked_as_it_is_made():
+    """TrainConfig(lr=-1) is an error where it is written, naming the field and value, not later in train();
+    replace() checks too; the two fields resolved from the model and the data (a freeze predicate, balanced or
+    array-like class weights) wait for train()."""
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got -1"):
+        TrainConfig(lr=-1)
+    with pytest.raises(TypeError, match=r"epochs must be int, got '3' \(str\)"):
+        TrainConfig(epochs="3")
+    with pytest.raises(ValueError, match=r"epochs must be >= 1, got 0"):
+        TrainConfig().replace(epochs=0)
+    assert TrainConfig(freeze=lambda name: True, class_weights="balanced").class_weights == "balanced"
+    assert TrainConfig(class_weights=np.ones(3)).class_weights is not None

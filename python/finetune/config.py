@@ -97,6 +97,12 @@ class TrainConfig:
     topk: int = 5  # top-k accuracy reported for classification (where k is below the number of classes)
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Every field checked as the config is made: TrainConfig(lr=-1) is an error here, naming the field, not
+        later in train(). Two need the model or the data and are checked in full there: ``freeze`` as a
+        predicate and ``class_weights="balanced"``."""
+        self.to_cpp(partial=True)
+
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
@@ -122,7 +128,7 @@ class TrainConfig:
             values["unfreeze_at"] = {int(k): v for k, v in values["unfreeze_at"].items()}
         return cls(**values)
 
-    def to_cpp(self) -> _C.TrainConfig:
+    def to_cpp(self, partial: bool = False) -> _C.TrainConfig:
         """The C++ struct, after checking each field's type; ranges are checked in C++ (one place).
 
         ``freeze`` as a predicate and ``class_weights="balanced"`` need the model and the data: ``train``
@@ -130,6 +136,9 @@ class TrainConfig:
         cpp = _C.TrainConfig()
         for f in fields(self):
             value = getattr(self, f.name)
+            if partial and ((f.name == "freeze" and callable(value))
+                            or (f.name == "class_weights" and not isinstance(value, (list, type(None))))):
+                continue  # resolved from the model and the data in train() ("balanced"; an array-like: a list)
             _check_type(f.name, value)
             setattr(cpp, f.name, _CONVERT.get(f.name, lambda v: v)(value))
         cpp.validate()
