@@ -188,11 +188,10 @@ def _frame_numbers(frame: Any, name: str) -> Any:
             present = column.dropna()
             example = f" (e.g. {present.iloc[0]!r})" if len(present) else ""
             numbers = pd.to_numeric(present, errors="coerce").notna().all() if len(present) else False
-            fix = (f"they read as numbers: df[{frame.columns[position]!r}] = pd.to_numeric(df[{frame.columns[position]!r}])"
-                   if numbers else "encode it first (pd.get_dummies(...) for categories, .cat.codes, or numbers of "
-                   "your own)")
-            raise TypeError(f"{name} column {frame.columns[position]!r} holds {dtype} values{example}, not a numeric "
-                            f"dtype: {fix}")
+            label = frame.columns[position]
+            fix = (f"they read as numbers: df[{label!r}] = pd.to_numeric(df[{label!r}])" if numbers else
+                   "encode it first (pd.get_dummies(...) for categories, .cat.codes, or numbers of your own)")
+            raise TypeError(f"{name} column {label!r} holds {dtype} values{example}, not a numeric dtype: {fix}")
         kinds.append(kind)
     numpy_dtypes = all(isinstance(dtype, np.dtype) for dtype in frame.dtypes)
     if numpy_dtypes and set(kinds) <= set("iu"):  # integers stay integers (ids), promoted as numpy promotes them
@@ -242,9 +241,7 @@ def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dty
         if tensor.is_floating_point() or tensor.dtype in (torch.uint8, torch.bool):
             tensor = tensor.to(dtype)
             if not bool(torch.isfinite(tensor).all()):
-                flat = tensor.reshape(tensor.shape[0], -1)
-                row, col = torch.nonzero(~torch.isfinite(flat))[0].tolist()
-                found = {"nan": "NaN"}.get(str(flat[row, col].item()), str(flat[row, col].item()))  # NaN, inf, -inf
+                row, col, found = _first_non_finite(tensor)
                 column, where = col, f"row {row}"
                 if is_frame(item):  # a DataFrame's column by name, and its row's index label unless that is 0..n-1
                     column = repr(item.columns[col])
@@ -295,12 +292,18 @@ def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
         return tensor
     tensor = tensor.to(torch.float32)
     if not bool(torch.isfinite(tensor).all()):
-        flat = tensor.reshape(tensor.shape[0], -1)
-        row, col = torch.nonzero(~torch.isfinite(flat))[0].tolist()
-        found = {"nan": "NaN"}.get(str(flat[row, col].item()), str(flat[row, col].item()))  # NaN, inf, -inf
+        row, _, found = _first_non_finite(tensor)
         raise ValueError(f"{name} contains {found} (the first non-finite value: row {row}; drop those rows or fill "
                          "them)")
     return tensor
+
+
+def _first_non_finite(tensor: torch.Tensor) -> tuple[int, int, str]:
+    """(row, column of the flattened example, "NaN" / "inf" / "-inf") of the first value that is not finite."""
+    flat = tensor.reshape(tensor.shape[0], -1)
+    row, col = torch.nonzero(~torch.isfinite(flat))[0].tolist()
+    value = str(flat[row, col].item())
+    return row, col, {"nan": "NaN"}.get(value, value)
 
 
 def check_same_example_shape(a: list[torch.Tensor], b: list[torch.Tensor], name_a: str, name_b: str) -> None:

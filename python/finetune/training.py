@@ -249,8 +249,8 @@ def check_not_quantities(targets: torch.Tensor, setting: str = "task", gaps: boo
     value and report an accuracy near 0, or codes with gaps (1 and 2; 0, 3 and 7), for which it would size the head
     by the largest and train outputs no example has. Say so instead; task='classification' given keeps them as
     they are. Only labels that are exactly 0..K-1 pass (factorised labels, 100 classes of 2 examples each);
-    ``gaps=False`` (a model passed in keeps its head, which may have classes y lacks) checks quantities alone. ``setting``: how the
-    message names the task (the CLI's "train.task")."""
+    ``gaps=False`` (a model passed in keeps its head, which may have classes y lacks) checks quantities alone.
+    ``setting``: how the message names the task (the CLI's "train.task")."""
     values, counts = torch.unique(targets, return_counts=True)
     if torch.equal(values.double(), torch.arange(values.numel(), dtype=torch.float64)):
         return
@@ -814,7 +814,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
                                        stop_after=stop_after)
         return stop_if_asked(settled(_train_as_given(prepared, "the recipe's phase", callback=on_event,
                                                      callback_interval=callback_interval, resume=resumed),
-                                     directory), asked, name)
+                                     directory), asked)
 
     def asking(callback: Callable[[str, dict], bool | None] | None,
                stop_after: int | None) -> tuple[Callable[[str, dict], bool], list[int]]:
@@ -830,7 +830,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
 
         return on_event, asked
 
-    def stop_if_asked(result: Result, asked: list[int], name: str) -> Result:
+    def stop_if_asked(result: Result, asked: list[int]) -> Result:
         """``result``, or the whole recipe stopped where the callback returned True (every rank, if one asked):
         a stop is the run's, not one phase's to be followed by the next."""
         if any_rank(bool(asked), group):
@@ -858,7 +858,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         on_event, asked = asking(callback, None)
         return stop_if_asked(_train_as_given(dataclasses.replace(prepared, phase=name), "the recipe's phase",
                                              callback=on_event, callback_interval=callback_interval, resume=resumed),
-                             asked, name)
+                             asked)
 
     def probe_phase(head: torch.nn.Linear, train_data: Any, val_data: Any, settings: dict[str, Any],
                     name: str) -> Result:
@@ -957,7 +957,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         last, history=history, metrics=metrics, confusion_matrix=confusion, steps=sum(p.steps for p in phases),
         seconds=time.perf_counter() - start, skipped_steps=sum(p.skipped_steps for p in phases),
         best_epoch=None, best_value=None, model=run.given, model_options=run.model_options,
-        stopped=last.stopped or stopped is not None, sample_indices=train_idx.numpy(), recipe=[d.to_dict() for d in plan.decisions], runner=run.runner,
+        stopped=last.stopped or stopped is not None, sample_indices=train_idx.numpy(),
+        recipe=[d.to_dict() for d in plan.decisions], runner=run.runner,
         cache_frozen={"used": bool(cached.value), "reason": cached.reason} if cached is not None else
         {"used": False, "reason": "no head phase"})
 
