@@ -142,6 +142,8 @@ EXCLUDED = {
         "a benchmark: 862 s on an AMD EPYC, and it needs pytabkit (the bench extra)",
     "python benchmarks/unseen_classes.py --seeds 5 --threads 1 --tables HMDA Chile":
         "a benchmark: 25 s on an AMD EPYC (tests/test_recipe.py checks the recipe's class weights)",
+    "python benchmarks/raw_scales.py --seeds 3 --threads 1":
+        "a benchmark: 1 s on an AMD EPYC (tests/test_recipe.py checks the recipe's raw-scale warning)",
     "python benchmarks/unseen_classes.py --seeds 5 --threads 1 --tables fgl CreditCard":
         "a benchmark: 11 s on an AMD EPYC (tests/test_recipe.py checks the recipe's class weights)",
     "python benchmarks/unseen_tables.py --seeds 3 --tables Computers Boston --rows defaults periodic":

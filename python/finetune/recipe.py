@@ -104,8 +104,8 @@ SCRATCH_LR_DIVISOR = 100.0
 # 0.951 -> 0.919): past 3x the recipe favours the rare classes.
 # A network passed in with tabular features on their raw scales: a column whose root mean square passes this is
 # worth a warning. ISLR Carseats (Population's RMS 303, Price's 126, dummies' 0.5), a 64-unit MLP of the user's,
-# 3 splits: R² 0.670 +- 0.125 on the raw columns, 0.816 +- 0.016 standardised (RidgeCV 0.847); pixels 0-16
-# (scikit-learn's digits) stay below it.
+# 3 splits: R² 0.670 +- 0.125 on the raw columns, 0.816 +- 0.016 standardised (RidgeCV 0.847;
+# benchmarks/raw_scales.py); pixels 0-16 (scikit-learn's digits) stay below it.
 RAW_SCALE_RMS = 20.0
 RAW_SCALE_ROWS = 10_000
 IMBALANCE_RATIO = 3.0
