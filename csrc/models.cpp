@@ -55,6 +55,18 @@ class Mlp : public NativeModule {
       target_center_ = register_buffer("target_center", at::tensor(o.target_center, at::kFloat));
       target_scale_ = register_buffer("target_scale", at::tensor(o.target_scale, at::kFloat));
     }
+    TORCH_CHECK_VALUE(o.indicator_columns.size() == o.indicator_values.size(), "mlp indicator_columns and "
+                      "indicator_values must hold as many values, got ", o.indicator_columns.size(), " and ",
+                      o.indicator_values.size());
+    for (size_t i = 0; i < o.indicator_columns.size(); ++i) {
+      TORCH_CHECK_VALUE(o.indicator_columns[i] >= 0 && o.indicator_columns[i] < o.in_features, "mlp "
+                        "indicator_columns[", i, "] must be a column in [0, in_features = ", o.in_features, "), got ",
+                        o.indicator_columns[i]);
+      TORCH_CHECK_VALUE(std::isfinite(o.indicator_values[i]), "mlp indicator_values[", i, "] must be finite, got ",
+                        o.indicator_values[i]);
+    }
+    indicator_columns_ = o.indicator_columns;
+    indicator_values_ = o.indicator_values;
     TORCH_CHECK_VALUE(o.linear == "none" || o.linear == "probabilities" || o.linear == "values",
                       "mlp linear must be 'none', 'probabilities' or 'values', got '", o.linear, "'");
     TORCH_CHECK_VALUE(o.linear_center.size() == o.linear_scale.size() &&
@@ -72,7 +84,8 @@ class Mlp : public NativeModule {
     if (o.linear != "none") {
       linear_center_ = register_buffer("linear_center", at::tensor(o.linear_center, at::kFloat));
       linear_scale_ = register_buffer("linear_scale", at::tensor(o.linear_scale, at::kFloat));
-      linear_weight_ = register_buffer("linear_weight", at::zeros({o.num_classes, o.in_features}));
+      const int64_t inputs = o.in_features + static_cast<int64_t>(o.indicator_columns.size());  // indicators too
+      linear_weight_ = register_buffer("linear_weight", at::zeros({o.num_classes, inputs}));
       linear_bias_ = register_buffer("linear_bias", at::zeros({o.num_classes}));
       linear_share_ = register_buffer("linear_share", at::zeros({}));
     }
@@ -96,6 +109,7 @@ class Mlp : public NativeModule {
       periodic_bias_ = register_parameter("periodic_bias", bound * (2.0 * at::rand({f, d}) - 1.0));
       width = f * o.embedding_size;
     }
+    width += static_cast<int64_t>(o.indicator_columns.size());
     for (const int64_t h : o.hidden) {
       TORCH_CHECK_VALUE(h >= 1, "mlp hidden sizes must be >= 1, got ", h);
       layers_->push_back(torch::nn::Linear(width, h));
@@ -121,8 +135,9 @@ class Mlp : public NativeModule {
   at::Tensor with_linear(const at::Tensor& out, const at::Tensor& x) const {
     if (linear_share_.is_cpu() && linear_share_.item<double>() == 0.0) return out;
     const at::Tensor& share = linear_share_;  // 0-dim: the result keeps out's dtype
-    const at::Tensor linear =
-        at::addmm(linear_bias_, (x - linear_center_) * linear_scale_, linear_weight_.t()).to(out.scalar_type());
+    at::Tensor standardised = (x - linear_center_) * linear_scale_;
+    if (!indicator_columns_.empty()) standardised = at::cat({standardised, indicators(x).to(standardised.scalar_type())}, 1);
+    const at::Tensor linear = at::addmm(linear_bias_, standardised, linear_weight_.t()).to(out.scalar_type());
     if (linear_values_) return out * (1.0 - share) + linear * share;
     // log((1 - s) softmax(out) + s softmax(linear)), in log space: exact at s = 0 and 1 (log 0 = -inf drops a term)
     return at::logsumexp(at::stack({at::log_softmax(out, 1) + at::log1p(-share),
@@ -132,9 +147,10 @@ class Mlp : public NativeModule {
 
   at::Tensor features(const std::vector<at::Tensor>& inputs) override {
     TORCH_CHECK_VALUE(inputs.size() == 1, "mlp takes one input tensor, got ", inputs.size());
-    at::Tensor x = inputs[0].flatten(1);
-    TORCH_CHECK_VALUE(x.size(1) == in_features_, "mlp takes ", in_features_, " features per example (in_features), "
-                      "got ", x.size(1));
+    const at::Tensor raw = inputs[0].flatten(1);
+    TORCH_CHECK_VALUE(raw.size(1) == in_features_, "mlp takes ", in_features_, " features per example "
+                      "(in_features), got ", raw.size(1));
+    at::Tensor x = raw;
     if (center_.defined()) x = (x - center_) * scale_;
     // Smooth clipping, clip * u / sqrt(1 + u^2) for u = v / clip: near-identity for |v| << clip, bounded by clip,
     // so an outlier cannot dominate a step (hypot, not u^2, so that |u| > 1e19 still gives +-clip).
@@ -143,12 +159,22 @@ class Mlp : public NativeModule {
       x = clip_ * u / at::hypot(at::ones_like(u), u);
     }
     if (periodic_frequency_.defined()) x = periodic(x);
+    if (!indicator_columns_.empty()) x = at::cat({x, indicators(raw).to(x.scalar_type())}, 1);
     auto layer = layers_->begin();  // every layer but the head, the last
     for (size_t i = 0; i + 1 < layers_->size(); ++i, ++layer) x = layer->forward(x);
     return x;
   }
 
   at::Tensor target_scale() const override { return target_scale_; }
+
+  // (N, in_features) raw inputs -> (N, indicators): 1 where a column holds its point mass. A column at a time:
+  // there are a few, and scalars need no tensor moved to the input's device.
+  at::Tensor indicators(const at::Tensor& raw) const {
+    std::vector<at::Tensor> columns;
+    for (size_t i = 0; i < indicator_columns_.size(); ++i)
+      columns.push_back(raw.select(1, indicator_columns_[i]).eq(indicator_values_[i]));
+    return at::stack(columns, 1);
+  }
 
   // (N, F) -> (N, F * embedding_size): per feature, its embedding_size - 1 learned values, all features' in turn,
   // then the F features themselves (RealMLP's order).
@@ -166,6 +192,8 @@ class Mlp : public NativeModule {
   bool linear_values_ = false;
   double clip_ = 0.0;
   int64_t in_features_ = 0;
+  std::vector<int64_t> indicator_columns_;
+  std::vector<double> indicator_values_;
 };
 
 class Cnn : public NativeModule {

@@ -67,6 +67,13 @@ struct MlpOptions {
   int64_t embedding_frequencies = 16;
   int64_t embedding_size = 4;
   double embedding_sigma = 0.1;
+  // Indicator inputs for point masses (recipe.py's rule 8): for each i, 1 where column indicator_columns[i] of the
+  // raw input equals indicator_values[i] (compared in the input's dtype), else 0, appended after the scaled (and
+  // embedded) features the layers read and after the standardised inputs the linear model reads. A column whose
+  // most common value sits at its edge -- $0 spent, no barium -- holds a state ("none") that the scaling puts next
+  // to its smallest amounts, where a tree's split finds it and a first layer barely does. Empty: none.
+  std::vector<int64_t> indicator_columns = {};
+  std::vector<double> indicator_values = {};
 };
 
 // Conv3x3 + BatchNorm + ReLU + MaxPool2 per entry of `channels`, then dropout, a hidden linear layer and

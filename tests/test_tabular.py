@@ -90,6 +90,11 @@ def test_periodic_embeddings_are_drawn_as_realmlps():
     ({"center": [0.0] * 3, "scale": [1.0, float("nan"), 1.0]}, r"mlp scale\[1\] must be a finite float32, got nan"),
     ({"center": [1e39, 0.0, 0.0], "scale": [1.0] * 3}, r"mlp center\[0\] must be a finite float32, got 1e\+39"),
     ({"clip": -1.0}, r"clip must be >= 0 \(0: none\), got -1"),
+    ({"indicator_columns": [0, 1], "indicator_values": [0.0]},
+     r"mlp indicator_columns and indicator_values must hold as many values, got 2 and 1"),
+    ({"indicator_columns": [3], "indicator_values": [0.0]},
+     r"mlp indicator_columns\[0\] must be a column in \[0, in_features = 3\), got 3"),
+    ({"indicator_columns": [0, 1], "indicator_values": [0.0, float("nan")]}, r"mlp indicator_values\[1\] must be finite, got nan"),
 ])
 def test_bad_scaling_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message):
@@ -119,9 +124,12 @@ def test_scaling_options_are_read_off_the_data_as_a_group():
                                          r"got 3 and 0"):
         finetune.train("mlp", (x, y), center=[0.0, 0.0, 0.0], epochs=1, progress=False)
     assert registry.get("mlp").infer_options(x, y, center=[1.0, 1.0, 1.0]).keys() == {
-        "in_features", "num_classes", "linear", "linear_center", "linear_scale"}  # the linear model's group is read
+        "in_features", "num_classes", "linear", "linear_center", "linear_scale",  # the linear model's group is read
+        "indicator_columns", "indicator_values"}
     assert registry.get("mlp").infer_options(x, y, linear="none").keys() == {
-        "in_features", "num_classes", "center", "scale", "clip"}
+        "in_features", "num_classes", "center", "scale", "clip", "indicator_columns", "indicator_values"}
+    assert registry.get("mlp").infer_options(x, y, indicator_columns=[]).keys() == {
+        "in_features", "num_classes", "center", "scale", "clip", "linear", "linear_center", "linear_scale"}
     # The linear model's switch given alone, on: the default made explicit, its standardisation still read.
     inferred = registry.get("mlp").infer_options(x, y)
     on = registry.get("mlp").infer_options(x, y, linear="probabilities")
@@ -535,3 +543,76 @@ def test_a_trained_mlp_passed_in_again_gets_its_linear_model_fit_for_the_new_dat
     with pytest.raises(ValueError, match=r"model 'mlp' with linear='probabilities' averages class probabilities, and "
                                          r"task='regression' needs linear='values' \(or linear='none': no linear model\)"):
         finetune.train(finetune.build("mlp", **options), (x, x[:, 0]), task="regression", progress=False)
+
+
+def _point_mass_table(rows=400, seed=0):
+    """Five columns: 0 holds $0 on 30% of the rows (its smallest value), 1 is capped at 100 on 25% (its largest),
+    2 has 30% at a value in its middle, 3 only four levels, 4 holds its 0 on 5% of the rows."""
+    rng = np.random.default_rng(seed)
+    spent = np.where(rng.random(rows) < 0.3, 0.0, rng.lognormal(3, 1, rows))
+    capped = np.minimum(rng.normal(80, 20, rows), 100.0)
+    capped[rng.random(rows) < 0.25] = 100.0
+    middle = np.where(rng.random(rows) < 0.3, 5.0, rng.normal(5, 3, rows))
+    levels = rng.integers(0, 4, rows).astype(float)
+    rare = np.where(rng.random(rows) < 0.05, 0.0, rng.uniform(1, 9, rows))
+    return np.column_stack([spent, capped, middle, levels, rare]).astype(np.float32)
+
+
+def test_point_masses_are_read_off_the_data_by_rule_8():
+    x = _point_mass_table()
+    found = registry.point_masses(torch.from_numpy(x))
+    assert found == {"indicator_columns": [0, 1], "indicator_values": [0.0, 100.0]}
+    # Where more than half the columns qualify -- an image's background pixels -- the mass is the data's own: none.
+    pixels = np.where(np.random.default_rng(1).random((300, 8)) < 0.6, 0.0, np.random.default_rng(2).random((300, 8)))
+    assert registry.point_masses(torch.from_numpy(pixels.astype(np.float32)))["indicator_columns"] == []
+    half = np.column_stack([pixels[:, :3], x[:300, 2:]])  # three of six qualify: half, not more, so kept
+    assert registry.point_masses(torch.from_numpy(half))["indicator_columns"] == [0, 1, 2]
+
+
+def test_point_mass_indicators_match_plain_pytorch():
+    """MlpOptions::indicator_columns: 1 where the raw column holds its point mass, after the scaled features for
+    the layers and after the standardised inputs for the linear model."""
+    x = torch.from_numpy(_point_mass_table(64))
+    options = {**registry.get("mlp").infer_options(x.numpy(), np.arange(64) % 3), "hidden": [6]}
+    assert options["indicator_columns"] == [0, 1]
+    model = finetune.build("mlp", **options)
+    state = model.state_dict()
+    assert state["layers.0.weight"].shape == (6, 5 + 2) and state["linear_weight"].shape == (3, 5 + 2)
+    flags = torch.stack([x[:, 0] == 0.0, x[:, 1] == 100.0], 1).float()
+    v = (x - torch.tensor(options["center"])) * torch.tensor(options["scale"])
+    v = 3.0 * v / torch.sqrt(9.0 + v ** 2)
+    layers = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(
+        torch.cat([v, flags], 1), state["layers.0.weight"], state["layers.0.bias"])),
+        state["layers.2.weight"], state["layers.2.bias"])
+    torch.testing.assert_close(model(x), layers)
+    weight, bias = torch.randn(3, 7), torch.randn(3)
+    _with_linear(model, weight, bias, 0.25)
+    standardised = (x.double() - torch.tensor(options["linear_center"])) * torch.tensor(options["linear_scale"])
+    linear = torch.cat([standardised, flags.double()], 1) @ weight.double().T + bias.double()
+    expected = 0.75 * torch.softmax(layers.double(), 1) + 0.25 * torch.softmax(linear, 1)
+    np.testing.assert_allclose(finetune.predict(model, x.numpy(), output="probabilities"), expected.numpy(),
+                               rtol=1e-4, atol=1e-5)
+    with tempfile.TemporaryDirectory() as directory:  # saved and loaded, the indicators come back with the model
+        finetune.save(model, f"{directory}/m.safetensors")
+        loaded = finetune.load(f"{directory}/m.safetensors")
+    assert loaded.options["indicator_columns"] == [0, 1] and loaded.options["indicator_values"] == [0.0, 100.0]
+    np.testing.assert_array_equal(finetune.predict(loaded, x.numpy(), output="probabilities"),
+                                  finetune.predict(model, x.numpy(), output="probabilities"))
+
+
+def test_the_recipe_fits_the_linear_model_on_the_indicators_too_as_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    x = _point_mass_table(300, seed=3)
+    y = ((x[:, 0] == 0) ^ (x[:, 2] > 5)).astype(np.int64)  # the "none" state itself carries the label
+    result = finetune.train("mlp", (x, y), seed=0, progress=False)
+    state = result.model.state_dict()
+    assert result.model.options["indicator_columns"] == [0, 1]
+    standardised = (x.astype(np.float64) - state["linear_center"].double().numpy()) * state["linear_scale"].double().numpy()
+    inputs = np.column_stack([standardised, x[:, 0] == 0.0, x[:, 1] == 100.0]).astype(np.float64)
+    weights = decisions(result)["class_weights"]["value"]
+    reference = LogisticRegression(max_iter=10_000, tol=1e-10,  # binary C = 1: the two-class multinomial's C = 0.5
+                                   class_weight=None if weights is None else "balanced").fit(inputs, y)
+    weight, bias = state["linear_weight"].double(), state["linear_bias"].double()
+    np.testing.assert_allclose((weight[1] - weight[0]).numpy(), reference.coef_[0], atol=2e-3)
+    np.testing.assert_allclose(float(bias[1] - bias[0]), reference.intercept_[0], atol=2e-3)

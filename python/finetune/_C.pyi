@@ -158,6 +158,8 @@ class MlpOptions:
     embedding_frequencies: int
     embedding_size: int
     embedding_sigma: float
+    indicator_columns: list[int]
+    indicator_values: list[float]
     def __init__(self) -> None: ...
 
 class CnnOptions:

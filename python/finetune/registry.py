@@ -313,7 +313,7 @@ def _infer_mlp(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str)
                          "one feature is a column, X.reshape(-1, 1) (or df[[name]] for a DataFrame)")
     return {"in_features": int(inputs[0][0].numel()), "num_classes": _outputs(targets, task),
             **robust_scaling(inputs[0].flatten(1)), **(target_scaling(targets) if task == "regression" else {}),
-            **linear_slot(inputs[0].flatten(1), task)}
+            **linear_slot(inputs[0].flatten(1), task), **point_masses(inputs[0].flatten(1))}
 
 
 def linear_slot(x: torch.Tensor, task: str) -> dict[str, Any]:
@@ -366,6 +366,37 @@ def robust_scaling(x: torch.Tensor) -> dict[str, Any]:
             "clip": SMOOTH_CLIP}
 
 
+POINT_MASS_SHARE = 0.10  # a column's most common value holds at least this share of the rows ...
+POINT_MASS_LEVELS = 10  # ... of a column with at least this many distinct values (fewer: levels a layer tells apart)
+POINT_MASS_MOST = 0.5  # none where more than this share of the columns qualify: pixels' background, sparse counts
+
+
+def point_masses(x: torch.Tensor) -> dict[str, Any]:
+    """The indicator inputs "mlp" reads off its training inputs (MlpOptions::indicator_columns): a column with
+    POINT_MASS_LEVELS distinct values or more whose most common value is its smallest or largest and holds
+    POINT_MASS_SHARE of the rows or more -- a "none" state such as $0 spent or no barium, set apart from the amounts
+    next to it -- gets an input saying whether a row holds that value. Where most columns qualify (an image's
+    background pixels, a sparse count matrix) the mass is the data's background, not a state of one column: none.
+    Measured on unseen tables (benchmarks/unseen_classes.py, unseen_tables.py; README, rule 8): CreditCard +5.2
+    points of accuracy, fgl +2.3, Boston's R² -0.45, the built-in sets unchanged (no column qualifies)."""
+    values = x.detach().cpu().float()
+    if values.shape[0] > SCALING_ROWS:
+        rows = torch.randperm(values.shape[0], generator=torch.Generator().manual_seed(0))[:SCALING_ROWS]
+        values = values.index_select(0, rows)
+    values = values.numpy()
+    columns, masses = [], []
+    for column in range(values.shape[1]):
+        levels, counts = np.unique(values[:, column], return_counts=True)
+        most = int(counts.argmax())
+        if (len(levels) >= POINT_MASS_LEVELS and most in (0, len(levels) - 1)
+                and counts[most] >= POINT_MASS_SHARE * values.shape[0]):
+            columns.append(column)
+            masses.append(float(levels[most]))
+    if len(columns) > POINT_MASS_MOST * values.shape[1]:
+        columns, masses = [], []
+    return {"indicator_columns": columns, "indicator_values": masses}
+
+
 def _infer_cnn(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str) -> dict[str, Any]:
     x = inputs[0]
     if x.dim() != 4:
@@ -395,7 +426,7 @@ RANKING_REG = 1e-4  # mf's reg for task="ranking" unless given
 
 _native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp,
         statistics=(("center", "scale", "clip"), ("target_center", "target_scale"),
-                    ("linear", "linear_center", "linear_scale")), switches={"linear": "none"}, recipe="tabular")
+                    ("linear", "linear_center", "linear_scale"), ("indicator_columns", "indicator_values")), switches={"linear": "none"}, recipe="tabular")
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
 _native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender")
