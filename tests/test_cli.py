@@ -751,3 +751,36 @@ def test_overrides_after_an_option_are_overrides(tmp_path):
     assert config["train"]["epochs"] == 1
     with pytest.raises(SystemExit):
         main(["train", str(EXAMPLES / "wine.toml"), "--quiet", "stray"])
+
+
+def test_a_csv_with_text_labels_trains_evaluates_and_predicts_them(capsys, tmp_path):
+    """A label column of words ("Yes"/"No", as a spreadsheet exports it) trains as classes in sorted order; the run's
+    reports count them by label, evaluate reads the test split's labels, and predict writes the label and a p_LABEL
+    column per class (quoted where a label holds a comma)."""
+    import pandas as pd
+
+    import finetune
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 2))
+    labels = np.where(x[:, 0] > 0.3, "Yes", np.where(x[:, 0] < -0.3, "No", "Maybe, later"))
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "answer": labels}).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\nlabel = "answer"\n'
+                                       '[model]\nname = "mlp"\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert set(metrics["class_counts"]) == {"Maybe, later", "No", "Yes"}
+    assert metrics["test"]["accuracy"] > 0.8, metrics["test"]
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"))
+    assert code == 0, err
+    pd.DataFrame({"a": x[:6, 0], "b": x[:6, 1]}).to_csv(tmp_path / "new.csv", index=False)
+    assert run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"), "--output",
+                    str(tmp_path / "p.csv"))[0] == 0
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["prediction", "p_Maybe, later", "p_No", "p_Yes"]
+    model = finetune.load(tmp_path / "r" / "model.safetensors")
+    predicted = finetune.predict(model, x[:6].astype(np.float32))
+    assert [row["prediction"] for row in rows] == predicted.tolist()
+    assert (predicted == labels[:6]).mean() >= 5 / 6

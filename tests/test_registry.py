@@ -83,7 +83,7 @@ def test_the_options_and_their_defaults_are_discoverable():
                                        "center": [], "scale": [], "clip": 0.0, "target_center": [],
                                        "target_scale": [], "linear": "none", "linear_center": [], "linear_scale": [],
                                        "embedding": "none", "embedding_frequencies": 16, "embedding_size": 4,
-                                       "embedding_sigma": 0.1}
+                                       "embedding_sigma": 0.1, "indicator_columns": [], "indicator_values": []}
     assert set(registry.options("cnn")) == {"channels", "dropout", "height", "hidden", "in_channels", "num_classes",
                                             "width"}
     assert runs.model_names() == registry.names()

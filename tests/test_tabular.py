@@ -624,3 +624,55 @@ def test_the_recipe_fits_the_linear_model_on_the_indicators_too_as_scikit_learn(
     weight, bias = state["linear_weight"].double(), state["linear_bias"].double()
     np.testing.assert_allclose((weight[1] - weight[0]).numpy(), reference.coef_[0], atol=2e-3)
     np.testing.assert_allclose(float(bias[1] - bias[0]), reference.intercept_[0], atol=2e-3)
+
+
+@pytest.mark.parametrize("as_given", ["numpy str", "object", "pandas Series", "pandas category", "list"])
+def test_text_labels_train_as_classes_and_come_back_as_labels(as_given):
+    """y of words ("setosa", ...) -- as numpy strings, objects, a pandas Series or categorical, a list -- trains as
+    the classes in sorted order (scikit-learn's LabelEncoder's); predict gives the labels back, the probabilities'
+    columns follow result.classes, evaluate reads labels, and a saved model keeps them."""
+    import pandas as pd
+    from sklearn.datasets import load_iris
+    from sklearn.preprocessing import LabelEncoder
+
+    iris = load_iris()
+    words = np.array(["versicolor", "setosa", "virginica"])[iris.target]  # not in sorted order as ids
+    y = {"numpy str": words, "object": words.astype(object), "pandas Series": pd.Series(words),
+         "pandas category": pd.Series(words, dtype="category"), "list": words.tolist()}[as_given]
+    ids = LabelEncoder().fit_transform(words)
+    result = finetune.train("mlp", (iris.data, y), seed=0, progress=False)
+    assert result.classes == ["setosa", "versicolor", "virginica"]
+    by_ids = finetune.train("mlp", (iris.data, ids), seed=0, progress=False)  # the same run on LabelEncoder's ids
+    assert result.class_counts == {result.classes[k]: n for k, n in by_ids.class_counts.items()} == {
+        "setosa": 50, "versicolor": 50, "virginica": 50}
+    np.testing.assert_array_equal(result.model.state_dict()["layers.0.weight"], by_ids.model.state_dict()["layers.0.weight"])
+    predicted = finetune.predict(result.model, iris.data)
+    assert predicted.dtype.kind == "U"
+    np.testing.assert_array_equal(predicted, np.asarray(result.classes)[finetune.predict(by_ids.model, iris.data)])
+    probabilities = finetune.predict(result.model, iris.data, output="probabilities")
+    np.testing.assert_array_equal(np.asarray(result.classes)[probabilities.argmax(1)], predicted)
+    metrics = finetune.evaluate(result.model, (iris.data, y))
+    assert metrics["accuracy"] == pytest.approx(np.mean(predicted == words))
+    with tempfile.TemporaryDirectory() as directory:
+        finetune.save(result.model, f"{directory}/m.safetensors")
+        loaded = finetune.load(f"{directory}/m.safetensors")
+    np.testing.assert_array_equal(finetune.predict(loaded, iris.data), predicted)
+    assert finetune.evaluate(loaded, (iris.data, words))["accuracy"] == metrics["accuracy"]
+    with pytest.raises(ValueError, match=r"^y holds label\(s\) \['rose'\] that the training y does not \(its classes: "
+                                         r"\['setosa', 'versicolor', 'virginica'\]\)$"):
+        finetune.evaluate(result.model, (iris.data[:2], ["setosa", "rose"]))
+    with pytest.raises(ValueError, match=r"^y holds labels such as 'versicolor', and the model was trained on class ids \(no labels on "
+                                         r"record\): pass class ids$"):
+        finetune.evaluate(by_ids.model, (iris.data, words))
+
+
+def test_text_labels_with_a_wider_head_predict_only_the_labels():
+    """A model of one's own whose head has more classes than the labels (kept by head="auto": they may be some of
+    its own classes) predicts among the labels alone, not an id no label stands for."""
+    x = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    words = np.where(x[:, 0] > 0, "up", "down")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 6))
+    with torch.no_grad():
+        model[2].bias[2:] = 50.0  # the extra classes would win every argmax
+    result = finetune.train(model, (x, words), epochs=1, lr=1e-3, progress=False)
+    assert result.classes == ["down", "up"] and set(finetune.predict(model, x)) <= {"down", "up"}

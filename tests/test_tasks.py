@@ -90,10 +90,18 @@ def test_csv_and_npz_loaders_and_their_errors(tmp_path):
     (tmp_path / "x.csv").write_text("a,label\n1,0\nx,1\n")
     with pytest.raises(ValueError, match=r"x.csv' row 3, column 'a': 'x' is not a number$"):
         datasets.load_file(tmp_path / "x.csv")
-    (tmp_path / "s.csv").write_text("a,label\n1,No\n")  # labels as words: the column named, with what it takes
-    with pytest.raises(ValueError, match=r"s.csv' row 2, column 'label': 'No' is not a number \(labels are numbers: "
-                                         r"class ids 0..K-1, or values for task='regression'\)"):
-        datasets.load_file(tmp_path / "s.csv")
+    (tmp_path / "s.csv").write_text("a,label\n1,No\n2,Yes\n3,7\n")  # labels as words: kept as text for classes
+    x, y = datasets.load_file(tmp_path / "s.csv")
+    assert y.dtype.kind == "U" and y.tolist() == ["No", "Yes", "7"] and x.tolist() == [[1], [2], [3]]
+    with pytest.raises(ValueError, match=r"s.csv' row 2, column 'label': 'No' is not a number \(task='regression' "
+                                         r"predicts values; labels such as 'Yes' are task='classification'\)"):
+        datasets.load_file(tmp_path / "s.csv", task="regression")
+    (tmp_path / "e.csv").write_text("a,label\n1,No\n2,\n")
+    with pytest.raises(ValueError, match=r"e.csv' row 3, column 'label': the label is empty \(drop the row or fill it\)"):
+        datasets.load_file(tmp_path / "e.csv")
+    (tmp_path / "m.csv").write_text("a,label,b\n1,No,x\n")  # a bad feature after the label: named by its header
+    with pytest.raises(ValueError, match=r"m.csv' row 2, column 'b': 'x' is not a number$"):
+        datasets.load_file(tmp_path / "m.csv")
     (tmp_path / "f.csv").write_text("a,label\n1,0.5\n")
     with pytest.raises(ValueError, match=r"column 'label' must hold integer class ids"):
         datasets.load_file(tmp_path / "f.csv")

@@ -48,6 +48,68 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def class_labels(value: Any, name: str) -> np.ndarray | None:
+    """``value``'s class labels as a 1-D array of str where they are strings ("Yes"/"No", "setosa"; a list, a
+    numpy array, a pandas Series, categorical or one-column DataFrame of them); None where it holds numbers (class
+    ids, values), a tensor or a dataset, which go on as they are. A missing label among strings is an error."""
+    if isinstance(value, (torch.Tensor, str, bytes, dict)) or value is None:
+        return None
+    if is_frame(value):
+        if value.shape[1] != 1:
+            return None
+        value = value.iloc[:, 0]
+    if is_series(value) or _is_categorical(value):
+        value = np.asarray(value.astype(object))
+    elif not isinstance(value, (np.ndarray, list, tuple)):
+        return None
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        return None
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1 or array.dtype.kind not in "USO":
+        return None
+    if array.dtype.kind == "S":
+        raise TypeError(f"{name} holds bytes such as {bytes(array[0])!r}: decode them to str labels ({name}.astype(str))")
+    if array.dtype.kind == "O":
+        strings = np.fromiter((isinstance(v, str) for v in array), bool, len(array))
+        if not strings.any():
+            return None  # numbers in an object array: as_tensor converts or names them
+        if not strings.all():
+            row = int(np.flatnonzero(~strings)[0])
+            raise ValueError(f"{name} row {row} is {array[row]!r} among labels such as {str(array[strings][0])!r}: every "
+                             "label must be a string (drop the rows without one, or fill them)")
+    return array.astype(str)
+
+
+def label_ids(value: Any, name: str, task: str, classes: tuple[str, ...] | None,
+              fit: bool) -> tuple[Any, tuple[str, ...] | None]:
+    """``value`` with string labels as class ids, and the labels in id order. ``fit``: the classes are
+    ``value``'s own, sorted (as scikit-learn's LabelEncoder); else ``classes``, the training labels (None: the
+    training y held class ids), and a label outside them is an error. Numbers are returned as they are."""
+    labels = class_labels(value, name)
+    if labels is None:
+        if classes is not None and value is not None and not fit:
+            raise ValueError(f"{name} holds class ids, and the model's classes are labels {list(classes)[:8]}: pass "
+                             f"{name} as labels")
+        return value, None
+    if task != "classification":
+        raise TypeError(f"{name} holds labels such as {str(labels[0])!r}, and task={task!r} needs numbers")
+    if fit:
+        classes = tuple(np.unique(labels).tolist())
+    elif classes is None:
+        raise ValueError(f"{name} holds labels such as {str(labels[0])!r}, and the model was trained on class ids (no "
+                         "labels on record): pass class ids")
+    known = np.asarray(classes)
+    ids = np.searchsorted(known, labels).clip(0, len(known) - 1)
+    unknown = known[ids] != labels
+    if unknown.any():
+        raise ValueError(f"{name} holds label(s) {sorted(set(labels[unknown].tolist()))[:8]} that the training y "
+                         f"does not (its classes: {list(classes)[:20]})")
+    return ids.astype(np.int64), classes
+
+
 def is_frame(value: Any) -> bool:
     """A pandas DataFrame (told by its module, so that pandas is imported only when it is used)."""
     return type(value).__module__.split(".")[0] == "pandas" and hasattr(value, "columns")

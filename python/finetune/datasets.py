@@ -456,7 +456,8 @@ def load(name: str, seed: int = 0) -> Split:
 def load_file(path: str | os.PathLike, label: str = "label", task: str = "classification",
               encoding: str = "utf-8", errors: str = "strict") -> tuple[np.ndarray, np.ndarray]:
     """(X, y) from a user's file: `.npz` (arrays X and y) or `.csv` / `.csv.gz` (numeric columns, `label` the
-    target). Errors name the file, and the row for a bad CSV value.
+    target: numbers, or for classification text labels such as "Yes"/"No", returned as str). Errors name the
+    file, and the row for a bad CSV value.
     `encoding` is a CSV file's text encoding (default UTF-8; a byte-order mark is skipped; unused for .npz) and
     `errors` what to do with bytes that are not valid in it, as pandas' `encoding_errors`: "strict" (default)
     raises a ValueError naming the file and the row (its line number), "replace" puts U+FFFD in their place,
@@ -526,18 +527,26 @@ def _read_numeric_csv(path: Path, label: str, task: str, encoding: str,
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
+            label_text = row.pop(target)
             try:
                 values = [float(v) for v in row]
             except ValueError:
                 bad = next(i for i, v in enumerate(row) if not _is_number(v))
-                hint = " (labels are numbers: class ids 0..K-1, or values for task='regression')" if bad == target else ""
-                raise ValueError(f"'{path}' row {number}, column '{header[bad]}': {row[bad]!r} is not a number{hint}") \
-                    from None
-            labels.append(values.pop(target))
+                column = header[bad + (bad >= target)]
+                raise ValueError(f"'{path}' row {number}, column '{column}': {row[bad]!r} is not a number") from None
+            if task != "classification" and not _is_number(label_text):
+                raise ValueError(f"'{path}' row {number}, column '{label}': {label_text!r} is not a number (task="
+                                 f"{task!r} predicts values; labels such as 'Yes' are task='classification')")
+            labels.append(label_text)
             rows.append(values)
     if not rows:
         raise ValueError(f"'{path}' has a header but no rows")
-    y = np.asarray(labels, dtype=np.float32)
+    if task == "classification" and not all(_is_number(v) for v in labels):
+        empty = next((i for i, v in enumerate(labels) if not v.strip()), None)
+        if empty is not None:
+            raise ValueError(f"'{path}' row {empty + 2}, column '{label}': the label is empty (drop the row or fill it)")
+        return np.asarray(rows, dtype=np.float32), np.asarray(labels, dtype=str)  # labels ("Yes"/"No"): kept as text
+    y = np.asarray([float(v) for v in labels], dtype=np.float32)
     if task == "classification":
         if not np.all(y == np.round(y)):
             raise ValueError(f"'{path}' column '{label}' must hold integer class ids for classification")

@@ -149,6 +149,7 @@ class ModelEntry:
         """The options ``(x, y)`` decide (sizes, numbers of classes, users, ...), except those ``given``."""
         x = self.encode_inputs(x, given)
         inputs = data.features(x, "X", torch.float32, examples=data.length(y))
+        y, _ = data.label_ids(y, "y", task, None, fit=True)  # text labels: the ids finetune.train gives them
         targets = data.targets(y, "y", task, inputs[0].shape[0])
         return {k: v for k, v in self._inferred(inputs, targets, task, given).items() if k not in given}
 

@@ -266,8 +266,8 @@ def load_data(cfg: RunConfig) -> datasets.Split:
         return split
     x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task, encoding=d.get("encoding") or "utf-8",
                               errors=d.get("encoding_errors") or "strict")
-    if cfg.train.task == "classification" and "task" not in cfg.train_given:  # the default: do they look like classes?
-        training.check_not_quantities(torch.as_tensor(y), "train.task")
+    if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
+        training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
     train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test", "test_fraction")
     return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}")
 
@@ -538,6 +538,7 @@ def build_model(cfg: RunConfig, x: Any, y: Any) -> Any:
     model finetune.train builds from the name for these rows, not trained."""
     entry, options = registry.get(cfg.model["name"]), _options(cfg)
     inputs = data.features(entry.encode_inputs(x, options), "X", torch.float32, examples=data.length(y))
+    y, _ = data.label_ids(y, "y", cfg.train.task, None, fit=True)  # text labels: the ids finetune.train gives them
     targets = data.targets(y, "y", cfg.train.task, inputs[0].shape[0])
     torch.manual_seed(cfg.train.seed)
     return entry.build_for(inputs, targets, cfg.train.task, options)[0]
@@ -625,14 +626,23 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
 
 def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike) -> int:
     """Writes a finished run's predictions for the data in ``input_path`` as CSV (class and probabilities per
-    row for classification, the predicted values for regression); returns the number of rows."""
+    row for classification -- the label and p_LABEL columns where the training labels were text --, the
+    predicted values for regression); returns the number of rows."""
     import finetune
 
     cfg, model = load_run(run_dir)
     trained = training.trained_for(model)
     x = model_inputs(cfg, read_inputs(cfg, input_path, trained.columns if trained is not None else None))
     with open(output_path, "w") as f:
-        if cfg.train.task == "classification":
+        if cfg.train.task == "classification" and trained is not None and trained.classes is not None:
+            # text labels: the label predicted, then p_LABEL per class, quoted where a label needs it
+            classes = trained.classes
+            predictions = finetune.predict(model, x, output="probabilities")[:, :len(classes)]
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["prediction", *(f"p_{c}" for c in classes)])
+            for row in predictions:
+                writer.writerow([classes[int(row.argmax())], *(f"{p:.6g}" for p in row)])
+        elif cfg.train.task == "classification":
             predictions = finetune.predict(model, x, output="probabilities")
             f.write("prediction," + ",".join(f"p{c}" for c in range(predictions.shape[1])) + "\n")
             for row in predictions:

@@ -48,8 +48,8 @@ def remember_saved_training(model: Any, meta: dict[str, str]) -> None:
     """The training a file's ``trained_for_meta`` recorded, remembered for ``model`` (predict checks by it)."""
     if "trained_for" in meta:
         trained = json.loads(meta["trained_for"])
-        training.remember_training(model, training.TrainedFor(  # earlier files have no example_shape
+        training.remember_training(model, training.TrainedFor(  # earlier files have no example_shape, no classes
             trained["task"], *(tuple(trained[k]) if trained.get(k) is not None else None
-                               for k in ("columns", "target_shape", "example_shape"))))
+                               for k in ("columns", "target_shape", "example_shape", "classes"))))
     elif meta.get("task"):  # a file from before "trained_for" (finetune 0.1.0 of 2026-12-03)
         training.remember_training(model, training.TrainedFor(meta["task"]))

@@ -39,7 +39,8 @@ class Result:
     history: list[dict[str, float]]  # one dict per epoch: train_loss, val_*, lr, seconds, samples_per_s
     metrics: dict[str, float]  # final validation metrics ({} without validation data)
     config: TrainConfig
-    class_counts: dict[int, int] | None  # training examples per class in the sampled subset
+    # training examples per class in the sampled subset, by class id -- or by label where y held string labels
+    class_counts: dict[int | str, int] | None
     train_size: int
     steps: int
     seconds: float
@@ -65,6 +66,8 @@ class Result:
     # A streamed train_data (finetune.streams): its workers, batches read (ahead, or when asked) and the loop's
     # seconds waiting for them (a recipe's: over all its phases); None for data in memory
     streaming: dict[str, Any] | None = None
+    # y's string labels in class-id order (the probabilities' columns); None where y held class ids or values
+    classes: list[str] | None = None
 
     def plot(self, axes: Any = None) -> Any:
         """Loss curves (train, validation) and the validation metric per epoch; needs matplotlib."""
@@ -120,6 +123,7 @@ def sampled_text_rows(x: Any, y: Any, cfg: TrainConfig) -> np.ndarray | None:
     a text model's tokenizer counts the texts it cuts among those that train, not among the pool. Else None."""
     if (cfg.sample_fraction == 1.0 and cfg.sample_size is None) or registry.as_texts(x) is None:
         return None
+    y, _ = data.label_ids(y, "y", cfg.task, None, fit=True)  # text labels: their ids, as train draws by them
     return _C.sample_indices(data.targets(y, "y", cfg.task, data.length(y)), _checked(cfg)).numpy()
 
 
@@ -160,6 +164,7 @@ class _Run:
     trim_padding: dict[str, Any] | None = None  # {"used", "reason"} (Result.trim_padding)
     phase: str = ""  # the recipe's phase this run is ("head", "refit-full", ...): named on each progress line
     stop_after: int | None = None  # the epochs the recipe's phase runs (a refit's), shorter than its schedule
+    classes: tuple[str, ...] | None = None  # y's string labels, in class-id order (data.label_ids)
 
 
 HEADS = ("auto", "new", "keep")
@@ -288,6 +293,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
     x, y = streams.split(train_data, "train_data")
     data.check_rows_aligned(x, y)
+    y, classes = data.label_ids(y, "y", cfg.task, None, fit=True)  # "Yes"/"No": ids 1/0, the labels kept
     columns = data.column_names(x)  # X_val's must be the same, in the same order
     keys = data.keywords(x, "X")  # X as a dict: the model's inputs by name
     if keys is not None and entry is not None:
@@ -319,6 +325,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     if val is not None:
         val_x, vy = streams.split(val, "val")
         data.check_rows_aligned(val_x, vy, ("X_val", "y_val"))
+        vy, _ = data.label_ids(vy, "y_val", cfg.task, classes, fit=False)
         val_keys = data.keywords(val_x, "X_val")
         if val_keys != keys:
             raise ValueError(f"X_val's inputs {val_keys} differ from X's {keys}: pass them the "
@@ -374,7 +381,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     known = entry or (registry.MODELS.get(model.name) if isinstance(model, models.NativeModel) else None)
     family = known.recipe if known is not None else recipes.family_of(given_model)
     return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options,
-                pretrained, replaced, family, runner.to_dict(), given_model, adapters, mask_input, trimming)
+                pretrained, replaced, family, runner.to_dict(), given_model, adapters, mask_input, trimming,
+                classes=classes)
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
@@ -510,7 +518,11 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         result.lora = {**run.lora, "merged": bool(merged)}
     x = streams.split(train_data, "train_data")[0]
     remember_training(result.model, TrainedFor(result.config.task, data.column_names(x), tuple(run.targets.shape[1:]),
-                                               data.example_shape(x)))
+                                               data.example_shape(x), run.classes))
+    if run.classes is not None:
+        result.classes = list(run.classes)
+        if result.class_counts is not None:
+            result.class_counts = {run.classes[k]: n for k, n in result.class_counts.items() if k < len(run.classes)}
     return result
 
 
@@ -521,13 +533,15 @@ RECIPES = ("auto", "head", "none")
 class TrainedFor:
     """What predict, evaluate and embed read off a model's training: its task (a regression model's one output
     read as class scores would give class 0 for every row), a DataFrame X's column names (a column moved would
-    feed each input another feature), y's shape per example (predictions come back in it) and X's (a single
-    example passed as X would be read as many)."""
+    feed each input another feature), y's shape per example (predictions come back in it), X's (a single
+    example passed as X would be read as many) and y's string labels in class-id order (predict gives them back,
+    evaluate reads y's by them)."""
 
     task: str
     columns: tuple[str, ...] | None = None
     target_shape: tuple[int, ...] | None = None
     example_shape: tuple[int, ...] | None = None  # X's shape per example, when X was one array (data.example_shape)
+    classes: tuple[str, ...] | None = None  # y's string labels, in class-id order; None: y held class ids
 
 
 # The last training of each model (finetune.train, or finetune.load). Weak: the models are the user's to drop.
@@ -1092,8 +1106,10 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
              output_key: str | None = None, runner: str = "auto", trim_padding: bool | str = "auto",
              num_workers: int = 0, prefetch: int = 2, labels: Any = None) -> dict[str, Any]:
     """Loss and metrics of ``model`` on ``eval_data = (X, y)``: accuracy, balanced accuracy (the classes' mean
-    recall), top-k accuracy (for k below the number of classes), macro-F1 and the confusion matrix for classification; RMSE, MAE and R² for regression (``task``: by default the one
-    ``finetune.train`` trained the model for, else classification). ``trim_padding`` as in ``train``: token
+    recall), top-k accuracy (for k below the number of classes), macro-F1 and the confusion matrix for
+    classification (rows and columns in class-id order; y as string labels where the model trained on them);
+    RMSE, MAE and R² for regression (``task``: by default the one ``finetune.train`` trained the model for, else
+    classification). ``trim_padding`` as in ``train``: token
     batches cut to their longest row where the model gives the same outputs so. ``eval_data`` may be streamed, as
     in ``train`` (a dataset -- its labels ``labels=`` where it carries none --, or a memory-mapped X), read ahead by
     ``num_workers`` processes.
@@ -1107,6 +1123,8 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     cpp_config = cfg.to_cpp()
     x, y = streams.split(streams.with_labels(eval_data, labels, "data"), "data")
     data.check_rows_aligned(x, y)
+    trained = trained_for(model)
+    y, _ = data.label_ids(y, "y", task, trained.classes if trained is not None else None, fit=False)
     found = streams.streamed(x, y, "data", task, models.parameter_dtype(model), cfg)
     if found is not None:
         inputs, targets = found
@@ -1175,8 +1193,9 @@ OUTPUTS = ("classes", "probabilities", "logits", "values")
 def predict(model: Any, x: Any, *, output: str | None = None, task: str | None = None, batch_size: int = 1024,
             device: str = "cpu", output_key: str | None = None, runner: str = "auto",
             trim_padding: bool | str = "auto", num_workers: int = 0, prefetch: int = 2) -> np.ndarray:
-    """The model's predictions for ``x`` as a numpy array: class ids (default for classification),
-    ``output="probabilities"`` or ``"logits"``; for ``task="regression"`` the predicted values, in the shape of
+    """The model's predictions for ``x`` as a numpy array: class ids (default for classification; the labels
+    themselves where the training y held string labels), ``output="probabilities"`` or ``"logits"`` (their columns
+    in class-id order: ``result.classes`` for labels); for ``task="regression"`` the predicted values, in the shape of
     the y it was trained on ((N,) for a 1-D y; one output of a model with no training on record: (N,)) (``task``:
     by default the one ``finetune.train`` trained the model for, else classification). A DataFrame ``x`` must
     have the training DataFrame's columns in the same order (so must ``evaluate``'s and ``embed``'s). ``x`` may be a
@@ -1212,6 +1231,9 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
     if output in ("classes", "probabilities") and (raw.dim() < 2 or raw.shape[1] < 2):
         raise ValueError(f"output={output!r} reads class scores, and the model gives one value per example (every "
                          "row would be class 0): pass task='regression' for its values")
+    if output == "classes" and trained is not None and trained.classes is not None:
+        # the labels the model was trained on (a wider head's extra classes are none of them)
+        return np.asarray(trained.classes)[raw[:, :len(trained.classes)].argmax(1).numpy()]
     if output == "classes":
         raw = raw.argmax(1)
     elif output == "probabilities":
