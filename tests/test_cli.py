@@ -218,7 +218,12 @@ def test_compare_shows_differences_and_metrics(wine_run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "nowhere.toml"], "config file 'nowhere.toml' does not exist"),
-    (["train", str(EXAMPLES / "wine.toml"), "train.lrr=3"], "unknown key(s) ['train.lrr']"),
+    (["train", str(EXAMPLES / "wine.toml"), "train.lrr=3"],
+     "unknown key(s) ['train.lrr'] (did you mean 'lr'?) in override 'train.lrr=3'"),
+    (["train", str(EXAMPLES / "wine.toml"), "model.hiden=[4]"],
+     "unknown option(s) ['model.hiden'] (did you mean 'hidden'?) for model 'mlp' in override 'model.hiden=[4]'"),
+    (["train", str(EXAMPLES / "wine.toml"), "data.test_fractoin=0.3"],
+     "unknown key 'data.test_fractoin' (did you mean 'test_fraction'?) in override 'data.test_fractoin=0.3'"),
     (["train", str(EXAMPLES / "wine.toml"), "train.lr=-1"], "[train] lr must be a finite number > 0, got -1"),
     (["train", str(EXAMPLES / "wine.toml"), "lr=3"], "override 'lr=3' must look like section.key=value"),
     (["train", str(EXAMPLES / "wine.toml"), "data.dataset=\"cifar\""], "dataset must be one of"),
@@ -771,6 +776,9 @@ def test_a_csv_with_text_labels_trains_evaluates_and_predicts_them(capsys, tmp_p
     assert code == 0, err
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert set(metrics["class_counts"]) == {"Maybe, later", "No", "Yes"}
+    assert metrics["test_per_class"]["classes"] == ["Maybe, later", "No", "Yes"]  # the confusion matrix's order
+    assert "<th>Maybe, later</th>" in (tmp_path / "r" / "report.html").read_text()
+    assert finetune.load(tmp_path / "r").options["in_features"] == 2  # a run directory loads as its model
     assert metrics["test"]["accuracy"] > 0.8, metrics["test"]
     code, err = run_main(capsys, "evaluate", str(tmp_path / "r"))
     assert code == 0, err
@@ -784,3 +792,13 @@ def test_a_csv_with_text_labels_trains_evaluates_and_predicts_them(capsys, tmp_p
     predicted = finetune.predict(model, x[:6].astype(np.float32))
     assert [row["prediction"] for row in rows] == predicted.tolist()
     assert (predicted == labels[:6]).mean() >= 5 / 6
+    # New rows that still hold the label column (the training file's own rows): it is left out, unread.
+    pd.DataFrame({"a": x[:6, 0], "b": x[:6, 1], "answer": labels[:6]}).to_csv(tmp_path / "labelled.csv", index=False)
+    assert run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "labelled.csv"), "--output",
+                    str(tmp_path / "p2.csv"))[0] == 0
+    assert (tmp_path / "p2.csv").read_text() == (tmp_path / "p.csv").read_text()
+    (tmp_path / "gap.csv").write_text("a,b\n0.5,1\n0.1,\n")
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "gap.csv"), "--output",
+                         str(tmp_path / "p3.csv"))
+    assert_one_line_error(code, err, "gap.csv' row 3, column 'b': the value is empty (a missing value: fill it, or "
+                          "drop the row)")

@@ -103,9 +103,11 @@ def test_an_unknown_name_lists_the_models():
 
 def test_an_unknown_option_lists_that_models_options():
     x, y, _, _ = synthetic("mlp")
-    with pytest.raises(TypeError, match=r"unknown option 'hiden' for model 'mlp'; known options: \['center', "
+    with pytest.raises(TypeError, match=r"unknown option 'hiden' for model 'mlp' \(did you mean 'hidden'\?\); "
+                                        r"known options: \['center', "
                                         r"'clip', 'dropout', 'embedding', 'embedding_frequencies', 'embedding_sigma', "
-                                        r"'embedding_size', 'hidden', 'in_features', 'linear', 'linear_center', "
+                                        r"'embedding_size', 'hidden', 'in_features', 'indicator_columns', "
+                                        r"'indicator_values', 'linear', 'linear_center', "
                                         r"'linear_scale', 'num_classes', 'scale', 'target_center', 'target_scale'\]"):
         finetune.build("mlp", hiden=[8])
     with pytest.raises(TypeError, match=r"unknown setting\(s\) \['hiden'\].*options of model 'mlp': \['center', 'clip', 'dropout', "):

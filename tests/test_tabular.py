@@ -653,6 +653,7 @@ def test_text_labels_train_as_classes_and_come_back_as_labels(as_given):
     np.testing.assert_array_equal(np.asarray(result.classes)[probabilities.argmax(1)], predicted)
     metrics = finetune.evaluate(result.model, (iris.data, y))
     assert metrics["accuracy"] == pytest.approx(np.mean(predicted == words))
+    assert metrics["classes"] == result.classes  # the confusion matrix's rows and columns
     with tempfile.TemporaryDirectory() as directory:
         finetune.save(result.model, f"{directory}/m.safetensors")
         loaded = finetune.load(f"{directory}/m.safetensors")

@@ -122,7 +122,8 @@ class TrainConfig:
         """The inverse of to_dict; an unknown key is a TypeError naming it."""
         unknown = sorted(set(values) - set(config_fields()))
         if unknown:
-            raise TypeError(f"unknown config key(s) {unknown}; known keys: {config_fields()}")
+            raise TypeError(f"unknown config key(s) {unknown}{did_you_mean(unknown, config_fields())}; known keys: "
+                            f"{config_fields()}")
         values = dict(values)
         if values.get("unfreeze_at"):
             values["unfreeze_at"] = {int(k): v for k, v in values["unfreeze_at"].items()}
@@ -282,3 +283,20 @@ def _check_type(name: str, value: Any) -> None:
 
 def config_fields() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
+
+
+# Other libraries' names for a setting (scikit-learn's, Keras', Lightning's), suggested where one is passed.
+ALIASES = {"learning_rate": "lr", "n_epochs": "epochs", "num_epochs": "epochs", "max_epochs": "epochs",
+           "patience": "early_stopping", "wd": "weight_decay", "bs": "batch_size", "label_smoothing_factor":
+           "label_smoothing", "random_state": "seed", "class_weight": "class_weights", "verbose": "progress"}
+
+
+def did_you_mean(unknown: list[str], known: list[str]) -> str:
+    """" (did you mean 'epochs'?)" for the known names closest to the unknown ones (a typo, or another library's
+    name for the setting, ALIASES), else ""."""
+    import difflib
+
+    close = [ALIASES[str(name)] if ALIASES.get(str(name)) in known else
+             next(iter(difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)), None) for name in unknown]
+    close = [m for m in close if m is not None]
+    return f" (did you mean {', '.join(repr(m) for m in dict.fromkeys(close))}?)" if close else ""

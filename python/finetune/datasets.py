@@ -511,8 +511,30 @@ def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8",
         raise _decode_error(path, encoding) from None
 
 
-def _read_numeric_csv(path: Path, label: str, task: str, encoding: str,
-                      errors: str) -> tuple[np.ndarray, np.ndarray]:
+def load_features(path: str | os.PathLike, label: str, encoding: str = "utf-8",
+                  errors: str = "strict") -> np.ndarray:
+    """X from a CSV of new rows to predict: its numeric columns, the `label` column left out unread where there is
+    one (a classifier's text labels, a regression target). Errors as load_file's."""
+    _check_encoding(encoding, errors)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file '{path}' does not exist")
+    try:
+        return _read_numeric_csv(path, label, None, encoding, errors)[0]
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding) from None
+
+
+def _not_a_number(path: Path, number: int, column: str, text: str) -> ValueError:
+    if not text.strip():
+        return ValueError(f"'{path}' row {number}, column '{column}': the value is empty (a missing value: fill it, "
+                          "or drop the row)")
+    return ValueError(f"'{path}' row {number}, column '{column}': {text!r} is not a number")
+
+
+def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str,
+                      errors: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(X, y); task None: the label column, where there is one, is dropped unread and y is None."""
     import csv
 
     with _open_text(path, encoding, errors) as f:
@@ -520,27 +542,30 @@ def _read_numeric_csv(path: Path, label: str, task: str, encoding: str,
         header = next(reader, None)
         if header is None:
             raise ValueError(f"'{path}' is empty")
-        if label not in header:
+        if label not in header and task is not None:
             raise ValueError(f"'{path}' has no label column '{label}' (columns: {header})")
-        target = header.index(label)
+        target = header.index(label) if label in header else None
+        features = [c for i, c in enumerate(header) if i != target]
         rows, labels = [], []
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
-            label_text = row.pop(target)
+            label_text = row.pop(target) if target is not None else ""
             try:
                 values = [float(v) for v in row]
             except ValueError:
                 bad = next(i for i, v in enumerate(row) if not _is_number(v))
-                column = header[bad + (bad >= target)]
-                raise ValueError(f"'{path}' row {number}, column '{column}': {row[bad]!r} is not a number") from None
-            if task != "classification" and not _is_number(label_text):
-                raise ValueError(f"'{path}' row {number}, column '{label}': {label_text!r} is not a number (task="
-                                 f"{task!r} predicts values; labels such as 'Yes' are task='classification')")
+                raise _not_a_number(path, number, features[bad], row[bad]) from None
+            if task is not None and task != "classification" and not _is_number(label_text):
+                hint = (f" (task={task!r} predicts values; labels such as 'Yes' are task='classification')"
+                        if label_text.strip() else "")
+                raise ValueError(f"{_not_a_number(path, number, label, label_text)}{hint}")
             labels.append(label_text)
             rows.append(values)
     if not rows:
         raise ValueError(f"'{path}' has a header but no rows")
+    if task is None:
+        return np.asarray(rows, dtype=np.float32), None
     if task == "classification" and not all(_is_number(v) for v in labels):
         empty = next((i for i, v in enumerate(labels) if not v.strip()), None)
         if empty is not None:

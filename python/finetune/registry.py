@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from . import _C, data, models
+from .config import did_you_mean
 
 Infer = Callable[[Sequence[torch.Tensor], torch.Tensor, str], dict[str, Any]]
 Encode = Callable[[Any, dict[str, Any], Any], Any]
@@ -123,7 +124,8 @@ class ModelEntry:
         """The model with ``options``: an unknown option, or a value of the wrong type, is a TypeError."""
         for key, value in options.items():
             if key not in self.defaults:
-                raise TypeError(f"unknown option {key!r} for model {self.name!r}; known options: {self.option_names}")
+                raise TypeError(f"unknown option {key!r} for model {self.name!r}"
+                                f"{did_you_mean([key], self.option_names)}; known options: {self.option_names}")
             self.check(key, value)
         missing = [k for k, v in self.defaults.items() if v is REQUIRED and k not in options]
         if missing:

@@ -88,22 +88,28 @@ def _chart(title: str, series: dict[str, list[float]], width: int = 420, height:
     return "".join(parts)
 
 
-def _confusion(matrix: list[list[int]]) -> str:
+def _class_names(count: int, classes: list[str] | None) -> list[str]:
+    """Each class's name in a table: its text label where y held labels (for the ids they stand for), else its id."""
+    return [_html.escape(str(classes[i])) if classes and i < len(classes) else str(i) for i in range(count)]
+
+
+def _confusion(matrix: list[list[int]], classes: list[str] | None = None) -> str:
     peak = max(max(row) for row in matrix) or 1
-    head = "".join(f"<th>{j}</th>" for j in range(len(matrix)))
+    names = _class_names(len(matrix), classes)
+    head = "".join(f"<th>{name}</th>" for name in names)
     rows = []
-    for i, row in enumerate(matrix):
+    for name, row in zip(names, matrix):
         cells = "".join(f'<td style="background: rgba(31,119,180,{0.08 + 0.85 * v / peak:.2f})">{v}</td>' for v in row)
-        rows.append(f"<tr><th>{i}</th>{cells}</tr>")
+        rows.append(f"<tr><th>{name}</th>{cells}</tr>")
     return (f'<table class="cm"><caption>confusion matrix (rows: true class, columns: predicted)</caption>'
             f"<tr><th></th>{head}</tr>{''.join(rows)}</table>")
 
 
 def _per_class(matrix: list[list[int]], per_class: dict[str, list[float]]) -> str:
     """The per-class table: precision and recall as evaluate computed them, support from the confusion matrix."""
-    rows = []
+    rows, names = [], _class_names(len(matrix), per_class.get("classes"))
     for c, (precision, recall) in enumerate(zip(per_class["per_class_precision"], per_class["per_class_recall"])):
-        rows.append(f"<tr><td>{c}</td><td>{precision:.3f}</td><td>{recall:.3f}</td><td>{sum(matrix[c])}</td></tr>")
+        rows.append(f"<tr><td>{names[c]}</td><td>{precision:.3f}</td><td>{recall:.3f}</td><td>{sum(matrix[c])}</td></tr>")
     return ("<table><caption>per class (test)</caption><tr><th>class</th><th>precision</th><th>recall</th>"
             f"<th>support</th></tr>{''.join(rows)}</table>")
 
@@ -146,7 +152,7 @@ def html(config: dict[str, Any], history: list[dict[str, float]], metrics: dict[
     if confusion:
         per_class = metrics.get("test_per_class") or {}
         table = _per_class(confusion, per_class) if "per_class_precision" in per_class else ""
-        sections.append("<h2>Errors</h2>" + _confusion(confusion) + table)
+        sections.append("<h2>Errors</h2>" + _confusion(confusion, per_class.get("classes")) + table)
     sections.append("<h2>Training</h2>" + _table("run", {
         "data": metrics["data"], "training examples (sampled)": metrics["train_size"],
         "class counts": metrics["class_counts"], "best epoch": metrics["best_epoch"], "steps": metrics["steps"],

@@ -39,7 +39,7 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # the same parser, as a package, before Python 3.11
     import tomli as tomllib
-from .config import TrainConfig, config_fields
+from .config import TrainConfig, config_fields, did_you_mean
 
 log = logging.getLogger("finetune")
 
@@ -156,7 +156,7 @@ def _check_data(data: dict[str, Any], source: str) -> None:
         fail("encoding_errors", f"one of {list(datasets.ENCODING_ERRORS)}")
 
 
-def _check_model(model: dict[str, Any], source: str) -> None:
+def _check_model(model: dict[str, Any], source: str, overridden: dict[str, str] | None = None) -> None:
     """The [model] table: a model a run can build (its name) and that model's options, with their types."""
     name = model["name"]
     if not isinstance(name, str) or name not in model_names():
@@ -165,7 +165,9 @@ def _check_model(model: dict[str, Any], source: str) -> None:
     entry = registry.get(name)
     unknown = sorted(str(k) for k in set(model) - {"name", *entry.defaults})
     if unknown:
-        raise ValueError(f"unknown option(s) {['model.' + k for k in unknown]} for model {name!r} in {source}; "
+        where = (overridden or {}).get(f"model.{unknown[0]}", source)
+        raise ValueError(f"unknown option(s) {['model.' + k for k in unknown]}"
+                         f"{did_you_mean(unknown, entry.option_names)} for model {name!r} in {where}; "
                          f"its options: {entry.option_names}")
     for key, value in model.items():
         if key == "name":
@@ -190,6 +192,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         if not isinstance(table, dict):
             raise ValueError(f"{section} = {table!r} in {source} must be a table ([{section}] with keys such as "
                              f"{SECTION_EXAMPLES[section].split('.', 1)[1]}), got {_type_name(table)}")
+    overridden: dict[str, str] = {}  # "train.epochs" -> "override 'train.epochs=5'": where a mistake was made
     for item in overrides:
         key = item.split("=", 1)[0]
         if "=" in item and key.strip() in SECTIONS:
@@ -201,19 +204,23 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         if section not in SECTIONS:
             raise ValueError(f"unknown section(s) {[section]} in override {item!r}; known: {list(SECTIONS)}")
         raw.setdefault(section, {})[name] = _parse_value(item.split("=", 1)[1])
+        overridden[f"{section}.{name}"] = f"override {item!r}"
     data = dict(DATA_KEYS)
     for key, value in raw.get("data", {}).items():
         if key not in DATA_KEYS:
-            raise ValueError(f"unknown key 'data.{key}' in {source}; known: {sorted(DATA_KEYS)}")
+            raise ValueError(f"unknown key 'data.{key}'{did_you_mean([key], sorted(DATA_KEYS))} in "
+                             f"{overridden.get('data.' + key, source)}; known: {sorted(DATA_KEYS)}")
         data[key] = value
     _check_data(data, source)
     model = dict(raw.get("model", {"name": "mlp"}))
     model.setdefault("name", "mlp")
-    _check_model(model, source)
+    _check_model(model, source, overridden)
     train_values = raw.get("train", {})
     unknown = sorted(set(train_values) - set(config_fields()))
     if unknown:
-        raise ValueError(f"unknown key(s) {['train.' + k for k in unknown]} in {source}; known: {config_fields()}")
+        where = overridden.get(f"train.{unknown[0]}", source)
+        raise ValueError(f"unknown key(s) {['train.' + k for k in unknown]}{did_you_mean(unknown, config_fields())} in "
+                         f"{where}; known: {config_fields()}")
     try:
         train = TrainConfig.from_dict(train_values)
         dataclasses.replace(train, class_weights=None if train.class_weights == "balanced" else train.class_weights
@@ -401,7 +408,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     seconds = time.perf_counter() - start
     test = finetune.evaluate(result.model, (x_test, split.y_test), task=split.task)
     confusion = test.pop("confusion_matrix", None)
-    per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall") if k in test}
+    per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall", "classes") if k in test}
     resolved = RunConfig(cfg.data, {**cfg.model, **result.model_options}, result.config, cfg.source, lora=cfg.lora)
     if distributed.process_rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
@@ -613,11 +620,9 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
             x = archive["X"]
     else:
         encoding = _csv_encoding(cfg)
-        features, labelled = _csv_columns(cfg, path)
+        features = _csv_columns(cfg, path)[0]
         data.check_column_names(features, columns, str(path), reorder="write its columns")
-        x, _ = datasets.load_file(path, label=cfg.data["label"], task="regression", **encoding) \
-            if labelled else (np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
-                                         encoding=encoding["encoding"]).astype(np.float32), None)
+        x = datasets.load_features(path, label=cfg.data["label"], **encoding)  # a label column left out unread
     entry = registry.get(cfg.model["name"])
     if entry.example_shape is not None and x.ndim == 2:
         x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))

@@ -27,8 +27,11 @@ def save(model: Any, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike) -> Any:
-    """The model :func:`save` wrote to ``path``, rebuilt with its options and weights; ``predict`` and
-    ``evaluate`` default to the task it was trained for."""
+    """The model :func:`save` wrote to ``path`` (or a run directory's ``model.safetensors``, the directory
+    named), rebuilt with its options and weights; ``predict`` and ``evaluate`` default to the task it was trained
+    for."""
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.safetensors")):
+        path = os.path.join(path, "model.safetensors")  # a run directory (finetune train --out DIR)
     tensors, meta = checkpoint.load_tensors(path)
     if "model" not in meta:
         raise ValueError(f"{os.fspath(path)!r} holds tensors but no model options: not a file finetune.save wrote")

@@ -25,7 +25,7 @@ import torch
 from . import _C, checkpoint, data, frozen, heads, lora as loras, models, padding, pairs, probe, recipe as recipes, registry, report
 from . import streams
 from .distributed import any_rank, broadcast_state, device_for_rank, process_group, process_rank, rank_0s
-from .config import TrainConfig, config_fields
+from .config import TrainConfig, config_fields, did_you_mean
 from .progress import Progress
 
 log = logging.getLogger("finetune")
@@ -97,7 +97,8 @@ def resolve_config(config: TrainConfig | None, settings: dict[str, Any]) -> Trai
         raise TypeError(f"config must be a finetune.TrainConfig, got {type(config).__name__}")
     unknown = sorted(set(settings) - set(config_fields()))
     if unknown:
-        raise TypeError(f"unknown setting(s) {unknown}; known settings: {config_fields()}")
+        raise TypeError(f"unknown setting(s) {unknown}{did_you_mean(unknown, config_fields())}; known settings: "
+                        f"{config_fields()}")
     cfg = dataclasses.replace(config or TrainConfig(), **settings)
     if cfg.sample_size is not None and cfg.sample_fraction != 1.0:  # one would be ignored
         raise ValueError(f"sample_size={cfg.sample_size!r} and sample_fraction={cfg.sample_fraction!r} both choose "
@@ -287,7 +288,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     model_options = entry.split_options(settings) if entry is not None else {}
     unknown = sorted(set(settings) - set(config_fields()))
     if entry is not None and unknown:
-        raise TypeError(f"unknown setting(s) {unknown}; known settings: {config_fields()}; "
+        raise TypeError(f"unknown setting(s) {unknown}{did_you_mean(unknown, config_fields() + entry.option_names)}"
+                        f"; known settings: {config_fields()}; "
                         f"options of model {entry.name!r}: {entry.option_names}")
     cfg = resolve_config(config, settings)
     cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
@@ -1141,6 +1143,8 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     out = _C.evaluate(models.to_cpp(adapted, example, runner), inputs, targets, cpp_config, group, mask_input=mask_input)
     if "confusion_matrix" in out:
         out["confusion_matrix"] = out["confusion_matrix"].numpy()
+    if task == "classification" and trained is not None and trained.classes is not None:
+        out["classes"] = list(trained.classes)  # the confusion matrix's and per-class lists' order
     return out
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import _C
-from .config import TrainConfig, config_fields
+from .config import TrainConfig, config_fields, did_you_mean
 from .training import _task_given, resolve_config, train
 
 
@@ -30,7 +30,8 @@ class TuneResult:
 def _check_space(space: dict[str, Any]) -> None:
     unknown = sorted(set(space) - set(config_fields()))
     if unknown:
-        raise ValueError(f"search space names unknown setting(s) {unknown}; known: {config_fields()}")
+        raise ValueError(f"search space names unknown setting(s) {unknown}{did_you_mean(unknown, config_fields())}; "
+                         f"known: {config_fields()}")
     for name, spec in space.items():
         if not isinstance(spec, dict) or not ({"low", "high"} <= set(spec) or "choices" in spec):
             raise ValueError(f"search space '{name}' must be {{'low': .., 'high': .. [, 'log': true]}} or "
