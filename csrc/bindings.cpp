@@ -433,7 +433,8 @@ void bind_models(py::module_& m) {
       .def_readwrite("embedding_size", &MlpOptions::embedding_size)
       .def_readwrite("embedding_sigma", &MlpOptions::embedding_sigma)
       .def_readwrite("indicator_columns", &MlpOptions::indicator_columns)
-      .def_readwrite("indicator_values", &MlpOptions::indicator_values);
+      .def_readwrite("indicator_values", &MlpOptions::indicator_values)
+      .def_readwrite("missing_columns", &MlpOptions::missing_columns);
   py::class_<CnnOptions>(m, "CnnOptions")
       .def(py::init<>())
       .def_readwrite("in_channels", &CnnOptions::in_channels)

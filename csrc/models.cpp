@@ -67,6 +67,11 @@ class Mlp : public NativeModule {
     }
     indicator_columns_ = o.indicator_columns;
     indicator_values_ = o.indicator_values;
+    for (size_t i = 0; i < o.missing_columns.size(); ++i)
+      TORCH_CHECK_VALUE(o.missing_columns[i] >= 0 && o.missing_columns[i] < o.in_features, "mlp missing_columns[", i,
+                        "] must be a column in [0, in_features = ", o.in_features, "), got ", o.missing_columns[i]);
+    missing_columns_ = o.missing_columns;
+    const int64_t flags = static_cast<int64_t>(o.indicator_columns.size() + o.missing_columns.size());
     TORCH_CHECK_VALUE(o.linear == "none" || o.linear == "probabilities" || o.linear == "values",
                       "mlp linear must be 'none', 'probabilities' or 'values', got '", o.linear, "'");
     TORCH_CHECK_VALUE(o.linear_center.size() == o.linear_scale.size() &&
@@ -84,8 +89,7 @@ class Mlp : public NativeModule {
     if (o.linear != "none") {
       linear_center_ = register_buffer("linear_center", at::tensor(o.linear_center, at::kFloat));
       linear_scale_ = register_buffer("linear_scale", at::tensor(o.linear_scale, at::kFloat));
-      const int64_t inputs = o.in_features + static_cast<int64_t>(o.indicator_columns.size());  // indicators too
-      linear_weight_ = register_buffer("linear_weight", at::zeros({o.num_classes, inputs}));
+      linear_weight_ = register_buffer("linear_weight", at::zeros({o.num_classes, o.in_features + flags}));
       linear_bias_ = register_buffer("linear_bias", at::zeros({o.num_classes}));
       linear_share_ = register_buffer("linear_share", at::zeros({}));
     }
@@ -109,7 +113,7 @@ class Mlp : public NativeModule {
       periodic_bias_ = register_parameter("periodic_bias", bound * (2.0 * at::rand({f, d}) - 1.0));
       width = f * o.embedding_size;
     }
-    width += static_cast<int64_t>(o.indicator_columns.size());
+    width += flags;  // the point masses' and missing values' indicators
     for (const int64_t h : o.hidden) {
       TORCH_CHECK_VALUE(h >= 1, "mlp hidden sizes must be >= 1, got ", h);
       layers_->push_back(torch::nn::Linear(width, h));
@@ -135,8 +139,9 @@ class Mlp : public NativeModule {
   at::Tensor with_linear(const at::Tensor& out, const at::Tensor& x) const {
     if (linear_share_.is_cpu() && linear_share_.item<double>() == 0.0) return out;
     const at::Tensor& share = linear_share_;  // 0-dim: the result keeps out's dtype
-    at::Tensor standardised = (x - linear_center_) * linear_scale_;
-    if (!indicator_columns_.empty()) standardised = at::cat({standardised, indicators(x).to(standardised.scalar_type())}, 1);
+    at::Tensor standardised = (at::where(x.isnan(), linear_center_, x) - linear_center_) * linear_scale_;
+    if (!indicator_columns_.empty() || !missing_columns_.empty())
+      standardised = at::cat({standardised, indicators(x).to(standardised.scalar_type())}, 1);
     const at::Tensor linear = at::addmm(linear_bias_, standardised, linear_weight_.t()).to(out.scalar_type());
     if (linear_values_) return out * (1.0 - share) + linear * share;
     // log((1 - s) softmax(out) + s softmax(linear)), in log space: exact at s = 0 and 1 (log 0 = -inf drops a term)
@@ -150,7 +155,8 @@ class Mlp : public NativeModule {
     const at::Tensor raw = inputs[0].flatten(1);
     TORCH_CHECK_VALUE(raw.size(1) == in_features_, "mlp takes ", in_features_, " features per example "
                       "(in_features), got ", raw.size(1));
-    at::Tensor x = raw;
+    // A missing value (NaN) becomes the column's center, 0 once scaled: where most rows sit, no signal of its own.
+    at::Tensor x = at::where(raw.isnan(), center_.defined() ? center_ : at::zeros({}, raw.options()), raw);
     if (center_.defined()) x = (x - center_) * scale_;
     // Smooth clipping, clip * u / sqrt(1 + u^2) for u = v / clip: near-identity for |v| << clip, bounded by clip,
     // so an outlier cannot dominate a step (hypot, not u^2, so that |u| > 1e19 still gives +-clip).
@@ -159,7 +165,7 @@ class Mlp : public NativeModule {
       x = clip_ * u / at::hypot(at::ones_like(u), u);
     }
     if (periodic_frequency_.defined()) x = periodic(x);
-    if (!indicator_columns_.empty()) x = at::cat({x, indicators(raw).to(x.scalar_type())}, 1);
+    if (!indicator_columns_.empty() || !missing_columns_.empty()) x = at::cat({x, indicators(raw).to(x.scalar_type())}, 1);
     auto layer = layers_->begin();  // every layer but the head, the last
     for (size_t i = 0; i + 1 < layers_->size(); ++i, ++layer) x = layer->forward(x);
     return x;
@@ -167,12 +173,14 @@ class Mlp : public NativeModule {
 
   at::Tensor target_scale() const override { return target_scale_; }
 
-  // (N, in_features) raw inputs -> (N, indicators): 1 where a column holds its point mass. A column at a time:
-  // there are a few, and scalars need no tensor moved to the input's device.
+  // (N, in_features) raw inputs -> (N, point masses + missing columns): 1 where a column holds its point mass,
+  // then 1 where a column's value is missing. A column at a time: there are a few, and scalars need no tensor
+  // moved to the input's device.
   at::Tensor indicators(const at::Tensor& raw) const {
     std::vector<at::Tensor> columns;
     for (size_t i = 0; i < indicator_columns_.size(); ++i)
       columns.push_back(raw.select(1, indicator_columns_[i]).eq(indicator_values_[i]));
+    for (const int64_t column : missing_columns_) columns.push_back(raw.select(1, column).isnan());
     return at::stack(columns, 1);
   }
 
@@ -194,6 +202,7 @@ class Mlp : public NativeModule {
   int64_t in_features_ = 0;
   std::vector<int64_t> indicator_columns_;
   std::vector<double> indicator_values_;
+  std::vector<int64_t> missing_columns_;
 };
 
 class Cnn : public NativeModule {

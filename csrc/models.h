@@ -74,6 +74,11 @@ struct MlpOptions {
   // to its smallest amounts, where a tree's split finds it and a first layer barely does. Empty: none.
   std::vector<int64_t> indicator_columns = {};
   std::vector<double> indicator_values = {};
+  // Missing values (NaN in the raw input; recipe.py's rule 8): every NaN is filled before the scaling -- with the
+  // column's center (its median: 0 once scaled), or 0 where there is no scaling -- and with linear_center (the
+  // mean: 0 standardised) for the linear model; each column of missing_columns (those that held a NaN in training)
+  // also gets an input, 1 where the row's value was missing, after the point masses' indicators. Empty: none.
+  std::vector<int64_t> missing_columns = {};
 };
 
 // Conv3x3 + BatchNorm + ReLU + MaxPool2 per entry of `channels`, then dropout, a hidden linear layer and

@@ -797,8 +797,14 @@ def test_a_csv_with_text_labels_trains_evaluates_and_predicts_them(capsys, tmp_p
     assert run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "labelled.csv"), "--output",
                     str(tmp_path / "p2.csv"))[0] == 0
     assert (tmp_path / "p2.csv").read_text() == (tmp_path / "p.csv").read_text()
-    (tmp_path / "gap.csv").write_text("a,b\n0.5,1\n0.1,\n")
-    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "gap.csv"), "--output",
-                         str(tmp_path / "p3.csv"))
-    assert_one_line_error(code, err, "gap.csv' row 3, column 'b': the value is empty (a missing value: fill it, or "
-                          "drop the row)")
+    # "mlp" fills missing values itself: an empty cell (or NA) reads as NaN, predicted as finetune.predict does
+    (tmp_path / "gap.csv").write_text("a,b\n0.5,1\n0.1,\nNA,2\n")
+    assert run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "gap.csv"), "--output",
+                    str(tmp_path / "p3.csv"))[0] == 0
+    with open(tmp_path / "p3.csv") as f:
+        assert [row["prediction"] for row in csv.DictReader(f)] == finetune.predict(
+            model, np.array([[0.5, 1], [0.1, np.nan], [np.nan, 2]], np.float32)).tolist()
+    (tmp_path / "word.csv").write_text("a,b\n0.5,1\n0.1,high\n")
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "word.csv"), "--output",
+                         str(tmp_path / "p4.csv"))
+    assert_one_line_error(code, err, "word.csv' row 3, column 'b': 'high' is not a number")

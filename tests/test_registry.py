@@ -83,7 +83,8 @@ def test_the_options_and_their_defaults_are_discoverable():
                                        "center": [], "scale": [], "clip": 0.0, "target_center": [],
                                        "target_scale": [], "linear": "none", "linear_center": [], "linear_scale": [],
                                        "embedding": "none", "embedding_frequencies": 16, "embedding_size": 4,
-                                       "embedding_sigma": 0.1, "indicator_columns": [], "indicator_values": []}
+                                       "embedding_sigma": 0.1, "indicator_columns": [], "indicator_values": [],
+                                       "missing_columns": []}
     assert set(registry.options("cnn")) == {"channels", "dropout", "height", "hidden", "in_channels", "num_classes",
                                             "width"}
     assert runs.model_names() == registry.names()
@@ -108,7 +109,7 @@ def test_an_unknown_option_lists_that_models_options():
                                         r"'clip', 'dropout', 'embedding', 'embedding_frequencies', 'embedding_sigma', "
                                         r"'embedding_size', 'hidden', 'in_features', 'indicator_columns', "
                                         r"'indicator_values', 'linear', 'linear_center', "
-                                        r"'linear_scale', 'num_classes', 'scale', 'target_center', 'target_scale'\]"):
+                                        r"'linear_scale', 'missing_columns', 'num_classes', 'scale', 'target_center', 'target_scale'\]"):
         finetune.build("mlp", hiden=[8])
     with pytest.raises(TypeError, match=r"unknown setting\(s\) \['hiden'\].*options of model 'mlp': \['center', 'clip', 'dropout', "):
         finetune.train("mlp", (x, y), hiden=[8], progress=False)

@@ -95,6 +95,7 @@ def test_periodic_embeddings_are_drawn_as_realmlps():
     ({"indicator_columns": [3], "indicator_values": [0.0]},
      r"mlp indicator_columns\[0\] must be a column in \[0, in_features = 3\), got 3"),
     ({"indicator_columns": [0, 1], "indicator_values": [0.0, float("nan")]}, r"mlp indicator_values\[1\] must be finite, got nan"),
+    ({"missing_columns": [0, -1]}, r"mlp missing_columns\[1\] must be a column in \[0, in_features = 3\), got -1"),
 ])
 def test_bad_scaling_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message):
@@ -125,10 +126,11 @@ def test_scaling_options_are_read_off_the_data_as_a_group():
         finetune.train("mlp", (x, y), center=[0.0, 0.0, 0.0], epochs=1, progress=False)
     assert registry.get("mlp").infer_options(x, y, center=[1.0, 1.0, 1.0]).keys() == {
         "in_features", "num_classes", "linear", "linear_center", "linear_scale",  # the linear model's group is read
-        "indicator_columns", "indicator_values"}
+        "indicator_columns", "indicator_values", "missing_columns"}
     assert registry.get("mlp").infer_options(x, y, linear="none").keys() == {
-        "in_features", "num_classes", "center", "scale", "clip", "indicator_columns", "indicator_values"}
-    assert registry.get("mlp").infer_options(x, y, indicator_columns=[]).keys() == {
+        "in_features", "num_classes", "center", "scale", "clip", "indicator_columns", "indicator_values",
+        "missing_columns"}
+    assert registry.get("mlp").infer_options(x, y, indicator_columns=[], missing_columns=[]).keys() == {
         "in_features", "num_classes", "center", "scale", "clip", "linear", "linear_center", "linear_scale"}
     # The linear model's switch given alone, on: the default made explicit, its standardisation still read.
     inferred = registry.get("mlp").infer_options(x, y)
@@ -335,7 +337,7 @@ def test_classes_said_or_already_class_ids_are_trained_as_classes_by_the_recipe_
 
 def test_a_dataframe_of_numbers_and_booleans_trains_as_its_values():
     """pd.get_dummies beside float columns gives a frame numpy reads as objects; its values are numbers, and a
-    nullable Float64 column's NA is NaN (then refused, as any NaN)."""
+    nullable Float64 column's NA is NaN (then filled as any missing value: "mlp" fills them)."""
     import pandas as pd
 
     d = load_breast_cancer()
@@ -346,8 +348,10 @@ def test_a_dataframe_of_numbers_and_booleans_trains_as_its_values():
                                   finetune.predict(result.model, x.to_numpy(np.float32)))
     nullable = x.astype({"mean radius": "Float64"})
     nullable.loc[3, "mean radius"] = pd.NA
-    with pytest.raises(ValueError, match=r"X contains NaN \(the first non-finite value: row 3, column 'mean radius'\)"):
-        finetune.predict(result.model, nullable)
+    plain = x.to_numpy(np.float32)
+    plain[3, 0] = np.nan
+    np.testing.assert_array_equal(finetune.predict(result.model, nullable, output="probabilities"),
+                                  finetune.predict(result.model, plain, output="probabilities"))
 
 
 def test_a_dataframe_s_columns_are_checked_against_the_training_ones():
@@ -677,3 +681,96 @@ def test_text_labels_with_a_wider_head_predict_only_the_labels():
         model[2].bias[2:] = 50.0  # the extra classes would win every argmax
     result = finetune.train(model, (x, words), epochs=1, lr=1e-3, progress=False)
     assert result.classes == ["down", "up"] and set(finetune.predict(model, x)) <= {"down", "up"}
+
+
+def _with_holes(rows=300, seed=0):
+    """Three columns, 0 and 2 with missing values (30% and one row), 1 complete; the label reads column 0."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 3)).astype(np.float32) * [1.0, 10.0, 0.1] + [0.0, 50.0, 1.0]
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 50)).astype(np.int64)
+    x[rng.random(rows) < 0.3, 0] = np.nan
+    x[7, 2] = np.nan
+    return x.astype(np.float32), y
+
+
+def test_missing_values_are_read_as_scikit_learns_scalers_read_them():
+    """The statistics "mlp" reads skip a missing value, as scikit-learn's RobustScaler and StandardScaler do, and a
+    column that held one in training is named in missing_columns."""
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _with_holes()
+    options = registry.get("mlp").infer_options(x, y)
+    assert options["missing_columns"] == [0, 2]
+    robust = RobustScaler().fit(x.astype(np.float64))
+    np.testing.assert_allclose(options["center"], robust.center_, rtol=1e-5)
+    np.testing.assert_allclose(options["scale"], 1 / robust.scale_, rtol=1e-4)
+    standard = StandardScaler().fit(x.astype(np.float64))
+    np.testing.assert_allclose(options["linear_center"], standard.mean_, rtol=1e-6)
+    np.testing.assert_allclose(options["linear_scale"], 1 / standard.scale_, rtol=1e-6)
+    empty = np.column_stack([x[:, :2], np.full(len(x), np.nan, np.float32)])  # a column with no value present
+    options = registry.get("mlp").infer_options(empty, y)
+    assert options["center"][2] == 0.0 and options["scale"][2] == 0.0 and options["linear_scale"][2] == 0.0
+
+
+def test_missing_values_are_filled_and_flagged_as_a_plain_pytorch_reference():
+    """MlpOptions::missing_columns: a NaN becomes its column's center (0 once scaled) for the layers and its mean
+    (0 standardised) for the linear model, and each column that held one gets an input, 1 where it was missing."""
+    x, y = _with_holes(64)
+    options = {**registry.get("mlp").infer_options(x, y), "hidden": [5]}
+    model = finetune.build("mlp", **options)
+    state = model.state_dict()
+    assert state["layers.0.weight"].shape == (5, 3 + 2) and state["linear_weight"].shape == (2, 3 + 2)
+    t = torch.from_numpy(x)
+    flags = t[:, [0, 2]].isnan().float()
+    center = torch.tensor(options["center"])
+    v = (torch.where(t.isnan(), center, t) - center) * torch.tensor(options["scale"])
+    v = 3.0 * v / torch.sqrt(9.0 + v ** 2)
+    layers = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(
+        torch.cat([v, flags], 1), state["layers.0.weight"], state["layers.0.bias"])),
+        state["layers.2.weight"], state["layers.2.bias"])
+    torch.testing.assert_close(model(t), layers)
+    weight, bias = torch.randn(2, 5), torch.randn(2)
+    _with_linear(model, weight, bias, 0.5)
+    mean = torch.tensor(options["linear_center"])
+    standardised = (torch.where(t.isnan(), mean.float(), t).double() - mean) * torch.tensor(options["linear_scale"])
+    linear = torch.cat([standardised, flags.double()], 1) @ weight.double().T + bias.double()
+    expected = 0.5 * torch.softmax(layers.double(), 1) + 0.5 * torch.softmax(linear, 1)
+    np.testing.assert_allclose(finetune.predict(model, x, output="probabilities"), expected.numpy(), rtol=1e-4,
+                               atol=1e-5)
+    later = x.copy()
+    later[:4, 1] = np.nan  # a column complete in training: filled at prediction, with no input to flag it
+    assert np.isfinite(finetune.predict(model, later, output="probabilities")).all()
+
+
+def test_the_recipe_trains_on_missing_values_and_fits_the_linear_model_on_their_flags_as_scikit_learn():
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _with_holes(300, seed=1)
+    y = np.where(np.isnan(x[:, 0]), 1, y)  # being missing carries the label too
+    result = finetune.train("mlp", (x, y), seed=0, progress=False)
+    assert result.model.options["missing_columns"] == [0, 2]
+    state = result.model.state_dict()
+    # scikit-learn: the mean filled in, standardised by the present values' spread, then the missing indicators
+    filled = SimpleImputer(strategy="mean").fit_transform(x.astype(np.float64))
+    scaler = StandardScaler().fit(x.astype(np.float64))
+    inputs = np.column_stack([(filled - scaler.mean_) / scaler.scale_, np.isnan(x[:, [0, 2]])])
+    weights = decisions(result)["class_weights"]["value"]
+    reference = LogisticRegression(max_iter=10_000, tol=1e-10,
+                                   class_weight=None if weights is None else "balanced").fit(inputs, y)
+    weight, bias = state["linear_weight"].double(), state["linear_bias"].double()
+    np.testing.assert_allclose((weight[1] - weight[0]).numpy(), reference.coef_[0], atol=2e-3)
+    np.testing.assert_allclose(float(bias[1] - bias[0]), reference.intercept_[0], atol=2e-3)
+    assert finetune.evaluate(result.model, (x, y))["accuracy"] > 0.9
+
+
+def test_only_a_model_that_fills_missing_values_takes_them():
+    x, y = _with_holes(40)
+    own = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"^X contains NaN \(the first non-finite value: row \d+, column 0\); fill them "
+                                         r"or drop those rows \(model 'mlp' fills missing values itself\)$"):
+        finetune.train(own, (x, y), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"^X contains inf \(the first non-finite value: row 3, column 1\)$"):
+        finetune.train("mlp", (np.where(np.arange(3) == 1, np.where(np.arange(40)[:, None] == 3, np.inf, x), x), y),
+                       epochs=1, progress=False)

@@ -99,6 +99,13 @@ def test_csv_and_npz_loaders_and_their_errors(tmp_path):
     (tmp_path / "e.csv").write_text("a,label\n1,No\n2,\n")
     with pytest.raises(ValueError, match=r"e.csv' row 3, column 'label': the label is empty \(drop the row or fill it\)"):
         datasets.load_file(tmp_path / "e.csv")
+    (tmp_path / "h.csv").write_text("a,b,label\n1,,0\nNA,2,1\n")  # holes: an error, or NaN for a model that fills them
+    with pytest.raises(ValueError, match=r"h.csv' row 2, column 'b': the value is empty \(a missing value: fill it, or "
+                                         r"drop the row\)$"):
+        datasets.load_file(tmp_path / "h.csv")
+    x, y = datasets.load_file(tmp_path / "h.csv", missing=True)
+    np.testing.assert_array_equal(x, [[1, np.nan], [np.nan, 2]])
+    assert y.tolist() == [0, 1]
     (tmp_path / "m.csv").write_text("a,label,b\n1,No,x\n")  # a bad feature after the label: named by its header
     with pytest.raises(ValueError, match=r"m.csv' row 2, column 'b': 'x' is not a number$"):
         datasets.load_file(tmp_path / "m.csv")

@@ -160,6 +160,7 @@ class MlpOptions:
     embedding_sigma: float
     indicator_columns: list[int]
     indicator_values: list[float]
+    missing_columns: list[int]
     def __init__(self) -> None: ...
 
 class CnnOptions:

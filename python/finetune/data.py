@@ -277,9 +277,10 @@ def keywords(value: Any, name: str = "X") -> list[str] | None:
 
 
 def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dtype,
-             examples: int | None = None) -> list[torch.Tensor]:
+             examples: int | None = None, missing: bool = False) -> list[torch.Tensor]:
     """One or more input tensors. Floating and boolean inputs are cast to ``dtype`` (the model's) and must be
-    finite; integer inputs are kept as they are (embedding ids). ``examples``, when known (the labels'
+    finite -- but for NaN, a missing value, where ``missing`` (the model fills them: registry.takes_missing);
+    integer inputs are kept as they are (embedding ids). ``examples``, when known (the labels'
     length), tells a list of model inputs from a list of rows. A dict (a tokenizer's ``BatchEncoding``, or
     ``{"input_ids": ..., "attention_mask": ...}``) gives its values in its keys' order (see :func:`keywords`)."""
     keys = keywords(value, name)
@@ -302,15 +303,19 @@ def features(value: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dty
             raise ValueError(f"{label} is empty (0 examples)")
         if tensor.is_floating_point() or tensor.dtype in (torch.uint8, torch.bool):
             tensor = tensor.to(dtype)
-            if not bool(torch.isfinite(tensor).all()):
-                row, col, found = _first_non_finite(tensor)
+            bad = torch.isinf(tensor) if missing else ~torch.isfinite(tensor)
+            if bool(bad.any()):
+                row, col, found = _first_non_finite(tensor, bad)
                 column, where = col, f"row {row}"
                 if is_frame(item):  # a DataFrame's column by name, and its row's index label unless that is 0..n-1
                     column = repr(item.columns[col])
                     index = item.index
                     if not (type(index).__name__ == "RangeIndex" and index.start == 0 and index.step == 1):
                         where += f" (index label {index[row:row + 1].tolist()[0]!r})"
-                raise ValueError(f"{label} contains {found} (the first non-finite value: {where}, column {column})")
+                remedy = ("; fill them or drop those rows (model 'mlp' fills missing values itself)"
+                          if found == "NaN" else "")
+                raise ValueError(f"{label} contains {found} (the first non-finite value: {where}, column {column})"
+                                 f"{remedy}")
         tensors.append(tensor)
     rows = {t.shape[0] for t in tensors}
     if len(rows) > 1:
@@ -360,10 +365,12 @@ def targets(value: ArrayLike, name: str, task: str, rows: int) -> torch.Tensor:
     return tensor
 
 
-def _first_non_finite(tensor: torch.Tensor) -> tuple[int, int, str]:
-    """(row, column of the flattened example, "NaN" / "inf" / "-inf") of the first value that is not finite."""
+def _first_non_finite(tensor: torch.Tensor, bad: torch.Tensor | None = None) -> tuple[int, int, str]:
+    """(row, column of the flattened example, "NaN" / "inf" / "-inf") of the first value that is not finite (of
+    those ``bad`` marks, where given)."""
     flat = tensor.reshape(tensor.shape[0], -1)
-    row, col = torch.nonzero(~torch.isfinite(flat))[0].tolist()
+    bad = ~torch.isfinite(flat) if bad is None else bad.reshape(flat.shape)
+    row, col = torch.nonzero(bad)[0].tolist()
     value = str(flat[row, col].item())
     return row, col, {"nan": "NaN"}.get(value, value)
 

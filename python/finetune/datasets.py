@@ -454,14 +454,15 @@ def load(name: str, seed: int = 0) -> Split:
 
 
 def load_file(path: str | os.PathLike, label: str = "label", task: str = "classification",
-              encoding: str = "utf-8", errors: str = "strict") -> tuple[np.ndarray, np.ndarray]:
+              encoding: str = "utf-8", errors: str = "strict", missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) from a user's file: `.npz` (arrays X and y) or `.csv` / `.csv.gz` (numeric columns, `label` the
     target: numbers, or for classification text labels such as "Yes"/"No", returned as str). Errors name the
     file, and the row for a bad CSV value.
     `encoding` is a CSV file's text encoding (default UTF-8; a byte-order mark is skipped; unused for .npz) and
     `errors` what to do with bytes that are not valid in it, as pandas' `encoding_errors`: "strict" (default)
     raises a ValueError naming the file and the row (its line number), "replace" puts U+FFFD in their place,
-    "ignore" drops them."""
+    "ignore" drops them. `missing`: an empty feature cell (or NA, N/A, null, None, NaN) reads as NaN, a missing
+    value for a model that fills them ("mlp"); else it is an error naming its row and column."""
     _check_encoding(encoding, errors)
     path = Path(path)
     if not path.is_file():
@@ -473,7 +474,7 @@ def load_file(path: str | os.PathLike, label: str = "label", task: str = "classi
                 raise ValueError(f"'{path}' lacks the array(s) {missing} (it has {sorted(archive.files)})")
             return archive["X"], archive["y"]
     if path.suffix in (".csv", ".gz") or path.name.endswith(".csv.gz"):
-        return _read_csv(path, label, task, encoding, errors)
+        return _read_csv(path, label, task, encoding, errors, missing)
     raise ValueError(f"data file '{path}' must be .npz or .csv, got '{path.suffix}'")
 
 
@@ -503,24 +504,24 @@ def _is_number(text: str) -> bool:
 
 
 def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8",
-              errors: str = "strict") -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) from a numeric CSV; see load_file (`encoding`, `errors` included)."""
+              errors: str = "strict", missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) from a numeric CSV; see load_file (`encoding`, `errors`, `missing` included)."""
     try:
-        return _read_numeric_csv(path, label, task, encoding, errors)
+        return _read_numeric_csv(path, label, task, encoding, errors, missing)
     except UnicodeDecodeError:
         raise _decode_error(path, encoding) from None
 
 
 def load_features(path: str | os.PathLike, label: str, encoding: str = "utf-8",
-                  errors: str = "strict") -> np.ndarray:
+                  errors: str = "strict", missing: bool = False) -> np.ndarray:
     """X from a CSV of new rows to predict: its numeric columns, the `label` column left out unread where there is
-    one (a classifier's text labels, a regression target). Errors as load_file's."""
+    one (a classifier's text labels, a regression target). Errors and `missing` as load_file's."""
     _check_encoding(encoding, errors)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file '{path}' does not exist")
     try:
-        return _read_numeric_csv(path, label, None, encoding, errors)[0]
+        return _read_numeric_csv(path, label, None, encoding, errors, missing)[0]
     except UnicodeDecodeError:
         raise _decode_error(path, encoding) from None
 
@@ -532,9 +533,13 @@ def _not_a_number(path: Path, number: int, column: str, text: str) -> ValueError
     return ValueError(f"'{path}' row {number}, column '{column}': {text!r} is not a number")
 
 
-def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str,
-                      errors: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(X, y); task None: the label column, where there is one, is dropped unread and y is None."""
+MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")  # a CSV's missing value, as pandas reads it (lower case)
+
+
+def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, errors: str,
+                      missing: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """(X, y); task None: the label column, where there is one, is dropped unread and y is None. `missing`: a
+    feature cell of MISSING_TOKENS reads as NaN."""
     import csv
 
     with _open_text(path, encoding, errors) as f:
@@ -552,7 +557,7 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str,
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
             label_text = row.pop(target) if target is not None else ""
             try:
-                values = [float(v) for v in row]
+                values = [math.nan if missing and v.strip().lower() in MISSING_TOKENS else float(v) for v in row]
             except ValueError:
                 bad = next(i for i, v in enumerate(row) if not _is_number(v))
                 raise _not_a_number(path, number, features[bad], row[bad]) from None

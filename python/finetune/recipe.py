@@ -928,11 +928,14 @@ def _fit_linear(model: Any, data: tuple[list[torch.Tensor], torch.Tensor], confi
     phases' class weights), or least squares on the standardised target. Its share of the average is kept."""
     state = model.state_dict()
     x = data[0][0].flatten(1).cpu().to(torch.float64)
-    raw = x
-    x = (x - state["linear_center"].cpu().double()) * state["linear_scale"].cpu().double()
+    raw, center = x, state["linear_center"].cpu().double()
+    x = (torch.where(x.isnan(), center, x) - center) * state["linear_scale"].cpu().double()  # a NaN: the mean, 0
     columns, masses = model.options.get("indicator_columns", []), model.options.get("indicator_values", [])
     if columns:  # the point masses' indicators, as MlpOptions::indicator_columns gives them to the linear model
         x = torch.cat([x, (raw[:, columns].float() == torch.tensor(masses, dtype=torch.float32)).double()], 1)
+    missing = model.options.get("missing_columns", [])
+    if missing:  # then the missing values' (MlpOptions::missing_columns)
+        x = torch.cat([x, raw[:, missing].isnan().double()], 1)
     outputs = state["linear_bias"].shape[0]
     if config.task == "classification":
         targets = data[1].cpu()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import typing
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -81,6 +82,7 @@ class ModelEntry:
     # Options added after run directories began saving their model's options, with what a saved set without them
     # meant (MiniLM's normalize: its head read the raw mean before): a saved run rebuilds as it trained.
     saved_before: dict[str, Any] = field(default_factory=dict)
+    missing: bool = False  # its inputs may hold NaN, which the model fills itself ("mlp": MlpOptions::missing_columns)
 
     def build_saved(self, options: dict[str, Any]) -> Any:
         """The model a run directory saved with ``options``, an option it predates at the value it meant then."""
@@ -150,7 +152,7 @@ class ModelEntry:
     def infer_options(self, x: Any, y: Any, task: str = "classification", **given: Any) -> dict[str, Any]:
         """The options ``(x, y)`` decide (sizes, numbers of classes, users, ...), except those ``given``."""
         x = self.encode_inputs(x, given)
-        inputs = data.features(x, "X", torch.float32, examples=data.length(y))
+        inputs = data.features(x, "X", torch.float32, examples=data.length(y), missing=self.missing)
         y, _ = data.label_ids(y, "y", task, None, fit=True)  # text labels: the ids finetune.train gives them
         targets = data.targets(y, "y", task, inputs[0].shape[0])
         return {k: v for k, v in self._inferred(inputs, targets, task, given).items() if k not in given}
@@ -213,6 +215,14 @@ def built(model: Any) -> tuple[ModelEntry, dict[str, Any]] | None:
         return _built.get(model)
     except TypeError:  # not weak-referenceable (a name where a model belongs)
         return None
+
+
+def takes_missing(model: Any) -> bool:
+    """Whether ``model`` -- a name, or a model finetune built -- fills missing values (NaN) in its inputs itself."""
+    if isinstance(model, str):
+        return model in MODELS and MODELS[model].missing
+    found = built(model)
+    return found is not None and found[0].missing
 
 
 def encode_for(model: Any, x: Any, rows: np.ndarray | None = None) -> Any:
@@ -316,7 +326,8 @@ def _infer_mlp(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str)
                          "one feature is a column, X.reshape(-1, 1) (or df[[name]] for a DataFrame)")
     return {"in_features": int(inputs[0][0].numel()), "num_classes": _outputs(targets, task),
             **robust_scaling(inputs[0].flatten(1)), **(target_scaling(targets) if task == "regression" else {}),
-            **linear_slot(inputs[0].flatten(1), task), **point_masses(inputs[0].flatten(1))}
+            **linear_slot(inputs[0].flatten(1), task), **point_masses(inputs[0].flatten(1)),
+            "missing_columns": torch.isnan(inputs[0].flatten(1)).any(0).nonzero().flatten().tolist()}
 
 
 def linear_slot(x: torch.Tensor, task: str) -> dict[str, Any]:
@@ -327,10 +338,11 @@ def linear_slot(x: torch.Tensor, task: str) -> dict[str, Any]:
     if task not in ("classification", "regression"):
         return {}
     values = x.detach().cpu().double()
-    spread = values.std(0, correction=0)
+    center = values.nanmean(0).nan_to_num(0.0)  # of the values present (a missing one is filled with it)
+    spread = ((values - center) ** 2).nanmean(0).nan_to_num(0.0).sqrt()
     scale = torch.where(spread > 0, 1.0 / spread, torch.zeros_like(spread))
     return {"linear": "probabilities" if task == "classification" else "values",
-            "linear_center": values.mean(0).tolist(), "linear_scale": scale.tolist()}
+            "linear_center": center.tolist(), "linear_scale": scale.tolist()}
 
 
 def target_scaling(targets: torch.Tensor) -> dict[str, Any]:
@@ -360,10 +372,12 @@ def robust_scaling(x: torch.Tensor) -> dict[str, Any]:
         rows = torch.randperm(values.shape[0], generator=torch.Generator().manual_seed(0))[:SCALING_ROWS]
         values = values.index_select(0, rows)
     values = values.numpy()
-    low, center, high = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
-    spread = high - low
-    flat = spread == 0
-    spread[flat] = 0.5 * (values[:, flat].max(0) - values[:, flat].min(0))
+    with warnings.catch_warnings():  # a column with no value present: center 0, scale 0 (it tells nothing)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, center, high = np.nan_to_num(np.nanquantile(values, [0.25, 0.5, 0.75], axis=0))  # of values present
+        spread = high - low
+        flat = spread == 0
+        spread[flat] = np.nan_to_num(0.5 * (np.nanmax(values[:, flat], 0) - np.nanmin(values[:, flat], 0)))
     scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)
     return {"center": center.astype(np.float64).tolist(), "scale": scale.astype(np.float64).tolist(),
             "clip": SMOOTH_CLIP}
@@ -392,7 +406,10 @@ def point_masses(x: torch.Tensor) -> dict[str, Any]:
     values = values.numpy()
     at_edge, columns, masses = 0, [], []
     for column in range(values.shape[1]):
-        levels, counts = np.unique(values[:, column], return_counts=True)
+        present = values[:, column]
+        levels, counts = np.unique(present[~np.isnan(present)], return_counts=True)
+        if len(levels) == 0:
+            continue
         most = int(counts.argmax())
         if (len(levels) < POINT_MASS_LEVELS or most not in (0, len(levels) - 1)
                 or counts[most] < POINT_MASS_SHARE * values.shape[0]):
@@ -435,7 +452,9 @@ RANKING_REG = 1e-4  # mf's reg for task="ranking" unless given
 
 _native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp,
         statistics=(("center", "scale", "clip"), ("target_center", "target_scale"),
-                    ("linear", "linear_center", "linear_scale"), ("indicator_columns", "indicator_values")), switches={"linear": "none"}, recipe="tabular")
+                    ("linear", "linear_center", "linear_scale"), ("indicator_columns", "indicator_values"),
+                    ("missing_columns",)),
+        switches={"linear": "none"}, recipe="tabular", missing=True)
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
 _native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender")

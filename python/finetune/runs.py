@@ -272,6 +272,7 @@ def load_data(cfg: RunConfig) -> datasets.Split:
             cfg.train = cfg.train.replace(task=split.task)
         return split
     x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task, encoding=d.get("encoding") or "utf-8",
+                              missing=registry.takes_missing(cfg.model["name"]),  # "mlp": an empty cell is NaN
                               errors=d.get("encoding_errors") or "strict")
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
@@ -544,7 +545,8 @@ def build_model(cfg: RunConfig, x: Any, y: Any) -> Any:
     """The model the config names, its sizes read off ``(x, y)`` and its weights initialised from train.seed: the
     model finetune.train builds from the name for these rows, not trained."""
     entry, options = registry.get(cfg.model["name"]), _options(cfg)
-    inputs = data.features(entry.encode_inputs(x, options), "X", torch.float32, examples=data.length(y))
+    inputs = data.features(entry.encode_inputs(x, options), "X", torch.float32, examples=data.length(y),
+                           missing=entry.missing)
     y, _ = data.label_ids(y, "y", cfg.train.task, None, fit=True)  # text labels: the ids finetune.train gives them
     targets = data.targets(y, "y", cfg.train.task, inputs[0].shape[0])
     torch.manual_seed(cfg.train.seed)
@@ -622,7 +624,8 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
         encoding = _csv_encoding(cfg)
         features = _csv_columns(cfg, path)[0]
         data.check_column_names(features, columns, str(path), reorder="write its columns")
-        x = datasets.load_features(path, label=cfg.data["label"], **encoding)  # a label column left out unread
+        x = datasets.load_features(path, label=cfg.data["label"], missing=registry.takes_missing(cfg.model["name"]),
+                                   **encoding)  # a label column left out unread
     entry = registry.get(cfg.model["name"])
     if entry.example_shape is not None and x.ndim == 2:
         x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))

@@ -302,6 +302,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         raise ValueError(f"X as a dict (keyword inputs) needs an nn.Module called in Python; the built-in model "
                          f"{entry.name!r} takes arrays")
     dtype = torch.float32 if entry is not None else models.parameter_dtype(model)
+    missing = registry.takes_missing(entry.name if entry is not None else model)  # "mlp" fills NaN itself
     stream = streams.streamed(x, y, "train_data", cfg.task, dtype, cfg)
     if stream is not None:  # a dataset or a memory-mapped X: read a batch at a time (finetune.streams)
         if entry is not None:
@@ -316,7 +317,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             x = entry.encode_inputs(x, model_options, rows)
         else:
             x = registry.encode_for(model, x, rows)  # a model built by name before: its texts at its max_length
-        inputs = data.features(x, "X", dtype, examples=data.length(y))
+        inputs = data.features(x, "X", dtype, examples=data.length(y), missing=missing)
         targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
         if cfg.task == "classification" and not task_given:  # the default task: do the labels look like classes?
             # Gaps matter where the head is sized by the labels; a model's own head may have classes y lacks.
@@ -339,7 +340,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             val_inputs, val_targets = val_stream
         else:
             val_x = entry.encode_inputs(val_x, model_options) if entry is not None else registry.encode_for(model, val_x)
-            val_inputs = data.features(val_x, "X_val", dtype, examples=data.length(vy))
+            val_inputs = data.features(val_x, "X_val", dtype, examples=data.length(vy), missing=missing)
             val_targets = data.targets(vy, "y_val", cfg.task, val_inputs[0].shape[0])
             if (cfg.task == "classification" and entry is not None and stream is None
                     and "num_classes" not in model_options):  # a built-in model's head is as wide as y's labels
@@ -1134,7 +1135,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
         streams.check_unused(cfg)
         _check_like_training(model, x)
         x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
-        inputs = data.features(x, "X", models.parameter_dtype(model))
+        inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
         targets = data.targets(y, "y", task, inputs[0].shape[0])
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
     example = streams.head(inputs, 2)
@@ -1159,7 +1160,7 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
     _check_batch_size(batch_size)
     _check_like_training(model, x)
     x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
-    inputs = data.features(x, "X", models.parameter_dtype(model))
+    inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
     if isinstance(model, models.NativeModel):
         return _native_features(model, inputs, head, batch_size)
     model = models.adapt(model, inputs, data.keywords(x), output_key)
@@ -1227,7 +1228,7 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
         streams.check_unused(cfg)
         _check_like_training(model, x)
         x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
-        inputs = data.features(x, "X", models.parameter_dtype(model))
+        inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
     example = streams.head(inputs, 2)
     adapted = models.adapt(model, example, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
