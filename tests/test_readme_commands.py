@@ -146,6 +146,9 @@ EXCLUDED = {
         "a benchmark: 1 s on an AMD EPYC (tests/test_recipe.py checks the recipe's raw-scale warning)",
     "python benchmarks/unseen_classes.py --seeds 5 --threads 1 --tables fgl CreditCard":
         "a benchmark: 8 s on an Intel Xeon (tests/test_recipe.py checks the recipe's class weights)",
+    "python benchmarks/missing_values.py --seeds 10 --threads 1":
+        "a benchmark: 83 s on an Intel Xeon (tests/test_tabular.py checks the filling and the flags against plain "
+        "PyTorch and scikit-learn)",
     "python benchmarks/point_masses.py --seeds 10 --threads 1":
         "a benchmark: 216 s on an Intel Xeon (tests/test_tabular.py checks the indicators against plain PyTorch and "
         "scikit-learn and the rule on made-up columns)",
