@@ -418,6 +418,21 @@ def test_dataframes_keep_their_numbers_and_a_wide_head_keeps_its_class_ids():
     assert result.steps >= 1
 
 
+def _assert_binary_linear_model_is_scikit_learns(result, inputs, y):
+    """The linear model the recipe fit beside a two-class "mlp" is scikit-learn's binary LogisticRegression on
+    ``inputs`` (C = 1: the two-class multinomial's C = 0.5; its one weight vector the difference of the two rows),
+    with the class weights rule 7 chose."""
+    from sklearn.linear_model import LogisticRegression
+
+    weights = decisions(result)["class_weights"]["value"]
+    reference = LogisticRegression(max_iter=10_000, tol=1e-10, class_weight=None if weights is None else "balanced").fit(
+        inputs, y)
+    state = result.model.state_dict()
+    weight, bias = state["linear_weight"].double(), state["linear_bias"].double()
+    np.testing.assert_allclose((weight[1] - weight[0]).numpy(), reference.coef_[0], atol=2e-3)
+    np.testing.assert_allclose(float(bias[1] - bias[0]), reference.intercept_[0], atol=2e-3)
+
+
 def _with_linear(model, weight, bias, share):
     state = model.state_dict()
     state["linear_weight"], state["linear_bias"] = weight, bias
@@ -517,18 +532,12 @@ def test_the_share_kept_is_the_lowest_slice_loss_and_the_metrics_are_its():
 def test_a_binary_linear_model_is_scikit_learns_binary_logistic_regression():
     """Two classes: the two-class multinomial at C = 0.5 is scikit-learn's binary fit at C = 1 (its one weight
     vector the difference of the two rows), with the class weights rule 7 chose."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     d = load_breast_cancer()
     result = finetune.train("mlp", (d.data, d.target), seed=0, progress=False)
-    weights = {x["what"]: x["value"] for x in result.recipe}["class_weights"]
-    state = result.model.state_dict()
-    reference = LogisticRegression(max_iter=10_000, tol=1e-10, class_weight=None if weights is None else "balanced").fit(
-        StandardScaler().fit_transform(d.data.astype(np.float32).astype(np.float64)), d.target)
-    weight, bias = state["linear_weight"].double(), state["linear_bias"].double()
-    np.testing.assert_allclose((weight[1] - weight[0]).numpy(), reference.coef_[0], atol=2e-3)
-    np.testing.assert_allclose(float(bias[1] - bias[0]), reference.intercept_[0], atol=2e-3)
+    _assert_binary_linear_model_is_scikit_learns(
+        result, StandardScaler().fit_transform(d.data.astype(np.float32).astype(np.float64)), d.target)
 
 
 def test_a_trained_mlp_passed_in_again_gets_its_linear_model_fit_for_the_new_data():
@@ -613,8 +622,6 @@ def test_point_mass_indicators_match_plain_pytorch():
 
 
 def test_the_recipe_fits_the_linear_model_on_the_indicators_too_as_scikit_learn():
-    from sklearn.linear_model import LogisticRegression
-
     x = _point_mass_table(300, seed=3)
     y = ((x[:, 0] == 0) ^ (x[:, 2] > 5)).astype(np.int64)  # the "none" state itself carries the label
     result = finetune.train("mlp", (x, y), seed=0, progress=False)
@@ -622,12 +629,7 @@ def test_the_recipe_fits_the_linear_model_on_the_indicators_too_as_scikit_learn(
     assert result.model.options["indicator_columns"] == [0, 1]
     standardised = (x.astype(np.float64) - state["linear_center"].double().numpy()) * state["linear_scale"].double().numpy()
     inputs = np.column_stack([standardised, x[:, 0] == 0.0, x[:, 1] == 100.0]).astype(np.float64)
-    weights = decisions(result)["class_weights"]["value"]
-    reference = LogisticRegression(max_iter=10_000, tol=1e-10,  # binary C = 1: the two-class multinomial's C = 0.5
-                                   class_weight=None if weights is None else "balanced").fit(inputs, y)
-    weight, bias = state["linear_weight"].double(), state["linear_bias"].double()
-    np.testing.assert_allclose((weight[1] - weight[0]).numpy(), reference.coef_[0], atol=2e-3)
-    np.testing.assert_allclose(float(bias[1] - bias[0]), reference.intercept_[0], atol=2e-3)
+    _assert_binary_linear_model_is_scikit_learns(result, inputs, y)
 
 
 @pytest.mark.parametrize("as_given", ["numpy str", "object", "pandas Series", "pandas category", "list"])
@@ -744,24 +746,17 @@ def test_missing_values_are_filled_and_flagged_as_a_plain_pytorch_reference():
 
 def test_the_recipe_trains_on_missing_values_and_fits_the_linear_model_on_their_flags_as_scikit_learn():
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     x, y = _with_holes(300, seed=1)
     y = np.where(np.isnan(x[:, 0]), 1, y)  # being missing carries the label too
     result = finetune.train("mlp", (x, y), seed=0, progress=False)
     assert result.model.options["missing_columns"] == [0, 2]
-    state = result.model.state_dict()
     # scikit-learn: the mean filled in, standardised by the present values' spread, then the missing indicators
     filled = SimpleImputer(strategy="mean").fit_transform(x.astype(np.float64))
     scaler = StandardScaler().fit(x.astype(np.float64))
     inputs = np.column_stack([(filled - scaler.mean_) / scaler.scale_, np.isnan(x[:, [0, 2]])])
-    weights = decisions(result)["class_weights"]["value"]
-    reference = LogisticRegression(max_iter=10_000, tol=1e-10,
-                                   class_weight=None if weights is None else "balanced").fit(inputs, y)
-    weight, bias = state["linear_weight"].double(), state["linear_bias"].double()
-    np.testing.assert_allclose((weight[1] - weight[0]).numpy(), reference.coef_[0], atol=2e-3)
-    np.testing.assert_allclose(float(bias[1] - bias[0]), reference.intercept_[0], atol=2e-3)
+    _assert_binary_linear_model_is_scikit_learns(result, inputs, y)
     assert finetune.evaluate(result.model, (x, y))["accuracy"] > 0.9
 
 

@@ -526,11 +526,12 @@ def load_features(path: str | os.PathLike, label: str, encoding: str = "utf-8",
         raise _decode_error(path, encoding) from None
 
 
-def _not_a_number(path: Path, number: int, column: str, text: str) -> ValueError:
+def _not_a_number(path: Path, number: int, column: str, text: str, hint: str = "") -> ValueError:
+    """A CSV cell that should hold a number: an empty one named as missing, else the text found and ``hint``."""
     if not text.strip():
         return ValueError(f"'{path}' row {number}, column '{column}': the value is empty (a missing value: fill it, "
                           "or drop the row)")
-    return ValueError(f"'{path}' row {number}, column '{column}': {text!r} is not a number")
+    return ValueError(f"'{path}' row {number}, column '{column}': {text!r} is not a number{hint}")
 
 
 MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")  # a CSV's missing value, as pandas reads it (lower case)
@@ -562,9 +563,8 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
                 bad = next(i for i, v in enumerate(row) if not _is_number(v))
                 raise _not_a_number(path, number, features[bad], row[bad]) from None
             if task is not None and task != "classification" and not _is_number(label_text):
-                hint = (f" (task={task!r} predicts values; labels such as 'Yes' are task='classification')"
-                        if label_text.strip() else "")
-                raise ValueError(f"{_not_a_number(path, number, label, label_text)}{hint}")
+                raise _not_a_number(path, number, label, label_text, f" (task={task!r} predicts values; labels "
+                                    "such as 'Yes' are task='classification')")
             labels.append(label_text)
             rows.append(values)
     if not rows:
