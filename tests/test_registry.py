@@ -84,7 +84,7 @@ def test_the_options_and_their_defaults_are_discoverable():
                                        "target_scale": [], "linear": "none", "linear_center": [], "linear_scale": [],
                                        "embedding": "none", "embedding_frequencies": 16, "embedding_size": 4,
                                        "embedding_sigma": 0.1, "indicator_columns": [], "indicator_values": [],
-                                       "missing_columns": []}
+                                       "missing_columns": [], "categories": []}
     assert set(registry.options("cnn")) == {"channels", "dropout", "height", "hidden", "in_channels", "num_classes",
                                             "width"}
     assert runs.model_names() == registry.names()
@@ -105,13 +105,13 @@ def test_an_unknown_name_lists_the_models():
 def test_an_unknown_option_lists_that_models_options():
     x, y, _, _ = synthetic("mlp")
     with pytest.raises(TypeError, match=r"unknown option 'hiden' for model 'mlp' \(did you mean 'hidden'\?\); "
-                                        r"known options: \['center', "
+                                        r"known options: \['categories', 'center', "
                                         r"'clip', 'dropout', 'embedding', 'embedding_frequencies', 'embedding_sigma', "
                                         r"'embedding_size', 'hidden', 'in_features', 'indicator_columns', "
                                         r"'indicator_values', 'linear', 'linear_center', "
                                         r"'linear_scale', 'missing_columns', 'num_classes', 'scale', 'target_center', 'target_scale'\]"):
         finetune.build("mlp", hiden=[8])
-    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['hiden'\].*options of model 'mlp': \['center', 'clip', 'dropout', "):
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['hiden'\].*options of model 'mlp': \['categories', 'center', 'clip', 'dropout', "):
         finetune.train("mlp", (x, y), hiden=[8], progress=False)
     with pytest.raises(TypeError,
                        match=r"known options: \['dropout', 'layers', 'max_length', 'normalize', 'num_classes'\]"):

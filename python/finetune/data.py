@@ -252,7 +252,8 @@ def _frame_numbers(frame: Any, name: str) -> Any:
             numbers = pd.to_numeric(present, errors="coerce").notna().all() if len(present) else False
             label = frame.columns[position]
             fix = (f"they read as numbers: df[{label!r}] = pd.to_numeric(df[{label!r}])" if numbers else
-                   "encode it first (pd.get_dummies(...) for categories, .cat.codes, or numbers of your own)")
+                   "encode it first (pd.get_dummies(...) for categories, .cat.codes, or numbers of your own; "
+                   "model 'mlp' one-hot encodes them itself)")
             raise TypeError(f"{name} column {label!r} holds {dtype} values{example}, not a numeric dtype: {fix}")
         kinds.append(kind)
     numpy_dtypes = all(isinstance(dtype, np.dtype) for dtype in frame.dtypes)

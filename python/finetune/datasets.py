@@ -454,7 +454,8 @@ def load(name: str, seed: int = 0) -> Split:
 
 
 def load_file(path: str | os.PathLike, label: str = "label", task: str = "classification",
-              encoding: str = "utf-8", errors: str = "strict", missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              encoding: str = "utf-8", errors: str = "strict", missing: bool = False,
+              words: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) from a user's file: `.npz` (arrays X and y) or `.csv` / `.csv.gz` (numeric columns, `label` the
     target: numbers, or for classification text labels such as "Yes"/"No", returned as str). Errors name the
     file, and the row for a bad CSV value.
@@ -462,7 +463,9 @@ def load_file(path: str | os.PathLike, label: str = "label", task: str = "classi
     `errors` what to do with bytes that are not valid in it, as pandas' `encoding_errors`: "strict" (default)
     raises a ValueError naming the file and the row (its line number), "replace" puts U+FFFD in their place,
     "ignore" drops them. `missing`: an empty feature cell (or NA, N/A, null, None, NaN) reads as NaN, a missing
-    value for a model that fills them ("mlp"); else it is an error naming its row and column."""
+    value for a model that fills them ("mlp"); else it is an error naming its row and column. `words`: a feature
+    column holding a cell that is not a number (and not missing) is read as text -- X is then an object array, the
+    column's cells strings (None where missing) -- for a model that one-hot encodes categories ("mlp")."""
     _check_encoding(encoding, errors)
     path = Path(path)
     if not path.is_file():
@@ -474,7 +477,7 @@ def load_file(path: str | os.PathLike, label: str = "label", task: str = "classi
                 raise ValueError(f"'{path}' lacks the array(s) {missing} (it has {sorted(archive.files)})")
             return archive["X"], archive["y"]
     if path.suffix in (".csv", ".gz") or path.name.endswith(".csv.gz"):
-        return _read_csv(path, label, task, encoding, errors, missing)
+        return _read_csv(path, label, task, encoding, errors, missing, words)
     raise ValueError(f"data file '{path}' must be .npz or .csv, got '{path.suffix}'")
 
 
@@ -503,25 +506,25 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8",
-              errors: str = "strict", missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) from a numeric CSV; see load_file (`encoding`, `errors`, `missing` included)."""
+def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8", errors: str = "strict",
+              missing: bool = False, words: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) from a CSV; see load_file (`encoding`, `errors`, `missing`, `words` included)."""
     try:
-        return _read_numeric_csv(path, label, task, encoding, errors, missing)
+        return _read_numeric_csv(path, label, task, encoding, errors, missing, words)
     except UnicodeDecodeError:
         raise _decode_error(path, encoding) from None
 
 
 def load_features(path: str | os.PathLike, label: str, encoding: str = "utf-8",
-                  errors: str = "strict", missing: bool = False) -> np.ndarray:
-    """X from a CSV of new rows to predict: its numeric columns, the `label` column left out unread where there is
-    one (a classifier's text labels, a regression target). Errors and `missing` as load_file's."""
+                  errors: str = "strict", missing: bool = False, words: bool = False) -> np.ndarray:
+    """X from a CSV of new rows to predict: its feature columns, the `label` column left out unread where there is
+    one (a classifier's text labels, a regression target). Errors, `missing` and `words` as load_file's."""
     _check_encoding(encoding, errors)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file '{path}' does not exist")
     try:
-        return _read_numeric_csv(path, label, None, encoding, errors, missing)[0]
+        return _read_numeric_csv(path, label, None, encoding, errors, missing, words)[0]
     except UnicodeDecodeError:
         raise _decode_error(path, encoding) from None
 
@@ -538,9 +541,9 @@ MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")  # a CSV's missing val
 
 
 def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, errors: str,
-                      missing: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                      missing: bool = False, words: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """(X, y); task None: the label column, where there is one, is dropped unread and y is None. `missing`: a
-    feature cell of MISSING_TOKENS reads as NaN."""
+    feature cell of MISSING_TOKENS reads as NaN. `words`: a cell that is neither is kept as its text."""
     import csv
 
     with _open_text(path, encoding, errors) as f:
@@ -552,13 +555,14 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
             raise ValueError(f"'{path}' has no label column '{label}' (columns: {header})")
         target = header.index(label) if label in header else None
         features = [c for i, c in enumerate(header) if i != target]
-        rows, labels = [], []
+        rows, labels, texts = [], [], []  # texts: the cells as written, where words are read
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
             label_text = row.pop(target) if target is not None else ""
             try:
-                values = [math.nan if missing and v.strip().lower() in MISSING_TOKENS else float(v) for v in row]
+                values = [math.nan if missing and v.strip().lower() in MISSING_TOKENS else
+                          v if words and not _is_number(v) else float(v) for v in row]
             except ValueError:
                 bad = next(i for i, v in enumerate(row) if not _is_number(v))
                 raise _not_a_number(path, number, features[bad], row[bad]) from None
@@ -567,18 +571,34 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
                                     "such as 'Yes' are task='classification')")
             labels.append(label_text)
             rows.append(values)
+            if words:
+                texts.append(row)
     if not rows:
         raise ValueError(f"'{path}' has a header but no rows")
+    x = _with_words(rows, texts) if words else np.asarray(rows, dtype=np.float32)
     if task is None:
-        return np.asarray(rows, dtype=np.float32), None
+        return x, None
     if task == "classification" and not all(_is_number(v) for v in labels):
         empty = next((i for i, v in enumerate(labels) if not v.strip()), None)
         if empty is not None:
             raise ValueError(f"'{path}' row {empty + 2}, column '{label}': the label is empty (drop the row or fill it)")
-        return np.asarray(rows, dtype=np.float32), np.asarray(labels, dtype=str)  # labels ("Yes"/"No"): kept as text
+        return x, np.asarray(labels, dtype=str)  # labels ("Yes"/"No"): kept as text
     y = np.asarray([float(v) for v in labels], dtype=np.float32)
     if task == "classification":
         if not np.all(y == np.round(y)):
             raise ValueError(f"'{path}' column '{label}' must hold integer class ids for classification")
         y = y.astype(np.int64)
-    return np.asarray(rows, dtype=np.float32), y
+    return x, y
+
+
+def _with_words(rows: list[list[Any]], texts: list[list[str]]) -> np.ndarray:
+    """A CSV's cells, numbers and words: float32 where every column holds numbers; else an object array whose
+    columns of words hold their cells as written (a missing one None) and the rest floats."""
+    values = np.asarray(rows, dtype=object)
+    words = [j for j in range(values.shape[1]) if any(isinstance(v, str) for v in values[:, j])]
+    if not words:
+        return values.astype(np.float32)
+    for j in words:
+        values[:, j] = [None if isinstance(v, float) and math.isnan(v) else text[j]
+                        for v, text in zip(values[:, j], texts)]
+    return values

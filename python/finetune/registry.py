@@ -10,7 +10,7 @@ MiniLM text classifier and the pretrained digit CNN.
 An entry is a factory (its keyword parameters are the model's options, their defaults the defaults), an
 ``infer_options(inputs, targets, task)`` that reads the sizes the data decides (from the model's input tensors
 and the target tensor), and, for a model that reads something other than numbers, ``encode(X, options)``
-(MiniLM: texts to token ids). Adding a model is one decorated factory:
+(MiniLM: texts to token ids; "mlp": a table's category columns one-hot, finetune.categories). Adding a model is one decorated factory:
 
     @finetune.register_model("linear", infer_options=lambda inputs, y, task: {"in_features": inputs[0].shape[1]})
     def linear(in_features: int, num_classes: int = 2) -> torch.nn.Module:
@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import _C, data, models
+from . import _C, categories, data, models
 from .config import did_you_mean
 
 Infer = Callable[[Sequence[torch.Tensor], torch.Tensor, str], dict[str, Any]]
@@ -151,11 +151,13 @@ class ModelEntry:
 
     def infer_options(self, x: Any, y: Any, task: str = "classification", **given: Any) -> dict[str, Any]:
         """The options ``(x, y)`` decide (sizes, numbers of classes, users, ...), except those ``given``."""
-        x = self.encode_inputs(x, given)
+        chosen = self.choose_options(x, given)  # what the inputs decide before encoding (mlp's categories)
+        x = self.encode_inputs(x, chosen)
         inputs = data.features(x, "X", torch.float32, examples=data.length(y), missing=self.missing)
         y, _ = data.label_ids(y, "y", task, None, fit=True)  # text labels: the ids finetune.train gives them
         targets = data.targets(y, "y", task, inputs[0].shape[0])
-        return {k: v for k, v in self._inferred(inputs, targets, task, given).items() if k not in given}
+        inferred = {**chosen, **self._inferred(inputs, targets, task, chosen)}
+        return {k: v for k, v in inferred.items() if k not in given}
 
     def _inferred(self, inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: str,
                   given: dict[str, Any]) -> dict[str, Any]:
@@ -302,15 +304,23 @@ def _outputs(targets: torch.Tensor, task: str) -> int:
 
 
 def _native(name: str, make_options: Callable[[], Any], make_module: Callable[[Any], Any], infer: Infer,
-            **extra: Any) -> None:
-    """A native model as an entry: its options and their defaults are the C++ struct's fields."""
+            encoding: dict[str, tuple[Any, Callable[[Any], None]]] | None = None, **extra: Any) -> None:
+    """A native model as an entry: its options and their defaults are the C++ struct's fields, and ``encoding``'s
+    (option -> (default, check)): options of the Python step that turns X into the numbers the C++ model reads
+    ("mlp"'s categories), kept with the model's options (saved, remembered) but never given to C++."""
+    encoding = encoding or {}
     fields = [k for k in dir(make_options()) if not k.startswith("_")]
-    defaults = {k: getattr(make_options(), k) for k in fields}
+    defaults = {**{k: getattr(make_options(), k) for k in fields}, **{k: v[0] for k, v in encoding.items()}}
 
     def factory(**options: Any) -> models.NativeModel:
-        return models.native(name, make_options, make_module, options)
+        model = models.native(name, make_options, make_module, {k: v for k, v in options.items() if k not in encoding})
+        model.options.update({k: options.get(k, default) for k, (default, _) in encoding.items()})
+        return model
 
     def check(key: str, value: Any) -> None:
+        if key in encoding:
+            encoding[key][1](value)
+            return
         try:
             setattr(make_options(), key, list(value) if isinstance(value, tuple) else value)
         except (TypeError, ValueError, RuntimeError):
@@ -453,9 +463,10 @@ RANKING_REG = 1e-4  # mf's reg for task="ranking" unless given
 
 
 _native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp,
+        encoding={"categories": ([], categories.check)}, encode=categories.encode, choose=categories.choose,
         statistics=(("center", "scale", "clip"), ("target_center", "target_scale"),
                     ("linear", "linear_center", "linear_scale"), ("indicator_columns", "indicator_values"),
-                    ("missing_columns",)),
+                    ("missing_columns",), ("categories",)),
         switches={"linear": "none"}, recipe="tabular", missing=True)
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))

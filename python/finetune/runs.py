@@ -273,11 +273,17 @@ def load_data(cfg: RunConfig) -> datasets.Split:
         return split
     x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task, encoding=d.get("encoding") or "utf-8",
                               missing=registry.takes_missing(cfg.model["name"]),  # "mlp": an empty cell is NaN
+                              words=_reads_words(cfg),  # "mlp": a column of words is categories
                               errors=d.get("encoding_errors") or "strict")
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
     train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test", "test_fraction")
     return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}")
+
+
+def _reads_words(cfg: RunConfig) -> bool:
+    """Whether the config's model reads a CSV's columns of words as categories ("mlp": finetune.categories)."""
+    return "categories" in registry.get(cfg.model["name"]).defaults
 
 
 def write_toml(values: dict[str, Any]) -> str:
@@ -536,8 +542,12 @@ def with_chosen_options(cfg: RunConfig, x_train: Any) -> RunConfig:
     return RunConfig(cfg.data, {**cfg.model, **chosen}, cfg.train, cfg.source, cfg.tune, cfg.lora, cfg.train_given)
 
 
-def model_inputs(cfg: RunConfig, x: Any) -> Any:
-    """``x`` as the numbers the config's model reads (MiniLM: texts tokenised at model.max_length)."""
+def model_inputs(cfg: RunConfig, x: Any, model: Any = None) -> Any:
+    """``x`` as the numbers the config's model reads (MiniLM: texts tokenised at model.max_length), by the options
+    ``model`` was built with where finetune built it ("mlp"'s category levels, saved with its weights, not in
+    config.toml), else by the config's."""
+    if model is not None and registry.built(model) is not None:
+        return registry.encode_for(model, x)
     return registry.get(cfg.model["name"]).encode_inputs(x, _options(cfg))
 
 
@@ -587,7 +597,7 @@ def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
 
     cfg, model = load_run(run_dir)
     split = load_data(cfg)
-    metrics = finetune.evaluate(model, (model_inputs(cfg, split.x_test), split.y_test), task=split.task)
+    metrics = finetune.evaluate(model, (model_inputs(cfg, split.x_test, model), split.y_test), task=split.task)
     metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist() if "confusion_matrix" in metrics else None
     return metrics
 
@@ -625,7 +635,7 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
         features = _csv_columns(cfg, path)[0]
         data.check_column_names(features, columns, str(path), reorder="write its columns")
         x = datasets.load_features(path, label=cfg.data["label"], missing=registry.takes_missing(cfg.model["name"]),
-                                   **encoding)  # a label column left out unread
+                                   words=_reads_words(cfg), **encoding)  # a label column left out unread
     entry = registry.get(cfg.model["name"])
     if entry.example_shape is not None and x.ndim == 2:
         x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))
@@ -640,7 +650,7 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
 
     cfg, model = load_run(run_dir)
     trained = training.trained_for(model)
-    x = model_inputs(cfg, read_inputs(cfg, input_path, trained.columns if trained is not None else None))
+    x = model_inputs(cfg, read_inputs(cfg, input_path, trained.columns if trained is not None else None), model)
     with open(output_path, "w") as f:
         if cfg.train.task == "classification" and trained is not None and trained.classes is not None:
             # text labels: the label predicted, then p_LABEL per class, quoted where a label needs it

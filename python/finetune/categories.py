@@ -1,0 +1,226 @@
+"""Category columns of a table (strings, pandas categories) as the one-hot inputs model "mlp" reads.
+
+    finetune.train("mlp", (df, y))      # df's "sex" and "smoker" columns: one 0/1 input per level, read off df
+
+A table's columns that hold words -- a DataFrame's object, string or category columns, or the columns of a 2-D
+object array that hold strings (a CSV's, in the CLI) -- are categories. Their levels are read off the training
+rows once (ModelEntry.choose_options) and kept as the model's option ``categories``, saved with its weights, so
+that every split, and any later predict, is encoded alike:
+
+- The number columns come first, in their order, then each category column's block of 0/1 columns: its levels in
+  sorted order (a pandas category column: its categories' order), then a level for a missing value (None, NaN)
+  where training held one. This is ``pd.get_dummies(df, dtype=float)``'s layout (``dummy_na=True`` where values are
+  missing), so a model trained on the two is the same model (tests/test_categories.py).
+- A level fewer than MIN_ROWS training rows hold, and beyond a column's MAX_LEVELS most common, is not a column of
+  its own: such levels share one "other" column. A column of names or ids (a different value in almost every row)
+  then costs one input, not one per row; a level that training never saw reads as "other" where there is one,
+  else as no level at all (every column of its block 0), as scikit-learn's OneHotEncoder(handle_unknown="ignore").
+
+The option, for each category column: ``{"column": its name (a DataFrame) or position (an array), "levels":
+[...], "other": whether the block ends with the "other" column}``; levels are strings, a missing value's None.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from . import data
+
+MIN_ROWS = 2  # a level held by fewer training rows shares the "other" column: one row teaches its weight nothing
+MAX_LEVELS = 100  # at most this many levels of a column get a column of their own (the most common)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, pd.NA's comparisons (NA: not a bool, then missing too)
+    except TypeError:
+        return True
+
+
+def _level(value: Any) -> str | None:
+    """A cell as the level it stands for: its text; None where it is missing."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer()):
+        return str(int(value))  # 3, 3.0 and np.int64(3) are one level, as a CSV's "3" is
+    return str(value)
+
+
+def _number_text(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _table_columns(x: Any) -> list[tuple[Any, Any]] | None:
+    """(name or position, the column's cells) for each column of a DataFrame or 2-D object array; None for what
+    holds numbers only (a numeric array, a tensor), which goes on as it is."""
+    if data.is_frame(x):
+        return [(name, x.iloc[:, i]) for i, name in enumerate(x.columns)]
+    if isinstance(x, np.ndarray) and x.dtype == object and x.ndim == 2:
+        return [(i, x[:, i]) for i in range(x.shape[1])]
+    return None
+
+
+def _is_category(cells: Any) -> bool:
+    """Whether a column is categories: a pandas category column, a string column, or objects among which is a
+    string. Numbers stored as text (every value a number: "3", "1.5") are an error naming both readings."""
+    dtype = getattr(cells, "dtype", None)
+    if type(dtype).__name__ == "CategoricalDtype":
+        return True
+    if dtype is not None and getattr(dtype, "kind", "O") in "biuf":
+        return False
+    present = [v for v in (cells.tolist() if hasattr(cells, "tolist") else list(cells)) if not _is_missing(v)]
+    return any(isinstance(v, (str, bytes)) for v in present) or (type(dtype).__name__ == "StringDtype")
+
+
+def choose(x: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``categories`` read off the training inputs ``x`` (kept where given)."""
+    if "categories" in options:
+        return options
+    columns = _table_columns(x)
+    if columns is None:
+        return options
+    chosen = [_levels_of(name, cells) for name, cells in columns if _is_category(cells)]
+    names = [name for name, _ in columns]
+    repeated = sorted({repr(name) for name in names if names.count(name) > 1})
+    if chosen and repeated:
+        raise TypeError(f"X has the column name(s) {', '.join(repeated)} more than once: its category columns are "
+                        "found by name; give each column a name of its own")
+    return {**options, "categories": chosen} if chosen else options
+
+
+def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
+    values = cells.tolist() if hasattr(cells, "tolist") else list(cells)
+    present = [v for v in values if not _is_missing(v)]
+    if present and all(isinstance(v, str) for v in present) and all(_number_text(v) for v in present) \
+            and type(getattr(cells, "dtype", None)).__name__ != "CategoricalDtype":
+        raise TypeError(f"X column {name!r} holds numbers as text (e.g. {present[0]!r}): say which they are -- "
+                        f"numbers (df[{name!r}] = pd.to_numeric(df[{name!r}])) or categories "
+                        f"(df[{name!r}] = df[{name!r}].astype('category'))")
+    levels = [_level(v) for v in values]
+    counts: dict[str | None, int] = {}
+    for level in levels:
+        counts[level] = counts.get(level, 0) + 1
+    declared = getattr(getattr(cells, "dtype", None), "categories", None)
+    if declared is not None:  # a pandas category column: its categories' order, each declared one kept
+        order = [_level(c) for c in declared]
+    else:
+        order = sorted(level for level in counts if level is not None)
+    common = sorted((level for level in order if counts.get(level, 0) >= MIN_ROWS or declared is not None),
+                    key=lambda level: -counts.get(level, 0))[:MAX_LEVELS]
+    kept = [level for level in order if level in set(common)]
+    if None in counts:
+        kept.append(None)
+    other = any(level not in kept for level in counts)
+    return {"column": name if isinstance(name, (str, int)) and not isinstance(name, bool) else str(name),
+            "levels": kept, "other": other}
+
+
+def check(value: Any) -> None:
+    """A TypeError unless ``value`` is a categories option as :func:`choose` writes it."""
+    fine = isinstance(value, (list, tuple)) and all(
+        isinstance(c, dict) and set(c) == {"column", "levels", "other"} and isinstance(c["column"], (str, int))
+        and isinstance(c["levels"], (list, tuple)) and all(v is None or isinstance(v, str) for v in c["levels"])
+        and isinstance(c["other"], bool) for c in value)
+    if not fine:
+        raise TypeError(f"model option categories={value!r} has the wrong type: a list of {{'column': name or "
+                        "position, 'levels': [strings, None for a missing value], 'other': bool}, one per category "
+                        "column (finetune.train reads it off the data)")
+
+
+def width(categories: list[dict[str, Any]]) -> int:
+    """The inputs the category columns become."""
+    return sum(len(c["levels"]) + int(c["other"]) for c in categories)
+
+
+def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> Any:
+    """``x`` with its category columns one-hot (the layout of the module's docstring): a float32 array, NaN where
+    a number column's value is missing. Numbers with no categories go on as they are."""
+    categories = options.get("categories") or []
+    columns = _table_columns(x)
+    if not categories:
+        if columns is not None:
+            found = next((name for name, cells in columns if _is_category(cells)), None)
+            if found is not None:
+                raise ValueError(f"X column {found!r} holds categories (e.g. {_example(x, found)!r}), and the model "
+                                 "was built with none (categories=[]): train it on this table, or encode the column "
+                                 "as numbers first")
+        return x
+    if columns is None:
+        if _encoded(x, options.get("in_features")):
+            return x  # numbers the model reads already: the recipe's phases, a later train on encoded rows
+        shape = tuple(np.shape(x)) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(f"model 'mlp' reads category columns {[c['column'] for c in categories]}: pass X as the "
+                         f"table it trained on (a DataFrame, or an object array holding their words), got {shape}")
+    by_name = dict(columns)  # a DataFrame's columns by name, an array's by position
+    named = [c["column"] for c in categories]
+    absent = [name for name in named if name not in by_name]
+    if absent:
+        raise ValueError(f"X lacks the category column(s) {absent} the model was trained on (it has "
+                         f"{list(by_name)[:20]})")
+    numbers_part = [cells for name, cells in columns if name not in set(named)]
+    blocks = [_number_columns(numbers_part, x)] + [_one_hot(by_name[c["column"]], c) for c in categories]
+    return np.concatenate(blocks, axis=1)
+
+
+def _encoded(x: Any, width: Any) -> bool:
+    """Whether ``x`` is the inputs already encoded: a tensor (or a list of one), or a numeric array as wide as the
+    model's inputs where they are known (a run encodes its splits once, before the model is sized)."""
+    import torch
+
+    if isinstance(x, (list, tuple)) and len(x) == 1:
+        x = x[0]
+    if isinstance(x, torch.Tensor):
+        return True
+    return (isinstance(x, np.ndarray) and x.dtype != object and x.ndim == 2
+            and (not width or x.shape[1] == width))
+
+
+def _example(x: Any, name: Any) -> Any:
+    cells = dict(_table_columns(x))[name]
+    values = cells.tolist() if hasattr(cells, "tolist") else list(cells)
+    return next((v for v in values if not _is_missing(v)), None)
+
+
+def _number_columns(columns: list[Any], x: Any) -> np.ndarray:
+    rows = len(x)
+    if not columns:
+        return np.zeros((rows, 0), dtype=np.float32)
+    if data.is_frame(x):
+        import pandas as pd
+
+        frame = pd.concat(columns, axis=1)
+        return np.asarray(data.as_tensor(frame, "X").numpy(), dtype=np.float32).reshape(rows, -1)
+    values = np.empty((rows, len(columns)), dtype=np.float32)
+    for j, cells in enumerate(columns):
+        for i, v in enumerate(cells):
+            if _is_missing(v):
+                values[i, j] = math.nan
+            elif isinstance(v, (str, bytes)):
+                raise TypeError(f"X row {i} holds {v!r} in a number column: the model was trained with it as numbers")
+            else:
+                values[i, j] = float(v)
+    return values
+
+
+def _one_hot(cells: Any, category: dict[str, Any]) -> np.ndarray:
+    levels = category["levels"]
+    index = {level: i for i, level in enumerate(levels)}
+    unknown = len(levels) if category["other"] else -1  # "other", or no column at all
+    values = cells.tolist() if hasattr(cells, "tolist") else list(cells)
+    ids = np.fromiter((index.get(_level(v), unknown) for v in values), dtype=np.int64, count=len(values))
+    block = np.zeros((len(values), len(levels) + int(category["other"])), dtype=np.float32)
+    hit = ids >= 0
+    block[np.nonzero(hit)[0], ids[hit]] = 1.0
+    return block

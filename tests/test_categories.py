@@ -1,0 +1,173 @@
+"""Category columns for "mlp" (finetune.categories): one-hot as pandas' get_dummies and scikit-learn's
+OneHotEncoder give it, a model on the table the same as on the table encoded by hand, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.preprocessing import OneHotEncoder
+
+import finetune
+from finetune import categories
+
+SETTINGS = {"epochs": 3, "progress": False, "seed": 0}
+
+
+def table(rows: int = 120, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """A table a user brings: numbers (one with missing values), a word column, a pandas category column; its
+    label depends on all of them."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "age": rng.normal(40, 10, rows).round(),
+        "city": rng.choice(["Lyon", "Oslo", "Bern", "Pune"], rows),
+        "income": np.where(rng.random(rows) < 0.1, np.nan, rng.lognormal(10, 0.5, rows)),
+        "plan": pd.Categorical(rng.choice(["basic", "pro", "team"], rows), categories=["team", "pro", "basic"]),
+    })
+    y = ((frame["city"].isin(["Oslo", "Bern"])).to_numpy() ^ (frame["plan"] == "pro").to_numpy()
+         ^ (frame["age"] > 40).to_numpy()).astype(np.int64)
+    return frame, y
+
+
+def test_one_hot_is_pandas_get_dummies_layout():
+    frame, _ = table()
+    options = categories.choose(frame, {})
+    encoded = categories.encode(frame, options)
+    reference = pd.get_dummies(frame, dtype=float).to_numpy(np.float32)
+    np.testing.assert_array_equal(encoded, reference)  # NaN where income is missing, in both
+    assert [c["column"] for c in options["categories"]] == ["city", "plan"]
+    assert options["categories"][1]["levels"] == ["team", "pro", "basic"]  # the categories' own order
+
+
+def test_missing_rare_and_unseen_levels_are_scikit_learns_infrequent_if_exist():
+    rng = np.random.default_rng(1)
+    common = rng.choice(["a", "b", "c"], 200).astype(object)
+    common[:5] = None  # missing: a level of its own, as OneHotEncoder's NaN category (sorted last)
+    common[5], common[6], common[7] = "rare1", "rare2", "rare3"  # one row each: the "other" column
+    frame = pd.DataFrame({"word": common})
+    options = categories.choose(frame, {})
+    assert options["categories"] == [{"column": "word", "levels": ["a", "b", "c", None], "other": True}]
+    encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=categories.MIN_ROWS,
+                            sparse_output=False).fit(frame)
+    later = pd.DataFrame({"word": ["a", None, "rare2", "never seen", "c"]})
+    np.testing.assert_array_equal(categories.encode(later, options), encoder.transform(later))
+    np.testing.assert_array_equal(categories.encode(frame, options), encoder.transform(frame))
+
+
+def test_a_level_never_seen_without_an_other_column_is_no_level_as_handle_unknown_ignore():
+    frame = pd.DataFrame({"word": ["x", "y"] * 10})
+    options = categories.choose(frame, {})
+    encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False).fit(frame)
+    later = pd.DataFrame({"word": ["y", "z"]})
+    np.testing.assert_array_equal(categories.encode(later, options), encoder.transform(later))
+
+
+def test_at_most_max_levels_of_a_column_get_their_own_column(monkeypatch):
+    monkeypatch.setattr(categories, "MAX_LEVELS", 3)
+    words = ["a"] * 9 + ["b"] * 8 + ["c"] * 7 + ["d"] * 6 + ["e"] * 5
+    options = categories.choose(pd.DataFrame({"w": words}), {})
+    assert options["categories"] == [{"column": "w", "levels": ["a", "b", "c"], "other": True}]
+    encoder = OneHotEncoder(max_categories=4, sparse_output=False, handle_unknown="infrequent_if_exist")
+    frame = pd.DataFrame({"w": words})
+    np.testing.assert_array_equal(categories.encode(frame, options), encoder.fit_transform(frame))
+
+
+def test_mlp_on_the_table_is_the_mlp_on_get_dummies():
+    """The same inputs, in the same order: the same seeded run, prediction for prediction."""
+    frame, y = table()
+    by_hand = finetune.train("mlp", (pd.get_dummies(frame, dtype=float), y), **SETTINGS)
+    on_table = finetune.train("mlp", (frame, y), **SETTINGS)
+    assert on_table.model_options["in_features"] == by_hand.model_options["in_features"] == 9
+    later, _ = table(30, seed=5)
+    np.testing.assert_array_equal(finetune.predict(on_table.model, later, output="probabilities"),
+                                  finetune.predict(by_hand.model, pd.get_dummies(later, dtype=float).reindex(
+                                      columns=pd.get_dummies(frame, dtype=float).columns, fill_value=0.0),
+                                      output="probabilities"))
+
+
+def test_category_columns_learn_what_numbers_alone_cannot():
+    frame, y = table(400)
+    result = finetune.train("mlp", (frame.iloc[:300], y[:300]), progress=False)
+    accuracy = finetune.evaluate(result.model, (frame.iloc[300:], y[300:]))["accuracy"]
+    numbers = finetune.train("mlp", (frame[["age", "income"]].iloc[:300], y[:300]), progress=False)
+    without = finetune.evaluate(numbers.model, (frame[["age", "income"]].iloc[300:], y[300:]))["accuracy"]
+    assert accuracy > without + 0.2, (accuracy, without)  # the label is a parity of the words and the age
+
+
+def test_saved_and_loaded_model_encodes_a_later_table_alike(tmp_path):
+    frame, y = table()
+    result = finetune.train("mlp", (frame, y), **SETTINGS)
+    finetune.save(result.model, tmp_path / "model.safetensors")
+    loaded = finetune.load(tmp_path / "model.safetensors")
+    later, _ = table(20, seed=3)
+    later.loc[0, "city"] = "Quito"  # a level training never saw: no level of "city"
+    np.testing.assert_array_equal(finetune.predict(loaded, later, output="probabilities"),
+                                  finetune.predict(result.model, later, output="probabilities"))
+    assert loaded.options["categories"] == result.model_options["categories"]
+
+
+def test_object_array_columns_by_position():
+    frame, y = table()
+    array = frame.astype(object).to_numpy()
+    array[:, 3] = frame["plan"].astype(str).to_numpy()
+    options = categories.choose(array, {})
+    assert [c["column"] for c in options["categories"]] == [1, 3]
+    result = finetune.train("mlp", (array, y), **SETTINGS)
+    assert result.model_options["in_features"] == 9
+    assert finetune.predict(result.model, array[:5]).shape == (5,)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m, f: finetune.predict(m, f[["age", "income"]].to_numpy(np.float32)), ValueError,
+     r"^X's examples are shaped \(2,\) .*trained on examples shaped \(4,\)"),
+    (lambda m, f: finetune.predict(m, f[["age", "income"]].to_numpy(np.float32).repeat(2, 1)), ValueError,
+     r"^model 'mlp' reads category columns \['city', 'plan'\]: pass X as the table it trained on"),
+    (lambda m, f: finetune.predict(m, f.rename(columns={"city": "town"})), ValueError,
+     r"X's columns differ from the ones the model was trained on|X lacks the category column"),
+    (lambda m, f: finetune.train("mlp", (f.assign(age=f["age"].astype(str)), np.zeros(len(f), int) + 1)),
+     TypeError, r"^X column 'age' holds numbers as text \(e.g. '\d+\.0'\): say which they are -- numbers \(df\['age'\] = "
+     r"pd.to_numeric\(df\['age'\]\)\) or categories \(df\['age'\] = df\['age'\].astype\('category'\)\)$"),
+    (lambda m, f: finetune.build("mlp", in_features=3, num_classes=2, categories=[{"column": "a"}]), TypeError,
+     r"^model option categories=\[\{'column': 'a'\}\] has the wrong type"),
+    (lambda m, f: finetune.train(finetune.build("mlp", in_features=10, num_classes=2), (f, np.arange(len(f)) % 2),
+                                 epochs=1, progress=False), ValueError,
+     r"^X column 'city' holds categories \(e.g. '\w+'\), and the model was built with none"),
+])
+def test_bad_category_input_is_a_one_line_error(call, error, message):
+    frame, y = table()
+    model = finetune.train("mlp", (frame, y), **SETTINGS).model
+    with pytest.raises(error, match=message) as raised:
+        call(model, frame)
+    assert "\n" not in str(raised.value)
+
+
+def test_cli_trains_and_predicts_a_csv_with_word_columns(tmp_path):
+    """A CSV's columns of words are categories for "mlp": the run reads their levels off its training rows, keeps
+    them with the weights (not in config.toml), and predict reads a later file's words by them -- a number in a
+    word column as the word it is written as, an empty cell as the missing level."""
+    frame, y = table(200)
+    frame.assign(label=np.where(y == 1, "yes", "no")).to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "train.csv"}"\n[model]\nname = "mlp"\n')
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "finetune", "train", str(tmp_path / "run.toml"), "--out", str(run),
+                           "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "categories" not in (run / "config.toml").read_text()
+    model = finetune.load(run)
+    assert [c["column"] for c in model.options["categories"]] == [1, 3]  # the feature columns' positions
+    later, _ = table(10, seed=9)
+    later.loc[0, "city"] = None  # an empty cell
+    later.to_csv(tmp_path / "new.csv", index=False)
+    done = subprocess.run([sys.executable, "-m", "finetune", "predict", str(run), "--input", str(tmp_path / "new.csv"),
+                           "--output", str(tmp_path / "predictions.csv")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    predictions = pd.read_csv(tmp_path / "predictions.csv")["prediction"].tolist()
+    rows = later.astype(object).where(later.notna(), None).to_numpy()
+    rows[:, 3] = later["plan"].astype(str).to_numpy()
+    assert predictions == finetune.predict(model, rows).tolist()
+    test = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    assert test > 0.7, test
