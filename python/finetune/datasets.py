@@ -14,7 +14,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -455,7 +455,7 @@ def load(name: str, seed: int = 0) -> Split:
 
 def load_file(path: str | os.PathLike, label: str = "label", task: str = "classification",
               encoding: str = "utf-8", errors: str = "strict", missing: bool = False,
-              words: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              words: bool | Collection[int] = False) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) from a user's file: `.npz` (arrays X and y) or `.csv` / `.csv.gz` (numeric columns, `label` the
     target: numbers, or for classification text labels such as "Yes"/"No", returned as str). Errors name the
     file, and the row for a bad CSV value.
@@ -507,7 +507,7 @@ def _is_number(text: str) -> bool:
 
 
 def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8", errors: str = "strict",
-              missing: bool = False, words: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              missing: bool = False, words: bool | Collection[int] = False) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) from a CSV; see load_file (`encoding`, `errors`, `missing`, `words` included)."""
     try:
         return _read_numeric_csv(path, label, task, encoding, errors, missing, words)
@@ -516,9 +516,11 @@ def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8", errors
 
 
 def load_features(path: str | os.PathLike, label: str, encoding: str = "utf-8",
-                  errors: str = "strict", missing: bool = False, words: bool = False) -> np.ndarray:
+                  errors: str = "strict", missing: bool = False, words: bool | Collection[int] = False) -> np.ndarray:
     """X from a CSV of new rows to predict: its feature columns, the `label` column left out unread where there is
-    one (a classifier's text labels, a regression target). Errors, `missing` and `words` as load_file's."""
+    one (a classifier's text labels, a regression target). Errors and `missing` as load_file's; `words` as
+    load_file's, or the feature columns (positions) read as words -- a model's category columns: a word elsewhere
+    is an error naming its row and column."""
     _check_encoding(encoding, errors)
     path = Path(path)
     if not path.is_file():
@@ -541,7 +543,8 @@ MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")  # a CSV's missing val
 
 
 def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, errors: str,
-                      missing: bool = False, words: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                      missing: bool = False,
+                      words: bool | Collection[int] = False) -> tuple[np.ndarray, np.ndarray | None]:
     """(X, y); task None: the label column, where there is one, is dropped unread and y is None. `missing`: a
     feature cell of MISSING_TOKENS reads as NaN. `words`: a cell that is neither is kept as its text."""
     import csv
@@ -556,13 +559,15 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
         target = header.index(label) if label in header else None
         features = [c for i, c in enumerate(header) if i != target]
         rows, labels, texts = [], [], []  # texts: the cells as written, where words are read
+        named = set() if isinstance(words, bool) else set(words)  # the columns read as words, where listed
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
             label_text = row.pop(target) if target is not None else ""
             try:
                 values = [math.nan if missing and v.strip().lower() in MISSING_TOKENS else
-                          v if words and not _is_number(v) else float(v) for v in row]
+                          v if (words is True or i in named) and not _is_number(v) else float(v)
+                          for i, v in enumerate(row)]
             except ValueError:
                 bad = next(i for i, v in enumerate(row) if not _is_number(v))
                 raise _not_a_number(path, number, features[bad], row[bad]) from None
@@ -575,7 +580,7 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
                 texts.append(row)
     if not rows:
         raise ValueError(f"'{path}' has a header but no rows")
-    x = _with_words(rows, texts) if words else np.asarray(rows, dtype=np.float32)
+    x = _with_words(rows, texts, named) if words else np.asarray(rows, dtype=np.float32)
     if task is None:
         return x, None
     if task == "classification" and not all(_is_number(v) for v in labels):
@@ -591,11 +596,12 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
     return x, y
 
 
-def _with_words(rows: list[list[Any]], texts: list[list[str]]) -> np.ndarray:
+def _with_words(rows: list[list[Any]], texts: list[list[str]], named: Collection[int]) -> np.ndarray:
     """A CSV's cells, numbers and words: float32 where every column holds numbers; else an object array whose
-    columns of words hold their cells as written (a missing one None) and the rest floats."""
+    columns of words -- those holding one, and ``named`` -- hold their cells as written (a missing one None) and the
+    rest floats."""
     values = np.asarray(rows, dtype=object)
-    words = [j for j in range(values.shape[1]) if any(isinstance(v, str) for v in values[:, j])]
+    words = [j for j in range(values.shape[1]) if j in named or any(isinstance(v, str) for v in values[:, j])]
     if not words:
         return values.astype(np.float32)
     for j in words:

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tomli_w
@@ -620,10 +620,12 @@ def _csv_columns(cfg: RunConfig, path: str | os.PathLike) -> tuple[tuple[str, ..
     return tuple(c for c in header if c != cfg.data["label"]), cfg.data["label"] in header
 
 
-def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...] | None = None) -> np.ndarray:
-    """New data for a run's model: the array X of an .npz file, or a CSV's numeric columns (the label column, when
-    there is one, left out; ``columns``, the training file's, when known, must be its columns in the same order);
-    flat rows are reshaped to the model's example shape (an image model's)."""
+def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...] | None = None,
+                words: Sequence[int] = ()) -> np.ndarray:
+    """New data for a run's model: the array X of an .npz file, or a CSV's feature columns (the label column, when
+    there is one, left out; ``columns``, the training file's, when known, must be its columns in the same order;
+    ``words``, the positions of the model's category columns, read as words, the rest as numbers); flat rows are
+    reshaped to the model's example shape (an image model's)."""
     path = Path(path)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
@@ -635,7 +637,7 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
         features = _csv_columns(cfg, path)[0]
         data.check_column_names(features, columns, str(path), reorder="write its columns")
         x = datasets.load_features(path, label=cfg.data["label"], missing=registry.takes_missing(cfg.model["name"]),
-                                   words=_reads_words(cfg), **encoding)  # a label column left out unread
+                                   words=words, **encoding)  # a label column left out unread
     entry = registry.get(cfg.model["name"])
     if entry.example_shape is not None and x.ndim == 2:
         x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))
@@ -650,7 +652,8 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
 
     cfg, model = load_run(run_dir)
     trained = training.trained_for(model)
-    x = model_inputs(cfg, read_inputs(cfg, input_path, trained.columns if trained is not None else None), model)
+    words = [c["column"] for c in getattr(model, "options", {}).get("categories", [])]  # "mlp"'s, by position
+    x = model_inputs(cfg, read_inputs(cfg, input_path, trained.columns if trained is not None else None, words), model)
     with open(output_path, "w") as f:
         if cfg.train.task == "classification" and trained is not None and trained.classes is not None:
             # text labels: the label predicted, then p_LABEL per class, quoted where a label needs it
