@@ -98,6 +98,14 @@ def test_category_columns_learn_what_numbers_alone_cannot():
     assert accuracy > without + 0.2, (accuracy, without)  # the label is a parity of the words and the age
 
 
+def test_the_recipe_records_the_category_columns_and_val_tables_are_encoded_alike():
+    frame, y = table(200)
+    result = finetune.train("mlp", (frame.iloc[:150], y[:150]), val=(frame.iloc[150:], y[150:]), progress=False)
+    noted = {d["what"]: d["value"] for d in result.recipe}
+    assert noted["inputs.categories"] == {"city": 4, "plan": 3}
+    assert result.metrics["accuracy"] == finetune.evaluate(result.model, (frame.iloc[150:], y[150:]))["accuracy"]
+
+
 def test_saved_and_loaded_model_encodes_a_later_table_alike(tmp_path):
     frame, y = table()
     result = finetune.train("mlp", (frame, y), **SETTINGS)

@@ -53,7 +53,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _C, heads, lora, pairs, probe, registry, streams
+from . import _C, categories, heads, lora, pairs, probe, registry, streams
 from .distributed import process_rank
 
 # The numbers of the procedure, with the measurement or the rule each one comes from (README, "The recipe").
@@ -545,6 +545,12 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                   "a model passed in (or a pretrained built-in) carries trained weights: its head is trained first"
                   if pretrained else "a built-in model built by name starts from random weights: one phase, every layer"
                   + (" (an MLP on tabular features: rules of its own)" if family == TABULAR else ""))
+    words = getattr(model, "options", {}).get("categories") if isinstance(model, models.NativeModel) else None
+    if words:  # "mlp" on a table with columns of words (finetune.categories)
+        plan.note("inputs.categories", {str(c["column"]): len(c["levels"]) + int(c["other"]) for c in words},
+                  "columns of words, one 0/1 input per level read off the training rows (a level fewer than "
+                  f"{categories.MIN_ROWS} of them hold, or beyond a column's {categories.MAX_LEVELS} most common, "
+                  "shares an 'other' input with the levels training never saw)")
     if pretrained and family == "default" and not isinstance(inputs, streams.Stream):
         _note_raw_scales(plan, inputs, sample)
     adapted = isinstance(model, torch.nn.Module) and any(isinstance(m, lora.LoraLinear) for m in model.modules())
