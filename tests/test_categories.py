@@ -179,3 +179,16 @@ def test_cli_trains_and_predicts_a_csv_with_word_columns(tmp_path):
     assert predictions == finetune.predict(model, rows).tolist()
     test = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     assert test > 0.7, test
+
+
+def test_the_benchmark_runs_and_the_table_as_it_is_scores_as_get_dummies():
+    """benchmarks/categories.py (the README's table), on one table and two splits: its two "mlp" columns agree."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "categories.py"
+    done = subprocess.run([sys.executable, str(script), "--seeds", "2", "--tables", "TeachingRatings"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| AER TeachingRatings"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[3] == cells[5] and cells[-1] == "+0.00 (0.00)", row  # the table as it is, pd.get_dummies

@@ -149,6 +149,9 @@ EXCLUDED = {
     "python benchmarks/missing_values.py --seeds 10 --threads 1":
         "a benchmark: 83 s on an Intel Xeon (tests/test_tabular.py checks the filling and the flags against plain "
         "PyTorch and scikit-learn)",
+    "python benchmarks/categories.py --seeds 5 --threads 1":
+        "a benchmark: 777 s on an AMD EPYC (tests/test_categories.py runs it on one table and checks the encoding "
+        "against pandas and scikit-learn)",
     "python benchmarks/point_masses.py --seeds 10 --threads 1":
         "a benchmark: 216 s on an Intel Xeon (tests/test_tabular.py checks the indicators against plain PyTorch and "
         "scikit-learn and the rule on made-up columns)",
