@@ -77,7 +77,7 @@ def _table_columns(x: Any) -> list[tuple[Any, Any]] | None:
 
 def _is_category(cells: Any) -> bool:
     """Whether a column is categories: a pandas category column, a string column, or objects among which is a
-    string. Numbers stored as text (every value a number: "3", "1.5") are an error naming both readings."""
+    string (numbers stored as text among them: _levels_of asks which they are)."""
     dtype = getattr(cells, "dtype", None)
     if type(dtype).__name__ == "CategoricalDtype":
         return True
@@ -122,12 +122,19 @@ def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
         order = sorted(level for level in counts if level is not None)
     common = sorted((level for level in order if counts.get(level, 0) >= MIN_ROWS or declared is not None),
                     key=lambda level: -counts.get(level, 0))[:MAX_LEVELS]
-    kept = [level for level in order if level in set(common)]
+    common = set(common)
+    kept = [level for level in order if level in common]
     if None in counts:
         kept.append(None)
     other = any(level not in kept for level in counts)
-    return {"column": name if isinstance(name, (str, int)) and not isinstance(name, bool) else str(name),
-            "levels": kept, "other": other}
+    return {"column": _key(name), "levels": kept, "other": other}
+
+
+def _key(name: Any) -> str | int:
+    """A column's name as the option keeps it (JSON): a string or an integer as it is, anything else its text."""
+    if isinstance(name, numbers.Integral) and not isinstance(name, bool):
+        return int(name)
+    return name if isinstance(name, str) else str(name)
 
 
 def check(value: Any) -> None:
@@ -142,14 +149,10 @@ def check(value: Any) -> None:
                         "column (finetune.train reads it off the data)")
 
 
-def width(categories: list[dict[str, Any]]) -> int:
-    """The inputs the category columns become."""
-    return sum(len(c["levels"]) + int(c["other"]) for c in categories)
-
-
 def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> Any:
     """``x`` with its category columns one-hot (the layout of the module's docstring): a float32 array, NaN where
-    a number column's value is missing. Numbers with no categories go on as they are."""
+    a number column's value is missing. Numbers with no categories go on as they are. (``rows``: the encode hook's
+    training sample, which one-hot encoding does not report on.)"""
     categories = options.get("categories") or []
     columns = _table_columns(x)
     if not categories:
@@ -166,13 +169,14 @@ def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> A
         shape = tuple(np.shape(x)) if hasattr(x, "shape") else type(x).__name__
         raise ValueError(f"model 'mlp' reads category columns {[c['column'] for c in categories]}: pass X as the "
                          f"table it trained on (a DataFrame, or an object array holding their words), got {shape}")
-    by_name = dict(columns)  # a DataFrame's columns by name, an array's by position
+    by_name = {_key(name): cells for name, cells in columns}  # a DataFrame's columns by name, an array's by position
     named = [c["column"] for c in categories]
     absent = [name for name in named if name not in by_name]
     if absent:
         raise ValueError(f"X lacks the category column(s) {absent} the model was trained on (it has "
                          f"{list(by_name)[:20]})")
-    numbers_part = [cells for name, cells in columns if name not in set(named)]
+    encoded = set(named)
+    numbers_part = [cells for name, cells in columns if _key(name) not in encoded]
     blocks = [_number_columns(numbers_part, x)] + [_one_hot(by_name[c["column"]], c) for c in categories]
     return np.concatenate(blocks, axis=1)
 
