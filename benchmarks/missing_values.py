@@ -77,7 +77,8 @@ def main() -> None:
                 results[method].append(scores(task, y_test, predicted))
         holes = x.isna().mean()
         missing = ", ".join(f"{c} ({share:.0%})" for c, share in holes[holes > 0].items())
-        print(f"| {label} | {x.shape[0]} x {x.shape[1]} | {missing} | " + " | ".join(mean_std(results[m]) for m in methods)
+        cells = " | ".join(mean_std(results[m]) for m in methods)
+        print(f"| {label} | {x.shape[0]} x {x.shape[1]} | {missing} | {cells}"
               + f" | {paired(results[defaults], results[unflagged])} |", flush=True)
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
 

@@ -88,7 +88,8 @@ def main() -> None:
             for method, predicted in predictions.items():
                 results[method].append(scores(task, y_test, predicted))
         names = ", ".join(f"{x.columns[c]} ({share:.0%})" for c, share in sorted(found.items()))
-        print(f"| {label} | {x.shape[0]} x {x.shape[1]} | {names} | " + " | ".join(mean_std(results[m]) for m in methods)
+        cells = " | ".join(mean_std(results[m]) for m in methods)
+        print(f"| {label} | {x.shape[0]} x {x.shape[1]} | {names} | {cells}"
               + f" | {paired(results[defaults], results[without])} |", flush=True)
     print(f"\nTook {time.perf_counter() - start:.0f} s on {args.threads} thread(s).")
 

@@ -4,6 +4,7 @@ OneHotEncoder give it, a model on the table the same as on the table encoded by 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -118,6 +119,53 @@ def test_saved_and_loaded_model_encodes_a_later_table_alike(tmp_path):
     assert loaded.options["categories"] == result.model_options["categories"]
 
 
+def test_words_training_never_saw_in_most_rows_are_a_warning_naming_the_column(caplog):
+    frame, y = table()
+    model = finetune.train("mlp", (frame, y), **SETTINGS).model
+    later, _ = table(10, seed=4)
+    with caplog.at_level("WARNING", logger="finetune"):
+        upper = finetune.predict(model, later.assign(city=later["city"].str.upper()), output="probabilities")
+    assert re.search(r"X column 'city': 10 of 10 rows hold levels training never saw \(e\.g\. '[A-Z]+'.*\): they "
+                     r"read as no level$", caplog.text.strip()), caplog.text
+    unseen = later.assign(city="Quito")  # no level of city: the same inputs as any other unseen word
+    np.testing.assert_array_equal(upper, finetune.predict(model, unseen, output="probabilities"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="finetune"):
+        finetune.predict(model, later)  # the words it knows: nothing said
+    assert caplog.text == ""
+
+
+def test_a_number_column_as_objects_reads_none_as_missing_and_a_word_as_an_error():
+    frame, y = table()
+    model = finetune.train("mlp", (frame, y), **SETTINGS).model
+    row = pd.DataFrame([{"age": None, "city": "Oslo", "income": 5e4, "plan": "pro"}])  # age: an object column
+    expected = finetune.predict(model, row.astype({"age": float}), output="probabilities")
+    np.testing.assert_array_equal(finetune.predict(model, row, output="probabilities"), expected)
+    with pytest.raises(TypeError, match=r"^X column 'age' holds 'old' \(row 0\), and the model was trained with it "
+                                        r"as numbers: pass numbers \(pd.to_numeric\)"):
+        finetune.predict(model, row.assign(age="old"))
+    with pytest.raises(ValueError, match=r"^X is empty \(0 examples\)$"):
+        finetune.predict(model, frame[:0])
+
+
+def test_an_empty_word_is_a_missing_one_as_a_csvs_empty_cell_is():
+    options = categories.choose(pd.DataFrame({"w": ["a", "", None, "b", " "] * 4}), {})
+    assert options["categories"] == [{"column": "w", "levels": ["a", "b", None], "other": False}]
+
+
+def test_a_csv_column_of_mostly_numbers_read_as_words_is_said(tmp_path, caplog):
+    from finetune import datasets
+
+    (tmp_path / "t.csv").write_text("age,city,label\n" + "".join(f"{20 + i},Oslo,{i % 2}\n" for i in range(9))
+                                    + "unknown,Bern,1\n")
+    with caplog.at_level("WARNING", logger="finetune"):
+        x, _ = datasets.load_file(tmp_path / "t.csv", missing=True, words=True)
+    assert x.dtype == object and x[0, 0] == "20" and x[9, 0] == "unknown"  # as written: categories, as read
+    assert "column 'age' is read as words (categories): 1 cell(s) such as 'unknown' (row 11) are not numbers, " \
+           "and 9 are" in caplog.text
+    assert "'city'" not in caplog.text  # a column of words: nothing to say
+
+
 def test_object_array_columns_by_position():
     frame, y = table()
     array = frame.astype(object).to_numpy()
@@ -137,7 +185,8 @@ def test_object_array_columns_by_position():
     (lambda m, f: finetune.predict(m, f.rename(columns={"city": "town"})), ValueError,
      r"X's columns differ from the ones the model was trained on|X lacks the category column"),
     (lambda m, f: finetune.train("mlp", (f.assign(age=f["age"].astype(str)), np.zeros(len(f), int) + 1)),
-     TypeError, r"^X column 'age' holds numbers as text \(e.g. '\d+\.0'\): say which they are -- numbers \(df\['age'\] = "
+     TypeError, r"^X column 'age' holds numbers as text \(e.g. '\d+\.0'\): say which they are -- numbers "
+     r"\(df\['age'\] = "
      r"pd.to_numeric\(df\['age'\]\)\) or categories \(df\['age'\] = df\['age'\].astype\('category'\)\)$"),
     (lambda m, f: finetune.build("mlp", in_features=3, num_classes=2, categories=[{"column": "a"}]), TypeError,
      r"^model option categories=\[\{'column': 'a'\}\] has the wrong type"),
@@ -167,6 +216,8 @@ def test_cli_trains_and_predicts_a_csv_with_word_columns(tmp_path):
     assert "categories" not in (run / "config.toml").read_text()
     model = finetune.load(run)
     assert [c["column"] for c in model.options["categories"]] == [1, 3]  # the feature columns' positions
+    recipe = {d["what"]: d["value"] for d in json.loads((run / "metrics.json").read_text())["recipe"]}
+    assert recipe["inputs.categories"] == {"city": 4, "plan": 3}  # by the CSV's names
     later, _ = table(10, seed=9)
     later.loc[0, "city"] = None  # an empty cell
     later.to_csv(tmp_path / "new.csv", index=False)

@@ -138,7 +138,9 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="predictions of a finished run for new data, as CSV")
     predict.add_argument("run_dir")
-    predict.add_argument("--input", required=True, help=".npz (array X) or .csv (numeric columns)")
+    predict.add_argument("--input", required=True,
+                         help='.npz (array X) or .csv (feature columns: numbers, and words where an "mlp" '
+                              'trained on them)')
     predict.add_argument("--output", required=True, help="CSV file to write")
 
     find_lr = commands.add_parser("find-lr", help="learning-rate range test for a config")

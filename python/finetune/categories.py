@@ -22,6 +22,7 @@ The option, for each category column: ``{"column": its name (a DataFrame) or pos
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from typing import Any
@@ -47,11 +48,14 @@ def _is_missing(value: Any) -> bool:
 
 
 def _level(value: Any) -> str | None:
-    """A cell as the level it stands for: its text; None where it is missing."""
+    """A cell as the level it stands for: its text; None where it is missing (an empty text too, as a CSV's empty
+    cell is)."""
     if _is_missing(value):
         return None
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and not value.strip():
+        return None
     if isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer()):
         return str(int(value))  # 3, 3.0 and np.int64(3) are one level, as a CSV's "3" is
     return str(value)
@@ -106,8 +110,10 @@ def choose(x: Any, options: dict[str, Any]) -> dict[str, Any]:
 def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
     values = cells.tolist() if hasattr(cells, "tolist") else list(cells)
     present = [v for v in values if not _is_missing(v)]
-    if present and all(isinstance(v, str) for v in present) and all(_number_text(v) for v in present) \
-            and type(getattr(cells, "dtype", None)).__name__ != "CategoricalDtype":
+    # A DataFrame's column of numbers as text is ambiguous (pandas read a messy column as strings): ask. An object
+    # array's (a CSV's column of words whose words fell in other rows) is categories, as read.
+    if data.is_series(cells) and present and all(isinstance(v, str) for v in present) \
+            and all(_number_text(v) for v in present) and type(cells.dtype).__name__ != "CategoricalDtype":
         raise TypeError(f"X column {name!r} holds numbers as text (e.g. {present[0]!r}): say which they are -- "
                         f"numbers (df[{name!r}] = pd.to_numeric(df[{name!r}])) or categories "
                         f"(df[{name!r}] = df[{name!r}].astype('category'))")
@@ -169,6 +175,8 @@ def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> A
         shape = tuple(np.shape(x)) if hasattr(x, "shape") else type(x).__name__
         raise ValueError(f"model 'mlp' reads category columns {[c['column'] for c in categories]}: pass X as the "
                          f"table it trained on (a DataFrame, or an object array holding their words), got {shape}")
+    if len(x) == 0:
+        raise ValueError("X is empty (0 examples)")
     by_name = {_key(name): cells for name, cells in columns}  # a DataFrame's columns by name, an array's by position
     named = [c["column"] for c in categories]
     absent = [name for name in named if name not in by_name]
@@ -176,9 +184,8 @@ def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> A
         raise ValueError(f"X lacks the category column(s) {absent} the model was trained on (it has "
                          f"{list(by_name)[:20]})")
     encoded = set(named)
-    numbers_part = [cells for name, cells in columns if _key(name) not in encoded]
-    blocks = [_number_columns(numbers_part, x)] + [_one_hot(by_name[c["column"]], c) for c in categories]
-    return np.concatenate(blocks, axis=1)
+    numbers = _number_columns([(name, cells) for name, cells in columns if _key(name) not in encoded], len(x))
+    return np.concatenate([numbers] + [_one_hot(by_name[c["column"]], c) for c in categories], axis=1)
 
 
 def _encoded(x: Any, width: Any) -> bool:
@@ -200,33 +207,43 @@ def _example(x: Any, name: Any) -> Any:
     return next((v for v in values if not _is_missing(v)), None)
 
 
-def _number_columns(columns: list[Any], x: Any) -> np.ndarray:
-    rows = len(x)
-    if not columns:
-        return np.zeros((rows, 0), dtype=np.float32)
-    if data.is_frame(x):
-        import pandas as pd
-
-        frame = pd.concat(columns, axis=1)
-        return np.asarray(data.as_tensor(frame, "X").numpy(), dtype=np.float32).reshape(rows, -1)
+def _number_columns(columns: list[tuple[Any, Any]], rows: int) -> np.ndarray:
+    """The columns the model reads as numbers, as float32: a missing value (None, NaN, pd.NA) NaN, which "mlp"
+    fills; a word among them an error naming the column."""
     values = np.empty((rows, len(columns)), dtype=np.float32)
-    for j, cells in enumerate(columns):
-        for i, v in enumerate(cells):
+    for j, (name, cells) in enumerate(columns):
+        dtype = getattr(cells, "dtype", None)
+        if dtype is not None and getattr(dtype, "kind", "O") in "biuf":  # pandas' nullable ones too (NA: NaN)
+            values[:, j] = (cells.to_numpy(dtype=np.float32, na_value=np.nan) if data.is_series(cells)
+                            else np.asarray(cells, dtype=np.float32))
+            continue
+        for i, v in enumerate(cells.tolist() if hasattr(cells, "tolist") else cells):
             if _is_missing(v):
                 values[i, j] = math.nan
-            elif isinstance(v, (str, bytes)):
-                raise TypeError(f"X row {i} holds {v!r} in a number column: the model was trained with it as numbers")
-            else:
+            elif isinstance(v, numbers.Real):
                 values[i, j] = float(v)
+            else:
+                raise TypeError(f"X column {_key(name)!r} holds {v!r} (row {i}), and the model was trained with it as "
+                                f"numbers: pass numbers (pd.to_numeric), a missing one as NaN or None")
     return values
+
+
+UNSEEN_WARNING = 0.5  # a warning where more than this share of a column's rows hold levels training never saw
 
 
 def _one_hot(cells: Any, category: dict[str, Any]) -> np.ndarray:
     levels = category["levels"]
     index = {level: i for i, level in enumerate(levels)}
     unknown = len(levels) if category["other"] else -1  # "other", or no column at all
-    values = cells.tolist() if hasattr(cells, "tolist") else list(cells)
-    ids = np.fromiter((index.get(_level(v), unknown) for v in values), dtype=np.int64, count=len(values))
+    values = [_level(v) for v in (cells.tolist() if hasattr(cells, "tolist") else list(cells))]
+    ids = np.fromiter((index.get(v, unknown) for v in values), dtype=np.int64, count=len(values))
+    unseen = [v for v in values if v not in index]
+    if len(unseen) > UNSEEN_WARNING * len(values):  # "MALE" for "male", 1 for "1st": the column reads as nothing
+        examples = ", ".join(repr(v) for v in list(dict.fromkeys(unseen))[:3])
+        logging.getLogger("finetune").warning(
+            f"X column {category['column']!r}: {len(unseen)} of {len(values)} rows hold levels training never saw "
+            f"(e.g. {examples}; it saw {levels[:5]}{' ...' if len(levels) > 5 else ''}): they read as "
+            f"{'its rare levels' if category['other'] else 'no level'}")
     block = np.zeros((len(values), len(levels) + int(category["other"])), dtype=np.float32)
     hit = ids >= 0
     block[np.nonzero(hit)[0], ids[hit]] = 1.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import logging
 import math
 import os
 import random
@@ -580,7 +581,7 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
                 texts.append(row)
     if not rows:
         raise ValueError(f"'{path}' has a header but no rows")
-    x = _with_words(rows, texts, named) if words else np.asarray(rows, dtype=np.float32)
+    x = _with_words(rows, texts, named, path, features) if words else np.asarray(rows, dtype=np.float32)
     if task is None:
         return x, None
     if task == "classification" and not all(_is_number(v) for v in labels):
@@ -596,14 +597,24 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
     return x, y
 
 
-def _with_words(rows: list[list[Any]], texts: list[list[str]], named: Collection[int]) -> np.ndarray:
+def _with_words(rows: list[list[Any]], texts: list[list[str]], named: Collection[int], path: Path,
+                header: list[str]) -> np.ndarray:
     """A CSV's cells, numbers and words: float32 where every column holds numbers; else an object array whose
     columns of words -- those holding one, and ``named`` -- hold their cells as written (a missing one None) and the
-    rest floats."""
+    rest floats. A column of mostly numbers read as words is said (a word for a missing value, "unknown", turns an
+    age into categories)."""
     values = np.asarray(rows, dtype=object)
     words = [j for j in range(values.shape[1]) if j in named or any(isinstance(v, str) for v in values[:, j])]
     if not words:
         return values.astype(np.float32)
+    for j in words:
+        found = [i for i, v in enumerate(values[:, j]) if isinstance(v, str)]
+        numbers = sum(isinstance(v, float) and not math.isnan(v) for v in values[:, j])
+        if j not in named and numbers > len(found):
+            logging.getLogger("finetune").warning(
+                f"'{path}' column '{header[j]}' is read as words (categories): {len(found)} cell(s) such as "
+                f"{values[found[0], j]!r} (row {found[0] + 2}) are not numbers, and {numbers} are; if they mean a "
+                f"missing value, empty them (or write NA) and the column reads as numbers")
     for j in words:
         values[:, j] = [None if isinstance(v, float) and math.isnan(v) else text[j]
                         for v, text in zip(values[:, j], texts)]

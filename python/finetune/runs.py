@@ -464,7 +464,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         "seconds": seconds,
         "samples_per_s": float(np.median([h["samples_per_s"] for h in result.history])) if result.history else 0.0,
         "param_groups": result.param_groups,
-        "recipe": result.recipe,  # what ran and why: the recipe's decisions, or why the settings ran as given
+        "recipe": _named_columns(result.recipe, data_columns(cfg)),  # what ran and why: the recipe's decisions, or
+        # why the settings ran as given
         "distributed": {"world_size": result.world_size, "global_batch": _global_batch(result),
                         "communication_seconds": result.communication_seconds,
                         "allreduce_overlap": result.allreduce_overlap},
@@ -600,6 +601,15 @@ def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     metrics = finetune.evaluate(model, (model_inputs(cfg, split.x_test, model), split.y_test), task=split.task)
     metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist() if "confusion_matrix" in metrics else None
     return metrics
+
+
+def _named_columns(recipe: list[dict[str, Any]], columns: tuple[str, ...] | None) -> list[dict[str, Any]]:
+    """The recipe's decisions with a CSV's category columns (inputs.categories) by their header names, not the
+    positions the model reads them by."""
+    if columns is None:
+        return recipe
+    return [{**d, "value": {columns[int(k)]: n for k, n in d["value"].items()}} if d["what"] == "inputs.categories"
+            else d for d in recipe]
 
 
 def data_columns(cfg: RunConfig) -> tuple[str, ...] | None:
