@@ -243,3 +243,17 @@ def test_the_benchmark_runs_and_the_table_as_it_is_scores_as_get_dummies():
     row = next(line for line in done.stdout.splitlines() if line.startswith("| AER TeachingRatings"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[3] == cells[5] and cells[-1] == "+0.00 (0.00)", row  # the table as it is, pd.get_dummies
+
+
+def test_cli_tune_on_word_columns_writes_a_best_config_without_the_levels(tmp_path):
+    """The levels are read off the data again by the run best.toml makes (a missing level, None, has no TOML)."""
+    frame, y = table(200)
+    frame.loc[3, "city"] = None
+    frame.assign(label=np.where(y == 1, "yes", "no")).to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "train.csv"}"\n[model]\nname = "mlp"\n'
+                                       '[train]\nepochs = 2\n[tune]\ntrials = 2\nlr = {low = 1e-3, high = 1e-1}\n')
+    done = subprocess.run([sys.executable, "-m", "finetune", "tune", str(tmp_path / "run.toml"), "--out",
+                           str(tmp_path / "tuned")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    best = (tmp_path / "tuned" / "best.toml").read_text()
+    assert "categories" not in best and "lr = " in best

@@ -713,6 +713,7 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
         raise ValueError(f"{cfg.source} has no search space: add a [tune] table, e.g. lr = {{ low = 1e-4, high = 0.1, log = true }}")
     split = load_data(cfg)
     fit, val = validation_split(cfg, split)
+    given = cfg.model
     cfg = with_chosen_options(cfg, split.x_train[fit])
     fit_data = (model_inputs(cfg, split.x_train[fit]), split.y_train[fit])
     val_data = (model_inputs(cfg, split.x_train[val]), split.y_train[val])
@@ -721,7 +722,10 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
                   task=cfg.train.task)  # checked by load_data
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    best = RunConfig(cfg.data, cfg.model, result.best_config, cfg.source)
+    # What the data decides that a run reads off its data again ("mlp"'s category levels) stays out, as in config.toml
+    kept = registry.get(cfg.model["name"]).statistic_names()
+    best = RunConfig(cfg.data, {k: v for k, v in cfg.model.items() if k not in kept or k in given}, result.best_config,
+                     cfg.source)
     (out / "best.toml").write_text(write_toml(best.to_dict()))
     with open(out / "trials.csv", "w", newline="") as f:
         writer = csv.writer(f)
