@@ -10,7 +10,8 @@ MiniLM text classifier and the pretrained digit CNN.
 An entry is a factory (its keyword parameters are the model's options, their defaults the defaults), an
 ``infer_options(inputs, targets, task)`` that reads the sizes the data decides (from the model's input tensors
 and the target tensor), and, for a model that reads something other than numbers, ``encode(X, options)``
-(MiniLM: texts to token ids; "mlp": a table's category columns one-hot, finetune.categories). Adding a model is one decorated factory:
+(MiniLM: texts to token ids; "mlp": a table's category columns one-hot, finetune.categories). Adding a model is
+one decorated factory:
 
     @finetune.register_model("linear", infer_options=lambda inputs, y, task: {"in_features": inputs[0].shape[1]})
     def linear(in_features: int, num_classes: int = 2) -> torch.nn.Module:

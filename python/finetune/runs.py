@@ -464,8 +464,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         "seconds": seconds,
         "samples_per_s": float(np.median([h["samples_per_s"] for h in result.history])) if result.history else 0.0,
         "param_groups": result.param_groups,
-        "recipe": _named_columns(result.recipe, data_columns(cfg)),  # what ran and why: the recipe's decisions, or
-        # why the settings ran as given
+        # what ran and why (the recipe's decisions, or why the settings ran as given), a CSV's columns by name
+        "recipe": _named_columns(result.recipe, data_columns(cfg)),
         "distributed": {"world_size": result.world_size, "global_batch": _global_batch(result),
                         "communication_seconds": result.communication_seconds,
                         "allreduce_overlap": result.allreduce_overlap},
