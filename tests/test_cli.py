@@ -203,6 +203,17 @@ def test_a_csv_run_remembers_its_columns_for_predict(capsys, tmp_path):
         assert finetune.predict(model, new).tolist() == [int(row["prediction"]) for row in csv.DictReader(f)]
     with pytest.raises(ValueError, match=r"X's columns are in another order than in training"):
         finetune.predict(model, new[new.columns[::-1]])
+    # --keep: an id column (not a feature: not read, quoted where it holds a comma) and a feature, copied first
+    new.assign(id=[f"p{i}, a" for i in range(5)])[["id", "age", "bmi", "glu"]].to_csv(tmp_path / "ids.csv", index=False)
+    assert run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "ids.csv"), "--output",
+                    str(tmp_path / "ids_p.csv"), "--keep", "id", "age")[0] == 0
+    kept = pd.read_csv(tmp_path / "ids_p.csv")
+    assert list(kept.columns[:3]) == ["id", "age", "prediction"] and kept["id"].tolist()[1] == "p1, a"
+    np.testing.assert_allclose(kept["age"], new["age"], rtol=1e-6)
+    assert kept.drop(columns=["id", "age"]).equals(pd.read_csv(tmp_path / "same_p.csv"))
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "ids.csv"), "--output",
+                         str(tmp_path / "p.csv"), "--keep", "ids")
+    assert_one_line_error(code, err, "--keep 'ids' is not a column of", "(did you mean 'id'?)")
 
 
 def test_compare_shows_differences_and_metrics(wine_run, tmp_path):

@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
                          help='.npz (array X) or .csv (feature columns: numbers, and words where an "mlp" '
                               'trained on them)')
     predict.add_argument("--output", required=True, help="CSV file to write")
+    predict.add_argument("--keep", nargs="+", default=[], metavar="COLUMN",
+                         help="columns of the input CSV copied to the output before the predictions, as written (an "
+                              "id to join them back on); a column the model was not trained on is not read")
 
     find_lr = commands.add_parser("find-lr", help="learning-rate range test for a config")
     find_lr.add_argument("config")
@@ -205,7 +208,7 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from . import runs
 
-    rows = runs.predict_file(args.run_dir, args.input, args.output)
+    rows = runs.predict_file(args.run_dir, args.input, args.output, args.keep)
     print(f"{rows} predictions written to {args.output}")
     return 0
 

@@ -15,7 +15,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 
@@ -499,6 +499,21 @@ def csv_header(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "
     return header
 
 
+def csv_cells(path: str | os.PathLike, columns: Sequence[str], encoding: str = "utf-8",
+              errors: str = "strict") -> list[list[str]]:
+    """The cells of a CSV's ``columns``, as written, row by row (an id column to copy beside predictions)."""
+    import csv
+
+    try:
+        with _open_text(Path(path), encoding, errors) as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            at = [header.index(c) for c in columns]
+            return [[row[i] for i in at] for row in reader]
+    except UnicodeDecodeError:
+        raise _decode_error(Path(path), encoding) from None
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -516,18 +531,19 @@ def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8", errors
         raise _decode_error(path, encoding) from None
 
 
-def load_features(path: str | os.PathLike, label: str, encoding: str = "utf-8",
-                  errors: str = "strict", missing: bool = False, words: bool | Collection[int] = False) -> np.ndarray:
+def load_features(path: str | os.PathLike, label: str, encoding: str = "utf-8", errors: str = "strict",
+                  missing: bool = False, words: bool | Collection[int] = False,
+                  unread: Collection[str] = ()) -> np.ndarray:
     """X from a CSV of new rows to predict: its feature columns, the `label` column left out unread where there is
     one (a classifier's text labels, a regression target). Errors and `missing` as load_file's; `words` as
     load_file's, or the feature columns (positions) read as words -- a model's category columns: a word elsewhere
-    is an error naming its row and column."""
+    is an error naming its row and column. `unread`: columns left out too (an id)."""
     _check_encoding(encoding, errors)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file '{path}' does not exist")
     try:
-        return _read_numeric_csv(path, label, None, encoding, errors, missing, words)[0]
+        return _read_numeric_csv(path, label, None, encoding, errors, missing, words, unread)[0]
     except UnicodeDecodeError:
         raise _decode_error(path, encoding) from None
 
@@ -544,10 +560,11 @@ MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")  # a CSV's missing val
 
 
 def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, errors: str,
-                      missing: bool = False,
-                      words: bool | Collection[int] = False) -> tuple[np.ndarray, np.ndarray | None]:
+                      missing: bool = False, words: bool | Collection[int] = False,
+                      unread: Collection[str] = ()) -> tuple[np.ndarray, np.ndarray | None]:
     """(X, y); task None: the label column, where there is one, is dropped unread and y is None. `missing`: a
-    feature cell of MISSING_TOKENS reads as NaN. `words`: a cell that is neither is kept as its text."""
+    feature cell of MISSING_TOKENS reads as NaN. `words`: a cell that is neither is kept as its text. `unread`:
+    columns left out (an id copied beside the predictions)."""
     import csv
 
     with _open_text(path, encoding, errors) as f:
@@ -558,13 +575,15 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
         if label not in header and task is not None:
             raise ValueError(f"'{path}' has no label column '{label}' (columns: {header})")
         target = header.index(label) if label in header else None
-        features = [c for i, c in enumerate(header) if i != target]
+        skipped = {target} | {i for i, c in enumerate(header) if c in unread}
+        features = [c for i, c in enumerate(header) if i not in skipped]
         rows, labels, texts = [], [], []  # texts: the cells as written, where words are read
         named = set() if isinstance(words, bool) else set(words)  # the columns read as words, where listed
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
-            label_text = row.pop(target) if target is not None else ""
+            label_text = row[target] if target is not None else ""
+            row = [v for i, v in enumerate(row) if i not in skipped]
             try:
                 values = [math.nan if missing and v.strip().lower() in MISSING_TOKENS else
                           v if (words is True or i in named) and not _is_number(v) else float(v)

@@ -624,18 +624,20 @@ def _csv_encoding(cfg: RunConfig) -> dict[str, str]:
     return {"encoding": cfg.data.get("encoding") or "utf-8", "errors": cfg.data.get("encoding_errors") or "strict"}
 
 
-def _csv_columns(cfg: RunConfig, path: str | os.PathLike) -> tuple[tuple[str, ...], bool]:
-    """(a CSV file's feature columns: its header but the config's label column, whether the label column is there)."""
+def _csv_columns(cfg: RunConfig, path: str | os.PathLike,
+                 unread: Sequence[str] = ()) -> tuple[tuple[str, ...], bool]:
+    """(a CSV file's feature columns: its header but the config's label column and ``unread``, whether the label
+    column is there)."""
     header = datasets.csv_header(path, **_csv_encoding(cfg))
-    return tuple(c for c in header if c != cfg.data["label"]), cfg.data["label"] in header
+    return tuple(c for c in header if c != cfg.data["label"] and c not in unread), cfg.data["label"] in header
 
 
 def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...] | None = None,
-                words: Sequence[int] = ()) -> np.ndarray:
+                words: Sequence[int] = (), unread: Sequence[str] = ()) -> np.ndarray:
     """New data for a run's model: the array X of an .npz file, or a CSV's feature columns (the label column, when
-    there is one, left out; ``columns``, the training file's, when known, must be its columns in the same order;
-    ``words``, the positions of the model's category columns, read as words, the rest as numbers); flat rows are
-    reshaped to the model's example shape (an image model's)."""
+    there is one, and ``unread`` left out; ``columns``, the training file's, when known, must be its columns in
+    the same order; ``words``, the positions of the model's category columns, read as words, the rest as numbers);
+    flat rows are reshaped to the model's example shape (an image model's)."""
     path = Path(path)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
@@ -644,45 +646,57 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
             x = archive["X"]
     else:
         encoding = _csv_encoding(cfg)
-        features = _csv_columns(cfg, path)[0]
+        features = _csv_columns(cfg, path, unread)[0]
         data.check_column_names(features, columns, str(path), reorder="write its columns")
         x = datasets.load_features(path, label=cfg.data["label"], missing=registry.takes_missing(cfg.model["name"]),
-                                   words=words, **encoding)  # a label column left out unread
+                                   words=words, unread=unread, **encoding)  # a label column left out unread
     entry = registry.get(cfg.model["name"])
     if entry.example_shape is not None and x.ndim == 2:
         x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))
     return x
 
 
-def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike) -> int:
+def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
+                 keep: Sequence[str] = ()) -> int:
     """Writes a finished run's predictions for the data in ``input_path`` as CSV (class and probabilities per
     row for classification -- the label and p_LABEL columns where the training labels were text --, the
-    predicted values for regression); returns the number of rows."""
+    predicted values for regression), after the input CSV's ``keep`` columns copied as written (an id to join the
+    predictions back on; a column that is not a feature is not read); returns the number of rows."""
     import finetune
 
     cfg, model = load_run(run_dir)
     trained = training.trained_for(model)
+    columns = trained.columns if trained is not None else None
+    if keep:
+        if not str(input_path).endswith((".csv", ".csv.gz")):
+            raise ValueError(f"--keep copies columns of a CSV file, and '{input_path}' is not one")
+        header = datasets.csv_header(input_path, **_csv_encoding(cfg))
+        absent = [k for k in keep if k not in header]
+        if absent:
+            raise ValueError(f"--keep {absent[0]!r} is not a column of '{input_path}'"
+                             f"{did_you_mean(absent[:1], header)} (its columns: {header})")
     words = [c["column"] for c in getattr(model, "options", {}).get("categories", [])]  # "mlp"'s, by position
-    x = model_inputs(cfg, read_inputs(cfg, input_path, trained.columns if trained is not None else None, words), model)
-    with open(output_path, "w") as f:
-        if cfg.train.task == "classification" and trained is not None and trained.classes is not None:
-            # text labels: the label predicted, then p_LABEL per class, quoted where a label needs it
-            classes = trained.classes
-            predictions = finetune.predict(model, x, output="probabilities")[:, :len(classes)]
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["prediction", *(f"p_{c}" for c in classes)])
-            for row in predictions:
-                writer.writerow([classes[int(row.argmax())], *(f"{p:.6g}" for p in row)])
-        elif cfg.train.task == "classification":
-            predictions = finetune.predict(model, x, output="probabilities")
-            f.write("prediction," + ",".join(f"p{c}" for c in range(predictions.shape[1])) + "\n")
-            for row in predictions:
-                f.write(f"{int(row.argmax())}," + ",".join(f"{p:.6g}" for p in row) + "\n")
-        else:
-            predictions = finetune.predict(model, x, task="regression")
-            values = predictions.reshape(predictions.shape[0], -1)
-            f.write("prediction\n" + "".join(",".join(f"{v:.6g}" for v in row) + "\n" for row in values))
-    return int(predictions.shape[0])
+    unread = [k for k in keep if columns is None or k not in columns]  # an id: copied, not a feature
+    x = model_inputs(cfg, read_inputs(cfg, input_path, columns, words, unread), model)
+    kept = datasets.csv_cells(input_path, keep, **_csv_encoding(cfg)) if keep else None
+    if cfg.train.task == "classification":
+        probabilities = finetune.predict(model, x, output="probabilities")
+        classes = trained.classes if trained is not None and trained.classes is not None else None
+        if classes is not None:  # text labels: the label predicted, then p_LABEL per class
+            probabilities = probabilities[:, :len(classes)]
+        names = list(classes) if classes is not None else list(range(probabilities.shape[1]))
+        header_row = ["prediction", *(f"p_{c}" if classes is not None else f"p{c}" for c in names)]
+        rows = [[names[int(row.argmax())], *(f"{p:.6g}" for p in row)] for row in probabilities]
+    else:
+        values = finetune.predict(model, x, task="regression")
+        values = values.reshape(values.shape[0], -1)
+        header_row = ["prediction"] if values.shape[1] == 1 else [f"prediction{j}" for j in range(values.shape[1])]
+        rows = [[f"{v:.6g}" for v in row] for row in values]
+    with open(output_path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")  # a label or an id holding a comma is quoted
+        writer.writerow([*keep, *header_row])
+        writer.writerows([*kept[i], *row] if kept is not None else row for i, row in enumerate(rows))
+    return len(rows)
 
 
 def find_lr(cfg: RunConfig, steps: int = 100) -> Any:
