@@ -36,8 +36,8 @@ TABLES = {
     "Ecdat Males, log wage": ("Ecdat", "Males", "wage", "regression", ("nr",)),
     "AER TeachingRatings, evaluation": ("AER", "TeachingRatings", "eval", "regression", ("prof",)),
     "Ecdat Star, math score": ("Ecdat", "Star", "tmathssk", "regression", ("treadssk",)),
-    "Ecdat Star, math score, school id as words": ("Ecdat", "Star", "tmathssk", "regression", ("treadssk",),
-                                                   ("schidkn",)),
+    "Ecdat Star, math score, school id as a category": ("Ecdat", "Star", "tmathssk", "regression", ("treadssk",),
+                                                        ("schidkn",)),
     "dslabs gapminder, life expectancy": ("dslabs", "gapminder", "life_expectancy", "regression", ()),
 }
 

@@ -51,7 +51,7 @@ def test_missing_rare_and_unseen_levels_are_scikit_learns_infrequent_if_exist():
     common[5], common[6], common[7] = "rare1", "rare2", "rare3"  # one row each: the "other" column
     frame = pd.DataFrame({"word": common})
     options = categories.choose(frame, {})
-    assert options["categories"] == [{"column": "word", "levels": ["a", "b", "c", None], "other": True}]
+    assert options["categories"] == [{"column": "word", "levels": ["a", "b", "c", None], "other": 3 / 200}]
     encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=categories.MIN_ROWS,
                             sparse_output=False).fit(frame)
     later = pd.DataFrame({"word": ["a", None, "rare2", "never seen", "c"]})
@@ -71,7 +71,7 @@ def test_at_most_max_levels_of_a_column_get_their_own_column(monkeypatch):
     monkeypatch.setattr(categories, "MAX_LEVELS", 3)
     words = ["a"] * 9 + ["b"] * 8 + ["c"] * 7 + ["d"] * 6 + ["e"] * 5
     options = categories.choose(pd.DataFrame({"w": words}), {})
-    assert options["categories"] == [{"column": "w", "levels": ["a", "b", "c"], "other": True}]
+    assert options["categories"] == [{"column": "w", "levels": ["a", "b", "c"], "other": 11 / 35}]
     encoder = OneHotEncoder(max_categories=4, sparse_output=False, handle_unknown="infrequent_if_exist")
     frame = pd.DataFrame({"w": words})
     np.testing.assert_array_equal(categories.encode(frame, options), encoder.fit_transform(frame))
@@ -125,7 +125,7 @@ def test_words_training_never_saw_in_most_rows_are_a_warning_naming_the_column(c
     later, _ = table(10, seed=4)
     with caplog.at_level("WARNING", logger="finetune"):
         upper = finetune.predict(model, later.assign(city=later["city"].str.upper()), output="probabilities")
-    assert re.search(r"X column 'city': 10 of 10 rows hold levels training never saw \(e\.g\. '[A-Z]+'.*\): they "
+    assert re.search(r"X column 'city': 10 of 10 rows hold no level of its own \(e\.g\. '[A-Z]+'.*\): they "
                      r"read as no level$", caplog.text.strip()), caplog.text
     unseen = later.assign(city="Quito")  # no level of city: the same inputs as any other unseen word
     np.testing.assert_array_equal(upper, finetune.predict(model, unseen, output="probabilities"))
@@ -133,6 +133,17 @@ def test_words_training_never_saw_in_most_rows_are_a_warning_naming_the_column(c
     with caplog.at_level("WARNING", logger="finetune"):
         finetune.predict(model, later)  # the words it knows: nothing said
     assert caplog.text == ""
+
+
+def test_a_column_of_names_mostly_other_from_the_start_is_no_warning(caplog):
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"x": rng.normal(size=60), "name": [f"person {i}" for i in range(60)]})  # all "other"
+    y = (frame["x"] > 0).to_numpy().astype(np.int64)
+    with caplog.at_level("WARNING", logger="finetune"):
+        model = finetune.train("mlp", (frame, y), **SETTINGS).model
+        finetune.predict(model, frame.assign(name="someone new"))
+    assert model.options["categories"] == [{"column": "name", "levels": [], "other": 1.0}]
+    assert "no level of its own" not in caplog.text
 
 
 def test_a_number_column_as_objects_reads_none_as_missing_and_a_word_as_an_error():
@@ -150,7 +161,7 @@ def test_a_number_column_as_objects_reads_none_as_missing_and_a_word_as_an_error
 
 def test_an_empty_word_is_a_missing_one_as_a_csvs_empty_cell_is():
     options = categories.choose(pd.DataFrame({"w": ["a", "", None, "b", " "] * 4}), {})
-    assert options["categories"] == [{"column": "w", "levels": ["a", "b", None], "other": False}]
+    assert options["categories"] == [{"column": "w", "levels": ["a", "b", None], "other": 0.0}]
 
 
 def test_a_csv_column_of_mostly_numbers_read_as_words_is_said(tmp_path, caplog):
@@ -183,7 +194,14 @@ def test_object_array_columns_by_position():
     (lambda m, f: finetune.predict(m, f[["age", "income"]].to_numpy(np.float32).repeat(2, 1)), ValueError,
      r"^model 'mlp' reads category columns \['city', 'plan'\]: pass X as the table it trained on"),
     (lambda m, f: finetune.predict(m, f.rename(columns={"city": "town"})), ValueError,
-     r"X's columns differ from the ones the model was trained on|X lacks the category column"),
+     r"^X's columns differ from the ones the model was trained on"),
+    (lambda m, f: categories.encode(f.rename(columns={"city": "town"}), m.options), ValueError,
+     r"^X lacks the category column\(s\) \['city'\] the model was trained on \(it has \['age', 'town', "),
+    (lambda m, f: finetune.train("mlp", (f[["age", "income"]].to_numpy(np.float32), np.arange(len(f)) % 2),
+                                 categories=m.options["categories"], progress=False), ValueError,
+     r"^model 'mlp' reads category columns \['city', 'plan'\]: pass X as the table it trained on"),
+    (lambda m, f: finetune.train("mlp", (f, np.arange(len(f)) % 2), categories="city", progress=False), TypeError,
+     r"^model option categories='city' has the wrong type"),
     (lambda m, f: finetune.train("mlp", (f.assign(age=f["age"].astype(str)), np.zeros(len(f), int) + 1)),
      TypeError, r"^X column 'age' holds numbers as text \(e.g. '\d+\.0'\): say which they are -- numbers "
      r"\(df\['age'\] = "
@@ -204,8 +222,8 @@ def test_bad_category_input_is_a_one_line_error(call, error, message):
 
 def test_cli_trains_and_predicts_a_csv_with_word_columns(tmp_path):
     """A CSV's columns of words are categories for "mlp": the run reads their levels off its training rows, keeps
-    them with the weights (not in config.toml), and predict reads a later file's words by them -- a number in a
-    word column as the word it is written as, an empty cell as the missing level."""
+    them with the weights (not in config.toml), and predict reads a later file's words by them (an empty cell as
+    the missing level); a cell that is not a number in a number column is an error naming that column."""
     frame, y = table(200)
     frame.assign(label=np.where(y == 1, "yes", "no")).to_csv(tmp_path / "train.csv", index=False)
     (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "train.csv"}"\n[model]\nname = "mlp"\n')
@@ -230,6 +248,12 @@ def test_cli_trains_and_predicts_a_csv_with_word_columns(tmp_path):
     assert predictions == finetune.predict(model, rows).tolist()
     test = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     assert test > 0.7, test
+    later = later.astype({"income": object})
+    later.loc[1, "income"] = "lots"  # after a word in the same row: the number column is named
+    later.to_csv(tmp_path / "bad.csv", index=False)
+    done = subprocess.run([sys.executable, "-m", "finetune", "predict", str(run), "--input", str(tmp_path / "bad.csv"),
+                           "--output", str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "row 3, column 'income': 'lots' is not a number" in done.stderr, done.stderr
 
 
 def test_the_benchmark_runs_and_the_table_as_it_is_scores_as_get_dummies():

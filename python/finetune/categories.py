@@ -8,16 +8,18 @@ rows once (ModelEntry.choose_options) and kept as the model's option ``categorie
 that every split, and any later predict, is encoded alike:
 
 - The number columns come first, in their order, then each category column's block of 0/1 columns: its levels in
-  sorted order (a pandas category column: its categories' order), then a level for a missing value (None, NaN)
-  where training held one. This is ``pd.get_dummies(df, dtype=float)``'s layout (``dummy_na=True`` where values are
-  missing), so a model trained on the two is the same model (tests/test_categories.py).
+  sorted order (a pandas category column: its categories' order, each declared one kept), then a level for a
+  missing value (None, NaN, an empty word) where training held one. This is ``pd.get_dummies(df, dtype=float)``'s
+  layout, so where every level is held by MIN_ROWS rows or more and no word is missing a model trained on the two
+  is the same model (tests/test_categories.py).
 - A level fewer than MIN_ROWS training rows hold, and beyond a column's MAX_LEVELS most common, is not a column of
   its own: such levels share one "other" column. A column of names or ids (a different value in almost every row)
   then costs one input, not one per row; a level that training never saw reads as "other" where there is one,
   else as no level at all (every column of its block 0), as scikit-learn's OneHotEncoder(handle_unknown="ignore").
 
 The option, for each category column: ``{"column": its name (a DataFrame) or position (an array), "levels":
-[...], "other": whether the block ends with the "other" column}``; levels are strings, a missing value's None.
+[...], "other": the share of training rows the "other" column held (0: the block has none)}``; levels are
+strings, a missing value's None.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numbers
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import data
 
@@ -94,6 +97,7 @@ def _is_category(cells: Any) -> bool:
 def choose(x: Any, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with ``categories`` read off the training inputs ``x`` (kept where given)."""
     if "categories" in options:
+        check(options["categories"])
         return options
     columns = _table_columns(x)
     if columns is None:
@@ -132,7 +136,7 @@ def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
     kept = [level for level in order if level in common]
     if None in counts:
         kept.append(None)
-    other = any(level not in kept for level in counts)
+    other = sum(n for level, n in counts.items() if level not in kept) / len(values)
     return {"column": _key(name), "levels": kept, "other": other}
 
 
@@ -148,10 +152,11 @@ def check(value: Any) -> None:
     fine = isinstance(value, (list, tuple)) and all(
         isinstance(c, dict) and set(c) == {"column", "levels", "other"} and isinstance(c["column"], (str, int))
         and isinstance(c["levels"], (list, tuple)) and all(v is None or isinstance(v, str) for v in c["levels"])
-        and isinstance(c["other"], bool) for c in value)
+        and isinstance(c["other"], (int, float)) and not isinstance(c["other"], bool) and 0 <= c["other"] <= 1
+        for c in value)
     if not fine:
         raise TypeError(f"model option categories={value!r} has the wrong type: a list of {{'column': name or "
-                        "position, 'levels': [strings, None for a missing value], 'other': bool}, one per category "
+                        "position, 'levels': [strings, None for a missing value], 'other': a share in [0, 1]}, one per category "
                         "column (finetune.train reads it off the data)")
 
 
@@ -159,7 +164,8 @@ def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> A
     """``x`` with its category columns one-hot (the layout of the module's docstring): a float32 array, NaN where
     a number column's value is missing. Numbers with no categories go on as they are. (``rows``: the encode hook's
     training sample, which one-hot encoding does not report on.)"""
-    categories = options.get("categories") or []
+    categories = options.get("categories", [])
+    check(categories)
     columns = _table_columns(x)
     if not categories:
         if columns is not None:
@@ -184,21 +190,18 @@ def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> A
         raise ValueError(f"X lacks the category column(s) {absent} the model was trained on (it has "
                          f"{list(by_name)[:20]})")
     encoded = set(named)
-    numbers = _number_columns([(name, cells) for name, cells in columns if _key(name) not in encoded], len(x))
-    return np.concatenate([numbers] + [_one_hot(by_name[c["column"]], c) for c in categories], axis=1)
+    number_block = _number_columns([(name, cells) for name, cells in columns if _key(name) not in encoded], len(x))
+    blocks = [number_block] + [_one_hot(by_name[c["column"]], c) for c in categories]
+    return torch.from_numpy(np.concatenate(blocks, axis=1))  # a tensor: what _encoded passes on as encoded
 
 
 def _encoded(x: Any, width: Any) -> bool:
-    """Whether ``x`` is the inputs already encoded: a tensor (or a list of one), or a numeric array as wide as the
-    model's inputs where they are known (a run encodes its splits once, before the model is sized)."""
-    import torch
-
+    """Whether ``x`` is the inputs already encoded: a tensor (or a list of one), as encode returns them (a run
+    encodes its splits once; the recipe's phases pass tensors), as wide as the model's inputs where they are known.
+    A numpy array of numbers is not: a table encoded by hand may hold its columns in another order."""
     if isinstance(x, (list, tuple)) and len(x) == 1:
         x = x[0]
-    if isinstance(x, torch.Tensor):
-        return True
-    return (isinstance(x, np.ndarray) and x.dtype != object and x.ndim == 2
-            and (not width or x.shape[1] == width))
+    return isinstance(x, torch.Tensor) and x.dim() == 2 and (not width or x.shape[1] == width)
 
 
 def _example(x: Any, name: Any) -> Any:
@@ -228,23 +231,25 @@ def _number_columns(columns: list[tuple[Any, Any]], rows: int) -> np.ndarray:
     return values
 
 
-UNSEEN_WARNING = 0.5  # a warning where more than this share of a column's rows hold levels training never saw
+UNSEEN_WARNING = 0.5  # a warning where more than this share of a column's rows hold no level of its own, and more
+# than twice the share its "other" column held in training (a column of names is mostly "other" from the start)
 
 
 def _one_hot(cells: Any, category: dict[str, Any]) -> np.ndarray:
     levels = category["levels"]
     index = {level: i for i, level in enumerate(levels)}
-    unknown = len(levels) if category["other"] else -1  # "other", or no column at all
+    unknown = len(levels) if category["other"] > 0 else -1  # "other", or no column at all
     values = [_level(v) for v in (cells.tolist() if hasattr(cells, "tolist") else list(cells))]
     ids = np.fromiter((index.get(v, unknown) for v in values), dtype=np.int64, count=len(values))
     unseen = [v for v in values if v not in index]
-    if len(unseen) > UNSEEN_WARNING * len(values):  # "MALE" for "male", 1 for "1st": the column reads as nothing
+    share = len(unseen) / max(len(values), 1)
+    if share > UNSEEN_WARNING and share > 2 * category["other"]:  # "MALE" for "male", 1 for "1st": read as nothing
         examples = ", ".join(repr(v) for v in list(dict.fromkeys(unseen))[:3])
         logging.getLogger("finetune").warning(
-            f"X column {category['column']!r}: {len(unseen)} of {len(values)} rows hold levels training never saw "
+            f"X column {category['column']!r}: {len(unseen)} of {len(values)} rows hold no level of its own "
             f"(e.g. {examples}; it saw {levels[:5]}{' ...' if len(levels) > 5 else ''}): they read as "
-            f"{'its rare levels' if category['other'] else 'no level'}")
-    block = np.zeros((len(values), len(levels) + int(category["other"])), dtype=np.float32)
+            f"{'its other input' if category['other'] > 0 else 'no level'}")
+    block = np.zeros((len(values), len(levels) + int(category["other"] > 0)), dtype=np.float32)
     hit = ids >= 0
     block[np.nonzero(hit)[0], ids[hit]] = 1.0
     return block

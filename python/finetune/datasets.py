@@ -579,17 +579,22 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
         features = [c for i, c in enumerate(header) if i not in skipped]
         rows, labels, texts = [], [], []  # texts: the cells as written, where words are read
         named = set() if isinstance(words, bool) else set(words)  # the columns read as words, where listed
+
+        def absent(v: str) -> bool:
+            return missing and v.strip().lower() in MISSING_TOKENS
+
+        def word(i: int, v: str) -> bool:
+            return (words is True or i in named) and not _is_number(v)
+
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
             label_text = row[target] if target is not None else ""
             row = [v for i, v in enumerate(row) if i not in skipped]
             try:
-                values = [math.nan if missing and v.strip().lower() in MISSING_TOKENS else
-                          v if (words is True or i in named) and not _is_number(v) else float(v)
-                          for i, v in enumerate(row)]
-            except ValueError:
-                bad = next(i for i, v in enumerate(row) if not _is_number(v))
+                values = [math.nan if absent(v) else v if word(i, v) else float(v) for i, v in enumerate(row)]
+            except ValueError:  # the cell that is neither a number, a missing value nor a word where words are read
+                bad = next(i for i, v in enumerate(row) if not (_is_number(v) or absent(v) or word(i, v)))
                 raise _not_a_number(path, number, features[bad], row[bad]) from None
             if task is not None and task != "classification" and not _is_number(label_text):
                 raise _not_a_number(path, number, label, label_text, f" (task={task!r} predicts values; labels "

@@ -547,10 +547,10 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                   + (" (an MLP on tabular features: rules of its own)" if family == TABULAR else ""))
     words = getattr(model, "options", {}).get("categories") if isinstance(model, models.NativeModel) else None
     if words:  # "mlp" on a table with columns of words (finetune.categories)
-        plan.note("inputs.categories", {str(c["column"]): len(c["levels"]) + int(c["other"]) for c in words},
+        plan.note("inputs.categories", {str(c["column"]): len(c["levels"]) + int(c["other"] > 0) for c in words},
                   "columns of words, one 0/1 input per level read off the training rows (a level fewer than "
                   f"{categories.MIN_ROWS} of them hold, or beyond a column's {categories.MAX_LEVELS} most common, "
-                  "shares an 'other' input with the levels training never saw)")
+                  "shares an 'other' input, where a level training never saw goes too; with none, it is no level)")
     if pretrained and family == "default" and not isinstance(inputs, streams.Stream):
         _note_raw_scales(plan, inputs, sample)
     adapted = isinstance(model, torch.nn.Module) and any(isinstance(m, lora.LoraLinear) for m in model.modules())

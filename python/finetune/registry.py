@@ -20,6 +20,7 @@ one decorated factory:
 
 from __future__ import annotations
 
+import copy
 import inspect
 import numbers
 import typing
@@ -229,8 +230,9 @@ def takes_missing(model: Any) -> bool:
 
 
 def encode_for(model: Any, x: Any, rows: np.ndarray | None = None) -> Any:
-    """X as the numbers ``model`` reads: texts tokenised for a "minilm" finetune built, at its max_length; X as
-    given for any other model. ``rows`` as in ModelEntry.encode_inputs."""
+    """X as the numbers ``model`` reads, where finetune built it: texts tokenised for a "minilm" at its max_length,
+    a table's category columns one-hot for an "mlp" by its levels; X as given for any other model. ``rows`` as in
+    ModelEntry.encode_inputs."""
     found = built(model)
     return found[0].encode_inputs(x, found[1], rows) if found is not None else x
 
@@ -315,7 +317,8 @@ def _native(name: str, make_options: Callable[[], Any], make_module: Callable[[A
 
     def factory(**options: Any) -> models.NativeModel:
         model = models.native(name, make_options, make_module, {k: v for k, v in options.items() if k not in encoding})
-        model.options.update({k: options.get(k, default) for k, (default, _) in encoding.items()})
+        model.options.update({k: options[k] if k in options else copy.deepcopy(default)
+                              for k, (default, _) in encoding.items()})
         return model
 
     def check(key: str, value: Any) -> None:

@@ -316,7 +316,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             model_options = entry.choose_options(x, model_options)  # once, from the training inputs, for every split
             x = entry.encode_inputs(x, model_options, rows)
         else:
-            x = registry.encode_for(model, x, rows)  # a model built by name before: its texts at its max_length
+            x = registry.encode_for(model, x, rows)  # a model built by name before: its texts, its category columns
         inputs = data.features(x, "X", dtype, examples=data.length(y), missing=missing)
         targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
         if cfg.task == "classification" and not task_given:  # the default task: do the labels look like classes?
@@ -1134,7 +1134,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     else:
         streams.check_unused(cfg)
         _check_like_training(model, x)
-        x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
+        x = registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
         inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
         targets = data.targets(y, "y", task, inputs[0].shape[0])
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
@@ -1159,7 +1159,7 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
     applied; "cnn": the hidden layer's); otherwise a ValueError says why."""
     _check_batch_size(batch_size)
     _check_like_training(model, x)
-    x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
+    x = registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
     inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
     if isinstance(model, models.NativeModel):
         return _native_features(model, inputs, head, batch_size)
@@ -1227,7 +1227,7 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
     else:
         streams.check_unused(cfg)
         _check_like_training(model, x)
-        x = registry.encode_for(model, x)  # texts, for a "minilm" finetune built
+        x = registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
         inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
     example = streams.head(inputs, 2)
     adapted = models.adapt(model, example, data.keywords(x), output_key)
