@@ -159,6 +159,21 @@ def test_a_number_column_as_objects_reads_none_as_missing_and_a_word_as_an_error
         finetune.predict(model, frame[:0])
 
 
+def test_a_table_without_words_reads_its_object_columns_of_numbers_as_a_table_with_words_does():
+    """An object column of numbers (a mixed list, None for a missing one) is numbers for "mlp" whether or not the
+    table holds words: the same inputs as the column cast to float."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.normal(size=80), "glu": pd.Series([86, None, 90, 101] * 20, dtype=object)})
+    y = (frame["x"] > 0).to_numpy().astype(np.int64)
+    as_objects = finetune.train("mlp", (frame, y), **SETTINGS).model
+    as_floats = finetune.train("mlp", (frame.astype({"glu": float}), y), **SETTINGS).model
+    np.testing.assert_array_equal(finetune.predict(as_objects, frame, output="probabilities"),
+                                  finetune.predict(as_floats, frame.astype({"glu": float}), output="probabilities"))
+    with pytest.raises(ValueError, match=r"^X column 'glu' holds categories \(e.g. 'high'\), and the model was built "
+                                         r"with none"):
+        finetune.predict(as_objects, frame.assign(glu=pd.Series([86, "high"] * 40, dtype=object)))
+
+
 def test_an_empty_word_is_a_missing_one_as_a_csvs_empty_cell_is():
     options = categories.choose(pd.DataFrame({"w": ["a", "", None, "b", " "] * 4}), {})
     assert options["categories"] == [{"column": "w", "levels": ["a", "b", None], "other": 0.0}]

@@ -174,6 +174,9 @@ def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> A
                 raise ValueError(f"X column {found!r} holds categories (e.g. {_example(x, found)!r}), and the model "
                                  "was built with none (categories=[]): train it on this table, or encode the column "
                                  "as numbers first")
+            if data.is_frame(x) and any(getattr(c.dtype, "kind", "O") == "O" for _, c in columns):
+                # objects that are numbers (None: missing), read as a table with words reads its number columns
+                return torch.from_numpy(_number_columns(columns, len(x)))
         return x
     if columns is None:
         if _encoded(x, options.get("in_features")):
@@ -205,9 +208,10 @@ def _encoded(x: Any, width: Any) -> bool:
 
 
 def _example(x: Any, name: Any) -> Any:
+    """A word of column ``name`` (what made it categories), else its first value present."""
     cells = dict(_table_columns(x))[name]
-    values = cells.tolist() if hasattr(cells, "tolist") else list(cells)
-    return next((v for v in values if not _is_missing(v)), None)
+    values = [v for v in (cells.tolist() if hasattr(cells, "tolist") else list(cells)) if not _is_missing(v)]
+    return next((v for v in values if isinstance(v, (str, bytes))), values[0] if values else None)
 
 
 def _number_columns(columns: list[tuple[Any, Any]], rows: int) -> np.ndarray:
