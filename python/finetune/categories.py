@@ -24,6 +24,7 @@ strings, a missing value's None.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import numbers
@@ -64,6 +65,11 @@ def _level(value: Any) -> str | None:
     return str(value)
 
 
+def _cells(cells: Any) -> list[Any]:
+    """A column's cells as Python values (a pandas Series' or a numpy column's)."""
+    return cells.tolist() if hasattr(cells, "tolist") else list(cells)
+
+
 def _number_text(value: Any) -> bool:
     try:
         float(value)
@@ -90,8 +96,7 @@ def _is_category(cells: Any) -> bool:
         return True
     if dtype is not None and getattr(dtype, "kind", "O") in "biuf":
         return False
-    present = [v for v in (cells.tolist() if hasattr(cells, "tolist") else list(cells)) if not _is_missing(v)]
-    return any(isinstance(v, (str, bytes)) for v in present) or (type(dtype).__name__ == "StringDtype")
+    return type(dtype).__name__ == "StringDtype" or any(isinstance(v, (str, bytes)) for v in _cells(cells))
 
 
 def choose(x: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +117,7 @@ def choose(x: Any, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
-    values = cells.tolist() if hasattr(cells, "tolist") else list(cells)
+    values = _cells(cells)
     present = [v for v in values if not _is_missing(v)]
     # A DataFrame's column of numbers as text is ambiguous (pandas read a messy column as strings): ask. An object
     # array's (a CSV's column of words whose words fell in other rows) is categories, as read.
@@ -121,18 +126,14 @@ def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
         raise TypeError(f"X column {name!r} holds numbers as text (e.g. {present[0]!r}): say which they are -- "
                         f"numbers (df[{name!r}] = pd.to_numeric(df[{name!r}])) or categories "
                         f"(df[{name!r}] = df[{name!r}].astype('category'))")
-    levels = [_level(v) for v in values]
-    counts: dict[str | None, int] = {}
-    for level in levels:
-        counts[level] = counts.get(level, 0) + 1
+    counts = collections.Counter(_level(v) for v in values)
     declared = getattr(getattr(cells, "dtype", None), "categories", None)
     if declared is not None:  # a pandas category column: its categories' order, each declared one kept
         order = [_level(c) for c in declared]
     else:
         order = sorted(level for level in counts if level is not None)
-    common = sorted((level for level in order if counts.get(level, 0) >= MIN_ROWS or declared is not None),
-                    key=lambda level: -counts.get(level, 0))[:MAX_LEVELS]
-    common = set(common)
+    common = set(sorted((level for level in order if counts[level] >= MIN_ROWS or declared is not None),
+                        key=lambda level: -counts[level])[:MAX_LEVELS])
     kept = [level for level in order if level in common]
     if None in counts:
         kept.append(None)
@@ -156,8 +157,8 @@ def check(value: Any) -> None:
         for c in value)
     if not fine:
         raise TypeError(f"model option categories={value!r} has the wrong type: a list of {{'column': name or "
-                        "position, 'levels': [strings, None for a missing value], 'other': a share in [0, 1]}, one per category "
-                        "column (finetune.train reads it off the data)")
+                        "position, 'levels': [strings, None for a missing value], 'other': a share in [0, 1]}, one "
+                        "per category column (finetune.train reads it off the data)")
 
 
 def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> Any:
@@ -210,7 +211,7 @@ def _encoded(x: Any, width: Any) -> bool:
 def _example(x: Any, name: Any) -> Any:
     """A word of column ``name`` (what made it categories), else its first value present."""
     cells = dict(_table_columns(x))[name]
-    values = [v for v in (cells.tolist() if hasattr(cells, "tolist") else list(cells)) if not _is_missing(v)]
+    values = [v for v in _cells(cells) if not _is_missing(v)]
     return next((v for v in values if isinstance(v, (str, bytes))), values[0] if values else None)
 
 
@@ -224,7 +225,7 @@ def _number_columns(columns: list[tuple[Any, Any]], rows: int) -> np.ndarray:
             values[:, j] = (cells.to_numpy(dtype=np.float32, na_value=np.nan) if data.is_series(cells)
                             else np.asarray(cells, dtype=np.float32))
             continue
-        for i, v in enumerate(cells.tolist() if hasattr(cells, "tolist") else cells):
+        for i, v in enumerate(_cells(cells)):
             if _is_missing(v):
                 values[i, j] = math.nan
             elif isinstance(v, numbers.Real):
@@ -243,7 +244,7 @@ def _one_hot(cells: Any, category: dict[str, Any]) -> np.ndarray:
     levels = category["levels"]
     index = {level: i for i, level in enumerate(levels)}
     unknown = len(levels) if category["other"] > 0 else -1  # "other", or no column at all
-    values = [_level(v) for v in (cells.tolist() if hasattr(cells, "tolist") else list(cells))]
+    values = [_level(v) for v in _cells(cells)]
     ids = np.fromiter((index.get(v, unknown) for v in values), dtype=np.int64, count=len(values))
     unseen = [v for v in values if v not in index]
     share = len(unseen) / max(len(values), 1)
