@@ -586,13 +586,23 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
         def word(i: int, v: str) -> bool:
             return (words is True or i in named) and not _is_number(v)
 
+        def cell(i: int, v: str) -> float | str:  # a number parsed once; a word kept where words are read
+            if absent(v):
+                return math.nan
+            try:
+                return float(v)
+            except ValueError:
+                if words is True or i in named:
+                    return v
+                raise
+
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
             label_text = row[target] if target is not None else ""
             row = [v for i, v in enumerate(row) if i not in skipped]
             try:
-                values = [math.nan if absent(v) else v if word(i, v) else float(v) for i, v in enumerate(row)]
+                values = [cell(i, v) for i, v in enumerate(row)]
             except ValueError:  # the cell that is neither a number, a missing value nor a word where words are read
                 bad = next(i for i, v in enumerate(row) if not (_is_number(v) or absent(v) or word(i, v)))
                 raise _not_a_number(path, number, features[bad], row[bad]) from None

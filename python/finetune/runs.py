@@ -281,6 +281,14 @@ def load_data(cfg: RunConfig) -> datasets.Split:
     return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}")
 
 
+def _without_statistics(model: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A [model] table to write (config.toml, best.toml) without the options read off the training data ("mlp"'s
+    input scaling, its category levels), unless the config gave them: the config run on other data reads them anew,
+    and runs on other splits compare without long arrays."""
+    kept = registry.get(model["name"]).statistic_names()
+    return {k: v for k, v in model.items() if k not in kept or k in given}
+
+
 def _reads_words(cfg: RunConfig) -> bool:
     """Whether the config's model reads a CSV's columns of words as categories ("mlp": finetune.categories)."""
     return "categories" in registry.get(cfg.model["name"]).defaults
@@ -420,13 +428,11 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     if distributed.process_rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
 
-    # The options read off the training inputs (mlp's input scaling) stay with the weights, not in config.toml:
-    # that config run on other data reads them anew, and runs on other splits compare without two long arrays
-    kept = registry.get(cfg.model["name"]).statistic_names()
+    # The options read off the training inputs stay with the weights, not in config.toml (_without_statistics).
     # With [lora] the freezing is LoRA's (everything but the adapters and the head), not a setting to write back.
     written_train = resolved.train.replace(freeze=cfg.train.freeze) if cfg.lora is not None else resolved.train
-    written = RunConfig(cfg.data, {k: v for k, v in resolved.model.items() if k not in kept or k in cfg.model},
-                        written_train, cfg.source, lora=cfg.lora)
+    written = RunConfig(cfg.data, _without_statistics(resolved.model, cfg.model), written_train, cfg.source,
+                        lora=cfg.lora)
     config_written = written.to_dict()
     if cfg.data["path"] is not None and cfg.data["test_fraction"] is None:  # the test split, for evaluate and reruns
         config_written["data"] = {**config_written["data"], "test_fraction": TEST_FRACTION}
@@ -736,10 +742,7 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
                   task=cfg.train.task)  # checked by load_data
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # What the data decides that a run reads off its data again ("mlp"'s category levels) stays out, as in config.toml
-    kept = registry.get(cfg.model["name"]).statistic_names()
-    best = RunConfig(cfg.data, {k: v for k, v in cfg.model.items() if k not in kept or k in given}, result.best_config,
-                     cfg.source)
+    best = RunConfig(cfg.data, _without_statistics(cfg.model, given), result.best_config, cfg.source)
     (out / "best.toml").write_text(write_toml(best.to_dict()))
     with open(out / "trials.csv", "w", newline="") as f:
         writer = csv.writer(f)
