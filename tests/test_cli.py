@@ -819,3 +819,59 @@ def test_a_csv_with_text_labels_trains_evaluates_and_predicts_them(capsys, tmp_p
     code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "word.csv"), "--output",
                          str(tmp_path / "p4.csv"))
     assert_one_line_error(code, err, "word.csv' row 3, column 'b': 'high' is not a number")
+
+
+def test_evaluate_reads_new_labelled_rows(capsys, tmp_path):
+    """`finetune evaluate RUN --input FILE` scores the run's model on new labelled rows, read as predict reads them
+    (the model's columns, its category columns as words) with the label column: the run's own test split written
+    as a CSV scores what `evaluate RUN` scores; an .npz's X and y the same; a file without the labels, with a label
+    training never saw, or with its columns moved is one line naming it."""
+    import pandas as pd
+
+    from finetune import runs
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 2))
+    colour = rng.choice(["red", "green", "blue"], size=150)
+    answer = np.where(x[:, 0] + (colour == "red") > 0.3, "Yes", "No")
+    frame = pd.DataFrame({"a": x[:, 0], "colour": colour, "b": x[:, 1], "answer": answer})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\nlabel = "answer"\n'
+                                       '[model]\nname = "mlp"\n[train]\nepochs = 3\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    assert run_main(capsys, "evaluate", str(tmp_path / "r"))[0] == 0
+    own = runs.evaluate_run(tmp_path / "r")
+    split = runs.load_data(runs.load_config(tmp_path / "r" / "config.toml"))
+    test = pd.DataFrame(split.x_test, columns=["a", "colour", "b"]).assign(answer=split.y_test)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "test.csv"))
+    assert code == 0, err
+    assert runs.evaluate_run(tmp_path / "r", tmp_path / "test.csv") == pytest.approx(own)
+    assert own["classes"] == ["No", "Yes"] and len(split.y_test) == 30
+    test[test.answer == "Yes"].to_csv(tmp_path / "yes.csv", index=False)  # other rows: other metrics
+    yes = runs.evaluate_run(tmp_path / "r", tmp_path / "yes.csv")
+    assert sum(yes["confusion_matrix"][1]) == (split.y_test == "Yes").sum() and sum(yes["confusion_matrix"][0]) == 0
+    test.drop(columns="answer").to_csv(tmp_path / "unlabelled.csv", index=False)
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "unlabelled.csv"))
+    assert_one_line_error(code, err, "unlabelled.csv' has no label column 'answer'", "evaluate needs the labels")
+    test.assign(answer="Maybe").to_csv(tmp_path / "maybe.csv", index=False)
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "maybe.csv"))
+    assert_one_line_error(code, err, "maybe.csv' label column 'answer' holds label(s) ['Maybe'] that training did not")
+    test[["b", "colour", "a", "answer"]].to_csv(tmp_path / "moved.csv", index=False)
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "moved.csv"))
+    assert_one_line_error(code, err, "moved.csv's columns are in another order than in training")
+    np.savez(tmp_path / "x_only.npz", X=x[:5])
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "x_only.npz"))
+    assert_one_line_error(code, err, "x_only.npz' lacks the array(s) ['y']")
+
+
+def test_evaluate_reads_an_npz_of_new_rows(wine_run, tmp_path):
+    from finetune import datasets
+
+    split = datasets.load("wine")
+    np.savez(tmp_path / "test.npz", X=split.x_test, y=split.y_test)
+    done = finetune_cli("evaluate", str(wine_run), "--input", str(tmp_path / "test.npz"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accuracy"] == pytest.approx(
+        json.loads((wine_run / "metrics.json").read_text())["test"]["accuracy"])

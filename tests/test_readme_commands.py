@@ -267,6 +267,14 @@ def _setup_new_npz(work: Path) -> None:
     np.savez(work / "new.npz", X=datasets.load("wine").x_test[:10])
 
 
+def _setup_labelled_npz(work: Path) -> None:
+    """labelled.npz stands for the reader's new labelled rows: wine's test split, which runs/wine was scored on."""
+    from finetune import datasets
+
+    split = datasets.load("wine")
+    np.savez(work / "labelled.npz", X=split.x_test, y=split.y_test)
+
+
 def _setup_digits_idx(work: Path) -> None:
     from sklearn.datasets import load_digits
 
@@ -282,6 +290,7 @@ def _setup_digits_idx(work: Path) -> None:
 # Inputs a command reads that the README leaves to the reader (the commands are still run as written).
 SETUP: dict[str, Callable[[Path], None]] = {
     "finetune predict runs/wine --input new.npz --output predictions.csv": _setup_new_npz,
+    "finetune evaluate runs/wine --input labelled.npz": _setup_labelled_npz,
     "python -m finetune example --data DIR --fraction 0.1 --recipe none --epochs 3": _setup_digits_idx,
 }
 
@@ -339,6 +348,8 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess, Path], None]] = {
     "finetune train examples/wine.toml": lambda done, work: _metrics(work, "wine")["test"]["accuracy"] > 0.8,
     "finetune train examples/wine.toml train.lr=1e-3 model.hidden=[128] --out runs/wine-lr1e-3": _check_wine_lr,
     "finetune evaluate runs/digits": lambda done, work: json.loads(done.stdout)["accuracy"] > 0.8,
+    "finetune evaluate runs/wine --input labelled.npz": lambda done, work: (
+        json.loads(done.stdout)["accuracy"] == pytest.approx(_metrics(work, "wine")["test"]["accuracy"])),
     "finetune predict runs/wine --input new.npz --output predictions.csv": _check_predictions,
     "finetune find-lr examples/wine.toml": lambda done, work: "suggested lr" in done.stdout or pytest.fail(done.stdout),
     "finetune tune examples/wine-tune.toml": lambda done, work: (

@@ -1,7 +1,7 @@
 """The `finetune` command (also `python -m finetune`).
 
     finetune train CONFIG [section.key=value ...] [--out RUN_DIR]   fine-tune as a config file says
-    finetune evaluate RUN_DIR                                        test metrics of a finished run
+    finetune evaluate RUN_DIR [--input X.npz|X.csv]                  test metrics of a finished run (or on new rows)
     finetune predict RUN_DIR --input X.npz|X.csv --output preds.csv  predictions for new data
     finetune find-lr CONFIG [overrides]                              a learning-rate range test
     finetune tune CONFIG [overrides]                                 search the config's [tune] space (Optuna)
@@ -133,8 +133,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="TensorBoard event files in RUN_DIR/tensorboard, written as each epoch ends: by default "
                             "when tensorboardX is installed; --tensorboard requires it, --no-tensorboard skips them")
 
-    evaluate = commands.add_parser("evaluate", help="test metrics of a finished run (JSON)")
+    evaluate = commands.add_parser("evaluate", help="test metrics of a finished run, or of its model on new labelled rows (JSON)")
     evaluate.add_argument("run_dir")
+    evaluate.add_argument("--input", help="new labelled data instead of the run's test split: .npz (arrays X and y) "
+                          "or .csv (the training file's feature columns and its label column)")
 
     predict = commands.add_parser("predict", help="predictions of a finished run for new data, as CSV")
     predict.add_argument("run_dir")
@@ -201,7 +203,7 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from . import runs
 
-    print(json.dumps(runs.evaluate_run(args.run_dir), indent=1))
+    print(json.dumps(runs.evaluate_run(args.run_dir, args.input), indent=1))
     return 0
 
 

@@ -598,13 +598,18 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     return cfg, module
 
 
-def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Test metrics of a finished run, its test split read again as its config says."""
+def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Test metrics of a finished run: on its test split, read again as its config says, or on the labelled rows of
+    ``input_path`` (an .npz with X and y, or a CSV with the training file's feature columns and its label column)."""
     import finetune
 
     cfg, model = load_run(run_dir)
-    split = load_data(cfg)
-    metrics = finetune.evaluate(model, (model_inputs(cfg, split.x_test, model), split.y_test), task=split.task)
+    if input_path is None:
+        split = load_data(cfg)
+        x, y = split.x_test, split.y_test
+    else:
+        x, y = read_labelled(cfg, input_path, model)
+    metrics = finetune.evaluate(model, (model_inputs(cfg, x, model), y), task=cfg.train.task)
     metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist() if "confusion_matrix" in metrics else None
     return metrics
 
@@ -644,22 +649,58 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
     there is one, and ``unread`` left out; ``columns``, the training file's, when known, must be its columns in
     the same order; ``words``, the positions of the model's category columns, read as words, the rest as numbers);
     flat rows are reshaped to the model's example shape (an image model's)."""
+    return _read_rows(cfg, path, columns, words, unread, labelled=False)[0]
+
+
+def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of new labelled rows for a run's model, read as ``read_inputs`` reads X (the model's columns and
+    category columns), y from an .npz's array y or the CSV's label column (the config's ``data.label``)."""
+    trained = training.trained_for(model)
+    x, y = _read_rows(cfg, path, trained.columns if trained is not None else None, _category_columns(model), (),
+                      labelled=True)
+    classes = trained.classes if trained is not None else None
+    unseen = sorted(set(y.tolist()) - set(classes)) if classes is not None and y.dtype.kind == "U" else []
+    if unseen:  # said here by the file and column, not as finetune.evaluate's y
+        where = "array y" if Path(path).suffix == ".npz" else f"label column {cfg.data['label']!r}"
+        raise ValueError(f"'{path}' {where} holds label(s) {unseen[:5]} that training did not (its classes: "
+                         f"{list(classes)})")
+    return x, y
+
+
+def _category_columns(model: Any) -> list[int]:
+    """The positions of the columns a model reads as words ("mlp"'s categories), else none."""
+    return [c["column"] for c in getattr(model, "options", {}).get("categories", [])]
+
+
+def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...] | None, words: Sequence[int],
+               unread: Sequence[str], labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(X, y where ``labelled`` else None): read_inputs and read_labelled."""
     path = Path(path)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
-            if "X" not in archive:
-                raise ValueError(f"'{path}' lacks the array X (it has {sorted(archive.files)})")
-            x = archive["X"]
+            wanted = ["X", "y"] if labelled else ["X"]
+            if any(k not in archive for k in wanted):
+                raise ValueError(f"'{path}' lacks the array(s) {[k for k in wanted if k not in archive]} (it has "
+                                 f"{sorted(archive.files)})")
+            x, y = archive["X"], archive["y"] if labelled else None
     else:
         encoding = _csv_encoding(cfg)
-        features = _csv_columns(cfg, path, unread)[0]
+        features, has_label = _csv_columns(cfg, path, unread)
+        if labelled and not has_label:
+            raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in the run's "
+                             f"config.toml; its columns: {list(features)}): evaluate needs the labels")
         data.check_column_names(features, columns, str(path), reorder="write its columns")
-        x = datasets.load_features(path, label=cfg.data["label"], missing=registry.takes_missing(cfg.model["name"]),
-                                   words=words, unread=unread, **encoding)  # a label column left out unread
+        missing = registry.takes_missing(cfg.model["name"])
+        if labelled:
+            x, y = datasets.load_file(path, label=cfg.data["label"], task=cfg.train.task, missing=missing,
+                                      words=words, **encoding)
+        else:  # a label column left out unread
+            x, y = datasets.load_features(path, label=cfg.data["label"], missing=missing, words=words,
+                                          unread=unread, **encoding), None
     entry = registry.get(cfg.model["name"])
     if entry.example_shape is not None and x.ndim == 2:
         x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))
-    return x
+    return x, y
 
 
 def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
@@ -681,9 +722,8 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
         if absent:
             raise ValueError(f"--keep {absent[0]!r} is not a column of '{input_path}'"
                              f"{did_you_mean(absent[:1], header)} (its columns: {header})")
-    words = [c["column"] for c in getattr(model, "options", {}).get("categories", [])]  # "mlp"'s, by position
     unread = [k for k in keep if columns is None or k not in columns]  # an id: copied, not a feature
-    x = model_inputs(cfg, read_inputs(cfg, input_path, columns, words, unread), model)
+    x = model_inputs(cfg, read_inputs(cfg, input_path, columns, _category_columns(model), unread), model)
     kept = datasets.csv_cells(input_path, keep, **_csv_encoding(cfg)) if keep else None
     if cfg.train.task == "classification":
         probabilities = finetune.predict(model, x, output="probabilities")
