@@ -875,3 +875,88 @@ def test_evaluate_reads_an_npz_of_new_rows(wine_run, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["accuracy"] == pytest.approx(
         json.loads((wine_run / "metrics.json").read_text())["test"]["accuracy"])
+
+
+def _reviews_csv(path: Path, rows: int = 60) -> list[str]:
+    """A CSV of short reviews (id, review, sentiment), the review column's texts returned; one holds a comma and a
+    quote, one is a number, one is empty: each read as written."""
+    rng = np.random.default_rng(0)
+    good = ["great movie", "loved it", 'a "delight", truly', "brilliant and moving", "10"]
+    bad = ["terrible plot", "awful", "boring and long", "a mess", ""]
+    labels = rng.choice(["pos", "neg"], size=rows)
+    texts = [str(rng.choice(good if label == "pos" else bad)) for label in labels]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "review", "sentiment"])
+        writer.writerows([f"r{i}", t, label] for i, (t, label) in enumerate(zip(texts, labels)))
+    return texts
+
+
+def test_a_text_model_trains_evaluates_and_predicts_a_csv_of_texts(capsys, tmp_path):
+    """A run config for "minilm" reads a CSV's column of texts (data.text, or the file's one column besides the
+    label), as written; the run directory predicts a new file's texts by that column's name, as finetune.predict
+    predicts the same texts, and evaluates labelled ones as its test split."""
+    import finetune
+
+    texts = _reviews_csv(tmp_path / "reviews.csv")
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "reviews.csv"}"\nlabel = "sentiment"\n'
+                                       'text = "review"\n[model]\nname = "minilm"\n'
+                                       "[train]\nepochs = 1\nlr = 1e-4\nbatch_size = 16\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    assert tomllib.loads((tmp_path / "r" / "config.toml").read_text())["data"]["text"] == "review"
+    split = runs.load_data(runs.load_config(tmp_path / "r" / "config.toml"))
+    assert sorted(split.x_train.tolist() + split.x_test.tolist()) == sorted(texts) and "" in texts
+    assert runs.evaluate_run(tmp_path / "r", tmp_path / "reviews.csv")["accuracy"] >= 0  # labelled: all 60 rows
+    import pandas as pd
+
+    test = pd.DataFrame({"review": split.x_test, "sentiment": split.y_test})
+    test.to_csv(tmp_path / "test.csv", index=False)
+    assert runs.evaluate_run(tmp_path / "r", tmp_path / "test.csv") == pytest.approx(runs.evaluate_run(tmp_path / "r"))
+    new = pd.DataFrame({"when": ["today", "now"], "review": ["loved it, truly", "a mess"], "id": ["a", "b"]})
+    new.to_csv(tmp_path / "new.csv", index=False)  # other columns, in any order: not read
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"), "--output",
+                         str(tmp_path / "p.csv"), "--keep", "id")
+    assert code == 0, err
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    model = finetune.load(tmp_path / "r")
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert [r["prediction"] for r in rows] == finetune.predict(model, ["loved it, truly", "a mess"]).tolist()
+    new.drop(columns="review").to_csv(tmp_path / "no_text.csv", index=False)
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "no_text.csv"),
+                         "--output", str(tmp_path / "p.csv"))
+    assert_one_line_error(code, err, "no_text.csv' has no text column 'review'")
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"))
+    assert_one_line_error(code, err, "new.csv' has no label column 'sentiment'")
+
+
+def test_a_csv_of_texts_without_data_text(capsys, tmp_path):
+    """data.text left out: the file's one column besides the label holds the texts; with more, one line asks for
+    data.text; data.text given to a model of numbers, or beside a built-in set, or naming no column, is an error."""
+    texts = _reviews_csv(tmp_path / "reviews.csv", rows=20)
+    source = f'[data]\npath = "{tmp_path / "reviews.csv"}"\nlabel = "sentiment"\n[model]\nname = "minilm"\n'
+    (tmp_path / "run.toml").write_text(source)
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "reviews.csv' has 2 columns besides the label 'sentiment' (['id', 'review']): "
+                          "set data.text in")
+    import pandas as pd
+
+    pd.read_csv(tmp_path / "reviews.csv", keep_default_na=False).drop(columns="id").to_csv(tmp_path / "two.csv",
+                                                                                          index=False)
+    cfg = runs.load_config(tmp_path / "run.toml", [f'data.path="{tmp_path / "two.csv"}"'])
+    assert runs.text_column(cfg, tmp_path / "two.csv") == "review"
+    split = runs.load_data(cfg)
+    assert sorted(split.x_train.tolist() + split.x_test.tolist()) == sorted(texts)
+    (tmp_path / "builtin.toml").write_text('[data]\ndataset = "rotten-tomatoes"\ntext = "review"\n'
+                                           '[model]\nname = "minilm"\n')
+    for config, overrides, messages in (
+            ("run.toml", ['data.text="title"'], ["has no text column 'title' (its columns: ['id', 'review', "
+                                                 "'sentiment'])"]),
+            ("run.toml", ['data.text="review"', 'model.name="mlp"'],
+             ["data.text = 'review' in", "names the column of texts of a model that reads texts (['minilm']), and "
+              "model 'mlp' reads numbers: leave data.text out"]),
+            ("builtin.toml", [], ["data.text = 'review' in", "dataset 'rotten-tomatoes' is a built-in set: leave "
+                                  "text out"])):
+        code, err = run_main(capsys, "train", str(tmp_path / config), *overrides, "--out", str(tmp_path / "r"))
+        assert_one_line_error(code, err, *messages)

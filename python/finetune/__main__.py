@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             run_demo(fraction=args.fraction, seeds=args.seeds)
             return 0
         return handlers[args.command](args)
+    except BrokenPipeError:  # the reader stopped reading (`finetune evaluate RUN | head`): done, as cat is
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail too
+        return 0
     except USER_ERRORS as error:
         if args.verbose:
             raise

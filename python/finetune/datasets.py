@@ -548,6 +548,24 @@ def load_features(path: str | os.PathLike, label: str, encoding: str = "utf-8", 
         raise _decode_error(path, encoding) from None
 
 
+def load_texts(path: str | os.PathLike, text: str, label: str, task: str | None, encoding: str = "utf-8",
+               errors: str = "strict") -> tuple[np.ndarray, np.ndarray | None]:
+    """(texts, y) from a CSV with a column of texts, ``text`` (each cell as written, an empty one ""), and with a
+    ``task`` the ``label`` column, read as load_file reads it (task None: the label column, where there is one, is
+    left out and y is None). No other column is read. Errors and ``encoding``, ``errors`` as load_file's."""
+    header = csv_header(path, encoding, errors)
+    if text not in header:
+        raise ValueError(f"'{path}' has no text column {text!r} (its columns: {header})")
+    if text == label:
+        raise ValueError(f"'{path}': the text column and the label column are both {text!r}")
+    unread = [c for c in header if c not in (text, label)]
+    try:
+        x, y = _read_numeric_csv(Path(path), label, task, encoding, errors, words={0}, unread=unread)
+    except UnicodeDecodeError:
+        raise _decode_error(Path(path), encoding) from None
+    return x[:, 0], y
+
+
 def _not_a_number(path: Path, number: int, column: str, text: str, hint: str = "") -> ValueError:
     """A CSV cell that should hold a number: an empty one named as missing, else the text found and ``hint``."""
     if not text.strip():

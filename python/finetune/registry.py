@@ -85,6 +85,7 @@ class ModelEntry:
     # meant (MiniLM's normalize: its head read the raw mean before): a saved run rebuilds as it trained.
     saved_before: dict[str, Any] = field(default_factory=dict)
     missing: bool = False  # its inputs may hold NaN, which the model fills itself ("mlp": MlpOptions::missing_columns)
+    texts: bool = False  # its X is texts: a run config's CSV gives them as one column (data.text)
 
     def build_saved(self, options: dict[str, Any]) -> Any:
         """The model a run directory saved with ``options``, an option it predates at the value it meant then."""
@@ -243,19 +244,20 @@ def register_model(name: str, *, infer_options: Infer | None = None, encode: Enc
                    trained_weights: Callable[[dict[str, Any]], bool] | None = None,
                    choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
                    mask_input: int | None = None, recipe: str = "default",
-                   saved_before: dict[str, Any] | None = None) -> Callable:
+                   saved_before: dict[str, Any] | None = None, texts: bool = False) -> Callable:
     """Decorator: the factory's keyword parameters are the model's options, their defaults the defaults and their
     annotations (int, float, bool, str, list) the types checked. ``infer_options(inputs, targets, task)`` returns
     the options the data decides; ``encode(X, options)`` turns what users pass into numbers, where it is not;
     ``trained_weights(options)`` says whether the built model is pretrained (default: it is not); ``mask_input``
     which of its inputs is an attention mask (batches are then cut to their longest row); ``recipe`` the rules
     recipe="auto" trains it by (finetune.recipe.FAMILIES); ``saved_before`` the options added since run directories
-    saved the model's options, at the value their absence meant."""
+    saved the model's options, at the value their absence meant; ``texts`` whether its X is texts (a run config's
+    CSV then gives them as one column)."""
     def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
         defaults = _signature_defaults(factory)
         _add(ModelEntry(name, factory, defaults, _option_types(factory, defaults), infer_options or _nothing_inferred,
                         encode, tuple(every_split), example_shape, trained_weights=trained_weights, choose=choose,
-                        mask_input=mask_input, recipe=recipe, saved_before=dict(saved_before or {})))
+                        mask_input=mask_input, recipe=recipe, saved_before=dict(saved_before or {}), texts=texts))
         return factory
 
     return decorator
@@ -547,7 +549,7 @@ def _infer_minilm(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task: s
 
 @register_model("minilm", infer_options=_infer_minilm, encode=_texts_to_ids, trained_weights=lambda o: True,
                 choose=_choose_max_length, mask_input=1, recipe="sentence encoder",
-                saved_before={"normalize": False, "layers": 1})
+                saved_before={"normalize": False, "layers": 1}, texts=True)
 def minilm(num_classes: int, max_length: int = 0, dropout: bool = True,
            normalize: bool = True, layers: int = 4) -> torch.jit.ScriptModule:
     """finetune.text.minilm_classifier's model (texts are tokenised at max_length; 0, the default: the length

@@ -45,7 +45,8 @@ log = logging.getLogger("finetune")
 
 TEST_FRACTION = 0.2  # a file's rows held out as its test split (a built-in set has a test split of its own)
 DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.2, "test_fraction": None, "seed": 0,
-             "encoding": None, "encoding_errors": None}  # a CSV's text encoding (None: utf-8, strict)
+             "encoding": None, "encoding_errors": None,  # a CSV's text encoding (None: utf-8, strict)
+             "text": None}  # a text model's column of texts (None: the CSV's one column besides the label)
 SECTIONS = ("data", "model", "train", "tune", "lora")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
                     "tune": "tune.trials=20", "lora": "lora.r=8"}
@@ -126,7 +127,7 @@ def _check_data(data: dict[str, Any], source: str) -> None:
     def fail(key: str, wanted: str) -> None:
         raise ValueError(f"data.{key} must be {wanted} in {source}, got {data[key]!r}")
 
-    for key in ("dataset", "path", "encoding", "encoding_errors"):
+    for key in ("dataset", "path", "encoding", "encoding_errors", "text"):
         if data[key] is not None and (not isinstance(data[key], str) or not data[key]):
             fail(key, "a non-empty string")
     if not isinstance(data["label"], str) or not data["label"]:
@@ -141,6 +142,9 @@ def _check_data(data: dict[str, Any], source: str) -> None:
     if data["test_fraction"] is not None and data["dataset"] is not None:
         raise ValueError(f"data.test_fraction = {data['test_fraction']!r} in {source} splits a file's rows, and "
                          f"dataset {data['dataset']!r} comes with its own test split: leave test_fraction out")
+    if data["text"] is not None and data["dataset"] is not None:
+        raise ValueError(f"data.text = {data['text']!r} in {source} names a CSV file's column of texts, and dataset "
+                         f"{data['dataset']!r} is a built-in set: leave text out")
     if isinstance(data["seed"], bool) or not isinstance(data["seed"], int) or data["seed"] < 0:
         fail("seed", "an integer >= 0")
     if (data["dataset"] is None) == (data["path"] is None):
@@ -215,6 +219,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
     model = dict(raw.get("model", {"name": "mlp"}))
     model.setdefault("name", "mlp")
     _check_model(model, source, overridden)
+    if data["text"] is not None and not registry.get(model["name"]).texts:
+        readers = [n for n in model_names() if registry.get(n).texts]
+        raise ValueError(f"data.text = {data['text']!r} in {source} names the column of texts of a model that reads "
+                         f"texts ({readers}), and model {model['name']!r} reads numbers: leave data.text out")
     train_values = raw.get("train", {})
     unknown = sorted(set(train_values) - set(config_fields()))
     if unknown:
@@ -271,10 +279,14 @@ def load_data(cfg: RunConfig) -> datasets.Split:
                                  f"{split.task} set: leave task out, the built-in set decides it{hint}")
             cfg.train = cfg.train.replace(task=split.task)
         return split
-    x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task, encoding=d.get("encoding") or "utf-8",
-                              missing=registry.takes_missing(cfg.model["name"]),  # "mlp": an empty cell is NaN
-                              words=_reads_words(cfg),  # "mlp": a column of words is categories
-                              errors=d.get("encoding_errors") or "strict")
+    if _text_csv(cfg, d["path"]):
+        x, y = datasets.load_texts(d["path"], text_column(cfg, d["path"]), d["label"], cfg.train.task,
+                                   **_csv_encoding(cfg))
+    else:
+        x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task, missing=registry.takes_missing(
+                                  cfg.model["name"]),  # "mlp": an empty cell is NaN
+                                  words=_reads_words(cfg),  # "mlp": a column of words is categories
+                                  **_csv_encoding(cfg))
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
     train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test", "test_fraction")
@@ -287,6 +299,22 @@ def _without_statistics(model: dict[str, Any], given: dict[str, Any]) -> dict[st
     and runs on other splits compare without long arrays."""
     kept = registry.get(model["name"]).statistic_names()
     return {k: v for k, v in model.items() if k not in kept or k in given}
+
+
+def _text_csv(cfg: RunConfig, path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a CSV the config's model reads a column of texts from ("minilm")."""
+    return registry.get(cfg.model["name"]).texts and str(path).endswith((".csv", ".csv.gz"))
+
+
+def text_column(cfg: RunConfig, path: str | os.PathLike) -> str:
+    """The column of texts of a text model's CSV: data.text, else the file's one column besides the label."""
+    if cfg.data["text"] is not None:
+        return cfg.data["text"]
+    others = [c for c in datasets.csv_header(path, **_csv_encoding(cfg)) if c != cfg.data["label"]]
+    if len(others) != 1:
+        raise ValueError(f"'{path}' has {len(others)} columns besides the label {cfg.data['label']!r} ({others}): "
+                         f"set data.text in {cfg.source} to the one holding the texts")
+    return others[0]
 
 
 def _reads_words(cfg: RunConfig) -> bool:
@@ -628,6 +656,8 @@ def data_columns(cfg: RunConfig) -> tuple[str, ...] | None:
     path = cfg.data.get("path")
     if path is None or not (str(path).endswith(".csv") or str(path).endswith(".csv.gz")):
         return None
+    if _text_csv(cfg, path):
+        return (text_column(cfg, path),)  # the one column read; new files may hold others (an id)
     return _csv_columns(cfg, path)[0]
 
 
@@ -683,6 +713,13 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
                 raise ValueError(f"'{path}' lacks the array(s) {[k for k in wanted if k not in archive]} (it has "
                                  f"{sorted(archive.files)})")
             x, y = archive["X"], archive["y"] if labelled else None
+    elif _text_csv(cfg, path):  # the column of texts the model trained on, by name; the others are not read
+        text = columns[0] if columns is not None else text_column(cfg, path)
+        if labelled and cfg.data["label"] not in datasets.csv_header(path, **_csv_encoding(cfg)):
+            raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in the run's "
+                             f"config.toml): evaluate needs the labels")
+        x, y = datasets.load_texts(path, text, cfg.data["label"], cfg.train.task if labelled else None,
+                                   **_csv_encoding(cfg))
     else:
         encoding = _csv_encoding(cfg)
         features, has_label = _csv_columns(cfg, path, unread)
