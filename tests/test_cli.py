@@ -857,7 +857,7 @@ def test_evaluate_reads_new_labelled_rows(capsys, tmp_path):
     assert_one_line_error(code, err, "unlabelled.csv' has no label column 'answer'", "evaluate needs the labels")
     test.assign(answer="Maybe").to_csv(tmp_path / "maybe.csv", index=False)
     code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "maybe.csv"))
-    assert_one_line_error(code, err, "maybe.csv' label column 'answer' holds label(s) ['Maybe'] that training did not")
+    assert_one_line_error(code, err, "maybe.csv' label column 'answer' holds label(s) ['Maybe'] that training did not have")
     test[["b", "colour", "a", "answer"]].to_csv(tmp_path / "moved.csv", index=False)
     code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "moved.csv"))
     assert_one_line_error(code, err, "moved.csv's columns are in another order than in training")
@@ -959,4 +959,88 @@ def test_a_csv_of_texts_without_data_text(capsys, tmp_path):
             ("builtin.toml", [], ["data.text = 'review' in", "dataset 'rotten-tomatoes' is a built-in set: leave "
                                   "text out"])):
         code, err = run_main(capsys, "train", str(tmp_path / config), *overrides, "--out", str(tmp_path / "r"))
+        assert_one_line_error(code, err, *messages)
+
+
+def _image_folder(root: Path, per_class: int, seed: int, size: tuple[int, int] = (12, 16),
+                  mode: str = "RGB") -> None:
+    """root/across and root/down: images of horizontal and vertical stripes (a class each), of one size and mode."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in ("across", "down"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            stripes = (np.arange(size[0])[:, None] % 4 < 2) if name == "across" else (np.arange(size[1])[None] % 4 < 2)
+            pixels = np.broadcast_to(stripes, size) * 200 + rng.integers(0, 50, size)
+            image = Image.fromarray(pixels.astype(np.uint8), "L").convert(mode)
+            image.save(root / name / f"{name}{i}.{'png' if i % 2 else 'jpg'}")
+
+
+def test_an_image_folder_trains_evaluates_and_predicts(capsys, tmp_path):
+    """A run config's path may be a folder with a sub-folder of images per class: "cnn" reads them at
+    data.image_size (default 32 x 32), grayscale when every file is; the run directory predicts a folder of new
+    images, each row named by its file, and evaluates a labelled folder as its test split."""
+    import finetune
+    from finetune import datasets
+
+    _image_folder(tmp_path / "photos", per_class=30, seed=0, mode="L")
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "photos"}"\n[model]\nname = "cnn"\n'
+                                       "[train]\nepochs = 15\nlr = 0.05\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.9, metrics["test"]
+    assert set(metrics["class_counts"]) == {"across", "down"}
+    model = finetune.load(tmp_path / "r")
+    assert [model.options[k] for k in ("in_channels", "height", "width")] == [1, 32, 32]  # grayscale files
+    _image_folder(tmp_path / "new", per_class=3, seed=1, mode="RGB")  # read as the model reads: grayscale
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new"), "--output",
+                         str(tmp_path / "p.csv"))
+    assert code == 0, err
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == [f"{c}/{c}{i}.{'png' if i % 2 else 'jpg'}" for c in ("across", "down")
+                                         for i in range(3)]
+    files = datasets.image_files(tmp_path / "new")
+    images = np.stack([datasets.read_image(f, (32, 32), "L") for f in files])
+    assert [r["prediction"] for r in rows] == finetune.predict(model, images).tolist()
+    assert list(rows[0]) == ["file", "prediction", "p_across", "p_down"]
+    new = runs.evaluate_run(tmp_path / "r", tmp_path / "new")
+    assert new["classes"] == ["across", "down"] and sum(map(sum, new["confusion_matrix"])) == 6
+    (tmp_path / "new" / "sideways").mkdir()
+    (tmp_path / "new" / "across" / "across0.jpg").rename(tmp_path / "new" / "sideways" / "s.jpg")
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "new"))
+    assert_one_line_error(code, err, "new' has class folder(s) ['sideways'] that training did not have")
+
+
+def test_an_image_folder_is_read_at_the_size_the_model_fixes(capsys, tmp_path):
+    """digit_cnn reads 28 x 28 grayscale whatever the files are; data.image_size or image_mode that contradict a
+    model's shape, the image settings for a file or for a model of numbers, and a folder for a regression are
+    errors naming the setting."""
+    _image_folder(tmp_path / "photos", per_class=4, seed=0, size=(40, 30))
+    source = f'[data]\npath = "{tmp_path / "photos"}"\n[model]\nname = "digit_cnn"\n'
+    (tmp_path / "run.toml").write_text(source)
+    cfg = runs.load_config(tmp_path / "run.toml")
+    split = runs.load_data(cfg)
+    assert split.x_train.shape[1:] == (1, 28, 28) and set(split.y_train) == {"across", "down"}
+    cfg = runs.load_config(tmp_path / "run.toml", ['model.name="cnn"', "data.image_size=[20, 24]",
+                                                   'data.image_mode="RGB"'])
+    assert runs.load_data(cfg).x_train.shape[1:] == (3, 20, 24)
+    cfg = runs.load_config(tmp_path / "run.toml", ['model.name="cnn"', "model.height=16", "data.image_size=40"])
+    with pytest.raises(ValueError, match=r"data.image_size = 40 in .*, and model 'cnn' reads \(16, None\)"):
+        runs.load_data(cfg)
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n2,1\n")
+    for overrides, messages in (
+            (["data.image_size=32"], ["data.image_size = 32 in", "model 'digit_cnn' reads (28, 28)"]),
+            (['data.image_mode="RGB"'], ["data.image_mode = 'RGB' in", "model 'digit_cnn' reads L"]),
+            (["data.image_size=0"], ["data.image_size must be an integer >= 1 (square images) or [height, width]"]),
+            (['model.name="mlp"'], ["is an image folder, and model 'mlp' does not read images (those that do: "
+                                    "['cnn', 'digit_cnn'])"]),
+            (['train.task="regression"'], ["train.task = 'regression' in", "is an image folder: its sub-folders are "
+                                           "classes"]),
+            (['data.label="kind"'], ["data.label = 'kind' in", "is an image folder, labelled by its sub-folders"]),
+            ([f'data.path="{tmp_path / "t.csv"}"', "data.image_size=32"],
+             ["data.image_size = 32 in", "sizes the images of a folder", "t.csv' is a file"])):
+        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), *overrides, "--out", str(tmp_path / "r"))
         assert_one_line_error(code, err, *messages)

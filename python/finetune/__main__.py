@@ -135,14 +135,16 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="test metrics of a finished run, or of its model on new labelled rows (JSON)")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--input", help="new labelled data instead of the run's test split: .npz (arrays X and y) "
-                          "or .csv (the training file's feature columns and its label column)")
+    evaluate.add_argument("--input", help="new labelled data instead of the run's test split: .npz (arrays X and y), "
+                          ".csv (the training file's feature columns and its label column) or a folder of images "
+                          "(a sub-folder per class)")
 
     predict = commands.add_parser("predict", help="predictions of a finished run for new data, as CSV")
     predict.add_argument("run_dir")
     predict.add_argument("--input", required=True,
-                         help='.npz (array X) or .csv (feature columns: numbers, and words where an "mlp" '
-                              'trained on them)')
+                         help='.npz (array X), .csv (feature columns: numbers, and words where an "mlp" '
+                              'trained on them; a text model: its column of texts) or a folder of images (each '
+                              'row named by its file)')
     predict.add_argument("--output", required=True, help="CSV file to write")
     predict.add_argument("--keep", nargs="+", default=[], metavar="COLUMN",
                          help="columns of the input CSV copied to the output before the predictions, as written (an "

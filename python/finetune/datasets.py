@@ -307,27 +307,63 @@ class ImageFolder:
 
     def load(self, i: int, seed: int | None) -> tuple[np.ndarray, int]:
         """Image ``i`` and its label: augmented from ``seed`` when augmenting a training read, else resized whole."""
-        from PIL import Image, UnidentifiedImageError
-
         file, label = self.samples[i]
-        height, width = self.size
-        try:
-            with Image.open(file) as image:
-                image = image.convert(self.mode)
-                if self.augment and seed is not None:
-                    rng = random.Random(seed)
-                    image = image.resize((width, height), box=_random_resized_crop(image.size, rng))
-                    if rng.random() < 0.5:
-                        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-                else:
-                    image = image.resize((width, height))
-                array = np.asarray(image, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            raise ValueError(f"image '{file}' cannot be read: {error}") from None
-        array = array[None] if self.mode == "L" else array.transpose(2, 0, 1)
+        array = read_image(file, self.size, self.mode, random.Random(seed) if self.augment and seed is not None
+                           else None)
         if self.mean is not None:
             array = (array - self.mean) / self.std
         return np.ascontiguousarray(array), label
+
+
+def read_image(file: str | os.PathLike, size: tuple[int, int], mode: str, rng: random.Random | None = None) -> np.ndarray:
+    """One image file as (C, H, W) float32 in [0, 1]: converted to ``mode`` ("L" or "RGB") and resized to ``size``
+    (height, width) whole, or with ``rng`` a random-resized crop and a flip half of the time (ImageFolder's
+    augmentation). A file Pillow cannot decode is an error naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = size
+    try:
+        with Image.open(file) as image:
+            image = image.convert(mode)
+            if rng is not None:
+                image = image.resize((width, height), box=_random_resized_crop(image.size, rng))
+                if rng.random() < 0.5:
+                    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            else:
+                image = image.resize((width, height))
+            array = np.asarray(image, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"image '{file}' cannot be read: {error}") from None
+    return array[None] if mode == "L" else array.transpose(2, 0, 1)
+
+
+def image_files(path: str | os.PathLike) -> list[Path]:
+    """Every image file in a folder and its sub-folders (by IMAGE_SUFFIXES), in sorted order: new images to predict."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder '{root}' does not exist")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"image folder '{root}' has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow's modes of one channel (LA: with transparency)
+
+
+def all_grayscale(files: Sequence[str | os.PathLike]) -> bool:
+    """Whether every image file holds one channel (its header read, not its pixels)."""
+    _pillow()
+    from PIL import Image, UnidentifiedImageError
+
+    def mode(file):
+        try:
+            with Image.open(file) as image:
+                return image.mode
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"image '{file}' cannot be read: {error}") from None
+
+    return all(mode(f) in GRAYSCALE_MODES for f in files)
 
 
 def _pillow() -> None:

@@ -3,6 +3,8 @@
 A run config has three tables:
 
     [data]    dataset = "digits"  (a built-in set)  or  path = "train.csv" / "train.npz", label = "label"
+              (a text model's CSV: text = its column of texts), or path = "photos/" (a sub-folder of images per
+              class; image_size = 32, image_mode = "RGB" where the model does not fix them)
               val_fraction = 0.2 (validation), test_fraction = 0.2 (a file's test split), seed = 0
     [model]   name = "cnn" and the model's options (channels = [16, 32], ...); sizes come from the data
     [train]   any TrainConfig field (epochs, lr, schedule, freeze, ...)
@@ -46,7 +48,9 @@ log = logging.getLogger("finetune")
 TEST_FRACTION = 0.2  # a file's rows held out as its test split (a built-in set has a test split of its own)
 DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.2, "test_fraction": None, "seed": 0,
              "encoding": None, "encoding_errors": None,  # a CSV's text encoding (None: utf-8, strict)
-             "text": None}  # a text model's column of texts (None: the CSV's one column besides the label)
+             "text": None,  # a text model's column of texts (None: the CSV's one column besides the label)
+             "image_size": None, "image_mode": None}  # an image folder's (None: the model's, else 32 and by its files)
+IMAGE_SIZE = 32  # an image folder's default size, where the model does not fix one ("cnn" is a small CNN)
 SECTIONS = ("data", "model", "train", "tune", "lora")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
                     "tune": "tune.trials=20", "lora": "lora.r=8"}
@@ -142,6 +146,17 @@ def _check_data(data: dict[str, Any], source: str) -> None:
     if data["test_fraction"] is not None and data["dataset"] is not None:
         raise ValueError(f"data.test_fraction = {data['test_fraction']!r} in {source} splits a file's rows, and "
                          f"dataset {data['dataset']!r} comes with its own test split: leave test_fraction out")
+    size = data["image_size"]
+    sizes = [size] if isinstance(size, int) else size if isinstance(size, list) else None
+    if size is not None and (sizes is None or len(sizes) not in (1, 2) or
+                             not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes)):
+        fail("image_size", "an integer >= 1 (square images) or [height, width]")
+    if data["image_mode"] is not None and data["image_mode"] not in ("L", "RGB"):
+        fail("image_mode", "'L' (grayscale) or 'RGB'")
+    for key in ("text", "image_size", "image_mode"):
+        if data[key] is not None and data["dataset"] is not None:
+            raise ValueError(f"data.{key} = {data[key]!r} in {source} is for a file or folder of your own, and "
+                             f"dataset {data['dataset']!r} is a built-in set: leave {key} out")
     if data["text"] is not None and data["dataset"] is not None:
         raise ValueError(f"data.text = {data['text']!r} in {source} names a CSV file's column of texts, and dataset "
                          f"{data['dataset']!r} is a built-in set: leave text out")
@@ -279,14 +294,27 @@ def load_data(cfg: RunConfig) -> datasets.Split:
                                  f"{split.task} set: leave task out, the built-in set decides it{hint}")
             cfg.train = cfg.train.replace(task=split.task)
         return split
-    if _text_csv(cfg, d["path"]):
-        x, y = datasets.load_texts(d["path"], text_column(cfg, d["path"]), d["label"], cfg.train.task,
-                                   **_csv_encoding(cfg))
+    if Path(d["path"]).is_dir():  # an image folder: a sub-folder per class, its name the label
+        if d["label"] != DATA_KEYS["label"]:
+            raise ValueError(f"data.label = {d['label']!r} in {cfg.source} names a CSV's label column, and "
+                             f"'{d['path']}' is an image folder, labelled by its sub-folders: leave label out")
+        if cfg.train.task != "classification":
+            raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}, and '{d['path']}' is an image "
+                             "folder: its sub-folders are classes (classification)")
+        folder = datasets.ImageFolder(d["path"], size=(1, 1))  # the files and their labels, no image decoded
+        mode, size = image_shape(cfg, [f for f, _ in folder.samples])
+        x = np.stack([datasets.read_image(f, size, mode) for f, _ in folder.samples])
+        y = np.asarray(folder.classes)[folder.targets]  # the class names: predict writes them
     else:
-        x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task, missing=registry.takes_missing(
-                                  cfg.model["name"]),  # "mlp": an empty cell is NaN
-                                  words=_reads_words(cfg),  # "mlp": a column of words is categories
-                                  **_csv_encoding(cfg))
+        _check_not_folder_settings(cfg)
+        if _text_csv(cfg, d["path"]):
+            x, y = datasets.load_texts(d["path"], text_column(cfg, d["path"]), d["label"], cfg.train.task,
+                                       **_csv_encoding(cfg))
+        else:
+            x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task,
+                                      missing=registry.takes_missing(cfg.model["name"]),  # "mlp": an empty cell: NaN
+                                      words=_reads_words(cfg),  # "mlp": a column of words is categories
+                                      **_csv_encoding(cfg))
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
     train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test", "test_fraction")
@@ -299,6 +327,65 @@ def _without_statistics(model: dict[str, Any], given: dict[str, Any]) -> dict[st
     and runs on other splits compare without long arrays."""
     kept = registry.get(model["name"]).statistic_names()
     return {k: v for k, v in model.items() if k not in kept or k in given}
+
+
+def _check_not_folder_settings(cfg: RunConfig) -> None:
+    """data.image_size and image_mode size an image folder's images: given for a file, an error."""
+    for key in ("image_size", "image_mode"):
+        if cfg.data[key] is not None:
+            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source} sizes the images of a folder, and "
+                             f"'{cfg.data['path']}' is a file: leave {key} out")
+
+
+def image_shape(cfg: RunConfig, files: Sequence[str | os.PathLike]) -> tuple[str, tuple[int, int]]:
+    """(mode, (height, width)) the config's model reads an image folder's ``files`` at: what its options fix
+    ("digit_cnn": 28 x 28 grayscale; "cnn": in_channels, height and width where given), the rest from data.image_size
+    (default IMAGE_SIZE, square) and data.image_mode (default "L" where every file is grayscale, else "RGB"); a
+    data setting that contradicts the model's is an error."""
+    name = cfg.model["name"]
+    entry = registry.get(name)
+    if entry.example_shape is None:
+        raise ValueError(f"'{cfg.data['path']}' is an image folder, and model {name!r} does not read images (those "
+                         f"that do: {[n for n in model_names() if registry.get(n).example_shape is not None]})")
+    given, shape = _options(cfg), ("in_channels", "height", "width")
+    if not set(shape) & set(entry.defaults):  # the model fixes its input (a pretrained CNN)
+        own = dict(zip(shape, entry.example_shape({**entry.defaults, **given})))
+    else:  # given in [model]; those left out are read off the images
+        own = {k: given[k] for k in shape if k in given}
+    modes = {1: "L", 3: "RGB"}
+    if "in_channels" in own and own["in_channels"] not in modes:
+        raise ValueError(f"model.in_channels = {own['in_channels']} in {cfg.source}: an image folder's images are "
+                         "read with 1 channel (grayscale) or 3 (RGB)")
+    size = cfg.data["image_size"]
+    size = None if size is None else tuple(size) * (2 // len(size)) if isinstance(size, list) else (size, size)
+    mode = cfg.data["image_mode"]
+    for key, value, model_value in (("image_size", size, (own.get("height"), own.get("width"))),
+                                    ("image_mode", mode, modes.get(own.get("in_channels")))):
+        if value is None:
+            continue
+        clash = value != model_value if key == "image_mode" else any(
+            m is not None and m != v for m, v in zip(model_value, value))
+        if model_value is not None and clash:
+            said = f"model.{'in_channels' if key == 'image_mode' else 'height and width'}"
+            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source}, and model {name!r} reads "
+                             f"{model_value} ({said}): leave {key} out")
+    size = size or (IMAGE_SIZE, IMAGE_SIZE)
+    height, width = own.get("height", size[0]), own.get("width", size[1])
+    if "in_channels" in own:
+        mode = modes[own["in_channels"]]
+    elif mode is None:
+        mode = "L" if datasets.all_grayscale(files) else "RGB"
+    return mode, (int(height), int(width))
+
+
+def folder_shape(cfg: RunConfig) -> tuple[str, tuple[int, int]]:
+    """(mode, (height, width)) a run's image model reads, from its config's resolved options: new images are read
+    as its training folder's were."""
+    entry = registry.get(cfg.model["name"])
+    if entry.example_shape is None:
+        raise ValueError(f"model {cfg.model['name']!r} does not read images, and an image folder was given")
+    channels, height, width = entry.example_shape({**entry.defaults, **_options(cfg)})
+    return ("L" if channels == 1 else "RGB"), (int(height), int(width))
 
 
 def _text_csv(cfg: RunConfig, path: str | os.PathLike) -> bool:
@@ -691,8 +778,9 @@ def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any) -> tuple[
     classes = trained.classes if trained is not None else None
     unseen = sorted(set(y.tolist()) - set(classes)) if classes is not None and y.dtype.kind == "U" else []
     if unseen:  # said here by the file and column, not as finetune.evaluate's y
-        where = "array y" if Path(path).suffix == ".npz" else f"label column {cfg.data['label']!r}"
-        raise ValueError(f"'{path}' {where} holds label(s) {unseen[:5]} that training did not (its classes: "
+        where = ("has class folder(s)" if Path(path).is_dir() else "array y holds label(s)"
+                 if Path(path).suffix == ".npz" else f"label column {cfg.data['label']!r} holds label(s)")
+        raise ValueError(f"'{path}' {where} {unseen[:5]} that training did not have (its classes: "
                          f"{list(classes)})")
     return x, y
 
@@ -706,6 +794,14 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
                unread: Sequence[str], labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """(X, y where ``labelled`` else None): read_inputs and read_labelled."""
     path = Path(path)
+    if path.is_dir():  # images: with labelled, a sub-folder per class as in training; else every image in it
+        mode, size = folder_shape(cfg)
+        if labelled:
+            folder = datasets.ImageFolder(path, size=(1, 1))  # the files and their labels, no image decoded
+            files, y = [f for f, _ in folder.samples], np.asarray(folder.classes)[folder.targets]
+        else:
+            files, y = datasets.image_files(path), None
+        return np.stack([datasets.read_image(f, size, mode) for f in files]), y
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             wanted = ["X", "y"] if labelled else ["X"]
@@ -745,12 +841,14 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
     """Writes a finished run's predictions for the data in ``input_path`` as CSV (class and probabilities per
     row for classification -- the label and p_LABEL columns where the training labels were text --, the
     predicted values for regression), after the input CSV's ``keep`` columns copied as written (an id to join the
-    predictions back on; a column that is not a feature is not read); returns the number of rows."""
+    predictions back on; a column that is not a feature is not read), or for a folder of images each one's file
+    (its path in the folder); returns the number of rows."""
     import finetune
 
     cfg, model = load_run(run_dir)
     trained = training.trained_for(model)
     columns = trained.columns if trained is not None else None
+    folder = Path(input_path).is_dir()  # new images: each row named by its file
     if keep:
         if not str(input_path).endswith((".csv", ".csv.gz")):
             raise ValueError(f"--keep copies columns of a CSV file, and '{input_path}' is not one")
@@ -762,6 +860,8 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
     unread = [k for k in keep if columns is None or k not in columns]  # an id: copied, not a feature
     x = model_inputs(cfg, read_inputs(cfg, input_path, columns, _category_columns(model), unread), model)
     kept = datasets.csv_cells(input_path, keep, **_csv_encoding(cfg)) if keep else None
+    if folder:
+        keep, kept = ["file"], [[f.relative_to(input_path).as_posix()] for f in datasets.image_files(input_path)]
     if cfg.train.task == "classification":
         probabilities = finetune.predict(model, x, output="probabilities")
         classes = trained.classes if trained is not None and trained.classes is not None else None
