@@ -955,7 +955,7 @@ def test_a_csv_of_texts_without_data_text(capsys, tmp_path):
                                                  "'sentiment'])"]),
             ("run.toml", ['data.text="review"', 'model.name="mlp"'],
              ["data.text = 'review' in", "names the column of texts of a model that reads texts (['minilm']), and "
-              "model 'mlp' reads numbers: leave data.text out"]),
+              "model 'mlp' is not one: leave data.text out"]),
             ("builtin.toml", [], ["data.text = 'review' in", "dataset 'rotten-tomatoes' is a built-in set: leave "
                                   "text out"])):
         code, err = run_main(capsys, "train", str(tmp_path / config), *overrides, "--out", str(tmp_path / "r"))
@@ -1043,4 +1043,72 @@ def test_an_image_folder_is_read_at_the_size_the_model_fixes(capsys, tmp_path):
             ([f'data.path="{tmp_path / "t.csv"}"', "data.image_size=32"],
              ["data.image_size = 32 in", "sizes the images of a folder", "t.csv' is a file"])):
         code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), *overrides, "--out", str(tmp_path / "r"))
+        assert_one_line_error(code, err, *messages)
+
+
+def _ratings_csv(path: Path, users: int = 60, items: int = 40, per_user: int = 15) -> None:
+    """A ratings CSV (user, item, rating, when) with ids as text ("u3", "m7"): biases, 3 factors and noise."""
+    rng = np.random.default_rng(0)
+    user_bias, item_bias = rng.normal(0, 0.5, users), rng.normal(0, 0.5, items)
+    p, q = rng.normal(0, 0.6, (users, 3)), rng.normal(0, 0.6, (items, 3))
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user", "item", "rating", "when"])
+        for u in range(users):
+            for i in rng.choice(items, per_user, replace=False):
+                rating = np.clip(3.5 + user_bias[u] + item_bias[i] + p[u] @ q[i] + rng.normal(0, 0.3), 1, 5)
+                writer.writerow([f"u{u}", f"m{i}", round(float(rating), 1), "2020"])
+
+
+def test_a_recommender_trains_evaluates_and_predicts_a_csv_of_ratings(capsys, tmp_path):
+    """A run config for "mf" or "ncf" reads a CSV of (user, item, rating) rows, its ids as written (data.user and
+    data.item name the columns; the ratings are data.label; the task is regression); the run directory keeps the
+    ids (ids.json) and predicts and evaluates new rows of known users and items by them, as finetune.predict does
+    on their index pairs; an id training never had, or a setting that does not fit, is one line."""
+    import pandas as pd
+
+    import finetune
+
+    _ratings_csv(tmp_path / "ratings.csv")
+    frame = pd.read_csv(tmp_path / "ratings.csv").rename(columns={"user": "customer"})
+    frame.to_csv(tmp_path / "ratings.csv", index=False)
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "ratings.csv"}"\nlabel = "rating"\n'
+                                       'user = "customer"\n[model]\nname = "mf"\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["test"]["r2"] > 0.3, metrics["test"]  # the recipe's recommender rules, as on MovieLens
+    ids = json.loads((tmp_path / "r" / "ids.json").read_text())
+    assert ids["user"] == sorted(frame.customer.unique()) and ids["item"] == sorted(frame.item.unique())
+    model = finetune.load(tmp_path / "r")
+    new = pd.DataFrame({"item": ["m5", "m1", "m5"], "customer": ["u3", "u7", "u10"], "note": ["a", "b", "c"]})
+    new.to_csv(tmp_path / "new.csv", index=False)
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"), "--output",
+                         str(tmp_path / "p.csv"), "--keep", "note")
+    assert code == 0, err
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    pairs = np.array([[ids["user"].index(u), ids["item"].index(i)] for u, i in zip(new.customer, new.item)])
+    expected = finetune.predict(model, pairs, task="regression")
+    assert [r["note"] for r in rows] == ["a", "b", "c"]
+    assert [float(r["prediction"]) for r in rows] == pytest.approx(expected.tolist(), abs=1e-4)
+    split = runs.load_data(runs.load_config(tmp_path / "r" / "config.toml"))
+    test = pd.DataFrame({"customer": np.asarray(ids["user"])[split.x_test[:, 0]],
+                         "item": np.asarray(ids["item"])[split.x_test[:, 1]], "rating": split.y_test})
+    test.to_csv(tmp_path / "test.csv", index=False)
+    assert runs.evaluate_run(tmp_path / "r", tmp_path / "test.csv") == pytest.approx(runs.evaluate_run(tmp_path / "r"))
+    pd.DataFrame({"customer": ["u3", "u999"], "item": ["m1", "m2"]}).to_csv(tmp_path / "stranger.csv", index=False)
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "stranger.csv"),
+                         "--output", str(tmp_path / "p.csv"))
+    assert_one_line_error(code, err, "stranger.csv' column 'customer' holds 1 user(s) training did not have, such as "
+                          "['u999']")
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"))
+    assert_one_line_error(code, err, "new.csv' lacks the column(s) ['rating']")
+    for overrides, messages in (
+            (['data.user="who"'], ["ratings.csv' lacks the column(s) ['who']"]),
+            (['train.task="classification"'], ["train.task = 'classification' in", "a recommender's CSV of ratings "
+                                               "trains task = 'regression'"]),
+            (['model.name="mlp"'], ["data.user = 'customer' in", "names a column of ids of a recommender (['mf', "
+                                    "'ncf']), and model 'mlp' is not one: leave data.user out"])):
+        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), *overrides, "--out", str(tmp_path / "r2"))
         assert_one_line_error(code, err, *messages)

@@ -28,6 +28,7 @@ class Split:
     y_test: np.ndarray
     task: str  # "classification" or "regression"
     description: str
+    ids: dict[str, list[str]] | None = None  # a ratings file's user and item ids, each list in index order
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int, stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -434,29 +435,56 @@ def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item"
 
 def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str,
                   errors: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    users, items, ratings = _read_id_rows(path, user, item, rating, encoding, errors)
+    pairs, user_map, item_map = index_ids(np.asarray(users), np.asarray(items))
+    return pairs, ratings, user_map, item_map
+
+
+def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding: str,
+                  errors: str) -> tuple[list[str], list[str], np.ndarray | None]:
+    """(user ids, item ids, ratings) of a CSV's rows, the ids as written; ``rating`` None: none read."""
     import csv
 
     with _open_text(path, encoding, errors) as f:
         reader = csv.reader(f)
         header = next(reader, None) or []
-        missing = [c for c in (user, item, rating) if c not in header]
+        missing = [c for c in (user, item, rating) if c is not None and c not in header]
         if missing:
             raise ValueError(f"'{path}' lacks the column(s) {missing} (columns: {header})")
-        u, i, r = (header.index(c) for c in (user, item, rating))
+        u, i = header.index(user), header.index(item)
+        r = header.index(rating) if rating is not None else None
         users, items, ratings = [], [], []
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
-            try:
-                ratings.append(float(row[r]))
-            except ValueError:
-                raise ValueError(f"'{path}' row {number}: rating {row[r]!r} is not a number") from None
+            if r is not None:
+                try:
+                    ratings.append(float(row[r]))
+                except ValueError:
+                    raise ValueError(f"'{path}' row {number}: rating {row[r]!r} is not a number") from None
             users.append(row[u])
             items.append(row[i])
-    if not ratings:
+    if not users:
         raise ValueError(f"'{path}' has no ratings")
-    pairs, user_map, item_map = index_ids(np.asarray(users), np.asarray(items))
-    return pairs, np.asarray(ratings, dtype=np.float32), user_map, item_map
+    return users, items, np.asarray(ratings, dtype=np.float32) if r is not None else None
+
+
+def load_pairs(path: str | os.PathLike, user: str, item: str, rating: str | None, ids: dict[str, list[str]],
+               encoding: str = "utf-8", errors: str = "strict") -> tuple[np.ndarray, np.ndarray | None]:
+    """(pairs, ratings or None) of new rows of a ratings CSV, the user and item ids read by a trained model's
+    ``ids`` (its training file's, each list in index order): an id training never saw is an error naming a few
+    (a factor model has no factors for it)."""
+    users, items, ratings = _read_text_file(path, "ratings", encoding, errors,
+                                            lambda p: _read_id_rows(p, user, item, rating, encoding, errors))
+    columns = []
+    for name, column, raw in (("user", user, users), ("item", item, items)):
+        index = {v: i for i, v in enumerate(ids[name])}
+        unseen = sorted({v for v in raw if v not in index})
+        if unseen:
+            raise ValueError(f"'{path}' column {column!r} holds {len(unseen)} {name}(s) training did not have, such "
+                             f"as {unseen[:5]}: the model has no factors for them")
+        columns.append([index[v] for v in raw])
+    return np.asarray(columns, dtype=np.int64).T.copy(), ratings
 
 
 def _rotten_tomatoes(seed: int) -> Split:

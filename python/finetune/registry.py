@@ -86,6 +86,7 @@ class ModelEntry:
     saved_before: dict[str, Any] = field(default_factory=dict)
     missing: bool = False  # its inputs may hold NaN, which the model fills itself ("mlp": MlpOptions::missing_columns)
     texts: bool = False  # its X is texts: a run config's CSV gives them as one column (data.text)
+    pairs: bool = False  # its X is (user, item) id pairs: a run config's CSV gives them as two columns of ids
 
     def build_saved(self, options: dict[str, Any]) -> Any:
         """The model a run directory saved with ``options``, an option it predates at the value it meant then."""
@@ -476,9 +477,10 @@ _native("mlp", _C.MlpOptions, _C.make_mlp, _infer_mlp,
         switches={"linear": "none"}, recipe="tabular", missing=True)
 _native("cnn", _C.CnnOptions, _C.make_cnn, _infer_cnn,
         example_shape=lambda o: (o["in_channels"], o["height"], o["width"]))
-_native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender")
+_native("mf", _C.MfOptions, _C.make_mf, _infer_ids("mf"), every_split=("num_users", "num_items"), recipe="recommender",
+        pairs=True)
 _native("ncf", _C.NcfOptions, _C.make_ncf, _infer_ids("ncf"), every_split=("num_users", "num_items"),
-        recipe="neural recommender")
+        recipe="neural recommender", pairs=True)
 
 
 # --- pretrained models read from installed packages -----------------------------------------------------------

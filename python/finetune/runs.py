@@ -49,7 +49,9 @@ TEST_FRACTION = 0.2  # a file's rows held out as its test split (a built-in set 
 DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.2, "test_fraction": None, "seed": 0,
              "encoding": None, "encoding_errors": None,  # a CSV's text encoding (None: utf-8, strict)
              "text": None,  # a text model's column of texts (None: the CSV's one column besides the label)
-             "image_size": None, "image_mode": None}  # an image folder's (None: the model's, else 32 and by its files)
+             "image_size": None, "image_mode": None,  # an image folder's (None: the model's, else 32 and by its files)
+             "user": None, "item": None}  # a recommender's CSV's id columns (None: "user" and "item")
+IDS_FILE = "ids.json"  # a run directory's user and item ids (a ratings file's), each list in index order
 IMAGE_SIZE = 32  # an image folder's default size, where the model does not fix one ("cnn" is a small CNN)
 SECTIONS = ("data", "model", "train", "tune", "lora")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
@@ -131,7 +133,7 @@ def _check_data(data: dict[str, Any], source: str) -> None:
     def fail(key: str, wanted: str) -> None:
         raise ValueError(f"data.{key} must be {wanted} in {source}, got {data[key]!r}")
 
-    for key in ("dataset", "path", "encoding", "encoding_errors", "text"):
+    for key in ("dataset", "path", "encoding", "encoding_errors", "text", "user", "item"):
         if data[key] is not None and (not isinstance(data[key], str) or not data[key]):
             fail(key, "a non-empty string")
     if not isinstance(data["label"], str) or not data["label"]:
@@ -153,7 +155,7 @@ def _check_data(data: dict[str, Any], source: str) -> None:
         fail("image_size", "an integer >= 1 (square images) or [height, width]")
     if data["image_mode"] is not None and data["image_mode"] not in ("L", "RGB"):
         fail("image_mode", "'L' (grayscale) or 'RGB'")
-    for key in ("text", "image_size", "image_mode"):
+    for key in ("text", "image_size", "image_mode", "user", "item"):
         if data[key] is not None and data["dataset"] is not None:
             raise ValueError(f"data.{key} = {data[key]!r} in {source} is for a file or folder of your own, and "
                              f"dataset {data['dataset']!r} is a built-in set: leave {key} out")
@@ -234,10 +236,13 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
     model = dict(raw.get("model", {"name": "mlp"}))
     model.setdefault("name", "mlp")
     _check_model(model, source, overridden)
-    if data["text"] is not None and not registry.get(model["name"]).texts:
-        readers = [n for n in model_names() if registry.get(n).texts]
-        raise ValueError(f"data.text = {data['text']!r} in {source} names the column of texts of a model that reads "
-                         f"texts ({readers}), and model {model['name']!r} reads numbers: leave data.text out")
+    for key, kind, what in (("text", "texts", "the column of texts of a model that reads texts"),
+                            ("user", "pairs", "a column of ids of a recommender"),
+                            ("item", "pairs", "a column of ids of a recommender")):
+        if data[key] is not None and not getattr(registry.get(model["name"]), kind):
+            readers = [n for n in model_names() if getattr(registry.get(n), kind)]
+            raise ValueError(f"data.{key} = {data[key]!r} in {source} names {what} ({readers}), and model "
+                             f"{model['name']!r} is not one: leave data.{key} out")
     train_values = raw.get("train", {})
     unknown = sorted(set(train_values) - set(config_fields()))
     if unknown:
@@ -294,6 +299,7 @@ def load_data(cfg: RunConfig) -> datasets.Split:
                                  f"{split.task} set: leave task out, the built-in set decides it{hint}")
             cfg.train = cfg.train.replace(task=split.task)
         return split
+    ids = None
     if Path(d["path"]).is_dir():  # an image folder: a sub-folder per class, its name the label
         if d["label"] != DATA_KEYS["label"]:
             raise ValueError(f"data.label = {d['label']!r} in {cfg.source} names a CSV's label column, and "
@@ -310,6 +316,16 @@ def load_data(cfg: RunConfig) -> datasets.Split:
         if _text_csv(cfg, d["path"]):
             x, y = datasets.load_texts(d["path"], text_column(cfg, d["path"]), d["label"], cfg.train.task,
                                        **_csv_encoding(cfg))
+        elif _ratings_csv(cfg, d["path"]):
+            if "task" not in cfg.train_given:
+                cfg.train = cfg.train.replace(task="regression")  # ratings: values to predict
+            if cfg.train.task != "regression":
+                raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}: a recommender's CSV of "
+                                 f"ratings trains task = 'regression' (ranking from interactions alone: in Python, "
+                                 f"finetune.train({cfg.model['name']!r}, (pairs, None), task='ranking'))")
+            x, y, users, items = datasets.load_ratings(d["path"], *id_columns(cfg), rating=d["label"],
+                                                       **_csv_encoding(cfg))
+            ids = {"user": list(users), "item": list(items)}  # dicts in index order
         else:
             x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task,
                                       missing=registry.takes_missing(cfg.model["name"]),  # "mlp": an empty cell: NaN
@@ -318,7 +334,7 @@ def load_data(cfg: RunConfig) -> datasets.Split:
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
     train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test", "test_fraction")
-    return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}")
+    return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}", ids)
 
 
 def _without_statistics(model: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -386,6 +402,16 @@ def folder_shape(cfg: RunConfig) -> tuple[str, tuple[int, int]]:
         raise ValueError(f"model {cfg.model['name']!r} does not read images, and an image folder was given")
     channels, height, width = entry.example_shape({**entry.defaults, **_options(cfg)})
     return ("L" if channels == 1 else "RGB"), (int(height), int(width))
+
+
+def _ratings_csv(cfg: RunConfig, path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a CSV of (user, item, rating) rows for the config's model ("mf", "ncf")."""
+    return registry.get(cfg.model["name"]).pairs and str(path).endswith((".csv", ".csv.gz"))
+
+
+def id_columns(cfg: RunConfig) -> tuple[str, str]:
+    """A recommender's CSV's user and item columns: data.user and data.item, by default "user" and "item"."""
+    return cfg.data["user"] or "user", cfg.data["item"] or "item"
 
 
 def _text_csv(cfg: RunConfig, path: str | os.PathLike) -> bool:
@@ -566,6 +592,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     else:
         checkpoint.save_tensors(out / "model.safetensors", result.model.state_dict(),
                                 {"model": json.dumps(resolved.model), **trained})
+    if split.ids is not None:  # a ratings file's ids, for predict and evaluate on new rows of them
+        (out / IDS_FILE).write_text(json.dumps(split.ids))
     with open(out / "history.csv", "w", newline="") as f:
         # The recipe's phases log different columns (its head fit has no rate, phase pairs no validation): all of them
         columns = list(dict.fromkeys(k for h in result.history for k in h)) or ["epoch"]
@@ -699,7 +727,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     if not adapters.exists():
         model.load_state_dict(tensors)
         saving.remember_saved_training(model, meta)
-        return cfg, model
+        return _with_trained_task(cfg, model), model
     # The pretrained model rebuilt (its weights from its package), the adapters put back where they were trained.
     added = json.loads(meta["lora"])
     module = models.eager(model) or model
@@ -710,7 +738,16 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
         raise ValueError(f"{adapters}: tensors {missing[:4]} have no place in the rebuilt model")
     module.load_state_dict(tensors, strict=False)
     saving.remember_saved_training(module, meta)
-    return cfg, module
+    return _with_trained_task(cfg, module), module
+
+
+def _with_trained_task(cfg: RunConfig, model: Any) -> RunConfig:
+    """The config at the task its model trained for: a recipe run's config.toml keeps the [train] table as given,
+    and a built-in set or a ratings file decided a task the table left out."""
+    trained = training.trained_for(model)
+    if trained is not None:
+        cfg.train = cfg.train.replace(task=trained.task)
+    return cfg
 
 
 def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -723,7 +760,7 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
         split = load_data(cfg)
         x, y = split.x_test, split.y_test
     else:
-        x, y = read_labelled(cfg, input_path, model)
+        x, y = read_labelled(cfg, input_path, model, run_ids(run_dir))
     metrics = finetune.evaluate(model, (model_inputs(cfg, x, model), y), task=cfg.train.task)
     metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist() if "confusion_matrix" in metrics else None
     return metrics
@@ -745,6 +782,8 @@ def data_columns(cfg: RunConfig) -> tuple[str, ...] | None:
         return None
     if _text_csv(cfg, path):
         return (text_column(cfg, path),)  # the one column read; new files may hold others (an id)
+    if _ratings_csv(cfg, path):
+        return id_columns(cfg)
     return _csv_columns(cfg, path)[0]
 
 
@@ -760,21 +799,31 @@ def _csv_columns(cfg: RunConfig, path: str | os.PathLike,
     return tuple(c for c in header if c != cfg.data["label"] and c not in unread), cfg.data["label"] in header
 
 
+def run_ids(run_dir: str | os.PathLike) -> dict[str, list[str]] | None:
+    """The user and item ids of a run trained on a ratings file (ids.json), else None."""
+    path = Path(run_dir) / IDS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...] | None = None,
-                words: Sequence[int] = (), unread: Sequence[str] = ()) -> np.ndarray:
+                words: Sequence[int] = (), unread: Sequence[str] = (),
+                ids: dict[str, list[str]] | None = None) -> np.ndarray:
     """New data for a run's model: the array X of an .npz file, or a CSV's feature columns (the label column, when
     there is one, and ``unread`` left out; ``columns``, the training file's, when known, must be its columns in
     the same order; ``words``, the positions of the model's category columns, read as words, the rest as numbers);
-    flat rows are reshaped to the model's example shape (an image model's)."""
-    return _read_rows(cfg, path, columns, words, unread, labelled=False)[0]
+    flat rows are reshaped to the model's example shape (an image model's); a recommender's CSV's id columns are
+    read by its training file's ``ids``."""
+    return _read_rows(cfg, path, columns, words, unread, labelled=False, ids=ids)[0]
 
 
-def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any) -> tuple[np.ndarray, np.ndarray]:
+def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any,
+                  ids: dict[str, list[str]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of new labelled rows for a run's model, read as ``read_inputs`` reads X (the model's columns and
-    category columns), y from an .npz's array y or the CSV's label column (the config's ``data.label``)."""
+    category columns, a recommender's ``ids``), y from an .npz's array y or the CSV's label column (the config's
+    ``data.label``)."""
     trained = training.trained_for(model)
     x, y = _read_rows(cfg, path, trained.columns if trained is not None else None, _category_columns(model), (),
-                      labelled=True)
+                      labelled=True, ids=ids)
     classes = trained.classes if trained is not None else None
     unseen = sorted(set(y.tolist()) - set(classes)) if classes is not None and y.dtype.kind == "U" else []
     if unseen:  # said here by the file and column, not as finetune.evaluate's y
@@ -791,7 +840,8 @@ def _category_columns(model: Any) -> list[int]:
 
 
 def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...] | None, words: Sequence[int],
-               unread: Sequence[str], labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+               unread: Sequence[str], labelled: bool,
+               ids: dict[str, list[str]] | None) -> tuple[np.ndarray, np.ndarray | None]:
     """(X, y where ``labelled`` else None): read_inputs and read_labelled."""
     path = Path(path)
     if path.is_dir():  # images: with labelled, a sub-folder per class as in training; else every image in it
@@ -809,6 +859,12 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
                 raise ValueError(f"'{path}' lacks the array(s) {[k for k in wanted if k not in archive]} (it has "
                                  f"{sorted(archive.files)})")
             x, y = archive["X"], archive["y"] if labelled else None
+    elif _ratings_csv(cfg, path):  # the id columns, read by the training file's ids
+        if ids is None:
+            raise ValueError(f"'{path}' is a CSV of ids, and the run holds no {IDS_FILE} (it trained on a built-in "
+                             "set or an .npz of index pairs): pass an .npz with X as those pairs")
+        x, y = datasets.load_pairs(path, *id_columns(cfg), cfg.data["label"] if labelled else None, ids,
+                                   **_csv_encoding(cfg))
     elif _text_csv(cfg, path):  # the column of texts the model trained on, by name; the others are not read
         text = columns[0] if columns is not None else text_column(cfg, path)
         if labelled and cfg.data["label"] not in datasets.csv_header(path, **_csv_encoding(cfg)):
@@ -858,7 +914,8 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
             raise ValueError(f"--keep {absent[0]!r} is not a column of '{input_path}'"
                              f"{did_you_mean(absent[:1], header)} (its columns: {header})")
     unread = [k for k in keep if columns is None or k not in columns]  # an id: copied, not a feature
-    x = model_inputs(cfg, read_inputs(cfg, input_path, columns, _category_columns(model), unread), model)
+    x = model_inputs(cfg, read_inputs(cfg, input_path, columns, _category_columns(model), unread,
+                                      run_ids(run_dir)), model)
     kept = datasets.csv_cells(input_path, keep, **_csv_encoding(cfg)) if keep else None
     if folder:
         keep, kept = ["file"], [[f.relative_to(input_path).as_posix()] for f in datasets.image_files(input_path)]
