@@ -299,42 +299,58 @@ def load_data(cfg: RunConfig) -> datasets.Split:
                                  f"{split.task} set: leave task out, the built-in set decides it{hint}")
             cfg.train = cfg.train.replace(task=split.task)
         return split
-    ids = None
-    if Path(d["path"]).is_dir():  # an image folder: a sub-folder per class, its name the label
-        if d["label"] != DATA_KEYS["label"]:
-            raise ValueError(f"data.label = {d['label']!r} in {cfg.source} names a CSV's label column, and "
-                             f"'{d['path']}' is an image folder, labelled by its sub-folders: leave label out")
-        if cfg.train.task != "classification":
-            raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}, and '{d['path']}' is an image "
-                             "folder: its sub-folders are classes (classification)")
-        folder = datasets.ImageFolder(d["path"], size=(1, 1))  # the files and their labels, no image decoded
-        mode, size = image_shape(cfg, [f for f, _ in folder.samples])
-        x = np.stack([datasets.read_image(f, size, mode) for f, _ in folder.samples])
-        y = np.asarray(folder.classes)[folder.targets]  # the class names: predict writes them
-    else:
-        _check_not_folder_settings(cfg)
-        if _text_csv(cfg, d["path"]):
-            x, y = datasets.load_texts(d["path"], text_column(cfg, d["path"]), d["label"], cfg.train.task,
-                                       **_csv_encoding(cfg))
-        elif _ratings_csv(cfg, d["path"]):
-            if "task" not in cfg.train_given:
-                cfg.train = cfg.train.replace(task="regression")  # ratings: values to predict
-            if cfg.train.task != "regression":
-                raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}: a recommender's CSV of "
-                                 f"ratings trains task = 'regression' (ranking from interactions alone: in Python, "
-                                 f"finetune.train({cfg.model['name']!r}, (pairs, None), task='ranking'))")
-            x, y, users, items = datasets.load_ratings(d["path"], *id_columns(cfg), rating=d["label"],
-                                                       **_csv_encoding(cfg))
-            ids = {"user": list(users), "item": list(items)}  # dicts in index order
-        else:
-            x, y = datasets.load_file(d["path"], label=d["label"], task=cfg.train.task,
-                                      missing=registry.takes_missing(cfg.model["name"]),  # "mlp": an empty cell: NaN
-                                      words=_reads_words(cfg),  # "mlp": a column of words is categories
-                                      **_csv_encoding(cfg))
+    x, y, ids = _read_path(cfg)
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
     train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test", "test_fraction")
     return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}", ids)
+
+
+def _read_path(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]] | None]:
+    """(X, y, a ratings file's ids or None) of the config's path: an image folder, a CSV of texts or of ratings for
+    a model that reads them, else a CSV or .npz of features."""
+    d = cfg.data
+    if Path(d["path"]).is_dir():
+        return (*_read_image_folder(cfg), None)
+    _check_not_folder_settings(cfg)
+    if _text_csv(cfg, d["path"]):
+        return (*datasets.load_texts(d["path"], text_column(cfg, d["path"]), d["label"], cfg.train.task,
+                                     **_csv_encoding(cfg)), None)
+    if _ratings_csv(cfg, d["path"]):
+        return _read_ratings(cfg)
+    return (*datasets.load_file(d["path"], label=d["label"], task=cfg.train.task,
+                                missing=registry.takes_missing(cfg.model["name"]),  # "mlp": an empty cell is NaN
+                                words=_reads_words(cfg),  # "mlp": a column of words is categories
+                                **_csv_encoding(cfg)), None)
+
+
+def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(images, their class names) of an image folder with a sub-folder per class, at the model's size."""
+    d = cfg.data
+    if d["label"] != DATA_KEYS["label"]:
+        raise ValueError(f"data.label = {d['label']!r} in {cfg.source} names a CSV's label column, and "
+                         f"'{d['path']}' is an image folder, labelled by its sub-folders: leave label out")
+    if cfg.train.task != "classification":
+        raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}, and '{d['path']}' is an image "
+                         "folder: its sub-folders are classes (classification)")
+    folder = datasets.ImageFolder(d["path"], size=(1, 1))  # the files and their labels, no image decoded
+    mode, size = image_shape(cfg, [f for f, _ in folder.samples])
+    x = np.stack([datasets.read_image(f, size, mode) for f, _ in folder.samples])
+    return x, np.asarray(folder.classes)[folder.targets]  # the class names: predict writes them
+
+
+def _read_ratings(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
+    """(index pairs, ratings, the user and item ids in index order) of a recommender's CSV of ratings; the task is
+    regression (set here where the [train] table leaves it out)."""
+    if "task" not in cfg.train_given:
+        cfg.train = cfg.train.replace(task="regression")  # ratings: values to predict
+    if cfg.train.task != "regression":
+        raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}: a recommender's CSV of ratings trains "
+                         f"task = 'regression' (ranking from interactions alone: in Python, "
+                         f"finetune.train({cfg.model['name']!r}, (pairs, None), task='ranking'))")
+    pairs, ratings, users, items = datasets.load_ratings(cfg.data["path"], *id_columns(cfg), rating=cfg.data["label"],
+                                                         **_csv_encoding(cfg))
+    return pairs, ratings, {"user": list(users), "item": list(items)}  # each map's keys are in index order
 
 
 def _without_statistics(model: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
