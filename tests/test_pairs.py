@@ -152,3 +152,61 @@ def test_after_the_pairs_the_probe_fits_setfits_strength_instead_of_cross_valida
     plan = recipe.Plan({})
     cross_validated = recipe._probe_settings(plan, torch.nn.Linear(6, 3), ([features], targets), {}, config)
     assert cross_validated["C"] in finetune.probe.STRENGTHS  # without the pairs: chosen by the folds
+
+
+class LayeredEncoder(Encoder):
+    """Encoder whose head reads ``layers`` copies of the pooled states, as "minilm"'s reads its last layers."""
+
+    def __init__(self, classes: int = 2, seed: int = 0, layers: int = 4):
+        super().__init__(classes, seed)
+        self.layers = layers
+        self.head = torch.nn.Linear(16 * layers, classes)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        states = torch.tanh(self.mix(self.embed(ids)))
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.head(torch.cat([pooled] * self.layers, 1))
+
+
+@pytest.mark.parametrize("largest, layers", [(8, None), (16, None), (17, 1), (64, 1), (65, None)])
+def test_the_recipe_reads_the_last_layer_alone_where_pairs_train_on_17_to_64_a_class(largest, layers):
+    """recipe.picked_model_options: a sentence encoder's head reads the last layer alone where phase pairs trains
+    the body on more than PAIRS_FOUR_LAYERS_MAX examples in a class (and at most PAIRS_MAX_PER_CLASS); not where
+    layers is given, for a regression, with adapters or with a setting for the loop (no phase pairs)."""
+    targets = np.array([0] * largest + [1] * 5)
+    picked = recipe.picked_model_options(recipe.SENTENCE_ENCODER, "classification", targets, [], [], False)
+    assert {k: v for k, (v, _) in picked.items()} == ({} if layers is None else {"layers": layers})
+    for family, task, settings, options, adapted in ((recipe.SENTENCE_ENCODER, "classification", [], ["layers"], False),
+                                                     (recipe.SENTENCE_ENCODER, "regression", [], [], False),
+                                                     (recipe.SENTENCE_ENCODER, "classification", ["lr"], [], False),
+                                                     (recipe.SENTENCE_ENCODER, "classification", [], [], True),
+                                                     ("default", "classification", [], [], False)):
+        assert recipe.picked_model_options(family, task, targets, settings, options, adapted) == {}
+    assert recipe.picked_model_options(recipe.SENTENCE_ENCODER, "classification", targets, ["seed", "sample_size"],
+                                       [], False) == picked  # settings the recipe honours keep its path
+
+
+def test_a_sentence_encoder_built_by_name_gets_the_layers_the_recipe_picks():
+    """finetune.train("minilm"-like, ...) with recipe="auto": 20 examples a class build the model with layers=1
+    (result.recipe says why), 8 a class with its default; a given layers, or recipe="none", keep what is given."""
+    @finetune.register_model("layered_encoder", trained_weights=lambda o: True, recipe=recipe.SENTENCE_ENCODER,
+                             mask_input=1)
+    def layered_encoder(num_classes: int = 2, layers: int = 4) -> torch.nn.Module:
+        return LayeredEncoder(num_classes, seed=torch.initial_seed(), layers=layers)
+
+    try:
+        x, y = tokens(40)
+        result = finetune.train("layered_encoder", (x, y), seed=0, progress=False)
+        found = decisions(result)
+        assert found["model.layers"]["value"] == 1 and "largest class has 20 training examples" in \
+            found["model.layers"]["reason"]
+        assert result.model.layers == 1 and result.model_options["layers"] == 1
+        assert finetune.train("layered_encoder", (x, y), seed=0, layers=4, progress=False).model.layers == 4
+        assert finetune.train("layered_encoder", (x, y), seed=0, recipe="none", epochs=1,
+                              progress=False).model.layers == 4
+        x, y = tokens(16)
+        few = finetune.train("layered_encoder", (x, y), seed=0, progress=False)
+        assert few.model.layers == 4 and "model.layers" not in decisions(few)
+    finally:
+        del registry.MODELS["layered_encoder"]

@@ -556,8 +556,9 @@ def minilm(num_classes: int, max_length: int = 0, dropout: bool = True,
            normalize: bool = True, layers: int = 4) -> torch.jit.ScriptModule:
     """finetune.text.minilm_classifier's model (texts are tokenised at max_length; 0, the default: the length
     that keeps 95% of the training texts whole, up to 256). The head reads the mean-pooled states of the encoder's
-    last ``layers`` layers (4 unless given; a run saved before the option existed read the last alone), each unit
-    length unless normalize=False. The head's initial weights come from torch's current seed (finetune.train sets it
+    last ``layers`` layers (4 unless given -- but recipe="auto" builds it with 1 where phase pairs trains on 17 to
+    64 examples a class, recipe.picked_model_options; a run saved before the option existed read the last alone),
+    each unit length unless normalize=False. The head's initial weights come from torch's current seed (finetune.train sets it
     to the run's seed before it builds a model)."""
     from . import text
 

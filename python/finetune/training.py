@@ -166,6 +166,7 @@ class _Run:
     phase: str = ""  # the recipe's phase this run is ("head", "refit-full", ...): named on each progress line
     stop_after: int | None = None  # the epochs the recipe's phase runs (a refit's), shorter than its schedule
     classes: tuple[str, ...] | None = None  # y's string labels, in class-id order (data.label_ids)
+    picked: dict[str, tuple[Any, str]] = field(default_factory=dict)  # model options recipe="auto" chose, and why
 
 
 HEADS = ("auto", "new", "keep")
@@ -281,11 +282,13 @@ def check_not_quantities(targets: torch.Tensor, setting: str = "task", gaps: boo
 
 
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any],
-             head: str = "keep", lora: loras.LoraSettings | None = None, task_given: bool = True) -> _Run:
+             head: str = "keep", lora: loras.LoraSettings | None = None, task_given: bool = True,
+             recipe: str = "none") -> _Run:
     if isinstance(model, str) and model not in registry.MODELS:
         raise ValueError(f"model must be an nn.Module or one of {registry.names()}, got {model!r}")
     entry = registry.MODELS[model] if isinstance(model, str) else None
     model_options = entry.split_options(settings) if entry is not None else {}
+    picked: dict[str, tuple[Any, str]] = {}  # model options recipe="auto" picks from the sample, with reasons
     unknown = sorted(set(settings) - set(config_fields()))
     if entry is not None and unknown:
         raise TypeError(f"unknown setting(s) {unknown}{did_you_mean(unknown, config_fields() + entry.option_names)}"
@@ -312,6 +315,12 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         inputs, targets = stream
     else:
         rows = sampled_text_rows(x, y, cfg)
+        if entry is not None and recipe == "auto":  # options the recipe picks from the sample ("minilm"'s layers)
+            picked = recipes.picked_model_options(entry.recipe, cfg.task, y if rows is None else np.asarray(y)[rows],
+                                                  list(_given_settings(config, settings)), model_options,
+                                                  lora is not None)
+            picked = {k: v for k, v in picked.items() if k in entry.defaults}  # a model of the family without it
+            model_options = {**model_options, **{k: v for k, (v, _) in picked.items()}}
         if entry is not None:  # numbers the model reads (MiniLM: texts tokenised); numbers stay as they are
             model_options = entry.choose_options(x, model_options)  # once, from the training inputs, for every split
             x = entry.encode_inputs(x, model_options, rows)
@@ -385,7 +394,7 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     family = known.recipe if known is not None else recipes.family_of(given_model)
     return _Run(model, cpp_model, inputs, targets, val_inputs, val_targets, cfg, cfg.to_cpp(), model_options,
                 pretrained, replaced, family, runner.to_dict(), given_model, adapters, mask_input, trimming,
-                classes=classes)
+                classes=classes, picked=picked)
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they change nothing in the trajectory.
@@ -505,7 +514,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     if lora_settings is not None and chosen == "head":
         raise ValueError("lora= trains adapters in the body, and recipe='head' trains the head alone: pass one of them")
     run = _prepare(model, train_data, val, config, settings, head=head, lora=lora_settings,
-                   task_given=_task_given(config, settings))
+                   task_given=_task_given(config, settings), recipe=chosen)
     try:
         if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
             result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval, resume)
@@ -955,7 +964,7 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
     start = time.perf_counter()
     phases, plan, train_idx, metrics = recipes.run(
         train_phase, find_rate, measure, run.model, run.inputs, run.targets, val, sample, cfg, given,
-        run.pretrained, val_fraction, mode, run.family)
+        run.pretrained, val_fraction, mode, run.family, run.picked)
     stopped = next((d for d in plan.decisions if d.what == "stopped"), None)
     if stopped is not None and process_rank() == 0:
         log.warning("the callback stopped the recipe in phase %s: %s", stopped.value, stopped.reason)
