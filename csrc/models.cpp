@@ -126,8 +126,10 @@ class Mlp : public NativeModule {
   }
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
-    at::Tensor out = layers_->ptr<torch::nn::LinearImpl>(layers_->size() - 1)->forward(features(inputs));
-    if (linear_share_.defined()) out = with_linear(out, inputs[0].flatten(1));
+    const at::Tensor raw = checked_input(inputs);
+    const at::Tensor flags = indicators(raw);  // read by the layers and the linear model: computed once
+    at::Tensor out = layers_->ptr<torch::nn::LinearImpl>(layers_->size() - 1)->forward(hidden(raw, flags));
+    if (linear_share_.defined()) out = with_linear(out, raw, flags);
     if (target_center_.defined()) out = out * target_scale_ + target_center_;
     return out;
   }
@@ -136,12 +138,11 @@ class Mlp : public NativeModule {
   // The share stays a tensor: reading it on the host (item()) would wait for the device at every forward on CUDA.
   // On the CPU that read costs nothing, and a share of 0 (the recipe's choice on most larger tables) skips the
   // linear model.
-  at::Tensor with_linear(const at::Tensor& out, const at::Tensor& x) const {
+  at::Tensor with_linear(const at::Tensor& out, const at::Tensor& x, const at::Tensor& flags) const {
     if (linear_share_.is_cpu() && linear_share_.item<double>() == 0.0) return out;
     const at::Tensor& share = linear_share_;  // 0-dim: the result keeps out's dtype
     at::Tensor standardised = (at::where(x.isnan(), linear_center_, x) - linear_center_) * linear_scale_;
-    if (!indicator_columns_.empty() || !missing_columns_.empty())
-      standardised = at::cat({standardised, indicators(x).to(standardised.scalar_type())}, 1);
+    if (flags.defined()) standardised = at::cat({standardised, flags.to(standardised.scalar_type())}, 1);
     const at::Tensor linear = at::addmm(linear_bias_, standardised, linear_weight_.t()).to(out.scalar_type());
     if (linear_values_) return out * (1.0 - share) + linear * share;
     // log((1 - s) softmax(out) + s softmax(linear)), in log space: exact at s = 0 and 1 (log 0 = -inf drops a term)
@@ -151,10 +152,21 @@ class Mlp : public NativeModule {
   }
 
   at::Tensor features(const std::vector<at::Tensor>& inputs) override {
+    const at::Tensor raw = checked_input(inputs);
+    return hidden(raw, indicators(raw));
+  }
+
+  // The one input tensor as (N, in_features) raw values.
+  at::Tensor checked_input(const std::vector<at::Tensor>& inputs) const {
     TORCH_CHECK_VALUE(inputs.size() == 1, "mlp takes one input tensor, got ", inputs.size());
     const at::Tensor raw = inputs[0].flatten(1);
     TORCH_CHECK_VALUE(raw.size(1) == in_features_, "mlp takes ", in_features_, " features per example "
                       "(in_features), got ", raw.size(1));
+    return raw;
+  }
+
+  // The last hidden layer's activations (what the head reads) for raw inputs and their indicator columns.
+  at::Tensor hidden(const at::Tensor& raw, const at::Tensor& flags) {
     // A missing value (NaN) becomes the column's center, 0 once scaled: where most rows sit, no signal of its own.
     at::Tensor x = at::where(raw.isnan(), center_.defined() ? center_ : at::zeros({}, raw.options()), raw);
     if (center_.defined()) x = (x - center_) * scale_;
@@ -165,7 +177,7 @@ class Mlp : public NativeModule {
       x = clip_ * u / at::hypot(at::ones_like(u), u);
     }
     if (periodic_frequency_.defined()) x = periodic(x);
-    if (!indicator_columns_.empty() || !missing_columns_.empty()) x = at::cat({x, indicators(raw).to(x.scalar_type())}, 1);
+    if (flags.defined()) x = at::cat({x, flags.to(x.scalar_type())}, 1);
     auto layer = layers_->begin();  // every layer but the head, the last
     for (size_t i = 0; i + 1 < layers_->size(); ++i, ++layer) x = layer->forward(x);
     return x;
@@ -174,9 +186,10 @@ class Mlp : public NativeModule {
   at::Tensor target_scale() const override { return target_scale_; }
 
   // (N, in_features) raw inputs -> (N, point masses + missing columns): 1 where a column holds its point mass,
-  // then 1 where a column's value is missing. A column at a time: there are a few, and scalars need no tensor
-  // moved to the input's device.
+  // then 1 where a column's value is missing; undefined where the model has neither. A column at a time: there
+  // are a few, and scalars need no tensor moved to the input's device.
   at::Tensor indicators(const at::Tensor& raw) const {
+    if (indicator_columns_.empty() && missing_columns_.empty()) return {};
     std::vector<at::Tensor> columns;
     for (size_t i = 0; i < indicator_columns_.size(); ++i)
       columns.push_back(raw.select(1, indicator_columns_[i]).eq(indicator_values_[i]));
