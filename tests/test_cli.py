@@ -940,6 +940,8 @@ def test_a_csv_of_texts_without_data_text(capsys, tmp_path):
     code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"))
     assert_one_line_error(code, err, "reviews.csv' has 2 columns besides the label 'sentiment' (['id', 'review']): "
                           "set data.text in")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), 'data.label="mood"', "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "reviews.csv' has no label column 'mood' (data.label in")
     import pandas as pd
 
     pd.read_csv(tmp_path / "reviews.csv", keep_default_na=False).drop(columns="id").to_csv(tmp_path / "two.csv",
@@ -1014,6 +1016,30 @@ def test_an_image_folder_trains_evaluates_and_predicts(capsys, tmp_path):
     assert_one_line_error(code, err, "new' has class folder(s) ['sideways'] that training did not have")
 
 
+def test_an_image_folder_of_one_class_or_one_image_for_a_folder_is_one_line(capsys, tmp_path):
+    """A folder with one class sub-folder cannot train a classifier; an image file given where predict reads a
+    folder, or a file of another kind, names what it takes."""
+    _image_folder(tmp_path / "photos", per_class=10, seed=0)
+    (tmp_path / "photos" / "down").rename(tmp_path / "down")
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "photos"}"\n[model]\nname = "cnn"\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "photos' has one class folder ('across'): a classifier needs a sub-folder for "
+                          "each of two classes or more")
+    (tmp_path / "down").rename(tmp_path / "photos" / "down")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "train.epochs=1", "--out", str(tmp_path / "r"),
+                         "--quiet")
+    assert code == 0, err
+    for command in (["predict", "--output", str(tmp_path / "p.csv")], ["evaluate"]):
+        code, err = run_main(capsys, command[0], str(tmp_path / "r"), "--input",
+                             str(tmp_path / "photos" / "down" / "down0.jpg"), *command[1:])
+        assert_one_line_error(code, err, "down0.jpg' must be an .npz, a .csv (or .csv.gz) or a folder of images: put "
+                              "the image in a folder and pass the folder")
+    (tmp_path / "new.txt").write_text("a\n1\n")
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new.txt"), "--output",
+                         str(tmp_path / "p.csv"))
+    assert_one_line_error(code, err, "new.txt' must be an .npz, a .csv (or .csv.gz) or a folder of images")
+
+
 def test_an_image_folder_is_read_at_the_size_the_model_fixes(capsys, tmp_path):
     """digit_cnn reads 28 x 28 grayscale whatever the files are; data.image_size or image_mode that contradict a
     model's shape, the image settings for a file or for a model of numbers, and a folder for a regression are
@@ -1028,13 +1054,15 @@ def test_an_image_folder_is_read_at_the_size_the_model_fixes(capsys, tmp_path):
                                                    'data.image_mode="RGB"'])
     assert runs.load_data(cfg).x_train.shape[1:] == (3, 20, 24)
     cfg = runs.load_config(tmp_path / "run.toml", ['model.name="cnn"', "model.height=16", "data.image_size=40"])
-    with pytest.raises(ValueError, match=r"data.image_size = 40 in .*, and model 'cnn' reads \(16, None\)"):
+    with pytest.raises(ValueError, match=r"data.image_size = 40 in .*, and model 'cnn' reads height 16: leave"):
         runs.load_data(cfg)
     (tmp_path / "t.csv").write_text("a,label\n1,0\n2,1\n")
     for overrides, messages in (
-            (["data.image_size=32"], ["data.image_size = 32 in", "model 'digit_cnn' reads (28, 28)"]),
-            (['data.image_mode="RGB"'], ["data.image_mode = 'RGB' in", "model 'digit_cnn' reads L"]),
+            (["data.image_size=32"], ["data.image_size = 32 in", "model 'digit_cnn' reads height 28, width 28"]),
+            (['data.image_mode="RGB"'], ["data.image_mode = 'RGB' in", "model 'digit_cnn' reads L images "
+                                         "(in_channels 1)"]),
             (["data.image_size=0"], ["data.image_size must be an integer >= 1 (square images) or [height, width]"]),
+            (["data.image_size=[32]"], ["data.image_size must be an integer >= 1 (square images) or [height, width]"]),
             (['model.name="mlp"'], ["is an image folder, and model 'mlp' does not read images (those that do: "
                                     "['cnn', 'digit_cnn'])"]),
             (['train.task="regression"'], ["train.task = 'regression' in", "is an image folder: its sub-folders are "
@@ -1103,9 +1131,15 @@ def test_a_recommender_trains_evaluates_and_predicts_a_csv_of_ratings(capsys, tm
     assert_one_line_error(code, err, "stranger.csv' column 'customer' holds 1 user(s) training did not have, such as "
                           "['u999']")
     code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"))
-    assert_one_line_error(code, err, "new.csv' lacks the column(s) ['rating']")
+    assert_one_line_error(code, err, "new.csv' has no label column 'rating' (data.label in the run's config.toml")
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"), "--output",
+                         str(tmp_path / "p2.csv"), "--keep", "note", "--keep", "item")  # repeated: both kept
+    assert code == 0, err
+    assert (tmp_path / "p2.csv").read_text().splitlines()[0] == "note,item,prediction"
+    assert "confusion_matrix" not in runs.evaluate_run(tmp_path / "r")  # a regression has none
     for overrides, messages in (
             (['data.user="who"'], ["ratings.csv' lacks the column(s) ['who']"]),
+            (['data.user="item"'], ["data.user and data.item in", "both name the column 'item'"]),
             (['train.task="classification"'], ["train.task = 'classification' in", "a recommender's CSV of ratings "
                                                "trains task = 'regression'"]),
             (['model.name="mlp"'], ["data.user = 'customer' in", "names a column of ids of a recommender (['mf', "

@@ -143,10 +143,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir")
     predict.add_argument("--input", required=True,
                          help='.npz (array X), .csv (feature columns: numbers, and words where an "mlp" '
-                              'trained on them; a text model: its column of texts) or a folder of images (each '
-                              'row named by its file)')
+                              'trained on them; a text model: its column of texts; a recommender: its user and '
+                              'item columns) or a folder of images (each row named by its file)')
     predict.add_argument("--output", required=True, help="CSV file to write")
-    predict.add_argument("--keep", nargs="+", default=[], metavar="COLUMN",
+    predict.add_argument("--keep", nargs="+", action="extend", default=[], metavar="COLUMN",
                          help="columns of the input CSV copied to the output before the predictions, as written (an "
                               "id to join them back on); a column the model was not trained on is not read")
 

@@ -1367,7 +1367,8 @@ def _per_rating_sgd(family: str, ranking: bool) -> bool:
 def _per_rating_lr(plan: Plan, phase: str, settings: dict[str, Any], examples: int, accumulate: int) -> float:
     """The rate of a step of mean squared error over a batch that moves each rating's factors by REC_RATE x its
     error, as per-rating SGD does: the gradient of e² is 2e, and the mean divides by the batch."""
-    batch = (settings["batch_size"] or examples) * max(1, accumulate)
+    # A step averages at most the ratings there are: fewer than a batch make one smaller batch a step.
+    batch = min((settings["batch_size"] or examples) * max(1, accumulate), examples)
     return plan.decide(f"{phase}.lr", REC_RATE * batch / 2,
                        f"{REC_RATE:g} per rating (Funk/Koren SVD's per-rating SGD) x {batch} ratings a step / 2")
 

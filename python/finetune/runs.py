@@ -150,7 +150,7 @@ def _check_data(data: dict[str, Any], source: str) -> None:
                          f"dataset {data['dataset']!r} comes with its own test split: leave test_fraction out")
     size = data["image_size"]
     sizes = [size] if isinstance(size, int) else size if isinstance(size, list) else None
-    if size is not None and (sizes is None or len(sizes) not in (1, 2) or
+    if size is not None and (sizes is None or len(sizes) != (1 if isinstance(size, int) else 2) or
                              not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes)):
         fail("image_size", "an integer >= 1 (square images) or [height, width]")
     if data["image_mode"] is not None and data["image_mode"] not in ("L", "RGB"):
@@ -314,8 +314,8 @@ def _read_path(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[s
         return (*_read_image_folder(cfg), None)
     _check_not_folder_settings(cfg)
     if _text_csv(cfg, d["path"]):
-        return (*datasets.load_texts(d["path"], text_column(cfg, d["path"]), d["label"], cfg.train.task,
-                                     **_csv_encoding(cfg)), None)
+        d["text"] = text_column(cfg, d["path"])  # the resolved config (config.toml) names it
+        return (*datasets.load_texts(d["path"], d["text"], d["label"], cfg.train.task, **_csv_encoding(cfg)), None)
     if _ratings_csv(cfg, d["path"]):
         return _read_ratings(cfg)
     return (*datasets.load_file(d["path"], label=d["label"], task=cfg.train.task,
@@ -334,6 +334,9 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}, and '{d['path']}' is an image "
                          "folder: its sub-folders are classes (classification)")
     folder = datasets.ImageFolder(d["path"], size=(1, 1))  # the files and their labels, no image decoded
+    if len(folder.classes) < 2:
+        raise ValueError(f"image folder '{d['path']}' has one class folder ({folder.classes[0]!r}): a classifier "
+                         "needs a sub-folder for each of two classes or more")
     mode, size = image_shape(cfg, [f for f, _ in folder.samples])
     x = np.stack([datasets.read_image(f, size, mode) for f, _ in folder.samples])
     return x, np.asarray(folder.classes)[folder.targets]  # the class names: predict writes them
@@ -389,7 +392,7 @@ def image_shape(cfg: RunConfig, files: Sequence[str | os.PathLike]) -> tuple[str
         raise ValueError(f"model.in_channels = {own['in_channels']} in {cfg.source}: an image folder's images are "
                          "read with 1 channel (grayscale) or 3 (RGB)")
     size = cfg.data["image_size"]
-    size = None if size is None else tuple(size) * (2 // len(size)) if isinstance(size, list) else (size, size)
+    size = None if size is None else tuple(size) if isinstance(size, list) else (size, size)
     mode = cfg.data["image_mode"]
     for key, value, model_value in (("image_size", size, (own.get("height"), own.get("width"))),
                                     ("image_mode", mode, modes.get(own.get("in_channels")))):
@@ -398,9 +401,10 @@ def image_shape(cfg: RunConfig, files: Sequence[str | os.PathLike]) -> tuple[str
         clash = value != model_value if key == "image_mode" else any(
             m is not None and m != v for m, v in zip(model_value, value))
         if model_value is not None and clash:
-            said = f"model.{'in_channels' if key == 'image_mode' else 'height and width'}"
-            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source}, and model {name!r} reads "
-                             f"{model_value} ({said}): leave {key} out")
+            reads = (f"{model_value} images (in_channels {own['in_channels']})" if key == "image_mode" else
+                     ", ".join(f"{k} {own[k]}" for k in ("height", "width") if k in own))
+            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source}, and model {name!r} reads {reads}: "
+                             f"leave {key} out")
     size = size or (IMAGE_SIZE, IMAGE_SIZE)
     height, width = own.get("height", size[0]), own.get("width", size[1])
     if "in_channels" in own:
@@ -427,7 +431,11 @@ def _ratings_csv(cfg: RunConfig, path: str | os.PathLike) -> bool:
 
 def id_columns(cfg: RunConfig) -> tuple[str, str]:
     """A recommender's CSV's user and item columns: data.user and data.item, by default "user" and "item"."""
-    return cfg.data["user"] or "user", cfg.data["item"] or "item"
+    user, item = cfg.data["user"] or "user", cfg.data["item"] or "item"
+    if user == item:
+        raise ValueError(f"data.user and data.item in {cfg.source} both name the column {user!r}: a rating's user "
+                         "and item are two columns")
+    return user, item
 
 
 def _text_csv(cfg: RunConfig, path: str | os.PathLike) -> bool:
@@ -439,7 +447,11 @@ def text_column(cfg: RunConfig, path: str | os.PathLike) -> str:
     """The column of texts of a text model's CSV: data.text, else the file's one column besides the label."""
     if cfg.data["text"] is not None:
         return cfg.data["text"]
-    others = [c for c in datasets.csv_header(path, **_csv_encoding(cfg)) if c != cfg.data["label"]]
+    header = datasets.csv_header(path, **_csv_encoding(cfg))
+    if cfg.data["label"] not in header:  # said first: the columns besides it are not known
+        raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in {cfg.source}; its "
+                         f"columns: {header})")
+    others = [c for c in header if c != cfg.data["label"]]
     if len(others) != 1:
         raise ValueError(f"'{path}' has {len(others)} columns besides the label {cfg.data['label']!r} ({others}): "
                          f"set data.text in {cfg.source} to the one holding the texts")
@@ -778,7 +790,8 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
     else:
         x, y = read_labelled(cfg, input_path, model, run_ids(run_dir))
     metrics = finetune.evaluate(model, (model_inputs(cfg, x, model), y), task=cfg.train.task)
-    metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist() if "confusion_matrix" in metrics else None
+    if "confusion_matrix" in metrics:  # classification's; a regression has none
+        metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist()
     return metrics
 
 
@@ -860,6 +873,15 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
                ids: dict[str, list[str]] | None) -> tuple[np.ndarray, np.ndarray | None]:
     """(X, y where ``labelled`` else None): read_inputs and read_labelled."""
     path = Path(path)
+    if not (path.is_dir() or path.suffix == ".npz" or path.name.endswith((".csv", ".csv.gz"))):
+        image = path.suffix.lower() in datasets.IMAGE_SUFFIXES
+        raise ValueError(f"'{path}' must be an .npz, a .csv (or .csv.gz) or a folder of images" +
+                         (": put the image in a folder and pass the folder" if image else ""))
+    if labelled and not path.is_dir() and path.suffix != ".npz":
+        header = datasets.csv_header(path, **_csv_encoding(cfg))
+        if cfg.data["label"] not in header:
+            raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in the run's "
+                             f"config.toml; its columns: {header}): evaluate needs the labels")
     if path.is_dir():  # images: with labelled, a sub-folder per class as in training; else every image in it
         mode, size = folder_shape(cfg)
         if labelled:
@@ -883,17 +905,11 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
                                    **_csv_encoding(cfg))
     elif _text_csv(cfg, path):  # the column of texts the model trained on, by name; the others are not read
         text = columns[0] if columns is not None else text_column(cfg, path)
-        if labelled and cfg.data["label"] not in datasets.csv_header(path, **_csv_encoding(cfg)):
-            raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in the run's "
-                             f"config.toml): evaluate needs the labels")
         x, y = datasets.load_texts(path, text, cfg.data["label"], cfg.train.task if labelled else None,
                                    **_csv_encoding(cfg))
     else:
         encoding = _csv_encoding(cfg)
-        features, has_label = _csv_columns(cfg, path, unread)
-        if labelled and not has_label:
-            raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in the run's "
-                             f"config.toml; its columns: {list(features)}): evaluate needs the labels")
+        features = _csv_columns(cfg, path, unread)[0]
         data.check_column_names(features, columns, str(path), reorder="write its columns")
         missing = registry.takes_missing(cfg.model["name"])
         if labelled:
