@@ -451,6 +451,7 @@ void bind_models(py::module_& m) {
       .def_readwrite("num_items", &MfOptions::num_items)
       .def_readwrite("dim", &MfOptions::dim)
       .def_readwrite("mean", &MfOptions::mean)
+      .def_readwrite("scale", &MfOptions::scale)
       .def_readwrite("reg", &MfOptions::reg);
   py::class_<NcfOptions>(m, "NcfOptions")
       .def(py::init<>())

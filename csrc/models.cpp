@@ -313,9 +313,12 @@ class Recommender : public NativeModule {
 
 class Mf : public Recommender {
  public:
-  explicit Mf(const MfOptions& o) : Recommender("mf", o.num_users, o.num_items, o.dim), reg_(o.reg) {
+  explicit Mf(const MfOptions& o)
+      : Recommender("mf", o.num_users, o.num_items, o.dim), reg_(o.reg), scale_(o.scale) {
     TORCH_CHECK_VALUE(o.reg >= 0.0 && std::isfinite(o.reg), "model 'mf' option reg must be a finite number >= 0, got ",
                       o.reg);
+    TORCH_CHECK_VALUE(o.scale > 0.0 && std::isfinite(o.scale), "model 'mf' option scale must be a finite number > 0, "
+                      "got ", o.scale);
     user_bias_ = register_module("user_bias", torch::nn::Embedding(o.num_users, 1));
     item_bias_ = register_module("item_bias", torch::nn::Embedding(o.num_items, 1));
     // The global mean is fixed (a buffer), as in Funk/Koren SVD: trained, it would move with every step's mean
@@ -329,21 +332,25 @@ class Mf : public Recommender {
 
   at::Tensor forward(const std::vector<at::Tensor>& inputs) override {
     const auto [user, item] = ids(inputs);
-    return (user_->forward(user) * item_->forward(item)).sum(1) + user_bias_->forward(user).squeeze(1) +
-           item_bias_->forward(item).squeeze(1) + global_;
+    const at::Tensor f = (user_->forward(user) * item_->forward(item)).sum(1) + user_bias_->forward(user).squeeze(1) +
+                         item_bias_->forward(item).squeeze(1);
+    return (scale_ == 1.0 ? f : f * scale_) + global_;
   }
 
+  // In the squared error's units: scale² x reg x |...|², so that the loss is scale² x the loss of ratings divided
+  // by scale, penalty included (the recipe divides its rate by scale²).
   at::Tensor penalty(const std::vector<at::Tensor>& inputs) override {
     if (reg_ == 0.0) return {};
     const auto [user, item] = ids(inputs);
-    return reg_ * (user_->forward(user).pow(2).sum(1) + item_->forward(item).pow(2).sum(1) +
-                   user_bias_->forward(user).squeeze(1).pow(2) + item_bias_->forward(item).squeeze(1).pow(2));
+    return reg_ * scale_ * scale_ *
+           (user_->forward(user).pow(2).sum(1) + item_->forward(item).pow(2).sum(1) +
+            user_bias_->forward(user).squeeze(1).pow(2) + item_bias_->forward(item).squeeze(1).pow(2));
   }
 
  private:
   torch::nn::Embedding user_bias_{nullptr}, item_bias_{nullptr};
   at::Tensor global_;
-  double reg_;
+  double reg_, scale_;
 };
 
 class Ncf : public Recommender {

@@ -101,9 +101,13 @@ struct MfOptions {
   int64_t num_items = 0;
   int64_t dim = 32;
   double mean = 0.0;  // the global bias, fixed (the training ratings' mean)
+  // The ratings' unit (their standard deviation, read off the training ratings; 1: the ratings' own unit): the
+  // model predicts mean + scale x (p_user . q_item + b_user + b_item), so its factors and biases, their penalty and
+  // a per-rating rate divided by scale² behave alike on 1-5 stars and on 0-100 points.
+  double scale = 1.0;
   // Funk/Koren SVD's regularisation: reg x (|p_user|² + |q_item|² + b_user² + b_item²) added to each rating's
-  // squared error in training, so each user's and item's factors and biases are penalised per rating seen
-  // (unlike weight decay, which shrinks every row every step). 0 = none.
+  // squared error in training (both in units of scale), so each user's and item's factors and biases are
+  // penalised per rating seen (unlike weight decay, which shrinks every row every step). 0 = none.
   double reg = 0.1;
 };
 

@@ -11,11 +11,14 @@ import finetune
 from finetune import _C, datasets, recipe, recommend
 
 
-def test_mf_penalty_is_funk_svd_regularisation_per_rating_seen():
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_mf_penalty_is_funk_svd_regularisation_per_rating_seen(scale):
+    """One SGD step of "mf" equals the same step by hand; with a scale, the prediction is mean + scale x (factors
+    and biases) and the penalty scale² x reg x (...): the squared error of the ratings in units of scale."""
     rng = np.random.default_rng(0)
     pairs = np.stack([rng.integers(0, 6, 40), rng.integers(0, 9, 40)], 1)
     ratings = rng.uniform(1, 5, 40).astype(np.float32)
-    model = finetune.build("mf", num_users=6, num_items=9, dim=4, mean=3.0, reg=0.1)
+    model = finetune.build("mf", num_users=6, num_items=9, dim=4, mean=3.0, reg=0.1, scale=scale)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     finetune.train(model, (pairs, ratings), task="regression", epochs=1, batch_size=40, optimizer="sgd", lr=0.1,
                    momentum=0.0, shuffle=False, progress=False)
@@ -24,8 +27,8 @@ def test_mf_penalty_is_funk_svd_regularisation_per_rating_seen():
     p, q = state["user.weight"].clone().requires_grad_(), state["item.weight"].clone().requires_grad_()
     bu, bi = state["user_bias.weight"].clone().requires_grad_(), state["item_bias.weight"].clone().requires_grad_()
     u, i, y = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1]), torch.from_numpy(ratings)
-    prediction = (p[u] * q[i]).sum(1) + bu[u, 0] + bi[i, 0] + 3.0
-    penalty = 0.1 * ((p[u] ** 2).sum(1) + (q[i] ** 2).sum(1) + bu[u, 0] ** 2 + bi[i, 0] ** 2)
+    prediction = scale * ((p[u] * q[i]).sum(1) + bu[u, 0] + bi[i, 0]) + 3.0
+    penalty = scale ** 2 * 0.1 * ((p[u] ** 2).sum(1) + (q[i] ** 2).sum(1) + bu[u, 0] ** 2 + bi[i, 0] ** 2)
     ((prediction - y) ** 2 + penalty).mean().backward()
     after = model.state_dict()
     for name, tensor in (("user.weight", p), ("item.weight", q), ("user_bias.weight", bu), ("item_bias.weight", bi)):
@@ -44,6 +47,26 @@ def test_mf_by_default_beats_the_bias_baseline_on_movielens():
     assert rmse < min(baseline - 0.008, 0.88), (rmse, baseline)
     decided = {d["what"]: d["value"] for d in r.recipe}
     assert decided["model"] == "recommender" and decided["full.optimizer"] == "sgd"
+
+
+def test_ratings_of_a_wide_scale_train_as_ratings_of_a_few_units():
+    """Ratings spread wider than registry.RATING_SPREAD: "mf" reads a scale off them (spread / RATING_SPREAD) and
+    the recipe divides its per-rating rate by scale²: the same ratings times 20 train to the same model times 20
+    (they diverged at the per-rating rate of 1-5 stars); ratings of a few units keep scale 1."""
+    rng = np.random.default_rng(0)
+    pairs = np.stack([rng.integers(0, 20, 600), rng.integers(0, 30, 600)], 1)
+    ratings = (rng.integers(1, 6, 600) + rng.normal(0, 1, 600)).astype(np.float32)  # spread above 1: x 20 is wide
+    stars = finetune.train("mf", (pairs, ratings), task="regression", progress=False, seed=0)
+    points = finetune.train("mf", (pairs, 20 * ratings), task="regression", progress=False, seed=0)
+    assert stars.model.options["scale"] == 1.0
+    spread = float(torch.from_numpy(20 * ratings).double().std())
+    assert points.model.options["scale"] == pytest.approx(spread / finetune.registry.RATING_SPREAD)
+    stars_lr, points_lr = ({d["what"]: d["value"] for d in r.recipe}["full.lr"] for r in (stars, points))
+    assert points_lr == pytest.approx(stars_lr / points.model.options["scale"] ** 2)
+    scaled = finetune.predict(points.model, pairs, task="regression") / 20
+    assert np.isfinite(scaled).all()
+    np.testing.assert_allclose(scaled, finetune.predict(stars.model, pairs, task="regression"), atol=0.15)
+    assert abs(scaled - ratings).mean() < abs(ratings.mean() - ratings).mean()  # it learned, not the mean alone
 
 
 def test_the_recommender_recipe_rate_is_per_rating_and_given_settings_win():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import finetune
-from finetune import registry, runs
+from finetune import recipe, registry, runs
 
 rng = np.random.default_rng(0)
 WORDS = ["good", "bad", "great", "awful", "fun", "boring", "plot", "actors"]
@@ -201,8 +201,9 @@ def test_a_minilm_run_from_the_cli_records_its_options_and_evaluates_again(monke
     assert main(["train", str(examples / "rotten-tomatoes.toml"), "train.sample_fraction=1.0", "model.max_length=8",
                  "--out", str(tmp_path / "run"), "--quiet"]) == 0
     cfg, model = runs.load_run(tmp_path / "run")
+    largest = int(np.bincount(labels).max())  # 17 to 64 a class: the recipe reads the last layer alone (rule 3)
     assert cfg.model == {"name": "minilm", "max_length": 8, "num_classes": 2, "dropout": True, "normalize": True,
-                         "layers": 4}
+                         "layers": 1 if recipe.PAIRS_FOUR_LAYERS_MAX < largest <= recipe.PAIRS_MAX_PER_CLASS else 4}
     metrics = runs.evaluate_run(tmp_path / "run")
     assert 0.0 <= metrics["accuracy"] <= 1.0
     # A run saved before the option existed rebuilds as it trained: its head read the raw mean (normalize=False).

@@ -178,6 +178,7 @@ class MfOptions:
     num_items: int
     dim: int
     mean: float
+    scale: float
     reg: float
     def __init__(self) -> None: ...
 

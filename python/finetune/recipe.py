@@ -789,7 +789,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                                              "the range test misreads a pretrained transformer (it chose 1.0 for "
                                              "MiniLM); on Rotten Tomatoes 10% this rate beat SetFit (README, rule 3)")
             elif recommender and _per_rating_sgd(family, config.task == "ranking"):
-                settings["lr"] = _per_rating_lr(plan, name, settings, int(phase_train[1].shape[0]), config.accumulate)
+                settings["lr"] = _per_rating_lr(plan, name, settings, int(phase_train[1].shape[0]), config.accumulate,
+                                                float(getattr(model, "options", {}).get("scale", 1.0)))
             elif recommender:
                 settings["lr"] = plan.decide(f"{name}.lr", REC_ADAMW_LR, "measured on MovieLens (README)")
             else:
@@ -1364,13 +1365,16 @@ def _per_rating_sgd(family: str, ranking: bool) -> bool:
     return family == RECOMMENDER and not ranking
 
 
-def _per_rating_lr(plan: Plan, phase: str, settings: dict[str, Any], examples: int, accumulate: int) -> float:
+def _per_rating_lr(plan: Plan, phase: str, settings: dict[str, Any], examples: int, accumulate: int,
+                   scale: float = 1.0) -> float:
     """The rate of a step of mean squared error over a batch that moves each rating's factors by REC_RATE x its
-    error, as per-rating SGD does: the gradient of e² is 2e, and the mean divides by the batch."""
+    error, as per-rating SGD does: the gradient of e² is 2e, and the mean divides by the batch; divided by the
+    model's scale² ("mf" predicts in units of its ratings' spread, and its loss is scale² x theirs)."""
     # A step averages at most the ratings there are: fewer than a batch make one smaller batch a step.
     batch = min((settings["batch_size"] or examples) * max(1, accumulate), examples)
-    return plan.decide(f"{phase}.lr", REC_RATE * batch / 2,
-                       f"{REC_RATE:g} per rating (Funk/Koren SVD's per-rating SGD) x {batch} ratings a step / 2")
+    unit = f" / {scale:.4g}² (the ratings' unit, the model's scale)" if scale != 1.0 else ""
+    return plan.decide(f"{phase}.lr", REC_RATE * batch / 2 / scale ** 2,
+                       f"{REC_RATE:g} per rating (Funk/Koren SVD's per-rating SGD) x {batch} ratings a step / 2{unit}")
 
 
 def _phase_lr(plan: Plan, phase: str, find_rate: Callable[..., Any], model: Any, train_data: Any,
