@@ -877,6 +877,27 @@ def test_evaluate_reads_an_npz_of_new_rows(wine_run, tmp_path):
         json.loads((wine_run / "metrics.json").read_text())["test"]["accuracy"])
 
 
+def test_a_failed_run_is_replaced_by_a_new_run_and_an_interrupted_one_is_not(capsys, tmp_path):
+    """A run that stopped on an error after writing checkpoints (a diverged loss, here a callback's error) leaves
+    failed.txt with the error: the same command then starts afresh (resuming would meet the error again), where
+    an interrupted run (Ctrl-C) asks for --resume; the new run's success removes failed.txt."""
+    (tmp_path / "wine.toml").write_text('[data]\ndataset = "wine"\n[model]\nname = "mlp"\n'
+                                        "[train]\nepochs = 6\ncheckpoint_every = 1\n")
+    cfg = runs.load_config(str(tmp_path / "wine.toml"), [])
+
+    def fail(kind, info):
+        if kind == "epoch" and info["epoch"] >= 2:
+            raise RuntimeError("the loss went to NaN (a stand-in)")
+
+    with pytest.raises(RuntimeError):
+        runs.run(cfg, tmp_path / "r", quiet=True, callback=fail)
+    assert (tmp_path / "r" / "failed.txt").read_text() == "RuntimeError: the loss went to NaN (a stand-in)\n"
+    assert any((tmp_path / "r" / "checkpoints").iterdir())
+    code, err = run_main(capsys, "train", str(tmp_path / "wine.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    assert not (tmp_path / "r" / "failed.txt").exists() and (tmp_path / "r" / "metrics.json").is_file()
+
+
 def _reviews_csv(path: Path, rows: int = 60) -> list[str]:
     """A CSV of short reviews (id, review, sentiment), the review column's texts returned; one holds a comma and a
     quote, one is a number, one is empty: each read as written."""

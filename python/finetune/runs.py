@@ -51,6 +51,7 @@ DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.
              "text": None,  # a text model's column of texts (None: the CSV's one column besides the label)
              "image_size": None, "image_mode": None,  # an image folder's (None: the model's, else 32 and by its files)
              "user": None, "item": None}  # a recommender's CSV's id columns (None: "user" and "item")
+FAILED_FILE = "failed.txt"  # a run that stopped on an error, not an interruption: its message (a new run replaces it)
 IDS_FILE = "ids.json"  # a run directory's user and item ids (a ratings file's), each list in index order
 IMAGE_SIZE = 32  # an image folder's default size, where the model does not fix one ("cnn" is a small CNN)
 SECTIONS = ("data", "model", "train", "tune", "lora")
@@ -576,13 +577,19 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
                                     callback=on_event, lora=cfg.lora, resume=resume,
                                     recipe="none" if as_given else None, task=cfg.train.task,  # decided by load_data
                                     **options)
-        except BaseException:
+        except BaseException as error:
             # Stopped before writing a checkpoint (a bad setting): the finished run stays as it was. Otherwise the
             # interrupted run is the one to resume, and the finished one's leftovers go.
             own = out / "checkpoints"
-            _put_back(replaced, restore=not (own.is_dir() and any(own.iterdir())))
+            wrote = own.is_dir() and any(own.iterdir())
+            _put_back(replaced, restore=not wrote)
+            if wrote and isinstance(error, Exception) and distributed.process_rank() == 0:
+                # An error, not Ctrl-C or SIGTERM (BaseExceptions): a diverged loss, say. Resuming would meet it
+                # again, so a new run may replace it; --resume still continues it (with other settings).
+                (out / FAILED_FILE).write_text(f"{type(error).__name__}: {error}\n")
             raise
         _put_back(replaced, restore=False)
+        (out / FAILED_FILE).unlink(missing_ok=True)  # a failed run resumed to its end
         if events is not None and resume:  # the epochs before the interruption too, counted across phases
             for number, record in enumerate(result.history):
                 log_epoch(events, {**record, "epoch": number})
@@ -678,16 +685,20 @@ def _own_checkpoints(out: Path, resume: bool) -> tuple[bool, list[Path]]:
         raise FileNotFoundError(f"resume: '{out}' holds no checkpoints to resume (no {own})")
     if resume or not held:
         return resume, []
-    if not (out / "metrics.json").is_file():
+    failed = out / FAILED_FILE
+    if not (out / "metrics.json").is_file() and not failed.is_file():
         raise ValueError(f"'{out}' holds an interrupted run ({own}, no metrics.json): --resume continues it; "
                          "remove the directory or pass another --out to start afresh")
+    kind = "failed" if failed.is_file() else "finished"
     aside = []
-    for path in (own, out / "metrics.json"):
+    for path in (own, out / "metrics.json", failed):
+        if not path.exists():  # a failed run has no metrics.json
+            continue
         moved = path.with_name(f".{path.name}.replaced")
         _remove(moved)  # left by a run killed before it put these back or removed them
         path.rename(moved)
         aside.append(moved)
-    log.info("a new run in %s: the finished run's checkpoints and metrics.json are replaced", out)
+    log.info("a new run in %s: the %s run's checkpoints are replaced", out, kind)
     return False, aside
 
 
