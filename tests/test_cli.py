@@ -1167,3 +1167,18 @@ def test_a_recommender_trains_evaluates_and_predicts_a_csv_of_ratings(capsys, tm
                                     "'ncf']), and model 'mlp' is not one: leave data.user out"])):
         code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), *overrides, "--out", str(tmp_path / "r2"))
         assert_one_line_error(code, err, *messages)
+
+
+def test_a_built_in_text_sets_run_reads_new_texts_from_a_csv_of_one_column(tmp_path):
+    """A run of the built-in Rotten Tomatoes has no CSV column to go by: predict reads a CSV's one column (a label
+    column beside it is left out); with more, one line says to give one."""
+    cfg = runs.load_config(EXAMPLES / "rotten-tomatoes.toml")
+    (tmp_path / "new.csv").write_text("review\ngreat fun\n\"awful, just awful\"\n")
+    assert runs.read_inputs(cfg, tmp_path / "new.csv").tolist() == ["great fun", "awful, just awful"]
+    (tmp_path / "labelled.csv").write_text("label,review\n1,great fun\n")
+    assert runs.read_inputs(cfg, tmp_path / "labelled.csv").tolist() == ["great fun"]
+    (tmp_path / "two.csv").write_text("id,review\n1,great fun\n")
+    with pytest.raises(ValueError, match=r"two.csv' has 2 columns besides the label 'label' \(\['id', 'review'\]\): "
+                                         r"the run trained on the built-in 'rotten-tomatoes', so new texts come as a "
+                                         r"CSV of one column"):
+        runs.read_inputs(cfg, tmp_path / "two.csv")

@@ -444,15 +444,20 @@ def _text_csv(cfg: RunConfig, path: str | os.PathLike) -> bool:
     return registry.get(cfg.model["name"]).texts and str(path).endswith((".csv", ".csv.gz"))
 
 
-def text_column(cfg: RunConfig, path: str | os.PathLike) -> str:
-    """The column of texts of a text model's CSV: data.text, else the file's one column besides the label."""
+def text_column(cfg: RunConfig, path: str | os.PathLike, labelled: bool = True) -> str:
+    """The column of texts of a text model's CSV: data.text, else the file's one column besides the label (which a
+    ``labelled`` file must have)."""
     if cfg.data["text"] is not None:
         return cfg.data["text"]
     header = datasets.csv_header(path, **_csv_encoding(cfg))
-    if cfg.data["label"] not in header:  # said first: the columns besides it are not known
+    if labelled and cfg.data["label"] not in header:  # said first: the columns besides it are not known
         raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in {cfg.source}; its "
                          f"columns: {header})")
     others = [c for c in header if c != cfg.data["label"]]
+    if len(others) != 1 and cfg.data["dataset"] is not None:  # a built-in set's run: no column name to go by
+        raise ValueError(f"'{path}' has {len(others)} columns besides the label {cfg.data['label']!r} ({others}): "
+                         f"the run trained on the built-in {cfg.data['dataset']!r}, so new texts come as a CSV of "
+                         "one column (and the label, for evaluate)")
     if len(others) != 1:
         raise ValueError(f"'{path}' has {len(others)} columns besides the label {cfg.data['label']!r} ({others}): "
                          f"set data.text in {cfg.source} to the one holding the texts")
@@ -915,7 +920,7 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
         x, y = datasets.load_pairs(path, *id_columns(cfg), cfg.data["label"] if labelled else None, ids,
                                    **_csv_encoding(cfg))
     elif _text_csv(cfg, path):  # the column of texts the model trained on, by name; the others are not read
-        text = columns[0] if columns is not None else text_column(cfg, path)
+        text = columns[0] if columns is not None else text_column(cfg, path, labelled)  # a built-in set's run
         x, y = datasets.load_texts(path, text, cfg.data["label"], cfg.train.task if labelled else None,
                                    **_csv_encoding(cfg))
     else:
