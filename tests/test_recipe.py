@@ -797,6 +797,19 @@ def test_a_run_that_ends_still_learning_says_so(caplog):
     assert "still_learning" not in decisions(converged)
 
 
+def test_a_classifier_whose_loss_stays_at_chance_says_so(caplog):
+    """recipe="none" at a rate far too low: the training loss stays at ln(classes), and the run says the model did
+    not learn (result.recipe's not_learning, a logged warning naming the rate); a run that learns says nothing."""
+    x, y = blobs()
+    stuck = finetune.train(mlp(), (x, y), epochs=2, lr=1e-7, optimizer="sgd", progress=False)
+    note = decisions(stuck)["not_learning"]
+    classes = len(np.unique(y))
+    assert note["value"] >= 0.98 * np.log(classes) and "lr=1e-07, optimizer='sgd'" in note["reason"]
+    assert any("stayed at chance" in r.getMessage() for r in caplog.records)
+    learned = finetune.train(mlp(), (x, y), epochs=60, lr=0.05, optimizer="adam", progress=False)
+    assert "not_learning" not in decisions(learned)
+
+
 def test_the_recipes_phases_never_say_still_learning(caplog, monkeypatch):
     """The recipe decides its phases' length (a decayed refit's last epoch may still fall fast): no note from them,
     even where every run given its epochs would get one."""

@@ -521,6 +521,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         else:
             result = _train_as_given(run, reason, val_fraction, callback, callback_interval, resume)
             result.recipe += _still_learning(result)  # the user's epochs: say if they cut the run short
+            result.recipe += _not_learning(result)  # the user's rate: say if the loss never left chance
     finally:
         # The adapters' update added into the weights, the model its plain self again -- after an error or
         # Ctrl-C too (what trained stays trained, as every weight trained in place does).
@@ -706,6 +707,28 @@ def _still_learning(result: Result) -> list[dict[str, Any]]:
                f"was still learning; more epochs, or early stopping (recipe='auto' decides both), would likely help")
     log.warning(message)
     return [{"what": "still_learning", "value": fall, "reason": message}]
+
+
+AT_CHANCE = 0.98  # a classifier's training loss still above this share of ln(classes) at the end: at chance
+
+
+def _not_learning(result: Result) -> list[dict[str, Any]]:
+    """A note (and a logged warning) when a classifier's training loss ended where guessing starts, ln(classes),
+    having barely moved: a rate too low for the optimizer passes silently otherwise (a new user's MiniLM at SGD's
+    lr=1e-4 stayed at 0.692 for two epochs and scored below chance)."""
+    losses = [h["train_loss"] for h in result.history]
+    classes = len(result.class_counts or {})
+    if result.config.task != "classification" or classes < 2 or not losses:
+        return []
+    chance = math.log(classes)
+    if not (losses[-1] >= AT_CHANCE * chance and losses[0] - losses[-1] < (1 - AT_CHANCE) * chance):
+        return []
+    message = (f"the training loss stayed at chance ({losses[0]:.4g} -> {losses[-1]:.4g} over {len(losses)} epoch(s); "
+               f"guessing among {classes} classes gives ln {classes} = {chance:.4g}): the model did not learn; "
+               f"the rate (lr={result.config.lr:g}, optimizer={result.config.optimizer!r}) may be too low "
+               "(recipe='auto' picks one), or the labels carry no signal the model can find")
+    log.warning(message)
+    return [{"what": "not_learning", "value": losses[-1], "reason": message}]
 
 
 def _hold_out(run: _Run, fraction: float) -> tuple[_Run, torch.Tensor]:
