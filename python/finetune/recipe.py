@@ -246,8 +246,8 @@ PAIRS_HEAD_C = 1.0
 # 0.6568 (ahead on every seed; Intel Xeon with AMX; 0.685 against 0.658 on the AMD EPYC), 32 per class 0.7212
 # against 0.7413 (behind on every seed; Xeon), 64 per class 0.742 against 0.7545 (AMD EPYC). The pairs train the body
 # on the cosine of what the head reads; on four layers' it comes out worse above 16 a class -- the head refit on the
-# last layer's block of that body gained 0.6 points, not the 2 of a body trained on the last layer (seed 0, 32 a
-# class) -- and the head's strength changes nothing (C x 0.25 to x 16: within 0.05 points).
+# last layer's block of that body gained 0.5-0.6 points, not the 1.2-2.2 of a body trained on the last layer (seeds
+# 0 and 1, 32 a class) -- and the head's strength hardly matters (C x 0.25 to x 16: within 0.35 points).
 PAIRS_FOUR_LAYERS_MAX = 16
 
 

@@ -54,6 +54,7 @@ DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.
 FAILED_FILE = "failed.txt"  # a run that stopped on an error, not an interruption: its message (a new run replaces it)
 IDS_FILE = "ids.json"  # a run directory's user and item ids (a ratings file's), each list in index order
 IMAGE_SIZE = 32  # an image folder's default size, where the model does not fix one ("cnn" is a small CNN)
+IMAGE_MODES = {1: "L", 3: "RGB"}  # an image model's input channels -> the Pillow mode its images are read in
 SECTIONS = ("data", "model", "train", "tune", "lora")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
                     "tune": "tune.trials=20", "lora": "lora.r=8"}
@@ -160,9 +161,6 @@ def _check_data(data: dict[str, Any], source: str) -> None:
         if data[key] is not None and data["dataset"] is not None:
             raise ValueError(f"data.{key} = {data[key]!r} in {source} is for a file or folder of your own, and "
                              f"dataset {data['dataset']!r} is a built-in set: leave {key} out")
-    if data["text"] is not None and data["dataset"] is not None:
-        raise ValueError(f"data.text = {data['text']!r} in {source} names a CSV file's column of texts, and dataset "
-                         f"{data['dataset']!r} is a built-in set: leave text out")
     if isinstance(data["seed"], bool) or not isinstance(data["seed"], int) or data["seed"] < 0:
         fail("seed", "an integer >= 0")
     if (data["dataset"] is None) == (data["path"] is None):
@@ -388,15 +386,14 @@ def image_shape(cfg: RunConfig, files: Sequence[str | os.PathLike]) -> tuple[str
         own = dict(zip(shape, entry.example_shape({**entry.defaults, **given})))
     else:  # given in [model]; those left out are read off the images
         own = {k: given[k] for k in shape if k in given}
-    modes = {1: "L", 3: "RGB"}
-    if "in_channels" in own and own["in_channels"] not in modes:
+    if "in_channels" in own and own["in_channels"] not in IMAGE_MODES:
         raise ValueError(f"model.in_channels = {own['in_channels']} in {cfg.source}: an image folder's images are "
                          "read with 1 channel (grayscale) or 3 (RGB)")
     size = cfg.data["image_size"]
     size = None if size is None else tuple(size) if isinstance(size, list) else (size, size)
     mode = cfg.data["image_mode"]
     for key, value, model_value in (("image_size", size, (own.get("height"), own.get("width"))),
-                                    ("image_mode", mode, modes.get(own.get("in_channels")))):
+                                    ("image_mode", mode, IMAGE_MODES.get(own.get("in_channels")))):
         if value is None:
             continue
         clash = value != model_value if key == "image_mode" else any(
@@ -409,7 +406,7 @@ def image_shape(cfg: RunConfig, files: Sequence[str | os.PathLike]) -> tuple[str
     size = size or (IMAGE_SIZE, IMAGE_SIZE)
     height, width = own.get("height", size[0]), own.get("width", size[1])
     if "in_channels" in own:
-        mode = modes[own["in_channels"]]
+        mode = IMAGE_MODES[own["in_channels"]]
     elif mode is None:
         mode = "L" if datasets.all_grayscale(files) else "RGB"
     return mode, (int(height), int(width))
@@ -422,7 +419,7 @@ def folder_shape(cfg: RunConfig) -> tuple[str, tuple[int, int]]:
     if entry.example_shape is None:
         raise ValueError(f"model {cfg.model['name']!r} does not read images, and an image folder was given")
     channels, height, width = entry.example_shape({**entry.defaults, **_options(cfg)})
-    return ("L" if channels == 1 else "RGB"), (int(height), int(width))
+    return IMAGE_MODES[channels], (int(height), int(width))
 
 
 def _ratings_csv(cfg: RunConfig, path: str | os.PathLike) -> bool:
