@@ -1104,6 +1104,47 @@ def test_an_image_folder_is_read_at_the_size_the_model_fixes(capsys, tmp_path):
         assert_one_line_error(code, err, *messages)
 
 
+
+def test_an_image_folder_larger_than_memory_streams_to_the_same_run(capsys, tmp_path, monkeypatch):
+    """An image folder whose images would take more than IN_MEMORY_GB decoded is read a batch at a time (the choice
+    written to config.toml as data.stream): the recipe trains, validates and tests on the same images as from
+    memory, to the same weights and metrics; data.stream = false decodes it whatever its size. data.stream for a
+    file or a built-in set, or not a bool, is an error naming it."""
+    from safetensors.numpy import load_file
+
+    _image_folder(tmp_path / "photos", per_class=12, seed=0, mode="L")
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "photos"}"\n[model]\nname = "digit_cnn"\n')
+    monkeypatch.setattr(runs, "IN_MEMORY_GB", 1e-6)  # 24 images of 28 x 28 take 0.07 MB: above it
+    for name, overrides in (("streamed", []), ("memory", ["data.stream=false"])):
+        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), *overrides, "--out", str(tmp_path / name),
+                             "--quiet")
+        assert code == 0, err
+    streamed, memory = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("streamed", "memory"))
+    assert "stream = true" in (tmp_path / "streamed" / "config.toml").read_text()
+    assert "stream = false" in (tmp_path / "memory" / "config.toml").read_text()
+    assert streamed["recipe"][0]["value"] == "auto" and streamed["test"] == memory["test"]
+    assert streamed["validation"] == memory["validation"] and streamed["recipe"] == memory["recipe"]
+    weights = [load_file(tmp_path / r / "model.safetensors") for r in ("streamed", "memory")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert runs.evaluate_run(tmp_path / "streamed") == runs.evaluate_run(tmp_path / "memory")
+    (tmp_path / "tune.toml").write_text(f'[data]\npath = "{tmp_path / "photos"}"\n[model]\nname = "cnn"\n[train]\n'
+                                        'epochs = 1\n[tune]\ntrials = 1\nlr = { low = 0.01, high = 0.1 }\n')
+    code, err = run_main(capsys, "tune", str(tmp_path / "tune.toml"), "--out", str(tmp_path / "tuned"))
+    assert code == 0 and (tmp_path / "tuned" / "best.toml").is_file(), err  # the trials' CNN sized by an image
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n2,1\n")
+    (tmp_path / "builtin.toml").write_text('[data]\ndataset = "digits"\n[model]\nname = "cnn"\n')
+    for config, overrides, messages in (
+            ("run.toml", ["data.stream=1"], ["data.stream must be true (read an image folder a batch at a time) or "
+                                             "false (decode it into memory)", "got 1"]),
+            ("run.toml", [f'data.path="{tmp_path / "t.csv"}"', "data.stream=true"],
+             ["data.stream = True in", "reads the images of a folder", "t.csv' is a file: leave stream out"]),
+            ("builtin.toml", ["data.stream=true"], ["data.stream = True in", "dataset 'digits' is a built-in set: "
+                                                    "leave stream out"])):
+        code, err = run_main(capsys, "train", str(tmp_path / config), *overrides, "--out", str(tmp_path / "r"))
+        assert_one_line_error(code, err, *messages)
+
+
 def _ratings_csv(path: Path, users: int = 60, items: int = 40, per_user: int = 15) -> None:
     """A ratings CSV (user, item, rating, when) with ids as text ("u3", "m7"): biases, 3 factors and noise."""
     rng = np.random.default_rng(0)

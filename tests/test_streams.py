@@ -302,6 +302,25 @@ def test_an_image_folder_streams_the_images_load_image_folder_decodes(tmp_path):
     assert torch.equal(stream.fetch(batch)[0], torch.from_numpy(x[batch.numpy()]))
 
 
+
+def test_a_built_in_image_model_is_sized_by_a_streamed_folder_first_image(tmp_path):
+    """finetune.train("cnn", ImageFolder(...)) builds the CNN from the first image's shape and the labels (an image
+    model's options are all sizes), to the run the decoded arrays give; a subset of the folder (a split's rows)
+    reads those images alone."""
+    root = _image_folder(tmp_path / "images")
+    x, y, _ = finetune.datasets.load_image_folder(root, size=(12, 10), mode="L")
+    folder = finetune.datasets.ImageFolder(root, size=(12, 10), mode="L")
+    in_memory = finetune.train("cnn", (x, y), channels=[4], **IMAGE_SETTINGS)
+    streamed = finetune.train("cnn", folder, channels=[4], **IMAGE_SETTINGS)
+    assert {k: streamed.model.options[k] for k in ("in_channels", "height", "width", "num_classes")} == \
+        {"in_channels": 1, "height": 12, "width": 10, "num_classes": 3}
+    assert _max_difference(in_memory.model, streamed.model) <= 1e-6
+    rows = np.array([7, 2, 30])
+    part = folder.subset(rows)
+    assert len(part) == 3 and part.classes == folder.classes and (part.targets == y[rows]).all()
+    assert all(np.array_equal(part[i][0], x[r]) for i, r in enumerate(rows))
+
+
 def test_an_image_folder_augments_from_the_seed_of_each_read(tmp_path):
     root = _image_folder(tmp_path / "images")
     folder = finetune.datasets.ImageFolder(root, size=16, augment=True, mean=[0.5] * 3, std=[0.25] * 3)

@@ -7,6 +7,7 @@ Each set names the package it needs; when that package is missing, the error say
 
 from __future__ import annotations
 
+import copy
 import gzip
 import importlib
 import logging
@@ -314,6 +315,27 @@ class ImageFolder:
         if self.mean is not None:
             array = (array - self.mean) / self.std
         return np.ascontiguousarray(array), label
+
+    def subset(self, indices: Sequence[int]) -> "ImageFolder":
+        """The folder's images at ``indices`` (a split's rows), read as these are, with the same classes."""
+        part = copy.copy(self)
+        part.samples = [self.samples[i] for i in np.asarray(indices, dtype=np.int64)]
+        part.targets = self.targets[np.asarray(indices, dtype=np.int64)]
+        return part
+
+
+class ImageFiles:
+    """Image files read one at a time as (C, H, W) float32 in [0, 1] at ``size`` (height, width) and ``mode``, as
+    ImageFolder reads them, for prediction: a dataset without labels, its items the images."""
+
+    def __init__(self, files: Sequence[str | os.PathLike], size: tuple[int, int], mode: str):
+        self.files, self.size, self.mode = list(files), tuple(size), mode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return read_image(self.files[i], self.size, self.mode)
 
 
 def read_image(file: str | os.PathLike, size: tuple[int, int], mode: str, rng: random.Random | None = None) -> np.ndarray:

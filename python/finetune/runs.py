@@ -50,11 +50,15 @@ DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.
              "encoding": None, "encoding_errors": None,  # a CSV's text encoding (None: utf-8, strict)
              "text": None,  # a text model's column of texts (None: the CSV's one column besides the label)
              "image_size": None, "image_mode": None,  # an image folder's (None: the model's, else 32 and by its files)
-             "user": None, "item": None}  # a recommender's CSV's id columns (None: "user" and "item")
+             "user": None, "item": None,  # a recommender's CSV's id columns (None: "user" and "item")
+             "stream": None}  # an image folder read a batch at a time (None: where it decodes to > IN_MEMORY_GB)
 FAILED_FILE = "failed.txt"  # a run that stopped on an error, not an interruption: its message (a new run replaces it)
 IDS_FILE = "ids.json"  # a run directory's user and item ids (a ratings file's), each list in index order
 IMAGE_SIZE = 32  # an image folder's default size, where the model does not fix one ("cnn" is a small CNN)
 IMAGE_MODES = {1: "L", 3: "RGB"}  # an image model's input channels -> the Pillow mode its images are read in
+# An image folder whose images decode to more than this (float32) is streamed, a batch at a time, unless data.stream
+# says otherwise: below it, decoding once beats decoding every epoch (the recipe trains ~100 epochs over its phases)
+IN_MEMORY_GB = 2.0
 SECTIONS = ("data", "model", "train", "tune", "lora")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
                     "tune": "tune.trials=20", "lora": "lora.r=8"}
@@ -157,7 +161,9 @@ def _check_data(data: dict[str, Any], source: str) -> None:
         fail("image_size", "an integer >= 1 (square images) or [height, width]")
     if data["image_mode"] is not None and data["image_mode"] not in ("L", "RGB"):
         fail("image_mode", "'L' (grayscale) or 'RGB'")
-    for key in ("text", "image_size", "image_mode", "user", "item"):
+    if data["stream"] is not None and not isinstance(data["stream"], bool):
+        fail("stream", "true (read an image folder a batch at a time) or false (decode it into memory)")
+    for key in ("text", "image_size", "image_mode", "stream", "user", "item"):
         if data[key] is not None and data["dataset"] is not None:
             raise ValueError(f"data.{key} = {data[key]!r} in {source} is for a file or folder of your own, and "
                              f"dataset {data['dataset']!r} is a built-in set: leave {key} out")
@@ -302,7 +308,12 @@ def load_data(cfg: RunConfig) -> datasets.Split:
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
     train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test", "test_fraction")
-    return datasets.Split(x[train], y[train], x[test], y[test], cfg.train.task, f"{d['path']}", ids)
+    return datasets.Split(rows_of(x, train), y[train], rows_of(x, test), y[test], cfg.train.task, f"{d['path']}", ids)
+
+
+def rows_of(x: Any, rows: np.ndarray) -> Any:
+    """The examples of ``x`` at ``rows``: an array's rows, or a streamed image folder's images."""
+    return x.subset(rows) if isinstance(x, datasets.ImageFolder) else x[rows]
 
 
 def _read_path(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]] | None]:
@@ -323,8 +334,10 @@ def _read_path(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[s
                                 **_csv_encoding(cfg)), None)
 
 
-def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(images, their class names) of an image folder with a sub-folder per class, at the model's size."""
+def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolder, np.ndarray]:
+    """(images, their class names) of an image folder with a sub-folder per class, at the model's size: decoded
+    into memory, or the folder read a batch at a time where its images would take more than IN_MEMORY_GB (or as
+    data.stream says; the choice is written back to the config)."""
     d = cfg.data
     if d["label"] != DATA_KEYS["label"]:
         raise ValueError(f"data.label = {d['label']!r} in {cfg.source} names a CSV's label column, and "
@@ -337,8 +350,18 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"image folder '{d['path']}' has one class folder ({folder.classes[0]!r}): a classifier "
                          "needs a sub-folder for each of two classes or more")
     mode, size = image_shape(cfg, [f for f, _ in folder.samples])
-    x = np.stack([datasets.read_image(f, size, mode) for f, _ in folder.samples])
-    return x, np.asarray(folder.classes)[folder.targets]  # the class names: predict writes them
+    names = np.asarray(folder.classes)[folder.targets]  # the class names: predict writes them
+    gigabytes = len(folder) * (1 if mode == "L" else 3) * size[0] * size[1] * 4 / 2**30
+    if d["stream"] is None:
+        d["stream"] = gigabytes > IN_MEMORY_GB
+        if d["stream"]:
+            log.info("'%s': %d images of %s x %d x %d take %.1f GiB decoded (above %.0f): read a batch at a time "
+                     "(data.stream = false decodes them into memory)", d["path"], len(folder), mode, *size,
+                     gigabytes, IN_MEMORY_GB)
+    if d["stream"]:
+        folder.size, folder.mode = size, mode  # read at the model's size, as the files are asked for
+        return folder, names
+    return np.stack([datasets.read_image(f, size, mode) for f, _ in folder.samples]), names
 
 
 def _read_ratings(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
@@ -364,10 +387,11 @@ def _without_statistics(model: dict[str, Any], given: dict[str, Any]) -> dict[st
 
 
 def _check_not_folder_settings(cfg: RunConfig) -> None:
-    """data.image_size and image_mode size an image folder's images: given for a file, an error."""
-    for key in ("image_size", "image_mode"):
+    """data.image_size, image_mode and stream read an image folder's images: given for a file, an error."""
+    for key in ("image_size", "image_mode", "stream"):
         if cfg.data[key] is not None:
-            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source} sizes the images of a folder, and "
+            what = "reads" if key == "stream" else "sizes"
+            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source} {what} the images of a folder, and "
                              f"'{cfg.data['path']}' is a file: leave {key} out")
 
 
@@ -545,8 +569,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     # counts as given at any value (lr = 0.01 runs as given), which a TrainConfig cannot tell train(): say it.
     as_given = training.recipe_for(cfg.train, cfg.train_given)[0] == "none"
     val_train, val = validation_split(cfg, split)
-    x_fit, y_fit = split.x_train[val_train], split.y_train[val_train]
-    x_val, y_val = split.x_train[val], split.y_train[val]
+    x_fit, y_fit = rows_of(split.x_train, val_train), split.y_train[val_train]
+    x_val, y_val = rows_of(split.x_train, val), split.y_train[val]
     x_test = split.x_test
     entry, options = registry.get(cfg.model["name"]), _options(cfg)
     if entry.every_split:  # id tables that must hold every id of the data, test split included
@@ -746,10 +770,13 @@ def build_model(cfg: RunConfig, x: Any, y: Any) -> Any:
     """The model the config names, its sizes read off ``(x, y)`` and its weights initialised from train.seed: the
     model finetune.train builds from the name for these rows, not trained."""
     entry, options = registry.get(cfg.model["name"]), _options(cfg)
-    inputs = data.features(entry.encode_inputs(x, options), "X", torch.float32, examples=data.length(y),
-                           missing=entry.missing)
+    if isinstance(x, datasets.ImageFolder):  # streamed: an image model's sizes are its first example's
+        inputs = [torch.as_tensor(x[0][0])[None]]
+    else:
+        inputs = data.features(entry.encode_inputs(x, options), "X", torch.float32, examples=data.length(y),
+                               missing=entry.missing)
     y, _ = data.label_ids(y, "y", cfg.train.task, None, fit=True)  # text labels: the ids finetune.train gives them
-    targets = data.targets(y, "y", cfg.train.task, inputs[0].shape[0])
+    targets = data.targets(y, "y", cfg.train.task, data.length(y))
     torch.manual_seed(cfg.train.seed)
     return entry.build_for(inputs, targets, cfg.train.task, options)[0]
 
@@ -895,14 +922,12 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
         if cfg.data["label"] not in header:
             raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in the run's "
                              f"config.toml; its columns: {header}): evaluate needs the labels")
-    if path.is_dir():  # images: with labelled, a sub-folder per class as in training; else every image in it
+    if path.is_dir():  # images, read a batch at a time: a sub-folder per class as in training, else every image
         mode, size = folder_shape(cfg)
         if labelled:
-            folder = datasets.ImageFolder(path, size=(1, 1))  # the files and their labels, no image decoded
-            files, y = [f for f, _ in folder.samples], np.asarray(folder.classes)[folder.targets]
-        else:
-            files, y = datasets.image_files(path), None
-        return np.stack([datasets.read_image(f, size, mode) for f in files]), y
+            folder = datasets.ImageFolder(path, size=size, mode=mode)
+            return folder, np.asarray(folder.classes)[folder.targets]
+        return datasets.ImageFiles(datasets.image_files(path), size, mode), None
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             wanted = ["X", "y"] if labelled else ["X"]
@@ -963,7 +988,7 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
                                       run_ids(run_dir)), model)
     kept = datasets.csv_cells(input_path, keep, **_csv_encoding(cfg)) if keep else None
     if folder:
-        keep, kept = ["file"], [[f.relative_to(input_path).as_posix()] for f in datasets.image_files(input_path)]
+        keep, kept = ["file"], [[Path(f).relative_to(input_path).as_posix()] for f in x.files]
     if cfg.train.task == "classification":
         probabilities = finetune.predict(model, x, output="probabilities")
         classes = trained.classes if trained is not None and trained.classes is not None else None
@@ -1013,9 +1038,9 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
     split = load_data(cfg)
     fit, val = validation_split(cfg, split)
     given = cfg.model
-    cfg = with_chosen_options(cfg, split.x_train[fit])
-    fit_data = (model_inputs(cfg, split.x_train[fit]), split.y_train[fit])
-    val_data = (model_inputs(cfg, split.x_train[val]), split.y_train[val])
+    cfg = with_chosen_options(cfg, rows_of(split.x_train, fit))
+    fit_data = (model_inputs(cfg, rows_of(split.x_train, fit)), split.y_train[fit])
+    val_data = (model_inputs(cfg, rows_of(split.x_train, val)), split.y_train[val])
     result = tune(lambda: build_model(cfg, *fit_data), fit_data, val_data, space=space, trials=trials, metric=metric,
                   config=cfg.train.replace(checkpoint_dir=None), on_trial=on_trial,
                   task=cfg.train.task)  # checked by load_data

@@ -308,11 +308,15 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     missing = registry.takes_missing(entry.name if entry is not None else model)  # "mlp" fills NaN itself
     stream = streams.streamed(x, y, "train_data", cfg.task, dtype, cfg)
     if stream is not None:  # a dataset or a memory-mapped X: read a batch at a time (finetune.streams)
-        if entry is not None:
+        if entry is not None and entry.example_shape is None:  # an image model's sizes are its first example's
             raise ValueError(f"model={entry.name!r} reads its sizes and statistics from X in memory, and train_data "
                              f"is streamed ({type(x).__name__}): build the model first and pass it "
                              f"(finetune.build({entry.name!r}, ...) with its options, or your nn.Module)")
         inputs, targets = stream
+        if cfg.task == "classification" and entry is not None:  # its head is as wide as the labels say
+            if not task_given:
+                check_not_quantities(targets, gaps=True)
+            _check_class_ids(targets)
     else:
         rows = sampled_text_rows(x, y, cfg)
         if entry is not None and recipe == "auto":  # options the recipe picks from the sample ("minilm"'s layers)
@@ -366,7 +370,9 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     pretrained = entry.pretrained(model_options) if entry is not None else True
     if entry is not None:
         torch.manual_seed(cfg.seed)  # the initial weights are part of a seeded run
-        model, model_options = entry.build_for(inputs, targets, cfg.task, model_options)
+        # A stream's sizes are read off its first examples (an image model's: all its options come from shapes)
+        sized = example if isinstance(inputs, streams.Stream) else inputs
+        model, model_options = entry.build_for(sized, targets, cfg.task, model_options)
     elif isinstance(model, models.NativeModel):
         model_options = model.options
     if lora is not None and isinstance(model, torch.jit.ScriptModule) and models.eager(model) is not None:
@@ -754,8 +760,8 @@ _JOURNAL_IGNORES = ("progress", "checkpoint_dir", "checkpoint_every", "keep_last
 def _fingerprint(inputs: Any, targets: torch.Tensor | None, rows: torch.Tensor | None = None) -> str:
     """A digest of a split: its inputs' shapes and, for data in memory, their values; its targets; the rows taken."""
     digest = hashlib.sha256()
-    for x in list(inputs) + [targets, rows]:
-        digest.update(repr(tuple(getattr(x, "shape", ()))).encode())
+    for x in ([inputs] if isinstance(inputs, streams.Stream) else list(inputs)) + [targets, rows]:
+        digest.update(repr(len(x) if isinstance(x, streams.Stream) else tuple(getattr(x, "shape", ()))).encode())
         if isinstance(x, torch.Tensor):  # a stream (data bigger than memory) is known by its shape alone
             digest.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
