@@ -1219,6 +1219,90 @@ def test_a_recommender_trains_evaluates_and_predicts_a_csv_of_ratings(capsys, tm
         assert_one_line_error(code, err, *messages)
 
 
+
+def _interactions_csv(path: Path, users: int = 80, items: int = 120, per_user: int = 12) -> None:
+    """A CSV of (user, item, when) interactions: each user has items of their half of the catalogue (even users the
+    first half), the popular ones more often; the first user has one interaction twice."""
+    rng = np.random.default_rng(0)
+    half = items // 2
+    weights = 1 / np.arange(1, half + 1)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user", "item", "when"])
+        for u in range(users):
+            chosen = rng.choice(half, per_user, replace=False, p=weights / weights.sum()) + half * (u % 2)
+            for k, i in enumerate(chosen):
+                writer.writerow([f"u{u}", f"m{i}", k])
+            if u == 0:
+                writer.writerow([f"u{u}", f"m{chosen[0]}", per_user])  # again: kept once, where it first came
+
+
+def test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last(capsys, tmp_path):
+    """train.task = "ranking" reads a recommender's CSV of (user, item) interactions (no label; a repeated pair kept
+    once) and holds out each user's last interaction in the file as the test split (the NCF paper's protocol); the
+    test metrics are HR@10 and NDCG@10 of the held-out item among 99 items the user never had (fewer where fewer
+    are left), as finetune.recommend computes them, above popularity's; evaluate --input ranks new interactions and
+    predict writes a score per pair; a label, a test_fraction or a built-in set for a ranker is one line."""
+    import finetune
+    from finetune import recommend
+
+    _interactions_csv(tmp_path / "clicks.csv")
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "clicks.csv"}"\n[model]\nname = "mf"\n'
+                                       '[train]\ntask = "ranking"\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    cfg, model = runs.load_run(tmp_path / "r")
+    split = runs.load_data(cfg)
+    assert split.task == "ranking" and split.y_train is None and len(split.x_test) == 80
+    assert len(split.x_train) + len(split.x_test) == 80 * 12  # u0's repeat kept once
+    ids = json.loads((tmp_path / "r" / "ids.json").read_text())
+    items = model.options["num_items"]
+    assert items == len(ids["item"])  # the items the file has (of its 120)
+    with open(tmp_path / "clicks.csv") as f:
+        twelfth = [r["item"] for r in csv.DictReader(f) if r["user"] == "u0"][11]
+    assert split.x_test[0].tolist() == [ids["user"].index("u0"), ids["item"].index(twelfth)]  # not its repeat
+    expected = recommend.ranking_metrics(model, split.x_train, split.x_test, items, negatives=99, seed=0)
+    assert metrics["test"] == {**expected, "negatives": 99, "users": 80}
+    popular = recommend.ranking_metrics(recommend.popularity(split.x_train, items), split.x_train, split.x_test, items,
+                                        negatives=99, seed=0)
+    assert metrics["test"]["hr@10"] > popular["hr@10"], (metrics["test"], popular)
+    assert runs.evaluate_run(tmp_path / "r") == metrics["test"]
+    (tmp_path / "later.csv").write_text("user,item\nu1,m61\nu2,m3\n")
+    later = runs.evaluate_run(tmp_path / "r", tmp_path / "later.csv")
+    seen = np.concatenate([split.x_train, split.x_test])
+    pairs = np.array([[ids["user"].index(u), ids["item"].index(i)] for u, i in (("u1", "m61"), ("u2", "m3"))])
+    assert later == {**recommend.ranking_metrics(model, seen, pairs, items, negatives=99, seed=0), "negatives": 99,
+                     "users": 2}
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "later.csv"), "--output",
+                         str(tmp_path / "p.csv"), "--keep", "user", "item")
+    assert code == 0, err
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["user", "item", "score"]
+    assert [float(r["score"]) for r in rows] == pytest.approx(finetune.predict(model, pairs, task="regression"),
+                                                              abs=1e-4)
+    (tmp_path / "small.toml").write_text(f'[data]\npath = "{tmp_path / "small.csv"}"\n[model]\nname = "mf"\n'
+                                         '[train]\ntask = "ranking"\nepochs = 1\n')
+    _interactions_csv(tmp_path / "small.csv", users=10, items=30)  # each user has 12 of 30: 18 left to rank among
+    code, err = run_main(capsys, "train", str(tmp_path / "small.toml"), "--out", str(tmp_path / "s"), "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["test"]["negatives"] == 18
+    (tmp_path / "builtin.toml").write_text('[data]\ndataset = "movielens"\n[train]\ntask = "ranking"\n[model]\n'
+                                           'name = "mf"\n')
+    for config, overrides, messages in (
+            ("run.toml", ['data.label="when"'], ["data.label = 'when' in", "and train.task = 'ranking': a ranker "
+                                                  "learns from which items each user had, not from a label"]),
+            ("run.toml", ["data.test_fraction=0.1"], ["data.test_fraction = 0.1 in", "each user's last interaction "
+                                                      "is held out as the test split; leave test_fraction out"]),
+            ("run.toml", ['model.name="mlp"'], ["train.task = 'ranking' in", "learns from a CSV of (user, item) "
+                                                "interactions", "ranking models: ['mf', 'ncf']"]),
+            ("builtin.toml", [], ["train.task='ranking' does not fit dataset 'movielens'", "ranking learns from a CSV "
+                                  "of (user, item) interactions"])):
+        code, err = run_main(capsys, "train", str(tmp_path / config), *overrides, "--out", str(tmp_path / "r2"))
+        assert_one_line_error(code, err, *messages)
+
+
 def test_a_built_in_text_sets_run_reads_new_texts_from_a_csv_of_one_column(tmp_path):
     """A run of the built-in Rotten Tomatoes has no CSV column to go by: predict reads a CSV's one column (a label
     column beside it is left out); with more, one line says to give one."""

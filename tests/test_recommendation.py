@@ -73,16 +73,18 @@ def test_the_recommender_recipe_rate_is_per_rating_and_given_settings_win():
     rng = np.random.default_rng(0)
     pairs = np.stack([rng.integers(0, 20, 600), rng.integers(0, 30, 600)], 1)
     ratings = rng.uniform(1, 5, 600).astype(np.float32)
-    # 480 ratings train (600 less the recipe's 20% slice): fewer than a batch of REC_BATCH, so a step averages 480
-    # ratings and the rate is per rating for 480 (for 1,024 it moved each rating's factors 2.1x as far).
-    for given, lr in (({}, recipe.REC_RATE * 480 / 2), ({"batch_size": 64}, recipe.REC_RATE * 64 / 2),
+    # 480 ratings train (600 less the recipe's 20% slice): REC_MIN_STEPS steps an epoch would be batches of 24, so
+    # the recipe's are REC_MIN_BATCH, and the rate is per rating for them; a batch given larger than the ratings
+    # averages 480 ratings a step, and the rate is per rating for 480 (for 1,024 it moved each one 2.1x as far).
+    assert recipe.REC_MIN_BATCH == 32 and 480 / recipe.REC_MIN_STEPS < 32
+    for given, lr in (({}, recipe.REC_RATE * 32 / 2), ({"batch_size": 64}, recipe.REC_RATE * 64 / 2),
                       ({"batch_size": 64, "accumulate": 2}, recipe.REC_RATE * 128 / 2), ({"lr": 3.0}, 3.0),
                       ({"batch_size": 400, "accumulate": 2}, recipe.REC_RATE * 480 / 2)):
         r = finetune.train("mf", (pairs, ratings), task="regression", progress=False, recipe="auto", epochs=2, **given)
         decided = {d["what"]: d["value"] for d in r.recipe}
         assert decided["full.lr"] == pytest.approx(lr), (given, decided["full.lr"])
         assert decided["full.weight_decay"] == 0.0 and decided["full.momentum"] == 0.0
-        assert r.config.lr == pytest.approx(lr) and r.config.batch_size == given.get("batch_size", recipe.REC_BATCH)
+        assert r.config.lr == pytest.approx(lr) and r.config.batch_size == given.get("batch_size", 32)
     # A model passed in (to fine-tune for new users) trains by the same rules; its factors have no head to train alone.
     model = finetune.build("mf", num_users=20, num_items=30, dim=4, mean=3.0)
     r = finetune.train(model, (pairs, ratings), task="regression", progress=False, recipe="auto", epochs=2)

@@ -455,6 +455,18 @@ def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item"
                            lambda p: _read_ratings(p, user, item, rating, encoding, errors))
 
 
+def load_interactions(path: str | os.PathLike, user: str = "user", item: str = "item", encoding: str = "utf-8",
+                      errors: str = "strict") -> tuple[np.ndarray, dict, dict, int]:
+    """(pairs in the file's order, user map, item map, repeats dropped) from a CSV of (user, item) interactions --
+    implicit feedback: a click, a purchase, a rating given (other columns are not read). A pair that comes again is
+    kept once, where it first came: a ranker learns which items a user has, not how often."""
+    users, items, _ = _read_text_file(path, "interactions", encoding, errors,
+                                      lambda p: _read_id_rows(p, user, item, None, encoding, errors))
+    pairs, user_map, item_map = index_ids(np.asarray(users), np.asarray(items))
+    first = np.sort(np.unique(pairs, axis=0, return_index=True)[1])
+    return pairs[first], user_map, item_map, len(pairs) - len(first)
+
+
 def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str,
                   errors: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     users, items, ratings = _read_id_rows(path, user, item, rating, encoding, errors)
@@ -487,7 +499,7 @@ def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding
             users.append(row[u])
             items.append(row[i])
     if not users:
-        raise ValueError(f"'{path}' has no ratings")
+        raise ValueError(f"'{path}' has no rows")
     return users, items, np.asarray(ratings, dtype=np.float32) if r is not None else None
 
 

@@ -70,6 +70,10 @@ def ranking_metrics(model, train_pairs: np.ndarray, test_pairs: np.ndarray, num_
     seen: dict[int, set[int]] = {}
     for u, i in np.concatenate([train_pairs, test_pairs]):
         seen.setdefault(int(u), set()).add(int(i))
+    fewest = fewest_unseen(train_pairs, test_pairs, num_items)
+    if fewest < negatives:  # the draw below would never end
+        raise ValueError(f"negatives={negatives}: a test user has {fewest} item(s) they never had, of {num_items}; "
+                         f"pass negatives <= {fewest}")
     candidates = np.empty((len(test_pairs), negatives + 1), dtype=np.int64)
     for row, (u, i) in enumerate(test_pairs):
         drawn: list[int] = []
@@ -86,3 +90,10 @@ def ranking_metrics(model, train_pairs: np.ndarray, test_pairs: np.ndarray, num_
     rank = (scores[:, 1:] > scores[:, :1]).sum(1)
     hits = rank < k
     return {f"hr@{k}": float(hits.mean()), f"ndcg@{k}": float((hits / np.log2(rank + 2)).mean())}
+
+
+def fewest_unseen(train_pairs: np.ndarray, test_pairs: np.ndarray, num_items: int) -> int:
+    """The fewest items a user of ``test_pairs`` never had (in either set): how many negatives each can be drawn."""
+    known = np.unique(np.concatenate([train_pairs, test_pairs]), axis=0)
+    had = np.bincount(known[:, 0], minlength=int(test_pairs[:, 0].max()) + 1)
+    return int(num_items - had[np.unique(test_pairs[:, 0])].max())

@@ -35,7 +35,7 @@ import numpy as np
 import tomli_w
 import torch
 
-from . import checkpoint, data, datasets, distributed, lora, models, registry, report, saving, training
+from . import checkpoint, data, datasets, distributed, lora, models, recommend, registry, report, saving, training
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +59,7 @@ IMAGE_MODES = {1: "L", 3: "RGB"}  # an image model's input channels -> the Pillo
 # An image folder whose images decode to more than this (float32) is streamed, a batch at a time, unless data.stream
 # says otherwise: below it, decoding once beats decoding every epoch (the recipe trains ~100 epochs over its phases)
 IN_MEMORY_GB = 2.0
+RANKING_NEGATIVES = 99  # a ranker's test item is ranked among 99 items its user never had (the NCF paper's protocol)
 SECTIONS = ("data", "model", "train", "tune", "lora")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
                     "tune": "tune.trials=20", "lora": "lora.r=8"}
@@ -288,8 +289,8 @@ def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str, held_o
 def validation_split(cfg: RunConfig, split: datasets.Split) -> tuple[np.ndarray, np.ndarray]:
     """(fit, validation) indices into split's training rows, by data.val_fraction and data.seed (stratified for
     classification); a split that leaves either side empty is a ValueError naming data.val_fraction."""
-    return _split_rows(cfg, split.y_train, split.task == "classification", "the training split", "validation",
-                       "val_fraction")
+    y = split.y_train if split.y_train is not None else np.zeros(len(split.x_train))  # ranking: no labels
+    return _split_rows(cfg, y, split.task == "classification", "the training split", "validation", "val_fraction")
 
 
 def load_data(cfg: RunConfig) -> datasets.Split:
@@ -298,12 +299,14 @@ def load_data(cfg: RunConfig) -> datasets.Split:
         split = datasets.load(d["dataset"], seed=d["seed"])
         if split.task != cfg.train.task:
             if cfg.train.task != "classification":  # given (the default is classification): it must fit the set
-                hint = (" (ranking learns from interactions alone: in Python, finetune.train('mf', (pairs, None), "
-                        "task='ranking'))" if cfg.train.task == "ranking" else "")
+                hint = (" (ranking learns from a CSV of (user, item) interactions: path = that file, model 'mf' "
+                        "or 'ncf')" if cfg.train.task == "ranking" else "")
                 raise ValueError(f"train.task={cfg.train.task!r} does not fit dataset {d['dataset']!r}, a "
                                  f"{split.task} set: leave task out, the built-in set decides it{hint}")
             cfg.train = cfg.train.replace(task=split.task)
         return split
+    if cfg.train.task == "ranking":
+        return _ranking_split(cfg)
     x, y, ids = _read_path(cfg)
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
@@ -312,8 +315,9 @@ def load_data(cfg: RunConfig) -> datasets.Split:
 
 
 def rows_of(x: Any, rows: np.ndarray) -> Any:
-    """The examples of ``x`` at ``rows``: an array's rows, or a streamed image folder's images."""
-    return x.subset(rows) if isinstance(x, datasets.ImageFolder) else x[rows]
+    """The examples of ``x`` at ``rows``: an array's rows, a streamed image folder's images; None (ranking's
+    labels) stays None."""
+    return x.subset(rows) if isinstance(x, datasets.ImageFolder) else x[rows] if x is not None else None
 
 
 def _read_path(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]] | None]:
@@ -364,6 +368,40 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolde
     return np.stack([datasets.read_image(f, size, mode) for f, _ in folder.samples]), names
 
 
+def _ranking_split(cfg: RunConfig) -> datasets.Split:
+    """A recommender's CSV of (user, item) interactions for train.task = "ranking", split as the NCF paper's
+    protocol splits: each user's last interaction in the file (of users with two or more) is their test item, the
+    rest train. No label is read (the interactions are the data)."""
+    d = cfg.data
+    if not (_ratings_csv(cfg, d["path"]) and Path(d["path"]).is_file()):
+        raise ValueError(f"train.task = 'ranking' in {cfg.source} learns from a CSV of (user, item) interactions, "
+                         f"and '{d['path']}' is not one read by model {cfg.model['name']!r} (ranking models: "
+                         f"{[n for n in model_names() if registry.get(n).pairs]})")
+    for key, why in (("test_fraction", "each user's last interaction is held out as the test split"),
+                     ("label", "a ranker learns from which items each user had, not from a label")):
+        if d[key] is not None and d[key] != DATA_KEYS[key]:
+            raise ValueError(f"data.{key} = {d[key]!r} in {cfg.source}, and train.task = 'ranking': {why}; "
+                             f"leave {key} out")
+    pairs, users, items, repeats = datasets.load_interactions(d["path"], *id_columns(cfg), **_csv_encoding(cfg))
+    if repeats:
+        log.info("'%s': %d interaction(s) repeat an earlier (user, item) pair: each pair is kept once", d["path"],
+                 repeats)
+    train, test = recommend.leave_one_out(pairs)
+    if len(test) == 0:
+        raise ValueError(f"'{d['path']}' has no user with two interactions or more: ranking holds out each user's "
+                         "last one to test on")
+    return datasets.Split(pairs[train], None, pairs[test], None, "ranking", f"{d['path']}",
+                          {"user": list(users), "item": list(items)})
+
+
+def ranking_metrics(model: Any, seen: np.ndarray, test: np.ndarray, num_items: int, seed: int) -> dict[str, Any]:
+    """HR@10 and NDCG@10 of a ranker on ``test``'s (user, item) pairs, each item ranked among RANKING_NEGATIVES
+    items its user never had (fewer where a user has had nearly every item; ``seen``: every pair the user had)."""
+    negatives = min(RANKING_NEGATIVES, recommend.fewest_unseen(seen, test, num_items))
+    found = recommend.ranking_metrics(model, seen, test, num_items, k=10, negatives=negatives, seed=seed)
+    return {**found, "negatives": negatives, "users": len(test)}
+
+
 def _read_ratings(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
     """(index pairs, ratings, the user and item ids in index order) of a recommender's CSV of ratings; the task is
     regression (set here where the [train] table leaves it out)."""
@@ -371,8 +409,7 @@ def _read_ratings(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, lis
         cfg.train = cfg.train.replace(task="regression")  # ratings: values to predict
     if cfg.train.task != "regression":
         raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}: a recommender's CSV of ratings trains "
-                         f"task = 'regression' (ranking from interactions alone: in Python, "
-                         f"finetune.train({cfg.model['name']!r}, (pairs, None), task='ranking'))")
+                         "task = 'regression', or 'ranking' from the (user, item) interactions alone")
     pairs, ratings, users, items = datasets.load_ratings(cfg.data["path"], *id_columns(cfg), rating=cfg.data["label"],
                                                          **_csv_encoding(cfg))
     return pairs, ratings, {"user": list(users), "item": list(items)}  # each map's keys are in index order
@@ -569,13 +606,14 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     # counts as given at any value (lr = 0.01 runs as given), which a TrainConfig cannot tell train(): say it.
     as_given = training.recipe_for(cfg.train, cfg.train_given)[0] == "none"
     val_train, val = validation_split(cfg, split)
-    x_fit, y_fit = rows_of(split.x_train, val_train), split.y_train[val_train]
-    x_val, y_val = rows_of(split.x_train, val), split.y_train[val]
+    x_fit, y_fit = rows_of(split.x_train, val_train), rows_of(split.y_train, val_train)
+    x_val, y_val = rows_of(split.x_train, val), rows_of(split.y_train, val)
     x_test = split.x_test
     entry, options = registry.get(cfg.model["name"]), _options(cfg)
     if entry.every_split:  # id tables that must hold every id of the data, test split included
         every = entry.infer_options(np.concatenate([split.x_train, split.x_test]),
-                                    np.concatenate([split.y_train, split.y_test]), split.task, **options)
+                                    None if split.y_train is None else np.concatenate([split.y_train, split.y_test]),
+                                    split.task, **options)
         options.update({k: v for k, v in every.items() if k in entry.every_split})
     options = entry.choose_options(x_fit, options)  # from the training inputs, once (MiniLM: max_length=0)
     x_fit = entry.encode_inputs(x_fit, options, training.sampled_text_rows(x_fit, y_fit, train_cfg))  # texts: ids
@@ -623,7 +661,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         if events is not None:
             events.close()
     seconds = time.perf_counter() - start
-    test = finetune.evaluate(result.model, (x_test, split.y_test), task=split.task)
+    test = (ranking_metrics(result.model, split.x_train, x_test, options["num_items"], cfg.data["seed"])
+            if split.task == "ranking" else finetune.evaluate(result.model, (x_test, split.y_test), task=split.task))
     confusion = test.pop("confusion_matrix", None)
     per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall", "classes") if k in test}
     resolved = RunConfig(cfg.data, {**cfg.model, **result.model_options}, result.config, cfg.source, lora=cfg.lora)
@@ -636,7 +675,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     written = RunConfig(cfg.data, _without_statistics(resolved.model, cfg.model), written_train, cfg.source,
                         lora=cfg.lora)
     config_written = written.to_dict()
-    if cfg.data["path"] is not None and cfg.data["test_fraction"] is None:  # the test split, for evaluate and reruns
+    if cfg.data["path"] is not None and cfg.data["test_fraction"] is None and split.task != "ranking":
+        # the test split, for evaluate and reruns (a ranker's is each user's last interaction)
         config_written["data"] = {**config_written["data"], "test_fraction": TEST_FRACTION}
     if result.recipe[0]["value"] != "none":  # its settings were its phases' (metrics.json): config.toml reruns it
         config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if k in cfg.train_given}
@@ -785,7 +825,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     """(config, model) of a finished run directory."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.toml")
-    if cfg.data["path"] is not None and cfg.data["test_fraction"] is None:
+    if cfg.data["path"] is not None and cfg.data["test_fraction"] is None and cfg.train.task != "ranking":
         # A run directory written before data.test_fraction: its file's test split was cut by val_fraction.
         cfg.data["test_fraction"] = cfg.data["val_fraction"]
     adapters = run_dir / "adapters.safetensors"
@@ -820,10 +860,19 @@ def _with_trained_task(cfg: RunConfig, model: Any) -> RunConfig:
 
 def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Test metrics of a finished run: on its test split, read again as its config says, or on the labelled rows of
-    ``input_path`` (an .npz with X and y, or a CSV with the training file's feature columns and its label column)."""
+    ``input_path`` (an .npz with X and y, or a CSV with the training file's feature columns and its label column; a
+    ranker's: a CSV of held-out (user, item) interactions, ranked among the items their users never had in the
+    training file)."""
     import finetune
 
     cfg, model = load_run(run_dir)
+    if cfg.train.task == "ranking":  # test items ranked among items their users never had in the training file
+        split = load_data(cfg)
+        if input_path is None:
+            return ranking_metrics(model, split.x_train, split.x_test, model.options["num_items"], cfg.data["seed"])
+        new = _read_rows(cfg, input_path, None, (), (), labelled=False, ids=run_ids(run_dir))[0]
+        return ranking_metrics(model, np.concatenate([split.x_train, split.x_test]), new, model.options["num_items"],
+                               cfg.data["seed"])
     if input_path is None:
         split = load_data(cfg)
         x, y = split.x_test, split.y_test
@@ -1000,7 +1049,8 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
     else:
         values = finetune.predict(model, x, task="regression")
         values = values.reshape(values.shape[0], -1)
-        header_row = ["prediction"] if values.shape[1] == 1 else [f"prediction{j}" for j in range(values.shape[1])]
+        header_row = ["score"] if cfg.train.task == "ranking" else ["prediction"] if values.shape[1] == 1 else \
+            [f"prediction{j}" for j in range(values.shape[1])]
         rows = [[f"{v:.6g}" for v in row] for row in values]
     with open(output_path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")  # a label or an id holding a comma is quoted
