@@ -341,7 +341,8 @@ void Run::end_epoch() {
     }
   }
   state_.history.push_back(record);
-  stop = stop || (hooks_.on_epoch_end && hooks_.on_epoch_end(record));
+  // Called for every epoch, the one early stopping ends on too: the progress line and the run's event log show it.
+  if (hooks_.on_epoch_end && hooks_.on_epoch_end(record)) stop = true;
   if (hooks_.parallel) stop = hooks_.parallel->sum(stop || stop_asked_ ? 1.0 : 0.0) > 0.0;  // all ranks, or none
   stopped_ = stopped_ || stop;
   // The epoch is complete (a stopped run is complete: its checkpoint says so, and resuming it trains no further).

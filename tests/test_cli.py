@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -1040,6 +1041,11 @@ def test_an_image_folder_trains_evaluates_and_predicts(capsys, tmp_path):
     assert list(rows[0]) == ["file", "prediction", "p_across", "p_down"]
     new = runs.evaluate_run(tmp_path / "r", tmp_path / "new")
     assert new["classes"] == ["across", "down"] and sum(map(sum, new["confusion_matrix"])) == 6
+    shutil.copytree(tmp_path / "new" / "down", tmp_path / "some" / "down")  # one of the classes: scored as "down"
+    some = runs.evaluate_run(tmp_path / "r", tmp_path / "some")
+    down = np.stack([datasets.read_image(f, (32, 32), "L") for f in datasets.image_files(tmp_path / "some")])
+    assert some["accuracy"] == pytest.approx(float(np.mean(finetune.predict(model, down) == "down")))
+    assert some["confusion_matrix"][0] == [0, 0] and sum(some["confusion_matrix"][1]) == 3
     (tmp_path / "new" / "sideways").mkdir()
     (tmp_path / "new" / "across" / "across0.jpg").rename(tmp_path / "new" / "sideways" / "s.jpg")
     code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "new"))
@@ -1064,6 +1070,15 @@ def test_an_image_folder_of_one_class_or_one_image_for_a_folder_is_one_line(caps
                              str(tmp_path / "photos" / "down" / "down0.jpg"), *command[1:])
         assert_one_line_error(code, err, "down0.jpg' must be an .npz, a .csv (or .csv.gz) or a folder of images: put "
                               "the image in a folder and pass the folder")
+    for command in (["predict", str(tmp_path / "r"), "--output", str(tmp_path / "p.csv")],
+                    ["evaluate", str(tmp_path / "r")]):
+        code, err = run_main(capsys, *command, "--input", str(tmp_path / "nowhere"))
+        assert_one_line_error(code, err, "nowhere' does not exist")
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "photos"), "--output",
+                         str(tmp_path / "no" / "p.csv"))
+    assert_one_line_error(code, err, "--output '", "p.csv': the folder '", "no' does not exist")
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "no-run"))
+    assert_one_line_error(code, err, "run directory '", "no-run' does not exist")
     (tmp_path / "new.txt").write_text("a\n1\n")
     code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new.txt"), "--output",
                          str(tmp_path / "p.csv"))
@@ -1099,29 +1114,44 @@ def test_an_image_folder_is_read_at_the_size_the_model_fixes(capsys, tmp_path):
                                            "classes"]),
             (['data.label="kind"'], ["data.label = 'kind' in", "is an image folder, labelled by its sub-folders"]),
             ([f'data.path="{tmp_path / "t.csv"}"', "data.image_size=32"],
-             ["data.image_size = 32 in", "sizes the images of a folder", "t.csv' is a file"])):
+             ["data.image_size = 32 in", "sizes the images of a folder", "t.csv' is a file"]),
+            (['model.name="cnn"', "data.image_size=100000"],
+             ["data.image_size in", "read(s) images of 100000 x 100000: at most 4096 a side (one RGB image of "
+              "100000 x 100000 takes 111.8 GiB decoded)"]),
+            (["model.num_classes=1"], ["num_classes=1 (an option of model 'digit_cnn') gives 1 outputs, and the "
+                                       "labels have 2 classes: leave num_classes out"]),
+            (['data.encoding="latin-1"'], ["data.encoding = 'latin-1' in", "reads a CSV's text, and", "is an image "
+                                           "folder: leave encoding out"]),
+            (['data.path="no/such/folder"'], ["data.path 'no/such/folder' in", "does not exist (read from the "
+                                              "current directory,"])):
         code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), *overrides, "--out", str(tmp_path / "r"))
         assert_one_line_error(code, err, *messages)
 
 
 
 def test_an_image_folder_larger_than_memory_streams_to_the_same_run(capsys, tmp_path, monkeypatch):
-    """An image folder whose images would take more than IN_MEMORY_GB decoded is read a batch at a time (the choice
-    written to config.toml as data.stream): the recipe trains, validates and tests on the same images as from
-    memory, to the same weights and metrics; data.stream = false decodes it whatever its size. data.stream for a
-    file or a built-in set, or not a bool, is an error naming it."""
+    """An image folder whose images would take more than IN_MEMORY_GB decoded, or that train.num_workers are to
+    decode, is read a batch at a time (the choice written to config.toml as data.stream): the recipe trains,
+    validates and tests on the same images as from memory, to the same weights and metrics; data.stream = false
+    decodes it whatever its size. data.stream for a file or a built-in set, or not a bool, is an error naming it."""
     from safetensors.numpy import load_file
+
+    from finetune import datasets
 
     _image_folder(tmp_path / "photos", per_class=12, seed=0, mode="L")
     (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "photos"}"\n[model]\nname = "digit_cnn"\n')
+    monkeypatch.chdir(tmp_path)  # a relative path is read from here, and written to config.toml whole
+    cfg = runs.load_config(tmp_path / "run.toml", ['data.path="photos"', "train.num_workers=1"])
+    assert isinstance(runs.load_data(cfg).x_train, datasets.ImageFolder) and cfg.data["stream"] is True  # workers
     monkeypatch.setattr(runs, "IN_MEMORY_GB", 1e-6)  # 24 images of 28 x 28 take 0.07 MB: above it
-    for name, overrides in (("streamed", []), ("memory", ["data.stream=false"])):
+    for name, overrides in (("streamed", []), ("memory", ["data.stream=false", 'data.path="photos"'])):
         code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), *overrides, "--out", str(tmp_path / name),
                              "--quiet")
         assert code == 0, err
     streamed, memory = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("streamed", "memory"))
     assert "stream = true" in (tmp_path / "streamed" / "config.toml").read_text()
     assert "stream = false" in (tmp_path / "memory" / "config.toml").read_text()
+    assert runs.load_config(tmp_path / "memory" / "config.toml").data["path"] == str(tmp_path / "photos")
     assert streamed["recipe"][0]["value"] == "auto" and streamed["test"] == memory["test"]
     assert streamed["validation"] == memory["validation"] and streamed["recipe"] == memory["recipe"]
     weights = [load_file(tmp_path / r / "model.safetensors") for r in ("streamed", "memory")]
@@ -1242,7 +1272,8 @@ def test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last(ca
     once) and holds out each user's last interaction in the file as the test split (the NCF paper's protocol); the
     test metrics are HR@10 and NDCG@10 of the held-out item among 99 items the user never had (fewer where fewer
     are left), as finetune.recommend computes them, above popularity's; evaluate --input ranks new interactions and
-    predict writes a score per pair; a label, a test_fraction or a built-in set for a ranker is one line."""
+    predict writes a score per pair, recommend each user's best items they did not have; a label, a
+    test_fraction or a built-in set for a ranker is one line."""
     import finetune
     from finetune import recommend
 
@@ -1282,6 +1313,23 @@ def test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last(ca
     assert list(rows[0]) == ["user", "item", "score"]
     assert [float(r["score"]) for r in rows] == pytest.approx(finetune.predict(model, pairs, task="regression"),
                                                               abs=1e-4)
+    code, err = run_main(capsys, "recommend", str(tmp_path / "r"), "--output", str(tmp_path / "top.csv"), "--users",
+                         "u0", "u1", "--k", "5")
+    assert code == 0, err
+    with open(tmp_path / "top.csv") as f:
+        top = list(csv.DictReader(f))
+    assert [(r["user"], r["rank"]) for r in top] == [(u, str(k)) for u in ("u0", "u1") for k in range(1, 6)]
+    had = {(ids["user"][u], ids["item"][i]) for u, i in seen}
+    assert not any((r["user"], r["item"]) in had for r in top)  # what they had is not recommended again
+    every = finetune.predict(model, np.stack([np.full(items, ids["user"].index("u0")), np.arange(items)], 1),
+                             task="regression")
+    unseen = [i for i in np.argsort(-every, kind="stable") if ("u0", ids["item"][i]) not in had][:5]
+    assert [r["item"] for r in top[:5]] == [ids["item"][i] for i in unseen]
+    assert [float(r["score"]) for r in top[:5]] == pytest.approx(every[unseen], abs=1e-4)
+    for args, message in ((["--users", "u999"], "--users 'u999' is not a user of the run's training file (80 users"),
+                          (["--k", "0"], "--k must be an integer >= 1, got 0")):
+        code, err = run_main(capsys, "recommend", str(tmp_path / "r"), "--output", str(tmp_path / "top.csv"), *args)
+        assert_one_line_error(code, err, message)
     (tmp_path / "small.toml").write_text(f'[data]\npath = "{tmp_path / "small.csv"}"\n[model]\nname = "mf"\n'
                                          '[train]\ntask = "ranking"\nepochs = 1\n')
     _interactions_csv(tmp_path / "small.csv", users=10, items=30)  # each user has 12 of 30: 18 left to rank among

@@ -229,10 +229,13 @@ def test_balanced_sampler_draws_classes_evenly(small):
 def test_early_stopping_and_restore_best(digits):
     x, y, x_test, y_test = digits
     # a rate high enough that the validation loss stops improving
+    seen = []  # the epochs the callback was told of: the one early stopping ends on too (its progress line)
     result = finetune.train("mlp", (x[:200], y[:200]), val=(x_test, y_test), epochs=60, lr=0.3,
-                            early_stopping=3, restore_best=True, progress=False)
+                            early_stopping=3, restore_best=True, progress=False,
+                            callback=lambda kind, info: seen.append(info["epoch"]) if kind == "epoch" else None)
     losses = [h["val_loss"] for h in result.history]
     assert result.stopped and len(losses) < 60
+    assert seen == list(range(len(losses)))
     assert result.best_epoch == int(np.argmin(losses)) and len(losses) == result.best_epoch + 4
     assert result.best_value == pytest.approx(min(losses))
     assert finetune.evaluate(result.model, (x_test, y_test))["loss"] == pytest.approx(min(losses), rel=1e-9)

@@ -3,6 +3,7 @@
     finetune train CONFIG [section.key=value ...] [--out RUN_DIR]   fine-tune as a config file says
     finetune evaluate RUN_DIR [--input X.npz|X.csv]                  test metrics of a finished run (or on new rows)
     finetune predict RUN_DIR --input X.npz|X.csv --output preds.csv  predictions for new data
+    finetune recommend RUN_DIR --output recs.csv [--users ID ...]    each user's top items (a recommender's run)
     finetune find-lr CONFIG [overrides]                              a learning-rate range test
     finetune tune CONFIG [overrides]                                 search the config's [tune] space (Optuna)
     finetune compare RUN_DIR ...                                     runs side by side
@@ -152,6 +153,15 @@ def _parser() -> argparse.ArgumentParser:
                          help="columns of the input CSV copied to the output before the predictions, as written (an "
                               "id to join them back on); a column the model was not trained on is not read")
 
+    recommend = commands.add_parser("recommend", help="each user's best items by a recommender run (one trained on a "
+                                    "CSV of ratings or interactions), as CSV: user, rank, item, score")
+    recommend.add_argument("run_dir")
+    recommend.add_argument("--output", required=True, help="CSV file to write")
+    recommend.add_argument("--users", nargs="+", action="extend", default=[], metavar="ID",
+                           help="users' ids as the training file writes them (default: every user)")
+    recommend.add_argument("--k", type=int, default=10, help="items per user (default 10), best first; those the "
+                           "user had in the training file are left out")
+
     find_lr = commands.add_parser("find-lr", help="learning-rate range test for a config")
     find_lr.add_argument("config")
     find_lr.add_argument("overrides", nargs="*")
@@ -219,6 +229,14 @@ def _predict(args) -> int:
     return 0
 
 
+def _recommend(args) -> int:
+    from . import runs
+
+    rows = runs.recommend_file(args.run_dir, args.output, args.users, args.k)
+    print(f"{rows} recommendations written to {args.output}")
+    return 0
+
+
 def _find_lr(args) -> int:
     from . import runs
 
@@ -276,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.command in PROGRAMS:
         return _run_program(args.command, program_args if program_args is not None else args.args)
-    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "find-lr": _find_lr,
+    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "recommend": _recommend,
+                "find-lr": _find_lr,
                 "tune": _tune, "compare": _compare, "datasets": _datasets}
     try:
         if args.command == "demo":

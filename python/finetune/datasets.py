@@ -323,6 +323,21 @@ class ImageFolder:
         part.targets = self.targets[np.asarray(indices, dtype=np.int64)]
         return part
 
+    def with_classes(self, classes: Sequence[str]) -> "ImageFolder":
+        """The same images labelled by the order of ``classes`` (a model's training classes): a folder holding some
+        of them, or in another order, gets the ids the model trained on; a class folder not among them is an
+        error."""
+        classes = list(classes)
+        unknown = sorted(set(self.classes) - set(classes))
+        if unknown:
+            raise ValueError(f"image folder '{self.root}' has class folder(s) {unknown} not among the classes {classes}")
+        ids = np.asarray([classes.index(c) for c in self.classes], dtype=np.int64)
+        part = copy.copy(self)
+        part.classes = classes
+        part.samples = [(file, int(ids[label])) for file, label in self.samples]
+        part.targets = ids[self.targets]
+        return part
+
 
 class ImageFiles:
     """Image files read one at a time as (C, H, W) float32 in [0, 1] at ``size`` (height, width) and ``mode``, as

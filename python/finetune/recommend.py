@@ -1,5 +1,5 @@
-"""Recommender baselines and ranking metrics: the user/item-bias and popularity baselines, HR@k and NDCG@k with
-sampled negatives (the NCF paper's protocol).
+"""Recommender baselines, ranking metrics and recommendations: the user/item-bias and popularity baselines, HR@k and
+NDCG@k with sampled negatives (the NCF paper's protocol), and each user's top items (``top_items``).
 
 For each user with a held-out interaction, the held-out item is ranked among `negatives` items the user never
 rated (seeded sample); HR@k is the share of users whose held-out item lands in the top k, NDCG@k adds
@@ -97,3 +97,36 @@ def fewest_unseen(train_pairs: np.ndarray, test_pairs: np.ndarray, num_items: in
     known = np.unique(np.concatenate([train_pairs, test_pairs]), axis=0)
     had = np.bincount(known[:, 0], minlength=int(test_pairs[:, 0].max()) + 1)
     return int(num_items - had[np.unique(test_pairs[:, 0])].max())
+
+
+def top_items(model, users: np.ndarray, num_items: int, k: int = 10, exclude: np.ndarray | None = None,
+              batch_rows: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """(items, scores), each (len(users), k): each user's ``k`` highest-scoring items by ``model`` (a ranker's
+    scores or a rating model's predicted ratings), best first, leaving out the (user, item) pairs of ``exclude``
+    (what each user already had). A user left fewer than ``k`` items gets item -1 and score -inf for the rest.
+    Scored a few users at a time (``batch_rows`` pairs)."""
+    users = np.asarray(users, dtype=np.int64)
+    if not 1 <= k:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, num_items)
+    had: dict[int, np.ndarray] = {}  # each user's items to leave out
+    if exclude is not None and len(exclude):
+        ordered = exclude[np.argsort(exclude[:, 0], kind="stable")]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(ordered[:, 0])) + 1])
+        had = {int(ordered[s, 0]): items for s, items in zip(starts, np.split(ordered[:, 1], starts[1:]))}
+    items_out = np.full((len(users), k), -1, dtype=np.int64)
+    scores_out = np.full((len(users), k), -np.inf, dtype=np.float64)
+    per_batch = max(1, batch_rows // num_items)
+    catalogue = np.arange(num_items, dtype=np.int64)
+    for start in range(0, len(users), per_batch):
+        chunk = users[start:start + per_batch]
+        pairs = np.stack([np.repeat(chunk, num_items), np.tile(catalogue, len(chunk))], 1)
+        scores = predict(model, pairs, task="regression").astype(np.float64).reshape(len(chunk), num_items)
+        for row, user in enumerate(chunk.tolist()):
+            if user in had:
+                scores[row, had[user]] = -np.inf
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        found = np.take_along_axis(scores, best, 1)
+        items_out[start:start + len(chunk)] = np.where(np.isfinite(found), best, -1)
+        scores_out[start:start + len(chunk)] = found
+    return items_out, scores_out

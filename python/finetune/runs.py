@@ -59,6 +59,7 @@ IMAGE_MODES = {1: "L", 3: "RGB"}  # an image model's input channels -> the Pillo
 # An image folder whose images decode to more than this (float32) is streamed, a batch at a time, unless data.stream
 # says otherwise: below it, decoding once beats decoding every epoch (the recipe trains ~100 epochs over its phases)
 IN_MEMORY_GB = 2.0
+MAX_IMAGE_SIDE = 4096  # an image folder's images are read at most this wide and high (4096 x 4096 RGB: 192 MiB)
 RANKING_NEGATIVES = 99  # a ranker's test item is ranked among 99 items its user never had (the NCF paper's protocol)
 SECTIONS = ("data", "model", "train", "tune", "lora")
 SECTION_EXAMPLES = {"data": 'data.dataset="wine"', "model": "model.hidden=[256]", "train": "train.lr=3e-4",
@@ -324,6 +325,7 @@ def _read_path(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[s
     """(X, y, a ratings file's ids or None) of the config's path: an image folder, a CSV of texts or of ratings for
     a model that reads them, else a CSV or .npz of features."""
     d = cfg.data
+    _check_path_exists(cfg)
     if Path(d["path"]).is_dir():
         return (*_read_image_folder(cfg), None)
     _check_not_folder_settings(cfg)
@@ -338,11 +340,21 @@ def _read_path(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[s
                                 **_csv_encoding(cfg)), None)
 
 
+def _check_path_exists(cfg: RunConfig) -> None:
+    if not Path(cfg.data["path"]).exists():
+        where = "" if Path(cfg.data["path"]).is_absolute() else f" (read from the current directory, {os.getcwd()})"
+        raise FileNotFoundError(f"data.path '{cfg.data['path']}' in {cfg.source} does not exist{where}")
+
+
 def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolder, np.ndarray]:
     """(images, their class names) of an image folder with a sub-folder per class, at the model's size: decoded
     into memory, or the folder read a batch at a time where its images would take more than IN_MEMORY_GB (or as
     data.stream says; the choice is written back to the config)."""
     d = cfg.data
+    for key in ("encoding", "encoding_errors"):
+        if d[key] is not None:
+            raise ValueError(f"data.{key} = {d[key]!r} in {cfg.source} reads a CSV's text, and '{d['path']}' is an "
+                             f"image folder: leave {key} out")
     if d["label"] != DATA_KEYS["label"]:
         raise ValueError(f"data.label = {d['label']!r} in {cfg.source} names a CSV's label column, and "
                          f"'{d['path']}' is an image folder, labelled by its sub-folders: leave label out")
@@ -356,12 +368,13 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolde
     mode, size = image_shape(cfg, [f for f, _ in folder.samples])
     names = np.asarray(folder.classes)[folder.targets]  # the class names: predict writes them
     gigabytes = len(folder) * (1 if mode == "L" else 3) * size[0] * size[1] * 4 / 2**30
-    if d["stream"] is None:
-        d["stream"] = gigabytes > IN_MEMORY_GB
+    if d["stream"] is None:  # workers decode a streamed folder: given, they stream it
+        d["stream"] = gigabytes > IN_MEMORY_GB or cfg.train.num_workers > 0
         if d["stream"]:
-            log.info("'%s': %d images of %s x %d x %d take %.1f GiB decoded (above %.0f): read a batch at a time "
-                     "(data.stream = false decodes them into memory)", d["path"], len(folder), mode, *size,
-                     gigabytes, IN_MEMORY_GB)
+            log.info("'%s': %d images of %s x %d x %d take %.1f GiB decoded: read a batch at a time (%s; "
+                     "data.stream = false decodes them into memory)", d["path"], len(folder), mode, *size, gigabytes,
+                     f"above {IN_MEMORY_GB:g} GiB" if gigabytes > IN_MEMORY_GB else
+                     f"train.num_workers = {cfg.train.num_workers} decode them")
     if d["stream"]:
         folder.size, folder.mode = size, mode  # read at the model's size, as the files are asked for
         return folder, names
@@ -373,6 +386,7 @@ def _ranking_split(cfg: RunConfig) -> datasets.Split:
     protocol splits: each user's last interaction in the file (of users with two or more) is their test item, the
     rest train. No label is read (the interactions are the data)."""
     d = cfg.data
+    _check_path_exists(cfg)
     if not (_ratings_csv(cfg, d["path"]) and Path(d["path"]).is_file()):
         raise ValueError(f"train.task = 'ranking' in {cfg.source} learns from a CSV of (user, item) interactions, "
                          f"and '{d['path']}' is not one read by model {cfg.model['name']!r} (ranking models: "
@@ -466,6 +480,11 @@ def image_shape(cfg: RunConfig, files: Sequence[str | os.PathLike]) -> tuple[str
                              f"leave {key} out")
     size = size or (IMAGE_SIZE, IMAGE_SIZE)
     height, width = own.get("height", size[0]), own.get("width", size[1])
+    if max(height, width) > MAX_IMAGE_SIDE:  # one image alone would take gigabytes decoded
+        setting = "data.image_size" if cfg.data["image_size"] is not None else f"model {name!r}'s height and width"
+        raise ValueError(f"{setting} in {cfg.source} read(s) images of {height} x {width}: at most {MAX_IMAGE_SIDE} "
+                         f"a side (one RGB image of {height} x {width} takes {height * width * 12 / 2**30:.1f} GiB "
+                         "decoded)")
     if "in_channels" in own:
         mode = IMAGE_MODES[own["in_channels"]]
     elif mode is None:
@@ -675,6 +694,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     written = RunConfig(cfg.data, _without_statistics(resolved.model, cfg.model), written_train, cfg.source,
                         lora=cfg.lora)
     config_written = written.to_dict()
+    if cfg.data["path"] is not None:  # evaluate, predict and reruns read it from wherever they are run
+        config_written["data"] = {**config_written["data"], "path": str(Path(cfg.data["path"]).absolute())}
     if cfg.data["path"] is not None and cfg.data["test_fraction"] is None and split.task != "ranking":
         # the test split, for evaluate and reruns (a ranker's is each user's last interaction)
         config_written["data"] = {**config_written["data"], "test_fraction": TEST_FRACTION}
@@ -824,6 +845,8 @@ def build_model(cfg: RunConfig, x: Any, y: Any) -> Any:
 def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     """(config, model) of a finished run directory."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory '{run_dir}' does not exist")
     cfg = load_config(run_dir / "config.toml")
     if cfg.data["path"] is not None and cfg.data["test_fraction"] is None and cfg.train.task != "ranking":
         # A run directory written before data.test_fraction: its file's test split was cut by val_fraction.
@@ -949,6 +972,8 @@ def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any,
                  if Path(path).suffix == ".npz" else f"label column {cfg.data['label']!r} holds label(s)")
         raise ValueError(f"'{path}' {where} {unseen[:5]} that training did not have (its classes: "
                          f"{list(classes)})")
+    if isinstance(x, datasets.ImageFolder) and classes is not None:  # its sub-folders by the training classes' ids
+        x = x.with_classes(classes)
     return x, y
 
 
@@ -962,6 +987,8 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
                ids: dict[str, list[str]] | None) -> tuple[np.ndarray, np.ndarray | None]:
     """(X, y where ``labelled`` else None): read_inputs and read_labelled."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"'{path}' does not exist")
     if not (path.is_dir() or path.suffix == ".npz" or path.name.endswith((".csv", ".csv.gz"))):
         image = path.suffix.lower() in datasets.IMAGE_SUFFIXES
         raise ValueError(f"'{path}' must be an .npz, a .csv (or .csv.gz) or a folder of images" +
@@ -1011,6 +1038,13 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
     return x, y
 
 
+def _check_output(path: str | os.PathLike) -> None:
+    """An --output file goes in a folder that is there (a typo in it is not a run's worth of work lost)."""
+    folder = Path(path).absolute().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--output '{path}': the folder '{folder}' does not exist")
+
+
 def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
                  keep: Sequence[str] = ()) -> int:
     """Writes a finished run's predictions for the data in ``input_path`` as CSV (class and probabilities per
@@ -1020,6 +1054,7 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
     (its path in the folder); returns the number of rows."""
     import finetune
 
+    _check_output(output_path)
     cfg, model = load_run(run_dir)
     trained = training.trained_for(model)
     columns = trained.columns if trained is not None else None
@@ -1058,6 +1093,40 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
         writer.writerows([*kept[i], *row] if kept is not None else row for i, row in enumerate(rows))
     return len(rows)
 
+
+
+def recommend_file(run_dir: str | os.PathLike, output_path: str | os.PathLike, users: Sequence[str] = (),
+                   k: int = 10) -> int:
+    """Writes each user's ``k`` best items by a recommender run's model -- a ranker's scores, or a rating model's
+    predicted ratings -- as CSV rows (user, rank, item, score), leaving out the items the user had in the run's
+    training file; ``users``: their ids as written there (default: every user). Returns the number of rows."""
+    _check_output(output_path)
+    cfg, model = load_run(run_dir)
+    ids = run_ids(run_dir)
+    if ids is None:
+        raise ValueError(f"'{run_dir}' did not train on a CSV of ratings or interactions (it has no {IDS_FILE}): "
+                         "recommend names users and items by the ids such a file gives them")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"--k must be an integer >= 1, got {k!r}")
+    index = {u: i for i, u in enumerate(ids["user"])}
+    unknown = [u for u in users if u not in index]
+    if unknown:
+        raise ValueError(f"--users {unknown[0]!r} is not a user of the run's training file ({len(index)} users, "
+                         f"such as {ids['user'][:3]}){did_you_mean(unknown[:1], list(index))}")
+    split = load_data(cfg)  # what each user had: not recommended again
+    had = np.concatenate([split.x_train, split.x_test])
+    chosen = np.array([index[u] for u in users] if users else np.arange(len(ids["user"])), dtype=np.int64)
+    items, scores = recommend.top_items(model, chosen, model.options["num_items"], k=k, exclude=had)
+    rows = 0
+    with open(output_path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["user", "rank", "item", "score"])
+        for user, user_items, user_scores in zip(chosen.tolist(), items, scores):
+            for rank, (item, score) in enumerate(zip(user_items.tolist(), user_scores.tolist()), start=1):
+                if item >= 0:  # a user who had nearly every item has fewer than k left
+                    writer.writerow([ids["user"][user], rank, ids["item"][item], f"{score:.6g}"])
+                    rows += 1
+    return rows
 
 def find_lr(cfg: RunConfig, steps: int = 100) -> Any:
     """finetune.find_lr's range test for the config's model on its training split (an LrFinderResult)."""

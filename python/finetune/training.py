@@ -369,6 +369,11 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
 
     pretrained = entry.pretrained(model_options) if entry is not None else True
     if entry is not None:
+        needed, given_classes = _outputs_needed(targets, val_targets, cfg.task), model_options.get("num_classes")
+        if cfg.task == "classification" and isinstance(given_classes, int) and given_classes < needed:
+            raise ValueError(f"num_classes={given_classes} (an option of model {entry.name!r}) gives {given_classes} "
+                             f"outputs, and the labels have {needed} classes: leave num_classes out (it is read off "
+                             f"the labels) or pass {needed} or more")
         torch.manual_seed(cfg.seed)  # the initial weights are part of a seeded run
         # A stream's sizes are read off its first examples (an image model's: all its options come from shapes)
         sized = example if isinstance(inputs, streams.Stream) else inputs
