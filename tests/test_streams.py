@@ -315,6 +315,16 @@ def test_a_built_in_image_model_is_sized_by_a_streamed_folder_first_image(tmp_pa
     assert {k: streamed.model.options[k] for k in ("in_channels", "height", "width", "num_classes")} == \
         {"in_channels": 1, "height": 12, "width": 10, "num_classes": 3}
     assert _max_difference(in_memory.model, streamed.model) <= 1e-6
+    # another folder with some of the classes is scored by the training folder's class names, not its own ids
+    some = tmp_path / "some"
+    shutil.copytree(root / "cat", some / "cat")
+    cats = np.flatnonzero(y == 2)
+    found = finetune.evaluate(streamed.model, finetune.datasets.ImageFolder(some, size=(12, 10), mode="L"))
+    expected = finetune.evaluate(streamed.model, (x[cats], y[cats]))
+    assert [found[k] for k in ("accuracy", "loss")] == pytest.approx([expected[k] for k in ("accuracy", "loss")])
+    shutil.copytree(root / "bee", some / "wasp")
+    with pytest.raises(ValueError, match=r"has class folder\(s\) \['wasp'\] not among the classes \['ant', 'bee', 'cat'\]"):
+        finetune.evaluate(streamed.model, finetune.datasets.ImageFolder(some, size=(12, 10), mode="L"))
     rows = np.array([7, 2, 30])
     part = folder.subset(rows)
     assert len(part) == 3 and part.classes == folder.classes and (part.targets == y[rows]).all()

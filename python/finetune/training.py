@@ -541,8 +541,10 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     if run.lora is not None:
         result.lora = {**run.lora, "merged": bool(merged)}
     x = streams.split(train_data, "train_data")[0]
+    named = getattr(x, "classes", None) if streams.is_dataset(x) and run.classes is None else None
     remember_training(result.model, TrainedFor(result.config.task, data.column_names(x), tuple(run.targets.shape[1:]),
-                                               data.example_shape(x), run.classes))
+                                               data.example_shape(x), run.classes,
+                                               tuple(named) if isinstance(named, (list, tuple)) else None))
     if run.classes is not None:
         result.classes = list(run.classes)
         if result.class_counts is not None:
@@ -566,6 +568,9 @@ class TrainedFor:
     target_shape: tuple[int, ...] | None = None
     example_shape: tuple[int, ...] | None = None  # X's shape per example, when X was one array (data.example_shape)
     classes: tuple[str, ...] | None = None  # y's string labels, in class-id order; None: y held class ids
+    # A dataset's class names where its labels were their ids (an ImageFolder's sub-folders): evaluate reads another
+    # folder's labels by them
+    folder_classes: tuple[str, ...] | None = None
 
 
 # The last training of each model (finetune.train, or finetune.load). Weak: the models are the user's to drop.
@@ -598,6 +603,22 @@ def task_of(model: Any, task: str | None) -> str:
         return task
     trained = trained_for(model)
     return trained.task if trained is not None else "classification"
+
+
+def _with_training_classes(model: Any, dataset: Any) -> Any:
+    """A dataset to evaluate labelled by the class names of the one the model trained on: an ImageFolder holding some
+    of them (or in another order) relabelled with their training ids; another dataset whose classes differ, an
+    error (its label 1 would be scored as training's class 1)."""
+    trained = trained_for(model)
+    named = getattr(dataset, "classes", None) if streams.is_dataset(dataset) else None
+    if trained is None or trained.folder_classes is None or named is None or \
+            list(named) == list(trained.folder_classes):
+        return dataset
+    if hasattr(dataset, "with_classes"):
+        return dataset.with_classes(trained.folder_classes)
+    raise ValueError(f"data's classes {list(named)} differ from those the model trained on "
+                     f"{list(trained.folder_classes)}: its labels would be read as other classes; label it by the "
+                     "training classes' order")
 
 
 def _check_like_training(model: Any, x: Any) -> None:
@@ -1167,6 +1188,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device_for_rank(device), topk=topk,
                       distributed=distributed, trim_padding=trim_padding, num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
+    eval_data = _with_training_classes(model, eval_data)
     x, y = streams.split(streams.with_labels(eval_data, labels, "data"), "data")
     data.check_rows_aligned(x, y)
     trained = trained_for(model)
