@@ -711,6 +711,22 @@ def test_a_run_config_reads_a_csv_in_its_encoding(capsys, tmp_path):
     assert split.x_train.shape[1] == 2 and len(split.y_train) + len(split.y_test) == 40
 
 
+
+def test_ctrl_c_in_train_says_how_to_resume(capsys, tmp_path, monkeypatch):
+    """Ctrl-C ends `finetune train` with status 130 and one line naming --resume and the run directory."""
+    from finetune.__main__ import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "run", interrupted)
+    code = main(["train", str(EXAMPLES / "wine.toml"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 130 and err == (f"finetune: interrupted; the same command with --resume continues it from its "
+                                   f"checkpoints in {tmp_path / 'r'}")
+    assert main(["train", str(EXAMPLES / "wine.toml"), "--out", str(tmp_path / "r"), "--resume"]) == 130
+    assert capsys.readouterr().err.strip() == "finetune: interrupted"
+
 def test_an_interrupted_run_directory_resumes_with_resume_and_is_not_overwritten_without(tmp_path):
     """A recipe run directory stopped by Ctrl-C (its checkpoints written, no metrics.json): a new run there is a
     one-line error saying --resume continues it; `finetune train --resume` ends with the model of the run never

@@ -314,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finetune: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("finetune: interrupted", file=sys.stderr)
+        resume = ""
+        if args.command == "train" and not args.resume:  # its checkpoints are written as it goes
+            out = args.out or os.path.join("runs", Path(args.config).stem)
+            resume = f"; the same command with --resume continues it from its checkpoints in {out}"
+        print(f"finetune: interrupted{resume}", file=sys.stderr)
         return 130
 
 
