@@ -340,11 +340,21 @@ class ImageFolder:
 
 
 class ImageFiles:
-    """Image files read one at a time as (C, H, W) float32 in [0, 1] at ``size`` (height, width) and ``mode``, as
-    ImageFolder reads them, for prediction: a dataset without labels, its items the images."""
+    """New images to predict, read one at a time as ImageFolder reads them -- (C, H, W) float32 in [0, 1] at ``size``
+    (an int: square; or (height, width)) and ``mode`` ("RGB" or "L") -- a dataset without labels, its items the
+    images: ``finetune.predict(model, ImageFiles("photos/new", size=224))``. ``files``: a folder (every image in it
+    and its sub-folders, in sorted order: ``image_files``) or a list of files; ``files`` holds them in item order."""
 
-    def __init__(self, files: Sequence[str | os.PathLike], size: tuple[int, int], mode: str):
-        self.files, self.size, self.mode = list(files), tuple(size), mode
+    def __init__(self, files: str | os.PathLike | Sequence[str | os.PathLike], size: int | tuple[int, int] = 224,
+                 mode: str = "RGB"):
+        _pillow()
+        if mode not in ("L", "RGB"):
+            raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
+        sizes = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
+        if len(sizes) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+            raise ValueError(f"size must be an int >= 1 or (height, width), got {size!r}")
+        self.files = image_files(files) if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
+        self.size, self.mode = sizes, mode
 
     def __len__(self) -> int:
         return len(self.files)
