@@ -84,6 +84,9 @@ EXCLUDED = {
         "a benchmark: 355 s on an Intel Xeon (finetune's rows of the SetFit table, rerun)",
     'python benchmarks/recipe_variants.py --rows "patience 16" "patience 4"':
         "a benchmark: 102 s on an Intel Xeon, 16 seeds of the digits story from scratch, twice",
+    "finetune recommend RUN --output recs.csv [--users ID ...] [--k 10]":
+        "RUN stands for a recommender's run directory, the brackets for options; "
+        "tests/test_cli.py::test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last runs recommend",
     "finetune train examples/movielens.toml":
         "tests/test_cli.py::test_example_configs_run_as_written runs every example config as written",
     "torchrun --nproc_per_node=2 my_finetune.py":
