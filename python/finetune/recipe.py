@@ -36,7 +36,8 @@ recipe="head" runs steps 1-3 and 5 for phase "head" alone: head-only fine-tuning
 A model trained from scratch (a built-in model by name) runs phase "full" alone, at one rate. A recommender of
 factor tables ("mf") runs phase "full" alone with rules of its own (``RECOMMENDER``): Funk/Koren SVD's per-rating
 SGD, its rate fixed per rating, the model's own per-rating penalty instead of weight decay; with task="ranking"
-(BPR) and for "ncf" (``NEURAL_RECOMMENDER``), AdamW at a fixed rate. Explicit settings
+(BPR) and for "ncf" (``NEURAL_RECOMMENDER``), AdamW at a fixed rate; a ranking "mf" that popularity beats on the
+validation slice (HR@10) is returned ranking by popularity (``POPULARITY_K``). Explicit settings
 win over the recipe's choices: ``lr``, ``optimizer``, ``epochs`` (a phase's maximum), ``early_stopping``,
 ``weight_decay``, ``layer_decay``, ``class_weights``, ... are used as given in every phase they apply to.
 """
