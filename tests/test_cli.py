@@ -1101,6 +1101,32 @@ def test_an_image_folder_of_one_class_or_one_image_for_a_folder_is_one_line(caps
     assert_one_line_error(code, err, "new.txt' must be an .npz, a .csv (or .csv.gz) or a folder of images")
 
 
+
+def test_an_image_folder_with_a_bad_file_stops_or_skips_it_as_data_on_bad_file_says(capsys, tmp_path, caplog):
+    """A file in an image folder that Pillow cannot read is a one-line error naming it; data.on_bad_file = "skip"
+    leaves it out and says so (a warning listing it); another value, or the key for a file, is an error."""
+    _image_folder(tmp_path / "photos", per_class=6, seed=0)
+    (tmp_path / "photos" / "down" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "photos"}"\n[model]\nname = "cnn"\n'
+                                       "[train]\nepochs = 1\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "broken.png' cannot be read")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), 'data.on_bad_file="skip"', "--out",
+                         str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    assert "1 file(s) Pillow cannot read left out (data.on_bad_file = 'skip')" in caplog.text
+    assert "broken.png" in caplog.text
+    split = runs.load_data(runs.load_config(tmp_path / "r" / "config.toml"))
+    assert len(split.x_train) + len(split.x_test) == 12  # the 12 images, not the broken file
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n2,1\n")
+    for overrides, messages in (
+            (['data.on_bad_file="ignore"'], ["data.on_bad_file must be 'error' (a file Pillow cannot read stops the "
+                                             "run) or 'skip' (left out, listed)", "got 'ignore'"]),
+            ([f'data.path="{tmp_path / "t.csv"}"', 'data.on_bad_file="skip"'],
+             ["data.on_bad_file = 'skip' in", "reads the images of a folder", "t.csv' is a file"])):
+        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), *overrides, "--out", str(tmp_path / "r2"))
+        assert_one_line_error(code, err, *messages)
+
 def test_an_image_folder_is_read_at_the_size_the_model_fixes(capsys, tmp_path):
     """digit_cnn reads 28 x 28 grayscale whatever the files are; data.image_size or image_mode that contradict a
     model's shape, the image settings for a file or for a model of numbers, and a folder for a regression are

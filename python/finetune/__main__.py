@@ -110,7 +110,8 @@ a run config has the tables (see examples/*.toml):
            column, or a folder of images with a sub-folder per class; val_fraction (0.2 of the training rows
            held out for validation), test_fraction (0.2 of a file's rows held out for its test split), seed (0);
            encoding, encoding_errors for a CSV; text (a text model's column); user, item (a recommender's id
-           columns); image_size, image_mode, stream (a folder's images: their size, L or RGB, read a batch at a time)
+           columns); image_size, image_mode, stream, on_bad_file (a folder's images: their size, L or RGB, read a
+           batch at a time, a file that cannot be read skipped)
   [model]  name = one of {', '.join(registry.names())}, and that model's options (sizes are read off the data)
   [train]  any TrainConfig field: epochs, batch_size, optimizer, lr, schedule, freeze, ...
   [tune]   the search space of finetune tune

@@ -51,7 +51,8 @@ DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.
              "text": None,  # a text model's column of texts (None: the CSV's one column besides the label)
              "image_size": None, "image_mode": None,  # an image folder's (None: the model's, else 32 and by its files)
              "user": None, "item": None,  # a recommender's CSV's id columns (None: "user" and "item")
-             "stream": None}  # an image folder read a batch at a time (None: where it decodes to > IN_MEMORY_GB)
+             "stream": None,  # an image folder read a batch at a time (None: where it decodes to > IN_MEMORY_GB)
+             "on_bad_file": None}  # an image folder's file Pillow cannot read: "error" (None) or "skip"
 FAILED_FILE = "failed.txt"  # a run that stopped on an error, not an interruption: its message (a new run replaces it)
 IDS_FILE = "ids.json"  # a run directory's user and item ids (a ratings file's), each list in index order
 IMAGE_SIZE = 32  # an image folder's default size, where the model does not fix one ("cnn" is a small CNN)
@@ -165,7 +166,9 @@ def _check_data(data: dict[str, Any], source: str) -> None:
         fail("image_mode", "'L' (grayscale) or 'RGB'")
     if data["stream"] is not None and not isinstance(data["stream"], bool):
         fail("stream", "true (read an image folder a batch at a time) or false (decode it into memory)")
-    for key in ("text", "image_size", "image_mode", "stream", "user", "item"):
+    if data["on_bad_file"] is not None and data["on_bad_file"] not in ("error", "skip"):
+        fail("on_bad_file", "'error' (a file Pillow cannot read stops the run) or 'skip' (left out, listed)")
+    for key in ("text", "image_size", "image_mode", "stream", "on_bad_file", "user", "item"):
         if data[key] is not None and data["dataset"] is not None:
             raise ValueError(f"data.{key} = {data[key]!r} in {source} is for a file or folder of your own, and "
                              f"dataset {data['dataset']!r} is a built-in set: leave {key} out")
@@ -361,7 +364,11 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolde
     if cfg.train.task != "classification":
         raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}, and '{d['path']}' is an image "
                          "folder: its sub-folders are classes (classification)")
-    folder = datasets.ImageFolder(d["path"], size=(1, 1))  # the files and their labels, no image decoded
+    # The files and their labels, no image decoded (with on_bad_file = "skip", each file's structure checked)
+    folder = datasets.ImageFolder(d["path"], size=(1, 1), on_bad_file=d["on_bad_file"] or "error")
+    if folder.skipped:
+        log.warning("'%s': %d file(s) Pillow cannot read left out (data.on_bad_file = 'skip'): %s", d["path"],
+                    len(folder.skipped), ", ".join(folder.skipped[:5]) + (", ..." if len(folder.skipped) > 5 else ""))
     if len(folder.classes) < 2:
         raise ValueError(f"image folder '{d['path']}' has one class folder ({folder.classes[0]!r}): a classifier "
                          "needs a sub-folder for each of two classes or more")
@@ -439,9 +446,9 @@ def _without_statistics(model: dict[str, Any], given: dict[str, Any]) -> dict[st
 
 def _check_not_folder_settings(cfg: RunConfig) -> None:
     """data.image_size, image_mode and stream read an image folder's images: given for a file, an error."""
-    for key in ("image_size", "image_mode", "stream"):
+    for key in ("image_size", "image_mode", "stream", "on_bad_file"):
         if cfg.data[key] is not None:
-            what = "reads" if key == "stream" else "sizes"
+            what = "sizes" if key.startswith("image") else "reads"
             raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source} {what} the images of a folder, and "
                              f"'{cfg.data['path']}' is a file: leave {key} out")
 
