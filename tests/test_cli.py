@@ -1336,17 +1336,23 @@ def test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last(ca
         twelfth = [r["item"] for r in csv.DictReader(f) if r["user"] == "u0"][11]
     assert split.x_test[0].tolist() == [ids["user"].index("u0"), ids["item"].index(twelfth)]  # not its repeat
     expected = recommend.ranking_metrics(model, split.x_train, split.x_test, items, negatives=99, seed=0)
-    assert metrics["test"] == {**expected, "negatives": 99, "users": 80}
+    assert metrics["test"] == {**expected, "negatives": 99, "short_users": 0, "interactions": 80}
     popular = recommend.ranking_metrics(recommend.popularity(split.x_train, items), split.x_train, split.x_test, items,
                                         negatives=99, seed=0)
     assert metrics["test"]["hr@10"] > popular["hr@10"], (metrics["test"], popular)
     assert runs.evaluate_run(tmp_path / "r") == metrics["test"]
-    (tmp_path / "later.csv").write_text("user,item\nu1,m61\nu2,m3\n")
-    later = runs.evaluate_run(tmp_path / "r", tmp_path / "later.csv")
     seen = np.concatenate([split.x_train, split.x_test])
-    pairs = np.array([[ids["user"].index(u), ids["item"].index(i)] for u, i in (("u1", "m61"), ("u2", "m3"))])
+    had = {(ids["user"][u], ids["item"][i]) for u, i in seen}
+    new = [(u, next(i for i in ids["item"] if (u, i) not in had)) for u in ("u1", "u2")]  # items new to them
+    (tmp_path / "later.csv").write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in new))
+    later = runs.evaluate_run(tmp_path / "r", tmp_path / "later.csv")
+    pairs = np.array([[ids["user"].index(u), ids["item"].index(i)] for u, i in new])
     assert later == {**recommend.ranking_metrics(model, seen, pairs, items, negatives=99, seed=0), "negatives": 99,
-                     "users": 2}
+                     "short_users": 0, "interactions": 2}
+    (tmp_path / "again.csv").write_text(f"user,item\n{new[0][0]},{new[0][1]}\nu0,{twelfth}\n")  # u0 had it
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "again.csv"))
+    assert_one_line_error(code, err, f"again.csv' has 1 interaction(s) the training file has too, such as ('u0', "
+                          f"'{twelfth}'): a ranker is tested on items new to the user")
     code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "later.csv"), "--output",
                          str(tmp_path / "p.csv"), "--keep", "user", "item")
     assert code == 0, err
@@ -1361,7 +1367,6 @@ def test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last(ca
     with open(tmp_path / "top.csv") as f:
         top = list(csv.DictReader(f))
     assert [(r["user"], r["rank"]) for r in top] == [(u, str(k)) for u in ("u0", "u1") for k in range(1, 6)]
-    had = {(ids["user"][u], ids["item"][i]) for u, i in seen}
     assert not any((r["user"], r["item"]) in had for r in top)  # what they had is not recommended again
     every = finetune.predict(model, np.stack([np.full(items, ids["user"].index("u0")), np.arange(items)], 1),
                              task="regression")
@@ -1377,7 +1382,26 @@ def test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last(ca
     _interactions_csv(tmp_path / "small.csv", users=10, items=30)  # each user has 12 of 30: 18 left to rank among
     code, err = run_main(capsys, "train", str(tmp_path / "small.toml"), "--out", str(tmp_path / "s"), "--quiet")
     assert code == 0, err
-    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["test"]["negatives"] == 18
+    small = json.loads((tmp_path / "s" / "metrics.json").read_text())["test"]  # each user has 12 items of 30 or fewer:
+    items_small = len(json.loads((tmp_path / "s" / "ids.json").read_text())["item"])  # ranked among all they lack
+    assert small["negatives"] == items_small - 1 and small["short_users"] == 10 and small["interactions"] == 10
+    with open(tmp_path / "clicks.csv", "a") as f:  # the training file changed: its test split would be other rows
+        f.write("u5,m3,99\n")
+    for command in (["evaluate", str(tmp_path / "r")], ["recommend", str(tmp_path / "r"), "--output",
+                                                         str(tmp_path / "top.csv")]):
+        code, err = run_main(capsys, *command)
+        assert_one_line_error(code, err, "clicks.csv' has changed since", "trained on it: its test split (and what "
+                              "each user had) would be read from other rows; restore the file, or train again")
+    (tmp_path / "blank.csv").write_text("user,item\nu1,m1\n,m2\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), f'data.path="{tmp_path / "blank.csv"}"',
+                         "--out", str(tmp_path / "b"))
+    assert_one_line_error(code, err, "blank.csv' row 3: user is blank")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), 'train.task="regression"', "--out",
+                         str(tmp_path / "b"))
+    assert_one_line_error(code, err, "clicks.csv' has no rating column 'label' (data.label; its columns: ['user', "
+                          "'item', 'when']): a CSV of interactions without ratings trains train.task = 'ranking'")
+    code, err = run_main(capsys, "recommend", str(tmp_path / "s"), "--output", str(tmp_path))
+    assert_one_line_error(code, err, "is a folder: name the CSV file to write")
     (tmp_path / "builtin.toml").write_text('[data]\ndataset = "movielens"\n[train]\ntask = "ranking"\n[model]\n'
                                            'name = "mf"\n')
     for config, overrides, messages in (

@@ -230,3 +230,25 @@ def test_a_ranker_on_sparse_interactions_ranks_by_popularity_where_the_slice_say
     ours = recommend.ranking_metrics(r.model, pairs[train], pairs[test], items)
     popular = recommend.ranking_metrics(recommend.popularity(pairs[train], items), pairs[train], pairs[test], items)
     assert ours == popular
+
+
+def test_a_user_with_fewer_unseen_items_than_negatives_is_ranked_among_all_of_them():
+    """ranking_metrics draws `negatives` items a user never had; a user with fewer left is ranked among all of them
+    (it looped forever before), the rows counted by short_users."""
+    class ByItem(torch.nn.Module):  # scores each pair by its item id: item 5 first
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, pairs):
+            return pairs[:, 1].float() + self.unused
+
+    train = np.array([[0, 0], [0, 1], [0, 2]])
+    test = np.array([[0, 3]])  # user 0 never had 4 and 5: ranked among those two, below both
+    found = recommend.ranking_metrics(ByItem(), train, test, num_items=6, k=2, negatives=4)
+    assert found == {"hr@2": 0.0, "ndcg@2": 0.0}
+    assert recommend.ranking_metrics(ByItem(), train, test, num_items=6, k=3, negatives=4) == \
+        {"hr@3": 1.0, "ndcg@3": pytest.approx(1 / np.log2(4))}
+    assert recommend.short_users(train, test, 6, 4) == 1 and recommend.short_users(train, test, 6, 2) == 0
+    with pytest.raises(ValueError, match=r"negatives must be from 1 to num_items - 1 \(5\), got 6"):
+        recommend.ranking_metrics(ByItem(), train, test, num_items=6, negatives=6)

@@ -211,7 +211,10 @@ def _train(args) -> int:
 
     if distributed.process_rank() == 0:  # under torchrun, rank 0 wrote the run directory
         test = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float))
-        print(f"run written to {out}: test {test}")
+        decided = {d["what"]: d["value"] for d in metrics.get("recipe", [])}
+        kept = ("popularity (it ranked the validation slice better than the trained factors)"
+                if decided.get("popularity") is True else f"phase {decided['kept']}" if "kept" in decided else None)
+        print(f"run written to {out}: test {test}" + (f" (the recipe kept {kept})" if kept else ""))
     return 0
 
 

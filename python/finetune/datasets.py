@@ -521,6 +521,8 @@ def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding
                     ratings.append(float(row[r]))
                 except ValueError:
                     raise ValueError(f"'{path}' row {number}: rating {row[r]!r} is not a number") from None
+            if not row[u].strip() or not row[i].strip():  # an id left blank would become a user or item ""
+                raise ValueError(f"'{path}' row {number}: {user if not row[u].strip() else item} is blank")
             users.append(row[u])
             items.append(row[i])
     if not users:

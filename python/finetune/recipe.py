@@ -537,8 +537,8 @@ class Plan:
         settings["batch_size"] = self.decide(
             prefix + "batch_size", batch,
             f"the same curve as small batches at the same rate per rating, several times faster (at most {REC_BATCH})"
-            if batch == REC_BATCH else f"{REC_MIN_STEPS} steps an epoch over {examples} examples (at least "
-            f"{REC_MIN_BATCH}): batches of {REC_BATCH} under-trained small sets")
+            if batch == REC_BATCH else f"batches of {REC_BATCH} under-trained small sets: at least {REC_MIN_STEPS} "
+            f"steps an epoch over {examples} examples, in batches of at least {REC_MIN_BATCH}")
         settings["epochs"] = self.decide(prefix + "epochs", epochs, "the most this phase may run; early stopping "
                                          "decides")
         monitor = "val_auc" if ranking else "val_loss"
@@ -871,6 +871,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         metrics = measured  # the slice's metrics of the average returned, at the share chosen
     popular = family == RECOMMENDER and config.task == "ranking" and _popularity_kept(plan, model, train_data, val,
                                                                                        config.seed)
+    if family == NEURAL_RECOMMENDER and config.task == "ranking":
+        plan.note("popularity", None, "not compared: an MLP over the factors cannot rank by popularity alone (model "
+                  "'mf' can, and falls back to it where it ranks the validation slice better)")
     if popular:
         metrics = measure(model, val)
 
@@ -936,9 +939,9 @@ def _popularity_kept(plan: Plan, model: Any, train_data: tuple[list[torch.Tensor
         return False
     train_pairs, val_pairs = train_data[0][0].cpu().numpy(), val[0][0].cpu().numpy()
     num_items = int(state["item_bias.weight"].shape[0])
-    negatives = min(POPULARITY_NEGATIVES, recommend.fewest_unseen(train_pairs, val_pairs, num_items))
+    negatives = min(POPULARITY_NEGATIVES, num_items - 1)
     if negatives < 1:
-        plan.note("popularity", None, "not compared: a validation user has had every item")
+        plan.note("popularity", None, "not compared: there is one item")
         return False
     trained = _copy_state(model)
     scores = {"trained": recommend.ranking_metrics(model, train_pairs, val_pairs, num_items, POPULARITY_K, negatives,

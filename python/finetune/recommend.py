@@ -63,47 +63,52 @@ def leave_one_out(pairs: np.ndarray, order: np.ndarray | None = None) -> tuple[n
 
 def ranking_metrics(model, train_pairs: np.ndarray, test_pairs: np.ndarray, num_items: int, k: int = 10,
                     negatives: int = 99, seed: int = 0) -> dict[str, float]:
-    """HR@k and NDCG@k of `model` (a rating predictor) on one held-out (user, item) per row of `test_pairs`."""
-    if negatives + 1 > num_items:
-        raise ValueError(f"negatives must be < num_items ({num_items}), got {negatives}")
+    """HR@k and NDCG@k of `model` (a rating predictor) on one held-out (user, item) per row of `test_pairs`, each
+    ranked among `negatives` items drawn from those its user never had (in either set; seeded), or among all of them
+    where the user has fewer left (``short_users`` below)."""
+    if not 1 <= negatives < num_items:
+        raise ValueError(f"negatives must be from 1 to num_items - 1 ({num_items - 1}), got {negatives}")
     rng = np.random.default_rng(seed)
     seen: dict[int, set[int]] = {}
     for u, i in np.concatenate([train_pairs, test_pairs]):
         seen.setdefault(int(u), set()).add(int(i))
-    fewest = fewest_unseen(train_pairs, test_pairs, num_items)
-    if fewest < negatives:  # the draw below would never end
-        raise ValueError(f"negatives={negatives}: a test user has {fewest} item(s) they never had, of {num_items}; "
-                         f"pass negatives <= {fewest}")
-    candidates = np.empty((len(test_pairs), negatives + 1), dtype=np.int64)
+    candidates = np.full((len(test_pairs), negatives + 1), -1, dtype=np.int64)  # -1: no candidate (never ranks)
     for row, (u, i) in enumerate(test_pairs):
-        drawn: list[int] = []
-        while len(drawn) < negatives:
-            for c in rng.integers(0, num_items, size=2 * negatives).tolist():
-                if c not in seen[int(u)] and c not in drawn:
-                    drawn.append(c)
-                    if len(drawn) == negatives:
-                        break
-        candidates[row] = [i] + drawn
+        had = seen[int(u)]
+        if num_items - len(had) < negatives:  # fewer left than to draw: every one of them, in order
+            drawn = [c for c in range(num_items) if c not in had]
+        else:
+            drawn = []
+            while len(drawn) < negatives:
+                for c in rng.integers(0, num_items, size=2 * negatives).tolist():
+                    if c not in had and c not in drawn:
+                        drawn.append(c)
+                        if len(drawn) == negatives:
+                            break
+        candidates[row, :len(drawn) + 1] = [i] + drawn
     users = np.repeat(test_pairs[:, 0], negatives + 1)
-    scores = predict(model, np.stack([users, candidates.ravel()], 1), task="regression").reshape(candidates.shape)
+    items = np.where(candidates >= 0, candidates, candidates[:, :1]).ravel()
+    scores = predict(model, np.stack([users, items], 1), task="regression").reshape(candidates.shape)
+    scores = np.where(candidates >= 0, scores, -np.inf)
     # rank of the held-out item (column 0): how many candidates score strictly higher
     rank = (scores[:, 1:] > scores[:, :1]).sum(1)
     hits = rank < k
     return {f"hr@{k}": float(hits.mean()), f"ndcg@{k}": float((hits / np.log2(rank + 2)).mean())}
 
 
-def fewest_unseen(train_pairs: np.ndarray, test_pairs: np.ndarray, num_items: int) -> int:
-    """The fewest items a user of ``test_pairs`` never had (in either set): how many negatives each can be drawn."""
+def short_users(train_pairs: np.ndarray, test_pairs: np.ndarray, num_items: int, negatives: int) -> int:
+    """How many rows of ``test_pairs`` have a user with fewer than ``negatives`` items they never had (in either
+    set): ranked among all of those instead (ranking_metrics), an easier test."""
     known = np.unique(np.concatenate([train_pairs, test_pairs]), axis=0)
     had = np.bincount(known[:, 0], minlength=int(test_pairs[:, 0].max()) + 1)
-    return int(num_items - had[np.unique(test_pairs[:, 0])].max())
+    return int((num_items - had[test_pairs[:, 0]] < negatives).sum())
 
 
 def top_items(model, users: np.ndarray, num_items: int, k: int = 10, exclude: np.ndarray | None = None,
               batch_rows: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
-    """(items, scores), each (len(users), k): each user's ``k`` highest-scoring items by ``model`` (a ranker's
-    scores or a rating model's predicted ratings), best first, leaving out the (user, item) pairs of ``exclude``
-    (what each user already had). A user left fewer than ``k`` items gets item -1 and score -inf for the rest.
+    """(items, scores), each (len(users), min(k, num_items)): each user's ``k`` highest-scoring items by ``model`` (a
+    ranker's scores or a rating model's predicted ratings), best first, leaving out the (user, item) pairs of
+    ``exclude`` (what each user already had). A user left fewer items gets item -1 and score -inf for the rest.
     Scored a few users at a time (``batch_rows`` pairs)."""
     users = np.asarray(users, dtype=np.int64)
     if not 1 <= k:

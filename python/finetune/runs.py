@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -417,10 +418,12 @@ def _ranking_split(cfg: RunConfig) -> datasets.Split:
 
 def ranking_metrics(model: Any, seen: np.ndarray, test: np.ndarray, num_items: int, seed: int) -> dict[str, Any]:
     """HR@10 and NDCG@10 of a ranker on ``test``'s (user, item) pairs, each item ranked among RANKING_NEGATIVES
-    items its user never had (fewer where a user has had nearly every item; ``seen``: every pair the user had)."""
-    negatives = min(RANKING_NEGATIVES, recommend.fewest_unseen(seen, test, num_items))
+    items its user never had (``seen``: every pair the users had), or among all of them where a user has fewer
+    (``short_users``: how many test rows those are); ``interactions``: how many were ranked."""
+    negatives = min(RANKING_NEGATIVES, num_items - 1)
     found = recommend.ranking_metrics(model, seen, test, num_items, k=10, negatives=negatives, seed=seed)
-    return {**found, "negatives": negatives, "users": len(test)}
+    return {**found, "negatives": negatives, "short_users": recommend.short_users(seen, test, num_items, negatives),
+            "interactions": len(test)}
 
 
 def _read_ratings(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
@@ -431,6 +434,10 @@ def _read_ratings(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, lis
     if cfg.train.task != "regression":
         raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}: a recommender's CSV of ratings trains "
                          "task = 'regression', or 'ranking' from the (user, item) interactions alone")
+    header = datasets.csv_header(cfg.data["path"], **_csv_encoding(cfg))
+    if cfg.data["label"] not in header and set(id_columns(cfg)) <= set(header):
+        raise ValueError(f"'{cfg.data['path']}' has no rating column {cfg.data['label']!r} (data.label; its columns: "
+                         f"{header}): a CSV of interactions without ratings trains train.task = 'ranking'")
     pairs, ratings, users, items = datasets.load_ratings(cfg.data["path"], *id_columns(cfg), rating=cfg.data["label"],
                                                          **_csv_encoding(cfg))
     return pairs, ratings, {"user": list(users), "item": list(items)}  # each map's keys are in index order
@@ -731,6 +738,7 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         writer.writerows(result.history)
     metrics = {
         "data": split.description,
+        "data_sha256": _file_digest(cfg.data["path"]),  # evaluate and recommend rebuild the split from the file
         "validation": result.metrics,
         "test": test,
         "test_confusion_matrix": confusion.tolist() if confusion is not None else None,
@@ -754,6 +762,28 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     report.plots_png(str(out / "plots.png"), result.history, metrics)  # with matplotlib installed
     log.info("run written to %s", out)
     return metrics
+
+
+def _file_digest(path: str | None) -> str | None:
+    """The SHA-256 of a data file (None for a built-in set or a folder)."""
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _training_split(run_dir: Path, cfg: RunConfig) -> datasets.Split:
+    """A finished run's split, read again from its data: its file must be the one it trained on (metrics.json's
+    digest), or the test split (and what each user had) would be other rows."""
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    wrote = metrics.get("data_sha256")
+    if wrote is not None and _file_digest(cfg.data["path"]) != wrote:
+        raise ValueError(f"'{cfg.data['path']}' has changed since '{run_dir}' trained on it: its test split (and "
+                         "what each user had) would be read from other rows; restore the file, or train again")
+    return load_data(cfg)
 
 
 def _global_batch(result: Any) -> int:
@@ -897,14 +927,21 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
 
     cfg, model = load_run(run_dir)
     if cfg.train.task == "ranking":  # test items ranked among items their users never had in the training file
-        split = load_data(cfg)
+        split = _training_split(Path(run_dir), cfg)
         if input_path is None:
             return ranking_metrics(model, split.x_train, split.x_test, model.options["num_items"], cfg.data["seed"])
         new = _read_rows(cfg, input_path, None, (), (), labelled=False, ids=run_ids(run_dir))[0]
-        return ranking_metrics(model, np.concatenate([split.x_train, split.x_test]), new, model.options["num_items"],
-                               cfg.data["seed"])
+        seen = np.concatenate([split.x_train, split.x_test])
+        items = model.options["num_items"]
+        had = np.isin(new[:, 0] * items + new[:, 1], seen[:, 0] * items + seen[:, 1])  # (user, item) as one number
+        if had.any():
+            ids = run_ids(run_dir)
+            u, i = new[np.flatnonzero(had)[0]]
+            raise ValueError(f"'{input_path}' has {int(had.sum())} interaction(s) the training file has too, such as "
+                             f"({ids['user'][u]!r}, {ids['item'][i]!r}): a ranker is tested on items new to the user")
+        return ranking_metrics(model, seen, new, items, cfg.data["seed"])
     if input_path is None:
-        split = load_data(cfg)
+        split = _training_split(Path(run_dir), cfg)
         x, y = split.x_test, split.y_test
     else:
         x, y = read_labelled(cfg, input_path, model, run_ids(run_dir))
@@ -1050,6 +1087,8 @@ def _check_output(path: str | os.PathLike) -> None:
     folder = Path(path).absolute().parent
     if not folder.is_dir():
         raise FileNotFoundError(f"--output '{path}': the folder '{folder}' does not exist")
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"--output '{path}' is a folder: name the CSV file to write")
 
 
 def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
@@ -1111,8 +1150,15 @@ def recommend_file(run_dir: str | os.PathLike, output_path: str | os.PathLike, u
     cfg, model = load_run(run_dir)
     ids = run_ids(run_dir)
     if ids is None:
-        raise ValueError(f"'{run_dir}' did not train on a CSV of ratings or interactions (it has no {IDS_FILE}): "
-                         "recommend names users and items by the ids such a file gives them")
+        trained = cfg.data["path"] is not None and registry.get(cfg.model["name"]).pairs
+        raise ValueError(f"'{run_dir}' has no {IDS_FILE}" + (f" (it trained on '{cfg.data['path']}': the file was "
+                         "removed)" if trained else ": it did not train a recommender on a CSV of ratings or "
+                         "interactions") + "; recommend names users and items by the ids such a file gives them")
+    if cfg.train.task != "ranking":
+        log.warning("'%s' trained on ratings: its recommendations are the highest predicted ratings, which favour "
+                    "items few have rated; a ranker (train.task = 'ranking' on the same file) learns what users pick",
+                    run_dir)
+    users = list(dict.fromkeys(users))  # each user once
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"--k must be an integer >= 1, got {k!r}")
     index = {u: i for i, u in enumerate(ids["user"])}
@@ -1120,7 +1166,7 @@ def recommend_file(run_dir: str | os.PathLike, output_path: str | os.PathLike, u
     if unknown:
         raise ValueError(f"--users {unknown[0]!r} is not a user of the run's training file ({len(index)} users, "
                          f"such as {ids['user'][:3]}){did_you_mean(unknown[:1], list(index))}")
-    split = load_data(cfg)  # what each user had: not recommended again
+    split = _training_split(Path(run_dir), cfg)  # what each user had: not recommended again
     had = np.concatenate([split.x_train, split.x_test])
     chosen = np.array([index[u] for u in users] if users else np.arange(len(ids["user"])), dtype=np.int64)
     items, scores = recommend.top_items(model, chosen, model.options["num_items"], k=k, exclude=had)
