@@ -345,6 +345,7 @@ def _read_path(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[s
 
 
 def _check_path_exists(cfg: RunConfig) -> None:
+    """data.path names a file or folder that is there (a relative one: from the current directory)."""
     if not Path(cfg.data["path"]).exists():
         where = "" if Path(cfg.data["path"]).is_absolute() else f" (read from the current directory, {os.getcwd()})"
         raise FileNotFoundError(f"data.path '{cfg.data['path']}' in {cfg.source} does not exist{where}")
@@ -452,7 +453,8 @@ def _without_statistics(model: dict[str, Any], given: dict[str, Any]) -> dict[st
 
 
 def _check_not_folder_settings(cfg: RunConfig) -> None:
-    """data.image_size, image_mode and stream read an image folder's images: given for a file, an error."""
+    """data.image_size, image_mode, stream and on_bad_file read an image folder's images: given for a file, an
+    error."""
     for key in ("image_size", "image_mode", "stream", "on_bad_file"):
         if cfg.data[key] is not None:
             what = "sizes" if key.startswith("image") else "reads"
