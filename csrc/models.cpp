@@ -278,9 +278,11 @@ std::pair<at::Tensor, at::Tensor> user_item(const std::vector<at::Tensor>& input
   const int64_t max_user = user.numel() ? user.max().item<int64_t>() : 0;
   const int64_t max_item = item.numel() ? item.max().item<int64_t>() : 0;
   TORCH_CHECK_VALUE(max_user < users && (!user.numel() || user.min().item<int64_t>() >= 0), "user id ", max_user,
-                    " is outside the ", users, " users the model was built for (ids unseen at training time)");
+                    " is outside the ", users, " users the model was built for (ids unseen at training time: "
+                    "build it with num_users covering every id, e.g. finetune.train(..., num_users=N))");
   TORCH_CHECK_VALUE(max_item < items && (!item.numel() || item.min().item<int64_t>() >= 0), "item id ", max_item,
-                    " is outside the ", items, " items the model was built for (ids unseen at training time)");
+                    " is outside the ", items, " items the model was built for (ids unseen at training time: "
+                    "build it with num_items covering every id, e.g. finetune.train(..., num_items=N))");
   return {user, item};
 }
 
