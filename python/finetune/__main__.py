@@ -299,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in PROGRAMS:
         return _run_program(args.command, program_args if program_args is not None else args.args)
     handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "recommend": _recommend,
-                "find-lr": _find_lr,
-                "tune": _tune, "compare": _compare, "datasets": _datasets}
+                "find-lr": _find_lr, "tune": _tune, "compare": _compare, "datasets": _datasets}
     try:
         if args.command == "demo":
             from .demo import run_demo

@@ -271,14 +271,9 @@ class ImageFolder:
     def __init__(self, path: str | os.PathLike, size: int | tuple[int, int] = 224, mode: str = "RGB",
                  classes: list[str] | None = None, augment: bool = False, mean: Any = None, std: Any = None,
                  on_bad_file: str = "error"):
-        _pillow()
-        if mode not in ("L", "RGB"):
-            raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
+        sizes = _image_size(size, mode)
         if on_bad_file not in ("error", "skip"):
             raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
-        sizes = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
-        if len(sizes) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
-            raise ValueError(f"size must be an int >= 1 or (height, width), got {size!r}")
         channels = 1 if mode == "L" else 3
         self.mean = self.std = None
         if (mean is None) != (std is None):
@@ -347,12 +342,7 @@ class ImageFiles:
 
     def __init__(self, files: str | os.PathLike | Sequence[str | os.PathLike], size: int | tuple[int, int] = 224,
                  mode: str = "RGB"):
-        _pillow()
-        if mode not in ("L", "RGB"):
-            raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
-        sizes = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
-        if len(sizes) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
-            raise ValueError(f"size must be an int >= 1 or (height, width), got {size!r}")
+        sizes = _image_size(size, mode)
         self.files = image_files(files) if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
         self.size, self.mode = sizes, mode
 
@@ -361,6 +351,18 @@ class ImageFiles:
 
     def __getitem__(self, i: int) -> np.ndarray:
         return read_image(self.files[i], self.size, self.mode)
+
+
+def _image_size(size: int | tuple[int, int], mode: str) -> tuple[int, int]:
+    """ImageFolder's and ImageFiles' (height, width) from ``size`` (an int: square), with Pillow there and ``mode``
+    "L" or "RGB"; a ValueError naming the argument otherwise."""
+    _pillow()
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
+    sizes = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
+    if len(sizes) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+        raise ValueError(f"size must be an int >= 1 or (height, width), got {size!r}")
+    return sizes
 
 
 def read_image(file: str | os.PathLike, size: tuple[int, int], mode: str, rng: random.Random | None = None) -> np.ndarray:

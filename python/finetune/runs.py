@@ -932,12 +932,12 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
         split = _training_split(Path(run_dir), cfg)
         if input_path is None:
             return ranking_metrics(model, split.x_train, split.x_test, model.options["num_items"], cfg.data["seed"])
-        new = _read_rows(cfg, input_path, None, (), (), labelled=False, ids=run_ids(run_dir))[0]
+        ids = run_ids(run_dir)
+        new = _read_rows(cfg, input_path, None, (), (), labelled=False, ids=ids)[0]
         seen = np.concatenate([split.x_train, split.x_test])
         items = model.options["num_items"]
         had = np.isin(new[:, 0] * items + new[:, 1], seen[:, 0] * items + seen[:, 1])  # (user, item) as one number
         if had.any():
-            ids = run_ids(run_dir)
             u, i = new[np.flatnonzero(had)[0]]
             raise ValueError(f"'{input_path}' has {int(had.sum())} interaction(s) the training file has too, such as "
                              f"({ids['user'][u]!r}, {ids['item'][i]!r}): a ranker is tested on items new to the user")
@@ -1142,7 +1142,6 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
     return len(rows)
 
 
-
 def recommend_file(run_dir: str | os.PathLike, output_path: str | os.PathLike, users: Sequence[str] = (),
                    k: int = 10) -> int:
     """Writes each user's ``k`` best items by a recommender run's model -- a ranker's scores, or a rating model's
@@ -1182,6 +1181,7 @@ def recommend_file(run_dir: str | os.PathLike, output_path: str | os.PathLike, u
                     writer.writerow([ids["user"][user], rank, ids["item"][item], f"{score:.6g}"])
                     rows += 1
     return rows
+
 
 def find_lr(cfg: RunConfig, steps: int = 100) -> Any:
     """finetune.find_lr's range test for the config's model on its training split (an LrFinderResult)."""

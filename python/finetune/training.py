@@ -313,10 +313,6 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
                              f"is streamed ({type(x).__name__}): build the model first and pass it "
                              f"(finetune.build({entry.name!r}, ...) with its options, or your nn.Module)")
         inputs, targets = stream
-        if cfg.task == "classification" and entry is not None:  # its head is as wide as the labels say
-            if not task_given:
-                check_not_quantities(targets, gaps=True)
-            _check_class_ids(targets)
     else:
         rows = sampled_text_rows(x, y, cfg)
         if entry is not None and recipe == "auto":  # options the recipe picks from the sample ("minilm"'s layers)
@@ -332,10 +328,12 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
             x = registry.encode_for(model, x, rows)  # a model built by name before: its texts, its category columns
         inputs = data.features(x, "X", dtype, examples=data.length(y), missing=missing)
         targets = data.targets(y, "y", cfg.task, inputs[0].shape[0])
-        if cfg.task == "classification" and not task_given:  # the default task: do the labels look like classes?
+    # A stream's labels are checked where finetune sizes the head by them (a built-in model); in memory, always
+    if cfg.task == "classification" and (stream is None or entry is not None):
+        if not task_given:  # the default task: do the labels look like classes?
             # Gaps matter where the head is sized by the labels; a model's own head may have classes y lacks.
             check_not_quantities(targets, gaps=entry is not None or head == "new")
-        if cfg.task == "classification" and entry is not None:  # a model passed in may keep a wider head
+        if entry is not None:  # a model passed in may keep a wider head
             _check_class_ids(targets)
     val_inputs = val_targets = None
     if val is not None:
