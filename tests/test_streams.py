@@ -306,7 +306,7 @@ def test_an_image_folder_streams_the_images_load_image_folder_decodes(tmp_path):
 def test_a_built_in_image_model_is_sized_by_a_streamed_folder_first_image(tmp_path):
     """finetune.train("cnn", ImageFolder(...)) builds the CNN from the first image's shape and the labels (an image
     model's options are all sizes), to the run the decoded arrays give; evaluate reads another folder with some of
-    the classes by their names, predict a folder of new images (ImageFiles); a subset of the folder (a split's
+    the classes by their names, predict a folder of new images (ImageFiles) as ids that result.classes names; a subset of the folder (a split's
     rows) reads those images alone."""
     root = _image_folder(tmp_path / "images")
     x, y, _ = finetune.datasets.load_image_folder(root, size=(12, 10), mode="L")
@@ -326,6 +326,7 @@ def test_a_built_in_image_model_is_sized_by_a_streamed_folder_first_image(tmp_pa
     new = finetune.datasets.ImageFiles(root / "cat", size=(12, 10), mode="L")  # new images, no labels
     assert len(new) == len(cats) and (finetune.predict(streamed.model, new) ==
                                       finetune.predict(streamed.model, x[cats])).all()
+    assert streamed.classes == ["ant", "bee", "cat"] and in_memory.classes is None  # the ids' names (ids: none)
     shutil.copytree(root / "bee", some / "wasp")
     with pytest.raises(ValueError, match=r"has class folder\(s\) \['wasp'\] not among the classes \['ant', 'bee', 'cat'\]"):
         finetune.evaluate(streamed.model, finetune.datasets.ImageFolder(some, size=(12, 10), mode="L"))

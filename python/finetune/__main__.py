@@ -107,8 +107,9 @@ def _run_program(command: str, args: list[str]) -> int:
 CONFIG_HELP = f"""\
 a run config has the tables (see examples/*.toml):
   [data]   dataset = a built-in set (finetune datasets), or path = a .csv/.npz file with label = its target
-           column, or a folder of images with a sub-folder per class; val_fraction (0.2 of the training rows
-           held out for validation), test_fraction (0.2 of a file's rows held out for its test split), seed (0);
+           column, or a folder of images with a sub-folder per class; val_fraction (the training rows held
+           out for validation: the recipe's 0.2, none before SetFit-style pairs; 0.2 for settings as given; the
+           recipe refits on them), test_fraction (0.2 of a file's rows held out for its test split), seed (0);
            encoding, encoding_errors for a CSV; text (a text model's column); user, item (a recommender's id
            columns); image_size, image_mode, stream, on_bad_file (a folder's images: their size, L or RGB, read a
            batch at a time, a file that cannot be read skipped)

@@ -5,7 +5,8 @@ A run config has three tables:
     [data]    dataset = "digits"  (a built-in set)  or  path = "train.csv" / "train.npz", label = "label"
               (a text model's CSV: text = its column of texts), or path = "photos/" (a sub-folder of images per
               class; image_size = 32, image_mode = "RGB" where the model does not fix them)
-              val_fraction = 0.2 (validation), test_fraction = 0.2 (a file's test split), seed = 0
+              val_fraction (validation: the recipe's own slice, which the returned model is refit on; 0.2 of
+              the training rows for settings as given), test_fraction = 0.2 (a file's test split), seed = 0
     [model]   name = "cnn" and the model's options (channels = [16, 32], ...); sizes come from the data
     [train]   any TrainConfig field (epochs, lr, schedule, freeze, ...)
     [lora]    optional: LoRA adapters (r, alpha, dropout, targets, merge), as finetune.train(lora=...)
@@ -47,7 +48,9 @@ from .config import TrainConfig, config_fields, did_you_mean
 log = logging.getLogger("finetune")
 
 TEST_FRACTION = 0.2  # a file's rows held out as its test split (a built-in set has a test split of its own)
-DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": 0.2, "test_fraction": None, "seed": 0,
+# val_fraction None: the recipe's own slice (rule 1: 20% of each class, none where no decision reads one), 0.2 of the
+# training split for settings run as given and for tune
+DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": None, "test_fraction": None, "seed": 0,
              "encoding": None, "encoding_errors": None,  # a CSV's text encoding (None: utf-8, strict)
              "text": None,  # a text model's column of texts (None: the CSV's one column besides the label)
              "image_size": None, "image_mode": None,  # an image folder's (None: the model's, else 32 and by its files)
@@ -151,7 +154,7 @@ def _check_data(data: dict[str, Any], source: str) -> None:
     for key, share in (("val_fraction", "the training rows held out for validation"),
                        ("test_fraction", "a file's rows held out as its test split")):
         fraction = data[key]
-        if fraction is None and key == "test_fraction":
+        if fraction is None:
             continue
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
             fail(key, f"a number between 0 and 1, both excluded (the share of {share})")
@@ -640,9 +643,17 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     # A [train] table that shapes nothing runs the recipe, as finetune.train does by default; a key the file sets
     # counts as given at any value (lr = 0.01 runs as given), which a TrainConfig cannot tell train(): say it.
     as_given = training.recipe_for(cfg.train, cfg.train_given)[0] == "none"
-    val_train, val = validation_split(cfg, split)
-    x_fit, y_fit = rows_of(split.x_train, val_train), rows_of(split.y_train, val_train)
-    x_val, y_val = rows_of(split.x_train, val), rows_of(split.y_train, val)
+    # The recipe carves its validation slice from the training split itself (data.val_fraction, else its own
+    # default), decides on it, then refits the kept phase on the whole split: the slice trains the returned model,
+    # as finetune.train without val does. Settings run as given early-stop on the slice the run carves here.
+    val_fraction, x_val, y_val = None if as_given else cfg.data["val_fraction"], None, None
+    x_fit, y_fit = split.x_train, split.y_train
+    if val_fraction is not None:
+        validation_split(cfg, split)  # a fraction that leaves either side empty: an error naming data.val_fraction
+    if as_given:
+        val_train, val = validation_split(cfg, split)
+        x_fit, y_fit = rows_of(split.x_train, val_train), rows_of(split.y_train, val_train)
+        x_val, y_val = rows_of(split.x_train, val), rows_of(split.y_train, val)
     x_test = split.x_test
     entry, options = registry.get(cfg.model["name"]), _options(cfg)
     if entry.every_split:  # id tables that must hold every id of the data, test split included
@@ -652,7 +663,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         options.update({k: v for k, v in every.items() if k in entry.every_split})
     options = entry.choose_options(x_fit, options)  # from the training inputs, once (MiniLM: max_length=0)
     x_fit = entry.encode_inputs(x_fit, options, training.sampled_text_rows(x_fit, y_fit, train_cfg))  # texts: ids
-    x_val, x_test = (entry.encode_inputs(x, options) for x in (x_val, x_test))
+    x_test = entry.encode_inputs(x_test, options)
+    val_data = (entry.encode_inputs(x_val, options), y_val) if as_given else None
     events = None  # each epoch's scalars, written as the epoch ends (tensorboard --logdir runs shows them live)
     if writer_class is not None and distributed.process_rank() == 0:  # under torchrun, rank 0 writes the run
         if resume:  # the interrupted run's events: the resumed run writes them all again at its end
@@ -672,8 +684,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     start = time.perf_counter()
     try:
         try:
-            result = finetune.train(entry.name, (x_fit, y_fit), val=(x_val, y_val), config=train_cfg,
-                                    callback=on_event, lora=cfg.lora, resume=resume,
+            result = finetune.train(entry.name, (x_fit, y_fit), val=val_data, val_fraction=val_fraction,
+                                    config=train_cfg, callback=on_event, lora=cfg.lora, resume=resume,
                                     recipe="none" if as_given else None, task=cfg.train.task,  # decided by load_data
                                     **options)
         except BaseException as error:

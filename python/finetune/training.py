@@ -66,7 +66,8 @@ class Result:
     # A streamed train_data (finetune.streams): its workers, batches read (ahead, or when asked) and the loop's
     # seconds waiting for them (a recipe's: over all its phases); None for data in memory
     streaming: dict[str, Any] | None = None
-    # y's string labels in class-id order (the probabilities' columns); None where y held class ids or values
+    # y's string labels in class-id order (the probabilities' columns), or a dataset's class names (an
+    # ImageFolder's sub-folders, whose labels are their ids: predict's ids index them); None for ids or values
     classes: list[str] | None = None
 
     def plot(self, axes: Any = None) -> Any:
@@ -543,6 +544,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     remember_training(result.model, TrainedFor(result.config.task, data.column_names(x), tuple(run.targets.shape[1:]),
                                                data.example_shape(x), run.classes,
                                                tuple(named) if isinstance(named, (list, tuple)) else None))
+    if isinstance(named, (list, tuple)):  # an ImageFolder's sub-folders: predict gives ids, these name them
+        result.classes = list(named)
     if run.classes is not None:
         result.classes = list(run.classes)
         if result.class_counts is not None:
