@@ -1171,6 +1171,62 @@ def test_an_image_folder_is_read_at_the_size_the_model_fixes(capsys, tmp_path):
 
 
 
+def test_an_image_folder_is_read_at_the_scale_the_model_was_pretrained_on(capsys, tmp_path):
+    """digit_cnn's folder is read at MNIST's normalisation, as its weights were trained (data.image_mean / image_std
+    say otherwise; "cnn" from scratch reads [0, 1]), written to config.toml, so that predict and evaluate read new
+    images alike; a run directory written before the setting reads them in [0, 1], as it trained. Bad values, or
+    the setting for a file or a built-in set, are errors naming it."""
+    import finetune
+    from finetune import datasets
+
+    _image_folder(tmp_path / "photos", per_class=6, seed=0, mode="L")
+    files = [f for c in ("across", "down") for f in sorted((tmp_path / "photos" / c).iterdir())]
+    raw = np.stack([datasets.read_image(f, (28, 28), "L") for f in files])
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "photos"}"\n[model]\nname = "digit_cnn"\n')
+    for overrides, scaled in (([], (raw - 0.1307) / 0.3081), (["data.image_mean=0.5", "data.image_std=[0.25]"],
+                                                              (raw - 0.5) / 0.25)):
+        cfg = runs.load_config(tmp_path / "run.toml", overrides)
+        split = runs.load_data(cfg)
+        together = np.concatenate([split.x_train, split.x_test])
+        assert together.shape == raw.shape and np.allclose(np.sort(together.ravel()), np.sort(scaled.ravel()), atol=1e-5)
+    cfg = runs.load_config(tmp_path / "run.toml", ['model.name="cnn"', "data.image_size=28"])
+    assert runs.load_data(cfg).x_train.min() >= 0 and cfg.data["image_mean"] is None  # from scratch: [0, 1]
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "train.epochs=1", "--out", str(tmp_path / "r"),
+                         "--quiet")
+    assert code == 0, err
+    written = tomllib.loads((tmp_path / "r" / "config.toml").read_text())["data"]
+    assert (written["image_mean"], written["image_std"]) == (0.1307, 0.3081)
+    model = finetune.load(tmp_path / "r")
+    for run_dir, images in ((tmp_path / "r", (raw - 0.1307) / 0.3081), (tmp_path / "old", raw)):
+        if run_dir.name == "old":  # a run directory from before data.image_mean: it trained on [0, 1]
+            shutil.copytree(tmp_path / "r", run_dir)
+            text = (run_dir / "config.toml").read_text()
+            (run_dir / "config.toml").write_text(text.replace("image_mean = 0.1307\n", "").replace(
+                "image_std = 0.3081\n", ""))
+        code, err = run_main(capsys, "predict", str(run_dir), "--input", str(tmp_path / "photos"), "--output",
+                             str(tmp_path / "p.csv"))
+        assert code == 0, err
+        with open(tmp_path / "p.csv") as f:
+            probabilities = [float(r["p_across"]) for r in csv.DictReader(f)]
+        expected = finetune.predict(model, images.astype(np.float32), output="probabilities")[:, 0]
+        np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n2,1\n")
+    (tmp_path / "builtin.toml").write_text('[data]\ndataset = "digits"\n[model]\nname = "cnn"\n')
+    for config, overrides, messages in (
+            ("run.toml", ["data.image_mean=0.5"], ["data.image_mean = 0.5 in", "give both"]),
+            ("run.toml", ["data.image_mean=0.5", "data.image_std=0"], ["data.image_std must be a number or a list of "
+                                                                        "one per channel", "each > 0", "got 0"]),
+            ("run.toml", ["data.image_mean=[0.1, 0.2]", "data.image_std=1"], ["data.image_mean must be a number"]),
+            ("run.toml", ["data.image_mean=[0.1, 0.2, 0.3]", "data.image_std=1"],
+             ["data.image_mean = [0.1, 0.2, 0.3] and image_std = 1 in", "one per channel of the L images"]),
+            ("run.toml", [f'data.path="{tmp_path / "t.csv"}"', "data.image_mean=0", "data.image_std=1"],
+             ["data.image_mean = 0 in", "scales the images of a folder", "t.csv' is a file: leave image_mean out"]),
+            ("builtin.toml", ["data.image_mean=0", "data.image_std=1"], ["data.image_mean = 0 in", "dataset 'digits' "
+                                                                          "is a built-in set: leave image_mean out"])):
+        code, err = run_main(capsys, "train", str(tmp_path / config), *overrides, "--out", str(tmp_path / "bad"))
+        assert_one_line_error(code, err, *messages)
+
+
 def test_an_image_folder_larger_than_memory_streams_to_the_same_run(capsys, tmp_path, monkeypatch):
     """An image folder whose images would take more than IN_MEMORY_GB decoded, or that train.num_workers are to
     decode, is read a batch at a time (the choice written to config.toml as data.stream): the recipe trains,

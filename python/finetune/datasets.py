@@ -274,16 +274,7 @@ class ImageFolder:
         sizes = _image_size(size, mode)
         if on_bad_file not in ("error", "skip"):
             raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
-        channels = 1 if mode == "L" else 3
-        self.mean = self.std = None
-        if (mean is None) != (std is None):
-            raise ValueError("mean and std normalise together: pass both or neither")
-        if mean is not None:
-            self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-            self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
-            if self.mean.shape[0] != channels or self.std.shape[0] != channels or not (self.std > 0).all():
-                raise ValueError(f"mean and std need {channels} value(s) for mode {mode!r} (std > 0), got mean={mean!r}, "
-                                 f"std={std!r}")
+        self.mean, self.std = normalisation(mean, std, mode)
         self.root, self.size, self.mode, self.augment = Path(path), sizes, mode, bool(augment)
         self.classes, files = _scan_image_folder(self.root, classes)
         self.skipped: list[str] = []
@@ -307,9 +298,7 @@ class ImageFolder:
         file, label = self.samples[i]
         array = read_image(file, self.size, self.mode, random.Random(seed) if self.augment and seed is not None
                            else None)
-        if self.mean is not None:
-            array = (array - self.mean) / self.std
-        return np.ascontiguousarray(array), label
+        return normalised(array, self.mean, self.std), label
 
     def subset(self, indices: Sequence[int]) -> "ImageFolder":
         """The folder's images at ``indices`` (a split's rows), read as these are, with the same classes."""
@@ -337,12 +326,14 @@ class ImageFolder:
 class ImageFiles:
     """New images to predict, read one at a time as ImageFolder reads them -- (C, H, W) float32 in [0, 1] at ``size``
     (an int: square; or (height, width)) and ``mode`` ("RGB" or "L") -- a dataset without labels, its items the
-    images: ``finetune.predict(model, ImageFiles("photos/new", size=224))``. ``files``: a folder (every image in it
-    and its sub-folders, in sorted order: ``image_files``) or a list of files; ``files`` holds them in item order."""
+    images: ``finetune.predict(model, ImageFiles("photos/new", size=224))``, normalised by ``mean``/``std`` as the
+    training folder was. ``files``: a folder (every image in it and its sub-folders, in sorted order:
+    ``image_files``) or a list of files; ``files`` holds them in item order."""
 
     def __init__(self, files: str | os.PathLike | Sequence[str | os.PathLike], size: int | tuple[int, int] = 224,
-                 mode: str = "RGB"):
+                 mode: str = "RGB", mean: Any = None, std: Any = None):
         sizes = _image_size(size, mode)
+        self.mean, self.std = normalisation(mean, std, mode)
         self.files = image_files(files) if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
         self.size, self.mode = sizes, mode
 
@@ -350,7 +341,31 @@ class ImageFiles:
         return len(self.files)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return read_image(self.files[i], self.size, self.mode)
+        return normalised(read_image(self.files[i], self.size, self.mode), self.mean, self.std)
+
+
+def normalisation(mean: Any, std: Any, mode: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """ImageFolder's and ImageFiles' ``mean`` and ``std`` as (C, 1, 1) arrays (one value, or one per channel of
+    ``mode``), or (None, None); a ValueError naming them otherwise."""
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std normalise together: pass both or neither")
+    if mean is None:
+        return None, None
+    channels = 1 if mode == "L" else 3
+    try:
+        means, stds = (np.broadcast_to(np.asarray(v, dtype=np.float32).reshape(-1), (channels,)).reshape(-1, 1, 1)
+                       for v in (mean, std))
+    except (TypeError, ValueError):
+        means = stds = None
+    if means is None or not np.isfinite(means).all() or not (stds > 0).all() or not np.isfinite(stds).all():
+        raise ValueError(f"mean and std need 1 or {channels} finite value(s) for mode {mode!r} (std > 0), got "
+                         f"mean={mean!r}, std={std!r}")
+    return means, stds
+
+
+def normalised(images: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None) -> np.ndarray:
+    """Images in [0, 1] ((C, H, W), or (N, C, H, W)) less ``mean``, over ``std`` ((C, 1, 1) each), where given."""
+    return np.ascontiguousarray(images if mean is None else ((images - mean) / std).astype(np.float32))
 
 
 def _image_size(size: int | tuple[int, int], mode: str) -> tuple[int, int]:

@@ -88,6 +88,9 @@ class ModelEntry:
     missing: bool = False  # its inputs may hold NaN, which the model fills itself ("mlp": MlpOptions::missing_columns)
     texts: bool = False  # its X is texts: a run config's CSV gives them as one column (data.text)
     pairs: bool = False  # its X is (user, item) id pairs: a run config's CSV gives them as two columns of ids
+    # The (mean, std) an image model's pretraining normalised its [0, 1] pixels by: a run config's image folder is
+    # read at that scale unless data.image_mean / image_std say otherwise (None: pixels in [0, 1])
+    image_mean_std: tuple[float, float] | None = None
 
     def build_saved(self, options: dict[str, Any]) -> Any:
         """The model a run directory saved with ``options``, an option it predates at the value it meant then."""
@@ -246,7 +249,8 @@ def register_model(name: str, *, infer_options: Infer | None = None, encode: Enc
                    trained_weights: Callable[[dict[str, Any]], bool] | None = None,
                    choose: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
                    mask_input: int | None = None, recipe: str = "default",
-                   saved_before: dict[str, Any] | None = None, texts: bool = False) -> Callable:
+                   saved_before: dict[str, Any] | None = None, texts: bool = False,
+                   image_mean_std: tuple[float, float] | None = None) -> Callable:
     """Decorator: the factory's keyword parameters are the model's options, their defaults the defaults and their
     annotations (int, float, bool, str, list) the types checked. ``infer_options(inputs, targets, task)`` returns
     the options the data decides; ``encode(X, options)`` turns what users pass into numbers, where it is not;
@@ -254,12 +258,14 @@ def register_model(name: str, *, infer_options: Infer | None = None, encode: Enc
     which of its inputs is an attention mask (batches are then cut to their longest row); ``recipe`` the rules
     recipe="auto" trains it by (finetune.recipe.FAMILIES); ``saved_before`` the options added since run directories
     saved the model's options, at the value their absence meant; ``texts`` whether its X is texts (a run config's
-    CSV then gives them as one column)."""
+    CSV then gives them as one column); ``image_mean_std`` the normalisation of the pixels its weights were trained
+    on (a run config's image folder is read at it)."""
     def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
         defaults = _signature_defaults(factory)
         _add(ModelEntry(name, factory, defaults, _option_types(factory, defaults), infer_options or _nothing_inferred,
                         encode, tuple(every_split), example_shape, trained_weights=trained_weights, choose=choose,
-                        mask_input=mask_input, recipe=recipe, saved_before=dict(saved_before or {}), texts=texts))
+                        mask_input=mask_input, recipe=recipe, saved_before=dict(saved_before or {}), texts=texts,
+                        image_mean_std=image_mean_std))
         return factory
 
     return decorator
@@ -592,7 +598,7 @@ def _infer_digit_cnn(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task
 
 
 @register_model("digit_cnn", infer_options=_infer_digit_cnn, example_shape=lambda o: (1, 28, 28),
-                trained_weights=lambda o: o["pretrained"])
+                trained_weights=lambda o: o["pretrained"], image_mean_std=(0.1307, 0.3081))  # MNIST's
 def digit_cnn(num_classes: int = 10, pretrained: bool = True) -> torch.nn.Module:
     """finetune.pretrained.digit_cnn: digit-recognizer-py's MNIST CNN (a new head for other than 10 classes)."""
     from . import pretrained as weights

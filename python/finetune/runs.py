@@ -55,6 +55,9 @@ DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": No
              "text": None,  # a text model's column of texts (None: the CSV's one column besides the label)
              "image_size": None, "image_mode": None,  # an image folder's (None: the model's, else 32 and by its files)
              "user": None, "item": None,  # a recommender's CSV's id columns (None: "user" and "item")
+             # an image folder's pixels, in [0, 1], normalised as (x - mean) / std: a number or one per channel (None:
+             # the model's pretraining's, registry's image_mean_std -- "digit_cnn": MNIST's --, else none)
+             "image_mean": None, "image_std": None,
              "stream": None,  # an image folder read a batch at a time (None: where it decodes to > IN_MEMORY_GB)
              "on_bad_file": None}  # an image folder's file Pillow cannot read: "error" (None) or "skip"
 FAILED_FILE = "failed.txt"  # a run that stopped on an error, not an interruption: its message (a new run replaces it)
@@ -168,11 +171,22 @@ def _check_data(data: dict[str, Any], source: str) -> None:
         fail("image_size", "an integer >= 1 (square images) or [height, width]")
     if data["image_mode"] is not None and data["image_mode"] not in ("L", "RGB"):
         fail("image_mode", "'L' (grayscale) or 'RGB'")
+    for key in ("image_mean", "image_std"):
+        values = data[key] if isinstance(data[key], list) else [data[key]]
+        if data[key] is not None and (len(values) not in (1, 3) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and
+                (key == "image_mean" or v > 0) for v in values)):
+            fail(key, "a number or a list of one per channel (3 for RGB)" + (", each > 0" if key == "image_std" else ""))
+    if (data["image_mean"] is None) != (data["image_std"] is None):
+        given = "image_mean" if data["image_mean"] is not None else "image_std"
+        raise ValueError(f"data.{given} = {data[given]!r} in {source} normalises an image folder's pixels with "
+                         f"data.{'image_std' if given == 'image_mean' else 'image_mean'}: give both (or neither: the "
+                         "model's own)")
     if data["stream"] is not None and not isinstance(data["stream"], bool):
         fail("stream", "true (read an image folder a batch at a time) or false (decode it into memory)")
     if data["on_bad_file"] is not None and data["on_bad_file"] not in ("error", "skip"):
         fail("on_bad_file", "'error' (a file Pillow cannot read stops the run) or 'skip' (left out, listed)")
-    for key in ("text", "image_size", "image_mode", "stream", "on_bad_file", "user", "item"):
+    for key in ("text", "image_size", "image_mode", "image_mean", "image_std", "stream", "on_bad_file", "user", "item"):
         if data[key] is not None and data["dataset"] is not None:
             raise ValueError(f"data.{key} = {data[key]!r} in {source} is for a file or folder of your own, and "
                              f"dataset {data['dataset']!r} is a built-in set: leave {key} out")
@@ -378,6 +392,10 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolde
         raise ValueError(f"image folder '{d['path']}' has one class folder ({folder.classes[0]!r}): a classifier "
                          "needs a sub-folder for each of two classes or more")
     mode, size = image_shape(cfg, [f for f, _ in folder.samples])
+    if d["image_mean"] is None and registry.get(cfg.model["name"]).image_mean_std is not None:
+        # the scale its pretraining saw; written to config.toml, so that predict and evaluate read new images alike
+        d["image_mean"], d["image_std"] = registry.get(cfg.model["name"]).image_mean_std
+    mean, std = image_normalisation(cfg, mode)
     names = np.asarray(folder.classes)[folder.targets]  # the class names: predict writes them
     gigabytes = len(folder) * (1 if mode == "L" else 3) * size[0] * size[1] * 4 / 2**30
     if d["stream"] is None:  # workers decode a streamed folder: given, they stream it
@@ -387,10 +405,20 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolde
                      "data.stream = false decodes them into memory)", d["path"], len(folder), mode, *size, gigabytes,
                      f"above {IN_MEMORY_GB:g} GiB" if gigabytes > IN_MEMORY_GB else
                      f"train.num_workers = {cfg.train.num_workers} decode them")
-    if d["stream"]:
-        folder.size, folder.mode = size, mode  # read at the model's size, as the files are asked for
+    if d["stream"]:  # read at the model's size and scale, as the files are asked for
+        folder.size, folder.mode, folder.mean, folder.std = size, mode, mean, std
         return folder, names
-    return np.stack([datasets.read_image(f, size, mode) for f, _ in folder.samples]), names
+    return np.stack([datasets.normalised(datasets.read_image(f, size, mode), mean, std) for f, _ in folder.samples]), names
+
+
+def image_normalisation(cfg: RunConfig, mode: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(mean, std) of data.image_mean / image_std as ImageFolder takes them, or (None, None): pixels in [0, 1] (a
+    run directory written before them, or trained on arrays, read new images so)."""
+    try:
+        return datasets.normalisation(cfg.data["image_mean"], cfg.data["image_std"], mode)
+    except ValueError:
+        raise ValueError(f"data.image_mean = {cfg.data['image_mean']!r} and image_std = {cfg.data['image_std']!r} in "
+                         f"{cfg.source} need one value, or one per channel of the {mode} images (3 for RGB)") from None
 
 
 def _ranking_split(cfg: RunConfig) -> datasets.Split:
@@ -456,11 +484,11 @@ def _without_statistics(model: dict[str, Any], given: dict[str, Any]) -> dict[st
 
 
 def _check_not_folder_settings(cfg: RunConfig) -> None:
-    """data.image_size, image_mode, stream and on_bad_file read an image folder's images: given for a file, an
-    error."""
-    for key in ("image_size", "image_mode", "stream", "on_bad_file"):
+    """data.image_size, image_mode, image_mean, image_std, stream and on_bad_file read an image folder's images:
+    given for a file, an error."""
+    for key in ("image_size", "image_mode", "image_mean", "image_std", "stream", "on_bad_file"):
         if cfg.data[key] is not None:
-            what = "sizes" if key.startswith("image") else "reads"
+            what = "scales" if key in ("image_mean", "image_std") else "sizes" if key.startswith("image") else "reads"
             raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source} {what} the images of a folder, and "
                              f"'{cfg.data['path']}' is a file: leave {key} out")
 
@@ -1058,10 +1086,11 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
                              f"config.toml; its columns: {header}): evaluate needs the labels")
     if path.is_dir():  # images, read a batch at a time: a sub-folder per class as in training, else every image
         mode, size = folder_shape(cfg)
+        mean, std = image_normalisation(cfg, mode)  # as the training folder was read
         if labelled:
-            folder = datasets.ImageFolder(path, size=size, mode=mode)
+            folder = datasets.ImageFolder(path, size=size, mode=mode, mean=mean, std=std)
             return folder, np.asarray(folder.classes)[folder.targets]
-        return datasets.ImageFiles(datasets.image_files(path), size, mode), None
+        return datasets.ImageFiles(datasets.image_files(path), size, mode, mean=mean, std=std), None
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             wanted = ["X", "y"] if labelled else ["X"]
