@@ -1365,6 +1365,52 @@ def _interactions_csv(path: Path, users: int = 80, items: int = 120, per_user: i
                 writer.writerow([f"u{u}", f"m{chosen[0]}", per_user])  # again: kept once, where it first came
 
 
+def test_a_rankers_holdout_is_each_users_last_by_data_time(capsys, tmp_path):
+    """data.time orders a ranker's interactions before each user's last is held out (numbers or ISO 8601 dates;
+    ties keep the file's order; a pair that comes again is kept at its earliest time): the file shuffled splits as
+    the file sorted by time does. A cell that is not a time, the column missing, or time for a run that is not a
+    ranker's, is one line naming it."""
+    _interactions_csv(tmp_path / "clicks.csv", users=20, items=40, per_user=6)
+    with open(tmp_path / "clicks.csv") as f:
+        rows = list(csv.DictReader(f))
+    rng = np.random.default_rng(1)
+    shuffled = [rows[i] for i in rng.permutation(len(rows))]
+    for name, table, column in (("sorted", rows, "when"), ("shuffled", shuffled, "when"),
+                                ("dates", shuffled, "date")):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["user", "item", column])
+            for r in table:  # dates: the days of 2024 by "when", every other one with a time of day
+                day = int(r["when"])
+                writer.writerow([r["user"], r["item"], r["when"] if column == "when" else
+                                 f"2024-01-{day + 1:02d}" + (" 08:00" if day % 2 else "")])
+    (tmp_path / "run.toml").write_text('[data]\npath = "PATH"\n[model]\nname = "mf"\n[train]\ntask = "ranking"\n')
+
+    def split(name: str, *overrides: str):
+        cfg = runs.load_config(tmp_path / "run.toml", [f'data.path="{tmp_path / name}"', *overrides])
+        found = runs.load_data(cfg)
+        names = [{i: v for i, v in enumerate(found.ids[k])} for k in ("user", "item")]
+        return sorted((names[0][u], names[1][i]) for u, i in found.x_test), len(found.x_train)
+
+    in_order = split("sorted.csv")
+    assert split("sorted.csv", 'data.time="when"') == in_order
+    assert split("shuffled.csv", 'data.time="when"') == in_order
+    assert split("dates.csv", 'data.time="date"') == in_order
+    assert split("shuffled.csv") != in_order  # without data.time: the file's order
+    (tmp_path / "bad.csv").write_text("user,item,when\nu1,m1,3\nu1,m2,last week\n")
+    for overrides, messages in (
+            ([f'data.path="{tmp_path / "bad.csv"}"', 'data.time="when"'],
+             ["bad.csv' row 3: when 'last week' is neither a number nor an ISO 8601 date"]),
+            ([f'data.path="{tmp_path / "sorted.csv"}"', 'data.time="at"'], ["sorted.csv' lacks the column(s) ['at']"]),
+            ([f'data.path="{tmp_path / "sorted.csv"}"', 'data.time="when"', 'train.task="regression"'],
+             ["data.time = 'when' in", "orders a ranker's interactions", "leave time out"]),
+            ([f'data.path="{tmp_path / "sorted.csv"}"', 'data.time="when"', 'model.name="mlp"'],
+             ["data.time = 'when' in", "names a ranker's column of times", "leave data.time out"]),
+            ([f'data.path="{tmp_path / "sorted.csv"}"', "data.time=5"], ["data.time must be a non-empty string"])):
+        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), *overrides, "--out", str(tmp_path / "r"))
+        assert_one_line_error(code, err, *messages)
+
+
 def test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last(capsys, tmp_path):
     """train.task = "ranking" reads a recommender's CSV of (user, item) interactions (no label; a repeated pair kept
     once) and holds out each user's last interaction in the file as the test split (the NCF paper's protocol); the

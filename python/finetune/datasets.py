@@ -498,38 +498,66 @@ def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item"
 
 
 def load_interactions(path: str | os.PathLike, user: str = "user", item: str = "item", encoding: str = "utf-8",
-                      errors: str = "strict") -> tuple[np.ndarray, dict, dict, int]:
-    """(pairs in the file's order, user map, item map, repeats dropped) from a CSV of (user, item) interactions --
-    implicit feedback: a click, a purchase, a rating given (other columns are not read). A pair that comes again is
-    kept once, where it first came: a ranker learns which items a user has, not how often."""
-    users, items, _ = _read_text_file(path, "interactions", encoding, errors,
-                                      lambda p: _read_id_rows(p, user, item, None, encoding, errors))
-    pairs, user_map, item_map = index_ids(np.asarray(users), np.asarray(items))
+                      errors: str = "strict", time: str | None = None) -> tuple[np.ndarray, dict, dict, int]:
+    """(pairs in the file's order -- or in the order of its column ``time``, ties in the file's --, user map, item
+    map, repeats dropped) from a CSV of (user, item) interactions -- implicit feedback: a click, a purchase, a rating
+    given (other columns are not read). A pair that comes again is kept once, where it first came: a ranker learns
+    which items a user has, not how often. ``time`` holds numbers (Unix time, say) or ISO 8601 dates and times."""
+    users, items, _, times = _read_text_file(path, "interactions", encoding, errors,
+                                             lambda p: _read_id_rows(p, user, item, None, encoding, errors, time))
+    users, items = np.asarray(users), np.asarray(items)
+    if times is not None:
+        order = np.argsort(_time_keys(times, time, path), kind="stable")
+        users, items = users[order], items[order]
+    pairs, user_map, item_map = index_ids(users, items)
     first = np.sort(np.unique(pairs, axis=0, return_index=True)[1])
     return pairs[first], user_map, item_map, len(pairs) - len(first)
 
 
+def _time_keys(times: list[str], column: str, path: str | os.PathLike) -> np.ndarray:
+    """A column of times as numbers that sort as they do: numbers as they are, else ISO 8601 dates and times
+    (numpy's datetime64, in microseconds); a cell that is neither is an error naming its row."""
+    try:
+        numbers = np.asarray([float(t) for t in times])
+        if np.isfinite(numbers).all():
+            return numbers
+    except ValueError:
+        pass
+    keys = np.empty(len(times), dtype=np.int64)
+    for number, t in enumerate(times):
+        try:
+            if not t.strip() or t.strip().lower() in ("nat", "nan", "inf", "-inf"):
+                raise ValueError(t)
+            keys[number] = np.datetime64(t.strip().replace(" ", "T"), "us").astype(np.int64)
+        except ValueError:
+            raise ValueError(f"'{path}' row {number + 2}: {column} {t!r} is neither a number nor an ISO 8601 date "
+                             "(2024-05-01, 2024-05-01T12:30:00)") from None
+    return keys
+
+
 def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str,
                   errors: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    users, items, ratings = _read_id_rows(path, user, item, rating, encoding, errors)
+    users, items, ratings, _ = _read_id_rows(path, user, item, rating, encoding, errors)
     pairs, user_map, item_map = index_ids(np.asarray(users), np.asarray(items))
     return pairs, ratings, user_map, item_map
 
 
-def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding: str,
-                  errors: str) -> tuple[list[str], list[str], np.ndarray | None]:
-    """(user ids, item ids, ratings) of a CSV's rows, the ids as written; ``rating`` None: none read."""
+def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding: str, errors: str,
+                  time: str | None = None) -> tuple[list[str], list[str], np.ndarray | None, list[str] | None]:
+    """(user ids, item ids, ratings, times) of a CSV's rows, the ids and times as written; ``rating`` or ``time``
+    None: none read."""
     import csv
 
     with _open_text(path, encoding, errors) as f:
         reader = csv.reader(f)
         header = next(reader, None) or []
-        missing = [c for c in (user, item, rating) if c is not None and c not in header]
+        missing = [c for c in (user, item, rating, time) if c is not None and c not in header]
         if missing:
             raise ValueError(f"'{path}' lacks the column(s) {missing} (columns: {header})")
         u, i = header.index(user), header.index(item)
         r = header.index(rating) if rating is not None else None
-        users, items, ratings = [], [], []
+        t = header.index(time) if time is not None else None
+        users, items, ratings, times = [], [], [], []
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
@@ -542,9 +570,12 @@ def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding
                 raise ValueError(f"'{path}' row {number}: {user if not row[u].strip() else item} is blank")
             users.append(row[u])
             items.append(row[i])
+            if t is not None:
+                times.append(row[t])
     if not users:
         raise ValueError(f"'{path}' has no rows")
-    return users, items, np.asarray(ratings, dtype=np.float32) if r is not None else None
+    return (users, items, np.asarray(ratings, dtype=np.float32) if r is not None else None,
+            times if t is not None else None)
 
 
 def load_pairs(path: str | os.PathLike, user: str, item: str, rating: str | None, ids: dict[str, list[str]],
@@ -552,8 +583,8 @@ def load_pairs(path: str | os.PathLike, user: str, item: str, rating: str | None
     """(pairs, ratings or None) of new rows of a ratings CSV, the user and item ids read by a trained model's
     ``ids`` (its training file's, each list in index order): an id training never saw is an error naming a few
     (a factor model has no factors for it)."""
-    users, items, ratings = _read_text_file(path, "ratings", encoding, errors,
-                                            lambda p: _read_id_rows(p, user, item, rating, encoding, errors))
+    users, items, ratings, _ = _read_text_file(path, "ratings", encoding, errors,
+                                               lambda p: _read_id_rows(p, user, item, rating, encoding, errors))
     columns = []
     for name, column, raw in (("user", user, users), ("item", item, items)):
         index = {v: i for i, v in enumerate(ids[name])}

@@ -55,6 +55,7 @@ DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": No
              "text": None,  # a text model's column of texts (None: the CSV's one column besides the label)
              "image_size": None, "image_mode": None,  # an image folder's (None: the model's, else 32 and by its files)
              "user": None, "item": None,  # a recommender's CSV's id columns (None: "user" and "item")
+             "time": None,  # a ranker's CSV's column of times: each user's last by it is held out (None: the file's order)
              # an image folder's pixels, in [0, 1], normalised as (x - mean) / std: a number or one per channel (None:
              # the model's pretraining's, registry's image_mean_std -- "digit_cnn": MNIST's --, else none)
              "image_mean": None, "image_std": None,
@@ -149,7 +150,7 @@ def _check_data(data: dict[str, Any], source: str) -> None:
     def fail(key: str, wanted: str) -> None:
         raise ValueError(f"data.{key} must be {wanted} in {source}, got {data[key]!r}")
 
-    for key in ("dataset", "path", "encoding", "encoding_errors", "text", "user", "item"):
+    for key in ("dataset", "path", "encoding", "encoding_errors", "text", "user", "item", "time"):
         if data[key] is not None and (not isinstance(data[key], str) or not data[key]):
             fail(key, "a non-empty string")
     if not isinstance(data["label"], str) or not data["label"]:
@@ -186,7 +187,8 @@ def _check_data(data: dict[str, Any], source: str) -> None:
         fail("stream", "true (read an image folder a batch at a time) or false (decode it into memory)")
     if data["on_bad_file"] is not None and data["on_bad_file"] not in ("error", "skip"):
         fail("on_bad_file", "'error' (a file Pillow cannot read stops the run) or 'skip' (left out, listed)")
-    for key in ("text", "image_size", "image_mode", "image_mean", "image_std", "stream", "on_bad_file", "user", "item"):
+    for key in ("text", "image_size", "image_mode", "image_mean", "image_std", "stream", "on_bad_file", "user", "item",
+                "time"):
         if data[key] is not None and data["dataset"] is not None:
             raise ValueError(f"data.{key} = {data[key]!r} in {source} is for a file or folder of your own, and "
                              f"dataset {data['dataset']!r} is a built-in set: leave {key} out")
@@ -266,7 +268,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
     _check_model(model, source, overridden)
     for key, kind, what in (("text", "texts", "the column of texts of a model that reads texts"),
                             ("user", "pairs", "a column of ids of a recommender"),
-                            ("item", "pairs", "a column of ids of a recommender")):
+                            ("item", "pairs", "a column of ids of a recommender"),
+                            ("time", "pairs", "a ranker's column of times")):
         if data[key] is not None and not getattr(registry.get(model["name"]), kind):
             readers = [n for n in model_names() if getattr(registry.get(n), kind)]
             raise ValueError(f"data.{key} = {data[key]!r} in {source} names {what} ({readers}), and model "
@@ -329,6 +332,9 @@ def load_data(cfg: RunConfig) -> datasets.Split:
         return split
     if cfg.train.task == "ranking":
         return _ranking_split(cfg)
+    if d["time"] is not None:
+        raise ValueError(f"data.time = {d['time']!r} in {cfg.source} orders a ranker's interactions (train.task = "
+                         f"'ranking'), and this run's task is {cfg.train.task!r}: leave time out")
     x, y, ids = _read_path(cfg)
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
@@ -423,8 +429,8 @@ def image_normalisation(cfg: RunConfig, mode: str) -> tuple[np.ndarray | None, n
 
 def _ranking_split(cfg: RunConfig) -> datasets.Split:
     """A recommender's CSV of (user, item) interactions for train.task = "ranking", split as the NCF paper's
-    protocol splits: each user's last interaction in the file (of users with two or more) is their test item, the
-    rest train. No label is read (the interactions are the data)."""
+    protocol splits: each user's last interaction in the file -- or by its column data.time -- (of users with two or
+    more) is their test item, the rest train. No label is read (the interactions are the data)."""
     d = cfg.data
     _check_path_exists(cfg)
     if not (_ratings_csv(cfg, d["path"]) and Path(d["path"]).is_file()):
@@ -436,7 +442,8 @@ def _ranking_split(cfg: RunConfig) -> datasets.Split:
         if d[key] is not None and d[key] != DATA_KEYS[key]:
             raise ValueError(f"data.{key} = {d[key]!r} in {cfg.source}, and train.task = 'ranking': {why}; "
                              f"leave {key} out")
-    pairs, users, items, repeats = datasets.load_interactions(d["path"], *id_columns(cfg), **_csv_encoding(cfg))
+    pairs, users, items, repeats = datasets.load_interactions(d["path"], *id_columns(cfg), **_csv_encoding(cfg),
+                                                              time=d["time"])
     if repeats:
         log.info("'%s': %d interaction(s) repeat an earlier (user, item) pair: each pair is kept once", d["path"],
                  repeats)
