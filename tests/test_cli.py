@@ -517,7 +517,8 @@ def test_val_fraction_out_of_range_names_val_fraction(capsys, tmp_path, value):
 def test_a_val_fraction_that_leaves_no_training_rows_says_so(capsys, tmp_path):
     code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), "data.val_fraction=0.999", "--out",
                          str(tmp_path / "r"))
-    assert_one_line_error(code, err, "data.val_fraction = 0.999", "leaves no training rows", "validation")
+    assert_one_line_error(code, err, "data.val_fraction = 0.999 in override 'data.val_fraction=0.999'",
+                          "leaves no training rows", "validation")  # the override named, not the file
     code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), "data.val_fraction=0.001", "--out",
                          str(tmp_path / "r"))
     assert_one_line_error(code, err, "data.val_fraction = 0.001", "leaves no validation rows")

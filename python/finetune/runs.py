@@ -96,6 +96,11 @@ class RunConfig:
     # The [train] keys the file and overrides set, at any value: each counts as given, as a keyword to train() does
     # (a run whose keys shape nothing runs the recipe; `lr = 0.01`, the default's value, still shapes)
     train_given: tuple[str, ...] = ()
+    overridden: dict[str, str] = field(default_factory=dict)  # "data.seed" -> "override 'data.seed=1'"
+
+    def where(self, key: str) -> str:
+        """Where ``key`` ("data.val_fraction") was set, for an error: the override that set it, else the file."""
+        return self.overridden.get(key, self.source)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"data": self.data, "model": self.model, "train": self.train.to_dict()}
@@ -145,10 +150,14 @@ def _type_name(value: Any) -> str:
     return registry.type_words(type(value))
 
 
-def _check_data(data: dict[str, Any], source: str) -> None:
-    """The [data] table's values: types and ranges, each error naming the key, the value and the file."""
+def _check_data(data: dict[str, Any], source: str, overridden: dict[str, str] | None = None) -> None:
+    """The [data] table's values: types and ranges, each error naming the key, the value and the file (or the
+    override that set it)."""
+    def where(key: str) -> str:
+        return (overridden or {}).get(f"data.{key}", source)
+
     def fail(key: str, wanted: str) -> None:
-        raise ValueError(f"data.{key} must be {wanted} in {source}, got {data[key]!r}")
+        raise ValueError(f"data.{key} must be {wanted} in {where(key)}, got {data[key]!r}")
 
     for key in ("dataset", "path", "encoding", "encoding_errors", "text", "user", "item", "time"):
         if data[key] is not None and (not isinstance(data[key], str) or not data[key]):
@@ -163,8 +172,9 @@ def _check_data(data: dict[str, Any], source: str) -> None:
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
             fail(key, f"a number between 0 and 1, both excluded (the share of {share})")
     if data["test_fraction"] is not None and data["dataset"] is not None:
-        raise ValueError(f"data.test_fraction = {data['test_fraction']!r} in {source} splits a file's rows, and "
-                         f"dataset {data['dataset']!r} comes with its own test split: leave test_fraction out")
+        raise ValueError(f"data.test_fraction = {data['test_fraction']!r} in {where('test_fraction')} splits a "
+                         f"file's rows, and dataset {data['dataset']!r} comes with its own test split: leave "
+                         "test_fraction out")
     size = data["image_size"]
     sizes = [size] if isinstance(size, int) else size if isinstance(size, list) else None
     if size is not None and (sizes is None or len(sizes) != (1 if isinstance(size, int) else 2) or
@@ -180,7 +190,7 @@ def _check_data(data: dict[str, Any], source: str) -> None:
             fail(key, "a number or a list of one per channel (3 for RGB)" + (", each > 0" if key == "image_std" else ""))
     if (data["image_mean"] is None) != (data["image_std"] is None):
         given = "image_mean" if data["image_mean"] is not None else "image_std"
-        raise ValueError(f"data.{given} = {data[given]!r} in {source} normalises an image folder's pixels with "
+        raise ValueError(f"data.{given} = {data[given]!r} in {where(given)} normalises an image folder's pixels with "
                          f"data.{'image_std' if given == 'image_mean' else 'image_mean'}: give both (or neither: the "
                          "model's own)")
     if data["stream"] is not None and not isinstance(data["stream"], bool):
@@ -190,14 +200,15 @@ def _check_data(data: dict[str, Any], source: str) -> None:
     for key in ("text", "image_size", "image_mode", "image_mean", "image_std", "stream", "on_bad_file", "user", "item",
                 "time"):
         if data[key] is not None and data["dataset"] is not None:
-            raise ValueError(f"data.{key} = {data[key]!r} in {source} is for a file or folder of your own, and "
+            raise ValueError(f"data.{key} = {data[key]!r} in {where(key)} is for a file or folder of your own, and "
                              f"dataset {data['dataset']!r} is a built-in set: leave {key} out")
     if isinstance(data["seed"], bool) or not isinstance(data["seed"], int) or data["seed"] < 0:
         fail("seed", "an integer >= 0")
     if (data["dataset"] is None) == (data["path"] is None):
         raise ValueError(f"[data] in {source} needs exactly one of dataset (one of {datasets.names()}) or path")
     if data["dataset"] is not None and data["dataset"] not in datasets.names():
-        raise ValueError(f"data.dataset must be one of {datasets.names()} in {source}, got {data['dataset']!r}")
+        raise ValueError(f"data.dataset must be one of {datasets.names()} in {where('dataset')}, got "
+                         f"{data['dataset']!r}")
     if data["encoding"] is not None:
         try:
             codecs.lookup(data["encoding"])
@@ -262,7 +273,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
             raise ValueError(f"unknown key 'data.{key}'{did_you_mean([key], sorted(DATA_KEYS))} in "
                              f"{overridden.get('data.' + key, source)}; known: {sorted(DATA_KEYS)}")
         data[key] = value
-    _check_data(data, source)
+    _check_data(data, source, overridden)
     model = dict(raw.get("model", {"name": "mlp"}))
     model.setdefault("name", "mlp")
     _check_model(model, source, overridden)
@@ -272,8 +283,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
                             ("time", "pairs", "a ranker's column of times")):
         if data[key] is not None and not getattr(registry.get(model["name"]), kind):
             readers = [n for n in model_names() if getattr(registry.get(n), kind)]
-            raise ValueError(f"data.{key} = {data[key]!r} in {source} names {what} ({readers}), and model "
-                             f"{model['name']!r} is not one: leave data.{key} out")
+            raise ValueError(f"data.{key} = {data[key]!r} in {overridden.get('data.' + key, source)} names {what} "
+                             f"({readers}), and model {model['name']!r} is not one: leave data.{key} out")
     train_values = raw.get("train", {})
     unknown = sorted(set(train_values) - set(config_fields()))
     if unknown:
@@ -293,7 +304,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         except (TypeError, ValueError) as error:
             raise type(error)(f"{source}: [lora] {error}") from None
     return RunConfig(data, model, train, source, dict(raw.get("tune", {})),
-                     dict(lora_table) if lora_table is not None else None, tuple(sorted(train_values)))
+                     dict(lora_table) if lora_table is not None else None, tuple(sorted(train_values)), overridden)
 
 
 def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str, held_out: str,
@@ -303,11 +314,11 @@ def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str, held_o
     fraction = cfg.data[key] if cfg.data[key] is not None else TEST_FRACTION
     kept, held = datasets.stratified_split(y, fraction, cfg.data["seed"], stratify)
     if len(kept) == 0:
-        raise ValueError(f"data.{key} = {fraction!r} in {cfg.source} leaves no training rows: all {len(y)} "
-                         f"rows of {rows} go to the {held_out} split; use a smaller fraction")
+        raise ValueError(f"data.{key} = {fraction!r} in {cfg.where('data.' + key)} leaves no training rows: all "
+                         f"{len(y)} rows of {rows} go to the {held_out} split; use a smaller fraction")
     if len(held) == 0:
-        raise ValueError(f"data.{key} = {fraction!r} in {cfg.source} leaves no {held_out} rows (of {len(y)} "
-                         f"rows of {rows}); use a larger fraction")
+        raise ValueError(f"data.{key} = {fraction!r} in {cfg.where('data.' + key)} leaves no {held_out} rows (of "
+                         f"{len(y)} rows of {rows}); use a larger fraction")
     return kept, held
 
 
@@ -333,8 +344,8 @@ def load_data(cfg: RunConfig) -> datasets.Split:
     if cfg.train.task == "ranking":
         return _ranking_split(cfg)
     if d["time"] is not None:
-        raise ValueError(f"data.time = {d['time']!r} in {cfg.source} orders a ranker's interactions (train.task = "
-                         f"'ranking'), and this run's task is {cfg.train.task!r}: leave time out")
+        raise ValueError(f"data.time = {d['time']!r} in {cfg.where('data.time')} orders a ranker's interactions "
+                         f"(train.task = 'ranking'), and this run's task is {cfg.train.task!r}: leave time out")
     x, y, ids = _read_path(cfg)
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
@@ -371,7 +382,7 @@ def _check_path_exists(cfg: RunConfig) -> None:
     """data.path names a file or folder that is there (a relative one: from the current directory)."""
     if not Path(cfg.data["path"]).exists():
         where = "" if Path(cfg.data["path"]).is_absolute() else f" (read from the current directory, {os.getcwd()})"
-        raise FileNotFoundError(f"data.path '{cfg.data['path']}' in {cfg.source} does not exist{where}")
+        raise FileNotFoundError(f"data.path '{cfg.data['path']}' in {cfg.where('data.path')} does not exist{where}")
 
 
 def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolder, np.ndarray]:
@@ -381,13 +392,13 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolde
     d = cfg.data
     for key in ("encoding", "encoding_errors"):
         if d[key] is not None:
-            raise ValueError(f"data.{key} = {d[key]!r} in {cfg.source} reads a CSV's text, and '{d['path']}' is an "
-                             f"image folder: leave {key} out")
+            raise ValueError(f"data.{key} = {d[key]!r} in {cfg.where('data.' + key)} reads a CSV's text, and "
+                             f"'{d['path']}' is an image folder: leave {key} out")
     if d["label"] != DATA_KEYS["label"]:
-        raise ValueError(f"data.label = {d['label']!r} in {cfg.source} names a CSV's label column, and "
+        raise ValueError(f"data.label = {d['label']!r} in {cfg.where('data.label')} names a CSV's label column, and "
                          f"'{d['path']}' is an image folder, labelled by its sub-folders: leave label out")
     if cfg.train.task != "classification":
-        raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}, and '{d['path']}' is an image "
+        raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.where('train.task')}, and '{d['path']}' is an image "
                          "folder: its sub-folders are classes (classification)")
     # The files and their labels, no image decoded (with on_bad_file = "skip", each file's structure checked)
     folder = datasets.ImageFolder(d["path"], size=(1, 1), on_bad_file=d["on_bad_file"] or "error")
@@ -434,14 +445,14 @@ def _ranking_split(cfg: RunConfig) -> datasets.Split:
     d = cfg.data
     _check_path_exists(cfg)
     if not (_ratings_csv(cfg, d["path"]) and Path(d["path"]).is_file()):
-        raise ValueError(f"train.task = 'ranking' in {cfg.source} learns from a CSV of (user, item) interactions, "
-                         f"and '{d['path']}' is not one read by model {cfg.model['name']!r} (ranking models: "
-                         f"{[n for n in model_names() if registry.get(n).pairs]})")
+        raise ValueError(f"train.task = 'ranking' in {cfg.where('train.task')} learns from a CSV of (user, item) "
+                         f"interactions, and '{d['path']}' is not one read by model {cfg.model['name']!r} (ranking "
+                         f"models: {[n for n in model_names() if registry.get(n).pairs]})")
     for key, why in (("test_fraction", "each user's last interaction is held out as the test split"),
                      ("label", "a ranker learns from which items each user had, not from a label")):
         if d[key] is not None and d[key] != DATA_KEYS[key]:
-            raise ValueError(f"data.{key} = {d[key]!r} in {cfg.source}, and train.task = 'ranking': {why}; "
-                             f"leave {key} out")
+            raise ValueError(f"data.{key} = {d[key]!r} in {cfg.where('data.' + key)}, and train.task = 'ranking': "
+                             f"{why}; leave {key} out")
     pairs, users, items, repeats = datasets.load_interactions(d["path"], *id_columns(cfg), **_csv_encoding(cfg),
                                                               time=d["time"])
     if repeats:
@@ -471,8 +482,8 @@ def _read_ratings(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, lis
     if "task" not in cfg.train_given:
         cfg.train = cfg.train.replace(task="regression")  # ratings: values to predict
     if cfg.train.task != "regression":
-        raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.source}: a recommender's CSV of ratings trains "
-                         "task = 'regression', or 'ranking' from the (user, item) interactions alone")
+        raise ValueError(f"train.task = {cfg.train.task!r} in {cfg.where('train.task')}: a recommender's CSV of "
+                         "ratings trains task = 'regression', or 'ranking' from the (user, item) interactions alone")
     header = datasets.csv_header(cfg.data["path"], **_csv_encoding(cfg))
     if cfg.data["label"] not in header and set(id_columns(cfg)) <= set(header):
         raise ValueError(f"'{cfg.data['path']}' has no rating column {cfg.data['label']!r} (data.label; its columns: "
@@ -496,8 +507,8 @@ def _check_not_folder_settings(cfg: RunConfig) -> None:
     for key in ("image_size", "image_mode", "image_mean", "image_std", "stream", "on_bad_file"):
         if cfg.data[key] is not None:
             what = "scales" if key in ("image_mean", "image_std") else "sizes" if key.startswith("image") else "reads"
-            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source} {what} the images of a folder, and "
-                             f"'{cfg.data['path']}' is a file: leave {key} out")
+            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.where('data.' + key)} {what} the images of a "
+                             f"folder, and '{cfg.data['path']}' is a file: leave {key} out")
 
 
 def image_shape(cfg: RunConfig, files: Sequence[str | os.PathLike]) -> tuple[str, tuple[int, int]]:
@@ -516,8 +527,8 @@ def image_shape(cfg: RunConfig, files: Sequence[str | os.PathLike]) -> tuple[str
     else:  # given in [model]; those left out are read off the images
         own = {k: given[k] for k in shape if k in given}
     if "in_channels" in own and own["in_channels"] not in IMAGE_MODES:
-        raise ValueError(f"model.in_channels = {own['in_channels']} in {cfg.source}: an image folder's images are "
-                         "read with 1 channel (grayscale) or 3 (RGB)")
+        raise ValueError(f"model.in_channels = {own['in_channels']} in {cfg.where('model.in_channels')}: an image "
+                         "folder's images are read with 1 channel (grayscale) or 3 (RGB)")
     size = cfg.data["image_size"]
     size = None if size is None else tuple(size) if isinstance(size, list) else (size, size)
     mode = cfg.data["image_mode"]
@@ -530,8 +541,8 @@ def image_shape(cfg: RunConfig, files: Sequence[str | os.PathLike]) -> tuple[str
         if model_value is not None and clash:
             reads = (f"{model_value} images (in_channels {own['in_channels']})" if key == "image_mode" else
                      ", ".join(f"{k} {own[k]}" for k in ("height", "width") if k in own))
-            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.source}, and model {name!r} reads {reads}: "
-                             f"leave {key} out")
+            raise ValueError(f"data.{key} = {cfg.data[key]!r} in {cfg.where('data.' + key)}, and model {name!r} "
+                             f"reads {reads}: leave {key} out")
     size = size or (IMAGE_SIZE, IMAGE_SIZE)
     height, width = own.get("height", size[0]), own.get("width", size[1])
     if max(height, width) > MAX_IMAGE_SIDE:  # one image alone would take gigabytes decoded
@@ -582,8 +593,8 @@ def text_column(cfg: RunConfig, path: str | os.PathLike, labelled: bool = True) 
         return cfg.data["text"]
     header = datasets.csv_header(path, **_csv_encoding(cfg))
     if labelled and cfg.data["label"] not in header:  # said first: the columns besides it are not known
-        raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in {cfg.source}; its "
-                         f"columns: {header})")
+        raise ValueError(f"'{path}' has no label column {cfg.data['label']!r} (data.label in "
+                         f"{cfg.where('data.label')}; its columns: {header})")
     others = [c for c in header if c != cfg.data["label"]]
     if len(others) != 1 and cfg.data["dataset"] is not None:  # a built-in set's run: no column name to go by
         raise ValueError(f"'{path}' has {len(others)} columns besides the label {cfg.data['label']!r} ({others}): "
@@ -591,7 +602,7 @@ def text_column(cfg: RunConfig, path: str | os.PathLike, labelled: bool = True) 
                          "one column (and the label, for evaluate)")
     if len(others) != 1:
         raise ValueError(f"'{path}' has {len(others)} columns besides the label {cfg.data['label']!r} ({others}): "
-                         f"set data.text in {cfg.source} to the one holding the texts")
+                         f"set data.text in {cfg.where('data.text')} to the one holding the texts")
     return others[0]
 
 
