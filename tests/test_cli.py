@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,8 @@ def test_train_writes_a_complete_run_directory(wine_run):
     metrics = json.loads((wine_run / "metrics.json").read_text(), parse_constant=_refuse)  # strict JSON
     assert {"test", "validation", "class_counts", "samples_per_s", "environment", "seconds"} <= set(metrics)
     assert metrics["environment"]["torch"].startswith("2.13")
+    assert metrics["recipe"][0]["value"] == "none" and "were given in" in metrics["recipe"][0]["reason"] and \
+        "(early_stopping, epochs, lr, optimizer, restore_best, weight_decay)" in metrics["recipe"][0]["reason"]
     assert metrics["distributed"] == {"world_size": 1, "global_batch": 16, "communication_seconds": 0.0,
                                       "allreduce_overlap": 0.0}
     assert metrics["test"]["accuracy"] > 0.8
@@ -114,6 +117,7 @@ def test_a_neutral_setting_keeps_the_recipe_and_a_shaping_one_at_any_value_runs_
     row = dict(zip(table[0], table[2]))
     assert row["recipe"] == '"auto"' and row["train.optimizer"] == '"(recipe)"' and row["train.seed"] == "1"
     assert dict(zip(table[0], table[1]))["train.optimizer"] == '"sgd"'
+    assert all(row.get(k) != '"(recipe)"' for k in ("train.task", "train.device"))  # what the recipe never decides
 
 
 def test_charts_leave_gaps_where_the_recipes_phases_logged_nothing(tmp_path):
@@ -1211,6 +1215,13 @@ def test_an_image_folder_is_read_at_the_scale_the_model_was_pretrained_on(capsys
             probabilities = [float(r["p_across"]) for r in csv.DictReader(f)]
         expected = finetune.predict(model, images.astype(np.float32), output="probabilities")[:, 0]
         np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
+    old_split = runs.load_data(runs.load_run(tmp_path / "old")[0])  # evaluate's test split: in [0, 1] too
+    np.savez(tmp_path / "rows.npz", X=np.zeros((3, 13), dtype=np.float32))  # not images: one line, no reshape error
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "rows.npz"), "--output",
+                         str(tmp_path / "p.csv"))
+    assert_one_line_error(code, err, "rows.npz' has rows of 13 values, and model 'digit_cnn' reads images of 1 x 28 "
+                          "x 28 = 784 values: pass a folder of images")
+    assert old_split.x_test.min() >= 0 and runs.load_data(runs.load_run(tmp_path / "r")[0]).x_test.min() < 0
     (tmp_path / "t.csv").write_text("a,label\n1,0\n2,1\n")
     (tmp_path / "builtin.toml").write_text('[data]\ndataset = "digits"\n[model]\nname = "cnn"\n')
     for config, overrides, messages in (
@@ -1219,7 +1230,7 @@ def test_an_image_folder_is_read_at_the_scale_the_model_was_pretrained_on(capsys
                                                                         "one per channel", "each > 0", "got 0"]),
             ("run.toml", ["data.image_mean=[0.1, 0.2]", "data.image_std=1"], ["data.image_mean must be a number"]),
             ("run.toml", ["data.image_mean=[0.1, 0.2, 0.3]", "data.image_std=1"],
-             ["data.image_mean = [0.1, 0.2, 0.3] and image_std = 1 in", "one per channel of the L images"]),
+             ["data.image_mean = [0.1, 0.2, 0.3] and image_std = 1 in", "one per channel of the model's L images (1 channel)"]),
             ("run.toml", [f'data.path="{tmp_path / "t.csv"}"', "data.image_mean=0", "data.image_std=1"],
              ["data.image_mean = 0 in", "scales the images of a folder", "t.csv' is a file: leave image_mean out"]),
             ("builtin.toml", ["data.image_mean=0", "data.image_std=1"], ["data.image_mean = 0 in", "dataset 'digits' "
@@ -1368,9 +1379,9 @@ def _interactions_csv(path: Path, users: int = 80, items: int = 120, per_user: i
 
 def test_a_rankers_holdout_is_each_users_last_by_data_time(capsys, tmp_path):
     """data.time orders a ranker's interactions before each user's last is held out (numbers or ISO 8601 dates;
-    ties keep the file's order; a pair that comes again is kept at its earliest time): the file shuffled splits as
-    the file sorted by time does. A cell that is not a time, the column missing, or time for a run that is not a
-    ranker's, is one line naming it."""
+    ties keep the file's order; a pair that comes again is kept at its earliest time; zones compared in UTC): the
+    file shuffled splits as the file sorted by time does. A cell that is not a time, a column mixing numbers and
+    dates, the column missing, or time for a run that is not a ranker's, is one line naming it."""
     _interactions_csv(tmp_path / "clicks.csv", users=20, items=40, per_user=6)
     with open(tmp_path / "clicks.csv") as f:
         rows = list(csv.DictReader(f))
@@ -1398,11 +1409,21 @@ def test_a_rankers_holdout_is_each_users_last_by_data_time(capsys, tmp_path):
     assert split("shuffled.csv", 'data.time="when"') == in_order
     assert split("dates.csv", 'data.time="date"') == in_order
     assert split("shuffled.csv") != in_order  # without data.time: the file's order
+    # times with zones: compared in UTC (09:00+02:00 is before 08:00 in UTC), with no warning on the way
+    (tmp_path / "zones.csv").write_text("user,item,when\nu1,m1,2024-01-01T09:00:00+02:00\nu1,m2,2024-01-01T08:00:00Z\n"
+                                        "u1,m3,2024-01-01T07:30:00\nu2,m1,2024-01-02\nu2,m3,2024-01-01\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert split("zones.csv", 'data.time="when"')[0] == [("u1", "m2"), ("u2", "m1")]
+    (tmp_path / "mixed.csv").write_text("user,item,when\nu1,m1,2024-01-01\nu1,m2,1700000000\n")  # a year 1700000000?
     (tmp_path / "bad.csv").write_text("user,item,when\nu1,m1,3\nu1,m2,last week\n")
     for overrides, messages in (
             ([f'data.path="{tmp_path / "bad.csv"}"', 'data.time="when"'],
              ["bad.csv' row 3: when 'last week' is neither a number nor an ISO 8601 date"]),
-            ([f'data.path="{tmp_path / "sorted.csv"}"', 'data.time="at"'], ["sorted.csv' lacks the column(s) ['at']"]),
+            ([f'data.path="{tmp_path / "sorted.csv"}"', 'data.time="at"'],
+             ["data.time = 'at' in override", "sorted.csv' (its columns: ['user', 'item', 'when'])"]),
+            ([f'data.path="{tmp_path / "mixed.csv"}"', 'data.time="when"'],
+             ["mixed.csv' column when mixes numbers and dates (row 3: '1700000000', row 2: '2024-01-01')"]),
             ([f'data.path="{tmp_path / "sorted.csv"}"', 'data.time="when"', 'train.task="regression"'],
              ["data.time = 'when' in", "orders a ranker's interactions", "leave time out"]),
             ([f'data.path="{tmp_path / "sorted.csv"}"', 'data.time="when"', 'model.name="mlp"'],

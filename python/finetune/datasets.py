@@ -8,6 +8,7 @@ Each set names the package it needs; when that package is missing, the error say
 from __future__ import annotations
 
 import copy
+import datetime
 import gzip
 import importlib
 import logging
@@ -515,23 +516,34 @@ def load_interactions(path: str | os.PathLike, user: str = "user", item: str = "
 
 
 def _time_keys(times: list[str], column: str, path: str | os.PathLike) -> np.ndarray:
-    """A column of times as numbers that sort as they do: numbers as they are, else ISO 8601 dates and times
-    (numpy's datetime64, in microseconds); a cell that is neither is an error naming its row."""
-    try:
-        numbers = np.asarray([float(t) for t in times])
-        if np.isfinite(numbers).all():
-            return numbers
-    except ValueError:
-        pass
-    keys = np.empty(len(times), dtype=np.int64)
-    for number, t in enumerate(times):
+    """A column of times as numbers that sort as they do: numbers (Unix time, say) as they are, else ISO 8601 dates
+    and times as seconds since 1970 in UTC (a time without a zone read as UTC); a cell that is neither, or a column
+    that mixes the two (a number would be read as a year), is an error naming the row."""
+    def number(text: str) -> float | None:
         try:
-            if not t.strip() or t.strip().lower() in ("nat", "nan", "inf", "-inf"):
-                raise ValueError(t)
-            keys[number] = np.datetime64(t.strip().replace(" ", "T"), "us").astype(np.int64)
+            value = float(text)
         except ValueError:
-            raise ValueError(f"'{path}' row {number + 2}: {column} {t!r} is neither a number nor an ISO 8601 date "
-                             "(2024-05-01, 2024-05-01T12:30:00)") from None
+            return None
+        return value if math.isfinite(value) else None
+
+    numbers = [number(t) for t in times]
+    if all(n is not None for n in numbers):
+        return np.asarray(numbers)
+    keys = np.empty(len(times), dtype=np.float64)
+    for row, t in enumerate(times):
+        if numbers[row] is not None:
+            continue
+        try:
+            when = datetime.datetime.fromisoformat(t.strip())
+        except ValueError:
+            raise ValueError(f"'{path}' row {row + 2}: {column} {t!r} is neither a number nor an ISO 8601 date "
+                             "(2024-05-01, 2024-05-01T12:30:00, 2024-05-01T12:30:00+02:00)") from None
+        keys[row] = (when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp()
+    a_number = next((r for r, n in enumerate(numbers) if n is not None), None)
+    if a_number is not None:
+        a_date = numbers.index(None)
+        raise ValueError(f"'{path}' column {column} mixes numbers and dates (row {a_number + 2}: {times[a_number]!r}, "
+                         f"row {a_date + 2}: {times[a_date]!r}): write every time one way")
     return keys
 
 

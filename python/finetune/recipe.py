@@ -646,8 +646,10 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         fraction = val_fraction if val_fraction is not None else VAL_FRACTION
         train_idx, val_idx = split_validation(targets, sample, classification, config.seed, fraction)
         if len(val_idx) == 0:
+            few = "too few per class for one" if classification else "too few for one"
             raise ValueError(f"recipe='auto' needs a validation slice and the training sample of {len(sample)} "
-                             "examples has too few per class for one; pass val=(X_val, y_val) or recipe='none'")
+                             f"example(s) has {few}; pass val=(X_val, y_val) or recipe='none' (in a run config: a "
+                             "[train] setting such as epochs runs the settings as given)")
         plan.note("validation", {"examples": len(val_idx), "fraction": fraction},
                   ("val_fraction given" if val_fraction is not None else
                    f"no val given: {fraction:.0%} of {'each class of ' if classification else ''}the sample (the "

@@ -345,7 +345,8 @@ def load_data(cfg: RunConfig) -> datasets.Split:
         return _ranking_split(cfg)
     if d["time"] is not None:
         raise ValueError(f"data.time = {d['time']!r} in {cfg.where('data.time')} orders a ranker's interactions "
-                         f"(train.task = 'ranking'), and this run's task is {cfg.train.task!r}: leave time out")
+                         "(train.task = 'ranking'), and this run does not rank: leave time out, or set train.task = "
+                         "'ranking' to rank from the (user, item) pairs alone")
     x, y, ids = _read_path(cfg)
     if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
         training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
@@ -434,8 +435,10 @@ def image_normalisation(cfg: RunConfig, mode: str) -> tuple[np.ndarray | None, n
     try:
         return datasets.normalisation(cfg.data["image_mean"], cfg.data["image_std"], mode)
     except ValueError:
+        channels = "1 channel" if mode == "L" else "3 channels"
         raise ValueError(f"data.image_mean = {cfg.data['image_mean']!r} and image_std = {cfg.data['image_std']!r} in "
-                         f"{cfg.source} need one value, or one per channel of the {mode} images (3 for RGB)") from None
+                         f"{cfg.where('data.image_std')} need one value, or one per channel of the model's {mode} images "
+                         f"({channels})") from None
 
 
 def _ranking_split(cfg: RunConfig) -> datasets.Split:
@@ -453,6 +456,10 @@ def _ranking_split(cfg: RunConfig) -> datasets.Split:
         if d[key] is not None and d[key] != DATA_KEYS[key]:
             raise ValueError(f"data.{key} = {d[key]!r} in {cfg.where('data.' + key)}, and train.task = 'ranking': "
                              f"{why}; leave {key} out")
+    if d["time"] is not None and d["time"] not in datasets.csv_header(d["path"], **_csv_encoding(cfg)):
+        header = datasets.csv_header(d["path"], **_csv_encoding(cfg))
+        raise ValueError(f"data.time = {d['time']!r} in {cfg.where('data.time')} is not a column of '{d['path']}'"
+                         f"{did_you_mean([d['time']], header)} (its columns: {header})")
     pairs, users, items, repeats = datasets.load_interactions(d["path"], *id_columns(cfg), **_csv_encoding(cfg),
                                                               time=d["time"])
     if repeats:
@@ -688,7 +695,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         raise FileNotFoundError(f"resume: no checkpoints in '{train_cfg.checkpoint_dir}' (train.checkpoint_dir)")
     # A [train] table that shapes nothing runs the recipe, as finetune.train does by default; a key the file sets
     # counts as given at any value (lr = 0.01 runs as given), which a TrainConfig cannot tell train(): say it.
-    as_given = training.recipe_for(cfg.train, cfg.train_given)[0] == "none"
+    chosen, why = training.recipe_for(cfg.train, cfg.train_given)
+    as_given = chosen == "none"
     # The recipe carves its validation slice from the training split itself (data.val_fraction, else its own
     # default), decides on it, then refits the kept phase on the whole split: the slice trains the returned model,
     # as finetune.train without val does. Settings run as given early-stop on the slice the run carves here.
@@ -758,6 +766,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
             if split.task == "ranking" else finetune.evaluate(result.model, (x_test, split.y_test), task=split.task))
     confusion = test.pop("confusion_matrix", None)
     per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall", "classes") if k in test}
+    if as_given and result.recipe and result.recipe[0]["reason"] == "given":  # which keys: train() saw recipe="none"
+        result.recipe[0] = {**result.recipe[0], "reason": why.replace("were given", f"were given in {cfg.source}")}
     resolved = RunConfig(cfg.data, {**cfg.model, **result.model_options}, result.config, cfg.source, lora=cfg.lora)
     if distributed.process_rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
@@ -948,6 +958,10 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     if cfg.data["path"] is not None and cfg.data["test_fraction"] is None and cfg.train.task != "ranking":
         # A run directory written before data.test_fraction: its file's test split was cut by val_fraction.
         cfg.data["test_fraction"] = cfg.data["val_fraction"]
+    folder = cfg.data["path"] is not None and not str(cfg.data["path"]).endswith((".npz", ".csv", ".csv.gz"))
+    if folder and cfg.data["image_mean"] is None and registry.get(cfg.model["name"]).image_mean_std is not None:
+        # A run directory written before data.image_mean: its folder trained in [0, 1], as its test split is read
+        cfg.data["image_mean"], cfg.data["image_std"] = 0.0, 1.0
     adapters = run_dir / "adapters.safetensors"
     tensors, meta = checkpoint.load_tensors(adapters if adapters.exists() else run_dir / "model.safetensors")
     spec = json.loads(meta["model"])
@@ -1139,7 +1153,12 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
                                           unread=unread, **encoding), None
     entry = registry.get(cfg.model["name"])
     if entry.example_shape is not None and x.ndim == 2:
-        x = x.reshape(-1, *entry.example_shape({**entry.defaults, **_options(cfg)}))
+        shape = tuple(entry.example_shape({**entry.defaults, **_options(cfg)}))
+        if x.shape[1] != math.prod(shape):
+            raise ValueError(f"'{path}' has rows of {x.shape[1]} values, and model {cfg.model['name']!r} reads images "
+                             f"of {' x '.join(map(str, shape))} = {math.prod(shape)} values: pass a folder of images "
+                             "(or rows of that many pixels)")
+        x = x.reshape(-1, *shape)
     return x, y
 
 
@@ -1299,8 +1318,10 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
         config = {f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()}
         ran = (record.get("recipe") or [{}])[0].get("value", "none")
         if ran != "none":  # the recipe chose what its config.toml leaves out: not the defaults the file reads as
-            config = {k: v if not k.startswith("train.") or k.removeprefix("train.") in cfg.train_given
-                      else "(recipe)" for k, v in config.items()}
+            # (the settings its phases decided, "full.lr" -> lr; the seed, the device, ... stay as they read)
+            decided = {d["what"].split(".", 1)[1] for d in record.get("recipe", []) if "." in d["what"]}
+            config = {k: "(recipe)" if k.startswith("train.") and k.removeprefix("train.") in decided - set(
+                cfg.train_given) else v for k, v in config.items()}
         configs.append({**config, "recipe": ran})
         metrics.append(record["test"])
     keys = sorted({k for c in configs for k in c} - {"train.checkpoint_dir", "train.progress"})
