@@ -289,7 +289,8 @@ class _Batches(torch.utils.data.Dataset):
                 item = load(i, seed) if callable(load) else self.source[i]
             except Exception as error:  # noqa: BLE001 -- any error of the user's dataset, named and one line
                 message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-                raise ValueError(f"{self.name}[{i}]: {type(error).__name__}: {message}") from None
+                kind = "" if type(error) is ValueError else f"{type(error).__name__}: "  # a ValueError says what
+                raise ValueError(f"{self.name}[{i}]: {kind}{message}") from None
             x, label = _split_item(item, i, self.name) if self.labeled else \
                 (list(item) if isinstance(item, tuple) else [item], None)
             inputs.append(x)
