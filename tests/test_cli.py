@@ -1201,6 +1201,7 @@ def test_an_image_folder_is_read_at_the_scale_the_model_was_pretrained_on(capsys
     assert code == 0, err
     written = tomllib.loads((tmp_path / "r" / "config.toml").read_text())["data"]
     assert (written["image_mean"], written["image_std"]) == (0.1307, 0.3081)
+    assert "label" not in written  # a folder has no label column to name
     model = finetune.load(tmp_path / "r")
     for run_dir, images in ((tmp_path / "r", (raw - 0.1307) / 0.3081), (tmp_path / "old", raw)):
         if run_dir.name == "old":  # a run directory from before data.image_mean: it trained on [0, 1]

@@ -783,6 +783,9 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     if cfg.data["path"] is not None and cfg.data["test_fraction"] is None and split.task != "ranking":
         # the test split, for evaluate and reruns (a ranker's is each user's last interaction)
         config_written["data"] = {**config_written["data"], "test_fraction": TEST_FRACTION}
+    unlabelled = split.task == "ranking" or (cfg.data["path"] is not None and Path(cfg.data["path"]).is_dir())
+    if unlabelled and cfg.data["label"] == DATA_KEYS["label"]:  # no label column to name: a folder, interactions
+        config_written["data"] = {k: v for k, v in config_written["data"].items() if k != "label"}
     if result.recipe[0]["value"] != "none":  # its settings were its phases' (metrics.json): config.toml reruns it
         config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if k in cfg.train_given}
     (out / "config.toml").write_text(write_toml(config_written))
