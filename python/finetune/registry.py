@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import math
 import numbers
 import typing
@@ -594,6 +595,11 @@ def _infer_digit_cnn(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task
     if len(inputs) != 1 or tuple(x.shape[1:]) != (1, 28, 28):
         raise ValueError("model 'digit_cnn' reads MNIST-sized images (N, 1, 28, 28), scaled by "
                          f"finetune.pretrained.mnist_normalize; got X of shape {tuple(x.shape)}")
+    if x.numel() and float(x.min()) >= 0.0 and float(x.max()) <= 1.0:  # the MNIST scale puts the background at -0.42
+        logging.getLogger("finetune").warning(
+            "model 'digit_cnn' was pretrained on pixels normalised as MNIST's, (x - 0.1307) / 0.3081, and X lies in "
+            "[0, 1]: pass finetune.pretrained.mnist_normalize(X) (an ImageFolder: mean=0.1307, std=0.3081) to "
+            "fine-tune it at the scale its weights know")
     return {"num_classes": _outputs(targets, task)}
 
 
