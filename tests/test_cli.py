@@ -118,6 +118,7 @@ def test_a_neutral_setting_keeps_the_recipe_and_a_shaping_one_at_any_value_runs_
     assert row["recipe"] == '"auto"' and row["train.optimizer"] == '"(recipe)"' and row["train.seed"] == "1"
     assert dict(zip(table[0], table[1]))["train.optimizer"] == '"sgd"'
     assert all(row.get(k) != '"(recipe)"' for k in ("train.task", "train.device"))  # what the recipe never decides
+    assert row["train.class_weights"] == '"(recipe)"'  # decided without a phase's prefix
 
 
 def test_charts_leave_gaps_where_the_recipes_phases_logged_nothing(tmp_path):
@@ -1217,6 +1218,14 @@ def test_an_image_folder_is_read_at_the_scale_the_model_was_pretrained_on(capsys
         expected = finetune.predict(model, images.astype(np.float32), output="probabilities")[:, 0]
         np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
     old_split = runs.load_data(runs.load_run(tmp_path / "old")[0])  # evaluate's test split: in [0, 1] too
+    np.savez(tmp_path / "pixels.npz", X=raw.reshape(len(raw), -1))  # rows of pixels in [0, 1]: read as the folder
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "pixels.npz"), "--output",
+                         str(tmp_path / "rows.csv"))
+    assert code == 0, err
+    with open(tmp_path / "rows.csv") as f:
+        by_rows = [float(r["p_across"]) for r in csv.DictReader(f)]
+    np.testing.assert_allclose(by_rows, finetune.predict(model, ((raw - 0.1307) / 0.3081).astype(np.float32),
+                                                         output="probabilities")[:, 0], rtol=1e-4, atol=1e-6)
     np.savez(tmp_path / "rows.npz", X=np.zeros((3, 13), dtype=np.float32))  # not images: one line, no reshape error
     code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "rows.npz"), "--output",
                          str(tmp_path / "p.csv"))

@@ -533,8 +533,11 @@ def _time_keys(times: list[str], column: str, path: str | os.PathLike) -> np.nda
     for row, t in enumerate(times):
         if numbers[row] is not None:
             continue
+        text = t.strip()
+        if text.endswith(("Z", "z")):  # spelled out: Python 3.10's fromisoformat reads a zone only as +HH:MM
+            text = text[:-1] + "+00:00"
         try:
-            when = datetime.datetime.fromisoformat(t.strip())
+            when = datetime.datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(f"'{path}' row {row + 2}: {column} {t!r} is neither a number nor an ISO 8601 date "
                              "(2024-05-01, 2024-05-01T12:30:00, 2024-05-01T12:30:00+02:00)") from None

@@ -313,12 +313,13 @@ def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str, held_o
     side left empty is an error naming the field and value."""
     fraction = cfg.data[key] if cfg.data[key] is not None else TEST_FRACTION
     kept, held = datasets.stratified_split(y, fraction, cfg.data["seed"], stratify)
+    where = cfg.where(f"data.{key}") if cfg.data[key] is not None else f"{cfg.source} (the default)"
     if len(kept) == 0:
-        raise ValueError(f"data.{key} = {fraction!r} in {cfg.where('data.' + key)} leaves no training rows: all "
-                         f"{len(y)} rows of {rows} go to the {held_out} split; use a smaller fraction")
+        raise ValueError(f"data.{key} = {fraction!r} in {where} leaves no training rows: all {len(y)} rows of {rows} "
+                         f"go to the {held_out} split; use a smaller fraction")
     if len(held) == 0:
-        raise ValueError(f"data.{key} = {fraction!r} in {cfg.where('data.' + key)} leaves no {held_out} rows (of "
-                         f"{len(y)} rows of {rows}); use a larger fraction")
+        raise ValueError(f"data.{key} = {fraction!r} in {where} leaves no {held_out} rows (of {len(y)} rows of "
+                         f"{rows}); use a larger fraction")
     return kept, held
 
 
@@ -767,7 +768,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     confusion = test.pop("confusion_matrix", None)
     per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall", "classes") if k in test}
     if as_given and result.recipe and result.recipe[0]["reason"] == "given":  # which keys: train() saw recipe="none"
-        result.recipe[0] = {**result.recipe[0], "reason": why.replace("were given", f"were given in {cfg.source}")}
+        where = ", ".join(sorted({cfg.where(f"train.{k}") for k in cfg.train_given}))
+        result.recipe[0] = {**result.recipe[0], "reason": why.replace("were given", f"were given in {where}")}
     resolved = RunConfig(cfg.data, {**cfg.model, **result.model_options}, result.config, cfg.source, lora=cfg.lora)
     if distributed.process_rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
@@ -925,7 +927,8 @@ def with_chosen_options(cfg: RunConfig, x_train: Any) -> RunConfig:
     """The config with the model options its training inputs decide (MiniLM's max_length=0: from the texts)."""
     entry = registry.get(cfg.model["name"])
     chosen = entry.choose_options(x_train, _options(cfg))
-    return RunConfig(cfg.data, {**cfg.model, **chosen}, cfg.train, cfg.source, cfg.tune, cfg.lora, cfg.train_given)
+    return RunConfig(cfg.data, {**cfg.model, **chosen}, cfg.train, cfg.source, cfg.tune, cfg.lora, cfg.train_given,
+                     cfg.overridden)
 
 
 def model_inputs(cfg: RunConfig, x: Any, model: Any = None) -> Any:
@@ -961,7 +964,9 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     if cfg.data["path"] is not None and cfg.data["test_fraction"] is None and cfg.train.task != "ranking":
         # A run directory written before data.test_fraction: its file's test split was cut by val_fraction.
         cfg.data["test_fraction"] = cfg.data["val_fraction"]
-    folder = cfg.data["path"] is not None and not str(cfg.data["path"]).endswith((".npz", ".csv", ".csv.gz"))
+    path = cfg.data["path"]  # the training folder may be gone: a folder is what is not a data file
+    folder = path is not None and (Path(path).is_dir() or not Path(path).exists() and not str(path).endswith(
+        (".npz", ".csv", ".gz")))
     if folder and cfg.data["image_mean"] is None and registry.get(cfg.model["name"]).image_mean_std is not None:
         # A run directory written before data.image_mean: its folder trained in [0, 1], as its test split is read
         cfg.data["image_mean"], cfg.data["image_std"] = 0.0, 1.0
@@ -1162,6 +1167,8 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
                              f"of {' x '.join(map(str, shape))} = {math.prod(shape)} values: pass a folder of images "
                              "(or rows of that many pixels)")
         x = x.reshape(-1, *shape)
+        if cfg.data["image_mean"] is not None:  # a run on a folder: rows of pixels in [0, 1], read as its images were
+            x = datasets.normalised(x.astype(np.float32), *image_normalisation(cfg, folder_shape(cfg)[0]))
     return x, y
 
 
@@ -1322,7 +1329,7 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
         ran = (record.get("recipe") or [{}])[0].get("value", "none")
         if ran != "none":  # the recipe chose what its config.toml leaves out: not the defaults the file reads as
             # (the settings its phases decided, "full.lr" -> lr; the seed, the device, ... stay as they read)
-            decided = {d["what"].split(".", 1)[1] for d in record.get("recipe", []) if "." in d["what"]}
+            decided = {d["what"].rsplit(".", 1)[-1] for d in record.get("recipe", [])} & set(config_fields())
             config = {k: "(recipe)" if k.startswith("train.") and k.removeprefix("train.") in decided - set(
                 cfg.train_given) else v for k, v in config.items()}
         configs.append({**config, "recipe": ran})
