@@ -557,6 +557,30 @@ def test_a_files_test_split_is_test_fraction_and_validation_val_fraction(capsys,
     assert runs.load_run(tmp_path / "run")[0].data["test_fraction"] == 0.25
 
 
+def test_test_fraction_0_trains_on_every_row_and_evaluate_then_needs_input(capsys, tmp_path):
+    """data.test_fraction = 0: no test split, every row of the file trains (the recipe still holds out its own
+    slice, and refits on it); metrics.json's test is empty, evaluate without --input says why, with --input scores
+    the new rows. Below 0 is still an error."""
+    (tmp_path / "d.csv").write_text("a,b,label\n" + "".join(f"{i % 7},{i % 5},{int(i % 7 > 3)}\n" for i in range(120)))
+    (tmp_path / "d.toml").write_text(f'[data]\npath = "{tmp_path / "d.csv"}"\ntest_fraction = 0\n')
+    split = runs.load_data(runs.load_config(tmp_path / "d.toml"))
+    assert len(split.y_train) == 120 and len(split.y_test) == 0
+    from finetune.__main__ import main
+
+    assert main(["train", str(tmp_path / "d.toml"), "--out", str(tmp_path / "r")]) == 0
+    assert "no test split (data.test_fraction = 0: every row trained)" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["test"] == {} and metrics["train_size"] == 120 and metrics["validation"]  # refit on all 120
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "trained on every row of", "(data.test_fraction = 0): it has no test split to "
+                          "score; pass --input with new labelled rows")
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "d.csv"))
+    assert code == 0, err
+    code, err = run_main(capsys, "train", str(tmp_path / "d.toml"), "data.test_fraction=-0.1", "--out",
+                         str(tmp_path / "bad"))
+    assert_one_line_error(code, err, "data.test_fraction must be a number between 0 and 1", "0 for none")
+
+
 def test_config_files_that_cannot_be_read_are_one_line_errors(capsys, tmp_path):
     (tmp_path / "latin.toml").write_bytes(b'[data]\ndataset = "wine"\n# caf\xe9\n')
     code, err = run_main(capsys, "train", str(tmp_path / "latin.toml"))

@@ -109,7 +109,7 @@ a run config has the tables (see examples/*.toml):
   [data]   dataset = a built-in set (finetune datasets), or path = a .csv/.npz file with label = its target
            column, or a folder of images with a sub-folder per class; val_fraction (the training rows held
            out for validation: the recipe's 0.2, none before SetFit-style pairs; 0.2 for settings as given; the
-           recipe refits on them), test_fraction (0.2 of a file's rows held out for its test split), seed (0);
+           recipe refits on them), test_fraction (0.2 of a file's rows held out for its test split; 0: none), seed (0);
            encoding, encoding_errors for a CSV; text (a text model's column); user, item (a recommender's id
            columns), time (a ranker's column of times: each user's last by it is held out); image_size, image_mode, image_mean, image_std, stream, on_bad_file (a folder's images:
            their size, L or RGB, their normalisation (default: the model's pretraining's), read a batch at a
@@ -213,10 +213,11 @@ def _train(args) -> int:
 
     if distributed.process_rank() == 0:  # under torchrun, rank 0 wrote the run directory
         test = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float))
+        test = f"test {test}" if test else "no test split (data.test_fraction = 0: every row trained)"
         decided = {d["what"]: d["value"] for d in metrics.get("recipe", [])}
         kept = ("popularity (it ranked the validation slice better than the trained factors)"
                 if decided.get("popularity") is True else f"phase {decided['kept']}" if "kept" in decided else None)
-        print(f"run written to {out}: test {test}" + (f" (the recipe kept {kept})" if kept else ""))
+        print(f"run written to {out}: {test}" + (f" (the recipe kept {kept})" if kept else ""))
     return 0
 
 

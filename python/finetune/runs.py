@@ -169,8 +169,11 @@ def _check_data(data: dict[str, Any], source: str, overridden: dict[str, str] | 
         fraction = data[key]
         if fraction is None:
             continue
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
-            fail(key, f"a number between 0 and 1, both excluded (the share of {share})")
+        lowest = 0.0 if key == "test_fraction" else None  # 0: no test split, every row trains
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+                fraction == lowest or 0.0 < fraction < 1.0):
+            fail(key, f"a number between 0 and 1, both excluded (the share of {share})" +
+                 ("; 0 for none, every row training" if lowest is not None else ""))
     if data["test_fraction"] is not None and data["dataset"] is not None:
         raise ValueError(f"data.test_fraction = {data['test_fraction']!r} in {where('test_fraction')} splits a "
                          f"file's rows, and dataset {data['dataset']!r} comes with its own test split: leave "
@@ -312,6 +315,8 @@ def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str, held_o
     """(kept, held-out) indices by data.<key>: val_fraction (validation) or test_fraction (a file's test split); a
     side left empty is an error naming the field and value."""
     fraction = cfg.data[key] if cfg.data[key] is not None else TEST_FRACTION
+    if fraction == 0:  # test_fraction = 0: no test split (evaluate --input scores new rows)
+        return np.arange(len(y)), np.zeros(0, dtype=np.int64)
     kept, held = datasets.stratified_split(y, fraction, cfg.data["seed"], stratify)
     where = cfg.where(f"data.{key}") if cfg.data[key] is not None else f"{cfg.source} (the default)"
     if len(kept) == 0:
@@ -718,7 +723,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         options.update({k: v for k, v in every.items() if k in entry.every_split})
     options = entry.choose_options(x_fit, options)  # from the training inputs, once (MiniLM: max_length=0)
     x_fit = entry.encode_inputs(x_fit, options, training.sampled_text_rows(x_fit, y_fit, train_cfg))  # texts: ids
-    x_test = entry.encode_inputs(x_test, options)
+    tested = data.length(x_test) > 0  # data.test_fraction = 0: no test split
+    x_test = entry.encode_inputs(x_test, options) if tested else x_test
     val_data = (entry.encode_inputs(x_val, options), y_val) if as_given else None
     events = None  # each epoch's scalars, written as the epoch ends (tensorboard --logdir runs shows them live)
     if writer_class is not None and distributed.process_rank() == 0:  # under torchrun, rank 0 writes the run
@@ -763,7 +769,8 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
         if events is not None:
             events.close()
     seconds = time.perf_counter() - start
-    test = (ranking_metrics(result.model, split.x_train, x_test, options["num_items"], cfg.data["seed"])
+    test = ({} if not tested else
+            ranking_metrics(result.model, split.x_train, x_test, options["num_items"], cfg.data["seed"])
             if split.task == "ranking" else finetune.evaluate(result.model, (x_test, split.y_test), task=split.task))
     confusion = test.pop("confusion_matrix", None)
     per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall", "classes") if k in test}
@@ -1023,6 +1030,9 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
                              f"({ids['user'][u]!r}, {ids['item'][i]!r}): a ranker is tested on items new to the user")
         return ranking_metrics(model, seen, new, items, cfg.data["seed"])
     if input_path is None:
+        if cfg.data["test_fraction"] == 0:
+            raise ValueError(f"'{run_dir}' trained on every row of '{cfg.data['path']}' (data.test_fraction = 0): it "
+                             "has no test split to score; pass --input with new labelled rows")
         split = _training_split(Path(run_dir), cfg)
         x, y = split.x_test, split.y_test
     else:
