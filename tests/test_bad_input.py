@@ -122,6 +122,8 @@ CASES = [
     ("negative seed", lambda: train(seed=-1), ValueError, r"seed must be >= 0, got -1"),
     ("negative seed, recipe", lambda: finetune.train("mlp", (X, Y), seed=-1, progress=False), ValueError, r"seed must be >= 0, got -1"),
     ("unknown device", lambda: train(device="tpu"), ValueError, r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    ("unknown device, a module", lambda: train(torch.nn.Sequential(torch.nn.Linear(64, 10)), device="tpu"), ValueError, r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    ("cuda absent, a module", lambda: train(torch.nn.Sequential(torch.nn.Linear(64, 10)), device="cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("CUDA is not available")), ValueError, r"CUDA is not available"),
     ("cuda absent", lambda: train(device="cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("CUDA is not available")), ValueError, r"CUDA is not available"),
     ("unknown setting", lambda: train(epoch=3), TypeError, r"^unknown setting\(s\) \['epoch'\] \(did you mean 'epochs'\?\); known settings: \['task', "),
     ("another library's name for a setting", lambda: train(learning_rate=0.1, patience=3), TypeError, r"^unknown setting\(s\) \['learning_rate', 'patience'\] \(did you mean 'lr', 'early_stopping'\?\)"),

@@ -925,3 +925,17 @@ def test_a_network_of_the_users_on_raw_scales_is_warned_about(caplog):
     assert "StandardScaler" in caplog.text
     assert not [d for d in finetune.train(network(), (x, y), progress=False).recipe if d["what"] == "inputs"]
     assert not [d for d in finetune.train("mlp", (raw, y), progress=False).recipe if d["what"] == "inputs"]
+
+
+def test_labels_a_model_cannot_output_are_errors_naming_head_or_val():
+    """head="keep" with a head narrower than the labels, under the recipe, is an error naming head (the probe
+    once failed on targets out of its range); validation labels beyond y's would widen the head for classes
+    training never shows: an error, not a head sized for them (accuracy 0.01 on labels shifted by one)."""
+    x, y = blobs()
+    with pytest.raises(ValueError, match=r"head '2' outputs 2 classes but the labels need 3: head='auto'"):
+        finetune.train(mlp(outputs=2), (x, y), progress=False, head="keep")
+    with pytest.raises(ValueError, match=r"y_val holds label\(s\) up to 3, beyond y's largest, 2: head='auto' would "
+                                         r"size the head for 4 classes"):
+        finetune.train(mlp(outputs=3), (x, y), val=(x, y + 1), progress=False)
+    wide = finetune.train(mlp(outputs=4), (x, y), val=(x, np.minimum(y + 1, 3)), epochs=1, progress=False)
+    assert wide.head is None  # a head wide enough for the validation labels is the model's own: kept

@@ -254,3 +254,16 @@ def test_a_user_with_fewer_unseen_items_than_negatives_is_ranked_among_all_of_th
     assert recommend.short_users(train, test, 6, 4) == 1 and recommend.short_users(train, test, 6, 2) == 0
     with pytest.raises(ValueError, match=r"negatives must be from 1 to num_items - 1 \(5\), got 6"):
         recommend.ranking_metrics(ByItem(), train, test, num_items=6, negatives=6)
+
+
+def test_a_recommender_by_name_without_task_trains_ratings_as_regression_and_pairs_alone_as_ranking():
+    """"mf" and "ncf" by name read the task off the data when none is given: (pairs, ratings) regression -- the
+    default classification would ask for class ids --, (pairs, None) ranking; a task given still wins."""
+    rng = np.random.default_rng(0)
+    pairs = np.stack([rng.integers(0, 20, 300), rng.integers(0, 25, 300)], 1)
+    ratings = rng.integers(1, 6, 300).astype(np.float32)
+    for name in ("mf", "ncf"):
+        assert finetune.train(name, (pairs, ratings), epochs=1, progress=False).config.task == "regression"
+    assert finetune.train("mf", (pairs, None), epochs=1, progress=False).config.task == "ranking"
+    with pytest.raises(ValueError, match="task='classification'"):
+        finetune.train("mf", (pairs, ratings.astype(np.int64) - 1), task="classification", epochs=1, progress=False)

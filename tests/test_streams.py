@@ -470,3 +470,21 @@ def test_a_validation_folder_with_other_classes_is_an_error(tmp_path):
                        **IMAGE_SETTINGS)
     finetune.train(_small_cnn(), train, val=finetune.datasets.ImageFolder(tmp_path / "val", size=16,
                                                                           classes=train.classes), **IMAGE_SETTINGS)
+
+
+def test_images_read_at_another_scale_than_training_are_an_error(tmp_path):
+    """The model remembers its ImageFolder's mean and std (saved with it): evaluate and predict on images read
+    with other values, or without them, are an error naming both, not a silent shift of every pixel."""
+    root = _image_folder(tmp_path / "images")
+    train = finetune.datasets.ImageFolder(root, size=(12, 10), mode="L", mean=0.3, std=0.4)
+    model = finetune.train("cnn", train, channels=[4], **IMAGE_SETTINGS).model
+    same = finetune.datasets.ImageFolder(root, size=(12, 10), mode="L", mean=[0.3], std=[0.4])
+    assert finetune.evaluate(model, same)["accuracy"] == finetune.evaluate(model, train)["accuracy"]
+    finetune.save(model, tmp_path / "m.safetensors")
+    for trained in (model, finetune.load(tmp_path / "m.safetensors")):
+        for read in (finetune.datasets.ImageFolder(root, size=(12, 10), mode="L"),
+                     finetune.datasets.ImageFiles(root, size=(12, 10), mode="L", mean=0.5, std=0.4)):
+            with pytest.raises(ValueError, match=r"is read with .* and the model trained on images read with "
+                                                 r"mean=\[0.3\], std=\[0.4\]: pass the same mean= and std="):
+                (finetune.evaluate if isinstance(read, finetune.datasets.ImageFolder) else finetune.predict)(
+                    trained, read)

@@ -359,7 +359,8 @@ def normalisation(mean: Any, std: Any, mode: str) -> tuple[np.ndarray | None, np
     except (TypeError, ValueError):
         means = stds = None
     if means is None or not np.isfinite(means).all() or not (stds > 0).all() or not np.isfinite(stds).all():
-        raise ValueError(f"mean and std need 1 or {channels} finite value(s) for mode {mode!r} (std > 0), got "
+        wanted = "1 finite value" if channels == 1 else f"1 or {channels} finite values"
+        raise ValueError(f"mean and std need {wanted} for mode {mode!r} (std > 0), got "
                          f"mean={mean!r}, std={std!r}")
     return means, stds
 

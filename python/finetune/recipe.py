@@ -620,6 +620,11 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
             head = heads.find_head(model, streams.head(inputs, 2))
         except ValueError as error:
             no_head = error
+    head_layer = model.get_submodule(head) if head is not None and isinstance(model, torch.nn.Module) else None
+    if classification and isinstance(head_layer, torch.nn.Linear) and head_layer.out_features < int(targets.max()) + 1:
+        # the probe would fit classes the head has no output for (head="keep" left it as it was)
+        raise ValueError(f"the model's head {head!r} outputs {head_layer.out_features} classes but the labels need "
+                         f"{int(targets.max()) + 1}: head='auto' (the default) or 'new' replaces it")
     # Rule 4: SGD fine-tunes a body under a head (the case measured). A model with no head to train first (a bare
     # nn.Linear in the loop, cache_frozen=False: AdamW 0.7319, SGD 0.5824 on Rotten Tomatoes' MiniLM features,
     # seed 4) keeps AdamW.
@@ -654,7 +659,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                   ("val_fraction given" if val_fraction is not None else
                    f"no val given: {fraction:.0%} of {'each class of ' if classification else ''}the sample (the "
                    "usual 80/20 hold-out)")
-                  + " is held out for the recipe's decisions (rates, epochs, phase kept); the model trains on the rest")
+                  + " is held out for the recipe's decisions (rates, epochs, phase kept); the model trains on the "
+                  "rest, then, the decisions made, on all of it (the refit)")
         val = take(inputs, targets, val_idx)
     else:
         train_idx = sample

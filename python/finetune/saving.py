@@ -53,6 +53,7 @@ def remember_saved_training(model: Any, meta: dict[str, str]) -> None:
         trained = json.loads(meta["trained_for"])
         training.remember_training(model, training.TrainedFor(  # earlier files have no example_shape, no classes
             trained["task"], *(tuple(trained[k]) if trained.get(k) is not None else None
-                               for k in ("columns", "target_shape", "example_shape", "classes", "folder_classes"))))
+                               for k in ("columns", "target_shape", "example_shape", "classes", "folder_classes",
+                                         "image_scale"))))
     elif meta.get("task"):  # a file from before "trained_for" (finetune 0.1.0 of 2026-12-03)
         training.remember_training(model, training.TrainedFor(meta["task"]))

@@ -183,12 +183,14 @@ def _outputs_needed(targets: torch.Tensor, val_targets: torch.Tensor | None, tas
     return largest + 1
 
 
-def _fit_head(model: Any, head: str, outputs: int, task: str, seed: int, example: list[torch.Tensor]) -> dict[str, Any] | None:
+def _fit_head(model: Any, head: str, outputs: int, task: str, seed: int, example: list[torch.Tensor],
+              trained_outputs: int | None = None) -> dict[str, Any] | None:
     """head="new": a new seeded head sized for the labels; "auto": the same, only where a classifier's head has
     fewer classes than the labels need and the model lets its head be replaced (an nn.Module whose head is an
     nn.Linear); "keep": the model as it is. "auto" keeps a head wider than the classes (its extra classes never
     occur as targets) and any regression head (a width that differs from the targets' is more likely a
-    mistake in y's shape than a head to replace: the loop's error says so)."""
+    mistake in y's shape than a head to replace: the loop's error says so). A head that would be sized past
+    ``trained_outputs`` (y's classes) by validation labels alone is an error: training would never show them."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
     replaceable = isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
@@ -204,6 +206,10 @@ def _fit_head(model: Any, head: str, outputs: int, task: str, seed: int, example
         layer = model.get_submodule(name)
         if not isinstance(layer, torch.nn.Linear) or layer.out_features >= outputs:
             return None
+    if trained_outputs is not None and outputs > trained_outputs:
+        raise ValueError(f"y_val holds label(s) up to {outputs - 1}, beyond y's largest, {trained_outputs - 1}: "
+                         f"head={head!r} would size the head for {outputs} classes, some of which training never "
+                         "shows; validate on the classes it trains on (labels shifted?)")
     replaced = heads.replace_head(model, name, outputs, seed)
     log.info("head %s replaced: %d -> %d outputs (seed %d)", replaced["name"], replaced["old_outputs"], outputs, seed)
     return replaced
@@ -244,6 +250,19 @@ def _check_class_ids(targets: torch.Tensor) -> None:
 
 QUANTITY_MIN_VALUES = 10  # labels with at least this many distinct values ...
 QUANTITY_MEDIAN_COUNT = 3  # ... half of them seen fewer times than this look like a quantity, not classes
+
+
+def check_device(device: str) -> None:
+    """The C++ loop's device check (forward.cpp's resolve_device), before an nn.Module is moved there: torch's own
+    error for a missing CUDA is an AssertionError that names no setting."""
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError):
+        found = None
+    if found is None or found.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if found.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available in this build or machine")
 
 
 def _task_given(config: Any, settings: dict[str, Any]) -> bool:
@@ -297,7 +316,10 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
                         f"options of model {entry.name!r}: {entry.option_names}")
     cfg = resolve_config(config, settings)
     cfg = dataclasses.replace(cfg, device=device_for_rank(cfg.device))
+    check_device(cfg.device)
     x, y = streams.split(train_data, "train_data")
+    if entry is not None and entry.pairs and not task_given:  # a recommender by name: ratings, or pairs alone
+        cfg = dataclasses.replace(cfg, task="ranking" if y is None else "regression")
     data.check_rows_aligned(x, y)
     y, classes = data.label_ids(y, "y", cfg.task, None, fit=True)  # "Yes"/"No": ids 1/0, the labels kept
     columns = data.column_names(x)  # X_val's must be the same, in the same order
@@ -383,7 +405,8 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         model = models.eager(model)  # a module finetune traced ("minilm"): adapters change its Python layers
     given_model = model
     model = models.adapt(model, example, keys, cfg.output_key)  # keyword inputs, a dict or tuple output
-    replaced = _fit_head(model, head, _outputs_needed(targets, val_targets, cfg.task), cfg.task, cfg.seed, example)
+    replaced = _fit_head(model, head, _outputs_needed(targets, val_targets, cfg.task), cfg.task, cfg.seed, example,
+                         _outputs_needed(targets, None, cfg.task) if cfg.task == "classification" else None)
     adapters = _add_lora(model, lora, cfg, example) if lora is not None else None
     if adapters is not None:
         cfg = dataclasses.replace(cfg, freeze=loras.trainable(adapters["head"]))
@@ -543,7 +566,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     named = getattr(x, "classes", None) if streams.is_dataset(x) and run.classes is None else None
     remember_training(result.model, TrainedFor(result.config.task, data.column_names(x), tuple(run.targets.shape[1:]),
                                                data.example_shape(x), run.classes,
-                                               tuple(named) if isinstance(named, (list, tuple)) else None))
+                                               tuple(named) if isinstance(named, (list, tuple)) else None,
+                                               image_scale(x)))
     if isinstance(named, (list, tuple)):  # an ImageFolder's sub-folders: predict gives ids, these name them
         result.classes = list(named)
     if run.classes is not None:
@@ -572,6 +596,9 @@ class TrainedFor:
     # A dataset's class names where its labels were their ids (an ImageFolder's sub-folders): evaluate reads another
     # folder's labels by them
     folder_classes: tuple[str, ...] | None = None
+    # A dataset's pixel normalisation where it has one to set (ImageFolder's mean and std, as lists; [None, None]:
+    # [0, 1]): evaluate and predict refuse images read at another scale
+    image_scale: tuple[Any, Any] | None = None
 
 
 # The last training of each model (finetune.train, or finetune.load). Weak: the models are the user's to drop.
@@ -604,6 +631,29 @@ def task_of(model: Any, task: str | None) -> str:
         return task
     trained = trained_for(model)
     return trained.task if trained is not None else "classification"
+
+
+def image_scale(dataset: Any) -> tuple[Any, Any] | None:
+    """(mean, std) as lists, or (None, None), of a dataset that normalises its images (ImageFolder, ImageFiles);
+    None for anything else."""
+    if not streams.is_dataset(dataset) or not hasattr(dataset, "mean") or not hasattr(dataset, "std"):
+        return None
+    as_list = lambda v: None if v is None else [round(float(f), 6) for f in np.asarray(v).ravel()]  # noqa: E731
+    return as_list(dataset.mean), as_list(dataset.std)
+
+
+def _check_image_scale(model: Any, dataset: Any, name: str) -> None:
+    """A dataset read at another pixel scale than the one the model trained on is an error, not a silent shift."""
+    trained = trained_for(model)
+    scale = image_scale(dataset)
+    if trained is None or trained.image_scale is None or scale is None:
+        return
+    if list(trained.image_scale) != list(scale):
+        def said(s: Any) -> str:
+            return "no mean/std (pixels in [0, 1])" if s[0] is None else f"mean={s[0]}, std={s[1]}"
+        raise ValueError(f"{name} is read with {said(scale)}, and the model trained on images read with "
+                         f"{said(trained.image_scale)}: pass the same mean= and std= ({type(dataset).__name__}(..., "
+                         "mean=..., std=...))")
 
 
 def _with_training_classes(model: Any, dataset: Any) -> Any:
@@ -1189,6 +1239,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device_for_rank(device), topk=topk,
                       distributed=distributed, trim_padding=trim_padding, num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
+    _check_image_scale(model, eval_data[0] if isinstance(eval_data, tuple) and eval_data else eval_data, "eval_data")
     eval_data = _with_training_classes(model, eval_data)
     x, y = streams.split(streams.with_labels(eval_data, labels, "data"), "data")
     data.check_rows_aligned(x, y)
@@ -1286,6 +1337,7 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
     cfg = TrainConfig(task=task, eval_batch_size=batch_size, device=device, trim_padding=trim_padding,
                       num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
+    _check_image_scale(model, x, "X")
     labeled = streams.is_dataset(x) and any(getattr(x, a, None) is not None for a in streams.LABEL_ATTRIBUTES)
     found = streams.streamed(x, None, "X", "regression", models.parameter_dtype(model), cfg, labeled=labeled)
     if found is not None:
