@@ -43,9 +43,38 @@ class Popularity(torch.nn.Module):
         return self.counts[pairs[:, 1]] + self.unused
 
 
+def _count(value: int, name: str) -> int:
+    """An argument that counts (num_items, k): an int >= 1, or a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _ids(values: np.ndarray, name: str, columns: int | None, num_items: int | None = None) -> np.ndarray:
+    """``values`` as int64 ids -- (N, 2) (user, item) pairs where ``columns`` is 2, else (N,) users -- checked: whole
+    numbers >= 0, items below ``num_items``; a ValueError naming ``name`` otherwise (a float id truncated, or an
+    item beyond the catalogue, would rank something else silently)."""
+    array = np.asarray(values)
+    shape = "(N, 2) (user, item) pairs" if columns == 2 else "a 1-D array of user ids"
+    if array.ndim != (2 if columns == 2 else 1) or (columns == 2 and array.shape[1] != 2):
+        raise ValueError(f"{name} must be {shape}, got shape {array.shape}")
+    if array.size and array.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must hold integer ids, got dtype {array.dtype}")
+    if array.size:
+        bad = ~np.isfinite(array) | (array != np.round(array)) | (array < 0)
+        if bad.any():
+            raise ValueError(f"{name} must hold whole numbers >= 0 (ids), got e.g. {array[bad][:3].tolist()}")
+    array = array.astype(np.int64)
+    if columns == 2 and num_items is not None and array.size and array[:, 1].max() >= num_items:
+        raise ValueError(f"{name} holds item {int(array[:, 1].max())}, beyond num_items={num_items} (items 0.."
+                         f"{num_items - 1})")
+    return array
+
+
 def popularity(pairs: np.ndarray, num_items: int) -> Popularity:
     """The popularity ranker of the interactions ``pairs`` (user, item), for ``ranking_metrics``."""
-    return Popularity(np.bincount(pairs[:, 1], minlength=num_items))
+    num_items = _count(num_items, "num_items")
+    return Popularity(np.bincount(_ids(pairs, "pairs", 2, num_items)[:, 1], minlength=num_items))
 
 
 def leave_one_out(pairs: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +95,9 @@ def ranking_metrics(model, train_pairs: np.ndarray, test_pairs: np.ndarray, num_
     """HR@k and NDCG@k of `model` (a rating predictor) on one held-out (user, item) per row of `test_pairs`, each
     ranked among `negatives` items drawn from those its user never had (in either set; seeded), or among all of them
     where the user has fewer left (``short_users`` below)."""
+    num_items, k = _count(num_items, "num_items"), _count(k, "k")
+    train_pairs = _ids(train_pairs, "train_pairs", 2, num_items)
+    test_pairs = _ids(test_pairs, "test_pairs", 2, num_items)
     if not 1 <= negatives < num_items:
         raise ValueError(f"negatives must be from 1 to num_items - 1 ({num_items - 1}), got {negatives}")
     rng = np.random.default_rng(seed)
@@ -110,9 +142,9 @@ def top_items(model, users: np.ndarray, num_items: int, k: int = 10, exclude: np
     ranker's scores or a rating model's predicted ratings), best first, leaving out the (user, item) pairs of
     ``exclude`` (what each user already had). A user left fewer items gets item -1 and score -inf for the rest.
     Scored a few users at a time (``batch_rows`` pairs)."""
-    users = np.asarray(users, dtype=np.int64)
-    if not 1 <= k:
-        raise ValueError(f"k must be >= 1, got {k}")
+    users = _ids(users, "users", None)
+    num_items, k = _count(num_items, "num_items"), _count(k, "k")
+    exclude = _ids(exclude, "exclude", 2, num_items) if exclude is not None else None
     k = min(k, num_items)
     had: dict[int, np.ndarray] = {}  # each user's items to leave out
     if exclude is not None and len(exclude):
