@@ -78,7 +78,10 @@ def class_labels(value: Any, name: str) -> np.ndarray | None:
             return None  # numbers in an object array: as_tensor converts or names them
         if not strings.all():
             row = int(np.flatnonzero(~strings)[0])
-            raise ValueError(f"{name} row {row} is {array[row]!r} among labels such as {str(array[strings][0])!r}: every "
+            value = array[row]
+            missing = value is None or (isinstance(value, float) and value != value)  # None, or pandas' NaN for it
+            said = f"missing ({value!r})" if missing else repr(value)
+            raise ValueError(f"{name} row {row} is {said} among labels such as {str(array[strings][0])!r}: every "
                              "label must be a string (drop the rows without one, or fill them)")
     return array.astype(str)
 
