@@ -122,6 +122,7 @@ CASES = [
     ("no epochs", lambda: train(epochs=0), ValueError, r"epochs must be >= 1, got 0"),
     ("negative seed", lambda: train(seed=-1), ValueError, r"seed must be >= 0, got -1"),
     ("negative seed, recipe", lambda: finetune.train("mlp", (X, Y), seed=-1, progress=False), ValueError, r"seed must be >= 0, got -1"),
+    ("predict given (X, y)", lambda: finetune.predict(train(mlp()).model, (X, Y)), ValueError, r"^predict\(model, X\) takes X alone, and X is a tuple of 2: for \(X, y\) use finetune.evaluate"),
     ("unknown device", lambda: train(device="tpu"), ValueError, r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     ("unknown device, a module", lambda: train(torch.nn.Sequential(torch.nn.Linear(64, 10)), device="tpu"), ValueError, r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     ("cuda absent, a module", lambda: train(torch.nn.Sequential(torch.nn.Linear(64, 10)), device="cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("CUDA is not available")), ValueError, r"CUDA is not available"),

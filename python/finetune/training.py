@@ -1338,6 +1338,10 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
                       num_workers=num_workers, prefetch=prefetch)
     cpp_config = cfg.to_cpp()
     _check_image_scale(model, x, "X")
+    if isinstance(x, tuple) and len(x) == 2 and trained is not None and trained.example_shape is not None:
+        # the model trained on one array: a pair is evaluate's (X, y), not two inputs
+        raise ValueError("predict(model, X) takes X alone, and X is a tuple of 2: for (X, y) use "
+                         "finetune.evaluate(model, (X, y))")
     labeled = streams.is_dataset(x) and any(getattr(x, a, None) is not None for a in streams.LABEL_ATTRIBUTES)
     found = streams.streamed(x, None, "X", "regression", models.parameter_dtype(model), cfg, labeled=labeled)
     if found is not None:
