@@ -182,16 +182,17 @@ def test_the_pretrained_digit_cnn_takes_a_new_head_for_other_classes():
 
 def test_digit_cnn_on_pixels_in_0_1_warns_of_the_mnist_scale_its_weights_know(caplog):
     """digit_cnn's weights were trained on MNIST-normalised pixels: X in [0, 1] trains (a user may mean it), with a
-    warning naming finetune.pretrained.mnist_normalize; normalised X trains without one."""
+    warning naming the normalisation; normalised X trains without one, and so does the CNN without its weights."""
     from finetune import pretrained
 
     x = np.random.default_rng(0).random((24, 1, 28, 28)).astype(np.float32)
     y = np.arange(24) % 2
-    for images, warned in ((x, True), (pretrained.mnist_normalize(x), False)):
+    for images, options, warned in ((x, {}, True), (pretrained.mnist_normalize(x), {}, False),
+                                    (x, {"pretrained": False}, False)):
         caplog.clear()
-        finetune.train("digit_cnn", (images, y), epochs=1, progress=False)
-        found = [r.message for r in caplog.records if "mnist_normalize" in r.message]
-        assert len(found) == int(warned), found
+        finetune.train("digit_cnn", (images, y), epochs=1, progress=False, **options)
+        found = [r.message for r in caplog.records if "(x - 0.1307) / 0.3081" in r.message]
+        assert len(found) == int(warned), (options, found)
 
 
 def test_the_module_train_is_named_training():

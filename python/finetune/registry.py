@@ -156,7 +156,20 @@ class ModelEntry:
         options = {**self._inferred(inputs, targets, task, options), **options}
         model = self.build(**options)
         resolved = model.options if isinstance(model, models.NativeModel) else {**self.defaults, **options}
+        self._warn_unnormalised(inputs[0], resolved)
         return model, resolved
+
+    def _warn_unnormalised(self, x: torch.Tensor, options: dict[str, Any]) -> None:
+        """A warning when pretrained weights that know normalised pixels are given pixels in [0, 1] (their
+        pretraining's mean then lies far from the inputs' background: digit_cnn's -0.42 against 0)."""
+        if self.image_mean_std is None or not self.pretrained(options) or not x.numel():
+            return
+        if float(x.min()) >= 0.0 and float(x.max()) <= 1.0:
+            mean, std = self.image_mean_std
+            logging.getLogger("finetune").warning(
+                f"model {self.name!r} was pretrained on pixels normalised as (x - {mean}) / {std}, and X lies in "
+                f"[0, 1]: pass (X - {mean}) / {std} (an ImageFolder: mean={mean}, std={std}) to fine-tune it at the "
+                "scale its weights know")
 
     def infer_options(self, x: Any, y: Any, task: str = "classification", **given: Any) -> dict[str, Any]:
         """The options ``(x, y)`` decide (sizes, numbers of classes, users, ...), except those ``given``."""
@@ -595,11 +608,6 @@ def _infer_digit_cnn(inputs: Sequence[torch.Tensor], targets: torch.Tensor, task
     if len(inputs) != 1 or tuple(x.shape[1:]) != (1, 28, 28):
         raise ValueError("model 'digit_cnn' reads MNIST-sized images (N, 1, 28, 28), scaled by "
                          f"finetune.pretrained.mnist_normalize; got X of shape {tuple(x.shape)}")
-    if x.numel() and float(x.min()) >= 0.0 and float(x.max()) <= 1.0:  # the MNIST scale puts the background at -0.42
-        logging.getLogger("finetune").warning(
-            "model 'digit_cnn' was pretrained on pixels normalised as MNIST's, (x - 0.1307) / 0.3081, and X lies in "
-            "[0, 1]: pass finetune.pretrained.mnist_normalize(X) (an ImageFolder: mean=0.1307, std=0.3081) to "
-            "fine-tune it at the scale its weights know")
     return {"num_classes": _outputs(targets, task)}
 
 
