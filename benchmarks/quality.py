@@ -29,7 +29,7 @@ none: `python benchmarks/quality.py --sections --load runs/*.json --plot docs/qu
 - text: Rotten Tomatoes, MiniLM (finetune's defaults, recipe="auto"; head only with the frozen encoder run as in
   inference, and full fine-tune with dropout, 2 epochs each; each also the other way round on the 10% sample) on a
   10% stratified sample — and with --text-full on all of it (slow on a CPU) — vs TF-IDF + logistic regression on
-  the same split, and recipe="head" (the probe alone); --text-seeds seeds. --text-full-defaults, --text-full-head
+  the same split, and recipe="head" (the probe alone); --text-seeds seeds (from --text-first-seed). --text-full-defaults, --text-full-head
   and --text-full-fixed run all of it with one set of rows (the defaults, recipe="head", or the fixed rows) beside
   TF-IDF.
 - recipe: the digits story (a CNN pretrained on digits 0-4, adapted to all ten on a stratified 20% sample) with
@@ -213,6 +213,9 @@ def ranking(seeds: int) -> None:
             "mf", (pairs[train], None), task="ranking", seed=seed, progress=False, **sizes).model,
         "finetune ncf, `task='ranking'` (BPR), defaults": lambda seed: finetune.train(
             "ncf", (pairs[train], None), task="ranking", seed=seed, progress=False, **sizes).model,
+        "finetune mf, `task='ranking'` (BPR), old defaults (`recipe='none'`: SGD 0.01, momentum 0.9, 10 epochs)":
+            lambda seed: finetune.train("mf", (pairs[train], None), task="ranking", recipe="none", seed=seed,
+                                        progress=False, **sizes).model,
     }
     table: dict[str, tuple[list[float], list[float], list[float]]] = {}
     for seed in range(seeds):
@@ -424,7 +427,7 @@ TEXT_HEAD = "MiniLM, finetune's head only (recipe='head': the probe on the last 
 TEXT_ABLATIONS = ("MiniLM, head only, encoder dropout on", "MiniLM, full fine-tune, dropout off")
 
 
-def text_section(seeds: int, fractions: list[float], epochs: int, rows: str = "all") -> None:
+def text_section(seeds: int, fractions: list[float], epochs: int, rows: str = "all", first_seed: int = 0) -> None:
     """MiniLM on Rotten Tomatoes at each fraction: finetune's defaults and the fixed rows (TEXT_METHODS), beside
     TF-IDF; ``rows`` "defaults" runs the defaults and TF-IDF alone (the 100% column's defaults, in an hour),
     "head" recipe="head" and TF-IDF alone, "fixed" the fixed rows and TF-IDF alone."""
@@ -435,7 +438,7 @@ def text_section(seeds: int, fractions: list[float], epochs: int, rows: str = "a
 
     table: dict[tuple[str, float], list[float]] = {}
     times: dict[tuple[str, float], list[float]] = {}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         split = datasets.load("rotten-tomatoes", seed=seed)
         for fraction in fractions:
             keep, _ = (np.arange(len(split.y_train)), None) if fraction == 1.0 else \
@@ -515,7 +518,7 @@ def recipe_section(seeds: int) -> None:
         panel(f"Digits story, 20% sample: accuracy ({seeds} seeds)", name, values)
 
     rows: dict[str, list[float]] = {}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         split = datasets.load("rotten-tomatoes", seed=seed)
         keep, _ = datasets.stratified_split(split.y_train, 0.9, seed)
         x, y = split.x_train[keep], split.y_train[keep]
@@ -555,6 +558,8 @@ def main() -> None:
     parser.add_argument("--text-full-fixed", action="store_true",
                         help="the text section on all the training data with the fixed rows and TF-IDF alone")
     parser.add_argument("--text-seeds", type=int, default=1, help="seeds for the text section (MiniLM is slow)")
+    parser.add_argument("--text-first-seed", type=int, default=0, help="the text section's first seed (a run of "
+                        "all the data takes most of an hour a seed: further seeds in a run of their own)")
     parser.add_argument("--quick", action="store_true", help="one seed, fewer epochs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", metavar="PATH", help="also draw every table as bar charts into PATH (matplotlib)")
@@ -597,7 +602,7 @@ def main() -> None:
     if "text" in args.sections:
         # --text-full-*: one set of rows, on all the training data
         text_section(args.text_seeds, [1.0] if alone else [0.1, 1.0] if args.text_full else [0.1], epochs=2,
-                     rows=alone[0] if alone else "all")
+                     rows=alone[0] if alone else "all", first_seed=args.text_first_seed)
     seconds = time.perf_counter() - start
     print(f"\nTook {seconds:.0f} s on {torch.get_num_threads()} threads ({cpu_name()}).")
     if args.save:

@@ -261,6 +261,12 @@ def test_cli_trains_and_predicts_a_csv_with_word_columns(tmp_path):
     rows = later.astype(object).where(later.notna(), None).to_numpy()
     rows[:, 3] = later["plan"].astype(str).to_numpy()
     assert predictions == finetune.predict(model, rows).tolist()
+    # In Python the run's model reads the file as pandas does, as the model finetune.train gave reads its table
+    # (a run recorded the width its words are one-hot encoded to, and refused the table itself)
+    read = pd.read_csv(tmp_path / "new.csv")
+    assert predictions == finetune.predict(model, read).tolist()
+    assert finetune.embed(model, read).shape == (10, 128)
+    assert finetune.evaluate(model, (read, finetune.predict(model, read)))["accuracy"] == 1.0
     test = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     assert test > 0.7, test
     later = later.astype({"income": object})

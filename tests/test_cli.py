@@ -576,9 +576,18 @@ def test_test_fraction_0_trains_on_every_row_and_evaluate_then_needs_input(capsy
                           "score; pass --input with new labelled rows")
     code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "d.csv"))
     assert code == 0, err
+    assert main(["train", str(tmp_path / "d.toml"), "train.seed=1", "--out", str(tmp_path / "r1"), "--quiet"]) == 0
+    table = runs.compare([tmp_path / "r", tmp_path / "r1"])  # no test metrics: the validation slice's, so named
+    assert "validation accuracy" in table[0] and not any(h.startswith("test ") for h in table[0])
+    assert dict(zip(table[0], table[1]))["validation accuracy"] == f"{metrics['validation']['accuracy']:.4f}"
     code, err = run_main(capsys, "train", str(tmp_path / "d.toml"), "data.test_fraction=-0.1", "--out",
                          str(tmp_path / "bad"))
     assert_one_line_error(code, err, "data.test_fraction must be a number between 0 and 1", "0 for none")
+    code, err = run_main(capsys, "train", str(tmp_path / "d.toml"), "data.label=nope", "--out", str(tmp_path / "bad"))
+    assert_one_line_error(code, err, "has no label column 'nope'")
+    assert not (tmp_path / "bad").exists()  # a run that fails on its data leaves no empty run directory behind
+    code, err = run_main(capsys, "train", str(tmp_path / "d.toml"), "train.epochs=five", "--out", str(tmp_path / "bad"))
+    assert_one_line_error(code, err, "override 'train.epochs=five': [train] epochs must be int")  # not the file
 
 
 def test_config_files_that_cannot_be_read_are_one_line_errors(capsys, tmp_path):

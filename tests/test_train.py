@@ -281,6 +281,21 @@ def test_progress_bar_prints_epochs(digits, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_an_unwatched_long_epoch_prints_where_it_is(digits, capsys, monkeypatch):
+    """Redirected (no bar), an epoch longer than STEP_LINE_SECONDS prints a plain line of its step, loss and time
+    left: a log that stays silent for minutes (SetFit's one epoch of pairs on MiniLM) reads as a hang."""
+    from finetune import progress
+
+    x, y, _, _ = digits
+    monkeypatch.setattr(progress, "STEP_LINE_SECONDS", 0.0)
+    finetune.train("mlp", (x, y), epochs=1, batch_size=8, progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "step" in line]
+    assert lines and all("epoch 1/1  step " in line and "left in the epoch" in line for line in lines), lines
+    monkeypatch.setattr(progress, "STEP_LINE_SECONDS", 3600.0)
+    finetune.train("mlp", (x, y), epochs=1, batch_size=8, progress=True)
+    assert not [line for line in capsys.readouterr().err.splitlines() if "step" in line]
+
+
 def test_seeded_runs_are_identical(digits):
     x, y, _, _ = digits
     images = x.reshape(-1, 1, 8, 8)

@@ -187,8 +187,13 @@ def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> A
                          f"table it trained on (a DataFrame, or an object array holding their words), got {shape}")
     if len(x) == 0:
         raise ValueError("X is empty (0 examples)")
-    by_name = {_key(name): cells for name, cells in columns}  # a DataFrame's columns by name, an array's by position
     named = [c["column"] for c in categories]
+    positional = all(isinstance(c, int) for c in named) and not any(isinstance(_key(n), int) for n, _ in columns)
+    if data.is_frame(x) and positional:
+        # A model trained on rows without names (a CLI run's CSV, an object array) given a DataFrame: its columns
+        # by position, as its number columns are read (a CLI run has checked their names against the CSV's).
+        columns = [(i, cells) for i, (_, cells) in enumerate(columns)]
+    by_name = {_key(name): cells for name, cells in columns}  # a DataFrame's columns by name, an array's by position
     absent = [name for name in named if name not in by_name]
     if absent:
         raise ValueError(f"X lacks the category column(s) {absent} the model was trained on (it has "

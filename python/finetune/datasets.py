@@ -833,7 +833,10 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
     y = np.asarray([float(v) for v in labels], dtype=np.float32)
     if task == "classification":
         if not np.all(y == np.round(y)):
-            raise ValueError(f"'{path}' column '{label}' must hold integer class ids for classification")
+            value = labels[int(np.argmax(y != np.round(y)))]
+            raise ValueError(f"'{path}' column '{label}' must hold integer class ids for classification, got values "
+                             f"such as {value!r} (a value to predict: task='regression', in a run config "
+                             "train.task = \"regression\")")
         y = y.astype(np.int64)
     return x, y
 

@@ -1,10 +1,16 @@
 """The progress display: one line per epoch on stderr, and within each epoch tqdm's bar where someone watches (a
-terminal or a notebook, tqdm installed) -- redirected to a file or a CI log, a bar is kilobytes of carriage returns."""
+terminal or a notebook, tqdm installed) -- redirected to a file or a CI log, a bar is kilobytes of carriage returns,
+so there a long epoch prints a plain line every STEP_LINE_SECONDS instead."""
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
+
+# Unwatched, an epoch longer than this prints where it is this often (one epoch of SetFit's pairs on MiniLM runs
+# minutes on a CPU, and a log that stays silent that long reads as a hang).
+STEP_LINE_SECONDS = 30.0
 
 
 class Progress:
@@ -15,6 +21,7 @@ class Progress:
         self.prefix = f"{phase}: " if phase else ""  # the recipe's phase: its epochs count from 1 again
         self.enabled = enabled
         self._bar = None
+        self._last_line = time.monotonic()
         try:
             from tqdm.auto import tqdm
         except ImportError:
@@ -32,6 +39,12 @@ class Progress:
 
     def _step(self, info: dict[str, Any]) -> None:
         if self._tqdm is None:
+            if time.monotonic() - self._last_line >= STEP_LINE_SECONDS:
+                self._last_line = time.monotonic()
+                done, total = info["epoch_step"], info["steps_per_epoch"]
+                left = info["epoch_seconds"] / max(done, 1) * (total - done)
+                print(f"{self.prefix}epoch {info['epoch'] + 1}/{self.epochs}  step {done}/{total}  loss "
+                      f"{info['loss']:.4f}  about {left:.0f} s left in the epoch", file=sys.stderr, flush=True)
             return
         if self._bar is None:
             self._bar = self._tqdm(total=info["steps_per_epoch"], desc=f"{self.prefix}epoch {info['epoch'] + 1}/{self.epochs}",
@@ -43,6 +56,7 @@ class Progress:
         self._bar.refresh()
 
     def _epoch(self, record: dict[str, Any]) -> None:
+        self._last_line = time.monotonic()
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -38,6 +38,7 @@ import tomli_w
 import torch
 
 from . import checkpoint, data, datasets, distributed, lora, models, recommend, registry, report, saving, training
+from . import recipe as recipe_rules
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -299,7 +300,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         dataclasses.replace(train, class_weights=None if train.class_weights == "balanced" else train.class_weights
                             ).to_cpp()
     except (TypeError, ValueError) as error:
-        raise type(error)(f"{source}: [train] {error}") from None
+        field_named = next((k for k in train_values if str(error).startswith(f"{k} ")), None)  # "epochs must be int"
+        where = overridden.get(f"train.{field_named}", source)
+        raise type(error)(f"{where}: [train] {error}") from None
     lora_table = raw.get("lora")
     if lora_table is not None:
         try:
@@ -686,10 +689,21 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     `tensorboard=False` writes no event files. The run checkpoints in `out/checkpoints` (unless train.checkpoint_dir
     says elsewhere); `resume=True` continues an interrupted run from there -- the recipe's or the settings' as
     given, whichever it was -- and then writes its event files whole, from the history."""
+    out = Path(out)
+    created = not out.exists()
+    try:
+        return _run_into(cfg, out, quiet, callback, tensorboard, resume)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):  # a bad setting or file: no empty run left behind
+            out.rmdir()
+        raise
+
+
+def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, dict], bool | None] | None,
+              tensorboard: bool | None, resume: bool) -> dict[str, Any]:
     import finetune
 
     writer_class = summary_writer(required=tensorboard is True) if tensorboard is not False else None
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     split = load_data(cfg)
     train_cfg = cfg.train.replace(progress=cfg.train.progress and not quiet)
@@ -800,7 +814,11 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     (out / "config.toml").write_text(write_toml(config_written))
     # The task, and a CSV file's feature columns: predicting on a file whose columns moved is an error, not garbage
     remembered = training.trained_for(result.model) or training.TrainedFor(split.task)
-    trained = saving.trained_for_meta(dataclasses.replace(remembered, columns=data_columns(cfg)))
+    columns = data_columns(cfg)
+    if columns is not None and getattr(split.x_train, "ndim", 0) == 2:
+        # the table's columns, as predict is given them: not the width "mlp" encodes its words to
+        remembered = dataclasses.replace(remembered, example_shape=(len(columns),))
+    trained = saving.trained_for_meta(dataclasses.replace(remembered, columns=columns))
     if result.lora is not None and not result.lora["merged"]:
         # Adapters kept apart (lora.merge = false): the run keeps what trained -- the adapters and the head, a
         # small file -- and rebuilds the pretrained model around them when loaded.
@@ -939,11 +957,12 @@ def with_chosen_options(cfg: RunConfig, x_train: Any) -> RunConfig:
 
 
 def model_inputs(cfg: RunConfig, x: Any, model: Any = None) -> Any:
-    """``x`` as the numbers the config's model reads (MiniLM: texts tokenised at model.max_length), by the options
-    ``model`` was built with where finetune built it ("mlp"'s category levels, saved with its weights, not in
-    config.toml), else by the config's."""
+    """``x`` as the numbers the config's model reads (MiniLM: texts tokenised at model.max_length), by the config's
+    options; for a ``model`` finetune built, ``x`` as it is: finetune.evaluate and predict check it against the
+    training's rows, then encode it by the options the model was built with ("mlp"'s category levels, saved with
+    its weights, not in config.toml), as they do for the model in Python."""
     if model is not None and registry.built(model) is not None:
-        return registry.encode_for(model, x)
+        return x
     return registry.get(cfg.model["name"]).encode_inputs(x, _options(cfg))
 
 
@@ -1338,16 +1357,21 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
         config = {f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()}
         ran = (record.get("recipe") or [{}])[0].get("value", "none")
         if ran != "none":  # the recipe chose what its config.toml leaves out: not the defaults the file reads as
-            # (the settings its phases decided, "full.lr" -> lr; the seed, the device, ... stay as they read)
+            # -- every setting that shapes the training (its phases ran their own optimizer, rate, epochs, ...;
+            # phase "pairs" records them in one entry) and the neutral ones a phase decided ("full.batch_size" ->
+            # batch_size, class_weights); the seed, the device, ... stay as they read
             decided = {d["what"].rsplit(".", 1)[-1] for d in record.get("recipe", [])} & set(config_fields())
+            decided |= set(config_fields()) - set(recipe_rules.RECIPE_NEUTRAL)
             config = {k: "(recipe)" if k.startswith("train.") and k.removeprefix("train.") in decided - set(
                 cfg.train_given) else v for k, v in config.items()}
         configs.append({**config, "recipe": ran})
-        metrics.append(record["test"])
+        # a run without a test split (data.test_fraction = 0) is compared by its validation slice, so named
+        metrics.append(record["test"] or {f"validation {k}": v for k, v in (record.get("validation") or {}).items()
+                                          if isinstance(v, (int, float))})
     keys = sorted({k for c in configs for k in c} - {"train.checkpoint_dir", "train.progress"})
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
     metric_names = sorted({k for m in metrics for k in m})
-    header = ["run"] + differing + [f"test {m}" for m in metric_names]
+    header = ["run"] + differing + [m if m.startswith("validation ") else f"test {m}" for m in metric_names]
     return [header] + [[str(run_dir)] + [json.dumps(c.get(k)) for k in differing]
                        + [f"{m.get(n, float('nan')):.4f}" for n in metric_names]
                        for run_dir, c, m in zip(run_dirs, configs, metrics)]

@@ -51,6 +51,10 @@ def remember_saved_training(model: Any, meta: dict[str, str]) -> None:
     """The training a file's ``trained_for_meta`` recorded, remembered for ``model`` (predict checks by it)."""
     if "trained_for" in meta:
         trained = json.loads(meta["trained_for"])
+        if trained.get("columns") and trained.get("example_shape") and len(trained["example_shape"]) == 1:
+            # A table's examples are its columns: a CLI run before 2026-12-07 recorded the width "mlp" one-hot
+            # encodes its word columns to, which refused the table itself at predict.
+            trained["example_shape"] = [len(trained["columns"])]
         training.remember_training(model, training.TrainedFor(  # earlier files have no example_shape, no classes
             trained["task"], *(tuple(trained[k]) if trained.get(k) is not None else None
                                for k in ("columns", "target_shape", "example_shape", "classes", "folder_classes",
