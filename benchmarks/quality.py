@@ -424,12 +424,14 @@ TEXT_METHODS = (
 )
 TEXT_DEFAULTS = "MiniLM, finetune's defaults (recipe='auto': the probe, then rule 10's full phase, the refit)"
 TEXT_HEAD = "MiniLM, finetune's head only (recipe='head': the probe on the last four layers)"
+TEXT_OLD = "MiniLM, finetune's old defaults (recipe='none': SGD 0.01, momentum 0.9, 10 epochs)"
 TEXT_ABLATIONS = ("MiniLM, head only, encoder dropout on", "MiniLM, full fine-tune, dropout off")
 
 
 def text_section(seeds: int, fractions: list[float], epochs: int, rows: str = "all", first_seed: int = 0) -> None:
     """MiniLM on Rotten Tomatoes at each fraction: finetune's defaults and the fixed rows (TEXT_METHODS), beside
-    TF-IDF; ``rows`` "defaults" runs the defaults and TF-IDF alone (the 100% column's defaults, in an hour),
+    TF-IDF; ``rows`` "defaults" runs the defaults and TF-IDF alone (the 100% column's defaults, in an hour), "old"
+    the old defaults (recipe="none") and TF-IDF alone,
     "head" recipe="head" and TF-IDF alone, "fixed" the fixed rows and TF-IDF alone."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -460,8 +462,14 @@ def text_section(seeds: int, fractions: list[float], epochs: int, rows: str = "a
                 times.setdefault((TEXT_DEFAULTS, fraction), []).append(time.perf_counter() - start)
                 table.setdefault((TEXT_DEFAULTS, fraction), []).append(
                     finetune.evaluate(result.model, (split.x_test, split.y_test), batch_size=256)["accuracy"])
+            if rows in ("all", "old"):  # finetune before the recipe: the loop's defaults, what recipe="none" runs
+                start = time.perf_counter()
+                result = finetune.train("minilm", (x, y), recipe="none", seed=seed, progress=False)
+                times.setdefault((TEXT_OLD, fraction), []).append(time.perf_counter() - start)
+                table.setdefault((TEXT_OLD, fraction), []).append(
+                    finetune.evaluate(result.model, (split.x_test, split.y_test), batch_size=256)["accuracy"])
             for name, dropout, settings in TEXT_METHODS:
-                if rows in ("defaults", "head") or fraction == 1.0 and name in TEXT_ABLATIONS:
+                if rows in ("defaults", "head", "old") or fraction == 1.0 and name in TEXT_ABLATIONS:
                     continue  # on the 10% sample only: a run on all the data takes ~10 minutes
                 # normalize=False, layers=1: the raw mean of the last layer, as the README's table was measured
                 model, tokenize = text.minilm_classifier(2, max_length=48, seed=seed, dropout=dropout, normalize=False,
@@ -477,7 +485,7 @@ def text_section(seeds: int, fractions: list[float], epochs: int, rows: str = "a
           f"rows other than the defaults {epochs} epoch(s), max 48 tokens)\n")
     print("| method | " + " | ".join(f"{f:.0%} of the training set" for f in fractions) + " |")
     print("|---|" + "---|" * len(fractions))
-    for name in ["TF-IDF + logistic regression", TEXT_DEFAULTS, TEXT_HEAD] + [method[0] for method in TEXT_METHODS]:
+    for name in ["TF-IDF + logistic regression", TEXT_DEFAULTS, TEXT_HEAD, TEXT_OLD] + [m[0] for m in TEXT_METHODS]:
         cells = [("-" if (name, f) not in table else mean_std(table[(name, f)]))
                  + (f" ({statistics.median(times[(name, f)]):.0f} s)" if (name, f) in times else "") for f in fractions]
         print(f"| {name} | " + " | ".join(cells) + " |")
@@ -557,6 +565,8 @@ def main() -> None:
                         help="the text section on all the training data with recipe='head' and TF-IDF alone")
     parser.add_argument("--text-full-fixed", action="store_true",
                         help="the text section on all the training data with the fixed rows and TF-IDF alone")
+    parser.add_argument("--text-old-defaults", action="store_true",
+                        help="the text section with finetune's old defaults (recipe='none') and TF-IDF alone")
     parser.add_argument("--text-seeds", type=int, default=1, help="seeds for the text section (MiniLM is slow)")
     parser.add_argument("--text-first-seed", type=int, default=0, help="the text section's first seed (a run of "
                         "all the data takes most of an hour a seed: further seeds in a run of their own)")
@@ -574,6 +584,9 @@ def main() -> None:
     if (args.text_full or alone) and "text" not in args.sections:
         parser.error("--text-full, --text-full-defaults, --text-full-head and --text-full-fixed choose the text "
                      "section's rows: add text to --sections")
+    if args.text_old_defaults and (alone or "text" not in args.sections):
+        parser.error("--text-old-defaults chooses the text section's rows (at 10%, with --text-full also on all of "
+                     "it): add text to --sections, without a --text-full-* set of rows")
     if len(alone) > 1:
         parser.error("--text-full-defaults, --text-full-head and --text-full-fixed each run one set of rows: give one")
     if args.load and not args.plot:
@@ -602,7 +615,8 @@ def main() -> None:
     if "text" in args.sections:
         # --text-full-*: one set of rows, on all the training data
         text_section(args.text_seeds, [1.0] if alone else [0.1, 1.0] if args.text_full else [0.1], epochs=2,
-                     rows=alone[0] if alone else "all", first_seed=args.text_first_seed)
+                     rows=alone[0] if alone else "old" if args.text_old_defaults else "all",
+                     first_seed=args.text_first_seed)
     seconds = time.perf_counter() - start
     print(f"\nTook {seconds:.0f} s on {torch.get_num_threads()} threads ({cpu_name()}).")
     if args.save:

@@ -43,11 +43,15 @@ def save(path: str, seconds: float) -> None:
 
 
 def load(path: str) -> None:
-    """Adds a saved run's tables to PANELS; a table saved twice is an error (two runs of the same section)."""
+    """Adds a saved run's tables to PANELS: a table in two files joins their rows (a row run apart, as the text
+    section's old defaults; a baseline both ran, TF-IDF, the same figures); a row saved twice with other figures
+    is an error (two runs of the same section)."""
     record = json.loads(Path(path).read_text())
     for title, methods in record["panels"].items():
-        if title in PANELS:
-            raise SystemExit(f"error: --load {path}: the table {title!r} is in an earlier file too")
-        PANELS[title] = methods
+        earlier = PANELS.get(title, {})
+        twice = sorted(m for m in set(methods) & set(earlier) if methods[m] != earlier[m])
+        if twice:
+            raise SystemExit(f"error: --load {path}: the table {title!r} has the row(s) {twice} of an earlier file")
+        PANELS.setdefault(title, {}).update(methods)
     print(f"{path}: {len(record['panels'])} tables from `{record['command']}` ({record['cpu']}, "
           f"{record['threads']} threads, {record['seconds']:.0f} s)")

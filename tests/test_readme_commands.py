@@ -158,6 +158,8 @@ EXCLUDED = {
     "python benchmarks/point_masses.py --seeds 10 --threads 1":
         "a benchmark: 216 s on an Intel Xeon (tests/test_tabular.py checks the indicators against plain PyTorch and "
         "scikit-learn and the rule on made-up columns)",
+    "python benchmarks/unseen_tables.py --seeds 10 --threads 1 --tables Hitters --rows defaults":
+        "a benchmark: 9 s on an Intel Xeon, one of unseen_tables.py's tables (the tabular tests check \"mlp\")",
     "python benchmarks/unseen_tables.py --seeds 3 --tables Computers Boston --rows defaults periodic":
         "a benchmark: about 200 s on an AMD EPYC (tests/test_tabular.py checks the embeddings against plain PyTorch)",
     'python benchmarks/tabular_variants.py --seeds 100 --threads 1 --rows "the recipe as it is" "linear"':
