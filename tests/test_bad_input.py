@@ -71,7 +71,7 @@ CASES = [
     ("inf in X", lambda: train(data=(with_nan(np.inf), Y)), ValueError, r"X contains inf \(the first non-finite value: row 3, column 5\)"),
     ("string X", lambda: train(data=(np.array([["a"]] * 40), Y)), TypeError, r"X must hold numbers, got .*<U1"),
     ("ragged X", lambda: train(data=([[1.0, 2.0], [1.0]], [0, 1])), ValueError, r"X could not be converted"),
-    ("X is None", lambda: train(data=(None, Y)), TypeError, r"X must be an array \(numpy, a torch tensor, a pandas Series or a list\), got NoneType"),
+    ("X is None", lambda: train(data=(None, Y)), TypeError, r"X must be an array \(numpy, a torch tensor, a pandas DataFrame or Series, a list\), got NoneType"),
     ("y a column's name", lambda: train(data=(X, "label")), TypeError, r"y is the string 'label': pass the labels themselves \(a DataFrame's column: df\['label'\], with X = df.drop\(columns='label'\)\), not a column's name$"),
     ("data not a pair", lambda: train(data=X), TypeError, r"train_data must be a tuple \(X, y\), got ndarray"),
     ("data triple", lambda: train(data=(X, Y, Y)), TypeError, r"train_data must be a tuple \(X, y\), got tuple of length 3"),

@@ -267,6 +267,18 @@ def test_cli_trains_and_predicts_a_csv_with_word_columns(tmp_path):
     assert predictions == finetune.predict(model, read).tolist()
     assert finetune.embed(model, read).shape == (10, 128)
     assert finetune.evaluate(model, (read, finetune.predict(model, read)))["accuracy"] == 1.0
+    # A run directory written before this: its file records the one-hot width; it loads as the table's
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(run / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    trained = json.loads(meta["trained_for"])
+    assert trained["example_shape"] == [4]  # the CSV's feature columns
+    trained["example_shape"] = [model.options["in_features"]]
+    save_file(load_file(str(run / "model.safetensors")), str(run / "model.safetensors"),
+              {**meta, "trained_for": json.dumps(trained)})
+    assert predictions == finetune.predict(finetune.load(run), read).tolist()
     test = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     assert test > 0.7, test
     later = later.astype({"income": object})

@@ -119,6 +119,7 @@ def test_a_neutral_setting_keeps_the_recipe_and_a_shaping_one_at_any_value_runs_
     assert dict(zip(table[0], table[1]))["train.optimizer"] == '"sgd"'
     assert all(row.get(k) != '"(recipe)"' for k in ("train.task", "train.device"))  # what the recipe never decides
     assert row["train.class_weights"] == '"(recipe)"'  # decided without a phase's prefix
+    assert "train.beta2" not in table[0] and "train.gamma" not in table[0]  # no run gave them, no recipe said
 
 
 def test_charts_leave_gaps_where_the_recipes_phases_logged_nothing(tmp_path):

@@ -109,6 +109,9 @@ def test_csv_and_npz_loaders_and_their_errors(tmp_path):
     (tmp_path / "m.csv").write_text("a,label,b\n1,No,x\n")  # a bad feature after the label: named by its header
     with pytest.raises(ValueError, match=r"m.csv' row 2, column 'b': 'x' is not a number$"):
         datasets.load_file(tmp_path / "m.csv")
+    (tmp_path / "n.csv").write_text("a,label\n1,0\n2,nan\n")  # a missing label, not a value to regress
+    with pytest.raises(ValueError, match=r"n.csv' row 3, column 'label': the label is 'nan', a missing value"):
+        datasets.load_file(tmp_path / "n.csv")
     (tmp_path / "f.csv").write_text("a,label\n1,0.5\n")
     with pytest.raises(ValueError, match=r"column 'label' must hold integer class ids .*'0.5' .*train.task = "
                                          r"\"regression\""):

@@ -21,11 +21,11 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
     if hasattr(value, "toarray") and hasattr(value, "nnz"):  # scipy.sparse, without importing scipy
         raise TypeError(f"{name} is a scipy.sparse matrix ({type(value).__name__}, shape {value.shape}); pass a dense "
                         f"array: {name}.toarray()")
-    if isinstance(value, str) and name == "y":  # (X, "label"): a column's name where its values go
-        raise TypeError(f"y is the string {value!r}: pass the labels themselves (a DataFrame's column: "
+    if isinstance(value, str) and name.startswith("y"):  # (X, "label"): a column's name where its values go
+        raise TypeError(f"{name} is the string {value!r}: pass the labels themselves (a DataFrame's column: "
                         f"df[{value!r}], with X = df.drop(columns={value!r})), not a column's name")
     if isinstance(value, (str, bytes, dict)) or value is None:
-        raise TypeError(f"{name} must be an array (numpy, a torch tensor, a pandas Series or a list), got "
+        raise TypeError(f"{name} must be an array (numpy, a torch tensor, a pandas DataFrame or Series, a list), got "
                         f"{type(value).__name__}")
     if is_frame(value):
         value = _frame_numbers(value, name)

@@ -831,6 +831,10 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
             raise ValueError(f"'{path}' row {empty + 2}, column '{label}': the label is empty (drop the row or fill it)")
         return x, np.asarray(labels, dtype=str)  # labels ("Yes"/"No"): kept as text
     y = np.asarray([float(v) for v in labels], dtype=np.float32)
+    if not np.isfinite(y).all():  # "nan", "inf": a missing label, not a class or a value
+        at = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise ValueError(f"'{path}' row {at + 2}, column '{label}': the label is {labels[at]!r}, a missing value "
+                         "(drop the row or fill it)")
     if task == "classification":
         if not np.all(y == np.round(y)):
             value = labels[int(np.argmax(y != np.round(y)))]

@@ -18,6 +18,7 @@ Overrides on the command line are `section.key=value` with a TOML value: `train.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -26,6 +27,7 @@ import logging
 import math
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -300,8 +302,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         dataclasses.replace(train, class_weights=None if train.class_weights == "balanced" else train.class_weights
                             ).to_cpp()
     except (TypeError, ValueError) as error:
-        field_named = next((k for k in train_values if str(error).startswith(f"{k} ")), None)  # "epochs must be int"
-        where = overridden.get(f"train.{field_named}", source)
+        # the places that set the settings the message names ("min_lr must be in [0, lr]": both)
+        named = [k for k in train_values if re.search(rf"\b{re.escape(k)}\b", str(error))]
+        where = ", ".join(dict.fromkeys(overridden.get(f"train.{k}", source) for k in named)) or source
         raise type(error)(f"{where}: [train] {error}") from None
     lora_table = raw.get("lora")
     if lora_table is not None:
@@ -694,8 +697,10 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     try:
         return _run_into(cfg, out, quiet, callback, tensorboard, resume)
     except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):  # a bad setting or file: no empty run left behind
-            out.rmdir()
+        # a bad setting or file: no empty run directory left behind (by rank 0 alone, under torchrun)
+        if created and distributed.process_rank() == 0 and out.is_dir() and not any(out.iterdir()):
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise
 
 
@@ -1351,25 +1356,33 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
     """Runs side by side: a header row, then per run its directory, the settings that differ between the runs and
     the final test metrics."""
     configs, metrics = [], []
+    shaping = set(config_fields()) - set(recipe_rules.RECIPE_NEUTRAL)
+    named: set[str] = set()  # the train settings some run set away from the default, or some recipe recorded
+    defaults = TrainConfig().to_dict()
     for run_dir in run_dirs:
         cfg = load_config(Path(run_dir) / "config.toml")
         record = json.loads((Path(run_dir) / "metrics.json").read_text())
         config = {f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()}
         ran = (record.get("recipe") or [{}])[0].get("value", "none")
+        # (an as-given run's config.toml writes every setting: the ones at their default shaped it as the defaults)
+        named |= {k for k in cfg.train_given if cfg.train.to_dict().get(k) != defaults.get(k)}
         if ran != "none":  # the recipe chose what its config.toml leaves out: not the defaults the file reads as
             # -- every setting that shapes the training (its phases ran their own optimizer, rate, epochs, ...;
             # phase "pairs" records them in one entry) and the neutral ones a phase decided ("full.batch_size" ->
             # batch_size, class_weights); the seed, the device, ... stay as they read
-            decided = {d["what"].rsplit(".", 1)[-1] for d in record.get("recipe", [])} & set(config_fields())
-            decided |= set(config_fields()) - set(recipe_rules.RECIPE_NEUTRAL)
-            config = {k: "(recipe)" if k.startswith("train.") and k.removeprefix("train.") in decided - set(
-                cfg.train_given) else v for k, v in config.items()}
+            recorded = {d["what"].rsplit(".", 1)[-1] for d in record.get("recipe", [])} & set(config_fields())
+            named |= recorded
+            config = {k: "(recipe)" if k.startswith("train.") and k.removeprefix("train.") in (recorded | shaping)
+                      - set(cfg.train_given) else v for k, v in config.items()}
         configs.append({**config, "recipe": ran})
         # a run without a test split (data.test_fraction = 0) is compared by its validation slice, so named
         metrics.append(record["test"] or {f"validation {k}": v for k, v in (record.get("validation") or {}).items()
                                           if isinstance(v, (int, float))})
     keys = sorted({k for c in configs for k in c} - {"train.checkpoint_dir", "train.progress"})
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+    # A shaping setting no run gave and no recipe recorded differs only as "(recipe)" against a default (beta2,
+    # gamma, ...): the recipe column says that once
+    differing = [k for k in differing if k.removeprefix("train.") not in shaping - named or not k.startswith("train.")]
     metric_names = sorted({k for m in metrics for k in m})
     header = ["run"] + differing + [m if m.startswith("validation ") else f"test {m}" for m in metric_names]
     return [header] + [[str(run_dir)] + [json.dumps(c.get(k)) for k in differing]
