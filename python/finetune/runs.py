@@ -1354,7 +1354,7 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
 
 def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
     """Runs side by side: a header row, then per run its directory, the settings that differ between the runs and
-    the final test metrics."""
+    the final test metrics (a run without a test split: its validation metrics)."""
     configs, metrics = [], []
     shaping = set(config_fields()) - set(recipe_rules.RECIPE_NEUTRAL)
     named: set[str] = set()  # the train settings some run set away from the default, or some recipe recorded
