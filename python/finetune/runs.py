@@ -961,13 +961,11 @@ def with_chosen_options(cfg: RunConfig, x_train: Any) -> RunConfig:
                      cfg.overridden)
 
 
-def model_inputs(cfg: RunConfig, x: Any, model: Any = None) -> Any:
+def model_inputs(cfg: RunConfig, x: Any) -> Any:
     """``x`` as the numbers the config's model reads (MiniLM: texts tokenised at model.max_length), by the config's
-    options; for a ``model`` finetune built, ``x`` as it is: finetune.evaluate and predict check it against the
-    training's rows, then encode it by the options the model was built with ("mlp"'s category levels, saved with
-    its weights, not in config.toml), as they do for the model in Python."""
-    if model is not None and registry.built(model) is not None:
-        return x
+    options: for find-lr and tune, which build no model first. A run directory's model is finetune's: evaluate and
+    predict give it ``x`` as read, and finetune.evaluate / predict check it against the training's rows and encode
+    it by the options the model was built with ("mlp"'s category levels, saved with its weights), as in Python."""
     return registry.get(cfg.model["name"]).encode_inputs(x, _options(cfg))
 
 
@@ -1061,7 +1059,7 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
         x, y = split.x_test, split.y_test
     else:
         x, y = read_labelled(cfg, input_path, model, run_ids(run_dir))
-    metrics = finetune.evaluate(model, (model_inputs(cfg, x, model), y), task=cfg.train.task)
+    metrics = finetune.evaluate(model, (x, y), task=cfg.train.task)
     if "confusion_matrix" in metrics:  # classification's; a regression has none
         metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist()
     return metrics
@@ -1238,8 +1236,7 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
             raise ValueError(f"--keep {absent[0]!r} is not a column of '{input_path}'"
                              f"{did_you_mean(absent[:1], header)} (its columns: {header})")
     unread = [k for k in keep if columns is None or k not in columns]  # an id: copied, not a feature
-    x = model_inputs(cfg, read_inputs(cfg, input_path, columns, _category_columns(model), unread,
-                                      run_ids(run_dir)), model)
+    x = read_inputs(cfg, input_path, columns, _category_columns(model), unread, run_ids(run_dir))
     kept = datasets.csv_cells(input_path, keep, **_csv_encoding(cfg)) if keep else None
     if folder:
         keep, kept = ["file"], [[Path(f).relative_to(input_path).as_posix()] for f in x.files]
@@ -1365,7 +1362,8 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
         config = {f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()}
         ran = (record.get("recipe") or [{}])[0].get("value", "none")
         # (an as-given run's config.toml writes every setting: the ones at their default shaped it as the defaults)
-        named |= {k for k in cfg.train_given if cfg.train.to_dict().get(k) != defaults.get(k)}
+        settings = cfg.train.to_dict()
+        named |= {k for k in cfg.train_given if settings.get(k) != defaults.get(k)}
         if ran != "none":  # the recipe chose what its config.toml leaves out: not the defaults the file reads as
             # -- every setting that shapes the training (its phases ran their own optimizer, rate, epochs, ...;
             # phase "pairs" records them in one entry) and the neutral ones a phase decided ("full.batch_size" ->
