@@ -1016,6 +1016,8 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     if missing:
         raise ValueError(f"{adapters}: tensors {missing[:4]} have no place in the rebuilt model")
     module.load_state_dict(tensors, strict=False)
+    if module is not model:  # the eager module trained: evaluate/predict encode its texts by the built options
+        registry.remember(module, *registry.built(model))
     saving.remember_saved_training(module, meta)
     return _with_trained_task(cfg, module), module
 
