@@ -67,6 +67,19 @@ def test_a_level_never_seen_without_an_other_column_is_no_level_as_handle_unknow
     np.testing.assert_array_equal(categories.encode(later, options), encoder.transform(later))
 
 
+def test_booleans_in_a_column_of_words_are_an_error_not_an_unseen_level():
+    """True would read as level "1", which no word is: the column would read as nothing, so it is refused."""
+    frame = pd.DataFrame({"records": ["yes", "no"] * 10, "n": np.arange(20.0)})
+    options = categories.choose(frame, {})
+    later = pd.DataFrame({"records": [True, False], "n": [1.0, 2.0]})
+    with pytest.raises(TypeError, match=r"^X column 'records' holds booleans \(e.g. True\), and the model was trained "
+                                        r"with it as words \['no', 'yes'\]: pass its words"):
+        categories.encode(later, options)
+    numbered = categories.choose(pd.DataFrame({"grade": pd.Series(["0", "1", "2"] * 7, dtype="category")}), {})
+    # levels "0", "1", "2": True is level "1", as the encoding always read it
+    assert categories.encode(pd.DataFrame({"grade": [True]}), numbered).tolist() == [[0.0, 1.0, 0.0]]
+
+
 def test_at_most_max_levels_of_a_column_get_their_own_column(monkeypatch):
     monkeypatch.setattr(categories, "MAX_LEVELS", 3)
     words = ["a"] * 9 + ["b"] * 8 + ["c"] * 7 + ["d"] * 6 + ["e"] * 5

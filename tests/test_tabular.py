@@ -673,6 +673,42 @@ def test_text_labels_train_as_classes_and_come_back_as_labels(as_given):
         finetune.evaluate(by_ids.model, (iris.data, words))
 
 
+@pytest.mark.parametrize("as_given", ["numpy", "pandas Series", "pandas boolean", "list"])
+def test_boolean_labels_come_back_as_booleans(as_given):
+    """y of booleans (df["income"] > 50_000) trains as classes False, True (ids 0, 1, as numpy casts them) and comes
+    back as booleans from predict and in result.classes; evaluate reads booleans or the ids 0/1, a saved model keeps
+    them, and a missing one among them is an error naming its row."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    x, ids = load_breast_cancer(return_X_y=True)
+    flags = ids.astype(bool)
+    y = {"numpy": flags, "pandas Series": pd.Series(flags), "pandas boolean": pd.Series(flags, dtype="boolean"),
+         "list": flags.tolist()}[as_given]
+    result = finetune.train("mlp", (x, y), recipe="none", epochs=2, seed=0, progress=False)
+    by_ids = finetune.train("mlp", (x, ids), recipe="none", epochs=2, seed=0, progress=False)
+    assert result.classes == [False, True]
+    assert result.class_counts == {False: 212, True: 357}
+    np.testing.assert_array_equal(result.model.state_dict()["layers.0.weight"], by_ids.model.state_dict()["layers.0.weight"])
+    predicted = finetune.predict(result.model, x)
+    assert predicted.dtype == bool
+    np.testing.assert_array_equal(predicted, finetune.predict(by_ids.model, x).astype(bool))
+    accuracy = finetune.evaluate(result.model, (x, y))["accuracy"]
+    assert accuracy == pytest.approx(np.mean(predicted == flags))
+    assert finetune.evaluate(result.model, (x, ids))["accuracy"] == accuracy
+    with tempfile.TemporaryDirectory() as directory:
+        finetune.save(result.model, f"{directory}/m.safetensors")
+        loaded = finetune.load(f"{directory}/m.safetensors")
+    np.testing.assert_array_equal(finetune.predict(loaded, x), predicted)
+    with pytest.raises(ValueError, match=r"^y holds label\(s\) \['no'\] that the training y does not \(its classes: "
+                                         r"\[False, True\]\)$"):
+        finetune.evaluate(loaded, (x[:2], ["no", "no"]))
+    holed = pd.Series(flags, dtype="boolean")
+    holed[5] = pd.NA
+    with pytest.raises(ValueError, match=r"^y row 5 is missing among booleans"):
+        finetune.train("mlp", (x, holed), progress=False)
+
+
 def test_text_labels_with_a_wider_head_predict_only_the_labels():
     """A model of one's own whose head has more classes than the labels (kept by head="auto": they may be some of
     its own classes) predicts among the labels alone, not an id no label stands for."""

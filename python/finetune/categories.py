@@ -247,6 +247,11 @@ UNSEEN_WARNING = 0.5  # a warning where more than this share of a column's rows 
 
 def _one_hot(cells: Any, category: dict[str, Any]) -> np.ndarray:
     levels = category["levels"]
+    flags = [v for v in _cells(cells) if isinstance(v, (bool, np.bool_))]
+    if flags and not {"0", "1"} & set(levels):  # True would read as level "1", which words never are: nothing
+        raise TypeError(f"X column {category['column']!r} holds booleans (e.g. {bool(flags[0])!r}), and the model "
+                        f"was trained with it as words {levels[:5]}{' ...' if len(levels) > 5 else ''}: pass its "
+                        f"words (e.g. df[{category['column']!r}].map({{True: ..., False: ...}}))")
     index = {level: i for i, level in enumerate(levels)}
     unknown = len(levels) if category["other"] > 0 else -1  # "other", or no column at all
     values = [_level(v) for v in _cells(cells)]

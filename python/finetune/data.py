@@ -90,13 +90,49 @@ def class_labels(value: Any, name: str) -> np.ndarray | None:
     return array.astype(str)
 
 
+BOOL_CLASSES = (False, True)  # a y of booleans: its classes, in id order, whatever the sample holds
+
+
+def _bool_labels(value: Any, name: str) -> np.ndarray | None:
+    """``value`` as a 1-D numpy bool array where it holds booleans (numpy, a list, a pandas Series or one-column
+    DataFrame, pandas' nullable "boolean" without a missing one); None otherwise (a tensor goes on as ids)."""
+    if is_frame(value):
+        if value.shape[1] != 1:
+            return None
+        value = value.iloc[:, 0]
+    if is_series(value):
+        if value.dtype.kind != "b" and str(value.dtype) != "boolean":
+            return None
+        if bool(value.isna().any()):
+            row = int(np.flatnonzero(value.isna().to_numpy())[0])
+            raise ValueError(f"{name} row {row} is missing among booleans: drop the rows without a label, or fill them")
+        return value.to_numpy(dtype=bool)
+    if not isinstance(value, (np.ndarray, list)):
+        return None
+    array = np.asarray(value) if isinstance(value, np.ndarray) or all(
+        isinstance(v, (bool, np.bool_)) for v in value) else None
+    if array is None or array.dtype != bool or array.size == 0:
+        return None
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    return array if array.ndim == 1 else None
+
+
 def label_ids(value: Any, name: str, task: str, classes: tuple[str, ...] | None,
               fit: bool) -> tuple[Any, tuple[str, ...] | None]:
     """``value`` with string labels as class ids, and the labels in id order. ``fit``: the classes are
     ``value``'s own, sorted (as scikit-learn's LabelEncoder); else ``classes``, the training labels (None: the
     training y held class ids), and a label outside them is an error. Numbers are returned as they are."""
+    flags = _bool_labels(value, name)
+    if flags is not None and task == "classification":  # True/False: ids 1/0, given back as booleans
+        if not fit and classes is not None and tuple(classes) != BOOL_CLASSES:
+            raise ValueError(f"{name} holds booleans, and the model's classes are labels {list(classes)[:8]}: pass "
+                             f"{name} as labels")
+        return flags.astype(np.int64), BOOL_CLASSES
     labels = class_labels(value, name)
     if labels is None:
+        if classes is not None and tuple(classes) == BOOL_CLASSES:
+            return value, None  # class ids 0/1 for a model trained on booleans: False is 0, as numpy reads it
         if classes is not None and value is not None and not fit:
             raise ValueError(f"{name} holds class ids, and the model's classes are labels {list(classes)[:8]}: pass "
                              f"{name} as labels")
