@@ -1516,7 +1516,14 @@ def test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last(ca
     later = runs.evaluate_run(tmp_path / "r", tmp_path / "later.csv")
     pairs = np.array([[ids["user"].index(u), ids["item"].index(i)] for u, i in new])
     assert later == {**recommend.ranking_metrics(model, seen, pairs, items, negatives=99, seed=0), "negatives": 99,
-                     "short_users": 0, "interactions": 2}
+                     "short_users": 0, "interactions": 2, "unseen_skipped": 0}
+    # a user and an item training never saw have no factors: their rows are left out and counted, not an error
+    (tmp_path / "newcomers.csv").write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in new)
+                                            + f"someone new,{new[0][1]}\nu1,an item never seen\n")
+    assert runs.evaluate_run(tmp_path / "r", tmp_path / "newcomers.csv") == {**later, "unseen_skipped": 2}
+    (tmp_path / "strangers.csv").write_text("user,item\nsomeone new,an item never seen\n")
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "strangers.csv"))
+    assert_one_line_error(code, err, "strangers.csv': none of its 1 interaction(s) has a user and an item training had")
     (tmp_path / "again.csv").write_text(f"user,item\n{new[0][0]},{new[0][1]}\nu0,{twelfth}\n")  # u0 had it
     code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "again.csv"))
     assert_one_line_error(code, err, f"again.csv' has 1 interaction(s) the training file has too, such as ('u0', "

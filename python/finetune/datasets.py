@@ -595,21 +595,26 @@ def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding
 
 
 def load_pairs(path: str | os.PathLike, user: str, item: str, rating: str | None, ids: dict[str, list[str]],
-               encoding: str = "utf-8", errors: str = "strict") -> tuple[np.ndarray, np.ndarray | None]:
-    """(pairs, ratings or None) of new rows of a ratings CSV, the user and item ids read by a trained model's
-    ``ids`` (its training file's, each list in index order): an id training never saw is an error naming a few
-    (a factor model has no factors for it)."""
+               encoding: str = "utf-8", errors: str = "strict",
+               skip_unseen: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(pairs, ratings or None, rows skipped) of new rows of a ratings CSV, the user and item ids read by a trained
+    model's ``ids`` (its training file's, each list in index order): an id training never saw is an error naming a
+    few (a factor model has no factors for it), or with ``skip_unseen`` its rows are left out and counted."""
     users, items, ratings, _ = _read_text_file(path, "ratings", encoding, errors,
                                                lambda p: _read_id_rows(p, user, item, rating, encoding, errors))
+    known = np.ones(len(users), dtype=bool)
     columns = []
     for name, column, raw in (("user", user, users), ("item", item, items)):
         index = {v: i for i, v in enumerate(ids[name])}
         unseen = sorted({v for v in raw if v not in index})
-        if unseen:
+        if unseen and not skip_unseen:
             raise ValueError(f"'{path}' column {column!r} holds {len(unseen)} {name}(s) training did not have, such "
                              f"as {unseen[:5]}: the model has no factors for them")
-        columns.append([index[v] for v in raw])
-    return np.asarray(columns, dtype=np.int64).T.copy(), ratings
+        found = np.fromiter((index.get(v, -1) for v in raw), dtype=np.int64, count=len(raw))
+        known &= found >= 0
+        columns.append(found)
+    pairs = np.stack(columns, axis=1)[known]
+    return pairs, ratings[known] if ratings is not None else None, int((~known).sum())
 
 
 def _rotten_tomatoes(seed: int) -> Split:

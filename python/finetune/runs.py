@@ -1044,7 +1044,16 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
         if input_path is None:
             return ranking_metrics(model, split.x_train, split.x_test, model.options["num_items"], cfg.data["seed"])
         ids = run_ids(run_dir)
-        new = _read_rows(cfg, input_path, None, (), (), labelled=False, ids=ids)[0]
+        skipped = 0
+        if ids is not None and _ratings_csv(cfg, input_path) and Path(input_path).is_file():
+            # A user or item training never saw has no factors to rank by: its rows are left out, and counted
+            new, _, skipped = datasets.load_pairs(input_path, *id_columns(cfg), None, ids, skip_unseen=True,
+                                                  **_csv_encoding(cfg))
+            if not len(new):
+                raise ValueError(f"'{input_path}': none of its {skipped} interaction(s) has a user and an item "
+                                 "training had; a ranker ranks the items it was trained on, for its users")
+        else:
+            new = _read_rows(cfg, input_path, None, (), (), labelled=False, ids=ids)[0]
         seen = np.concatenate([split.x_train, split.x_test])
         items = model.options["num_items"]
         had = np.isin(new[:, 0] * items + new[:, 1], seen[:, 0] * items + seen[:, 1])  # (user, item) as one number
@@ -1052,7 +1061,7 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
             u, i = new[np.flatnonzero(had)[0]]
             raise ValueError(f"'{input_path}' has {int(had.sum())} interaction(s) the training file has too, such as "
                              f"({ids['user'][u]!r}, {ids['item'][i]!r}): a ranker is tested on items new to the user")
-        return ranking_metrics(model, seen, new, items, cfg.data["seed"])
+        return {**ranking_metrics(model, seen, new, items, cfg.data["seed"]), "unseen_skipped": skipped}
     if input_path is None:
         if cfg.data["test_fraction"] == 0:
             raise ValueError(f"'{run_dir}' trained on every row of '{cfg.data['path']}' (data.test_fraction = 0): it "
@@ -1176,8 +1185,8 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
         if ids is None:
             raise ValueError(f"'{path}' is a CSV of ids, and the run holds no {IDS_FILE} (it trained on a built-in "
                              "set or an .npz of index pairs): pass an .npz with X as those pairs")
-        x, y = datasets.load_pairs(path, *id_columns(cfg), cfg.data["label"] if labelled else None, ids,
-                                   **_csv_encoding(cfg))
+        x, y, _ = datasets.load_pairs(path, *id_columns(cfg), cfg.data["label"] if labelled else None, ids,
+                                      **_csv_encoding(cfg))
     elif _text_csv(cfg, path):  # the column of texts the model trained on, by name; the others are not read
         text = columns[0] if columns is not None else text_column(cfg, path, labelled)  # a built-in set's run
         x, y = datasets.load_texts(path, text, cfg.data["label"], cfg.train.task if labelled else None,
