@@ -242,6 +242,9 @@ def test_compare_shows_differences_and_metrics(wine_run, tmp_path):
      "unknown option(s) ['model.hiden'] (did you mean 'hidden'?) for model 'mlp' in override 'model.hiden=[4]'"),
     (["train", str(EXAMPLES / "wine.toml"), "data.test_fractoin=0.3"],
      "unknown key 'data.test_fractoin' (did you mean 'test_fraction'?) in override 'data.test_fractoin=0.3'"),
+    (["train", str(EXAMPLES / "wine.toml"), 'train.recipe="none"'],
+     "train.recipe in override 'train.recipe=\"none\"' is not a setting: a run gets recipe='auto' unless its [train] "
+     "table sets one that shapes the training"),
     (["train", str(EXAMPLES / "wine.toml"), "train.lr=-1"], "[train] lr must be a finite number > 0, got -1"),
     (["train", str(EXAMPLES / "wine.toml"), "lr=3"], "override 'lr=3' must look like section.key=value"),
     (["train", str(EXAMPLES / "wine.toml"), "data.dataset=\"cifar\""], "dataset must be one of"),

@@ -293,6 +293,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
                              f"({readers}), and model {model['name']!r} is not one: leave data.{key} out")
     train_values = raw.get("train", {})
     unknown = sorted(set(train_values) - set(config_fields()))
+    if "recipe" in unknown:  # finetune.train's keyword, not a setting: a config says it by what [train] sets
+        raise ValueError(f"train.recipe in {overridden.get('train.recipe', source)} is not a setting: a run gets "
+                         "recipe='auto' unless its [train] table sets one that shapes the training (lr, epochs, "
+                         "...), and then runs the settings as given; leave train.recipe out")
     if unknown:
         where = overridden.get(f"train.{unknown[0]}", source)
         raise ValueError(f"unknown key(s) {['train.' + k for k in unknown]}{did_you_mean(unknown, config_fields())} in "
