@@ -148,7 +148,8 @@ def test_words_training_never_saw_in_most_rows_are_a_warning_naming_the_column(c
     assert caplog.text == ""
 
 
-def test_a_column_of_names_mostly_other_from_the_start_is_no_warning(caplog):
+def test_a_column_of_names_mostly_other_from_the_start_is_no_unseen_level_warning(caplog):
+    """(training warns that such a column tells the model nothing; predict does not warn again of its new names)"""
     rng = np.random.default_rng(2)
     frame = pd.DataFrame({"x": rng.normal(size=60), "name": [f"person {i}" for i in range(60)]})  # all "other"
     y = (frame["x"] > 0).to_numpy().astype(np.int64)
@@ -159,14 +160,26 @@ def test_a_column_of_names_mostly_other_from_the_start_is_no_warning(caplog):
     assert "no level of its own" not in caplog.text
 
 
+def test_a_column_of_distinct_words_warns_that_it_tells_the_model_nothing(caplog):
+    """Names, ids: no value is held by MIN_ROWS rows, so the whole column is one "other" input, said once; a column
+    of dates written as text, declared categories, stays categories (a few survey waves)."""
+    frame, y = table()
+    with caplog.at_level("WARNING", logger="finetune"):
+        options = categories.choose(frame.assign(name=[f"person {i}" for i in range(len(frame))]), {})
+    assert caplog.text.count("X column 'name': no value of it is held by 2 or more training rows (") == 1
+    assert options["categories"][-1] == {"column": "name", "levels": [], "other": 1.0}
+    waves = pd.Series(np.where(np.arange(len(frame)) % 2, "2020-01-01", "2021-01-01"), dtype="category")
+    assert categories.choose(frame.assign(wave=waves), {})["categories"][-1]["levels"] == ["2020-01-01", "2021-01-01"]
+
+
 def test_a_number_column_as_objects_reads_none_as_missing_and_a_word_as_an_error():
     frame, y = table()
     model = finetune.train("mlp", (frame, y), **SETTINGS).model
     row = pd.DataFrame([{"age": None, "city": "Oslo", "income": 5e4, "plan": "pro"}])  # age: an object column
     expected = finetune.predict(model, row.astype({"age": float}), output="probabilities")
     np.testing.assert_array_equal(finetune.predict(model, row, output="probabilities"), expected)
-    with pytest.raises(TypeError, match=r"^X column 'age' holds 'old' \(row 0\), and the model was trained with it "
-                                        r"as numbers: pass numbers \(pd.to_numeric\)"):
+    with pytest.raises(TypeError, match=r"^X column 'age' holds 'old' \(row 0\), and the model reads it as numbers "
+                                        r"\(as the column held in training: numbers, or booleans read as 0 / 1\)"):
         finetune.predict(model, row.assign(age="old"))
     with pytest.raises(ValueError, match=r"^X is empty \(0 examples\)$"):
         finetune.predict(model, frame[:0])
@@ -205,6 +218,17 @@ def test_a_csv_column_of_mostly_numbers_read_as_words_is_said(tmp_path, caplog):
     assert "'city'" not in caplog.text  # a column of words: nothing to say
 
 
+def test_a_csv_column_of_dates_is_an_error_naming_it(tmp_path):
+    """A CLI user's CSV: each date would be a level of its own (economics' monthly rows: all "other")."""
+    from finetune import datasets
+
+    (tmp_path / "t.csv").write_text("date,pce,label\n" + "".join(f"1967-{m:02d}-01,{500 + m},{m % 2}\n"
+                                                                  for m in range(1, 13)))
+    with pytest.raises(ValueError, match=r"^'.*t.csv' column 'date' holds dates \(e.g. '1967-01-01', row 2\), and a "
+                                         r"model reads numbers: put numbers in their place"):
+        datasets.load_file(tmp_path / "t.csv", missing=True, words=True)
+
+
 def test_object_array_columns_by_position():
     frame, y = table()
     array = frame.astype(object).to_numpy()
@@ -234,6 +258,22 @@ def test_object_array_columns_by_position():
      TypeError, r"^X column 'age' holds numbers as text \(e.g. '\d+\.0'\): say which they are -- numbers "
      r"\(df\['age'\] = "
      r"pd.to_numeric\(df\['age'\]\)\) or categories \(df\['age'\] = df\['age'\].astype\('category'\)\)$"),
+    (lambda m, f: finetune.train("mlp", (f.assign(age=np.where(np.arange(len(f)) == 3, "unknown", f["age"].astype(str))),
+                                         np.arange(len(f)) % 2)),
+     TypeError, r"^X column 'age' holds numbers as text \(e.g. '\d+\.0'\) and 1 value\(s\) that are not "
+     r"\(\['unknown'\]\): say which they are -- numbers \(df\['age'\] = pd.to_numeric\(df\['age'\], errors='coerce'\): "
+     r"those become missing values\) or categories"),
+    (lambda m, f: finetune.train("mlp", (f.assign(day=pd.Timestamp("2020-01-01") + pd.to_timedelta(np.arange(len(f)), "D")),
+                                         np.arange(len(f)) % 2)),
+     TypeError, r"^X column 'day' holds dates \(e.g. Timestamp\('2020-01-01 00:00:00'\), row 0\): turn them into "
+     r"numbers first -- days since the first"),
+    (lambda m, f: finetune.train("mlp", (f[["age"]].assign(wait=pd.to_timedelta(np.arange(len(f)), "h")),
+                                         np.arange(len(f)) % 2)),
+     TypeError, r"^X column 'wait' holds durations \(e.g. Timedelta\('0 days 00:00:00'\), row 0\): turn them into "
+     r"numbers first, e.g. df\['wait'\].dt.total_seconds\(\) / 3600 \(hours\)$"),
+    (lambda m, f: finetune.train("mlp", (f.assign(day=[f"2020-01-{1 + i % 28:02d}" for i in range(len(f))]),
+                                         np.arange(len(f)) % 2)),
+     TypeError, r"^X column 'day' holds dates as text \(e.g. '2020-01-01'\): turn them into numbers first"),
     (lambda m, f: finetune.build("mlp", in_features=3, num_classes=2, categories=[{"column": "a"}]), TypeError,
      r"^model option categories=\[\{'column': 'a'\}\] has the wrong type"),
     (lambda m, f: finetune.train(finetune.build("mlp", in_features=10, num_classes=2), (f, np.arange(len(f)) % 2),

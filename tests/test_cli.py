@@ -141,6 +141,7 @@ def test_charts_leave_gaps_where_the_recipes_phases_logged_nothing(tmp_path):
                "recipe": [{"what": "kept", "value": "full", "reason": "the lowest validation loss"}]}
     html = report.html({"model": {"name": "mlp"}}, history, metrics)
     assert html.count("<svg") == 4 and "the lowest validation loss" in html  # loss, accuracy, rate, phase
+    assert "each phase&#x27;s: see Recipe" in html and ">None<" not in html  # a recipe run's best epochs: its phases'
     pytest.importorskip("matplotlib")
     import matplotlib
 

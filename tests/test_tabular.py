@@ -750,7 +750,7 @@ def test_missing_values_are_read_as_scikit_learns_scalers_read_them():
     assert options["center"][2] == 0.0 and options["scale"][2] == 0.0 and options["linear_scale"][2] == 0.0
 
 
-def test_missing_values_are_filled_and_flagged_as_a_plain_pytorch_reference():
+def test_missing_values_are_filled_and_flagged_as_a_plain_pytorch_reference(caplog):
     """MlpOptions::missing_columns: a NaN becomes its column's center (0 once scaled) for the layers and its mean
     (0 standardised) for the linear model, and each column that held one gets an input, 1 where it was missing."""
     x, y = _with_holes(64)
@@ -776,8 +776,21 @@ def test_missing_values_are_filled_and_flagged_as_a_plain_pytorch_reference():
     np.testing.assert_allclose(finetune.predict(model, x, output="probabilities"), expected.numpy(), rtol=1e-4,
                                atol=1e-5)
     later = x.copy()
-    later[:4, 1] = np.nan  # a column complete in training: filled at prediction, with no input to flag it
-    assert np.isfinite(finetune.predict(model, later, output="probabilities")).all()
+    later[:4, 1] = np.nan  # a column complete in training: filled at prediction, with no input to flag it -- said
+    with caplog.at_level("WARNING", logger="finetune"):
+        finetune.predict(model, x)  # its holes where training had them: nothing said
+        assert caplog.text == ""
+        assert np.isfinite(finetune.predict(model, later, output="probabilities")).all()
+    assert "X: 4 row(s) hold missing values in column(s) [1] that held none in training: the model fills them " \
+           "with the column's median, unflagged" in caplog.text
+    caplog.clear()
+    import pandas as pd
+
+    named = finetune.train("mlp", (pd.DataFrame(np.nan_to_num(x), columns=["a", "b", "c"]), y), recipe="none",
+                           epochs=1, progress=False).model
+    with caplog.at_level("WARNING", logger="finetune"):
+        finetune.evaluate(named, (pd.DataFrame(later, columns=["a", "b", "c"]), y))
+    assert "X: 20 row(s) hold missing values in column(s) ['a', 'b', 'c'] that held none" in caplog.text
 
 
 def test_the_recipe_trains_on_missing_values_and_fits_the_linear_model_on_their_flags_as_scikit_learn():

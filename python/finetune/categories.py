@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import data
+from . import data, datasets
 
 MIN_ROWS = 2  # a level held by fewer training rows shares the "other" column: one row teaches its weight nothing
 # At most this many levels of a column get a column of their own (the most common): a bound on memory (1,000
@@ -78,7 +78,7 @@ def _number_text(value: Any) -> bool:
     return True
 
 
-def _table_columns(x: Any) -> list[tuple[Any, Any]] | None:
+def table_columns(x: Any) -> list[tuple[Any, Any]] | None:
     """(name or position, the column's cells) for each column of a DataFrame or 2-D object array; None for what
     holds numbers only (a numeric array, a tensor), which goes on as it is."""
     if data.is_frame(x):
@@ -104,7 +104,7 @@ def choose(x: Any, options: dict[str, Any]) -> dict[str, Any]:
     if "categories" in options:
         check(options["categories"])
         return options
-    columns = _table_columns(x)
+    columns = table_columns(x)
     if columns is None:
         return options
     chosen = [_levels_of(name, cells) for name, cells in columns if _is_category(cells)]
@@ -119,15 +119,26 @@ def choose(x: Any, options: dict[str, Any]) -> dict[str, Any]:
 def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
     values = _cells(cells)
     present = [v for v in values if not _is_missing(v)]
-    # A DataFrame's column of numbers as text is ambiguous (pandas read a messy column as strings): ask. An object
-    # array's (a CSV's column of words whose words fell in other rows) is categories, as read.
-    if data.is_series(cells) and present and all(isinstance(v, str) for v in present) \
-            and all(_number_text(v) for v in present) and type(cells.dtype).__name__ != "CategoricalDtype":
-        raise TypeError(f"X column {name!r} holds numbers as text (e.g. {present[0]!r}): say which they are -- "
-                        f"numbers (df[{name!r}] = pd.to_numeric(df[{name!r}])) or categories "
+    declared = getattr(getattr(cells, "dtype", None), "categories", None)
+    texts = bool(present) and all(isinstance(v, str) for v in present)
+    if texts and declared is None and all(datasets.DATE_TEXT.fullmatch(v.strip()) for v in present):
+        # each date its own level: a column of "other", or one input per day, where the time is a number
+        raise TypeError(f"X column {name!r} holds dates as text (e.g. {present[0]!r}): turn them into numbers first "
+                        f"-- days since the first, or the year and month as columns of their own (d = "
+                        f"pd.to_datetime(df[{name!r}]); d.dt.year, d.dt.month) -- or, if they are a few labels, "
+                        f"categories (df[{name!r}].astype('category'))")
+    # A DataFrame's column of numbers as text is ambiguous (pandas read a messy column as strings): ask, also where
+    # a few words are among them ('rotary' among cylinder counts), so that whether a split holds one does not
+    # decide it. An object array's (a CSV's column of words whose words fell in other rows) is categories, as read.
+    words = [v for v in present if not _number_text(v)] if texts and data.is_series(cells) else present
+    if texts and declared is None and len(words) <= NUMBER_TEXT_WORDS * len(present):
+        among = (f" and {len(words)} value(s) that are not ({sorted(set(words))[:3]})" if words else "")
+        coerce = ", errors='coerce'" if words else ""
+        raise TypeError(f"X column {name!r} holds numbers as text (e.g. {present[0]!r}){among}: say which they are "
+                        f"-- numbers (df[{name!r}] = pd.to_numeric(df[{name!r}]{coerce})"
+                        + (": those become missing values" if words else "") + ") or categories "
                         f"(df[{name!r}] = df[{name!r}].astype('category'))")
     counts = collections.Counter(_level(v) for v in values)
-    declared = getattr(getattr(cells, "dtype", None), "categories", None)
     if declared is not None:  # a pandas category column: its categories' order, each declared one kept
         order = [_level(c) for c in declared]
     else:
@@ -138,10 +149,15 @@ def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
     if None in counts:
         kept.append(None)
     other = sum(n for level, n in counts.items() if level not in kept) / len(values)
-    return {"column": _key(name), "levels": kept, "other": other}
+    if not [level for level in kept if level is not None] and len(present) >= 2 * MIN_ROWS:
+        logging.getLogger("finetune").warning(
+            f"X column {column_key(name)!r}: no value of it is held by {MIN_ROWS} or more training rows ({len(counts)} "
+            f"distinct in {len(values)} rows: an id, a name, a time?), so the column reads as one 'other' input and "
+            "tells the model nothing: drop it, or turn it into numbers")
+    return {"column": column_key(name), "levels": kept, "other": other}
 
 
-def _key(name: Any) -> str | int:
+def column_key(name: Any) -> str | int:
     """A column's name as the option keeps it (JSON): a string or an integer as it is, anything else its text."""
     if isinstance(name, numbers.Integral) and not isinstance(name, bool):
         return int(name)
@@ -167,7 +183,7 @@ def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> A
     training sample, which one-hot encoding does not report on.)"""
     categories = options.get("categories", [])
     check(categories)
-    columns = _table_columns(x)
+    columns = table_columns(x)
     if not categories:
         if columns is not None:
             found = next((name for name, cells in columns if _is_category(cells)), None)
@@ -188,18 +204,20 @@ def encode(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> A
     if len(x) == 0:
         raise ValueError("X is empty (0 examples)")
     named = [c["column"] for c in categories]
-    positional = all(isinstance(c, int) for c in named) and not any(isinstance(_key(n), int) for n, _ in columns)
+    positional = all(isinstance(c, int) for c in named) and not any(isinstance(column_key(n), int)
+                                                                    for n, _ in columns)
     if data.is_frame(x) and positional:
         # A model trained on rows without names (a CLI run's CSV, an object array) given a DataFrame: its columns
         # by position, as its number columns are read (a CLI run has checked their names against the CSV's).
         columns = [(i, cells) for i, (_, cells) in enumerate(columns)]
-    by_name = {_key(name): cells for name, cells in columns}  # a DataFrame's columns by name, an array's by position
+    by_name = {column_key(name): cells for name, cells in columns}  # a DataFrame's by name, an array's by position
     absent = [name for name in named if name not in by_name]
     if absent:
         raise ValueError(f"X lacks the category column(s) {absent} the model was trained on (it has "
                          f"{list(by_name)[:20]})")
     encoded = set(named)
-    number_block = _number_columns([(name, cells) for name, cells in columns if _key(name) not in encoded], len(x))
+    number_block = _number_columns([(name, cells) for name, cells in columns if column_key(name) not in encoded],
+                                   len(x))
     blocks = [number_block] + [_one_hot(by_name[c["column"]], c) for c in categories]
     return torch.from_numpy(np.concatenate(blocks, axis=1))  # a tensor: what _encoded passes on as encoded
 
@@ -215,7 +233,7 @@ def _encoded(x: Any, width: Any) -> bool:
 
 def _example(x: Any, name: Any) -> Any:
     """A word of column ``name`` (what made it categories), else its first value present."""
-    cells = dict(_table_columns(x))[name]
+    cells = dict(table_columns(x))[name]
     values = [v for v in _cells(cells) if not _is_missing(v)]
     return next((v for v in values if isinstance(v, (str, bytes))), values[0] if values else None)
 
@@ -233,13 +251,16 @@ def _number_columns(columns: list[tuple[Any, Any]], rows: int) -> np.ndarray:
         for i, v in enumerate(_cells(cells)):
             if _is_missing(v):
                 values[i, j] = math.nan
-            elif isinstance(v, numbers.Real):
+            elif isinstance(v, numbers.Real) and not isinstance(v, (np.datetime64, np.timedelta64)):
                 values[i, j] = float(v)
             else:
-                raise TypeError(f"X column {_key(name)!r} holds {v!r} (row {i}), and the model was trained with it as "
-                                f"numbers: pass numbers (pd.to_numeric), a missing one as NaN or None")
+                raise TypeError(data.not_a_number(column_key(name), v, i))
     return values
 
+
+# A DataFrame's column of texts is asked about (numbers or categories?) where at most this share of them are not
+# numbers: Cars93's cylinder counts hold one "rotary" in 93 rows, which a split may or may not draw
+NUMBER_TEXT_WORDS = 0.1
 
 UNSEEN_WARNING = 0.5  # a warning where more than this share of a column's rows hold no level of its own, and more
 # than twice the share its "other" column held in training (a column of names is mostly "other" from the start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import datetime
 import warnings
 from typing import Any, Sequence
 
@@ -277,6 +278,20 @@ def _some(names: list[str], most: int = 6) -> str:
     return repr(names) if len(names) <= most else repr(names[:most])[:-1] + f", ... ({len(names)} in all)]"
 
 
+def not_a_number(name: Any, value: Any, row: int) -> str:
+    """Why a cell of a column read as numbers is refused, with what to do: a date or a duration has no one number
+    the model could read it as (pd.to_numeric gives nanoseconds since 1970)."""
+    if isinstance(value, (datetime.date, np.datetime64)):
+        return (f"X column {name!r} holds dates (e.g. {value!r}, row {row}): turn them into numbers first -- days "
+                f"since the first, (df[{name!r}] - df[{name!r}].min()).dt.days, or df[{name!r}].dt.year and "
+                ".dt.month as columns of their own")
+    if isinstance(value, (datetime.timedelta, np.timedelta64)):
+        return (f"X column {name!r} holds durations (e.g. {value!r}, row {row}): turn them into numbers first, "
+                f"e.g. df[{name!r}].dt.total_seconds() / 3600 (hours)")
+    return (f"X column {name!r} holds {value!r} (row {row}), and the model reads it as numbers (as the column held "
+            "in training: numbers, or booleans read as 0 / 1): pass those, a missing one as NaN or None")
+
+
 def _frame_numbers(frame: Any, name: str) -> Any:
     """A pandas DataFrame's values: a column that is not numbers (strings, categories of strings, dates) named in
     the error; mixed number and boolean columns (pd.get_dummies beside floats), categories of numbers, or pandas'
@@ -291,6 +306,9 @@ def _frame_numbers(frame: Any, name: str) -> Any:
         if kind not in "biuf":
             column = frame.iloc[:, position]
             present = column.dropna()
+            if kind in "Mm" and len(present):  # dates, durations: no number to read them as without a choice
+                raise TypeError(not_a_number(frame.columns[position], present.iloc[0],
+                                             int(np.flatnonzero(column.notna().to_numpy())[0])))
             example = f" (e.g. {present.iloc[0]!r})" if len(present) else ""
             numbers = pd.to_numeric(present, errors="coerce").notna().all() if len(present) else False
             label = frame.columns[position]

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
@@ -850,6 +851,12 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
     return x, y
 
 
+# Dates written as text (ISO 8601 with an optional time and zone, 31/12/2020, 2020/12/31): as words, each date
+# would be a level of its own (categories.py), where the time they tell is a number
+DATE_TEXT = re.compile(r"\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?)?(Z|[+-]\d{2}:?\d{2})?"
+                       r"|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}|\d{4}/\d{1,2}/\d{1,2}")
+
+
 def _with_words(rows: list[list[Any]], texts: list[list[str]], named: Collection[int], path: Path,
                 header: list[str]) -> np.ndarray:
     """A CSV's cells, numbers and words: float32 where every column holds numbers; else an object array whose
@@ -862,6 +869,10 @@ def _with_words(rows: list[list[Any]], texts: list[list[str]], named: Collection
         return values.astype(np.float32)
     for j in words:
         found = [i for i, v in enumerate(values[:, j]) if isinstance(v, str)]
+        if j not in named and found and all(DATE_TEXT.fullmatch(values[i, j].strip()) for i in found):
+            raise ValueError(f"'{path}' column '{header[j]}' holds dates (e.g. {values[found[0], j]!r}, row "
+                             f"{found[0] + 2}), and a model reads numbers: put numbers in their place (days since "
+                             "the first date, or the year and the month as columns of their own), or drop the column")
         numbers = sum(isinstance(v, float) and not math.isnan(v) for v in values[:, j])
         if j not in named and numbers > len(found):
             logging.getLogger("finetune").warning(

@@ -249,6 +249,29 @@ def takes_missing(model: Any) -> bool:
     return found is not None and found[0].missing
 
 
+def warn_unflagged_missing(model: Any, x: Any, inputs: Sequence[torch.Tensor]) -> None:
+    """A warning where the inputs of a model that fills missing values ("mlp") hold one in a column that held none
+    in training: filled with the column's median and not flagged, the row is predicted as if the value were typical.
+    ``x``: the inputs as given (a DataFrame names the columns), ``inputs``: as encoded (number columns first)."""
+    found = built(model)
+    if found is None or not found[0].missing or len(inputs) != 1 or inputs[0].dim() != 2:
+        return
+    options = getattr(model, "options", found[1])
+    holes = torch.isnan(inputs[0])
+    columns = [j for j in holes.any(0).nonzero().flatten().tolist() if j not in set(options.get("missing_columns", []))]
+    if not columns:
+        return
+    table = categories.table_columns(x)
+    words = {c["column"] for c in options.get("categories", [])}
+    names = [categories.column_key(n) for n, _ in table or [] if categories.column_key(n) not in words]
+    said = [names[j] if j < len(names) else j for j in columns]
+    rows = int(holes[:, columns].any(1).sum())
+    logging.getLogger("finetune").warning(
+        f"X: {rows} row(s) hold missing values in column(s) {said[:6]}{' ...' if len(said) > 6 else ''} that held "
+        "none in training: the model fills them with the column's median, unflagged, so those rows are predicted as "
+        "if the value were typical")
+
+
 def encode_for(model: Any, x: Any, rows: np.ndarray | None = None) -> Any:
     """X as the numbers ``model`` reads, where finetune built it: texts tokenised for a "minilm" at its max_length,
     a table's category columns one-hot for an "mlp" by its levels; X as given for any other model. ``rows`` as in

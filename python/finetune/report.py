@@ -153,11 +153,14 @@ def html(config: dict[str, Any], history: list[dict[str, float]], metrics: dict[
         per_class = metrics.get("test_per_class") or {}
         table = _per_class(confusion, per_class) if "per_class_precision" in per_class else ""
         sections.append("<h2>Errors</h2>" + _confusion(confusion, per_class.get("classes")) + table)
+    decisions = metrics.get("recipe") or []
+    # A recipe run has a best epoch per phase (its Recipe table's "result" rows), not one for the run
+    best = metrics["best_epoch"] if metrics["best_epoch"] is not None else \
+        "each phase's: see Recipe" if decisions else "none (nothing monitored)"
     sections.append("<h2>Training</h2>" + _table("run", {
         "data": metrics["data"], "training examples (sampled)": metrics["train_size"],
-        "class counts": metrics["class_counts"], "best epoch": metrics["best_epoch"], "steps": metrics["steps"],
+        "class counts": metrics["class_counts"], "best epoch": best, "steps": metrics["steps"],
         "seconds": metrics["seconds"], "samples/s (median epoch)": metrics["samples_per_s"]}))
-    decisions = metrics.get("recipe") or []
     if decisions:
         sections.append("<h2>Recipe</h2>" + _decisions(decisions))
     sections.append(_table("environment", metrics["environment"]))

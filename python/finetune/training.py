@@ -1251,8 +1251,9 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     else:
         streams.check_unused(cfg)
         _check_like_training(model, x)
-        x = registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
+        given, x = x, registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
         inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
+        registry.warn_unflagged_missing(model, given, inputs)
         targets = data.targets(y, "y", task, inputs[0].shape[0])
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
     example = streams.head(inputs, 2)
@@ -1349,8 +1350,9 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
     else:
         streams.check_unused(cfg)
         _check_like_training(model, x)
-        x = registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
+        given, x = x, registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
         inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
+        registry.warn_unflagged_missing(model, given, inputs)
     example = streams.head(inputs, 2)
     adapted = models.adapt(model, example, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
