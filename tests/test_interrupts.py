@@ -21,6 +21,8 @@ _CHILD = textwrap.dedent("""
     import numpy as np, torch, finetune
     torch.set_num_threads(1)
     what = sys.argv[1]
+    # A shell's background job starts with SIGINT ignored, and Python then installs no handler: Ctrl-C's, here
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400_000 if what != "train" else 4_000, 64)).astype("float32")
     y = rng.integers(0, 10, size=len(x))
