@@ -90,6 +90,7 @@ CASES = [
     ("labels for regression", lambda: train(data=(X, Y.astype(str)), task="regression"), TypeError, r"^y holds labels such as '0', and task='regression' needs numbers$"),
     ("a label missing among strings", lambda: train(data=(X, np.array(["cat", None] * 20, dtype=object))), ValueError, r"^y row 1 is missing \(None\) among labels such as 'cat': every label must be a string \(drop the rows without one, or fill them\)$"),
     ("a label missing in a Series", lambda: train(data=(X, series(["cat", None] * 20))), ValueError, r"^y row 1 is missing \(nan\) among labels such as 'cat'"),
+    ("a label missing in a split Series", lambda: train(data=(X, series(["cat", None] * 20).set_axis(range(100, 140)))), ValueError, r"^y row 1 \(index 101\) is missing \(nan\) among labels such as 'cat'"),
     ("labels as bytes", lambda: train(data=(X, np.array([b"cat", b"dog"] * 20))), TypeError, r"^y holds bytes such as b'cat': decode them to str labels \(y.astype\(str\)\)$"),
     ("a validation label training lacks", lambda: train(data=(X, np.array(["cat", "dog"] * 20)), val=(X, np.array(["cat", "cow"] * 20))), ValueError, r"^y_val holds label\(s\) \['cow'\] that the training y does not \(its classes: \['cat', 'dog'\]\)$"),
     ("validation ids beside training labels", lambda: train(data=(X, np.array(["cat", "dog"] * 20)), val=(X, Y % 2)), ValueError, r"^y_val holds class ids, and the model's classes are labels \['cat', 'dog'\]: pass y_val as labels$"),

@@ -53,6 +53,17 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def row_name(row: int, index: Any = None) -> str:
+    """"row 4" (its position from 0), with its label where a pandas index is not the positions (after a
+    train_test_split: "row 4 (index 268)")."""
+    import pandas as pd
+
+    if index is None or (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        return f"row {row}"
+    label = index[row]
+    return f"row {row} (index {label.item() if isinstance(label, np.generic) else label!r})"
+
+
 def class_labels(value: Any, name: str) -> np.ndarray | None:
     """``value``'s class labels as a 1-D array of str where they are strings ("Yes"/"No", "setosa"; a list, a
     numpy array, a pandas Series, categorical or one-column DataFrame of them); None where it holds numbers (class
@@ -63,6 +74,7 @@ def class_labels(value: Any, name: str) -> np.ndarray | None:
         if value.shape[1] != 1:
             return None
         value = value.iloc[:, 0]
+    index = value.index if is_series(value) else None
     if is_series(value) or _is_categorical(value):
         value = np.asarray(value.astype(object))
     elif not isinstance(value, (np.ndarray, list, tuple)):
@@ -86,7 +98,7 @@ def class_labels(value: Any, name: str) -> np.ndarray | None:
             value = array[row]
             missing = value is None or (isinstance(value, float) and value != value)  # None, or pandas' NaN for it
             said = f"missing ({value!r})" if missing else repr(value)
-            raise ValueError(f"{name} row {row} is {said} among labels such as {str(array[strings][0])!r}: every "
+            raise ValueError(f"{name} {row_name(row, index)} is {said} among labels such as {str(array[strings][0])!r}: every "
                              "label must be a string (drop the rows without one, or fill them)")
     return array.astype(str)
 
@@ -106,7 +118,7 @@ def _bool_labels(value: Any, name: str) -> np.ndarray | None:
             return None
         if bool(value.isna().any()):
             row = int(np.flatnonzero(value.isna().to_numpy())[0])
-            raise ValueError(f"{name} row {row} is missing among booleans: drop the rows without a label, or fill them")
+            raise ValueError(f"{name} {row_name(row, value.index)} is missing among booleans: drop the rows without a label, or fill them")
         return value.to_numpy(dtype=bool)
     if not isinstance(value, (np.ndarray, list)):
         return None
