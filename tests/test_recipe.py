@@ -222,6 +222,23 @@ def test_no_shaping_setting_runs_the_recipe_and_records_each_decision():
     assert ("shrunk_low.lr" in found) != (found.get("shrunk_low", {}).get("value", 0) is None)  # run, or why not
 
 
+def test_a_keyword_that_turns_the_recipe_off_says_so_once_and_recipe_none_or_a_config_does_not(monkeypatch, caplog):
+    """lr=1e-3 alone runs SGD at that rate for 10 epochs: a new user meant the recipe at that rate as often as not."""
+    from finetune import training
+
+    monkeypatch.setattr(training, "_SAID_RECIPE_OFF", set())
+    x, y = blobs()
+    with caplog.at_level("WARNING", logger="finetune"):
+        for _ in range(2):
+            finetune.train(mlp(), (x, y), lr=1e-3, epochs=1, progress=False)
+        finetune.train(mlp(), (x, y), lr=1e-3, epochs=1, progress=False, recipe="none")
+        finetune.train(mlp(), (x, y), config=finetune.TrainConfig(lr=1e-3, epochs=1, progress=False))
+    said = [r.getMessage() for r in caplog.records if "the recipe is off" in r.getMessage()]
+    assert said == ["epochs=1, lr=0.001 given: the recipe is off and the settings run as given, the rest at the loop "
+                    "defaults (optimizer='sgd', schedule='constant'); recipe='auto' runs the recipe with them, "
+                    "recipe='none' says this is meant (and silences this line)"]
+
+
 def test_with_augmentation_the_recipe_runs_the_body_in_its_head_phase():
     """augment_crop/augment_flip change the images every epoch: the head phase's features cannot be computed once
     (cached, they were not images any more and the augmentation failed on them)."""

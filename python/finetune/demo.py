@@ -51,7 +51,7 @@ def run_demo(fraction: float = 0.2, seeds: int = 5, progress: bool = False) -> d
         old = y_train < 5
         # The "pretrained model": trained on the digits 0-4 only, with plain settings.
         pretrained = finetune.train("cnn", (x_train[old], y_train[old]), epochs=10, num_classes=10, optimizer="sgd",
-                                    lr=0.05, batch_size=32, seed=seed, progress=False).model
+                                    lr=0.05, batch_size=32, seed=seed, progress=False, recipe="none").model
         before = finetune.evaluate(pretrained, (x_test, y_test))["accuracy"]
         tuned = finetune.train(pretrained, (x_train, y_train), sample_fraction=fraction, seed=seed, progress=progress)
         scratch = finetune.train("cnn", (x_train, y_train), sample_fraction=fraction, seed=seed, progress=False)

@@ -535,6 +535,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     train_data = streams.with_labels(train_data, labels, "train_data")
     given = _given_settings(config, settings)
     chosen, reason = _choose_recipe(recipe, given, resume)
+    if recipe is None and reason.startswith(AS_GIVEN):  # by keywords: config=TrainConfig(...) is a deliberate whole
+        _say_recipe_off({k: v for k, v in given.items() if k in settings})
     if val_fraction is not None and val is not None:
         raise ValueError(f"val_fraction={val_fraction!r} holds out part of train_data as validation data, but val is "
                          "given too; pass one of them")
@@ -726,6 +728,25 @@ def recipe_for(config: TrainConfig, given: Sequence[str] = ()) -> tuple[str, str
     return _choose_recipe(None, _given_settings(config, {k: getattr(config, k) for k in given}), False)
 
 
+AS_GIVEN = "settings that shape the training were given"
+_SAID_RECIPE_OFF: set[tuple[str, ...]] = set()  # the settings a notice was given for, once a process each
+
+
+def _say_recipe_off(given: dict[str, Any]) -> None:
+    """One line, once per process for each set of settings, where a setting turned the recipe off (lr=1e-3 alone:
+    SGD at that rate for 10 epochs, where the user may have meant the recipe at that rate)."""
+    shaping = tuple(sorted(k for k in given if k not in recipes.RECIPE_NEUTRAL))
+    if not shaping or shaping in _SAID_RECIPE_OFF:
+        return
+    _SAID_RECIPE_OFF.add(shaping)
+    default = TrainConfig()
+    rest = ", ".join(f"{k}={getattr(default, k)!r}" for k in ("optimizer", "lr", "epochs", "schedule")
+                     if k not in given)
+    log.warning(f"{', '.join(f'{k}={given[k]!r}' for k in shaping)} given: the recipe is off and the settings run as "
+                f"given{f', the rest at the loop defaults ({rest})' if rest else ''}; recipe='auto' runs the recipe "
+                "with them, recipe='none' says this is meant (and silences this line)")
+
+
 def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tuple[str, str]:
     """("auto", "head" or "none", why). A resumed run (resume=True) runs what its checkpoint_dir holds: a recipe
     run's journal (recipe.json) resumes the recipe, checkpoints of one loop the settings as given."""
@@ -762,8 +783,8 @@ def _choose_recipe(recipe: str | None, given: dict[str, Any], resume: Any) -> tu
     if journal is not None:
         return journal["recipe"], f"resumed: checkpoint_dir holds a recipe={journal['recipe']!r} run"
     if shaping:
-        return "none", (f"settings that shape the training were given ({', '.join(shaping)}): they run as given, "
-                        "with the defaults for the rest (recipe='auto' uses the given ones in its phases)")
+        return "none", (f"{AS_GIVEN} ({', '.join(shaping)}): they run as given, with the defaults for the rest "
+                        "(recipe='auto' uses the given ones in its phases)")
     if plain:
         return "none", "resumed: checkpoint_dir holds the checkpoints of a run of the settings as given"
     if resume and resume is not True:
