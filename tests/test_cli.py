@@ -103,7 +103,7 @@ def test_a_config_that_shapes_nothing_runs_the_recipe_and_its_config_runs_it_aga
 def test_a_neutral_setting_keeps_the_recipe_and_a_shaping_one_at_any_value_runs_as_given(tmp_path):
     """A key the file sets counts as given at any value, as a keyword to train() does: lr = 0.01 is the default's
     value and still runs the settings as given (with checkpoints); seed = 1 shapes nothing and keeps the recipe,
-    written back to config.toml. compare shows what the recipe chose as "(recipe)", not as the defaults."""
+    written back to config.toml. compare shows what the recipe chose ("(recipe: 0.0067)"), not the defaults."""
     base = '[data]\ndataset = "iris"\n\n[model]\nname = "mlp"\n\n[train]\n'
     for name, line in (("given", "lr = 0.01\n"), ("neutral", "seed = 1\n")):
         (tmp_path / f"{name}.toml").write_text(base + line)
@@ -115,10 +115,16 @@ def test_a_neutral_setting_keeps_the_recipe_and_a_shaping_one_at_any_value_runs_
     assert tomllib.loads((tmp_path / "neutral" / "config.toml").read_text())["train"] == {"seed": 1}
     table = runs.compare([tmp_path / "given", tmp_path / "neutral"])
     row = dict(zip(table[0], table[2]))
-    assert row["recipe"] == '"auto"' and row["train.optimizer"] == '"(recipe)"' and row["train.seed"] == "1"
+    decided = {d["what"]: d["value"] for d in neutral["recipe"]}
+    kept = decided["kept"]
+    # what the kept phase ran with, its epochs the refit's
+    assert row["recipe"] == '"auto"' and row["train.seed"] == "1"
+    assert row["train.optimizer"] == f'"(recipe: {decided[kept + ".optimizer"]})"'
+    assert row["train.lr"] == f'"(recipe: {decided[kept + ".lr"]:.3g})"'
+    assert row["train.epochs"] == f'"(recipe: {decided["refit"]["epochs"][0]})"'
     assert dict(zip(table[0], table[1]))["train.optimizer"] == '"sgd"'
-    assert all(row.get(k) != '"(recipe)"' for k in ("train.task", "train.device"))  # what the recipe never decides
-    assert row["train.class_weights"] == '"(recipe)"'  # decided without a phase's prefix
+    assert all(not row.get(k, "").startswith('"(recipe') for k in ("train.task", "train.device"))  # never decided
+    assert row["train.class_weights"] == '"(recipe: None)"'  # decided without a phase's prefix
     assert "train.beta2" not in table[0] and "train.gamma" not in table[0]  # no run gave them, no recipe said
 
 

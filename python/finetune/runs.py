@@ -1364,6 +1364,25 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
     return result
 
 
+def _recipe_choices(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The settings a recipe run's returned model trained with, as compare shows them: its kept phase's (rate,
+    optimizer, ...; its epochs those the refit ran, else its best epoch's count) and the ones decided for every
+    phase (class_weights); {} where more than one phase was kept."""
+    by = {d["what"]: d["value"] for d in decisions}
+    phase = by.get("kept")
+    if not isinstance(phase, str):
+        return {}
+    chosen = {k: v for k, v in by.items() if k in config_fields()}
+    chosen |= {k.split(".", 1)[1]: v for k, v in by.items() if k.startswith(f"{phase}.")
+               and k.split(".", 1)[1] in config_fields()}
+    refit, result = by.get("refit"), by.get(f"{phase}.result")
+    if isinstance(refit, dict) and phase in refit.get("phases", []):
+        chosen["epochs"] = refit["epochs"][refit["phases"].index(phase)]
+    elif isinstance(result, dict) and isinstance(result.get("best_epoch"), int):
+        chosen["epochs"] = result["best_epoch"] + 1
+    return {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in chosen.items()}
+
+
 def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
     """Runs side by side: a header row, then per run its directory, the settings that differ between the runs and
     the final test metrics (a run without a test split: its validation metrics)."""
@@ -1385,8 +1404,10 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
             # batch_size, class_weights); the seed, the device, ... stay as they read
             recorded = {d["what"].rsplit(".", 1)[-1] for d in record.get("recipe", [])} & set(config_fields())
             named |= recorded
-            config = {k: "(recipe)" if k.startswith("train.") and k.removeprefix("train.") in (recorded | shaping)
-                      - set(cfg.train_given) else v for k, v in config.items()}
+            chosen = _recipe_choices(record.get("recipe", []))
+            config = {k: (f"(recipe: {chosen[k[6:]]})" if k[6:] in chosen else "(recipe)")
+                      if k.startswith("train.") and k[6:] in (recorded | shaping) - set(cfg.train_given) else v
+                      for k, v in config.items()}
         configs.append({**config, "recipe": ran})
         # a run without a test split (data.test_fraction = 0) is compared by its validation slice, so named
         metrics.append(record["test"] or {f"validation {k}": v for k, v in (record.get("validation") or {}).items()
