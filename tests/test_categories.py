@@ -138,8 +138,9 @@ def test_words_training_never_saw_in_most_rows_are_a_warning_naming_the_column(c
     later, _ = table(10, seed=4)
     with caplog.at_level("WARNING", logger="finetune"):
         upper = finetune.predict(model, later.assign(city=later["city"].str.upper()), output="probabilities")
-    assert re.search(r"X column 'city': 10 of 10 rows hold no level of its own \(e\.g\. '[A-Z]+'.*\): they "
-                     r"read as no level$", caplog.text.strip()), caplog.text
+    assert re.search(r"X column 'city': 10 of 10 rows hold a value training did not have as a level \(e\.g\. "
+                     r"'[A-Z]+'.*\): they read as none of its levels \(all of its inputs 0\)$", caplog.text.strip()), \
+        caplog.text
     unseen = later.assign(city="Quito")  # no level of city: the same inputs as any other unseen word
     np.testing.assert_array_equal(upper, finetune.predict(model, unseen, output="probabilities"))
     caplog.clear()
@@ -157,7 +158,7 @@ def test_a_column_of_names_mostly_other_from_the_start_is_no_unseen_level_warnin
         model = finetune.train("mlp", (frame, y), **SETTINGS).model
         finetune.predict(model, frame.assign(name="someone new"))
     assert model.options["categories"] == [{"column": "name", "levels": [], "other": 1.0}]
-    assert "no level of its own" not in caplog.text
+    assert "did not have as a level" not in caplog.text
 
 
 def test_a_column_of_distinct_words_warns_that_it_tells_the_model_nothing(caplog):

@@ -262,7 +262,7 @@ def _number_columns(columns: list[tuple[Any, Any]], rows: int) -> np.ndarray:
 # numbers: Cars93's cylinder counts hold one "rotary" in 93 rows, which a split may or may not draw
 NUMBER_TEXT_WORDS = 0.1
 
-UNSEEN_WARNING = 0.5  # a warning where more than this share of a column's rows hold no level of its own, and more
+UNSEEN_WARNING = 0.5  # a warning where more than this share of a column's rows hold no level of it, and more
 # than twice the share its "other" column held in training (a column of names is mostly "other" from the start)
 
 
@@ -282,9 +282,10 @@ def _one_hot(cells: Any, category: dict[str, Any]) -> np.ndarray:
     if share > UNSEEN_WARNING and share > 2 * category["other"]:  # "MALE" for "male", 1 for "1st": read as nothing
         examples = ", ".join(repr(v) for v in list(dict.fromkeys(unseen))[:3])
         logging.getLogger("finetune").warning(
-            f"X column {category['column']!r}: {len(unseen)} of {len(values)} rows hold no level of its own "
-            f"(e.g. {examples}; it saw {levels[:5]}{' ...' if len(levels) > 5 else ''}): they read as "
-            f"{'its other input' if category['other'] > 0 else 'no level'}")
+            f"X column {category['column']!r}: {len(unseen)} of {len(values)} rows hold a value training did not "
+            f"have as a level (e.g. {examples}; its levels: {levels[:5]}{' ...' if len(levels) > 5 else ''}): "
+            + ("they read as its 'other' input, as its rare values did" if category["other"] > 0 else
+               "they read as none of its levels (all of its inputs 0)"))
     block = np.zeros((len(values), len(levels) + int(category["other"] > 0)), dtype=np.float32)
     hit = ids >= 0
     block[np.nonzero(hit)[0], ids[hit]] = 1.0
