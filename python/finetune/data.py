@@ -98,8 +98,9 @@ def class_labels(value: Any, name: str) -> np.ndarray | None:
             value = array[row]
             missing = value is None or (isinstance(value, float) and value != value)  # None, or pandas' NaN for it
             said = f"missing ({value!r})" if missing else repr(value)
-            raise ValueError(f"{name} {row_name(row, index)} is {said} among labels such as {str(array[strings][0])!r}: every "
-                             "label must be a string (drop the rows without one, or fill them)")
+            raise ValueError(f"{name} {row_name(row, index)} is {said} among labels such as "
+                             f"{str(array[strings][0])!r}: every label must be a string (drop the rows without one, or "
+                             "fill them)")
     return array.astype(str)
 
 
@@ -118,7 +119,8 @@ def _bool_labels(value: Any, name: str) -> np.ndarray | None:
             return None
         if bool(value.isna().any()):
             row = int(np.flatnonzero(value.isna().to_numpy())[0])
-            raise ValueError(f"{name} {row_name(row, value.index)} is missing among booleans: drop the rows without a label, or fill them")
+            raise ValueError(f"{name} {row_name(row, value.index)} is missing among booleans: drop the rows without "
+                             "a label, or fill them")
         return value.to_numpy(dtype=bool)
     if not isinstance(value, (np.ndarray, list)):
         return None
