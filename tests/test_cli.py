@@ -836,6 +836,39 @@ def test_overrides_after_an_option_are_overrides(tmp_path):
         main(["train", str(EXAMPLES / "wine.toml"), "--quiet", "stray"])
 
 
+def test_rows_without_a_label_are_an_error_or_left_out_by_data_missing_labels(capsys, caplog, tmp_path):
+    """A real CSV has rows without a label (penguins' sex): an error pointing at data.missing_labels, or with "drop"
+    those rows left out, counted in a warning, and read the same way again by evaluate (the same test split)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 2))
+    labels = np.where(x[:, 0] > 0, "up", "down").astype(object)
+    labels[[4, 40, 77]] = ["", "NA", ""]
+    import pandas as pd
+
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "answer": labels}).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\nlabel = "answer"\n'
+                                       '[model]\nname = "mlp"\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert_one_line_error(code, err, "t.csv' row 6, column 'answer': the label is empty (fill it or drop the row; a "
+                          "run config's data.missing_labels = \"drop\" leaves such rows out)")
+    with caplog.at_level("WARNING", logger="finetune"):
+        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), 'data.missing_labels="drop"', "--out",
+                             str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    assert "t.csv': 3 row(s) without a label left out (data.missing_labels = \"drop\"; rows [6, 42, 79])" in \
+        caplog.text
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    tested = sum(map(sum, metrics["test_confusion_matrix"]))
+    assert metrics["train_size"] + tested == 147 and sum(metrics["class_counts"].values()) == 118, metrics
+    again = runs.evaluate_run(tmp_path / "r")  # the same 147 rows, the same split
+    assert {k: again[k] for k in metrics["test"]} == pytest.approx(metrics["test"])
+    for override, what in (('data.dataset="iris"', "dataset 'iris' is a built-in set"),):
+        code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), 'data.missing_labels="drop"', override,
+                             "--out", str(tmp_path / "w"))
+        assert_one_line_error(code, err, f"data.missing_labels = 'drop' in override 'data.missing_labels=\"drop\"' is "
+                              f"for a CSV of features or texts, and {what}: leave missing_labels out")
+
+
 def test_a_csv_with_text_labels_trains_evaluates_and_predicts_them(capsys, tmp_path):
     """A label column of words ("Yes"/"No", as a spreadsheet exports it) trains as classes in sorted order; the run's
     reports count them by label, evaluate reads the test split's labels, and predict writes the label and a p_LABEL

@@ -96,9 +96,18 @@ def test_csv_and_npz_loaders_and_their_errors(tmp_path):
     with pytest.raises(ValueError, match=r"s.csv' row 2, column 'label': 'No' is not a number \(task='regression' "
                                          r"predicts values; labels such as 'Yes' are task='classification'\)"):
         datasets.load_file(tmp_path / "s.csv", task="regression")
-    (tmp_path / "e.csv").write_text("a,label\n1,No\n2,\n")
-    with pytest.raises(ValueError, match=r"e.csv' row 3, column 'label': the label is empty \(drop the row or fill it\)"):
-        datasets.load_file(tmp_path / "e.csv")
+    (tmp_path / "e.csv").write_text("a,label\n1,No\n2,\n3,Yes\n")
+    (tmp_path / "r.csv").write_text("a,label\n1,0.5\n2,\n3,1.5\n")
+    for name, task in (("e", "classification"), ("r", "regression")):
+        with pytest.raises(ValueError, match=rf"{name}.csv' row 3, column 'label': the label is empty \(fill it or drop "
+                                             r"the row; a run config's data.missing_labels = \"drop\" leaves such rows "
+                                             r"out\)"):
+            datasets.load_file(tmp_path / f"{name}.csv", task=task)
+    assert datasets.load_file(tmp_path / "r.csv", task="regression", missing_labels="drop")[1].tolist() == [0.5, 1.5]
+    x, y = datasets.load_file(tmp_path / "e.csv", missing_labels="drop")  # said in a warning, not kept
+    assert x.tolist() == [[1], [3]] and y.tolist() == ["No", "Yes"]
+    with pytest.raises(ValueError, match=r"^missing_labels must be one of \['error', 'drop'\], got 'skip'$"):
+        datasets.load_file(tmp_path / "e.csv", missing_labels="skip")
     (tmp_path / "h.csv").write_text("a,b,label\n1,,0\nNA,2,1\n")  # holes: an error, or NaN for a model that fills them
     with pytest.raises(ValueError, match=r"h.csv' row 2, column 'b': the value is empty \(a missing value: fill it, or "
                                          r"drop the row\)$"):
@@ -112,6 +121,9 @@ def test_csv_and_npz_loaders_and_their_errors(tmp_path):
     (tmp_path / "n.csv").write_text("a,label\n1,0\n2,nan\n")  # a missing label, not a value to regress
     with pytest.raises(ValueError, match=r"n.csv' row 3, column 'label': the label is 'nan', a missing value"):
         datasets.load_file(tmp_path / "n.csv")
+    (tmp_path / "i.csv").write_text("a,label\n1,0\n2,inf\n")  # not a value to regress either
+    with pytest.raises(ValueError, match=r"i.csv' row 3, column 'label': the label is 'inf', not a value"):
+        datasets.load_file(tmp_path / "i.csv", task="regression")
     (tmp_path / "f.csv").write_text("a,label\n1,0.5\n")
     with pytest.raises(ValueError, match=r"column 'label' must hold integer class ids .*'0.5' .*train.task = "
                                          r"\"regression\""):

@@ -110,7 +110,8 @@ a run config has the tables (see examples/*.toml):
            column, or a folder of images with a sub-folder per class; val_fraction (the training rows held
            out for validation: the recipe's 0.2, none before SetFit-style pairs; 0.2 for settings as given; the
            recipe refits on them), test_fraction (0.2 of a file's rows held out for its test split; 0: none), seed (0);
-           encoding, encoding_errors for a CSV; text (a text model's column); user, item (a recommender's id
+           encoding, encoding_errors, missing_labels ("error", or "drop": rows without a label left out) for a
+           CSV; text (a text model's column); user, item (a recommender's id
            columns), time (a ranker's column of times: each user's last by it is held out); image_size, image_mode, image_mean, image_std, stream, on_bad_file (a folder's images:
            their size, L or RGB, their normalisation (default: the model's pretraining's), read a batch at a
            time, a file that cannot be read skipped)

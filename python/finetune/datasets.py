@@ -651,7 +651,7 @@ def load(name: str, seed: int = 0) -> Split:
 
 def load_file(path: str | os.PathLike, label: str = "label", task: str = "classification",
               encoding: str = "utf-8", errors: str = "strict", missing: bool = False,
-              words: bool | Collection[int] = False) -> tuple[np.ndarray, np.ndarray]:
+              words: bool | Collection[int] = False, missing_labels: str = "error") -> tuple[np.ndarray, np.ndarray]:
     """(X, y) from a user's file: `.npz` (arrays X and y) or `.csv` / `.csv.gz` (numeric columns, `label` the
     target: numbers, or for classification text labels such as "Yes"/"No", returned as str). Errors name the
     file, and the row for a bad CSV value.
@@ -661,8 +661,12 @@ def load_file(path: str | os.PathLike, label: str = "label", task: str = "classi
     "ignore" drops them. `missing`: an empty feature cell (or NA, N/A, null, None, NaN) reads as NaN, a missing
     value for a model that fills them ("mlp"); else it is an error naming its row and column. `words`: a feature
     column holding a cell that is not a number (and not missing) is read as text -- X is then an object array, the
-    column's cells strings (None where missing) -- for a model that one-hot encodes categories ("mlp")."""
+    column's cells strings (None where missing) -- for a model that one-hot encodes categories ("mlp").
+    `missing_labels`: a CSV row whose label is missing (empty, NA, ...) is an error naming it ("error"), or is
+    left out, the rows left out counted in a warning ("drop")."""
     _check_encoding(encoding, errors)
+    if missing_labels not in MISSING_LABELS:
+        raise ValueError(f"missing_labels must be one of {list(MISSING_LABELS)}, got {missing_labels!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file '{path}' does not exist")
@@ -673,7 +677,7 @@ def load_file(path: str | os.PathLike, label: str = "label", task: str = "classi
                 raise ValueError(f"'{path}' lacks the array(s) {missing} (it has {sorted(archive.files)})")
             return archive["X"], archive["y"]
     if path.suffix in (".csv", ".gz") or path.name.endswith(".csv.gz"):
-        return _read_csv(path, label, task, encoding, errors, missing, words)
+        return _read_csv(path, label, task, encoding, errors, missing, words, missing_labels)
     raise ValueError(f"data file '{path}' must be .npz or .csv, got '{path.suffix}'")
 
 
@@ -718,10 +722,11 @@ def _is_number(text: str) -> bool:
 
 
 def _read_csv(path: Path, label: str, task: str, encoding: str = "utf-8", errors: str = "strict",
-              missing: bool = False, words: bool | Collection[int] = False) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) from a CSV; see load_file (`encoding`, `errors`, `missing`, `words` included)."""
+              missing: bool = False, words: bool | Collection[int] = False,
+              missing_labels: str = "error") -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) from a CSV; see load_file (`encoding`, `errors`, `missing`, `words`, `missing_labels` included)."""
     try:
-        return _read_numeric_csv(path, label, task, encoding, errors, missing, words)
+        return _read_numeric_csv(path, label, task, encoding, errors, missing, words, missing_labels=missing_labels)
     except UnicodeDecodeError:
         raise _decode_error(path, encoding) from None
 
@@ -744,10 +749,11 @@ def load_features(path: str | os.PathLike, label: str, encoding: str = "utf-8", 
 
 
 def load_texts(path: str | os.PathLike, text: str, label: str, task: str | None, encoding: str = "utf-8",
-               errors: str = "strict") -> tuple[np.ndarray, np.ndarray | None]:
+               errors: str = "strict", missing_labels: str = "error") -> tuple[np.ndarray, np.ndarray | None]:
     """(texts, y) from a CSV with a column of texts, ``text`` (each cell as written, an empty one ""), and with a
     ``task`` the ``label`` column, read as load_file reads it (task None: the label column, where there is one, is
-    left out and y is None). No other column is read. Errors and ``encoding``, ``errors`` as load_file's."""
+    left out and y is None). No other column is read. Errors and ``encoding``, ``errors``, ``missing_labels`` as
+    load_file's."""
     header = csv_header(path, encoding, errors)
     if text not in header:
         raise ValueError(f"'{path}' has no text column {text!r} (its columns: {header})")
@@ -755,7 +761,8 @@ def load_texts(path: str | os.PathLike, text: str, label: str, task: str | None,
         raise ValueError(f"'{path}': the text column and the label column are both {text!r}")
     unread = [c for c in header if c not in (text, label)]
     try:
-        x, y = _read_numeric_csv(Path(path), label, task, encoding, errors, words={0}, unread=unread)
+        x, y = _read_numeric_csv(Path(path), label, task, encoding, errors, words={0}, unread=unread,
+                                 missing_labels=missing_labels)
     except UnicodeDecodeError:
         raise _decode_error(Path(path), encoding) from None
     return x[:, 0], y
@@ -769,15 +776,17 @@ def _not_a_number(path: Path, number: int, column: str, text: str, hint: str = "
     return ValueError(f"'{path}' row {number}, column '{column}': {text!r} is not a number{hint}")
 
 
-MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")  # a CSV's missing value, as pandas reads it (lower case)
+MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")
+MISSING_LABELS = ("error", "drop")  # what a CSV row without a label is: load_file's missing_labels  # a CSV's missing value, as pandas reads it (lower case)
 
 
 def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, errors: str,
                       missing: bool = False, words: bool | Collection[int] = False,
-                      unread: Collection[str] = ()) -> tuple[np.ndarray, np.ndarray | None]:
+                      unread: Collection[str] = (), missing_labels: str = "error") -> tuple[np.ndarray, np.ndarray | None]:
     """(X, y); task None: the label column, where there is one, is dropped unread and y is None. `missing`: a
     feature cell of MISSING_TOKENS reads as NaN. `words`: a cell that is neither is kept as its text. `unread`:
-    columns left out (an id copied beside the predictions)."""
+    columns left out (an id copied beside the predictions). `missing_labels`: "drop" leaves out a row whose label
+    is one of MISSING_TOKENS; "error" names the first."""
     import csv
 
     with _open_text(path, encoding, errors) as f:
@@ -809,10 +818,19 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
                     return v
                 raise
 
+        dropped = []  # the file rows left out without a label (missing_labels="drop")
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
             label_text = row[target] if target is not None else ""
+            if task is not None and label_text.strip().lower() in MISSING_TOKENS:
+                if missing_labels == "drop":
+                    dropped.append(number)
+                    continue
+                raise ValueError(f"'{path}' row {number}, column '{label}': the label is "
+                                 f"{'empty' if not label_text.strip() else repr(label_text) + ', a missing value'} "
+                                 "(fill it or drop the row; a run config's data.missing_labels = \"drop\" leaves such "
+                                 "rows out)")
             row = [v for i, v in enumerate(row) if i not in skipped]
             try:
                 values = [cell(i, v) for i, v in enumerate(row)]
@@ -826,20 +844,21 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
             rows.append(values)
             if words:
                 texts.append(row)
+    if dropped:
+        logging.getLogger("finetune").warning(
+            f"'{path}': {len(dropped)} row(s) without a label left out (data.missing_labels = \"drop\"; rows "
+            f"{dropped[:5]}{' ...' if len(dropped) > 5 else ''})")
     if not rows:
-        raise ValueError(f"'{path}' has a header but no rows")
+        raise ValueError(f"'{path}' has a header but no rows" + (" with a label" if dropped else ""))
     x = _with_words(rows, texts, named, path, features) if words else np.asarray(rows, dtype=np.float32)
     if task is None:
         return x, None
     if task == "classification" and not all(_is_number(v) for v in labels):
-        empty = next((i for i, v in enumerate(labels) if not v.strip()), None)
-        if empty is not None:
-            raise ValueError(f"'{path}' row {empty + 2}, column '{label}': the label is empty (drop the row or fill it)")
         return x, np.asarray(labels, dtype=str)  # labels ("Yes"/"No"): kept as text
     y = np.asarray([float(v) for v in labels], dtype=np.float32)
-    if not np.isfinite(y).all():  # "nan", "inf": a missing label, not a class or a value
+    if not np.isfinite(y).all():  # "inf": not a class or a value
         at = int(np.flatnonzero(~np.isfinite(y))[0])
-        raise ValueError(f"'{path}' row {at + 2}, column '{label}': the label is {labels[at]!r}, a missing value "
+        raise ValueError(f"'{path}' row {at + 2}, column '{label}': the label is {labels[at]!r}, not a value "
                          "(drop the row or fill it)")
     if task == "classification":
         if not np.all(y == np.round(y)):

@@ -55,6 +55,7 @@ TEST_FRACTION = 0.2  # a file's rows held out as its test split (a built-in set 
 # training split for settings run as given and for tune
 DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": None, "test_fraction": None, "seed": 0,
              "encoding": None, "encoding_errors": None,  # a CSV's text encoding (None: utf-8, strict)
+             "missing_labels": None,  # a CSV row without a label: "error" (None) or "drop" (left out, counted)
              "text": None,  # a text model's column of texts (None: the CSV's one column besides the label)
              "image_size": None, "image_mode": None,  # an image folder's (None: the model's, else 32 and by its files)
              "user": None, "item": None,  # a recommender's CSV's id columns (None: "user" and "item")
@@ -222,6 +223,8 @@ def _check_data(data: dict[str, Any], source: str, overridden: dict[str, str] | 
             fail("encoding", "a text encoding Python knows (e.g. 'utf-8', 'latin-1', 'cp1252')")
     if data["encoding_errors"] is not None and data["encoding_errors"] not in datasets.ENCODING_ERRORS:
         fail("encoding_errors", f"one of {list(datasets.ENCODING_ERRORS)}")
+    if data["missing_labels"] is not None and data["missing_labels"] not in datasets.MISSING_LABELS:
+        fail("missing_labels", f"one of {list(datasets.MISSING_LABELS)}")
 
 
 def _check_model(model: dict[str, Any], source: str, overridden: dict[str, str] | None = None) -> None:
@@ -347,6 +350,14 @@ def validation_split(cfg: RunConfig, split: datasets.Split) -> tuple[np.ndarray,
 
 def load_data(cfg: RunConfig) -> datasets.Split:
     d = cfg.data
+    if d["missing_labels"] is not None:  # read by a CSV of features or texts alone
+        other = (f"dataset {d['dataset']!r} is a built-in set" if d["dataset"] is not None else
+                 "an .npz's arrays" if str(d["path"]).endswith(".npz") else "a recommender's CSV of ratings or "
+                 "interactions" if registry.get(cfg.model["name"]).pairs and not Path(str(d["path"])).is_dir()
+                 else None)
+        if other is not None:
+            raise ValueError(f"data.missing_labels = {d['missing_labels']!r} in {cfg.where('data.missing_labels')} "
+                             f"is for a CSV of features or texts, and {other}: leave missing_labels out")
     if d["dataset"] is not None:
         split = datasets.load(d["dataset"], seed=d["seed"])
         if split.task != cfg.train.task:
@@ -386,13 +397,14 @@ def _read_path(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, list[s
     _check_not_folder_settings(cfg)
     if _text_csv(cfg, d["path"]):
         d["text"] = text_column(cfg, d["path"])  # the resolved config (config.toml) names it
-        return (*datasets.load_texts(d["path"], d["text"], d["label"], cfg.train.task, **_csv_encoding(cfg)), None)
+        return (*datasets.load_texts(d["path"], d["text"], d["label"], cfg.train.task, **_csv_encoding(cfg),
+                                     missing_labels=d["missing_labels"] or "error"), None)
     if _ratings_csv(cfg, d["path"]):
         return _read_ratings(cfg)
     return (*datasets.load_file(d["path"], label=d["label"], task=cfg.train.task,
                                 missing=registry.takes_missing(cfg.model["name"]),  # "mlp": an empty cell is NaN
                                 words=_reads_words(cfg),  # "mlp": a column of words is categories
-                                **_csv_encoding(cfg)), None)
+                                missing_labels=d["missing_labels"] or "error", **_csv_encoding(cfg)), None)
 
 
 def _check_path_exists(cfg: RunConfig) -> None:
@@ -407,9 +419,9 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolde
     into memory, or the folder read a batch at a time where its images would take more than IN_MEMORY_GB (or as
     data.stream says; the choice is written back to the config)."""
     d = cfg.data
-    for key in ("encoding", "encoding_errors"):
+    for key in ("encoding", "encoding_errors", "missing_labels"):
         if d[key] is not None:
-            raise ValueError(f"data.{key} = {d[key]!r} in {cfg.where('data.' + key)} reads a CSV's text, and "
+            raise ValueError(f"data.{key} = {d[key]!r} in {cfg.where('data.' + key)} reads a CSV, and "
                              f"'{d['path']}' is an image folder: leave {key} out")
     if d["label"] != DATA_KEYS["label"]:
         raise ValueError(f"data.label = {d['label']!r} in {cfg.where('data.label')} names a CSV's label column, and "
@@ -1194,7 +1206,7 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
     elif _text_csv(cfg, path):  # the column of texts the model trained on, by name; the others are not read
         text = columns[0] if columns is not None else text_column(cfg, path, labelled)  # a built-in set's run
         x, y = datasets.load_texts(path, text, cfg.data["label"], cfg.train.task if labelled else None,
-                                   **_csv_encoding(cfg))
+                                   missing_labels=cfg.data["missing_labels"] or "error", **_csv_encoding(cfg))
     else:
         encoding = _csv_encoding(cfg)
         features = _csv_columns(cfg, path, unread)[0]
@@ -1202,7 +1214,7 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
         missing = registry.takes_missing(cfg.model["name"])
         if labelled:
             x, y = datasets.load_file(path, label=cfg.data["label"], task=cfg.train.task, missing=missing,
-                                      words=words, **encoding)
+                                      words=words, missing_labels=cfg.data["missing_labels"] or "error", **encoding)
         else:  # a label column left out unread
             x, y = datasets.load_features(path, label=cfg.data["label"], missing=missing, words=words,
                                           unread=unread, **encoding), None
