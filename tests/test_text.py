@@ -167,9 +167,14 @@ def test_minilm_reads_a_pandas_series_of_texts_and_names_what_is_not_texts():
     for bad, error, found in (
             ([1, 2, 3], ValueError, r"reads texts \(a list of strings\) .*; got a list of int \(e.g. 1\)"),
             (np.array([1.0, 2.0]), ValueError, r"got ndarray of shape \(2,\)"),
-            ("a single text", TypeError, r"X is one string \('a single text'\): pass a list of texts")):
+            ("a single text", TypeError, r"X is one string \('a single text'\): pass a list of texts"),
+            (["fine", None], TypeError, r"^X row 1 is None among texts such as 'fine': every text must be a string"),
+            (series.where(series.index != 103), TypeError, r"^X row 3 \(index 103\) is nan among texts"),
+            ([], ValueError, r"^X is empty \(0 examples\)$")):
         with pytest.raises(error, match=found):
             finetune.predict(built, bad)
+    with pytest.raises(TypeError, match=r"^X row 0 is None among texts such as 'short one'"):  # not the tokenizer's
+        finetune.train("minilm", ([None] + texts[1:], [0, 1] * 10), progress=False)
 
 
 def test_a_minilm_built_by_name_reads_texts_wherever_it_goes():

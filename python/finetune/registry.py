@@ -541,15 +541,23 @@ _native("ncf", _C.NcfOptions, _C.make_ncf, _infer_ids("ncf"), every_split=("num_
 # --- pretrained models read from installed packages -----------------------------------------------------------
 
 def as_texts(x: Any) -> list[str] | None:
-    """``x`` as a list of texts where it is one -- a list, tuple, 1-D array or pandas Series whose first item is a
-    string (the tokenizer names any later item that is not) -- else None."""
+    """``x`` as a list of texts where it is one -- a list, tuple, 1-D array or pandas Series holding a string --
+    else None. An item that is not a string among them (None, NaN: a missing text) is an error naming its row."""
     if isinstance(x, str):
         raise TypeError(f"X is one string ({x[:40]!r}): pass a list of texts, [text] for one")
+    index = x.index if data.is_series(x) else None
     if data.is_series(x):
         x = x.tolist()
-    if isinstance(x, (list, tuple, np.ndarray)) and len(x) and isinstance(x[0], str) and np.ndim(x) == 1:
-        return list(x)
-    return None
+    if not isinstance(x, (list, tuple, np.ndarray)) or not len(x) or np.ndim(x) != 1:
+        return None
+    example = next((v for v in x if isinstance(v, str)), None)
+    if example is None:
+        return None
+    bad = next((i for i, v in enumerate(x) if not isinstance(v, str)), None)
+    if bad is not None:
+        raise TypeError(f"X {data.row_name(bad, index)} is {x[bad]!r} among texts such as {example[:40]!r}: every "
+                        "text must be a string (drop the rows without one, or fill them with '')")
+    return list(x)
 
 
 def _texts_to_ids(x: Any, options: dict[str, Any], rows: np.ndarray | None = None) -> Any:
@@ -558,6 +566,8 @@ def _texts_to_ids(x: Any, options: dict[str, Any], rows: np.ndarray | None = Non
     naming what was found."""
     texts = as_texts(x)
     if texts is None:
+        if isinstance(x, (list, tuple, np.ndarray)) and len(x) == 0 or data.is_series(x) and x.empty:
+            raise ValueError("X is empty (0 examples)")
         if isinstance(x, (list, tuple)) and len(x) == 2 and all(np.ndim(t) == 2 for t in x):
             return x  # [input_ids, attention_mask], tokenised already
         if data.keywords(x) is not None:
