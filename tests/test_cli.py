@@ -542,6 +542,11 @@ def test_a_val_fraction_that_leaves_no_training_rows_says_so(capsys, tmp_path):
     (tmp_path / "d.toml").write_text(f'[data]\npath = "{tmp_path / "d.csv"}"\ntest_fraction = 0.99\n')
     code, err = run_main(capsys, "find-lr", str(tmp_path / "d.toml"))  # a file's test split: test_fraction
     assert_one_line_error(code, err, "data.test_fraction = 0.99", "leaves no training rows", "d.csv")
+    (tmp_path / "one.csv").write_text("a,label\n1,0\n")
+    (tmp_path / "one.toml").write_text(f'[data]\npath = "{tmp_path / "one.csv"}"\n')
+    code, err = run_main(capsys, "find-lr", str(tmp_path / "one.toml"))  # the default's, not the file's
+    assert_one_line_error(code, err, f"data.test_fraction = 0.2 (the default; {tmp_path / 'one.toml'} sets none) "
+                          "leaves no test rows (of 1 rows of")
 
 
 def test_a_files_test_split_is_test_fraction_and_validation_val_fraction(capsys, tmp_path):

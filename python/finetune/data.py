@@ -141,16 +141,16 @@ def label_ids(value: Any, name: str, task: str, classes: tuple[str, ...] | None,
     flags = _bool_labels(value, name)
     if flags is not None and task == "classification":  # True/False: ids 1/0, given back as booleans
         if not fit and classes is not None and tuple(classes) != BOOL_CLASSES:
-            raise ValueError(f"{name} holds booleans, and the model's classes are labels {list(classes)[:8]}: pass "
-                             f"{name} as labels")
+            raise ValueError(f"{name} holds booleans, and the model's classes are labels "
+                             f"{_some(list(classes), 8)}: pass {name} as labels")
         return flags.astype(np.int64), BOOL_CLASSES
     labels = class_labels(value, name)
     if labels is None:
         if classes is not None and tuple(classes) == BOOL_CLASSES:
             return value, None  # class ids 0/1 for a model trained on booleans: False is 0, as numpy reads it
         if classes is not None and value is not None and not fit:
-            raise ValueError(f"{name} holds class ids, and the model's classes are labels {list(classes)[:8]}: pass "
-                             f"{name} as labels")
+            raise ValueError(f"{name} holds class ids, and the model's classes are labels "
+                             f"{_some(list(classes), 8)}: pass {name} as labels")
         return value, None
     if task != "classification":
         raise TypeError(f"{name} holds labels such as {str(labels[0])!r}, and task={task!r} needs numbers")
@@ -163,8 +163,8 @@ def label_ids(value: Any, name: str, task: str, classes: tuple[str, ...] | None,
     ids = np.searchsorted(known, labels).clip(0, len(known) - 1)
     unknown = known[ids] != labels
     if unknown.any():
-        raise ValueError(f"{name} holds label(s) {sorted(set(labels[unknown].tolist()))[:8]} that the training y "
-                         f"does not (its classes: {list(classes)[:20]})")
+        raise ValueError(f"{name} holds label(s) {_some(sorted(set(labels[unknown].tolist())), 8)} that the training "
+                         f"y does not (its classes: {_some(list(classes), 20)})")
     return ids.astype(np.int64), classes
 
 

@@ -331,12 +331,12 @@ def _split_rows(cfg: RunConfig, y: np.ndarray, stratify: bool, rows: str, held_o
     if fraction == 0:  # test_fraction = 0: no test split (evaluate --input scores new rows)
         return np.arange(len(y)), np.zeros(0, dtype=np.int64)
     kept, held = datasets.stratified_split(y, fraction, cfg.data["seed"], stratify)
-    where = cfg.where(f"data.{key}") if cfg.data[key] is not None else f"{cfg.source} (the default)"
+    where = f"in {cfg.where(f'data.{key}')}" if cfg.data[key] is not None else f"(the default; {cfg.source} sets none)"
     if len(kept) == 0:
-        raise ValueError(f"data.{key} = {fraction!r} in {where} leaves no training rows: all {len(y)} rows of {rows} "
+        raise ValueError(f"data.{key} = {fraction!r} {where} leaves no training rows: all {len(y)} rows of {rows} "
                          f"go to the {held_out} split; use a smaller fraction")
     if len(held) == 0:
-        raise ValueError(f"data.{key} = {fraction!r} in {where} leaves no {held_out} rows (of {len(y)} rows of "
+        raise ValueError(f"data.{key} = {fraction!r} {where} leaves no {held_out} rows (of {len(y)} rows of "
                          f"{rows}); use a larger fraction")
     return kept, held
 
