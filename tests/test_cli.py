@@ -100,6 +100,19 @@ def test_a_config_that_shapes_nothing_runs_the_recipe_and_its_config_runs_it_aga
         assert "phase" in next(csv.reader(f))
 
 
+def test_a_shaping_key_says_where_it_was_set_and_that_the_recipe_is_off(capsys, caplog, tmp_path):
+    """The file sets a neutral key (seed), an override the rate: the reason names the override alone, and the run
+    says in one line that the recipe is off, with the loop defaults the rest runs at (lr alone: SGD, 10 epochs)."""
+    (tmp_path / "run.toml").write_text('[data]\ndataset = "iris"\n[model]\nname = "mlp"\n[train]\nseed = 1\n')
+    with caplog.at_level("WARNING", logger="finetune"):
+        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "train.lr=0.05", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    reason = json.loads((tmp_path / "r" / "metrics.json").read_text())["recipe"][0]["reason"]
+    assert reason.startswith("settings that shape the training were given in override 'train.lr=0.05' (lr): "), reason
+    assert "train.lr set in override 'train.lr=0.05': the recipe is off and the settings run as given, the rest at " \
+           "the loop defaults (optimizer = 'sgd', epochs = 10, schedule = 'constant')" in caplog.text
+
+
 def test_a_neutral_setting_keeps_the_recipe_and_a_shaping_one_at_any_value_runs_as_given(tmp_path):
     """A key the file sets counts as given at any value, as a keyword to train() does: lr = 0.01 is the default's
     value and still runs the settings as given (with checkpoints); seed = 1 shapes nothing and keeps the recipe,

@@ -738,6 +738,15 @@ def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, d
     # counts as given at any value (lr = 0.01 runs as given), which a TrainConfig cannot tell train(): say it.
     chosen, why = training.recipe_for(cfg.train, cfg.train_given)
     as_given = chosen == "none"
+    shaping = [k for k in sorted(cfg.train_given) if k not in recipe_rules.RECIPE_NEUTRAL]
+    set_in = ", ".join(sorted({cfg.where(f"train.{k}") for k in shaping}))  # where the keys that turned it off are
+    if as_given and shaping and not quiet:  # as finetune.train says it for keywords: lr alone is SGD at that rate
+        defaults = TrainConfig()
+        rest = ", ".join(f"{k} = {getattr(defaults, k)!r}" for k in ("optimizer", "lr", "epochs", "schedule")
+                         if k not in cfg.train_given)
+        log.warning(f"train.{', train.'.join(shaping)} set in {set_in}: the recipe is off and the settings run as "
+                    f"given{f', the rest at the loop defaults ({rest})' if rest else ''}; without them in [train] "
+                    "the recipe decides")
     # The recipe carves its validation slice from the training split itself (data.val_fraction, else its own
     # default), decides on it, then refits the kept phase on the whole split: the slice trains the returned model,
     # as finetune.train without val does. Settings run as given early-stop on the slice the run carves here.
@@ -810,8 +819,7 @@ def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, d
     confusion = test.pop("confusion_matrix", None)
     per_class = {k: test.pop(k) for k in ("per_class_precision", "per_class_recall", "classes") if k in test}
     if as_given and result.recipe and result.recipe[0]["reason"] == "given":  # which keys: train() saw recipe="none"
-        where = ", ".join(sorted({cfg.where(f"train.{k}") for k in cfg.train_given}))
-        result.recipe[0] = {**result.recipe[0], "reason": why.replace("were given", f"were given in {where}")}
+        result.recipe[0] = {**result.recipe[0], "reason": why.replace("were given", f"were given in {set_in}")}
     resolved = RunConfig(cfg.data, {**cfg.model, **result.model_options}, result.config, cfg.source, lora=cfg.lora)
     if distributed.process_rank() != 0:  # under torchrun, rank 0 writes the run directory
         return {"test": test}
