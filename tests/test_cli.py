@@ -1219,6 +1219,27 @@ def test_an_image_folder_with_a_bad_file_stops_or_skips_it_as_data_on_bad_file_s
     assert "broken.png" in caplog.text
     split = runs.load_data(runs.load_config(tmp_path / "r" / "config.toml"))
     assert len(split.x_train) + len(split.x_test) == 12  # the 12 images, not the broken file
+    # predict reads new images by the run's data.on_bad_file too: the broken one left out, the rest predicted
+    caplog.clear()
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "photos"), "--output",
+                         str(tmp_path / "p.csv"))
+    assert code == 0, err
+    with open(tmp_path / "p.csv") as f:
+        files = [row["file"] for row in csv.DictReader(f)]
+    assert len(files) == 12 and not any("broken" in file for file in files)
+    assert "1 file(s) Pillow cannot read left out" in caplog.text
+    import finetune  # in Python, arrays read at another scale than the folder's: an image file's uint8 pixels
+
+    model = finetune.load(tmp_path / "r")
+    with pytest.raises(ValueError, match=r"^X holds uint8 pixels \(0 to 255\), and the model trained on images read "
+                                         r"as pixel / 255, in \[0, 1\]"):
+        finetune.predict(model, np.zeros((2, *split.x_train.shape[1:]), dtype=np.uint8))
+    (tmp_path / "r" / "config.toml").write_text((tmp_path / "r" / "config.toml").read_text().replace(
+        'on_bad_file = "skip"\n', ""))
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "photos"), "--output",
+                         str(tmp_path / "p.csv"))
+    assert_one_line_error(code, err, "broken.png' cannot be read", "(on_bad_file='skip' leaves such files out; in a "
+                          "run's config, data.on_bad_file)")
     (tmp_path / "t.csv").write_text("a,label\n1,0\n2,1\n")
     for overrides, messages in (
             (['data.on_bad_file="ignore"'], ["data.on_bad_file must be 'error' (a file Pillow cannot read stops the "

@@ -488,3 +488,21 @@ def test_images_read_at_another_scale_than_training_are_an_error(tmp_path):
                                                  r"mean=\[0.3\], std=\[0.4\]: pass the same mean= and std="):
                 (finetune.evaluate if isinstance(read, finetune.datasets.ImageFolder) else finetune.predict)(
                     trained, read)
+
+
+def test_arrays_for_a_model_trained_on_a_normalised_folder_are_checked_for_its_pixel_scale(caplog):
+    """A run on an image folder keeps the scale its pixels were read at: arrays of uint8 pixels are an error, and
+    values all in [0, 1] where training normalised them to MNIST's mean a warning; normalised ones pass quietly."""
+    from finetune import training
+
+    scale = training.pixel_scale([0.1307], [0.3081])
+    images = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^X holds uint8 pixels \(0 to 255\), and the model trained on images read "
+                                         r"as \(pixel / 255 - mean\) / std, mean=\[0.1307\], std=\[0.3081\]"):
+        training._check_pixels((images * 255).astype(np.uint8), scale, "X")
+    with caplog.at_level("WARNING", logger="finetune"):
+        training._check_pixels((images - 0.1307) / 0.3081, scale, "X")
+        assert caplog.text == ""
+        training._check_pixels(images, scale, "X")
+    assert "X's values are all in [0, 1], and the model trained on images read as (pixel / 255 - mean) / std" in \
+        caplog.text

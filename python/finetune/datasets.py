@@ -330,13 +330,23 @@ class ImageFiles:
     (an int: square; or (height, width)) and ``mode`` ("RGB" or "L") -- a dataset without labels, its items the
     images: ``finetune.predict(model, ImageFiles("photos/new", size=224))``, normalised by ``mean``/``std`` as the
     training folder was. ``files``: a folder (every image in it and its sub-folders, in sorted order:
-    ``image_files``) or a list of files; ``files`` holds them in item order."""
+    ``image_files``) or a list of files; ``files`` holds them in item order. ``on_bad_file`` as ImageFolder's:
+    "skip" leaves out the files Pillow cannot read, listed in ``skipped``."""
 
     def __init__(self, files: str | os.PathLike | Sequence[str | os.PathLike], size: int | tuple[int, int] = 224,
-                 mode: str = "RGB", mean: Any = None, std: Any = None):
+                 mode: str = "RGB", mean: Any = None, std: Any = None, on_bad_file: str = "error"):
         sizes = _image_size(size, mode)
+        if on_bad_file not in ("error", "skip"):
+            raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         self.mean, self.std = normalisation(mean, std, mode)
         self.files = image_files(files) if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
+        self.skipped: list[str] = []
+        if on_bad_file == "skip":
+            readable = [_verifies(f) for f in self.files]
+            self.skipped = [str(f) for f, ok in zip(self.files, readable) if not ok]
+            self.files = [f for f, ok in zip(self.files, readable) if ok]
+            if not self.files:
+                raise ValueError(f"none of the {len(self.skipped)} image file(s) can be read")
         self.size, self.mode = sizes, mode
 
     def __len__(self) -> int:
@@ -401,7 +411,8 @@ def read_image(file: str | os.PathLike, size: tuple[int, int], mode: str, rng: r
                 image = image.resize((width, height))
             array = np.asarray(image, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"image '{file}' cannot be read: {error}") from None
+        raise ValueError(f"image '{file}' cannot be read: {error} (on_bad_file='skip' leaves such files out; in a "
+                         "run's config, data.on_bad_file)") from None
     return array[None] if mode == "L" else array.transpose(2, 0, 1)
 
 

@@ -847,6 +847,10 @@ def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, d
     if columns is not None and getattr(split.x_train, "ndim", 0) == 2:
         # the table's columns, as predict is given them: not the width "mlp" encodes its words to
         remembered = dataclasses.replace(remembered, example_shape=(len(columns),))
+    if remembered.image_scale is None and cfg.data["path"] is not None and Path(cfg.data["path"]).is_dir():
+        # a folder read into memory: its pixels' scale, which arrays given to the model in Python must match
+        scale = training.pixel_scale(*image_normalisation(cfg, folder_shape(cfg)[0]))
+        remembered = dataclasses.replace(remembered, image_scale=scale)
     trained = saving.trained_for_meta(dataclasses.replace(remembered, columns=columns))
     if result.lora is not None and not result.lora["merged"]:
         # Adapters kept apart (lora.merge = false): the run keeps what trained -- the adapters and the head, a
@@ -1194,10 +1198,13 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
     if path.is_dir():  # images, read a batch at a time: a sub-folder per class as in training, else every image
         mode, size = folder_shape(cfg)
         mean, std = image_normalisation(cfg, mode)  # as the training folder was read
-        if labelled:
-            folder = datasets.ImageFolder(path, size=size, mode=mode, mean=mean, std=std)
-            return folder, np.asarray(folder.classes)[folder.targets]
-        return datasets.ImageFiles(datasets.image_files(path), size, mode, mean=mean, std=std), None
+        bad = cfg.data["on_bad_file"] or "error"  # the run's config.toml: "skip" leaves new unreadable files out too
+        images = (datasets.ImageFolder(path, size=size, mode=mode, mean=mean, std=std, on_bad_file=bad) if labelled
+                  else datasets.ImageFiles(datasets.image_files(path), size, mode, mean=mean, std=std, on_bad_file=bad))
+        if images.skipped:
+            log.warning("'%s': %d file(s) Pillow cannot read left out (data.on_bad_file = 'skip'): %s", path,
+                        len(images.skipped), ", ".join(images.skipped[:5]) + (" ..." if len(images.skipped) > 5 else ""))
+        return (images, np.asarray(images.classes)[images.targets]) if labelled else (images, None)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             wanted = ["X", "y"] if labelled else ["X"]

@@ -640,14 +640,21 @@ def image_scale(dataset: Any) -> tuple[Any, Any] | None:
     None for anything else."""
     if not streams.is_dataset(dataset) or not hasattr(dataset, "mean") or not hasattr(dataset, "std"):
         return None
+    return pixel_scale(dataset.mean, dataset.std)
+
+
+def pixel_scale(mean: Any, std: Any) -> tuple[Any, Any]:
+    """(mean, std) as TrainedFor.image_scale keeps them: lists of rounded floats, None where not normalised."""
     as_list = lambda v: None if v is None else [round(float(f), 6) for f in np.asarray(v).ravel()]  # noqa: E731
-    return as_list(dataset.mean), as_list(dataset.std)
+    return as_list(mean), as_list(std)
 
 
 def _check_image_scale(model: Any, dataset: Any, name: str) -> None:
     """A dataset read at another pixel scale than the one the model trained on is an error, not a silent shift."""
     trained = trained_for(model)
     scale = image_scale(dataset)
+    if trained is not None and trained.image_scale is not None and isinstance(dataset, (np.ndarray, torch.Tensor)):
+        _check_pixels(dataset, trained.image_scale, name)
     if trained is None or trained.image_scale is None or scale is None:
         return
     if list(trained.image_scale) != list(scale):
@@ -656,6 +663,22 @@ def _check_image_scale(model: Any, dataset: Any, name: str) -> None:
         raise ValueError(f"{name} is read with {said(scale)}, and the model trained on images read with "
                          f"{said(trained.image_scale)}: pass the same mean= and std= ({type(dataset).__name__}(..., "
                          "mean=..., std=...))")
+
+
+def _check_pixels(x: np.ndarray | torch.Tensor, scale: tuple[Any, Any], name: str) -> None:
+    """Images given as an array to a model that trained on an image folder, which read its pixels as ``scale``
+    says ([mean, std] or [None, None]: pixel / 255): an image file's uint8 pixels are an error, and values all in
+    [0, 1] where training normalised them to a mean a warning (its inputs held negatives: both read as garbage)."""
+    mean, std = scale
+    read = (f"(pixel / 255 - mean) / std, mean={mean}, std={std} per channel" if mean is not None else
+            "pixel / 255, in [0, 1]")
+    if x.dtype in (np.uint8, torch.uint8):
+        raise ValueError(f"{name} holds uint8 pixels (0 to 255), and the model trained on images read as {read}: pass "
+                         f"them read the same way (float32)")
+    if mean is not None and x.size and any(m > 0 for m in np.ravel(mean)) and 0 <= float(x.min()) \
+            and float(x.max()) <= 1:
+        log.warning(f"{name}'s values are all in [0, 1], and the model trained on images read as {read}: read "
+                    "them the same way, or its predictions are garbage")
 
 
 def _with_training_classes(model: Any, dataset: Any) -> Any:
