@@ -285,3 +285,17 @@ def test_an_index_reset_on_one_side_is_a_warning_not_an_error(caplog):
     with caplog.at_level(logging.WARNING, logger="finetune"):
         train(data=(frame(), y))
     assert "different pandas indexes (row 0: X's 0, y's 100)" in caplog.text and "y.loc[X.index]" in caplog.text
+
+
+def test_a_forward_that_fails_on_examples_of_another_shape_says_the_training_shape():
+    """Image sizes are not checked before the forward pass (a model may take other sizes); where it fails, the
+    error says both shapes after the model's own (channels last, another size)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images[:200, None] / 16).astype(np.float32)
+    model = finetune.train("cnn", (x, digits.target[:200]), recipe="none", epochs=1, progress=False).model
+    for bad, shape in ((x[:4, :, :6, :6], r"\(1, 6, 6\)"), (x[:4].transpose(0, 2, 3, 1), r"\(8, 8, 1\)")):
+        with pytest.raises(ValueError, match=rf"^model forward\(\) failed .* -- X's examples are shaped {shape}, and "
+                                             r"the model was trained on examples shaped \(1, 8, 8\)$"):
+            finetune.predict(model, bad)

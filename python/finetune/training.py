@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -704,6 +704,21 @@ def _check_like_training(model: Any, x: Any) -> None:
     data.check_example_shape(x, trained.example_shape if trained is not None else None)
 
 
+@contextlib.contextmanager
+def _said_with_training_shape(model: Any, x: Any) -> Iterator[None]:
+    """A forward pass that failed on examples shaped otherwise than the training's (images of another size, channels
+    last: sizes are not checked first, as a model may take other sizes) says both shapes after its own error."""
+    try:
+        yield
+    except ValueError as error:
+        trained, shape = trained_for(model), data.example_shape(x)
+        if not str(error).startswith("model forward() failed") or trained is None or trained.example_shape is None \
+                or shape is None or tuple(shape) == tuple(trained.example_shape):
+            raise
+        raise ValueError(f"{error} -- X's examples are shaped {tuple(shape)}, and the model was trained on examples "
+                         f"shaped {tuple(trained.example_shape)}") from None
+
+
 def _values_shaped(model: Any, raw: torch.Tensor) -> torch.Tensor:
     """Regression predictions in the shape of the y the model trained on: (N,) for one value per example, as
     scikit-learn's; a model with no training on record: (N,) for one output, else its outputs' shape."""
@@ -1303,7 +1318,9 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     example = streams.head(inputs, 2)
     adapted = models.adapt(model, example, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
-    out = _C.evaluate(models.to_cpp(adapted, example, runner), inputs, targets, cpp_config, group, mask_input=mask_input)
+    with _said_with_training_shape(model, x):
+        out = _C.evaluate(models.to_cpp(adapted, example, runner), inputs, targets, cpp_config, group,
+                          mask_input=mask_input)
     if "confusion_matrix" in out:
         out["confusion_matrix"] = out["confusion_matrix"].numpy()
     if task == "classification" and trained is not None and trained.classes is not None:
@@ -1400,7 +1417,8 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
     example = streams.head(inputs, 2)
     adapted = models.adapt(model, example, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
-    raw = _C.predict(models.to_cpp(adapted, example, runner), inputs, cpp_config, mask_input=mask_input)
+    with _said_with_training_shape(model, x):
+        raw = _C.predict(models.to_cpp(adapted, example, runner), inputs, cpp_config, mask_input=mask_input)
     if output in ("classes", "probabilities") and (raw.dim() < 2 or raw.shape[1] < 2):
         raise ValueError(f"output={output!r} reads class scores, and the model gives one value per example (every "
                          "row would be class 0): pass task='regression' for its values")
