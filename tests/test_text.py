@@ -164,6 +164,8 @@ def test_minilm_reads_a_pandas_series_of_texts_and_names_what_is_not_texts():
     built = finetune.build("minilm", max_length=12, num_classes=2)
     np.testing.assert_array_equal(finetune.predict(built, series, output="logits"),
                                   finetune.predict(built, texts, output="logits"))
+    np.testing.assert_array_equal(finetune.predict(built, series.to_frame("review"), output="logits"),
+                                  finetune.predict(built, texts, output="logits"))  # df[["review"]]: its column
     for bad, error, found in (
             ([1, 2, 3], ValueError, r"reads texts \(a list of strings\) .*; got a list of int \(e.g. 1\)"),
             (np.array([1.0, 2.0]), ValueError, r"got ndarray of shape \(2,\)"),

@@ -541,10 +541,12 @@ _native("ncf", _C.NcfOptions, _C.make_ncf, _infer_ids("ncf"), every_split=("num_
 # --- pretrained models read from installed packages -----------------------------------------------------------
 
 def as_texts(x: Any) -> list[str] | None:
-    """``x`` as a list of texts where it is one -- a list, tuple, 1-D array or pandas Series holding a string --
-    else None. An item that is not a string among them (None, NaN: a missing text) is an error naming its row."""
+    """``x`` as a list of texts where it is one -- a list, tuple, 1-D array, pandas Series or one-column DataFrame
+    holding a string -- else None. An item that is not a string among them (None, NaN: a missing text) is an error naming its row."""
     if isinstance(x, str):
         raise TypeError(f"X is one string ({x[:40]!r}): pass a list of texts, [text] for one")
+    if data.is_frame(x) and x.shape[1] == 1:
+        x = x.iloc[:, 0]  # df[["review"]]: its one column
     index = x.index if data.is_series(x) else None
     if data.is_series(x):
         x = x.tolist()
