@@ -1435,7 +1435,7 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
             config = {k: (f"(recipe: {chosen[k[6:]]})" if k[6:] in chosen else "(recipe)")
                       if k.startswith("train.") and k[6:] in (recorded | shaping) - set(cfg.train_given) else v
                       for k, v in config.items()}
-        configs.append({**config, "recipe": ran})
+        configs.append({**config, "recipe": ran, "train_size": record.get("train_size")})  # the examples it trained on
         # a run without a test split (data.test_fraction = 0) is compared by its validation slice, so named
         metrics.append(record["test"] or {f"validation {k}": v for k, v in (record.get("validation") or {}).items()
                                           if isinstance(v, (int, float))})
