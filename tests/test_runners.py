@@ -156,8 +156,13 @@ def test_ctrl_c_in_a_python_forward_is_a_keyboard_interrupt(digits, tmp_path):
             return self.a(x)
 
     assert threading.current_thread() is threading.main_thread()
-    with pytest.raises(KeyboardInterrupt):
-        finetune.train(Slow(), (x, y), epochs=1, runner="python", checkpoint_dir=str(tmp_path), progress=False)
+    # Python's own handler, as an interactive session has it (a shell's background job starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            finetune.train(Slow(), (x, y), epochs=1, runner="python", checkpoint_dir=str(tmp_path), progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     found = finetune.checkpoint.find(tmp_path)  # the two steps done before it are saved, as between steps
     assert found is not None and finetune.checkpoint.load(found)[1]["counters"]["steps"] == 2
 
