@@ -1284,7 +1284,7 @@ def test_an_image_folder_is_read_at_the_size_the_model_fixes(capsys, tmp_path):
               "100000 x 100000 takes 111.8 GiB decoded)"]),
             (["model.num_classes=1"], ["num_classes=1 (an option of model 'digit_cnn') gives 1 outputs, and the "
                                        "labels have 2 classes: leave num_classes out"]),
-            (['data.encoding="latin-1"'], ["data.encoding = 'latin-1' in", "reads a CSV's text, and", "is an image "
+            (['data.encoding="latin-1"'], ["data.encoding = 'latin-1' in", "reads a CSV, and", "is an image "
                                            "folder: leave encoding out"]),
             (['data.path="no/such/folder"'], ["data.path 'no/such/folder' in", "does not exist (read from the "
                                               "current directory,"])):
