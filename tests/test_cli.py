@@ -1326,6 +1326,9 @@ def test_an_image_folder_is_read_at_the_scale_the_model_was_pretrained_on(capsys
             text = (run_dir / "config.toml").read_text()
             (run_dir / "config.toml").write_text(text.replace("image_mean = 0.1307\n", "").replace(
                 "image_std = 0.3081\n", ""))
+            tensors, meta = finetune.checkpoint.load_tensors(run_dir / "model.safetensors")  # nor a scale on record
+            meta["trained_for"] = json.dumps({**json.loads(meta["trained_for"]), "image_scale": None})
+            finetune.checkpoint.save_tensors(run_dir / "model.safetensors", tensors, meta)
         code, err = run_main(capsys, "predict", str(run_dir), "--input", str(tmp_path / "photos"), "--output",
                              str(tmp_path / "p.csv"))
         assert code == 0, err
