@@ -151,7 +151,7 @@ def test_texts_cut_are_counted_among_the_sample_that_trains(classifier, caplog):
     assert "of 40" not in caplog.text
 
 
-def test_minilm_reads_a_pandas_series_of_texts_and_names_what_is_not_texts():
+def test_minilm_reads_a_pandas_series_of_texts_and_names_what_is_not_texts(caplog):
     """A DataFrame's text column (a pandas Series) is texts, as a list is; what is neither texts nor
     [input_ids, attention_mask] is one line naming what was found (a list of numbers was an IndexError)."""
     import pandas as pd
@@ -177,6 +177,9 @@ def test_minilm_reads_a_pandas_series_of_texts_and_names_what_is_not_texts():
             finetune.predict(built, bad)
     with pytest.raises(TypeError, match=r"^X row 0 is None among texts such as 'short one'"):  # not the tokenizer's
         finetune.train("minilm", ([None] + texts[1:], [0, 1] * 10), progress=False)
+    with caplog.at_level("WARNING", logger="finetune"):  # a CSV's empty cell: predicted, and said
+        assert len(finetune.predict(built, ["fine", " ", ""])) == 3
+    assert "X: 2 of 3 texts are empty (e.g. row 1): the model reads no words in them" in caplog.text
 
 
 def test_a_minilm_built_by_name_reads_texts_wherever_it_goes():

@@ -587,6 +587,10 @@ def _texts_to_ids(x: Any, options: dict[str, Any], rows: np.ndarray | None = Non
     if not options["max_length"]:
         raise ValueError("model 'minilm': max_length=0 is chosen from the training texts first "
                          "(ModelEntry.choose_options); give max_length to encode texts on their own")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:  # a CSV's empty cell reads as "": a text with no words, which the model still gives a class
+        logging.getLogger("finetune").warning(
+            f"X: {len(empty)} of {len(texts)} texts are empty (e.g. row {empty[0]}): the model reads no words in them")
     return text.tokenizer(options["max_length"])(texts, counted=rows)
 
 
