@@ -1407,7 +1407,9 @@ def _recipe_choices(decisions: list[dict[str, Any]]) -> dict[str, Any]:
         chosen["epochs"] = refit["epochs"][refit["phases"].index(phase)]
     elif isinstance(result, dict) and isinstance(result.get("best_epoch"), int):
         chosen["epochs"] = result["best_epoch"] + 1
-    return {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in chosen.items()}
+    # as the other runs' cells read (JSON: null, 1.0), a rate to 3 significant digits, a word as it is
+    return {k: v if isinstance(v, str) else json.dumps(float(f"{v:.3g}") if isinstance(v, float) else v)
+            for k, v in chosen.items()}
 
 
 def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
