@@ -130,14 +130,15 @@ def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
     # A DataFrame's column of numbers as text is ambiguous (pandas read a messy column as strings): ask, also where
     # a few words are among them ('rotary' among cylinder counts), so that whether a split holds one does not
     # decide it. An object array's (a CSV's column of words whose words fell in other rows) is categories, as read.
-    words = [v for v in present if not _number_text(v)] if texts and data.is_series(cells) else present
-    if texts and declared is None and len(words) <= NUMBER_TEXT_WORDS * len(present):
-        among = (f" and {len(words)} value(s) that are not ({sorted(set(words))[:3]})" if words else "")
-        coerce = ", errors='coerce'" if words else ""
-        raise TypeError(f"X column {name!r} holds numbers as text (e.g. {present[0]!r}){among}: say which they are "
-                        f"-- numbers (df[{name!r}] = pd.to_numeric(df[{name!r}]{coerce})"
-                        + (": those become missing values" if words else "") + ") or categories "
-                        f"(df[{name!r}] = df[{name!r}].astype('category'))")
+    if texts and declared is None and data.is_series(cells):
+        words = [v for v in present if not _number_text(v)]
+        if len(words) <= NUMBER_TEXT_WORDS * len(present):
+            among = (f" and {len(words)} value(s) that are not ({sorted(set(words))[:3]})" if words else "")
+            coerce = ", errors='coerce'" if words else ""
+            raise TypeError(f"X column {name!r} holds numbers as text (e.g. {present[0]!r}){among}: say which they "
+                            f"are -- numbers (df[{name!r}] = pd.to_numeric(df[{name!r}]{coerce})"
+                            + (": those become missing values" if words else "") + ") or categories "
+                            f"(df[{name!r}] = df[{name!r}].astype('category'))")
     counts = collections.Counter(_level(v) for v in values)
     if declared is not None:  # a pandas category column: its categories' order, each declared one kept
         order = [_level(c) for c in declared]

@@ -274,16 +274,13 @@ class ImageFolder:
                  classes: list[str] | None = None, augment: bool = False, mean: Any = None, std: Any = None,
                  on_bad_file: str = "error"):
         sizes = _image_size(size, mode)
-        if on_bad_file not in ("error", "skip"):
-            raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+        _check_on_bad_file(on_bad_file)
         self.mean, self.std = normalisation(mean, std, mode)
         self.root, self.size, self.mode, self.augment = Path(path), sizes, mode, bool(augment)
         self.classes, files = _scan_image_folder(self.root, classes)
-        self.skipped: list[str] = []
-        if on_bad_file == "skip":
-            good = [(file, label) for file, label in files if _verifies(file)]
-            self.skipped = sorted(str(f) for f, _ in set(files) - set(good))
-            files = good
+        self.skipped = _unreadable([file for file, _ in files]) if on_bad_file == "skip" else []
+        skipped = set(self.skipped)
+        files = [(file, label) for file, label in files if str(file) not in skipped]
         if not files:
             raise ValueError(f"image folder '{self.root}' has no readable images")
         self.samples = [(str(file), label) for file, label in files]
@@ -336,17 +333,14 @@ class ImageFiles:
     def __init__(self, files: str | os.PathLike | Sequence[str | os.PathLike], size: int | tuple[int, int] = 224,
                  mode: str = "RGB", mean: Any = None, std: Any = None, on_bad_file: str = "error"):
         sizes = _image_size(size, mode)
-        if on_bad_file not in ("error", "skip"):
-            raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+        _check_on_bad_file(on_bad_file)
         self.mean, self.std = normalisation(mean, std, mode)
         self.files = image_files(files) if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
-        self.skipped: list[str] = []
-        if on_bad_file == "skip":
-            readable = [_verifies(f) for f in self.files]
-            self.skipped = [str(f) for f, ok in zip(self.files, readable) if not ok]
-            self.files = [f for f, ok in zip(self.files, readable) if ok]
-            if not self.files:
-                raise ValueError(f"none of the {len(self.skipped)} image file(s) can be read")
+        self.skipped = _unreadable(self.files) if on_bad_file == "skip" else []
+        skipped = set(self.skipped)
+        self.files = [f for f in self.files if str(f) not in skipped]
+        if not self.files:
+            raise ValueError(f"none of the {len(self.skipped)} image file(s) can be read")
         self.size, self.mode = sizes, mode
 
     def __len__(self) -> int:
@@ -471,6 +465,19 @@ def _scan_image_folder(root: Path, classes: list[str] | None) -> tuple[list[str]
             raise ValueError(f"class folder '{root / name}' has no images ({', '.join(IMAGE_SUFFIXES)})")
         found += [(file, label) for file in files]
     return classes, found
+
+
+ON_BAD_FILE = ("error", "skip")  # what an image file Pillow cannot read is: ImageFolder's and ImageFiles' on_bad_file
+
+
+def _check_on_bad_file(value: Any) -> None:
+    if value not in ON_BAD_FILE:
+        raise ValueError(f"on_bad_file must be 'error' or 'skip', got {value!r}")
+
+
+def _unreadable(files: Sequence[str | os.PathLike]) -> list[str]:
+    """The files whose structure Pillow's ``verify`` refuses (no image decoded), sorted: on_bad_file="skip"'s."""
+    return sorted(str(file) for file in files if not _verifies(Path(file)))
 
 
 def _verifies(file: Path) -> bool:
@@ -787,13 +794,14 @@ def _not_a_number(path: Path, number: int, column: str, text: str, hint: str = "
     return ValueError(f"'{path}' row {number}, column '{column}': {text!r} is not a number{hint}")
 
 
-MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")
-MISSING_LABELS = ("error", "drop")  # what a CSV row without a label is: load_file's missing_labels  # a CSV's missing value, as pandas reads it (lower case)
+MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")  # a CSV's missing value, as pandas reads it (lower case)
+MISSING_LABELS = ("error", "drop")  # what a CSV row without a label is: load_file's missing_labels
 
 
 def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, errors: str,
                       missing: bool = False, words: bool | Collection[int] = False,
-                      unread: Collection[str] = (), missing_labels: str = "error") -> tuple[np.ndarray, np.ndarray | None]:
+                      unread: Collection[str] = (),
+                      missing_labels: str = "error") -> tuple[np.ndarray, np.ndarray | None]:
     """(X, y); task None: the label column, where there is one, is dropped unread and y is None. `missing`: a
     feature cell of MISSING_TOKENS reads as NaN. `words`: a cell that is neither is kept as its text. `unread`:
     columns left out (an id copied beside the predictions). `missing_labels`: "drop" leaves out a row whose label

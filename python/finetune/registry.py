@@ -257,8 +257,8 @@ def warn_unflagged_missing(model: Any, x: Any, inputs: Sequence[torch.Tensor]) -
     if found is None or not found[0].missing or len(inputs) != 1 or inputs[0].dim() != 2:
         return
     options = getattr(model, "options", found[1])
-    holes = torch.isnan(inputs[0])
-    columns = [j for j in holes.any(0).nonzero().flatten().tolist() if j not in set(options.get("missing_columns", []))]
+    holes, flagged = torch.isnan(inputs[0]), set(options.get("missing_columns", []))
+    columns = [j for j in holes.any(0).nonzero().flatten().tolist() if j not in flagged]
     if not columns:
         return
     table = categories.table_columns(x)
@@ -542,7 +542,8 @@ _native("ncf", _C.NcfOptions, _C.make_ncf, _infer_ids("ncf"), every_split=("num_
 
 def as_texts(x: Any) -> list[str] | None:
     """``x`` as a list of texts where it is one -- a list, tuple, 1-D array, pandas Series or one-column DataFrame
-    holding a string -- else None. An item that is not a string among them (None, NaN: a missing text) is an error naming its row."""
+    holding a string -- else None. An item that is not a string among them (None, NaN: a missing text) is an error
+    naming its row."""
     if isinstance(x, str):
         raise TypeError(f"X is one string ({x[:40]!r}): pass a list of texts, [text] for one")
     if data.is_frame(x) and x.shape[1] == 1:

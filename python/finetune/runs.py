@@ -202,7 +202,7 @@ def _check_data(data: dict[str, Any], source: str, overridden: dict[str, str] | 
                          "model's own)")
     if data["stream"] is not None and not isinstance(data["stream"], bool):
         fail("stream", "true (read an image folder a batch at a time) or false (decode it into memory)")
-    if data["on_bad_file"] is not None and data["on_bad_file"] not in ("error", "skip"):
+    if data["on_bad_file"] is not None and data["on_bad_file"] not in datasets.ON_BAD_FILE:
         fail("on_bad_file", "'error' (a file Pillow cannot read stops the run) or 'skip' (left out, listed)")
     for key in ("text", "image_size", "image_mode", "image_mean", "image_std", "stream", "on_bad_file", "user", "item",
                 "time"):
@@ -431,9 +431,7 @@ def _read_image_folder(cfg: RunConfig) -> tuple[np.ndarray | datasets.ImageFolde
                          "folder: its sub-folders are classes (classification)")
     # The files and their labels, no image decoded (with on_bad_file = "skip", each file's structure checked)
     folder = datasets.ImageFolder(d["path"], size=(1, 1), on_bad_file=d["on_bad_file"] or "error")
-    if folder.skipped:
-        log.warning("'%s': %d file(s) Pillow cannot read left out (data.on_bad_file = 'skip'): %s", d["path"],
-                    len(folder.skipped), ", ".join(folder.skipped[:5]) + (", ..." if len(folder.skipped) > 5 else ""))
+    _say_skipped(d["path"], folder.skipped)
     if len(folder.classes) < 2:
         raise ValueError(f"image folder '{d['path']}' has one class folder ({folder.classes[0]!r}): a classifier "
                          "needs a sub-folder for each of two classes or more")
@@ -741,9 +739,7 @@ def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, d
     shaping = [k for k in sorted(cfg.train_given) if k not in recipe_rules.RECIPE_NEUTRAL]
     set_in = ", ".join(sorted({cfg.where(f"train.{k}") for k in shaping}))  # where the keys that turned it off are
     if as_given and shaping and not quiet:  # as finetune.train says it for keywords: lr alone is SGD at that rate
-        defaults = TrainConfig()
-        rest = ", ".join(f"{k} = {getattr(defaults, k)!r}" for k in ("optimizer", "lr", "epochs", "schedule")
-                         if k not in cfg.train_given)
+        rest = ", ".join(f"{k} = {v!r}" for k, v in training.loop_defaults_left(cfg.train_given).items())
         log.warning(f"train.{', train.'.join(shaping)} set in {set_in}: the recipe is off and the settings run as "
                     f"given{f', the rest at the loop defaults ({rest})' if rest else ''}; without them in [train] "
                     "the recipe decides")
@@ -1201,9 +1197,7 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
         bad = cfg.data["on_bad_file"] or "error"  # the run's config.toml: "skip" leaves new unreadable files out too
         images = (datasets.ImageFolder(path, size=size, mode=mode, mean=mean, std=std, on_bad_file=bad) if labelled
                   else datasets.ImageFiles(datasets.image_files(path), size, mode, mean=mean, std=std, on_bad_file=bad))
-        if images.skipped:
-            log.warning("'%s': %d file(s) Pillow cannot read left out (data.on_bad_file = 'skip'): %s", path,
-                        len(images.skipped), ", ".join(images.skipped[:5]) + (" ..." if len(images.skipped) > 5 else ""))
+        _say_skipped(path, images.skipped)
         return (images, np.asarray(images.classes)[images.targets]) if labelled else (images, None)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
@@ -1244,6 +1238,13 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
         if cfg.data["image_mean"] is not None:  # a run on a folder: rows of pixels in [0, 1], read as its images were
             x = datasets.normalised(x.astype(np.float32), *image_normalisation(cfg, folder_shape(cfg)[0]))
     return x, y
+
+
+def _say_skipped(path: str | os.PathLike, skipped: list[str]) -> None:
+    """A warning listing an image folder's files data.on_bad_file = "skip" left out (a training folder or new ones)."""
+    if skipped:
+        log.warning("'%s': %d file(s) Pillow cannot read left out (data.on_bad_file = 'skip'): %s", path,
+                    len(skipped), ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
 
 
 def _check_output(path: str | os.PathLike) -> None:

@@ -652,10 +652,13 @@ def pixel_scale(mean: Any, std: Any) -> tuple[Any, Any]:
 def _check_image_scale(model: Any, dataset: Any, name: str) -> None:
     """A dataset read at another pixel scale than the one the model trained on is an error, not a silent shift."""
     trained = trained_for(model)
-    scale = image_scale(dataset)
-    if trained is not None and trained.image_scale is not None and isinstance(dataset, (np.ndarray, torch.Tensor)):
+    if trained is None or trained.image_scale is None:
+        return
+    if isinstance(dataset, (np.ndarray, torch.Tensor)):
         _check_pixels(dataset, trained.image_scale, name)
-    if trained is None or trained.image_scale is None or scale is None:
+        return
+    scale = image_scale(dataset)
+    if scale is None:
         return
     if list(trained.image_scale) != list(scale):
         def said(s: Any) -> str:
@@ -770,6 +773,13 @@ AS_GIVEN = "settings that shape the training were given"
 _SAID_RECIPE_OFF: set[tuple[str, ...]] = set()  # the settings a notice was given for, once a process each
 
 
+def loop_defaults_left(given: Sequence[str]) -> dict[str, Any]:
+    """The loop defaults that shape a run of the settings as given most (optimizer, rate, epochs, schedule) and
+    that ``given`` leaves as they are: what a notice that the recipe is off names (train(), a CLI run)."""
+    default = TrainConfig()
+    return {k: getattr(default, k) for k in ("optimizer", "lr", "epochs", "schedule") if k not in given}
+
+
 def _say_recipe_off(given: dict[str, Any]) -> None:
     """One line, once per process for each set of settings, where a setting turned the recipe off (lr=1e-3 alone:
     SGD at that rate for 10 epochs, where the user may have meant the recipe at that rate)."""
@@ -777,9 +787,7 @@ def _say_recipe_off(given: dict[str, Any]) -> None:
     if not shaping or shaping in _SAID_RECIPE_OFF:
         return
     _SAID_RECIPE_OFF.add(shaping)
-    default = TrainConfig()
-    rest = ", ".join(f"{k}={getattr(default, k)!r}" for k in ("optimizer", "lr", "epochs", "schedule")
-                     if k not in given)
+    rest = ", ".join(f"{k}={v!r}" for k, v in loop_defaults_left(given).items())
     log.warning(f"{', '.join(f'{k}={given[k]!r}' for k in shaping)} given: the recipe is off and the settings run as "
                 f"given{f', the rest at the loop defaults ({rest})' if rest else ''}; recipe='auto' runs the recipe "
                 "with them, recipe='none' says this is meant (and silences this line)")
@@ -1304,13 +1312,14 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     data.check_rows_aligned(x, y)
     trained = trained_for(model)
     y, _ = data.label_ids(y, "y", task, trained.classes if trained is not None else None, fit=False)
+    given = x  # as the user passed it: its columns and example shape are the training's to compare
     found = streams.streamed(x, y, "data", task, models.parameter_dtype(model), cfg)
     if found is not None:
         inputs, targets = found
     else:
         streams.check_unused(cfg)
         _check_like_training(model, x)
-        given, x = x, registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
+        x = registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
         inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
         registry.warn_unflagged_missing(model, given, inputs)
         targets = data.targets(y, "y", task, inputs[0].shape[0])
@@ -1318,7 +1327,7 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
     example = streams.head(inputs, 2)
     adapted = models.adapt(model, example, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
-    with _said_with_training_shape(model, x):
+    with _said_with_training_shape(model, given):
         out = _C.evaluate(models.to_cpp(adapted, example, runner), inputs, targets, cpp_config, group,
                           mask_input=mask_input)
     if "confusion_matrix" in out:
@@ -1405,19 +1414,20 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
         raise ValueError("predict(model, X) takes X alone, and X is a tuple of 2: for (X, y) use "
                          "finetune.evaluate(model, (X, y))")
     labeled = streams.is_dataset(x) and any(getattr(x, a, None) is not None for a in streams.LABEL_ATTRIBUTES)
+    given = x  # as the user passed it: its columns and example shape are the training's to compare
     found = streams.streamed(x, None, "X", "regression", models.parameter_dtype(model), cfg, labeled=labeled)
     if found is not None:
         inputs = found[0]
     else:
         streams.check_unused(cfg)
         _check_like_training(model, x)
-        given, x = x, registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
+        x = registry.encode_for(model, x)  # a "minilm"'s texts, an "mlp"'s category columns
         inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
         registry.warn_unflagged_missing(model, given, inputs)
     example = streams.head(inputs, 2)
     adapted = models.adapt(model, example, data.keywords(x), output_key)
     mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
-    with _said_with_training_shape(model, x):
+    with _said_with_training_shape(model, given):
         raw = _C.predict(models.to_cpp(adapted, example, runner), inputs, cpp_config, mask_input=mask_input)
     if output in ("classes", "probabilities") and (raw.dim() < 2 or raw.shape[1] < 2):
         raise ValueError(f"output={output!r} reads class scores, and the model gives one value per example (every "
