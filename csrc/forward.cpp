@@ -45,6 +45,9 @@ at::Tensor forward(Model& model, const std::vector<at::Tensor>& inputs, const ch
     if (inputs[0].size(0) == 1 && error.find("more than 1 value per channel") != std::string::npos) {
       hint << " (the epoch's last batch has 1 example, which batch norm cannot normalise in training: set "
               "drop_last=True, or a batch_size that does not leave 1 example over)";
+    } else if (error.find("'indices'") != std::string::npos) {  // an embedding given floats (uint8 ids are cast)
+      hint << " (an embedding reads integer ids: pass them as int64, X.astype('int64'); floats and uint8 are read as "
+              "features)";
     } else if (integer_input && (error.find("dtype") != std::string::npos || error.find("type") != std::string::npos)) {
       hint << " (integer inputs are passed as they are, for embedding ids; features for a floating-point model "
               "must be floats: X.astype('float32'))";

@@ -238,6 +238,18 @@ def test_a_csv_run_remembers_its_columns_for_predict(capsys, tmp_path):
     kept = pd.read_csv(tmp_path / "ids_p.csv")
     assert list(kept.columns[:3]) == ["id", "age", "prediction"] and kept["id"].tolist()[1] == "p1, a"
     np.testing.assert_allclose(kept["age"], new["age"], rtol=1e-6)
+    # --output never overwrites the data or the run: the input, the training file, the model, its metrics
+    before = {p: p.read_bytes() for p in (tmp_path / "same.csv", tmp_path / "t.csv", tmp_path / "r" / "model.safetensors",
+                                          tmp_path / "r" / "metrics.json")}
+    for target, said in ((tmp_path / "same.csv", "is the --input file"), (tmp_path / "t.csv", "is the run's training data"),
+                         (tmp_path / "r" / "model.safetensors", "is a file of the run directory"),
+                         (tmp_path / "r" / "metrics.json", "is a file of the run directory")):
+        code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "same.csv"), "--output",
+                             str(target))
+        assert_one_line_error(code, err, f"--output '{target}' {said}")
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "same.csv"), "--output",
+                    str(tmp_path / "r" / "predictions.csv"))[0] == 0  # a new file beside the run's is the user's
     assert kept.drop(columns=["id", "age"]).equals(pd.read_csv(tmp_path / "same_p.csv"))
     code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "ids.csv"), "--output",
                          str(tmp_path / "p.csv"), "--keep", "ids")
@@ -1026,6 +1038,43 @@ def test_a_failed_run_is_replaced_by_a_new_run_and_an_interrupted_one_is_not(cap
     assert not (tmp_path / "r" / "failed.txt").exists() and (tmp_path / "r" / "metrics.json").is_file()
 
 
+def test_a_folder_that_is_not_a_run_is_not_overwritten_by_one(capsys, tmp_path):
+    """--out naming a folder of one's own that bears a run's names (a metrics.json, a checkpoints/ of other files)
+    is an error, every file left as it was; a folder of other files, or an empty one, takes the run."""
+    (tmp_path / "wine.toml").write_text('[data]\ndataset = "wine"\n[model]\nname = "mlp"\n[train]\nepochs = 1\n')
+    mine = tmp_path / "mine"
+    (mine / "checkpoints").mkdir(parents=True)
+    (mine / "metrics.json").write_text('{"mine": 1}')
+    (mine / "checkpoints" / "notes.txt").write_text("mine")
+    code, err = run_main(capsys, "train", str(tmp_path / "wine.toml"), "--out", str(mine), "--quiet")
+    assert_one_line_error(code, err, f"--out '{mine}' is not a finetune run directory", "metrics.json, checkpoints")
+    assert (mine / "metrics.json").read_text() == '{"mine": 1}' and (mine / "checkpoints" / "notes.txt").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, err = run_main(capsys, "train", str(tmp_path / "wine.toml"), "--out", str(other), "--quiet")
+    assert code == 0, err
+    assert (other / "notes.txt").read_text() == "mine" and (other / "metrics.json").is_file()
+    code, err = run_main(capsys, "train", str(tmp_path / "wine.toml"), "--out", str(other), "--quiet")
+    assert code == 0, err  # a finished run: a new one replaces it
+
+
+def test_an_infinite_cell_is_named_by_its_file_row_and_column_before_training(capsys, tmp_path):
+    """inf in a CSV (or a number float32 holds as inf) is an error naming the file's row and column as the file is
+    read -- not, where the test split drew it, after the whole run trained, leaving a directory to resume."""
+    rows = [f"{i % 3},{i * 0.5},{i % 2}" for i in range(40)]
+    rows[5] = "1,inf,0"
+    (tmp_path / "t.csv").write_text("a,income,churn\n" + "\n".join(rows) + "\n")
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\nlabel = "churn"\n[model]\nname = "mlp"\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert_one_line_error(code, err, "t.csv' row 7, column 'income': 'inf' is not a finite number")
+    assert not (tmp_path / "r").exists()
+    rows[5] = "1,1e39,0"
+    (tmp_path / "t.csv").write_text("a,income,churn\n" + "\n".join(rows) + "\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert_one_line_error(code, err, "t.csv' row 7, column 'income': '1e39' is not a finite number")
+
+
 def _reviews_csv(path: Path, rows: int = 60) -> list[str]:
     """A CSV of short reviews (id, review, sentiment), the review column's texts returned; one holds a comma and a
     quote, one is a number, one is empty: each read as written."""
@@ -1447,6 +1496,8 @@ def test_a_recommender_trains_evaluates_and_predicts_a_csv_of_ratings(capsys, tm
     assert code == 0, err
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["test"]["r2"] > 0.3, metrics["test"]  # the recipe's recommender rules, as on MovieLens
+    # the task the file decided is written (compare read the default, classification, for a recipe run)
+    assert tomllib.loads((tmp_path / "r" / "config.toml").read_text())["train"] == {"task": "regression"}
     ids = json.loads((tmp_path / "r" / "ids.json").read_text())
     assert ids["user"] == sorted(frame.customer.unique()) and ids["item"] == sorted(frame.item.unique())
     model = finetune.load(tmp_path / "r")

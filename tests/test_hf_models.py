@@ -100,6 +100,8 @@ def test_the_recipe_fine_tunes_a_hugging_face_model_with_a_new_head():
     # 160 training examples: 10 steps an epoch, so the 200-step budget asks for 20 epochs.
     assert decided["full.budget"] == {"epochs": 20, "steps_per_epoch": 10} and decided["full.epochs"] == 20
     assert decided["scratch"] is None and "scratch.lr" not in decided  # no from-scratch candidate for a transformer
+    # nor phases shrunk and shrunk_low, whose rates the range test would set: at BERT's fixed rate they were one
+    assert decided["shrunk"] is None and "shrunk.lr" not in decided and "shrunk_low.result" not in decided
     x_test, y_test = token_data(n=200, classes=5, seed=7)
     assert finetune.evaluate(model, (x_test, y_test))["accuracy"] > 0.9
 
@@ -163,6 +165,9 @@ def test_a_new_head_updates_the_hugging_face_config_and_the_model_is_freed_after
     model = bert(num_labels=2)
     finetune.train(model, (x, y), epochs=1, lr=0.05, progress=False)
     assert model.config.num_labels == 5 and len(model.config.id2label) == 5  # its loss and save_pretrained agree
+    assert model.num_labels == 5  # BERT's loss reads this copy: its own forward with labels= works after
+    model(input_ids=torch.as_tensor(x["input_ids"][:4]), attention_mask=torch.as_tensor(x["attention_mask"][:4]),
+          labels=torch.as_tensor(y[:4]))
     model.eval()
     finetune.predict(model, x)
     assert not model.training  # the caller's mode, as it is now (not as it was when first adapted)
@@ -170,3 +175,15 @@ def test_a_new_head_updates_the_hugging_face_config_and_the_model_is_freed_after
     del model
     gc.collect()
     assert gone() is None  # no cache of finetune's keeps a model alive
+
+
+@pytest.mark.parametrize("trim", ["auto", False])
+def test_float_token_ids_are_one_error_saying_ids_are_integers(trim):
+    """Token ids given as floats fail in the model's embedding: one ValueError with the inputs' shapes and dtypes
+    and the fix, whether the padding probe (trim_padding="auto") or the loop meets it first -- not torch's error
+    from a forward pass finetune made."""
+    x, y = token_data(n=32)
+    x = {"input_ids": x["input_ids"].astype(np.float32), "attention_mask": x["attention_mask"]}
+    with pytest.raises(ValueError, match=r"model forward\(\) failed on training inputs of shape .*(float32|Float).*an "
+                                         r"embedding reads integer ids: pass them as int64"):
+        finetune.train(bert(), (x, y), epochs=1, lr=1e-3, recipe="none", trim_padding=trim, progress=False)

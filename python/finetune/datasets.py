@@ -513,7 +513,8 @@ def _random_resized_crop(size: tuple[int, int], rng: random.Random) -> tuple[flo
 def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item", rating: str = "rating",
                  encoding: str = "utf-8", errors: str = "strict") -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """(pairs, ratings, user map, item map) from a CSV (gzip when the name ends in .gz) of (user, item, rating)
-    rows with a header. Errors name the file and the row. `encoding` and `errors` as for :func:`load_file`."""
+    rows with a header; a pair rated more than once is kept once, with its last rating (a warning counts the
+    others). Errors name the file and the row. `encoding` and `errors` as for :func:`load_file`."""
     return _read_text_file(path, "ratings", encoding, errors,
                            lambda p: _read_ratings(p, user, item, rating, encoding, errors))
 
@@ -574,6 +575,16 @@ def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str,
                   errors: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     users, items, ratings, _ = _read_id_rows(path, user, item, rating, encoding, errors)
     pairs, user_map, item_map = index_ids(np.asarray(users), np.asarray(items))
+    # A pair rated again: its last rating replaces the earlier ones. Kept twice, a pair could fall on both sides of
+    # a split, and the test would score ratings the model trained on.
+    last = np.sort(len(pairs) - 1 - np.unique(pairs[::-1], axis=0, return_index=True)[1])
+    if len(last) < len(pairs):
+        again = np.setdiff1d(np.arange(len(pairs)), last)
+        logging.getLogger("finetune").warning(
+            f"'{path}': {len(pairs) - len(last)} rating(s) of a (user, item) pair rated again later in the file left "
+            f"out, each pair kept once with its last rating (the first left out: row {int(again[0]) + 2}, user "
+            f"{users[again[0]]!r}, item {items[again[0]]!r})")
+        pairs, ratings = pairs[last], ratings[last]
     return pairs, ratings, user_map, item_map
 
 
@@ -794,6 +805,15 @@ def _not_a_number(path: Path, number: int, column: str, text: str, hint: str = "
     return ValueError(f"'{path}' row {number}, column '{column}': {text!r} is not a number{hint}")
 
 
+class _Infinite(Exception):
+    """A CSV cell that parses as a number float32 cannot hold finitely ("inf", "1e39"): the column it is in."""
+
+    def __init__(self, column: int):
+        super().__init__(column)
+        self.column = column
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")  # a CSV's missing value, as pandas reads it (lower case)
 MISSING_LABELS = ("error", "drop")  # what a CSV row without a label is: load_file's missing_labels
 
@@ -831,11 +851,14 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
             if absent(v):
                 return math.nan
             try:
-                return float(v)
+                value = float(v)
             except ValueError:
                 if words is True or i in named:
                     return v
                 raise
+            if math.isinf(value) or abs(value) > FLOAT32_MAX:  # inf, or a number float32 holds as inf
+                raise _Infinite(i)
+            return value
 
         dropped = []  # the file rows left out without a label (missing_labels="drop")
         for number, row in enumerate(reader, start=2):
@@ -853,6 +876,10 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
             row = [v for i, v in enumerate(row) if i not in skipped]
             try:
                 values = [cell(i, v) for i, v in enumerate(row)]
+            except _Infinite as infinite:  # named here, in the file's terms: not as a split's row, after training
+                raise ValueError(f"'{path}' row {number}, column '{features[infinite.column]}': "
+                                 f"{row[infinite.column]!r} is not a finite number (float32 holds up to 3.4e38): "
+                                 "fill it or drop the row") from None
             except ValueError:  # the cell that is neither a number, a missing value nor a word where words are read
                 bad = next(i for i, v in enumerate(row) if not (_is_number(v) or absent(v) or word(i, v)))
                 raise _not_a_number(path, number, features[bad], row[bad]) from None

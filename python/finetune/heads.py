@@ -68,7 +68,9 @@ def forward_failed(inputs: list[torch.Tensor], error: Exception, split: str = "t
     shapes = ", ".join(str(list(t.shape)) for t in inputs)
     dtypes = ", ".join(str(t.dtype).removeprefix("torch.") for t in inputs)
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    hint = (" (integer inputs are passed as they are, for embedding ids; features for a floating-point model must "
+    hint = (" (an embedding reads integer ids: pass them as int64, X.astype('int64'); floats and uint8 are read as "
+            "features)" if "'indices'" in first else
+            " (integer inputs are passed as they are, for embedding ids; features for a floating-point model must "
             "be floats: X.astype('float32'))" if any(not t.is_floating_point() for t in inputs) and "type" in first
             else "")
     return f"model forward() failed on {split} inputs of shape {shapes} (dtype {dtypes}): {first}{hint}"
@@ -92,11 +94,14 @@ def replace_head(model: torch.nn.Module, name: str, outputs: int, seed: int) -> 
         new = torch.nn.Linear(old.in_features, outputs, bias=old.bias is not None,
                               device=old.weight.device, dtype=old.weight.dtype)
     setattr(parent, attr, new)
-    # A Hugging Face model's config says how many labels it has (its loss and save_pretrained read it): the
-    # new head's, as num_labels= at from_pretrained would have made it.
-    config = getattr(getattr(model, "wrapped", model), "config", None)
+    # A Hugging Face model's config says how many labels it has (save_pretrained reads it; BERT's loss reads its
+    # copy, model.num_labels): the new head's, as num_labels= at from_pretrained would have made them.
+    owner = getattr(model, "wrapped", model)
+    config = getattr(owner, "config", None)
     if getattr(config, "num_labels", None) is not None and name.split(".")[0] in HEAD_NAMES:
         config.num_labels = outputs
+        if isinstance(getattr(owner, "num_labels", None), int):
+            owner.num_labels = outputs
     return {"name": name, "old_outputs": old.out_features, "new_outputs": outputs, "in_features": old.in_features}
 
 

@@ -100,8 +100,14 @@ def add_adapters(model: torch.nn.Module, settings: LoraSettings, head: str | Non
     chosen: list[str] = []
     for target in settings.targets:
         hits = [n for n in linears if matches(n, target)] + [n for n in adapted if matches(n, target)]
+        if not hits and not linears:
+            raise ValueError("lora= adapts nn.Linear layers, and the model has none"
+                             + (f" outside its head {head!r} (which trains whole)" if head else "")
+                             + ": fine-tune it without lora=")
         if not hits:
-            raise ValueError(f"lora target {target!r} matches no nn.Linear layer of the model (the head "
+            default = " (lora's default targets: pass lora={'targets': [...]} naming the layers)" \
+                if settings.targets == LoraSettings().targets else ""
+            raise ValueError(f"lora target {target!r}{default} matches no nn.Linear layer of the model (the head "
                              f"{head!r} excluded); its Linear layers include {linears[:6]}")
         chosen += [n for n in hits if n not in chosen]
     generator = torch.Generator().manual_seed(seed)  # the adapters' initial weights are part of a seeded run

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import _C, models, registry, streams
+from . import _C, heads, models, registry, streams
 
 PROBE_EXAMPLES = 8  # the shortest rows, run padded and trimmed
 
@@ -89,7 +89,10 @@ def _check_model(model: Any, inputs: list[torch.Tensor], index: int) -> None:
     try:
         model.eval()
         with torch.no_grad():
-            full = model(*[t.to(device) for t in padded])
+            try:
+                full = model(*[t.to(device) for t in padded])
+            except Exception as error:  # noqa: BLE001 - the model fails on the data itself: said as the loop says it
+                raise ValueError(heads.forward_failed(padded, error)) from None
             try:
                 cut = model(*[t.to(device) for t in trimmed])
             except Exception as error:  # noqa: BLE001 - the reason is reported; the padded run goes ahead

@@ -717,7 +717,10 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                                     if family in TRANSFORMERS else (FULL_EPOCHS, FULL_PATIENCE))
                 phases.append(Phase("full", epochs, patience,
                                     lora.trainable(head if phases else None) if adapted else None))
-                if phases[0].name == "head":
+                if phases[0].name == "head" and family in TRANSFORMERS:
+                    plan.note("shrunk", None, "not run: a transformer's phases train at BERT's fixed rate, where "
+                              "the candidates' rates by the range test would be one (measured on small CNNs only)")
+                elif phases[0].name == "head":
                     phases += _shrunk_phase(plan, model, head, adapted)
                 phases += _scratch_phase(plan, model, family, config.task, adapted,
                                          int(val[1].shape[0]) if val is not None else 0)

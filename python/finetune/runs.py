@@ -67,6 +67,10 @@ DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": No
              "on_bad_file": None}  # an image folder's file Pillow cannot read: "error" (None) or "skip"
 FAILED_FILE = "failed.txt"  # a run that stopped on an error, not an interruption: its message (a new run replaces it)
 IDS_FILE = "ids.json"  # a run directory's user and item ids (a ratings file's), each list in index order
+# What a run directory holds (a predict --output must not overwrite these; a new run's --out is checked by them)
+RUN_FILES = ("config.toml", "metrics.json", "history.csv", "report.html", "plots.png", "model.safetensors",
+             "adapters.safetensors", IDS_FILE, FAILED_FILE, "best.toml", "trials.csv")
+RUN_FOLDERS = ("checkpoints", "tensorboard")
 IMAGE_SIZE = 32  # an image folder's default size, where the model does not fix one ("cnn" is a small CNN)
 IMAGE_MODES = {1: "L", 3: "RGB"}  # an image model's input channels -> the Pillow mode its images are read in
 # An image folder whose images decode to more than this (float32) is streamed, a batch at a time, unless data.stream
@@ -723,6 +727,7 @@ def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, d
     import finetune
 
     writer_class = summary_writer(required=tensorboard is True) if tensorboard is not False else None
+    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     split = load_data(cfg)
     train_cfg = cfg.train.replace(progress=cfg.train.progress and not quiet)
@@ -836,6 +841,8 @@ def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, d
         config_written["data"] = {k: v for k, v in config_written["data"].items() if k != "label"}
     if result.recipe[0]["value"] != "none":  # its settings were its phases' (metrics.json): config.toml reruns it
         config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if k in cfg.train_given}
+        if split.task != TrainConfig().task and "task" not in cfg.train_given:  # decided by the data (ratings)
+            config_written["train"]["task"] = split.task  # compare and reruns read it, not the default
     (out / "config.toml").write_text(write_toml(config_written))
     # The task, and a CSV file's feature columns: predicting on a file whose columns moved is an error, not garbage
     remembered = training.trained_for(result.model) or training.TrainedFor(split.task)
@@ -920,6 +927,26 @@ def _global_batch(result: Any) -> int:
     batch = result.config.batch_size
     batch = result.train_size if batch in (None, "full") else batch
     return min(batch * result.config.accumulate * result.world_size, result.train_size)
+
+
+def _check_out(out: Path) -> None:
+    """A run's --out is new, or a folder a new run may write in: a finetune run directory (finished, failed or
+    interrupted: its own checks follow), or a folder without a run's names in it. A folder of other files that
+    bear a run's names (a metrics.json of one's own, a checkpoints/ of other files) is not overwritten or emptied."""
+    if not out.is_dir() or distributed.process_rank() != 0:
+        return
+    own, events = out / "checkpoints", out / "tensorboard"
+    if ((out / "config.toml").is_file() or (out / FAILED_FILE).is_file()
+            or own.is_dir() and (checkpoint.find(own) is not None or checkpoint.recipe_journal(own) is not None)
+            or events.is_dir() and any(events.iterdir())
+            and all(p.name.startswith("events.out.tfevents") for p in events.iterdir())):
+        return  # a run's (a run stopped before its first checkpoint leaves its event files)
+    named = [name for name in (*RUN_FILES, *RUN_FOLDERS)
+             if (out / name).is_file() or (out / name).is_dir() and any((out / name).iterdir())]
+    if named:
+        raise ValueError(f"--out '{out}' is not a finetune run directory (no config.toml, failed.txt or checkpoints "
+                         f"of a run) and holds {', '.join(named)}, which a run would overwrite: pass a new or empty "
+                         "--out")
 
 
 def _own_checkpoints(out: Path, resume: bool) -> tuple[bool, list[Path]]:
@@ -1028,7 +1055,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     spec = json.loads(meta["model"])
     model = registry.get(spec.pop("name")).build_saved(spec)
     if not adapters.exists():
-        model.load_state_dict(tensors)
+        saving.load_weights(model, tensors)
         saving.remember_saved_training(model, meta)
         return _with_trained_task(cfg, model), model
     # The pretrained model rebuilt (its weights from its package), the adapters put back where they were trained.
@@ -1247,13 +1274,25 @@ def _say_skipped(path: str | os.PathLike, skipped: list[str]) -> None:
                     len(skipped), ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
 
 
-def _check_output(path: str | os.PathLike) -> None:
-    """An --output file goes in a folder that is there (a typo in it is not a run's worth of work lost)."""
+def _check_output(path: str | os.PathLike, run_dir: str | os.PathLike, cfg: RunConfig,
+                  input_path: str | os.PathLike | None = None) -> None:
+    """An --output file goes in a folder that is there (a typo in it is not a run's worth of work lost), and is
+    neither the data (the input it is computed from, the run's training file) nor one of the run directory's own
+    files (its model, metrics, ...)."""
     folder = Path(path).absolute().parent
     if not folder.is_dir():
         raise FileNotFoundError(f"--output '{path}': the folder '{folder}' does not exist")
     if Path(path).is_dir():
         raise IsADirectoryError(f"--output '{path}' is a folder: name the CSV file to write")
+    target = Path(path).resolve()
+    for data, what in ((input_path, "the --input file"), (cfg.data.get("path"), "the run's training data")):
+        if data is not None and target == Path(data).resolve():
+            raise ValueError(f"--output '{path}' is {what}: writing there would overwrite the data; name another file")
+    run = Path(run_dir).resolve()
+    if target.parent == run and target.name in RUN_FILES or any(
+            parent == run / folder for parent in target.parents for folder in RUN_FOLDERS):
+        raise ValueError(f"--output '{path}' is a file of the run directory '{run_dir}' ({target.name}): writing "
+                         "there would destroy the run; name another file")
 
 
 def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
@@ -1265,8 +1304,8 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
     (its path in the folder); returns the number of rows."""
     import finetune
 
-    _check_output(output_path)
     cfg, model = load_run(run_dir)
+    _check_output(output_path, run_dir, cfg, input_path)
     trained = training.trained_for(model)
     columns = trained.columns if trained is not None else None
     folder = Path(input_path).is_dir()  # new images: each row named by its file
@@ -1309,8 +1348,8 @@ def recommend_file(run_dir: str | os.PathLike, output_path: str | os.PathLike, u
     """Writes each user's ``k`` best items by a recommender run's model -- a ranker's scores, or a rating model's
     predicted ratings -- as CSV rows (user, rank, item, score), leaving out the items the user had in the run's
     training file; ``users``: their ids as written there (default: every user). Returns the number of rows."""
-    _check_output(output_path)
     cfg, model = load_run(run_dir)
+    _check_output(output_path, run_dir, cfg)
     ids = run_ids(run_dir)
     if ids is None:
         trained = cfg.data["path"] is not None and registry.get(cfg.model["name"]).pairs

@@ -7,7 +7,9 @@ import json
 import os
 from typing import Any
 
-from . import checkpoint, registry, training
+import torch
+
+from . import checkpoint, lora, models, registry, training
 
 
 def save(model: Any, path: str | os.PathLike) -> None:
@@ -19,6 +21,10 @@ def save(model: Any, path: str | os.PathLike) -> None:
     if found is None:
         raise TypeError(f"finetune.save writes a model finetune built by name, got {type(model).__name__}; save an "
                         "nn.Module of your own with torch.save(model.state_dict(), path)")
+    if any(isinstance(m, lora.LoraLinear) for m in (model.modules() if isinstance(model, torch.nn.Module) else ())):
+        raise ValueError("finetune.save writes a model's weights, and this one holds LoRA adapters kept apart "
+                         "(lora merge=False): train with the adapters merged (lora={'merge': True}, the default), or "
+                         "keep the run directory a run config's [lora] merge = false writes (finetune.load reads it)")
     entry, options = found
     options = getattr(model, "options", None) or {**entry.defaults, **options}  # a native model's, resolved
     trained = training.trained_for(model) or training.TrainedFor(training.task_of(model, None))
@@ -30,16 +36,32 @@ def load(path: str | os.PathLike) -> Any:
     """The model :func:`save` wrote to ``path`` (or a run directory's ``model.safetensors``, the directory
     named), rebuilt with its options and weights; ``predict`` and ``evaluate`` default to the task it was trained
     for."""
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "adapters.safetensors")):
+        from . import runs  # a run directory of LoRA adapters kept apart: the model rebuilt around them
+
+        return runs.load_run(path)[1]
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.safetensors")):
         path = os.path.join(path, "model.safetensors")  # a run directory (finetune train --out DIR)
     tensors, meta = checkpoint.load_tensors(path)
     if "model" not in meta:
         raise ValueError(f"{os.fspath(path)!r} holds tensors but no model options: not a file finetune.save wrote")
+    if "lora" in meta:
+        raise ValueError(f"{os.fspath(path)!r} holds a run's LoRA adapters kept apart, not a whole model: "
+                         "finetune.load the run directory, which rebuilds the model around them")
     spec = json.loads(meta["model"])
     model = registry.get(spec.pop("name")).build_saved(spec)
-    model.load_state_dict(tensors)
+    load_weights(model, tensors)
     remember_saved_training(model, meta)
     return model
+
+
+def load_weights(model: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """``tensors`` into ``model``; where they are the state of the Python module under a traced one ("minilm":
+    trained with LoRA adapters, merged since, it is the module returned), into that module, whose parameters the
+    traced one shares (its state has no traced module's buffers)."""
+    eager = models.eager(model)
+    mine = eager is not None and set(tensors) == set(eager.state_dict()) != set(model.state_dict())
+    (eager if mine else model).load_state_dict(tensors)
 
 
 def trained_for_meta(trained: training.TrainedFor) -> dict[str, str]:
