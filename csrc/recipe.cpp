@@ -312,6 +312,10 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
        sgd ? "SGD with momentum " + text(defaults.momentum) + ", weight decay as an L2 penalty: fine-tuning a "
              "pretrained network (README, rule 4)"
            : pretrained ? "AdamW, as asked (the rule before rule 4's SGD)" : "AdamW: training from random weights");
+  if (classification) {
+    note("ema", text(EMA), "each phase but the head's evaluated, kept and returned as its weights' moving average "
+         "(README, rule 4)");
+  }
 
   const State initial = copy_state(model);
   // Phase scratch is compared with the fine-tune example by example (paired_gain): each phase's per-example losses.
@@ -344,6 +348,7 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
     settings.momentum = defaults.momentum, settings.nesterov = defaults.nesterov;  // the recipe's, not the caller's
     settings.freeze = phase.freeze;
     settings.layer_decay = pretrained && phase.name != "head" && !phase.reinit ? LAYER_DECAY : 1.0;
+    settings.ema = classification && phase.name != "head" ? EMA : 0.0;  // rule 4: the weights' moving average
     TrainConfig range = settings;
     range.schedule = "constant", range.warmup = 0.0, range.epochs = 1, range.early_stopping = 0;
     if (phase.shrink && !shrunk_range) {

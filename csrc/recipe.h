@@ -56,6 +56,7 @@ namespace finetune::recipe {
   X(double, SHRUNK_LOW_GATE, 1.0 / 3.0)      \
   X(int64_t, SHRINK_MAX_PARAMS, 5000000)     \
   X(bool, FINE_TUNE_SGD, true)               \
+  X(double, EMA, 0.99)                       \
   X(bool, SCRATCH_CANDIDATE, true)           \
   X(double, SCRATCH_Z, 1.645)                \
   X(int64_t, SCRATCH_MIN_VAL, 30)

@@ -283,6 +283,8 @@ def test_compare_shows_differences_and_metrics(wine_run, tmp_path):
     (["train", str(EXAMPLES / "wine.toml"), "data.dataset=\"cifar\""], "dataset must be one of"),
     (["train", str(EXAMPLES / "wine.toml"), "extra.x=1"], "unknown section(s) ['extra']"),
     (["evaluate", "no-such-run"], "does not exist"),
+    (["compare", "no-such-run", "nor-this"], "'no-such-run' is not a finished run directory (no config.toml and "
+     "metrics.json: it does not exist)"),
     (["train", str(EXAMPLES / "wine.toml"), "train.task=\"regression\""],
      "train.task='regression' does not fit dataset 'wine', a classification set"),
 ])
@@ -523,7 +525,8 @@ def test_an_unknown_model_option_lists_that_models_options(capsys, tmp_path):
 def test_a_model_option_of_the_wrong_type_is_named(capsys, tmp_path):
     code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), 'model.hidden="wide"', "--out",
                          str(tmp_path / "r"))
-    assert_one_line_error(code, err, "model.hidden = 'wide'", "wrong type for model 'mlp'")
+    assert_one_line_error(code, err, "model.hidden = 'wide' in override 'model.hidden=\"wide\"'",
+                          "wrong type for model 'mlp'")
 
 
 @pytest.mark.parametrize("toml, fragments", [
@@ -1704,6 +1707,10 @@ def test_a_ranker_learns_from_a_csv_of_interactions_and_ranks_each_users_last(ca
         code, err = run_main(capsys, *command)
         assert_one_line_error(code, err, "clicks.csv' has changed since", "trained on it: its test split (and what "
                               "each user had) would be read from other rows; restore the file, or train again")
+    (tmp_path / "clicks.csv").rename(tmp_path / "moved.csv")  # gone: said so, not "changed"
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "clicks.csv', the data", "trained on, does not exist (moved or deleted)")
+    (tmp_path / "moved.csv").rename(tmp_path / "clicks.csv")
     (tmp_path / "blank.csv").write_text("user,item\nu1,m1\n,m2\n")
     code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), f'data.path="{tmp_path / "blank.csv"}"',
                          "--out", str(tmp_path / "b"))

@@ -217,6 +217,8 @@ EXCLUDED = {
     "--threads 2": "a benchmark: the defaults' pairs on 128 snippets, 657 s here",
     "python benchmarks/quality.py --sections text --text-seeds 3 --threads 1 --save docs/quality/text.json":
         "a benchmark: 2,713 s here (MiniLM's defaults, head and fine-tunes, three seeds)",
+    "python benchmarks/image_stories.py --story STORY --seeds N --threads 1":
+        "a benchmark's pattern (STORY and N stand for the moving average's table's rows): 4 to 35 minutes a story",
     "python benchmarks/image_stories.py --story STORY --seeds N --threads 1 --set FINE_TUNE_SGD=False":
         "a benchmark's pattern (STORY and N stand for the table's rows): 2 to 40 minutes a story",
     'python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows "the recipe as it is" "AdamW instead of SGD"':

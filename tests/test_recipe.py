@@ -137,7 +137,7 @@ def test_the_cpp_recipe_runs_recipe_py_numbers():
     constants = finetune._C.recipe_constants()
     defaults = inspect.signature(finetune.find_lr).parameters
     span = {"RANGE_START": "start_lr", "RANGE_END": "end_lr", "RANGE_DIVERGE": "diverge_factor"}
-    assert len(constants) == 29
+    assert len(constants) == 30
     for name, value in constants.items():
         expected = defaults[span[name]].default if name in span else getattr(recipe, name)
         assert value == expected and type(value) is type(expected), name
@@ -956,3 +956,23 @@ def test_labels_a_model_cannot_output_are_errors_naming_head_or_val():
         finetune.train(mlp(outputs=3), (x, y), val=(x, y + 1), progress=False)
     wide = finetune.train(mlp(outputs=4), (x, y), val=(x, np.minimum(y + 1, 3)), epochs=1, progress=False)
     assert wide.head is None  # a head wide enough for the validation labels is the model's own: kept
+
+
+def test_a_default_family_classifier_trains_each_phase_but_the_head_on_the_weights_moving_average():
+    """Rule 4's EMA: phases full, shrunk and scratch (and so the refit) of a module fine-tuned for classification
+    run the loop with ema=EMA, which reaches the loop's config; the head phase, regression, an "mlp" by name on a
+    table (its own rules) and a transformer do not; a given ema wins."""
+    x, y = blobs()
+    result = finetune.train(mlp(), (x, y), progress=False)
+    found = decisions(result)
+    phases = [k[:-len(".result")] for k in found if k.endswith(".result")]
+    assert {"full", "scratch"} <= set(phases)
+    assert "head.ema" not in found  # the head alone, on cached features or in the loop, trains as it did
+    assert all(found[f"{phase}.ema"]["value"] == recipe.EMA for phase in phases if phase != "head")
+    assert result.config.ema == recipe.EMA  # the refit's last phase ran with it
+    given = decisions(finetune.train(mlp(), (x, y), ema=0.5, recipe="auto", progress=False))
+    assert given["full.ema"]["value"] == 0.5 and given["full.ema"]["reason"] == "given"
+    regression = decisions(finetune.train(mlp(outputs=1), (x, x[:, 0] * 2.0), task="regression", progress=False))
+    assert not any(k.endswith(".ema") for k in regression)
+    table = decisions(finetune.train("mlp", (x, y), progress=False))
+    assert not any(k.endswith(".ema") for k in table)

@@ -75,6 +75,13 @@ WEIGHT_DECAY = 0.01  # AdamW's usual default (torch.optim.AdamW's too)
 # Transformers keep AdamW (BERT's recipe), as do models trained from scratch, phase scratch (their rules were
 # measured with it) and a model with no head found (a bare nn.Linear on features: 0.582 against 0.732).
 FINE_TUNE_SGD = True
+# A classifier of the default family (a CNN, any nn.Module that is not a transformer; fine-tuned or from scratch)
+# is evaluated, stopped, kept and returned as an exponential moving average of its weights, decay 0.99 (Polyak
+# averaging): each phase but the head's, and so the refit. Paired gains over the recipe without it (Intel Xeon with
+# AVX-512 and AMX, 1 thread; README, rule 4): the digits story +0.29 points (30 seeds; scratch +0.37), fastai's
+# digits +0.21 (15 seeds, SE 0.16) and MNIST-5k +1.57 (5 seeds, SE 1.00), Fashion-MNIST 10% from the MNIST-5k CNN
+# (3 seeds, README). Label smoothing 0.1, tried beside it, lost 3.0 points on fastai's digits (15 seeds, SE 0.83).
+EMA = 0.99
 RANGE_STEPS = 100  # steps of each learning-rate range test
 # Steps of the range test whose smoothed loss averages too few batches to be compared. With 10, a fitted model's
 # flat curve had its "lowest loss" at step 10 (2 of 10 seeds of the digits story: a full phase at 6e-8, kept
@@ -510,6 +517,10 @@ class Plan:
         settings["restore_best"] = bool(settings["early_stopping"]) or not bert
         if bert:
             settings["batch_size"] = self.decide(prefix + "batch_size", TRANSFORMER_BATCH, "BERT's fine-tuning batch")
+        if family == "default" and task == "classification" and phase != "head":
+            settings["ema"] = self.decide(prefix + "ema", EMA, "the weights evaluated, kept and returned are their "
+                                          f"moving average (decay {EMA:g}): less noisy than the last step's on a small "
+                                          "sample (README, rule 4)")
         if family == TABULAR and task == "classification":
             settings["label_smoothing"] = self.decide(
                 prefix + "label_smoothing", TABULAR_LABEL_SMOOTHING,

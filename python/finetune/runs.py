@@ -250,7 +250,8 @@ def _check_model(model: dict[str, Any], source: str, overridden: dict[str, str] 
         try:
             entry.check(key, value)
         except TypeError:
-            raise ValueError(f"model.{key} = {value!r} in {source} has the wrong type for model {name!r} "
+            where = (overridden or {}).get(f"model.{key}", source)
+            raise ValueError(f"model.{key} = {value!r} in {where} has the wrong type for model {name!r} "
                              f"(it takes {entry.takes(key)})") from None
 
 
@@ -916,6 +917,10 @@ def _training_split(run_dir: Path, cfg: RunConfig) -> datasets.Split:
     digest), or the test split (and what each user had) would be other rows."""
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
     wrote = metrics.get("data_sha256")
+    if wrote is not None and not Path(cfg.data["path"]).is_file():
+        raise FileNotFoundError(f"'{cfg.data['path']}', the data '{run_dir}' trained on, does not exist (moved or "
+                                "deleted): its test split is read from it; restore it there, or pass new labelled "
+                                "rows with --input")
     if wrote is not None and _file_digest(cfg.data["path"]) != wrote:
         raise ValueError(f"'{cfg.data['path']}' has changed since '{run_dir}' trained on it: its test split (and "
                          "what each user had) would be read from other rows; restore the file, or train again")
@@ -1460,6 +1465,9 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
     named: set[str] = set()  # the train settings some run set away from the default, or some recipe recorded
     defaults = TrainConfig().to_dict()
     for run_dir in run_dirs:
+        if not (Path(run_dir) / "config.toml").is_file() or not (Path(run_dir) / "metrics.json").is_file():
+            raise FileNotFoundError(f"'{run_dir}' is not a finished run directory (no config.toml and metrics.json"
+                                    f"{'' if Path(run_dir).is_dir() else ': it does not exist'})")
         cfg = load_config(Path(run_dir) / "config.toml")
         record = json.loads((Path(run_dir) / "metrics.json").read_text())
         config = {f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()}

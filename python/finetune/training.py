@@ -1160,6 +1160,8 @@ def _train_auto(run: _Run, mode: str, reason: str, given: dict[str, Any], val_fr
         best_epoch=None, best_value=None, model=run.given, model_options=run.model_options,
         stopped=last.stopped or stopped is not None, sample_indices=train_idx.numpy(),
         recipe=[d.to_dict() for d in plan.decisions], runner=run.runner,
+        # a head fit as the probe last (its refit) ran no loop: the run's batches are as its phases cut them
+        trim_padding=last.trim_padding if last.trim_padding is not None else run.trim_padding,
         cache_frozen={"used": bool(cached.value), "reason": cached.reason} if cached is not None else
         {"used": False, "reason": "no head phase"})
 
