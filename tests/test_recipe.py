@@ -825,6 +825,9 @@ def test_a_classifier_whose_loss_stays_at_chance_says_so(caplog):
     classes = len(np.unique(y))
     assert note["value"] >= 0.98 * np.log(classes) and "lr=1e-07, optimizer='sgd'" in note["reason"]
     assert any("stayed at chance" in r.getMessage() for r in caplog.records)
+    assert "over 2 epochs" in note["reason"]
+    one = finetune.train(mlp(), (x, y), epochs=1, lr=1e-7, optimizer="sgd", progress=False)
+    assert "the one epoch's mean" in decisions(one)["not_learning"]["reason"]  # no "0.69 -> 0.69" of one epoch
     learned = finetune.train(mlp(), (x, y), epochs=60, lr=0.05, optimizer="adam", progress=False)
     assert "not_learning" not in decisions(learned)
 

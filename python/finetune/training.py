@@ -537,8 +537,6 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
     train_data = streams.with_labels(train_data, labels, "train_data")
     given = _given_settings(config, settings)
     chosen, reason = _choose_recipe(recipe, given, resume)
-    if recipe is None and reason.startswith(AS_GIVEN):  # by keywords: config=TrainConfig(...) is a deliberate whole
-        _say_recipe_off({k: v for k, v in given.items() if k in settings})
     if val_fraction is not None and val is not None:
         raise ValueError(f"val_fraction={val_fraction!r} holds out part of train_data as validation data, but val is "
                          "given too; pass one of them")
@@ -552,6 +550,8 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         raise ValueError("lora= trains adapters in the body, and recipe='head' trains the head alone: pass one of them")
     run = _prepare(model, train_data, val, config, settings, head=head, lora=lora_settings,
                    task_given=_task_given(config, settings), recipe=chosen)
+    if recipe is None and reason.startswith(AS_GIVEN):  # by keywords: config=TrainConfig(...) is a deliberate whole
+        _say_recipe_off({k: v for k, v in given.items() if k in settings})  # once they are known to be valid
     try:
         if chosen in ("auto", "head"):  # each phase holds the model while it trains (models.exclusive)
             result = _train_auto(run, chosen, reason, given, val_fraction, callback, callback_interval, resume)
@@ -875,7 +875,9 @@ def _not_learning(result: Result) -> list[dict[str, Any]]:
     chance = math.log(classes)
     if not (losses[-1] >= AT_CHANCE * chance and losses[0] - losses[-1] < (1 - AT_CHANCE) * chance):
         return []
-    message = (f"the training loss stayed at chance ({losses[0]:.4g} -> {losses[-1]:.4g} over {len(losses)} epoch(s); "
+    moved = (f"{losses[0]:.4g} -> {losses[-1]:.4g} over {len(losses)} epochs" if len(losses) > 1
+             else f"{losses[0]:.4g}, the one epoch's mean")
+    message = (f"the training loss stayed at chance ({moved}; "
                f"guessing among {classes} classes gives ln {classes} = {chance:.4g}): the model did not learn; "
                f"the rate (lr={result.config.lr:g}, optimizer={result.config.optimizer!r}) may be too low "
                "(recipe='auto' picks one), or the labels carry no signal the model can find")
