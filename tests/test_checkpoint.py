@@ -261,3 +261,21 @@ def test_on_nan_skip_counts_and_continues(digits):
     result = finetune.train(Spiky(), (x, y), val=(x_test, y_test), epochs=2, on_nan="skip", lr=0.05, progress=False)
     assert result.skipped_steps == result.steps // 10
     assert np.isfinite(result.history[-1]["train_loss"]) and result.metrics["accuracy"] > 0.5
+
+
+def test_resuming_a_run_a_callback_stopped_says_that_nothing_is_left_to_train(tmp_path, caplog):
+    """A run a callback stopped (or early stopping ended) is complete: resume=True trains nothing more, and says so
+    rather than pass for a resumed run."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6)).astype(np.float32), np.arange(64) % 2
+    settings = dict(epochs=6, lr=0.05, optimizer="adamw", checkpoint_dir=tmp_path, checkpoint_every="epoch",
+                    progress=False, recipe="none")
+    torch.manual_seed(0)
+    stopped = finetune.train(mlp(6, 8, 2), (x, y), callback=lambda kind, info: kind == "epoch" and info["epoch"] >= 1,
+                             **settings)
+    assert len(stopped.history) == 2
+    torch.manual_seed(0)
+    with caplog.at_level("WARNING", logger="finetune"):
+        resumed = finetune.train(mlp(6, 8, 2), (x, y), resume=True, **settings)
+    assert len(resumed.history) == 2
+    assert "holds a run that ended after 2 of its 6 epochs" in caplog.text and "trains nothing further" in caplog.text

@@ -469,6 +469,13 @@ def _resume_state(run: _Run, resume: bool | str | os.PathLike) -> Any:
         log.info("resuming a run of %s epochs for %d epochs: the schedule is recomputed for the new length",
                  saved.get("epochs"), run.config.epochs)
     checkpoint.load_model_state(run.model, tensors, str(found))
+    ran = len(loop_state["history"])
+    if loop_state["counters"]["epoch"] >= run.config.epochs and ran < run.config.epochs:
+        # A run stopped early (early stopping, a callback) is complete: nothing is left to resume, and silence
+        # would read as a resumed run
+        log.warning("checkpoint '%s' holds a run that ended after %d of its %d epochs (early stopping or a callback "
+                    "stopped it): resuming trains nothing further and returns the model as it ended; a new run "
+                    "needs another checkpoint_dir", found, ran, run.config.epochs)
     log.info("resuming from %s (epoch %d, step %d)", found, loop_state["counters"]["epoch"],
              loop_state["counters"]["steps"])
     return checkpoint.loop_state(loop_state)
