@@ -1520,11 +1520,12 @@ def test_a_recommender_trains_evaluates_and_predicts_a_csv_of_ratings(capsys, tm
                          "item": np.asarray(ids["item"])[split.x_test[:, 1]], "rating": split.y_test})
     test.to_csv(tmp_path / "test.csv", index=False)
     assert runs.evaluate_run(tmp_path / "r", tmp_path / "test.csv") == pytest.approx(runs.evaluate_run(tmp_path / "r"))
-    pd.DataFrame({"customer": ["u3", "u999"], "item": ["m1", "m2"]}).to_csv(tmp_path / "stranger.csv", index=False)
+    pd.DataFrame({"customer": ["u3", "u999"], "item": ["m1", "m999"]}).to_csv(tmp_path / "stranger.csv", index=False)
     code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "stranger.csv"),
                          "--output", str(tmp_path / "p.csv"))
     assert_one_line_error(code, err, "stranger.csv' column 'customer' holds 1 user(s) training did not have, such as "
-                          "['u999']")
+                          "['u999']; column 'item' holds 1 item(s) training did not have, such as ['m999']: the "
+                          "model has no factors for them")
     code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"))
     assert_one_line_error(code, err, "new.csv' has no label column 'rating' (data.label in the run's config.toml")
     code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"), "--output",

@@ -633,16 +633,17 @@ def load_pairs(path: str | os.PathLike, user: str, item: str, rating: str | None
     users, items, ratings, _ = _read_text_file(path, "ratings", encoding, errors,
                                                lambda p: _read_id_rows(p, user, item, rating, encoding, errors))
     known = np.ones(len(users), dtype=bool)
-    columns = []
+    columns, said = [], []  # said: each id column's ids training never had, for one error naming both
     for name, column, raw in (("user", user, users), ("item", item, items)):
         index = {v: i for i, v in enumerate(ids[name])}
         unseen = sorted({v for v in raw if v not in index})
-        if unseen and not skip_unseen:
-            raise ValueError(f"'{path}' column {column!r} holds {len(unseen)} {name}(s) training did not have, such "
-                             f"as {unseen[:5]}: the model has no factors for them")
+        if unseen:
+            said.append(f"column {column!r} holds {len(unseen)} {name}(s) training did not have, such as {unseen[:5]}")
         found = np.fromiter((index.get(v, -1) for v in raw), dtype=np.int64, count=len(raw))
         known &= found >= 0
         columns.append(found)
+    if said and not skip_unseen:
+        raise ValueError(f"'{path}' {'; '.join(said)}: the model has no factors for them")
     pairs = np.stack(columns, axis=1)[known]
     return pairs, ratings[known] if ratings is not None else None, int((~known).sum())
 
