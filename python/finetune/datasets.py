@@ -806,14 +806,6 @@ def _not_a_number(path: Path, number: int, column: str, text: str, hint: str = "
     return ValueError(f"'{path}' row {number}, column '{column}': {text!r} is not a number{hint}")
 
 
-class _Infinite(Exception):
-    """A CSV cell that parses as a number float32 cannot hold finitely ("inf", "1e39"): the column it is in."""
-
-    def __init__(self, column: int):
-        super().__init__(column)
-        self.column = column
-
-
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")  # a CSV's missing value, as pandas reads it (lower case)
 MISSING_LABELS = ("error", "drop")  # what a CSV row without a label is: load_file's missing_labels
@@ -852,14 +844,11 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
             if absent(v):
                 return math.nan
             try:
-                value = float(v)
+                return float(v)
             except ValueError:
                 if words is True or i in named:
                     return v
                 raise
-            if math.isinf(value) or abs(value) > FLOAT32_MAX:  # inf, or a number float32 holds as inf
-                raise _Infinite(i)
-            return value
 
         dropped = []  # the file rows left out without a label (missing_labels="drop")
         for number, row in enumerate(reader, start=2):
@@ -877,13 +866,15 @@ def _read_numeric_csv(path: Path, label: str, task: str | None, encoding: str, e
             row = [v for i, v in enumerate(row) if i not in skipped]
             try:
                 values = [cell(i, v) for i, v in enumerate(row)]
-            except _Infinite as infinite:  # named here, in the file's terms: not as a split's row, after training
-                raise ValueError(f"'{path}' row {number}, column '{features[infinite.column]}': "
-                                 f"{row[infinite.column]!r} is not a finite number (float32 holds up to 3.4e38): "
-                                 "fill it or drop the row") from None
             except ValueError:  # the cell that is neither a number, a missing value nor a word where words are read
                 bad = next(i for i, v in enumerate(row) if not (_is_number(v) or absent(v) or word(i, v)))
                 raise _not_a_number(path, number, features[bad], row[bad]) from None
+            # inf, or a number float32 holds as inf: named here, in the file's terms -- not as a split's row, after
+            # training
+            huge = next((i for i, v in enumerate(values) if isinstance(v, float) and abs(v) > FLOAT32_MAX), None)
+            if huge is not None:
+                raise ValueError(f"'{path}' row {number}, column '{features[huge]}': {row[huge]!r} is not a finite "
+                                 "number (float32 holds up to 3.4e38): fill it or drop the row")
             if task is not None and task != "classification" and not _is_number(label_text):
                 raise _not_a_number(path, number, label, label_text, f" (task={task!r} predicts values; labels "
                                     "such as 'Yes' are task='classification')")

@@ -130,6 +130,11 @@ def trainable(head: str | None) -> Any:
     return lambda name: not is_trained_name(name, head)
 
 
+def holds_adapters(model: Any) -> bool:
+    """Whether ``model`` is an nn.Module with a LoraLinear in it (adapters added and not merged)."""
+    return isinstance(model, torch.nn.Module) and any(isinstance(m, LoraLinear) for m in model.modules())
+
+
 def merge(model: torch.nn.Module) -> list[str]:
     """Replaces every LoraLinear in ``model`` by its base layer with the update merged in; returns their names."""
     names = [name for name, module in model.named_modules() if isinstance(module, LoraLinear)]

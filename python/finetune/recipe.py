@@ -615,7 +615,7 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                   "shares an 'other' input, where a level training never saw goes too; with none, it is no level)")
     if pretrained and family == "default" and not isinstance(inputs, streams.Stream):
         _note_raw_scales(plan, inputs, sample)
-    adapted = isinstance(model, torch.nn.Module) and any(isinstance(m, lora.LoraLinear) for m in model.modules())
+    adapted = lora.holds_adapters(model)
     head, no_head = None, None  # the head module's name, or why none was found
     # A bare nn.Linear on one tensor of features (finetune.embed's, say) is a linear model on fixed features: all
     # of it is a head, fit as the linear probe (rule 3), not a network fine-tuned in the loop -- the loop's AdamW
@@ -728,11 +728,8 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
                                     if family in TRANSFORMERS else (FULL_EPOCHS, FULL_PATIENCE))
                 phases.append(Phase("full", epochs, patience,
                                     lora.trainable(head if phases else None) if adapted else None))
-                if phases[0].name == "head" and family in TRANSFORMERS:
-                    plan.note("shrunk", None, "not run: a transformer's phases train at BERT's fixed rate, where "
-                              "the candidates' rates by the range test would be one (measured on small CNNs only)")
-                elif phases[0].name == "head":
-                    phases += _shrunk_phase(plan, model, head, adapted)
+                if phases[0].name == "head":
+                    phases += _shrunk_phase(plan, model, head, adapted, family)
                 phases += _scratch_phase(plan, model, family, config.task, adapted,
                                          int(val[1].shape[0]) if val is not None else 0)
     elif recommender:
@@ -1124,13 +1121,17 @@ def _lineage(phases: list[Phase], kept: int) -> list[int]:
     return chain
 
 
-def _shrunk_phase(plan: Plan, model: Any, head: str, adapted: bool) -> list[Phase]:
+def _shrunk_phase(plan: Plan, model: Any, head: str, adapted: bool, family: str) -> list[Phase]:
     """Phase "shrunk": every layer trained again from the head phase's weights with the body's shrunk and perturbed
     (Ash & Adams 2020) -- a second candidate beside phase "full" for a small model, kept only if its validation
     loss is lower. A model trained on a narrower task than the user's (the digits story: pretrained on 0-4 only)
     fine-tunes worse than it trains from scratch -- the warm-start gap -- and shrinking its weights closes it."""
     if adapted:
         plan.note("shrunk", None, "not run: with LoRA adapters the base weights stay as they are")
+        return []
+    if family in TRANSFORMERS:
+        plan.note("shrunk", None, "not run: a transformer's phases train at BERT's fixed rate, where the candidates' "
+                  "rates by the range test would be one (measured on small CNNs only)")
         return []
     size = sum(p.numel() for p in model.parameters())
     if size > SHRINK_MAX_PARAMS:

@@ -21,7 +21,7 @@ def save(model: Any, path: str | os.PathLike) -> None:
     if found is None:
         raise TypeError(f"finetune.save writes a model finetune built by name, got {type(model).__name__}; save an "
                         "nn.Module of your own with torch.save(model.state_dict(), path)")
-    if any(isinstance(m, lora.LoraLinear) for m in (model.modules() if isinstance(model, torch.nn.Module) else ())):
+    if lora.holds_adapters(model):
         raise ValueError("finetune.save writes a model's weights, and this one holds LoRA adapters kept apart "
                          "(lora merge=False): train with the adapters merged (lora={'merge': True}, the default), or "
                          "keep the run directory a run config's [lora] merge = false writes (finetune.load reads it)")

@@ -402,9 +402,10 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
     elif isinstance(model, models.NativeModel):
         model_options = model.options
     if lora is not None and isinstance(model, torch.jit.ScriptModule) and models.eager(model) is not None:
-        traced, model = model, models.eager(model)  # a module finetune traced ("minilm"): adapters change its Python layers
-        if registry.built(traced) is not None:  # the module trained is the one returned: it reads texts as built
-            registry.remember(model, *registry.built(traced))
+        built = registry.built(model)
+        model = models.eager(model)  # a module finetune traced ("minilm"): adapters change its Python layers
+        if built is not None:  # the module trained is the one returned: it reads texts as built
+            registry.remember(model, *built)
     given_model = model
     model = models.adapt(model, example, keys, cfg.output_key)  # keyword inputs, a dict or tuple output
     replaced = _fit_head(model, head, _outputs_needed(targets, val_targets, cfg.task), cfg.task, cfg.seed, example,
