@@ -832,6 +832,29 @@ def test_a_classifier_whose_loss_stays_at_chance_says_so(caplog):
     assert "not_learning" not in decisions(learned)
 
 
+def test_a_classifier_that_predicts_one_class_for_every_validation_example_says_so(caplog):
+    """A head biased far to one class and a rate too low to move it: every validation example gets that class, and
+    the run says so with the class's label (result.recipe's one_class, a logged warning); a model that separates
+    the classes says nothing -- and neither does a validation set of one class, which one answer can fit."""
+    x, y = blobs()
+    labels = np.array(["ant", "bee", "cow"])[y]
+    stuck = mlp()
+    with torch.no_grad():
+        stuck[2].bias.copy_(torch.tensor([0.0, 100.0, 0.0]))
+    result = finetune.train(stuck, (x[:180], labels[:180]), val=(x[180:], labels[180:]), epochs=1, lr=1e-7,
+                            optimizer="sgd", progress=False)
+    assert result.confusion_matrix[:, 1].sum() == 60 and result.confusion_matrix.sum() == 60  # the setup held
+    note = decisions(result)["one_class"]
+    assert note["value"] == "bee" and "every one of the 60 validation examples (of 3 classes)" in note["reason"]
+    assert f"{result.metrics['accuracy']:.4g}" in note["reason"]
+    assert any("predicts class 'bee'" in r.getMessage() for r in caplog.records)
+    learned = finetune.train(mlp(), (x[:180], y[:180]), val=(x[180:], y[180:]), progress=False)
+    assert "one_class" not in decisions(learned)
+    one_kind = finetune.train(stuck, (x[:180], y[:180]), val=(x[180:][y[180:] == 1], y[180:][y[180:] == 1]),
+                              epochs=1, lr=1e-7, optimizer="sgd", progress=False)
+    assert "one_class" not in decisions(one_kind)
+
+
 def test_the_recipes_phases_never_say_still_learning(caplog, monkeypatch):
     """The recipe decides its phases' length (a decayed refit's last epoch may still fall fast): no note from them,
     even where every run given its epochs would get one."""

@@ -586,6 +586,7 @@ def train(model: Any, train_data: tuple[Any, Any], val: tuple[Any, Any] | None =
         result.classes = list(run.classes)
         if result.class_counts is not None:
             result.class_counts = {run.classes[k]: n for k, n in result.class_counts.items() if k < len(run.classes)}
+    result.recipe += _one_class(result)  # either path: a model that answers one class whatever it reads
     return result
 
 
@@ -891,6 +892,29 @@ def _not_learning(result: Result) -> list[dict[str, Any]]:
                "(recipe='auto' picks one), or the labels carry no signal the model can find")
     log.warning(message)
     return [{"what": "not_learning", "value": losses[-1], "reason": message}]
+
+
+def _one_class(result: Result) -> list[dict[str, Any]]:
+    """A note (and a logged warning) when a classifier predicts one class for every validation example although
+    they hold several: its accuracy is that class's share and nothing was separated. The recipe takes any model
+    passed in as trained, so a randomly initialised one (a transformer built from a config) can end here: a new
+    user's random BERT kept phase head and scored 0.69 on a test set whose commonest class was 69% of it."""
+    matrix = result.confusion_matrix
+    if result.config.task != "classification" or matrix is None or matrix.ndim != 2:
+        return []
+    predicted, actual = np.flatnonzero(matrix.sum(0)), np.flatnonzero(matrix.sum(1))
+    if len(predicted) != 1 or len(actual) < 2:
+        return []
+    label = int(predicted[0])
+    name = result.classes[label] if result.classes is not None and label < len(result.classes) else label
+    examples = int(matrix.sum())
+    message = (f"the model predicts class {name!r} for every one of the {examples} validation examples (of "
+               f"{len(actual)} classes): its accuracy, {result.metrics.get('accuracy', float('nan')):.4g}, is that "
+               "class's share, and it separates nothing (balanced accuracy "
+               f"{result.metrics.get('balanced_accuracy', float('nan')):.4g}); a model with random weights (built "
+               "from a config) needs far more data than fine-tuning, or the inputs carry no signal it can find")
+    log.warning(message)
+    return [{"what": "one_class", "value": name, "reason": message}]
 
 
 def _hold_out(run: _Run, fraction: float) -> tuple[_Run, torch.Tensor]:
