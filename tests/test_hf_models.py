@@ -187,3 +187,33 @@ def test_float_token_ids_are_one_error_saying_ids_are_integers(trim):
     with pytest.raises(ValueError, match=r"model forward\(\) failed on training inputs of shape .*(float32|Float).*an "
                                          r"embedding reads integer ids: pass them as int64"):
         finetune.train(bert(), (x, y), epochs=1, lr=1e-3, recipe="none", trim_padding=trim, progress=False)
+
+
+def test_tracing_a_hugging_face_model_logs_nothing_its_attribute_reads_set_off():
+    """torch.jit's trace reads every attribute of each module; a Hugging Face model's loss_function property logs
+    "loss_type=None ... ForCausalLMLoss" when read -- a line about a loss the user never asked for (BertForSequenceClassification's BertModel logs it). Not while
+    finetune traces (the line is logged once per process: its cache is cleared first, and reading the property by
+    hand afterwards shows the handler sees it)."""
+    import logging
+
+    class Kept(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    kept = Kept()
+    logging.getLogger("transformers").addHandler(kept)
+    try:
+        x, y = token_data()
+        model = bert()
+        logging.Logger.warning_once.cache_clear()
+        finetune.train(model, (x, y), epochs=1, lr=1e-3, recipe="none", progress=False)
+        assert not [line for line in kept.lines if "loss_type" in line]
+        logging.Logger.warning_once.cache_clear()
+        model.bert.loss_function  # the encoder inside: a PreTrainedModel of no loss type
+        assert [line for line in kept.lines if "loss_type" in line]
+    finally:
+        logging.getLogger("transformers").removeHandler(kept)

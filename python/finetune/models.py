@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import logging
 import os
+import sys
 import threading
 import warnings
 import weakref
@@ -446,8 +448,11 @@ def _trace(model: torch.nn.Module, example: Sequence[torch.Tensor],
     model.eval()
     model.forward_train = forward_train  # what trace_module records the training graph from
     try:
-        with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng(devices=[]):
-            warnings.simplefilter("always", torch.jit.TracerWarning)
+        with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng(devices=[]), _scan_unlogged():
+            # Recorded, never raised: under filterwarnings=error (pytest's setting here) a library's FutureWarning
+            # set off by the tracer's attribute reads (transformers' `is_gradient_checkpointing`) failed the trace,
+            # and the tests ran Hugging Face models on another runner than users get.
+            warnings.simplefilter("always")
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript's own: our bridge, not the user's
             inputs = tuple(_on_model_device(model, example))
             traced = torch.jit.trace_module(model, {"forward": inputs, "forward_train": inputs}, check_trace=False,
@@ -471,6 +476,35 @@ def _trace(model: torch.nn.Module, example: Sequence[torch.Tensor],
 
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _logged_by_the_scan(record: logging.LogRecord) -> bool:
+    """Whether a log record comes from the tracer's scan of a module's attributes (torch.jit's
+    module_has_exports reads every one of them with hasattr)."""
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "module_has_exports" and frame.f_code.co_filename.startswith(_TORCH_DIR):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def _scan_unlogged() -> Iterator[None]:
+    """The loggers quiet about what the tracer's attribute scan sets off: a Hugging Face model's ``loss_function``
+    property logs "loss_type=None ... ForCausalLMLoss" when read, which a user who never asked for its loss took
+    for a problem of theirs. A logger's filter sees only its own records, so every logger gets it while tracing."""
+    drop = logging.Filter()
+    drop.filter = lambda record: not _logged_by_the_scan(record)
+    loggers = [logging.getLogger()] + [lg for lg in logging.root.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        lg.addFilter(drop)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(drop)
 
 
 def _on_model_device(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> list[torch.Tensor]:
