@@ -147,6 +147,10 @@ def test_words_training_never_saw_in_most_rows_are_a_warning_naming_the_column(c
     with caplog.at_level("WARNING", logger="finetune"):
         finetune.predict(model, later)  # the words it knows: nothing said
     assert caplog.text == ""
+    assert model.options["categories"][0]["other"] == 0  # every city of training was a level: no "other" input
+    with caplog.at_level("WARNING", logger="finetune"):
+        finetune.predict(model, later.iloc[:1].assign(city="Quito"))  # one row of one new word: said too
+    assert "X column 'city': 1 of 1 rows hold a value training did not have as a level (e.g. 'Quito'" in caplog.text
 
 
 def test_a_column_of_names_mostly_other_from_the_start_is_no_unseen_level_warning(caplog):

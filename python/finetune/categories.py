@@ -280,7 +280,9 @@ def _one_hot(cells: Any, category: dict[str, Any]) -> np.ndarray:
     ids = np.fromiter((index.get(v, unknown) for v in values), dtype=np.int64, count=len(values))
     unseen = [v for v in values if v not in index]
     share = len(unseen) / max(len(values), 1)
-    if share > UNSEEN_WARNING and share > 2 * category["other"]:  # "MALE" for "male", 1 for "1st": read as nothing
+    # "MALE" for "male", 1 for "1st": read as nothing. Where training had no rare values (no "other" input), even
+    # one row's new value has nothing to read as -- a user predicting one row learns of it only here.
+    if (share > UNSEEN_WARNING and share > 2 * category["other"]) or (unseen and category["other"] == 0):
         examples = ", ".join(repr(v) for v in list(dict.fromkeys(unseen))[:3])
         logging.getLogger("finetune").warning(
             f"X column {category['column']!r}: {len(unseen)} of {len(values)} rows hold a value training did not "
