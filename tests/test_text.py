@@ -31,6 +31,10 @@ def test_tokenizer_pads_and_truncates_and_says_how_many_it_cut(classifier, caplo
     caplog.clear()
     tokenize(["short", "also short"])
     assert "were cut" not in caplog.text
+    tokenize(["short", "a much longer sentence " * 10])  # the same texts again (embed after train): said once
+    assert "were cut" not in caplog.text
+    tokenize(["short", "another much longer sentence " * 10])  # other texts: said for them
+    assert "1 of 2 texts (50%) are longer than max_length=16 tokens and were cut" in caplog.text
     with pytest.raises(TypeError, match="texts must be a list of strings, got one string"):
         tokenize("one string")
     with pytest.raises(TypeError, match="texts must be strings; item 1 is int"):

@@ -82,6 +82,8 @@ def tokenizer(max_length: int = 48) -> Callable[[Sequence[str]], list[np.ndarray
     tok.enable_truncation(max_length)
     tok.enable_padding(length=max_length)
 
+    said: set[int] = set()  # the texts whose cuts were warned of (a hash of them, sampled or not): the same again say nothing new
+
     def tokenize(texts: Sequence[str], counted: np.ndarray | None = None) -> list[np.ndarray]:
         """``counted``: the rows whose cuts the warning counts (the training sample of a larger pool); None, all."""
         if isinstance(texts, str):
@@ -92,7 +94,11 @@ def tokenizer(max_length: int = 48) -> Callable[[Sequence[str]], list[np.ndarray
         encoded = tok.encode_batch(list(texts))
         rows = range(len(encoded)) if counted is None else np.asarray(counted, dtype=np.int64).tolist()
         cut = sum(1 for i in rows if encoded[i].overflowing)
-        if cut:  # a silent cut loses what a long text says after max_length tokens
+        # A silent cut loses what a long text says after max_length tokens. Said once for the same texts: training,
+        # then embed or predict on them, repeated it call after call.
+        seen = hash((tuple(texts[i] for i in rows), len(rows) == len(encoded))) if cut else None
+        if cut and seen not in said:
+            said.add(seen)
             logging.getLogger("finetune").warning(
                 "%d of %d %stexts (%.0f%%) are longer than max_length=%d tokens and were cut; a larger max_length "
                 "keeps them whole (at a cost that grows with the length)", cut, len(rows),
