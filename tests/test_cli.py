@@ -1750,3 +1750,38 @@ def test_a_built_in_text_sets_run_reads_new_texts_from_a_csv_of_one_column(tmp_p
                                          r"the run trained on the built-in 'rotten-tomatoes', so new texts come as a "
                                          r"CSV of one column"):
         runs.read_inputs(cfg, tmp_path / "two.csv")
+
+
+def test_a_label_column_coded_from_one_reads_its_codes_as_class_names(capsys, tmp_path):
+    """Many files write their classes 1..K. Python's finetune.train asks for ids 0..K-1 (np.unique first); a file
+    has no such step, so the CLI reads the codes as class names: predict writes them back, evaluate reads them
+    again. Other gaps ({0, 3, 7}) are an error naming the file's column and what to write instead."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    label = (x[:, 0] + x[:, 1] > 0).astype(int) + 1
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "label": label}).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\n[model]\nname = "mlp"\n'
+                                       '[train]\nepochs = 3\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    own = runs.evaluate_run(tmp_path / "r")
+    assert own["classes"] == ["1", "2"] and own["accuracy"] > 0.8
+    pd.DataFrame({"a": x[:20, 0], "b": x[:20, 1], "label": label[:20]}).to_csv(tmp_path / "new.csv", index=False)
+    assert runs.evaluate_run(tmp_path / "r", tmp_path / "new.csv")["accuracy"] > 0.8  # the codes read again
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"),
+                         "--output", str(tmp_path / "p.csv"))
+    assert code == 0, err
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert list(written.columns) == ["prediction", "p_1", "p_2"] and set(written["prediction"]) <= {1, 2}
+    assert (written["prediction"] == label[:20]).mean() > 0.8
+    pd.DataFrame({"a": x[:20, 0], "b": x[:20, 1], "label": 1.5}).to_csv(tmp_path / "half.csv", index=False)
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "half.csv"))
+    assert_one_line_error(code, err, "half.csv' column 'label' must hold integer class ids")
+    gaps = np.array([0, 3, 7])[np.arange(200) % 3]
+    pd.DataFrame({"a": x[:, 0], "label": gaps}).to_csv(tmp_path / "gaps.csv", index=False)
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), f'data.path="{tmp_path / "gaps.csv"}"',
+                         "--out", str(tmp_path / "g"), "--quiet")
+    assert_one_line_error(code, err, "the labels in '", "gaps.csv' label column 'label' are not the class ids 0..K-1",
+                          "write them in the file as 0..K-1, or as words", "train.task='regression'")
+    assert "np.unique" not in err

@@ -380,10 +380,30 @@ def load_data(cfg: RunConfig) -> datasets.Split:
                          "(train.task = 'ranking'), and this run does not rank: leave time out, or set train.task = "
                          "'ranking' to rank from the (user, item) pairs alone")
     x, y, ids = _read_path(cfg)
-    if cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
-        training.check_not_quantities(torch.as_tensor(y), "train.task")  # the default: do they look like classes?
+    if cfg.train.task == "classification" and _coded_from_one(y):  # a run's saved config names its task too
+        y = _as_class_names(y)
+        log.info("'%s' label column %r holds the codes 1..%d: each is read as a class name (predict writes them "
+                 "back)", d["path"], d["label"], len(np.unique(y)))
+    elif cfg.train.task == "classification" and "task" not in cfg.train_given and y.dtype.kind != "U":
+        training.check_not_quantities(torch.as_tensor(y), "train.task",  # the default: do they look like classes?
+                                      labels=f"'{d['path']}' label column {d['label']!r}")
     train, test = _split_rows(cfg, y, cfg.train.task == "classification", f"'{d['path']}'", "test", "test_fraction")
     return datasets.Split(rows_of(x, train), y[train], rows_of(x, test), y[test], cfg.train.task, f"{d['path']}", ids)
+
+
+def _coded_from_one(y: np.ndarray) -> bool:
+    """Whether a file's numeric labels are the codes 1..K (K >= 2), as many data sets write their classes: the
+    CLI reads them as class names, where finetune.train in Python asks for ids 0..K-1 (a file has no np.unique
+    to call first). Other gaps ({0, 3, 7}, whole prices) stay an error asking which they are."""
+    if y.dtype.kind not in "iuf" or y.size == 0:
+        return False
+    values = np.unique(y)
+    return len(values) >= 2 and np.array_equal(values, np.arange(1, len(values) + 1))
+
+
+def _as_class_names(y: np.ndarray) -> np.ndarray:
+    """Whole-number labels as the text of their values ("1", "2"): class names, as a label column of words is."""
+    return np.asarray([str(int(v)) for v in y.tolist()], dtype=str)
 
 
 def rows_of(x: Any, rows: np.ndarray) -> Any:
@@ -1191,6 +1211,11 @@ def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any,
     x, y = _read_rows(cfg, path, trained.columns if trained is not None else None, _category_columns(model), (),
                       labelled=True, ids=ids)
     classes = trained.classes if trained is not None else None
+    if classes is not None and y.dtype.kind in "iuf" and all(c.isdigit() for c in classes):  # codes 1..K, as trained
+        if (y != np.round(y)).any():
+            raise ValueError(f"'{path}' label column {cfg.data['label']!r} holds {y[y != np.round(y)][0]!r}, and the "
+                             f"model's classes are the codes {list(classes)}")
+        y = _as_class_names(y)
     unseen = sorted(set(y.tolist()) - set(classes)) if classes is not None and y.dtype.kind == "U" else []
     if unseen:  # said here by the file and column, not as finetune.evaluate's y
         where = ("has class folder(s)" if Path(path).is_dir() else "array y holds label(s)"

@@ -270,19 +270,20 @@ def _task_given(config: Any, settings: dict[str, Any]) -> bool:
     return "task" in settings or (isinstance(config, TrainConfig) and config.task != TrainConfig.task)
 
 
-def check_not_quantities(targets: torch.Tensor, setting: str = "task", gaps: bool = True) -> None:
+def check_not_quantities(targets: torch.Tensor, setting: str = "task", gaps: bool = True, labels: str = "y") -> None:
     """Labels that are not class ids while no task was given: a quantity measured (diabetes' disease progression,
     25 to 346, most values seen once or twice), for which the default, classification, would train a class per
     value and report an accuracy near 0, or codes with gaps (1 and 2; 0, 3 and 7), for which it would size the head
     by the largest and train outputs no example has. Say so instead; task='classification' given keeps them as
     they are. Only labels that are exactly 0..K-1 pass (factorised labels, 100 classes of 2 examples each);
     ``gaps=False`` (a model passed in keeps its head, which may have classes y lacks) checks quantities alone.
-    ``setting``: how the message names the task (the CLI's "train.task")."""
+    ``setting``: how the message names the task (the CLI's "train.task"); ``labels``: how it names y (a file's
+    label column)."""
     values, counts = torch.unique(targets, return_counts=True)
     if torch.equal(values.double(), torch.arange(values.numel(), dtype=torch.float64)):
         return
     if counts.numel() >= QUANTITY_MIN_VALUES and float(counts.double().median()) < QUANTITY_MEDIAN_COUNT:
-        raise ValueError(f"y has {counts.numel()} distinct values among {targets.shape[0]} rows, most of them seen "
+        raise ValueError(f"{labels} has {counts.numel()} distinct values among {targets.shape[0]} rows, most of them seen "
                          f"once or twice: a value to predict? pass {setting}='regression'; or {setting}='classification' "
                          f"to train them as {counts.numel()} classes")
     # Ids that never occur: a head as wide as the largest id, classes no example has (a price in whole dollars
@@ -294,11 +295,14 @@ def check_not_quantities(targets: torch.Tensor, setting: str = "task", gaps: boo
         return
     largest = int(values[-1])
     shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if values.numel() > 8 else "")
-    raise ValueError(f"y's labels are not the class ids 0..K-1: {values.numel()} distinct labels ({shown}) reach "
-                     f"{largest}, so {largest + 1 - values.numel()} of the {largest + 1} ids never occur; encode them, "
-                     "one mapping for every split (classes, y = np.unique(y, return_inverse=True); y_val = "
-                     f"np.searchsorted(classes, y_val)), pass {setting}='regression' for a value to predict, or "
-                     f"{setting}='classification' to keep them as given")
+    encode = ("encode them, one mapping for every split (classes, y = np.unique(y, return_inverse=True); y_val = "
+              "np.searchsorted(classes, y_val))" if setting == "task" else
+              "write them in the file as 0..K-1, or as words (each becomes a class)")
+    whose = "y's labels" if labels == "y" else f"the labels in {labels}"
+    raise ValueError(f"{whose} are not the class ids 0..K-1: {values.numel()} distinct labels ({shown}) "
+                     f"reach {largest}, so {largest + 1 - values.numel()} of the {largest + 1} ids never occur; "
+                     f"{encode}, pass {setting}='regression' for a value to predict, or {setting}='classification' to "
+                     "keep them as given")
 
 
 def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, settings: dict[str, Any],
