@@ -899,8 +899,42 @@ def test_rows_without_a_label_are_an_error_or_left_out_by_data_missing_labels(ca
     for override, what in (('data.dataset="iris"', "dataset 'iris' is a built-in set"),):
         code, err = run_main(capsys, "train", str(EXAMPLES / "wine.toml"), 'data.missing_labels="drop"', override,
                              "--out", str(tmp_path / "w"))
-        assert_one_line_error(code, err, f"data.missing_labels = 'drop' in override 'data.missing_labels=\"drop\"' is "
-                              f"for a CSV of features or texts, and {what}: leave missing_labels out")
+        assert_one_line_error(code, err, f"data.missing_labels = 'drop' in override 'data.missing_labels=\"drop\"' "
+                              f"says what a CSV row without a label (or rating) is, and {what}: leave missing_labels out")
+
+
+def test_a_ratings_csv_with_a_missing_or_infinite_rating_is_an_error_or_left_out_by_missing_labels(
+        capsys, caplog, tmp_path):
+    """"nan" is a float to Python: a ratings file's "nan" was read as a rating and the loss went NaN. A missing
+    rating (empty, NA, nan) is an error naming its row and pointing at data.missing_labels, which leaves such rows
+    out with "drop" (as for a CSV of features); an infinite one is an error. A ranker reads no ratings: there
+    missing_labels is an error saying so."""
+    rng = np.random.default_rng(0)
+    rows = [f"u{rng.integers(30)},m{rng.integers(40)},{rng.integers(1, 6)}" for _ in range(400)]
+    rows[9], rows[20] = "u1,m1,nan", "u2,m2,"
+    (tmp_path / "r.csv").write_text("user,item,rating\n" + "\n".join(rows) + "\n")
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "r.csv"}"\nlabel = "rating"\n'
+                                       '[model]\nname = "mf"\n[train]\nepochs = 2\n')
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert_one_line_error(code, err, "r.csv' row 11, column 'rating': the rating is 'nan', a missing value (fill it "
+                          "or drop the row; a run config's data.missing_labels = \"drop\" leaves such rows out)")
+    with caplog.at_level("WARNING", logger="finetune"):
+        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), 'data.missing_labels="drop"', "--out",
+                             str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    assert "r.csv': 2 row(s) without a rating left out (data.missing_labels = \"drop\"; rows [11, 22])" in caplog.text
+    assert np.isfinite(json.loads((tmp_path / "r" / "metrics.json").read_text())["test"]["rmse"])
+    (tmp_path / "new.csv").write_text("user,item,rating\n" + "\n".join(rows[:30]) + "\n")  # evaluate reads alike
+    assert np.isfinite(runs.evaluate_run(tmp_path / "r", tmp_path / "new.csv")["rmse"])
+    rows[9] = "u1,m1,inf"
+    (tmp_path / "r.csv").write_text("user,item,rating\n" + "\n".join(rows) + "\n")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), 'data.missing_labels="drop"', "--out",
+                         str(tmp_path / "i"), "--quiet")
+    assert_one_line_error(code, err, "r.csv' row 11, column 'rating': the rating 'inf' is not a finite number")
+    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), 'data.missing_labels="drop"',
+                         'train.task="ranking"', "--out", str(tmp_path / "k"), "--quiet")
+    assert_one_line_error(code, err, "a ranker reads '", "r.csv' as (user, item) interactions, which have no labels: "
+                          "leave missing_labels out")
 
 
 def test_a_csv_with_text_labels_trains_evaluates_and_predicts_them(capsys, tmp_path):

@@ -511,12 +511,16 @@ def _random_resized_crop(size: tuple[int, int], rng: random.Random) -> tuple[flo
 
 
 def load_ratings(path: str | os.PathLike, user: str = "user", item: str = "item", rating: str = "rating",
-                 encoding: str = "utf-8", errors: str = "strict") -> tuple[np.ndarray, np.ndarray, dict, dict]:
+                 encoding: str = "utf-8", errors: str = "strict",
+                 missing_labels: str = "error") -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """(pairs, ratings, user map, item map) from a CSV (gzip when the name ends in .gz) of (user, item, rating)
     rows with a header; a pair rated more than once is kept once, with its last rating (a warning counts the
-    others). Errors name the file and the row. `encoding` and `errors` as for :func:`load_file`."""
+    others). Errors name the file and the row. `encoding`, `errors` and `missing_labels` (a row without a
+    rating: "error" or "drop") as for :func:`load_file`."""
+    if missing_labels not in MISSING_LABELS:
+        raise ValueError(f"missing_labels must be one of {list(MISSING_LABELS)}, got {missing_labels!r}")
     return _read_text_file(path, "ratings", encoding, errors,
-                           lambda p: _read_ratings(p, user, item, rating, encoding, errors))
+                           lambda p: _read_ratings(p, user, item, rating, encoding, errors, missing_labels))
 
 
 def load_interactions(path: str | os.PathLike, user: str = "user", item: str = "item", encoding: str = "utf-8",
@@ -525,8 +529,8 @@ def load_interactions(path: str | os.PathLike, user: str = "user", item: str = "
     map, repeats dropped) from a CSV of (user, item) interactions -- implicit feedback: a click, a purchase, a rating
     given (other columns are not read). A pair that comes again is kept once, where it first came: a ranker learns
     which items a user has, not how often. ``time`` holds numbers (Unix time, say) or ISO 8601 dates and times."""
-    users, items, _, times = _read_text_file(path, "interactions", encoding, errors,
-                                             lambda p: _read_id_rows(p, user, item, None, encoding, errors, time))
+    users, items, _, times, _ = _read_text_file(path, "interactions", encoding, errors,
+                                                lambda p: _read_id_rows(p, user, item, None, encoding, errors, time))
     users, items = np.asarray(users), np.asarray(items)
     if times is not None:
         order = np.argsort(_time_keys(times, time, path), kind="stable")
@@ -571,9 +575,10 @@ def _time_keys(times: list[str], column: str, path: str | os.PathLike) -> np.nda
     return keys
 
 
-def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str,
-                  errors: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    users, items, ratings, _ = _read_id_rows(path, user, item, rating, encoding, errors)
+def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str, errors: str,
+                  missing_labels: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    users, items, ratings, _, numbers = _read_id_rows(path, user, item, rating, encoding, errors,
+                                                      missing_labels=missing_labels)
     pairs, user_map, item_map = index_ids(np.asarray(users), np.asarray(items))
     # A pair rated again: its last rating replaces the earlier ones. Kept twice, a pair could fall on both sides of
     # a split, and the test would score ratings the model trained on.
@@ -582,16 +587,18 @@ def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str,
         again = np.setdiff1d(np.arange(len(pairs)), last)
         logging.getLogger("finetune").warning(
             f"'{path}': {len(pairs) - len(last)} rating(s) of a (user, item) pair rated again later in the file left "
-            f"out, each pair kept once with its last rating (the first left out: row {int(again[0]) + 2}, user "
+            f"out, each pair kept once with its last rating (the first left out: row {numbers[again[0]]}, user "
             f"{users[again[0]]!r}, item {items[again[0]]!r})")
         pairs, ratings = pairs[last], ratings[last]
     return pairs, ratings, user_map, item_map
 
 
 def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding: str, errors: str,
-                  time: str | None = None) -> tuple[list[str], list[str], np.ndarray | None, list[str] | None]:
-    """(user ids, item ids, ratings, times) of a CSV's rows, the ids and times as written; ``rating`` or ``time``
-    None: none read."""
+                  time: str | None = None,
+                  missing_labels: str = "error") -> tuple[list[str], list[str], np.ndarray | None, list[str] | None, list[int]]:
+    """(user ids, item ids, ratings, times, file row numbers) of a CSV's rows, the ids and times as written;
+    ``rating`` or ``time`` None: none read. A rating missing (empty, NA, nan, ...) is an error naming its row, or with ``missing_labels``
+    "drop" its row is left out and counted in a warning; one that is no finite float32 (inf, 1e39) is an error."""
     import csv
 
     with _open_text(path, encoding, errors) as f:
@@ -603,35 +610,56 @@ def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding
         u, i = header.index(user), header.index(item)
         r = header.index(rating) if rating is not None else None
         t = header.index(time) if time is not None else None
-        users, items, ratings, times = [], [], [], []
+        users, items, ratings, times, numbers = [], [], [], [], []
+        dropped = []  # the file rows left out without a rating (missing_labels="drop")
         for number, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
             if r is not None:
+                # "nan" is a float to Python: read as a rating, it made the loss NaN. A missing value, as pandas reads it.
+                if row[r].strip().lower() in MISSING_TOKENS:
+                    if missing_labels == "drop":
+                        dropped.append(number)
+                        continue
+                    raise ValueError(f"'{path}' row {number}, column '{rating}': the rating is "
+                                     f"{'empty' if not row[r].strip() else repr(row[r]) + ', a missing value'} (fill it "
+                                     "or drop the row; a run config's data.missing_labels = \"drop\" leaves such rows "
+                                     "out)")
                 try:
-                    ratings.append(float(row[r]))
+                    value = float(row[r])
                 except ValueError:
                     raise ValueError(f"'{path}' row {number}: rating {row[r]!r} is not a number") from None
+                if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+                    raise ValueError(f"'{path}' row {number}, column '{rating}': the rating {row[r]!r} is not a "
+                                     "finite number (float32 holds up to 3.4e38)")
+                ratings.append(value)
             if not row[u].strip() or not row[i].strip():  # an id left blank would become a user or item ""
                 raise ValueError(f"'{path}' row {number}: {user if not row[u].strip() else item} is blank")
             users.append(row[u])
             items.append(row[i])
+            numbers.append(number)
             if t is not None:
                 times.append(row[t])
+    if dropped:
+        logging.getLogger("finetune").warning(
+            f"'{path}': {len(dropped)} row(s) without a rating left out (data.missing_labels = \"drop\"; rows "
+            f"{dropped[:5]}{' ...' if len(dropped) > 5 else ''})")
     if not users:
-        raise ValueError(f"'{path}' has no rows")
+        raise ValueError(f"'{path}' has no rows" + (" with a rating" if dropped else ""))
     return (users, items, np.asarray(ratings, dtype=np.float32) if r is not None else None,
-            times if t is not None else None)
+            times if t is not None else None, numbers)
 
 
 def load_pairs(path: str | os.PathLike, user: str, item: str, rating: str | None, ids: dict[str, list[str]],
                encoding: str = "utf-8", errors: str = "strict",
-               skip_unseen: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
+               skip_unseen: bool = False, missing_labels: str = "error") -> tuple[np.ndarray, np.ndarray | None, int]:
     """(pairs, ratings or None, rows skipped) of new rows of a ratings CSV, the user and item ids read by a trained
     model's ``ids`` (its training file's, each list in index order): an id training never saw is an error naming a
-    few (a factor model has no factors for it), or with ``skip_unseen`` its rows are left out and counted."""
-    users, items, ratings, _ = _read_text_file(path, "ratings", encoding, errors,
-                                               lambda p: _read_id_rows(p, user, item, rating, encoding, errors))
+    few (a factor model has no factors for it), or with ``skip_unseen`` its rows are left out and counted. A row
+    without a rating, as :func:`load_ratings` reads it."""
+    users, items, ratings, _, _ = _read_text_file(
+        path, "ratings", encoding, errors,
+        lambda p: _read_id_rows(p, user, item, rating, encoding, errors, missing_labels=missing_labels))
     known = np.ones(len(users), dtype=bool)
     columns, said = [], []  # said: each id column's ids training never had, for one error naming both
     for name, column, raw in (("user", user, users), ("item", item, items)):

@@ -355,14 +355,15 @@ def validation_split(cfg: RunConfig, split: datasets.Split) -> tuple[np.ndarray,
 
 def load_data(cfg: RunConfig) -> datasets.Split:
     d = cfg.data
-    if d["missing_labels"] is not None:  # read by a CSV of features or texts alone
+    if d["missing_labels"] is not None:  # read by a CSV of features, texts or ratings alone
         other = (f"dataset {d['dataset']!r} is a built-in set" if d["dataset"] is not None else
-                 "an .npz's arrays" if str(d["path"]).endswith(".npz") else "a recommender's CSV of ratings or "
-                 "interactions" if registry.get(cfg.model["name"]).pairs and not Path(str(d["path"])).is_dir()
-                 else None)
+                 f"'{d['path']}' is an .npz of arrays" if str(d["path"]).endswith(".npz") else
+                 f"a ranker reads '{d['path']}' as (user, item) interactions, which have no labels"
+                 if cfg.train.task == "ranking" else None)
         if other is not None:
             raise ValueError(f"data.missing_labels = {d['missing_labels']!r} in {cfg.where('data.missing_labels')} "
-                             f"is for a CSV of features or texts, and {other}: leave missing_labels out")
+                             f"says what a CSV row without a label (or rating) is, and {other}: leave "
+                             "missing_labels out")
     if d["dataset"] is not None:
         split = datasets.load(d["dataset"], seed=d["seed"])
         if split.task != cfg.train.task:
@@ -547,6 +548,7 @@ def _read_ratings(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, dict[str, lis
         raise ValueError(f"'{cfg.data['path']}' has no rating column {cfg.data['label']!r} (data.label; its columns: "
                          f"{header}): a CSV of interactions without ratings trains train.task = 'ranking'")
     pairs, ratings, users, items = datasets.load_ratings(cfg.data["path"], *id_columns(cfg), rating=cfg.data["label"],
+                                                         missing_labels=cfg.data["missing_labels"] or "error",
                                                          **_csv_encoding(cfg))
     return pairs, ratings, {"user": list(users), "item": list(items)}  # each map's keys are in index order
 
@@ -1268,7 +1270,7 @@ def _read_rows(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...]
             raise ValueError(f"'{path}' is a CSV of ids, and the run holds no {IDS_FILE} (it trained on a built-in "
                              "set or an .npz of index pairs): pass an .npz with X as those pairs")
         x, y, _ = datasets.load_pairs(path, *id_columns(cfg), cfg.data["label"] if labelled else None, ids,
-                                      **_csv_encoding(cfg))
+                                      missing_labels=cfg.data["missing_labels"] or "error", **_csv_encoding(cfg))
     elif _text_csv(cfg, path):  # the column of texts the model trained on, by name; the others are not read
         text = columns[0] if columns is not None else text_column(cfg, path, labelled)  # a built-in set's run
         x, y = datasets.load_texts(path, text, cfg.data["label"], cfg.train.task if labelled else None,
