@@ -217,3 +217,48 @@ def test_tracing_a_hugging_face_model_logs_nothing_its_attribute_reads_set_off()
         assert [line for line in kept.lines if "loss_type" in line]
     finally:
         logging.getLogger("transformers").removeHandler(kept)
+
+
+def test_a_misspelled_key_and_ids_beyond_the_vocabulary_are_errors_naming_them():
+    """BERT's forward takes **kwargs: "input_id" went into them and the model said "You must specify exactly one of
+    input_ids or inputs_embeds"; an id past its 100 tokens said "index out of range in self". Each is one error
+    naming the key or the id, in train, evaluate, predict and embed alike; a key no parameter is close to passes
+    to a forward that takes **kwargs (the model's to read)."""
+    x, y = token_data()
+    model = bert()
+    finetune.train(model, (x, y), epochs=1, lr=1e-3, recipe="none", progress=False)
+    misspelled = {"input_id": x["input_ids"], "attention_mask": x["attention_mask"]}
+    beyond = {"input_ids": x["input_ids"] + 50, "attention_mask": x["attention_mask"]}
+    negative = {"input_ids": x["input_ids"] - 10, "attention_mask": x["attention_mask"]}
+    calls = {"train": lambda X: finetune.train(bert(), (X, y), epochs=1, lr=1e-3, recipe="none", progress=False),
+             "evaluate": lambda X: finetune.evaluate(model, (X, y)), "predict": lambda X: finetune.predict(model, X),
+             "embed": lambda X: finetune.embed(model, X)}
+    for call in calls.values():
+        with pytest.raises(ValueError, match=r"^X's key 'input_id' is no parameter of BertForSequenceClassification"
+                                             r"\.forward \(its parameters: input_ids, attention_mask, .*\): did you "
+                                             r"mean 'input_ids'\?$"):
+            call(misspelled)
+        with pytest.raises(ValueError, match=r"^X\['input_ids'\] holds the id 149, and the model's vocabulary has "
+                                             r"100 tokens \(ids 0 to 99\)"):
+            call(beyond)
+        with pytest.raises(ValueError, match=r"holds the id -\d+, and the model's vocabulary has 100 tokens"):
+            call(negative)
+    with pytest.raises(ValueError, match=r"^X_val\['input_ids'\] holds the id 149"):
+        finetune.train(bert(), (x, y), val=(beyond, y), epochs=1, lr=1e-3, recipe="none", progress=False)
+    extra = {**x, "return_dict": np.ones(len(y), dtype=np.int64)}  # in **kwargs, close to no parameter: passes
+    finetune.models.check_keyword_inputs(model, list(extra), [torch.as_tensor(v) for v in extra.values()])
+
+
+def test_a_forward_without_kwargs_names_its_parameters_for_a_key_it_lacks():
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 2)
+
+        def forward(self, features, scale):
+            return self.linear(features) * scale
+
+    x = {"features": np.ones((8, 3), np.float32), "weights": np.ones((8, 1), np.float32)}
+    with pytest.raises(ValueError, match=r"^X's key 'weights' is no parameter of Two\.forward \(its parameters: "
+                                         r"features, scale\)$"):
+        finetune.train(Two(), (x, np.arange(8) % 2), epochs=1, lr=0.1, recipe="none", progress=False)

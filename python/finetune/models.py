@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import difflib
+import inspect
 import logging
 import os
 import sys
@@ -181,6 +183,40 @@ def adapt(model: Any, example: Sequence[torch.Tensor], keys: Sequence[str] | Non
         _adapters[model] = cached
     cached.training = model.training  # the model's mode may have changed since (model.eval())
     return cached
+
+
+def check_keyword_inputs(model: Any, keys: Sequence[str] | None, inputs: Sequence[torch.Tensor],
+                         name: str = "X") -> None:
+    """X as a dict, against the model it is for: a key that is no parameter of its forward is an error naming the
+    parameters -- also where a ``**kwargs`` would swallow it, if it is one letter or two from a parameter
+    ("input_id": BERT took it into its kwargs and said "You must specify exactly one of input_ids or
+    inputs_embeds") -- and token ids beyond a Hugging Face model's vocabulary are an error naming the largest
+    (its embedding's own message is "index out of range in self")."""
+    if keys is None or not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # a forward Python cannot read the signature of: its own errors stand
+        parameters = None
+    if parameters is not None:
+        named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        swallows = any(p.kind == p.VAR_KEYWORD for p in parameters)
+        for key in keys:
+            close = difflib.get_close_matches(key, named, n=1, cutoff=0.8)
+            if key not in named and (not swallows or close):
+                shown = ", ".join(named[:8]) + (", ..." if len(named) > 8 else "")
+                raise ValueError(f"{name}'s key {key!r} is no parameter of {type(model).__name__}.forward (its "
+                                 f"parameters: {shown})" + (f": did you mean {close[0]!r}?" if close else ""))
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if "input_ids" in keys and isinstance(embeddings, torch.nn.Embedding):
+        ids = inputs[list(keys).index("input_ids")]
+        if isinstance(ids, torch.Tensor) and not ids.is_floating_point() and ids.numel():
+            largest, smallest = int(ids.max()), int(ids.min())
+            if largest >= embeddings.num_embeddings or smallest < 0:
+                bad = largest if largest >= embeddings.num_embeddings else smallest
+                raise ValueError(f"{name}['input_ids'] holds the id {bad}, and the model's vocabulary has "
+                                 f"{embeddings.num_embeddings} tokens (ids 0 to {embeddings.num_embeddings - 1}): "
+                                 "ids from another tokenizer? tokenize with the model's own")
 
 
 def _returns_tensor(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> bool:

@@ -31,8 +31,9 @@ def trim(batch: list[torch.Tensor], mask_input: int) -> list[torch.Tensor]:
 
 
 def plan(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, entry_mask: int | None,
-         cfg: Any) -> tuple[int, dict[str, Any]]:
-    """(the attention mask's input index, or -1; {"used", "reason"} for ``Result.trim_padding``).
+         cfg: Any, split: str = "training") -> tuple[int, dict[str, Any]]:
+    """(the attention mask's input index, or -1; {"used", "reason"} for ``Result.trim_padding``). ``split``: what
+    an error of the model's on these inputs calls them ("training", "evaluation", "prediction").
     ``cfg.trim_padding``: "auto" trims where a mask is found and the model gives the same outputs trimmed; True
     insists (a ValueError saying why it cannot), as ``group_by_length=True`` does; False never."""
     if cfg.trim_padding is False:
@@ -41,7 +42,7 @@ def plan(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | None, ent
         if isinstance(inputs, streams.Stream):
             raise NotTrimmed("a streamed dataset's attention mask is read a batch at a time, not before training")
         index = _mask_input(model, inputs, keys, entry_mask)
-        _check_model(model, inputs, index)
+        _check_model(model, inputs, index, split)
     except NotTrimmed as why:
         if cfg.trim_padding is True or cfg.group_by_length:
             setting = "trim_padding=True" if cfg.trim_padding is True else "group_by_length=True"
@@ -77,7 +78,7 @@ def _mask_input(model: Any, inputs: list[torch.Tensor], keys: Sequence[str] | No
     return index
 
 
-def _check_model(model: Any, inputs: list[torch.Tensor], index: int) -> None:
+def _check_model(model: Any, inputs: list[torch.Tensor], index: int, split: str) -> None:
     """The model's outputs on the most padded rows, padded and cut to their longest row (eval mode, no autograd)."""
     lengths = _C.sequence_lengths(inputs[index])
     rows = torch.argsort(lengths, stable=True)[:PROBE_EXAMPLES]
@@ -92,7 +93,7 @@ def _check_model(model: Any, inputs: list[torch.Tensor], index: int) -> None:
             try:
                 full = model(*[t.to(device) for t in padded])
             except Exception as error:  # noqa: BLE001 - the model fails on the data itself: said as the loop says it
-                raise ValueError(heads.forward_failed(padded, error)) from None
+                raise ValueError(heads.forward_failed(padded, error, split)) from None
             try:
                 cut = model(*[t.to(device) for t in trimmed])
             except Exception as error:  # noqa: BLE001 - the reason is reported; the padded run goes ahead

@@ -411,6 +411,9 @@ def _prepare(model: Any, train_data: Any, val: Any, config: TrainConfig | None, 
         if built is not None:  # the module trained is the one returned: it reads texts as built
             registry.remember(model, *built)
     given_model = model
+    models.check_keyword_inputs(model, keys, inputs)
+    if val_inputs is not None:
+        models.check_keyword_inputs(model, keys, val_inputs, "X_val")
     model = models.adapt(model, example, keys, cfg.output_key)  # keyword inputs, a dict or tuple output
     replaced = _fit_head(model, head, _outputs_needed(targets, val_targets, cfg.task), cfg.task, cfg.seed, example,
                          _outputs_needed(targets, None, cfg.task) if cfg.task == "classification" else None)
@@ -1367,8 +1370,9 @@ def evaluate(model: Any, eval_data: tuple[Any, Any], *, task: str | None = None,
         targets = data.targets(y, "y", task, inputs[0].shape[0])
     group = process_group(cfg.distributed, cfg.device, cfg.dist_timeout)
     example = streams.head(inputs, 2)
+    models.check_keyword_inputs(model, data.keywords(x), inputs)
     adapted = models.adapt(model, example, data.keywords(x), output_key)
-    mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
+    mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg, "evaluation")
     with _said_with_training_shape(model, given):
         out = _C.evaluate(models.to_cpp(adapted, example, runner), inputs, targets, cpp_config, group,
                           mask_input=mask_input)
@@ -1393,6 +1397,7 @@ def embed(model: Any, x: Any, *, head: str | None = None, batch_size: int = 1024
     inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
     if isinstance(model, models.NativeModel):
         return _native_features(model, inputs, head, batch_size)
+    models.check_keyword_inputs(model, data.keywords(x), inputs)
     model = models.adapt(model, inputs, data.keywords(x), output_key)
     name = head if head is not None else heads.find_head(model, [t[:2] for t in inputs])
     features, why_not = heads.head_inputs(model, name, inputs, batch_size, split="embedded")
@@ -1467,8 +1472,9 @@ def predict(model: Any, x: Any, *, output: str | None = None, task: str | None =
         inputs = data.features(x, "X", models.parameter_dtype(model), missing=registry.takes_missing(model))
         registry.warn_unflagged_missing(model, given, inputs)
     example = streams.head(inputs, 2)
+    models.check_keyword_inputs(model, data.keywords(x), inputs)
     adapted = models.adapt(model, example, data.keywords(x), output_key)
-    mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg)
+    mask_input, _ = padding.plan(adapted, inputs, data.keywords(x), None, cfg, "prediction")
     with _said_with_training_shape(model, given):
         raw = _C.predict(models.to_cpp(adapted, example, runner), inputs, cpp_config, mask_input=mask_input)
     if output in ("classes", "probabilities") and (raw.dim() < 2 or raw.shape[1] < 2):
