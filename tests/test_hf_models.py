@@ -206,6 +206,8 @@ def test_tracing_a_hugging_face_model_logs_nothing_its_attribute_reads_set_off()
 
     kept = Kept()
     logging.getLogger("transformers").addHandler(kept)
+    verbosity = transformers.logging.get_verbosity()  # "minilm" sets it to errors, for the whole process
+    transformers.logging.set_verbosity_warning()
     try:
         x, y = token_data()
         model = bert()
@@ -217,6 +219,7 @@ def test_tracing_a_hugging_face_model_logs_nothing_its_attribute_reads_set_off()
         assert [line for line in kept.lines if "loss_type" in line]
     finally:
         logging.getLogger("transformers").removeHandler(kept)
+        transformers.logging.set_verbosity(verbosity)
 
 
 def test_a_misspelled_key_and_ids_beyond_the_vocabulary_are_errors_naming_them():
