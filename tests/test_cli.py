@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune import runs
+from finetune import data, runs
 from finetune.config import TrainConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -1819,3 +1819,30 @@ def test_a_label_column_coded_from_one_reads_its_codes_as_class_names(capsys, tm
     assert_one_line_error(code, err, "the labels in '", "gaps.csv' label column 'label' are not the class ids 0..K-1",
                           "write them in the file as 0..K-1, or as words", "train.task='regression'")
     assert "np.unique" not in err
+
+
+def test_warnings_about_a_csvs_word_columns_name_them_by_the_header(capsys, caplog, tmp_path):
+    """The CLI reads a CSV with words into an array without names: its warnings said "X column 1". They name the
+    header's column: an id-like column in training, a word training never had at predict."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    colour = rng.choice(["red", "green", "blue"], size=200)
+    frame = pd.DataFrame({"a": x[:, 0], "customer": [f"C{i:04d}" for i in range(200)], "colour": colour,
+                          "b": x[:, 1], "label": (x[:, 0] + x[:, 1] > 0).astype(int)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\n[model]\nname = "mlp"\n'
+                                       '[train]\nepochs = 2\n')
+    with caplog.at_level("WARNING", logger="finetune"):
+        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    assert "X column 'customer': no value of it is held by 2 or more training rows" in caplog.text, caplog.text
+    frame.iloc[:3].assign(colour="purple").to_csv(tmp_path / "new.csv", index=False)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="finetune"):
+        code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "new.csv"),
+                             "--output", str(tmp_path / "p.csv"))
+    assert code == 0, err
+    assert "X column 'colour': 3 of 3 rows hold a value training did not have as a level (e.g. 'purple'" in \
+        caplog.text, caplog.text
+    assert data.shown_column(2) == "2"  # outside the CLI's runs, positions again

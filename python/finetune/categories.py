@@ -152,9 +152,9 @@ def _levels_of(name: Any, cells: Any) -> dict[str, Any]:
     other = sum(n for level, n in counts.items() if level not in kept) / len(values)
     if not [level for level in kept if level is not None] and len(present) >= 2 * MIN_ROWS:
         logging.getLogger("finetune").warning(
-            f"X column {column_key(name)!r}: no value of it is held by {MIN_ROWS} or more training rows ({len(counts)} "
-            f"distinct in {len(values)} rows: an id, a name, a time?), so the column reads as one 'other' input and "
-            "tells the model nothing: drop it, or turn it into numbers")
+            f"X column {data.shown_column(column_key(name))}: no value of it is held by {MIN_ROWS} or more training "
+            f"rows ({len(counts)} distinct in {len(values)} rows: an id, a name, a time?), so the column reads as one "
+            "'other' input and tells the model nothing: drop it, or turn it into numbers")
     return {"column": column_key(name), "levels": kept, "other": other}
 
 
@@ -285,8 +285,9 @@ def _one_hot(cells: Any, category: dict[str, Any]) -> np.ndarray:
     if (share > UNSEEN_WARNING and share > 2 * category["other"]) or (unseen and category["other"] == 0):
         examples = ", ".join(repr(v) for v in list(dict.fromkeys(unseen))[:3])
         logging.getLogger("finetune").warning(
-            f"X column {category['column']!r}: {len(unseen)} of {len(values)} rows hold a value training did not "
-            f"have as a level (e.g. {examples}; its levels: {levels[:5]}{' ...' if len(levels) > 5 else ''}): "
+            f"X column {data.shown_column(category['column'])}: {len(unseen)} of {len(values)} rows hold a value "
+            f"training did not have as a level (e.g. {examples}; its levels: {levels[:5]}"
+            f"{' ...' if len(levels) > 5 else ''}): "
             + ("they read as its 'other' input, as its rare values did" if category["other"] > 0 else
                "they read as none of its levels (all of its inputs 0)"))
     block = np.zeros((len(values), len(levels) + int(category["other"] > 0)), dtype=np.float32)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections.abc
+import contextlib
+import contextvars
 import datetime
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -292,6 +294,30 @@ def _some(names: list[str], most: int = 6) -> str:
     return repr(names) if len(names) <= most else repr(names[:most])[:-1] + f", ... ({len(names)} in all)]"
 
 
+# The names of X's columns where X is an array, which has none: a CSV's feature columns that the CLI read into an
+# object array. A message naming such a column by its position ("X column 1") names it by these instead.
+_COLUMN_NAMES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar("column_names", default=None)
+
+
+@contextlib.contextmanager
+def named_columns(names: Sequence[str] | None) -> Iterator[None]:
+    """Within it, messages name X's columns by ``names`` (a CSV's header but its label), not by their positions."""
+    token = _COLUMN_NAMES.set(tuple(names) if names is not None else None)
+    try:
+        yield
+    finally:
+        _COLUMN_NAMES.reset(token)
+
+
+def shown_column(name: Any) -> str:
+    """How a message names X's column ``name``: its name, or an array's column by its position -- or by the name
+    :func:`named_columns` gave that position."""
+    names = _COLUMN_NAMES.get()
+    if names is not None and isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(names):
+        return repr(names[name])
+    return repr(name)
+
+
 def not_a_number(name: Any, value: Any, row: int) -> str:
     """Why a cell of a column read as numbers is refused, with what to do: a date or a duration has no one number
     the model could read it as (pd.to_numeric gives nanoseconds since 1970)."""
@@ -302,8 +328,8 @@ def not_a_number(name: Any, value: Any, row: int) -> str:
     if isinstance(value, (datetime.timedelta, np.timedelta64)):
         return (f"X column {name!r} holds durations (e.g. {value!r}, row {row}): turn them into numbers first, "
                 f"e.g. df[{name!r}].dt.total_seconds() / 3600 (hours)")
-    return (f"X column {name!r} holds {value!r} (row {row}), and the model reads it as numbers (as the column held "
-            "in training: numbers, or booleans read as 0 / 1): pass those, a missing one as NaN or None")
+    return (f"X column {shown_column(name)} holds {value!r} (row {row}), and the model reads it as numbers (as the "
+            "column held in training: numbers, or booleans read as 0 / 1): pass those, a missing one as NaN or None")
 
 
 def _frame_numbers(frame: Any, name: str) -> Any:

@@ -736,13 +736,22 @@ def run(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False,
     out = Path(out)
     created = not out.exists()
     try:
-        return _run_into(cfg, out, quiet, callback, tensorboard, resume)
+        with data.named_columns(_header_names(cfg)):  # messages name a CSV's columns, not their positions in X
+            return _run_into(cfg, out, quiet, callback, tensorboard, resume)
     except BaseException:
         # a bad setting or file: no empty run directory left behind (by rank 0 alone, under torchrun)
         if created and distributed.process_rank() == 0 and out.is_dir() and not any(out.iterdir()):
             with contextlib.suppress(OSError):
                 out.rmdir()
         raise
+
+
+def _header_names(cfg: RunConfig) -> tuple[str, ...] | None:
+    """data_columns, or None where the file cannot be read: the run's own checks say why, in their words."""
+    try:
+        return data_columns(cfg) if cfg.data.get("path") is not None and Path(cfg.data["path"]).is_file() else None
+    except ValueError:
+        return None
 
 
 def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, dict], bool | None] | None,
@@ -1148,7 +1157,9 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
         x, y = split.x_test, split.y_test
     else:
         x, y = read_labelled(cfg, input_path, model, run_ids(run_dir))
-    metrics = finetune.evaluate(model, (x, y), task=cfg.train.task)
+    trained = training.trained_for(model)
+    with data.named_columns(trained.columns if trained is not None else None):
+        metrics = finetune.evaluate(model, (x, y), task=cfg.train.task)
     if "confusion_matrix" in metrics:  # classification's; a regression has none
         metrics["confusion_matrix"] = metrics["confusion_matrix"].tolist()
     return metrics
@@ -1354,8 +1365,12 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
     kept = datasets.csv_cells(input_path, keep, **_csv_encoding(cfg)) if keep else None
     if folder:
         keep, kept = ["file"], [[Path(f).relative_to(input_path).as_posix()] for f in x.files]
-    if cfg.train.task == "classification":
-        probabilities = finetune.predict(model, x, output="probabilities")
+    with data.named_columns(columns):  # its messages name the CSV's columns, not positions
+        classify = cfg.train.task == "classification"
+        predicted = finetune.predict(model, x, output="probabilities") if classify else \
+            finetune.predict(model, x, task="regression")
+    if classify:
+        probabilities = predicted
         classes = trained.classes if trained is not None and trained.classes is not None else None
         if classes is not None:  # text labels: the label predicted, then p_LABEL per class
             probabilities = probabilities[:, :len(classes)]
@@ -1363,8 +1378,7 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
         header_row = ["prediction", *(f"p_{c}" if classes is not None else f"p{c}" for c in names)]
         rows = [[names[int(row.argmax())], *(f"{p:.6g}" for p in row)] for row in probabilities]
     else:
-        values = finetune.predict(model, x, task="regression")
-        values = values.reshape(values.shape[0], -1)
+        values = predicted.reshape(predicted.shape[0], -1)
         header_row = ["score"] if cfg.train.task == "ranking" else ["prediction"] if values.shape[1] == 1 else \
             [f"prediction{j}" for j in range(values.shape[1])]
         rows = [[f"{v:.6g}" for v in row] for row in values]
