@@ -870,6 +870,17 @@ def test_overrides_after_an_option_are_overrides(tmp_path):
         main(["train", str(EXAMPLES / "wine.toml"), "--quiet", "stray"])
 
 
+def refused_then_dropped(capsys, caplog, config, out, refused: str, dropped: str) -> None:
+    """A run config whose file has rows without a label: an error naming the first and pointing at
+    data.missing_labels; with data.missing_labels="drop" a run that leaves them out, counted in a warning."""
+    code, err = run_main(capsys, "train", str(config), "--out", str(out), "--quiet")
+    assert_one_line_error(code, err, refused)
+    with caplog.at_level("WARNING", logger="finetune"):
+        code, err = run_main(capsys, "train", str(config), 'data.missing_labels="drop"', "--out", str(out), "--quiet")
+    assert code == 0, err
+    assert dropped in caplog.text, caplog.text
+
+
 def test_rows_without_a_label_are_an_error_or_left_out_by_data_missing_labels(capsys, caplog, tmp_path):
     """A real CSV has rows without a label (penguins' sex): an error pointing at data.missing_labels, or with "drop"
     those rows left out, counted in a warning, and read the same way again by evaluate (the same test split)."""
@@ -882,15 +893,10 @@ def test_rows_without_a_label_are_an_error_or_left_out_by_data_missing_labels(ca
     pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "answer": labels}).to_csv(tmp_path / "t.csv", index=False)
     (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\nlabel = "answer"\n'
                                        '[model]\nname = "mlp"\n')
-    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
-    assert_one_line_error(code, err, "t.csv' row 6, column 'answer': the label is empty (fill it or drop the row; a "
-                          "run config's data.missing_labels = \"drop\" leaves such rows out)")
-    with caplog.at_level("WARNING", logger="finetune"):
-        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), 'data.missing_labels="drop"', "--out",
-                             str(tmp_path / "r"), "--quiet")
-    assert code == 0, err
-    assert "t.csv': 3 row(s) without a label left out (data.missing_labels = \"drop\"; rows [6, 42, 79])" in \
-        caplog.text
+    refused_then_dropped(capsys, caplog, tmp_path / "run.toml", tmp_path / "r",
+                         "t.csv' row 6, column 'answer': the label is empty (fill it or drop the row; a run config's "
+                         "data.missing_labels = \"drop\" leaves such rows out)",
+                         "t.csv': 3 row(s) without a label left out (data.missing_labels = \"drop\"; rows [6, 42, 79])")
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     tested = sum(map(sum, metrics["test_confusion_matrix"]))
     assert metrics["train_size"] + tested == 147 and sum(metrics["class_counts"].values()) == 118, metrics
@@ -915,14 +921,10 @@ def test_a_ratings_csv_with_a_missing_or_infinite_rating_is_an_error_or_left_out
     (tmp_path / "r.csv").write_text("user,item,rating\n" + "\n".join(rows) + "\n")
     (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "r.csv"}"\nlabel = "rating"\n'
                                        '[model]\nname = "mf"\n[train]\nepochs = 2\n')
-    code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet")
-    assert_one_line_error(code, err, "r.csv' row 11, column 'rating': the rating is 'nan', a missing value (fill it "
-                          "or drop the row; a run config's data.missing_labels = \"drop\" leaves such rows out)")
-    with caplog.at_level("WARNING", logger="finetune"):
-        code, err = run_main(capsys, "train", str(tmp_path / "run.toml"), 'data.missing_labels="drop"', "--out",
-                             str(tmp_path / "r"), "--quiet")
-    assert code == 0, err
-    assert "r.csv': 2 row(s) without a rating left out (data.missing_labels = \"drop\"; rows [11, 22])" in caplog.text
+    refused_then_dropped(capsys, caplog, tmp_path / "run.toml", tmp_path / "r",
+                         "r.csv' row 11, column 'rating': the rating is 'nan', a missing value (fill it or drop the "
+                         "row; a run config's data.missing_labels = \"drop\" leaves such rows out)",
+                         "r.csv': 2 row(s) without a rating left out (data.missing_labels = \"drop\"; rows [11, 22])")
     assert np.isfinite(json.loads((tmp_path / "r" / "metrics.json").read_text())["test"]["rmse"])
     (tmp_path / "new.csv").write_text("user,item,rating\n" + "\n".join(rows[:30]) + "\n")  # evaluate reads alike
     assert np.isfinite(runs.evaluate_run(tmp_path / "r", tmp_path / "new.csv")["rmse"])
