@@ -269,7 +269,7 @@ def _tune(args) -> int:
 
     result = runs.tune_run(cfg, out, on_trial=show)
     print(f"best {metric} {result.best_value:.4f} with {json.dumps(result.best_params)}; "
-          f"ready-to-run config: {out / 'best.toml'}")
+          f"ready-to-run config: {out / runs.BEST_FILE}")
     return 0
 
 

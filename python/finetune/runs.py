@@ -67,9 +67,13 @@ DATA_KEYS = {"dataset": None, "path": None, "label": "label", "val_fraction": No
              "on_bad_file": None}  # an image folder's file Pillow cannot read: "error" (None) or "skip"
 FAILED_FILE = "failed.txt"  # a run that stopped on an error, not an interruption: its message (a new run replaces it)
 IDS_FILE = "ids.json"  # a run directory's user and item ids (a ratings file's), each list in index order
+CONFIG_FILE, METRICS_FILE, HISTORY_FILE = "config.toml", "metrics.json", "history.csv"  # what a run wrote
+REPORT_FILE, PLOTS_FILE = "report.html", "plots.png"
+MODEL_FILE, ADAPTERS_FILE = "model.safetensors", "adapters.safetensors"  # its weights (LoRA kept apart: adapters)
+BEST_FILE, TRIALS_FILE = "best.toml", "trials.csv"  # a tune's
 # What a run directory holds (a predict --output must not overwrite these; a new run's --out is checked by them)
-RUN_FILES = ("config.toml", "metrics.json", "history.csv", "report.html", "plots.png", "model.safetensors",
-             "adapters.safetensors", IDS_FILE, FAILED_FILE, "best.toml", "trials.csv")
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, HISTORY_FILE, REPORT_FILE, PLOTS_FILE, MODEL_FILE, ADAPTERS_FILE, IDS_FILE,
+             FAILED_FILE, BEST_FILE, TRIALS_FILE)
 RUN_FOLDERS = ("checkpoints", "tensorboard")
 IMAGE_SIZE = 32  # an image folder's default size, where the model does not fix one ("cnn" is a small CNN)
 IMAGE_MODES = {1: "L", 3: "RGB"}  # an image model's input channels -> the Pillow mode its images are read in
@@ -875,7 +879,7 @@ def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, d
         config_written["train"] = {k: v for k, v in cfg.train.to_dict().items() if k in cfg.train_given}
         if split.task != TrainConfig().task and "task" not in cfg.train_given:  # decided by the data (ratings)
             config_written["train"]["task"] = split.task  # compare and reruns read it, not the default
-    (out / "config.toml").write_text(write_toml(config_written))
+    (out / CONFIG_FILE).write_text(write_toml(config_written))
     # The task, and a CSV file's feature columns: predicting on a file whose columns moved is an error, not garbage
     remembered = training.trained_for(result.model) or training.TrainedFor(split.task)
     columns = data_columns(cfg)
@@ -891,14 +895,14 @@ def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, d
         # Adapters kept apart (lora.merge = false): the run keeps what trained -- the adapters and the head, a
         # small file -- and rebuilds the pretrained model around them when loaded.
         state = {k: v for k, v in result.model.state_dict().items() if lora.is_trained_name(k, result.lora["head"])}
-        checkpoint.save_tensors(out / "adapters.safetensors", state,
+        checkpoint.save_tensors(out / ADAPTERS_FILE, state,
                                 {"model": json.dumps(resolved.model), "lora": json.dumps(result.lora), **trained})
     else:
-        checkpoint.save_tensors(out / "model.safetensors", result.model.state_dict(),
+        checkpoint.save_tensors(out / MODEL_FILE, result.model.state_dict(),
                                 {"model": json.dumps(resolved.model), **trained})
     if split.ids is not None:  # a ratings file's ids, for predict and evaluate on new rows of them
         (out / IDS_FILE).write_text(json.dumps(split.ids))
-    with open(out / "history.csv", "w", newline="") as f:
+    with open(out / HISTORY_FILE, "w", newline="") as f:
         # The recipe's phases log different columns (its head fit has no rate, phase pairs no validation): all of them
         columns = list(dict.fromkeys(k for h in result.history for k in h)) or ["epoch"]
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -925,9 +929,9 @@ def _run_into(cfg: RunConfig, out: Path, quiet: bool, callback: Callable[[str, d
                         "allreduce_overlap": result.allreduce_overlap},
         "environment": environment(),
     }
-    (out / "metrics.json").write_text(json.dumps(strict_json(metrics), indent=1))
-    (out / "report.html").write_text(report.html(config_written, result.history, metrics))
-    report.plots_png(str(out / "plots.png"), result.history, metrics)  # with matplotlib installed
+    (out / METRICS_FILE).write_text(json.dumps(strict_json(metrics), indent=1))
+    (out / REPORT_FILE).write_text(report.html(config_written, result.history, metrics))
+    report.plots_png(str(out / PLOTS_FILE), result.history, metrics)  # with matplotlib installed
     log.info("run written to %s", out)
     return metrics
 
@@ -946,7 +950,7 @@ def _file_digest(path: str | None) -> str | None:
 def _training_split(run_dir: Path, cfg: RunConfig) -> datasets.Split:
     """A finished run's split, read again from its data: its file must be the one it trained on (metrics.json's
     digest), or the test split (and what each user had) would be other rows."""
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    metrics = json.loads((run_dir / METRICS_FILE).read_text()) if (run_dir / METRICS_FILE).is_file() else {}
     wrote = metrics.get("data_sha256")
     if wrote is not None and not Path(cfg.data["path"]).is_file():
         raise FileNotFoundError(f"'{cfg.data['path']}', the data '{run_dir}' trained on, does not exist (moved or "
@@ -972,7 +976,7 @@ def _check_out(out: Path) -> None:
     if not out.is_dir() or distributed.process_rank() != 0:
         return
     own, events = out / "checkpoints", out / "tensorboard"
-    if ((out / "config.toml").is_file() or (out / FAILED_FILE).is_file()
+    if ((out / CONFIG_FILE).is_file() or (out / FAILED_FILE).is_file()
             or own.is_dir() and (checkpoint.find(own) is not None or checkpoint.recipe_journal(own) is not None)
             or events.is_dir() and any(events.iterdir())
             and all(p.name.startswith("events.out.tfevents") for p in events.iterdir())):
@@ -1002,12 +1006,12 @@ def _own_checkpoints(out: Path, resume: bool) -> tuple[bool, list[Path]]:
     if resume or not held:
         return resume, []
     failed = out / FAILED_FILE
-    if not (out / "metrics.json").is_file() and not failed.is_file():
+    if not (out / METRICS_FILE).is_file() and not failed.is_file():
         raise ValueError(f"'{out}' holds an interrupted run ({own}, no metrics.json): --resume continues it; "
                          "remove the directory or pass another --out to start afresh")
     kind = "failed" if failed.is_file() else "finished"
     aside = []
-    for path in (own, out / "metrics.json", failed):
+    for path in (own, out / METRICS_FILE, failed):
         if not path.exists():  # a failed run has no metrics.json
             continue
         moved = path.with_name(f".{path.name}.replaced")
@@ -1076,7 +1080,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory '{run_dir}' does not exist")
-    cfg = load_config(run_dir / "config.toml")
+    cfg = load_config(run_dir / CONFIG_FILE)
     if cfg.data["path"] is not None and cfg.data["test_fraction"] is None and cfg.train.task != "ranking":
         # A run directory written before data.test_fraction: its file's test split was cut by val_fraction.
         cfg.data["test_fraction"] = cfg.data["val_fraction"]
@@ -1086,8 +1090,8 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, Any]:
     if folder and cfg.data["image_mean"] is None and registry.get(cfg.model["name"]).image_mean_std is not None:
         # A run directory written before data.image_mean: its folder trained in [0, 1], as its test split is read
         cfg.data["image_mean"], cfg.data["image_std"] = 0.0, 1.0
-    adapters = run_dir / "adapters.safetensors"
-    tensors, meta = checkpoint.load_tensors(adapters if adapters.exists() else run_dir / "model.safetensors")
+    adapters = run_dir / ADAPTERS_FILE
+    tensors, meta = checkpoint.load_tensors(adapters if adapters.exists() else run_dir / MODEL_FILE)
     spec = json.loads(meta["model"])
     model = registry.get(spec.pop("name")).build_saved(spec)
     if not adapters.exists():
@@ -1468,8 +1472,8 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     best = RunConfig(cfg.data, _without_statistics(cfg.model, given), result.best_config, cfg.source)
-    (out / "best.toml").write_text(write_toml(best.to_dict()))
-    with open(out / "trials.csv", "w", newline="") as f:
+    (out / BEST_FILE).write_text(write_toml(best.to_dict()))
+    with open(out / TRIALS_FILE, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["number", "state", metric, "epochs", *space])
         for r in result.trials:
@@ -1506,11 +1510,11 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
     named: set[str] = set()  # the train settings some run set away from the default, or some recipe recorded
     defaults = TrainConfig().to_dict()
     for run_dir in run_dirs:
-        if not (Path(run_dir) / "config.toml").is_file() or not (Path(run_dir) / "metrics.json").is_file():
+        if not (Path(run_dir) / CONFIG_FILE).is_file() or not (Path(run_dir) / METRICS_FILE).is_file():
             raise FileNotFoundError(f"'{run_dir}' is not a finished run directory (no config.toml and metrics.json"
                                     f"{'' if Path(run_dir).is_dir() else ': it does not exist'})")
-        cfg = load_config(Path(run_dir) / "config.toml")
-        record = json.loads((Path(run_dir) / "metrics.json").read_text())
+        cfg = load_config(Path(run_dir) / CONFIG_FILE)
+        record = json.loads((Path(run_dir) / METRICS_FILE).read_text())
         config = {f"{s}.{k}": v for s, t in cfg.to_dict().items() for k, v in t.items()}
         ran = (record.get("recipe") or [{}])[0].get("value", "none")
         # (an as-given run's config.toml writes every setting: the ones at their default shaped it as the defaults)
