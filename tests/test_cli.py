@@ -1848,3 +1848,37 @@ def test_warnings_about_a_csvs_word_columns_name_them_by_the_header(capsys, capl
     assert "X column 'colour': 3 of 3 rows hold a value training did not have as a level (e.g. 'purple'" in \
         caplog.text, caplog.text
     assert data.shown_column(2) == "2"  # outside the CLI's runs, positions again
+
+
+def test_new_rows_of_a_built_in_table_are_read_as_the_run_trained_on_them(capsys, tmp_path, wine_run):
+    """scikit-learn's wine and diabetes train standardised by their training split. Rows given to predict or
+    evaluate --input as scikit-learn ships them are read through the same statistics (wine's raw rows all
+    predicted one class, 0.33 accuracy on rows it trained on); a regression's predictions come back in the
+    target's units, evaluate's metrics stay in the run's (the target's std, as metrics.json's test)."""
+    sklearn = pytest.importorskip("sklearn.datasets")
+    from finetune import datasets
+
+    x, y = sklearn.load_wine(return_X_y=True)
+    np.savez(tmp_path / "wine.npz", X=x, y=y)
+    split = datasets.load("wine", seed=0)
+    assert runs.evaluate_run(wine_run, tmp_path / "wine.npz")["accuracy"] > 0.9
+    same = runs.evaluate_run(wine_run)  # the test split, already standardised: as before
+    np.savez(tmp_path / "test.npz", X=split.x_test * split.x_scale[1] + split.x_scale[0], y=split.y_test)
+    assert runs.evaluate_run(wine_run, tmp_path / "test.npz")["accuracy"] == pytest.approx(same["accuracy"])
+    code, err = run_main(capsys, "train", str(EXAMPLES / "diabetes.toml"), "train.epochs=5", "--out",
+                         str(tmp_path / "d"), "--quiet")
+    assert code == 0, err
+    x, y = sklearn.load_diabetes(return_X_y=True)
+    np.savez(tmp_path / "diabetes.npz", X=x, y=y)
+    test = json.loads((tmp_path / "d" / "metrics.json").read_text())["test"]
+    diabetes = datasets.load("diabetes", seed=0)
+    raw_test = diabetes.x_test * diabetes.x_scale[1] + diabetes.x_scale[0]
+    np.savez(tmp_path / "raw_test.npz", X=raw_test, y=diabetes.y_test * diabetes.y_scale[1] + diabetes.y_scale[0])
+    again = runs.evaluate_run(tmp_path / "d", tmp_path / "raw_test.npz")
+    assert again["r2"] == pytest.approx(test["r2"], abs=1e-4) and again["rmse"] == pytest.approx(test["rmse"], abs=1e-4)
+    runs.predict_file(tmp_path / "d", tmp_path / "raw_test.npz", tmp_path / "p.csv")
+    predicted = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
+    assert 100 < predicted.mean() < 200  # disease progression's units (25 to 346), not its std's
+    r2 = 1 - ((predicted - (diabetes.y_test * diabetes.y_scale[1] + diabetes.y_scale[0])) ** 2).sum() / \
+        ((diabetes.y_test - diabetes.y_test.mean()) ** 2).sum() / diabetes.y_scale[1] ** 2
+    assert r2 == pytest.approx(test["r2"], abs=1e-3)

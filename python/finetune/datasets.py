@@ -32,6 +32,10 @@ class Split:
     task: str  # "classification" or "regression"
     description: str
     ids: dict[str, list[str]] | None = None  # a ratings file's user and item ids, each list in index order
+    # A built-in table standardised by its training split: (mean, std) of X's columns and of a regression's target,
+    # which new rows given to a run of it (predict / evaluate --input) are read through
+    x_scale: tuple[np.ndarray, np.ndarray] | None = None
+    y_scale: tuple[float, float] | None = None
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int, stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +131,16 @@ def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, n
     return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
 
 
+def _standardise_split(split: Split) -> None:
+    """The split's X (and a regression's y) standardised by the training rows' mean and std, which it keeps."""
+    split.x_scale = (split.x_train.mean(0), split.x_train.std(0) + 1e-8)
+    split.x_train, split.x_test = _standardise(split.x_train, split.x_test)
+    if split.task == "regression":  # RMSE is then in units of the target's std
+        y_mean, y_std = float(split.y_train.mean()), float(split.y_train.std())
+        split.y_train, split.y_test = (split.y_train - y_mean) / y_std, (split.y_test - y_mean) / y_std
+        split.y_scale = (y_mean, y_std)
+
+
 def _digits(seed: int) -> Split:
     datasets = _needs("sklearn.datasets", "scikit-learn")
     d = datasets.load_digits()
@@ -141,10 +155,7 @@ def _sklearn_tabular(name: str, task: str) -> Callable[[int], Split]:
         y = d.target.astype(np.int64 if task == "classification" else np.float32)
         split = _split(d.data.astype(np.float32), y, task, f"scikit-learn {name} ({d.data.shape[0]} rows, "
                        f"{d.data.shape[1]} features, standardised)", seed)
-        split.x_train, split.x_test = _standardise(split.x_train, split.x_test)
-        if task == "regression":  # targets standardised too; RMSE is then in units of the target's std
-            mean, std = split.y_train.mean(), split.y_train.std()
-            split.y_train, split.y_test = (split.y_train - mean) / std, (split.y_test - mean) / std
+        _standardise_split(split)
         return split
 
     return load

@@ -1215,8 +1215,29 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
     there is one, and ``unread`` left out; ``columns``, the training file's, when known, must be its columns in
     the same order; ``words``, the positions of the model's category columns, read as words, the rest as numbers);
     flat rows are reshaped to the model's example shape (an image model's); a recommender's CSV's id columns are
-    read by its training file's ``ids``."""
-    return _read_rows(cfg, path, columns, words, unread, labelled=False, ids=ids)[0]
+    read by its training file's ``ids``. A built-in table's rows as it trained on them (standardised)."""
+    return _as_trained(cfg, *_read_rows(cfg, path, columns, words, unread, labelled=False, ids=ids))[0]
+
+
+def _builtin_scales(cfg: RunConfig) -> tuple[Any, Any]:
+    """(X's, y's) (mean, std) of a run on a built-in table standardised by its training split (scikit-learn's
+    wine, diabetes, ...), else None for either: the split is read again, its statistics are the same."""
+    if cfg.data["dataset"] is None:
+        return None, None
+    split = datasets.load(cfg.data["dataset"], seed=cfg.data["seed"])
+    return split.x_scale, split.y_scale
+
+
+def _as_trained(cfg: RunConfig, x: Any, y: np.ndarray | None) -> tuple[Any, np.ndarray | None]:
+    """New rows for a run on a built-in table as its rows were when it trained: X (and a regression's y)
+    standardised by the training split's statistics. Given as scikit-learn ships them, wine's rows were read on
+    another scale and all predicted one class (0.33 accuracy on the rows it trained on)."""
+    x_scale, y_scale = _builtin_scales(cfg)
+    if x_scale is not None and isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == len(x_scale[0]):
+        x = ((x - x_scale[0]) / x_scale[1]).astype(np.float32)
+    if y_scale is not None and y is not None:
+        y = ((y - y_scale[0]) / y_scale[1]).astype(np.float32)
+    return x, y
 
 
 def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any,
@@ -1225,8 +1246,8 @@ def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any,
     category columns, a recommender's ``ids``), y from an .npz's array y or the CSV's label column (the config's
     ``data.label``)."""
     trained = training.trained_for(model)
-    x, y = _read_rows(cfg, path, trained.columns if trained is not None else None, _category_columns(model), (),
-                      labelled=True, ids=ids)
+    x, y = _as_trained(cfg, *_read_rows(cfg, path, trained.columns if trained is not None else None,
+                                        _category_columns(model), (), labelled=True, ids=ids))
     classes = trained.classes if trained is not None else None
     if classes is not None and y.dtype.kind in "iuf" and all(c.isdigit() for c in classes):  # codes 1..K, as trained
         if (y != np.round(y)).any():
@@ -1383,6 +1404,9 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
         rows = [[names[int(row.argmax())], *(f"{p:.6g}" for p in row)] for row in probabilities]
     else:
         values = predicted.reshape(predicted.shape[0], -1)
+        y_scale = _builtin_scales(cfg)[1]
+        if y_scale is not None:  # a built-in table's target, standardised to train: back in its own units
+            values = values * y_scale[1] + y_scale[0]
         header_row = ["score"] if cfg.train.task == "ranking" else ["prediction"] if values.shape[1] == 1 else \
             [f"prediction{j}" for j in range(values.shape[1])]
         rows = [[f"{v:.6g}" for v in row] for row in values]
