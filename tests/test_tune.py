@@ -44,7 +44,16 @@ def test_search_is_seeded_prunes_and_returns_a_runnable_best_config():
     wine = datasets.load("wine")
     result = finetune.train("mlp", (wine.x_train, wine.y_train), val=(wine.x_test, wine.y_test),
                             config=first.best_config)
-    assert min(h["val_loss"] for h in result.history) == pytest.approx(first.best_value, rel=1e-6)
+    # The score is the returned model's (here the last epoch's: no restore_best), what best_config trains to
+    assert finetune.evaluate(result.model, (wine.x_test, wine.y_test))["loss"] == pytest.approx(first.best_value,
+                                                                                              rel=1e-5)
+    restored = tune("mlp", (wine.x_train, wine.y_train), (wine.x_test, wine.y_test), space=SPACE, trials=3, seed=0,
+                    epochs=8, batch_size=16, optimizer="adamw", restore_best=True, early_stopping=8)
+    again = finetune.train("mlp", (wine.x_train, wine.y_train), val=(wine.x_test, wine.y_test),
+                           config=restored.best_config)
+    assert finetune.evaluate(again.model, (wine.x_test, wine.y_test))["loss"] == pytest.approx(restored.best_value,
+                                                                                              rel=1e-5)
+    assert restored.best_value == pytest.approx(min(h["val_loss"] for h in again.history), rel=1e-6)
 
 
 def test_bad_search_spaces_are_clear_errors():
