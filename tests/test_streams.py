@@ -368,6 +368,53 @@ def test_a_corrupt_image_is_an_error_naming_the_file_or_is_skipped_and_counted(t
     assert result.train_size == 36
 
 
+def test_a_truncated_jpeg_is_skipped_with_on_bad_file_skip(tmp_path):
+    """A half-downloaded JPEG passes Pillow's verify() (its structure reads) and fails only when decoded: skipped
+    as a file that is not an image is, not met mid-training."""
+    from PIL import Image
+
+    root = _image_folder(tmp_path / "images")
+    whole = root / "bee" / "whole.jpg"
+    Image.fromarray(np.full((20, 24, 3), 90, np.uint8)).save(whole)
+    truncated = root / "bee" / "truncated.jpg"
+    truncated.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    folder = finetune.datasets.ImageFolder(root, size=16, on_bad_file="skip")
+    assert folder.skipped == [str(truncated)] and len(folder) == 37
+    assert finetune.train(_small_cnn(), folder, **IMAGE_SETTINGS).train_size == 37
+
+
+def test_a_class_reads_the_images_of_its_sub_folders_and_hidden_folders_are_no_class(tmp_path):
+    """As torchvision's ImageFolder: a class folder's sub-folders hold its images too (predict's ImageFiles read
+    them, training left them out); a hidden folder (.ipynb_checkpoints) is no class, a hidden file no image."""
+    import shutil as sh
+
+    root = _image_folder(tmp_path / "images")
+    (root / "bee" / "more").mkdir()
+    for k in range(3):
+        sh.copy(root / "bee" / f"00{k}.png", root / "bee" / "more" / f"x{k}.png")
+    (root / ".ipynb_checkpoints").mkdir()
+    sh.copy(root / "ant" / "000.png", root / ".ipynb_checkpoints" / "000-checkpoint.png")
+    sh.copy(root / "ant" / "000.png", root / "ant" / "._000.png")  # a macOS resource fork's name
+    folder = finetune.datasets.ImageFolder(root, size=16)
+    assert folder.classes == ["ant", "bee", "cat"] and len(folder) == 39
+    assert sorted(int(n) for n in np.bincount(folder.targets)) == [12, 12, 15]
+    assert len(finetune.datasets.ImageFiles(root, size=16)) == 39  # predict reads the same images
+
+
+def test_a_16_bit_grayscale_png_reads_as_its_8_bit_self(tmp_path):
+    """Pillow's convert("L") clips a 16-bit value above 255 to white: a 16-bit digit read as black and white."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 24)).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "eight.png")
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    with Image.open(tmp_path / "sixteen.png") as sixteen:
+        assert sixteen.mode.startswith("I")
+    for mode in ("L", "RGB"):
+        eight = finetune.datasets.read_image(tmp_path / "eight.png", (20, 24), mode)
+        np.testing.assert_array_equal(finetune.datasets.read_image(tmp_path / "sixteen.png", (20, 24), mode), eight)
+
+
 def test_frozen_features_are_computed_once_from_a_map_or_an_unaugmented_folder(split, tmp_path):
     """A frozen body over streamed data that reads the same every epoch runs once per example, in memory after:
     the same weights as the uncached streamed run and as the cached run on the arrays."""

@@ -407,7 +407,7 @@ def read_image(file: str | os.PathLike, size: tuple[int, int], mode: str, rng: r
     height, width = size
     try:
         with Image.open(file) as image:
-            image = image.convert(mode)
+            image = _eight_bit(image).convert(mode)
             if rng is not None:
                 image = image.resize((width, height), box=_random_resized_crop(image.size, rng))
                 if rng.random() < 0.5:
@@ -421,12 +421,34 @@ def read_image(file: str | os.PathLike, size: tuple[int, int], mode: str, rng: r
     return array[None] if mode == "L" else array.transpose(2, 0, 1)
 
 
+def _eight_bit(image: Any) -> Any:
+    """A 16-bit grayscale image (Pillow's "I;16" modes, or "I", as Pillow opens a 16-bit PNG) on 8 bits' scale:
+    Pillow's convert("L") clips every value above 255 to white, so a 16-bit digit read as black and white."""
+    from PIL import Image
+
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64) / 257.0  # 65535 -> 255
+        return Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8), "L")
+    return image
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """Whether a path under ``root`` is hidden (a part of it begins with a dot: .ipynb_checkpoints, ._name)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Every image file in ``folder`` and its sub-folders (by IMAGE_SUFFIXES; hidden ones left out), sorted."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p, folder))
+
+
 def image_files(path: str | os.PathLike) -> list[Path]:
     """Every image file in a folder and its sub-folders (by IMAGE_SUFFIXES), in sorted order: new images to predict."""
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder '{root}' does not exist")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _images_under(root)
     if not files:
         raise ValueError(f"image folder '{root}' has no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -458,10 +480,12 @@ def _pillow() -> None:
 
 
 def _scan_image_folder(root: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[Path, int]]]:
-    """The class names and every image file with its label, in a fixed order (no image opened)."""
+    """The class names and every image file with its label, in a fixed order (no image opened). A class's images
+    are those in its folder and its sub-folders, as torchvision's ImageFolder reads them (predict reads a folder
+    so too); hidden folders (.ipynb_checkpoints) are no class."""
     if not root.is_dir():
         raise FileNotFoundError(f"image folder '{root}' does not exist")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise ValueError(f"image folder '{root}' has no class sub-folders")
     classes = list(classes) if classes is not None else folders
@@ -470,8 +494,7 @@ def _scan_image_folder(root: Path, classes: list[str] | None) -> tuple[list[str]
         raise ValueError(f"image folder '{root}' has class folder(s) {unknown} not among the classes {classes}")
     found = []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if (root / name).is_dir() else []
+        files = _images_under(root / name) if (root / name).is_dir() else []
         if not files and name in folders:
             raise ValueError(f"class folder '{root / name}' has no images ({', '.join(IMAGE_SUFFIXES)})")
         found += [(file, label) for file in files]
@@ -487,7 +510,7 @@ def _check_on_bad_file(value: Any) -> None:
 
 
 def _unreadable(files: Sequence[str | os.PathLike]) -> list[str]:
-    """The files whose structure Pillow's ``verify`` refuses (no image decoded), sorted: on_bad_file="skip"'s."""
+    """The files Pillow cannot verify or decode, sorted: on_bad_file="skip"'s."""
     return sorted(str(file) for file in files if not _verifies(Path(file)))
 
 
@@ -497,6 +520,8 @@ def _verifies(file: Path) -> bool:
     try:
         with Image.open(file) as image:
             image.verify()
+        with Image.open(file) as image:  # verify reads the structure; a truncated JPEG fails only when decoded
+            image.load()
         return True
     except Exception:  # noqa: BLE001 -- any failure of a bad file's structure
         return False
