@@ -1882,3 +1882,10 @@ def test_new_rows_of_a_built_in_table_are_read_as_the_run_trained_on_them(capsys
     r2 = 1 - ((predicted - (diabetes.y_test * diabetes.y_scale[1] + diabetes.y_scale[0])) ** 2).sum() / \
         ((diabetes.y_test - diabetes.y_test.mean()) ** 2).sum() / diabetes.y_scale[1] ** 2
     assert r2 == pytest.approx(test["r2"], abs=1e-3)
+
+
+@pytest.mark.parametrize("flag, value, said", [("--seeds", "0", "seeds must be an int of at least 1, got 0"),
+                                               ("--fraction", "1.5", "fraction must be in (0, 1], got 1.5")])
+def test_demo_refuses_no_seeds_and_a_fraction_past_one(capsys, flag, value, said):
+    code, err = run_main(capsys, "demo", flag, value)  # --seeds 0 was an IndexError's traceback
+    assert_one_line_error(code, err, said)

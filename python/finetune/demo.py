@@ -41,13 +41,17 @@ def recipe_line(result: finetune.Result) -> str:
 def run_demo(fraction: float = 0.2, seeds: int = 5, progress: bool = False) -> dict[str, float]:
     """The story over ``seeds`` seeds (each its own split, pretraining and sample). Fine-tune and scratch both run
     finetune's defaults: recipe="auto" (finetune.recipe), nothing hand-picked."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an int of at least 1, got {seeds!r}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
     start = time.perf_counter()
     rows = []
     for seed in range(seeds):
         x_train, x_test, y_train, y_test = load_digits_split(seed)
         if seed == 0:
             print(f"digits: {len(x_train)} training and {len(x_test)} held-out images (8x8, 10 classes), "
-                  f"{seeds} seeds (each its own split)")
+                  f"{seeds} seed{'s' if seeds > 1 else ''} (each its own split)")
         old = y_train < 5
         # The "pretrained model": trained on the digits 0-4 only, with plain settings.
         pretrained = finetune.train("cnn", (x_train[old], y_train[old]), epochs=10, num_classes=10, optimizer="sgd",
@@ -63,7 +67,7 @@ def run_demo(fraction: float = 0.2, seeds: int = 5, progress: bool = False) -> d
         rows.append(row)
     summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     spread = {k: float(np.std([r[k] for r in rows])) for k in rows[0]}
-    print(f"held-out accuracy over {seeds} seeds: before fine-tuning {summary['before']:.4f} ± {spread['before']:.4f}, "
+    print(f"held-out accuracy over {seeds} seed{'s' if seeds > 1 else ''}: before fine-tuning {summary['before']:.4f} ± {spread['before']:.4f}, "
           f"after {summary['after']:.4f} ± {spread['after']:.4f} (from scratch on the same samples: "
           f"{summary['from_scratch']:.4f} ± {spread['from_scratch']:.4f})")
     print(f"demo took {time.perf_counter() - start:.1f} s")
