@@ -56,6 +56,25 @@ def test_search_is_seeded_prunes_and_returns_a_runnable_best_config():
     assert restored.best_value == pytest.approx(min(h["val_loss"] for h in again.history), rel=1e-6)
 
 
+@pytest.mark.parametrize("spec, said", [
+    ({"lr": {"low": 1e-1, "high": 1e-3}}, "search space 'lr': low must be below high, got low=0.1, high=0.001"),
+    ({"lr": {"low": 0, "high": 1e-2, "log": True}}, "search space 'lr': a log range needs low > 0, got low=0"),
+    ({"schedule": {"choices": ["cosine", "cosinee"]}}, "search space 'schedule': 'cosinee' is no valid value "
+                                                        "(schedule must be one of"),
+    ({"schedule": {"choices": []}}, "search space 'schedule': choices must be a non-empty list, got []"),
+    ({"lr": {"low": 1e-3, "high": 1e-1, "step": 2}}, "search space 'lr' must be"),
+    ({"epochs": {"low": 0, "high": 4}}, "search space 'epochs': 0 is no valid value")])
+def test_a_search_space_is_checked_before_any_trial_trains(spec, said):
+    """Each mistake is one error before the first trial: a misspelt choice was found only when drawn, after other
+    trials had trained; an upside-down or log-0 range failed inside Optuna with its traceback."""
+    wine = datasets.load("wine")
+    calls = []
+    with pytest.raises(ValueError) as error:
+        tune(lambda: calls.append(1) or "mlp", (wine.x_train, wine.y_train), (wine.x_test, wine.y_test), space=spec,
+             trials=3, epochs=2)
+    assert said in str(error.value) and not calls
+
+
 def test_bad_search_spaces_are_clear_errors():
     wine = datasets.load("wine")
     with pytest.raises(ValueError, match=r"search space names unknown setting\(s\) \['lrate'\]"):

@@ -248,6 +248,8 @@ def _recommend(args) -> int:
 def _find_lr(args) -> int:
     from . import runs
 
+    if args.steps < 2:  # said by the flag's name, not the function's argument (num_steps)
+        raise ValueError(f"--steps must be at least 2 (a curve needs two rates), got {args.steps}")
     curve = runs.find_lr(runs.load_config(args.config, args.overrides), args.steps)
     print(f"suggested lr {curve.suggestion:.3g}: the lowest loss's rate / {curve.divisor:g}, the recipe's rule "
           f"(steepest descent at {curve.steepest:.3g}; {len(curve.lrs)} steps"

@@ -27,15 +27,36 @@ class TuneResult:
     trials: list[dict[str, Any]] = field(default_factory=list)  # number, state, value, params, epochs
 
 
-def _check_space(space: dict[str, Any]) -> None:
+def _check_space(space: dict[str, Any], base: TrainConfig) -> None:
+    """Every entry of ``space`` a range or choices of valid values for its setting, checked before any trial
+    trains: a choice misspelt ("cosinee") was found only when a trial drew it, after others had trained, and a
+    range upside down or of log 0 failed inside Optuna with its traceback."""
     unknown = sorted(set(space) - set(config_fields()))
     if unknown:
         raise ValueError(f"search space names unknown setting(s) {unknown}{did_you_mean(unknown, config_fields())}; "
                          f"known: {config_fields()}")
     for name, spec in space.items():
-        if not isinstance(spec, dict) or not ({"low", "high"} <= set(spec) or "choices" in spec):
-            raise ValueError(f"search space '{name}' must be {{'low': .., 'high': .. [, 'log': true]}} or "
-                             f"{{'choices': [...]}}, got {spec!r}")
+        shape = "{'low': .., 'high': .. [, 'log': true]} or {'choices': [...]}"
+        if not isinstance(spec, dict) or not (set(spec) in ({"low", "high"}, {"low", "high", "log"}, {"choices"})):
+            raise ValueError(f"search space '{name}' must be {shape}, got {spec!r}")
+        if "choices" in spec:
+            values = spec["choices"]
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"search space '{name}': choices must be a non-empty list, got {values!r}")
+        else:
+            low, high = spec["low"], spec["high"]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
+                raise ValueError(f"search space '{name}': low and high must be numbers, got {low!r} and {high!r}")
+            if not low < high:
+                raise ValueError(f"search space '{name}': low must be below high, got low={low!r}, high={high!r}")
+            if spec.get("log") and low <= 0:
+                raise ValueError(f"search space '{name}': a log range needs low > 0, got low={low!r}")
+            values = [low, high]
+        for value in values:  # each value the trials may draw is a valid setting (TrainConfig checks as it is made)
+            try:
+                base.replace(**{name: value})
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"search space '{name}': {value!r} is no valid value ({error})") from None
 
 
 def _suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:
@@ -58,8 +79,8 @@ def tune(model_factory: Callable[[], Any] | str, train_data: tuple[Any, Any], va
         import optuna
     except ImportError:
         raise ImportError("finetune.tune needs Optuna: pip install 'finetune[tune]' (or optuna)") from None
-    _check_space(space)
     base = resolve_config(config, {**settings, "progress": False})
+    _check_space(space, base)
     task_given = _task_given(config, settings)  # each trial's config is base's: say the task only if the user did
     minimise = _C.lower_is_better(metric)  # the loop's own rule for early stopping and the best epoch
     records: list[dict[str, Any]] = []
