@@ -339,3 +339,18 @@ def test_the_step_bar_is_drawn_only_on_a_terminal_and_the_epoch_lines_always(mon
     assert any(line.startswith("epoch 1/2  train_loss") for line in lines)
     assert any(line.startswith("epoch 2/2  train_loss") for line in lines)
     assert ("\r" in written) == terminal  # tqdm redraws its bar with carriage returns
+
+
+def test_find_lr_refuses_settings_a_range_test_has_nothing_to_act_on():
+    """A setting given takes effect or is an error: lr, epochs, a schedule, early stopping, the moving average,
+    ... were accepted by find_lr and changed nothing (the same curve)."""
+    import re
+
+    x, y = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32), np.arange(64) % 2
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=re.escape("epochs=50, lr=123.0 would change nothing; leave them out")):
+        finetune.find_lr(model, (x, y), lr=123.0, epochs=50, num_steps=10)
+    with pytest.raises(ValueError, match=re.escape("ema=0.99 would change nothing; leave it out (train takes it)")):
+        finetune.find_lr(model, (x, y), ema=0.99, num_steps=10)
+    curve = finetune.find_lr(model, (x, y), optimizer="adamw", batch_size=16, num_steps=10)  # these act on it
+    assert len(curve.lrs) >= 2

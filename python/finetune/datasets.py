@@ -631,10 +631,12 @@ def _read_ratings(path: Path, user: str, item: str, rating: str, encoding: str, 
 
 def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding: str, errors: str,
                   time: str | None = None,
-                  missing_labels: str = "error") -> tuple[list[str], list[str], np.ndarray | None, list[str] | None, list[int]]:
+                  missing_labels: str = "error"
+                  ) -> tuple[list[str], list[str], np.ndarray | None, list[str] | None, list[int]]:
     """(user ids, item ids, ratings, times, file row numbers) of a CSV's rows, the ids and times as written;
-    ``rating`` or ``time`` None: none read. A rating missing (empty, NA, nan, ...) is an error naming its row, or with ``missing_labels``
-    "drop" its row is left out and counted in a warning; one that is no finite float32 (inf, 1e39) is an error."""
+    ``rating`` or ``time`` None: none read. A rating missing (empty, NA, nan, ...) is an error naming its row,
+    or with ``missing_labels`` "drop" its row is left out and counted in a warning; one that is no finite float32
+    (inf, 1e39) is an error."""
     import csv
 
     with _open_text(path, encoding, errors) as f:
@@ -652,14 +654,15 @@ def _read_id_rows(path: Path, user: str, item: str, rating: str | None, encoding
             if len(row) != len(header):
                 raise ValueError(f"'{path}' row {number} has {len(row)} fields, the header has {len(header)}")
             if r is not None:
-                # "nan" is a float to Python: read as a rating, it made the loss NaN. A missing value, as pandas reads it.
+                # "nan" is a float to Python: read as a rating, it made the loss NaN. A missing value, as pandas
+                # reads it.
                 if row[r].strip().lower() in MISSING_TOKENS:
                     if missing_labels == "drop":
                         dropped.append(number)
                         continue
-                    raise ValueError(f"'{path}' row {number}, column '{rating}': the rating is "
-                                     f"{'empty' if not row[r].strip() else repr(row[r]) + ', a missing value'} (fill it "
-                                     "or drop the row; a run config's data.missing_labels = \"drop\" leaves such rows "
+                    said = "empty" if not row[r].strip() else repr(row[r]) + ", a missing value"
+                    raise ValueError(f"'{path}' row {number}, column '{rating}': the rating is {said} (fill it or "
+                                     "drop the row; a run config's data.missing_labels = \"drop\" leaves such rows "
                                      "out)")
                 try:
                     value = float(row[r])

@@ -67,7 +67,8 @@ def run_demo(fraction: float = 0.2, seeds: int = 5, progress: bool = False) -> d
         rows.append(row)
     summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     spread = {k: float(np.std([r[k] for r in rows])) for k in rows[0]}
-    print(f"held-out accuracy over {seeds} seed{'s' if seeds > 1 else ''}: before fine-tuning {summary['before']:.4f} ± {spread['before']:.4f}, "
+    print(f"held-out accuracy over {seeds} seed{'s' if seeds > 1 else ''}: "
+          f"before fine-tuning {summary['before']:.4f} ± {spread['before']:.4f}, "
           f"after {summary['after']:.4f} ± {spread['after']:.4f} (from scratch on the same samples: "
           f"{summary['from_scratch']:.4f} ± {spread['from_scratch']:.4f})")
     print(f"demo took {time.perf_counter() - start:.1f} s")

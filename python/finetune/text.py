@@ -82,7 +82,7 @@ def tokenizer(max_length: int = 48) -> Callable[[Sequence[str]], list[np.ndarray
     tok.enable_truncation(max_length)
     tok.enable_padding(length=max_length)
 
-    said: set[int] = set()  # the texts whose cuts were warned of (a hash of them, sampled or not): the same again say nothing new
+    said: set[int] = set()  # the texts whose cuts were warned of (a hash, sampled or not): said once for the same
 
     def tokenize(texts: Sequence[str], counted: np.ndarray | None = None) -> list[np.ndarray]:
         """``counted``: the rows whose cuts the warning counts (the training sample of a larger pool); None, all."""

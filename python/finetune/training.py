@@ -283,9 +283,9 @@ def check_not_quantities(targets: torch.Tensor, setting: str = "task", gaps: boo
     if torch.equal(values.double(), torch.arange(values.numel(), dtype=torch.float64)):
         return
     if counts.numel() >= QUANTITY_MIN_VALUES and float(counts.double().median()) < QUANTITY_MEDIAN_COUNT:
-        raise ValueError(f"{labels} has {counts.numel()} distinct values among {targets.shape[0]} rows, most of them seen "
-                         f"once or twice: a value to predict? pass {setting}='regression'; or {setting}='classification' "
-                         f"to train them as {counts.numel()} classes")
+        raise ValueError(f"{labels} has {counts.numel()} distinct values among {targets.shape[0]} rows, most of them "
+                         f"seen once or twice: a value to predict? pass {setting}='regression'; or "
+                         f"{setting}='classification' to train them as {counts.numel()} classes")
     # Ids that never occur: a head as wide as the largest id, classes no example has (a price in whole dollars
     # became 5,400 classes; {0, 1, 2, 3, 7, 12} 13), rule 7 weighting the empty ones and top-5 accuracy counting
     # them. Labels coded from 1 ({1, 2}) are the common case; 0..K-1 is what a head's outputs are. Labels that
@@ -1304,6 +1304,13 @@ class LrFinderResult:
         return ax
 
 
+# Settings of train's that a range test has nothing to act on: it sets the rate itself, step by step, runs no epochs
+# and evaluates, stops early on, averages and checkpoints nothing.
+NOT_FOR_FIND_LR = ("lr", "epochs", "eval_batch_size", "schedule", "warmup", "step_size", "gamma", "min_lr",
+                   "pct_start", "cycle_momentum", "base_momentum", "max_momentum", "early_stopping", "monitor",
+                   "restore_best", "ema", "checkpoint_dir", "checkpoint_every", "keep_last", "topk")
+
+
 def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, end_lr: float = 10.0,
             num_steps: int = 100, diverge_factor: float = 4.0, divisor: float | None = None,
             config: TrainConfig | None = None, **settings: Any) -> LrFinderResult:
@@ -1319,6 +1326,12 @@ def find_lr(model: Any, train_data: tuple[Any, Any], *, start_lr: float = 1e-7, 
     if divisor is not None and (isinstance(divisor, bool) or not isinstance(divisor, (int, float))
                                 or not math.isfinite(divisor) or divisor <= 0):
         raise ValueError(f"divisor must be a number > 0, got {divisor!r}")
+    unused = sorted(set(settings) & set(NOT_FOR_FIND_LR))
+    if unused:  # a setting given takes effect or is an error: these have nothing to act on in a range test
+        them = "it" if len(unused) == 1 else "them"
+        raise ValueError(f"find_lr runs steps at rates from start_lr to end_lr, not epochs of a schedule: "
+                         f"{', '.join(f'{k}={settings[k]!r}' for k in unused)} would change nothing; leave {them} "
+                         f"out (train takes {them})")
     settings.setdefault("progress", False)
     run = _prepare(model, train_data, None, config, settings,
                    task_given=_task_given(config, settings))

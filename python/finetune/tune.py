@@ -45,7 +45,9 @@ def _check_space(space: dict[str, Any], base: TrainConfig) -> None:
                 raise ValueError(f"search space '{name}': choices must be a non-empty list, got {values!r}")
         else:
             low, high = spec["low"], spec["high"]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                          for v in (low, high))
+            if not numbers:
                 raise ValueError(f"search space '{name}': low and high must be numbers, got {low!r} and {high!r}")
             if not low < high:
                 raise ValueError(f"search space '{name}': low must be below high, got low={low!r}, high={high!r}")
