@@ -187,7 +187,8 @@ def test_evaluate_and_predict(wine_run, tmp_path):
         json.loads((wine_run / "metrics.json").read_text())["test"]["accuracy"])
     from finetune import datasets
 
-    np.savez(tmp_path / "new.npz", X=datasets.load("wine").x_test[:7])
+    split = datasets.load("wine")
+    np.savez(tmp_path / "new.npz", X=(split.x_test * split.x_scale[1] + split.x_scale[0])[:7])  # as sklearn ships
     done = finetune_cli("predict", str(wine_run), "--input", str(tmp_path / "new.npz"), "--output",
                         str(tmp_path / "p.csv"))
     assert done.returncode == 0, done.stderr
@@ -1048,8 +1049,8 @@ def test_evaluate_reads_new_labelled_rows(capsys, tmp_path):
 def test_evaluate_reads_an_npz_of_new_rows(wine_run, tmp_path):
     from finetune import datasets
 
-    split = datasets.load("wine")
-    np.savez(tmp_path / "test.npz", X=split.x_test, y=split.y_test)
+    split = datasets.load("wine")  # its rows as scikit-learn ships them: the run standardises them as it trained
+    np.savez(tmp_path / "test.npz", X=split.x_test * split.x_scale[1] + split.x_scale[0], y=split.y_test)
     done = finetune_cli("evaluate", str(wine_run), "--input", str(tmp_path / "test.npz"))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["accuracy"] == pytest.approx(

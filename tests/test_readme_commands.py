@@ -276,18 +276,20 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def _setup_new_npz(work: Path) -> None:
-    """new.npz stands for the reader's new data: 10 rows of wine (standardised like the run's training data)."""
-    from finetune import datasets
-
-    np.savez(work / "new.npz", X=datasets.load("wine").x_test[:10])
-
-
-def _setup_labelled_npz(work: Path) -> None:
-    """labelled.npz stands for the reader's new labelled rows: wine's test split, which runs/wine was scored on."""
+    """new.npz stands for the reader's new data: 10 rows of wine, as scikit-learn ships them."""
     from finetune import datasets
 
     split = datasets.load("wine")
-    np.savez(work / "labelled.npz", X=split.x_test, y=split.y_test)
+    np.savez(work / "new.npz", X=(split.x_test * split.x_scale[1] + split.x_scale[0])[:10])
+
+
+def _setup_labelled_npz(work: Path) -> None:
+    """labelled.npz stands for the reader's new labelled rows: wine's test split, which runs/wine was scored on, as
+    scikit-learn ships its rows (the run reads them through the standardisation it trained with)."""
+    from finetune import datasets
+
+    split = datasets.load("wine")
+    np.savez(work / "labelled.npz", X=split.x_test * split.x_scale[1] + split.x_scale[0], y=split.y_test)
 
 
 def _setup_digits_idx(work: Path) -> None:
