@@ -871,9 +871,12 @@ def test_overrides_after_an_option_are_overrides(tmp_path):
         main(["train", str(EXAMPLES / "wine.toml"), "--quiet", "stray"])
 
 
-def refused_then_dropped(capsys, caplog, config, out, refused: str, dropped: str) -> None:
-    """A run config whose file has rows without a label: an error naming the first and pointing at
-    data.missing_labels; with data.missing_labels="drop" a run that leaves them out, counted in a warning."""
+def refused_then_dropped(capsys, caplog, out: Path, toml: str, refused: str, dropped: str) -> None:
+    """A run config (``toml``, written beside ``out``) whose file has rows without a label: an error naming the
+    first and pointing at data.missing_labels; with data.missing_labels="drop" a run that leaves them out, counted
+    in a warning."""
+    config = out.parent / "run.toml"
+    config.write_text(toml)
     code, err = run_main(capsys, "train", str(config), "--out", str(out), "--quiet")
     assert_one_line_error(code, err, refused)
     with caplog.at_level("WARNING", logger="finetune"):
@@ -892,9 +895,8 @@ def test_rows_without_a_label_are_an_error_or_left_out_by_data_missing_labels(ca
     import pandas as pd
 
     pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "answer": labels}).to_csv(tmp_path / "t.csv", index=False)
-    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\nlabel = "answer"\n'
-                                       '[model]\nname = "mlp"\n')
-    refused_then_dropped(capsys, caplog, tmp_path / "run.toml", tmp_path / "r",
+    refused_then_dropped(capsys, caplog, tmp_path / "r",
+                         f'[data]\npath = "{tmp_path / "t.csv"}"\nlabel = "answer"\n[model]\nname = "mlp"\n',
                          "t.csv' row 6, column 'answer': the label is empty (fill it or drop the row; a run config's "
                          "data.missing_labels = \"drop\" leaves such rows out)",
                          "t.csv': 3 row(s) without a label left out (data.missing_labels = \"drop\"; rows [6, 42, 79])")
@@ -920,9 +922,8 @@ def test_a_ratings_csv_with_a_missing_or_infinite_rating_is_an_error_or_left_out
     rows = [f"u{rng.integers(30)},m{rng.integers(40)},{rng.integers(1, 6)}" for _ in range(400)]
     rows[9], rows[20] = "u1,m1,nan", "u2,m2,"
     (tmp_path / "r.csv").write_text("user,item,rating\n" + "\n".join(rows) + "\n")
-    (tmp_path / "run.toml").write_text(f'[data]\npath = "{tmp_path / "r.csv"}"\nlabel = "rating"\n'
-                                       '[model]\nname = "mf"\n[train]\nepochs = 2\n')
-    refused_then_dropped(capsys, caplog, tmp_path / "run.toml", tmp_path / "r",
+    refused_then_dropped(capsys, caplog, tmp_path / "r", f'[data]\npath = "{tmp_path / "r.csv"}"\nlabel = "rating"\n'
+                         '[model]\nname = "mf"\n[train]\nepochs = 2\n',
                          "r.csv' row 11, column 'rating': the rating is 'nan', a missing value (fill it or drop the "
                          "row; a run config's data.missing_labels = \"drop\" leaves such rows out)",
                          "r.csv': 2 row(s) without a rating left out (data.missing_labels = \"drop\"; rows [11, 22])")
