@@ -1860,6 +1860,8 @@ def test_new_rows_of_a_built_in_table_are_read_as_the_run_trained_on_them(capsys
     sklearn = pytest.importorskip("sklearn.datasets")
     from finetune import datasets
 
+    assert all(datasets.load(n).x_scale is not None for n in datasets.STANDARDISED)  # the sets read through it
+    assert datasets.load("digits").x_scale is None  # pixels in [0, 1], as images are given
     x, y = sklearn.load_wine(return_X_y=True)
     np.savez(tmp_path / "wine.npz", X=x, y=y)
     split = datasets.load("wine", seed=0)

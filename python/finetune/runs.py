@@ -1222,7 +1222,7 @@ def read_inputs(cfg: RunConfig, path: str | os.PathLike, columns: tuple[str, ...
 def _builtin_scales(cfg: RunConfig) -> tuple[Any, Any]:
     """(X's, y's) (mean, std) of a run on a built-in table standardised by its training split (scikit-learn's
     wine, diabetes, ...), else None for either: the split is read again, its statistics are the same."""
-    if cfg.data["dataset"] is None:
+    if cfg.data["dataset"] not in datasets.STANDARDISED:  # the others are not read again: images, texts, ratings
         return None, None
     split = datasets.load(cfg.data["dataset"], seed=cfg.data["seed"])
     return split.x_scale, split.y_scale
