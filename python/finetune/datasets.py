@@ -722,21 +722,19 @@ def _rotten_tomatoes(seed: int) -> Split:
     return _split(texts, labels, "classification", "Rotten Tomatoes snippets (12,808, fresh/rotten)", seed)
 
 
+# scikit-learn's tables and their tasks: each loads standardised by its training split (Split.x_scale), which new
+# rows given to a run of it are read through
+STANDARDISED = {"iris": "classification", "wine": "classification", "breast_cancer": "classification",
+                "diabetes": "regression"}
+
 LOADERS: dict[str, Callable[[int], Split]] = {
     "digits": _digits,
-    "iris": _sklearn_tabular("iris", "classification"),
-    "wine": _sklearn_tabular("wine", "classification"),
-    "breast_cancer": _sklearn_tabular("breast_cancer", "classification"),
-    "diabetes": _sklearn_tabular("diabetes", "regression"),
+    **{name: _sklearn_tabular(name, task) for name, task in STANDARDISED.items()},
     "mnist5k": _mnist5k,
     "fashion-mnist": _fashion_mnist,
     "movielens": _movielens,
     "rotten-tomatoes": _rotten_tomatoes,
 }
-
-
-# The built-in sets loaded standardised by their training split (Split.x_scale): new rows are read through it
-STANDARDISED = ("iris", "wine", "breast_cancer", "diabetes")
 
 
 def names() -> list[str]:

@@ -21,6 +21,7 @@ import codecs
 import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -1224,7 +1225,13 @@ def _builtin_scales(cfg: RunConfig) -> tuple[Any, Any]:
     wine, diabetes, ...), else None for either: the split is read again, its statistics are the same."""
     if cfg.data["dataset"] not in datasets.STANDARDISED:  # the others are not read again: images, texts, ratings
         return None, None
-    split = datasets.load(cfg.data["dataset"], seed=cfg.data["seed"])
+    return _standardisation(cfg.data["dataset"], cfg.data["seed"])
+
+
+@functools.lru_cache(maxsize=8)
+def _standardisation(name: str, seed: int) -> tuple[Any, Any]:
+    """(X's, y's) statistics of a standardised built-in table's split, read once: predict's X and its values."""
+    split = datasets.load(name, seed=seed)
     return split.x_scale, split.y_scale
 
 
