@@ -53,6 +53,8 @@ VARIANTS = {
     "no phase scratch (the recipe before it)": ({"SCRATCH_CANDIDATE": False}, {}, {}),
     "phase scratch kept by the lower validation loss alone (no paired test)": ({"SCRATCH_Z": 0.0}, {}, {}),
     "no phase shrunk (the recipe before it)": ({"SHRINK_MAX_PARAMS": 0}, {}, {}),
+    "phase full kept over shrunk by the lower validation loss alone (no paired test; the rule before)":
+        ({"FULL_Z": 0.0}, {}, {}),
     "shrunk: x 0.3, noise 0.1": ({"SHRINK": 0.3}, {}, {}),
     "shrunk: x 0.7, noise 0.1": ({"SHRINK": 0.7}, {}, {}),
     "shrunk: x 0.5, noise 0.3": ({"PERTURB": 0.3}, {}, {}),

@@ -319,8 +319,13 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
 
   const State initial = copy_state(model);
   // Phase scratch is compared with the fine-tune example by example (paired_gain): each phase's per-example losses.
-  const bool paired = std::any_of(phases.begin(), phases.end(), [](const Phase& phase) { return phase.reinit; });
-  const State fresh_start = paired ? fresh_weights(fresh, model, config.seed) : State{};
+  const bool paired = std::any_of(phases.begin(), phases.end(),
+                                  [](const Phase& phase) { return phase.reinit || phase.shrink; });
+  const bool fresh_needed = std::any_of(phases.begin(), phases.end(), [](const Phase& phase) { return phase.reinit; });
+  const State fresh_start = fresh_needed ? fresh_weights(fresh, model, config.seed) : State{};
+  // Phase full against a shrunk phase: full is kept only when clearly better, example by example (FULL_Z)
+  const bool by_pairs = val.size() >= SCRATCH_MIN_VAL;
+  std::optional<std::pair<double, double>> over_full;  // (full's loss, z) where a shrunk phase was kept over it
   std::string not_clearly;
   std::vector<State> ends;
   // Phases shrunk and shrunk_low start from the same shrunk weights and the range test reseeds: one curve for both.
@@ -387,13 +392,28 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
         not_clearly = "; " + phase.name + "'s is " + text(loss) + ", not clearly lower (z = " + text(gain.z) +
                       "): fresh weights replace the fine-tune only when clearly better";
       }
+    } else if (phase.shrink && phases[kept].name == "full" && by_pairs) {
+      const auto gain = paired_gain(phase.losses, phases[kept].losses);
+      note(phase.name + ".full_gain", "z = " + text(gain.z) + " (lower by " + text(gain.lower_by) +
+           ", standard error " + text(gain.standard_error) + ", " + std::to_string(gain.examples) + " examples)",
+           "full's validation loss below " + phase.name + "'s, example by example; " + phase.name +
+           " is kept unless z >= " + text(FULL_Z, 4));
+      if (!(gain.z >= FULL_Z)) {  // (a NaN z, full's loss not finite: the shrunk phase)
+        over_full = std::make_pair(best_loss, gain.z);
+        best_loss = loss, kept = static_cast<int>(number), out.metrics = measured;
+      }
     } else if (loss < best_loss) {
       best_loss = loss, kept = static_cast<int>(number), out.metrics = measured;
     }
   }
   out.kept = phases[kept].name;
-  note("kept", out.kept, std::string(not_clearly.empty() ? "the phase" : "the fine-tuned phase") +
-       " with the lowest validation loss (" + text(best_loss) + ")" + not_clearly);
+  std::string which = not_clearly.empty() ? "the phase" : "the fine-tuned phase";
+  if (over_full && phases[kept].shrink && over_full->first < best_loss) {
+    which = "the shrunk phase";
+    not_clearly += "; full's is " + text(over_full->first) + ", not clearly lower (z = " + text(over_full->second) +
+                   ", below " + text(FULL_Z, 4) + "): full replaces a shrunk phase only when clearly better";
+  }
+  note("kept", out.kept, which + " with the lowest validation loss (" + text(best_loss) + ")" + not_clearly);
 
   // Rule 6: the kept phase and those it continues, again from the same start on the whole sample, for their best
   // number of epochs (the schedule's length unchanged, so the rate follows the same curve).

@@ -59,7 +59,8 @@ namespace finetune::recipe {
   X(double, EMA, 0.99)                       \
   X(bool, SCRATCH_CANDIDATE, true)           \
   X(double, SCRATCH_Z, 1.645)                \
-  X(int64_t, SCRATCH_MIN_VAL, 30)
+  X(int64_t, SCRATCH_MIN_VAL, 30)            \
+  X(double, FULL_Z, 1.645)
 
 #define FINETUNE_DECLARE_CONSTANT(type, name, value) inline constexpr type name = value;
 FINETUNE_RECIPE_CONSTANTS(FINETUNE_DECLARE_CONSTANT)

@@ -131,14 +131,14 @@ def test_a_neutral_setting_keeps_the_recipe_and_a_shaping_one_at_any_value_runs_
     decided = {d["what"]: d["value"] for d in neutral["recipe"]}
     kept = decided["kept"]
     # what the kept phase ran with, its epochs the refit's
-    assert row["recipe"] == '"auto"' and row["train.seed"] == "1"
-    assert row["train.optimizer"] == f'"(recipe: {decided[kept + ".optimizer"]})"'
+    assert row["recipe"] == "auto" and row["train.seed"] == "1"  # words bare, as trials.csv writes them
+    assert row["train.optimizer"] == f'(recipe: {decided[kept + ".optimizer"]})'
     rate = float(f"{decided[kept + '.lr']:.3g}")
-    assert row["train.lr"] == f'"(recipe: {rate})"'
-    assert row["train.epochs"] == f'"(recipe: {decided["refit"]["epochs"][0]})"'
-    assert dict(zip(table[0], table[1]))["train.optimizer"] == '"sgd"'
-    assert all(not row.get(k, "").startswith('"(recipe') for k in ("train.task", "train.device"))  # never decided
-    assert row["train.class_weights"] == '"(recipe: null)"'  # decided without a phase's prefix, as JSON reads
+    assert row["train.lr"] == f'(recipe: {rate})'
+    assert row["train.epochs"] == f'(recipe: {decided["refit"]["epochs"][0]})'
+    assert dict(zip(table[0], table[1]))["train.optimizer"] == "sgd"
+    assert all(not row.get(k, "").startswith('(recipe') for k in ("train.task", "train.device"))  # never decided
+    assert row["train.class_weights"] == "(recipe: none)"  # decided without a phase's prefix; None as none
     assert "train.beta2" not in table[0] and "train.gamma" not in table[0]  # no run gave them, no recipe said
 
 

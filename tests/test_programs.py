@@ -95,6 +95,9 @@ def test_article_example_keeps_fresh_weights_only_when_the_paired_test_says_so(d
         assert decisions["kept"] == "scratch" and re.fullmatch(r"scratch \d+ epochs?", decisions["refit"]), out.stdout
     else:
         assert decisions["kept"] != "scratch" and decisions["refit"].startswith("head "), out.stdout
+    if "shrunk.full_gain" in decisions:  # full was kept when shrunk ran: shrunk replaces it unless z >= FULL_Z
+        full_z = float(re.match(r"z = (\S+) ", decisions["shrunk.full_gain"]).group(1))
+        assert decisions["kept"] != ("shrunk" if full_z >= 1.645 else "full"), out.stdout
 
 
 def test_article_example_runs_no_phase_scratch_on_a_slice_too_small_to_decide_it(digits_idx):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import logging
 import subprocess
 import sys
 import tomllib
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import finetune
-from finetune import datasets
+from finetune import datasets, runs
 from finetune.tune import tune
 
 pytest.importorskip("optuna")
@@ -90,7 +92,21 @@ def test_tune_command_writes_best_config_and_trials(tmp_path):
     assert "ready-to-run config" in done.stdout
     best = tomllib.loads((tmp_path / "best.toml").read_text())
     assert set(best) == {"data", "model", "train"} and "lr" in best["train"]
-    assert len((tmp_path / "trials.csv").read_text().strip().splitlines()) == 7
+    trials = list(csv.DictReader((tmp_path / "trials.csv").read_text().splitlines()))
+    assert len(trials) == 6 and {t["schedule"] for t in trials} <= {"constant", "cosine", "onecycle"}  # bare words
+    assert {t["sample_fraction"] for t in trials} <= {"0.5", "1.0"}
+    assert "loop defaults" not in done.stderr  # [train] sets epochs; the space, the schedule
     run = subprocess.run([sys.executable, "-m", "finetune", "train", str(tmp_path / "best.toml"), "--out",
                           str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+
+
+def test_tune_says_which_loop_defaults_its_trials_run(tmp_path, caplog):
+    """A [tune] table without [train]: each trial trains the settings as given, so 10 epochs at a constant rate
+    (the loop's defaults) -- said, not run silently; lr is in the space, so not named."""
+    (tmp_path / "t.toml").write_text('[data]\ndataset = "iris"\n[model]\nname = "mlp"\n[tune]\ntrials = 1\n'
+                                     'lr = { low = 0.001, high = 0.1, log = true }\n')
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        runs.tune_run(runs.load_config(tmp_path / "t.toml"), tmp_path / "out")
+    said = [r.getMessage() for r in caplog.records if "loop defaults" in r.getMessage()]
+    assert len(said) == 1 and "(optimizer='sgd', epochs=10, schedule='constant'); set them in [train]" in said[0], said

@@ -1491,6 +1491,13 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
     trials, metric = space.pop("trials", 20), space.pop("metric", "val_loss")
     if not space:
         raise ValueError(f"{cfg.source} has no search space: add a [tune] table, e.g. lr = {{ low = 1e-4, high = 0.1, log = true }}")
+    # A trial trains the settings as given, never the recipe (the search is over settings): what neither [train]
+    # nor the space sets runs at the loop's defaults, which a [tune] table alone ran without saying so.
+    loose = training.loop_defaults_left({*cfg.train_given, *space})
+    if loose:
+        log.warning(f"{cfg.source}: each trial trains the settings as given, not the recipe, and what neither [train] "
+                    f"nor [tune] sets runs at the loop defaults ({', '.join(f'{k}={v!r}' for k, v in loose.items())})"
+                    "; set them in [train]")
     split = load_data(cfg)
     fit, val = validation_split(cfg, split)
     given = cfg.model
@@ -1508,8 +1515,16 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
         writer = csv.writer(f)
         writer.writerow(["number", "state", metric, "epochs", *space])
         for r in result.trials:
-            writer.writerow([r["number"], r["state"], r["value"], r["epochs"], *(json.dumps(r["params"][k]) for k in space)])
+            writer.writerow([r["number"], r["state"], r["value"], r["epochs"], *(_cell(r["params"][k]) for k in space)])
     return result
+
+
+def _cell(value: Any) -> str:
+    """A setting as a table cell (trials.csv, compare): a word as it is, None as none, a number or a list as JSON
+    writes it (a choice of "adamw" was written '"adamw"', and CSV quoted the quotes again)."""
+    if isinstance(value, str):
+        return value
+    return "none" if value is None else json.dumps(value)
 
 
 def _recipe_choices(decisions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1528,9 +1543,8 @@ def _recipe_choices(decisions: list[dict[str, Any]]) -> dict[str, Any]:
         chosen["epochs"] = refit["epochs"][refit["phases"].index(phase)]
     elif isinstance(result, dict) and isinstance(result.get("best_epoch"), int):
         chosen["epochs"] = result["best_epoch"] + 1
-    # as the other runs' cells read (JSON: null, 1.0), a rate to 3 significant digits, a word as it is
-    return {k: v if isinstance(v, str) else json.dumps(float(f"{v:.3g}") if isinstance(v, float) else v)
-            for k, v in chosen.items()}
+    # as the other runs' cells read (_cell), a rate to 3 significant digits
+    return {k: _cell(float(f"{v:.3g}") if isinstance(v, float) else v) for k, v in chosen.items()}
 
 
 def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
@@ -1572,6 +1586,6 @@ def compare(run_dirs: list[str | os.PathLike]) -> list[list[str]]:
     differing = [k for k in differing if k.removeprefix("train.") not in shaping - named or not k.startswith("train.")]
     metric_names = sorted({k for m in metrics for k in m})
     header = ["run"] + differing + [m if m.startswith("validation ") else f"test {m}" for m in metric_names]
-    return [header] + [[str(run_dir)] + [json.dumps(c.get(k)) for k in differing]
-                       + [f"{m.get(n, float('nan')):.4f}" for n in metric_names]
+    return [header] + [[str(run_dir)] + [_cell(c[k]) if k in c else "-" for k in differing]
+                       + [f"{m[n]:.4f}" if n in m else "-" for n in metric_names]  # "-": a metric the run has not
                        for run_dir, c, m in zip(run_dirs, configs, metrics)]
