@@ -1330,7 +1330,20 @@ def test_an_image_folder_with_a_bad_file_stops_or_skips_it_as_data_on_bad_file_s
     code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "photos"), "--output",
                          str(tmp_path / "p.csv"))
     assert_one_line_error(code, err, "broken.png' cannot be read", "(on_bad_file='skip' leaves such files out; in a "
-                          "run's config, data.on_bad_file)")
+                          "run's config, data.on_bad_file; for predict and evaluate, --on-bad-file skip)")
+    # --on-bad-file decides for predict and evaluate over the run's config; it acts on a folder only
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "photos"), "--output",
+                         str(tmp_path / "p.csv"), "--on-bad-file", "skip")
+    assert code == 0 and len((tmp_path / "p.csv").read_text().splitlines()) == 13, err
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "photos"),
+                         "--on-bad-file", "skip")
+    assert code == 0, err
+    code, err = run_main(capsys, "evaluate", str(tmp_path / "r"), "--input", str(tmp_path / "photos"),
+                         "--on-bad-file", "error")
+    assert_one_line_error(code, err, "broken.png' cannot be read")
+    code, err = run_main(capsys, "predict", str(tmp_path / "r"), "--input", str(tmp_path / "p.csv"), "--output",
+                         str(tmp_path / "q.csv"), "--on-bad-file", "skip")
+    assert_one_line_error(code, err, "on_bad_file='skip' acts on a folder of images, and the input is")
     (tmp_path / "t.csv").write_text("a,label\n1,0\n2,1\n")
     for overrides, messages in (
             (['data.on_bad_file="ignore"'], ["data.on_bad_file must be 'error' (a file Pillow cannot read stops the "

@@ -231,6 +231,8 @@ EXCLUDED = {
         "a benchmark: 32 seeds of two rows and scratch, 139 s here",
     'python benchmarks/recipe_variants.py --seeds 32 --threads 1 --rows "Python module" "as it is"':
         "a benchmark: 32 seeds of two rows and scratch, ~15 minutes (the Python module's probe is the slow part)",
+    'python benchmarks/recipe_variants.py --seeds 40 --threads 1 --rows "recipe as it is" "full kept over shrunk"':
+        "a benchmark: 40 seeds of two rows and scratch, ~5 minutes",
     "python benchmarks/scratch_candidate.py --gain --story STORY --seeds N --threads 1":
         "a benchmark's pattern (STORY and N stand for the table's rows): 1 to 20 minutes a story",
     "python benchmarks/scratch_candidate.py --story fashion-pretrained --seeds 3 --threads 1":

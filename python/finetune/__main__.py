@@ -145,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--input", help="new labelled data instead of the run's test split: .npz (arrays X and y), "
                           ".csv (the training file's feature columns and its label column) or a folder of images "
                           "(a sub-folder per class)")
+    evaluate.add_argument("--on-bad-file", choices=["error", "skip"], default=None,
+                          help="an image of the --input folder Pillow cannot read: stop (error) or leave it out "
+                               "(skip); default: as the run's data.on_bad_file")
 
     predict = commands.add_parser("predict", help="predictions of a finished run for new data, as CSV")
     predict.add_argument("run_dir")
@@ -156,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--keep", nargs="+", action="extend", default=[], metavar="COLUMN",
                          help="columns of the input CSV copied to the output before the predictions, as written (an "
                               "id to join them back on); a column the model was not trained on is not read")
+    predict.add_argument("--on-bad-file", choices=["error", "skip"], default=None,
+                         help="an image of the --input folder Pillow cannot read: stop (error) or leave it out, "
+                              "listed (skip); default: as the run's data.on_bad_file")
 
     recommend = commands.add_parser("recommend", help="each user's best items by a recommender run (one trained on a "
                                     "CSV of ratings or interactions), as CSV: user, rank, item, score")
@@ -225,14 +231,14 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from . import runs
 
-    print(json.dumps(runs.evaluate_run(args.run_dir, args.input), indent=1))
+    print(json.dumps(runs.evaluate_run(args.run_dir, args.input, args.on_bad_file), indent=1))
     return 0
 
 
 def _predict(args) -> int:
     from . import runs
 
-    rows = runs.predict_file(args.run_dir, args.input, args.output, args.keep)
+    rows = runs.predict_file(args.run_dir, args.input, args.output, args.keep, args.on_bad_file)
     print(f"{rows} predictions written to {args.output}")
     return 0
 

@@ -285,7 +285,7 @@ class ImageFolder:
                  classes: list[str] | None = None, augment: bool = False, mean: Any = None, std: Any = None,
                  on_bad_file: str = "error"):
         sizes = _image_size(size, mode)
-        _check_on_bad_file(on_bad_file)
+        check_on_bad_file(on_bad_file)
         self.mean, self.std = normalisation(mean, std, mode)
         self.root, self.size, self.mode, self.augment = Path(path), sizes, mode, bool(augment)
         self.classes, files = _scan_image_folder(self.root, classes)
@@ -344,7 +344,7 @@ class ImageFiles:
     def __init__(self, files: str | os.PathLike | Sequence[str | os.PathLike], size: int | tuple[int, int] = 224,
                  mode: str = "RGB", mean: Any = None, std: Any = None, on_bad_file: str = "error"):
         sizes = _image_size(size, mode)
-        _check_on_bad_file(on_bad_file)
+        check_on_bad_file(on_bad_file)
         self.mean, self.std = normalisation(mean, std, mode)
         self.files = image_files(files) if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
         self.skipped = _unreadable(self.files) if on_bad_file == "skip" else []
@@ -417,7 +417,7 @@ def read_image(file: str | os.PathLike, size: tuple[int, int], mode: str, rng: r
             array = np.asarray(image, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise ValueError(f"image '{file}' cannot be read: {error} (on_bad_file='skip' leaves such files out; in a "
-                         "run's config, data.on_bad_file)") from None
+                         "run's config, data.on_bad_file; for predict and evaluate, --on-bad-file skip)") from None
     return array[None] if mode == "L" else array.transpose(2, 0, 1)
 
 
@@ -504,7 +504,7 @@ def _scan_image_folder(root: Path, classes: list[str] | None) -> tuple[list[str]
 ON_BAD_FILE = ("error", "skip")  # what an image file Pillow cannot read is: ImageFolder's and ImageFiles' on_bad_file
 
 
-def _check_on_bad_file(value: Any) -> None:
+def check_on_bad_file(value: Any) -> None:
     if value not in ON_BAD_FILE:
         raise ValueError(f"on_bad_file must be 'error' or 'skip', got {value!r}")
 

@@ -1123,14 +1123,16 @@ def _with_trained_task(cfg: RunConfig, model: Any) -> RunConfig:
     return cfg
 
 
-def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | None = None,
+                 on_bad_file: str | None = None) -> dict[str, Any]:
     """Test metrics of a finished run: on its test split, read again as its config says, or on the labelled rows of
     ``input_path`` (an .npz with X and y, or a CSV with the training file's feature columns and its label column; a
     ranker's: a CSV of held-out (user, item) interactions, ranked among the items their users never had in the
-    training file)."""
+    training file; a folder of images, a sub-folder per class, whose unreadable files ``on_bad_file`` decides:
+    by default as the run's data.on_bad_file)."""
     import finetune
 
-    cfg, model = load_run(run_dir)
+    cfg, model = _with_on_bad_file(*load_run(run_dir), input_path, on_bad_file)
     if cfg.train.task == "ranking":  # test items ranked among items their users never had in the training file
         split = _training_split(Path(run_dir), cfg)
         if input_path is None:
@@ -1245,6 +1247,19 @@ def _as_trained(cfg: RunConfig, x: Any, y: np.ndarray | None) -> tuple[Any, np.n
     if y_scale is not None and y is not None:
         y = ((y - y_scale[0]) / y_scale[1]).astype(np.float32)
     return x, y
+
+
+def _with_on_bad_file(cfg: RunConfig, model: Any, input_path: str | os.PathLike | None,
+                      on_bad_file: str | None) -> tuple[RunConfig, Any]:
+    """(the run's config with data.on_bad_file set for reading ``input_path``, the model): predict's and
+    evaluate's --on-bad-file, which acts on a folder of images only."""
+    if on_bad_file is None:
+        return cfg, model
+    datasets.check_on_bad_file(on_bad_file)
+    if input_path is None or not Path(input_path).is_dir():
+        raise ValueError(f"on_bad_file={on_bad_file!r} acts on a folder of images, and the input is "
+                         + (f"'{input_path}'" if input_path is not None else "the run's test split"))
+    return dataclasses.replace(cfg, data={**cfg.data, "on_bad_file": on_bad_file}), model
 
 
 def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any,
@@ -1371,15 +1386,16 @@ def _check_output(path: str | os.PathLike, run_dir: str | os.PathLike, cfg: RunC
 
 
 def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
-                 keep: Sequence[str] = ()) -> int:
+                 keep: Sequence[str] = (), on_bad_file: str | None = None) -> int:
     """Writes a finished run's predictions for the data in ``input_path`` as CSV (class and probabilities per
     row for classification -- the label and p_LABEL columns where the training labels were text --, the
     predicted values for regression), after the input CSV's ``keep`` columns copied as written (an id to join the
     predictions back on; a column that is not a feature is not read), or for a folder of images each one's file
-    (its path in the folder); returns the number of rows."""
+    (its path in the folder; ``on_bad_file`` "skip" leaves out the files Pillow cannot read, "error" stops on
+    one, by default as the run's data.on_bad_file); returns the number of rows."""
     import finetune
 
-    cfg, model = load_run(run_dir)
+    cfg, model = _with_on_bad_file(*load_run(run_dir), input_path, on_bad_file)
     _check_output(output_path, run_dir, cfg, input_path)
     trained = training.trained_for(model)
     columns = trained.columns if trained is not None else None
