@@ -110,3 +110,14 @@ def test_tune_says_which_loop_defaults_its_trials_run(tmp_path, caplog):
         runs.tune_run(runs.load_config(tmp_path / "t.toml"), tmp_path / "out")
     said = [r.getMessage() for r in caplog.records if "loop defaults" in r.getMessage()]
     assert len(said) == 1 and "(optimizer='sgd', epochs=10, schedule='constant'); set them in [train]" in said[0], said
+
+
+def test_a_trial_that_fails_is_one_error_naming_its_settings(capfd):
+    """A drawn value TrainConfig accepts but training refuses (a freeze pattern that names no parameter): the
+    error says which trial and settings, and Optuna's own lines (its traceback of the same error) are not shown."""
+    wine = datasets.load("wine")
+    with pytest.raises(ValueError, match=r"^trial 0 \(\{\"freeze\": \[\"nothing_here\"\]\}\): freeze pattern "
+                                         r"'nothing_here' matches no parameter"):
+        tune("mlp", (wine.x_train, wine.y_train), (wine.x_test, wine.y_test), trials=2, epochs=1,
+             space={"freeze": {"choices": [["nothing_here"]]}})
+    assert "failed" not in capfd.readouterr().err

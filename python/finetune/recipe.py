@@ -23,7 +23,8 @@ The procedure (README, "The recipe"), for a model with trained weights:
    early stopping on the validation loss with the best epoch's weights restored;
 6. the phase with the lowest validation loss is kept (a fine-tune that hurts is not returned); of a transformer
    classifier, the loss at its best temperature (calibrated_loss: a confident fine-tune is not taken for a worse one);
-   phase "scratch" only if its loss is clearly lower, example by example (a paired test: README, rule 3);
+   phase "scratch" only if its loss is clearly lower, example by example (a paired test: README, rule 3), and
+   phase "full" over a shrunk phase likewise only if clearly lower (FULL_Z: README, rule 5);
 7. when the slice was carved, the kept phase and those it continues run again on the whole sample for their best epochs (refit).
 
 For a sentence encoder ("minilm") with at most PAIRS_MAX_PER_CLASS examples in a class, phase "pairs" (SetFit's

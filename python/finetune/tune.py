@@ -105,8 +105,11 @@ def tune(model_factory: Callable[[], Any] | str, train_data: tuple[Any, Any], va
 
         model = model_factory() if callable(model_factory) else model_factory
         trial_config = base.replace(**params)
-        result = train(model, train_data, val=val, config=trial_config, callback=report,
-                       **({"task": trial_config.task} if task_given else {}))
+        try:
+            result = train(model, train_data, val=val, config=trial_config, callback=report,
+                           **({"task": trial_config.task} if task_given else {}))
+        except ValueError as error:  # said with the trial's settings, the ones the space drew
+            raise ValueError(f"trial {trial.number} ({json.dumps(params)}): {error}") from error
         # The trial's score is its returned model's: the best epoch's where its config restores it, else the last
         # epoch's. The best epoch's of a run that returns the last made a score best.toml did not reproduce
         # (0.0313 reported, 0.0549 trained: the best of 20 epochs was the 2nd).
@@ -122,7 +125,9 @@ def tune(model_factory: Callable[[], Any] | str, train_data: tuple[Any, Any], va
             raise optuna.TrialPruned()
         return best
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's own lines would repeat a failed trial's error with its traceback before the error itself: the
+    # trials are said by on_trial, an error by the exception raised
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(direction="minimize" if minimise else "maximize",
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
