@@ -318,14 +318,15 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
   }
 
   const State initial = copy_state(model);
-  // Phase scratch is compared with the fine-tune example by example (paired_gain): each phase's per-example losses.
-  const bool paired = std::any_of(phases.begin(), phases.end(),
-                                  [](const Phase& phase) { return phase.reinit || phase.shrink; });
-  const bool fresh_needed = std::any_of(phases.begin(), phases.end(), [](const Phase& phase) { return phase.reinit; });
-  const State fresh_start = fresh_needed ? fresh_weights(fresh, model, config.seed) : State{};
-  // Phase full against a shrunk phase: full is kept only when clearly better, example by example (FULL_Z)
+  // Phase scratch is compared with the fine-tune example by example (paired_gain): each phase's per-example losses;
+  // and phase full with a shrunk phase (FULL_Z), on a slice the test can read (SCRATCH_MIN_VAL).
   const bool by_pairs = val.size() >= SCRATCH_MIN_VAL;
-  std::optional<std::pair<double, double>> over_full;  // (full's loss, z) where a shrunk phase was kept over it
+  const bool fresh_needed = std::any_of(phases.begin(), phases.end(), [](const Phase& phase) { return phase.reinit; });
+  const bool paired = fresh_needed || (by_pairs && std::any_of(phases.begin(), phases.end(),
+                                                               [](const Phase& phase) { return phase.shrink; }));
+  const State fresh_start = fresh_needed ? fresh_weights(fresh, model, config.seed) : State{};
+  std::vector<double> scores;  // each phase's validation loss, by number (infinity: not run)
+  std::string why_kept = "with the lowest validation loss (";  // how the kept phase won, its loss and ")" after
   std::string not_clearly;
   std::vector<State> ends;
   // Phases shrunk and shrunk_low start from the same shrunk weights and the range test reseeds: one curve for both.
@@ -341,6 +342,7 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
              " of " + std::to_string(before.epochs) + ") is past the first " + text(SHRUNK_LOW_GATE * 100) +
              "% of its schedule");
         ends.emplace_back();  // ends is indexed by phase; a phase not run is never kept or started from
+        scores.push_back(std::numeric_limits<double>::infinity());  // ... and so is scores
         continue;
       }
     }
@@ -380,40 +382,48 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
          std::to_string(phase.best_epochs) + ", validation loss " + text(loss), "the best epoch's weights, restored");
     ends.push_back(copy_state(model));
     if (paired) phase.losses = per_example_loss(predict(model, val, 0, val.size(), settings), val.targets, config.task);
+    double shrunk_best = std::numeric_limits<double>::infinity();
+    for (size_t earlier = 0; earlier < scores.size(); ++earlier) {
+      if (phases[earlier].shrink) shrunk_best = std::min(shrunk_best, scores[earlier]);
+    }
+    scores.push_back(loss);
     if (phase.reinit) {  // fresh weights replace the fine-tune only when clearly better, example by example
       const auto gain = paired_gain(phases[kept].losses, phase.losses);
+      const std::string before = phases[kept].name;
       note(phase.name + ".gain", "z = " + text(gain.z) + " (lower by " + text(gain.lower_by) + ", standard error " +
            text(gain.standard_error) + ", " + std::to_string(gain.examples) + " examples)",
-           phase.name + "'s validation loss below " + phases[kept].name + "'s, the best fine-tuned phase, example by "
-           "example; kept only if z >= " + text(SCRATCH_Z, 4) + " (a one-sided paired test at 5%)");
+           phase.name + "'s validation loss below " + before + "'s, the fine-tuned phase kept, example by example; "
+           "kept only if z >= " + text(SCRATCH_Z, 4) + " (a one-sided paired test at 5%)");
       if (gain.z >= SCRATCH_Z) {
         best_loss = loss, kept = static_cast<int>(number), out.metrics = measured;
+        why_kept = "with a validation loss clearly below " + before + "'s, example by example (z = " + text(gain.z) +
+                   ", at least " + text(SCRATCH_Z, 4) + "; ";
       } else if (loss < best_loss) {
         not_clearly = "; " + phase.name + "'s is " + text(loss) + ", not clearly lower (z = " + text(gain.z) +
                       "): fresh weights replace the fine-tune only when clearly better";
       }
-    } else if (phase.shrink && phases[kept].name == "full" && by_pairs) {
+    } else if (phase.shrink && phases[kept].name == "full" && by_pairs && !(loss >= shrunk_best)) {
+      // (shrunk_low competes with full only if it is below shrunk)
       const auto gain = paired_gain(phase.losses, phases[kept].losses);
       note(phase.name + ".full_gain", "z = " + text(gain.z) + " (lower by " + text(gain.lower_by) +
            ", standard error " + text(gain.standard_error) + ", " + std::to_string(gain.examples) + " examples)",
            "full's validation loss below " + phase.name + "'s, example by example; " + phase.name +
-           " is kept unless z >= " + text(FULL_Z, 4));
+           " takes full's place unless z >= " + text(FULL_Z, 4));
       if (!(gain.z >= FULL_Z)) {  // (a NaN z, full's loss not finite: the shrunk phase)
-        over_full = std::make_pair(best_loss, gain.z);
+        why_kept = loss < best_loss ? "with the lowest validation loss ("
+                                    : "with a validation loss above full's, " + text(best_loss) + ", but not clearly "
+                                      "(z = " + text(gain.z) + ", below " + text(FULL_Z, 4) + "): a shrunk phase "
+                                      "takes full's place unless full is clearly better (";
         best_loss = loss, kept = static_cast<int>(number), out.metrics = measured;
       }
     } else if (loss < best_loss) {
       best_loss = loss, kept = static_cast<int>(number), out.metrics = measured;
+      why_kept = "with the lowest validation loss (";
     }
   }
   out.kept = phases[kept].name;
-  std::string which = not_clearly.empty() ? "the phase" : "the fine-tuned phase";
-  if (over_full && phases[kept].shrink && over_full->first < best_loss) {
-    which = "the shrunk phase";
-    not_clearly += "; full's is " + text(over_full->first) + ", not clearly lower (z = " + text(over_full->second) +
-                   ", below " + text(FULL_Z, 4) + "): full replaces a shrunk phase only when clearly better";
-  }
-  note("kept", out.kept, which + " with the lowest validation loss (" + text(best_loss) + ")" + not_clearly);
+  note("kept", out.kept, std::string(not_clearly.empty() ? "the phase " : "the fine-tuned phase ") + why_kept +
+       text(best_loss) + ")" + not_clearly);
 
   // Rule 6: the kept phase and those it continues, again from the same start on the whole sample, for their best
   // number of epochs (the schedule's length unchanged, so the rate follows the same curve).

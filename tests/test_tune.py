@@ -121,3 +121,19 @@ def test_a_trial_that_fails_is_one_error_naming_its_settings(capfd):
         tune("mlp", (wine.x_train, wine.y_train), (wine.x_test, wine.y_test), trials=2, epochs=1,
              space={"freeze": {"choices": [["nothing_here"]]}})
     assert "failed" not in capfd.readouterr().err
+
+
+def test_a_search_over_settings_that_leave_the_recipe_on_scores_each_trial_as_the_recipe_returns(recwarn):
+    """sample_fraction and batch_size shape nothing: each trial runs the recipe, whose phases count epochs from 0 each
+    (reported to Optuna, they were ignored with a warning per step) -- no pruning by epoch, and the score is the
+    returned model's, what best_config trains to."""
+    wine = datasets.load("wine")
+    found = tune("mlp", (wine.x_train, wine.y_train), (wine.x_test, wine.y_test), trials=2, seed=0,
+                 space={"sample_fraction": {"choices": [0.5, 1.0]}})
+    assert all(t["state"] == "complete" for t in found.trials)
+    assert not [w for w in recwarn if "already reported" in str(w.message)]
+    again = finetune.train("mlp", (wine.x_train, wine.y_train), val=(wine.x_test, wine.y_test),
+                           config=found.best_config, progress=False)
+    assert again.recipe[0]["value"] == "auto"
+    assert finetune.evaluate(again.model, (wine.x_test, wine.y_test))["loss"] == pytest.approx(found.best_value,
+                                                                                              rel=1e-5)

@@ -779,9 +779,12 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
     results, ran, ends, best_loss, metrics, not_clearly = [], [], {}, math.inf, {}, ""
     stopped = None  # the phase the callback stopped in: no later phase, nor the refit, runs
     # Phase scratch is compared with the fine-tune example by example (paired_gain): each phase's per-example losses.
-    paired = any(phase.reinit or phase.shrink is not None for phase in phases)
-    example_losses, over_full = {}, None  # (full's loss, z) where a shrunk phase was kept over it
-    by_pairs = val is not None and int(val[1].shape[0]) >= SCRATCH_MIN_VAL  # full against shrunk: FULL_Z
+    # ... and phase full with a shrunk phase (FULL_Z), on a slice the test can read (SCRATCH_MIN_VAL)
+    by_pairs = val is not None and int(val[1].shape[0]) >= SCRATCH_MIN_VAL
+    paired = any(phase.reinit or (by_pairs and phase.shrink is not None) for phase in phases)
+    example_losses: dict[int, Any] = {}
+    scores: dict[int, float] = {}  # each phase's compared validation loss, by number
+    why_kept = "with the lowest validation loss ({loss})"  # how plan.kept won: the note "kept"'s, its loss filled in
     for number, phase in enumerate(phases):
         name = phase.name
         if phase.early is not None and not _early(plan, phase, ran):
@@ -871,25 +874,36 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         ran.append((name, settings, result.best_epoch + 1 if restored else len(result.history)))
         if number < len(phases) - 1:  # a later phase may start here, or this one be kept
             ends[name] = _copy_state(model)
+        shrunk_best = min((scores[n] for n in scores if phases[n].shrink is not None), default=math.inf)
+        scores[number] = score
         if phase.reinit:  # fresh weights replace the fine-tune only when clearly better, example by example
             gain = paired_gain(example_losses[plan.kept], example_losses[number])
-            plan.note(f"{name}.gain", gain, f"{name}'s validation loss below {phases[plan.kept].name}'s, the best "
-                      "fine-tuned phase, example by example: the mean difference, its standard error and their "
-                      f"ratio z; kept only if z >= {SCRATCH_Z:g} (SCRATCH_Z: a one-sided paired test at 5%)")
+            before = phases[plan.kept].name
+            plan.note(f"{name}.gain", gain, f"{name}'s validation loss below {before}'s, the fine-tuned phase kept, "
+                      "example by example: the mean difference, its standard error and their ratio z; kept only if "
+                      f"z >= {SCRATCH_Z:g} (SCRATCH_Z: a one-sided paired test at 5%)")
             if gain["z"] >= SCRATCH_Z:
                 best_loss, plan.kept, metrics = score, number, measured
+                why_kept = (f"with a validation loss ({{loss}}) clearly below {before}'s, example by example (z = "
+                            f"{gain['z']:.2f}, at least {SCRATCH_Z:g})")
             elif score < best_loss:
                 not_clearly = (f"; {name}'s is {score:.4f}, not clearly lower (z = {gain['z']:.2f}, below "
                                f"{SCRATCH_Z:g}): fresh weights replace the fine-tune only when clearly better")
-        elif phase.shrink is not None and phases[plan.kept].name == "full" and by_pairs:
+        elif (phase.shrink is not None and phases[plan.kept].name == "full" and by_pairs
+              and not score >= shrunk_best):  # shrunk_low competes with full only if it is below shrunk
             gain = paired_gain(example_losses[number], example_losses[plan.kept])
-            plan.note(f"{name}.full_gain", gain, f"full's validation loss below {name}'s, example by example (the "
-                      f"mean difference, its standard error and z); {name} is kept unless z >= {FULL_Z:g} (FULL_Z)")
+            plan.note(f"{name}.full_gain", gain, f"full's validation loss below {name}'s, example by example: the "
+                      f"mean difference, its standard error and their ratio z; {name} takes full's place unless z >= "
+                      f"{FULL_Z:g} (FULL_Z)")
             if not gain["z"] >= FULL_Z:  # (a NaN z, full's loss not finite: the shrunk phase)
-                over_full = (best_loss, gain["z"])
+                why_kept = ("with the lowest validation loss ({loss})" if score < best_loss else
+                            f"with a validation loss ({{loss}}) above full's, {best_loss:.4f}, but not clearly (z = "
+                            f"{gain['z']:.2f}, below {FULL_Z:g}): a shrunk phase takes full's place unless full is "
+                            "clearly better")
                 best_loss, plan.kept, metrics = score, number, measured
         elif score < best_loss or phases[plan.kept].name == "pairs":
             best_loss, plan.kept, metrics = score, number, measured
+            why_kept = "with the lowest validation loss ({loss})"
         if stopped:
             break
     if plan.kept != len(phases) - 1:
@@ -898,14 +912,9 @@ def run(train_phase: Callable[..., Any], find_rate: Callable[..., Any], measure:
         plan.note("kept", phases[plan.kept].name, "the only candidate (phase pairs is not one); nothing held out to "
                   "measure it on")
     else:
-        which = "the fine-tuned phase" if not_clearly else "the phase"
-        if over_full and phases[plan.kept].shrink is not None and over_full[0] < best_loss:
-            which = "the shrunk phase"
-            not_clearly += (f"; full's is {over_full[0]:.4f}, not clearly lower (z = {over_full[1]:.2f}, below "
-                            f"{FULL_Z:g}): full replaces a shrunk phase only when clearly better")
-        plan.note("kept", phases[plan.kept].name, which
-                  + f" with the lowest validation loss ({best_loss:.4f}"
-                  + ("; at its best temperature)" if by_temperature else ")") + not_clearly)
+        loss = f"{best_loss:.4f}" + ("; at its best temperature" if by_temperature else "")
+        plan.note("kept", phases[plan.kept].name, ("the fine-tuned phase " if not_clearly else "the phase ")
+                  + why_kept.format(loss=loss) + not_clearly)
 
     linear, measured = _linear_share(plan, model, config, train_data, val, common.get("class_weights"), measure)
     if linear is not None:

@@ -1507,10 +1507,11 @@ def tune_run(cfg: RunConfig, out: str | os.PathLike, on_trial: Callable[[dict], 
     trials, metric = space.pop("trials", 20), space.pop("metric", "val_loss")
     if not space:
         raise ValueError(f"{cfg.source} has no search space: add a [tune] table, e.g. lr = {{ low = 1e-4, high = 0.1, log = true }}")
-    # A trial trains the settings as given, never the recipe (the search is over settings): what neither [train]
-    # nor the space sets runs at the loop's defaults, which a [tune] table alone ran without saying so.
+    # A trial of settings that shape the training trains them as given, not the recipe: what neither [train] nor
+    # the space sets runs at the loop's defaults, which a [tune] table alone ran without saying so.
     loose = training.loop_defaults_left({*cfg.train_given, *space})
-    if loose:
+    as_given = training.recipe_for(cfg.train)[0] == "none" or any(k not in recipe_rules.RECIPE_NEUTRAL for k in space)
+    if loose and as_given:  # (the [train] table's values, as tune reads them, and the space's keys)
         log.warning(f"{cfg.source}: each trial trains the settings as given, not the recipe, and what neither [train] "
                     f"nor [tune] sets runs at the loop defaults ({', '.join(f'{k}={v!r}' for k, v in loose.items())})"
                     "; set them in [train]")

@@ -10,13 +10,16 @@ loop reports at each epoch's end. A search space maps TrainConfig fields to
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import _C
 from .config import TrainConfig, config_fields, did_you_mean
-from .training import _task_given, resolve_config, train
+from .training import _task_given, recipe_for, resolve_config, train
+
+log = logging.getLogger("finetune")
 
 
 @dataclass
@@ -91,6 +94,11 @@ def tune(model_factory: Callable[[], Any] | str, train_data: tuple[Any, Any], va
         params = {name: _suggest(trial, name, spec) for name, spec in space.items()}
         values: list[float] = []
         pruned = False
+        trial_config = base.replace(**params)
+        # Settings that shape nothing (sample_fraction, batch_size, ...) leave the recipe on: its phases each count
+        # epochs from 0 and its model is the phase kept, so such a trial is not pruned by epoch and scores as the
+        # model the recipe returns (its validation metrics)
+        by_recipe = recipe_for(trial_config)[0] != "none"
 
         def report(kind: str, info: dict[str, Any]) -> bool:
             nonlocal pruned
@@ -99,23 +107,30 @@ def tune(model_factory: Callable[[], Any] | str, train_data: tuple[Any, Any], va
             if metric not in info:
                 raise ValueError(f"metric {metric!r} is not reported; the epoch has {sorted(info)}")
             values.append(info[metric])
+            if by_recipe:
+                return False
             trial.report(info[metric], info["epoch"])
             pruned = trial.should_prune()
             return pruned  # True stops the C++ loop after this epoch
 
         model = model_factory() if callable(model_factory) else model_factory
-        trial_config = base.replace(**params)
         try:
             result = train(model, train_data, val=val, config=trial_config, callback=report,
                            **({"task": trial_config.task} if task_given else {}))
         except ValueError as error:  # said with the trial's settings, the ones the space drew
             raise ValueError(f"trial {trial.number} ({json.dumps(params)}): {error}") from error
+        except Exception:  # another kind keeps its type; which trial is logged (Optuna's own line is off)
+            log.error("tune: trial %d (%s) failed", trial.number, json.dumps(params))
+            raise
         # The trial's score is its returned model's: the best epoch's where its config restores it, else the last
         # epoch's. The best epoch's of a run that returns the last made a score best.toml did not reproduce
         # (0.0313 reported, 0.0549 trained: the best of 20 epochs was the 2nd).
         kept = result.best_epoch if trial_config.restore_best and result.best_epoch is not None else len(values) - 1
         worst = math.inf * (1 if minimise else -1)
         best = values[kept] if 0 <= kept < len(values) and math.isfinite(values[kept]) else worst
+        returned = result.metrics.get(metric.removeprefix("val_")) if by_recipe else None
+        if returned is not None:
+            best = returned if math.isfinite(returned) else worst
         record = {"number": trial.number, "state": "pruned" if pruned else "complete", "value": best,
                   "epochs": len(values), "params": params}
         records.append(record)
