@@ -783,7 +783,7 @@ def test_the_recipe_beats_scratch_and_the_old_defaults_on_the_digits_story():
     spreads by about 1.5 points, so the mean of 5 seeds has a standard error of ~0.7 -- as large as the lead
     itself on 1 thread, where 40 seeds (AMD EPYC) gave 0.65 points (0.52 before FULL_Z): a CPU whose arithmetic
     draws other seeds' luck would see 5 seeds behind about once in six. The mean of 30 has an error of ~0.27.
-    Measured as this test runs (2 threads, AMD EPYC, beside a benchmark; 434 s): the fine-tune 0.9683 +- 0.0099,
+    Measured as this test runs (2 threads, AMD EPYC, alone; 124 s): the fine-tune 0.9683 +- 0.0099,
     scratch 0.9593 +- 0.0127 -- a lead of 0.90 points, SE 0.27, ahead on 19 seeds, behind on 4 --, the old
     defaults 0.897 (seeds 0-9), the worst seed 0.9426.
 

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 import finetune
+from finetune import recipe
 
 
 def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -28,14 +29,19 @@ def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def recipe_line(result: finetune.Result) -> str:
     """The recipe's decisions in one line: each phase's rate, epochs and validation loss (phase scratch's with the
-    paired test's z it is kept by, README rule 3), the phase kept."""
+    paired test's z it is kept by, README rule 3), the phase kept (a shrunk phase kept over full's lower loss with
+    that test's z, rule 5)."""
     found = {d["what"]: d["value"] for d in result.recipe}
     phases = [f"head as a linear probe (C {found['head.C']:.2g})"] if "head.C" in found else []
     phases += [f"{name} at lr {found[name + '.lr']:.1e} ({found[name + '.result']['best_epoch'] + 1} epochs best, "
                f"validation loss {found[name + '.result']['val_loss']:.4f}"
                + (f", z {found[name + '.gain']['z']:.2f}" if name + ".gain" in found else "") + ")"
                for name in ("head", "full", "shrunk", "shrunk_low", "scratch") if name + ".lr" in found]
-    return f"{', '.join(phases)}; kept: {found['kept']}" + ("; refit on the whole sample" if "refit" in found else "")
+    kept = found["kept"]
+    gain = found.get(f"{kept}.full_gain")  # rule 5: a shrunk phase takes full's place unless full is clearly better
+    over = (f" over full's lower loss (z {gain['z']:.2f}, not clearly)"
+            if gain and gain["lower_by"] > 0 and not gain["z"] >= recipe.FULL_Z else "")
+    return f"{', '.join(phases)}; kept: {kept}{over}" + ("; refit on the whole sample" if "refit" in found else "")
 
 
 def run_demo(fraction: float = 0.2, seeds: int = 5, progress: bool = False) -> dict[str, float]:
