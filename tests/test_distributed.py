@@ -196,7 +196,7 @@ def _decisions(result: dict) -> dict:
 
 def _assert_same_decisions(two: dict, one: dict) -> None:
     """The same decisions: rates, epochs, phases run and kept, each phase's best epoch (its validation loss and phase
-    scratch's paired statistic to float rounding: two ranks' gradients are averaged where one process averages one
+    the paired tests' statistics to float rounding: two ranks' gradients are averaged where one process averages one
     batch)."""
     a, b = _decisions(two), _decisions(one)
     assert a.keys() == b.keys()
@@ -205,7 +205,7 @@ def _assert_same_decisions(two: dict, one: dict) -> None:
             assert {k: v for k, v in a[key].items() if k not in ("val_loss", "compared")} == \
                    {k: v for k, v in value.items() if k not in ("val_loss", "compared")}, key
             assert a[key]["val_loss"] == pytest.approx(value["val_loss"], rel=1e-5), key
-        elif key.endswith(".gain"):  # the paired test's statistic, from per-example losses of the same rounding
+        elif key.endswith((".gain", ".full_gain")):  # the paired tests' statistic, per-example losses of the same rounding
             assert a[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
         else:
             assert a[key] == value, key

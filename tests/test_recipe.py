@@ -307,6 +307,16 @@ class FakeRun:
         return {"loss": loss, "per_example_loss": loss + self.spread * (draw - draw.mean()) / draw.std()}
 
 
+def fake_decisions(fake: FakeRun, examples: int | None = None) -> dict:
+    """recipe.run on blobs' first ``examples`` (all by default) with ``fake``'s phases: its decisions by name."""
+    x, y = blobs()
+    sample = torch.arange(len(y) if examples is None else examples)
+    _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
+                               torch.from_numpy(y), None, sample, finetune.TrainConfig(cache_frozen=False),
+                               {}, pretrained=True)
+    return {d.what: d for d in plan.decisions}
+
+
 @pytest.mark.parametrize("losses, kept", [([1.0, 0.8, 0.5, 0.6], "shrunk"), ([1.0, 0.8, 0.6, 0.5], "shrunk_low"),
                                           ([1.0, 0.5, 0.8, 0.9], "full"), ([0.5, 0.8, 0.9, 0.9], "head"),
                                           ([1.0, 0.8, 0.6, 0.5, 0.4], "scratch")])
@@ -389,12 +399,7 @@ def test_phase_scratch_is_kept_only_when_its_validation_loss_is_clearly_lower_ex
         monkeypatch, scratch_loss, spread, kept):
     """SCRATCH_Z: against shrunk_low's 0.5, scratch's 0.45 is kept when the examples agree (a spread of 0.01 each),
     not when they scatter (1.0 each: the difference's standard error ~0.2 on 48 examples); 0.6 never is."""
-    x, y = blobs()
-    fake = FakeRun([1.0, 0.8, 0.6, 0.5, scratch_loss], best={"shrunk": 0}, spread=spread)
-    _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
-                               torch.from_numpy(y), None, torch.arange(len(y)), finetune.TrainConfig(cache_frozen=False),
-                               {}, pretrained=True)
-    found = {d.what: d for d in plan.decisions}
+    found = fake_decisions(FakeRun([1.0, 0.8, 0.6, 0.5, scratch_loss], best={"shrunk": 0}, spread=spread))
     gain = found["scratch.gain"].value
     assert found["kept"].value == kept and gain["examples"] == 48
     assert gain["lower_by"] == pytest.approx(0.5 - scratch_loss)
@@ -408,12 +413,7 @@ def test_phase_full_is_kept_over_shrunk_only_when_its_validation_loss_is_clearly
     """FULL_Z: full's 0.45 against shrunk's 0.5 is kept when the examples agree (a spread of 0.01 each), not when
     they scatter (1.0 each: the difference's standard error ~0.2 on 48 examples) -- then shrunk takes its place,
     and the reason says that full's loss was lower; full's 0.6 never is."""
-    x, y = blobs()
-    fake = FakeRun([1.0, full_loss, 0.5, 2.0], spread=spread)
-    _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
-                               torch.from_numpy(y), None, torch.arange(len(y)), finetune.TrainConfig(cache_frozen=False),
-                               {}, pretrained=True)
-    found = {d.what: d for d in plan.decisions}
+    found = fake_decisions(FakeRun([1.0, full_loss, 0.5, 2.0], spread=spread))
     gain = found["shrunk.full_gain"].value
     assert found["kept"].value == kept and gain["examples"] == 48
     assert gain["lower_by"] == pytest.approx(0.5 - full_loss)
@@ -431,12 +431,7 @@ def test_phase_full_is_kept_over_shrunk_only_when_its_validation_loss_is_clearly
 def test_shrunk_low_is_set_against_full_only_when_below_shrunk(losses, spread, kept):
     """After full beat shrunk clearly, a shrunk_low above shrunk's loss does not get a second, noisier chance
     against full; one below shrunk's does (and loses here: full is clearly lower)."""
-    x, y = blobs()
-    fake = FakeRun(losses, best={"shrunk": 0}, spread=spread)
-    _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
-                               torch.from_numpy(y), None, torch.arange(len(y)), finetune.TrainConfig(cache_frozen=False),
-                               {}, pretrained=True)
-    found = {d.what: d for d in plan.decisions}
+    found = fake_decisions(FakeRun(losses, best={"shrunk": 0}, spread=spread))
     assert found["kept"].value == kept, found["kept"].reason
     assert ("shrunk_low.full_gain" in found) == (losses[3] < losses[2] and found["shrunk.full_gain"].value["z"]
                                                  >= recipe.FULL_Z)
@@ -444,13 +439,7 @@ def test_shrunk_low_is_set_against_full_only_when_below_shrunk(losses, spread, k
 
 def test_a_slice_too_small_for_the_paired_test_keeps_the_lower_loss_between_full_and_shrunk():
     """Under SCRATCH_MIN_VAL validation examples z is not read: full's lower loss is kept, as before FULL_Z."""
-    x, y = blobs()
-    fake = FakeRun([1.0, 0.45, 0.5, 2.0], spread=1.0)
-    sample = torch.arange(100)  # a 20% slice of 100: 20 examples
-    _, plan, _, _ = recipe.run(fake.train_phase, fake.find_rate, fake.measure, mlp(), [torch.from_numpy(x)],
-                               torch.from_numpy(y), None, sample, finetune.TrainConfig(cache_frozen=False),
-                               {}, pretrained=True)
-    found = {d.what: d for d in plan.decisions}
+    found = fake_decisions(FakeRun([1.0, 0.45, 0.5, 2.0], spread=1.0), examples=100)  # a 20% slice: 20
     assert found["kept"].value == "full" and "shrunk.full_gain" not in found
     assert found["kept"].reason.startswith("the phase with the lowest validation loss (0.4500)")
 
