@@ -201,7 +201,7 @@ EXCLUDED = {
     "pip install --no-deps fastai==2.8.12": "installs packages",
     'pip install fastcore fasttransform fastprogress fastdownload "plum-dispatch<2.10" cloudpickle': "installs packages",
     "python benchmarks/quality.py --sections recipe --seeds 5 --threads 1 --save docs/quality/recipe.json":
-        "a benchmark: 527 s on an Intel Xeon (tests/test_recipe.py runs its digits story over 10 seeds)",
+        "a benchmark: 353 s on the AMD EPYC, 1 thread (tests/test_recipe.py runs its digits story over 30 seeds)",
     "tensorboard --logdir runs": "starts a server that runs until stopped (and needs the tensorboard package)",
     "finetune tune CONFIG": "CONFIG is a placeholder; `finetune tune examples/wine-tune.toml` runs as written",
     "finetune train": "a mention of the command in prose, without its config; the full commands run as written",
