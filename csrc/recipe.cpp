@@ -325,7 +325,7 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
   const bool paired = fresh_needed || (by_pairs && std::any_of(phases.begin(), phases.end(),
                                                                [](const Phase& phase) { return phase.shrink; }));
   const State fresh_start = fresh_needed ? fresh_weights(fresh, model, config.seed) : State{};
-  std::vector<double> scores;  // each phase's validation loss, by number (infinity: not run)
+  double shrunk_best = std::numeric_limits<double>::infinity();  // the lowest loss of the shrunk phases run so far
   std::string why_kept = "with the lowest validation loss (";  // how the kept phase won, its loss and ")" after
   std::string not_clearly;
   std::vector<State> ends;
@@ -342,7 +342,6 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
              " of " + std::to_string(before.epochs) + ") is past the first " + text(SHRUNK_LOW_GATE * 100) +
              "% of its schedule");
         ends.emplace_back();  // ends is indexed by phase; a phase not run is never kept or started from
-        scores.push_back(std::numeric_limits<double>::infinity());  // ... and so is scores
         continue;
       }
     }
@@ -382,11 +381,6 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
          std::to_string(phase.best_epochs) + ", validation loss " + text(loss), "the best epoch's weights, restored");
     ends.push_back(copy_state(model));
     if (paired) phase.losses = per_example_loss(predict(model, val, 0, val.size(), settings), val.targets, config.task);
-    double shrunk_best = std::numeric_limits<double>::infinity();
-    for (size_t earlier = 0; earlier < scores.size(); ++earlier) {
-      if (phases[earlier].shrink) shrunk_best = std::min(shrunk_best, scores[earlier]);
-    }
-    scores.push_back(loss);
     if (phase.reinit) {  // fresh weights replace the fine-tune only when clearly better, example by example
       const auto gain = paired_gain(phases[kept].losses, phase.losses);
       const std::string before = phases[kept].name;
@@ -420,6 +414,7 @@ Outcome run(Model& model, const Dataset& data, const TrainConfig& config, bool p
       best_loss = loss, kept = static_cast<int>(number), out.metrics = measured;
       why_kept = "with the lowest validation loss (";
     }
+    if (phase.shrink) shrunk_best = std::min(shrunk_best, loss);
   }
   out.kept = phases[kept].name;
   note("kept", out.kept, std::string(not_clearly.empty() ? "the phase " : "the fine-tuned phase ") + why_kept +

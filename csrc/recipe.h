@@ -8,8 +8,8 @@
 // (the same network with fresh weights, by the from-scratch rules); each phase SGD with momentum (rule 4; AdamW from
 // random weights) at the range test's lowest loss / 10, warm-up then cosine, early stopping with the best epoch
 // restored; the fine-tuned phase with the lowest validation loss kept -- full over a shrunk phase only if its loss is
-// clearly lower (a paired test, FULL_Z) --, or scratch if its loss is clearly lower (the same test); the phases it continues run again on the whole sample for their best epochs. From random weights:
-// one phase, / 100, longer.
+// clearly lower (a paired test, FULL_Z) --, or scratch if its loss is clearly lower (the same test); the phases it
+// continues run again on the whole sample for their best epochs. From random weights: one phase, / 100, longer.
 // python/finetune/recipe.py is the whole recipe (the linear probe on cached features, transformers, recommenders,
 // tabular models, what the user gave winning over each choice); the numbers below mirror its constants
 // (tests/test_recipe.py checks that they agree, through _C.recipe_constants()), and its lr_from_range calls

@@ -126,15 +126,12 @@ def _split(x, y, task, description, seed, test_fraction=0.2) -> Split:
     return Split(x[train], y[train], x[test], y[test], task, description)
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-8
-    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
-
-
 def _standardise_split(split: Split) -> None:
     """The split's X (and a regression's y) standardised by the training rows' mean and std, which it keeps."""
-    split.x_scale = (split.x_train.mean(0), split.x_train.std(0) + 1e-8)
-    split.x_train, split.x_test = _standardise(split.x_train, split.x_test)
+    mean, std = split.x_train.mean(0), split.x_train.std(0) + 1e-8
+    split.x_scale = (mean, std)
+    split.x_train = ((split.x_train - mean) / std).astype(np.float32)
+    split.x_test = ((split.x_test - mean) / std).astype(np.float32)
     if split.task == "regression":  # RMSE is then in units of the target's std
         y_mean, y_std = float(split.y_train.mean()), float(split.y_train.std())
         split.y_train, split.y_test = (split.y_train - y_mean) / y_std, (split.y_test - y_mean) / y_std

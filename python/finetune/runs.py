@@ -1132,7 +1132,8 @@ def evaluate_run(run_dir: str | os.PathLike, input_path: str | os.PathLike | Non
     by default as the run's data.on_bad_file)."""
     import finetune
 
-    cfg, model = _with_on_bad_file(*load_run(run_dir), input_path, on_bad_file)
+    cfg, model = load_run(run_dir)
+    cfg = _with_on_bad_file(cfg, input_path, on_bad_file)
     if cfg.train.task == "ranking":  # test items ranked among items their users never had in the training file
         split = _training_split(Path(run_dir), cfg)
         if input_path is None:
@@ -1249,17 +1250,16 @@ def _as_trained(cfg: RunConfig, x: Any, y: np.ndarray | None) -> tuple[Any, np.n
     return x, y
 
 
-def _with_on_bad_file(cfg: RunConfig, model: Any, input_path: str | os.PathLike | None,
-                      on_bad_file: str | None) -> tuple[RunConfig, Any]:
-    """(the run's config with data.on_bad_file set for reading ``input_path``, the model): predict's and
-    evaluate's --on-bad-file, which acts on a folder of images only."""
+def _with_on_bad_file(cfg: RunConfig, input_path: str | os.PathLike | None, on_bad_file: str | None) -> RunConfig:
+    """The run's config with data.on_bad_file set for reading ``input_path``: predict's and evaluate's
+    --on-bad-file, which acts on a folder of images only."""
     if on_bad_file is None:
-        return cfg, model
+        return cfg
     datasets.check_on_bad_file(on_bad_file)
     if input_path is None or not Path(input_path).is_dir():
         raise ValueError(f"on_bad_file={on_bad_file!r} acts on a folder of images, and the input is "
                          + (f"'{input_path}'" if input_path is not None else "the run's test split"))
-    return dataclasses.replace(cfg, data={**cfg.data, "on_bad_file": on_bad_file}), model
+    return dataclasses.replace(cfg, data={**cfg.data, "on_bad_file": on_bad_file})
 
 
 def read_labelled(cfg: RunConfig, path: str | os.PathLike, model: Any,
@@ -1395,7 +1395,8 @@ def predict_file(run_dir: str | os.PathLike, input_path: str | os.PathLike, outp
     one, by default as the run's data.on_bad_file); returns the number of rows."""
     import finetune
 
-    cfg, model = _with_on_bad_file(*load_run(run_dir), input_path, on_bad_file)
+    cfg, model = load_run(run_dir)
+    cfg = _with_on_bad_file(cfg, input_path, on_bad_file)
     _check_output(output_path, run_dir, cfg, input_path)
     trained = training.trained_for(model)
     columns = trained.columns if trained is not None else None
